@@ -1,0 +1,221 @@
+#include "runtime/allocator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <limits>
+#include <new>
+#include <cstdio>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace reckon {
+
+namespace {
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void add(Stat& s, int64_t bytes) {
+  s.current += bytes;
+  s.allocated += bytes;
+  s.peak = std::max(s.peak, s.current);
+}
+
+void sub(Stat& s, int64_t bytes) {
+  s.current -= bytes;
+  s.freed += bytes;
+}
+
+std::vector<LiveBlock> sorted_largest_first(std::vector<LiveBlock> blocks) {
+  std::stable_sort(blocks.begin(), blocks.end(), [](const LiveBlock& a, const LiveBlock& b) {
+    if (a.allocated_bytes != b.allocated_bytes) return a.allocated_bytes > b.allocated_bytes;
+    return a.name < b.name;
+  });
+  return blocks;
+}
+}  // namespace
+
+const char* category_name(Category c) {
+  switch (c) {
+    case Category::parameter: return "parameter";
+    case Category::gradient: return "gradient";
+    case Category::optimizer_state: return "optimizer_state";
+    case Category::activation: return "activation";
+    case Category::temporary: return "temporary";
+  }
+  return "?";
+}
+
+std::array<Category, kNumCategories> all_categories() {
+  return {Category::parameter, Category::gradient, Category::optimizer_state, Category::activation,
+          Category::temporary};
+}
+
+int64_t aligned_size(int64_t bytes) {
+  // The largest size we accept leaves room for rounding and for pointer arithmetic on the block.
+  constexpr int64_t kMaxBytes = std::numeric_limits<int64_t>::max() / 4;
+  if (bytes <= 0 || bytes > kMaxBytes) {
+    throw std::invalid_argument(
+        fmt::format("allocation size: {} bytes is outside the allowed range [1, {}]", bytes, kMaxBytes));
+  }
+  return (bytes + kAlignment - 1) / kAlignment * kAlignment;
+}
+
+void* TrackingAllocator::allocate(int64_t bytes, Category category, std::string_view name) {
+  const int64_t allocated = aligned_size(bytes);
+  void* ptr = std::aligned_alloc(static_cast<size_t>(kAlignment), static_cast<size_t>(allocated));
+  if (ptr == nullptr) throw std::bad_alloc();
+
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (start_ns_ == 0) start_ns_ = now_ns();
+  const int32_t name_id = intern(name);
+  const Block block{next_block_id_++, bytes, allocated, name_id, category};
+  live_.emplace(ptr, block);
+
+  CategoryStats& cat = stats_.by_category[static_cast<int>(category)];
+  for (CategoryStats* s : {&cat, &stats_.total}) {
+    add(s->allocated_bytes, allocated);
+    add(s->requested_bytes, bytes);
+    s->num_allocs += 1;
+  }
+  timeline_.push_back({now_ns() - start_ns_, allocated, bytes, block.id, name_id, category});
+  // A new global peak is reached only by an allocation; strict ">" keeps the breakdown of the first
+  // moment the peak value was reached.
+  if (stats_.total.allocated_bytes.current > peak_total_seen_) record_peak_locked();
+  return ptr;
+}
+
+void TrackingAllocator::free(void* ptr) {
+  if (ptr == nullptr) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = live_.find(ptr);
+  if (it == live_.end()) {
+    // Freeing memory we never handed out is a programming error that would corrupt the stats.
+    std::fprintf(stderr, "reckon: free of untracked pointer %p\n", ptr);
+    std::abort();
+  }
+  const Block block = it->second;
+  live_.erase(it);
+  CategoryStats& cat = stats_.by_category[static_cast<int>(block.category)];
+  for (CategoryStats* s : {&cat, &stats_.total}) {
+    sub(s->allocated_bytes, block.allocated);
+    sub(s->requested_bytes, block.requested);
+    s->num_frees += 1;
+  }
+  timeline_.push_back(
+      {now_ns() - start_ns_, -block.allocated, block.requested, block.id, block.name_id, block.category});
+  std::free(ptr);
+}
+
+void TrackingAllocator::record_peak_locked() {
+  peak_total_seen_ = stats_.total.allocated_bytes.current;
+  for (Category c : all_categories()) {
+    stats_.peak_breakdown[static_cast<int>(c)] =
+        stats_.by_category[static_cast<int>(c)].allocated_bytes.current;
+  }
+  peak_event_count_ = static_cast<int64_t>(timeline_.size());
+}
+
+int32_t TrackingAllocator::intern(std::string_view name) {
+  auto it = name_ids_.find(std::string(name));
+  if (it != name_ids_.end()) return it->second;
+  const auto id = static_cast<int32_t>(names_.size());
+  names_.emplace_back(name);
+  name_ids_.emplace(std::string(name), id);
+  return id;
+}
+
+MemoryStats TrackingAllocator::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+void TrackingAllocator::reset_peaks_locked() {
+  for (CategoryStats& s : stats_.by_category) {
+    s.allocated_bytes.peak = s.allocated_bytes.current;
+    s.requested_bytes.peak = s.requested_bytes.current;
+  }
+  stats_.total.allocated_bytes.peak = stats_.total.allocated_bytes.current;
+  stats_.total.requested_bytes.peak = stats_.total.requested_bytes.current;
+  record_peak_locked();
+}
+
+void TrackingAllocator::reset_peak_stats() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  reset_peaks_locked();
+}
+
+std::vector<LiveBlock> TrackingAllocator::replay_locked(int64_t num_events) const {
+  // block id -> block, starting from the blocks that were live when the timeline began.
+  std::unordered_map<int64_t, Block> live;
+  for (const Block& b : timeline_base_) live.emplace(b.id, b);
+  for (int64_t i = 0; i < num_events; ++i) {
+    const MemoryEvent& e = timeline_[static_cast<size_t>(i)];
+    if (e.delta_bytes > 0) {
+      live.emplace(e.block_id, Block{e.block_id, e.requested_bytes, e.delta_bytes, e.name_id, e.category});
+    } else {
+      live.erase(e.block_id);
+    }
+  }
+  std::vector<LiveBlock> out;
+  out.reserve(live.size());
+  for (const auto& [id, b] : live) {
+    out.push_back({names_[static_cast<size_t>(b.name_id)], b.category, b.requested, b.allocated});
+  }
+  return sorted_largest_first(std::move(out));
+}
+
+std::vector<LiveBlock> TrackingAllocator::live_at_peak() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return replay_locked(peak_event_count_);
+}
+
+std::vector<LiveBlock> TrackingAllocator::live_now() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<LiveBlock> out;
+  out.reserve(live_.size());
+  for (const auto& [ptr, b] : live_) {
+    out.push_back({names_[static_cast<size_t>(b.name_id)], b.category, b.requested, b.allocated});
+  }
+  return sorted_largest_first(std::move(out));
+}
+
+std::vector<MemoryEvent> TrackingAllocator::timeline() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return timeline_;
+}
+
+std::string TrackingAllocator::event_name(const MemoryEvent& e) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return names_.at(static_cast<size_t>(e.name_id));
+}
+
+void TrackingAllocator::clear_timeline() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  timeline_.clear();
+  timeline_base_.clear();
+  for (const auto& [ptr, b] : live_) timeline_base_.push_back(b);
+  reset_peaks_locked();
+}
+
+int64_t TrackingAllocator::live_bytes_with_prefix(std::string_view prefix) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  int64_t total = 0;
+  for (const auto& [ptr, b] : live_) {
+    if (std::string_view(names_[static_cast<size_t>(b.name_id)]).substr(0, prefix.size()) == prefix) {
+      total += b.allocated;
+    }
+  }
+  return total;
+}
+
+TrackingAllocator& tracker() {
+  static TrackingAllocator instance;
+  return instance;
+}
+
+}  // namespace reckon

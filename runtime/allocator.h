@@ -1,0 +1,123 @@
+// The tracking allocator: every byte the runtime holds is allocated here, with a category and a name.
+//
+// Vocabulary follows PyTorch's allocator statistics (torch.cuda.memory_stats):
+//   allocated_bytes  bytes held, after rounding each block up to kAlignment (what memory really costs)
+//   requested_bytes  bytes the caller asked for (unrounded)
+//   each as {current, peak, allocated (cumulative), freed (cumulative)}, per category and in total;
+//   num_allocs / num_frees; reset_peak_stats().
+// On top of PyTorch: peak_breakdown (bytes per category at the moment of the *global* peak) and the live
+// blocks at that moment, reconstructed from the timeline of events (time, +/-bytes, category, name),
+// which is always on (one 32-byte record per alloc/free).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace reckon {
+
+enum class Category : uint8_t { parameter, gradient, optimizer_state, activation, temporary };
+constexpr int kNumCategories = 5;
+constexpr int64_t kAlignment = 64;  // one cache line, one AVX-512 vector
+const char* category_name(Category c);
+std::array<Category, kNumCategories> all_categories();
+
+// One statistic, PyTorch-style.
+struct Stat {
+  int64_t current = 0;
+  int64_t peak = 0;
+  int64_t allocated = 0;  // cumulative bytes ever allocated
+  int64_t freed = 0;      // cumulative bytes ever freed
+};
+
+struct CategoryStats {
+  Stat allocated_bytes;
+  Stat requested_bytes;
+  int64_t num_allocs = 0;
+  int64_t num_frees = 0;
+};
+
+// One allocation or free, as the timeline keeps it.
+struct MemoryEvent {
+  int64_t time_ns;      // since the allocator was created (steady clock)
+  int64_t delta_bytes;  // +allocated bytes on alloc, -allocated bytes on free
+  int64_t requested_bytes;
+  int64_t block_id;     // pairs a free with its alloc
+  int32_t name_id;      // index into MemoryStats::names / tracker names
+  Category category;
+};
+
+struct LiveBlock {
+  std::string name;
+  Category category;
+  int64_t requested_bytes;
+  int64_t allocated_bytes;
+};
+
+struct MemoryStats {
+  std::array<CategoryStats, kNumCategories> by_category;
+  CategoryStats total;
+  // Bytes (allocated) per category at the moment the total first reached its current peak.
+  std::array<int64_t, kNumCategories> peak_breakdown{};
+  const CategoryStats& operator[](Category c) const { return by_category[static_cast<int>(c)]; }
+};
+
+// Round up to kAlignment; throws std::invalid_argument on overflow or non-positive sizes.
+int64_t aligned_size(int64_t bytes);
+
+class TrackingAllocator {
+ public:
+  // Memory for `bytes` (> 0) bytes, 64-byte aligned, tracked under `category` and `name`.
+  // Throws std::invalid_argument for bytes <= 0 or too large, std::bad_alloc when the OS says no.
+  void* allocate(int64_t bytes, Category category, std::string_view name);
+  void free(void* ptr);  // ptr must come from allocate(); nullptr is a no-op
+
+  MemoryStats stats() const;
+  // Peak := current (per category and total); the peak moment becomes now.
+  void reset_peak_stats();
+  // Live blocks at the moment of the global peak, largest first (replayed from the timeline).
+  std::vector<LiveBlock> live_at_peak() const;
+  // Live blocks now, largest first.
+  std::vector<LiveBlock> live_now() const;
+  std::vector<MemoryEvent> timeline() const;
+  std::string event_name(const MemoryEvent& e) const;
+  // Forget the history before now (the live blocks stay tracked; the peak resets to current).
+  void clear_timeline();
+  // Bytes (allocated) currently live under a name prefix, e.g. "layers.0." — for tests and reports.
+  int64_t live_bytes_with_prefix(std::string_view prefix) const;
+
+ private:
+  struct Block {
+    int64_t id;
+    int64_t requested;
+    int64_t allocated;
+    int32_t name_id;
+    Category category;
+  };
+  int32_t intern(std::string_view name);
+  void record_peak_locked();
+  void reset_peaks_locked();
+  std::vector<LiveBlock> replay_locked(int64_t num_events) const;
+
+  mutable std::mutex mutex_;
+  std::unordered_map<void*, Block> live_;
+  std::unordered_map<std::string, int32_t> name_ids_;
+  std::vector<std::string> names_;
+  std::vector<MemoryEvent> timeline_;
+  // Live blocks at the start of the timeline (after clear_timeline), so replay starts from them.
+  std::vector<Block> timeline_base_;
+  int64_t peak_event_count_ = 0;
+  int64_t peak_total_seen_ = 0;   // total allocated bytes at the recorded peak moment  // timeline_[0, peak_event_count_) reproduces the live set at the peak
+  int64_t next_block_id_ = 0;
+  MemoryStats stats_;
+  int64_t start_ns_ = 0;
+};
+
+// The process-wide allocator every Tensor uses.
+TrackingAllocator& tracker();
+
+}  // namespace reckon

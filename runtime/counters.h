@@ -1,0 +1,87 @@
+// Counters: one small, obvious place (like tinygrad's GlobalCounters) that records, per op name x phase,
+// how many calls ran and how many FLOPs and bytes they executed, and the wall time they took.
+// Counting conventions (matmul = 2*M*N*K, what elementwise ops count, bytes = tensor reads/writes by the
+// op's loops) are documented once, in docs/conventions.md.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace reckon {
+
+enum class Phase : uint8_t { forward, backward, optimizer };
+constexpr int kNumPhases = 3;
+const char* phase_name(Phase p);
+
+struct OpCount {
+  int64_t calls = 0;
+  int64_t matmul_flops = 0;
+  int64_t other_flops = 0;
+  int64_t bytes_read = 0;
+  int64_t bytes_written = 0;
+  double seconds = 0.0;
+
+  int64_t flops() const { return matmul_flops + other_flops; }
+  OpCount& operator+=(const OpCount& o);
+};
+
+struct OpKey {
+  std::string op;
+  Phase phase;
+  bool operator<(const OpKey& o) const { return phase != o.phase ? phase < o.phase : op < o.op; }
+};
+
+class Counters {
+ public:
+  // Adds `count` to (op, current phase). Called by every op once per call.
+  void add(std::string_view op, const OpCount& count);
+  Phase phase() const { return phase_; }
+  void set_phase(Phase p) { phase_ = p; }
+
+  const std::map<OpKey, OpCount>& by_op() const { return by_op_; }
+  OpCount get(std::string_view op, Phase phase) const;  // zero if never recorded
+  OpCount phase_total(Phase phase) const;
+  OpCount total() const;
+  void reset() { by_op_.clear(); }
+
+ private:
+  std::map<OpKey, OpCount> by_op_;
+  Phase phase_ = Phase::forward;
+};
+
+// The process-wide counters every op records into.
+Counters& counters();
+
+// Sets the phase for a scope and restores the previous one.
+class PhaseScope {
+ public:
+  explicit PhaseScope(Phase p) : previous_(counters().phase()) { counters().set_phase(p); }
+  ~PhaseScope() { counters().set_phase(previous_); }
+  PhaseScope(const PhaseScope&) = delete;
+  PhaseScope& operator=(const PhaseScope&) = delete;
+
+ private:
+  Phase previous_;
+};
+
+// Times one op call: construct before the work, fill `count` (FLOPs/bytes), and the destructor records
+// calls = 1 and the elapsed seconds under the op's name and the current phase.
+class OpRecord {
+ public:
+  explicit OpRecord(std::string_view op) : op_(op), start_(std::chrono::steady_clock::now()) {}
+  ~OpRecord();
+  OpRecord(const OpRecord&) = delete;
+  OpRecord& operator=(const OpRecord&) = delete;
+  OpCount count;
+
+ private:
+  std::string_view op_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace reckon

@@ -1,0 +1,28 @@
+// What the machine is: threads, CPU, oneDNN version / ISA / the implementation its matmul picks, compiler.
+// Every reckon tool prints this at startup so numbers always come with the setup that produced them.
+#pragma once
+
+#include <string>
+
+namespace reckon {
+
+struct MachineInfo {
+  int threads = 0;          // OpenMP threads the runtime uses
+  int hardware_threads = 0; // logical CPUs the OS reports
+  std::string cpu_model;
+  std::string onednn_version;  // "2.6.3 (cpu runtime OpenMP)"
+  std::string onednn_isa;      // effective ISA, e.g. "avx512_core_bf16"
+  std::string onednn_matmul_impl;  // implementation for a 256x512x512 f32 matmul
+  std::string compiler;
+  int openmp_version = 0;  // _OPENMP, e.g. 201511
+};
+
+// Sets the OpenMP thread count used by every op and by oneDNN primitives created afterwards.
+// Throws std::invalid_argument naming `threads` and the allowed range [1, 1024].
+void set_num_threads(int threads);
+int num_threads();
+
+MachineInfo machine_info();
+std::string machine_summary(const MachineInfo& info);  // one line, for tool startup
+
+}  // namespace reckon

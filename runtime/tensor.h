@@ -1,0 +1,68 @@
+// Tensor: float32, 1 to 4 dims, shape + strides (views share storage, no copies), int64_t sizes.
+// Storage is 64-byte aligned and owned through the tracking allocator, always with a category and a name
+// (e.g. "layers.3.attn.probs"); it is freed when the last tensor viewing it goes away.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/allocator.h"
+
+namespace reckon {
+
+constexpr int kMaxDims = 4;
+using Shape = std::vector<int64_t>;
+
+class Tensor {
+ public:
+  Tensor() = default;  // an undefined tensor (no storage)
+
+  // Uninitialised / zero-filled storage for a contiguous tensor of `shape`.
+  // Throws std::invalid_argument (naming the tensor, the dim and the allowed range) for 0 or > 4 dims,
+  // dims < 1, or a byte size that overflows.
+  static Tensor empty(const Shape& shape, Category category, std::string_view name);
+  static Tensor zeros(const Shape& shape, Category category, std::string_view name);
+
+  bool defined() const { return storage_ != nullptr; }
+  float* data() const;
+  int dim() const { return ndim_; }
+  int64_t size(int d) const;    // negative d counts from the end, like PyTorch
+  int64_t stride(int d) const;  // in elements
+  Shape shape() const { return Shape(sizes_.begin(), sizes_.begin() + ndim_); }
+  Shape strides() const { return Shape(strides_.begin(), strides_.begin() + ndim_); }
+  int64_t numel() const;
+  bool is_contiguous() const;
+  int64_t offset() const { return offset_; }
+
+  const std::string& name() const;
+  Category category() const;
+  int64_t storage_bytes() const;  // requested bytes of the underlying storage
+  std::string shape_str() const;  // "(2, 3, 4)"
+
+  // Views (no copies). view(): same elements, new contiguous shape (tensor must be contiguous).
+  Tensor view(const Shape& shape) const;
+  Tensor transpose(int d0, int d1) const;
+  Tensor as_strided(const Shape& shape, const Shape& strides, int64_t offset) const;
+
+  void fill(float value) const;  // every element of the view
+  // Drop this handle; the storage is freed once no tensor views it.
+  void reset() { storage_.reset(); ndim_ = 0; }
+
+ private:
+  struct Storage;
+  std::shared_ptr<Storage> storage_;
+  std::array<int64_t, kMaxDims> sizes_{};
+  std::array<int64_t, kMaxDims> strides_{};
+  int64_t offset_ = 0;
+  int ndim_ = 0;
+};
+
+// Number of elements of a shape; throws std::invalid_argument (naming `what`) for bad dims or overflow.
+int64_t checked_numel(const Shape& shape, std::string_view what);
+
+}  // namespace reckon

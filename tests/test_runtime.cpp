@@ -1,0 +1,447 @@
+// runtime/: tracking allocator, tensors, counters, oneDNN matmul.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "runtime/allocator.h"
+#include "runtime/counters.h"
+#include "runtime/machine.h"
+#include "runtime/matmul.h"
+#include "runtime/tensor.h"
+
+namespace reckon {
+namespace {
+
+constexpr int kParam = static_cast<int>(Category::parameter);
+constexpr int kGrad = static_cast<int>(Category::gradient);
+constexpr int kAct = static_cast<int>(Category::activation);
+constexpr int kTemp = static_cast<int>(Category::temporary);
+
+// Expects `fn` to throw std::invalid_argument whose message contains every piece of `needles`.
+template <typename Fn>
+void expect_invalid(Fn fn, const std::vector<std::string>& needles) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ allocator
+
+TEST(Allocator, ScriptedSequenceExactStats) {
+  TrackingAllocator a;  // a private instance: exact numbers, no other allocations mixed in
+  void* p1 = a.allocate(1000, Category::parameter, "w");       // 1024 allocated
+  void* p2 = a.allocate(64, Category::activation, "act.0");    // 64
+  void* p3 = a.allocate(4097, Category::activation, "act.1");  // 4160
+  a.free(p2);
+  void* p4 = a.allocate(100, Category::temporary, "tmp");  // 128: total 1024+4160+128 = 5312 (peak)
+  a.free(p3);
+  a.free(p4);
+  void* p5 = a.allocate(2048, Category::gradient, "g");  // 1024 + 2048 = 3072 < peak
+
+  const MemoryStats s = a.stats();
+  EXPECT_EQ(s.total.allocated_bytes.current, 1024 + 2048);
+  EXPECT_EQ(s.total.allocated_bytes.peak, 5312);
+  EXPECT_EQ(s.total.allocated_bytes.allocated, 1024 + 64 + 4160 + 128 + 2048);
+  EXPECT_EQ(s.total.allocated_bytes.freed, 64 + 4160 + 128);
+  EXPECT_EQ(s.total.requested_bytes.current, 1000 + 2048);
+  EXPECT_EQ(s.total.requested_bytes.peak, 1000 + 4097 + 100);
+  EXPECT_EQ(s.total.num_allocs, 5);
+  EXPECT_EQ(s.total.num_frees, 3);
+  EXPECT_EQ(s.by_category[kAct].allocated_bytes.peak, 64 + 4160);
+  EXPECT_EQ(s.by_category[kAct].allocated_bytes.current, 0);
+  EXPECT_EQ(s.by_category[kTemp].allocated_bytes.peak, 128);
+  EXPECT_EQ(s.by_category[kGrad].allocated_bytes.current, 2048);
+  // At the global peak: parameter 1024, activation 4160 (act.0 already freed), temporary 128, no gradient.
+  EXPECT_EQ(s.peak_breakdown[kParam], 1024);
+  EXPECT_EQ(s.peak_breakdown[kAct], 4160);
+  EXPECT_EQ(s.peak_breakdown[kTemp], 128);
+  EXPECT_EQ(s.peak_breakdown[kGrad], 0);
+
+  const std::vector<LiveBlock> at_peak = a.live_at_peak();
+  ASSERT_EQ(at_peak.size(), 3u);
+  EXPECT_EQ(at_peak[0].name, "act.1");
+  EXPECT_EQ(at_peak[0].requested_bytes, 4097);
+  EXPECT_EQ(at_peak[0].allocated_bytes, 4160);
+  EXPECT_EQ(at_peak[1].name, "w");
+  EXPECT_EQ(at_peak[2].name, "tmp");
+  EXPECT_EQ(at_peak[2].category, Category::temporary);
+
+  const std::vector<LiveBlock> now = a.live_now();
+  ASSERT_EQ(now.size(), 2u);
+  EXPECT_EQ(now[0].name, "g");
+  EXPECT_EQ(a.live_bytes_with_prefix("act."), 0);
+  EXPECT_EQ(a.live_bytes_with_prefix("w"), 1024);
+
+  const std::vector<MemoryEvent> tl = a.timeline();
+  ASSERT_EQ(tl.size(), 8u);
+  EXPECT_EQ(tl[0].delta_bytes, 1024);
+  EXPECT_EQ(tl[3].delta_bytes, -64);
+  EXPECT_EQ(a.event_name(tl[3]), "act.0");
+  for (size_t i = 1; i < tl.size(); ++i) EXPECT_GE(tl[i].time_ns, tl[i - 1].time_ns);
+  a.free(p1);
+  a.free(p5);
+}
+
+TEST(Allocator, ResetPeakStatsMovesThePeakMoment) {
+  TrackingAllocator a;
+  void* big = a.allocate(1 << 20, Category::activation, "big");
+  a.free(big);
+  void* w = a.allocate(640, Category::parameter, "w");
+  a.reset_peak_stats();
+  MemoryStats s = a.stats();
+  EXPECT_EQ(s.total.allocated_bytes.peak, 640);
+  EXPECT_EQ(s.by_category[kAct].allocated_bytes.peak, 0);
+  EXPECT_EQ(s.peak_breakdown[kParam], 640);
+  EXPECT_EQ(s.peak_breakdown[kAct], 0);
+  void* g = a.allocate(64, Category::gradient, "g");
+  s = a.stats();
+  EXPECT_EQ(s.total.allocated_bytes.peak, 704);
+  EXPECT_EQ(s.peak_breakdown[kGrad], 64);
+  const auto at_peak = a.live_at_peak();
+  ASSERT_EQ(at_peak.size(), 2u);
+  EXPECT_EQ(at_peak[0].name, "w");
+  EXPECT_EQ(at_peak[1].name, "g");
+  a.free(w);
+  a.free(g);
+}
+
+TEST(Allocator, ClearTimelineKeepsLiveBlocksForReplay) {
+  TrackingAllocator a;
+  void* w = a.allocate(128, Category::parameter, "w");
+  void* t = a.allocate(64, Category::temporary, "t");
+  a.free(t);
+  a.clear_timeline();
+  EXPECT_TRUE(a.timeline().empty());
+  void* x = a.allocate(256, Category::activation, "x");
+  const auto at_peak = a.live_at_peak();
+  ASSERT_EQ(at_peak.size(), 2u);
+  EXPECT_EQ(at_peak[0].name, "x");
+  EXPECT_EQ(at_peak[1].name, "w");
+  EXPECT_EQ(a.stats().total.allocated_bytes.peak, 384);
+  a.free(w);
+  a.free(x);
+}
+
+TEST(Allocator, AlignmentAndRounding) {
+  TrackingAllocator a;
+  for (int64_t bytes : {1, 3, 63, 64, 65, 1000, 4096, 123457}) {
+    void* p = a.allocate(bytes, Category::temporary, "t");
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u) << bytes;
+    EXPECT_EQ(a.stats().total.allocated_bytes.current, (bytes + 63) / 64 * 64);
+    a.free(p);
+  }
+  EXPECT_EQ(aligned_size(1), 64);
+  EXPECT_EQ(aligned_size(64), 64);
+  EXPECT_EQ(aligned_size(65), 128);
+}
+
+TEST(Allocator, RejectsBadSizes) {
+  TrackingAllocator a;
+  expect_invalid([&] { a.allocate(0, Category::temporary, "t"); }, {"allocation size", "0", "[1,"});
+  expect_invalid([&] { a.allocate(-5, Category::temporary, "t"); }, {"-5", "allowed range"});
+  expect_invalid([&] { a.allocate(INT64_MAX, Category::temporary, "t"); }, {"allowed range"});
+  EXPECT_EQ(a.stats().total.num_allocs, 0);
+}
+
+// --------------------------------------------------------------------------------------------------- tensor
+
+TEST(Tensor, CategoryNameShapeAndStrides) {
+  const int64_t before = tracker().stats().by_category[kAct].allocated_bytes.current;
+  {
+    Tensor t = Tensor::zeros({2, 3, 5}, Category::activation, "layers.3.attn.probs");
+    EXPECT_EQ(t.name(), "layers.3.attn.probs");
+    EXPECT_EQ(t.category(), Category::activation);
+    EXPECT_EQ(t.numel(), 30);
+    EXPECT_EQ(t.storage_bytes(), 120);
+    EXPECT_EQ(t.stride(0), 15);
+    EXPECT_EQ(t.stride(-1), 1);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data()) % 64, 0u);
+    EXPECT_EQ(tracker().stats().by_category[kAct].allocated_bytes.current, before + 128);
+    EXPECT_EQ(tracker().live_bytes_with_prefix("layers.3.attn.probs"), 128);
+
+    Tensor tt = t.transpose(-2, -1);  // a view: no new allocation
+    EXPECT_EQ(tt.shape(), (Shape{2, 5, 3}));
+    EXPECT_EQ(tt.strides(), (Shape{15, 1, 5}));
+    EXPECT_FALSE(tt.is_contiguous());
+    EXPECT_EQ(tt.data(), t.data());
+    Tensor v = t.view({6, 5});
+    EXPECT_EQ(v.shape(), (Shape{6, 5}));
+    EXPECT_EQ(tracker().stats().by_category[kAct].allocated_bytes.current, before + 128);
+    t.reset();  // views keep the storage alive
+    EXPECT_EQ(tracker().stats().by_category[kAct].allocated_bytes.current, before + 128);
+  }
+  EXPECT_EQ(tracker().stats().by_category[kAct].allocated_bytes.current, before);
+}
+
+TEST(Tensor, StridedViewsAndFill) {
+  Tensor t = Tensor::zeros({4, 6}, Category::temporary, "t");
+  Tensor col = t.as_strided({4, 2}, {6, 1}, 3);  // columns 3..4 of every row
+  col.fill(7.0f);
+  for (int64_t r = 0; r < 4; ++r)
+    for (int64_t c = 0; c < 6; ++c) EXPECT_EQ(t.data()[r * 6 + c], (c == 3 || c == 4) ? 7.0f : 0.0f);
+  expect_invalid([&] { t.as_strided({4, 2}, {6, 1}, 5); }, {"as_strided", "reaches element 24"});
+  expect_invalid([&] { t.transpose(0, 1).view({24}); }, {"not contiguous"});
+  expect_invalid([&] { t.view({5, 5}); }, {"25 elements", "24"});
+}
+
+TEST(Tensor, RejectsBadShapes) {
+  const int64_t allocs = tracker().stats().total.num_allocs;
+  expect_invalid([] { Tensor::empty({2, 0, 3}, Category::activation, "x"); },
+                 {"tensor 'x'", "dim 1 is 0", "allowed range is [1,"});
+  expect_invalid([] { Tensor::empty({-4}, Category::activation, "x"); }, {"dim 0 is -4"});
+  expect_invalid([] { Tensor::empty({}, Category::activation, "x"); }, {"number of dims is 0", "[1, 4]"});
+  expect_invalid([] { Tensor::empty({1, 1, 1, 1, 1}, Category::activation, "x"); }, {"number of dims is 5"});
+  expect_invalid([] { Tensor::empty({1LL << 40, 1LL << 40}, Category::activation, "x"); },
+                 {"more elements than the allowed"});
+  expect_invalid([] { Tensor::empty({3037000500LL, 3037000500LL, 4}, Category::activation, "x"); },
+                 {"more elements than the allowed"});
+  EXPECT_EQ(tracker().stats().total.num_allocs, allocs);  // nothing was allocated
+}
+
+// Resident set size of this process, from /proc/self/statm.
+int64_t rss_bytes() {
+  std::ifstream in("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  in >> size >> resident;
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr double kShadowOverhead = 1.0 / 8.0;  // ASan maps one shadow byte per 8 bytes touched
+#else
+constexpr double kShadowOverhead = 0.0;
+#endif
+
+TEST(Tensor, TrackedBytesMatchProcessRss) {
+  const int64_t rss_before = rss_bytes();
+  const int64_t tracked_before = tracker().stats().total.allocated_bytes.current;
+  std::vector<Tensor> tensors;
+  for (int i = 0; i < 8; ++i) {  // 8 x 32 MiB = 256 MiB, every page touched by zeros()
+    tensors.push_back(Tensor::zeros({8, 1024, 1024}, Category::activation, "rss.block." + std::to_string(i)));
+  }
+  const int64_t tracked = tracker().stats().total.allocated_bytes.current - tracked_before;
+  const int64_t grown = rss_bytes() - rss_before;
+  EXPECT_EQ(tracked, 256LL << 20);
+  const double expected = static_cast<double>(tracked) * (1.0 + kShadowOverhead);
+  EXPECT_NEAR(static_cast<double>(grown), expected, 0.05 * expected)
+      << "RSS grew " << grown << " bytes for " << tracked << " tracked";
+}
+
+// -------------------------------------------------------------------------------------------------- counters
+
+TEST(Counters, PhasesAndTotals) {
+  Counters& c = counters();
+  c.reset();
+  {
+    PhaseScope fwd(Phase::forward);
+    OpRecord r("op_a");
+    r.count.other_flops = 10;
+    r.count.bytes_read = 40;
+  }
+  {
+    PhaseScope bwd(Phase::backward);
+    for (int i = 0; i < 3; ++i) {
+      OpRecord r("op_a");
+      r.count.matmul_flops = 100;
+      r.count.bytes_written = 8;
+    }
+    EXPECT_EQ(c.phase(), Phase::backward);
+  }
+  EXPECT_EQ(c.phase(), Phase::forward);
+  EXPECT_EQ(c.get("op_a", Phase::forward).calls, 1);
+  EXPECT_EQ(c.get("op_a", Phase::forward).other_flops, 10);
+  EXPECT_EQ(c.get("op_a", Phase::backward).calls, 3);
+  EXPECT_EQ(c.get("op_a", Phase::backward).matmul_flops, 300);
+  EXPECT_EQ(c.get("op_a", Phase::backward).bytes_written, 24);
+  EXPECT_EQ(c.get("op_a", Phase::optimizer).calls, 0);
+  EXPECT_EQ(c.total().flops(), 310);
+  EXPECT_EQ(c.phase_total(Phase::backward).flops(), 300);
+  EXPECT_GE(c.get("op_a", Phase::backward).seconds, 0.0);
+  c.reset();
+}
+
+struct MatmulCase {
+  int64_t batch, m, k, n;
+  bool a_t, b_t;  // operand stored transposed (the view is a transpose of a contiguous buffer)
+  float alpha;
+  bool accumulate;
+};
+
+// Fills with values in [-1, 1) from a fixed seed.
+void fill_random(const Tensor& t, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  float* p = t.data();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
+}
+
+// A (batch, rows, cols) operand, optionally stored transposed as (batch, cols, rows).
+Tensor operand(int64_t batch, int64_t rows, int64_t cols, bool transposed, const char* name, uint32_t seed) {
+  Tensor storage = transposed ? Tensor::empty({batch, cols, rows}, Category::temporary, name)
+                              : Tensor::empty({batch, rows, cols}, Category::temporary, name);
+  fill_random(storage, seed);
+  return transposed ? storage.transpose(-2, -1) : storage;
+}
+
+class MatmulSweep : public ::testing::TestWithParam<MatmulCase> {};
+
+TEST_P(MatmulSweep, MatchesFloat64ReferenceAndCountsExactly) {
+  const MatmulCase c = GetParam();
+  Tensor a = operand(c.batch, c.m, c.k, c.a_t, "a", 1);
+  Tensor b = operand(c.batch, c.k, c.n, c.b_t, "b", 2);
+  Tensor dst = Tensor::empty({c.batch, c.m, c.n}, Category::temporary, "dst");
+  Tensor ref = Tensor::empty({c.batch, c.m, c.n}, Category::temporary, "ref");
+  fill_random(dst, 3);
+  fill_random(ref, 3);  // same prior contents, for accumulate
+
+  counters().reset();
+  matmul(dst, a, b, "mm_test", c.alpha, c.accumulate);
+  matmul_reference(ref, a, b, c.alpha, c.accumulate);
+
+  double err2 = 0.0, ref2 = 0.0;
+  for (int64_t i = 0; i < dst.numel(); ++i) {
+    const double d = static_cast<double>(dst.data()[i]) - ref.data()[i];
+    err2 += d * d;
+    ref2 += static_cast<double>(ref.data()[i]) * ref.data()[i];
+  }
+  const double rel_l2 = std::sqrt(err2 / ref2);
+  const double tol = 2.0 * FLT_EPSILON * std::max(1.0, std::log2(static_cast<double>(c.k)));
+  EXPECT_LE(rel_l2, tol) << "batch " << c.batch << " m " << c.m << " k " << c.k << " n " << c.n;
+
+  const OpCount count = counters().get("mm_test", Phase::forward);
+  const int64_t mn = c.batch * c.m * c.n;
+  EXPECT_EQ(count.calls, 1);
+  EXPECT_EQ(count.matmul_flops, 2 * c.batch * c.m * c.n * c.k);
+  EXPECT_EQ(count.other_flops, (c.alpha != 1.0f ? mn : 0) + (c.accumulate ? mn : 0));
+  EXPECT_EQ(count.bytes_read, 4 * c.batch * (c.m * c.k + c.k * c.n + (c.accumulate ? c.m * c.n : 0)));
+  EXPECT_EQ(count.bytes_written, 4 * mn);
+  counters().reset();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, MatmulSweep,
+    ::testing::Values(MatmulCase{1, 1, 7, 13, false, false, 1.0f, false},
+                      MatmulCase{1, 1, 1, 1, false, false, 1.0f, false},
+                      MatmulCase{1, 13, 7, 1, false, true, 1.0f, false},
+                      MatmulCase{1, 64, 128, 384, false, true, 1.0f, false},   // linear forward
+                      MatmulCase{1, 64, 384, 128, false, false, 1.0f, false},  // linear dX
+                      MatmulCase{1, 384, 64, 128, true, false, 1.0f, true},    // linear dW, accumulated
+                      MatmulCase{1, 33, 65, 17, true, true, 1.0f, false},
+                      MatmulCase{3, 17, 9, 17, false, true, 0.125f, false},  // attention QK^T, scaled
+                      MatmulCase{5, 31, 31, 6, false, false, 1.0f, true},
+                      MatmulCase{2, 100, 1000, 3, true, false, -0.5f, true},
+                      MatmulCase{1, 257, 511, 129, false, false, 1.0f, false}),
+    [](const ::testing::TestParamInfo<MatmulCase>& info) {
+      const MatmulCase& c = info.param;
+      return fmt::format("b{}_m{}_k{}_n{}{}{}{}{}_{}", c.batch, c.m, c.k, c.n, c.a_t ? "_aT" : "",
+                         c.b_t ? "_bT" : "", c.alpha != 1.0f ? "_scaled" : "", c.accumulate ? "_acc" : "",
+                         info.index);
+    });
+
+TEST(Matmul, FourDimStridedHeadViewsWithoutCopies) {
+  // Attention style: Q and K live in (B, T, D) buffers; head h is the column block [h*dk, (h+1)*dk).
+  const int64_t B = 2, T = 5, H = 3, dk = 4, D = H * dk;
+  Tensor q = Tensor::empty({B, T, D}, Category::temporary, "q");
+  Tensor k = Tensor::empty({B, T, D}, Category::temporary, "k");
+  fill_random(q, 11);
+  fill_random(k, 12);
+  Tensor q_heads = q.as_strided({B, H, T, dk}, {T * D, dk, D, 1}, 0);
+  Tensor kt_heads = k.as_strided({B, H, dk, T}, {T * D, dk, 1, D}, 0);
+  Tensor scores = Tensor::empty({B, H, T, T}, Category::temporary, "scores");
+  Tensor ref = Tensor::empty({B, H, T, T}, Category::temporary, "ref");
+  matmul(scores, q_heads, kt_heads, "attn_test", 0.5f);
+  // Independent reference straight from the (B, T, D) buffers.
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < T; ++i)
+        for (int64_t j = 0; j < T; ++j) {
+          double s = 0;
+          for (int64_t d = 0; d < dk; ++d) {
+            s += static_cast<double>(q.data()[(b * T + i) * D + h * dk + d]) * k.data()[(b * T + j) * D + h * dk + d];
+          }
+          ref.data()[((b * H + h) * T + i) * T + j] = static_cast<float>(0.5 * s);
+        }
+  for (int64_t i = 0; i < scores.numel(); ++i) EXPECT_NEAR(scores.data()[i], ref.data()[i], 1e-6);
+}
+
+TEST(Matmul, PrimitiveCreatedOnceAndScratchpadTracked) {
+  matmul_cache_clear();
+  Tensor a = Tensor::zeros({64, 128}, Category::temporary, "a");
+  Tensor w = Tensor::zeros({384, 128}, Category::temporary, "w");
+  Tensor y = Tensor::zeros({64, 384}, Category::temporary, "y");
+  Tensor wt = w.transpose(0, 1);
+  matmul(y, a, wt);
+  EXPECT_EQ(matmul_cache_size(), 1);
+  matmul(y, a, wt);
+  EXPECT_EQ(matmul_cache_size(), 1);  // same geometry: cache hit
+  matmul(y, a, wt, "matmul", 2.0f);
+  EXPECT_EQ(matmul_cache_size(), 2);
+
+  // A dW-style product (transposed a, accumulate) asks oneDNN for a scratchpad; it must go through the
+  // tracker as a temporary named after the op, and be gone after the call.
+  Tensor dy = Tensor::zeros({64, 384}, Category::temporary, "dy");
+  Tensor dw = Tensor::zeros({384, 128}, Category::temporary, "dw");
+  const MatmulGeometry g = matmul_geometry(dw, dy.transpose(0, 1), a, 1.0f, true);
+  const int64_t scratch = matmul_scratchpad_bytes(g);
+  tracker().reset_peak_stats();
+  const MemoryStats before = tracker().stats();
+  matmul(dw, dy.transpose(0, 1), a, "linear_dw", 1.0f, true);
+  const MemoryStats after = tracker().stats();
+  EXPECT_EQ(after.by_category[kTemp].allocated_bytes.current, before.by_category[kTemp].allocated_bytes.current);
+  if (scratch > 0) {
+    EXPECT_EQ(after.total.num_allocs - before.total.num_allocs, 1);
+    EXPECT_EQ(after.by_category[kTemp].allocated_bytes.peak - before.by_category[kTemp].allocated_bytes.current,
+              aligned_size(scratch));
+    const auto at_peak = tracker().live_at_peak();
+    bool found = false;
+    for (const auto& blk : at_peak) found = found || blk.name == "onednn.scratchpad.linear_dw";
+    EXPECT_TRUE(found);
+  } else {
+    EXPECT_EQ(after.total.num_allocs, before.total.num_allocs);
+  }
+}
+
+TEST(Matmul, RejectsBadShapesWithClearMessages) {
+  Tensor a = Tensor::zeros({4, 5}, Category::temporary, "a");
+  Tensor b = Tensor::zeros({6, 3}, Category::temporary, "b");
+  Tensor d = Tensor::zeros({4, 3}, Category::temporary, "d");
+  expect_invalid([&] { matmul(d, a, b); }, {"disagree on K", "a.size(-1) = 5", "b.size(-2) = 6"});
+  Tensor b2 = Tensor::zeros({5, 3}, Category::temporary, "b2");
+  Tensor d_bad = Tensor::zeros({4, 4}, Category::temporary, "d_bad");
+  expect_invalid([&] { matmul(d_bad, a, b2); }, {"dst (4, 4) must be (..., 4, 3)"});
+  Tensor a3 = Tensor::zeros({2, 4, 5}, Category::temporary, "a3");
+  expect_invalid([&] { matmul(d, a3, b2); }, {"a has 3 dims"});
+  Tensor b3 = Tensor::zeros({3, 5, 3}, Category::temporary, "b3");
+  Tensor d3 = Tensor::zeros({2, 4, 3}, Category::temporary, "d3");
+  expect_invalid([&] { matmul(d3, a3, b3); }, {"batch dim 0 is 2 in a, 3 in b"});
+  Tensor v1 = Tensor::zeros({5}, Category::temporary, "v1");
+  expect_invalid([&] { matmul(v1, v1, v1); }, {"dst has 1 dims", "[2, 4]"});
+  Tensor dt = Tensor::zeros({3, 4}, Category::temporary, "dt");
+  expect_invalid([&] { matmul(dt.transpose(0, 1), a, b2); }, {"last dim contiguous"});
+}
+
+TEST(Machine, ThreadsValidatedAndReported) {
+  expect_invalid([] { set_num_threads(0); }, {"threads", "0", "[1, 1024]"});
+  set_num_threads(2);
+  const MachineInfo info = machine_info();
+  EXPECT_EQ(info.threads, 2);
+  EXPECT_NE(info.onednn_version.find("2.6"), std::string::npos);
+  EXPECT_FALSE(info.onednn_matmul_impl.empty());
+  EXPECT_NE(machine_summary(info).find("threads"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace reckon
