@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "cli/report.h"
 #include "runtime/allocator.h"
@@ -67,7 +68,9 @@ int main(int argc, char** argv) {
   }
   try {
     if (threads > 0) reckon::set_num_threads(threads);
-    fmt::print("{}\n", reckon::machine_summary(reckon::machine_info()));
+    fmt::print("{} | fmt {}.{}.{} CLI11 {} nlohmann_json {}.{}.{}\n", reckon::machine_summary(reckon::machine_info()),
+               FMT_VERSION / 10000, FMT_VERSION / 100 % 100, FMT_VERSION % 100, CLI11_VERSION,
+               NLOHMANN_JSON_VERSION_MAJOR, NLOHMANN_JSON_VERSION_MINOR, NLOHMANN_JSON_VERSION_PATCH);
     if (*demo) return reckon::run_demo(m, in, out);
   } catch (const std::exception& e) {
     fmt::print(stderr, "reckon: error: {}\n", e.what());
