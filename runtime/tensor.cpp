@@ -9,7 +9,7 @@
 namespace reckon {
 
 struct Tensor::Storage {
-  float* ptr = nullptr;
+  void* ptr = nullptr;
   int64_t bytes = 0;
   Category category;
   std::string name;
@@ -47,14 +47,15 @@ int64_t checked_numel(const Shape& shape, std::string_view what) {
   return n;
 }
 
-Tensor Tensor::empty(const Shape& shape, Category category, std::string_view name) {
+Tensor Tensor::empty(const Shape& shape, Category category, std::string_view name, DType dtype) {
   const int64_t n = checked_numel(shape, fmt::format("tensor '{}'", name));
   Tensor t;
   t.storage_ = std::make_shared<Storage>();
   t.storage_->bytes = n * static_cast<int64_t>(sizeof(float));
   t.storage_->category = category;
   t.storage_->name = std::string(name);
-  t.storage_->ptr = static_cast<float*>(tracker().allocate(t.storage_->bytes, category, name));
+  t.storage_->ptr = tracker().allocate(t.storage_->bytes, category, name);
+  t.dtype_ = dtype;
   t.ndim_ = static_cast<int>(shape.size());
   int64_t stride = 1;
   for (int d = t.ndim_ - 1; d >= 0; --d) {
@@ -65,13 +66,23 @@ Tensor Tensor::empty(const Shape& shape, Category category, std::string_view nam
   return t;
 }
 
-Tensor Tensor::zeros(const Shape& shape, Category category, std::string_view name) {
-  Tensor t = empty(shape, category, name);
-  std::memset(t.data(), 0, static_cast<size_t>(t.storage_->bytes));
+Tensor Tensor::zeros(const Shape& shape, Category category, std::string_view name, DType dtype) {
+  Tensor t = empty(shape, category, name, dtype);
+  std::memset(t.storage_->ptr, 0, static_cast<size_t>(t.storage_->bytes));
   return t;
 }
 
-float* Tensor::data() const { return storage_ ? storage_->ptr + offset_ : nullptr; }
+float* Tensor::data() const {
+  if (!storage_) return nullptr;
+  if (dtype_ != DType::f32) throw std::invalid_argument(fmt::format("tensor '{}' is int32, not float32", name()));
+  return static_cast<float*>(storage_->ptr) + offset_;
+}
+
+int32_t* Tensor::data_i32() const {
+  if (!storage_) return nullptr;
+  if (dtype_ != DType::i32) throw std::invalid_argument(fmt::format("tensor '{}' is float32, not int32", name()));
+  return static_cast<int32_t*>(storage_->ptr) + offset_;
+}
 
 static int normalize_dim(int d, int ndim) {
   const int nd = d < 0 ? d + ndim : d;
@@ -181,7 +192,7 @@ void Tensor::fill(float value) const {
     s[kMaxDims - ndim_ + d] = sizes_[d];
     st[kMaxDims - ndim_ + d] = strides_[d];
   }
-  float* p = data();
+  float* p = data();  // strided fill is for float tensors
   for (int64_t a = 0; a < s[0]; ++a)
     for (int64_t b = 0; b < s[1]; ++b)
       for (int64_t c = 0; c < s[2]; ++c)

@@ -1,4 +1,4 @@
-// Tensor: float32, 1 to 4 dims, shape + strides (views share storage, no copies), int64_t sizes.
+// Tensor: float32 (or int32, for token ids), 1 to 4 dims, shape + strides (views share storage, no copies), int64_t sizes.
 // Storage is 64-byte aligned and owned through the tracking allocator, always with a category and a name
 // (e.g. "layers.3.attn.probs"); it is freed when the last tensor viewing it goes away.
 #pragma once
@@ -17,6 +17,7 @@ namespace reckon {
 
 constexpr int kMaxDims = 4;
 using Shape = std::vector<int64_t>;
+enum class DType : uint8_t { f32, i32 };  // both 4 bytes per element
 
 class Tensor {
  public:
@@ -25,11 +26,13 @@ class Tensor {
   // Uninitialised / zero-filled storage for a contiguous tensor of `shape`.
   // Throws std::invalid_argument (naming the tensor, the dim and the allowed range) for 0 or > 4 dims,
   // dims < 1, or a byte size that overflows.
-  static Tensor empty(const Shape& shape, Category category, std::string_view name);
-  static Tensor zeros(const Shape& shape, Category category, std::string_view name);
+  static Tensor empty(const Shape& shape, Category category, std::string_view name, DType dtype = DType::f32);
+  static Tensor zeros(const Shape& shape, Category category, std::string_view name, DType dtype = DType::f32);
 
   bool defined() const { return storage_ != nullptr; }
-  float* data() const;
+  float* data() const;       // f32 tensors only (throws std::invalid_argument otherwise)
+  int32_t* data_i32() const; // i32 tensors only
+  DType dtype() const { return dtype_; }
   int dim() const { return ndim_; }
   int64_t size(int d) const;    // negative d counts from the end, like PyTorch
   int64_t stride(int d) const;  // in elements
@@ -60,6 +63,7 @@ class Tensor {
   std::array<int64_t, kMaxDims> strides_{};
   int64_t offset_ = 0;
   int ndim_ = 0;
+  DType dtype_ = DType::f32;
 };
 
 // Number of elements of a shape; throws std::invalid_argument (naming `what`) for bad dims or overflow.

@@ -1,0 +1,146 @@
+#include "ops/attention.h"
+
+#include <cmath>
+
+#include "runtime/check.h"
+#include "runtime/matmul.h"
+
+namespace reckon {
+
+OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h) {
+  const int64_t dk = d / h, bh = b * h, causal = t * (t + 1) / 2;
+  OpCount c;
+  c.matmul_flops = bh * 4 * t * t * dk;
+  c.other_flops = bh * (t * t + 5 * causal);
+  // QKᵀ reads Q, K, writes scores; softmax reads the causal part, writes every entry; PV reads P, V, writes ctx.
+  c.bytes_read = 4 * bh * (2 * t * dk + causal + t * t + t * dk);
+  c.bytes_written = 4 * bh * (2 * t * t + t * dk);
+  return c;
+}
+
+OpCount attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h) {
+  const int64_t dk = d / h, bh = b * h, causal = t * (t + 1) / 2;
+  OpCount c;
+  c.matmul_flops = bh * 8 * t * t * dk;
+  c.other_flops = bh * (2 * t * dk + 4 * causal);
+  // dP = dC Vᵀ; dV = Pᵀ dC; softmax backward (reads P and dP over the causal part, writes every dS);
+  // dQ = dS K; dK = dSᵀ Q.
+  c.bytes_read = 4 * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk));
+  c.bytes_written = 4 * bh * (t * t + t * dk + t * t + 2 * t * dk);
+  return c;
+}
+
+Tensor head_view(const Tensor& x, int64_t num_heads) {
+  const int64_t b = x.size(0), t = x.size(1), d = x.size(2), dk = d / num_heads;
+  return x.as_strided({b, num_heads, t, dk}, {t * d, dk, d, 1}, 0);
+}
+
+static void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads) {
+  check_arg(q.dim() == 3 && q.is_contiguous(), "attention: q '{}' must be a contiguous (B, T, D) tensor, got {}",
+            q.name(), q.shape_str());
+  check_arg(k.shape() == q.shape() && v.shape() == q.shape() && k.is_contiguous() && v.is_contiguous(),
+            "attention: q {}, k {}, v {} must be contiguous with equal shapes", q.shape_str(), k.shape_str(),
+            v.shape_str());
+  const int64_t d = q.size(2);
+  check_arg(num_heads >= 1 && num_heads <= d, "attention: num_heads is {}, allowed range is [1, {}] (d_model)",
+            num_heads, d);
+  check_arg(d % num_heads == 0, "attention: d_model {} is not divisible by num_heads {} (d_model % num_heads must be 0)",
+            d, num_heads);
+}
+
+// In place over each (b, h) T×T block: row i becomes softmax(row[0..i]) followed by zeros.
+static void causal_softmax_forward(float* p, int64_t bh, int64_t t) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t blk = 0; blk < bh; ++blk) {
+    for (int64_t i = 0; i < t; ++i) {
+      float* row = p + (blk * t + i) * t;
+      float m = row[0];
+      for (int64_t j = 1; j <= i; ++j) m = std::max(m, row[j]);
+      float sum = 0.0f;
+      for (int64_t j = 0; j <= i; ++j) {
+        const float e = std::exp(row[j] - m);
+        row[j] = e;
+        sum += e;
+      }
+      const float inv = 1.0f / sum;
+      for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+      for (int64_t j = i + 1; j < t; ++j) row[j] = 0.0f;
+    }
+  }
+}
+
+// In place: dp becomes dS = P ⊙ (dP − Σ_j P_j dP_j) on the causal part, zeros above it.
+static void causal_softmax_backward(float* dp, const float* p, int64_t bh, int64_t t) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t blk = 0; blk < bh; ++blk) {
+    for (int64_t i = 0; i < t; ++i) {
+      float* drow = dp + (blk * t + i) * t;
+      const float* prow = p + (blk * t + i) * t;
+      float dot = 0.0f;
+      for (int64_t j = 0; j <= i; ++j) dot += prow[j] * drow[j];
+      for (int64_t j = 0; j <= i; ++j) drow[j] = prow[j] * (drow[j] - dot);
+      for (int64_t j = i + 1; j < t; ++j) drow[j] = 0.0f;
+    }
+  }
+}
+
+Tensor attention_forward(AttentionSaved& saved, const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads,
+                         std::string_view name) {
+  check_qkv(q, k, v, num_heads);
+  const int64_t b = q.size(0), t = q.size(1), d = q.size(2), dk = d / num_heads;
+  const std::string prefix(name);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
+  Tensor probs = Tensor::empty({b, num_heads, t, t}, Category::activation, prefix + ".probs");
+  Tensor ctx = Tensor::empty({b, t, d}, Category::activation, prefix + ".ctx");
+  const Tensor k_t = head_view(k, num_heads).transpose(-2, -1);
+  matmul(probs, head_view(q, num_heads), k_t, "attention", scale);  // scores = Q Kᵀ / sqrt(d_k)
+  {
+    OpRecord record("attention");
+    causal_softmax_forward(probs.data(), b * num_heads, t);
+    const int64_t bh = b * num_heads, causal = t * (t + 1) / 2;
+    record.count.other_flops = bh * 5 * causal;
+    record.count.bytes_read = 4 * bh * causal;
+    record.count.bytes_written = 4 * bh * t * t;
+  }
+  matmul(head_view(ctx, num_heads), probs, head_view(v, num_heads), "attention");  // ctx = P V
+  saved.q = q;
+  saved.k = k;
+  saved.v = v;
+  saved.probs = probs;
+  saved.num_heads = num_heads;
+  saved.name = prefix;
+  return ctx;
+}
+
+void attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, const Tensor& grad_ctx,
+                        AttentionSaved& saved) {
+  check_arg(saved.probs.defined(), "attention backward: nothing saved (forward not run, or backward run twice)");
+  const int64_t h = saved.num_heads;
+  check_qkv(grad_q, grad_k, grad_v, h);
+  check_arg(grad_q.shape() == saved.q.shape() && grad_ctx.shape() == saved.q.shape() && grad_ctx.is_contiguous(),
+            "attention backward: gradients must have q's shape {}", saved.q.shape_str());
+  const int64_t b = grad_q.size(0), t = grad_q.size(1), d = grad_q.size(2), dk = d / h;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
+  const Tensor grad_ctx_heads = head_view(grad_ctx, h);
+
+  Tensor grad_probs = Tensor::empty({b, h, t, t}, Category::temporary, saved.name + ".grad_probs");
+  matmul(grad_probs, grad_ctx_heads, head_view(saved.v, h).transpose(-2, -1), "attention");  // dP = dC Vᵀ
+  matmul(head_view(grad_v, h), saved.probs.transpose(-2, -1), grad_ctx_heads, "attention");  // dV = Pᵀ dC
+  {
+    OpRecord record("attention");
+    causal_softmax_backward(grad_probs.data(), saved.probs.data(), b * h, t);
+    const int64_t bh = b * h, causal = t * (t + 1) / 2;
+    record.count.other_flops = bh * 4 * causal;
+    record.count.bytes_read = 4 * bh * 2 * causal;
+    record.count.bytes_written = 4 * bh * t * t;
+  }
+  saved.probs.reset();
+  saved.v.reset();
+  matmul(head_view(grad_q, h), grad_probs, head_view(saved.k, h), "attention", scale);  // dQ = dS K / sqrt(d_k)
+  saved.k.reset();
+  matmul(head_view(grad_k, h), grad_probs.transpose(-2, -1), head_view(saved.q, h), "attention",
+         scale);  // dK = dSᵀ Q / sqrt(d_k)
+  saved.q.reset();
+}
+
+}  // namespace reckon

@@ -1,0 +1,88 @@
+#include "ops/cross_entropy.h"
+
+#include <cmath>
+
+#include "runtime/check.h"
+
+namespace reckon {
+
+OpCount cross_entropy_forward_count(int64_t n, int64_t v) {
+  OpCount c;
+  c.other_flops = n * (5 * v + 4) + 1;
+  c.bytes_read = 4 * (n * v + n + n);  // logits, targets, row losses
+  c.bytes_written = 4 * (n * v + n);   // probs, row losses
+  return c;
+}
+
+OpCount cross_entropy_backward_count(int64_t n, int64_t v) {
+  OpCount c;
+  c.other_flops = n * (v + 1) + 1;
+  c.bytes_read = 4 * (n * v + n);
+  c.bytes_written = 4 * n * v;
+  return c;
+}
+
+double cross_entropy_forward(CrossEntropySaved& saved, const Tensor& logits, const Tensor& targets,
+                             std::string_view name) {
+  check_arg(logits.is_contiguous() && logits.dim() >= 2, "cross_entropy: logits '{}' {} must be contiguous (…, V)",
+            logits.name(), logits.shape_str());
+  const int64_t v = logits.size(-1), n = logits.numel() / v;
+  check_arg(targets.dtype() == DType::i32 && targets.is_contiguous() && targets.numel() == n,
+            "cross_entropy: targets '{}' must be int32 with {} elements (one per logits row), got {}", targets.name(), n,
+            targets.shape_str());
+  const int32_t* tgt = targets.data_i32();
+  for (int64_t i = 0; i < n; ++i) {
+    check_arg(tgt[i] >= 0 && tgt[i] < v, "cross_entropy: target at row {} is {}, allowed range is [0, {}]", i,
+              tgt[i], v - 1);
+  }
+  Tensor row_loss = Tensor::empty({n}, Category::temporary, std::string(name) + ".row_loss");
+  OpRecord record("cross_entropy");
+  float* z = logits.data();
+  float* rl = row_loss.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = z + i * v;
+    const float target_logit = row[tgt[i]];
+    float m = row[0];
+    for (int64_t j = 1; j < v; ++j) m = std::max(m, row[j]);
+    float sum = 0.0f;
+    for (int64_t j = 0; j < v; ++j) {
+      const float e = std::exp(row[j] - m);
+      row[j] = e;
+      sum += e;
+    }
+    // log(sum) − (z_t − m), not (m + log(sum)) − z_t: the difference of two large logits is exact, the sum
+    // of a large logit and a small log is not (≈ 3e-5 off at logits near 1000).
+    rl[i] = std::log(sum) - (target_logit - m);
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < v; ++j) row[j] *= inv;
+  }
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) total += rl[i];
+  record.count = cross_entropy_forward_count(n, v);
+  saved.probs = logits;
+  saved.targets = targets;
+  return total / static_cast<double>(n);
+}
+
+Tensor cross_entropy_backward(CrossEntropySaved& saved, float grad_loss) {
+  check_arg(saved.probs.defined(), "cross_entropy backward: nothing saved (forward not run, or backward run twice)");
+  const int64_t v = saved.probs.size(-1), n = saved.probs.numel() / v;
+  OpRecord record("cross_entropy");
+  const float scale = grad_loss / static_cast<float>(n);
+  const int32_t* tgt = saved.targets.data_i32();
+  float* p = saved.probs.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = p + i * v;
+    row[tgt[i]] -= 1.0f;
+    for (int64_t j = 0; j < v; ++j) row[j] *= scale;
+  }
+  record.count = cross_entropy_backward_count(n, v);
+  Tensor grad_logits = saved.probs;
+  saved.probs.reset();
+  saved.targets.reset();
+  return grad_logits;
+}
+
+}  // namespace reckon

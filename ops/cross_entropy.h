@@ -1,0 +1,38 @@
+// Cross-entropy over logits, mean over tokens, numerically stable (log-sum-exp).
+//   N = rows (B*T), V = vocab size.
+//   loss = (1/N) Σ_n [ log Σ_v exp(z_nv) − z_n,target(n) ]
+//
+// Memory: one logits-sized buffer, the caller's logits tensor (activation, e.g. "lm_head.logits"). Forward
+// overwrites it in place with softmax probabilities (kept for backward); backward overwrites it in place
+// with dlogits = (probs − onehot) · dloss / N, the fused softmax-minus-one-hot gradient. No second
+// logits-sized buffer exists at any moment. Forward also uses a temporary "<name>.row_loss" (N floats) so the
+// mean is summed in double in a fixed order.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "runtime/counters.h"
+#include "runtime/tensor.h"
+
+namespace reckon {
+
+struct CrossEntropySaved {
+  Tensor probs;    // the logits buffer, now holding softmax probabilities
+  Tensor targets;  // (B, T) int32, a reference
+};
+
+// Returns the mean loss. logits (N, V) or (B, T, V), contiguous; targets int32 with N elements in [0, V-1].
+double cross_entropy_forward(CrossEntropySaved& saved, const Tensor& logits, const Tensor& targets,
+                             std::string_view name);
+
+// Returns grad_logits, which is the saved buffer itself, written `=` in place. Drops the saved references.
+Tensor cross_entropy_backward(CrossEntropySaved& saved, float grad_loss);
+
+// forward: per row (V−1) max-compares, 2V for z−max and exp, V adds, log, (z_t − m), subtract,
+//          1 reciprocal, V multiplies = 5V + 3; then N adds and 1 division for the mean → N(5V+4) + 1.
+// backward: 1 division (dloss/N), per row 1 subtract at the target + V multiplies → N(V+1) + 1.
+OpCount cross_entropy_forward_count(int64_t n, int64_t v);
+OpCount cross_entropy_backward_count(int64_t n, int64_t v);
+
+}  // namespace reckon

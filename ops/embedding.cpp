@@ -1,0 +1,85 @@
+#include "ops/embedding.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/check.h"
+
+namespace reckon {
+
+OpCount embedding_forward_count(int64_t n, int64_t d) {
+  OpCount c;
+  c.bytes_read = 4 * (n + n * d);
+  c.bytes_written = 4 * n * d;
+  return c;
+}
+
+OpCount embedding_backward_count(int64_t n, int64_t d) {
+  OpCount c;
+  c.other_flops = n * d;
+  c.bytes_read = 4 * (n + 2 * n * d);
+  c.bytes_written = 4 * n * d;
+  return c;
+}
+
+static void check_tokens(const Tensor& tokens, int64_t vocab) {
+  check_arg(tokens.dtype() == DType::i32 && tokens.dim() == 2 && tokens.is_contiguous(),
+            "embedding: tokens must be a contiguous int32 (B, T) tensor, got '{}' {}", tokens.name(),
+            tokens.shape_str());
+  const int32_t* ids = tokens.data_i32();
+  const int64_t t_len = tokens.size(1);
+  for (int64_t i = 0; i < tokens.numel(); ++i) {
+    check_arg(ids[i] >= 0 && ids[i] < vocab,
+              "embedding: token id at (b={}, t={}) is {}, allowed range is [0, {}] (vocab_size {})", i / t_len,
+              i % t_len, ids[i], vocab - 1, vocab);
+  }
+}
+
+Tensor embedding_forward(const Tensor& tokens, const Tensor& weight, std::string_view out_name) {
+  check_arg(weight.dim() == 2 && weight.is_contiguous(), "embedding: weight '{}' must be a contiguous (V, D) tensor",
+            weight.name());
+  const int64_t vocab = weight.size(0), d = weight.size(1);
+  check_tokens(tokens, vocab);
+  const int64_t b = tokens.size(0), t = tokens.size(1), n = b * t;
+  Tensor out = Tensor::empty({b, t, d}, Category::activation, out_name);
+  OpRecord record("embedding");
+  const int32_t* ids = tokens.data_i32();
+  const float* w = weight.data();
+  float* o = out.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(o + i * d, w + static_cast<int64_t>(ids[i]) * d, static_cast<size_t>(d) * sizeof(float));
+  }
+  record.count = embedding_forward_count(n, d);
+  return out;
+}
+
+void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const Tensor& tokens) {
+  const int64_t vocab = grad_weight.size(0), d = grad_weight.size(1);
+  check_tokens(tokens, vocab);
+  const int64_t n = tokens.numel();
+  check_arg(grad_out.numel() == n * d && grad_out.is_contiguous(),
+            "embedding backward: grad_out {} must hold N*D = {}*{} contiguous elements", grad_out.shape_str(), n, d);
+  OpRecord record("embedding");
+  const int32_t* ids = tokens.data_i32();
+  const float* go = grad_out.data();
+  float* gw = grad_weight.data();
+#pragma omp parallel
+  {
+    // Each thread owns the column range [c0, c1) of every row: race-free, and the order of additions
+    // into any element (token order) is the same for every thread count.
+    const int nthreads = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int64_t chunk = (d + nthreads - 1) / nthreads;
+    const int64_t c0 = std::min(d, tid * chunk), c1 = std::min(d, c0 + chunk);
+    for (int64_t i = 0; i < n; ++i) {
+      float* row = gw + static_cast<int64_t>(ids[i]) * d;
+      const float* src = go + i * d;
+      for (int64_t c = c0; c < c1; ++c) row[c] += src[c];
+    }
+  }
+  record.count = embedding_backward_count(n, d);
+}
+
+}  // namespace reckon

@@ -1,0 +1,26 @@
+// Token embedding: a row gather in forward, a race-free scatter-add in backward.
+//   B = batch, T = sequence length, V = vocab size, D = d_model; N = B*T rows.
+#pragma once
+
+#include <string_view>
+
+#include "runtime/counters.h"
+#include "runtime/tensor.h"
+
+namespace reckon {
+
+// out (B, T, D) = weight (V, D) [tokens (B, T)], written `=`. out is allocated as activation `out_name`.
+// Saves nothing of its own: backward needs only the token ids, which the caller keeps.
+// Throws std::invalid_argument naming the position of any token id outside [0, V-1].
+Tensor embedding_forward(const Tensor& tokens, const Tensor& weight, std::string_view out_name);
+
+// grad_weight (V, D) += grad_out (B, T, D) rows, each added to the row of its token id.
+// Threads split D (each owns whole columns), so no two threads ever touch the same element.
+void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const Tensor& tokens);
+
+// Counts (docs/conventions.md). forward: 0 FLOPs; reads N ids + N*D weight elements, writes N*D.
+// backward: N*D adds; reads N ids, N*D grad_out and N*D grad_weight elements, writes N*D.
+OpCount embedding_forward_count(int64_t n, int64_t d);
+OpCount embedding_backward_count(int64_t n, int64_t d);
+
+}  // namespace reckon

@@ -1,0 +1,55 @@
+#include "ops/linear.h"
+
+#include "runtime/check.h"
+#include "runtime/matmul.h"
+
+namespace reckon {
+
+OpCount linear_forward_count(int64_t n, int64_t in, int64_t out) {
+  OpCount c;
+  c.matmul_flops = 2 * n * in * out;
+  c.bytes_read = 4 * (n * in + out * in);
+  c.bytes_written = 4 * n * out;
+  return c;
+}
+
+OpCount linear_backward_count(int64_t n, int64_t in, int64_t out, bool accumulate_grad_x) {
+  OpCount c;
+  c.matmul_flops = 2 * (2 * n * in * out);
+  c.other_flops = (accumulate_grad_x ? n * in : 0) + out * in;
+  // dX: reads grad_out, weight (+ grad_x); dW: reads grad_out, x, grad_weight.
+  c.bytes_read = 4 * (n * out + out * in + (accumulate_grad_x ? n * in : 0) + n * out + n * in + out * in);
+  c.bytes_written = 4 * (n * in + out * in);
+  return c;
+}
+
+// (…, F) contiguous -> (rows, F) view.
+static Tensor rows_view(const Tensor& t, const char* what) {
+  check_arg(t.is_contiguous(), "linear: {} '{}' {} must be contiguous", what, t.name(), t.shape_str());
+  const int64_t f = t.size(-1);
+  return t.view({t.numel() / f, f});
+}
+
+Tensor linear_forward(LinearSaved& saved, const Tensor& x, const Tensor& weight, std::string_view out_name,
+                      Category out_category, std::string_view op) {
+  check_arg(weight.dim() == 2, "linear: weight '{}' must be (OUT, IN), got {}", weight.name(), weight.shape_str());
+  check_arg(x.size(-1) == weight.size(1), "linear: x {} has {} features, weight '{}' {} expects IN = {}",
+            x.shape_str(), x.size(-1), weight.name(), weight.shape_str(), weight.size(1));
+  Shape out_shape = x.shape();
+  out_shape.back() = weight.size(0);
+  Tensor out = Tensor::empty(out_shape, out_category, out_name);
+  matmul(rows_view(out, "out"), rows_view(x, "x"), weight.transpose(0, 1), op);
+  saved.x = x;
+  return out;
+}
+
+void linear_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_out, LinearSaved& saved,
+                     const Tensor& weight, bool accumulate_grad_x, std::string_view op) {
+  check_arg(saved.x.defined(), "linear backward: nothing saved (forward not run, or backward run twice)");
+  const Tensor x = rows_view(saved.x, "x"), gx = rows_view(grad_x, "grad_x"), gy = rows_view(grad_out, "grad_out");
+  matmul(gx, gy, weight, op, 1.0f, accumulate_grad_x);          // dX = dY · W
+  matmul(grad_weight, gy.transpose(0, 1), x, op, 1.0f, true);  // dW += dYᵀ · X
+  saved.x.reset();
+}
+
+}  // namespace reckon

@@ -1,0 +1,34 @@
+// Linear layer without bias, nn.Linear layout: y = x · Wᵀ with W stored (OUT, IN).
+// All three products run on the cached oneDNN matmul; transposes are strides, never copies.
+//   N = rows (B*T), IN = in_features, OUT = out_features.
+#pragma once
+
+#include <string_view>
+
+#include "runtime/counters.h"
+#include "runtime/tensor.h"
+
+namespace reckon {
+
+// What backward needs: the input x (a reference to the caller's tensor, no new bytes).
+struct LinearSaved {
+  Tensor x;
+};
+
+// out (N, OUT) = x (N, IN) · weight (OUT, IN)ᵀ, written `=`, allocated as `out_category` `out_name`.
+// x may have leading dims (B, T, IN); they are flattened. out keeps x's leading dims.
+Tensor linear_forward(LinearSaved& saved, const Tensor& x, const Tensor& weight, std::string_view out_name,
+                      Category out_category = Category::activation, std::string_view op = "linear");
+
+// grad_x (N, IN) = grad_out · weight       (`=`, or `+=` with accumulate_grad_x)
+// grad_weight (OUT, IN) += grad_outᵀ · x   (always accumulated, PyTorch semantics)
+// Frees saved.x.
+void linear_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_out, LinearSaved& saved,
+                     const Tensor& weight, bool accumulate_grad_x, std::string_view op = "linear");
+
+// Counts, from the matmul conventions: forward 2*N*IN*OUT; backward 2*(2*N*IN*OUT) + N*IN*[accumulate]
+// + OUT*IN (the dW accumulate).
+OpCount linear_forward_count(int64_t n, int64_t in, int64_t out);
+OpCount linear_backward_count(int64_t n, int64_t in, int64_t out, bool accumulate_grad_x);
+
+}  // namespace reckon

@@ -1,0 +1,33 @@
+// RMSNorm: y = x / sqrt(mean(x²) + eps) · g, over the last dim.   N = rows (B*T), D = d_model.
+#pragma once
+
+#include <string_view>
+
+#include "runtime/counters.h"
+#include "runtime/tensor.h"
+
+namespace reckon {
+
+// What backward needs: the input x (a reference, no new bytes) and rstd = 1/sqrt(mean(x²)+eps) per row
+// (N floats, activation "<name>.rstd").
+struct RmsnormSaved {
+  Tensor x;
+  Tensor rstd;
+};
+
+// out (N, D) = x (N, D) · rstd · weight (D), written `=`; out is allocated as activation "<name>.out".
+Tensor rmsnorm_forward(RmsnormSaved& saved, const Tensor& x, const Tensor& weight, float eps, std::string_view name);
+
+// grad_x (N, D)   = rstd · (g ⊙ dy) − x · rstd³ · (Σ_j dy_j g_j x_j) / D   (`=`, or `+=` with accumulate)
+// grad_weight (D) += Σ_rows dy ⊙ x · rstd
+// Frees saved.x and saved.rstd.
+void rmsnorm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_out, RmsnormSaved& saved,
+                      const Tensor& weight, bool accumulate_grad_x);
+
+// FLOPs per row, as the loops execute them (exp/sqrt/div count 1 each):
+//   forward  4*D + 4   (D squares + D adds, /D, +eps, sqrt, 1/x, then 2 multiplies per element)
+//   backward 10*D + 4  (dot: 3 per element; r³·dot/D: 4; dx: 4 per element (+1 with accumulate); dg: 3)
+OpCount rmsnorm_forward_count(int64_t n, int64_t d);
+OpCount rmsnorm_backward_count(int64_t n, int64_t d, bool accumulate_grad_x);
+
+}  // namespace reckon

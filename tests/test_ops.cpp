@@ -1,0 +1,619 @@
+// ops/: every op's forward vs a float64 reference written plainly here, every backward vs central finite
+// differences of that reference in double, counters vs the per-op formulas (exact integers), saved-tensor
+// bytes vs the documented lists, and bad shapes rejected with the argument named.
+//
+// Gradient check: loss = Σ out ⊙ R for a fixed random R, so grad_out = R. The op's float32 backward is
+// compared with d(loss)/d(input) of the float64 reference by central differences (h = 1e-6).
+// Error measure: max |analytic − reference| / max |reference| over the whole tensor.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <ostream>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ops/attention.h"
+#include "ops/cross_entropy.h"
+#include "ops/embedding.h"
+#include "ops/ffn.h"
+#include "ops/linear.h"
+#include "ops/residual.h"
+#include "ops/rmsnorm.h"
+#include "ops/silu.h"
+#include "runtime/counters.h"
+#include "runtime/machine.h"
+
+namespace reckon {
+namespace {
+
+using Vec = std::vector<double>;
+
+// Tolerances, stated once. Forward: float32 vs float64 reference. Backward: float32 analytic vs float64
+// finite differences.
+constexpr double kForwardTol = 2e-6;
+constexpr double kGradTol = 1e-4;
+
+Vec random_vec(int64_t n, uint32_t seed, double scale = 1.0) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> dist(-scale, scale);
+  Vec v(static_cast<size_t>(n));
+  for (double& x : v) x = static_cast<float>(dist(rng));  // representable in float32 exactly
+  return v;
+}
+
+Tensor tensor_from(const Vec& v, const Shape& shape, Category cat, const std::string& name) {
+  Tensor t = Tensor::empty(shape, cat, name);
+  for (size_t i = 0; i < v.size(); ++i) t.data()[i] = static_cast<float>(v[i]);
+  return t;
+}
+
+Vec vec_from(const Tensor& t) {
+  Vec v(static_cast<size_t>(t.numel()));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = t.data()[i];
+  return v;
+}
+
+double dot(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// max |a − b| / max |b|
+double rel_err(const Vec& a, const Vec& b) {
+  double num = 0, den = 1e-30;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num = std::max(num, std::abs(a[i] - b[i]));
+    den = std::max(den, std::abs(b[i]));
+  }
+  return num / den;
+}
+
+// Central differences of f at x, every element.
+Vec fd_grad(const std::function<double(const Vec&)>& f, Vec x) {
+  constexpr double h = 1e-6;
+  Vec g(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double x0 = x[i];
+    x[i] = x0 + h;
+    const double fp = f(x);
+    x[i] = x0 - h;
+    const double fm = f(x);
+    x[i] = x0;
+    g[i] = (fp - fm) / (2 * h);
+  }
+  return g;
+}
+
+template <typename Fn>
+void expect_invalid(Fn fn, const std::vector<std::string>& needles) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+  }
+}
+
+void expect_count(const OpCount& got, int64_t matmul, int64_t other, int64_t read, int64_t written) {
+  EXPECT_EQ(got.matmul_flops, matmul);
+  EXPECT_EQ(got.other_flops, other);
+  EXPECT_EQ(got.bytes_read, read);
+  EXPECT_EQ(got.bytes_written, written);
+}
+
+class Ops : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    set_num_threads(2);
+    counters().reset();
+    counters().set_phase(Phase::forward);
+  }
+};
+
+// ============================================================================================ references
+
+Vec linear_ref(const Vec& x, const Vec& w, int64_t n, int64_t in, int64_t out) {
+  Vec y(static_cast<size_t>(n * out), 0.0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t k = 0; k < in; ++k) y[i * out + o] += x[i * in + k] * w[o * in + k];
+  return y;
+}
+
+Vec rmsnorm_ref(const Vec& x, const Vec& g, int64_t n, int64_t d, double eps) {
+  Vec y(x.size());
+  for (int64_t i = 0; i < n; ++i) {
+    double ss = 0;
+    for (int64_t j = 0; j < d; ++j) ss += x[i * d + j] * x[i * d + j];
+    const double r = 1.0 / std::sqrt(ss / d + eps);
+    for (int64_t j = 0; j < d; ++j) y[i * d + j] = x[i * d + j] * r * g[j];
+  }
+  return y;
+}
+
+Vec attention_ref(const Vec& q, const Vec& k, const Vec& v, int64_t b, int64_t t, int64_t d, int64_t h) {
+  const int64_t dk = d / h;
+  Vec ctx(static_cast<size_t>(b * t * d), 0.0);
+  for (int64_t bb = 0; bb < b; ++bb)
+    for (int64_t hh = 0; hh < h; ++hh)
+      for (int64_t i = 0; i < t; ++i) {
+        Vec s(static_cast<size_t>(i + 1));
+        double m = -1e300;
+        for (int64_t j = 0; j <= i; ++j) {
+          double acc = 0;
+          for (int64_t c = 0; c < dk; ++c) acc += q[(bb * t + i) * d + hh * dk + c] * k[(bb * t + j) * d + hh * dk + c];
+          s[j] = acc / std::sqrt(static_cast<double>(dk));
+          m = std::max(m, s[j]);
+        }
+        double z = 0;
+        for (double& e : s) z += (e = std::exp(e - m));
+        for (int64_t j = 0; j <= i; ++j)
+          for (int64_t c = 0; c < dk; ++c) ctx[(bb * t + i) * d + hh * dk + c] += s[j] / z * v[(bb * t + j) * d + hh * dk + c];
+      }
+  return ctx;
+}
+
+double silu_ref(double x) { return x / (1.0 + std::exp(-x)); }
+
+Vec ffn_ref(const Vec& hx, const Vec& w1, const Vec& w3, const Vec& w2, int64_t n, int64_t d, int64_t f, FfnKind kind) {
+  Vec a = linear_ref(hx, w1, n, d, f);
+  Vec act(a.size());
+  if (kind == FfnKind::swiglu) {
+    const Vec bb = linear_ref(hx, w3, n, d, f);
+    for (size_t i = 0; i < a.size(); ++i) act[i] = silu_ref(a[i]) * bb[i];
+  } else {
+    for (size_t i = 0; i < a.size(); ++i) act[i] = silu_ref(a[i]);
+  }
+  return linear_ref(act, w2, n, f, d);
+}
+
+double cross_entropy_ref(const Vec& z, const std::vector<int32_t>& tgt, int64_t n, int64_t v) {
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double m = -1e300;
+    for (int64_t j = 0; j < v; ++j) m = std::max(m, z[i * v + j]);
+    double s = 0;
+    for (int64_t j = 0; j < v; ++j) s += std::exp(z[i * v + j] - m);
+    total += m + std::log(s) - z[i * v + tgt[static_cast<size_t>(i)]];
+  }
+  return total / static_cast<double>(n);
+}
+
+Tensor int_tensor(const std::vector<int32_t>& v, const Shape& shape, const std::string& name) {
+  Tensor t = Tensor::empty(shape, Category::activation, name, DType::i32);
+  for (size_t i = 0; i < v.size(); ++i) t.data_i32()[i] = v[i];
+  return t;
+}
+
+std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> dist(0, static_cast<int32_t>(vocab - 1));
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& id : ids) id = dist(rng);
+  return ids;
+}
+
+// ============================================================================================ embedding
+
+struct EmbCase { int64_t b, t, v, d; };
+void PrintTo(const EmbCase& c, std::ostream* os) { *os << "B" << c.b << "_T" << c.t << "_V" << c.v << "_D" << c.d; }
+class EmbeddingSweep : public Ops, public ::testing::WithParamInterface<EmbCase> {};
+
+TEST_P(EmbeddingSweep, ForwardBackwardCounts) {
+  const auto [b, t, v, d] = GetParam();
+  const int64_t n = b * t;
+  const auto ids = random_ids(n, v, 5);
+  const Vec w = random_vec(v * d, 6);
+  const Vec r = random_vec(n * d, 7);
+  Tensor tokens = int_tensor(ids, {b, t}, "tokens");
+  Tensor weight = tensor_from(w, {v, d}, Category::parameter, "tok_emb.weight");
+  Tensor grad_w = Tensor::zeros({v, d}, Category::gradient, "tok_emb.weight.grad");
+
+  Tensor out = embedding_forward(tokens, weight, "emb.out");
+  EXPECT_EQ(out.shape(), (Shape{b, t, d}));
+  auto ref_fwd = [&](const Vec& wx) {
+    Vec y(static_cast<size_t>(n * d));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < d; ++j) y[i * d + j] = wx[ids[i] * d + j];
+    return y;
+  };
+  EXPECT_EQ(rel_err(vec_from(out), ref_fwd(w)), 0.0);  // a copy is exact
+
+  counters().set_phase(Phase::backward);
+  Tensor grad_out = tensor_from(r, {b, t, d}, Category::temporary, "grad");
+  embedding_backward(grad_w, grad_out, tokens);
+  const Vec fd = fd_grad([&](const Vec& wx) { return dot(ref_fwd(wx), r); }, w);
+  EXPECT_LE(rel_err(vec_from(grad_w), fd), kGradTol);
+
+  expect_count(counters().get("embedding", Phase::forward), 0, 0, 4 * (n + n * d), 4 * n * d);
+  expect_count(counters().get("embedding", Phase::backward), 0, n * d, 4 * (n + 2 * n * d), 4 * n * d);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, EmbeddingSweep,
+                         ::testing::Values(EmbCase{1, 1, 3, 16}, EmbCase{2, 3, 7, 5}, EmbCase{3, 17, 11, 9},
+                                           EmbCase{2, 8, 2, 33}));
+
+TEST_F(Ops, EmbeddingRejectsOutOfRangeTokens) {
+  Tensor weight = Tensor::zeros({5, 4}, Category::parameter, "w");
+  expect_invalid([&] { embedding_forward(int_tensor({0, 5}, {1, 2}, "tok"), weight, "o"); },
+                 {"token id at (b=0, t=1) is 5", "allowed range is [0, 4]"});
+  expect_invalid([&] { embedding_forward(int_tensor({-1, 0}, {2, 1}, "tok"), weight, "o"); },
+                 {"(b=0, t=0) is -1", "[0, 4]"});
+}
+
+// ============================================================================================ linear
+
+struct LinCase { int64_t n, in, out; };
+void PrintTo(const LinCase& c, std::ostream* os) { *os << "N" << c.n << "_IN" << c.in << "_OUT" << c.out; }
+class LinearSweep : public Ops, public ::testing::WithParamInterface<LinCase> {};
+
+TEST_P(LinearSweep, ForwardBackwardCountsAndAccumulation) {
+  const auto [n, in, out] = GetParam();
+  const Vec x = random_vec(n * in, 1), w = random_vec(out * in, 2), r = random_vec(n * out, 3);
+  const Vec gw0 = random_vec(out * in, 4), gx0 = random_vec(n * in, 5);  // prior gradient contents
+  Tensor xt = tensor_from(x, {n, in}, Category::activation, "x");
+  Tensor wt = tensor_from(w, {out, in}, Category::parameter, "w");
+  Tensor gw = tensor_from(gw0, {out, in}, Category::gradient, "w.grad");
+  Tensor gx = tensor_from(gx0, {n, in}, Category::temporary, "x.grad");
+
+  LinearSaved saved;
+  Tensor y = linear_forward(saved, xt, wt, "y");
+  EXPECT_LE(rel_err(vec_from(y), linear_ref(x, w, n, in, out)), kForwardTol);
+  EXPECT_EQ(saved.x.data(), xt.data());  // saved by reference: no copy
+
+  counters().set_phase(Phase::backward);
+  Tensor gy = tensor_from(r, {n, out}, Category::temporary, "y.grad");
+  linear_backward(gx, gw, gy, saved, wt, /*accumulate_grad_x=*/true);
+  EXPECT_FALSE(saved.x.defined());  // freed as soon as used
+  Vec fd_x = fd_grad([&](const Vec& xx) { return dot(linear_ref(xx, w, n, in, out), r); }, x);
+  Vec fd_w = fd_grad([&](const Vec& ww) { return dot(linear_ref(x, ww, n, in, out), r); }, w);
+  for (size_t i = 0; i < fd_x.size(); ++i) fd_x[i] += gx0[i];  // `+=` onto the prior contents
+  for (size_t i = 0; i < fd_w.size(); ++i) fd_w[i] += gw0[i];
+  EXPECT_LE(rel_err(vec_from(gx), fd_x), kGradTol);
+  EXPECT_LE(rel_err(vec_from(gw), fd_w), kGradTol);
+
+  // Independent arithmetic: forward one product; backward dX (accumulated) and dW (accumulated).
+  expect_count(counters().get("linear", Phase::forward), 2 * n * in * out, 0, 4 * (n * in + out * in), 4 * n * out);
+  const OpCount bwd = counters().get("linear", Phase::backward);
+  EXPECT_EQ(bwd.calls, 2);
+  expect_count(bwd, 2 * n * out * in + 2 * out * n * in, n * in + out * in,
+               4 * ((n * out + out * in + n * in) + (out * n + n * in + out * in)), 4 * (n * in + out * in));
+  EXPECT_EQ(bwd.flops(), linear_backward_count(n, in, out, true).flops());
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, LinearSweep,
+                         ::testing::Values(LinCase{1, 1, 1}, LinCase{3, 7, 5}, LinCase{17, 13, 9},
+                                           LinCase{16, 24, 40}));
+
+TEST_F(Ops, LinearGradXOverwriteMode) {
+  const Vec x = random_vec(4 * 3, 1), w = random_vec(2 * 3, 2), r = random_vec(4 * 2, 3);
+  Tensor xt = tensor_from(x, {4, 3}, Category::activation, "x");
+  Tensor wt = tensor_from(w, {2, 3}, Category::parameter, "w");
+  Tensor gw = Tensor::zeros({2, 3}, Category::gradient, "gw");
+  Tensor gx = Tensor::empty({4, 3}, Category::temporary, "gx");
+  gx.fill(1e30f);  // garbage that `=` must overwrite
+  LinearSaved saved;
+  linear_forward(saved, xt, wt, "y");
+  linear_backward(gx, gw, tensor_from(r, {4, 2}, Category::temporary, "gy"), saved, wt, false);
+  const Vec fd_x = fd_grad([&](const Vec& xx) { return dot(linear_ref(xx, w, 4, 3, 2), r); }, x);
+  EXPECT_LE(rel_err(vec_from(gx), fd_x), kGradTol);
+}
+
+TEST_F(Ops, LinearRejectsMismatchedFeatures) {
+  LinearSaved saved;
+  Tensor x = Tensor::zeros({4, 3}, Category::activation, "x");
+  Tensor w = Tensor::zeros({2, 5}, Category::parameter, "layers.0.attn.wq.weight");
+  expect_invalid([&] { linear_forward(saved, x, w, "y"); }, {"x (4, 3) has 3 features", "expects IN = 5",
+                                                            "layers.0.attn.wq.weight"});
+}
+
+// ============================================================================================ rmsnorm
+
+struct NormCase { int64_t n, d; };
+void PrintTo(const NormCase& c, std::ostream* os) { *os << "N" << c.n << "_D" << c.d; }
+class RmsnormSweep : public Ops, public ::testing::WithParamInterface<NormCase> {};
+
+TEST_P(RmsnormSweep, ForwardBackwardCountsSaved) {
+  const auto [n, d] = GetParam();
+  const double eps = 1e-5;
+  const Vec x = random_vec(n * d, 1, 2.0), g = random_vec(d, 2), r = random_vec(n * d, 3);
+  Vec g_shift = g;
+  for (double& v : g_shift) v = static_cast<float>(v + 1.0);
+  const Vec gg0 = random_vec(d, 4);
+  Tensor xt = tensor_from(x, {n, d}, Category::activation, "x");
+  Tensor gt = tensor_from(g_shift, {d}, Category::parameter, "norm.weight");
+  Tensor ggrad = tensor_from(gg0, {d}, Category::gradient, "norm.weight.grad");
+
+  const int64_t live_before = tracker().live_bytes_with_prefix("t.norm.");
+  RmsnormSaved saved;
+  Tensor y = rmsnorm_forward(saved, xt, gt, static_cast<float>(eps), "t.norm");
+  EXPECT_LE(rel_err(vec_from(y), rmsnorm_ref(x, g_shift, n, d, eps)), kForwardTol);
+  // Documented: out (N, D) and rstd (N), both activations; x is only referenced.
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.norm.rstd") - live_before, aligned_size(4 * n));
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.norm.out"), aligned_size(4 * n * d));
+  EXPECT_EQ(saved.rstd.category(), Category::activation);
+  EXPECT_EQ(saved.x.data(), xt.data());
+
+  counters().set_phase(Phase::backward);
+  Tensor gx = Tensor::empty({n, d}, Category::temporary, "gx");
+  rmsnorm_backward(gx, ggrad, tensor_from(r, {n, d}, Category::temporary, "gy"), saved, gt, false);
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.norm.rstd"), 0);  // freed by backward
+  const Vec fd_x = fd_grad([&](const Vec& xx) { return dot(rmsnorm_ref(xx, g_shift, n, d, eps), r); }, x);
+  Vec fd_g = fd_grad([&](const Vec& gv) { return dot(rmsnorm_ref(x, gv, n, d, eps), r); }, g_shift);
+  for (size_t i = 0; i < fd_g.size(); ++i) fd_g[i] += gg0[i];
+  EXPECT_LE(rel_err(vec_from(gx), fd_x), kGradTol);
+  EXPECT_LE(rel_err(vec_from(ggrad), fd_g), kGradTol);
+
+  expect_count(counters().get("rmsnorm", Phase::forward), 0, n * (4 * d + 4), 4 * (n * d + d), 4 * (n * d + n));
+  expect_count(counters().get("rmsnorm", Phase::backward), 0, n * (10 * d + 4), 4 * (2 * n * d + n + 2 * d),
+               4 * (n * d + d));
+}
+
+// D = 1 is left out on purpose: there y = sign(x)·g and the true dx is O(eps), so any float32 backward
+// (PyTorch's included) returns rounding noise of the two cancelling terms.
+INSTANTIATE_TEST_SUITE_P(Shapes, RmsnormSweep,
+                         ::testing::Values(NormCase{1, 2}, NormCase{2, 3}, NormCase{4, 7}, NormCase{17, 33}, NormCase{3, 64}));
+
+TEST_F(Ops, RmsnormAccumulatesIntoGradX) {
+  const int64_t n = 3, d = 5;
+  const Vec x = random_vec(n * d, 1), g = random_vec(d, 2), r = random_vec(n * d, 3), gx0 = random_vec(n * d, 4);
+  Tensor xt = tensor_from(x, {n, d}, Category::activation, "x");
+  Tensor gt = tensor_from(g, {d}, Category::parameter, "g");
+  Tensor gg = Tensor::zeros({d}, Category::gradient, "gg");
+  Tensor gx = tensor_from(gx0, {n, d}, Category::temporary, "gx");
+  RmsnormSaved saved;
+  rmsnorm_forward(saved, xt, gt, 1e-5f, "n");
+  counters().set_phase(Phase::backward);
+  rmsnorm_backward(gx, gg, tensor_from(r, {n, d}, Category::temporary, "gy"), saved, gt, true);
+  Vec fd_x = fd_grad([&](const Vec& xx) { return dot(rmsnorm_ref(xx, g, n, d, 1e-5), r); }, x);
+  for (size_t i = 0; i < fd_x.size(); ++i) fd_x[i] += gx0[i];
+  EXPECT_LE(rel_err(vec_from(gx), fd_x), kGradTol);
+  EXPECT_EQ(counters().get("rmsnorm", Phase::forward).other_flops, n * (4 * d + 4));
+  EXPECT_EQ(counters().get("rmsnorm", Phase::backward).other_flops, n * (10 * d + 4) + n * d);  // + the `+=`
+}
+
+TEST_F(Ops, RmsnormRejectsBadShapesAndEps) {
+  RmsnormSaved saved;
+  Tensor x = Tensor::zeros({4, 6}, Category::activation, "x");
+  Tensor g = Tensor::zeros({5}, Category::parameter, "final_norm.weight");
+  expect_invalid([&] { rmsnorm_forward(saved, x, g, 1e-5f, "n"); }, {"x 'x' (4, 6)", "last dim 5"});
+  Tensor g6 = Tensor::zeros({6}, Category::parameter, "g6");
+  expect_invalid([&] { rmsnorm_forward(saved, x, g6, 0.0f, "n"); }, {"eps is 0", "allowed range is (0, inf)"});
+}
+
+// ============================================================================================ attention
+
+struct AttnCase { int64_t b, t, d, h; };
+void PrintTo(const AttnCase& c, std::ostream* os) { *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h; }
+class AttentionSweep : public Ops, public ::testing::WithParamInterface<AttnCase> {};
+
+TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
+  const auto [b, t, d, h] = GetParam();
+  const int64_t dk = d / h, bh = b * h, causal = t * (t + 1) / 2;
+  const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * d, 2), v = random_vec(b * t * d, 3);
+  const Vec r = random_vec(b * t * d, 4);
+  Tensor qt = tensor_from(q, {b, t, d}, Category::activation, "q");
+  Tensor kt = tensor_from(k, {b, t, d}, Category::activation, "k");
+  Tensor vt = tensor_from(v, {b, t, d}, Category::activation, "v");
+
+  AttentionSaved saved;
+  Tensor ctx = attention_forward(saved, qt, kt, vt, h, "t.attn");
+  EXPECT_LE(rel_err(vec_from(ctx), attention_ref(q, k, v, b, t, d, h)), kForwardTol);
+  // Saved: probs (B, H, T, T) is the only new saved tensor; ctx is the output.
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn.probs"), aligned_size(4 * bh * t * t));
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn."), aligned_size(4 * bh * t * t) + aligned_size(4 * b * t * d));
+  // The upper triangle of probs holds exact zeros; each row sums to 1.
+  for (int64_t row = 0; row < bh * t; ++row) {
+    const int64_t i = row % t;
+    double s = 0;
+    for (int64_t j = 0; j < t; ++j) {
+      const float p = saved.probs.data()[row * t + j];
+      if (j > i) {
+        EXPECT_EQ(p, 0.0f);
+      }
+      s += p;
+    }
+    EXPECT_NEAR(s, 1.0, 1e-6);
+  }
+
+  counters().set_phase(Phase::backward);
+  Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq");
+  Tensor gk = Tensor::empty({b, t, d}, Category::temporary, "gk");
+  Tensor gv = Tensor::empty({b, t, d}, Category::temporary, "gv");
+  tracker().reset_peak_stats();
+  const int64_t temp_before = tracker().stats()[Category::temporary].allocated_bytes.current;
+  attention_backward(gq, gk, gv, tensor_from(r, {b, t, d}, Category::temporary, "gctx"), saved);
+  // Backward's only temporary is grad_probs (B, H, T, T) (+ any oneDNN scratchpad, also temporary).
+  EXPECT_GE(tracker().stats()[Category::temporary].allocated_bytes.peak - temp_before,
+            aligned_size(4 * bh * t * t) + aligned_size(4 * b * t * d));
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn.probs"), 0);
+  EXPECT_FALSE(saved.q.defined() || saved.k.defined() || saved.v.defined());
+
+  auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) { return dot(attention_ref(qq, kk, vv, b, t, d, h), r); };
+  EXPECT_LE(rel_err(vec_from(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), kGradTol);
+  EXPECT_LE(rel_err(vec_from(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), kGradTol);
+  EXPECT_LE(rel_err(vec_from(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), kGradTol);
+
+  // Forward: QKᵀ (scaled) + softmax + PV, per (b, h).
+  expect_count(counters().get("attention", Phase::forward), bh * (2 * t * t * dk + 2 * t * t * dk),
+               bh * (t * t + 5 * causal),
+               4 * bh * ((t * dk + dk * t) + causal + (t * t + t * dk)), 4 * bh * (t * t + t * t + t * dk));
+  // Backward: dP, dV, softmax backward, dQ (scaled), dK (scaled).
+  expect_count(counters().get("attention", Phase::backward), bh * 4 * (2 * t * t * dk),
+               bh * (4 * causal + 2 * t * dk),
+               4 * bh * ((t * dk + dk * t) + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)),
+               4 * bh * (t * t + t * dk + t * t + t * dk + t * dk));
+  EXPECT_EQ(counters().get("attention", Phase::forward).flops(), attention_forward_count(b, t, d, h).flops());
+  EXPECT_EQ(counters().get("attention", Phase::backward).bytes_read, attention_backward_count(b, t, d, h).bytes_read);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionSweep,
+                         ::testing::Values(AttnCase{1, 1, 4, 1}, AttnCase{2, 5, 6, 3}, AttnCase{1, 17, 12, 2},
+                                           AttnCase{2, 4, 8, 4}, AttnCase{1, 9, 15, 3}));
+
+TEST_F(Ops, AttentionRejectsHeadsNotDividingD) {
+  Tensor q = Tensor::zeros({1, 4, 10}, Category::activation, "q");
+  AttentionSaved saved;
+  expect_invalid([&] { attention_forward(saved, q, q, q, 3, "a"); },
+                 {"d_model 10 is not divisible by num_heads 3"});
+  expect_invalid([&] { attention_forward(saved, q, q, q, 0, "a"); }, {"num_heads is 0", "[1, 10]"});
+  Tensor k = Tensor::zeros({1, 5, 10}, Category::activation, "k");
+  expect_invalid([&] { attention_forward(saved, q, k, q, 2, "a"); }, {"equal shapes"});
+}
+
+// ============================================================================================ silu / swiglu
+
+TEST_F(Ops, SiluAndSwigluGateElementwise) {
+  const int64_t n = 37;
+  const Vec a = random_vec(n, 1, 4.0), bv = random_vec(n, 2, 2.0), r = random_vec(n, 3);
+  Tensor at = tensor_from(a, {n}, Category::activation, "a");
+  Tensor bt = tensor_from(bv, {n}, Category::activation, "b");
+  Tensor out = Tensor::empty({n}, Category::activation, "o");
+  silu_forward(out, at);
+  Vec ref(n);
+  for (int64_t i = 0; i < n; ++i) ref[i] = silu_ref(a[i]);
+  EXPECT_LE(rel_err(vec_from(out), ref), kForwardTol);
+  swiglu_gate_forward(out, at, bt);
+  for (int64_t i = 0; i < n; ++i) ref[i] = silu_ref(a[i]) * bv[i];
+  EXPECT_LE(rel_err(vec_from(out), ref), kForwardTol);
+
+  counters().set_phase(Phase::backward);
+  Tensor rt = tensor_from(r, {n}, Category::temporary, "r");
+  Tensor ga = Tensor::empty({n}, Category::temporary, "ga"), gb = Tensor::empty({n}, Category::temporary, "gb");
+  silu_backward(ga, rt, at);
+  auto silu_loss = [&](const Vec& x) { double s = 0; for (int64_t i = 0; i < n; ++i) s += silu_ref(x[i]) * r[i]; return s; };
+  EXPECT_LE(rel_err(vec_from(ga), fd_grad(silu_loss, a)), kGradTol);
+  swiglu_gate_backward(ga, gb, rt, at, bt);
+  auto gate_loss = [&](const Vec& x, const Vec& y) { double s = 0; for (int64_t i = 0; i < n; ++i) s += silu_ref(x[i]) * y[i] * r[i]; return s; };
+  EXPECT_LE(rel_err(vec_from(ga), fd_grad([&](const Vec& x) { return gate_loss(x, bv); }, a)), kGradTol);
+  EXPECT_LE(rel_err(vec_from(gb), fd_grad([&](const Vec& y) { return gate_loss(a, y); }, bv)), kGradTol);
+
+  expect_count(counters().get("silu", Phase::forward), 0, 4 * n, 4 * n, 4 * n);
+  expect_count(counters().get("swiglu", Phase::forward), 0, 5 * n, 8 * n, 4 * n);
+  expect_count(counters().get("silu", Phase::backward), 0, 9 * n, 8 * n, 4 * n);
+  expect_count(counters().get("swiglu", Phase::backward), 0, 12 * n, 12 * n, 8 * n);
+}
+
+// ============================================================================================ ffn
+
+struct FfnCase { int64_t n, d, f; FfnKind kind; };
+void PrintTo(const FfnCase& c, std::ostream* os) { *os << ffn_kind_name(c.kind) << "_N" << c.n << "_D" << c.d << "_F" << c.f; }
+class FfnSweep : public Ops, public ::testing::WithParamInterface<FfnCase> {};
+
+TEST_P(FfnSweep, ForwardBackwardSaved) {
+  const auto [n, d, f, kind] = GetParam();
+  const bool swiglu = kind == FfnKind::swiglu;
+  const Vec hx = random_vec(n * d, 1), w1 = random_vec(f * d, 2), w3 = random_vec(f * d, 3);
+  const Vec w2 = random_vec(d * f, 4), r = random_vec(n * d, 5);
+  Tensor ht = tensor_from(hx, {n, d}, Category::activation, "h");
+  Tensor w1t = tensor_from(w1, {f, d}, Category::parameter, "w1");
+  Tensor w3t = swiglu ? tensor_from(w3, {f, d}, Category::parameter, "w3") : Tensor();
+  Tensor w2t = tensor_from(w2, {d, f}, Category::parameter, "w2");
+  Tensor g1 = Tensor::zeros({f, d}, Category::gradient, "g1"), g2 = Tensor::zeros({d, f}, Category::gradient, "g2");
+  Tensor g3 = swiglu ? Tensor::zeros({f, d}, Category::gradient, "g3") : Tensor();
+
+  FfnSaved saved;
+  Tensor out = ffn_forward(saved, ht, w1t, w3t, w2t, kind, "t.ffn");
+  EXPECT_LE(rel_err(vec_from(out), ffn_ref(hx, w1, w3, w2, n, d, f, kind)), kForwardTol * 10);
+  // Documented saved list: swiglu 3 (N, F) activations, silu_mlp 2; the output is a temporary.
+  const int64_t nf = aligned_size(4 * n * f);
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.ffn.w1_out"), nf);
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.ffn.w3_out"), swiglu ? nf : 0);
+  EXPECT_EQ(tracker().live_bytes_with_prefix(swiglu ? "t.ffn.gated" : "t.ffn.silu_out"), nf);
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.ffn."), (swiglu ? 3 : 2) * nf + aligned_size(4 * n * d));
+  EXPECT_EQ(out.category(), Category::temporary);
+  out.reset();
+
+  Tensor gh = Tensor::empty({n, d}, Category::temporary, "gh");
+  ffn_backward(gh, g1, g3, g2, tensor_from(r, {n, d}, Category::temporary, "gout"), saved, w1t, w3t, w2t);
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.ffn."), 0);  // everything saved and temporary is gone
+
+  auto loss = [&](const Vec& hh, const Vec& a1, const Vec& a3, const Vec& a2) {
+    return dot(ffn_ref(hh, a1, a3, a2, n, d, f, kind), r);
+  };
+  EXPECT_LE(rel_err(vec_from(gh), fd_grad([&](const Vec& x) { return loss(x, w1, w3, w2); }, hx)), kGradTol);
+  EXPECT_LE(rel_err(vec_from(g1), fd_grad([&](const Vec& x) { return loss(hx, x, w3, w2); }, w1)), kGradTol);
+  EXPECT_LE(rel_err(vec_from(g2), fd_grad([&](const Vec& x) { return loss(hx, w1, w3, x); }, w2)), kGradTol);
+  if (swiglu) {
+    EXPECT_LE(rel_err(vec_from(g3), fd_grad([&](const Vec& x) { return loss(hx, w1, x, w2); }, w3)), kGradTol);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, FfnSweep,
+                         ::testing::Values(FfnCase{3, 4, 6, FfnKind::swiglu}, FfnCase{5, 7, 11, FfnKind::swiglu},
+                                           FfnCase{3, 4, 6, FfnKind::silu_mlp}, FfnCase{5, 7, 11, FfnKind::silu_mlp}));
+
+// ============================================================================================ residual
+
+TEST_F(Ops, ResidualAdd) {
+  const Vec a = random_vec(2 * 3 * 5, 1), b = random_vec(2 * 3 * 5, 2);
+  Tensor out = residual_forward(tensor_from(a, {2, 3, 5}, Category::activation, "a"),
+                                tensor_from(b, {2, 3, 5}, Category::activation, "b"), "sum");
+  for (int64_t i = 0; i < 30; ++i) EXPECT_EQ(out.data()[i], static_cast<float>(a[i] + b[i]));
+  expect_count(counters().get("residual", Phase::forward), 0, 30, 240, 120);
+  expect_invalid([] {
+    residual_forward(Tensor::zeros({2, 3}, Category::activation, "a"), Tensor::zeros({3, 2}, Category::activation, "b"), "s");
+  }, {"equal shapes"});
+}
+
+// ============================================================================================ cross-entropy
+
+struct CeCase { int64_t n, v; };
+void PrintTo(const CeCase& c, std::ostream* os) { *os << "N" << c.n << "_V" << c.v; }
+class CrossEntropySweep : public Ops, public ::testing::WithParamInterface<CeCase> {};
+
+TEST_P(CrossEntropySweep, LossGradientCountsInPlace) {
+  const auto [n, v] = GetParam();
+  const Vec z = random_vec(n * v, 1, 5.0);
+  const auto tgt = random_ids(n, v, 2);
+  Tensor logits = tensor_from(z, {n, v}, Category::activation, "lm_head.logits");
+  Tensor targets = int_tensor(tgt, {1, n}, "targets");
+  const int64_t act_before = tracker().stats()[Category::activation].allocated_bytes.current;
+
+  CrossEntropySaved saved;
+  const double loss = cross_entropy_forward(saved, logits, targets, "ce");
+  EXPECT_NEAR(loss, cross_entropy_ref(z, tgt, n, v), 2e-6 * std::max(1.0, std::abs(loss)));
+  EXPECT_EQ(saved.probs.data(), logits.data());  // in place: no second logits-sized buffer
+
+  counters().set_phase(Phase::backward);
+  Tensor grad = cross_entropy_backward(saved, 1.0f);
+  EXPECT_EQ(grad.data(), logits.data());
+  EXPECT_EQ(tracker().stats()[Category::activation].allocated_bytes.current, act_before);
+  const Vec fd = fd_grad([&](const Vec& zz) { return cross_entropy_ref(zz, tgt, n, v); }, z);
+  EXPECT_LE(rel_err(vec_from(grad), fd), kGradTol);
+
+  expect_count(counters().get("cross_entropy", Phase::forward), 0, n * (5 * v + 4) + 1, 4 * (n * v + 2 * n),
+               4 * (n * v + n));
+  expect_count(counters().get("cross_entropy", Phase::backward), 0, n * (v + 1) + 1, 4 * (n * v + n), 4 * n * v);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CrossEntropySweep,
+                         ::testing::Values(CeCase{1, 2}, CeCase{4, 7}, CeCase{17, 33}, CeCase{8, 256}));
+
+TEST_F(Ops, CrossEntropyStableForHugeLogits) {
+  Tensor logits = Tensor::empty({1, 3}, Category::activation, "z");
+  logits.data()[0] = 1000.0f;
+  logits.data()[1] = -1000.0f;
+  logits.data()[2] = 999.0f;
+  CrossEntropySaved saved;
+  const double loss = cross_entropy_forward(saved, logits, int_tensor({2}, {1, 1}, "t"), "ce");
+  EXPECT_NEAR(loss, std::log(1.0 + std::exp(-1.0)) + 1.0, 1e-5);  // −log softmax at 999 vs 1000
+  EXPECT_TRUE(std::isfinite(loss));
+}
+
+TEST_F(Ops, CrossEntropyRejectsBadTargets) {
+  Tensor logits = Tensor::zeros({2, 4}, Category::activation, "z");
+  CrossEntropySaved saved;
+  expect_invalid([&] { cross_entropy_forward(saved, logits, int_tensor({1, 4}, {1, 2}, "t"), "ce"); },
+                 {"target at row 1 is 4", "[0, 3]"});
+  expect_invalid([&] { cross_entropy_forward(saved, logits, int_tensor({1, 2, 3}, {1, 3}, "t"), "ce"); },
+                 {"2 elements"});
+}
+
+}  // namespace
+}  // namespace reckon
