@@ -41,30 +41,13 @@ BENCHMARK(BM_matmul)->ArgNames({"M", "N", "K"})
     ->Args({2048, 8192, 512})   // config S: lm head
     ->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// FMA peak: independent FMA chains on 16-lane float vectors in every thread; nothing touches memory.
-using v16 = float __attribute__((vector_size(64)));
-constexpr int kChains = 16;  // enough independent chains to cover the FMA latency on two pipes
-
+// FMA peak: the runtime's probe (independent FMA chains on 16-lane vectors in every thread, no memory).
 void BM_fma_peak(benchmark::State& state) {
   const int64_t iters = 1 << 20;
-  const int threads = omp_get_max_threads();
-  for (auto _ : state) {
-    float sink = 0.0f;
-#pragma omp parallel reduction(+ : sink)
-    {
-      v16 acc[kChains];
-      for (int c = 0; c < kChains; ++c) acc[c] = v16{} + static_cast<float>(c) * 1e-3f;
-      const v16 a = v16{} + 0.999999f, b = v16{} + 1e-7f;
-      for (int64_t i = 0; i < iters; ++i) {
-        for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * a + b;
-      }
-      for (int c = 0; c < kChains; ++c) sink += acc[c][0];
-    }
-    benchmark::DoNotOptimize(sink);
-  }
-  state.counters["GFLOP"] = benchmark::Counter(2.0 * 16 * kChains * iters * threads * 1e-9,
-                                                 benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["threads"] = threads;
+  int64_t flops = 0;
+  for (auto _ : state) flops = reckon::fma_peak_kernel(iters);
+  state.counters["GFLOP"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = omp_get_max_threads();
 }
 BENCHMARK(BM_fma_peak)->UseRealTime()->Unit(benchmark::kMillisecond);
 

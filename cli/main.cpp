@@ -8,6 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/report.h"
+#include "cli/train.h"
+#include "model/config.h"
 #include "runtime/allocator.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
@@ -60,6 +62,20 @@ int main(int argc, char** argv) {
   demo->add_option("--in", in, "input features")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   demo->add_option("--out", out, "output features")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
 
+  reckon::TrainOptions train_opts;
+  CLI::App* train = app.add_subcommand("train", "Train a scaled-down transformer LM and show where every byte and FLOP went");
+  train->add_option("--preset", train_opts.preset, "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl");
+  train->add_option("--config", train_opts.config_file, "TOML config file (keys as --set; may name a preset)");
+  train->add_option("--set", train_opts.overrides, "override a config field: key=value (repeatable)");
+  train->add_option("--steps", train_opts.steps, "training steps [1, 10000000]");
+  train->add_option("--data", train_opts.data, "a text file (byte-level tokens) or 'random'");
+  train->add_option("--json", train_opts.json_path, "write every table as JSON here (atomically)");
+  train->add_option("--trace", train_opts.trace_path, "write a Chrome/Perfetto trace (op slices, memory counters)");
+  train->add_option("--max-memory", train_opts.max_memory, "memory budget, e.g. 8GB or 8GiB (default: available RAM)");
+  train->add_option("--peak-gflops", train_opts.peak_gflops, "peak GFLOP/s for utilisation (default: measured FMA peak)")
+      ->check(CLI::PositiveNumber);
+  train->add_flag("--quiet", train_opts.quiet, "no per-step progress lines");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -72,6 +88,7 @@ int main(int argc, char** argv) {
                FMT_VERSION / 10000, FMT_VERSION / 100 % 100, FMT_VERSION % 100, CLI11_VERSION,
                NLOHMANN_JSON_VERSION_MAJOR, NLOHMANN_JSON_VERSION_MINOR, NLOHMANN_JSON_VERSION_PATCH);
     if (*demo) return reckon::run_demo(m, in, out);
+    if (*train) return reckon::run_train(train_opts);
   } catch (const std::exception& e) {
     fmt::print(stderr, "reckon: error: {}\n", e.what());
     return 2;

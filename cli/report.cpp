@@ -1,5 +1,8 @@
 #include "cli/report.h"
 
+#include <algorithm>
+#include <array>
+
 #include <fmt/format.h>
 
 #include "cli/table.h"
@@ -57,6 +60,108 @@ std::string counters_table(const Counters& c) {
   for (const auto& [key, n] : c.by_op()) row(key.op, phase_name(key.phase), n);
   row("**total**", "", c.total());
   return t.markdown();
+}
+
+std::string phase_totals_table(const Counters& c, int64_t steps, double peak_gflops) {
+  Table t;
+  t.header = {"phase", "GFLOP / step", "matmul share", "ms / step", "GFLOP/s", "% of peak"};
+  t.right_align = {false, true, true, true, true, true};
+  const double s = static_cast<double>(std::max<int64_t>(steps, 1));
+  auto row = [&](const std::string& name, const OpCount& n) {
+    const double gflop = n.flops() * 1e-9 / s, ms = n.seconds * 1e3 / s;
+    const double rate = n.seconds > 0 ? n.flops() * 1e-9 / n.seconds : 0.0;
+    t.add({name, fmt::format("{:.4f}", gflop),
+           fmt::format("{:.1f}%", n.flops() > 0 ? 100.0 * n.matmul_flops / n.flops() : 0.0), fmt::format("{:.2f}", ms),
+           fmt::format("{:.1f}", rate), fmt::format("{:.1f}%", peak_gflops > 0 ? 100.0 * rate / peak_gflops : 0.0)});
+  };
+  for (Phase p : {Phase::forward, Phase::backward, Phase::optimizer}) row(phase_name(p), c.phase_total(p));
+  row("**step**", c.total());
+  return t.markdown();
+}
+
+namespace {
+nlohmann::json stat_json(const Stat& s) {
+  return {{"current", s.current}, {"peak", s.peak}, {"allocated", s.allocated}, {"freed", s.freed}};
+}
+nlohmann::json count_json(const OpCount& n) {
+  return {{"calls", n.calls},          {"matmul_flops", n.matmul_flops}, {"other_flops", n.other_flops},
+          {"flops", n.flops()},        {"bytes_read", n.bytes_read},     {"bytes_written", n.bytes_written},
+          {"seconds", n.seconds}};
+}
+}  // namespace
+
+nlohmann::json memory_json(const TrackingAllocator& alloc, int top_n) {
+  const MemoryStats s = alloc.stats();
+  nlohmann::json j;
+  for (Category cat : all_categories()) {
+    const CategoryStats& cs = s[cat];
+    j["allocated_bytes"][category_name(cat)] = stat_json(cs.allocated_bytes);
+    j["requested_bytes"][category_name(cat)] = stat_json(cs.requested_bytes);
+    j["num_allocs"][category_name(cat)] = cs.num_allocs;
+    j["num_frees"][category_name(cat)] = cs.num_frees;
+    j["peak_breakdown"][category_name(cat)] = s.peak_breakdown[static_cast<int>(cat)];
+  }
+  j["allocated_bytes"]["all"] = stat_json(s.total.allocated_bytes);
+  j["requested_bytes"]["all"] = stat_json(s.total.requested_bytes);
+  j["num_allocs"]["all"] = s.total.num_allocs;
+  j["num_frees"]["all"] = s.total.num_frees;
+  nlohmann::json live = nlohmann::json::array();
+  int shown = 0;
+  for (const LiveBlock& b : alloc.live_at_peak()) {
+    if (shown++ == top_n) break;
+    live.push_back({{"name", b.name}, {"category", category_name(b.category)}, {"allocated_bytes", b.allocated_bytes},
+                    {"requested_bytes", b.requested_bytes}});
+  }
+  j["live_at_peak"] = live;
+  return j;
+}
+
+nlohmann::json counters_json(const Counters& c, int64_t steps, double peak_gflops) {
+  nlohmann::json j;
+  j["measured_steps"] = steps;
+  nlohmann::json ops = nlohmann::json::array();
+  for (const auto& [key, n] : c.by_op()) {
+    nlohmann::json o = count_json(n);
+    o["op"] = key.op;
+    o["phase"] = phase_name(key.phase);
+    ops.push_back(o);
+  }
+  j["ops"] = ops;
+  for (Phase p : {Phase::forward, Phase::backward, Phase::optimizer}) j["phase_totals"][phase_name(p)] = count_json(c.phase_total(p));
+  const OpCount total = c.total();
+  j["total"] = count_json(total);
+  j["peak_gflops"] = peak_gflops;
+  j["achieved_gflops"] = total.seconds > 0 ? total.flops() * 1e-9 / total.seconds : 0.0;
+  j["fraction_of_peak"] = total.seconds > 0 && peak_gflops > 0 ? total.flops() * 1e-9 / total.seconds / peak_gflops : 0.0;
+  return j;
+}
+
+nlohmann::json trace_json(const Counters& c, const TrackingAllocator& alloc) {
+  nlohmann::json events = nlohmann::json::array();
+  const int pid = 1;
+  for (Phase p : {Phase::forward, Phase::backward, Phase::optimizer}) {
+    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", static_cast<int>(p) + 1},
+                      {"args", {{"name", phase_name(p)}}}});
+  }
+  for (const OpEvent& e : c.events()) {
+    events.push_back({{"name", e.op}, {"cat", phase_name(e.phase)}, {"ph", "X"}, {"pid", pid},
+                      {"tid", static_cast<int>(e.phase) + 1}, {"ts", e.start_ns * 1e-3}, {"dur", e.duration_ns * 1e-3}});
+  }
+  // Counter track: allocated bytes per category after every event, replayed from the timeline. Live
+  // blocks from before the timeline began are not in it, so start from the current totals minus the net
+  // change the timeline records.
+  const std::vector<MemoryEvent> timeline = alloc.timeline();
+  std::array<int64_t, kNumCategories> bytes{};
+  const MemoryStats s = alloc.stats();
+  for (Category cat : all_categories()) bytes[static_cast<int>(cat)] = s[cat].allocated_bytes.current;
+  for (const MemoryEvent& e : timeline) bytes[static_cast<int>(e.category)] -= e.delta_bytes;
+  for (const MemoryEvent& e : timeline) {
+    bytes[static_cast<int>(e.category)] += e.delta_bytes;
+    nlohmann::json args;
+    for (Category cat : all_categories()) args[category_name(cat)] = bytes[static_cast<int>(cat)];
+    events.push_back({{"name", "allocated_bytes"}, {"ph", "C"}, {"pid", pid}, {"ts", e.time_ns * 1e-3}, {"args", args}});
+  }
+  return {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
 }
 
 }  // namespace reckon

@@ -33,13 +33,20 @@ std::string Table::markdown() const {
 std::string fmt_bytes_mib(long long bytes) { return fmt::format("{:.2f}", static_cast<double>(bytes) / (1 << 20)); }
 
 std::string fmt_int(long long v) {
-  const std::string digits = std::to_string(v < 0 ? -v : v);
-  std::string out = v < 0 ? "-" : "";
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return out;
+  // Digits right to left into a buffer, a comma every three.
+  char buf[32];
+  int pos = 31;
+  buf[pos] = '\0';
+  unsigned long long u = v < 0 ? 0ULL - static_cast<unsigned long long>(v) : static_cast<unsigned long long>(v);
+  int digits = 0;
+  do {
+    if (digits > 0 && digits % 3 == 0) buf[--pos] = ',';
+    buf[--pos] = static_cast<char>('0' + u % 10);
+    u /= 10;
+    ++digits;
+  } while (u > 0);
+  if (v < 0) buf[--pos] = '-';
+  return std::string(buf + pos);
 }
 
 }  // namespace reckon

@@ -83,3 +83,64 @@ void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const
 }
 
 }  // namespace reckon
+
+namespace reckon {
+
+OpCount position_embedding_forward_count(int64_t b, int64_t t, int64_t d) {
+  OpCount c;
+  c.other_flops = b * t * d;
+  c.bytes_read = 4 * (b * t * d + t * d);
+  c.bytes_written = 4 * b * t * d;
+  return c;
+}
+
+OpCount position_embedding_backward_count(int64_t b, int64_t t, int64_t d) {
+  OpCount c;
+  c.other_flops = b * t * d;
+  c.bytes_read = 4 * (b * t * d + t * d);
+  c.bytes_written = 4 * t * d;
+  return c;
+}
+
+static void check_positions(const Tensor& x, const Tensor& pos) {
+  check_arg(x.dim() == 3 && x.is_contiguous() && pos.dim() == 2 && pos.size(1) == x.size(2),
+            "position embedding: x {} must be contiguous (B, T, D) and pos '{}' {} must be (T_max, D)", x.shape_str(),
+            pos.name(), pos.shape_str());
+  check_arg(x.size(1) <= pos.size(0), "position embedding: sequence length {} is outside the allowed range [1, {}]",
+            x.size(1), pos.size(0));
+}
+
+void position_embedding_forward(const Tensor& x, const Tensor& pos_weight) {
+  check_positions(x, pos_weight);
+  OpRecord record("position_embedding");
+  const int64_t b = x.size(0), t = x.size(1), d = x.size(2);
+  float* px = x.data();
+  const float* pp = pos_weight.data();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t i = 0; i < b; ++i)
+    for (int64_t j = 0; j < t; ++j) {
+      float* row = px + (i * t + j) * d;
+      const float* prow = pp + j * d;
+      for (int64_t c = 0; c < d; ++c) row[c] += prow[c];
+    }
+  record.count = position_embedding_forward_count(b, t, d);
+}
+
+void position_embedding_backward(const Tensor& grad_pos, const Tensor& grad_x) {
+  check_positions(grad_x, grad_pos);
+  OpRecord record("position_embedding");
+  const int64_t b = grad_x.size(0), t = grad_x.size(1), d = grad_x.size(2);
+  const float* gx = grad_x.data();
+  float* gp = grad_pos.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t j = 0; j < t; ++j) {
+    float* prow = gp + j * d;
+    for (int64_t i = 0; i < b; ++i) {
+      const float* row = gx + (i * t + j) * d;
+      for (int64_t c = 0; c < d; ++c) prow[c] += row[c];
+    }
+  }
+  record.count = position_embedding_backward_count(b, t, d);
+}
+
+}  // namespace reckon

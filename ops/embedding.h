@@ -24,3 +24,17 @@ OpCount embedding_forward_count(int64_t n, int64_t d);
 OpCount embedding_backward_count(int64_t n, int64_t d);
 
 }  // namespace reckon
+
+namespace reckon {
+
+// Learned positions, in place: x (B, T, D) += pos_weight (T_max ≥ T, D) [t], for every b. Saves nothing.
+void position_embedding_forward(const Tensor& x, const Tensor& pos_weight);
+// grad_pos (T_max, D) rows 0..T-1 += Σ_b grad_x (B, T, D) [b, t]. Threads split t: race-free.
+void position_embedding_backward(const Tensor& grad_pos, const Tensor& grad_x);
+
+// forward: B·T·D adds; reads B·T·D of x + T·D of pos, writes B·T·D.
+// backward: B·T·D adds; reads B·T·D of grad_x + T·D of grad_pos, writes T·D.
+OpCount position_embedding_forward_count(int64_t b, int64_t t, int64_t d);
+OpCount position_embedding_backward_count(int64_t b, int64_t t, int64_t d);
+
+}  // namespace reckon

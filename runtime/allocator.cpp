@@ -1,5 +1,7 @@
 #include "runtime/allocator.h"
 
+#include "runtime/clock.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -13,11 +15,6 @@
 namespace reckon {
 
 namespace {
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 void add(Stat& s, int64_t bytes) {
   s.current += bytes;
@@ -71,7 +68,6 @@ void* TrackingAllocator::allocate(int64_t bytes, Category category, std::string_
   if (ptr == nullptr) throw std::bad_alloc();
 
   std::lock_guard<std::mutex> lock(mutex_);
-  if (start_ns_ == 0) start_ns_ = now_ns();
   const int32_t name_id = intern(name);
   const Block block{next_block_id_++, bytes, allocated, name_id, category};
   live_.emplace(ptr, block);
@@ -82,7 +78,7 @@ void* TrackingAllocator::allocate(int64_t bytes, Category category, std::string_
     add(s->requested_bytes, bytes);
     s->num_allocs += 1;
   }
-  timeline_.push_back({now_ns() - start_ns_, allocated, bytes, block.id, name_id, category});
+  timeline_.push_back({now_ns(), allocated, bytes, block.id, name_id, category});
   // A new global peak is reached only by an allocation; strict ">" keeps the breakdown of the first
   // moment the peak value was reached.
   if (stats_.total.allocated_bytes.current > peak_total_seen_) record_peak_locked();
@@ -107,7 +103,7 @@ void TrackingAllocator::free(void* ptr) {
     s->num_frees += 1;
   }
   timeline_.push_back(
-      {now_ns() - start_ns_, -block.allocated, block.requested, block.id, block.name_id, block.category});
+      {now_ns(), -block.allocated, block.requested, block.id, block.name_id, block.category});
   std::free(ptr);
 }
 

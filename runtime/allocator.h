@@ -43,7 +43,7 @@ struct CategoryStats {
 
 // One allocation or free, as the timeline keeps it.
 struct MemoryEvent {
-  int64_t time_ns;      // since the allocator was created (steady clock)
+  int64_t time_ns;      // runtime clock (runtime/clock.h)
   int64_t delta_bytes;  // +allocated bytes on alloc, -allocated bytes on free
   int64_t requested_bytes;
   int64_t block_id;     // pairs a free with its alloc
@@ -114,7 +114,6 @@ class TrackingAllocator {
   int64_t peak_total_seen_ = 0;   // total allocated bytes at the recorded peak moment  // timeline_[0, peak_event_count_) reproduces the live set at the peak
   int64_t next_block_id_ = 0;
   MemoryStats stats_;
-  int64_t start_ns_ = 0;
 };
 
 // The process-wide allocator every Tensor uses.

@@ -1,5 +1,7 @@
 #include "runtime/counters.h"
 
+#include "runtime/clock.h"
+
 namespace reckon {
 
 const char* phase_name(Phase p) {
@@ -50,10 +52,15 @@ Counters& counters() {
   return instance;
 }
 
+OpRecord::OpRecord(std::string_view op) : op_(op), start_ns_(now_ns()) {}
+
 OpRecord::~OpRecord() {
+  const int64_t end_ns = now_ns();
   count.calls = 1;
-  count.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  counters().add(op_, count);
+  count.seconds = static_cast<double>(end_ns - start_ns_) * 1e-9;
+  Counters& c = counters();
+  c.add(op_, count);
+  if (c.record_events()) c.add_event(OpEvent{std::string(op_), c.phase(), start_ns_, end_ns - start_ns_});
 }
 
 }  // namespace reckon

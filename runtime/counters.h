@@ -4,7 +4,6 @@
 // op's loops) are documented once, in docs/conventions.md.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -36,6 +35,14 @@ struct OpKey {
   bool operator<(const OpKey& o) const { return phase != o.phase ? phase < o.phase : op < o.op; }
 };
 
+// One op call, for traces (kept only while recording is on).
+struct OpEvent {
+  std::string op;
+  Phase phase;
+  int64_t start_ns;  // runtime clock (runtime/clock.h)
+  int64_t duration_ns;
+};
+
 class Counters {
  public:
   // Adds `count` to (op, current phase). Called by every op once per call.
@@ -49,8 +56,17 @@ class Counters {
   OpCount total() const;
   void reset() { by_op_.clear(); }
 
+  // Per-call events for a trace: off by default (one small record per op call when on).
+  void set_record_events(bool on) { record_events_ = on; }
+  bool record_events() const { return record_events_; }
+  void add_event(OpEvent e) { events_.push_back(std::move(e)); }
+  const std::vector<OpEvent>& events() const { return events_; }
+  void clear_events() { events_.clear(); }
+
  private:
   std::map<OpKey, OpCount> by_op_;
+  std::vector<OpEvent> events_;
+  bool record_events_ = false;
   Phase phase_ = Phase::forward;
 };
 
@@ -73,7 +89,7 @@ class PhaseScope {
 // calls = 1 and the elapsed seconds under the op's name and the current phase.
 class OpRecord {
  public:
-  explicit OpRecord(std::string_view op) : op_(op), start_(std::chrono::steady_clock::now()) {}
+  explicit OpRecord(std::string_view op);
   ~OpRecord();
   OpRecord(const OpRecord&) = delete;
   OpRecord& operator=(const OpRecord&) = delete;
@@ -81,7 +97,7 @@ class OpRecord {
 
  private:
   std::string_view op_;
-  std::chrono::steady_clock::time_point start_;
+  int64_t start_ns_;
 };
 
 }  // namespace reckon

@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <stdexcept>
 #include <thread>
@@ -51,6 +53,53 @@ void set_num_threads(int threads) {
 }
 
 int num_threads() { return omp_get_max_threads(); }
+
+namespace {
+using v16 = float __attribute__((vector_size(64)));
+constexpr int kChains = 16;  // enough independent chains to cover FMA latency on two pipes
+}  // namespace
+
+int64_t fma_peak_kernel(int64_t iters) {
+  float sink = 0.0f;
+  int threads = 1;
+#pragma omp parallel reduction(+ : sink)
+  {
+#pragma omp single
+    threads = omp_get_num_threads();
+    v16 acc[kChains];
+    for (int c = 0; c < kChains; ++c) acc[c] = v16{} + static_cast<float>(c) * 1e-3f;
+    const v16 a = v16{} + 0.999999f, b = v16{} + 1e-7f;
+    for (int64_t i = 0; i < iters; ++i) {
+      for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * a + b;  // one FMA per lane under -march=native
+    }
+    for (int c = 0; c < kChains; ++c) sink += acc[c][0];
+  }
+  volatile float keep = sink;  // the chains must not be optimised away
+  (void)keep;
+  return 2 * 16 * kChains * iters * threads;
+}
+
+int64_t available_memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key, unit;
+  int64_t value = 0;
+  while (in >> key >> value >> unit) {
+    if (key == "MemAvailable:") return value * 1024;
+  }
+  return 0;
+}
+
+double measure_fma_peak_gflops(double seconds) {
+  double best = 0.0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  do {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t flops = fma_peak_kernel(1 << 17);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, static_cast<double>(flops) / dt * 1e-9);
+  } while (std::chrono::steady_clock::now() < deadline);
+  return best;
+}
 
 MachineInfo machine_info() {
   MachineInfo info;

@@ -23,6 +23,14 @@ void set_num_threads(int threads);
 int num_threads();
 
 MachineInfo machine_info();
+
+// The FMA peak: every thread runs independent FMA chains on 16-lane float vectors (no memory traffic).
+// fma_peak_kernel runs `iters` iterations in every thread and returns the FLOPs executed;
+// measure_fma_peak_gflops repeats it for about `seconds` and returns the best rate.
+int64_t fma_peak_kernel(int64_t iters);
+// MemAvailable from /proc/meminfo, in bytes (0 if unknown).
+int64_t available_memory_bytes();
+double measure_fma_peak_gflops(double seconds);
 std::string machine_summary(const MachineInfo& info);  // one line, for tool startup
 
 }  // namespace reckon

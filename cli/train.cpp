@@ -1,0 +1,171 @@
+#include "cli/train.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/output.h"
+#include "cli/report.h"
+#include "cli/table.h"
+#include "model/config.h"
+#include "model/data.h"
+#include "model/transformer.h"
+#include "optim/adamw.h"
+#include "runtime/allocator.h"
+#include "runtime/counters.h"
+#include "runtime/machine.h"
+
+namespace reckon {
+
+namespace {
+
+TrainConfig resolve_config(const TrainOptions& o) {
+  TrainConfig config = o.config_file.empty() ? preset_config(o.preset) : load_config_file(o.config_file);
+  for (const std::string& kv : o.overrides) apply_override(config, kv);
+  validate(config);
+  return config;
+}
+
+nlohmann::json config_json(const TrainConfig& c) {
+  const ModelConfig& m = c.model;
+  return {{"preset", c.preset},
+          {"vocab_size", m.vocab_size},
+          {"context_length", m.context_length},
+          {"num_layers", m.num_layers},
+          {"d_model", m.d_model},
+          {"num_heads", m.num_heads},
+          {"d_ff", m.d_ff},
+          {"ffn", ffn_kind_name(m.ffn)},
+          {"tie_embeddings", m.tie_embeddings},
+          {"position", position_name(m.position)},
+          {"batch_size", m.batch_size},
+          {"rmsnorm_eps", m.rmsnorm_eps},
+          {"seed", c.seed},
+          {"optim", {{"lr", c.optim.lr}, {"beta1", c.optim.beta1}, {"beta2", c.optim.beta2},
+                     {"eps", c.optim.eps}, {"weight_decay", c.optim.weight_decay}}}};
+}
+
+struct StepLog {
+  int64_t step;
+  double loss, seconds;
+};
+
+}  // namespace
+
+int run_train(const TrainOptions& o) {
+  // Everything that can be wrong with the input is checked before any model-sized allocation.
+  const TrainConfig config = resolve_config(o);
+  if (o.steps < 1 || o.steps > 10000000) {
+    throw std::invalid_argument(fmt::format("--steps: {} is outside the allowed range [1, 10000000]", o.steps));
+  }
+  if (!o.json_path.empty()) check_output_path("--json", o.json_path);
+  if (!o.trace_path.empty()) check_output_path("--trace", o.trace_path);
+  const ModelConfig& m = config.model;
+  TokenData data = o.data == "random" ? TokenData::random(m.vocab_size, config.seed)
+                                      : TokenData::from_file(o.data, m.vocab_size, m.context_length);
+  const int64_t available = available_memory_bytes();
+  const int64_t budget = o.max_memory.empty() ? available : parse_bytes("--max-memory", o.max_memory);
+
+  const MachineInfo machine = machine_info();
+  const double peak_gflops = o.peak_gflops > 0 ? o.peak_gflops : measure_fma_peak_gflops(0.2);
+  fmt::print("config: {} | {}\n", config.preset, describe(m));
+  fmt::print("data: {} | steps: {} | peak for MFU: {:.0f} GFLOP/s ({}) | memory budget: {} B\n", data.description(),
+             o.steps, peak_gflops, o.peak_gflops > 0 ? "--peak-gflops" : "measured FMA peak", fmt_int(budget));
+
+  Counters& counters = reckon::counters();
+  counters.reset();
+  counters.clear_events();
+  counters.set_record_events(!o.trace_path.empty());
+  tracker().clear_timeline();
+
+  Transformer model(m, config.seed);
+  AdamW optimizer(model.parameters(), config.optim);
+  const Tensor tokens = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.tokens", DType::i32);
+  const Tensor targets = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.targets", DType::i32);
+  fmt::print("parameters: {} ({} MiB float32)\n", fmt_int(model.num_parameters()),
+             fmt_bytes_mib(4 * model.num_parameters()));
+
+  const bool tty = isatty(fileno(stdout)) != 0;
+  const int64_t tokens_per_step = m.batch_size * m.context_length;
+  std::vector<StepLog> log;
+  int64_t measured_steps = o.steps;
+  for (int64_t step = 1; step <= o.steps; ++step) {
+    data.fill_batch(tokens, targets, step - 1);
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      PhaseScope phase(Phase::optimizer);
+      model.zero_grad();
+    }
+    const double loss = model.forward(tokens, targets);
+    if (!std::isfinite(loss)) {
+      if (tty) fmt::print("\n");
+      fmt::print(stderr, "reckon: error: loss is {} at step {}; stopping (no output files written). Try a lower lr.\n",
+                 loss, step);
+      return 3;
+    }
+    model.backward();
+    optimizer.step();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    log.push_back({step, loss, seconds});
+    if (!o.quiet) {
+      const std::string line = fmt::format("step {:>5}/{} | loss {:.4f} | {:>9.1f} tok/s | {:>8.2f} ms", step, o.steps,
+                                           loss, tokens_per_step / seconds, seconds * 1e3);
+      if (tty) {
+        fmt::print("\r{}", line);
+        std::fflush(stdout);
+      } else {
+        fmt::print("{}\n", line);
+      }
+    }
+    // Step 1 creates oneDNN primitives and the optimizer state: the tables describe the steady state.
+    if (step == 1 && o.steps > 1) {
+      counters.reset();
+      measured_steps = o.steps - 1;
+    }
+  }
+  if (tty && !o.quiet) fmt::print("\n");
+
+  double steady_seconds = 0.0;
+  for (const StepLog& s : log) steady_seconds += (s.step > 1 || o.steps == 1) ? s.seconds : 0.0;
+  const double tok_s = tokens_per_step * measured_steps / steady_seconds;
+  fmt::print("\nsteady state over {} step(s): {:.1f} tokens/s, {:.2f} ms/step; loss {:.4f} -> {:.4f}\n",
+             measured_steps, tok_s, steady_seconds / measured_steps * 1e3, log.front().loss, log.back().loss);
+  fmt::print("\n## Memory at the peak, by category\n\n{}\n", memory_table(tracker().stats()));
+  fmt::print("## The 10 largest tensors live at the peak\n\n{}\n", live_at_peak_table(tracker(), 10));
+  fmt::print("## FLOPs and bytes per op x phase (sum over {} step(s))\n\n{}\n", measured_steps, counters_table(counters));
+  fmt::print("## Per step\n\n{}", phase_totals_table(counters, measured_steps, peak_gflops));
+  (void)budget;
+
+  if (!o.json_path.empty()) {
+    nlohmann::json j;
+    j["machine"] = {{"summary", machine_summary(machine)}, {"threads", machine.threads},
+                    {"onednn_version", machine.onednn_version}, {"onednn_isa", machine.onednn_isa},
+                    {"cpu", machine.cpu_model}};
+    j["config"] = config_json(config);
+    j["data"] = data.description();
+    j["num_parameters"] = model.num_parameters();
+    j["steps"] = nlohmann::json::array();
+    for (const StepLog& s : log) {
+      j["steps"].push_back({{"step", s.step}, {"loss", s.loss}, {"seconds", s.seconds},
+                            {"tokens_per_second", tokens_per_step / s.seconds}});
+    }
+    j["tokens_per_second_steady"] = tok_s;
+    j["memory"] = memory_json(tracker(), 10);
+    j["counters"] = counters_json(counters, measured_steps, peak_gflops);
+    write_file_atomically(o.json_path, j.dump(2) + "\n");
+    fmt::print("\nwrote {}\n", o.json_path);
+  }
+  if (!o.trace_path.empty()) {
+    write_file_atomically(o.trace_path, trace_json(counters, tracker()).dump() + "\n");
+    fmt::print("wrote {} (open in ui.perfetto.dev or chrome://tracing)\n", o.trace_path);
+  }
+  return 0;
+}
+
+}  // namespace reckon

@@ -1,0 +1,64 @@
+// Model and training configuration: presets, a TOML file, `key=value` overrides, and validation that names
+// the field and its allowed range.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ops/ffn.h"
+
+namespace reckon {
+
+enum class Position { none, learned };
+
+struct ModelConfig {
+  int64_t vocab_size = 256;
+  int64_t context_length = 32;
+  int64_t num_layers = 2;
+  int64_t d_model = 64;
+  int64_t num_heads = 4;
+  int64_t d_ff = 256;
+  FfnKind ffn = FfnKind::swiglu;
+  bool tie_embeddings = false;
+  Position position = Position::none;
+  int64_t batch_size = 4;
+  double rmsnorm_eps = 1e-5;
+};
+
+struct AdamWConfig {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;           // outside the sqrt, as PyTorch: p -= lr · m̂ / (sqrt(v̂) + eps)
+  double weight_decay = 0.01;  // decoupled: p -= lr · wd · p, applied to every parameter
+};
+
+struct TrainConfig {
+  std::string preset = "tiny";
+  ModelConfig model;
+  AdamWConfig optim;
+  uint64_t seed = 1234;
+};
+
+// Names of the presets: tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl.
+std::vector<std::string> preset_names();
+// Throws std::invalid_argument naming `preset` and listing the allowed names.
+TrainConfig preset_config(std::string_view name);
+
+// Applies one `key=value` (keys: every ModelConfig/AdamWConfig field, `lr`, `weight_decay`, `beta1`, `beta2`,
+// `adam_eps`, `seed`). Throws std::invalid_argument naming the key and what it accepts.
+void apply_override(TrainConfig& config, std::string_view key_equals_value);
+// Reads a TOML file: optional `preset = "..."` first, then the same keys at top level (or in [model] /
+// [optim] tables). Throws std::invalid_argument with the file, key and reason.
+TrainConfig load_config_file(const std::string& path);
+
+// Throws std::invalid_argument for the first field outside its range: "num_heads: 5 does not divide
+// d_model 64 ..." / "d_model: 0 is outside the allowed range [1, 65536]".
+void validate(const TrainConfig& config);
+
+const char* position_name(Position p);
+std::string describe(const ModelConfig& m);  // one line: "V 256, T 32, L 2, D 64, H 4, d_ff 256, swiglu, ..."
+
+}  // namespace reckon

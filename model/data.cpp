@@ -1,0 +1,68 @@
+#include "model/data.h"
+
+#include <fstream>
+#include <iterator>
+
+#include <fmt/format.h>
+
+#include "runtime/check.h"
+#include "runtime/random.h"
+
+namespace reckon {
+
+TokenData TokenData::from_file(const std::string& path, int64_t vocab_size, int64_t context_length) {
+  check_arg(vocab_size >= 256, "--data {}: byte-level tokens need vocab_size >= 256, got {} (use --data random)", path,
+            vocab_size);
+  std::ifstream in(path, std::ios::binary);
+  check_arg(in.good(), "--data: cannot read file '{}'", path);
+  TokenData d;
+  d.bytes_.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  check_arg(static_cast<int64_t>(d.bytes_.size()) >= context_length + 2,
+            "--data {}: file has {} bytes, needs at least context_length + 2 = {}", path, d.bytes_.size(),
+            context_length + 2);
+  d.source_ = path;
+  d.vocab_size_ = vocab_size;
+  return d;
+}
+
+TokenData TokenData::random(int64_t vocab_size, uint64_t seed) {
+  TokenData d;
+  d.random_ = true;
+  d.vocab_size_ = vocab_size;
+  d.seed_ = seed;
+  d.source_ = "random";
+  return d;
+}
+
+void TokenData::fill_batch(const Tensor& tokens, const Tensor& targets, int64_t step) {
+  const int64_t b = tokens.size(0), t = tokens.size(1);
+  int32_t* x = tokens.data_i32();
+  int32_t* y = targets.data_i32();
+  if (random_) {
+    Rng rng(seed_ ^ (0x5DEECE66DULL * static_cast<uint64_t>(step + 1)));
+    for (int64_t i = 0; i < b; ++i) {
+      int32_t prev = static_cast<int32_t>(rng.below(vocab_size_));
+      for (int64_t j = 0; j < t; ++j) {
+        const auto next = static_cast<int32_t>(rng.below(vocab_size_));
+        x[i * t + j] = prev;
+        y[i * t + j] = next;
+        prev = next;
+      }
+    }
+    return;
+  }
+  const int64_t span = static_cast<int64_t>(bytes_.size()) - t - 1;
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t start = ((step * b + i) * t) % span;
+    for (int64_t j = 0; j < t; ++j) {
+      x[i * t + j] = bytes_[static_cast<size_t>(start + j)];
+      y[i * t + j] = bytes_[static_cast<size_t>(start + j + 1)];
+    }
+  }
+}
+
+std::string TokenData::description() const {
+  return random_ ? "random tokens" : fmt::format("{} ({} bytes, byte-level tokens)", source_, bytes_.size());
+}
+
+}  // namespace reckon

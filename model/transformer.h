@@ -1,0 +1,78 @@
+// The pre-norm transformer LM, on reckon's ops:
+//   x = tok_emb[tokens] (+ pos_emb[t])
+//   for each layer:  x = x + wo · attention(wq·n, wk·n, wv·n),  n = rmsnorm(x)
+//                    x = x + ffn(rmsnorm(x))                      (swiglu or silu_mlp)
+//   logits = lm_head · rmsnorm(x)  (lm_head = tok_emb when tied);  loss = cross_entropy(logits, targets)
+// Parameters are named like PyTorch state-dict keys (tok_emb.weight, layers.0.attn.wq.weight, …) and
+// initialised deterministically from the seed: N(0, 0.02²) for matrices, ones for RMSNorm gains.
+// Each parameter has a gradient tensor "<name>.grad" (category gradient) from construction on; gradients
+// accumulate (`+=`) and zero_grad() sets them to 0, as PyTorch's zero_grad(set_to_none=False).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "ops/attention.h"
+#include "ops/cross_entropy.h"
+#include "ops/ffn.h"
+#include "ops/linear.h"
+#include "ops/rmsnorm.h"
+#include "runtime/tensor.h"
+
+namespace reckon {
+
+struct Parameter {
+  std::string name;
+  Tensor value;
+  Tensor grad;
+};
+
+class Transformer {
+ public:
+  // Validates the shape fields of `config` and allocates parameters and gradients.
+  Transformer(const ModelConfig& config, uint64_t seed);
+
+  // tokens, targets: int32 (B, T) with B = batch_size, T ≤ context_length. Runs the forward pass, keeps
+  // what backward needs (category activation) and returns the mean cross-entropy loss.
+  double forward(const Tensor& tokens, const Tensor& targets);
+  // Backpropagates the last forward's loss (d loss = 1), accumulating into every parameter's grad and
+  // freeing each saved tensor as soon as it has been used.
+  void backward();
+  void zero_grad();
+
+  std::vector<Parameter>& parameters() { return params_; }
+  const std::vector<Parameter>& parameters() const { return params_; }
+  int64_t num_parameters() const;
+  const ModelConfig& config() const { return config_; }
+
+ private:
+  struct LayerParams {
+    int attn_norm, wq, wk, wv, wo, ffn_norm, w1, w3, w2;  // indices into params_ (w3 = -1 for silu_mlp)
+  };
+  struct LayerSaved {
+    RmsnormSaved attn_norm, ffn_norm;
+    LinearSaved wq, wk, wv, wo;
+    AttentionSaved attn;
+    FfnSaved ffn;
+  };
+  int add_param(const std::string& name, const Shape& shape);
+  const Tensor& w(int index) const { return params_[static_cast<size_t>(index)].value; }
+  const Tensor& g(int index) const { return params_[static_cast<size_t>(index)].grad; }
+
+  ModelConfig config_;
+  std::vector<Parameter> params_;
+  int tok_emb_ = -1, pos_emb_ = -1, final_norm_ = -1, lm_head_ = -1;
+  std::vector<LayerParams> layers_;
+
+  // Saved by the last forward, consumed by backward.
+  std::vector<LayerSaved> saved_;
+  Tensor tokens_;
+  RmsnormSaved final_norm_saved_;
+  LinearSaved lm_head_saved_;
+  CrossEntropySaved ce_saved_;
+  int64_t batch_ = 0, seq_ = 0;
+};
+
+}  // namespace reckon

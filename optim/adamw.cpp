@@ -1,0 +1,90 @@
+#include "optim/adamw.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace reckon {
+
+namespace {
+// Elements per chunk of the fused pass: large enough to amortise scheduling, small enough that two
+// threads share the work of even a small model evenly (64 K elements = 1.75 MiB of traffic).
+constexpr int64_t kChunkElements = 1 << 16;
+}  // namespace
+
+AdamWStep adamw_step_constants(const AdamWConfig& c, int64_t step) {
+  const double t = static_cast<double>(step);
+  AdamWStep s{};
+  s.decay = static_cast<float>(1.0 - c.lr * c.weight_decay);
+  s.beta1 = static_cast<float>(c.beta1);
+  s.one_minus_beta1 = static_cast<float>(1.0 - c.beta1);
+  s.beta2 = static_cast<float>(c.beta2);
+  s.one_minus_beta2 = static_cast<float>(1.0 - c.beta2);
+  s.step_size = static_cast<float>(c.lr / (1.0 - std::pow(c.beta1, t)));
+  s.bc2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(c.beta2, t)));
+  s.eps = static_cast<float>(c.eps);
+  s.apply_decay = c.weight_decay != 0.0;
+  return s;
+}
+
+int64_t adamw_flops_per_element(const AdamWConfig& config) { return config.weight_decay != 0.0 ? 14 : 13; }
+
+OpCount adamw_count(int64_t n, const AdamWConfig& config) {
+  OpCount c;
+  c.other_flops = adamw_flops_per_element(config) * n;
+  c.bytes_read = 16 * n;
+  c.bytes_written = 12 * n;
+  return c;
+}
+
+// One element, the shared formula of both kernels (so they agree bit for bit: no fast-math, no FMA
+// contraction under -std=c++20).
+static inline void adamw_element(float& p, float& m, float& v, float g, const AdamWStep& s) {
+  if (s.apply_decay) p = p * s.decay;
+  m = s.beta1 * m + s.one_minus_beta1 * g;
+  v = s.beta2 * v + s.one_minus_beta2 * (g * g);
+  const float denom = std::sqrt(v) / s.bc2_sqrt + s.eps;
+  p = p - s.step_size * (m / denom);
+}
+
+void adamw_update_reference(float* p, float* m, float* v, const float* g, int64_t n, const AdamWStep& s) {
+  for (int64_t i = 0; i < n; ++i) adamw_element(p[i], m[i], v[i], g[i], s);
+}
+
+void adamw_update_fused(float* __restrict p, float* __restrict m, float* __restrict v, const float* __restrict g,
+                        int64_t n, const AdamWStep& s) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) adamw_element(p[i], m[i], v[i], g[i], s);
+}
+
+AdamW::AdamW(std::vector<Parameter>& params, const AdamWConfig& config) : params_(params), config_(config) {}
+
+void AdamW::step() {
+  if (step_ == 0) {
+    // Lazily, as PyTorch: state exists only once the optimizer has stepped.
+    for (const Parameter& prm : params_) {
+      m_.push_back(Tensor::zeros(prm.value.shape(), Category::optimizer_state, prm.name + ".exp_avg"));
+      v_.push_back(Tensor::zeros(prm.value.shape(), Category::optimizer_state, prm.name + ".exp_avg_sq"));
+    }
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const int64_t n = params_[i].value.numel();
+      num_elements_ += n;
+      for (int64_t off = 0; off < n; off += kChunkElements) {
+        chunks_.push_back({params_[i].value.data() + off, m_[i].data() + off, v_[i].data() + off,
+                           params_[i].grad.data() + off, std::min(kChunkElements, n - off)});
+      }
+    }
+  }
+  ++step_;
+  PhaseScope phase(Phase::optimizer);
+  OpRecord record("adamw");
+  const AdamWStep s = adamw_step_constants(config_, step_);
+  const int64_t num_chunks = static_cast<int64_t>(chunks_.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < num_chunks; ++c) {
+    const Chunk& ch = chunks_[static_cast<size_t>(c)];
+    adamw_update_fused(ch.p, ch.m, ch.v, ch.g, ch.n, s);
+  }
+  record.count = adamw_count(num_elements_, config_);
+}
+
+}  // namespace reckon

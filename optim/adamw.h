@@ -1,0 +1,69 @@
+// AdamW with PyTorch 1.13 semantics (torch.optim.AdamW, _single_tensor_adamw), per element, step t ≥ 1:
+//   p ← p · (1 − lr·wd)                         decoupled weight decay (skipped when wd = 0)
+//   m ← β1·m + (1 − β1)·g
+//   v ← β2·v + (1 − β2)·g·g
+//   p ← p − (lr / (1 − β1ᵗ)) · m / (sqrt(v) / sqrt(1 − β2ᵗ) + eps)      eps outside the sqrt
+// The fused kernel makes one OpenMP + SIMD pass over all parameters (a chunk table spanning every tensor);
+// the scalar reference beside it runs the same float operations in the same order, one element at a time.
+//
+// FLOPs per element as executed (sqrt and division count 1): decay 1, m 3, v 4, denominator 3 (sqrt, /, +),
+// update 3 (/, ·, −) = 14, or 13 with wd = 0. Bytes per element: reads p, g, m, v; writes p, m, v = 28.
+// m and v ("<param>.exp_avg", "<param>.exp_avg_sq", category optimizer_state) are allocated, zeroed, at
+// the first step, as PyTorch does.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+#include "model/transformer.h"
+#include "runtime/counters.h"
+#include "runtime/tensor.h"
+
+namespace reckon {
+
+// The per-step constants, computed once per step in double and rounded to float.
+struct AdamWStep {
+  float decay;        // 1 − lr·wd
+  float beta1, one_minus_beta1;
+  float beta2, one_minus_beta2;
+  float step_size;    // lr / (1 − β1ᵗ)
+  float bc2_sqrt;     // sqrt(1 − β2ᵗ)
+  float eps;
+  bool apply_decay;   // wd ≠ 0
+};
+AdamWStep adamw_step_constants(const AdamWConfig& config, int64_t step);
+
+// Kernels on n elements: p, m, v updated in place from g.
+void adamw_update_fused(float* p, float* m, float* v, const float* g, int64_t n, const AdamWStep& s);
+void adamw_update_reference(float* p, float* m, float* v, const float* g, int64_t n, const AdamWStep& s);
+
+int64_t adamw_flops_per_element(const AdamWConfig& config);
+OpCount adamw_count(int64_t n, const AdamWConfig& config);
+
+class AdamW {
+ public:
+  AdamW(std::vector<Parameter>& params, const AdamWConfig& config);
+  // One step over every parameter (allocates m and v at the first call). Records op "adamw".
+  void step();
+  int64_t steps_taken() const { return step_; }
+  const AdamWConfig& config() const { return config_; }
+  // exp_avg / exp_avg_sq of parameter i (undefined before the first step).
+  const Tensor& exp_avg(size_t i) const { return m_[i]; }
+  const Tensor& exp_avg_sq(size_t i) const { return v_[i]; }
+
+ private:
+  struct Chunk {
+    float *p, *m, *v;
+    const float* g;
+    int64_t n;
+  };
+  std::vector<Parameter>& params_;
+  AdamWConfig config_;
+  std::vector<Tensor> m_, v_;
+  std::vector<Chunk> chunks_;
+  int64_t step_ = 0;
+  int64_t num_elements_ = 0;
+};
+
+}  // namespace reckon
