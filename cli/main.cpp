@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/report.h"
+#include "cli/reconcile.h"
 #include "cli/train.h"
 #include "model/config.h"
 #include "runtime/allocator.h"
@@ -76,6 +77,16 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   train->add_flag("--quiet", train_opts.quiet, "no per-step progress lines");
 
+  reckon::ReconcileOptions rec_opts;
+  CLI::App* reconcile = app.add_subcommand(
+      "reconcile", "Run real steps, then measured vs analytic bytes and FLOPs; exit 0 only if every difference is 0");
+  reconcile->add_option("--preset", rec_opts.preset, "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl");
+  reconcile->add_option("--config", rec_opts.config_file, "TOML config file");
+  reconcile->add_option("--set", rec_opts.overrides, "override a config field: key=value (repeatable)");
+  reconcile->add_flag("--sweep", rec_opts.sweep, "56 configs: both ffn kinds, tied/untied, positions, odd shapes");
+  reconcile->add_option("--json", rec_opts.json_path, "write measured and analytic numbers as JSON");
+  reconcile->add_flag("--quiet", rec_opts.quiet, "with --sweep: print only configs that differ");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -89,6 +100,7 @@ int main(int argc, char** argv) {
                NLOHMANN_JSON_VERSION_MAJOR, NLOHMANN_JSON_VERSION_MINOR, NLOHMANN_JSON_VERSION_PATCH);
     if (*demo) return reckon::run_demo(m, in, out);
     if (*train) return reckon::run_train(train_opts);
+    if (*reconcile) return reckon::run_reconcile(rec_opts);
   } catch (const std::exception& e) {
     fmt::print(stderr, "reckon: error: {}\n", e.what());
     return 2;

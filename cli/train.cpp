@@ -13,6 +13,7 @@
 #include "cli/output.h"
 #include "cli/report.h"
 #include "cli/table.h"
+#include "estimators/memory.h"
 #include "model/config.h"
 #include "model/data.h"
 #include "model/transformer.h"
@@ -72,11 +73,25 @@ int run_train(const TrainOptions& o) {
   const int64_t available = available_memory_bytes();
   const int64_t budget = o.max_memory.empty() ? available : parse_bytes("--max-memory", o.max_memory);
 
+  // The estimate is exact for the steady-state step (reckon reconcile proves it); check it before allocating.
+  const MemoryEstimate estimate = estimate_step_memory(m);
+  if (estimate.peak_total > budget) {
+    const LinearMemory lin = memory_linear_in_batch(m);
+    const int64_t max_batch = lin.per_sample > 0 ? (budget - lin.fixed) / lin.per_sample : 0;
+    throw std::invalid_argument(fmt::format(
+        "--max-memory: a training step of this config peaks at {} B ({} MiB; estimate, exact as implemented) but the "
+        "budget is {} B ({} MiB); lower batch_size (about {} fits) or raise --max-memory",
+        fmt_int(estimate.peak_total), fmt_bytes_mib(estimate.peak_total), fmt_int(budget), fmt_bytes_mib(budget),
+        std::max<int64_t>(max_batch, 0)));
+  }
+
   const MachineInfo machine = machine_info();
   const double peak_gflops = o.peak_gflops > 0 ? o.peak_gflops : measure_fma_peak_gflops(0.2);
   fmt::print("config: {} | {}\n", config.preset, describe(m));
-  fmt::print("data: {} | steps: {} | peak for MFU: {:.0f} GFLOP/s ({}) | memory budget: {} B\n", data.description(),
-             o.steps, peak_gflops, o.peak_gflops > 0 ? "--peak-gflops" : "measured FMA peak", fmt_int(budget));
+  fmt::print("data: {} | steps: {} | peak for MFU: {:.0f} GFLOP/s ({})\n", data.description(), o.steps, peak_gflops,
+             o.peak_gflops > 0 ? "--peak-gflops" : "measured FMA peak");
+  fmt::print("memory: estimated step peak {} B ({} MiB) within the budget of {} B ({} MiB)\n", fmt_int(estimate.peak_total),
+             fmt_bytes_mib(estimate.peak_total), fmt_int(budget), fmt_bytes_mib(budget));
 
   Counters& counters = reckon::counters();
   counters.reset();
@@ -140,7 +155,6 @@ int run_train(const TrainOptions& o) {
   fmt::print("## The 10 largest tensors live at the peak\n\n{}\n", live_at_peak_table(tracker(), 10));
   fmt::print("## FLOPs and bytes per op x phase (sum over {} step(s))\n\n{}\n", measured_steps, counters_table(counters));
   fmt::print("## Per step\n\n{}", phase_totals_table(counters, measured_steps, peak_gflops));
-  (void)budget;
 
   if (!o.json_path.empty()) {
     nlohmann::json j;

@@ -1,1 +1,415 @@
+// model/ and optim/: whole-model gradients vs finite differences of a float64 reference model, falling
+// losses, determinism, the allocator's view of parameters / gradients / optimizer state, AdamW vs PyTorch's
+// update formula, config validation.
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/data.h"
+#include "model/transformer.h"
+#include "optim/adamw.h"
+#include "runtime/counters.h"
+#include "runtime/machine.h"
+#include "runtime/random.h"
+#include "tests/reference.h"
+
+namespace reckon {
+namespace {
+
+using namespace testing_ref;
+
+template <typename Fn>
+void expect_invalid(Fn fn, const std::vector<std::string>& needles) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+  }
+}
+
+class Model : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    set_num_threads(2);
+    counters().reset();
+  }
+};
+
+// ================================================================== float64 reference model (plain loops)
+
+using Params = std::map<std::string, Vec>;
+
+double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<int32_t>& tokens,
+                      const std::vector<int32_t>& targets, int64_t b, int64_t t) {
+  const int64_t d = c.d_model, n = b * t;
+  Vec x(static_cast<size_t>(n * d));
+  const Vec& tok = p.at("tok_emb.weight");
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < d; ++j) {
+      x[i * d + j] = tok[tokens[i] * d + j];
+      if (c.position == Position::learned) x[i * d + j] += p.at("pos_emb.weight")[(i % t) * d + j];
+    }
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const std::string pre = "layers." + std::to_string(l) + ".";
+    const Vec h = rmsnorm_ref(x, p.at(pre + "attn_norm.weight"), n, d, c.rmsnorm_eps);
+    const Vec q = linear_ref(h, p.at(pre + "attn.wq.weight"), n, d, d);
+    const Vec k = linear_ref(h, p.at(pre + "attn.wk.weight"), n, d, d);
+    const Vec v = linear_ref(h, p.at(pre + "attn.wv.weight"), n, d, d);
+    const Vec o = linear_ref(attention_ref(q, k, v, b, t, d, c.num_heads), p.at(pre + "attn.wo.weight"), n, d, d);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+    const Vec h2 = rmsnorm_ref(x, p.at(pre + "ffn_norm.weight"), n, d, c.rmsnorm_eps);
+    const Vec w3 = c.ffn == FfnKind::swiglu ? p.at(pre + "ffn.w3.weight") : Vec{};
+    const Vec f = ffn_ref(h2, p.at(pre + "ffn.w1.weight"), w3, p.at(pre + "ffn.w2.weight"), n, d, c.d_ff, c.ffn);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += f[i];
+  }
+  const Vec hf = rmsnorm_ref(x, p.at("final_norm.weight"), n, d, c.rmsnorm_eps);
+  const Vec& head = c.tie_embeddings ? p.at("tok_emb.weight") : p.at("lm_head.weight");
+  return cross_entropy_ref(linear_ref(hf, head, n, d, c.vocab_size), targets, n, c.vocab_size);
+}
+
+struct GradCase {
+  FfnKind ffn;
+  bool tied;
+  Position position;
+};
+void PrintTo(const GradCase& g, std::ostream* os) {
+  *os << ffn_kind_name(g.ffn) << (g.tied ? "_tied" : "_untied") << "_pos_" << position_name(g.position);
+}
+
+class WholeModelGradient : public Model, public ::testing::WithParamInterface<GradCase> {};
+
+TEST_P(WholeModelGradient, EveryParameterMatchesFiniteDifferencesInDouble) {
+  const GradCase gc = GetParam();
+  ModelConfig c;
+  c.vocab_size = 13;
+  c.context_length = 6;
+  c.num_layers = 2;
+  c.d_model = 8;
+  c.num_heads = 2;
+  c.d_ff = 12;
+  c.ffn = gc.ffn;
+  c.tie_embeddings = gc.tied;
+  c.position = gc.position;
+  c.batch_size = 2;
+  const int64_t b = 2, t = 5;  // T < context_length: positions use only the first T rows
+  Transformer model(c, 7);
+  // Larger weights than the 0.02 init, so every path carries a gradient well above float rounding.
+  Rng rng(99);
+  for (Parameter& p : model.parameters()) {
+    for (int64_t i = 0; i < p.value.numel(); ++i) p.value.data()[i] += static_cast<float>(0.3 * rng.normal());
+  }
+  const auto tokens = random_ids(b * t, c.vocab_size, 3), targets = random_ids(b * t, c.vocab_size, 4);
+  Tensor tok = int_tensor(tokens, {b, t}, "batch.tokens"), tgt = int_tensor(targets, {b, t}, "batch.targets");
+
+  model.zero_grad();
+  const double loss = model.forward(tok, tgt);
+  model.backward();
+
+  Params ref;
+  for (const Parameter& p : model.parameters()) ref[p.name] = vec_from(p.value);
+  EXPECT_NEAR(loss, model_ref_loss(ref, c, tokens, targets, b, t), 1e-5);
+  for (const Parameter& p : model.parameters()) {
+    const Vec fd = fd_grad(
+        [&](const Vec& x) {
+          Params q = ref;
+          q[p.name] = x;
+          return model_ref_loss(q, c, tokens, targets, b, t);
+        },
+        ref[p.name]);
+    EXPECT_LE(rel_err(vec_from(p.grad), fd), 2e-4) << p.name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, WholeModelGradient,
+                         ::testing::Values(GradCase{FfnKind::swiglu, false, Position::none},
+                                           GradCase{FfnKind::swiglu, true, Position::none},
+                                           GradCase{FfnKind::silu_mlp, false, Position::none},
+                                           GradCase{FfnKind::silu_mlp, true, Position::learned},
+                                           GradCase{FfnKind::swiglu, false, Position::learned}));
+
+// ================================================================== training behaviour
+
+std::vector<double> train_losses(const TrainConfig& config, TokenData& data, int64_t steps, bool same_batch) {
+  Transformer model(config.model, config.seed);
+  AdamW opt(model.parameters(), config.optim);
+  const ModelConfig& m = config.model;
+  Tensor tok = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.tokens", DType::i32);
+  Tensor tgt = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.targets", DType::i32);
+  std::vector<double> losses;
+  for (int64_t s = 0; s < steps; ++s) {
+    data.fill_batch(tok, tgt, same_batch ? 0 : s);
+    model.zero_grad();
+    losses.push_back(model.forward(tok, tgt));
+    model.backward();
+    opt.step();
+  }
+  return losses;
+}
+
+TEST_F(Model, LossFallsOnARepeatedBatch) {
+  TrainConfig config = preset_config("tiny");
+  config.optim.lr = 3e-3;
+  TokenData data = TokenData::random(config.model.vocab_size, 5);
+  const std::vector<double> losses = train_losses(config, data, 60, /*same_batch=*/true);
+  const double ln_v = std::log(static_cast<double>(config.model.vocab_size));
+  EXPECT_NEAR(losses.front(), ln_v, 0.1);  // the 0.02 init predicts nearly uniformly
+  EXPECT_LT(losses.back(), ln_v / 2) << "after 60 steps on one batch";
+}
+
+TEST_F(Model, LossOnRealTextFallsWellBelowUniform) {
+  TrainConfig config = preset_config("tiny");
+  TokenData data = TokenData::from_file("/usr/share/common-licenses/GPL-3", config.model.vocab_size,
+                                        config.model.context_length);
+  const std::vector<double> losses = train_losses(config, data, 200, false);
+  double last10 = 0;
+  for (size_t i = losses.size() - 10; i < losses.size(); ++i) last10 += losses[i] / 10;
+  EXPECT_LT(last10, 0.6 * std::log(256.0)) << "mean loss of steps 191-200";
+}
+
+TEST_F(Model, SameSeedAndThreadsGiveIdenticalLosses) {
+  TrainConfig config = preset_config("tiny");
+  TokenData data = TokenData::random(config.model.vocab_size, 11);
+  const auto a = train_losses(config, data, 5, false);
+  const auto b = train_losses(config, data, 5, false);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "step " << i;  // bit for bit
+  config.seed += 1;
+  const auto c = train_losses(config, data, 5, false);
+  EXPECT_NE(a[0], c[0]);
+}
+
+// ================================================================== memory: what the model says it allocated
+
+TEST_F(Model, AllocatorSeesExactlyTheParametersGradientsAndOptimizerState) {
+  TrainConfig config = preset_config("tiny");
+  config.model.position = Position::learned;
+  const ModelConfig& m = config.model;
+  const MemoryStats before = tracker().stats();
+  {
+    Transformer model(m, 1);
+    AdamW opt(model.parameters(), config.optim);
+    // Independent arithmetic: every tensor of the model, each rounded up to 64 bytes.
+    auto block = [](int64_t elems) { return (4 * elems + 63) / 64 * 64; };
+    const int64_t d = m.d_model, f = m.d_ff, v = m.vocab_size;
+    const int64_t per_layer = 2 * block(d) + 4 * block(d * d) + 3 * block(f * d);
+    const int64_t expected = block(v * d) + block(m.context_length * d) + m.num_layers * per_layer + block(d) +
+                             block(v * d);
+    const int64_t count = v * d + m.context_length * d + m.num_layers * (2 * d + 4 * d * d + 3 * f * d) + d + v * d;
+    EXPECT_EQ(model.num_parameters(), count);
+    MemoryStats s = tracker().stats();
+    EXPECT_EQ(s[Category::parameter].allocated_bytes.current - before[Category::parameter].allocated_bytes.current,
+              expected);
+    EXPECT_EQ(s[Category::gradient].allocated_bytes.current - before[Category::gradient].allocated_bytes.current,
+              expected);
+    EXPECT_EQ(s[Category::optimizer_state].allocated_bytes.current, before[Category::optimizer_state].allocated_bytes.current)
+        << "AdamW state is lazy";
+
+    Tensor tok = Tensor::zeros({m.batch_size, m.context_length}, Category::activation, "batch.tokens", DType::i32);
+    Tensor tgt = Tensor::zeros({m.batch_size, m.context_length}, Category::activation, "batch.targets", DType::i32);
+    const int64_t act_before = tracker().stats()[Category::activation].allocated_bytes.current;
+    model.forward(tok, tgt);
+    model.backward();
+    opt.step();
+    s = tracker().stats();
+    EXPECT_EQ(s[Category::optimizer_state].allocated_bytes.current - before[Category::optimizer_state].allocated_bytes.current,
+              2 * expected);
+    // Every activation and temporary is gone after backward: only the batch remains.
+    EXPECT_EQ(s[Category::activation].allocated_bytes.current, act_before);
+    EXPECT_EQ(s[Category::temporary].allocated_bytes.current, before[Category::temporary].allocated_bytes.current);
+    EXPECT_EQ(tracker().live_bytes_with_prefix("layers.0.attn.wq.weight.exp_avg"), 2 * block(d * d));  // + _sq
+
+    // State-dict style names.
+    std::vector<std::string> names;
+    for (const Parameter& p : model.parameters()) names.push_back(p.name);
+    EXPECT_EQ(names.front(), "tok_emb.weight");
+    EXPECT_EQ(names[1], "pos_emb.weight");
+    EXPECT_EQ(names[2], "layers.0.attn_norm.weight");
+    EXPECT_EQ(names[3], "layers.0.attn.wq.weight");
+    EXPECT_EQ(names.back(), "lm_head.weight");
+  }
+  const MemoryStats after = tracker().stats();
+  EXPECT_EQ(after.total.allocated_bytes.current, before.total.allocated_bytes.current) << "everything freed";
+}
+
+// ================================================================== AdamW
+
+TEST(AdamWKernel, FusedEqualsScalarReferenceBitForBit) {
+  const int64_t n = 1000;
+  Vec p0 = random_vec(n, 1), g0 = random_vec(n, 2);
+  std::vector<float> p1(p0.begin(), p0.end()), p2 = p1, m1(n, 0.f), m2(n, 0.f), v1(n, 0.f), v2(n, 0.f);
+  std::vector<float> g(g0.begin(), g0.end());
+  AdamWConfig cfg{1e-2, 0.9, 0.999, 1e-8, 0.1};
+  for (int64_t step = 1; step <= 5; ++step) {
+    const AdamWStep s = adamw_step_constants(cfg, step);
+    adamw_update_fused(p1.data(), m1.data(), v1.data(), g.data(), n, s);
+    adamw_update_reference(p2.data(), m2.data(), v2.data(), g.data(), n, s);
+    for (float& x : g) x = -0.7f * x + 0.01f;  // a different gradient each step
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    ASSERT_EQ(p1[i], p2[i]) << i;
+    ASSERT_EQ(m1[i], m2[i]) << i;
+    ASSERT_EQ(v1[i], v2[i]) << i;
+  }
+}
+
+// PyTorch 1.13 torch.optim.AdamW (_single_tensor_adamw) in double, for `steps` steps with the optimizer's
+// gradients taken from `grads(step)`.
+void pytorch_adamw_double(Vec& p, const std::vector<Vec>& grads, const AdamWConfig& c) {
+  Vec m(p.size(), 0.0), v(p.size(), 0.0);
+  for (size_t s = 0; s < grads.size(); ++s) {
+    const double step = static_cast<double>(s + 1);
+    for (size_t i = 0; i < p.size(); ++i) {
+      const double g = grads[s][i];
+      p[i] *= 1.0 - c.lr * c.weight_decay;
+      m[i] = m[i] * c.beta1 + g * (1.0 - c.beta1);
+      v[i] = v[i] * c.beta2 + g * g * (1.0 - c.beta2);
+      const double bc1 = 1.0 - std::pow(c.beta1, step), bc2 = 1.0 - std::pow(c.beta2, step);
+      const double denom = std::sqrt(v[i]) / std::sqrt(bc2) + c.eps;
+      p[i] += -(c.lr / bc1) * (m[i] / denom);
+    }
+  }
+}
+
+class AdamWVsPyTorch : public ::testing::TestWithParam<double> {};  // weight decay
+
+TEST_P(AdamWVsPyTorch, OptimizerMatchesPyTorchFormulaInDouble) {
+  set_num_threads(2);
+  const double wd = GetParam();
+  ModelConfig c;  // any model: only its parameter list matters here
+  c.vocab_size = 17;
+  c.d_model = 8;
+  c.num_heads = 2;
+  c.d_ff = 16;
+  c.num_layers = 1;
+  Transformer model(c, 3);
+  AdamWConfig cfg{3e-3, 0.9, 0.95, 1e-8, wd};
+  AdamW opt(model.parameters(), cfg);
+  std::vector<Vec> p0;
+  std::vector<std::vector<Vec>> grads(model.parameters().size());
+  for (const Parameter& p : model.parameters()) p0.push_back(vec_from(p.value));
+  counters().reset();
+  for (int step = 0; step < 6; ++step) {
+    for (size_t i = 0; i < model.parameters().size(); ++i) {
+      const Parameter& p = model.parameters()[i];
+      const Vec g = random_vec(p.grad.numel(), static_cast<uint32_t>(100 * step + i), 0.5);
+      for (int64_t j = 0; j < p.grad.numel(); ++j) p.grad.data()[j] = static_cast<float>(g[j]);
+      grads[i].push_back(g);
+    }
+    opt.step();
+  }
+  for (size_t i = 0; i < model.parameters().size(); ++i) {
+    Vec expected = p0[i];
+    pytorch_adamw_double(expected, grads[i], cfg);
+    const Vec got = vec_from(model.parameters()[i].value);
+    for (size_t j = 0; j < got.size(); ++j) {
+      // float32 state vs double: within 1e-6 absolute (updates are ~lr = 3e-3 per step).
+      ASSERT_NEAR(got[j], expected[j], 1e-6) << model.parameters()[i].name << "[" << j << "]";
+    }
+  }
+  const OpCount count = counters().get("adamw", Phase::optimizer);
+  const int64_t n = model.num_parameters();
+  EXPECT_EQ(count.calls, 6);
+  EXPECT_EQ(count.other_flops, 6 * n * (wd != 0.0 ? 14 : 13));
+  EXPECT_EQ(count.bytes_read, 6 * n * 16);
+  EXPECT_EQ(count.bytes_written, 6 * n * 12);
+}
+
+INSTANTIATE_TEST_SUITE_P(WeightDecay, AdamWVsPyTorch, ::testing::Values(0.0, 0.1));
+
+// ================================================================== config
+
+TEST(Config, PresetsHaveTheDocumentedShapes) {
+  const ModelConfig s = preset_config("S").model;
+  EXPECT_EQ(s.vocab_size, 8192);
+  EXPECT_EQ(s.context_length, 256);
+  EXPECT_EQ(s.num_layers, 4);
+  EXPECT_EQ(s.d_model, 512);
+  EXPECT_EQ(s.batch_size, 8);
+  const ModelConfig xl = preset_config("gpt2-xl").model;
+  EXPECT_EQ(xl.vocab_size, 50257);
+  EXPECT_EQ(xl.num_layers, 48);
+  EXPECT_EQ(xl.d_model, 1600);
+  EXPECT_EQ(xl.num_heads, 25);
+  EXPECT_EQ(xl.d_ff, 6400);
+  for (const std::string& name : preset_names()) EXPECT_NO_THROW(validate(preset_config(name))) << name;
+  expect_invalid([] { preset_config("XXL"); }, {"preset", "'XXL'", "tiny, S, M, gpt2-small"});
+}
+
+TEST(Config, OverridesAndBadFieldsNameTheFieldAndRange) {
+  TrainConfig c = preset_config("tiny");
+  apply_override(c, "d_model=128");
+  apply_override(c, "ffn=silu_mlp");
+  apply_override(c, "tie_embeddings=true");
+  apply_override(c, "lr=0.5");
+  EXPECT_EQ(c.model.d_model, 128);
+  EXPECT_EQ(c.model.ffn, FfnKind::silu_mlp);
+  EXPECT_TRUE(c.model.tie_embeddings);
+  EXPECT_EQ(c.optim.lr, 0.5);
+
+  struct Bad { const char* kv; std::vector<std::string> needles; };
+  const std::vector<Bad> bad = {
+      {"vocab_size=1", {"vocab_size: 1", "[2, 16777216]"}},
+      {"context_length=0", {"context_length: 0", "[1, 131072]"}},
+      {"num_layers=-3", {"num_layers: -3", "[1, 1024]"}},
+      {"d_model=0", {"d_model: 0", "[1, 65536]"}},
+      {"num_heads=5", {"num_heads: 5 does not divide d_model 64"}},
+      {"num_heads=65", {"num_heads: 65", "[1, 64]"}},
+      {"d_ff=0", {"d_ff: 0", "[1, 262144]"}},
+      {"batch_size=0", {"batch_size: 0", "[1, 65536]"}},
+      {"rmsnorm_eps=0", {"rmsnorm_eps: 0", "(0, 1]"}},
+      {"lr=-1", {"lr: -1", "[0, 10]"}},
+      {"beta1=1", {"beta1: 1", "[0, 1)"}},
+      {"beta2=1.5", {"beta2: 1.5", "[0, 1)"}},
+      {"adam_eps=0", {"adam_eps: 0", "(0, 1]"}},
+      {"weight_decay=2", {"weight_decay: 2", "[0, 1)"}},
+  };
+  for (const Bad& b : bad) {
+    TrainConfig t = preset_config("tiny");
+    apply_override(t, b.kv);
+    expect_invalid([&] { validate(t); }, b.needles);
+  }
+  TrainConfig t = preset_config("tiny");
+  expect_invalid([&] { apply_override(t, "ffn=gelu"); }, {"ffn: 'gelu'", "swiglu, silu_mlp"});
+  expect_invalid([&] { apply_override(t, "position=rope"); }, {"position: 'rope'", "none, learned"});
+  expect_invalid([&] { apply_override(t, "d_model=abc"); }, {"d_model: 'abc' is not an integer"});
+  expect_invalid([&] { apply_override(t, "tie_embeddings=maybe"); }, {"tie_embeddings", "true, false"});
+  expect_invalid([&] { apply_override(t, "colour=blue"); }, {"unknown config key 'colour'"});
+  expect_invalid([&] { apply_override(t, "seed=-1"); }, {"seed: -1"});
+  expect_invalid([&] { apply_override(t, "d_model"); }, {"not of the form key=value"});
+}
+
+TEST(Config, TomlFileWithPresetSectionsAndErrors) {
+  const std::string path = ::testing::TempDir() + "reckon_test_config.toml";
+  {
+    std::ofstream f(path);
+    f << "preset = \"S\"\nnum_layers = 2\n[model]\nffn = \"silu_mlp\"\ntie_embeddings = true\n[optim]\nlr = 0.002\n";
+  }
+  const TrainConfig c = load_config_file(path);
+  EXPECT_EQ(c.preset, "S");
+  EXPECT_EQ(c.model.d_model, 512);
+  EXPECT_EQ(c.model.num_layers, 2);
+  EXPECT_EQ(c.model.ffn, FfnKind::silu_mlp);
+  EXPECT_TRUE(c.model.tie_embeddings);
+  EXPECT_DOUBLE_EQ(c.optim.lr, 0.002);
+  {
+    std::ofstream f(path);
+    f << "d_model = [1, 2]\n";
+  }
+  expect_invalid([&] { load_config_file(path); }, {path, "d_model", "unsupported type"});
+  {
+    std::ofstream f(path);
+    f << "d_model = = 3\n";
+  }
+  expect_invalid([&] { load_config_file(path); }, {path, "line 1"});
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace reckon

@@ -26,68 +26,18 @@
 #include "ops/silu.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
+#include "tests/reference.h"
 
 namespace reckon {
 namespace {
 
-using Vec = std::vector<double>;
+using namespace testing_ref;
+
 
 // Tolerances, stated once. Forward: float32 vs float64 reference. Backward: float32 analytic vs float64
 // finite differences.
 constexpr double kForwardTol = 2e-6;
 constexpr double kGradTol = 1e-4;
-
-Vec random_vec(int64_t n, uint32_t seed, double scale = 1.0) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> dist(-scale, scale);
-  Vec v(static_cast<size_t>(n));
-  for (double& x : v) x = static_cast<float>(dist(rng));  // representable in float32 exactly
-  return v;
-}
-
-Tensor tensor_from(const Vec& v, const Shape& shape, Category cat, const std::string& name) {
-  Tensor t = Tensor::empty(shape, cat, name);
-  for (size_t i = 0; i < v.size(); ++i) t.data()[i] = static_cast<float>(v[i]);
-  return t;
-}
-
-Vec vec_from(const Tensor& t) {
-  Vec v(static_cast<size_t>(t.numel()));
-  for (size_t i = 0; i < v.size(); ++i) v[i] = t.data()[i];
-  return v;
-}
-
-double dot(const Vec& a, const Vec& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
-
-// max |a − b| / max |b|
-double rel_err(const Vec& a, const Vec& b) {
-  double num = 0, den = 1e-30;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num = std::max(num, std::abs(a[i] - b[i]));
-    den = std::max(den, std::abs(b[i]));
-  }
-  return num / den;
-}
-
-// Central differences of f at x, every element.
-Vec fd_grad(const std::function<double(const Vec&)>& f, Vec x) {
-  constexpr double h = 1e-6;
-  Vec g(x.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double x0 = x[i];
-    x[i] = x0 + h;
-    const double fp = f(x);
-    x[i] = x0 - h;
-    const double fm = f(x);
-    x[i] = x0;
-    g[i] = (fp - fm) / (2 * h);
-  }
-  return g;
-}
 
 template <typename Fn>
 void expect_invalid(Fn fn, const std::vector<std::string>& needles) {
@@ -114,89 +64,6 @@ class Ops : public ::testing::Test {
     counters().set_phase(Phase::forward);
   }
 };
-
-// ============================================================================================ references
-
-Vec linear_ref(const Vec& x, const Vec& w, int64_t n, int64_t in, int64_t out) {
-  Vec y(static_cast<size_t>(n * out), 0.0);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t o = 0; o < out; ++o)
-      for (int64_t k = 0; k < in; ++k) y[i * out + o] += x[i * in + k] * w[o * in + k];
-  return y;
-}
-
-Vec rmsnorm_ref(const Vec& x, const Vec& g, int64_t n, int64_t d, double eps) {
-  Vec y(x.size());
-  for (int64_t i = 0; i < n; ++i) {
-    double ss = 0;
-    for (int64_t j = 0; j < d; ++j) ss += x[i * d + j] * x[i * d + j];
-    const double r = 1.0 / std::sqrt(ss / d + eps);
-    for (int64_t j = 0; j < d; ++j) y[i * d + j] = x[i * d + j] * r * g[j];
-  }
-  return y;
-}
-
-Vec attention_ref(const Vec& q, const Vec& k, const Vec& v, int64_t b, int64_t t, int64_t d, int64_t h) {
-  const int64_t dk = d / h;
-  Vec ctx(static_cast<size_t>(b * t * d), 0.0);
-  for (int64_t bb = 0; bb < b; ++bb)
-    for (int64_t hh = 0; hh < h; ++hh)
-      for (int64_t i = 0; i < t; ++i) {
-        Vec s(static_cast<size_t>(i + 1));
-        double m = -1e300;
-        for (int64_t j = 0; j <= i; ++j) {
-          double acc = 0;
-          for (int64_t c = 0; c < dk; ++c) acc += q[(bb * t + i) * d + hh * dk + c] * k[(bb * t + j) * d + hh * dk + c];
-          s[j] = acc / std::sqrt(static_cast<double>(dk));
-          m = std::max(m, s[j]);
-        }
-        double z = 0;
-        for (double& e : s) z += (e = std::exp(e - m));
-        for (int64_t j = 0; j <= i; ++j)
-          for (int64_t c = 0; c < dk; ++c) ctx[(bb * t + i) * d + hh * dk + c] += s[j] / z * v[(bb * t + j) * d + hh * dk + c];
-      }
-  return ctx;
-}
-
-double silu_ref(double x) { return x / (1.0 + std::exp(-x)); }
-
-Vec ffn_ref(const Vec& hx, const Vec& w1, const Vec& w3, const Vec& w2, int64_t n, int64_t d, int64_t f, FfnKind kind) {
-  Vec a = linear_ref(hx, w1, n, d, f);
-  Vec act(a.size());
-  if (kind == FfnKind::swiglu) {
-    const Vec bb = linear_ref(hx, w3, n, d, f);
-    for (size_t i = 0; i < a.size(); ++i) act[i] = silu_ref(a[i]) * bb[i];
-  } else {
-    for (size_t i = 0; i < a.size(); ++i) act[i] = silu_ref(a[i]);
-  }
-  return linear_ref(act, w2, n, f, d);
-}
-
-double cross_entropy_ref(const Vec& z, const std::vector<int32_t>& tgt, int64_t n, int64_t v) {
-  double total = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    double m = -1e300;
-    for (int64_t j = 0; j < v; ++j) m = std::max(m, z[i * v + j]);
-    double s = 0;
-    for (int64_t j = 0; j < v; ++j) s += std::exp(z[i * v + j] - m);
-    total += m + std::log(s) - z[i * v + tgt[static_cast<size_t>(i)]];
-  }
-  return total / static_cast<double>(n);
-}
-
-Tensor int_tensor(const std::vector<int32_t>& v, const Shape& shape, const std::string& name) {
-  Tensor t = Tensor::empty(shape, Category::activation, name, DType::i32);
-  for (size_t i = 0; i < v.size(); ++i) t.data_i32()[i] = v[i];
-  return t;
-}
-
-std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> dist(0, static_cast<int32_t>(vocab - 1));
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  for (auto& id : ids) id = dist(rng);
-  return ids;
-}
 
 // ============================================================================================ embedding
 

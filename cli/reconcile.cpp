@@ -1,0 +1,218 @@
+#include "cli/reconcile.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/output.h"
+#include "cli/table.h"
+#include "estimators/flops.h"
+#include "estimators/memory.h"
+#include "model/config.h"
+#include "model/data.h"
+#include "model/transformer.h"
+#include "optim/adamw.h"
+#include "runtime/allocator.h"
+#include "runtime/counters.h"
+
+namespace reckon {
+
+namespace {
+
+struct Result {
+  std::string label;
+  TrainConfig config;
+  MemoryEstimate estimate;
+  MemoryStats measured;
+  int64_t measured_scratchpad_at_peak = 0;
+  std::map<OpKey, OpCount> estimated_counts, measured_counts;
+  int64_t differences = 0;  // number of non-zero differences
+};
+
+// Two steps on random tokens; the second (steady state: AdamW state exists, primitives are cached) is
+// measured from a clean peak and clean counters.
+Result measure(const std::string& label, const TrainConfig& config) {
+  Result r;
+  r.label = label;
+  r.config = config;
+  const ModelConfig& m = config.model;
+  {
+    Transformer model(m, config.seed);
+    AdamW opt(model.parameters(), config.optim);
+    const Tensor tokens = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.tokens", DType::i32);
+    const Tensor targets = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.targets", DType::i32);
+    TokenData data = TokenData::random(m.vocab_size, config.seed);
+    for (int step = 0; step < 2; ++step) {
+      data.fill_batch(tokens, targets, step);
+      if (step == 1) {
+        counters().reset();
+        tracker().reset_peak_stats();
+      }
+      {
+        PhaseScope phase(Phase::optimizer);
+        model.zero_grad();
+      }
+      model.forward(tokens, targets);
+      model.backward();
+      opt.step();
+    }
+    r.measured = tracker().stats();
+    for (const LiveBlock& b : tracker().live_at_peak()) {
+      if (b.name.rfind("onednn.scratchpad.", 0) == 0) r.measured_scratchpad_at_peak += b.allocated_bytes;
+    }
+    r.measured_counts = counters().by_op();
+  }
+  r.estimate = estimate_step_memory(m);
+  r.estimated_counts = estimate_step_counts(m, config.optim);
+
+  for (Category c : all_categories()) {
+    const int i = static_cast<int>(c);
+    r.differences += r.measured.peak_breakdown[i] != r.estimate.peak_breakdown[i];
+    r.differences += r.measured[c].allocated_bytes.peak != r.estimate.category_peak[i];
+  }
+  r.differences += r.measured.total.allocated_bytes.peak != r.estimate.peak_total;
+  r.differences += r.measured_scratchpad_at_peak != r.estimate.scratchpad_at_peak;
+  std::map<OpKey, std::pair<OpCount, OpCount>> joined;
+  for (const auto& [k, v] : r.measured_counts) joined[k].first = v;
+  for (const auto& [k, v] : r.estimated_counts) joined[k].second = v;
+  for (const auto& [k, mv] : joined) {
+    const OpCount& a = mv.first;
+    const OpCount& e = mv.second;
+    r.differences += (a.calls != e.calls) + (a.matmul_flops != e.matmul_flops) + (a.other_flops != e.other_flops) +
+                     (a.bytes_read != e.bytes_read) + (a.bytes_written != e.bytes_written);
+  }
+  return r;
+}
+
+std::string diff(int64_t measured, int64_t estimated) {
+  return measured == estimated ? "0" : fmt::format("**{}**", fmt_int(measured - estimated));
+}
+
+void print_details(const Result& r) {
+  Table mem;
+  mem.header = {"at the peak", "measured (B)", "analytic (B)", "diff"};
+  mem.right_align = {false, true, true, true};
+  for (Category c : all_categories()) {
+    const int i = static_cast<int>(c);
+    mem.add({category_name(c), fmt_int(r.measured.peak_breakdown[i]), fmt_int(r.estimate.peak_breakdown[i]),
+             diff(r.measured.peak_breakdown[i], r.estimate.peak_breakdown[i])});
+  }
+  mem.add({"  of which oneDNN scratchpad", fmt_int(r.measured_scratchpad_at_peak), fmt_int(r.estimate.scratchpad_at_peak),
+           diff(r.measured_scratchpad_at_peak, r.estimate.scratchpad_at_peak)});
+  mem.add({"**total peak**", fmt_int(r.measured.total.allocated_bytes.peak), fmt_int(r.estimate.peak_total),
+           diff(r.measured.total.allocated_bytes.peak, r.estimate.peak_total)});
+  for (Category c : all_categories()) {
+    const int i = static_cast<int>(c);
+    mem.add({fmt::format("{} (own peak)", category_name(c)), fmt_int(r.measured[c].allocated_bytes.peak),
+             fmt_int(r.estimate.category_peak[i]), diff(r.measured[c].allocated_bytes.peak, r.estimate.category_peak[i])});
+  }
+  fmt::print("\n## Memory: measured (tracking allocator) vs analytic (estimators/memory)\n\n{}", mem.markdown());
+  fmt::print("peak moment (analytic): {}\n", r.estimate.peak_moment);
+
+  Table ops;
+  ops.header = {"op", "phase", "calls", "FLOPs measured", "FLOPs analytic", "diff", "bytes measured", "bytes analytic",
+                "diff"};
+  ops.right_align = {false, false, true, true, true, true, true, true, true};
+  std::map<OpKey, std::pair<OpCount, OpCount>> joined;
+  for (const auto& [k, v] : r.measured_counts) joined[k].first = v;
+  for (const auto& [k, v] : r.estimated_counts) joined[k].second = v;
+  for (const auto& [k, mv] : joined) {
+    const OpCount &a = mv.first, &e = mv.second;
+    const int64_t ab = a.bytes_read + a.bytes_written, eb = e.bytes_read + e.bytes_written;
+    const bool calls_ok = a.calls == e.calls;
+    const bool split_ok = a.matmul_flops == e.matmul_flops && a.bytes_read == e.bytes_read;
+    ops.add({k.op, phase_name(k.phase), calls_ok ? fmt_int(a.calls) : fmt::format("**{} vs {}**", a.calls, e.calls),
+             fmt_int(a.flops()), fmt_int(e.flops()), diff(a.flops(), e.flops()), fmt_int(ab), fmt_int(eb),
+             split_ok || ab != eb ? diff(ab, eb) : "**split**"});
+  }
+  fmt::print("\n## FLOPs and bytes per op x phase, one step: measured (counters) vs analytic (estimators/flops)\n\n{}",
+             ops.markdown());
+}
+
+std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
+  struct Shape { int64_t v, t, l, d, h, f, b; };
+  // Odd sizes on purpose: T = 1, prime V, D not a multiple of 16, H = 3 and 5, B = 1 and 5.
+  const Shape shapes[] = {{37, 7, 1, 12, 3, 20, 3},  {64, 16, 2, 32, 4, 64, 2}, {101, 17, 3, 24, 2, 40, 1},
+                          {13, 1, 1, 8, 1, 8, 5},    {257, 9, 2, 20, 5, 36, 2}, {50, 33, 1, 48, 6, 96, 1},
+                          {7, 5, 2, 6, 3, 6, 4}};
+  std::vector<std::pair<std::string, TrainConfig>> out;
+  for (const Shape& s : shapes)
+    for (FfnKind ffn : {FfnKind::swiglu, FfnKind::silu_mlp})
+      for (bool tied : {false, true})
+        for (Position pos : {Position::none, Position::learned}) {
+          TrainConfig c;
+          c.preset = "sweep";
+          c.model = ModelConfig{s.v, s.t, s.l, s.d, s.h, s.f, ffn, tied, pos, s.b, 1e-5};
+          c.optim.weight_decay = (out.size() % 3 == 0) ? 0.0 : 0.01;  // both AdamW FLOP variants
+          out.emplace_back(describe(c.model), c);
+        }
+  return out;
+}
+
+nlohmann::json result_json(const Result& r) {
+  nlohmann::json j;
+  j["config"] = r.label;
+  j["differences"] = r.differences;
+  for (Category c : all_categories()) {
+    const int i = static_cast<int>(c);
+    j["peak_breakdown"][category_name(c)] = {{"measured", r.measured.peak_breakdown[i]},
+                                             {"analytic", r.estimate.peak_breakdown[i]}};
+  }
+  j["peak_total"] = {{"measured", r.measured.total.allocated_bytes.peak}, {"analytic", r.estimate.peak_total}};
+  j["scratchpad_at_peak"] = {{"measured", r.measured_scratchpad_at_peak}, {"analytic", r.estimate.scratchpad_at_peak}};
+  j["peak_moment"] = r.estimate.peak_moment;
+  nlohmann::json ops = nlohmann::json::array();
+  std::map<OpKey, std::pair<OpCount, OpCount>> joined;
+  for (const auto& [k, v] : r.measured_counts) joined[k].first = v;
+  for (const auto& [k, v] : r.estimated_counts) joined[k].second = v;
+  for (const auto& [k, mv] : joined) {
+    auto one = [](const OpCount& x) {
+      return nlohmann::json{{"calls", x.calls}, {"matmul_flops", x.matmul_flops}, {"other_flops", x.other_flops},
+                            {"bytes_read", x.bytes_read}, {"bytes_written", x.bytes_written}};
+    };
+    ops.push_back({{"op", k.op}, {"phase", phase_name(k.phase)}, {"measured", one(mv.first)}, {"analytic", one(mv.second)}});
+  }
+  j["ops"] = ops;
+  return j;
+}
+
+}  // namespace
+
+int run_reconcile(const ReconcileOptions& o) {
+  std::vector<std::pair<std::string, TrainConfig>> configs;
+  if (o.sweep) {
+    configs = sweep_configs();
+  } else {
+    TrainConfig c = o.config_file.empty() ? preset_config(o.preset) : load_config_file(o.config_file);
+    for (const std::string& kv : o.overrides) apply_override(c, kv);
+    validate(c);
+    configs.emplace_back(fmt::format("{} | {}", c.preset, describe(c.model)), c);
+  }
+  for (const auto& [label, c] : configs) validate(c);
+  if (!o.json_path.empty()) check_output_path("--json", o.json_path);
+
+  nlohmann::json all = nlohmann::json::array();
+  int failed = 0;
+  for (size_t i = 0; i < configs.size(); ++i) {
+    const Result r = measure(configs[i].first, configs[i].second);
+    failed += r.differences != 0;
+    all.push_back(result_json(r));
+    if (!o.sweep) {
+      fmt::print("config: {}\n", r.label);
+      print_details(r);
+    } else if (!o.quiet || r.differences != 0) {
+      fmt::print("{:>3}/{} {} | peak {} B, step {} FLOPs | {}\n", i + 1, configs.size(),
+                 r.differences == 0 ? "exact" : "DIFFERS", fmt_int(r.estimate.peak_total),
+                 fmt_int(estimate_step_flops(r.config.model, r.config.optim).total()), r.label);
+      if (r.differences != 0) print_details(r);
+    }
+  }
+  fmt::print("\nreconcile: {} of {} config(s) exact to the byte and the FLOP{}\n", configs.size() - failed,
+             configs.size(), failed ? fmt::format(", {} differ", failed) : "");
+  if (!o.json_path.empty()) {
+    write_file_atomically(o.json_path, all.dump(2) + "\n");
+    fmt::print("wrote {}\n", o.json_path);
+  }
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace reckon

@@ -1,0 +1,26 @@
+// FLOPs and bytes of one training step per op × phase, as closed forms of the config: what reckon's kernels
+// execute under docs/conventions.md (matmul 2·M·N·K; attention counts the full T×T products and the causal
+// softmax; AdamW as its loop executes). Also the calls per op, so a schedule change cannot hide.
+#pragma once
+
+#include <cstdint>
+#include <map>
+
+#include "model/config.h"
+#include "runtime/counters.h"
+
+namespace reckon {
+
+// (op, phase) -> expected {calls, matmul_flops, other_flops, bytes_read, bytes_written}; seconds = 0.
+std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& config, const AdamWConfig& optim);
+
+int64_t count_parameters(const ModelConfig& config);
+
+struct StepFlops {
+  int64_t forward = 0, backward = 0, optimizer = 0;
+  int64_t matmul_forward = 0, matmul_backward = 0;
+  int64_t total() const { return forward + backward + optimizer; }
+};
+StepFlops estimate_step_flops(const ModelConfig& config, const AdamWConfig& optim);
+
+}  // namespace reckon

@@ -1,0 +1,57 @@
+// Memory of one training step, as implemented by reckon's runtime: arithmetic on the config alone.
+//
+// The estimator replays the model's schedule — every tensor the forward pass allocates, every temporary,
+// every oneDNN scratchpad, and every free in backward, in order — on integers, and reports the peak and
+// its breakdown by category. It never runs an op and never reads the allocator: a wrong formula or a
+// changed schedule shows up as a non-zero difference in `reckon reconcile`.
+//
+// oneDNN scratchpad is the one term only oneDNN knows: its size is queried from the primitive descriptor of
+// each matmul geometry (at the current thread count) and reported as its own term.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "runtime/allocator.h"
+
+namespace reckon {
+
+struct MemoryEstimateOptions {
+  bool optimizer_state = true;   // steady state (step ≥ 2): AdamW m and v exist
+  bool onednn_scratchpad = true; // include scratchpad (queries oneDNN); false: pure arithmetic, no oneDNN
+  bool batch_tensors = true;     // the int32 tokens and targets of the batch (category activation)
+};
+
+struct EstimatedTensor {
+  std::string name;
+  Category category;
+  int64_t bytes;  // allocated (64-byte rounded)
+};
+
+struct MemoryEstimate {
+  int64_t num_parameters = 0;
+  std::array<int64_t, kNumCategories> peak_breakdown{};  // allocated bytes per category at the global peak
+  std::array<int64_t, kNumCategories> category_peak{};   // each category's own peak
+  int64_t peak_total = 0;
+  int64_t scratchpad_at_peak = 0;  // part of peak_breakdown[temporary] that is oneDNN scratchpad
+  int64_t scratchpad_max = 0;      // the largest single scratchpad of the step
+  std::string peak_moment;         // the allocation that reached the peak, e.g. "backward: lm_head.logits …"
+  std::vector<EstimatedTensor> live_at_peak;  // largest first
+  int64_t step_end_total = 0;      // live bytes after the optimizer step (parameters, grads, state, batch)
+};
+
+// The peak of one steady-state training step of `config` (batch size config.batch_size, T = context_length).
+MemoryEstimate estimate_step_memory(const ModelConfig& config, const MemoryEstimateOptions& options = {});
+
+// Bytes that do not depend on the batch size (a of peak = a·B + b is the rest).
+struct LinearMemory {
+  int64_t per_sample;  // a
+  int64_t fixed;       // b
+  bool exact;          // true if peak(B) = a·B + b held at every batch size checked
+};
+LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstimateOptions& options = {});
+
+}  // namespace reckon
