@@ -53,6 +53,8 @@ int main(int argc, char** argv) {
   CLI::App app{"reckon: where does every byte and every FLOP of a training step go?"};
   app.require_subcommand(1);
   app.fallthrough();  // global options (--threads) may follow the subcommand
+  // A flag given twice: the last one wins, as in most command-line tools (--set accumulates).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   int threads = 0;
   app.add_option("--threads", threads, "OpenMP threads (default: OMP_NUM_THREADS or all cores)")
       ->check(CLI::Range(1, 1024));
@@ -67,7 +69,8 @@ int main(int argc, char** argv) {
   CLI::App* train = app.add_subcommand("train", "Train a scaled-down transformer LM and show where every byte and FLOP went");
   train->add_option("--preset", train_opts.preset, "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl");
   train->add_option("--config", train_opts.config_file, "TOML config file (keys as --set; may name a preset)");
-  train->add_option("--set", train_opts.overrides, "override a config field: key=value (repeatable)");
+  train->add_option("--set", train_opts.overrides, "override a config field: key=value (repeatable)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   train->add_option("--steps", train_opts.steps, "training steps [1, 10000000]");
   train->add_option("--data", train_opts.data, "a text file (byte-level tokens) or 'random'");
   train->add_option("--json", train_opts.json_path, "write every table as JSON here (atomically)");
@@ -82,7 +85,8 @@ int main(int argc, char** argv) {
       "reconcile", "Run real steps, then measured vs analytic bytes and FLOPs; exit 0 only if every difference is 0");
   reconcile->add_option("--preset", rec_opts.preset, "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl");
   reconcile->add_option("--config", rec_opts.config_file, "TOML config file");
-  reconcile->add_option("--set", rec_opts.overrides, "override a config field: key=value (repeatable)");
+  reconcile->add_option("--set", rec_opts.overrides, "override a config field: key=value (repeatable)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   reconcile->add_flag("--sweep", rec_opts.sweep, "56 configs: both ffn kinds, tied/untied, positions, odd shapes");
   reconcile->add_option("--json", rec_opts.json_path, "write measured and analytic numbers as JSON");
   reconcile->add_flag("--quiet", rec_opts.quiet, "with --sweep: print only configs that differ");

@@ -8,9 +8,7 @@
 #include "estimators/flops.h"
 #include "estimators/memory.h"
 #include "model/config.h"
-#include "model/data.h"
-#include "model/transformer.h"
-#include "optim/adamw.h"
+#include "optim/step.h"
 #include "runtime/allocator.h"
 #include "runtime/counters.h"
 
@@ -28,38 +26,16 @@ struct Result {
   int64_t differences = 0;  // number of non-zero differences
 };
 
-// Two steps on random tokens; the second (steady state: AdamW state exists, primitives are cached) is
-// measured from a clean peak and clean counters.
 Result measure(const std::string& label, const TrainConfig& config) {
   Result r;
   r.label = label;
   r.config = config;
   const ModelConfig& m = config.model;
   {
-    Transformer model(m, config.seed);
-    AdamW opt(model.parameters(), config.optim);
-    const Tensor tokens = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.tokens", DType::i32);
-    const Tensor targets = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.targets", DType::i32);
-    TokenData data = TokenData::random(m.vocab_size, config.seed);
-    for (int step = 0; step < 2; ++step) {
-      data.fill_batch(tokens, targets, step);
-      if (step == 1) {
-        counters().reset();
-        tracker().reset_peak_stats();
-      }
-      {
-        PhaseScope phase(Phase::optimizer);
-        model.zero_grad();
-      }
-      model.forward(tokens, targets);
-      model.backward();
-      opt.step();
-    }
-    r.measured = tracker().stats();
-    for (const LiveBlock& b : tracker().live_at_peak()) {
-      if (b.name.rfind("onednn.scratchpad.", 0) == 0) r.measured_scratchpad_at_peak += b.allocated_bytes;
-    }
-    r.measured_counts = counters().by_op();
+    const StepMeasurement s = measure_steady_step(config);
+    r.measured = s.memory;
+    r.measured_scratchpad_at_peak = s.scratchpad_at_peak;
+    r.measured_counts = s.counts;
   }
   r.estimate = estimate_step_memory(m);
   r.estimated_counts = estimate_step_counts(m, config.optim);

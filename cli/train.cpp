@@ -17,7 +17,7 @@
 #include "model/config.h"
 #include "model/data.h"
 #include "model/transformer.h"
-#include "optim/adamw.h"
+#include "optim/step.h"
 #include "runtime/allocator.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
@@ -113,19 +113,13 @@ int run_train(const TrainOptions& o) {
   for (int64_t step = 1; step <= o.steps; ++step) {
     data.fill_batch(tokens, targets, step - 1);
     const auto t0 = std::chrono::steady_clock::now();
-    {
-      PhaseScope phase(Phase::optimizer);
-      model.zero_grad();
-    }
-    const double loss = model.forward(tokens, targets);
+    const double loss = training_step(model, optimizer, tokens, targets);
     if (!std::isfinite(loss)) {
       if (tty) fmt::print("\n");
       fmt::print(stderr, "reckon: error: loss is {} at step {}; stopping (no output files written). Try a lower lr.\n",
                  loss, step);
       return 3;
     }
-    model.backward();
-    optimizer.step();
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log.push_back({step, loss, seconds});
     if (!o.quiet) {

@@ -1,0 +1,135 @@
+// cli/: the `reckon` program as a user runs it: exit codes, messages naming the field and range, output files
+// written whole or not at all, JSON and trace contents consistent with each other.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/output.h"
+
+namespace reckon {
+namespace {
+
+struct CommandResult {
+  int exit_code;
+  std::string output;  // stdout + stderr
+};
+
+CommandResult run(const std::string& args) {
+  const std::string cmd = std::string(RECKON_BIN) + " " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::path(::testing::TempDir()) / ("reckon_cli_" + name)).string();
+}
+
+TEST(Cli, TrainWritesConsistentJsonAndTrace) {
+  const std::string json = temp_path("train.json"), trace = temp_path("trace.json");
+  std::filesystem::remove(json);
+  std::filesystem::remove(trace);
+  const CommandResult r = run("train --preset tiny --steps 3 --threads 2 --quiet --data random --json " + json + " --trace " + trace);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("## Memory at the peak, by category"), std::string::npos);
+  EXPECT_NE(r.output.find("| lm_head"), std::string::npos);
+
+  std::ifstream jf(json);
+  const nlohmann::json j = nlohmann::json::parse(jf);
+  EXPECT_EQ(j["steps"].size(), 3u);
+  EXPECT_EQ(j["config"]["d_model"], 64);
+  EXPECT_EQ(j["num_parameters"], 164160);
+  int64_t breakdown_sum = 0;
+  for (const auto& [cat, bytes] : j["memory"]["peak_breakdown"].items()) breakdown_sum += bytes.get<int64_t>();
+  EXPECT_EQ(breakdown_sum, j["memory"]["allocated_bytes"]["all"]["peak"].get<int64_t>());
+  EXPECT_EQ(j["counters"]["measured_steps"], 2);
+  EXPECT_GT(j["counters"]["total"]["matmul_flops"].get<int64_t>(), 0);
+
+  std::ifstream tf(trace);
+  const nlohmann::json t = nlohmann::json::parse(tf);
+  int slices = 0, counters = 0;
+  for (const auto& e : t["traceEvents"]) {
+    slices += e["ph"] == "X";
+    counters += e["ph"] == "C";
+  }
+  EXPECT_GT(slices, 50);
+  EXPECT_GT(counters, 50);
+  std::filesystem::remove(json);
+  std::filesystem::remove(trace);
+}
+
+TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
+  const std::string json = temp_path("bad.json");
+  struct Bad { std::string args; std::string needle; };
+  const std::vector<Bad> cases = {
+      {"--set d_model=0", "d_model: 0 is outside the allowed range [1, 65536]"},
+      {"--set num_heads=3", "num_heads: 3 does not divide d_model 64"},
+      {"--set vocab_size=1", "vocab_size: 1"},
+      {"--set context_length=0", "context_length: 0"},
+      {"--set num_layers=0", "num_layers: 0"},
+      {"--set d_ff=-1", "d_ff: -1"},
+      {"--set batch_size=0", "batch_size: 0"},
+      {"--set ffn=gelu", "ffn: 'gelu' is not allowed"},
+      {"--set position=rope", "position: 'rope'"},
+      {"--set lr=-0.1", "lr: -0.1"},
+      {"--set beta2=1", "beta2: 1"},
+      {"--set rmsnorm_eps=0", "rmsnorm_eps: 0"},
+      {"--set tie_embeddings=yes", "tie_embeddings: 'yes'"},
+      {"--set nonsense=1", "unknown config key 'nonsense'"},
+      {"--preset XXL", "preset: 'XXL'"},
+      {"--steps 0", "--steps: 0"},
+      {"--data /no/such/file", "--data: cannot read file"},
+      {"--set vocab_size=100", "byte-level tokens need vocab_size >= 256"},
+      {"--max-memory 12XB", "--max-memory: '12XB' is not a byte count"},
+      {"--max-memory 1MB", "--max-memory: a training step of this config peaks at"},
+      {"--threads 0", "--threads: Value 0 not in range"},
+      {"--config /no/such.toml", "config file /no/such.toml"},
+  };
+  for (const Bad& b : cases) {
+    std::filesystem::remove(json);
+    const CommandResult r = run("train --preset tiny --steps 2 --quiet " + b.args + " --json " + json);
+    EXPECT_EQ(r.exit_code, 2) << b.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(b.needle), std::string::npos) << b.args << "\n" << r.output;
+    EXPECT_FALSE(std::filesystem::exists(json)) << b.args;
+    EXPECT_FALSE(std::filesystem::exists(json + ".tmp")) << b.args;
+  }
+  const CommandResult r = run("train --json /no/such/folder/out.json");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--json: cannot write"), std::string::npos) << r.output;
+}
+
+TEST(Cli, ReconcilePresetExitsZeroWhenExact) {
+  const CommandResult r = run("reconcile --preset tiny --set batch_size=3 --set position=learned");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("1 of 1 config(s) exact to the byte and the FLOP"), std::string::npos) << r.output;
+}
+
+TEST(ParseBytes, UnitsAndErrors) {
+  EXPECT_EQ(parse_bytes("--x", "80GB"), 80000000000LL);
+  EXPECT_EQ(parse_bytes("--x", "80GiB"), 80LL << 30);
+  EXPECT_EQ(parse_bytes("--x", "1.5MB"), 1500000);
+  EXPECT_EQ(parse_bytes("--x", "512MiB"), 512LL << 20);
+  EXPECT_EQ(parse_bytes("--x", "123"), 123);
+  for (const char* bad : {"", "GB", "-5GB", "1.2.3GB", "10 GB", "5XB", "0", "99999999999TB"}) {
+    EXPECT_THROW(parse_bytes("--memory-budget", bad), std::invalid_argument) << bad;
+  }
+  try {
+    parse_bytes("--memory-budget", "8 GB");
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("--memory-budget: '8 GB'"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("KiB, MiB, GiB, TiB"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace reckon

@@ -1,0 +1,181 @@
+// estimators/: formulas tested against measurement (a real training step on the runtime), never against
+// themselves; GPT-2-size numbers against independent arithmetic written here; no overflow at any preset.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "estimators/flops.h"
+#include "estimators/memory.h"
+#include "model/config.h"
+#include "optim/step.h"
+#include "runtime/machine.h"
+
+namespace reckon {
+namespace {
+
+struct Case {
+  const char* label;
+  ModelConfig model;
+};
+void PrintTo(const Case& c, std::ostream* os) { *os << c.label; }
+
+ModelConfig shape(int64_t v, int64_t t, int64_t l, int64_t d, int64_t h, int64_t f, int64_t b, FfnKind ffn, bool tied,
+                  Position pos) {
+  return ModelConfig{v, t, l, d, h, f, ffn, tied, pos, b, 1e-5};
+}
+
+class Reconcile : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override { set_num_threads(2); }
+};
+
+// Every byte at the peak (per category, and oneDNN's scratchpad as its own term) and every FLOP, byte and
+// call per op x phase of a measured steady-state step equals the analytic estimate exactly.
+TEST_P(Reconcile, MeasuredStepEqualsEstimateExactly) {
+  TrainConfig config;
+  config.model = GetParam().model;
+  config.optim.weight_decay = config.model.num_layers % 2 ? 0.0 : 0.01;
+  const StepMeasurement m = measure_steady_step(config);
+  const MemoryEstimate e = estimate_step_memory(config.model);
+
+  for (Category c : all_categories()) {
+    const int i = static_cast<int>(c);
+    EXPECT_EQ(m.memory.peak_breakdown[i], e.peak_breakdown[i]) << category_name(c) << " at the peak";
+    EXPECT_EQ(m.memory[c].allocated_bytes.peak, e.category_peak[i]) << category_name(c) << " own peak";
+  }
+  EXPECT_EQ(m.memory.total.allocated_bytes.peak, e.peak_total);
+  EXPECT_EQ(m.scratchpad_at_peak, e.scratchpad_at_peak);
+  ASSERT_EQ(m.live_at_peak.size(), e.live_at_peak.size());
+  for (size_t i = 0; i < e.live_at_peak.size(); ++i) {
+    EXPECT_EQ(m.live_at_peak[i].allocated_bytes, e.live_at_peak[i].bytes) << i;
+  }
+
+  const auto expected = estimate_step_counts(config.model, config.optim);
+  ASSERT_EQ(m.counts.size(), expected.size());
+  for (const auto& [key, exp] : expected) {
+    const auto it = m.counts.find(key);
+    ASSERT_NE(it, m.counts.end()) << key.op << " " << phase_name(key.phase);
+    const OpCount& got = it->second;
+    const std::string what = key.op + " " + phase_name(key.phase);
+    EXPECT_EQ(got.calls, exp.calls) << what;
+    EXPECT_EQ(got.matmul_flops, exp.matmul_flops) << what;
+    EXPECT_EQ(got.other_flops, exp.other_flops) << what;
+    EXPECT_EQ(got.bytes_read, exp.bytes_read) << what;
+    EXPECT_EQ(got.bytes_written, exp.bytes_written) << what;
+  }
+}
+
+const FfnKind SW = FfnKind::swiglu, SM = FfnKind::silu_mlp;
+const Position NO = Position::none, LE = Position::learned;
+INSTANTIATE_TEST_SUITE_P(
+    Configs, Reconcile,
+    ::testing::Values(Case{"tiny", preset_config("tiny").model},
+                      Case{"T1_B5_H1", shape(13, 1, 1, 8, 1, 8, 5, SW, false, NO)},
+                      Case{"T17_H2_L3_B1", shape(101, 17, 3, 24, 2, 40, 1, SM, false, LE)},
+                      Case{"D20_H5", shape(257, 9, 2, 20, 5, 36, 2, SW, true, LE)},
+                      Case{"D12_H3", shape(37, 7, 1, 12, 3, 20, 3, SM, true, NO)},
+                      Case{"V7_D6", shape(7, 5, 2, 6, 3, 6, 4, SW, false, LE)},
+                      Case{"T33_D48", shape(50, 33, 1, 48, 6, 96, 1, SM, false, NO)},
+                      Case{"T64_D96_H3", shape(300, 64, 2, 96, 3, 200, 2, SW, true, NO)},
+                      Case{"V1000_T31", shape(1000, 31, 1, 40, 8, 72, 3, SW, false, NO)},
+                      Case{"L4_silu_tied_learned", shape(64, 16, 4, 32, 4, 64, 2, SM, true, LE)},
+                      Case{"odd_F", shape(11, 3, 2, 10, 2, 7, 3, SW, false, NO)},
+                      Case{"B7_T2", shape(29, 2, 1, 16, 4, 48, 7, SM, false, LE)}));
+
+TEST(Reconcile, AWrongEstimateIsCaught) {
+  // The same measurement against the estimate of a config one sample larger must differ: the comparison
+  // can fail.
+  set_num_threads(2);
+  TrainConfig config = preset_config("tiny");
+  const StepMeasurement m = measure_steady_step(config);
+  ModelConfig other = config.model;
+  other.batch_size += 1;
+  EXPECT_NE(m.memory.total.allocated_bytes.peak, estimate_step_memory(other).peak_total);
+  EXPECT_NE(m.counts.at(OpKey{"linear", Phase::forward}).matmul_flops,
+            estimate_step_counts(other, config.optim).at(OpKey{"linear", Phase::forward}).matmul_flops);
+}
+
+// ---------------------------------------------------------------------------------- GPT-2 XL by hand
+
+TEST(Gpt2Xl, ParameterCountByIndependentArithmetic) {
+  // V 50257, T 1024, L 48, D 1600, d_ff 6400, W1/SiLU/W2, untied, no learned positions:
+  // 2·V·D (embedding + head) + L·(4·D² + 2·D·6400 + 2·D) + D (final norm).
+  const int64_t expected = 2LL * 50257 * 1600 + 48LL * (4LL * 1600 * 1600 + 2LL * 1600 * 6400 + 2 * 1600) + 1600;
+  EXPECT_EQ(expected, 1635537600LL);
+  EXPECT_EQ(count_parameters(preset_config("gpt2-xl").model), expected);
+  ModelConfig tied = preset_config("gpt2-xl").model;
+  tied.tie_embeddings = true;
+  tied.position = Position::learned;
+  EXPECT_EQ(count_parameters(tied), expected - 50257LL * 1600 + 1024LL * 1600);
+}
+
+TEST(Gpt2Xl, PeakMemoryByIndependentArithmetic) {
+  // Pure arithmetic (no scratchpad), B = 1. Every XL tensor is a multiple of 64 bytes, so bytes = 4·elements.
+  const int64_t V = 50257, T = 1024, L = 48, D = 1600, H = 25, F = 6400, B = 1;
+  const int64_t N = 1635537600LL;
+  MemoryEstimateOptions opts;
+  opts.onednn_scratchpad = false;
+  const MemoryEstimate e = estimate_step_memory(preset_config("gpt2-xl").model, opts);
+  EXPECT_EQ(e.peak_breakdown[static_cast<int>(Category::parameter)], 4 * N);
+  EXPECT_EQ(e.peak_breakdown[static_cast<int>(Category::gradient)], 4 * N);
+  EXPECT_EQ(e.peak_breakdown[static_cast<int>(Category::optimizer_state)], 8 * N);
+  // At the start of backward every saved tensor is alive: per layer the block input, attn-norm output and
+  // rstd, q, k, v, probs (H·T²), ctx, the mid residual, ffn-norm output and rstd, W1 output and SiLU output;
+  // then the final norm's input, output and rstd, the logits, and the int32 batch (tokens, targets).
+  const int64_t per_layer = B * (8 * T * D + 2 * T + H * T * T + 2 * T * F);
+  const int64_t activations = 4 * (L * per_layer + B * (2 * T * D + T + T * V) + 2 * B * T);
+  EXPECT_EQ(e.peak_breakdown[static_cast<int>(Category::activation)], activations);
+  // ... and the one temporary allocated there: the final norm's output gradient (B, T, D).
+  EXPECT_EQ(e.peak_breakdown[static_cast<int>(Category::temporary)], 4 * B * T * D);
+  EXPECT_EQ(e.peak_moment, "backward: final_norm.grad_out allocated");
+  EXPECT_EQ(e.peak_total, 16 * N + activations + 4 * B * T * D);
+}
+
+TEST(Gpt2Xl, StepFlopsByIndependentArithmetic) {
+  const int64_t V = 50257, T = 1024, L = 48, D = 1600, F = 6400, B = 1;
+  const ModelConfig xl = preset_config("gpt2-xl").model;
+  const StepFlops s = estimate_step_flops(xl, AdamWConfig{});
+  // Forward matmuls: per layer q,k,v,o (4·2·BT·D²) + W1, W2 (2·2·BT·D·F) + QKᵀ and PV over the full T×T
+  // (2·2·B·T²·D); plus the head 2·BT·D·V. Backward matmuls are exactly twice that.
+  const int64_t fwd = L * (8 * B * T * D * D + 4 * B * T * D * F + 4 * B * T * T * D) + 2 * B * T * D * V;
+  EXPECT_EQ(s.matmul_forward, fwd);
+  EXPECT_EQ(s.matmul_backward, 2 * fwd);
+  // AdamW: 14 FLOPs per parameter with weight decay (as executed).
+  EXPECT_EQ(s.optimizer, 14 * 1635537600LL);
+}
+
+TEST(Estimators, NoOverflowAtAnyPresetAndLargeBatch) {
+  MemoryEstimateOptions opts;
+  opts.onednn_scratchpad = false;
+  for (const std::string& name : preset_names()) {
+    ModelConfig one = preset_config(name).model;
+    one.batch_size = 1;
+    ModelConfig big = one;
+    big.batch_size = 4096;
+    // Matmul FLOPs are linear in the batch: an overflow anywhere would break the identity.
+    const StepFlops f1 = estimate_step_flops(one, AdamWConfig{}), fb = estimate_step_flops(big, AdamWConfig{});
+    EXPECT_EQ(fb.matmul_forward, 4096 * f1.matmul_forward) << name;
+    EXPECT_EQ(fb.matmul_backward, 4096 * f1.matmul_backward) << name;
+    const MemoryEstimate m1 = estimate_step_memory(one, opts), mb = estimate_step_memory(big, opts);
+    EXPECT_GT(mb.peak_total, m1.peak_total) << name;
+    const int64_t act1 = m1.peak_breakdown[static_cast<int>(Category::activation)];
+    EXPECT_GT(act1, 0) << name;
+    EXPECT_GE(mb.peak_breakdown[static_cast<int>(Category::activation)], 4000 * act1) << name;
+  }
+}
+
+TEST(Estimators, MemoryIsLinearInBatch) {
+  MemoryEstimateOptions opts;
+  opts.onednn_scratchpad = false;
+  const ModelConfig xl = preset_config("gpt2-xl").model;
+  const LinearMemory lin = memory_linear_in_batch(xl, opts);
+  EXPECT_TRUE(lin.exact);
+  ModelConfig b7 = xl;
+  b7.batch_size = 7;
+  EXPECT_EQ(estimate_step_memory(b7, opts).peak_total, 7 * lin.per_sample + lin.fixed);
+  EXPECT_EQ(lin.fixed, 16 * 1635537600LL);  // parameters, gradients, m and v: nothing else is batch-free
+}
+
+}  // namespace
+}  // namespace reckon
