@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/report.h"
+#include "cli/estimate.h"
 #include "cli/reconcile.h"
 #include "cli/train.h"
 #include "model/config.h"
@@ -91,6 +92,22 @@ int main(int argc, char** argv) {
   reconcile->add_option("--json", rec_opts.json_path, "write measured and analytic numbers as JSON");
   reconcile->add_flag("--quiet", rec_opts.quiet, "with --sweep: print only configs that differ");
 
+  reckon::EstimateOptions est;
+  CLI::App* estimate = app.add_subcommand("estimate", "Answer the accounting questions from the config alone (instant)");
+  estimate->add_option("--preset", est.preset, "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl (default)");
+  estimate->add_option("--config", est.config_file, "TOML config file");
+  estimate->add_option("--set", est.overrides, "override a config field: key=value (repeatable)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  estimate->add_option("--batch-size", est.batch_size, "batch size for memory and FLOPs")->check(CLI::Range(1, 1 << 24));
+  estimate->add_option("--memory-budget", est.memory_budget, "e.g. 80GB (10^9) or 80GiB (2^30)");
+  estimate->add_option("--gpu", est.gpu, "a100-40gb, a100-80gb, h100-sxm");
+  estimate->add_option("--precision", est.precision, "fp32, tf32, bf16 (the GPU peak used)");
+  estimate->add_option("--mfu", est.mfu, "model FLOP utilisation (0, 1]");
+  estimate->add_option("--train-steps", est.train_steps, "training steps");
+  estimate->add_option("--train-batch", est.train_batch, "sequences per training step");
+  estimate->add_option("--activations", est.activations, "implemented (default) or textbook");
+  estimate->add_option("--json", est.json_path, "write the answers as JSON");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -105,6 +122,7 @@ int main(int argc, char** argv) {
     if (*demo) return reckon::run_demo(m, in, out);
     if (*train) return reckon::run_train(train_opts);
     if (*reconcile) return reckon::run_reconcile(rec_opts);
+    if (*estimate) return reckon::run_estimate(est);
   } catch (const std::exception& e) {
     fmt::print(stderr, "reckon: error: {}\n", e.what());
     return 2;

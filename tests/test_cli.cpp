@@ -133,3 +133,39 @@ TEST(ParseBytes, UnitsAndErrors) {
 
 }  // namespace
 }  // namespace reckon
+
+namespace reckon {
+namespace {
+
+TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
+  const std::string json = temp_path("estimate.json");
+  std::filesystem::remove(json);
+  const CommandResult r = run("estimate --preset gpt2-xl --memory-budget 80GB --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream jf(json);
+  const nlohmann::json j = nlohmann::json::parse(jf);
+  EXPECT_EQ(j["num_parameters"], 1635537600LL);
+  EXPECT_EQ(j["memory"]["fixed_bytes"], 16 * 1635537600LL);
+  EXPECT_EQ(j["memory"]["max_batch"], 5);
+  const CommandResult tb = run("estimate --preset gpt2-xl --activations textbook");
+  EXPECT_EQ(tb.exit_code, 0);
+  EXPECT_NE(tb.output.find("textbook list"), std::string::npos);
+  struct Bad { std::string args, needle; };
+  for (const Bad& b : std::vector<Bad>{{"--memory-budget 80XB", "--memory-budget: '80XB'"},
+                                       {"--gpu v100", "--gpu: 'v100'"},
+                                       {"--precision fp8", "--precision: 'fp8'"},
+                                       {"--mfu 1.5", "--mfu: 1.5"},
+                                       {"--activations some", "--activations: 'some'"},
+                                       {"--train-batch 0", "--train-batch 0"},
+                                       {"--set num_heads=7", "num_heads: 7 does not divide d_model 1600"}}) {
+    std::filesystem::remove(json);
+    const CommandResult e = run("estimate --preset gpt2-xl " + b.args + " --json " + json);
+    EXPECT_EQ(e.exit_code, 2) << b.args << e.output;
+    EXPECT_NE(e.output.find(b.needle), std::string::npos) << b.args << e.output;
+    EXPECT_FALSE(std::filesystem::exists(json)) << b.args;
+  }
+  std::filesystem::remove(json);
+}
+
+}  // namespace
+}  // namespace reckon

@@ -7,6 +7,8 @@
 
 #include "estimators/flops.h"
 #include "estimators/memory.h"
+#include "estimators/textbook.h"
+#include "estimators/time.h"
 #include "model/config.h"
 #include "optim/step.h"
 #include "runtime/machine.h"
@@ -175,6 +177,54 @@ TEST(Estimators, MemoryIsLinearInBatch) {
   b7.batch_size = 7;
   EXPECT_EQ(estimate_step_memory(b7, opts).peak_total, 7 * lin.per_sample + lin.fixed);
   EXPECT_EQ(lin.fixed, 16 * 1635537600LL);  // parameters, gradients, m and v: nothing else is batch-free
+}
+
+}  // namespace
+}  // namespace reckon
+
+namespace reckon {
+namespace {
+
+TEST(Textbook, Gpt2XlActivationsByIndependentArithmetic) {
+  // The problem statement's list per block: 2 RMSNorms (2BTD), QKV (3BTD), QᵀK and softmax (2BHT²),
+  // weighted sum (BTD), output projection (BTD), W1 and SiLU (2·BT·4D), W2 (BTD) = 16BTD + 2BHT²;
+  // then the final RMSNorm (BTD), the logits (BTV) and cross-entropy (BTV).
+  const int64_t V = 50257, T = 1024, L = 48, D = 1600, H = 25, B = 3;
+  ModelConfig xl = preset_config("gpt2-xl").model;
+  xl.batch_size = B;
+  EXPECT_EQ(textbook_activation_floats(xl), L * (16 * B * T * D + 2 * B * H * T * T) + B * T * D + 2 * B * T * V);
+  // The implemented column sums to exactly the activations the memory estimator holds at the peak.
+  int64_t implemented = 0;
+  for (const ActivationRow& r : activation_comparison(xl)) implemented += r.implemented_floats;
+  MemoryEstimateOptions pure;
+  pure.onednn_scratchpad = false;
+  EXPECT_EQ(4 * implemented, estimate_step_memory(xl, pure).peak_breakdown[static_cast<int>(Category::activation)]);
+}
+
+TEST(TimeModel, Gpt2XlOnA100ByHand) {
+  // 400k steps × 1024 sequences × 1024 tokens; 6·N·tokens / (19.5e12 · 0.5) / 86400 s.
+  const double tokens = 400000.0 * 1024 * 1024;
+  const double n = 1635537600.0;
+  const TrainingTime t = training_time(0, 1635537600LL, 400000, 1024, 1024, gpu_peak_flops(gpu_spec("a100-80gb"), "fp32"), 0.5);
+  EXPECT_DOUBLE_EQ(t.tokens, tokens);
+  EXPECT_NEAR(t.six_n_days, 6 * n * tokens / (19.5e12 * 0.5) / 86400, 1e-9);
+  EXPECT_NEAR(t.six_n_days, 4886.0, 0.5);
+  EXPECT_THROW(gpu_spec("v100"), std::invalid_argument);
+  EXPECT_THROW(gpu_peak_flops(gpu_spec("h100-sxm"), "fp8"), std::invalid_argument);
+}
+
+TEST(TimeModel, RooflineTakesTheSlowerOfComputeAndMemory) {
+  std::map<OpKey, OpCount> counts;
+  counts[OpKey{"mm", Phase::forward}] = OpCount{1, 1000, 0, 10, 10, 0};   // compute bound
+  counts[OpKey{"ew", Phase::forward}] = OpCount{1, 0, 10, 4000, 4000, 0};  // memory bound
+  const Roofline machine{"toy", 100.0, 10.0, 1000.0};
+  const auto rows = roofline_step(counts, machine);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_DOUBLE_EQ(rows[0].seconds, 8.0);  // "ew": 8000 B / 1000 B/s > 10 / 10
+  EXPECT_TRUE(rows[0].memory_bound);
+  EXPECT_DOUBLE_EQ(rows[1].seconds, 10.0);  // "mm": 1000 / 100
+  EXPECT_FALSE(rows[1].memory_bound);
+  EXPECT_DOUBLE_EQ(roofline_total(rows), 18.0);
 }
 
 }  // namespace

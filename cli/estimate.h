@@ -1,0 +1,29 @@
+// `reckon estimate`: the seeds' questions answered from the config alone, each with its convention printed
+// beside it: parameters, memory by category, memory = a·B + b, max batch in a budget, AdamW FLOPs and bytes,
+// FLOPs per step, training days on a GPU. Instant: nothing model-sized is allocated.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace reckon {
+
+struct EstimateOptions {
+  std::string preset = "gpt2-xl";
+  std::string config_file;
+  std::vector<std::string> overrides;
+  int64_t batch_size = 0;  // 0: the config's
+  std::string memory_budget = "80GB";
+  std::string gpu = "a100-80gb";
+  std::string precision = "fp32";
+  double mfu = 0.5;
+  int64_t train_steps = 400000;
+  int64_t train_batch = 1024;
+  std::string activations = "implemented";  // or "textbook"
+  std::string json_path;
+};
+
+int run_estimate(const EstimateOptions& options);
+
+}  // namespace reckon

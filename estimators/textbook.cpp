@@ -1,0 +1,43 @@
+#include "estimators/textbook.h"
+
+namespace reckon {
+
+std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
+  const int64_t b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
+  const int64_t l = c.num_layers, h = c.num_heads, btd = b * t * d, btf = b * t * f, bt = b * t;
+  const bool swiglu = c.ffn == FfnKind::swiglu;
+  std::vector<ActivationRow> rows = {
+      {"RMSNorm outputs (2 per block)", l * 2 * btd, "layers.*.attn_norm.out, layers.*.ffn_norm.out", l * 2 * btd,
+       "same: the inputs of the projections"},
+      {"(not listed) RMSNorm 1/rms", 0, "layers.*.attn_norm.rstd, layers.*.ffn_norm.rstd", l * 2 * bt,
+       "RMSNorm backward needs 1/rms per row"},
+      {"(not listed) RMSNorm inputs", 0, "layer input, layers.*.attn_residual", l * 2 * btd,
+       "RMSNorm backward needs its input x (the residual stream)"},
+      {"QKV projections", l * 3 * btd, "layers.*.attn.q, .k, .v", l * 3 * btd, "same: attention backward needs Q, K, V"},
+      {"QᵀK (scores)", l * b * h * t * t, "—", 0, "softmax runs in place over the scores buffer"},
+      {"softmax", l * b * h * t * t, "layers.*.attn.probs", l * b * h * t * t, "same"},
+      {"weighted sum of values", l * btd, "layers.*.attn.ctx", l * btd, "same: the input of the output projection"},
+      {"output projection", l * btd, "— (temporary)", 0, "added into the residual stream; nothing saves it"},
+      {"W1 matrix multiply", l * btf, "layers.*.ffn.w1_out", l * btf, "same: SiLU backward needs it"},
+      {swiglu ? "(not listed) W3 (SwiGLU gate)" : "(not listed) W3", 0, swiglu ? "layers.*.ffn.w3_out" : "—",
+       swiglu ? l * btf : 0, swiglu ? "the SwiGLU gate's second input" : "2-matrix MLP: no W3"},
+      {"SiLU", l * btf, swiglu ? "layers.*.ffn.gated" : "layers.*.ffn.silu_out", l * btf,
+       "same: the input of W2"},
+      {"W2 matrix multiply", l * btd, "— (temporary)", 0, "added into the residual stream; nothing saves it"},
+      {"final RMSNorm", btd, "final_norm.out (+ .rstd, + its input)", 2 * btd + bt,
+       "output for the head; input and 1/rms for the norm's backward"},
+      {"output embedding (logits)", b * t * v, "lm_head.logits", b * t * v, "same"},
+      {"cross-entropy on logits", b * t * v, "— (in place)", 0,
+       "softmax written over the logits buffer, then dlogits over it: one logits-sized buffer"},
+      {"(not listed) the batch", 0, "batch.tokens, batch.targets (int32)", 2 * bt, "4-byte token ids and targets"},
+  };
+  return rows;
+}
+
+int64_t textbook_activation_floats(const ModelConfig& c) {
+  int64_t sum = 0;
+  for (const ActivationRow& r : activation_comparison(c)) sum += r.textbook_floats;
+  return sum;
+}
+
+}  // namespace reckon
