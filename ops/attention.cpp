@@ -4,6 +4,7 @@
 
 #include "runtime/check.h"
 #include "runtime/matmul.h"
+#include "runtime/simd_math.h"
 
 namespace reckon {
 
@@ -55,14 +56,17 @@ static void causal_softmax_forward(float* p, int64_t bh, int64_t t) {
     for (int64_t i = 0; i < t; ++i) {
       float* row = p + (blk * t + i) * t;
       float m = row[0];
+#pragma omp simd reduction(max : m)
       for (int64_t j = 1; j <= i; ++j) m = std::max(m, row[j]);
       float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
       for (int64_t j = 0; j <= i; ++j) {
-        const float e = std::exp(row[j] - m);
+        const float e = exp_simd(row[j] - m);
         row[j] = e;
         sum += e;
       }
       const float inv = 1.0f / sum;
+#pragma omp simd
       for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
       for (int64_t j = i + 1; j < t; ++j) row[j] = 0.0f;
     }
@@ -77,7 +81,9 @@ static void causal_softmax_backward(float* dp, const float* p, int64_t bh, int64
       float* drow = dp + (blk * t + i) * t;
       const float* prow = p + (blk * t + i) * t;
       float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
       for (int64_t j = 0; j <= i; ++j) dot += prow[j] * drow[j];
+#pragma omp simd
       for (int64_t j = 0; j <= i; ++j) drow[j] = prow[j] * (drow[j] - dot);
       for (int64_t j = i + 1; j < t; ++j) drow[j] = 0.0f;
     }

@@ -49,6 +49,7 @@ Tensor rmsnorm_forward(RmsnormSaved& saved, const Tensor& x, const Tensor& weigh
   for (int64_t i = 0; i < n; ++i) {
     const float* xi = px + i * d;
     float sum_sq = 0.0f;
+#pragma omp simd reduction(+ : sum_sq)
     for (int64_t j = 0; j < d; ++j) sum_sq += xi[j] * xi[j];
     const float r = 1.0f / std::sqrt(sum_sq / static_cast<float>(d) + eps);
     pr[i] = r;
@@ -84,6 +85,7 @@ void rmsnorm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Ten
     float* dxi = dx + i * d;
     const float r = pr[i];
     float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
     for (int64_t j = 0; j < d; ++j) dot += dyi[j] * g[j] * xi[j];
     const float c = r * r * r * dot * inv_d;
     if (accumulate_grad_x) {

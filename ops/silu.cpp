@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "runtime/check.h"
+#include "runtime/simd_math.h"
 
 namespace reckon {
 
@@ -13,27 +14,27 @@ OpCount swiglu_gate_backward_count(int64_t n) { return OpCount{0, 0, 12 * n, 4 *
 
 void silu_forward(float* out, const float* x, int64_t n) {
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = x[i] / (1.0f + std::exp(-x[i]));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] / (1.0f + exp_simd(-x[i]));
 }
 
 void silu_backward(float* grad_x, const float* grad_out, const float* x, int64_t n) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
-    const float s = 1.0f / (1.0f + std::exp(-x[i]));
+    const float s = 1.0f / (1.0f + exp_simd(-x[i]));
     grad_x[i] = grad_out[i] * (s * (1.0f + x[i] * (1.0f - s)));
   }
 }
 
 void swiglu_gate_forward(float* out, const float* a, const float* b, int64_t n) {
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] / (1.0f + std::exp(-a[i])) * b[i];
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] / (1.0f + exp_simd(-a[i])) * b[i];
 }
 
 void swiglu_gate_backward(float* grad_a, float* grad_b, const float* grad_out, const float* a, const float* b,
                           int64_t n) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
-    const float s = 1.0f / (1.0f + std::exp(-a[i]));
+    const float s = 1.0f / (1.0f + exp_simd(-a[i]));
     const float silu = a[i] * s;
     grad_b[i] = grad_out[i] * silu;
     const float grad_silu = grad_out[i] * b[i];

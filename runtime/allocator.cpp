@@ -64,10 +64,16 @@ int64_t aligned_size(int64_t bytes) {
 
 void* TrackingAllocator::allocate(int64_t bytes, Category category, std::string_view name) {
   const int64_t allocated = aligned_size(bytes);
-  void* ptr = std::aligned_alloc(static_cast<size_t>(kAlignment), static_cast<size_t>(allocated));
-  if (ptr == nullptr) throw std::bad_alloc();
-
   std::lock_guard<std::mutex> lock(mutex_);
+  void* ptr = nullptr;
+  if (auto hit = cache_.find(allocated); hit != cache_.end()) {
+    ptr = hit->second;
+    cache_.erase(hit);
+    cached_bytes_ -= allocated;
+  } else {
+    ptr = std::aligned_alloc(static_cast<size_t>(kAlignment), static_cast<size_t>(allocated));
+    if (ptr == nullptr) throw std::bad_alloc();
+  }
   const int32_t name_id = intern(name);
   const Block block{next_block_id_++, bytes, allocated, name_id, category};
   live_.emplace(ptr, block);
@@ -104,7 +110,32 @@ void TrackingAllocator::free(void* ptr) {
   }
   timeline_.push_back(
       {now_ns(), -block.allocated, block.requested, block.id, block.name_id, block.category});
-  std::free(ptr);
+  if (caching_) {
+    cache_.emplace(block.allocated, ptr);
+    cached_bytes_ += block.allocated;
+  } else {
+    std::free(ptr);
+  }
+}
+
+int64_t TrackingAllocator::reserved_bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_.total.allocated_bytes.current + cached_bytes_;
+}
+
+void TrackingAllocator::empty_cache() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& [size, ptr] : cache_) std::free(ptr);
+  cache_.clear();
+  cached_bytes_ = 0;
+}
+
+void TrackingAllocator::set_caching(bool on) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    caching_ = on;
+  }
+  if (!on) empty_cache();
 }
 
 void TrackingAllocator::record_peak_locked() {

@@ -5,6 +5,10 @@
 //   requested_bytes  bytes the caller asked for (unrounded)
 //   each as {current, peak, allocated (cumulative), freed (cumulative)}, per category and in total;
 //   num_allocs / num_frees; reset_peak_stats().
+// Like PyTorch's caching allocator, freed blocks are kept and handed out again to a request of the same
+// rounded size, so a training step that repeats its allocations touches no new pages after the first step
+// (first touch costs ~14 µs per 4 KiB page here). reserved_bytes counts what is held, cache included;
+// allocated_bytes only what is in use. empty_cache() returns the cache to the OS.
 // On top of PyTorch: peak_breakdown (bytes per category at the moment of the *global* peak) and the live
 // blocks at that moment, reconstructed from the timeline of events (time, +/-bytes, category, name),
 // which is always on (one 32-byte record per alloc/free).
@@ -71,12 +75,21 @@ int64_t aligned_size(int64_t bytes);
 
 class TrackingAllocator {
  public:
+  TrackingAllocator() = default;
+  ~TrackingAllocator() { empty_cache(); }
+  TrackingAllocator(const TrackingAllocator&) = delete;
+  TrackingAllocator& operator=(const TrackingAllocator&) = delete;
+
   // Memory for `bytes` (> 0) bytes, 64-byte aligned, tracked under `category` and `name`.
   // Throws std::invalid_argument for bytes <= 0 or too large, std::bad_alloc when the OS says no.
   void* allocate(int64_t bytes, Category category, std::string_view name);
   void free(void* ptr);  // ptr must come from allocate(); nullptr is a no-op
 
   MemoryStats stats() const;
+  // Bytes held from the OS: in use + cached for reuse.
+  int64_t reserved_bytes() const;
+  void empty_cache();
+  void set_caching(bool on);  // on by default
   // Peak := current (per category and total); the peak moment becomes now.
   void reset_peak_stats();
   // Live blocks at the moment of the global peak, largest first (replayed from the timeline).
@@ -105,6 +118,13 @@ class TrackingAllocator {
 
   mutable std::mutex mutex_;
   std::unordered_map<void*, Block> live_;
+  std::unordered_multimap<int64_t, void*> cache_;  // allocated size -> free block
+  int64_t cached_bytes_ = 0;
+#if defined(__SANITIZE_ADDRESS__)
+  bool caching_ = false;  // reused blocks would hide use-after-free from ASan
+#else
+  bool caching_ = true;
+#endif
   std::unordered_map<std::string, int32_t> name_ids_;
   std::vector<std::string> names_;
   std::vector<MemoryEvent> timeline_;

@@ -1,0 +1,92 @@
+// Per-op throughput at config-S shapes (B 8, T 256, D 512, H 8, d_ff 2048, V 8192): GFLOP/s and GB/s from the
+// ops' own counts (docs/conventions.md). Run: build/bench_ops --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include "ops/attention.h"
+#include "ops/cross_entropy.h"
+#include "ops/residual.h"
+#include "ops/rmsnorm.h"
+#include "ops/silu.h"
+#include "runtime/counters.h"
+#include "runtime/machine.h"
+
+namespace {
+
+using namespace reckon;
+constexpr int64_t B = 8, T = 256, D = 512, H = 8, F = 2048, V = 8192, N = B * T;
+
+Tensor filled(const Shape& s, const char* name, float v) {
+  Tensor t = Tensor::empty(s, Category::temporary, name);
+  t.fill(v);
+  return t;
+}
+
+void report(benchmark::State& state, const OpCount& per_call) {
+  state.counters["GFLOP"] = benchmark::Counter(per_call.flops() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB"] = benchmark::Counter((per_call.bytes_read + per_call.bytes_written) * 1e-9,
+                                            benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_residual(benchmark::State& state) {
+  Tensor a = filled({N, D}, "a", 1.f), b = filled({N, D}, "b", 2.f);
+  for (auto _ : state) benchmark::DoNotOptimize(residual_forward(a, b, "out").data());
+  report(state, residual_forward_count(N * D));
+}
+BENCHMARK(BM_residual)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_swiglu_forward(benchmark::State& state) {
+  Tensor a = filled({N, F}, "a", 0.5f), b = filled({N, F}, "b", 2.f), out = filled({N, F}, "o", 0.f);
+  for (auto _ : state) swiglu_gate_forward(out, a, b);
+  report(state, swiglu_gate_forward_count(N * F));
+}
+BENCHMARK(BM_swiglu_forward)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_swiglu_backward(benchmark::State& state) {
+  Tensor a = filled({N, F}, "a", 0.5f), b = filled({N, F}, "b", 2.f), g = filled({N, F}, "g", 1.f);
+  Tensor ga = filled({N, F}, "ga", 0.f), gb = filled({N, F}, "gb", 0.f);
+  for (auto _ : state) swiglu_gate_backward(ga, gb, g, a, b);
+  report(state, swiglu_gate_backward_count(N * F));
+}
+BENCHMARK(BM_swiglu_backward)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_rmsnorm_forward(benchmark::State& state) {
+  Tensor x = filled({N, D}, "x", 0.5f), g = filled({D}, "g", 1.f);
+  for (auto _ : state) {
+    RmsnormSaved saved;
+    benchmark::DoNotOptimize(rmsnorm_forward(saved, x, g, 1e-5f, "n").data());
+  }
+  report(state, rmsnorm_forward_count(N, D));
+}
+BENCHMARK(BM_rmsnorm_forward)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_attention_forward(benchmark::State& state) {
+  Tensor q = filled({B, T, D}, "q", 0.01f), k = filled({B, T, D}, "k", 0.02f), v = filled({B, T, D}, "v", 0.5f);
+  for (auto _ : state) {
+    AttentionSaved saved;
+    benchmark::DoNotOptimize(attention_forward(saved, q, k, v, H, "a").data());
+  }
+  report(state, attention_forward_count(B, T, D, H));
+}
+BENCHMARK(BM_attention_forward)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_cross_entropy_forward(benchmark::State& state) {
+  Tensor logits = filled({N, V}, "z", 0.1f);
+  Tensor targets = Tensor::zeros({B, T}, Category::temporary, "t", DType::i32);
+  for (auto _ : state) {
+    CrossEntropySaved saved;
+    benchmark::DoNotOptimize(cross_entropy_forward(saved, logits, targets, "ce"));
+  }
+  report(state, cross_entropy_forward_count(N, V));
+}
+BENCHMARK(BM_cross_entropy_forward)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("reckon_machine", machine_summary(machine_info()));
+  const size_t ran = benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return ran > 0 ? 0 : 1;
+}
