@@ -9,6 +9,7 @@
 
 #include "cli/report.h"
 #include "cli/estimate.h"
+#include "cli/extrapolate.h"
 #include "cli/reconcile.h"
 #include "cli/train.h"
 #include "model/config.h"
@@ -108,6 +109,20 @@ int main(int argc, char** argv) {
   estimate->add_option("--activations", est.activations, "implemented (default) or textbook");
   estimate->add_option("--json", est.json_path, "write the answers as JSON");
 
+  reckon::ExtrapolateOptions ext;
+  CLI::App* extrapolate = app.add_subcommand(
+      "extrapolate", "Validate the counts and the roofline on measured S and M steps, then apply them to a target");
+  extrapolate->add_option("--validate", ext.validate, "presets to measure here (default: S M)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  extrapolate->add_option("--steps", ext.steps, "timed steps per preset (median)");
+  extrapolate->add_option("--target", ext.target, "preset to extrapolate to (default gpt2-xl)");
+  extrapolate->add_option("--target-batch", ext.target_batch, "batch size of one target step");
+  extrapolate->add_option("--gpu", ext.gpu, "a100-40gb, a100-80gb, h100-sxm");
+  extrapolate->add_option("--precision", ext.precision, "fp32, tf32, bf16");
+  extrapolate->add_option("--train-steps", ext.train_steps, "training steps");
+  extrapolate->add_option("--train-batch", ext.train_batch, "sequences per training step");
+  extrapolate->add_option("--json", ext.json_path, "write the results as JSON");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -123,6 +138,7 @@ int main(int argc, char** argv) {
     if (*train) return reckon::run_train(train_opts);
     if (*reconcile) return reckon::run_reconcile(rec_opts);
     if (*estimate) return reckon::run_estimate(est);
+    if (*extrapolate) return reckon::run_extrapolate(ext);
   } catch (const std::exception& e) {
     fmt::print(stderr, "reckon: error: {}\n", e.what());
     return 2;

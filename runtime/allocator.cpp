@@ -84,7 +84,7 @@ void* TrackingAllocator::allocate(int64_t bytes, Category category, std::string_
     add(s->requested_bytes, bytes);
     s->num_allocs += 1;
   }
-  timeline_.push_back({now_ns(), allocated, bytes, block.id, name_id, category});
+  if (timeline_on_) timeline_.push_back({now_ns(), allocated, bytes, block.id, name_id, category});
   // A new global peak is reached only by an allocation; strict ">" keeps the breakdown of the first
   // moment the peak value was reached.
   if (stats_.total.allocated_bytes.current > peak_total_seen_) record_peak_locked();
@@ -108,8 +108,9 @@ void TrackingAllocator::free(void* ptr) {
     sub(s->requested_bytes, block.requested);
     s->num_frees += 1;
   }
-  timeline_.push_back(
-      {now_ns(), -block.allocated, block.requested, block.id, block.name_id, block.category});
+  if (timeline_on_) {
+    timeline_.push_back({now_ns(), -block.allocated, block.requested, block.id, block.name_id, block.category});
+  }
   if (caching_) {
     cache_.emplace(block.allocated, ptr);
     cached_bytes_ += block.allocated;
@@ -128,6 +129,11 @@ void TrackingAllocator::empty_cache() {
   for (auto& [size, ptr] : cache_) std::free(ptr);
   cache_.clear();
   cached_bytes_ = 0;
+}
+
+void TrackingAllocator::set_timeline(bool on) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  timeline_on_ = on;
 }
 
 void TrackingAllocator::set_caching(bool on) {

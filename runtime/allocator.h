@@ -90,6 +90,7 @@ class TrackingAllocator {
   int64_t reserved_bytes() const;
   void empty_cache();
   void set_caching(bool on);  // on by default
+  void set_timeline(bool on);  // on by default; off: no events are recorded (peak moment replay unavailable)
   // Peak := current (per category and total); the peak moment becomes now.
   void reset_peak_stats();
   // Live blocks at the moment of the global peak, largest first (replayed from the timeline).
@@ -120,6 +121,7 @@ class TrackingAllocator {
   std::unordered_map<void*, Block> live_;
   std::unordered_multimap<int64_t, void*> cache_;  // allocated size -> free block
   int64_t cached_bytes_ = 0;
+  bool timeline_on_ = true;
 #if defined(__SANITIZE_ADDRESS__)
   bool caching_ = false;  // reused blocks would hide use-after-free from ASan
 #else

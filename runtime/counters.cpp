@@ -1,5 +1,6 @@
 #include "runtime/counters.h"
 
+#include "runtime/allocator.h"
 #include "runtime/clock.h"
 
 namespace reckon {
@@ -47,14 +48,23 @@ OpCount Counters::total() const {
   return sum;
 }
 
+void set_instrumentation(bool on) {
+  counters().set_enabled(on);
+  tracker().set_timeline(on);
+}
+
 Counters& counters() {
   static Counters instance;
   return instance;
 }
 
-OpRecord::OpRecord(std::string_view op) : op_(op), start_ns_(now_ns()) {}
+OpRecord::OpRecord(std::string_view op)
+    : op_(op), start_ns_(0), enabled_(counters().enabled()) {
+  if (enabled_) start_ns_ = now_ns();
+}
 
 OpRecord::~OpRecord() {
+  if (!enabled_) return;
   const int64_t end_ns = now_ns();
   count.calls = 1;
   count.seconds = static_cast<double>(end_ns - start_ns_) * 1e-9;

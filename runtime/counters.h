@@ -56,6 +56,10 @@ class Counters {
   OpCount total() const;
   void reset() { by_op_.clear(); }
 
+  // Off: OpRecord reads no clock and records nothing (for measuring what instrumentation costs).
+  void set_enabled(bool on) { enabled_ = on; }
+  bool enabled() const { return enabled_; }
+
   // Per-call events for a trace: off by default (one small record per op call when on).
   void set_record_events(bool on) { record_events_ = on; }
   bool record_events() const { return record_events_; }
@@ -67,11 +71,16 @@ class Counters {
   std::map<OpKey, OpCount> by_op_;
   std::vector<OpEvent> events_;
   bool record_events_ = false;
+  bool enabled_ = true;
   Phase phase_ = Phase::forward;
 };
 
 // The process-wide counters every op records into.
 Counters& counters();
+
+// Instrumentation on/off in one switch: the counters and the allocator's timeline. The allocator's byte
+// statistics stay on (they are a few integer additions per allocation).
+void set_instrumentation(bool on);
 
 // Sets the phase for a scope and restores the previous one.
 class PhaseScope {
@@ -98,6 +107,7 @@ class OpRecord {
  private:
   std::string_view op_;
   int64_t start_ns_;
+  bool enabled_;
 };
 
 }  // namespace reckon

@@ -12,6 +12,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "runtime/matmul.h"
+#include "runtime/tensor.h"
 
 namespace reckon {
 
@@ -77,6 +78,42 @@ int64_t fma_peak_kernel(int64_t iters) {
   volatile float keep = sink;  // the chains must not be optimised away
   (void)keep;
   return 2 * 16 * kChains * iters * threads;
+}
+
+double measure_matmul_gflops(double seconds) {
+  const int64_t m = 2048, n = 2048, k = 512;
+  Tensor x = Tensor::zeros({m, k}, Category::temporary, "probe.matmul.x");
+  Tensor w = Tensor::zeros({n, k}, Category::temporary, "probe.matmul.w");
+  Tensor y = Tensor::zeros({m, n}, Category::temporary, "probe.matmul.y");
+  const Tensor wt = w.transpose(0, 1);
+  matmul(y, x, wt, "probe");
+  double best = 0.0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  do {
+    const auto t0 = std::chrono::steady_clock::now();
+    matmul(y, x, wt, "probe");
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * m * n * k / dt * 1e-9);
+  } while (std::chrono::steady_clock::now() < deadline);
+  return best;
+}
+
+double measure_bandwidth_gbs(double seconds) {
+  const int64_t n = 64LL << 20;
+  Tensor a = Tensor::zeros({n}, Category::temporary, "probe.stream.a");
+  Tensor b = Tensor::zeros({n}, Category::temporary, "probe.stream.b");
+  Tensor c = Tensor::zeros({n}, Category::temporary, "probe.stream.c");
+  float *pa = a.data(), *pb = b.data(), *pc = c.data();
+  double best = 0.0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  do {
+    const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) pa[i] = pb[i] + 3.0f * pc[i];
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 16.0 * n / dt * 1e-9);
+  } while (std::chrono::steady_clock::now() < deadline);
+  return best;
 }
 
 int64_t available_memory_bytes() {

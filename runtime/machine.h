@@ -31,6 +31,11 @@ int64_t fma_peak_kernel(int64_t iters);
 // MemAvailable from /proc/meminfo, in bytes (0 if unknown).
 int64_t available_memory_bytes();
 double measure_fma_peak_gflops(double seconds);
+// oneDNN sgemm rate at a config-S-like shape (2048 x 2048 x 512, y = x·Wᵀ), best over about `seconds`.
+double measure_matmul_gflops(double seconds);
+// Memory bandwidth in GB/s (10⁹ B/s) of a STREAM triad a = b + s·c over 3 × 64 Mi floats, counted as
+// 16 B per element (reads b, c; writes a, which costs a read for ownership too), best over about `seconds`.
+double measure_bandwidth_gbs(double seconds);
 std::string machine_summary(const MachineInfo& info);  // one line, for tool startup
 
 }  // namespace reckon

@@ -169,3 +169,23 @@ TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
 
 }  // namespace
 }  // namespace reckon
+
+namespace reckon {
+namespace {
+
+TEST(Cli, ExtrapolateValidatesCountsThenAppliesTheModel) {
+  const std::string json = temp_path("extrapolate.json");
+  std::filesystem::remove(json);
+  const CommandResult r = run("extrapolate --validate tiny --steps 1 --target gpt2-xl --gpu h100-sxm --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("yes (0 B, 0 FLOP diff)"), std::string::npos) << r.output;
+  std::ifstream jf(json);
+  const nlohmann::json j = nlohmann::json::parse(jf);
+  EXPECT_EQ(j["validation"][0]["counts_exact"], true);
+  EXPECT_GT(j["target"]["step_seconds"].get<double>(), 0.0);
+  EXPECT_EQ(run("extrapolate --validate tiny --gpu tpu").exit_code, 2);
+  std::filesystem::remove(json);
+}
+
+}  // namespace
+}  // namespace reckon

@@ -1,0 +1,137 @@
+#include "cli/extrapolate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/output.h"
+#include "cli/table.h"
+#include "estimators/flops.h"
+#include "estimators/memory.h"
+#include "estimators/time.h"
+#include "model/data.h"
+#include "optim/step.h"
+#include "runtime/machine.h"
+
+namespace reckon {
+
+namespace {
+
+struct Measured {
+  double median_step_seconds;
+  bool exact;  // counters and peak equal the estimate
+  std::map<OpKey, OpCount> counts;  // one measured step
+};
+
+Measured measure_preset(const TrainConfig& config, int64_t steps) {
+  Measured out{};
+  const StepMeasurement check = measure_steady_step(config);
+  const MemoryEstimate mem = estimate_step_memory(config.model);
+  const auto expected = estimate_step_counts(config.model, config.optim);
+  out.exact = check.memory.total.allocated_bytes.peak == mem.peak_total && check.counts.size() == expected.size();
+  for (const auto& [k, e] : expected) {
+    const auto it = check.counts.find(k);
+    out.exact = out.exact && it != check.counts.end() && it->second.flops() == e.flops() &&
+                it->second.bytes_read == e.bytes_read && it->second.bytes_written == e.bytes_written;
+  }
+  out.counts = check.counts;
+  // Timing: a fresh model, one warm-up step, then `steps` timed steps.
+  const ModelConfig& m = config.model;
+  Transformer model(m, config.seed);
+  AdamW opt(model.parameters(), config.optim);
+  Tensor tokens = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.tokens", DType::i32);
+  Tensor targets = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.targets", DType::i32);
+  TokenData data = TokenData::random(m.vocab_size, 3);
+  data.fill_batch(tokens, targets, 0);
+  training_step(model, opt, tokens, targets);
+  std::vector<double> times;
+  for (int64_t s = 0; s < steps; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    training_step(model, opt, tokens, targets);
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  out.median_step_seconds = times[times.size() / 2];
+  return out;
+}
+
+}  // namespace
+
+int run_extrapolate(const ExtrapolateOptions& o) {
+  if (o.steps < 1 || o.steps > 1000) throw std::invalid_argument(fmt::format("--steps: {} is outside [1, 1000]", o.steps));
+  if (o.target_batch < 1 || o.target_batch > (1 << 20)) {
+    throw std::invalid_argument(fmt::format("--target-batch: {} is outside [1, 1048576]", o.target_batch));
+  }
+  const GpuSpec& gpu = gpu_spec(o.gpu);
+  const double gpu_peak = gpu_peak_flops(gpu, o.precision);
+  std::vector<TrainConfig> presets;
+  for (const std::string& p : o.validate) presets.push_back(preset_config(p));
+  TrainConfig target = preset_config(o.target);
+  target.model.batch_size = o.target_batch;
+  validate(target);
+  if (!o.json_path.empty()) check_output_path("--json", o.json_path);
+
+  // This CPU's roofline, measured now.
+  const double mm = measure_matmul_gflops(0.5), bw = measure_bandwidth_gbs(0.5), fma = measure_fma_peak_gflops(0.2);
+  tracker().empty_cache();
+  const Roofline cpu{"this CPU", mm * 1e9, fma * 1e9, bw * 1e9};
+  fmt::print("roofline of this CPU (measured now): matmul {:.0f} GFLOP/s (oneDNN, 2048x2048x512), elementwise "
+             "arithmetic {:.0f} GFLOP/s (FMA peak), memory {:.1f} GB/s (STREAM triad, 16 B/element)\n",
+             mm, fma, bw);
+  fmt::print("model: per op x phase, time = max(matmul FLOPs / matmul rate + other FLOPs / FMA peak, bytes / "
+             "bandwidth), summed over the step; counts from estimators/flops (validated below)\n");
+
+  Table t;
+  t.header = {"preset", "counts == measured", "step FLOPs", "predicted (s)", "measured median (s)", "error",
+              "memory-bound share"};
+  t.right_align = {false, false, true, true, true, true, true};
+  nlohmann::json j;
+  j["cpu"] = {{"matmul_gflops", mm}, {"fma_gflops", fma}, {"bandwidth_gbs", bw}};
+  for (const TrainConfig& c : presets) {
+    const Measured meas = measure_preset(c, o.steps);
+    const auto rows = roofline_step(estimate_step_counts(c.model, c.optim), cpu);
+    const double predicted = roofline_total(rows);
+    double mem_bound = 0;
+    for (const RooflineRow& r : rows) mem_bound += r.memory_bound ? r.seconds : 0;
+    const double err = (predicted - meas.median_step_seconds) / meas.median_step_seconds;
+    t.add({c.preset, meas.exact ? "yes (0 B, 0 FLOP diff)" : "NO", fmt::format("{:.3e}", static_cast<double>(
+                                                                         estimate_step_flops(c.model, c.optim).total())),
+           fmt::format("{:.3f}", predicted), fmt::format("{:.3f}", meas.median_step_seconds),
+           fmt::format("{:+.1f}%", 100 * err), fmt::format("{:.1f}%", 100 * mem_bound / predicted)});
+    j["validation"].push_back({{"preset", c.preset}, {"counts_exact", meas.exact}, {"predicted_s", predicted},
+                               {"measured_s", meas.median_step_seconds}, {"error", err}});
+  }
+  fmt::print("\n## The model on this CPU vs measurement (target: within ±15%)\n\n{}", t.markdown());
+
+  // The same model on the target GPU: matmuls at the tensor-core peak of the precision, elementwise at the
+  // FP32 peak, bytes at HBM bandwidth. A roofline is a lower bound on time: no launch, no overlap losses.
+  const Roofline g{gpu.name, gpu_peak, gpu.fp32_tflops * 1e12, gpu.hbm_tbps * 1e12};
+  const auto rows = roofline_step(estimate_step_counts(target.model, target.optim), g);
+  const double step_s = roofline_total(rows);
+  double mem_s = 0;
+  for (const RooflineRow& r : rows) mem_s += r.memory_bound ? r.seconds : 0;
+  const double steps_per_train_step = static_cast<double>(o.train_batch) / static_cast<double>(o.target_batch);
+  const double days = step_s * steps_per_train_step * o.train_steps / 86400.0;
+  const StepFlops sf = estimate_step_flops(target.model, target.optim);
+  const double achieved = static_cast<double>(sf.total()) / step_s;
+  fmt::print("\n## Target: {} (batch {}) on {} at {}\n\n", o.target, o.target_batch, gpu.description, o.precision);
+  fmt::print("roofline step: {:.4f} s for {:.3e} FLOPs ({:.0f}% of the step memory-bound) -> {:.1f} TFLOP/s = {:.1f}% of "
+             "the {} peak\n",
+             step_s, static_cast<double>(sf.total()), 100 * mem_s / step_s, achieved / 1e12, 100 * achieved / gpu_peak,
+             o.precision);
+  fmt::print("training {} steps x batch {} (= {:.0f} roofline steps of batch {}): {:.1f} days at the roofline; the "
+             "CPU validation above says how far real steps sit from it\n",
+             o.train_steps, o.train_batch, steps_per_train_step * o.train_steps, o.target_batch, days);
+  j["target"] = {{"preset", o.target}, {"batch", o.target_batch}, {"gpu", gpu.name}, {"precision", o.precision},
+                 {"step_seconds", step_s}, {"memory_bound_seconds", mem_s}, {"days", days}};
+  if (!o.json_path.empty()) {
+    write_file_atomically(o.json_path, j.dump(2) + "\n");
+    fmt::print("wrote {}\n", o.json_path);
+  }
+  return 0;
+}
+
+}  // namespace reckon

@@ -1,0 +1,26 @@
+// `reckon extrapolate`: no blind fit. (1) the analytic counts, validated against measured scaled-down runs;
+// (2) the roofline step-time model on this CPU (measured matmul rate and bandwidth) vs measured step time on
+// S and M, with the error; (3) the same model applied to the target (default GPT-2 XL on an A100).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace reckon {
+
+struct ExtrapolateOptions {
+  std::vector<std::string> validate = {"S", "M"};  // presets measured on this machine
+  int64_t steps = 3;                               // measured steady-state steps per preset (median)
+  std::string target = "gpt2-xl";
+  int64_t target_batch = 8;
+  std::string gpu = "a100-80gb";
+  std::string precision = "tf32";
+  int64_t train_steps = 400000;
+  int64_t train_batch = 1024;
+  std::string json_path;
+};
+
+int run_extrapolate(const ExtrapolateOptions& options);
+
+}  // namespace reckon
