@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
   train->add_option("--peak-gflops", train_opts.peak_gflops, "peak GFLOP/s for utilisation (default: measured FMA peak)")
       ->check(CLI::PositiveNumber);
   train->add_flag("--quiet", train_opts.quiet, "no per-step progress lines");
+  train->add_flag("--profile", train_opts.profile, "per-op profile: time share, GFLOP/s, GB/s, % of this CPU's roofline");
 
   reckon::ReconcileOptions rec_opts;
   CLI::App* reconcile = app.add_subcommand(

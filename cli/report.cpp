@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "cli/table.h"
+#include "estimators/time.h"
 
 namespace reckon {
 
@@ -77,6 +78,34 @@ std::string phase_totals_table(const Counters& c, int64_t steps, double peak_gfl
   for (Phase p : {Phase::forward, Phase::backward, Phase::optimizer}) row(phase_name(p), c.phase_total(p));
   row("**step**", c.total());
   return t.markdown();
+}
+
+std::string profile_table(const Counters& c, int64_t steps, const Roofline& machine) {
+  const double s = static_cast<double>(std::max<int64_t>(steps, 1));
+  const std::vector<RooflineRow> roof = roofline_step(c.by_op(), machine);
+  std::vector<std::pair<OpKey, std::pair<OpCount, RooflineRow>>> rows;
+  size_t i = 0;
+  for (const auto& [key, n] : c.by_op()) rows.push_back({key, {n, roof[i++]}});
+  std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    return a.second.first.seconds > b.second.first.seconds;
+  });
+  const double total = c.total().seconds;
+  Table t;
+  t.header = {"op", "phase", "ms / step", "share", "GFLOP/s", "GB/s", "roofline ms", "% of roofline", "bound"};
+  t.right_align = {false, false, true, true, true, true, true, true, false};
+  for (const auto& [key, pr] : rows) {
+    const OpCount& n = pr.first;
+    const RooflineRow& r = pr.second;
+    t.add({key.op, phase_name(key.phase), fmt::format("{:.2f}", n.seconds * 1e3 / s),
+           fmt::format("{:.1f}%", total > 0 ? 100.0 * n.seconds / total : 0.0),
+           fmt::format("{:.1f}", n.seconds > 0 ? n.flops() * 1e-9 / n.seconds : 0.0),
+           fmt::format("{:.1f}", n.seconds > 0 ? (n.bytes_read + n.bytes_written) * 1e-9 / n.seconds : 0.0),
+           fmt::format("{:.2f}", r.seconds * 1e3 / s),
+           fmt::format("{:.0f}%", n.seconds > 0 ? 100.0 * r.seconds / n.seconds : 0.0), r.memory_bound ? "memory" : "compute"});
+  }
+  return t.markdown() + fmt::format("roofline of this CPU (measured): matmul {:.0f} GFLOP/s, other arithmetic {:.0f} "
+                                    "GFLOP/s, memory {:.1f} GB/s\n",
+                                    machine.matmul_flops * 1e-9, machine.other_flops * 1e-9, machine.bytes_per_second * 1e-9);
 }
 
 namespace {

@@ -149,6 +149,11 @@ int run_train(const TrainOptions& o) {
   fmt::print("## The 10 largest tensors live at the peak\n\n{}\n", live_at_peak_table(tracker(), 10));
   fmt::print("## FLOPs and bytes per op x phase (sum over {} step(s))\n\n{}\n", measured_steps, counters_table(counters));
   fmt::print("## Per step\n\n{}", phase_totals_table(counters, measured_steps, peak_gflops));
+  if (o.profile) {
+    const Roofline cpu{"this CPU", measure_matmul_gflops(0.3) * 1e9, peak_gflops * 1e9, measure_bandwidth_gbs(0.3) * 1e9};
+    tracker().empty_cache();
+    fmt::print("\n## Profile: where the step's time goes\n\n{}", profile_table(counters, measured_steps, cpu));
+  }
 
   if (!o.json_path.empty()) {
     nlohmann::json j;

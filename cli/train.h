@@ -18,6 +18,7 @@ struct TrainOptions {
   std::string max_memory;  // bytes with optional unit; default: available RAM
   double peak_gflops = 0;  // 0: measure the FMA peak at startup
   bool quiet = false;      // no per-step lines
+  bool profile = false;    // per-op profile against this CPU's measured roofline
 };
 
 // Returns the process exit code: 0 ok, 2 bad input (message on stderr), 3 the run diverged.
