@@ -7,6 +7,8 @@
 // Rates use 28 B per parameter for the AdamW rows. Run:
 //   OMP_NUM_THREADS=2 build/bench_adamw --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
+
+#include "bench/bench_main.h"
 #include <omp.h>
 
 #include <vector>
@@ -106,10 +108,4 @@ BENCHMARK(BM_stream_triad)->ArgName("elements")->Arg(64 << 20)->UseRealTime()->U
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  benchmark::AddCustomContext("reckon_machine", machine_summary(machine_info()));
-  const size_t ran = benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return ran > 0 ? 0 : 1;
-}
+int main(int argc, char** argv) { return reckon_bench_main(argc, argv); }

@@ -2,6 +2,8 @@
 // same binary and run. Run: build/bench_matmul --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 // Rates use real (wall) time: oneDNN and OpenMP work on several threads.
 #include <benchmark/benchmark.h>
+
+#include "bench/bench_main.h"
 #include <omp.h>
 
 #include <cstdint>
@@ -53,10 +55,4 @@ BENCHMARK(BM_fma_peak)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  benchmark::AddCustomContext("reckon_machine", reckon::machine_summary(reckon::machine_info()));
-  const size_t ran = benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return ran > 0 ? 0 : 1;  // a filter that matches nothing is an error, not a pass
-}
+int main(int argc, char** argv) { return reckon_bench_main(argc, argv); }

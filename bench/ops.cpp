@@ -1,6 +1,8 @@
 // Per-op throughput at config-S shapes (B 8, T 256, D 512, H 8, d_ff 2048, V 8192): GFLOP/s and GB/s from the
 // ops' own counts (docs/conventions.md). Run: build/bench_ops --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
+
+#include "bench/bench_main.h"
 #include <omp.h>
 
 #include "ops/attention.h"
@@ -83,10 +85,4 @@ BENCHMARK(BM_cross_entropy_forward)->UseRealTime()->Unit(benchmark::kMillisecond
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  benchmark::AddCustomContext("reckon_machine", machine_summary(machine_info()));
-  const size_t ran = benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return ran > 0 ? 0 : 1;
-}
+int main(int argc, char** argv) { return reckon_bench_main(argc, argv); }

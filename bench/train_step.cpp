@@ -3,6 +3,8 @@
 // off (counters + allocator timeline). Run:
 //   OMP_NUM_THREADS=2 build/bench_train_step --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
+
+#include "bench/bench_main.h"
 #include <omp.h>
 
 #include "estimators/flops.h"
@@ -47,10 +49,4 @@ BENCHMARK(BM_train_step)->ArgNames({"preset_M", "instrumented"})->ArgsProduct({{
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  benchmark::AddCustomContext("reckon_machine", machine_summary(machine_info()));
-  const size_t ran = benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return ran > 0 ? 0 : 1;
-}
+int main(int argc, char** argv) { return reckon_bench_main(argc, argv); }

@@ -56,13 +56,7 @@ Tensor Tensor::empty(const Shape& shape, Category category, std::string_view nam
   t.storage_->name = std::string(name);
   t.storage_->ptr = tracker().allocate(t.storage_->bytes, category, name);
   t.dtype_ = dtype;
-  t.ndim_ = static_cast<int>(shape.size());
-  int64_t stride = 1;
-  for (int d = t.ndim_ - 1; d >= 0; --d) {
-    t.sizes_[d] = shape[static_cast<size_t>(d)];
-    t.strides_[d] = stride;
-    stride *= t.sizes_[d];
-  }
+  t.set_contiguous_shape(shape);
   return t;
 }
 
@@ -70,6 +64,16 @@ Tensor Tensor::zeros(const Shape& shape, Category category, std::string_view nam
   Tensor t = empty(shape, category, name, dtype);
   std::memset(t.storage_->ptr, 0, static_cast<size_t>(t.storage_->bytes));
   return t;
+}
+
+void Tensor::set_contiguous_shape(const Shape& shape) {
+  ndim_ = static_cast<int>(shape.size());
+  int64_t stride = 1;
+  for (int d = ndim_ - 1; d >= 0; --d) {
+    sizes_[d] = shape[static_cast<size_t>(d)];
+    strides_[d] = stride;
+    stride *= sizes_[d];
+  }
 }
 
 float* Tensor::data() const {
@@ -131,13 +135,7 @@ Tensor Tensor::view(const Shape& shape) const {
                                             shape_str(), numel()));
   }
   Tensor t = *this;
-  t.ndim_ = static_cast<int>(shape.size());
-  int64_t stride = 1;
-  for (int d = t.ndim_ - 1; d >= 0; --d) {
-    t.sizes_[d] = shape[static_cast<size_t>(d)];
-    t.strides_[d] = stride;
-    stride *= t.sizes_[d];
-  }
+  t.set_contiguous_shape(shape);
   return t;
 }
 

@@ -58,6 +58,7 @@ class Tensor {
 
  private:
   struct Storage;
+  void set_contiguous_shape(const Shape& shape);  // sizes + row-major strides
   std::shared_ptr<Storage> storage_;
   std::array<int64_t, kMaxDims> sizes_{};
   std::array<int64_t, kMaxDims> strides_{};

@@ -7,8 +7,11 @@
 #include <cstdint>
 #include <functional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "ops/ffn.h"
 #include "runtime/tensor.h"
@@ -16,6 +19,17 @@
 namespace reckon::testing_ref {
 
 using Vec = std::vector<double>;
+
+// Expects `fn` to throw std::invalid_argument whose message contains every piece of `needles`.
+template <typename Fn>
+void expect_invalid(Fn fn, const std::vector<std::string>& needles) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected std::invalid_argument";
+  } catch (const std::invalid_argument& e) {
+    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
+  }
+}
 
 inline Vec random_vec(int64_t n, uint32_t seed, double scale = 1.0) {
   std::mt19937 rng(seed);

@@ -25,16 +25,6 @@ namespace {
 
 using namespace testing_ref;
 
-template <typename Fn>
-void expect_invalid(Fn fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected std::invalid_argument";
-  } catch (const std::invalid_argument& e) {
-    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-  }
-}
-
 class Model : public ::testing::Test {
  protected:
   void SetUp() override {

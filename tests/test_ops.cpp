@@ -39,16 +39,6 @@ using namespace testing_ref;
 constexpr double kForwardTol = 2e-6;
 constexpr double kGradTol = 1e-4;
 
-template <typename Fn>
-void expect_invalid(Fn fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected std::invalid_argument";
-  } catch (const std::invalid_argument& e) {
-    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-  }
-}
-
 void expect_count(const OpCount& got, int64_t matmul, int64_t other, int64_t read, int64_t written) {
   EXPECT_EQ(got.matmul_flops, matmul);
   EXPECT_EQ(got.other_flops, other);

@@ -18,25 +18,17 @@
 #include "runtime/machine.h"
 #include "runtime/matmul.h"
 #include "runtime/tensor.h"
+#include "tests/reference.h"
 
 namespace reckon {
 namespace {
+
+using testing_ref::expect_invalid;
 
 constexpr int kParam = static_cast<int>(Category::parameter);
 constexpr int kGrad = static_cast<int>(Category::gradient);
 constexpr int kAct = static_cast<int>(Category::activation);
 constexpr int kTemp = static_cast<int>(Category::temporary);
-
-// Expects `fn` to throw std::invalid_argument whose message contains every piece of `needles`.
-template <typename Fn>
-void expect_invalid(Fn fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected std::invalid_argument";
-  } catch (const std::invalid_argument& e) {
-    for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-  }
-}
 
 // ------------------------------------------------------------------------------------------------ allocator
 
