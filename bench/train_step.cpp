@@ -28,15 +28,12 @@ void BM_train_step(benchmark::State& state) {
   const bool instrumented = state.range(1) != 0;
   TrainConfig config = preset_config(preset);
   const ModelConfig& m = config.model;
-  Transformer model(m, config.seed);
-  AdamW opt(model.parameters(), config.optim);
-  Tensor tokens = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.tokens", DType::i32);
-  Tensor targets = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.targets", DType::i32);
+  TrainingSession run(config);
   TokenData data = TokenData::random(m.vocab_size, 1);
-  data.fill_batch(tokens, targets, 0);
+  data.fill_batch(run.tokens, run.targets, 0);
   set_instrumentation(instrumented);
-  training_step(model, opt, tokens, targets);  // primitives, AdamW state, first touch
-  for (auto _ : state) benchmark::DoNotOptimize(training_step(model, opt, tokens, targets));
+  run.step();  // primitives, AdamW state, first touch
+  for (auto _ : state) benchmark::DoNotOptimize(run.step());
   set_instrumentation(true);
   const int64_t flops = estimate_step_flops(m, config.optim).total();
   state.SetLabel(std::string(preset) + (instrumented ? " instrumented" : " bare"));

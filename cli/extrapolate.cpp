@@ -39,18 +39,14 @@ Measured measure_preset(const TrainConfig& config, int64_t steps) {
   }
   out.counts = check.counts;
   // Timing: a fresh model, one warm-up step, then `steps` timed steps.
-  const ModelConfig& m = config.model;
-  Transformer model(m, config.seed);
-  AdamW opt(model.parameters(), config.optim);
-  Tensor tokens = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.tokens", DType::i32);
-  Tensor targets = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.targets", DType::i32);
-  TokenData data = TokenData::random(m.vocab_size, 3);
-  data.fill_batch(tokens, targets, 0);
-  training_step(model, opt, tokens, targets);
+  TrainingSession run(config);
+  TokenData data = TokenData::random(config.model.vocab_size, 3);
+  data.fill_batch(run.tokens, run.targets, 0);
+  run.step();
   std::vector<double> times;
   for (int64_t s = 0; s < steps; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
-    training_step(model, opt, tokens, targets);
+    run.step();
     times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(times.begin(), times.end());

@@ -99,10 +99,8 @@ int run_train(const TrainOptions& o) {
   counters.set_record_events(!o.trace_path.empty());
   tracker().clear_timeline();
 
-  Transformer model(m, config.seed);
-  AdamW optimizer(model.parameters(), config.optim);
-  const Tensor tokens = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.tokens", DType::i32);
-  const Tensor targets = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.targets", DType::i32);
+  TrainingSession run(config);
+  const Transformer& model = run.model;
   fmt::print("parameters: {} ({} MiB float32)\n", fmt_int(model.num_parameters()),
              fmt_bytes_mib(4 * model.num_parameters()));
 
@@ -111,9 +109,9 @@ int run_train(const TrainOptions& o) {
   std::vector<StepLog> log;
   int64_t measured_steps = o.steps;
   for (int64_t step = 1; step <= o.steps; ++step) {
-    data.fill_batch(tokens, targets, step - 1);
+    data.fill_batch(run.tokens, run.targets, step - 1);
     const auto t0 = std::chrono::steady_clock::now();
-    const double loss = training_step(model, optimizer, tokens, targets);
+    const double loss = run.step();
     if (!std::isfinite(loss)) {
       if (tty) fmt::print("\n");
       fmt::print(stderr, "reckon: error: loss is {} at step {}; stopping (no output files written). Try a lower lr.\n",

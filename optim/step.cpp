@@ -15,20 +15,24 @@ double training_step(Transformer& model, AdamW& optimizer, const Tensor& tokens,
   return loss;
 }
 
+TrainingSession::TrainingSession(const TrainConfig& config)
+    : model(config.model, config.seed),
+      optimizer(model.parameters(), config.optim),
+      tokens(Tensor::empty({config.model.batch_size, config.model.context_length}, Category::activation,
+                           "batch.tokens", DType::i32)),
+      targets(Tensor::empty({config.model.batch_size, config.model.context_length}, Category::activation,
+                            "batch.targets", DType::i32)) {}
+
 StepMeasurement measure_steady_step(const TrainConfig& config) {
-  const ModelConfig& m = config.model;
   StepMeasurement out;
-  Transformer model(m, config.seed);
-  AdamW opt(model.parameters(), config.optim);
-  const Tensor tokens = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.tokens", DType::i32);
-  const Tensor targets = Tensor::empty({m.batch_size, m.context_length}, Category::activation, "batch.targets", DType::i32);
-  TokenData data = TokenData::random(m.vocab_size, config.seed);
-  data.fill_batch(tokens, targets, 0);
-  training_step(model, opt, tokens, targets);
-  data.fill_batch(tokens, targets, 1);
+  TrainingSession run(config);
+  TokenData data = TokenData::random(config.model.vocab_size, config.seed);
+  data.fill_batch(run.tokens, run.targets, 0);
+  run.step();
+  data.fill_batch(run.tokens, run.targets, 1);
   counters().reset();
   tracker().reset_peak_stats();
-  out.loss = training_step(model, opt, tokens, targets);
+  out.loss = run.step();
   out.memory = tracker().stats();
   out.live_at_peak = tracker().live_at_peak();
   for (const LiveBlock& b : out.live_at_peak) {

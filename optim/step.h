@@ -17,6 +17,19 @@ namespace reckon {
 // zero_grad (phase optimizer), forward, backward, AdamW step. Returns the loss.
 double training_step(Transformer& model, AdamW& optimizer, const Tensor& tokens, const Tensor& targets);
 
+// What a training run holds: the model (parameters, gradients), its AdamW, and the batch tensors
+// (int32 (B, T), category activation, "batch.tokens" / "batch.targets"), allocated in that order.
+struct TrainingSession {
+  Transformer model;
+  AdamW optimizer;
+  Tensor tokens, targets;
+
+  explicit TrainingSession(const TrainConfig& config);
+  TrainingSession(const TrainingSession&) = delete;  // the optimizer refers to the model's parameters
+  TrainingSession& operator=(const TrainingSession&) = delete;
+  double step() { return training_step(model, optimizer, tokens, targets); }
+};
+
 struct StepMeasurement {
   MemoryStats memory;                 // peak stats of the measured step only
   std::vector<LiveBlock> live_at_peak;
