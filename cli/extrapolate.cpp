@@ -54,6 +54,42 @@ Measured measure_preset(const TrainConfig& config, int64_t steps) {
   return out;
 }
 
+// A shape as users read it: batch x M x K x N, with the transposed operands marked.
+std::string shape_label(const MatmulGeometry& g) {
+  const int r = g.rank;
+  const bool at = g.a_strides[r - 2] == 1 && g.a_dims[r - 2] > 1, bt = g.b_strides[r - 2] == 1 && g.b_dims[r - 2] > 1;
+  std::string s = g.batch() > 1 ? fmt::format("{}x", g.batch()) : "";
+  s += fmt::format("{}x{}x{}", g.m(), g.k(), g.n());
+  if (at) s += " Aᵀ";
+  if (bt) s += " Bᵀ";
+  if (g.alpha != 1.0f) s += " α";
+  if (g.accumulate) s += " +=";
+  return s;
+}
+
+// Every matmul geometry of the step timed alone (median of `reps` calls): seconds per op × phase.
+struct StepMatmulTimes {
+  std::map<OpKey, double> seconds;
+  double total_seconds = 0, total_flops = 0;
+  nlohmann::json shapes = nlohmann::json::array();
+};
+
+StepMatmulTimes time_step_matmuls(const ModelConfig& config, int reps) {
+  StepMatmulTimes out;
+  for (const StepMatmul& m : step_matmuls(config)) {
+    const double per_call = measure_matmul_seconds(m.geometry, reps);
+    const double s = per_call * static_cast<double>(m.calls);
+    const double flops = static_cast<double>(matmul_flops(m.geometry) * m.calls);
+    out.seconds[m.key] += s;
+    out.total_seconds += s;
+    out.total_flops += flops;
+    out.shapes.push_back({{"op", m.key.op}, {"phase", phase_name(m.key.phase)}, {"shape", shape_label(m.geometry)},
+                          {"calls", m.calls}, {"seconds_per_call", per_call}, {"gflops", flops / s * 1e-9}});
+  }
+  tracker().empty_cache();
+  return out;
+}
+
 }  // namespace
 
 int run_extrapolate(const ExtrapolateOptions& o) {
@@ -77,28 +113,38 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   fmt::print("roofline of this CPU (measured now): matmul {:.0f} GFLOP/s (oneDNN, 2048x2048x512), elementwise "
              "arithmetic {:.0f} GFLOP/s (FMA peak), memory {:.1f} GB/s (STREAM triad, 16 B/element)\n",
              mm, fma, bw);
-  fmt::print("model: per op x phase, time = max(matmul FLOPs / matmul rate + other FLOPs / FMA peak, bytes / "
-             "bandwidth), summed over the step; counts from estimators/flops (validated below)\n");
+  fmt::print("model: per op x phase, time = max(matmul time + other FLOPs / FMA peak, bytes / bandwidth), summed over "
+             "the step; counts from estimators/flops (validated below). Matmul time: each of the step's matmul shapes "
+             "(estimators/memory's replay) timed alone with oneDNN, median of 9 calls; 'one matmul rate' uses the "
+             "2048x2048x512 probe for every shape instead\n");
 
   Table t;
-  t.header = {"preset", "counts == measured", "step FLOPs", "predicted (s)", "measured median (s)", "error",
-              "memory-bound share"};
-  t.right_align = {false, false, true, true, true, true, true};
+  t.header = {"preset", "counts == measured", "step FLOPs", "step's matmuls timed alone (s)", "predicted (s)",
+              "measured median (s)", "error", "error with one matmul rate", "memory-bound share"};
+  t.right_align = {false, false, true, true, true, true, true, true, true};
   nlohmann::json j;
   j["cpu"] = {{"matmul_gflops", mm}, {"fma_gflops", fma}, {"bandwidth_gbs", bw}};
   for (const TrainConfig& c : presets) {
     const Measured meas = measure_preset(c, o.steps);
-    const auto rows = roofline_step(estimate_step_counts(c.model, c.optim), cpu);
+    const StepMatmulTimes mm_times = time_step_matmuls(c.model, 9);
+    const auto counts = estimate_step_counts(c.model, c.optim);
+    const auto rows = roofline_step(counts, cpu, &mm_times.seconds);
     const double predicted = roofline_total(rows);
+    const double one_rate = roofline_total(roofline_step(counts, cpu));
+    const double err_one_rate = (one_rate - meas.median_step_seconds) / meas.median_step_seconds;
     double mem_bound = 0;
     for (const RooflineRow& r : rows) mem_bound += r.memory_bound ? r.seconds : 0;
     const double err = (predicted - meas.median_step_seconds) / meas.median_step_seconds;
     t.add({c.preset, meas.exact ? "yes (0 B, 0 FLOP diff)" : "NO", fmt::format("{:.3e}", static_cast<double>(
                                                                          estimate_step_flops(c.model, c.optim).total())),
+           fmt::format("{:.3f} ({:.0f} GFLOP/s)", mm_times.total_seconds, mm_times.total_flops / mm_times.total_seconds * 1e-9),
            fmt::format("{:.3f}", predicted), fmt::format("{:.3f}", meas.median_step_seconds),
-           fmt::format("{:+.1f}%", 100 * err), fmt::format("{:.1f}%", 100 * mem_bound / predicted)});
+           fmt::format("{:+.1f}%", 100 * err), fmt::format("{:+.1f}%", 100 * err_one_rate),
+           fmt::format("{:.1f}%", 100 * mem_bound / predicted)});
     j["validation"].push_back({{"preset", c.preset}, {"counts_exact", meas.exact}, {"predicted_s", predicted},
-                               {"measured_s", meas.median_step_seconds}, {"error", err}});
+                               {"measured_s", meas.median_step_seconds}, {"error", err},
+                               {"predicted_one_matmul_rate_s", one_rate}, {"error_one_matmul_rate", err_one_rate},
+                               {"matmul_floor_s", mm_times.total_seconds}, {"matmul_shapes", mm_times.shapes}});
   }
   fmt::print("\n## The model on this CPU vs measurement (target: within ±15%)\n\n{}", t.markdown());
 

@@ -17,7 +17,7 @@ namespace {
 // and the live set at that moment.
 class Replay {
  public:
-  Replay(bool scratchpad) : scratchpad_(scratchpad) {}
+  Replay(bool scratchpad, std::vector<StepMatmul>* matmuls) : scratchpad_(scratchpad), matmuls_(matmuls) {}
 
   void alloc(const std::string& name, Category cat, int64_t elements) {
     const int64_t bytes = aligned_size(4 * elements);
@@ -45,6 +45,7 @@ class Replay {
 
   // One matmul call: oneDNN's scratchpad (if any) lives for exactly the call.
   void matmul(const MatmulGeometry& g, const std::string& op) {
+    if (matmuls_ != nullptr) record(g, op);
     if (!scratchpad_) return;
     const int64_t bytes = matmul_scratchpad_bytes(g);
     if (bytes == 0) return;
@@ -57,7 +58,7 @@ class Replay {
     scratch_live_ = 0;
   }
 
-  void set_phase(const char* phase) { phase_ = phase; }
+  void set_phase(Phase phase) { phase_ = phase_name(phase), phase_enum_ = phase; }
   int64_t total() const { return total_; }
 
   MemoryEstimate finish() {
@@ -71,7 +72,20 @@ class Replay {
   }
 
  private:
+  // Same geometry under the same op × phase: one entry, calls counted.
+  void record(const MatmulGeometry& g, const std::string& op) {
+    for (StepMatmul& m : *matmuls_) {
+      if (m.key.op == op && m.key.phase == phase_enum_ && same_geometry(m.geometry, g)) {
+        ++m.calls;
+        return;
+      }
+    }
+    matmuls_->push_back({{op, phase_enum_}, g, 1});
+  }
+
   bool scratchpad_;
+  std::vector<StepMatmul>* matmuls_;
+  Phase phase_enum_ = Phase::forward;
   std::map<std::string, std::pair<Category, int64_t>> live_, peak_live_;
   std::array<int64_t, kNumCategories> current_{};
   int64_t total_ = 0;
@@ -119,13 +133,12 @@ struct AttnGeometry {
   std::array<int64_t, 4> tt_t_strides() const { return {h * t * t, t * t, 1, t}; }
 };
 
-}  // namespace
-
-MemoryEstimate estimate_step_memory(const ModelConfig& c, const MemoryEstimateOptions& o) {
+// The whole step, replayed: memory estimate out, and (if `matmuls`) every matmul call recorded.
+MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o, std::vector<StepMatmul>* matmuls) {
   const int64_t b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
   const int64_t n = b * t, h = c.num_heads;
   const bool swiglu = c.ffn == FfnKind::swiglu;
-  Replay r(o.onednn_scratchpad);
+  Replay r(o.onednn_scratchpad, matmuls);
 
   // Parameters, gradients (and, in steady state, AdamW's m and v): one block per named tensor.
   struct Shape2 { std::string name; int64_t elements; };
@@ -171,7 +184,7 @@ MemoryEstimate estimate_step_memory(const ModelConfig& c, const MemoryEstimateOp
   };
 
   // ---------------------------------------------------------------- forward
-  r.set_phase("forward");
+  r.set_phase(Phase::forward);
   r.alloc("tok_emb.out", Category::activation, n * d);
   std::string x = "tok_emb.out";  // the residual stream tensor entering the next layer
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -205,7 +218,7 @@ MemoryEstimate estimate_step_memory(const ModelConfig& c, const MemoryEstimateOp
   r.free("cross_entropy.row_loss");
 
   // ---------------------------------------------------------------- backward
-  r.set_phase("backward");
+  r.set_phase(Phase::backward);
   r.alloc("final_norm.grad_out", Category::temporary, n * d);
   lin_bwd(d, v, false, "lm_head");
   r.free("final_norm.out");   // lm_head's saved input
@@ -272,8 +285,20 @@ MemoryEstimate estimate_step_memory(const ModelConfig& c, const MemoryEstimateOp
     r.free(p + "attn_norm.grad_out");
   }
   r.free("residual.grad");
-  r.set_phase("optimizer");
+  r.set_phase(Phase::optimizer);
   return r.finish();
+}
+
+}  // namespace
+
+MemoryEstimate estimate_step_memory(const ModelConfig& config, const MemoryEstimateOptions& options) {
+  return replay_step(config, options, nullptr);
+}
+
+std::vector<StepMatmul> step_matmuls(const ModelConfig& config) {
+  std::vector<StepMatmul> matmuls;
+  replay_step(config, {.optimizer_state = true, .onednn_scratchpad = false, .batch_tensors = true}, &matmuls);
+  return matmuls;
 }
 
 LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstimateOptions& options) {

@@ -16,6 +16,8 @@
 
 #include "model/config.h"
 #include "runtime/allocator.h"
+#include "runtime/counters.h"
+#include "runtime/matmul.h"
 
 namespace reckon {
 
@@ -45,6 +47,15 @@ struct MemoryEstimate {
 
 // The peak of one steady-state training step of `config` (batch size config.batch_size, T = context_length).
 MemoryEstimate estimate_step_memory(const ModelConfig& config, const MemoryEstimateOptions& options = {});
+
+// The matmul calls of one training step, from the same replay: each distinct geometry under its op × phase,
+// with the number of calls. Pure arithmetic (no oneDNN). Summed FLOPs equal the counters' matmul FLOPs.
+struct StepMatmul {
+  OpKey key;
+  MatmulGeometry geometry;
+  int64_t calls;
+};
+std::vector<StepMatmul> step_matmuls(const ModelConfig& config);
 
 // Bytes that do not depend on the batch size (a of peak = a·B + b is the rest).
 struct LinearMemory {

@@ -43,11 +43,16 @@ TrainingTime training_time(int64_t step_flops, int64_t num_parameters, int64_t t
   return t;
 }
 
-std::vector<RooflineRow> roofline_step(const std::map<OpKey, OpCount>& counts, const Roofline& m) {
+std::vector<RooflineRow> roofline_step(const std::map<OpKey, OpCount>& counts, const Roofline& m,
+                                       const std::map<OpKey, double>* matmul_seconds) {
   std::vector<RooflineRow> rows;
   for (const auto& [key, c] : counts) {
-    const double compute = static_cast<double>(c.matmul_flops) / m.matmul_flops +
-                           static_cast<double>(c.other_flops) / m.other_flops;
+    double matmul = static_cast<double>(c.matmul_flops) / m.matmul_flops;
+    if (matmul_seconds != nullptr) {
+      const auto it = matmul_seconds->find(key);
+      if (it != matmul_seconds->end()) matmul = it->second;
+    }
+    const double compute = matmul + static_cast<double>(c.other_flops) / m.other_flops;
     const double memory = static_cast<double>(c.bytes_read + c.bytes_written) / m.bytes_per_second;
     rows.push_back({key, std::max(compute, memory), memory > compute});
   }

@@ -51,7 +51,11 @@ struct RooflineRow {
   bool memory_bound;
 };
 // Per op × phase: max(matmul/matmul_peak + other/other_peak, bytes / bandwidth); sorted as the map.
-std::vector<RooflineRow> roofline_step(const std::map<OpKey, OpCount>& counts, const Roofline& machine);
+// With `matmul_seconds` (per op × phase: the step's own matmul calls, each timed alone at its exact shape),
+// those seconds replace matmul/matmul_peak for the ops they list: a measured ceiling per shape instead of
+// one rate for all.
+std::vector<RooflineRow> roofline_step(const std::map<OpKey, OpCount>& counts, const Roofline& machine,
+                                       const std::map<OpKey, double>* matmul_seconds = nullptr);
 double roofline_total(const std::vector<RooflineRow>& rows);
 
 }  // namespace reckon

@@ -7,10 +7,12 @@
 #include <fstream>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "runtime/check.h"
 #include "runtime/counters.h"
 #include "runtime/matmul.h"
 #include "runtime/tensor.h"
@@ -101,6 +103,35 @@ double measure_matmul_gflops(double seconds) {
   } while (std::chrono::steady_clock::now() < deadline);
   counters().set_enabled(was_enabled);
   return best;
+}
+
+namespace {
+// A zeroed buffer holding every element a strided view of `dims` / `strides` touches, viewed that way.
+Tensor strided_operand(int rank, const int64_t* dims, const int64_t* strides, const char* name) {
+  Shape shape(dims, dims + rank), st(strides, strides + rank);
+  int64_t span = 1;
+  for (int i = 0; i < rank; ++i) span += (dims[i] - 1) * strides[i];
+  return Tensor::zeros({span}, Category::temporary, name).as_strided(shape, st, 0);
+}
+}  // namespace
+
+double measure_matmul_seconds(const MatmulGeometry& g, int repetitions) {
+  check_arg(repetitions >= 1 && repetitions <= 1000, "repetitions: {} is outside [1, 1000]", repetitions);
+  const bool was_enabled = counters().enabled();
+  counters().set_enabled(false);
+  const Tensor a = strided_operand(g.rank, g.a_dims, g.a_strides, "probe.matmul.a");
+  const Tensor b = strided_operand(g.rank, g.b_dims, g.b_strides, "probe.matmul.b");
+  const Tensor dst = strided_operand(g.rank, g.dst_dims, g.dst_strides, "probe.matmul.dst");
+  for (int i = 0; i < 2; ++i) matmul(dst, a, b, "probe", g.alpha, g.accumulate);
+  std::vector<double> times;
+  for (int i = 0; i < repetitions; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    matmul(dst, a, b, "probe", g.alpha, g.accumulate);
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  counters().set_enabled(was_enabled);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
 }
 
 double measure_bandwidth_gbs(double seconds) {

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "runtime/matmul.h"
+
 namespace reckon {
 
 struct MachineInfo {
@@ -33,6 +35,10 @@ int64_t available_memory_bytes();
 double measure_fma_peak_gflops(double seconds);
 // oneDNN sgemm rate at a config-S-like shape (2048 x 2048 x 512, y = x·Wᵀ), best over about `seconds`.
 double measure_matmul_gflops(double seconds);
+// Median seconds of one oneDNN matmul call at exactly this geometry (dims, strides, alpha, accumulate),
+// over `repetitions` calls after two warm-up calls, on zero-filled operands. Not counted in the counters.
+// Throws std::invalid_argument naming `repetitions` and the range [1, 1000].
+double measure_matmul_seconds(const MatmulGeometry& geometry, int repetitions);
 // Memory bandwidth in GB/s (10⁹ B/s) of a STREAM triad a = b + s·c over 3 × 64 Mi floats, counted as
 // 16 B per element (reads b, c; writes a, which costs a read for ownership too), best over about `seconds`.
 double measure_bandwidth_gbs(double seconds);

@@ -30,7 +30,8 @@ std::map<std::vector<int64_t>, CachedMatmul>& cache() {
   return c;
 }
 
-std::vector<int64_t> cache_key(const MatmulGeometry& g) {
+// Everything that defines a geometry, as integers (the cache key adds the thread count).
+std::vector<int64_t> geometry_fields(const MatmulGeometry& g) {
   std::vector<int64_t> key;
   key.reserve(6 * kMaxDims + 5);
   key.push_back(g.rank);
@@ -41,6 +42,11 @@ std::vector<int64_t> cache_key(const MatmulGeometry& g) {
   std::memcpy(&alpha_bits, &g.alpha, sizeof alpha_bits);
   key.push_back(alpha_bits);
   key.push_back(g.accumulate ? 1 : 0);
+  return key;
+}
+
+std::vector<int64_t> cache_key(const MatmulGeometry& g) {
+  std::vector<int64_t> key = geometry_fields(g);
   // oneDNN fixes the thread count when the primitive descriptor is created.
   key.push_back(omp_get_max_threads());
   return key;
@@ -92,6 +98,8 @@ void check(bool ok, const std::string& message) {
 }
 
 }  // namespace
+
+bool same_geometry(const MatmulGeometry& a, const MatmulGeometry& b) { return geometry_fields(a) == geometry_fields(b); }
 
 int64_t MatmulGeometry::batch() const {
   int64_t b = 1;

@@ -32,6 +32,9 @@ struct MatmulGeometry {
   int64_t n() const { return b_dims[rank - 1]; }
 };
 
+// Same dims, strides, alpha and accumulate (the fields oneDNN's primitive depends on, besides threads).
+bool same_geometry(const MatmulGeometry& a, const MatmulGeometry& b);
+
 // Validates shapes (names the argument and the allowed range on error) and returns the geometry.
 MatmulGeometry matmul_geometry(const Tensor& dst, const Tensor& a, const Tensor& b, float alpha, bool accumulate);
 // A contiguous-dst geometry from shapes alone, for estimators: a (batch, M, K) with strides as given.

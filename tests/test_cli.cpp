@@ -182,6 +182,12 @@ TEST(Cli, ExtrapolateValidatesCountsThenAppliesTheModel) {
   std::ifstream jf(json);
   const nlohmann::json j = nlohmann::json::parse(jf);
   EXPECT_EQ(j["validation"][0]["counts_exact"], true);
+  // Every matmul shape of the tiny step was timed: its floor is positive and below the predicted step.
+  const nlohmann::json& v = j["validation"][0];
+  EXPECT_GT(v["matmul_floor_s"].get<double>(), 0.0);
+  EXPECT_LE(v["matmul_floor_s"].get<double>(), v["predicted_s"].get<double>());
+  ASSERT_GE(v["matmul_shapes"].size(), 6u);  // tiny: q/k/v/o, ffn, lm_head fwd/dx/dw and the attention products
+  EXPECT_EQ(v["matmul_shapes"][0]["phase"], "forward");
   EXPECT_GT(j["target"]["step_seconds"].get<double>(), 0.0);
   EXPECT_EQ(run("extrapolate --validate tiny --gpu tpu").exit_code, 2);
   std::filesystem::remove(json);

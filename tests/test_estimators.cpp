@@ -12,6 +12,7 @@
 #include "model/config.h"
 #include "optim/step.h"
 #include "runtime/machine.h"
+#include "runtime/matmul.h"
 
 namespace reckon {
 namespace {
@@ -38,8 +39,27 @@ TEST_P(Reconcile, MeasuredStepEqualsEstimateExactly) {
   TrainConfig config;
   config.model = GetParam().model;
   config.optim.weight_decay = config.model.num_layers % 2 ? 0.0 : 0.01;
+  matmul_cache_clear();
   const StepMeasurement m = measure_steady_step(config);
+  const int64_t primitives_created = matmul_cache_size();  // one per distinct geometry the step ran
   const MemoryEstimate e = estimate_step_memory(config.model);
+
+  // The step's matmul list (what extrapolate times shape by shape): the distinct geometries are exactly the
+  // primitives the runtime created, and their FLOPs are the measured matmul FLOPs per op x phase.
+  const std::vector<StepMatmul> matmuls = step_matmuls(config.model);
+  std::vector<MatmulGeometry> distinct;
+  std::map<OpKey, int64_t> listed_flops;
+  for (const StepMatmul& mm : matmuls) {
+    listed_flops[mm.key] += matmul_flops(mm.geometry) * mm.calls;
+    bool seen = false;
+    for (const MatmulGeometry& g : distinct) seen = seen || same_geometry(g, mm.geometry);
+    if (!seen) distinct.push_back(mm.geometry);
+  }
+  EXPECT_EQ(static_cast<int64_t>(distinct.size()), primitives_created);
+  for (const auto& [key, count] : m.counts) {
+    const auto it = listed_flops.find(key);
+    EXPECT_EQ(it == listed_flops.end() ? 0 : it->second, count.matmul_flops) << key.op << " " << phase_name(key.phase);
+  }
 
   for (Category c : all_categories()) {
     const int i = static_cast<int>(c);
@@ -225,6 +245,12 @@ TEST(TimeModel, RooflineTakesTheSlowerOfComputeAndMemory) {
   EXPECT_DOUBLE_EQ(rows[1].seconds, 10.0);  // "mm": 1000 / 100
   EXPECT_FALSE(rows[1].memory_bound);
   EXPECT_DOUBLE_EQ(roofline_total(rows), 18.0);
+
+  // Measured matmul seconds replace FLOPs / peak for the ops they list, and only for those.
+  const std::map<OpKey, double> timed{{OpKey{"mm", Phase::forward}, 25.0}};
+  const auto with_times = roofline_step(counts, machine, &timed);
+  EXPECT_DOUBLE_EQ(with_times[0].seconds, 8.0);
+  EXPECT_DOUBLE_EQ(with_times[1].seconds, 25.0);
 }
 
 }  // namespace

@@ -420,6 +420,24 @@ TEST(Matmul, RejectsBadShapesWithClearMessages) {
   expect_invalid([&] { matmul(dt.transpose(0, 1), a, b2); }, {"last dim contiguous"});
 }
 
+TEST(Machine, MatmulTimedAtItsExactGeometry) {
+  set_num_threads(2);
+  // dW of a linear: a = dYᵀ (transposed view), accumulate into dst.
+  const MatmulGeometry g = matmul_geometry_plain(1, 48, 96, 32, true, false, 1.0f, true);
+  matmul_cache_clear();
+  counters().reset();
+  const int64_t live_before = tracker().stats().total.allocated_bytes.current;
+  const double seconds = measure_matmul_seconds(g, 5);
+  EXPECT_GT(seconds, 0.0);
+  EXPECT_LT(seconds, 1.0);  // 295 kFLOP
+  EXPECT_EQ(matmul_cache_size(), 1);  // exactly this geometry's primitive, created once
+  measure_matmul_seconds(g, 1);
+  EXPECT_EQ(matmul_cache_size(), 1);
+  EXPECT_TRUE(counters().by_op().empty());  // a probe, not part of anything measured
+  EXPECT_EQ(tracker().stats().total.allocated_bytes.current, live_before);
+  expect_invalid([&] { measure_matmul_seconds(g, 0); }, {"repetitions", "0", "[1, 1000]"});
+}
+
 TEST(Machine, ThreadsValidatedAndReported) {
   expect_invalid([] { set_num_threads(0); }, {"threads", "0", "[1, 1024]"});
   set_num_threads(2);
