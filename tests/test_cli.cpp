@@ -68,6 +68,23 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   std::filesystem::remove(trace);
 }
 
+// A valid config that diverges: beta2 = 0 makes v = g², so a parameter whose gradient becomes exactly 0
+// gets an update of m / eps (lr · 10⁸); the weights overflow within a few steps, as they would in PyTorch.
+TEST(Cli, NonFiniteLossStopsTrainingWithExit3AndWritesNothing) {
+  const std::string json = temp_path("diverged.json"), trace = temp_path("diverged_trace.json");
+  std::filesystem::remove(json);
+  std::filesystem::remove(trace);
+  const CommandResult r = run("train --preset tiny --steps 200 --threads 2 --quiet --data random --set lr=10 "
+                              "--set beta2=0 --json " + json + " --trace " + trace);
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_NE(r.output.find("reckon: error: loss is"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Try a lower lr"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(json));
+  EXPECT_FALSE(std::filesystem::exists(trace));
+  // The same config at a sane lr trains through.
+  EXPECT_EQ(run("train --preset tiny --steps 20 --threads 2 --quiet --data random --set beta2=0").exit_code, 0);
+}
+
 TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
   const std::string json = temp_path("bad.json");
   struct Bad { std::string args; std::string needle; };
