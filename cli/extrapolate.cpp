@@ -38,11 +38,11 @@ Measured measure_preset(const TrainConfig& config, int64_t steps) {
                 it->second.bytes_read == e.bytes_read && it->second.bytes_written == e.bytes_written;
   }
   out.counts = check.counts;
-  // Timing: a fresh model, one warm-up step, then `steps` timed steps.
+  // Timing: a fresh model, kWarmUpSteps warm-up steps, then `steps` timed steps.
   TrainingSession run(config);
   TokenData data = TokenData::random(config.model.vocab_size, 3);
   data.fill_batch(run.tokens, run.targets, 0);
-  run.step();
+  run.warm_up();
   std::vector<double> times;
   for (int64_t s = 0; s < steps; ++s) {
     const auto t0 = std::chrono::steady_clock::now();

@@ -108,6 +108,7 @@ int run_train(const TrainOptions& o) {
   const int64_t tokens_per_step = m.batch_size * m.context_length;
   std::vector<StepLog> log;
   int64_t measured_steps = o.steps;
+  const int64_t warm_up_steps = std::min<int64_t>(kWarmUpSteps, o.steps - 1);  // 0: a 1-step run reports step 1
   for (int64_t step = 1; step <= o.steps; ++step) {
     data.fill_batch(run.tokens, run.targets, step - 1);
     const auto t0 = std::chrono::steady_clock::now();
@@ -130,19 +131,20 @@ int run_train(const TrainOptions& o) {
         fmt::print("{}\n", line);
       }
     }
-    // Step 1 creates oneDNN primitives and the optimizer state: the tables describe the steady state.
-    if (step == 1 && o.steps > 1) {
+    // The tables describe the steady state: the warm-up steps (kWarmUpSteps, fewer in a short run) are
+    // left out of the counters and of tokens/s.
+    if (step == warm_up_steps) {
       counters.reset();
-      measured_steps = o.steps - 1;
+      measured_steps = o.steps - warm_up_steps;
     }
   }
   if (tty && !o.quiet) fmt::print("\n");
 
   double steady_seconds = 0.0;
-  for (const StepLog& s : log) steady_seconds += (s.step > 1 || o.steps == 1) ? s.seconds : 0.0;
+  for (const StepLog& s : log) steady_seconds += s.step > warm_up_steps ? s.seconds : 0.0;
   const double tok_s = tokens_per_step * measured_steps / steady_seconds;
-  fmt::print("\nsteady state over {} step(s): {:.1f} tokens/s, {:.2f} ms/step; loss {:.4f} -> {:.4f}\n",
-             measured_steps, tok_s, steady_seconds / measured_steps * 1e3, log.front().loss, log.back().loss);
+  fmt::print("\nsteady state over {} step(s) after {} warm-up: {:.1f} tokens/s, {:.2f} ms/step; loss {:.4f} -> {:.4f}\n",
+             measured_steps, warm_up_steps, tok_s, steady_seconds / measured_steps * 1e3, log.front().loss, log.back().loss);
   fmt::print("\n## Memory at the peak, by category\n\n{}\n", memory_table(tracker().stats()));
   fmt::print("## The 10 largest tensors live at the peak\n\n{}\n", live_at_peak_table(tracker(), 10));
   fmt::print("## FLOPs and bytes per op x phase (sum over {} step(s))\n\n{}\n", measured_steps, counters_table(counters));
@@ -166,6 +168,7 @@ int run_train(const TrainOptions& o) {
       j["steps"].push_back({{"step", s.step}, {"loss", s.loss}, {"seconds", s.seconds},
                             {"tokens_per_second", tokens_per_step / s.seconds}});
     }
+    j["warm_up_steps"] = warm_up_steps;
     j["tokens_per_second_steady"] = tok_s;
     j["memory"] = memory_json(tracker(), 10);
     j["counters"] = counters_json(counters, measured_steps, peak_gflops);

@@ -14,6 +14,12 @@
 
 namespace reckon {
 
+// Steps before a training run is steady. Step 1 creates the oneDNN primitives and first-touches every
+// activation page. Step 1's AdamW then creates its state (lazily, as PyTorch does); m and v take freed blocks
+// of the same size as activations from the allocator's cache (in S, d·d_ff = B·T·d), so step 2's forward
+// first-touches fresh pages again (≈ 0.2 s on S). From step 3 on, every block comes from the cache.
+constexpr int64_t kWarmUpSteps = 2;
+
 // zero_grad (phase optimizer), forward, backward, AdamW step. Returns the loss.
 double training_step(Transformer& model, AdamW& optimizer, const Tensor& tokens, const Tensor& targets);
 
@@ -28,6 +34,9 @@ struct TrainingSession {
   TrainingSession(const TrainingSession&) = delete;  // the optimizer refers to the model's parameters
   TrainingSession& operator=(const TrainingSession&) = delete;
   double step() { return training_step(model, optimizer, tokens, targets); }
+  void warm_up() {
+    for (int64_t i = 0; i < kWarmUpSteps; ++i) step();
+  }
 };
 
 struct StepMeasurement {
