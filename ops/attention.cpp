@@ -55,9 +55,7 @@ static void causal_softmax_forward(float* p, int64_t bh, int64_t t) {
   for (int64_t blk = 0; blk < bh; ++blk) {
     for (int64_t i = 0; i < t; ++i) {
       float* row = p + (blk * t + i) * t;
-      float m = row[0];
-#pragma omp simd reduction(max : m)
-      for (int64_t j = 1; j <= i; ++j) m = std::max(m, row[j]);
+      const float m = max_of(row, i + 1);
       float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
       for (int64_t j = 0; j <= i; ++j) {

@@ -44,9 +44,7 @@ double cross_entropy_forward(CrossEntropySaved& saved, const Tensor& logits, con
   for (int64_t i = 0; i < n; ++i) {
     float* row = z + i * v;
     const float target_logit = row[tgt[i]];
-    float m = row[0];
-#pragma omp simd reduction(max : m)
-    for (int64_t j = 1; j < v; ++j) m = std::max(m, row[j]);
+    const float m = max_of(row, v);
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < v; ++j) {

@@ -4,6 +4,7 @@
 
 #include <cfloat>
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <fstream>
 #include <random>
@@ -17,6 +18,7 @@
 #include "runtime/counters.h"
 #include "runtime/machine.h"
 #include "runtime/matmul.h"
+#include "runtime/simd_math.h"
 #include "runtime/tensor.h"
 #include "tests/reference.h"
 
@@ -436,6 +438,39 @@ TEST(Machine, MatmulTimedAtItsExactGeometry) {
   EXPECT_TRUE(counters().by_op().empty());  // a probe, not part of anything measured
   EXPECT_EQ(tracker().stats().total.allocated_bytes.current, live_before);
   expect_invalid([&] { measure_matmul_seconds(g, 0); }, {"repetitions", "0", "[1, 1000]"});
+}
+
+TEST(SimdMath, ExpWithinThreeEpsilonOfDoubleAndNeverInfinite) {
+  double worst = 0.0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.01171875f) {  // 14,933 points, not aligned with ln 2
+    const double want = std::exp(static_cast<double>(x));
+    const double rel = std::abs(exp_simd(x) - want) / want;
+    worst = std::max(worst, rel);
+  }
+  EXPECT_LT(worst, 3 * FLT_EPSILON) << worst;
+  EXPECT_GT(worst, 0.0);  // it is an approximation: the comparison can fail
+  EXPECT_TRUE(std::isfinite(exp_simd(1000.0f)));
+  EXPECT_GT(exp_simd(-1000.0f), 0.0f);
+  EXPECT_EQ(exp_simd(0.0f), 1.0f);
+}
+
+TEST(SimdMath, MaxOfEveryLengthAndPosition) {
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<float> u(-100.0f, 100.0f);
+  for (int64_t n = 1; n <= 70; ++n) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (float& e : x) e = u(gen);
+    EXPECT_EQ(max_of(x.data(), n), *std::max_element(x.begin(), x.end())) << n;
+    for (int64_t at : {int64_t{0}, n / 2, n - 1}) {  // the maximum in the first lane, the middle, the tail
+      std::vector<float> y = x;
+      y[static_cast<size_t>(at)] = 1000.0f;
+      EXPECT_EQ(max_of(y.data(), n), 1000.0f) << n << " at " << at;
+    }
+  }
+  std::vector<float> with_nan(40, -1.0f);
+  with_nan[3] = std::nanf("");
+  with_nan[37] = 5.0f;
+  EXPECT_EQ(max_of(with_nan.data(), 40), 5.0f);
 }
 
 TEST(Machine, ThreadsValidatedAndReported) {
