@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# reckon beside its PyTorch 1.13 peers, same machine, same threads, back to back; prints one table of ratios.
-#   bench/peer.sh [build-dir]          (THREADS=2 by default; installs the peer with scripts/setup.sh --peer)
+# reckon beside its PyTorch 1.13 peers, same machine, same threads, in alternating rounds; prints one table of ratios.
+#   bench/peer.sh [build-dir]          (THREADS=2, ROUNDS=3 by default; installs the peer with scripts/setup.sh --peer)
 # The peers must run at their best: Debian's python3-torch with libopenblas0-openmp, run by /usr/bin/python3.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,43 +13,51 @@ export OMP_NUM_THREADS=$threads
 "$root/scripts/setup.sh" --peer
 [[ -x "$build/bench_adamw" && -x "$build/bench_train_step" ]] || { echo "peer.sh: build first (missing $build/bench_*)"; exit 2; }
 
-echo "reckon: AdamW (64 M parameters) and its roof ..."
-"$build/bench_adamw" --benchmark_filter='(fused|roof)/params:67108864' --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true \
-  --benchmark_report_aggregates_only=true --benchmark_out="$out/adamw.json" --benchmark_out_format=json > /dev/null
-echo "reckon: training step S and M ..."
-"$build/bench_train_step" --benchmark_filter='train_step/.*instrumented:1' --benchmark_repetitions=3 \
-  --benchmark_report_aggregates_only=true --benchmark_out="$out/step.json" --benchmark_out_format=json > /dev/null
-echo "PyTorch: AdamW ..."
-/usr/bin/python3 "$peers/adamw_bench.py" "$threads" > "$out/torch_adamw.txt"
-for c in S M; do
-  echo "PyTorch: training step $c ..."
-  /usr/bin/python3 "$peers/lm_bench.py" --config "$c" --threads "$threads" > "$out/torch_$c.txt"
+# Rounds: reckon and PyTorch alternate, so the host's drift (its bandwidth moved by 1.7x between runs on this
+# machine) hits both sides of each ratio alike; the table gives the median ratio over rounds and its range.
+rounds=${ROUNDS:-3}
+for r in $(seq 1 "$rounds"); do
+  echo "round $r/$rounds: reckon AdamW (64 M parameters) and its roof ..."
+  "$build/bench_adamw" --benchmark_filter='(fused|roof)/params:67108864' --benchmark_repetitions=3 --benchmark_enable_random_interleaving=true \
+    --benchmark_report_aggregates_only=true --benchmark_out="$out/adamw_$r.json" --benchmark_out_format=json > /dev/null
+  echo "round $r/$rounds: PyTorch AdamW ..."
+  /usr/bin/python3 "$peers/adamw_bench.py" "$threads" > "$out/torch_adamw_$r.txt"
+  echo "round $r/$rounds: reckon training step S and M ..."
+  "$build/bench_train_step" --benchmark_filter='train_step/.*instrumented:1' \
+    --benchmark_out="$out/step_$r.json" --benchmark_out_format=json > /dev/null
+  for c in S M; do
+    echo "round $r/$rounds: PyTorch training step $c ..."
+    /usr/bin/python3 "$peers/lm_bench.py" --config "$c" --threads "$threads" --steps 5 > "$out/torch_${c}_$r.txt"
+  done
 done
 
-python3 - "$out" <<'PY'
-import json, re, sys
-out = sys.argv[1]
-def medians(path):
-    runs = json.load(open(path))["benchmarks"]
-    return {b["run_name"]: b for b in runs if b.get("aggregate_name") == "median"}
-adamw = medians(f"{out}/adamw.json")
-fused = next(v for k, v in adamw.items() if "fused" in k)
-roof = next(v for k, v in adamw.items() if "roof" in k)
-step = medians(f"{out}/step.json")
-torch_adamw = {}
-for line in open(f"{out}/torch_adamw.txt"):
-    m = re.search(r"set=flat64M .*foreach=(\w+) .*GB/s@28B=([\d.]+)", line)
-    if m: torch_adamw[m.group(1)] = float(m.group(2))
-rows = []
-gbs = lambda b: b["GB/s"]  # the counter is already in GB/s
-rows.append(("AdamW 64 M params, GB/s", f"{gbs(fused):.1f}", f"{max(torch_adamw.values()):.1f}", gbs(fused) / max(torch_adamw.values())))
-rows.append(("AdamW fused / its memory roof", f"{gbs(fused):.1f} / {gbs(roof):.1f}", "", gbs(fused) / gbs(roof)))
-for i, c in enumerate("SM"):
-    b = next(v for k, v in step.items() if f"preset_M:{i}/" in k)
-    t = json.loads(open(f"{out}/torch_{c}.txt").read().split("RESULT ", 1)[1].splitlines()[0])
-    rows.append((f"train step {c}, tokens/s", f"{b['tokens/s']:.0f}", f"{t['full_tok_s']:.0f}", b["tokens/s"] / t["full_tok_s"]))
-print("\n| measurement | reckon | PyTorch 1.13 | ratio |\n|---|---:|---:|---:|")
-for name, r, p, ratio in rows:
-    print(f"| {name} | {r} | {p} | {ratio:.2f}× |")
+python3 - "$out" "$rounds" <<'PY'
+import json, re, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def runs(path, aggregate=None):
+    bs = json.load(open(path))["benchmarks"]
+    return [b for b in bs if b.get("aggregate_name") == aggregate] if aggregate else [b for b in bs if b.get("run_type") == "iteration"]
+rows = {}  # measurement -> list of (reckon, peer) per round
+for r in range(1, rounds + 1):
+    adamw = runs(f"{out}/adamw_{r}.json", "median")
+    fused = next(b for b in adamw if "fused" in b["run_name"])["GB/s"]
+    roof = next(b for b in adamw if "roof" in b["run_name"])["GB/s"]
+    torch = 0.0
+    for line in open(f"{out}/torch_adamw_{r}.txt"):
+        m = re.search(r"set=flat64M .*GB/s@28B=([\d.]+)", line)
+        if m: torch = max(torch, float(m.group(1)))  # the better of foreach on / off
+    rows.setdefault("AdamW 64 M params, GB/s (PyTorch: best of foreach on/off)", []).append((fused, torch))
+    rows.setdefault("AdamW fused vs its memory roof, GB/s", []).append((fused, roof))
+    step = runs(f"{out}/step_{r}.json")
+    for i, c in enumerate("SM"):
+        b = next(b for b in step if f"preset_M:{i}/" in b["run_name"])
+        t = json.loads(open(f"{out}/torch_{c}_{r}.txt").read().split("RESULT ", 1)[1].splitlines()[0])
+        rows.setdefault(f"train step {c}, tokens/s", []).append((b["tokens/s"], t["full_tok_s"]))
+print(f"\n{rounds} rounds, reckon and PyTorch alternating; values are medians over rounds, ratio is the median of the per-round ratios")
+print("\n| measurement | reckon | PyTorch 1.13 (or roof) | ratio (median) | ratio (range) |\n|---|---:|---:|---:|---:|")
+for name, pairs in rows.items():
+    ratios = [a / b for a, b in pairs]
+    print(f"| {name} | {statistics.median(a for a, _ in pairs):.1f} | {statistics.median(b for _, b in pairs):.1f} | "
+          f"{statistics.median(ratios):.2f}× | {min(ratios):.2f}–{max(ratios):.2f}× |")
 PY
 rm -rf "$out"
