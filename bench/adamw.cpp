@@ -32,6 +32,10 @@ struct Setup {
     for (int64_t i = 0; i < n; ++i) p[i] = 1.0f, g[i] = 1e-3f;
     opt.step();  // allocates (and first-touches) m and v
   }
+  float* p() { return params[0].value.data(); }
+  float* g() { return params[0].grad.data(); }
+  float* m() { return opt.exp_avg(0).data(); }
+  float* v() { return opt.exp_avg_sq(0).data(); }
 };
 
 void rates(benchmark::State& state, int64_t n, double bytes_per_element) {
@@ -49,8 +53,7 @@ void BM_adamw_fused(benchmark::State& state) {
 void BM_adamw_reference(benchmark::State& state) {
   const int64_t n = state.range(0);
   Setup s(n);
-  float *p = s.params[0].value.data(), *g = s.params[0].grad.data();
-  float *m = s.opt.exp_avg(0).data(), *v = s.opt.exp_avg_sq(0).data();
+  float *p = s.p(), *g = s.g(), *m = s.m(), *v = s.v();
   int64_t step = 1;
   for (auto _ : state) adamw_update_reference(p, m, v, g, n, adamw_step_constants(s.opt.config(), ++step));
   rates(state, n, 28);
@@ -59,8 +62,7 @@ void BM_adamw_reference(benchmark::State& state) {
 void BM_adamw_roof(benchmark::State& state) {
   const int64_t n = state.range(0);
   Setup s(n);
-  float *p = s.params[0].value.data(), *g = s.params[0].grad.data();
-  float *m = s.opt.exp_avg(0).data(), *v = s.opt.exp_avg_sq(0).data();
+  float *p = s.p(), *g = s.g(), *m = s.m(), *v = s.v();
   for (auto _ : state) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) {

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -48,6 +49,15 @@ int run_demo(int64_t m, int64_t in, int64_t out) {
   return 0;
 }
 
+// --preset, --config, --set: how train, reconcile and estimate pick a config (same flags, same meaning).
+void add_config_options(CLI::App* app, std::string& preset, std::string& config_file,
+                        std::vector<std::string>& overrides, const char* preset_help) {
+  app->add_option("--preset", preset, preset_help);
+  app->add_option("--config", config_file, "TOML config file (keys as --set; may name a preset)");
+  app->add_option("--set", overrides, "override a config field: key=value (repeatable)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+}
+
 }  // namespace
 }  // namespace reckon
 
@@ -69,10 +79,8 @@ int main(int argc, char** argv) {
 
   reckon::TrainOptions train_opts;
   CLI::App* train = app.add_subcommand("train", "Train a scaled-down transformer LM and show where every byte and FLOP went");
-  train->add_option("--preset", train_opts.preset, "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl");
-  train->add_option("--config", train_opts.config_file, "TOML config file (keys as --set; may name a preset)");
-  train->add_option("--set", train_opts.overrides, "override a config field: key=value (repeatable)")
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  reckon::add_config_options(train, train_opts.preset, train_opts.config_file, train_opts.overrides,
+                             "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl");
   train->add_option("--steps", train_opts.steps, "training steps [1, 10000000]");
   train->add_option("--data", train_opts.data, "a text file (byte-level tokens) or 'random'");
   train->add_option("--json", train_opts.json_path, "write every table as JSON here (atomically)");
@@ -86,20 +94,16 @@ int main(int argc, char** argv) {
   reckon::ReconcileOptions rec_opts;
   CLI::App* reconcile = app.add_subcommand(
       "reconcile", "Run real steps, then measured vs analytic bytes and FLOPs; exit 0 only if every difference is 0");
-  reconcile->add_option("--preset", rec_opts.preset, "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl");
-  reconcile->add_option("--config", rec_opts.config_file, "TOML config file");
-  reconcile->add_option("--set", rec_opts.overrides, "override a config field: key=value (repeatable)")
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  reckon::add_config_options(reconcile, rec_opts.preset, rec_opts.config_file, rec_opts.overrides,
+                             "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl");
   reconcile->add_flag("--sweep", rec_opts.sweep, "56 configs: both ffn kinds, tied/untied, positions, odd shapes");
   reconcile->add_option("--json", rec_opts.json_path, "write measured and analytic numbers as JSON");
   reconcile->add_flag("--quiet", rec_opts.quiet, "with --sweep: print only configs that differ");
 
   reckon::EstimateOptions est;
   CLI::App* estimate = app.add_subcommand("estimate", "Answer the accounting questions from the config alone (instant)");
-  estimate->add_option("--preset", est.preset, "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl (default)");
-  estimate->add_option("--config", est.config_file, "TOML config file");
-  estimate->add_option("--set", est.overrides, "override a config field: key=value (repeatable)")
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  reckon::add_config_options(estimate, est.preset, est.config_file, est.overrides,
+                             "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl (default)");
   estimate->add_option("--batch-size", est.batch_size, "batch size for memory and FLOPs")->check(CLI::Range(1, 1 << 24));
   estimate->add_option("--memory-budget", est.memory_budget, "e.g. 80GB (10^9) or 80GiB (2^30)");
   estimate->add_option("--gpu", est.gpu, "a100-40gb, a100-80gb, h100-sxm");

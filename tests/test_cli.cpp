@@ -31,6 +31,11 @@ CommandResult run(const std::string& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
 std::string temp_path(const std::string& name) {
   return (std::filesystem::path(::testing::TempDir()) / ("reckon_cli_" + name)).string();
 }
@@ -44,8 +49,7 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_NE(r.output.find("## Memory at the peak, by category"), std::string::npos);
   EXPECT_NE(r.output.find("| lm_head"), std::string::npos);
 
-  std::ifstream jf(json);
-  const nlohmann::json j = nlohmann::json::parse(jf);
+  const nlohmann::json j = read_json(json);
   EXPECT_EQ(j["steps"].size(), 3u);
   EXPECT_EQ(j["config"]["d_model"], 64);
   EXPECT_EQ(j["num_parameters"], 164160);
@@ -56,8 +60,7 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["counters"]["measured_steps"], 1);
   EXPECT_GT(j["counters"]["total"]["matmul_flops"].get<int64_t>(), 0);
 
-  std::ifstream tf(trace);
-  const nlohmann::json t = nlohmann::json::parse(tf);
+  const nlohmann::json t = read_json(trace);
   int slices = 0, counters = 0;
   for (const auto& e : t["traceEvents"]) {
     slices += e["ph"] == "X";
@@ -149,19 +152,13 @@ TEST(ParseBytes, UnitsAndErrors) {
   }
 }
 
-}  // namespace
-}  // namespace reckon
-
-namespace reckon {
-namespace {
 
 TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
   const std::string json = temp_path("estimate.json");
   std::filesystem::remove(json);
   const CommandResult r = run("estimate --preset gpt2-xl --memory-budget 80GB --json " + json);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  std::ifstream jf(json);
-  const nlohmann::json j = nlohmann::json::parse(jf);
+  const nlohmann::json j = read_json(json);
   EXPECT_EQ(j["num_parameters"], 1635537600LL);
   EXPECT_EQ(j["memory"]["fixed_bytes"], 16 * 1635537600LL);
   EXPECT_EQ(j["memory"]["max_batch"], 5);
@@ -185,11 +182,6 @@ TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
   std::filesystem::remove(json);
 }
 
-}  // namespace
-}  // namespace reckon
-
-namespace reckon {
-namespace {
 
 TEST(Cli, ExtrapolateValidatesCountsThenAppliesTheModel) {
   const std::string json = temp_path("extrapolate.json");
@@ -197,8 +189,7 @@ TEST(Cli, ExtrapolateValidatesCountsThenAppliesTheModel) {
   const CommandResult r = run("extrapolate --validate tiny --steps 1 --target gpt2-xl --gpu h100-sxm --json " + json);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("yes (0 B, 0 FLOP diff)"), std::string::npos) << r.output;
-  std::ifstream jf(json);
-  const nlohmann::json j = nlohmann::json::parse(jf);
+  const nlohmann::json j = read_json(json);
   EXPECT_EQ(j["validation"][0]["counts_exact"], true);
   // Every matmul shape of the tiny step was timed: its floor is positive and below the predicted step.
   const nlohmann::json& v = j["validation"][0];
