@@ -113,7 +113,8 @@ int run_estimate(const EstimateOptions& o) {
 
   const int64_t max_batch = a > 0 && budget > bconst ? (budget - bconst) / a : 0;
   fmt::print("\nmemory(B) = a·B + b with a = {} B per sample ({}), b = {} B ({}){}\n", fmt_int(a), gb(a), fmt_int(bconst),
-             gb(bconst), textbook ? "" : (lin_impl.exact ? ", exact at B = 1, 2, 3, 4, 8" : ", not exactly linear"));
+             gb(bconst), textbook ? "" : (lin_impl.exact ? fmt::format(", exact at B = {}", fmt::join(lin_impl.batches_checked, ", "))
+                                               : std::string(", not exactly linear")));
   fmt::print("max batch in {} = {} B ({}): {}\n", o.memory_budget, fmt_int(budget), gb(budget), max_batch);
   if (o.memory_budget.find("GB") != std::string::npos && o.memory_budget.find("GiB") == std::string::npos) {
     const std::string alt = o.memory_budget.substr(0, o.memory_budget.find("GB")) + "GiB";

@@ -1,29 +1,33 @@
 #include "estimators/flops.h"
 
+#include "runtime/checked.h"
+
 namespace reckon {
 
 namespace {
-OpCount make(int64_t calls, int64_t mm, int64_t other, int64_t read_elems, int64_t written_elems) {
-  return OpCount{calls, mm, other, 4 * read_elems, 4 * written_elems, 0.0};
+// Every count is CheckedInt arithmetic: a config whose counts do not fit int64 throws SizeOverflow.
+OpCount make(CheckedInt calls, CheckedInt mm, CheckedInt other, CheckedInt read_elems, CheckedInt written_elems) {
+  return OpCount{calls.value(), mm.value(), other.value(), (4 * read_elems).value(), (4 * written_elems).value(), 0.0};
 }
 }  // namespace
 
 int64_t count_parameters(const ModelConfig& c) {
-  const int64_t v = c.vocab_size, d = c.d_model, f = c.d_ff;
-  const int64_t ffn_mats = c.ffn == FfnKind::swiglu ? 3 : 2;
-  return v * d                                                          // token embedding
-         + (c.position == Position::learned ? c.context_length * d : 0)  // learned positions
+  const CheckedInt v = c.vocab_size, d = c.d_model, f = c.d_ff;
+  const CheckedInt ffn_mats = c.ffn == FfnKind::swiglu ? 3 : 2;
+  return (v * d                                                          // token embedding
+         + (c.position == Position::learned ? c.context_length * d : CheckedInt(0))  // learned positions
          + c.num_layers * (2 * d + 4 * d * d + ffn_mats * f * d)         // norms, attention, ffn
          + d                                                             // final norm
-         + (c.tie_embeddings ? 0 : v * d);                               // lm head
+         + (c.tie_embeddings ? CheckedInt(0) : v * d))                               // lm head
+      .value();
 }
 
 std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWConfig& optim) {
-  const int64_t b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
-  const int64_t h = c.num_heads, dk = d / h, l = c.num_layers, n = b * t, bh = b * h;
-  const int64_t causal = t * (t + 1) / 2;  // entries the causal softmax touches per (b, h)
+  const CheckedInt b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
+  const CheckedInt h = c.num_heads, dk = d / h, l = c.num_layers, n = b * t, bh = b * h;
+  const CheckedInt causal = t * (t + 1) / 2;  // entries the causal softmax touches per (b, h)
   const bool swiglu = c.ffn == FfnKind::swiglu;
-  const int64_t ffn_in = swiglu ? 2 : 1;  // linears D -> F per layer
+  const CheckedInt ffn_in = swiglu ? 2 : 1;  // linears D -> F per layer
   std::map<OpKey, OpCount> e;
   auto add = [&](const char* op, Phase phase, const OpCount& x) { e[OpKey{op, phase}] += x; };
   const Phase F = Phase::forward, B = Phase::backward, O = Phase::optimizer;
@@ -37,7 +41,7 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   }
   // RMSNorm: 2 per layer + the final one. Forward 4D+4 FLOPs a row; backward 10D+4, +D where dX is `+=`
   // (the two in-layer norms write into the residual stream's gradient; the final one writes it first).
-  const int64_t norms = 2 * l + 1, acc_norms = 2 * l;
+  const CheckedInt norms = 2 * l + 1, acc_norms = 2 * l;
   add("rmsnorm", F, make(norms, 0, norms * n * (4 * d + 4), norms * (n * d + d), norms * (n * d + n)));
   add("rmsnorm", B, make(norms, 0, norms * n * (10 * d + 4) + acc_norms * n * d,
                          norms * (2 * n * d + n + 2 * d) + acc_norms * n * d, norms * (n * d + d)));
@@ -45,20 +49,20 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   // Forward reads x and W, writes y. Backward: dX = dY·W (reads dY, W, + dX when accumulating) and
   // dW += dYᵀ·X (reads dY, X, dW). dX accumulates for k and v (after q) and for w1 after w3 (swiglu).
   {
-    const int64_t dd = 4, df = ffn_in, fd = 1;  // counts per layer of each shape
-    const int64_t calls = l * (dd + df + fd);
-    const int64_t mm = l * 2 * n * d * (dd * d + (df + fd) * f);
-    const int64_t read = l * (dd * (n * d + d * d) + df * (n * d + f * d) + fd * (n * f + d * f));
-    const int64_t written = l * (dd * n * d + df * n * f + fd * n * d);
+    const CheckedInt dd = 4, df = ffn_in, fd = 1;  // counts per layer of each shape
+    const CheckedInt calls = l * (dd + df + fd);
+    const CheckedInt mm = l * 2 * n * d * (dd * d + (df + fd) * f);
+    const CheckedInt read = l * (dd * (n * d + d * d) + df * (n * d + f * d) + fd * (n * f + d * f));
+    const CheckedInt written = l * (dd * n * d + df * n * f + fd * n * d);
     add("linear", F, make(calls, mm, 0, read, written));
-    const int64_t acc_dd = 2, acc_df = swiglu ? 1 : 0;  // dX accumulations per layer
-    const int64_t dw_adds = l * (dd * d * d + (df + fd) * f * d);
-    const int64_t dx_adds = l * (acc_dd * n * d + acc_df * n * d);
+    const CheckedInt acc_dd = 2, acc_df = swiglu ? 1 : 0;  // dX accumulations per layer
+    const CheckedInt dw_adds = l * (dd * d * d + (df + fd) * f * d);
+    const CheckedInt dx_adds = l * (acc_dd * n * d + acc_df * n * d);
     // per linear (N, IN -> OUT): dX reads N·OUT + OUT·IN (+ N·IN), writes N·IN; dW reads N·OUT + N·IN + OUT·IN,
     // writes OUT·IN.
-    auto bwd_read = [&](int64_t in, int64_t out) { return 2 * n * out + 2 * out * in + n * in; };
-    const int64_t read_b = l * (dd * bwd_read(d, d) + df * bwd_read(d, f) + fd * bwd_read(f, d)) + dx_adds;
-    const int64_t written_b = l * (dd * (n * d + d * d) + df * (n * d + f * d) + fd * (n * f + d * f));
+    auto bwd_read = [&](CheckedInt in, CheckedInt out) { return 2 * n * out + 2 * out * in + n * in; };
+    const CheckedInt read_b = l * (dd * bwd_read(d, d) + df * bwd_read(d, f) + fd * bwd_read(f, d)) + dx_adds;
+    const CheckedInt written_b = l * (dd * (n * d + d * d) + df * (n * d + f * d) + fd * (n * f + d * f));
     add("linear", B, make(2 * calls, 2 * mm, dw_adds + dx_adds, read_b, written_b));
   }
   // Attention core per layer: QKᵀ (scaled), causal softmax, PV; backward dP, dV, softmax backward, dQ, dK
@@ -83,20 +87,22 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   add("cross_entropy", F, make(1, 0, n * (5 * v + 4) + 1, n * v + 2 * n, n * v + n));
   add("cross_entropy", B, make(1, 0, n * (v + 1) + 1, n * v + n, n * v));
   // Optimizer phase: zero_grad writes every gradient; AdamW reads p, g, m, v and writes p, m, v.
-  const int64_t p = count_parameters(c);
+  const CheckedInt p = count_parameters(c);
   add("zero_grad", O, make(1, 0, 0, 0, p));
   add("adamw", O, make(1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * p, 4 * p, 3 * p));
   return e;
 }
 
 StepFlops estimate_step_flops(const ModelConfig& config, const AdamWConfig& optim) {
-  StepFlops s;
+  CheckedInt forward = 0, backward = 0, optimizer = 0, matmul_forward = 0, matmul_backward = 0;
   for (const auto& [key, count] : estimate_step_counts(config, optim)) {
-    if (key.phase == Phase::forward) s.forward += count.flops(), s.matmul_forward += count.matmul_flops;
-    if (key.phase == Phase::backward) s.backward += count.flops(), s.matmul_backward += count.matmul_flops;
-    if (key.phase == Phase::optimizer) s.optimizer += count.flops();
+    if (key.phase == Phase::forward) forward += count.flops(), matmul_forward += count.matmul_flops;
+    if (key.phase == Phase::backward) backward += count.flops(), matmul_backward += count.matmul_flops;
+    if (key.phase == Phase::optimizer) optimizer += count.flops();
   }
-  return s;
+  (forward + backward + optimizer).value();  // total() must fit too
+  return StepFlops{forward.value(), backward.value(), optimizer.value(), matmul_forward.value(),
+                   matmul_backward.value()};
 }
 
 }  // namespace reckon

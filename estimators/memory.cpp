@@ -2,96 +2,156 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
+#include <string_view>
+#include <unordered_map>
 #include <stdexcept>
 
 #include <fmt/format.h>
 
+#include "runtime/checked.h"
 #include "runtime/matmul.h"
 
 namespace reckon {
 
 namespace {
 
-// Integer replay of allocations and frees: current bytes per category, the peak (first moment reached),
-// and the live set at that moment.
+// A tensor's name without building a string per event: "layers.{layer}.{suffix}" for layer ≥ 0, "{suffix}"
+// for kTop, "onednn.scratchpad.{suffix}" for kScratch. Only the tensors live at the peak are ever formatted,
+// so a replay costs a few hash-map operations per event: linear in num_layers with a small constant.
+constexpr int32_t kTop = -1, kScratch = -2;
+struct TensorName {
+  int32_t layer;
+  std::string_view suffix;    // string literals: they live as long as the program
+  std::string_view ext = {};  // appended: ".grad", ".exp_avg", ".exp_avg_sq" of a parameter
+  bool operator==(const TensorName& o) const = default;
+  std::string str() const {
+    if (layer == kTop) return fmt::format("{}{}", suffix, ext);
+    if (layer == kScratch) return fmt::format("onednn.scratchpad.{}", suffix);
+    return fmt::format("layers.{}.{}{}", layer, suffix, ext);
+  }
+};
+struct TensorNameHash {
+  size_t operator()(const TensorName& n) const {
+    const std::hash<std::string_view> h;
+    return h(n.suffix) ^ (h(n.ext) * 31) ^ (static_cast<size_t>(n.layer + 3) * 0x9E3779B97F4A7C15ULL);
+  }
+};
+TensorName top(std::string_view suffix) { return {kTop, suffix}; }
+
+// Integer replay of allocations and frees: current bytes per category, the peak (first moment reached), and
+// the live set at that moment. Every size is CheckedInt arithmetic: a config whose bytes do not fit int64
+// throws SizeOverflow instead of wrapping.
 class Replay {
  public:
   Replay(bool scratchpad, std::vector<StepMatmul>* matmuls) : scratchpad_(scratchpad), matmuls_(matmuls) {}
 
-  void alloc(const std::string& name, Category cat, int64_t elements) {
-    const int64_t bytes = aligned_size(4 * elements);
-    live_[name] = {cat, bytes};
-    current_[static_cast<int>(cat)] += bytes;
+  void alloc(TensorName name, Category cat, CheckedInt elements) {
+    const int64_t bytes = aligned_size((4 * elements).value());
+    const int c = static_cast<int>(cat);
+    if (!live_.emplace(name, Live{cat, bytes}).second) {
+      throw std::logic_error("memory estimate: tensor allocated twice: " + name.str());
+    }
+    log_.push_back({name, cat, bytes, true});
+    current_[c] += bytes;
     total_ += bytes;
-    auto& cp = estimate_.category_peak[static_cast<int>(cat)];
-    cp = std::max(cp, current_[static_cast<int>(cat)]);
-    if (total_ > estimate_.peak_total) {
-      estimate_.peak_total = total_;
-      estimate_.peak_breakdown = current_;
-      estimate_.peak_moment = fmt::format("{}: {} allocated", phase_, name);
-      estimate_.scratchpad_at_peak = scratch_live_;
-      peak_live_ = live_;
+    category_peak_[c] = std::max(category_peak_[c], current_[c]);
+    if (total_ > peak_total_) {  // the first moment the total reaches a new high
+      peak_total_ = total_;
+      peak_breakdown_ = current_;
+      peak_event_ = static_cast<int64_t>(log_.size());
+      peak_name_ = name;
+      peak_phase_label_ = phase_label_;
+      scratchpad_at_peak_ = scratch_live_;
     }
   }
 
-  void free(const std::string& name) {
+  void free(TensorName name) {
     auto it = live_.find(name);
-    if (it == live_.end()) throw std::logic_error("memory estimate: free of unknown tensor " + name);
-    current_[static_cast<int>(it->second.first)] -= it->second.second;
-    total_ -= it->second.second;
+    if (it == live_.end()) throw std::logic_error("memory estimate: free of unknown tensor " + name.str());
+    const int c = static_cast<int>(it->second.category);
+    log_.push_back({name, it->second.category, it->second.bytes, false});
+    current_[c] -= it->second.bytes;
+    total_ -= it->second.bytes;
     live_.erase(it);
   }
 
   // One matmul call: oneDNN's scratchpad (if any) lives for exactly the call.
-  void matmul(const MatmulGeometry& g, const std::string& op) {
+  void matmul(const MatmulGeometry& g, const char* op) {
     if (matmuls_ != nullptr) record(g, op);
     if (!scratchpad_) return;
     const int64_t bytes = matmul_scratchpad_bytes(g);
     if (bytes == 0) return;
-    const std::string name = "onednn.scratchpad." + op;
-    const int64_t elements = (bytes + 3) / 4;
-    scratch_live_ = aligned_size(4 * elements);
-    estimate_.scratchpad_max = std::max(estimate_.scratchpad_max, scratch_live_);
-    alloc(name, Category::temporary, elements);
-    free(name);
+    const CheckedInt elements = (CheckedInt(bytes) + 3) / 4;
+    scratch_live_ = aligned_size((4 * elements).value());
+    scratchpad_max_ = std::max(scratchpad_max_, scratch_live_);
+    alloc({kScratch, op}, Category::temporary, elements);
+    free({kScratch, op});
     scratch_live_ = 0;
   }
 
-  void set_phase(Phase phase) { phase_ = phase_name(phase), phase_enum_ = phase; }
-  int64_t total() const { return total_; }
+  void set_phase(Phase phase) { phase_ = phase, phase_label_ = phase_name(phase); }
 
+  // The estimate; the live set at the peak is rebuilt from the event log (one pass), not copied at every new
+  // high (which made the replay quadratic in num_layers).
   MemoryEstimate finish() {
-    for (const auto& [name, cb] : peak_live_) estimate_.live_at_peak.push_back({name, cb.first, cb.second});
-    std::stable_sort(estimate_.live_at_peak.begin(), estimate_.live_at_peak.end(),
-                     [](const EstimatedTensor& a, const EstimatedTensor& b) {
-                       return a.bytes != b.bytes ? a.bytes > b.bytes : a.name < b.name;
-                     });
-    estimate_.step_end_total = total_;
-    return estimate_;
+    MemoryEstimate e;
+    for (int c = 0; c < kNumCategories; ++c) {
+      e.peak_breakdown[c] = peak_breakdown_[c].value();
+      e.category_peak[c] = category_peak_[c].value();
+    }
+    e.peak_total = peak_total_.value();
+    e.scratchpad_at_peak = scratchpad_at_peak_;
+    e.scratchpad_max = scratchpad_max_;
+    e.step_end_total = total_.value();
+    if (peak_event_ > 0) e.peak_moment = fmt::format("{}: {} allocated", peak_phase_label_, peak_name_.str());
+    std::unordered_map<TensorName, Live, TensorNameHash> at_peak;
+    for (int64_t i = 0; i < peak_event_; ++i) {
+      const Event& ev = log_[i];
+      if (ev.alloc) at_peak.emplace(ev.name, Live{ev.category, ev.bytes});
+      else at_peak.erase(ev.name);
+    }
+    for (const auto& [name, live] : at_peak) e.live_at_peak.push_back({name.str(), live.category, live.bytes});
+    std::sort(e.live_at_peak.begin(), e.live_at_peak.end(), [](const EstimatedTensor& a, const EstimatedTensor& b) {
+      return a.bytes != b.bytes ? a.bytes > b.bytes : a.name < b.name;
+    });
+    return e;
   }
 
  private:
+  struct Live {
+    Category category;
+    int64_t bytes;
+  };
+  struct Event {
+    TensorName name;
+    Category category;
+    int64_t bytes;
+    bool alloc;
+  };
+
   // Same geometry under the same op × phase: one entry, calls counted.
-  void record(const MatmulGeometry& g, const std::string& op) {
+  void record(const MatmulGeometry& g, const char* op) {
     for (StepMatmul& m : *matmuls_) {
-      if (m.key.op == op && m.key.phase == phase_enum_ && same_geometry(m.geometry, g)) {
+      if (m.key.phase == phase_ && m.key.op == op && same_geometry(m.geometry, g)) {
         ++m.calls;
         return;
       }
     }
-    matmuls_->push_back({{op, phase_enum_}, g, 1});
+    matmuls_->push_back({{op, phase_}, g, 1});
   }
 
   bool scratchpad_;
   std::vector<StepMatmul>* matmuls_;
-  Phase phase_enum_ = Phase::forward;
-  std::map<std::string, std::pair<Category, int64_t>> live_, peak_live_;
-  std::array<int64_t, kNumCategories> current_{};
-  int64_t total_ = 0;
-  int64_t scratch_live_ = 0;
-  const char* phase_ = "setup";
-  MemoryEstimate estimate_;
+  Phase phase_ = Phase::forward;
+  std::unordered_map<TensorName, Live, TensorNameHash> live_;
+  std::vector<Event> log_;
+  std::array<CheckedInt, kNumCategories> current_{}, category_peak_{}, peak_breakdown_{};
+  CheckedInt total_ = 0, peak_total_ = 0;
+  int64_t peak_event_ = 0;  // events [0, peak_event_) built the live set at the peak
+  TensorName peak_name_{kTop, ""};
+  const char* phase_label_ = "setup";  // before the first set_phase: parameters, gradients, state
+  const char* peak_phase_label_ = "setup";
+  int64_t scratch_live_ = 0, scratchpad_at_peak_ = 0, scratchpad_max_ = 0;
 };
 
 // The geometries of the matmuls the ops run (same dims and strides as the ops' tensor views).
@@ -121,172 +181,180 @@ MatmulGeometry linear_dw(int64_t n, int64_t in, int64_t out) {
   return geometry(2, {out, n}, {1, out}, {n, in}, {in, 1}, {out, in}, {in, 1}, 1.0f, true);
 }
 
+// The attention core's views: heads (B, H, T, d_k) of a (B, T, D) tensor, and (B, H, T, T) score blocks.
 struct AttnGeometry {
-  int64_t b, h, t, d, dk;
+  int64_t b, h, t, d, dk, td, tt_elems, htt;  // td = T·D, tt_elems = T·T, htt = H·T·T (checked when built)
   float scale;
+  AttnGeometry(CheckedInt b_, CheckedInt h_, CheckedInt t_, CheckedInt d_)
+      : b(b_.value()), h(h_.value()), t(t_.value()), d(d_.value()), dk((d_ / h_).value()), td((t_ * d_).value()),
+        tt_elems((t_ * t_).value()), htt((h_ * t_ * t_).value()),
+        scale(1.0f / std::sqrt(static_cast<float>(dk))) {}
   std::array<int64_t, 4> heads() const { return {b, h, t, dk}; }
-  std::array<int64_t, 4> head_strides() const { return {t * d, dk, d, 1}; }
+  std::array<int64_t, 4> head_strides() const { return {td, dk, d, 1}; }
   std::array<int64_t, 4> heads_t() const { return {b, h, dk, t}; }
-  std::array<int64_t, 4> head_t_strides() const { return {t * d, dk, 1, d}; }
+  std::array<int64_t, 4> head_t_strides() const { return {td, dk, 1, d}; }
   std::array<int64_t, 4> tt() const { return {b, h, t, t}; }
-  std::array<int64_t, 4> tt_strides() const { return {h * t * t, t * t, t, 1}; }
-  std::array<int64_t, 4> tt_t_strides() const { return {h * t * t, t * t, 1, t}; }
+  std::array<int64_t, 4> tt_strides() const { return {htt, tt_elems, t, 1}; }
+  std::array<int64_t, 4> tt_t_strides() const { return {htt, tt_elems, 1, t}; }
 };
 
 // The whole step, replayed: memory estimate out, and (if `matmuls`) every matmul call recorded.
 MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o, std::vector<StepMatmul>* matmuls) {
-  const int64_t b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
-  const int64_t n = b * t, h = c.num_heads;
+  const CheckedInt b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
+  const CheckedInt n = b * t, h = c.num_heads, btt = b * h * t * t;
   const bool swiglu = c.ffn == FfnKind::swiglu;
   Replay r(o.onednn_scratchpad, matmuls);
 
   // Parameters, gradients (and, in steady state, AdamW's m and v): one block per named tensor.
-  struct Shape2 { std::string name; int64_t elements; };
-  std::vector<Shape2> params;
-  params.push_back({"tok_emb.weight", v * d});
-  if (c.position == Position::learned) params.push_back({"pos_emb.weight", t * d});
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string p = fmt::format("layers.{}.", i);
-    params.push_back({p + "attn_norm.weight", d});
-    for (const char* w : {"wq", "wk", "wv", "wo"}) params.push_back({p + "attn." + w + ".weight", d * d});
-    params.push_back({p + "ffn_norm.weight", d});
-    params.push_back({p + "ffn.w1.weight", f * d});
-    if (swiglu) params.push_back({p + "ffn.w3.weight", f * d});
-    params.push_back({p + "ffn.w2.weight", d * f});
+  struct Param { TensorName name; CheckedInt elements; };
+  std::vector<Param> params;
+  params.push_back({top("tok_emb.weight"), v * d});
+  if (c.position == Position::learned) params.push_back({top("pos_emb.weight"), t * d});
+  for (int32_t i = 0; i < c.num_layers; ++i) {
+    params.push_back({{i, "attn_norm.weight"}, d});
+    for (const char* w : {"attn.wq.weight", "attn.wk.weight", "attn.wv.weight", "attn.wo.weight"}) {
+      params.push_back({{i, w}, d * d});
+    }
+    params.push_back({{i, "ffn_norm.weight"}, d});
+    params.push_back({{i, "ffn.w1.weight"}, f * d});
+    if (swiglu) params.push_back({{i, "ffn.w3.weight"}, f * d});
+    params.push_back({{i, "ffn.w2.weight"}, d * f});
   }
-  params.push_back({"final_norm.weight", d});
-  if (!c.tie_embeddings) params.push_back({"lm_head.weight", v * d});
-  MemoryEstimate est;
-  for (const Shape2& p : params) {
+  params.push_back({top("final_norm.weight"), d});
+  if (!c.tie_embeddings) params.push_back({top("lm_head.weight"), v * d});
+  CheckedInt num_parameters = 0;
+  for (const Param& p : params) {
     r.alloc(p.name, Category::parameter, p.elements);
-    r.alloc(p.name + ".grad", Category::gradient, p.elements);
-    est.num_parameters += p.elements;
+    r.alloc({p.name.layer, p.name.suffix, ".grad"}, Category::gradient, p.elements);
+    num_parameters += p.elements;
   }
   if (o.optimizer_state) {
-    for (const Shape2& p : params) {
-      r.alloc(p.name + ".exp_avg", Category::optimizer_state, p.elements);
-      r.alloc(p.name + ".exp_avg_sq", Category::optimizer_state, p.elements);
+    for (const Param& p : params) {
+      r.alloc({p.name.layer, p.name.suffix, ".exp_avg"}, Category::optimizer_state, p.elements);
+      r.alloc({p.name.layer, p.name.suffix, ".exp_avg_sq"}, Category::optimizer_state, p.elements);
     }
   }
   if (o.batch_tensors) {
-    r.alloc("batch.tokens", Category::activation, n);
-    r.alloc("batch.targets", Category::activation, n);
+    r.alloc(top("batch.tokens"), Category::activation, n);
+    r.alloc(top("batch.targets"), Category::activation, n);
   }
 
-  const AttnGeometry ag{b, h, t, d, d / h, 1.0f / std::sqrt(static_cast<float>(d / h))};
-  auto lin_fwd = [&](const std::string& out, Category cat, int64_t in, int64_t outf, const char* op) {
+  const AttnGeometry ag(b, h, t, d);
+  const int64_t n_ = n.value(), d_ = d.value(), f_ = f.value(), v_ = v.value();
+  auto lin_fwd = [&](TensorName out, Category cat, int64_t in, int64_t outf, const char* op) {
     r.alloc(out, cat, n * outf);
-    r.matmul(linear_fwd(n, in, outf), op);
+    r.matmul(linear_fwd(n_, in, outf), op);
   };
   auto lin_bwd = [&](int64_t in, int64_t outf, bool acc, const char* op) {
-    r.matmul(linear_dx(n, in, outf, acc), op);
-    r.matmul(linear_dw(n, in, outf), op);
+    r.matmul(linear_dx(n_, in, outf, acc), op);
+    r.matmul(linear_dw(n_, in, outf), op);
   };
+  const char* gate = swiglu ? "ffn.gated" : "ffn.silu_out";
 
   // ---------------------------------------------------------------- forward
   r.set_phase(Phase::forward);
-  r.alloc("tok_emb.out", Category::activation, n * d);
-  std::string x = "tok_emb.out";  // the residual stream tensor entering the next layer
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string p = fmt::format("layers.{}.", i);
-    r.alloc(p + "attn_norm.out", Category::activation, n * d);
-    r.alloc(p + "attn_norm.rstd", Category::activation, n);
-    for (const char* w : {"q", "k", "v"}) lin_fwd(p + "attn." + w, Category::activation, d, d, "linear");
-    r.alloc(p + "attn.probs", Category::activation, b * h * t * t);
-    r.alloc(p + "attn.ctx", Category::activation, n * d);
+  r.alloc(top("tok_emb.out"), Category::activation, n * d);
+  TensorName x = top("tok_emb.out");  // the residual stream tensor entering the next layer
+  for (int32_t i = 0; i < c.num_layers; ++i) {
+    r.alloc({i, "attn_norm.out"}, Category::activation, n * d);
+    r.alloc({i, "attn_norm.rstd"}, Category::activation, n);
+    for (const char* w : {"attn.q", "attn.k", "attn.v"}) lin_fwd({i, w}, Category::activation, d_, d_, "linear");
+    r.alloc({i, "attn.probs"}, Category::activation, btt);
+    r.alloc({i, "attn.ctx"}, Category::activation, n * d);
     r.matmul(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
                       ag.scale, false), "attention");
     r.matmul(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
                       false), "attention");
-    lin_fwd(p + "attn.out", Category::temporary, d, d, "linear");
-    r.alloc(p + "attn_residual", Category::activation, n * d);
-    r.free(p + "attn.out");
-    r.alloc(p + "ffn_norm.out", Category::activation, n * d);
-    r.alloc(p + "ffn_norm.rstd", Category::activation, n);
-    lin_fwd(p + "ffn.w1_out", Category::activation, d, f, "linear");
-    if (swiglu) lin_fwd(p + "ffn.w3_out", Category::activation, d, f, "linear");
-    r.alloc(p + (swiglu ? "ffn.gated" : "ffn.silu_out"), Category::activation, n * f);
-    lin_fwd(p + "ffn.out", Category::temporary, f, d, "linear");
-    r.alloc(p + "ffn_residual", Category::activation, n * d);
-    r.free(p + "ffn.out");
-    x = p + "ffn_residual";
+    lin_fwd({i, "attn.out"}, Category::temporary, d_, d_, "linear");
+    r.alloc({i, "attn_residual"}, Category::activation, n * d);
+    r.free({i, "attn.out"});
+    r.alloc({i, "ffn_norm.out"}, Category::activation, n * d);
+    r.alloc({i, "ffn_norm.rstd"}, Category::activation, n);
+    lin_fwd({i, "ffn.w1_out"}, Category::activation, d_, f_, "linear");
+    if (swiglu) lin_fwd({i, "ffn.w3_out"}, Category::activation, d_, f_, "linear");
+    r.alloc({i, gate}, Category::activation, n * f);
+    lin_fwd({i, "ffn.out"}, Category::temporary, f_, d_, "linear");
+    r.alloc({i, "ffn_residual"}, Category::activation, n * d);
+    r.free({i, "ffn.out"});
+    x = {i, "ffn_residual"};
   }
-  r.alloc("final_norm.out", Category::activation, n * d);
-  r.alloc("final_norm.rstd", Category::activation, n);
-  lin_fwd("lm_head.logits", Category::activation, d, v, "lm_head");
-  r.alloc("cross_entropy.row_loss", Category::temporary, n);
-  r.free("cross_entropy.row_loss");
+  r.alloc(top("final_norm.out"), Category::activation, n * d);
+  r.alloc(top("final_norm.rstd"), Category::activation, n);
+  lin_fwd(top("lm_head.logits"), Category::activation, d_, v_, "lm_head");
+  r.alloc(top("cross_entropy.row_loss"), Category::temporary, n);
+  r.free(top("cross_entropy.row_loss"));
 
   // ---------------------------------------------------------------- backward
   r.set_phase(Phase::backward);
-  r.alloc("final_norm.grad_out", Category::temporary, n * d);
-  lin_bwd(d, v, false, "lm_head");
-  r.free("final_norm.out");   // lm_head's saved input
-  r.free("lm_head.logits");   // the buffer that held probs, then dlogits
-  r.alloc("residual.grad", Category::temporary, n * d);
-  r.free(x);                  // final norm's saved input
-  r.free("final_norm.rstd");
-  r.free("final_norm.grad_out");
-  for (int64_t i = c.num_layers - 1; i >= 0; --i) {
-    const std::string p = fmt::format("layers.{}.", i);
-    const std::string layer_input = i == 0 ? "tok_emb.out" : fmt::format("layers.{}.ffn_residual", i - 1);
-    r.alloc(p + "ffn_norm.grad_out", Category::temporary, n * d);
-    r.alloc(p + "ffn.grad_act", Category::temporary, n * f);
-    lin_bwd(f, d, false, "linear");
-    r.free(p + (swiglu ? "ffn.gated" : "ffn.silu_out"));
-    r.alloc(p + "ffn.grad_w1_out", Category::temporary, n * f);
+  r.alloc(top("final_norm.grad_out"), Category::temporary, n * d);
+  lin_bwd(d_, v_, false, "lm_head");
+  r.free(top("final_norm.out"));   // lm_head's saved input
+  r.free(top("lm_head.logits"));   // the buffer that held probs, then dlogits
+  r.alloc(top("residual.grad"), Category::temporary, n * d);
+  r.free(x);                       // final norm's saved input
+  r.free(top("final_norm.rstd"));
+  r.free(top("final_norm.grad_out"));
+  for (int32_t i = static_cast<int32_t>(c.num_layers) - 1; i >= 0; --i) {
+    const TensorName layer_input = i == 0 ? top("tok_emb.out") : TensorName{i - 1, "ffn_residual"};
+    r.alloc({i, "ffn_norm.grad_out"}, Category::temporary, n * d);
+    r.alloc({i, "ffn.grad_act"}, Category::temporary, n * f);
+    lin_bwd(f_, d_, false, "linear");
+    r.free({i, gate});
+    r.alloc({i, "ffn.grad_w1_out"}, Category::temporary, n * f);
     if (swiglu) {
-      r.alloc(p + "ffn.grad_w3_out", Category::temporary, n * f);
-      r.free(p + "ffn.grad_act");
-      r.free(p + "ffn.w1_out");
-      r.free(p + "ffn.w3_out");
-      lin_bwd(d, f, false, "linear");
-      r.free(p + "ffn.grad_w3_out");
-      lin_bwd(d, f, true, "linear");
+      r.alloc({i, "ffn.grad_w3_out"}, Category::temporary, n * f);
+      r.free({i, "ffn.grad_act"});
+      r.free({i, "ffn.w1_out"});
+      r.free({i, "ffn.w3_out"});
+      lin_bwd(d_, f_, false, "linear");
+      r.free({i, "ffn.grad_w3_out"});
+      lin_bwd(d_, f_, true, "linear");
     } else {
-      r.free(p + "ffn.grad_act");
-      r.free(p + "ffn.w1_out");
-      lin_bwd(d, f, false, "linear");
+      r.free({i, "ffn.grad_act"});
+      r.free({i, "ffn.w1_out"});
+      lin_bwd(d_, f_, false, "linear");
     }
-    r.free(p + "ffn_norm.out");  // the last linear to use it has run
-    r.free(p + "ffn.grad_w1_out");
-    r.free(p + "attn_residual");  // ffn norm's saved input
-    r.free(p + "ffn_norm.rstd");
-    r.free(p + "ffn_norm.grad_out");
-    r.alloc(p + "attn.grad_ctx", Category::temporary, n * d);
-    lin_bwd(d, d, false, "linear");
-    r.free(p + "attn.ctx");
-    for (const char* g : {"attn.grad_q", "attn.grad_k", "attn.grad_v"}) r.alloc(p + g, Category::temporary, n * d);
-    r.alloc(p + "attn.grad_probs", Category::temporary, b * h * t * t);
+    r.free({i, "ffn_norm.out"});  // the last linear to use it has run
+    r.free({i, "ffn.grad_w1_out"});
+    r.free({i, "attn_residual"});  // ffn norm's saved input
+    r.free({i, "ffn_norm.rstd"});
+    r.free({i, "ffn_norm.grad_out"});
+    r.alloc({i, "attn.grad_ctx"}, Category::temporary, n * d);
+    lin_bwd(d_, d_, false, "linear");
+    r.free({i, "attn.ctx"});
+    for (const char* g : {"attn.grad_q", "attn.grad_k", "attn.grad_v"}) r.alloc({i, g}, Category::temporary, n * d);
+    r.alloc({i, "attn.grad_probs"}, Category::temporary, btt);
     r.matmul(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
                       1.0f, false), "attention");  // dP = dC Vᵀ
     r.matmul(geometry(4, ag.tt(), ag.tt_t_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
                       false), "attention");  // dV = Pᵀ dC
-    r.free(p + "attn.probs");
-    r.free(p + "attn.v");
+    r.free({i, "attn.probs"});
+    r.free({i, "attn.v"});
     r.matmul(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(),
                       ag.scale, false), "attention");  // dQ = dS K
-    r.free(p + "attn.k");
+    r.free({i, "attn.k"});
     r.matmul(geometry(4, ag.tt(), ag.tt_t_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(),
                       ag.scale, false), "attention");  // dK = dSᵀ Q
-    r.free(p + "attn.q");
-    r.free(p + "attn.grad_probs");
-    r.free(p + "attn.grad_ctx");
-    r.alloc(p + "attn_norm.grad_out", Category::temporary, n * d);
-    lin_bwd(d, d, false, "linear");
-    r.free(p + "attn.grad_q");
-    lin_bwd(d, d, true, "linear");
-    r.free(p + "attn.grad_k");
-    lin_bwd(d, d, true, "linear");
-    r.free(p + "attn_norm.out");  // q, k, v linears' saved input
-    r.free(p + "attn.grad_v");
+    r.free({i, "attn.q"});
+    r.free({i, "attn.grad_probs"});
+    r.free({i, "attn.grad_ctx"});
+    r.alloc({i, "attn_norm.grad_out"}, Category::temporary, n * d);
+    lin_bwd(d_, d_, false, "linear");
+    r.free({i, "attn.grad_q"});
+    lin_bwd(d_, d_, true, "linear");
+    r.free({i, "attn.grad_k"});
+    lin_bwd(d_, d_, true, "linear");
+    r.free({i, "attn_norm.out"});  // q, k, v linears' saved input
+    r.free({i, "attn.grad_v"});
     r.free(layer_input);
-    r.free(p + "attn_norm.rstd");
-    r.free(p + "attn_norm.grad_out");
+    r.free({i, "attn_norm.rstd"});
+    r.free({i, "attn_norm.grad_out"});
   }
-  r.free("residual.grad");
+  r.free(top("residual.grad"));
   r.set_phase(Phase::optimizer);
-  return r.finish();
+  MemoryEstimate est = r.finish();
+  est.num_parameters = num_parameters.value();
+  return est;
 }
 
 }  // namespace
@@ -307,10 +375,15 @@ LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstim
     c.batch_size = batch;
     return estimate_step_memory(c, options).peak_total;
   };
-  const int64_t p1 = peak_at(1), p2 = peak_at(2);
-  LinearMemory lin{p2 - p1, p1 - (p2 - p1), true};
+  const CheckedInt p1 = peak_at(1), p2 = peak_at(2);
+  LinearMemory lin{(p2 - p1).value(), (p1 - (p2 - p1)).value(), true, {1, 2}};
   for (int64_t batch : {3, 4, 8}) {
-    if (peak_at(batch) != lin.per_sample * batch + lin.fixed) lin.exact = false;
+    try {
+      if (peak_at(batch) != (CheckedInt(lin.per_sample) * batch + lin.fixed).value()) lin.exact = false;
+      lin.batches_checked.push_back(batch);
+    } catch (const SizeOverflow&) {
+      break;  // a batch this large does not fit int64 bytes: the check stops at the largest that does
+    }
   }
   return lin;
 }

@@ -46,6 +46,8 @@ struct MemoryEstimate {
 };
 
 // The peak of one steady-state training step of `config` (batch size config.batch_size, T = context_length).
+// Cost: a few hash-map operations per tensor event, linear in num_layers. Throws SizeOverflow if a byte count
+// does not fit int64, std::invalid_argument if a scratchpad query exceeds oneDNN's limits.
 MemoryEstimate estimate_step_memory(const ModelConfig& config, const MemoryEstimateOptions& options = {});
 
 // The matmul calls of one training step, from the same replay: each distinct geometry under its op × phase,
@@ -62,6 +64,7 @@ struct LinearMemory {
   int64_t per_sample;  // a
   int64_t fixed;       // b
   bool exact;          // true if peak(B) = a·B + b held at every batch size checked
+  std::vector<int64_t> batches_checked;  // 1, 2, 3, 4, 8 (fewer where a larger batch overflows int64)
 };
 LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstimateOptions& options = {});
 

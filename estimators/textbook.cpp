@@ -1,12 +1,25 @@
 #include "estimators/textbook.h"
 
+#include "runtime/checked.h"
+
 namespace reckon {
 
+namespace {
+// A row while its counts are CheckedInt arithmetic (an overflow throws SizeOverflow).
+struct CheckedRow {
+  std::string item;
+  CheckedInt textbook_floats;
+  std::string implemented;
+  CheckedInt implemented_floats;
+  std::string why;
+};
+}  // namespace
+
 std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
-  const int64_t b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
-  const int64_t l = c.num_layers, h = c.num_heads, btd = b * t * d, btf = b * t * f, bt = b * t;
+  const CheckedInt b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
+  const CheckedInt l = c.num_layers, h = c.num_heads, btd = b * t * d, btf = b * t * f, bt = b * t;
   const bool swiglu = c.ffn == FfnKind::swiglu;
-  std::vector<ActivationRow> rows = {
+  const std::vector<CheckedRow> checked = {
       {"RMSNorm outputs (2 per block)", l * 2 * btd, "layers.*.attn_norm.out, layers.*.ffn_norm.out", l * 2 * btd,
        "same: the inputs of the projections"},
       {"(not listed) RMSNorm 1/rms", 0, "layers.*.attn_norm.rstd, layers.*.ffn_norm.rstd", l * 2 * bt,
@@ -31,13 +44,17 @@ std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
        "softmax written over the logits buffer, then dlogits over it: one logits-sized buffer"},
       {"(not listed) the batch", 0, "batch.tokens, batch.targets (int32)", 2 * bt, "4-byte token ids and targets"},
   };
+  std::vector<ActivationRow> rows;
+  for (const CheckedRow& r : checked) {
+    rows.push_back({r.item, r.textbook_floats.value(), r.implemented, r.implemented_floats.value(), r.why});
+  }
   return rows;
 }
 
 int64_t textbook_activation_floats(const ModelConfig& c) {
-  int64_t sum = 0;
+  CheckedInt sum = 0;
   for (const ActivationRow& r : activation_comparison(c)) sum += r.textbook_floats;
-  return sum;
+  return sum.value();
 }
 
 }  // namespace reckon

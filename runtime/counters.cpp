@@ -1,6 +1,7 @@
 #include "runtime/counters.h"
 
 #include "runtime/allocator.h"
+#include "runtime/checked.h"
 #include "runtime/clock.h"
 
 namespace reckon {
@@ -14,12 +15,15 @@ const char* phase_name(Phase p) {
   return "?";
 }
 
+int64_t OpCount::flops() const { return (CheckedInt(matmul_flops) + other_flops).value(); }
+
 OpCount& OpCount::operator+=(const OpCount& o) {
-  calls += o.calls;
-  matmul_flops += o.matmul_flops;
-  other_flops += o.other_flops;
-  bytes_read += o.bytes_read;
-  bytes_written += o.bytes_written;
+  // Checked: estimators sum whole-model counts here, and a wrapped sum would be a silently wrong number.
+  calls = (CheckedInt(calls) + o.calls).value();
+  matmul_flops = (CheckedInt(matmul_flops) + o.matmul_flops).value();
+  other_flops = (CheckedInt(other_flops) + o.other_flops).value();
+  bytes_read = (CheckedInt(bytes_read) + o.bytes_read).value();
+  bytes_written = (CheckedInt(bytes_written) + o.bytes_written).value();
   seconds += o.seconds;
   return *this;
 }

@@ -25,7 +25,7 @@ struct OpCount {
   int64_t bytes_written = 0;
   double seconds = 0.0;
 
-  int64_t flops() const { return matmul_flops + other_flops; }
+  int64_t flops() const;  // matmul + other, checked
   OpCount& operator+=(const OpCount& o);
 };
 

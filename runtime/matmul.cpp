@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -11,6 +12,7 @@
 #include <fmt/format.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "runtime/checked.h"
 #include "runtime/counters.h"
 #include "runtime/onednn.h"
 
@@ -63,7 +65,24 @@ std::string dims_str(int rank, const int64_t* d) {
   return s + ")";
 }
 
+// oneDNN 2.6 computes some offsets and blockings in 32-bit integers: a dimension past 2^31 - 1 ends in a
+// SIGFPE inside primitive creation (seen at M = 2^32 rows), so such a geometry is refused before it gets there.
+void check_onednn_limits(const MatmulGeometry& g) {
+  constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();
+  for (const int64_t* dims : {g.a_dims, g.b_dims, g.dst_dims}) {
+    for (int d = 0; d < g.rank; ++d) {
+      if (dims[d] > kMaxDim) {
+        throw std::invalid_argument(fmt::format(
+            "matmul: a {} x b {} -> dst {} has a dimension of {}, above oneDNN's limit of {} (2^31 - 1); lower "
+            "batch_size or context_length",
+            dims_str(g.rank, g.a_dims), dims_str(g.rank, g.b_dims), dims_str(g.rank, g.dst_dims), dims[d], kMaxDim));
+      }
+    }
+  }
+}
+
 const CachedMatmul& lookup(const MatmulGeometry& g) {
+  check_onednn_limits(g);
   const std::vector<int64_t> key = cache_key(g);
   std::lock_guard<std::mutex> lock(cache_mutex);
   auto it = cache().find(key);
@@ -102,9 +121,9 @@ void check(bool ok, const std::string& message) {
 bool same_geometry(const MatmulGeometry& a, const MatmulGeometry& b) { return geometry_fields(a) == geometry_fields(b); }
 
 int64_t MatmulGeometry::batch() const {
-  int64_t b = 1;
+  CheckedInt b = 1;
   for (int d = 0; d < rank - 2; ++d) b *= dst_dims[d];
-  return b;
+  return b.value();
 }
 
 MatmulGeometry matmul_geometry(const Tensor& dst, const Tensor& a, const Tensor& b, float alpha,
@@ -159,20 +178,23 @@ MatmulGeometry matmul_geometry_plain(int64_t batch, int64_t m, int64_t k, int64_
   return g;
 }
 
-int64_t matmul_flops(const MatmulGeometry& g) { return 2 * g.batch() * g.m() * g.n() * g.k(); }
+int64_t matmul_flops(const MatmulGeometry& g) {
+  return (CheckedInt(2) * g.batch() * g.m() * g.n() * g.k()).value();
+}
 
 int64_t matmul_other_flops(const MatmulGeometry& g) {
-  const int64_t mn = g.batch() * g.m() * g.n();
-  return (g.alpha != 1.0f ? mn : 0) + (g.accumulate ? mn : 0);
+  const CheckedInt mn = CheckedInt(g.batch()) * g.m() * g.n();
+  return ((g.alpha != 1.0f ? mn : 0) + (g.accumulate ? mn : 0)).value();
 }
 
 int64_t matmul_bytes_read(const MatmulGeometry& g) {
-  const int64_t elems = g.batch() * (g.m() * g.k() + g.k() * g.n() + (g.accumulate ? g.m() * g.n() : 0));
-  return elems * static_cast<int64_t>(sizeof(float));
+  const CheckedInt m = g.m(), k = g.k(), n = g.n();
+  const CheckedInt elems = CheckedInt(g.batch()) * (m * k + k * n + (g.accumulate ? m * n : 0));
+  return (elems * 4).value();
 }
 
 int64_t matmul_bytes_written(const MatmulGeometry& g) {
-  return g.batch() * g.m() * g.n() * static_cast<int64_t>(sizeof(float));
+  return (CheckedInt(g.batch()) * g.m() * g.n() * 4).value();
 }
 
 int64_t matmul_scratchpad_bytes(const MatmulGeometry& g) { return lookup(g).scratchpad_bytes; }
