@@ -24,6 +24,16 @@ struct EstimateOptions {
   std::string json_path;
 };
 
+// The report `reckon estimate` prints (markdown text) and its JSON, computed whole before anything is printed
+// or written. Throws std::invalid_argument naming the flag or field for any input outside its range,
+// including a config whose counts do not fit int64 (see estimators/fit.h).
+struct EstimateReport {
+  std::string text;
+  std::string json;
+};
+EstimateReport make_estimate_report(const EstimateOptions& options);
+
+// Prints the report; with --json, writes the JSON first (atomically).
 int run_estimate(const EstimateOptions& options);
 
 }  // namespace reckon

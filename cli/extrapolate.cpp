@@ -9,6 +9,8 @@
 
 #include "cli/output.h"
 #include "cli/table.h"
+#include "cli/validate.h"
+#include "estimators/fit.h"
 #include "estimators/flops.h"
 #include "estimators/memory.h"
 #include "estimators/time.h"
@@ -97,6 +99,8 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   if (o.target_batch < 1 || o.target_batch > (1 << 20)) {
     throw std::invalid_argument(fmt::format("--target-batch: {} is outside [1, 1048576]", o.target_batch));
   }
+  check_int_range("--train-steps", o.train_steps, 1, kMaxTrainSteps);
+  check_int_range("--train-batch", o.train_batch, 1, kMaxTrainBatch);
   const GpuSpec& gpu = gpu_spec(o.gpu);
   const double gpu_peak = gpu_peak_flops(gpu, o.precision);
   std::vector<TrainConfig> presets;
@@ -104,6 +108,8 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   TrainConfig target = preset_config(o.target);
   target.model.batch_size = o.target_batch;
   validate(target);
+  check_token_count(o.train_steps, o.train_batch, target.model.context_length);
+  check_counts_fit(target.model, target.optim);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
 
   // This CPU's roofline, measured now.

@@ -1,7 +1,10 @@
 // reckon: where does every byte and every FLOP of a training step go?
+#include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +16,7 @@
 #include "cli/extrapolate.h"
 #include "cli/reconcile.h"
 #include "cli/train.h"
+#include "cli/validate.h"
 #include "model/config.h"
 #include "runtime/allocator.h"
 #include "runtime/counters.h"
@@ -58,6 +62,36 @@ void add_config_options(CLI::App* app, std::string& preset, std::string& config_
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
 }
 
+// The subcommand a command line names: the first argument that is not an option (skipping the value of the
+// global --threads). "" if there is none.
+std::string named_subcommand(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "--threads") {
+      ++i;
+      continue;
+    }
+    if (!a.empty() && a[0] == '-') continue;
+    return std::string(a);
+  }
+  return "";
+}
+
+// An option given with an empty value (`--json ''`, `--set ''`): refused, naming the option, rather than read as
+// "not given".
+void refuse_empty_values(const CLI::App& app) {
+  for (const CLI::App* sub : app.get_subcommands()) {
+    for (const CLI::Option* opt : sub->get_options()) {
+      if (opt->count() == 0 || opt->get_type_size() == 0) continue;  // not given, or a flag
+      for (const std::string& value : opt->results()) {
+        if (value.empty()) {
+          throw std::invalid_argument(fmt::format("{}: an empty value is not allowed", opt->get_name()));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace reckon
 
@@ -86,7 +120,7 @@ int main(int argc, char** argv) {
   train->add_option("--json", train_opts.json_path, "write every table as JSON here (atomically)");
   train->add_option("--trace", train_opts.trace_path, "write a Chrome/Perfetto trace (op slices, memory counters)");
   train->add_option("--max-memory", train_opts.max_memory, "memory budget, e.g. 8GB or 8GiB (default: available RAM)");
-  train->add_option("--peak-gflops", train_opts.peak_gflops, "peak GFLOP/s for utilisation (default: measured FMA peak)")
+  train->add_option("--peak-gflops", train_opts.peak_gflops, "peak GFLOP/s for utilisation, (0, 1e9] (default: measured FMA peak)")
       ->check(CLI::PositiveNumber);
   train->add_flag("--quiet", train_opts.quiet, "no per-step progress lines");
   train->add_flag("--profile", train_opts.profile, "per-op profile: time share, GFLOP/s, GB/s, % of this CPU's roofline");
@@ -104,13 +138,14 @@ int main(int argc, char** argv) {
   CLI::App* estimate = app.add_subcommand("estimate", "Answer the accounting questions from the config alone (instant)");
   reckon::add_config_options(estimate, est.preset, est.config_file, est.overrides,
                              "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl (default)");
-  estimate->add_option("--batch-size", est.batch_size, "batch size for memory and FLOPs")->check(CLI::Range(1, 1 << 24));
+  estimate->add_option("--batch-size", est.batch_size, "batch size for memory and FLOPs [1, 65536]")
+      ->check(CLI::Range(int64_t{1}, reckon::kMaxEstimateBatch));
   estimate->add_option("--memory-budget", est.memory_budget, "e.g. 80GB (10^9) or 80GiB (2^30)");
   estimate->add_option("--gpu", est.gpu, "a100-40gb, a100-80gb, h100-sxm");
   estimate->add_option("--precision", est.precision, "fp32, tf32, bf16 (the GPU peak used)");
-  estimate->add_option("--mfu", est.mfu, "model FLOP utilisation (0, 1]");
-  estimate->add_option("--train-steps", est.train_steps, "training steps");
-  estimate->add_option("--train-batch", est.train_batch, "sequences per training step");
+  estimate->add_option("--mfu", est.mfu, "model FLOP utilisation [1e-6, 1]");
+  estimate->add_option("--train-steps", est.train_steps, "training steps [1, 2^40]; steps x batch x T must fit int64");
+  estimate->add_option("--train-batch", est.train_batch, "sequences per training step [1, 2^24]");
   estimate->add_option("--activations", est.activations, "implemented (default) or textbook");
   estimate->add_option("--json", est.json_path, "write the answers as JSON");
 
@@ -119,15 +154,26 @@ int main(int argc, char** argv) {
       "extrapolate", "Validate the counts and the roofline on measured S and M steps, then apply them to a target");
   extrapolate->add_option("--validate", ext.validate, "presets to measure here (default: S M)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  extrapolate->add_option("--steps", ext.steps, "timed steps per preset (median)");
+  extrapolate->add_option("--steps", ext.steps, "timed steps per preset (median) [1, 1000]");
   extrapolate->add_option("--target", ext.target, "preset to extrapolate to (default gpt2-xl)");
-  extrapolate->add_option("--target-batch", ext.target_batch, "batch size of one target step");
+  extrapolate->add_option("--target-batch", ext.target_batch, "batch size of one target step [1, 1048576]");
   extrapolate->add_option("--gpu", ext.gpu, "a100-40gb, a100-80gb, h100-sxm");
   extrapolate->add_option("--precision", ext.precision, "fp32, tf32, bf16");
-  extrapolate->add_option("--train-steps", ext.train_steps, "training steps");
-  extrapolate->add_option("--train-batch", ext.train_batch, "sequences per training step");
+  extrapolate->add_option("--train-steps", ext.train_steps, "training steps [1, 2^40]");
+  extrapolate->add_option("--train-batch", ext.train_batch, "sequences per training step [1, 2^24]");
   extrapolate->add_option("--json", ext.json_path, "write the results as JSON");
 
+  const std::vector<std::string> subcommands = {"demo", "train", "reconcile", "estimate", "extrapolate"};
+  const std::string named = reckon::named_subcommand(argc, argv);
+  const bool help = std::any_of(argv + 1, argv + argc, [](const char* a) {
+    return std::string_view(a) == "--help" || std::string_view(a) == "-h";
+  });
+  if (!help && std::find(subcommands.begin(), subcommands.end(), named) == subcommands.end()) {
+    fmt::print(stderr, "reckon: error: {}; valid subcommands: {} (reckon --help lists them)\n",
+               named.empty() ? std::string("a subcommand is required") : fmt::format("unknown subcommand '{}'", named),
+               fmt::join(subcommands, ", "));
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -135,6 +181,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   try {
+    reckon::refuse_empty_values(app);
     if (threads > 0) reckon::set_num_threads(threads);
     fmt::print("{} | fmt {}.{}.{} CLI11 {} nlohmann_json {}.{}.{}\n", reckon::machine_summary(reckon::machine_info()),
                FMT_VERSION / 10000, FMT_VERSION / 100 % 100, FMT_VERSION % 100, CLI11_VERSION,

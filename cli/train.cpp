@@ -13,6 +13,8 @@
 #include "cli/output.h"
 #include "cli/report.h"
 #include "cli/table.h"
+#include "cli/validate.h"
+#include "estimators/fit.h"
 #include "estimators/memory.h"
 #include "model/config.h"
 #include "model/data.h"
@@ -57,6 +59,17 @@ struct StepLog {
   double loss, seconds;
 };
 
+// Throws naming --max-memory and the batch size that fits if a step peaks above the budget.
+void check_fits_budget(const ModelConfig& m, int64_t peak, int64_t budget, const MemoryEstimateOptions& options) {
+  if (peak <= budget) return;
+  const LinearMemory lin = memory_linear_in_batch(m, options);
+  const int64_t max_batch = lin.per_sample > 0 ? (budget - lin.fixed) / lin.per_sample : 0;
+  throw std::invalid_argument(fmt::format(
+      "--max-memory: a training step of this config peaks at {} B ({} MiB; estimate, exact as implemented) but the "
+      "budget is {} B ({} MiB); lower batch_size (about {} fits) or raise --max-memory",
+      fmt_int(peak), fmt_bytes_mib(peak), fmt_int(budget), fmt_bytes_mib(budget), std::max<int64_t>(max_batch, 0)));
+}
+
 }  // namespace
 
 int run_train(const TrainOptions& o) {
@@ -73,17 +86,17 @@ int run_train(const TrainOptions& o) {
   const int64_t available = available_memory_bytes();
   const int64_t budget = o.max_memory.empty() ? available : parse_bytes("--max-memory", o.max_memory);
 
-  // The estimate is exact for the steady-state step (reckon reconcile proves it); check it before allocating.
+  if (o.peak_gflops != 0) check_real_range("--peak-gflops", o.peak_gflops, 1e-3, kMaxPeakGflops);
+
+  // The estimate is exact for the steady-state step (reckon reconcile proves it); check it before allocating:
+  // first that its counts fit int64, then the arithmetic peak against the budget (no oneDNN involved, so a
+  // shape beyond oneDNN's limits is refused by the budget first), then the peak with oneDNN's scratchpad.
+  check_counts_fit(m, config.optim);
+  MemoryEstimateOptions pure;
+  pure.onednn_scratchpad = false;
+  check_fits_budget(m, estimate_step_memory(m, pure).peak_total, budget, pure);
   const MemoryEstimate estimate = estimate_step_memory(m);
-  if (estimate.peak_total > budget) {
-    const LinearMemory lin = memory_linear_in_batch(m);
-    const int64_t max_batch = lin.per_sample > 0 ? (budget - lin.fixed) / lin.per_sample : 0;
-    throw std::invalid_argument(fmt::format(
-        "--max-memory: a training step of this config peaks at {} B ({} MiB; estimate, exact as implemented) but the "
-        "budget is {} B ({} MiB); lower batch_size (about {} fits) or raise --max-memory",
-        fmt_int(estimate.peak_total), fmt_bytes_mib(estimate.peak_total), fmt_int(budget), fmt_bytes_mib(budget),
-        std::max<int64_t>(max_batch, 0)));
-  }
+  check_fits_budget(m, estimate.peak_total, budget, {});
 
   const MachineInfo machine = machine_info();
   const double peak_gflops = o.peak_gflops > 0 ? o.peak_gflops : measure_fma_peak_gflops(0.2);

@@ -1,5 +1,9 @@
 #include "estimators/flops.h"
 
+#include <stdexcept>
+
+#include <fmt/format.h>
+
 #include "runtime/checked.h"
 
 namespace reckon {
@@ -103,6 +107,21 @@ StepFlops estimate_step_flops(const ModelConfig& config, const AdamWConfig& opti
   (forward + backward + optimizer).value();  // total() must fit too
   return StepFlops{forward.value(), backward.value(), optimizer.value(), matmul_forward.value(),
                    matmul_backward.value()};
+}
+
+LinearFlops step_flops_linear_in_batch(const ModelConfig& config, const AdamWConfig& optim) {
+  ModelConfig at = config;
+  auto total = [&](int64_t b) {
+    at.batch_size = b;
+    return CheckedInt(estimate_step_flops(at, optim).total());
+  };
+  const CheckedInt f1 = total(1), f2 = total(2), f3 = total(3);
+  const CheckedInt per_sample = f2 - f1, fixed = f1 - per_sample;
+  if (f3 != fixed + 3 * per_sample) {
+    throw std::logic_error(fmt::format("step FLOPs are not linear in the batch size: {}, {}, {} at B = 1, 2, 3",
+                                       f1.value(), f2.value(), f3.value()));
+  }
+  return LinearFlops{per_sample.value(), fixed.value()};
 }
 
 }  // namespace reckon

@@ -23,4 +23,14 @@ struct StepFlops {
 };
 StepFlops estimate_step_flops(const ModelConfig& config, const AdamWConfig& optim);
 
+// Step FLOPs as a function of the batch size: exactly per_sample·B + fixed (every count is linear in B; the
+// fit is checked at B = 1, 2, 3). at(B) is a double: a training batch of millions of sequences has a step
+// count beyond int64, which a double holds (53-bit mantissa: relative error below 1e-15).
+struct LinearFlops {
+  int64_t per_sample = 0;
+  int64_t fixed = 0;
+  double at(int64_t batch) const { return static_cast<double>(per_sample) * static_cast<double>(batch) + fixed; }
+};
+LinearFlops step_flops_linear_in_batch(const ModelConfig& config, const AdamWConfig& optim);
+
 }  // namespace reckon

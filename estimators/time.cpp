@@ -31,11 +31,11 @@ double gpu_peak_flops(const GpuSpec& gpu, std::string_view precision) {
   throw std::invalid_argument(fmt::format("--precision: '{}' is not allowed; allowed values are fp32, tf32, bf16", precision));
 }
 
-TrainingTime training_time(int64_t step_flops, int64_t num_parameters, int64_t train_steps, int64_t train_batch,
+TrainingTime training_time(double step_flops, int64_t num_parameters, int64_t train_steps, int64_t train_batch,
                            int64_t context_length, double peak_flops, double mfu) {
   TrainingTime t;
   t.tokens = static_cast<double>(train_steps) * static_cast<double>(train_batch) * static_cast<double>(context_length);
-  t.counted_flops = static_cast<double>(step_flops) * static_cast<double>(train_steps);
+  t.counted_flops = step_flops * static_cast<double>(train_steps);
   t.six_n_flops = 6.0 * static_cast<double>(num_parameters) * t.tokens;
   const double rate = peak_flops * mfu;
   t.counted_days = t.counted_flops / rate / 86400.0;

@@ -35,7 +35,7 @@ struct TrainingTime {
   double counted_days;
   double six_n_days;
 };
-TrainingTime training_time(int64_t step_flops_at_train_batch, int64_t num_parameters, int64_t train_steps,
+TrainingTime training_time(double step_flops_at_train_batch, int64_t num_parameters, int64_t train_steps,
                            int64_t train_batch, int64_t context_length, double peak_flops, double mfu);
 
 // A machine for the roofline: peak FLOP/s (matmul), elementwise FLOP/s, memory bandwidth (B/s).

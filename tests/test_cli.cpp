@@ -171,7 +171,15 @@ TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
                                        {"--precision fp8", "--precision: 'fp8'"},
                                        {"--mfu 1.5", "--mfu: 1.5"},
                                        {"--activations some", "--activations: 'some'"},
-                                       {"--train-batch 0", "--train-batch 0"},
+                                       {"--train-batch 0", "--train-batch: 0 is outside the allowed range [1, 16777216]"},
+                                       {"--mfu 1e-320", "--mfu: 1e-320 is outside the allowed range [1e-06, 1]"},
+                                       {"--mfu nan", "--mfu: nan is outside"},
+                                       {"--train-steps 9223372036854775807", "--train-steps: 9223372036854775807 is outside"},
+                                       {"--train-steps 1099511627776 --train-batch 16777216",
+                                        "tokens do not fit int64 (largest value 9223372036854775807); lower --train-steps "
+                                        "to at most 536870911"},
+                                       {"--set context_length=131072 --set batch_size=4096",
+                                        "the largest batch_size that fits at context_length 131072 is 537"},
                                        {"--set num_heads=7", "num_heads: 7 does not divide d_model 1600"}}) {
     std::filesystem::remove(json);
     const CommandResult e = run("estimate --preset gpt2-xl " + b.args + " --json " + json);
@@ -182,6 +190,36 @@ TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
   std::filesystem::remove(json);
 }
 
+// Large but legal-looking inputs (issue 15): each an answer or one clear error with exit 2, never a signal.
+TEST(Cli, LargeInputsAnswerOrFailCleanly) {
+  // M = B·T = 2^32 rows is beyond oneDNN's int32 dimensions (it died with SIGFPE): the arithmetic answers and
+  // the scratchpad line says why it was not queried; train refuses it by the memory budget first.
+  const CommandResult e = run("estimate --preset tiny --set context_length=131072 --set batch_size=32768");
+  EXPECT_EQ(e.exit_code, 0) << e.output;
+  EXPECT_NE(e.output.find("not queried: matmul: a (4294967296, 64)"), std::string::npos) << e.output;
+  EXPECT_NE(e.output.find("18,041,972,199,522,304"), std::string::npos) << e.output;  // activations at the peak
+  const CommandResult t = run("train --preset tiny --set context_length=131072 --set batch_size=32768 --steps 1 --data random");
+  EXPECT_EQ(t.exit_code, 2) << t.output;
+  EXPECT_NE(t.output.find("--max-memory: a training step of this config peaks at 27,054,669,015,028,736 B"),
+            std::string::npos) << t.output;
+  // A training batch of 2^24 sequences: step FLOPs beyond int64, held exactly-linear in a double.
+  const CommandResult big = run("estimate --train-batch 16777216");
+  EXPECT_EQ(big.exit_code, 0) << big.output;
+  struct Bad { std::string args, needle; };
+  for (const Bad& b : std::vector<Bad>{
+           {"frobnicate", "unknown subcommand 'frobnicate'; valid subcommands: demo, train, reconcile, estimate, extrapolate"},
+           {"--threads 2", "a subcommand is required; valid subcommands: demo, train"},
+           {"estimate --json ''", "--json: an empty value is not allowed"},
+           {"train --trace '' --preset tiny", "--trace: an empty value is not allowed"},
+           {"train --preset tiny --steps 1 --data random --peak-gflops nan", "--peak-gflops: nan is outside"},
+           {"train --preset tiny --steps 1 --data random --peak-gflops 1e300", "--peak-gflops: 1e+300 is outside"},
+           {"extrapolate --validate tiny --train-steps 0", "--train-steps: 0 is outside the allowed range"},
+           {"estimate --batch-size 65537", "--batch-size: Value 65537 not in range 1 to 65536"}}) {
+    const CommandResult r = run(b.args);
+    EXPECT_EQ(r.exit_code, 2) << b.args << r.output;
+    EXPECT_NE(r.output.find(b.needle), std::string::npos) << b.args << r.output;
+  }
+}
 
 TEST(Cli, ExtrapolateValidatesCountsThenAppliesTheModel) {
   const std::string json = temp_path("extrapolate.json");

@@ -1,0 +1,36 @@
+#include "cli/validate.h"
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+namespace reckon {
+
+void check_int_range(std::string_view flag, int64_t value, int64_t lo, int64_t hi) {
+  if (value < lo || value > hi) {
+    throw std::invalid_argument(fmt::format("{}: {} is outside the allowed range [{}, {}]", flag, value, lo, hi));
+  }
+}
+
+void check_real_range(std::string_view flag, double value, double lo, double hi) {
+  if (!std::isfinite(value) || value < lo || value > hi) {
+    throw std::invalid_argument(fmt::format("{}: {} is outside the allowed range [{}, {}] (finite numbers only)",
+                                            flag, value, lo, hi));
+  }
+}
+
+void check_token_count(int64_t train_steps, int64_t train_batch, int64_t context_length) {
+  const __int128 tokens = static_cast<__int128>(train_steps) * train_batch * context_length;
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  if (tokens > kMax) {
+    throw std::invalid_argument(fmt::format(
+        "--train-steps {} × --train-batch {} × context_length {}: {:.3e} tokens do not fit int64 (largest value {}); "
+        "lower --train-steps to at most {}",
+        train_steps, train_batch, context_length, static_cast<double>(tokens), kMax,
+        static_cast<int64_t>(kMax / (static_cast<__int128>(train_batch) * context_length))));
+  }
+}
+
+}  // namespace reckon
