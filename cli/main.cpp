@@ -55,7 +55,7 @@ int run_demo(int64_t m, int64_t in, int64_t out) {
 
 // --preset, --config, --set: how train, reconcile and estimate pick a config (same flags, same meaning).
 void add_config_options(CLI::App* app, std::string& preset, std::string& config_file,
-                        std::vector<std::string>& overrides, const char* preset_help) {
+                        std::vector<std::string>& overrides, const std::string& preset_help) {
   app->add_option("--preset", preset, preset_help);
   app->add_option("--config", config_file, "TOML config file (keys as --set; may name a preset)");
   app->add_option("--set", overrides, "override a config field: key=value (repeatable)")
@@ -111,10 +111,11 @@ int main(int argc, char** argv) {
   demo->add_option("--in", in, "input features")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   demo->add_option("--out", out, "output features")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
 
+  const std::string preset_list = fmt::format("{}", fmt::join(reckon::preset_names(), ", "));
   reckon::TrainOptions train_opts;
   CLI::App* train = app.add_subcommand("train", "Train a scaled-down transformer LM and show where every byte and FLOP went");
   reckon::add_config_options(train, train_opts.preset, train_opts.config_file, train_opts.overrides,
-                             "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl");
+                             preset_list);
   train->add_option("--steps", train_opts.steps, "training steps [1, 10000000]");
   train->add_option("--data", train_opts.data, "a text file (byte-level tokens) or 'random'");
   train->add_option("--json", train_opts.json_path, "write every table as JSON here (atomically)");
@@ -129,7 +130,7 @@ int main(int argc, char** argv) {
   CLI::App* reconcile = app.add_subcommand(
       "reconcile", "Run real steps, then measured vs analytic bytes and FLOPs; exit 0 only if every difference is 0");
   reckon::add_config_options(reconcile, rec_opts.preset, rec_opts.config_file, rec_opts.overrides,
-                             "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl");
+                             preset_list);
   reconcile->add_flag("--sweep", rec_opts.sweep, "56 configs: both ffn kinds, tied/untied, positions, odd shapes");
   reconcile->add_option("--json", rec_opts.json_path, "write measured and analytic numbers as JSON");
   reconcile->add_flag("--quiet", rec_opts.quiet, "with --sweep: print only configs that differ");
@@ -137,7 +138,7 @@ int main(int argc, char** argv) {
   reckon::EstimateOptions est;
   CLI::App* estimate = app.add_subcommand("estimate", "Answer the accounting questions from the config alone (instant)");
   reckon::add_config_options(estimate, est.preset, est.config_file, est.overrides,
-                             "tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl (default)");
+                             preset_list + " (default gpt2-xl)");
   estimate->add_option("--batch-size", est.batch_size, "batch size for memory and FLOPs [1, 65536]")
       ->check(CLI::Range(int64_t{1}, reckon::kMaxEstimateBatch));
   estimate->add_option("--memory-budget", est.memory_budget, "e.g. 80GB (10^9) or 80GiB (2^30)");

@@ -33,6 +33,23 @@ constexpr Preset kPresets[] = {
     {"gpt2-medium", 50257, 1024, 24, 1024, 16, 4096, 1, FfnKind::silu_mlp, false, Position::none},
     {"gpt2-large", 50257, 1024, 36, 1280, 20, 5120, 1, FfnKind::silu_mlp, false, Position::none},
     {"gpt2-xl", 50257, 1024, 48, 1600, 25, 6400, 1, FfnKind::silu_mlp, false, Position::none},
+    // GPT-3 (Brown et al. 2020, "Language Models are Few-Shot Learners", Table 2.1: n_layers, d_model, n_heads,
+    // d_head 128, n_ctx 2048; d_ff = 4·d_model; GPT-2's BPE vocabulary, learned positions, tied embeddings).
+    // Stand-ins, in reckon's model: silu_mlp for the GELU MLP (same 2 matrices), RMSNorm for LayerNorm, no biases
+    // — about 0.01% of the parameters. 13B: the paper's d_model 5140 is not divisible by its 40 heads (of 128);
+    // reckon uses 40 × 128 = 5120.
+    {"gpt3-6.7b", 50257, 2048, 32, 4096, 32, 16384, 1, FfnKind::silu_mlp, true, Position::learned},
+    {"gpt3-13b", 50257, 2048, 40, 5120, 40, 20480, 1, FfnKind::silu_mlp, true, Position::learned},
+    {"gpt3-175b", 50257, 2048, 96, 12288, 96, 49152, 1, FfnKind::silu_mlp, true, Position::learned},
+    // LLaMA 2 (Touvron et al. 2023, "Llama 2: Open Foundation and Fine-Tuned Chat Models"; shapes from the
+    // released config.json: vocab 32000, max_position_embeddings 4096, hidden_size, intermediate_size,
+    // num_hidden_layers, num_attention_heads). SwiGLU, RMSNorm, untied head. RoPE has no parameters; reckon
+    // applies no position encoding (position none), so RoPE's elementwise work on q and k is not counted.
+    // 70B uses grouped-query attention (8 key/value heads): out of scope here, modelled as full multi-head
+    // attention — 78.37 B parameters instead of the published 68.98 B (k and v are D×D, not D×1024).
+    {"llama2-7b", 32000, 4096, 32, 4096, 32, 11008, 1, FfnKind::swiglu, false, Position::none},
+    {"llama2-13b", 32000, 4096, 40, 5120, 40, 13824, 1, FfnKind::swiglu, false, Position::none},
+    {"llama2-70b", 32000, 4096, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::none},
 };
 
 int64_t parse_int(std::string_view key, std::string_view value) {

@@ -42,7 +42,8 @@ struct TrainConfig {
   uint64_t seed = 1234;
 };
 
-// Names of the presets: tiny, S, M, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl.
+// Names of the presets: tiny, S, M, gpt2-small … gpt2-xl, gpt3-6.7b, gpt3-13b, gpt3-175b, llama2-7b, llama2-13b,
+// llama2-70b (shapes and sources in config.cpp).
 std::vector<std::string> preset_names();
 // Throws std::invalid_argument naming `preset` and listing the allowed names.
 TrainConfig preset_config(std::string_view name);

@@ -2,9 +2,13 @@
 // themselves; GPT-2-size numbers against independent arithmetic written here; no overflow at any preset.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+
 #include <string>
 #include <vector>
 
+#include "estimators/fit.h"
 #include "estimators/flops.h"
 #include "estimators/memory.h"
 #include "estimators/textbook.h"
@@ -12,6 +16,7 @@
 #include "model/config.h"
 #include "optim/step.h"
 #include "runtime/machine.h"
+#include "runtime/checked.h"
 #include "runtime/matmul.h"
 
 namespace reckon {
@@ -184,6 +189,82 @@ TEST(Estimators, NoOverflowAtAnyPresetAndLargeBatch) {
     const int64_t act1 = m1.peak_breakdown[static_cast<int>(Category::activation)];
     EXPECT_GT(act1, 0) << name;
     EXPECT_GE(mb.peak_breakdown[static_cast<int>(Category::activation)], 4000 * act1) << name;
+  }
+}
+
+// The famous models: parameter counts against the published totals (sources in model/config.cpp).
+TEST(Presets, ParameterCountsMatchThePublishedTotals) {
+  // LLaMA 2 as released (Hugging Face model cards: sum of every tensor in the checkpoint).
+  EXPECT_EQ(count_parameters(preset_config("llama2-7b").model), 6738415616LL);
+  EXPECT_EQ(count_parameters(preset_config("llama2-13b").model), 13015864320LL);
+  // 70B: grouped-query attention (8 key/value heads of 128) is modelled as full multi-head attention; taking
+  // back the k and v columns GQA does not have, per layer 2·D·(D − 1024), gives the published count.
+  const ModelConfig l70 = preset_config("llama2-70b").model;
+  const int64_t gqa_kv_cols = 8 * 128;
+  EXPECT_EQ(count_parameters(l70) - l70.num_layers * 2 * l70.d_model * (l70.d_model - gqa_kv_cols), 68976648192LL);
+  // GPT-3 (Table 2.1 gives 6.7B, 13.0B, 175.0B): reckon has no biases (0.01%) and 13B has d_model 5120 where
+  // the paper lists 5140.
+  auto rel = [](const char* name, double published) {
+    return std::abs(static_cast<double>(count_parameters(preset_config(name).model)) - published) / published;
+  };
+  EXPECT_LT(rel("gpt3-175b", 175.0e9), 0.003);
+  EXPECT_LT(rel("gpt3-6.7b", 6.7e9), 0.007);
+  EXPECT_LT(rel("gpt3-13b", 13.0e9), 0.012);
+}
+
+TEST(Fit, OverflowNamesTheFieldsAndTheLargestBatchThatFits) {
+  ModelConfig c = preset_config("gpt2-xl").model;
+  c.context_length = 131072;
+  c.batch_size = 4096;
+  EXPECT_FALSE(counts_fit(c, AdamWConfig{}));
+  try {
+    check_counts_fit(c, AdamWConfig{});
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("batch_size 4096 × context_length 131072"), std::string::npos) << what;
+    EXPECT_NE(what.find("largest value 9223372036854775807"), std::string::npos) << what;
+    EXPECT_NE(what.find("the largest batch_size that fits at context_length 131072 is 537"), std::string::npos) << what;
+  }
+  // 537 is the boundary: it fits, 538 does not. The largest count of a step is its total FLOPs (attention's
+  // B·H·T²·d_k products dominate at T = 131072); in 128-bit, per_sample·B + fixed crosses 2^63 − 1 there too.
+  c.batch_size = 537;
+  EXPECT_TRUE(counts_fit(c, AdamWConfig{}));
+  c.batch_size = 538;
+  EXPECT_FALSE(counts_fit(c, AdamWConfig{}));
+  c.batch_size = 1;
+  const LinearFlops lin = step_flops_linear_in_batch(c, AdamWConfig{});
+  const auto step_flops = [&](__int128 b) { return lin.per_sample * b + lin.fixed; };
+  EXPECT_LE(step_flops(537), std::numeric_limits<int64_t>::max());
+  EXPECT_GT(step_flops(538), std::numeric_limits<int64_t>::max());
+  check_counts_fit(preset_config("gpt3-175b").model, AdamWConfig{});  // the largest preset fits at its own batch
+}
+
+TEST(Estimators, StepFlopsAreExactlyLinearInBatch) {
+  for (const std::string& name : {"tiny", "gpt2-xl", "llama2-70b"}) {
+    ModelConfig c = preset_config(name).model;
+    const LinearFlops lin = step_flops_linear_in_batch(c, AdamWConfig{});
+    c.batch_size = 7;
+    EXPECT_EQ(lin.per_sample * 7 + lin.fixed, estimate_step_flops(c, AdamWConfig{}).total()) << name;
+    // What does not grow with the batch: AdamW, one add per weight element where dW accumulates (every linear
+    // and the head: parameters less the embedding and the norm gains), and the loss's mean (2).
+    const int64_t weights = count_parameters(c) - c.vocab_size * c.d_model - (2 * c.num_layers + 1) * c.d_model;
+    EXPECT_EQ(lin.fixed, estimate_step_flops(c, AdamWConfig{}).optimizer + weights + 2) << name;
+  }
+}
+
+TEST(Checked, OverflowThrowsInsteadOfWrapping) {
+  const CheckedInt big = std::numeric_limits<int64_t>::max() / 2 + 1;
+  EXPECT_THROW(big * 2, SizeOverflow);
+  EXPECT_THROW(big + big, SizeOverflow);
+  EXPECT_THROW(CheckedInt(std::numeric_limits<int64_t>::min()) - 1, SizeOverflow);
+  EXPECT_THROW(CheckedInt(1) / 0, SizeOverflow);
+  EXPECT_EQ((CheckedInt(3037000499) * 3037000499).value(), 9223372030926249001LL);  // ⌊√(2^63)⌋² fits
+  try {
+    (void)(CheckedInt(4294967296) * 4294967296);
+  } catch (const SizeOverflow& e) {
+    EXPECT_NE(std::string(e.what()).find("4294967296 × 4294967296 does not fit int64 (largest value 9223372036854775807)"),
+              std::string::npos) << e.what();
   }
 }
 
