@@ -116,7 +116,7 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   }
   mt.add({"**total**", fmt_int(total), gb(total), fmt::format("batch size {}", b)});
   out(text, "\n## Peak memory of a training step with AdamW\n\n{}", mt.markdown());
-  if (!textbook) {
+  if (!textbook && o.query_scratchpad) {
     // The scratchpad is asked of oneDNN; a shape beyond oneDNN's own limits (a dimension above 2^31 − 1) is an
     // answer too: reckon's runtime could not run this step on this CPU.
     try {
@@ -124,7 +124,8 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
       out(text, "plus oneDNN's scratchpad on this CPU (queried from its primitive descriptors, a known term of "
                 "reckon's runtime, not of a GPU): {} B at the peak, {} B the largest.\n",
           fmt_int(with_sp.scratchpad_at_peak), fmt_int(with_sp.scratchpad_max));
-      j["memory_scratchpad"] = {{"at_peak_bytes", with_sp.scratchpad_at_peak}, {"max_bytes", with_sp.scratchpad_max}};
+      j["memory_scratchpad"] = {{"at_peak_bytes", with_sp.scratchpad_at_peak}, {"max_bytes", with_sp.scratchpad_max},
+                                {"peak_bytes_with_scratchpad", with_sp.peak_total}};
     } catch (const std::invalid_argument& e) {
       out(text, "oneDNN's scratchpad on this CPU: not queried: {} (reckon's runtime cannot run this step here; the "
                 "figures above are arithmetic and stand)\n",
@@ -132,17 +133,34 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
       j["memory_scratchpad"] = {{"not_queried", e.what()}};
     }
   }
-  const int64_t max_batch = a > 0 && budget > bconst ? (budget - bconst) / a : 0;
+  // Max batch: textbook is a·B + b by construction; as implemented, the replay decides (each tensor is rounded
+  // up to 64 B, so between the batch sizes checked the peak can sit a few bytes off the line).
+  auto max_batch_for = [&](int64_t bytes) {
+    if (!textbook) return max_batch_in_budget(m, bytes, pure);
+    return a > 0 && bytes > bconst ? (bytes - bconst) / a : 0;
+  };
+  const int64_t max_batch = max_batch_for(budget);
   out(text, "\nmemory(B) = a·B + b with a = {} B per sample ({}), b = {} B ({}){}\n", fmt_int(a), gb(a), fmt_int(bconst),
              gb(bconst), textbook ? "" : (lin_impl.exact ? fmt::format(", exact at B = {}", fmt::join(lin_impl.batches_checked, ", "))
                                                : std::string(", not exactly linear")));
-  out(text, "max batch in {} = {} B ({}): {}\n", o.memory_budget, fmt_int(budget), gb(budget), max_batch);
+  if (!textbook) {
+    // The peak is the largest of several moments, each linear in B: at a large batch another moment can take
+    // over (convex, piecewise linear). Say so rather than let the line stand for the replay.
+    const __int128 on_line = static_cast<__int128>(a) * b + bconst;
+    if (on_line != impl.peak_total) {
+      out(text, "at batch size {} the replayed peak is {} B, {:+} B off this line (the peak moves to another "
+                "moment: {})\n",
+          b, fmt_int(impl.peak_total), static_cast<double>(impl.peak_total - on_line), impl.peak_moment);
+    }
+  }
+  out(text, "max batch in {} = {} B ({}): {}{}\n", o.memory_budget, fmt_int(budget), gb(budget), max_batch,
+      textbook ? "" : " (the step's replayed peak: peak(B) ≤ budget < peak(B + 1))");
   if (o.memory_budget.find("GB") != std::string::npos && o.memory_budget.find("GiB") == std::string::npos) {
     // The same number read as GiB, since budgets are quoted both ways ("80 GB" cards hold 80 GiB).
     const std::string alt = o.memory_budget.substr(0, o.memory_budget.find("GB")) + "GiB";
     try {
       const int64_t budget2 = parse_bytes("--memory-budget", alt);
-      out(text, "  (in {} = {} B: {})\n", alt, fmt_int(budget2), a > 0 && budget2 > bconst ? (budget2 - bconst) / a : 0);
+      out(text, "  (in {} = {} B: {})\n", alt, fmt_int(budget2), max_batch_for(budget2));
     } catch (const std::invalid_argument&) {
       // beyond the allowed range as GiB: the GB answer above is the one asked for
     }

@@ -22,6 +22,7 @@ struct EstimateOptions {
   int64_t train_batch = 1024;
   std::string activations = "implemented";  // or "textbook"
   std::string json_path;
+  bool query_scratchpad = true;  // ask oneDNN for its scratchpad sizes (false: arithmetic only, no oneDNN)
 };
 
 // The report `reckon estimate` prints (markdown text) and its JSON, computed whole before anything is printed

@@ -106,10 +106,11 @@ void print_details(const Result& r) {
 
 std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
   struct Shape { int64_t v, t, l, d, h, f, b; };
-  // Odd sizes on purpose: T = 1, prime V, D not a multiple of 16, H = 3 and 5, B = 1 and 5.
+  // Odd sizes on purpose: T = 1, prime V, D not a multiple of 16, H = 3 and 5, B = 1 and 5, d_k = 1 (no
+  // attention scale: 1/√1 is not applied).
   const Shape shapes[] = {{37, 7, 1, 12, 3, 20, 3},  {64, 16, 2, 32, 4, 64, 2}, {101, 17, 3, 24, 2, 40, 1},
                           {13, 1, 1, 8, 1, 8, 5},    {257, 9, 2, 20, 5, 36, 2}, {50, 33, 1, 48, 6, 96, 1},
-                          {7, 5, 2, 6, 3, 6, 4}};
+                          {7, 5, 2, 6, 3, 6, 4},     {19, 6, 2, 4, 4, 12, 2}};
   std::vector<std::pair<std::string, TrainConfig>> out;
   for (const Shape& s : shapes)
     for (FfnKind ffn : {FfnKind::swiglu, FfnKind::silu_mlp})

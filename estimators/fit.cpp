@@ -22,6 +22,7 @@ std::string first_overflow(const ModelConfig& config, const AdamWConfig& optim) 
     estimate_step_flops(config, optim);
     MemoryEstimateOptions pure;
     pure.onednn_scratchpad = false;
+    pure.live_at_peak = false;
     estimate_step_memory(config, pure);
     step_matmuls(config);
     (CheckedInt(4) * textbook_activation_floats(config)).value();

@@ -71,9 +71,11 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   }
   // Attention core per layer: QKᵀ (scaled), causal softmax, PV; backward dP, dV, softmax backward, dQ, dK
   // (both scaled). Matmuls count the full T×T products, the softmax only the causal part.
-  add("attention", F, make(3 * l, l * bh * 4 * t * t * dk, l * bh * (t * t + 5 * causal),
+  // The 1/√d_k scale is a matmul output scale, executed (and counted) only when it is not 1: d_k = 1 has none.
+  const CheckedInt scaled = dk == 1 ? 0 : 1;
+  add("attention", F, make(3 * l, l * bh * 4 * t * t * dk, l * bh * (scaled * t * t + 5 * causal),
                            l * bh * (2 * t * dk + causal + t * t + t * dk), l * bh * (2 * t * t + t * dk)));
-  add("attention", B, make(5 * l, l * bh * 8 * t * t * dk, l * bh * (2 * t * dk + 4 * causal),
+  add("attention", B, make(5 * l, l * bh * 8 * t * t * dk, l * bh * (scaled * 2 * t * dk + 4 * causal),
                            l * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)),
                            l * bh * (2 * t * t + 3 * t * dk)));
   // The gate (swiglu: silu(a)·b) or silu alone, N·F elements per layer.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string_view>
 #include <unordered_map>
 #include <stdexcept>
@@ -43,22 +44,28 @@ TensorName top(std::string_view suffix) { return {kTop, suffix}; }
 // throws SizeOverflow instead of wrapping.
 class Replay {
  public:
-  Replay(bool scratchpad, std::vector<StepMatmul>* matmuls) : scratchpad_(scratchpad), matmuls_(matmuls) {}
+  Replay(bool scratchpad, bool keep_log, std::vector<StepMatmul>* matmuls)
+      : scratchpad_(scratchpad), keep_log_(keep_log), matmuls_(matmuls) {}
 
   void alloc(TensorName name, Category cat, CheckedInt elements) {
-    const int64_t bytes = aligned_size((4 * elements).value());
+    const int64_t raw = (4 * elements).value();
+    if (raw > kMaxAllocationBytes) {  // a count that fits int64 but a tensor the allocator would refuse
+      throw SizeOverflow(fmt::format("{} would be one tensor of {} bytes, above the largest allocation ({} bytes)",
+                                     name.str(), raw, kMaxAllocationBytes));
+    }
+    const int64_t bytes = aligned_size(raw);
     const int c = static_cast<int>(cat);
     if (!live_.emplace(name, Live{cat, bytes}).second) {
       throw std::logic_error("memory estimate: tensor allocated twice: " + name.str());
     }
-    log_.push_back({name, cat, bytes, true});
+    if (keep_log_) log_.push_back({name, cat, bytes, true});
     current_[c] += bytes;
     total_ += bytes;
     category_peak_[c] = std::max(category_peak_[c], current_[c]);
     if (total_ > peak_total_) {  // the first moment the total reaches a new high
       peak_total_ = total_;
       peak_breakdown_ = current_;
-      peak_event_ = static_cast<int64_t>(log_.size());
+      peak_event_ = static_cast<int64_t>(log_.size());  // 0 without a log: no live set is rebuilt
       peak_name_ = name;
       peak_phase_label_ = phase_label_;
       scratchpad_at_peak_ = scratch_live_;
@@ -69,7 +76,7 @@ class Replay {
     auto it = live_.find(name);
     if (it == live_.end()) throw std::logic_error("memory estimate: free of unknown tensor " + name.str());
     const int c = static_cast<int>(it->second.category);
-    log_.push_back({name, it->second.category, it->second.bytes, false});
+    if (keep_log_) log_.push_back({name, it->second.category, it->second.bytes, false});
     current_[c] -= it->second.bytes;
     total_ -= it->second.bytes;
     live_.erase(it);
@@ -103,7 +110,7 @@ class Replay {
     e.scratchpad_at_peak = scratchpad_at_peak_;
     e.scratchpad_max = scratchpad_max_;
     e.step_end_total = total_.value();
-    if (peak_event_ > 0) e.peak_moment = fmt::format("{}: {} allocated", peak_phase_label_, peak_name_.str());
+    if (peak_total_ > 0) e.peak_moment = fmt::format("{}: {} allocated", peak_phase_label_, peak_name_.str());
     std::unordered_map<TensorName, Live, TensorNameHash> at_peak;
     for (int64_t i = 0; i < peak_event_; ++i) {
       const Event& ev = log_[i];
@@ -141,6 +148,7 @@ class Replay {
   }
 
   bool scratchpad_;
+  bool keep_log_;  // the event log rebuilds the live set at the peak (live_at_peak); totals need none
   std::vector<StepMatmul>* matmuls_;
   Phase phase_ = Phase::forward;
   std::unordered_map<TensorName, Live, TensorNameHash> live_;
@@ -203,7 +211,7 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   const CheckedInt b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
   const CheckedInt n = b * t, h = c.num_heads, btt = b * h * t * t;
   const bool swiglu = c.ffn == FfnKind::swiglu;
-  Replay r(o.onednn_scratchpad, matmuls);
+  Replay r(o.onednn_scratchpad, o.live_at_peak, matmuls);
 
   // Parameters, gradients (and, in steady state, AdamW's m and v): one block per named tensor.
   struct Param { TensorName name; CheckedInt elements; };
@@ -365,15 +373,18 @@ MemoryEstimate estimate_step_memory(const ModelConfig& config, const MemoryEstim
 
 std::vector<StepMatmul> step_matmuls(const ModelConfig& config) {
   std::vector<StepMatmul> matmuls;
-  replay_step(config, {.optimizer_state = true, .onednn_scratchpad = false, .batch_tensors = true}, &matmuls);
+  replay_step(config, {.optimizer_state = true, .onednn_scratchpad = false, .batch_tensors = true, .live_at_peak = false},
+              &matmuls);
   return matmuls;
 }
 
 LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstimateOptions& options) {
+  MemoryEstimateOptions totals = options;
+  totals.live_at_peak = false;
   auto peak_at = [&](int64_t batch) {
     ModelConfig c = config;
     c.batch_size = batch;
-    return estimate_step_memory(c, options).peak_total;
+    return estimate_step_memory(c, totals).peak_total;
   };
   const CheckedInt p1 = peak_at(1), p2 = peak_at(2);
   LinearMemory lin{(p2 - p1).value(), (p1 - (p2 - p1)).value(), true, {1, 2}};
@@ -386,6 +397,39 @@ LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstim
     }
   }
   return lin;
+}
+
+int64_t max_batch_in_budget(const ModelConfig& config, int64_t budget, const MemoryEstimateOptions& options) {
+  ModelConfig c = config;
+  MemoryEstimateOptions totals = options;
+  totals.live_at_peak = false;
+  auto fits = [&](int64_t batch) {
+    c.batch_size = batch;
+    try {
+      return estimate_step_memory(c, totals).peak_total <= budget;
+    } catch (const SizeOverflow&) {
+      return false;
+    }
+  };
+  if (!fits(1)) return 0;
+  const LinearMemory lin = memory_linear_in_batch(config, options);
+  const int64_t guess = lin.per_sample > 0 && budget > lin.fixed ? std::max<int64_t>((budget - lin.fixed) / lin.per_sample, 1) : 1;
+  // Bracket: lo fits, hi does not (galloping from the guess), then bisect.
+  int64_t lo = 1, hi = guess;
+  if (fits(guess)) {
+    lo = guess;
+    hi = guess + 1;
+    for (int64_t step = 1; fits(hi); step *= 2) {
+      lo = hi;
+      if (hi > std::numeric_limits<int64_t>::max() / 4) return lo;  // beyond any batch a byte count can hold
+      hi += step;
+    }
+  }
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  return lo;
 }
 
 }  // namespace reckon

@@ -25,6 +25,7 @@ struct MemoryEstimateOptions {
   bool optimizer_state = true;   // steady state (step ≥ 2): AdamW m and v exist
   bool onednn_scratchpad = true; // include scratchpad (queries oneDNN); false: pure arithmetic, no oneDNN
   bool batch_tensors = true;     // the int32 tokens and targets of the batch (category activation)
+  bool live_at_peak = true;      // name the tensors live at the peak (false: totals only, several times faster)
 };
 
 struct EstimatedTensor {
@@ -67,5 +68,10 @@ struct LinearMemory {
   std::vector<int64_t> batches_checked;  // 1, 2, 3, 4, 8 (fewer where a larger batch overflows int64)
 };
 LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstimateOptions& options = {});
+
+// The largest batch size whose replayed peak (exact, with every tensor's 64-byte rounding) is at most `budget`:
+// peak(B) ≤ budget < peak(B + 1); 0 if not even B = 1 fits. a·B + b gives the first guess; the replay decides
+// (a batch whose bytes overflow int64 does not fit). A few replays, each linear in num_layers.
+int64_t max_batch_in_budget(const ModelConfig& config, int64_t budget, const MemoryEstimateOptions& options = {});
 
 }  // namespace reckon

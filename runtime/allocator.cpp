@@ -53,11 +53,9 @@ std::array<Category, kNumCategories> all_categories() {
 }
 
 int64_t aligned_size(int64_t bytes) {
-  // The largest size we accept leaves room for rounding and for pointer arithmetic on the block.
-  constexpr int64_t kMaxBytes = std::numeric_limits<int64_t>::max() / 4;
-  if (bytes <= 0 || bytes > kMaxBytes) {
+  if (bytes <= 0 || bytes > kMaxAllocationBytes) {
     throw std::invalid_argument(
-        fmt::format("allocation size: {} bytes is outside the allowed range [1, {}]", bytes, kMaxBytes));
+        fmt::format("allocation size: {} bytes is outside the allowed range [1, {}]", bytes, kMaxAllocationBytes));
   }
   return (bytes + kAlignment - 1) / kAlignment * kAlignment;
 }

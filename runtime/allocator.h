@@ -16,6 +16,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -70,7 +71,10 @@ struct MemoryStats {
   const CategoryStats& operator[](Category c) const { return by_category[static_cast<int>(c)]; }
 };
 
-// Round up to kAlignment; throws std::invalid_argument on overflow or non-positive sizes.
+// The largest single allocation: leaves room for rounding and for pointer arithmetic on the block.
+constexpr int64_t kMaxAllocationBytes = std::numeric_limits<int64_t>::max() / 4;
+
+// Round up to kAlignment; throws std::invalid_argument for sizes outside [1, kMaxAllocationBytes].
 int64_t aligned_size(int64_t bytes);
 
 class TrackingAllocator {
