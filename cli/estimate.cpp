@@ -52,6 +52,7 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   const GpuSpec& gpu = gpu_spec(o.gpu);
   const double peak = gpu_peak_flops(gpu, o.precision);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
+  check_distinct_paths({{"--config", o.config_file}, {"--json", o.json_path}});
   check_counts_fit(config.model, config.optim);
 
   std::string text;  // printed whole once every figure is computed
@@ -240,7 +241,7 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
 
 int run_estimate(const EstimateOptions& o) {
   const EstimateReport report = make_estimate_report(o);
-  if (!o.json_path.empty()) write_file_atomically(o.json_path, report.json);
+  if (!o.json_path.empty()) write_output_file("--json", o.json_path, report.json);
   fmt::print("{}", report.text);
   if (!o.json_path.empty()) fmt::print("\nwrote {}\n", o.json_path);
   return 0;

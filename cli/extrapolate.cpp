@@ -176,7 +176,7 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   j["target"] = {{"preset", o.target}, {"batch", o.target_batch}, {"gpu", gpu.name}, {"precision", o.precision},
                  {"step_seconds", step_s}, {"memory_bound_seconds", mem_s}, {"days", days}};
   if (!o.json_path.empty()) {
-    write_file_atomically(o.json_path, j.dump(2) + "\n");
+    write_output_file("--json", o.json_path, j.dump(2) + "\n");
     fmt::print("wrote {}\n", o.json_path);
   }
   return 0;

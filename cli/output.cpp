@@ -1,9 +1,13 @@
 #include "cli/output.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
-#include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -43,29 +47,138 @@ int64_t parse_bytes(std::string_view flag, std::string_view text) {
   throw bad();
 }
 
-void write_file_atomically(const std::string& path, const std::string& content) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << content;
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw std::runtime_error(fmt::format("cannot write {}", path));
-    }
+namespace {
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+// What is at `path` now, without following a symlink.
+enum class Target { absent, regular, stream, other };  // stream: a character device or a pipe
+Target target_kind(const std::string& path, std::string* what) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Target::absent;
+    *what = fmt::format("cannot inspect it ({})", errno_text(errno));
+    return Target::other;
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error(fmt::format("cannot write {} (rename failed)", path));
+  if (S_ISREG(st.st_mode)) return Target::regular;
+  if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) return Target::stream;
+  struct stat resolved {};
+  if (S_ISLNK(st.st_mode) && ::stat(path.c_str(), &resolved) == 0 &&
+      (S_ISCHR(resolved.st_mode) || S_ISFIFO(resolved.st_mode))) {
+    return Target::stream;  // /dev/stdout → /proc/self/fd/1 → a tty or a pipe: written in place
+  }
+  *what = S_ISLNK(st.st_mode)    ? "it is a symbolic link (name the file it points to)"
+          : S_ISDIR(st.st_mode)  ? "it is a folder"
+          : S_ISBLK(st.st_mode)  ? "it is a block device"
+          : S_ISSOCK(st.st_mode) ? "it is a socket"
+                                 : "it is not a regular file";
+  return Target::other;
+}
+
+std::string folder_of(const std::string& path) {
+  const std::filesystem::path p(path);
+  return p.has_parent_path() ? p.parent_path().string() : std::string(".");
+}
+
+// Writes all of `content` to `fd`; false (errno set) on any failed or short write.
+bool write_all(int fd, const std::string& content) {
+  const char* data = content.data();
+  size_t left = content.size();
+  while (left > 0) {
+    const ssize_t n = ::write(fd, data, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      return false;
+    }
+    data += n;
+    left -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+void write_output_file(std::string_view flag, const std::string& path, const std::string& content) {
+  std::string why;
+  const Target kind = target_kind(path, &why);
+  if (kind == Target::other) throw std::runtime_error(fmt::format("{}: cannot write '{}': {}", flag, path, why));
+  if (kind == Target::stream) {
+    // A device or pipe the user named on purpose (/dev/null, /dev/stdout, a tty, a FIFO): written in place,
+    // never replaced.
+    const int fd = ::open(path.c_str(), O_WRONLY | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) throw std::runtime_error(fmt::format("{}: cannot open '{}': {}", flag, path, errno_text(errno)));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !(S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode))) {  // changed since lstat
+      ::close(fd);
+      throw std::runtime_error(fmt::format("{}: cannot write '{}': it is no longer a device or pipe", flag, path));
+    }
+    const bool written = write_all(fd, content);
+    const int write_errno = errno;
+    const bool closed = ::close(fd) == 0;
+    if (!written || !closed) {
+      throw std::runtime_error(fmt::format("{}: cannot write '{}': {}", flag, path,
+                                           errno_text(!written ? write_errno : errno)));
+    }
+    return;
+  }
+  // A regular file or nothing yet: a fresh temporary beside it (unique name, O_EXCL: never an existing file
+  // or a symlink), every write, fsync and close checked, then one rename. A reader sees the old file or the
+  // whole new one; two writers each rename their own complete file.
+  const std::string folder = folder_of(path);
+  std::string tmp = (std::filesystem::path(folder) /
+                     ("." + std::filesystem::path(path).filename().string() + ".reckon-XXXXXX")).string();
+  const int fd = ::mkstemp(tmp.data());
+  if (fd < 0) {
+    throw std::runtime_error(fmt::format("{}: cannot create a temporary file in '{}': {}", flag, folder,
+                                         errno_text(errno)));
+  }
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  bool ok = ::fchmod(fd, 0666 & ~mask) == 0;  // mkstemp makes 0600; an output file gets the usual mode
+  ok = ok && write_all(fd, content);
+  ok = ok && ::fsync(fd) == 0;
+  int err = errno;
+  if (::close(fd) != 0 && ok) ok = false, err = errno;
+  if (ok && ::rename(tmp.c_str(), path.c_str()) != 0) ok = false, err = errno;
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(fmt::format("{}: cannot write '{}': {}", flag, path, errno_text(err)));
+  }
+  // The rename is durable once the folder is synced (best effort: some filesystems refuse fsync on a folder).
+  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
   }
 }
 
 void check_output_path(std::string_view flag, const std::string& path) {
-  const std::filesystem::path p(path);
-  const std::filesystem::path dir = p.has_parent_path() ? p.parent_path() : std::filesystem::path(".");
-  if (path.empty() || !std::filesystem::is_directory(dir) || std::filesystem::is_directory(p)) {
-    throw std::invalid_argument(fmt::format("{}: cannot write '{}': folder '{}' does not exist or the path is a folder",
-                                            flag, path, dir.string()));
+  const std::string dir = folder_of(path);
+  if (path.empty()) throw std::invalid_argument(fmt::format("{}: an empty path is not allowed", flag));
+  if (!std::filesystem::is_directory(dir)) {
+    throw std::invalid_argument(fmt::format("{}: cannot write '{}': folder '{}' does not exist", flag, path, dir));
+  }
+  std::string why;
+  if (target_kind(path, &why) == Target::other) {
+    throw std::invalid_argument(fmt::format("{}: cannot write '{}': {}", flag, path, why));
+  }
+}
+
+void check_distinct_paths(const std::vector<std::pair<std::string, std::string>>& flag_paths) {
+  std::vector<std::pair<std::string, std::filesystem::path>> seen;
+  for (const auto& [flag, path] : flag_paths) {
+    if (path.empty()) continue;
+    std::error_code ec;
+    std::filesystem::path canonical = std::filesystem::weakly_canonical(path, ec);
+    if (ec) canonical = std::filesystem::absolute(path).lexically_normal();
+    for (const auto& [other_flag, other] : seen) {
+      if (other == canonical) {
+        throw std::invalid_argument(fmt::format("{} and {} name the same file '{}'; give each its own path",
+                                                other_flag, flag, path));
+      }
+    }
+    seen.emplace_back(flag, canonical);
   }
 }
 

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace reckon {
 
@@ -11,11 +13,20 @@ namespace reckon {
 // of 10), KiB, MiB, GiB, TiB (powers of 2). Throws std::invalid_argument naming `flag` and the syntax.
 int64_t parse_bytes(std::string_view flag, std::string_view text);
 
-// Writes `content` to `path` through a temporary file in the same folder and a rename, so a reader never sees
-// a half-written file. Throws std::runtime_error naming the path on failure.
-void write_file_atomically(const std::string& path, const std::string& content);
+// The one writer of every file reckon writes (JSON, trace, …). A regular file or a new path: a unique
+// temporary in the same folder (mkstemp: O_EXCL, never an existing file or a symlink), every write, fsync and
+// close checked, then rename — a reader sees the old file or the whole new one, never part of one. A character
+// device or pipe the user named (/dev/null, /dev/stdout, a FIFO) is written in place, never replaced;
+// /dev/full fails. Any other existing target (a symlink to a file, folder, socket, block device) is refused. Throws std::runtime_error
+// naming `flag` and the path; nothing is left behind on failure.
+void write_output_file(std::string_view flag, const std::string& path, const std::string& content);
 
-// Throws std::invalid_argument naming `flag` if the folder that would hold `path` does not exist.
+// Before any work: throws std::invalid_argument naming `flag` if `path` is empty, its folder does not exist,
+// or what is there now would be refused by write_output_file.
 void check_output_path(std::string_view flag, const std::string& path);
+
+// Throws std::invalid_argument if two of the (flag, path) pairs name the same file (after resolving "..",
+// symlinked folders and relative paths); empty paths are skipped. Inputs may be listed to protect them too.
+void check_distinct_paths(const std::vector<std::pair<std::string, std::string>>& flag_paths);
 
 }  // namespace reckon

@@ -166,6 +166,7 @@ int run_reconcile(const ReconcileOptions& o) {
   }
   for (const auto& [label, c] : configs) validate(c);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
+  check_distinct_paths({{"--config", o.config_file}, {"--json", o.json_path}});
 
   nlohmann::json all = nlohmann::json::array();
   int failed = 0;
@@ -186,7 +187,7 @@ int run_reconcile(const ReconcileOptions& o) {
   fmt::print("\nreconcile: {} of {} config(s) exact to the byte and the FLOP{}\n", configs.size() - failed,
              configs.size(), failed ? fmt::format(", {} differ", failed) : "");
   if (!o.json_path.empty()) {
-    write_file_atomically(o.json_path, all.dump(2) + "\n");
+    write_output_file("--json", o.json_path, all.dump(2) + "\n");
     fmt::print("wrote {}\n", o.json_path);
   }
   return failed == 0 ? 0 : 1;

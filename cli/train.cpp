@@ -80,6 +80,9 @@ int run_train(const TrainOptions& o) {
   }
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
   if (!o.trace_path.empty()) check_output_path("--trace", o.trace_path);
+  // Outputs must not overwrite each other or an input.
+  check_distinct_paths({{"--config", o.config_file}, {"--data", o.data == "random" ? "" : o.data},
+                        {"--json", o.json_path}, {"--trace", o.trace_path}});
   const ModelConfig& m = config.model;
   TokenData data = o.data == "random" ? TokenData::random(m.vocab_size, config.seed)
                                       : TokenData::from_file(o.data, m.vocab_size, m.context_length);
@@ -185,11 +188,11 @@ int run_train(const TrainOptions& o) {
     j["tokens_per_second_steady"] = tok_s;
     j["memory"] = memory_json(tracker(), 10);
     j["counters"] = counters_json(counters, measured_steps, peak_gflops);
-    write_file_atomically(o.json_path, j.dump(2) + "\n");
+    write_output_file("--json", o.json_path, j.dump(2) + "\n");
     fmt::print("\nwrote {}\n", o.json_path);
   }
   if (!o.trace_path.empty()) {
-    write_file_atomically(o.trace_path, trace_json(counters, tracker()).dump() + "\n");
+    write_output_file("--trace", o.trace_path, trace_json(counters, tracker()).dump() + "\n");
     fmt::print("wrote {} (open in ui.perfetto.dev or chrome://tracing)\n", o.trace_path);
   }
   return 0;

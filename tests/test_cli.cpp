@@ -1,8 +1,12 @@
 // cli/: the `reckon` program as a user runs it: exit codes, messages naming the field and range, output files
 // written whole or not at all, JSON and trace contents consistent with each other.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 
+#include <atomic>
+#include <thread>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -127,6 +131,91 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
   const CommandResult r = run("train --json /no/such/folder/out.json");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--json: cannot write"), std::string::npos) << r.output;
+}
+
+// Output files (issue 16): nothing outside the named path is touched; devices are written in place, never
+// replaced; a reader never sees part of a file.
+TEST(Output, SymlinksDevicesAndSamePaths) {
+  const std::filesystem::path dir = temp_path("outputs");
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string victim = (dir / "victim").string(), out = (dir / "out.json").string();
+  { std::ofstream(victim) << "secret"; }
+  auto victim_text = [&] { std::ifstream in(victim); return std::string(std::istreambuf_iterator<char>(in), {}); };
+  // The target itself a symlink: refused, the file it points to untouched.
+  std::filesystem::create_symlink(victim, out);
+  CommandResult r = run("estimate --preset tiny --json " + out);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("it is a symbolic link"), std::string::npos) << r.output;
+  EXPECT_EQ(victim_text(), "secret");
+  std::filesystem::remove(out);
+  // The old predictable temporary name planted as a symlink: ignored (mkstemp picks a fresh name, O_EXCL).
+  std::filesystem::create_symlink(victim, out + ".tmp");
+  r = run("estimate --preset tiny --json " + out);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(victim_text(), "secret");
+  EXPECT_EQ(read_json(out)["num_parameters"], 164160);
+  EXPECT_TRUE(std::filesystem::is_regular_file(std::filesystem::symlink_status(out)));
+  // A character device made in the folder (as /dev/null: 1, 3): written in place, still a device after.
+  const std::string dev = (dir / "null").string();
+  if (mknod(dev.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0) {
+    r = run("estimate --preset tiny --json " + dev + " --threads 2");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_TRUE(std::filesystem::is_character_file(dev));
+  }
+  r = run("estimate --preset tiny --json /dev/full");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--json: cannot write '/dev/full': No space left on device"), std::string::npos) << r.output;
+  EXPECT_TRUE(std::filesystem::is_character_file("/dev/full"));
+  // A folder, and two outputs (or an output and an input) naming one file.
+  r = run("estimate --preset tiny --json " + dir.string());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("it is a folder"), std::string::npos) << r.output;
+  r = run("train --preset tiny --steps 1 --data random --json " + out + " --trace " + dir.string() + "/../reckon_cli_outputs/out.json");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--json and --trace name the same file"), std::string::npos) << r.output;
+  r = run("train --preset tiny --steps 1 --data " + victim + " --json " + victim);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--data and --json name the same file"), std::string::npos) << r.output;
+  EXPECT_EQ(victim_text(), "secret");
+  // No temporary left behind by any of it.
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(entry.path().filename().string().find(".reckon-"), std::string::npos) << entry.path();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Output, ConcurrentWritersNeverShowAPartialFile) {
+  const std::string out = temp_path("concurrent.json");
+  std::filesystem::remove(out);
+  std::atomic<bool> done{false};
+  std::atomic<int> partial{0}, reads{0};
+  std::thread reader([&] {
+    while (!done) {
+      std::ifstream in(out);
+      if (!in) continue;
+      const std::string text((std::istreambuf_iterator<char>(in)), {});
+      ++reads;
+      if (!nlohmann::json::accept(text)) ++partial;
+    }
+  });
+  std::vector<std::thread> writers;
+  std::atomic<int> failed{0};
+  for (int w = 0; w < 6; ++w) {
+    writers.emplace_back([&] {
+      for (int i = 0; i < 5; ++i) {
+        if (run("estimate --preset tiny --json " + out).exit_code != 0) ++failed;
+      }
+    });
+  }
+  for (std::thread& t : writers) t.join();
+  done = true;
+  reader.join();
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(partial, 0) << "of " << reads << " reads";
+  EXPECT_GT(reads, 0);
+  EXPECT_EQ(read_json(out)["num_parameters"], 164160);
+  std::filesystem::remove(out);
 }
 
 TEST(Cli, ReconcilePresetExitsZeroWhenExact) {

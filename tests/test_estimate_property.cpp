@@ -179,7 +179,9 @@ TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
     EXPECT_GE(max_batch, 0) << repro;
     if (o.activations == "textbook") {
       EXPECT_EQ(peak, (CheckedInt(a) * m.batch_size + b).value()) << repro;
-      if (max_batch > 0) EXPECT_LE(static_cast<__int128>(a) * max_batch + b, budget) << repro;
+      if (max_batch > 0) {
+        EXPECT_LE(static_cast<__int128>(a) * max_batch + b, budget) << repro;
+      }
       EXPECT_GT(static_cast<__int128>(a) * (max_batch + 1) + b, budget) << repro;
     } else {
       MemoryEstimateOptions pure;
@@ -194,7 +196,9 @@ TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
           return static_cast<__int128>(std::numeric_limits<int64_t>::max()) + 1;
         }
       };
-      if (max_batch > 0) EXPECT_LE(replay_peak(max_batch), budget) << repro;
+      if (max_batch > 0) {
+        EXPECT_LE(replay_peak(max_batch), budget) << repro;
+      }
       EXPECT_GT(replay_peak(max_batch + 1), budget) << repro;
       // Off the a·B + b line only where the report says so.
       if (peak != static_cast<__int128>(a) * m.batch_size + b) {
