@@ -1,9 +1,17 @@
 #include "model/config.h"
 
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
+#include <fstream>
 #include <limits>
+#include <optional>
 #include <stdexcept>
+#include <utility>
 
 #include <fmt/format.h>
 #include <toml++/toml.h>
@@ -52,34 +60,111 @@ constexpr Preset kPresets[] = {
     {"llama2-70b", 32000, 4096, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::none},
 };
 
+// Every settable key, where it may appear in a TOML file, and what it accepts: the one table that parse
+// errors, unknown-key suggestions and validate() all read, so a message always states the allowed range.
+enum class Kind { integer, real, boolean, choice };
+enum class Section { model, optim, top };
+struct FieldSpec {
+  const char* key;
+  Section section;
+  Kind kind;
+  const char* allowed;  // as printed: "an integer in [1, 65536]"
+};
+constexpr FieldSpec kFields[] = {
+    {"vocab_size", Section::model, Kind::integer, "an integer in [2, 16777216]"},
+    {"context_length", Section::model, Kind::integer, "an integer in [1, 131072]"},
+    {"num_layers", Section::model, Kind::integer, "an integer in [1, 1024]"},
+    {"d_model", Section::model, Kind::integer, "an integer in [1, 65536]"},
+    {"num_heads", Section::model, Kind::integer, "an integer in [1, d_model] that divides d_model"},
+    {"d_ff", Section::model, Kind::integer, "an integer in [1, 262144]"},
+    {"ffn", Section::model, Kind::choice, "one of swiglu, silu_mlp"},
+    {"tie_embeddings", Section::model, Kind::boolean, "one of true, false"},
+    {"position", Section::model, Kind::choice, "one of none, learned"},
+    {"batch_size", Section::model, Kind::integer, "an integer in [1, 65536]"},
+    {"rmsnorm_eps", Section::model, Kind::real, "a number in (0, 1]"},
+    {"lr", Section::optim, Kind::real, "a number in [0, 10]"},
+    {"beta1", Section::optim, Kind::real, "a number in [0, 1)"},
+    {"beta2", Section::optim, Kind::real, "a number in [0, 1)"},
+    {"adam_eps", Section::optim, Kind::real, "a number in (0, 1]"},
+    {"weight_decay", Section::optim, Kind::real, "a number in [0, 1)"},
+    {"seed", Section::top, Kind::integer, "an integer in [0, 9223372036854775807]"},
+};
+
+const FieldSpec* find_field(std::string_view key) {
+  for (const FieldSpec& f : kFields) {
+    if (key == f.key) return &f;
+  }
+  return nullptr;
+}
+
+// Levenshtein distance, for "did you mean …?" (keys are short).
+int64_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<int64_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = static_cast<int64_t>(j);
+  for (size_t i = 1; i <= a.size(); ++i) {
+    int64_t diagonal = row[0];
+    row[0] = static_cast<int64_t>(i);
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const int64_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// "; did you mean 'd_model'?" when a known name is close (at most a third of the letters differ), else "".
+std::string suggestion(std::string_view key, const std::vector<std::string>& names) {
+  std::string best;
+  int64_t best_distance = std::numeric_limits<int64_t>::max();
+  for (const std::string& name : names) {
+    const int64_t d = edit_distance(key, name);
+    if (d < best_distance) best_distance = d, best = name;
+  }
+  const int64_t limit = std::max<int64_t>(2, static_cast<int64_t>(key.size()) / 3);
+  return best_distance <= limit ? fmt::format("; did you mean '{}'?", best) : std::string();
+}
+
+std::vector<std::string> field_names() {
+  std::vector<std::string> names;
+  for (const FieldSpec& f : kFields) names.emplace_back(f.key);
+  return names;
+}
+
+[[noreturn]] void throw_not(std::string_view key, std::string_view value, const char* what) {
+  const FieldSpec* f = find_field(key);
+  throw std::invalid_argument(fmt::format("{}: '{}' is not {}; allowed: {}", key, value, what, f->allowed));
+}
+
 int64_t parse_int(std::string_view key, std::string_view value) {
   int64_t out = 0;
   const auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
-  check_arg(ec == std::errc() && ptr == value.data() + value.size(), "{}: '{}' is not an integer", key, value);
+  if (ec == std::errc::result_out_of_range) throw_not(key, value, "an integer that fits int64");
+  if (ec != std::errc() || ptr != value.data() + value.size()) throw_not(key, value, "an integer");
   return out;
 }
 
 double parse_double(std::string_view key, std::string_view value) {
-  try {
-    size_t used = 0;
-    const double d = std::stod(std::string(value), &used);
-    check_arg(used == value.size(), "{}: '{}' is not a number", key, value);
-    return d;
-  } catch (const std::logic_error&) {
-    throw std::invalid_argument(fmt::format("{}: '{}' is not a number", key, value));
-  }
+  double out = 0;
+  const auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
+  if (ec != std::errc() || ptr != value.data() + value.size()) throw_not(key, value, "a number");
+  return out;
 }
 
 bool parse_bool(std::string_view key, std::string_view value) {
   if (value == "true" || value == "1") return true;
   if (value == "false" || value == "0") return false;
-  throw std::invalid_argument(fmt::format("{}: '{}' is not a boolean, allowed values are true, false", key, value));
+  throw_not(key, value, "a boolean");
 }
 
-// The one table of settable keys: name -> setter from text.
+// The one setter from text: name -> field. Range checks are validate()'s (a config is checked whole).
 void set_field(TrainConfig& c, std::string_view key, std::string_view value) {
   ModelConfig& m = c.model;
   AdamWConfig& o = c.optim;
+  if (find_field(key) == nullptr) {
+    throw std::invalid_argument(fmt::format("unknown config key '{}'{}; allowed keys: {}", key,
+                                            suggestion(key, field_names()), fmt::join(field_names(), ", ")));
+  }
   if (key == "vocab_size") m.vocab_size = parse_int(key, value);
   else if (key == "context_length") m.context_length = parse_int(key, value);
   else if (key == "num_layers") m.num_layers = parse_int(key, value);
@@ -106,11 +191,6 @@ void set_field(TrainConfig& c, std::string_view key, std::string_view value) {
     const int64_t s = parse_int(key, value);
     check_arg(s >= 0, "seed: {} is outside the allowed range [0, {}]", s, std::numeric_limits<int64_t>::max());
     c.seed = static_cast<uint64_t>(s);
-  } else {
-    throw std::invalid_argument(fmt::format(
-        "unknown config key '{}'; allowed keys: vocab_size, context_length, num_layers, d_model, num_heads, d_ff, "
-        "ffn, tie_embeddings, position, batch_size, rmsnorm_eps, lr, beta1, beta2, adam_eps, weight_decay, seed",
-        key));
   }
 }
 
@@ -122,6 +202,117 @@ void check_range(std::string_view field, double v, double lo, double hi, bool lo
   const bool ok = std::isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
   check_arg(ok, "{}: {} is outside the allowed range {}{}, {}{}", field, v, lo_open ? "(" : "[", lo, hi,
             hi_open ? ")" : "]");
+}
+
+// ---- TOML files: bounded before the parser sees them.
+constexpr int64_t kMaxConfigBytes = 1 << 20;  // a config is a few hundred bytes; 1 MiB is generous
+constexpr int kMaxNesting = 8;                // key parts, table-header parts, bracket depth
+
+// Reads a config file whole, refusing what is not a small regular file.
+std::string read_config_text(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw std::invalid_argument(fmt::format("--config: cannot read config file {}: {}", path, std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw std::invalid_argument(fmt::format("--config: config file {} is not a regular file{}", path,
+                                            S_ISDIR(st.st_mode) ? " (it is a folder)" : ""));
+  }
+  if (st.st_size > kMaxConfigBytes) {
+    throw std::invalid_argument(fmt::format("--config: config file {} is {} bytes, above the limit of {} bytes", path,
+                                            static_cast<int64_t>(st.st_size), kMaxConfigBytes));
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string text;
+  text.resize(static_cast<size_t>(kMaxConfigBytes) + 1);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (in.bad()) throw std::invalid_argument(fmt::format("--config: cannot read config file {}", path));
+  if (static_cast<int64_t>(text.size()) > kMaxConfigBytes) {
+    throw std::invalid_argument(fmt::format("--config: config file {} is above the limit of {} bytes", path, kMaxConfigBytes));
+  }
+  return text;
+}
+
+// A pre-scan the TOML parser never sees past: dotted keys, table headers and nested arrays / inline tables
+// deeper than kMaxNesting are refused here (toml++ recurses on them and a 100,000-part header exhausts the
+// stack). Strings and comments are skipped; the count is conservative (a dot in a bare value counts too).
+void prescan_nesting(const std::string& path, const std::string& text) {
+  int64_t line = 1;
+  int depth = 0, parts = 1;  // bracket depth; dot-separated parts of the key or header on this line
+  bool before_value = true;  // on this line, before '=' (in a key or a header)
+  enum { code, comment, basic, literal, basic3, literal3 } state = code;
+  auto fail = [&](const char* what) {
+    throw std::invalid_argument(fmt::format("config file {}: line {}: {} nest deeper than {} levels", path, line, what,
+                                            kMaxNesting));
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char ch = text[i];
+    const bool three = i + 2 < text.size() && text[i + 1] == ch && text[i + 2] == ch;
+    switch (state) {
+      case comment:
+        if (ch == '\n') state = code;
+        break;
+      case basic:
+        if (ch == '\\') ++i;
+        else if (ch == '"' || ch == '\n') state = code;
+        break;
+      case literal:
+        if (ch == '\'' || ch == '\n') state = code;
+        break;
+      case basic3:
+        if (ch == '\\') ++i;
+        else if (ch == '"' && three) state = code, i += 2;
+        break;
+      case literal3:
+        if (ch == '\'' && three) state = code, i += 2;
+        break;
+      case code:
+        if (ch == '#') state = comment;
+        else if (ch == '"') state = three ? (i += 2, basic3) : basic;
+        else if (ch == '\'') state = three ? (i += 2, literal3) : literal;
+        else if (ch == '[' || ch == '{') {
+          if (++depth > kMaxNesting) fail("arrays, inline tables or table headers");
+        } else if (ch == ']' || ch == '}') depth = std::max(depth - 1, 0);
+        else if (ch == '=') before_value = false;
+        else if (ch == '.' && (before_value || depth > 0) && ++parts > kMaxNesting) fail("dotted keys");
+        else if (ch == ',') parts = 1;
+        break;
+    }
+    if (ch == '\n') {
+      ++line;
+      if (state != basic3 && state != literal3) {
+        parts = 1;
+        before_value = true;
+      }
+    }
+  }
+}
+
+// One TOML value as the text set_field parses, after checking its TOML type against the field's kind.
+std::string value_text(const std::string& where, const FieldSpec& f, const toml::node& node) {
+  auto wrong = [&](const char* got) {
+    return std::invalid_argument(fmt::format("{}{}: expected {}, got {}", where, f.key, f.allowed, got));
+  };
+  const char* type = node.is_table() ? "a table" : node.is_array() ? "an array" : node.is_string() ? "a string"
+                     : node.is_integer() ? "an integer" : node.is_floating_point() ? "a floating-point number"
+                     : node.is_boolean() ? "a boolean" : "a date or time";
+  switch (f.kind) {
+    case Kind::integer:
+      if (!node.is_integer()) throw wrong(type);
+      return std::to_string(*node.value<int64_t>());
+    case Kind::real:
+      if (node.is_integer()) return std::to_string(*node.value<int64_t>());
+      if (!node.is_floating_point()) throw wrong(type);
+      return fmt::format("{}", *node.value<double>());
+    case Kind::boolean:
+      if (!node.is_boolean()) throw wrong(type);
+      return *node.value<bool>() ? "true" : "false";
+    case Kind::choice:
+      if (!node.is_string()) throw wrong(type);
+      return *node.value<std::string>();
+  }
+  throw wrong(type);
 }
 
 }  // namespace
@@ -152,35 +343,58 @@ void apply_override(TrainConfig& config, std::string_view kv) {
 }
 
 TrainConfig load_config_file(const std::string& path) {
+  const std::string text = read_config_text(path);
+  prescan_nesting(path, text);
   toml::table root;
   try {
-    root = toml::parse_file(path);
+    root = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     throw std::invalid_argument(fmt::format("config file {}: {} (line {})", path, e.description(),
                                             e.source().begin.line));
   }
+  // Layout: optional `preset = "…"`, then keys at top level or in [model] / [optim]; nothing else.
   TrainConfig config;
-  if (auto preset = root["preset"].value<std::string>()) config = preset_config(*preset);
-  auto apply_table = [&](const toml::table& table, const std::string& where) {
+  if (const toml::node* preset = root.get("preset")) {
+    if (!preset->is_string()) {
+      throw std::invalid_argument(fmt::format("config file {}: preset: expected a string, one of {}", path,
+                                              fmt::join(preset_names(), ", ")));
+    }
+    try {
+      config = preset_config(*preset->value<std::string>());
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(fmt::format("config file {}: {}", path, e.what()));
+    }
+  }
+  auto apply_table = [&](const toml::table& table, const std::string& where, std::optional<Section> section) {
+    std::vector<std::string> allowed;
+    for (const FieldSpec& f : kFields) {
+      if (!section || f.section == *section) allowed.emplace_back(f.key);
+    }
+    if (!section) allowed.insert(allowed.begin(), {"preset", "model", "optim"});
     for (const auto& [key, node] : table) {
       const std::string k(key.str());
-      if (k == "preset" || node.is_table()) continue;
-      std::string text;
-      if (auto s = node.value<std::string>(); s && node.is_string()) text = *s;
-      else if (node.is_integer()) text = std::to_string(*node.value<int64_t>());
-      else if (node.is_floating_point()) text = fmt::format("{}", *node.value<double>());
-      else if (node.is_boolean()) text = *node.value<bool>() ? "true" : "false";
-      else throw std::invalid_argument(fmt::format("config file {}: {}{} has an unsupported type", path, where, k));
+      if (!section && (k == "preset" || k == "model" || k == "optim")) continue;  // handled around this loop
+      const FieldSpec* f = find_field(k);
+      if (f == nullptr || (section && f->section != *section)) {
+        const std::string kind = node.is_table() ? "table" : "key";
+        throw std::invalid_argument(fmt::format("config file {}: unknown {} '{}{}'{}; allowed here: {}", path, kind,
+                                                where, k, suggestion(k, allowed), fmt::join(allowed, ", ")));
+      }
       try {
-        set_field(config, k, text);
+        set_field(config, k, value_text(where, *f, node));
       } catch (const std::invalid_argument& e) {
         throw std::invalid_argument(fmt::format("config file {}: {}", path, e.what()));
       }
     }
   };
-  apply_table(root, "");
-  for (const char* section : {"model", "optim"}) {
-    if (const toml::table* t = root[section].as_table()) apply_table(*t, std::string(section) + ".");
+  apply_table(root, "", std::nullopt);
+  for (const auto& [name, section] : {std::pair{"model", Section::model}, std::pair{"optim", Section::optim}}) {
+    const toml::node* node = root.get(name);
+    if (node == nullptr) continue;
+    if (!node->is_table()) {
+      throw std::invalid_argument(fmt::format("config file {}: '{}' must be a table ([{}]), got a value", path, name, name));
+    }
+    apply_table(*node->as_table(), std::string(name) + ".", section);
   }
   return config;
 }

@@ -368,7 +368,10 @@ TEST(Config, OverridesAndBadFieldsNameTheFieldAndRange) {
   TrainConfig t = preset_config("tiny");
   expect_invalid([&] { apply_override(t, "ffn=gelu"); }, {"ffn: 'gelu'", "swiglu, silu_mlp"});
   expect_invalid([&] { apply_override(t, "position=rope"); }, {"position: 'rope'", "none, learned"});
-  expect_invalid([&] { apply_override(t, "d_model=abc"); }, {"d_model: 'abc' is not an integer"});
+  expect_invalid([&] { apply_override(t, "d_model=abc"); }, {"d_model: 'abc' is not an integer; allowed: an integer in [1, 65536]"});
+  expect_invalid([&] { apply_override(t, "lr=fast"); }, {"lr: 'fast' is not a number; allowed: a number in [0, 10]"});
+  expect_invalid([&] { apply_override(t, "num_layers=99999999999999999999"); }, {"num_layers", "fits int64", "[1, 1024]"});
+  expect_invalid([&] { apply_override(t, "d_modle=64"); }, {"unknown config key 'd_modle'; did you mean 'd_model'?"});
   expect_invalid([&] { apply_override(t, "tie_embeddings=maybe"); }, {"tie_embeddings", "true, false"});
   expect_invalid([&] { apply_override(t, "colour=blue"); }, {"unknown config key 'colour'"});
   expect_invalid([&] { apply_override(t, "seed=-1"); }, {"seed: -1"});
@@ -392,12 +395,63 @@ TEST(Config, TomlFileWithPresetSectionsAndErrors) {
     std::ofstream f(path);
     f << "d_model = [1, 2]\n";
   }
-  expect_invalid([&] { load_config_file(path); }, {path, "d_model", "unsupported type"});
+  expect_invalid([&] { load_config_file(path); }, {path, "d_model: expected an integer in [1, 65536], got an array"});
   {
     std::ofstream f(path);
     f << "d_model = = 3\n";
   }
   expect_invalid([&] { load_config_file(path); }, {path, "line 1"});
+  std::remove(path.c_str());
+}
+
+// Issue 16: nothing in a config file is silently ignored, and no file can crash the parser.
+TEST(Config, TomlFileIsStrict) {
+  const std::string path = ::testing::TempDir() + "reckon_strict.toml";
+  auto load = [&](const std::string& text) {
+    { std::ofstream(path, std::ios::binary) << text; }
+    return load_config_file(path);
+  };
+  struct Bad { std::string text; std::vector<std::string> needles; };
+  const std::vector<Bad> bad = {
+      {"[modle]\nd_model = 0\n", {"unknown table 'modle'; did you mean 'model'?"}},
+      {"[model]\nd_modle = 64\n", {"unknown key 'model.d_modle'; did you mean 'd_model'?"}},
+      {"[model]\nlr = 0.1\n", {"unknown key 'model.lr'", "allowed here: vocab_size"}},
+      {"[model.inner]\nd_model = 64\n", {"unknown table 'model.inner'"}},
+      {"[optim]\n[optim.x]\n", {"unknown table 'optim.x'"}},
+      {"model = 3\n", {"'model' must be a table"}},
+      {"preset = 5\n", {"preset: expected a string, one of tiny, S, M"}},
+      {"preset = \"XXL\"\n", {"preset: 'XXL' is not a preset"}},
+      {"d_model = \"64\"\n", {"d_model: expected an integer in [1, 65536], got a string"}},
+      {"tie_embeddings = 1\n", {"tie_embeddings: expected one of true, false, got an integer"}},
+      {"ffn = true\n", {"ffn: expected one of swiglu, silu_mlp, got a boolean"}},
+      {"lr = 1979-05-27\n", {"lr: expected a number in [0, 10], got a date or time"}},
+      {"colour = \"blue\"\n", {"unknown key 'colour'"}},
+      {"[" + std::string(100000, 'a') + std::string(1, ']') + "\n", {}},  // long but flat: parses, then unknown
+      {"[" + [] { std::string h = "a"; for (int i = 0; i < 100000; ++i) h += ".a"; return h; }() + "]\n",
+       {"line 1: dotted keys nest deeper than 8 levels"}},
+      {[] { std::string k = "a"; for (int i = 0; i < 100000; ++i) k += ".a"; return k; }() + " = 1\n",
+       {"line 1: dotted keys nest deeper than 8 levels"}},
+      {"x = " + std::string(100000, '[') + "\n", {"line 1: arrays, inline tables or table headers nest deeper"}},
+      {"x = {a = {b = {c = {d = {e = {f = {g = {h = {i = 1}}}}}}}}}\n", {"nest deeper than 8 levels"}},
+  };
+  for (const Bad& b : bad) {
+    if (b.needles.empty()) {
+      expect_invalid([&] { load(b.text); }, {"unknown table"});
+      continue;
+    }
+    std::vector<std::string> needles = b.needles;
+    needles.push_back(path);
+    expect_invalid([&] { load(b.text); }, needles);
+  }
+  // Strings and comments may hold anything: only structure counts.
+  const TrainConfig ok = load("# [a.b.c.d.e.f.g.h.i.j] {{{{{{{{{{\npreset = \"tiny\" # x.y.z.w.v.u.t.s.r\n"
+                              "[model]\nffn = 'silu_mlp'\n");
+  EXPECT_EQ(ok.model.ffn, FfnKind::silu_mlp);
+  // Not a regular file, too large.
+  expect_invalid([&] { load_config_file(::testing::TempDir()); }, {"is not a regular file (it is a folder)"});
+  expect_invalid([&] { load_config_file("/dev/zero"); }, {"/dev/zero is not a regular file"});
+  { std::ofstream(path) << std::string((1 << 20) + 1, '#'); }
+  expect_invalid([&] { load_config_file(path); }, {"bytes, above the limit of 1048576 bytes"});
   std::remove(path.c_str());
 }
 
