@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/memory_guard.h"
 #include "cli/output.h"
 #include "cli/table.h"
 #include "cli/validate.h"
@@ -111,6 +112,11 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   check_token_count(o.train_steps, o.train_batch, target.model.context_length);
   check_counts_fit(target.model, target.optim);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
+  const int64_t budget = memory_budget(o.max_memory);
+  for (const TrainConfig& c : presets) {
+    validate(c);
+    check_step_fits("extrapolate --validate " + c.preset, c.model, c.optim, budget);
+  }
 
   // This CPU's roofline, measured now.
   const double mm = measure_matmul_gflops(0.5), bw = measure_bandwidth_gbs(0.5), fma = measure_fma_peak_gflops(0.2);

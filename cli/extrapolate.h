@@ -19,6 +19,7 @@ struct ExtrapolateOptions {
   int64_t train_steps = 400000;
   int64_t train_batch = 1024;
   std::string json_path;
+  std::string max_memory;  // budget for each measured step; default: available RAM
 };
 
 int run_extrapolate(const ExtrapolateOptions& options);

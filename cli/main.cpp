@@ -14,11 +14,13 @@
 #include "cli/report.h"
 #include "cli/estimate.h"
 #include "cli/extrapolate.h"
+#include "cli/memory_guard.h"
 #include "cli/reconcile.h"
 #include "cli/train.h"
 #include "cli/validate.h"
 #include "model/config.h"
 #include "runtime/allocator.h"
+#include "runtime/checked.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
 #include "runtime/matmul.h"
@@ -28,7 +30,11 @@ namespace reckon {
 namespace {
 
 // The runtime on its own: one linear layer's forward and backward matmuls, with every byte and FLOP shown.
-int run_demo(int64_t m, int64_t in, int64_t out) {
+int run_demo(int64_t m, int64_t in, int64_t out, const std::string& max_memory) {
+  // W, dW (out·in); x, dX (m·in); y, dY (m·out): float32, each rounded up to 64 B.
+  const CheckedInt bytes = 2 * (CheckedInt(aligned_size(4 * out * in)) + aligned_size(4 * m * in) +
+                                aligned_size(4 * m * out));
+  check_bytes_fit("demo", bytes.value(), memory_budget(max_memory));
   Tensor w = Tensor::empty({out, in}, Category::parameter, "demo.linear.weight");
   Tensor grad_w = Tensor::zeros({out, in}, Category::gradient, "demo.linear.weight.grad");
   w.fill(0.01f);
@@ -110,6 +116,8 @@ int main(int argc, char** argv) {
   demo->add_option("--rows", m, "rows of the input (B*T)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   demo->add_option("--in", in, "input features")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   demo->add_option("--out", out, "output features")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+  std::string demo_max_memory;
+  demo->add_option("--max-memory", demo_max_memory, "memory budget (default: available RAM; at most physical RAM)");
 
   const std::string preset_list = fmt::format("{}", fmt::join(reckon::preset_names(), ", "));
   reckon::TrainOptions train_opts;
@@ -120,7 +128,8 @@ int main(int argc, char** argv) {
   train->add_option("--data", train_opts.data, "a text file (byte-level tokens) or 'random'");
   train->add_option("--json", train_opts.json_path, "write every table as JSON here (atomically)");
   train->add_option("--trace", train_opts.trace_path, "write a Chrome/Perfetto trace (op slices, memory counters)");
-  train->add_option("--max-memory", train_opts.max_memory, "memory budget, e.g. 8GB or 8GiB (default: available RAM)");
+  train->add_option("--max-memory", train_opts.max_memory,
+                    "memory budget, e.g. 8GB or 8GiB (default: available RAM; at most physical RAM)");
   train->add_option("--peak-gflops", train_opts.peak_gflops, "peak GFLOP/s for utilisation, (0, 1e9] (default: measured FMA peak)")
       ->check(CLI::PositiveNumber);
   train->add_flag("--quiet", train_opts.quiet, "no per-step progress lines");
@@ -134,6 +143,7 @@ int main(int argc, char** argv) {
   reconcile->add_flag("--sweep", rec_opts.sweep, "64 configs: both ffn kinds, tied/untied, positions, odd shapes");
   reconcile->add_option("--json", rec_opts.json_path, "write measured and analytic numbers as JSON");
   reconcile->add_flag("--quiet", rec_opts.quiet, "with --sweep: print only configs that differ");
+  reconcile->add_option("--max-memory", rec_opts.max_memory, "memory budget per measured step (default: available RAM)");
 
   reckon::EstimateOptions est;
   CLI::App* estimate = app.add_subcommand("estimate", "Answer the accounting questions from the config alone (instant)");
@@ -163,6 +173,7 @@ int main(int argc, char** argv) {
   extrapolate->add_option("--train-steps", ext.train_steps, "training steps [1, 2^40]");
   extrapolate->add_option("--train-batch", ext.train_batch, "sequences per training step [1, 2^24]");
   extrapolate->add_option("--json", ext.json_path, "write the results as JSON");
+  extrapolate->add_option("--max-memory", ext.max_memory, "memory budget per measured step (default: available RAM)");
 
   const std::vector<std::string> subcommands = {"demo", "train", "reconcile", "estimate", "extrapolate"};
   const std::string named = reckon::named_subcommand(argc, argv);
@@ -187,7 +198,7 @@ int main(int argc, char** argv) {
     fmt::print("{} | fmt {}.{}.{} CLI11 {} nlohmann_json {}.{}.{}\n", reckon::machine_summary(reckon::machine_info()),
                FMT_VERSION / 10000, FMT_VERSION / 100 % 100, FMT_VERSION % 100, CLI11_VERSION,
                NLOHMANN_JSON_VERSION_MAJOR, NLOHMANN_JSON_VERSION_MINOR, NLOHMANN_JSON_VERSION_PATCH);
-    if (*demo) return reckon::run_demo(m, in, out);
+    if (*demo) return reckon::run_demo(m, in, out, demo_max_memory);
     if (*train) return reckon::run_train(train_opts);
     if (*reconcile) return reckon::run_reconcile(rec_opts);
     if (*estimate) return reckon::run_estimate(est);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/memory_guard.h"
 #include "cli/output.h"
 #include "cli/table.h"
 #include "estimators/flops.h"
@@ -167,6 +168,9 @@ int run_reconcile(const ReconcileOptions& o) {
   for (const auto& [label, c] : configs) validate(c);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
   check_distinct_paths({{"--config", o.config_file}, {"--json", o.json_path}});
+  // Every measured step is checked against the budget before any of them runs.
+  const int64_t budget = memory_budget(o.max_memory);
+  for (const auto& [label, c] : configs) check_step_fits("reconcile " + c.preset, c.model, c.optim, budget);
 
   nlohmann::json all = nlohmann::json::array();
   int failed = 0;

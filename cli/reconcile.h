@@ -14,6 +14,7 @@ struct ReconcileOptions {
   bool sweep = false;     // ≥ 50 configs: both ffn kinds, tied/untied, positions, odd B, T, D, H, L, V
   std::string json_path;
   bool quiet = false;     // sweep: only failures and the summary
+  std::string max_memory; // budget for each measured step; default: available RAM
 };
 
 int run_reconcile(const ReconcileOptions& options);

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/memory_guard.h"
 #include "cli/output.h"
 #include "cli/report.h"
 #include "cli/table.h"
@@ -59,17 +60,6 @@ struct StepLog {
   double loss, seconds;
 };
 
-// Throws naming --max-memory and the batch size that fits if a step peaks above the budget.
-void check_fits_budget(const ModelConfig& m, int64_t peak, int64_t budget, const MemoryEstimateOptions& options) {
-  if (peak <= budget) return;
-  const LinearMemory lin = memory_linear_in_batch(m, options);
-  const int64_t max_batch = lin.per_sample > 0 ? (budget - lin.fixed) / lin.per_sample : 0;
-  throw std::invalid_argument(fmt::format(
-      "--max-memory: a training step of this config peaks at {} B ({} MiB; estimate, exact as implemented) but the "
-      "budget is {} B ({} MiB); lower batch_size (about {} fits) or raise --max-memory",
-      fmt_int(peak), fmt_bytes_mib(peak), fmt_int(budget), fmt_bytes_mib(budget), std::max<int64_t>(max_batch, 0)));
-}
-
 }  // namespace
 
 int run_train(const TrainOptions& o) {
@@ -84,22 +74,15 @@ int run_train(const TrainOptions& o) {
   check_distinct_paths({{"--config", o.config_file}, {"--data", o.data == "random" ? "" : o.data},
                         {"--json", o.json_path}, {"--trace", o.trace_path}});
   const ModelConfig& m = config.model;
-  TokenData data = o.data == "random" ? TokenData::random(m.vocab_size, config.seed)
-                                      : TokenData::from_file(o.data, m.vocab_size, m.context_length);
-  const int64_t available = available_memory_bytes();
-  const int64_t budget = o.max_memory.empty() ? available : parse_bytes("--max-memory", o.max_memory);
-
   if (o.peak_gflops != 0) check_real_range("--peak-gflops", o.peak_gflops, 1e-3, kMaxPeakGflops);
 
-  // The estimate is exact for the steady-state step (reckon reconcile proves it); check it before allocating:
-  // first that its counts fit int64, then the arithmetic peak against the budget (no oneDNN involved, so a
-  // shape beyond oneDNN's limits is refused by the budget first), then the peak with oneDNN's scratchpad.
-  check_counts_fit(m, config.optim);
-  MemoryEstimateOptions pure;
-  pure.onednn_scratchpad = false;
-  check_fits_budget(m, estimate_step_memory(m, pure).peak_total, budget, pure);
+  // The estimate is exact for the steady-state step (reckon reconcile proves it): checked before allocating.
+  // The data file is held in memory beside the step, so it gets what the step leaves of the budget.
+  const int64_t budget = memory_budget(o.max_memory);
+  const int64_t step_peak = check_step_fits("train", m, config.optim, budget);
+  TokenData data = o.data == "random" ? TokenData::random(m.vocab_size, config.seed)
+                                      : TokenData::from_file(o.data, m.vocab_size, m.context_length, budget - step_peak);
   const MemoryEstimate estimate = estimate_step_memory(m);
-  check_fits_budget(m, estimate.peak_total, budget, {});
 
   const MachineInfo machine = machine_info();
   const double peak_gflops = o.peak_gflops > 0 ? o.peak_gflops : measure_fma_peak_gflops(0.2);

@@ -1,5 +1,11 @@
 #include "model/data.h"
 
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
 #include <fstream>
 #include <iterator>
 
@@ -10,13 +16,25 @@
 
 namespace reckon {
 
-TokenData TokenData::from_file(const std::string& path, int64_t vocab_size, int64_t context_length) {
+TokenData TokenData::from_file(const std::string& path, int64_t vocab_size, int64_t context_length, int64_t max_bytes) {
   check_arg(vocab_size >= 256, "--data {}: byte-level tokens need vocab_size >= 256, got {} (use --data random)", path,
             vocab_size);
+  struct stat st {};
+  check_arg(::stat(path.c_str(), &st) == 0, "--data: cannot read file '{}': {}", path, std::strerror(errno));
+  check_arg(S_ISREG(st.st_mode), "--data: '{}' is not a regular file{}", path, S_ISDIR(st.st_mode) ? " (it is a folder)" : "");
+  check_arg(st.st_size <= max_bytes,
+            "--data: '{}' is {} bytes; held in memory beside the training step it must be at most {} bytes (the "
+            "memory budget less the step's peak; raise --max-memory or use a smaller file)",
+            path, static_cast<int64_t>(st.st_size), std::max<int64_t>(max_bytes, 0));
   std::ifstream in(path, std::ios::binary);
   check_arg(in.good(), "--data: cannot read file '{}'", path);
   TokenData d;
-  d.bytes_.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  // Read at most max_bytes + 1: a file that grew since stat cannot take more than the budget.
+  d.bytes_.resize(static_cast<size_t>(st.st_size) + 1);
+  in.read(reinterpret_cast<char*>(d.bytes_.data()), static_cast<std::streamsize>(d.bytes_.size()));
+  d.bytes_.resize(static_cast<size_t>(in.gcount()));
+  check_arg(!in.bad(), "--data: cannot read file '{}'", path);
+  check_arg(static_cast<int64_t>(d.bytes_.size()) <= max_bytes, "--data: '{}' grew while being read", path);
   check_arg(static_cast<int64_t>(d.bytes_.size()) >= context_length + 2,
             "--data {}: file has {} bytes, needs at least context_length + 2 = {}", path, d.bytes_.size(),
             context_length + 2);

@@ -12,9 +12,11 @@ namespace reckon {
 
 class TokenData {
  public:
-  // Reads the whole file. Throws std::invalid_argument naming --data when the file cannot be read, is
-  // shorter than context_length + 1 bytes, or vocab_size < 256.
-  static TokenData from_file(const std::string& path, int64_t vocab_size, int64_t context_length);
+  // Reads the whole file, which must be a regular file of at most `max_bytes` (it is held in memory: the
+  // caller's memory budget decides). Throws std::invalid_argument naming --data when the file cannot be read,
+  // is not a regular file (a folder, /dev/zero), is larger than max_bytes, is shorter than context_length + 2
+  // bytes, or vocab_size < 256.
+  static TokenData from_file(const std::string& path, int64_t vocab_size, int64_t context_length, int64_t max_bytes);
   static TokenData random(int64_t vocab_size, uint64_t seed);
 
   // Fills tokens and targets (int32 (B, T)) with batch number `step`. File data: batch b of step s starts at

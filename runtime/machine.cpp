@@ -152,15 +152,20 @@ double measure_bandwidth_gbs(double seconds) {
   return best;
 }
 
-int64_t available_memory_bytes() {
+namespace {
+int64_t meminfo_bytes(const std::string& wanted) {
   std::ifstream in("/proc/meminfo");
   std::string key, unit;
   int64_t value = 0;
   while (in >> key >> value >> unit) {
-    if (key == "MemAvailable:") return value * 1024;
+    if (key == wanted) return value * 1024;
   }
   return 0;
 }
+}  // namespace
+
+int64_t available_memory_bytes() { return meminfo_bytes("MemAvailable:"); }
+int64_t physical_memory_bytes() { return meminfo_bytes("MemTotal:"); }
 
 double measure_fma_peak_gflops(double seconds) {
   double best = 0.0;

@@ -32,6 +32,8 @@ MachineInfo machine_info();
 int64_t fma_peak_kernel(int64_t iters);
 // MemAvailable from /proc/meminfo, in bytes (0 if unknown).
 int64_t available_memory_bytes();
+// Physical memory (MemTotal), in bytes (0 if unknown).
+int64_t physical_memory_bytes();
 double measure_fma_peak_gflops(double seconds);
 // oneDNN sgemm rate at a config-S-like shape (2048 x 2048 x 512, y = x·Wᵀ), best over about `seconds`.
 double measure_matmul_gflops(double seconds);

@@ -116,7 +116,10 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
       {"--data /no/such/file", "--data: cannot read file"},
       {"--set vocab_size=100", "byte-level tokens need vocab_size >= 256"},
       {"--max-memory 12XB", "--max-memory: '12XB' is not a byte count"},
-      {"--max-memory 1MB", "--max-memory: a training step of this config peaks at"},
+      {"--max-memory 1MB", "--max-memory: train: a training step of this config (batch_size 4) peaks at"},
+      {"--max-memory 1TiB", "is above this machine's physical memory"},
+      {"--data /dev/zero", "--data: '/dev/zero' is not a regular file"},
+      {"--data /tmp", "--data: '/tmp' is not a regular file (it is a folder)"},
       {"--threads 0", "--threads: Value 0 not in range"},
       {"--config /no/such.toml", "config file /no/such.toml"},
   };
@@ -289,7 +292,7 @@ TEST(Cli, LargeInputsAnswerOrFailCleanly) {
   EXPECT_NE(e.output.find("18,041,972,199,522,304"), std::string::npos) << e.output;  // activations at the peak
   const CommandResult t = run("train --preset tiny --set context_length=131072 --set batch_size=32768 --steps 1 --data random");
   EXPECT_EQ(t.exit_code, 2) << t.output;
-  EXPECT_NE(t.output.find("--max-memory: a training step of this config peaks at 27,054,669,015,028,736 B"),
+  EXPECT_NE(t.output.find("--max-memory: train: a training step of this config (batch_size 32768) peaks at 27,054,669,015,028,736 B"),
             std::string::npos) << t.output;
   // A training batch of 2^24 sequences: step FLOPs beyond int64, held exactly-linear in a double.
   const CommandResult big = run("estimate --train-batch 16777216");
@@ -303,7 +306,15 @@ TEST(Cli, LargeInputsAnswerOrFailCleanly) {
            {"train --preset tiny --steps 1 --data random --peak-gflops nan", "--peak-gflops: nan is outside"},
            {"train --preset tiny --steps 1 --data random --peak-gflops 1e300", "--peak-gflops: 1e+300 is outside"},
            {"extrapolate --validate tiny --train-steps 0", "--train-steps: 0 is outside the allowed range"},
-           {"estimate --batch-size 65537", "--batch-size: Value 65537 not in range 1 to 65536"}}) {
+           {"estimate --batch-size 65537", "--batch-size: Value 65537 not in range 1 to 65536"},
+           // The memory guard of every command that allocates (issue 16): refused before anything runs.
+           {"reconcile --preset gpt2-xl --max-memory 8GiB",
+            "--max-memory: reconcile gpt2-xl: a training step of this config (batch_size 1) peaks at 36,460,850,176 B"},
+           {"reconcile --sweep --max-memory 1000", "--max-memory: reconcile sweep:"},
+           {"extrapolate --validate tiny gpt2-xl --max-memory 8GiB", "--max-memory: extrapolate --validate gpt2-xl"},
+           {"demo --rows 1048576 --in 65536 --out 65536 --max-memory 8GiB",
+            "--max-memory: demo would allocate 1,133,871,366,144 B"},
+           {"train --preset S --max-memory 800MB --data random", " fits: lower batch_size or raise --max-memory"}}) {
     const CommandResult r = run(b.args);
     EXPECT_EQ(r.exit_code, 2) << b.args << r.output;
     EXPECT_NE(r.output.find(b.needle), std::string::npos) << b.args << r.output;

@@ -157,11 +157,21 @@ TEST_F(Model, LossFallsOnARepeatedBatch) {
 TEST_F(Model, LossOnRealTextFallsWellBelowUniform) {
   TrainConfig config = preset_config("tiny");
   TokenData data = TokenData::from_file("/usr/share/common-licenses/GPL-3", config.model.vocab_size,
-                                        config.model.context_length);
+                                        config.model.context_length, int64_t{1} << 30);
   const std::vector<double> losses = train_losses(config, data, 200, false);
   double last10 = 0;
   for (size_t i = losses.size() - 10; i < losses.size(); ++i) last10 += losses[i] / 10;
   EXPECT_LT(last10, 0.6 * std::log(256.0)) << "mean loss of steps 191-200";
+}
+
+TEST(Data, OnlyRegularFilesWithinTheBudget) {
+  const std::string gpl = "/usr/share/common-licenses/GPL-3";  // 35,149 bytes
+  EXPECT_EQ(TokenData::from_file(gpl, 256, 32, 35149).size(), 35149);
+  expect_invalid([&] { TokenData::from_file(gpl, 256, 32, 35148); },
+                 {"--data: '/usr/share/common-licenses/GPL-3' is 35149 bytes", "at most 35148 bytes"});
+  expect_invalid([&] { TokenData::from_file("/dev/zero", 256, 32, 1 << 20); }, {"'/dev/zero' is not a regular file"});
+  expect_invalid([&] { TokenData::from_file("/tmp", 256, 32, 1 << 20); }, {"not a regular file (it is a folder)"});
+  expect_invalid([&] { TokenData::from_file("/no/such", 256, 32, 1 << 20); }, {"--data: cannot read file '/no/such'"});
 }
 
 TEST_F(Model, SameSeedAndThreadsGiveIdenticalLosses) {
