@@ -342,8 +342,13 @@ void apply_override(TrainConfig& config, std::string_view kv) {
   set_field(config, kv.substr(0, eq), kv.substr(eq + 1));
 }
 
-TrainConfig load_config_file(const std::string& path) {
-  const std::string text = read_config_text(path);
+TrainConfig load_config_file(const std::string& path) { return parse_config_text(read_config_text(path), path); }
+
+TrainConfig parse_config_text(const std::string& text, const std::string& path) {
+  if (static_cast<int64_t>(text.size()) > kMaxConfigBytes) {
+    throw std::invalid_argument(fmt::format("config file {}: {} bytes, above the limit of {} bytes", path, text.size(),
+                                            kMaxConfigBytes));
+  }
   prescan_nesting(path, text);
   toml::table root;
   try {

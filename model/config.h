@@ -53,7 +53,12 @@ TrainConfig preset_config(std::string_view name);
 void apply_override(TrainConfig& config, std::string_view key_equals_value);
 // Reads a TOML file: optional `preset = "..."` first, then the same keys at top level (or in [model] /
 // [optim] tables). Throws std::invalid_argument with the file, key and reason.
+// Strict: unknown keys and tables are refused (naming the nearest valid key), TOML types are checked per
+// field, the file must be a regular file of at most 1 MiB, and nesting deeper than 8 levels is refused by a
+// pre-scan before the TOML parser sees it.
 TrainConfig load_config_file(const std::string& path);
+// The same, on text already read (`path` names it in messages). The config-loader fuzzer's entry point.
+TrainConfig parse_config_text(const std::string& text, const std::string& path);
 
 // Throws std::invalid_argument for the first field outside its range: "num_heads: 5 does not divide
 // d_model 64 ..." / "d_model: 0 is outside the allowed range [1, 65536]".
