@@ -83,6 +83,15 @@ std::string named_subcommand(int argc, char** argv) {
   return "";
 }
 
+// The option named `name` ("--steps") of subcommand `sub` or of the app (global options), or nullptr.
+const CLI::Option* find_option(const CLI::App& app, const std::string& sub, const std::string& name) {
+  for (const CLI::App* s : app.get_subcommands({})) {
+    if (s->get_name() != sub) continue;
+    if (const CLI::Option* opt = s->get_option_no_throw(name)) return opt;
+  }
+  return app.get_option_no_throw(name);
+}
+
 // An option given with an empty value (`--json ''`, `--set ''`): refused, naming the option, rather than read as
 // "not given".
 void refuse_empty_values(const CLI::App& app) {
@@ -108,14 +117,14 @@ int main(int argc, char** argv) {
   // A flag given twice: the last one wins, as in most command-line tools (--set accumulates).
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   int threads = 0;
-  app.add_option("--threads", threads, "OpenMP threads (default: OMP_NUM_THREADS or all cores)")
+  app.add_option("--threads", threads, "OpenMP threads [1, 1024] (default: OMP_NUM_THREADS or all cores)")
       ->check(CLI::Range(1, 1024));
 
   int64_t m = 2048, in = 512, out = 2048;
   CLI::App* demo = app.add_subcommand("demo", "Exercise the runtime: a linear layer's matmuls, then the tables");
-  demo->add_option("--rows", m, "rows of the input (B*T)")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  demo->add_option("--in", in, "input features")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
-  demo->add_option("--out", out, "output features")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+  demo->add_option("--rows", m, "rows of the input (B*T) [1, 1048576]")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  demo->add_option("--in", in, "input features [1, 65536]")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+  demo->add_option("--out", out, "output features [1, 65536]")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   std::string demo_max_memory;
   demo->add_option("--max-memory", demo_max_memory, "memory budget (default: available RAM; at most physical RAM)");
 
@@ -188,6 +197,19 @@ int main(int argc, char** argv) {
   }
   try {
     app.parse(argc, argv);
+  } catch (const CLI::ConversionError& e) {
+    // "Could not convert: --steps = abc": say what the option accepts (its help text states the range).
+    const std::string what = e.what();
+    const std::string prefix = "Could not convert: ";
+    const size_t eq = what.find(" = ");
+    if (what.rfind(prefix, 0) == 0 && eq != std::string::npos) {
+      const std::string name = what.substr(prefix.size(), eq - prefix.size());
+      const CLI::Option* opt = reckon::find_option(app, named, name);
+      fmt::print(stderr, "reckon: error: {}: '{}' is not a valid value{}\n", name, what.substr(eq + 3),
+                 opt != nullptr ? "; allowed: " + opt->get_description() : std::string());
+      return 2;
+    }
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const CLI::ParseError& e) {
     // --help prints and succeeds; any bad flag or value exits 2, like every other input error.
     return app.exit(e) == 0 ? 0 : 2;

@@ -307,6 +307,9 @@ TEST(Cli, LargeInputsAnswerOrFailCleanly) {
            {"train --preset tiny --steps 1 --data random --peak-gflops 1e300", "--peak-gflops: 1e+300 is outside"},
            {"extrapolate --validate tiny --train-steps 0", "--train-steps: 0 is outside the allowed range"},
            {"estimate --batch-size 65537", "--batch-size: Value 65537 not in range 1 to 65536"},
+           {"train --steps abc", "--steps: 'abc' is not a valid value; allowed: training steps [1, 10000000]"},
+           {"extrapolate --steps q", "--steps: 'q' is not a valid value; allowed: timed steps per preset (median) [1, 1000]"},
+           {"estimate --mfu x", "--mfu: 'x' is not a valid value; allowed: model FLOP utilisation [1e-6, 1]"},
            // The memory guard of every command that allocates (issue 16): refused before anything runs.
            {"reconcile --preset gpt2-xl --max-memory 8GiB",
             "--max-memory: reconcile gpt2-xl: a training step of this config (batch_size 1) peaks at 36,460,850,176 B"},
