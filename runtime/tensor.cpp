@@ -17,7 +17,7 @@ struct Tensor::Storage {
 };
 
 namespace {
-// Largest element count whose float32 bytes still fit the allocator's limit.
+// Largest element count whose bytes (at most 4 per element) still fit the allocator's limit.
 constexpr int64_t kMaxElements = std::numeric_limits<int64_t>::max() / 4 / 4;
 
 std::string shape_to_string(const int64_t* sizes, int n) {
@@ -51,7 +51,7 @@ Tensor Tensor::empty(const Shape& shape, Category category, std::string_view nam
   const int64_t n = checked_numel(shape, fmt::format("tensor '{}'", name));
   Tensor t;
   t.storage_ = std::make_shared<Storage>();
-  t.storage_->bytes = n * static_cast<int64_t>(sizeof(float));
+  t.storage_->bytes = n * dtype_bytes(dtype);
   t.storage_->category = category;
   t.storage_->name = std::string(name);
   t.storage_->ptr = tracker().allocate(t.storage_->bytes, category, name);
@@ -76,16 +76,41 @@ void Tensor::set_contiguous_shape(const Shape& shape) {
   }
 }
 
+int64_t dtype_bytes(DType dtype) { return dtype == DType::bf16 ? 2 : 4; }
+
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return "float32";
+    case DType::i32: return "int32";
+    case DType::bf16: return "bfloat16";
+  }
+  return "?";
+}
+
+namespace {
+void check_dtype(const Tensor& t, DType actual, DType wanted) {
+  if (actual != wanted) {
+    throw std::invalid_argument(fmt::format("tensor '{}' is {}, not {}", t.name(), dtype_name(actual), dtype_name(wanted)));
+  }
+}
+}  // namespace
+
 float* Tensor::data() const {
   if (!storage_) return nullptr;
-  if (dtype_ != DType::f32) throw std::invalid_argument(fmt::format("tensor '{}' is int32, not float32", name()));
+  check_dtype(*this, dtype_, DType::f32);
   return static_cast<float*>(storage_->ptr) + offset_;
 }
 
 int32_t* Tensor::data_i32() const {
   if (!storage_) return nullptr;
-  if (dtype_ != DType::i32) throw std::invalid_argument(fmt::format("tensor '{}' is float32, not int32", name()));
+  check_dtype(*this, dtype_, DType::i32);
   return static_cast<int32_t*>(storage_->ptr) + offset_;
+}
+
+bf16* Tensor::data_bf16() const {
+  if (!storage_) return nullptr;
+  check_dtype(*this, dtype_, DType::bf16);
+  return static_cast<bf16*>(storage_->ptr) + offset_;
 }
 
 static int normalize_dim(int d, int ndim) {
@@ -178,23 +203,25 @@ Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, int64_t offs
 }
 
 void Tensor::fill(float value) const {
-  if (is_contiguous()) {
-    float* p = data();
-    const int64_t n = numel();
-    for (int64_t i = 0; i < n; ++i) p[i] = value;
-    return;
-  }
-  // Strided: walk all 4 (padded) dims.
+  // Strided or not: walk all 4 (padded) dims; f32 or bf16 elements.
   std::array<int64_t, kMaxDims> s{1, 1, 1, 1}, st{0, 0, 0, 0};
   for (int d = 0; d < ndim_; ++d) {
     s[kMaxDims - ndim_ + d] = sizes_[d];
     st[kMaxDims - ndim_ + d] = strides_[d];
   }
-  float* p = data();  // strided fill is for float tensors
-  for (int64_t a = 0; a < s[0]; ++a)
-    for (int64_t b = 0; b < s[1]; ++b)
-      for (int64_t c = 0; c < s[2]; ++c)
-        for (int64_t d = 0; d < s[3]; ++d) p[a * st[0] + b * st[1] + c * st[2] + d * st[3]] = value;
+  auto fill_with = [&](auto* p, auto v) {
+    if (is_contiguous()) {
+      const int64_t n = numel();
+      for (int64_t i = 0; i < n; ++i) p[i] = v;
+      return;
+    }
+    for (int64_t a = 0; a < s[0]; ++a)
+      for (int64_t b = 0; b < s[1]; ++b)
+        for (int64_t c = 0; c < s[2]; ++c)
+          for (int64_t d = 0; d < s[3]; ++d) p[a * st[0] + b * st[1] + c * st[2] + d * st[3]] = v;
+  };
+  if (dtype_ == DType::bf16) fill_with(data_bf16(), to_bf16(value));
+  else fill_with(data(), value);
 }
 
 }  // namespace reckon

@@ -1,4 +1,4 @@
-// Tensor: float32 (or int32, for token ids), 1 to 4 dims, shape + strides (views share storage, no copies), int64_t sizes.
+// Tensor: float32 (or bfloat16, or int32 for token ids), 1 to 4 dims, shape + strides (views share storage, no copies), int64_t sizes.
 // Storage is 64-byte aligned and owned through the tracking allocator, always with a category and a name
 // (e.g. "layers.3.attn.probs"); it is freed when the last tensor viewing it goes away.
 #pragma once
@@ -12,12 +12,15 @@
 #include <vector>
 
 #include "runtime/allocator.h"
+#include "runtime/bf16.h"
 
 namespace reckon {
 
 constexpr int kMaxDims = 4;
 using Shape = std::vector<int64_t>;
-enum class DType : uint8_t { f32, i32 };  // both 4 bytes per element
+enum class DType : uint8_t { f32, i32, bf16 };
+int64_t dtype_bytes(DType dtype);      // 4, 4, 2
+const char* dtype_name(DType dtype);   // "float32", "int32", "bfloat16"
 
 class Tensor {
  public:
@@ -32,6 +35,7 @@ class Tensor {
   bool defined() const { return storage_ != nullptr; }
   float* data() const;       // f32 tensors only (throws std::invalid_argument otherwise)
   int32_t* data_i32() const; // i32 tensors only
+  bf16* data_bf16() const;   // bf16 tensors only
   DType dtype() const { return dtype_; }
   int dim() const { return ndim_; }
   int64_t size(int d) const;    // negative d counts from the end, like PyTorch
@@ -52,7 +56,7 @@ class Tensor {
   Tensor transpose(int d0, int d1) const;
   Tensor as_strided(const Shape& shape, const Shape& strides, int64_t offset) const;
 
-  void fill(float value) const;  // every element of the view
+  void fill(float value) const;  // every element of the view (f32; bf16 gets the value rounded to bf16)
   // Drop this handle; the storage is freed once no tensor views it.
   void reset() { storage_.reset(); ndim_ = 0; }
 

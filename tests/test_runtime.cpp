@@ -15,6 +15,8 @@
 #include <fmt/format.h>
 
 #include "runtime/allocator.h"
+#include "runtime/bf16.h"
+#include "runtime/onednn.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
 #include "runtime/matmul.h"
@@ -481,6 +483,106 @@ TEST(Machine, ThreadsValidatedAndReported) {
   EXPECT_NE(info.onednn_version.find("2.6"), std::string::npos);
   EXPECT_FALSE(info.onednn_matmul_impl.empty());
   EXPECT_NE(machine_summary(info).find("threads"), std::string::npos);
+}
+
+
+// ------------------------------------------------------------------------------------------------ bfloat16
+
+// oneDNN's own f32 -> bf16 reorder, the conversion reckon's must match bit for bit.
+std::vector<uint16_t> onednn_to_bf16(const std::vector<float>& src) {
+  const dnnl::memory::dims dims{static_cast<int64_t>(src.size())};
+  dnnl::memory from({dims, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a}, onednn_engine(),
+                    const_cast<float*>(src.data()));
+  std::vector<uint16_t> out(src.size());
+  dnnl::memory to({dims, dnnl::memory::data_type::bf16, dnnl::memory::format_tag::a}, onednn_engine(), out.data());
+  dnnl::reorder(from, to).execute(onednn_stream(), from, to);
+  onednn_stream().wait();
+  return out;
+}
+
+float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+TEST(BFloat16, ConversionIsBitIdenticalToOneDnnReorder) {
+  // Every class of float32: random bit patterns (NaNs, infinities, denormals, both signs), exact ties at
+  // every exponent, values next to the largest finite, and the special values by name.
+  std::vector<float> src;
+  std::mt19937 rng(20261126);
+  for (int i = 0; i < (1 << 20); ++i) src.push_back(from_bits(rng()));
+  for (uint32_t e = 0; e < 256; ++e) {
+    for (uint32_t low : {0x8000u, 0x18000u, 0x7fffu, 0x8001u, 0xffffu, 0x10000u}) {
+      src.push_back(from_bits((e << 23) | low));
+      src.push_back(from_bits(0x80000000u | (e << 23) | low));
+    }
+  }
+  for (float f : {0.0f, -0.0f, 1.0f, -1.0f, FLT_MAX, -FLT_MAX, FLT_MIN, FLT_TRUE_MIN, -FLT_TRUE_MIN,
+                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::signaling_NaN(),
+                  from_bits(0x7f7f8000u), from_bits(0x7f7fffffu), from_bits(0xffc00001u)}) {
+    src.push_back(f);
+  }
+  const std::vector<uint16_t> expected = onednn_to_bf16(src);
+  std::vector<bf16> vectorised(src.size());
+  convert_to_bf16(vectorised.data(), src.data(), static_cast<int64_t>(src.size()));
+  int64_t scalar_diffs = 0, vector_diffs = 0;
+  for (size_t i = 0; i < src.size(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &src[i], sizeof u);
+    if (to_bf16(src[i]).bits != expected[i] && scalar_diffs++ < 5) {
+      ADD_FAILURE() << fmt::format("scalar: f32 bits {:#010x} -> {:#06x}, oneDNN {:#06x}", u, to_bf16(src[i]).bits,
+                                   expected[i]);
+    }
+    if (vectorised[i].bits != expected[i] && vector_diffs++ < 5) {
+      ADD_FAILURE() << fmt::format("{}: f32 bits {:#010x} -> {:#06x}, oneDNN {:#06x}", bf16_convert_isa(), u,
+                                   vectorised[i].bits, expected[i]);
+    }
+  }
+  EXPECT_EQ(scalar_diffs, 0);
+  EXPECT_EQ(vector_diffs, 0);
+  // Round to nearest even, by hand: 1 + 2^-8 is a tie between 1 and 1 + 2^-7 -> 1 (even mantissa); 0x3f818000
+  // is a tie between 0x3f81 and 0x3f82 -> 0x3f82 (even); the largest finite float rounds up to infinity.
+  EXPECT_EQ(to_bf16(from_bits(0x3f808000u)).bits, 0x3f80);
+  EXPECT_EQ(to_bf16(from_bits(0x3f818000u)).bits, 0x3f82);
+  EXPECT_EQ(to_bf16(FLT_MAX).bits, 0x7f80);
+}
+
+TEST(BFloat16, VectorTailsAndExactWidening) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (int64_t n = 0; n <= 70; ++n) {
+    std::vector<float> src(static_cast<size_t>(n) + 1, 123.0f);  // one sentinel past the end
+    for (int64_t i = 0; i < n; ++i) src[i] = normal(rng);
+    std::vector<bf16> b(static_cast<size_t>(n) + 1, bf16{0xabcd});
+    convert_to_bf16(b.data(), src.data(), n);
+    EXPECT_EQ(b[n].bits, 0xabcd) << "wrote past n = " << n;
+    std::vector<float> back(static_cast<size_t>(n) + 1, -7.0f);
+    convert_to_float(back.data(), b.data(), n);
+    EXPECT_EQ(back[n], -7.0f) << "wrote past n = " << n;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(b[i].bits, to_bf16(src[i]).bits) << "n " << n << " i " << i;
+      ASSERT_EQ(back[i], to_float(b[i]));
+      // bf16 keeps 8 significant bits: round to nearest is off by at most half an ulp, 2^-8 relative.
+      EXPECT_LE(std::abs(back[i] - src[i]), std::ldexp(std::abs(src[i]), -8)) << src[i];
+    }
+  }
+}
+
+TEST(BFloat16, TensorsHoldTwoBytesPerElement) {
+  const MemoryStats before = tracker().stats();
+  {
+    Tensor t = Tensor::zeros({3, 33}, Category::activation, "bf16.test", DType::bf16);
+    EXPECT_EQ(t.storage_bytes(), 2 * 3 * 33);
+    EXPECT_EQ(tracker().stats().total.allocated_bytes.current - before.total.allocated_bytes.current, 256);  // 198 -> 64-rounded
+    t.fill(1.00390625f);  // 1 + 2^-8: a tie, rounds to 1 (even)
+    EXPECT_EQ(t.data_bf16()[98].bits, 0x3f80);
+    expect_invalid([&] { t.data(); }, {"tensor 'bf16.test' is bfloat16, not float32"});
+    EXPECT_EQ(t.transpose(0, 1).stride(0), 1);
+  }
+  EXPECT_STREQ(dtype_name(DType::bf16), "bfloat16");
+  EXPECT_EQ(dtype_bytes(DType::bf16), 2);
 }
 
 }  // namespace
