@@ -44,6 +44,7 @@ std::vector<int64_t> geometry_fields(const MatmulGeometry& g) {
   std::memcpy(&alpha_bits, &g.alpha, sizeof alpha_bits);
   key.push_back(alpha_bits);
   key.push_back(g.accumulate ? 1 : 0);
+  for (DType t : {g.a_dtype, g.b_dtype, g.dst_dtype}) key.push_back(static_cast<int64_t>(t));
   return key;
 }
 
@@ -54,8 +55,9 @@ std::vector<int64_t> cache_key(const MatmulGeometry& g) {
   return key;
 }
 
-dnnl::memory::desc md(int rank, const int64_t* dims, const int64_t* strides) {
-  return dnnl::memory::desc(dnnl::memory::dims(dims, dims + rank), dnnl::memory::data_type::f32,
+dnnl::memory::desc md(int rank, const int64_t* dims, const int64_t* strides, DType dtype) {
+  return dnnl::memory::desc(dnnl::memory::dims(dims, dims + rank),
+                            dtype == DType::bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32,
                             dnnl::memory::dims(strides, strides + rank));
 }
 
@@ -98,8 +100,8 @@ const CachedMatmul& lookup(const MatmulGeometry& g) {
   }
   CachedMatmul entry;
   try {
-    dnnl::matmul::desc desc(md(g.rank, g.a_dims, g.a_strides), md(g.rank, g.b_dims, g.b_strides),
-                            md(g.rank, g.dst_dims, g.dst_strides));
+    dnnl::matmul::desc desc(md(g.rank, g.a_dims, g.a_strides, g.a_dtype), md(g.rank, g.b_dims, g.b_strides, g.b_dtype),
+                            md(g.rank, g.dst_dims, g.dst_strides, g.dst_dtype));
     entry.pd = dnnl::matmul::primitive_desc(desc, attr, onednn_engine());
     entry.primitive = dnnl::matmul(entry.pd);
   } catch (const dnnl::error& e) {
@@ -114,6 +116,11 @@ const CachedMatmul& lookup(const MatmulGeometry& g) {
 
 void check(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
+}
+
+// One element of an f32 or bf16 tensor, at an offset (in elements) from the view's start.
+double element(const Tensor& t, int64_t at) {
+  return t.dtype() == DType::bf16 ? static_cast<double>(to_float(t.data_bf16()[at])) : static_cast<double>(t.data()[at]);
 }
 
 }  // namespace
@@ -148,10 +155,17 @@ MatmulGeometry matmul_geometry(const Tensor& dst, const Tensor& a, const Tensor&
   check(dst.stride(-1) == 1 || dst.size(-1) == 1,
         fmt::format("matmul: dst '{}' must have its last dim contiguous (stride 1), has stride {}", dst.name(),
                     dst.stride(-1)));
+  const bool operands_ok = a.dtype() == b.dtype() && (a.dtype() == DType::f32 || a.dtype() == DType::bf16);
+  check(operands_ok, fmt::format("matmul: a '{}' is {} and b '{}' is {}; allowed: both float32 or both bfloat16",
+                                 a.name(), dtype_name(a.dtype()), b.name(), dtype_name(b.dtype())));
+  check(dst.dtype() == DType::f32 || (dst.dtype() == DType::bf16 && a.dtype() == DType::bf16),
+        fmt::format("matmul: dst '{}' is {}; allowed: float32, or bfloat16 when a and b are bfloat16", dst.name(),
+                    dtype_name(dst.dtype())));
   MatmulGeometry g;
   g.rank = rank;
   g.alpha = alpha;
   g.accumulate = accumulate;
+  g.a_dtype = a.dtype(), g.b_dtype = b.dtype(), g.dst_dtype = dst.dtype();
   for (int d = 0; d < rank; ++d) {
     g.a_dims[d] = a.size(d), g.a_strides[d] = a.stride(d);
     g.b_dims[d] = b.size(d), g.b_strides[d] = b.stride(d);
@@ -189,12 +203,13 @@ int64_t matmul_other_flops(const MatmulGeometry& g) {
 
 int64_t matmul_bytes_read(const MatmulGeometry& g) {
   const CheckedInt m = g.m(), k = g.k(), n = g.n();
-  const CheckedInt elems = CheckedInt(g.batch()) * (m * k + k * n + (g.accumulate ? m * n : 0));
-  return (elems * 4).value();
+  const CheckedInt bytes = m * k * dtype_bytes(g.a_dtype) + k * n * dtype_bytes(g.b_dtype) +
+                           (g.accumulate ? m * n * dtype_bytes(g.dst_dtype) : 0);
+  return (CheckedInt(g.batch()) * bytes).value();
 }
 
 int64_t matmul_bytes_written(const MatmulGeometry& g) {
-  return (CheckedInt(g.batch()) * g.m() * g.n() * 4).value();
+  return (CheckedInt(g.batch()) * g.m() * g.n() * dtype_bytes(g.dst_dtype)).value();
 }
 
 int64_t matmul_scratchpad_bytes(const MatmulGeometry& g) { return lookup(g).scratchpad_bytes; }
@@ -208,9 +223,9 @@ void matmul(const Tensor& dst, const Tensor& a, const Tensor& b, std::string_vie
   const CachedMatmul& entry = lookup(g);
 
   dnnl::engine& eng = onednn_engine();
-  dnnl::memory a_mem(entry.pd.src_desc(), eng, a.data());
-  dnnl::memory b_mem(entry.pd.weights_desc(), eng, b.data());
-  dnnl::memory dst_mem(entry.pd.dst_desc(), eng, dst.data());
+  dnnl::memory a_mem(entry.pd.src_desc(), eng, a.raw_data());
+  dnnl::memory b_mem(entry.pd.weights_desc(), eng, b.raw_data());
+  dnnl::memory dst_mem(entry.pd.dst_desc(), eng, dst.raw_data());
   std::unordered_map<int, dnnl::memory> args{
       {DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, dst_mem}};
   Tensor scratchpad;
@@ -236,19 +251,21 @@ void matmul_reference(const Tensor& dst, const Tensor& a, const Tensor& b, float
   auto bstride = [&](const int64_t* s, int back) { return r - back >= 0 ? s[r - back] : 0; };
   for (int64_t i0 = 0; i0 < nb0; ++i0)
     for (int64_t i1 = 0; i1 < nb1; ++i1) {
-      const float* pa = a.data() + i0 * bstride(g.a_strides, 4) + i1 * bstride(g.a_strides, 3);
-      const float* pb = b.data() + i0 * bstride(g.b_strides, 4) + i1 * bstride(g.b_strides, 3);
-      float* pd = dst.data() + i0 * bstride(g.dst_strides, 4) + i1 * bstride(g.dst_strides, 3);
+      const int64_t oa = i0 * bstride(g.a_strides, 4) + i1 * bstride(g.a_strides, 3);
+      const int64_t ob = i0 * bstride(g.b_strides, 4) + i1 * bstride(g.b_strides, 3);
+      const int64_t od = i0 * bstride(g.dst_strides, 4) + i1 * bstride(g.dst_strides, 3);
       for (int64_t m = 0; m < g.m(); ++m)
         for (int64_t n = 0; n < g.n(); ++n) {
           double sum = 0.0;
           for (int64_t k = 0; k < g.k(); ++k) {
-            sum += static_cast<double>(pa[m * g.a_strides[r - 2] + k * g.a_strides[r - 1]]) *
-                   static_cast<double>(pb[k * g.b_strides[r - 2] + n * g.b_strides[r - 1]]);
+            sum += element(a, oa + m * g.a_strides[r - 2] + k * g.a_strides[r - 1]) *
+                   element(b, ob + k * g.b_strides[r - 2] + n * g.b_strides[r - 1]);
           }
-          float& out = pd[m * g.dst_strides[r - 2] + n * g.dst_strides[r - 1]];
-          const double prior = accumulate ? static_cast<double>(out) : 0.0;
-          out = static_cast<float>(alpha * sum + prior);
+          const int64_t at = od + m * g.dst_strides[r - 2] + n * g.dst_strides[r - 1];
+          const double prior = accumulate ? element(dst, at) : 0.0;
+          const float out = static_cast<float>(alpha * sum + prior);
+          if (dst.dtype() == DType::bf16) dst.data_bf16()[at] = to_bf16(out);
+          else dst.data()[at] = out;
         }
     }
 }

@@ -2,6 +2,9 @@
 //
 //   dst (..., M, N)  =  alpha * a (..., M, K) · b (..., K, N)   [+ dst, if accumulate]
 //
+// dtypes: a and b both float32, or both bfloat16 (products exact, accumulated in float32 by oneDNN); dst
+// float32, or bfloat16 for bf16 operands (rounded once, at the end).
+//
 // a, b, dst are Tensor views of 2 to 4 dims with equal batch dims; transposes are expressed by strides
 // (a.transpose(-2, -1)), never by copies. Each distinct geometry (dims, strides, alpha, accumulate,
 // thread count) creates its primitive once and caches it. oneDNN runs in user scratchpad mode: its
@@ -25,6 +28,7 @@ struct MatmulGeometry {
   int64_t dst_dims[kMaxDims]{}, dst_strides[kMaxDims]{};
   float alpha = 1.0f;
   bool accumulate = false;
+  DType a_dtype = DType::f32, b_dtype = DType::f32, dst_dtype = DType::f32;
 
   int64_t batch() const;  // product of batch dims
   int64_t m() const { return a_dims[rank - 2]; }
@@ -32,7 +36,7 @@ struct MatmulGeometry {
   int64_t n() const { return b_dims[rank - 1]; }
 };
 
-// Same dims, strides, alpha and accumulate (the fields oneDNN's primitive depends on, besides threads).
+// Same dims, strides, alpha, accumulate and dtypes (the fields oneDNN's primitive depends on, besides threads).
 bool same_geometry(const MatmulGeometry& a, const MatmulGeometry& b);
 
 // Validates shapes (names the argument and the allowed range on error) and returns the geometry.
@@ -42,7 +46,8 @@ MatmulGeometry matmul_geometry_plain(int64_t batch, int64_t m, int64_t k, int64_
                                      bool b_transposed, float alpha, bool accumulate);
 
 // FLOPs and bytes one call executes (docs/conventions.md): matmul_flops = 2*batch*M*N*K; other_flops =
-// batch*M*N for alpha != 1 and again for accumulate; reads a, b (and dst if accumulating), writes dst.
+// batch*M*N for alpha != 1 and again for accumulate; reads a, b (and dst if accumulating), writes dst, each
+// at its dtype's element size (4 or 2 bytes).
 int64_t matmul_flops(const MatmulGeometry& g);
 int64_t matmul_other_flops(const MatmulGeometry& g);
 int64_t matmul_bytes_read(const MatmulGeometry& g);

@@ -107,6 +107,11 @@ int32_t* Tensor::data_i32() const {
   return static_cast<int32_t*>(storage_->ptr) + offset_;
 }
 
+void* Tensor::raw_data() const {
+  if (!storage_) return nullptr;
+  return static_cast<char*>(storage_->ptr) + offset_ * dtype_bytes(dtype_);
+}
+
 bf16* Tensor::data_bf16() const {
   if (!storage_) return nullptr;
   check_dtype(*this, dtype_, DType::bf16);

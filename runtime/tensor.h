@@ -36,6 +36,7 @@ class Tensor {
   float* data() const;       // f32 tensors only (throws std::invalid_argument otherwise)
   int32_t* data_i32() const; // i32 tensors only
   bf16* data_bf16() const;   // bf16 tensors only
+  void* raw_data() const;    // any dtype: the first element of the view (for oneDNN memory objects)
   DType dtype() const { return dtype_; }
   int dim() const { return ndim_; }
   int64_t size(int d) const;    // negative d counts from the end, like PyTorch

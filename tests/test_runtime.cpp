@@ -10,6 +10,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -341,6 +342,104 @@ INSTANTIATE_TEST_SUITE_P(
                          c.b_t ? "_bT" : "", c.alpha != 1.0f ? "_scaled" : "", c.accumulate ? "_acc" : "",
                          info.index);
     });
+
+// bf16 operands (both), f32 or bf16 dst: against a float64 sum over the same bf16 values, element by element,
+// with the bound rounding analysis gives — not a guessed tolerance. bf16 × bf16 products are exact in float32
+// (8 + 8 significant bits), so the only float32 error is the accumulation: |error| ≤ γ_(K+2) · (|α|·Σ|a_k·b_k|
+// + |prior|), γ_n = n·u / (1 − n·u), u = 2^-24 (K − 1 additions, the α scale, the accumulate add). A bf16 dst
+// adds one rounding, half an ulp: 2^-8 · |result|.
+Tensor bf16_operand(int64_t batch, int64_t rows, int64_t cols, bool transposed, const char* name, uint32_t seed) {
+  const Tensor f = operand(batch, rows, cols, transposed, name, seed);
+  Tensor storage = transposed ? Tensor::empty({batch, cols, rows}, Category::temporary, name, DType::bf16)
+                              : Tensor::empty({batch, rows, cols}, Category::temporary, name, DType::bf16);
+  const Tensor f_storage = transposed ? f.transpose(-2, -1) : f;  // contiguous again
+  convert_to_bf16(storage.data_bf16(), f_storage.data(), f_storage.numel());
+  return transposed ? storage.transpose(-2, -1) : storage;
+}
+
+class MatmulBf16Sweep : public ::testing::TestWithParam<std::tuple<MatmulCase, DType>> {};
+
+TEST_P(MatmulBf16Sweep, WithinTheRoundingBoundOfFloat64AndCountsBytesAtTwo) {
+  const auto [c, dst_dtype] = GetParam();
+  const Tensor a = bf16_operand(c.batch, c.m, c.k, c.a_t, "a16", 1);
+  const Tensor b = bf16_operand(c.batch, c.k, c.n, c.b_t, "b16", 2);
+  Tensor dst = Tensor::empty({c.batch, c.m, c.n}, Category::temporary, "dst", dst_dtype);
+  dst.fill(0.25f);  // the prior contents, for accumulate (exact in bf16)
+  counters().reset();
+  matmul(dst, a, b, "mm_bf16", c.alpha, c.accumulate);
+
+  const double u = std::ldexp(1.0, -24), gamma = (c.k + 2) * u / (1 - (c.k + 2) * u);
+  auto at = [](const Tensor& t, int64_t i, int64_t j, int64_t l) {
+    const int64_t offset = i * t.stride(0) + j * t.stride(1) + l * t.stride(2);
+    return static_cast<double>(to_float(t.data_bf16()[offset]));
+  };
+  int64_t outside = 0;
+  double worst = 0;
+  for (int64_t i = 0; i < c.batch; ++i)
+    for (int64_t m = 0; m < c.m; ++m)
+      for (int64_t n = 0; n < c.n; ++n) {
+        double sum = 0, magnitude = 0;
+        for (int64_t k = 0; k < c.k; ++k) {
+          const double p = at(a, i, m, k) * at(b, i, k, n);
+          sum += p;
+          magnitude += std::abs(p);
+        }
+        const double prior = c.accumulate ? 0.25 : 0.0;
+        const double exact = c.alpha * sum + prior;
+        double bound = gamma * (std::abs(c.alpha) * magnitude + prior);
+        const int64_t idx = (i * c.m + m) * c.n + n;
+        double got;
+        if (dst_dtype == DType::bf16) {
+          got = to_float(dst.data_bf16()[idx]);
+          bound += std::ldexp(std::abs(exact) + bound, -8);
+        } else {
+          got = dst.data()[idx];
+        }
+        const double err = std::abs(got - exact);
+        worst = std::max(worst, bound > 0 ? err / bound : err);
+        outside += err > bound;
+      }
+  EXPECT_EQ(outside, 0) << "worst error / bound " << worst;
+
+  const OpCount count = counters().get("mm_bf16", Phase::forward);
+  const int64_t mn = c.batch * c.m * c.n, dst_bytes = dst_dtype == DType::bf16 ? 2 : 4;
+  EXPECT_EQ(count.matmul_flops, 2 * c.batch * c.m * c.n * c.k);
+  EXPECT_EQ(count.bytes_read, c.batch * (2 * c.m * c.k + 2 * c.k * c.n + (c.accumulate ? dst_bytes * c.m * c.n : 0)));
+  EXPECT_EQ(count.bytes_written, dst_bytes * mn);
+  counters().reset();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, MatmulBf16Sweep,
+    ::testing::Combine(::testing::Values(MatmulCase{1, 1, 7, 13, false, false, 1.0f, false},
+                                         MatmulCase{1, 64, 128, 384, false, true, 1.0f, false},
+                                         MatmulCase{1, 384, 64, 128, true, false, 1.0f, true},
+                                         MatmulCase{1, 33, 65, 17, true, true, 1.0f, false},
+                                         MatmulCase{3, 17, 9, 17, false, true, 0.125f, false},
+                                         MatmulCase{2, 100, 1000, 3, true, false, -0.5f, true},
+                                         MatmulCase{1, 257, 511, 129, false, false, 1.0f, false}),
+                       ::testing::Values(DType::f32, DType::bf16)),
+    [](const ::testing::TestParamInfo<std::tuple<MatmulCase, DType>>& info) {
+      const MatmulCase& c = std::get<0>(info.param);
+      return fmt::format("b{}_m{}_k{}_n{}{}{}{}{}_dst_{}_{}", c.batch, c.m, c.k, c.n, c.a_t ? "_aT" : "",
+                         c.b_t ? "_bT" : "", c.alpha != 1.0f ? "_scaled" : "", c.accumulate ? "_acc" : "",
+                         std::get<1>(info.param) == DType::bf16 ? "bf16" : "f32", info.index);
+    });
+
+TEST(Matmul, Bf16OperandsMustMatchAndHaveACachedPrimitiveOfTheirOwn) {
+  const Tensor a16 = Tensor::zeros({4, 8}, Category::temporary, "a16", DType::bf16);
+  const Tensor b32 = Tensor::zeros({8, 4}, Category::temporary, "b32");
+  const Tensor b16 = Tensor::zeros({8, 4}, Category::temporary, "b16", DType::bf16);
+  const Tensor a32 = Tensor::zeros({4, 8}, Category::temporary, "a32");
+  Tensor dst = Tensor::zeros({4, 4}, Category::temporary, "dst");
+  Tensor dst16 = Tensor::zeros({4, 4}, Category::temporary, "dst16", DType::bf16);
+  expect_invalid([&] { matmul(dst, a16, b32); }, {"a 'a16' is bfloat16 and b 'b32' is float32", "both float32 or both bfloat16"});
+  expect_invalid([&] { matmul(dst16, a32, b32); }, {"dst 'dst16' is bfloat16", "when a and b are bfloat16"});
+  const MatmulGeometry g32 = matmul_geometry(dst, a32, b32, 1.0f, false);
+  const MatmulGeometry g16 = matmul_geometry(dst, a16, b16, 1.0f, false);
+  EXPECT_FALSE(same_geometry(g32, g16));  // same shape, different dtypes: two primitives
+  EXPECT_NE(matmul_impl_name(g16), "");
+}
 
 TEST(Matmul, FourDimStridedHeadViewsWithoutCopies) {
   // Attention style: Q and K live in (B, T, D) buffers; head h is the column block [h*dk, (h+1)*dk).
