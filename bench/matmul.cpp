@@ -17,11 +17,11 @@ namespace {
 using reckon::Category;
 using reckon::Tensor;
 
-// y (M, N) = x (M, K) · wᵀ with w stored (N, K), the linear-layer layout.
-void BM_matmul(benchmark::State& state) {
+// y (M, N) = x (M, K) · wᵀ with w stored (N, K), the linear-layer layout; x and w in `dtype`, y float32.
+void run_matmul(benchmark::State& state, reckon::DType dtype) {
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-  Tensor x = Tensor::zeros({m, k}, Category::temporary, "x");
-  Tensor w = Tensor::zeros({n, k}, Category::temporary, "w");
+  Tensor x = Tensor::zeros({m, k}, Category::temporary, "x", dtype);
+  Tensor w = Tensor::zeros({n, k}, Category::temporary, "w", dtype);
   Tensor y = Tensor::zeros({m, n}, Category::temporary, "y");
   x.fill(0.5f);
   w.fill(0.25f);
@@ -34,14 +34,22 @@ void BM_matmul(benchmark::State& state) {
   state.counters["GFLOP"] =
       benchmark::Counter(2.0 * m * n * k * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["threads"] = omp_get_max_threads();
+  state.SetLabel(reckon::matmul_impl_name(reckon::matmul_geometry(y, x, wt, 1.0f, false)));
 }
-BENCHMARK(BM_matmul)->ArgNames({"M", "N", "K"})
-    ->Args({256, 256, 256})
-    ->Args({2048, 2048, 2048})
-    ->Args({2048, 512, 512})    // config S: attention projection
-    ->Args({2048, 2048, 512})   // config S: ffn w1
-    ->Args({2048, 8192, 512})   // config S: lm head
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
+void BM_matmul(benchmark::State& state) { run_matmul(state, reckon::DType::f32); }
+// The same shapes with bf16 operands (f32 accumulate and output): the ratio to BM_matmul is the bf16 gain on
+// this CPU (AMX on Sapphire Rapids, AVX512-BF16 dot products on Zen 4).
+void BM_matmul_bf16(benchmark::State& state) { run_matmul(state, reckon::DType::bf16); }
+void matmul_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"M", "N", "K"});
+  b->Args({256, 256, 256});
+  b->Args({2048, 2048, 2048});
+  b->Args({2048, 512, 512});   // config S: attention projection
+  b->Args({2048, 2048, 512});  // config S: ffn w1
+  b->Args({2048, 8192, 512});  // config S: lm head
+}
+BENCHMARK(BM_matmul)->Apply(matmul_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_matmul_bf16)->Apply(matmul_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // FMA peak: the runtime's probe (independent FMA chains on 16-lane vectors in every thread, no memory).
 void BM_fma_peak(benchmark::State& state) {
