@@ -189,15 +189,25 @@ MachineInfo machine_info() {
                                     v->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP" : "other");
   info.onednn_isa = isa_name(dnnl::get_effective_cpu_isa());
   info.onednn_matmul_impl = matmul_impl_name(matmul_geometry_plain(1, 256, 512, 512, false, true, 1.0f, false));
+  MatmulGeometry g16 = matmul_geometry_plain(1, 256, 512, 512, false, true, 1.0f, false);
+  g16.a_dtype = g16.b_dtype = DType::bf16;
+  try {
+    info.onednn_bf16_matmul_impl = matmul_impl_name(g16);
+  } catch (const std::invalid_argument& e) {
+    info.onednn_bf16_matmul_impl = std::string("unavailable: ") + e.what();
+  }
+  info.bf16_convert_isa = bf16_convert_isa();
   info.compiler = fmt::format("g++ {}", __VERSION__);
   info.openmp_version = _OPENMP;
   return info;
 }
 
 std::string machine_summary(const MachineInfo& info) {
-  return fmt::format("machine: {} | {} threads (of {} logical CPUs) | oneDNN {} isa {} matmul {} | {} | OpenMP {}",
-                     info.cpu_model, info.threads, info.hardware_threads, info.onednn_version, info.onednn_isa,
-                     info.onednn_matmul_impl, info.compiler, info.openmp_version);
+  return fmt::format(
+      "machine: {} | {} threads (of {} logical CPUs) | oneDNN {} isa {} matmul {} bf16 matmul {} (convert {}) | {} | "
+      "OpenMP {}",
+      info.cpu_model, info.threads, info.hardware_threads, info.onednn_version, info.onednn_isa, info.onednn_matmul_impl,
+      info.onednn_bf16_matmul_impl, info.bf16_convert_isa, info.compiler, info.openmp_version);
 }
 
 }  // namespace reckon

@@ -15,6 +15,8 @@ struct MachineInfo {
   std::string onednn_version;  // "2.6.3 (cpu runtime OpenMP)"
   std::string onednn_isa;      // effective ISA, e.g. "avx512_core_bf16"
   std::string onednn_matmul_impl;  // implementation for a 256x512x512 f32 matmul
+  std::string onednn_bf16_matmul_impl;  // the same shape with bf16 operands, or "unavailable: <why>"
+  std::string bf16_convert_isa;         // f32 -> bf16 conversion path: avx512_bf16, avx512f or scalar
   std::string compiler;
   int openmp_version = 0;  // _OPENMP, e.g. 201511
 };

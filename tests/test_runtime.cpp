@@ -669,6 +669,14 @@ TEST(BFloat16, VectorTailsAndExactWidening) {
   }
 }
 
+TEST(BFloat16, MachineLineSaysWhichIsaRunsBf16) {
+  const MachineInfo info = machine_info();
+  EXPECT_EQ(info.bf16_convert_isa, bf16_convert_isa());
+  EXPECT_FALSE(info.onednn_bf16_matmul_impl.empty());
+  EXPECT_NE(info.onednn_bf16_matmul_impl, info.onednn_matmul_impl);  // a bf16 kernel, not the f32 one
+  EXPECT_NE(machine_summary(info).find("bf16 matmul " + info.onednn_bf16_matmul_impl), std::string::npos);
+}
+
 TEST(BFloat16, TensorsHoldTwoBytesPerElement) {
   const MemoryStats before = tracker().stats();
   {
