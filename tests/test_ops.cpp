@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "ops/attention.h"
+#include "ops/cast.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
 #include "ops/ffn.h"
@@ -470,6 +471,44 @@ TEST_F(Ops, CrossEntropyRejectsBadTargets) {
                  {"target at row 1 is 4", "[0, 3]"});
   expect_invalid([&] { cross_entropy_forward(saved, logits, int_tensor({1, 2, 3}, {1, 3}, "t"), "ce"); },
                  {"2 elements"});
+}
+
+
+// ============================================================================================ cast
+
+TEST_F(Ops, CastRoundsToNearestEvenAndCountsBytes) {
+  // Lengths around the per-thread chunk (16 K) and the 16-lane vector: every element equals the scalar rule.
+  for (int64_t n : {1, 15, 17, 16 * 1024, 16 * 1024 + 3, 100003}) {
+    Tensor x = Tensor::empty({n}, Category::activation, "x");
+    std::mt19937 rng(static_cast<uint32_t>(n));
+    std::normal_distribution<float> normal(0.0f, 10.0f);
+    for (int64_t i = 0; i < n; ++i) x.data()[i] = normal(rng);
+    counters().reset();
+    const Tensor x16 = cast(x, DType::bf16, Category::temporary, "x.bf16");
+    expect_count(counters().get("cast", Phase::forward), 0, 0, 4 * n, 2 * n);
+    EXPECT_EQ(x16.dtype(), DType::bf16);
+    EXPECT_EQ(x16.category(), Category::temporary);
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < n; ++i) wrong += x16.data_bf16()[i].bits != to_bf16(x.data()[i]).bits;
+    EXPECT_EQ(wrong, 0) << "n " << n;
+    // And back, in the backward phase: exact widening, counted there.
+    counters().set_phase(Phase::backward);
+    Tensor back = Tensor::empty({n}, Category::temporary, "x.back");
+    cast_into(back, x16);
+    expect_count(counters().get("cast", Phase::backward), 0, 0, 2 * n, 4 * n);
+    EXPECT_EQ(counters().get("cast", Phase::backward).calls, 1);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(back.data()[i], to_float(x16.data_bf16()[i]));
+    counters().set_phase(Phase::forward);
+  }
+}
+
+TEST_F(Ops, CastRejectsMismatchesNamingTheTensors) {
+  Tensor x = Tensor::zeros({4, 6}, Category::activation, "x");
+  Tensor wrong_shape = Tensor::zeros({6, 4}, Category::activation, "y", DType::bf16);
+  Tensor ids = Tensor::zeros({4, 6}, Category::activation, "ids", DType::i32);
+  expect_invalid([&] { cast_into(wrong_shape, x); }, {"cast: src 'x' (4, 6) and dst 'y' (6, 4)"});
+  expect_invalid([&] { cast_into(ids, x); }, {"'ids' is int32", "allowed: float32, bfloat16"});
+  expect_invalid([&] { cast(x.transpose(0, 1), DType::bf16, Category::temporary, "t"); }, {"must be contiguous"});
 }
 
 }  // namespace
