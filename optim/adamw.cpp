@@ -68,6 +68,65 @@ void adamw_update_fused(float* p, float* m, float* v, const float* g, int64_t n,
   s.apply_decay ? fused_loop<true>(p, m, v, g, n, s) : fused_loop<false>(p, m, v, g, n, s);
 }
 
+OpCount adamw_master_count(int64_t n, const AdamWConfig& config, DType grad_dtype) {
+  OpCount c;
+  c.other_flops = adamw_flops_per_element(config) * n;
+  c.bytes_read = (12 + dtype_bytes(grad_dtype)) * n;
+  c.bytes_written = (12 + dtype_bytes(DType::bf16)) * n;
+  return c;
+}
+
+namespace {
+// Elements per block of the master-weights kernel: the block's float32 gradient (widened), master and
+// converted param stay in L1 between the update and the conversion.
+constexpr int64_t kMasterBlock = 512;
+
+inline const float* widened(const float* g, float*, int64_t) { return g; }
+inline const float* widened(const bf16* g, float* buffer, int64_t n) {
+  convert_to_float(buffer, g, n);
+  return buffer;
+}
+inline float grad_value(const float* g, int64_t i) { return g[i]; }
+inline float grad_value(const bf16* g, int64_t i) { return to_float(g[i]); }
+
+template <typename G>
+void master_fused(float* master, float* m, float* v, const G* g, bf16* param, int64_t n, const AdamWStep& s) {
+  alignas(64) float buffer[kMasterBlock];
+  for (int64_t begin = 0; begin < n; begin += kMasterBlock) {
+    const int64_t len = std::min(kMasterBlock, n - begin);
+    const float* gb = widened(g + begin, buffer, len);
+    adamw_update_fused(master + begin, m + begin, v + begin, gb, len, s);
+    convert_to_bf16(param + begin, master + begin, len);
+  }
+}
+
+template <typename G>
+void master_reference(float* master, float* m, float* v, const G* g, bf16* param, int64_t n, const AdamWStep& s) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = grad_value(g, i);
+    adamw_update_reference(master + i, m + i, v + i, &gi, 1, s);
+    param[i] = to_bf16(master[i]);
+  }
+}
+}  // namespace
+
+void adamw_update_master_fused(float* master, float* m, float* v, const float* g, bf16* param, int64_t n,
+                               const AdamWStep& s) {
+  master_fused(master, m, v, g, param, n, s);
+}
+void adamw_update_master_fused(float* master, float* m, float* v, const bf16* g, bf16* param, int64_t n,
+                               const AdamWStep& s) {
+  master_fused(master, m, v, g, param, n, s);
+}
+void adamw_update_master_reference(float* master, float* m, float* v, const float* g, bf16* param, int64_t n,
+                                   const AdamWStep& s) {
+  master_reference(master, m, v, g, param, n, s);
+}
+void adamw_update_master_reference(float* master, float* m, float* v, const bf16* g, bf16* param, int64_t n,
+                                   const AdamWStep& s) {
+  master_reference(master, m, v, g, param, n, s);
+}
+
 AdamW::AdamW(std::vector<Parameter>& params, const AdamWConfig& config) : params_(params), config_(config) {}
 
 void AdamW::step() {

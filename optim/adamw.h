@@ -38,8 +38,26 @@ AdamWStep adamw_step_constants(const AdamWConfig& config, int64_t step);
 void adamw_update_fused(float* p, float* m, float* v, const float* g, int64_t n, const AdamWStep& s);
 void adamw_update_reference(float* p, float* m, float* v, const float* g, int64_t n, const AdamWStep& s);
 
+// Master-weights kernels (mixed precision, issue 11): the optimizer owns the float32 master weights and m, v;
+// the model's working copy is the bf16 parameter. Per element: the same AdamW update on the master (g read as
+// float32 or widened exactly from bf16), then param = bf16(master), round to nearest even. One pass: reads g,
+// master, m, v; writes master, m, v and the bf16 param. The fused kernel works in L1-sized blocks (update, then
+// the vector conversion of the block); the reference runs element by element. Bit-identical to each other, and
+// the master equals adamw_update_reference on the widened gradient.
+void adamw_update_master_fused(float* master, float* m, float* v, const float* g, bf16* param, int64_t n,
+                               const AdamWStep& s);
+void adamw_update_master_fused(float* master, float* m, float* v, const bf16* g, bf16* param, int64_t n,
+                               const AdamWStep& s);
+void adamw_update_master_reference(float* master, float* m, float* v, const float* g, bf16* param, int64_t n,
+                                   const AdamWStep& s);
+void adamw_update_master_reference(float* master, float* m, float* v, const bf16* g, bf16* param, int64_t n,
+                                   const AdamWStep& s);
+
 int64_t adamw_flops_per_element(const AdamWConfig& config);
 OpCount adamw_count(int64_t n, const AdamWConfig& config);
+// Master weights: the same FLOPs (the bf16 rounding is not counted, as a cast); bytes read 12 + size(grad),
+// written 12 + 2 per element (14 + 14 = 28 B with bf16 gradients, 16 + 14 = 30 B with float32 ones).
+OpCount adamw_master_count(int64_t n, const AdamWConfig& config, DType grad_dtype);
 
 class AdamW {
  public:

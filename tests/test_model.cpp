@@ -259,6 +259,51 @@ TEST(AdamWKernel, FusedEqualsScalarReferenceBitForBit) {
   }
 }
 
+// Master weights: fused (blocks of 512, vector conversion) = reference (element by element) bit for bit, for
+// float32 and bf16 gradients and lengths around the block and the 16-lane vector; the master follows the plain
+// float32 AdamW on the (widened) gradient exactly, and the bf16 param is the master rounded to nearest even.
+TEST(AdamWKernel, MasterWeightsFusedEqualsReferenceAndTheFloat32Update) {
+  for (const bool bf16_grads : {false, true}) {
+    for (const int64_t n : {1, 15, 511, 512, 513, 1000, 4099}) {
+      Vec p0 = random_vec(n, 1), g0 = random_vec(n, 2);
+      std::vector<float> master1(p0.begin(), p0.end()), master2 = master1, plain = master1;
+      std::vector<float> m1(n, 0.f), m2(n, 0.f), m3(n, 0.f), v1(n, 0.f), v2(n, 0.f), v3(n, 0.f);
+      std::vector<float> g32(g0.begin(), g0.end());
+      std::vector<bf16> g16(n), param1(n, bf16{0}), param2(n, bf16{0});
+      AdamWConfig cfg{1e-2, 0.9, 0.999, 1e-8, 0.1};
+      for (int64_t step = 1; step <= 4; ++step) {
+        const AdamWStep s = adamw_step_constants(cfg, step);
+        convert_to_bf16(g16.data(), g32.data(), n);
+        std::vector<float> g_seen(n);  // the gradient the update sees
+        if (bf16_grads) {
+          convert_to_float(g_seen.data(), g16.data(), n);
+          adamw_update_master_fused(master1.data(), m1.data(), v1.data(), g16.data(), param1.data(), n, s);
+          adamw_update_master_reference(master2.data(), m2.data(), v2.data(), g16.data(), param2.data(), n, s);
+        } else {
+          g_seen = g32;
+          adamw_update_master_fused(master1.data(), m1.data(), v1.data(), g32.data(), param1.data(), n, s);
+          adamw_update_master_reference(master2.data(), m2.data(), v2.data(), g32.data(), param2.data(), n, s);
+        }
+        adamw_update_reference(plain.data(), m3.data(), v3.data(), g_seen.data(), n, s);
+        for (float& x : g32) x = -0.7f * x + 0.01f;
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(master1[i], master2[i]) << "n " << n << " i " << i << " bf16 grads " << bf16_grads;
+        ASSERT_EQ(master1[i], plain[i]) << "n " << n << " i " << i;
+        ASSERT_EQ(m1[i], m2[i]);
+        ASSERT_EQ(v1[i], v3[i]);
+        ASSERT_EQ(param1[i].bits, param2[i].bits);
+        ASSERT_EQ(param1[i].bits, to_bf16(master1[i]).bits);
+      }
+    }
+  }
+  const OpCount c16 = adamw_master_count(10, AdamWConfig{}, DType::bf16);
+  const OpCount c32 = adamw_master_count(10, AdamWConfig{}, DType::f32);
+  EXPECT_EQ(c16.other_flops, 140);
+  EXPECT_EQ(c16.bytes_read + c16.bytes_written, 280);  // read g 2 + p, m, v 12; write p, m, v 12 + param 2
+  EXPECT_EQ(c32.bytes_read + c32.bytes_written, 300);  // read g 4 + 12; write 12 + 2
+}
+
 // PyTorch 1.13 torch.optim.AdamW (_single_tensor_adamw) in double, for `steps` steps with the optimizer's
 // gradients taken from `grads(step)`.
 void pytorch_adamw_double(Vec& p, const std::vector<Vec>& grads, const AdamWConfig& c) {
