@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace reckon {
 
@@ -77,27 +78,34 @@ OpCount adamw_master_count(int64_t n, const AdamWConfig& config, DType grad_dtyp
 }
 
 namespace {
-// Elements per block of the master-weights kernel: the block's float32 gradient (widened), master and
-// converted param stay in L1 between the update and the conversion.
-constexpr int64_t kMasterBlock = 512;
-
-inline const float* widened(const float* g, float*, int64_t) { return g; }
-inline const float* widened(const bf16* g, float* buffer, int64_t n) {
-  convert_to_float(buffer, g, n);
-  return buffer;
-}
 inline float grad_value(const float* g, int64_t i) { return g[i]; }
 inline float grad_value(const bf16* g, int64_t i) { return to_float(g[i]); }
 
+// to_bf16 without branches (selects instead), so the one-pass loop below vectorises; same bits.
+inline uint16_t bf16_bits_select(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  const uint32_t magnitude = u & 0x7fffffffu;
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t nan = (u >> 16) | 0x40u, zero = (u >> 16) & 0x8000u;
+  return static_cast<uint16_t>(magnitude > 0x7f800000u ? nan : (magnitude < 0x00800000u ? zero : rounded));
+}
+
+// One pass: widen the gradient, update master, m, v, write the bf16 param — every stream touched once.
+template <bool kDecay, typename G>
+void master_loop(float* __restrict master, float* __restrict m, float* __restrict v, const G* __restrict g,
+                 bf16* __restrict param, int64_t n, const AdamWStep& s) {
+  uint16_t* __restrict bits = &param->bits;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    adamw_element<kDecay>(master[i], m[i], v[i], grad_value(g, i), s);
+    bits[i] = bf16_bits_select(master[i]);
+  }
+}
+
 template <typename G>
 void master_fused(float* master, float* m, float* v, const G* g, bf16* param, int64_t n, const AdamWStep& s) {
-  alignas(64) float buffer[kMasterBlock];
-  for (int64_t begin = 0; begin < n; begin += kMasterBlock) {
-    const int64_t len = std::min(kMasterBlock, n - begin);
-    const float* gb = widened(g + begin, buffer, len);
-    adamw_update_fused(master + begin, m + begin, v + begin, gb, len, s);
-    convert_to_bf16(param + begin, master + begin, len);
-  }
+  s.apply_decay ? master_loop<true>(master, m, v, g, param, n, s) : master_loop<false>(master, m, v, g, param, n, s);
 }
 
 template <typename G>
