@@ -5,21 +5,23 @@
 
 namespace reckon {
 
-OpCount linear_forward_count(int64_t n, int64_t in, int64_t out) {
+OpCount linear_forward_count(int64_t n, int64_t in, int64_t out, const LinearDTypes& t) {
   OpCount c;
   c.matmul_flops = 2 * n * in * out;
-  c.bytes_read = 4 * (n * in + out * in);
-  c.bytes_written = 4 * n * out;
+  c.bytes_read = dtype_bytes(t.x) * n * in + dtype_bytes(t.weight) * out * in;
+  c.bytes_written = dtype_bytes(t.out) * n * out;
   return c;
 }
 
-OpCount linear_backward_count(int64_t n, int64_t in, int64_t out, bool accumulate_grad_x) {
+OpCount linear_backward_count(int64_t n, int64_t in, int64_t out, bool accumulate_grad_x, const LinearDTypes& t) {
   OpCount c;
   c.matmul_flops = 2 * (2 * n * in * out);
   c.other_flops = (accumulate_grad_x ? n * in : 0) + out * in;
+  const int64_t gy = dtype_bytes(t.grad_out), gx = dtype_bytes(t.grad_x), gw = dtype_bytes(t.grad_weight);
   // dX: reads grad_out, weight (+ grad_x); dW: reads grad_out, x, grad_weight.
-  c.bytes_read = 4 * (n * out + out * in + (accumulate_grad_x ? n * in : 0) + n * out + n * in + out * in);
-  c.bytes_written = 4 * (n * in + out * in);
+  c.bytes_read = gy * n * out + dtype_bytes(t.weight) * out * in + (accumulate_grad_x ? gx * n * in : 0) +
+                 gy * n * out + dtype_bytes(t.x) * n * in + gw * out * in;
+  c.bytes_written = gx * n * in + gw * out * in;
   return c;
 }
 

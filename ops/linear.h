@@ -26,9 +26,18 @@ Tensor linear_forward(LinearSaved& saved, const Tensor& x, const Tensor& weight,
 void linear_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_out, LinearSaved& saved,
                      const Tensor& weight, bool accumulate_grad_x, std::string_view op = "linear");
 
+// The dtypes of a linear's tensors. x and weight are both float32 or both bfloat16 (a mixed-precision step
+// passes bf16 copies); grad_out matches them in backward; out, grad_x, grad_weight are float32 (accumulated in
+// float32 by the matmul) — see runtime/matmul.h.
+struct LinearDTypes {
+  DType x = DType::f32, weight = DType::f32, out = DType::f32;
+  DType grad_out = DType::f32, grad_x = DType::f32, grad_weight = DType::f32;
+};
+
 // Counts, from the matmul conventions: forward 2*N*IN*OUT; backward 2*(2*N*IN*OUT) + N*IN*[accumulate]
-// + OUT*IN (the dW accumulate).
-OpCount linear_forward_count(int64_t n, int64_t in, int64_t out);
-OpCount linear_backward_count(int64_t n, int64_t in, int64_t out, bool accumulate_grad_x);
+// + OUT*IN (the dW accumulate). Bytes at each tensor's element size.
+OpCount linear_forward_count(int64_t n, int64_t in, int64_t out, const LinearDTypes& dtypes = {});
+OpCount linear_backward_count(int64_t n, int64_t in, int64_t out, bool accumulate_grad_x,
+                              const LinearDTypes& dtypes = {});
 
 }  // namespace reckon

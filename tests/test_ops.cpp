@@ -148,6 +148,65 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearSweep,
                          ::testing::Values(LinCase{1, 1, 1}, LinCase{3, 7, 5}, LinCase{17, 13, 9},
                                            LinCase{16, 24, 40}));
 
+// Mixed precision: x, weight and grad_out as bf16 copies; out, grad_x, grad_weight float32. Against float64 on
+// the same bf16 values, element by element within the float32 accumulation bound γ_(K+2)·(Σ|products| + |prior|)
+// (bf16 products are exact in float32; runtime/matmul.h); counts follow each tensor's dtype.
+TEST_P(LinearSweep, Bf16OperandsWithinTheRoundingBoundAndCountedAtTheirSizes) {
+  const auto [n, in, out] = GetParam();
+  auto bf16_tensor = [](const Vec& v, const Shape& shape, Category cat, const char* name) {
+    Tensor t = Tensor::empty(shape, cat, name, DType::bf16);
+    for (size_t i = 0; i < v.size(); ++i) t.data_bf16()[i] = to_bf16(static_cast<float>(v[i]));
+    return t;
+  };
+  auto values = [](const Tensor& t) {
+    Vec v(static_cast<size_t>(t.numel()));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = to_float(t.data_bf16()[i]);
+    return v;
+  };
+  const Tensor x = bf16_tensor(random_vec(n * in, 1), {n, in}, Category::activation, "x.bf16");
+  const Tensor w = bf16_tensor(random_vec(out * in, 2), {out, in}, Category::temporary, "w.bf16");
+  const Tensor gy = bf16_tensor(random_vec(n * out, 3), {n, out}, Category::temporary, "y.grad.bf16");
+  const Vec xv = values(x), wv = values(w), gyv = values(gy), gw0 = random_vec(out * in, 4);
+  Tensor gw = tensor_from(gw0, {out, in}, Category::gradient, "w.grad");
+  Tensor gx = Tensor::zeros({n, in}, Category::temporary, "x.grad");
+  const double u = std::ldexp(1.0, -24);
+  auto gamma = [&](int64_t k) { return (k + 2) * u / (1 - (k + 2) * u); };
+
+  LinearSaved saved;
+  const Tensor y = linear_forward(saved, x, w, "y");
+  EXPECT_EQ(y.dtype(), DType::f32);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t o = 0; o < out; ++o) {
+      double sum = 0, mag = 0;
+      for (int64_t i = 0; i < in; ++i) sum += xv[r * in + i] * wv[o * in + i], mag += std::abs(xv[r * in + i] * wv[o * in + i]);
+      ASSERT_LE(std::abs(y.data()[r * out + o] - sum), gamma(in) * mag) << r << " " << o;
+    }
+  counters().set_phase(Phase::backward);
+  linear_backward(gx, gw, gy, saved, w, /*accumulate_grad_x=*/false);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < in; ++i) {
+      double sum = 0, mag = 0;
+      for (int64_t o = 0; o < out; ++o) sum += gyv[r * out + o] * wv[o * in + i], mag += std::abs(gyv[r * out + o] * wv[o * in + i]);
+      ASSERT_LE(std::abs(gx.data()[r * in + i] - sum), gamma(out) * mag);
+    }
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t i = 0; i < in; ++i) {
+      double sum = gw0[o * in + i], mag = std::abs(gw0[o * in + i]);
+      for (int64_t r = 0; r < n; ++r) sum += gyv[r * out + o] * xv[r * in + i], mag += std::abs(gyv[r * out + o] * xv[r * in + i]);
+      ASSERT_LE(std::abs(gw.data()[o * in + i] - sum), gamma(n) * mag + std::abs(sum) * u);
+    }
+  LinearDTypes t;
+  t.x = t.weight = t.grad_out = DType::bf16;
+  const OpCount fwd = counters().get("linear", Phase::forward), bwd = counters().get("linear", Phase::backward);
+  const OpCount fwd_expected = linear_forward_count(n, in, out, t), bwd_expected = linear_backward_count(n, in, out, false, t);
+  // Independent arithmetic: 2-byte x, w, dY; 4-byte y, dX, dW.
+  expect_count(fwd, 2 * n * in * out, 0, 2 * (n * in + out * in), 4 * n * out);
+  expect_count(bwd, 4 * n * in * out, out * in, 2 * (n * out + out * in) + 2 * (n * out + n * in) + 4 * out * in,
+               4 * (n * in + out * in));
+  expect_count(fwd_expected, fwd.matmul_flops, fwd.other_flops, fwd.bytes_read, fwd.bytes_written);
+  expect_count(bwd_expected, bwd.matmul_flops, bwd.other_flops, bwd.bytes_read, bwd.bytes_written);
+}
+
 TEST_F(Ops, LinearGradXOverwriteMode) {
   const Vec x = random_vec(4 * 3, 1), w = random_vec(2 * 3, 2), r = random_vec(4 * 2, 3);
   Tensor xt = tensor_from(x, {4, 3}, Category::activation, "x");
