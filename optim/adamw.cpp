@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 namespace reckon {
 
@@ -81,25 +80,14 @@ namespace {
 inline float grad_value(const float* g, int64_t i) { return g[i]; }
 inline float grad_value(const bf16* g, int64_t i) { return to_float(g[i]); }
 
-// to_bf16 without branches (selects instead), so the one-pass loop below vectorises; same bits.
-inline uint16_t bf16_bits_select(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  const uint32_t magnitude = u & 0x7fffffffu;
-  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  const uint32_t nan = (u >> 16) | 0x40u, zero = (u >> 16) & 0x8000u;
-  return static_cast<uint16_t>(magnitude > 0x7f800000u ? nan : (magnitude < 0x00800000u ? zero : rounded));
-}
-
 // One pass: widen the gradient, update master, m, v, write the bf16 param — every stream touched once.
 template <bool kDecay, typename G>
 void master_loop(float* __restrict master, float* __restrict m, float* __restrict v, const G* __restrict g,
                  bf16* __restrict param, int64_t n, const AdamWStep& s) {
-  uint16_t* __restrict bits = &param->bits;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     adamw_element<kDecay>(master[i], m[i], v[i], grad_value(g, i), s);
-    bits[i] = bf16_bits_select(master[i]);
+    param[i] = to_bf16(master[i]);
   }
 }
 

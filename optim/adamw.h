@@ -41,8 +41,8 @@ void adamw_update_reference(float* p, float* m, float* v, const float* g, int64_
 // Master-weights kernels (mixed precision, issue 11): the optimizer owns the float32 master weights and m, v;
 // the model's working copy is the bf16 parameter. Per element: the same AdamW update on the master (g read as
 // float32 or widened exactly from bf16), then param = bf16(master), round to nearest even. One pass: reads g,
-// master, m, v; writes master, m, v and the bf16 param. The fused kernel is one SIMD loop (the rounding written
-// with selects so it vectorises); the reference runs element by element with to_bf16. Bit-identical to each other, and
+// master, m, v; writes master, m, v and the bf16 param. The fused kernel is one SIMD loop over all of it; the
+// reference runs element by element. Bit-identical to each other, and
 // the master equals adamw_update_reference on the widened gradient.
 void adamw_update_master_fused(float* master, float* m, float* v, const float* g, bf16* param, int64_t n,
                                const AdamWStep& s);

@@ -14,15 +14,17 @@ struct bf16 {
 };
 static_assert(sizeof(bf16) == 2);
 
-// Reference conversions (one element), the definition the vector kernels are tested against.
+// Reference conversions (one element), the definition the vector kernels are tested against. Written with
+// selects, not branches, so loops that call it (the master-weights AdamW) vectorise.
 inline bf16 to_bf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, sizeof u);
   const uint32_t magnitude = u & 0x7fffffffu;
-  if (magnitude > 0x7f800000u) return bf16{static_cast<uint16_t>((u >> 16) | 0x40u)};  // NaN: quiet
-  if (magnitude < 0x00800000u) return bf16{static_cast<uint16_t>((u >> 16) & 0x8000u)};  // zero, denormal
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even (overflows to inf as it should)
-  return bf16{static_cast<uint16_t>(u >> 16)};
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;  // nearest, ties to even (→ inf past max)
+  const uint32_t quiet_nan = (u >> 16) | 0x40u, signed_zero = (u >> 16) & 0x8000u;
+  return bf16{static_cast<uint16_t>(magnitude > 0x7f800000u   ? quiet_nan
+                                    : magnitude < 0x00800000u ? signed_zero  // zero and denormals
+                                                              : rounded)};
 }
 
 inline float to_float(bf16 b) {
