@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "runtime/check.h"
+
 namespace reckon {
 
 namespace {
@@ -152,6 +154,53 @@ void AdamW::step() {
     adamw_update_fused(ch.p, ch.m, ch.v, ch.g, ch.n, s);
   }
   record.count = adamw_count(num_elements_, config_);
+}
+
+AdamWMasterWeights::AdamWMasterWeights(std::vector<Parameter>& params, const AdamWConfig& config)
+    : params_(params), config_(config) {
+  if (!params.empty()) grad_dtype_ = params[0].grad.dtype();
+  for (const Parameter& p : params) {
+    check_arg(p.value.dtype() == DType::bf16 && p.value.is_contiguous(),
+              "master weights: parameter '{}' must be a contiguous bfloat16 tensor, is {}", p.name, dtype_name(p.value.dtype()));
+    check_arg(p.grad.dtype() == grad_dtype_ && (grad_dtype_ == DType::bf16 || grad_dtype_ == DType::f32) &&
+                  p.grad.shape() == p.value.shape() && p.grad.is_contiguous(),
+              "master weights: gradient of '{}' must be contiguous, shaped as the value, and bfloat16 or float32 like "
+              "every other gradient ({})",
+              p.name, dtype_name(grad_dtype_));
+  }
+}
+
+void AdamWMasterWeights::step() {
+  if (step_ == 0) {
+    for (const Parameter& p : params_) {
+      Tensor master = Tensor::empty(p.value.shape(), Category::optimizer_state, p.name + ".master");
+      convert_to_float(master.data(), p.value.data_bf16(), p.value.numel());
+      master_.push_back(master);
+      m_.push_back(Tensor::zeros(p.value.shape(), Category::optimizer_state, p.name + ".exp_avg"));
+      v_.push_back(Tensor::zeros(p.value.shape(), Category::optimizer_state, p.name + ".exp_avg_sq"));
+      num_elements_ += p.value.numel();
+    }
+  }
+  ++step_;
+  PhaseScope phase(Phase::optimizer);
+  OpRecord record("adamw");
+  const AdamWStep s = adamw_step_constants(config_, step_);
+  for (size_t t = 0; t < params_.size(); ++t) {
+    const int64_t n = params_[t].value.numel();
+    float *master = master_[t].data(), *m = m_[t].data(), *v = v_[t].data();
+    bf16* param = params_[t].value.data_bf16();
+    const Tensor& grad = params_[t].grad;
+#pragma omp parallel for schedule(static)
+    for (int64_t begin = 0; begin < n; begin += kChunkElements) {
+      const int64_t len = std::min(kChunkElements, n - begin);
+      if (grad_dtype_ == DType::bf16) {
+        adamw_update_master_fused(master + begin, m + begin, v + begin, grad.data_bf16() + begin, param + begin, len, s);
+      } else {
+        adamw_update_master_fused(master + begin, m + begin, v + begin, grad.data() + begin, param + begin, len, s);
+      }
+    }
+  }
+  record.count = adamw_master_count(num_elements_, config_, grad_dtype_);
 }
 
 }  // namespace reckon

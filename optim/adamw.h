@@ -84,4 +84,30 @@ class AdamW {
   int64_t num_elements_ = 0;
 };
 
+// Mixed precision's optimizer ("master weights"): each parameter's value is the model's bf16 working copy and
+// its gradient is bf16 (the ZeRO paper's 2 + 2 + 12 = 16 B per parameter) or float32 (Megatron's 2 + 4 + 12 =
+// 18 B). At the first step it allocates, per parameter, float32 "<name>.master" (the widened bf16 value, exact),
+// "<name>.exp_avg" and "<name>.exp_avg_sq" (zeros), all category optimizer_state; each step runs the fused
+// master-weights kernel over 64 K-element chunks on every thread and writes the bf16 values. Records op
+// "adamw" in phase optimizer with adamw_master_count.
+class AdamWMasterWeights {
+ public:
+  // Throws std::invalid_argument naming the parameter if a value is not bf16 or a gradient not bf16 or float32
+  // (all gradients one dtype).
+  AdamWMasterWeights(std::vector<Parameter>& params, const AdamWConfig& config);
+  void step();
+  int64_t steps_taken() const { return step_; }
+  const Tensor& master(size_t i) const { return master_[i]; }
+  const Tensor& exp_avg(size_t i) const { return m_[i]; }
+  const Tensor& exp_avg_sq(size_t i) const { return v_[i]; }
+
+ private:
+  std::vector<Parameter>& params_;
+  AdamWConfig config_;
+  DType grad_dtype_ = DType::bf16;
+  std::vector<Tensor> master_, m_, v_;
+  int64_t step_ = 0;
+  int64_t num_elements_ = 0;
+};
+
 }  // namespace reckon

@@ -304,6 +304,98 @@ TEST(AdamWKernel, MasterWeightsFusedEqualsReferenceAndTheFloat32Update) {
   EXPECT_EQ(c32.bytes_read + c32.bytes_written, 300);  // read g 4 + 12; write 12 + 2
 }
 
+// "Is it 16 or 18 bytes per parameter?" — measured by the tracking allocator: bf16 values and gradients with
+// float32 master, m and v hold 2 + 2 + 12 B per parameter; float32 gradients make it 2 + 4 + 12. And the
+// optimizer's master follows float32 AdamW exactly; the bf16 values are the master rounded.
+class MasterWeightsBytes : public ::testing::TestWithParam<DType> {};
+
+TEST_P(MasterWeightsBytes, MeasuredBytesPerParameterAndExactUpdate) {
+  const DType grad_dtype = GetParam();
+  const std::vector<int64_t> sizes = {1000, 70000, 64};  // a chunk boundary (65536) inside the second
+  const MemoryStats before = tracker().stats();
+  std::vector<Parameter> params;
+  int64_t n_total = 0, value_bytes = 0, grad_bytes = 0, state_bytes = 0;
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    const int64_t n = sizes[t];
+    const std::string name = "p" + std::to_string(t);
+    Parameter p{name, Tensor::empty({n}, Category::parameter, name, DType::bf16),
+                Tensor::empty({n}, Category::gradient, name + ".grad", grad_dtype)};
+    const Vec init = random_vec(n, static_cast<uint32_t>(10 + t));
+    for (int64_t i = 0; i < n; ++i) p.value.data_bf16()[i] = to_bf16(static_cast<float>(init[i]));
+    params.push_back(p);
+    n_total += n;
+    value_bytes += aligned_size(2 * n);
+    grad_bytes += aligned_size(dtype_bytes(grad_dtype) * n);
+    state_bytes += 3 * aligned_size(4 * n);
+  }
+  // The float32 twin: widened values, plain AdamW on the same (widened) gradients.
+  std::vector<std::vector<float>> plain, pm, pv;
+  for (const Parameter& p : params) {
+    std::vector<float> w(static_cast<size_t>(p.value.numel()));
+    convert_to_float(w.data(), p.value.data_bf16(), p.value.numel());
+    plain.push_back(w);
+    pm.emplace_back(w.size(), 0.0f);
+    pv.emplace_back(w.size(), 0.0f);
+  }
+  const AdamWConfig config{1e-2, 0.9, 0.999, 1e-8, 0.1};
+  AdamWMasterWeights opt(params, config);
+  counters().reset();
+  for (int64_t step = 1; step <= 3; ++step) {
+    for (size_t t = 0; t < params.size(); ++t) {
+      const int64_t n = params[t].value.numel();
+      const Vec g = random_vec(n, static_cast<uint32_t>(100 * step + t));
+      std::vector<float> seen(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        if (grad_dtype == DType::bf16) {
+          params[t].grad.data_bf16()[i] = to_bf16(static_cast<float>(g[i]));
+          seen[i] = to_float(params[t].grad.data_bf16()[i]);
+        } else {
+          params[t].grad.data()[i] = seen[i] = static_cast<float>(g[i]);
+        }
+      }
+      adamw_update_reference(plain[t].data(), pm[t].data(), pv[t].data(), seen.data(), n,
+                             adamw_step_constants(config, step));
+    }
+    opt.step();
+  }
+  const MemoryStats after = tracker().stats();
+  auto grew = [&](Category c) {
+    return after[c].allocated_bytes.current - before[c].allocated_bytes.current;
+  };
+  EXPECT_EQ(grew(Category::parameter), value_bytes);
+  EXPECT_EQ(grew(Category::gradient), grad_bytes);
+  EXPECT_EQ(grew(Category::optimizer_state), state_bytes);
+  const double per_param = static_cast<double>(value_bytes + grad_bytes + state_bytes) / n_total;
+  EXPECT_NEAR(per_param, grad_dtype == DType::bf16 ? 16.0 : 18.0, 0.01) << "64-byte rounding only";
+  for (size_t t = 0; t < params.size(); ++t) {
+    for (int64_t i = 0; i < params[t].value.numel(); ++i) {
+      ASSERT_EQ(opt.master(t).data()[i], plain[t][i]) << t << " " << i;
+      ASSERT_EQ(params[t].value.data_bf16()[i].bits, to_bf16(plain[t][i]).bits);
+    }
+  }
+  const OpCount c = counters().get("adamw", Phase::optimizer);
+  EXPECT_EQ(c.calls, 3);
+  const OpCount one = adamw_master_count(n_total, config, grad_dtype);
+  EXPECT_EQ(c.other_flops, 3 * one.other_flops);
+  EXPECT_EQ(c.bytes_read + c.bytes_written, 3 * n_total * (grad_dtype == DType::bf16 ? 28 : 30));
+  EXPECT_EQ(opt.master(0).name(), "p0.master");
+  EXPECT_EQ(opt.master(0).category(), Category::optimizer_state);
+}
+
+INSTANTIATE_TEST_SUITE_P(GradDType, MasterWeightsBytes, ::testing::Values(DType::bf16, DType::f32),
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return info.param == DType::bf16 ? std::string("bf16_grads") : std::string("fp32_grads");
+                         });
+
+TEST(MasterWeights, RejectsFloat32ValuesAndMixedGradients) {
+  std::vector<Parameter> f32{{"w", Tensor::zeros({4}, Category::parameter, "w"), Tensor::zeros({4}, Category::gradient, "w.grad")}};
+  expect_invalid([&] { AdamWMasterWeights opt(f32, AdamWConfig{}); }, {"parameter 'w' must be a contiguous bfloat16", "float32"});
+  std::vector<Parameter> mixed{
+      {"a", Tensor::zeros({4}, Category::parameter, "a", DType::bf16), Tensor::zeros({4}, Category::gradient, "a.grad", DType::bf16)},
+      {"b", Tensor::zeros({4}, Category::parameter, "b", DType::bf16), Tensor::zeros({4}, Category::gradient, "b.grad")}};
+  expect_invalid([&] { AdamWMasterWeights opt(mixed, AdamWConfig{}); }, {"gradient of 'b'", "like every other gradient (bfloat16)"});
+}
+
 // PyTorch 1.13 torch.optim.AdamW (_single_tensor_adamw) in double, for `steps` steps with the optimizer's
 // gradients taken from `grads(step)`.
 void pytorch_adamw_double(Vec& p, const std::vector<Vec>& grads, const AdamWConfig& c) {
