@@ -172,6 +172,23 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
                                      {"activation", textbook ? (CheckedInt(tb_act_per_sample) * b).value() : cat(Category::activation)},
                                      {"temporary", textbook ? 0 : cat(Category::temporary)}}}};
 
+  // ---- "is it 16 or 18 bytes per parameter?": the parameter state in each layout reckon's runtime has
+  Table ps;
+  ps.header = {"parameter state", "value + grad + optimizer (B/param)", "bytes for this model", "GB", "who counts it so"};
+  ps.right_align = {false, true, true, true, false};
+  nlohmann::json ps_json = nlohmann::json::array();
+  for (const ParameterStateLayout& layout : parameter_state_layouts()) {
+    const int64_t bytes = (CheckedInt(layout.total()) * n).value();
+    ps.add({layout.name, fmt::format("{} + {} + {} = {}", layout.value_bytes, layout.grad_bytes, layout.optimizer_bytes,
+                                     layout.total()),
+            fmt_int(bytes), fmt::format("{:.2f}", bytes / 1e9), layout.source});
+    ps_json.push_back({{"layout", layout.name}, {"value_bytes_per_param", layout.value_bytes},
+                       {"grad_bytes_per_param", layout.grad_bytes}, {"optimizer_bytes_per_param", layout.optimizer_bytes},
+                       {"total_bytes", bytes}});
+  }
+  out(text, "\n## Parameter state by precision (measured layouts: tests/test_model.cpp MasterWeightsBytes)\n\n{}", ps.markdown());
+  j["parameter_state"] = ps_json;
+
   // ---- textbook vs implemented, tensor by tensor
   Table at;
   at.header = {"textbook item", "textbook floats", "reckon keeps", "floats", "why"};

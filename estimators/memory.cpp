@@ -432,4 +432,13 @@ int64_t max_batch_in_budget(const ModelConfig& config, int64_t budget, const Mem
   return lo;
 }
 
+const std::vector<ParameterStateLayout>& parameter_state_layouts() {
+  static const std::vector<ParameterStateLayout> layouts = {
+      {"fp32", 4, 4, 8, "float32 everywhere (today's train / reconcile)"},
+      {"bf16 master, bf16 grads", 2, 2, 12, "ZeRO (Rajbhandari et al. 2020): 2 + 2 + 12"},
+      {"bf16 master, fp32 grads", 2, 4, 12, "Megatron-LM: gradients accumulated in fp32, 2 + 4 + 12"},
+  };
+  return layouts;
+}
+
 }  // namespace reckon

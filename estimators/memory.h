@@ -60,6 +60,22 @@ struct StepMatmul {
 };
 std::vector<StepMatmul> step_matmuls(const ModelConfig& config);
 
+// Bytes per parameter of the parameter state — values, gradients, optimizer state — in each layout reckon's
+// runtime has (tested against the tracking allocator in tests/test_model.cpp, MasterWeightsBytes):
+//   fp32                       4 + 4 + 8  = 16   (AdamW m, v)
+//   bf16 master, bf16 grads    2 + 2 + 12 = 16   (float32 master, m, v: the ZeRO paper's count)
+//   bf16 master, fp32 grads    2 + 4 + 12 = 18   (Megatron-LM's count)
+// Autocast (fp32 state + a bf16 weight cache during the step) comes with the autocast mode (issue 11).
+struct ParameterStateLayout {
+  const char* name;        // "fp32", "bf16 master, bf16 grads", …
+  int64_t value_bytes;     // per parameter
+  int64_t grad_bytes;
+  int64_t optimizer_bytes;
+  const char* source;      // who counts it this way
+  int64_t total() const { return value_bytes + grad_bytes + optimizer_bytes; }
+};
+const std::vector<ParameterStateLayout>& parameter_state_layouts();
+
 // Bytes that do not depend on the batch size (a of peak = a·B + b is the rest).
 struct LinearMemory {
   int64_t per_sample;  // a

@@ -278,6 +278,7 @@ TEST(Estimators, MemoryIsLinearInBatch) {
   b7.batch_size = 7;
   EXPECT_EQ(estimate_step_memory(b7, opts).peak_total, 7 * lin.per_sample + lin.fixed);
   EXPECT_EQ(lin.fixed, 16 * 1635537600LL);  // parameters, gradients, m and v: nothing else is batch-free
+  EXPECT_EQ(lin.fixed, parameter_state_layouts()[0].total() * 1635537600LL);  // the fp32 layout's 4 + 4 + 8
 }
 
 }  // namespace

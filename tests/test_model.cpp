@@ -14,6 +14,7 @@
 #include "model/config.h"
 #include "model/data.h"
 #include "model/transformer.h"
+#include "estimators/memory.h"
 #include "optim/adamw.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
@@ -367,6 +368,17 @@ TEST_P(MasterWeightsBytes, MeasuredBytesPerParameterAndExactUpdate) {
   EXPECT_EQ(grew(Category::optimizer_state), state_bytes);
   const double per_param = static_cast<double>(value_bytes + grad_bytes + state_bytes) / n_total;
   EXPECT_NEAR(per_param, grad_dtype == DType::bf16 ? 16.0 : 18.0, 0.01) << "64-byte rounding only";
+  // The estimator's layout table says the same, buffer by buffer (estimators/memory.h).
+  const ParameterStateLayout& layout = parameter_state_layouts()[grad_dtype == DType::bf16 ? 1 : 2];
+  int64_t est_value = 0, est_grad = 0, est_state = 0;
+  for (int64_t n : sizes) {
+    est_value += aligned_size(layout.value_bytes * n);
+    est_grad += aligned_size(layout.grad_bytes * n);
+    est_state += 3 * aligned_size(layout.optimizer_bytes / 3 * n);
+  }
+  EXPECT_EQ(est_value, grew(Category::parameter));
+  EXPECT_EQ(est_grad, grew(Category::gradient));
+  EXPECT_EQ(est_state, grew(Category::optimizer_state));
   for (size_t t = 0; t < params.size(); ++t) {
     for (int64_t i = 0; i < params[t].value.numel(); ++i) {
       ASSERT_EQ(opt.master(t).data()[i], plain[t][i]) << t << " " << i;
