@@ -254,6 +254,8 @@ TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
   EXPECT_EQ(j["num_parameters"], 1635537600LL);
   EXPECT_EQ(j["memory"]["fixed_bytes"], 16 * 1635537600LL);
   EXPECT_EQ(j["memory"]["max_batch"], 5);
+  ASSERT_EQ(j["parameter_state"].size(), 3u);  // fp32 16, bf16 master + bf16 grads 16, + fp32 grads 18 B/param
+  EXPECT_EQ(j["parameter_state"][2]["total_bytes"], 18 * 1635537600LL);
   const CommandResult tb = run("estimate --preset gpt2-xl --activations textbook");
   EXPECT_EQ(tb.exit_code, 0);
   EXPECT_NE(tb.output.find("textbook list"), std::string::npos);
