@@ -1,6 +1,7 @@
 #include "runtime/tensor.h"
 
 #include <cstring>
+#include <ostream>
 #include <limits>
 #include <stdexcept>
 
@@ -86,6 +87,8 @@ const char* dtype_name(DType dtype) {
   }
   return "?";
 }
+
+void PrintTo(DType dtype, std::ostream* os) { *os << dtype_name(dtype); }
 
 namespace {
 void check_dtype(const Tensor& t, DType actual, DType wanted) {
