@@ -33,13 +33,14 @@ std::string memory_table(const MemoryStats& s) {
 
 std::string live_at_peak_table(const TrackingAllocator& alloc, int top_n) {
   Table t;
-  t.header = {"tensor live at peak", "category", "bytes", "MiB"};
-  t.right_align = {false, false, true, true};
+  t.header = {"tensor live at peak", "category", "dtype", "bytes", "MiB"};
+  t.right_align = {false, false, false, true, true};
   const auto blocks = alloc.live_at_peak();
   int shown = 0;
   for (const auto& b : blocks) {
     if (shown++ == top_n) break;
-    t.add({b.name, category_name(b.category), fmt_int(b.allocated_bytes), fmt_bytes_mib(b.allocated_bytes)});
+    t.add({b.name, category_name(b.category), dtype_name(b.dtype), fmt_int(b.allocated_bytes),
+           fmt_bytes_mib(b.allocated_bytes)});
   }
   std::string out = t.markdown();
   if (static_cast<int>(blocks.size()) > top_n) {
@@ -138,8 +139,8 @@ nlohmann::json memory_json(const TrackingAllocator& alloc, int top_n) {
   int shown = 0;
   for (const LiveBlock& b : alloc.live_at_peak()) {
     if (shown++ == top_n) break;
-    live.push_back({{"name", b.name}, {"category", category_name(b.category)}, {"allocated_bytes", b.allocated_bytes},
-                    {"requested_bytes", b.requested_bytes}});
+    live.push_back({{"name", b.name}, {"category", category_name(b.category)}, {"dtype", dtype_name(b.dtype)},
+                    {"allocated_bytes", b.allocated_bytes}, {"requested_bytes", b.requested_bytes}});
   }
   j["live_at_peak"] = live;
   return j;

@@ -60,7 +60,7 @@ int64_t aligned_size(int64_t bytes) {
   return (bytes + kAlignment - 1) / kAlignment * kAlignment;
 }
 
-void* TrackingAllocator::allocate(int64_t bytes, Category category, std::string_view name) {
+void* TrackingAllocator::allocate(int64_t bytes, Category category, std::string_view name, DType dtype) {
   const int64_t allocated = aligned_size(bytes);
   std::lock_guard<std::mutex> lock(mutex_);
   void* ptr = nullptr;
@@ -73,7 +73,7 @@ void* TrackingAllocator::allocate(int64_t bytes, Category category, std::string_
     if (ptr == nullptr) throw std::bad_alloc();
   }
   const int32_t name_id = intern(name);
-  const Block block{next_block_id_++, bytes, allocated, name_id, category};
+  const Block block{next_block_id_++, bytes, allocated, name_id, category, dtype};
   live_.emplace(ptr, block);
 
   CategoryStats& cat = stats_.by_category[static_cast<int>(category)];
@@ -82,7 +82,7 @@ void* TrackingAllocator::allocate(int64_t bytes, Category category, std::string_
     add(s->requested_bytes, bytes);
     s->num_allocs += 1;
   }
-  if (timeline_on_) timeline_.push_back({now_ns(), allocated, bytes, block.id, name_id, category});
+  if (timeline_on_) timeline_.push_back({now_ns(), allocated, bytes, block.id, name_id, category, dtype});
   // A new global peak is reached only by an allocation; strict ">" keeps the breakdown of the first
   // moment the peak value was reached.
   if (stats_.total.allocated_bytes.current > peak_total_seen_) record_peak_locked();
@@ -107,7 +107,8 @@ void TrackingAllocator::free(void* ptr) {
     s->num_frees += 1;
   }
   if (timeline_on_) {
-    timeline_.push_back({now_ns(), -block.allocated, block.requested, block.id, block.name_id, block.category});
+    timeline_.push_back({now_ns(), -block.allocated, block.requested, block.id, block.name_id, block.category,
+                         block.dtype});
   }
   if (caching_) {
     cache_.emplace(block.allocated, ptr);
@@ -187,7 +188,7 @@ std::vector<LiveBlock> TrackingAllocator::replay_locked(int64_t num_events) cons
   for (int64_t i = 0; i < num_events; ++i) {
     const MemoryEvent& e = timeline_[static_cast<size_t>(i)];
     if (e.delta_bytes > 0) {
-      live.emplace(e.block_id, Block{e.block_id, e.requested_bytes, e.delta_bytes, e.name_id, e.category});
+      live.emplace(e.block_id, Block{e.block_id, e.requested_bytes, e.delta_bytes, e.name_id, e.category, e.dtype});
     } else {
       live.erase(e.block_id);
     }
@@ -195,7 +196,7 @@ std::vector<LiveBlock> TrackingAllocator::replay_locked(int64_t num_events) cons
   std::vector<LiveBlock> out;
   out.reserve(live.size());
   for (const auto& [id, b] : live) {
-    out.push_back({names_[static_cast<size_t>(b.name_id)], b.category, b.requested, b.allocated});
+    out.push_back({names_[static_cast<size_t>(b.name_id)], b.category, b.requested, b.allocated, b.dtype});
   }
   return sorted_largest_first(std::move(out));
 }
@@ -210,7 +211,7 @@ std::vector<LiveBlock> TrackingAllocator::live_now() const {
   std::vector<LiveBlock> out;
   out.reserve(live_.size());
   for (const auto& [ptr, b] : live_) {
-    out.push_back({names_[static_cast<size_t>(b.name_id)], b.category, b.requested, b.allocated});
+    out.push_back({names_[static_cast<size_t>(b.name_id)], b.category, b.requested, b.allocated, b.dtype});
   }
   return sorted_largest_first(std::move(out));
 }

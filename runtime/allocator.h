@@ -23,6 +23,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/dtype.h"
+
 namespace reckon {
 
 enum class Category : uint8_t { parameter, gradient, optimizer_state, activation, temporary };
@@ -54,6 +56,7 @@ struct MemoryEvent {
   int64_t block_id;     // pairs a free with its alloc
   int32_t name_id;      // index into MemoryStats::names / tracker names
   Category category;
+  DType dtype;
 };
 
 struct LiveBlock {
@@ -61,6 +64,7 @@ struct LiveBlock {
   Category category;
   int64_t requested_bytes;
   int64_t allocated_bytes;
+  DType dtype = DType::f32;  // of the tensor the block holds (oneDNN's scratchpad is counted as float32)
 };
 
 struct MemoryStats {
@@ -86,7 +90,7 @@ class TrackingAllocator {
 
   // Memory for `bytes` (> 0) bytes, 64-byte aligned, tracked under `category` and `name`.
   // Throws std::invalid_argument for bytes <= 0 or too large, std::bad_alloc when the OS says no.
-  void* allocate(int64_t bytes, Category category, std::string_view name);
+  void* allocate(int64_t bytes, Category category, std::string_view name, DType dtype = DType::f32);
   void free(void* ptr);  // ptr must come from allocate(); nullptr is a no-op
 
   MemoryStats stats() const;
@@ -115,6 +119,7 @@ class TrackingAllocator {
     int64_t allocated;
     int32_t name_id;
     Category category;
+    DType dtype;
   };
   int32_t intern(std::string_view name);
   void record_peak_locked();

@@ -55,7 +55,7 @@ Tensor Tensor::empty(const Shape& shape, Category category, std::string_view nam
   t.storage_->bytes = n * dtype_bytes(dtype);
   t.storage_->category = category;
   t.storage_->name = std::string(name);
-  t.storage_->ptr = tracker().allocate(t.storage_->bytes, category, name);
+  t.storage_->ptr = tracker().allocate(t.storage_->bytes, category, name, dtype);
   t.dtype_ = dtype;
   t.set_contiguous_shape(shape);
   return t;

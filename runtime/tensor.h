@@ -6,7 +6,6 @@
 #include <array>
 #include <cstdint>
 #include <initializer_list>
-#include <iosfwd>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -19,11 +18,6 @@ namespace reckon {
 
 constexpr int kMaxDims = 4;
 using Shape = std::vector<int64_t>;
-enum class DType : uint8_t { f32, i32, bf16 };
-int64_t dtype_bytes(DType dtype);      // 4, 4, 2
-const char* dtype_name(DType dtype);   // "float32", "int32", "bfloat16"
-// For GoogleTest's parameter names and messages: prints dtype_name.
-void PrintTo(DType dtype, std::ostream* os);
 
 class Tensor {
  public:

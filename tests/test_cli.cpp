@@ -57,6 +57,7 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["steps"].size(), 3u);
   EXPECT_EQ(j["config"]["d_model"], 64);
   EXPECT_EQ(j["num_parameters"], 164160);
+  EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");
   int64_t breakdown_sum = 0;
   for (const auto& [cat, bytes] : j["memory"]["peak_breakdown"].items()) breakdown_sum += bytes.get<int64_t>();
   EXPECT_EQ(breakdown_sum, j["memory"]["allocated_bytes"]["all"]["peak"].get<int64_t>());

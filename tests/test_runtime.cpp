@@ -687,6 +687,13 @@ TEST(BFloat16, TensorsHoldTwoBytesPerElement) {
     EXPECT_EQ(t.data_bf16()[98].bits, 0x3f80);
     expect_invalid([&] { t.data(); }, {"tensor 'bf16.test' is bfloat16, not float32"});
     EXPECT_EQ(t.transpose(0, 1).stride(0), 1);
+    bool listed = false;  // the allocator records the dtype with the block
+    for (const LiveBlock& b : tracker().live_now()) {
+      if (b.name != "bf16.test") continue;
+      listed = true;
+      EXPECT_EQ(b.dtype, DType::bf16);
+    }
+    EXPECT_TRUE(listed);
   }
   EXPECT_STREQ(dtype_name(DType::bf16), "bfloat16");
   EXPECT_EQ(dtype_bytes(DType::bf16), 2);
