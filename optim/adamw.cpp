@@ -93,37 +93,26 @@ void master_loop(float* __restrict master, float* __restrict m, float* __restric
   }
 }
 
-template <typename G>
-void master_fused(float* master, float* m, float* v, const G* g, bf16* param, int64_t n, const AdamWStep& s) {
+}  // namespace
+
+template <typename Grad>
+void adamw_update_master_fused(float* master, float* m, float* v, const Grad* g, bf16* param, int64_t n,
+                               const AdamWStep& s) {
   s.apply_decay ? master_loop<true>(master, m, v, g, param, n, s) : master_loop<false>(master, m, v, g, param, n, s);
 }
-
-template <typename G>
-void master_reference(float* master, float* m, float* v, const G* g, bf16* param, int64_t n, const AdamWStep& s) {
+template <typename Grad>
+void adamw_update_master_reference(float* master, float* m, float* v, const Grad* g, bf16* param, int64_t n,
+                                   const AdamWStep& s) {
   for (int64_t i = 0; i < n; ++i) {
     const float gi = grad_value(g, i);
     adamw_update_reference(master + i, m + i, v + i, &gi, 1, s);
     param[i] = to_bf16(master[i]);
   }
 }
-}  // namespace
-
-void adamw_update_master_fused(float* master, float* m, float* v, const float* g, bf16* param, int64_t n,
-                               const AdamWStep& s) {
-  master_fused(master, m, v, g, param, n, s);
-}
-void adamw_update_master_fused(float* master, float* m, float* v, const bf16* g, bf16* param, int64_t n,
-                               const AdamWStep& s) {
-  master_fused(master, m, v, g, param, n, s);
-}
-void adamw_update_master_reference(float* master, float* m, float* v, const float* g, bf16* param, int64_t n,
-                                   const AdamWStep& s) {
-  master_reference(master, m, v, g, param, n, s);
-}
-void adamw_update_master_reference(float* master, float* m, float* v, const bf16* g, bf16* param, int64_t n,
-                                   const AdamWStep& s) {
-  master_reference(master, m, v, g, param, n, s);
-}
+template void adamw_update_master_fused(float*, float*, float*, const float*, bf16*, int64_t, const AdamWStep&);
+template void adamw_update_master_fused(float*, float*, float*, const bf16*, bf16*, int64_t, const AdamWStep&);
+template void adamw_update_master_reference(float*, float*, float*, const float*, bf16*, int64_t, const AdamWStep&);
+template void adamw_update_master_reference(float*, float*, float*, const bf16*, bf16*, int64_t, const AdamWStep&);
 
 AdamW::AdamW(std::vector<Parameter>& params, const AdamWConfig& config) : params_(params), config_(config) {}
 

@@ -44,13 +44,12 @@ void adamw_update_reference(float* p, float* m, float* v, const float* g, int64_
 // master, m, v; writes master, m, v and the bf16 param. The fused kernel is one SIMD loop over all of it; the
 // reference runs element by element. Bit-identical to each other, and
 // the master equals adamw_update_reference on the widened gradient.
-void adamw_update_master_fused(float* master, float* m, float* v, const float* g, bf16* param, int64_t n,
+// Grad = float or bf16 (instantiated for both in adamw.cpp).
+template <typename Grad>
+void adamw_update_master_fused(float* master, float* m, float* v, const Grad* g, bf16* param, int64_t n,
                                const AdamWStep& s);
-void adamw_update_master_fused(float* master, float* m, float* v, const bf16* g, bf16* param, int64_t n,
-                               const AdamWStep& s);
-void adamw_update_master_reference(float* master, float* m, float* v, const float* g, bf16* param, int64_t n,
-                                   const AdamWStep& s);
-void adamw_update_master_reference(float* master, float* m, float* v, const bf16* g, bf16* param, int64_t n,
+template <typename Grad>
+void adamw_update_master_reference(float* master, float* m, float* v, const Grad* g, bf16* param, int64_t n,
                                    const AdamWStep& s);
 
 int64_t adamw_flops_per_element(const AdamWConfig& config);
