@@ -9,6 +9,7 @@
 #include "cli/output.h"
 #include "cli/table.h"
 #include "cli/validate.h"
+#include "runtime/check.h"
 #include "estimators/fit.h"
 #include "estimators/flops.h"
 #include "estimators/memory.h"
@@ -36,7 +37,7 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   TrainConfig config = o.config_file.empty() ? preset_config(o.preset) : load_config_file(o.config_file);
   for (const std::string& kv : o.overrides) apply_override(config, kv);
   if (o.batch_size != 0) {  // 0: the config's
-    check_int_range("--batch-size", o.batch_size, 1, kMaxEstimateBatch);
+    check_range("--batch-size", o.batch_size, 1, kMaxEstimateBatch);
     config.model.batch_size = o.batch_size;
   }
   validate(config);
@@ -44,9 +45,9 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
     throw std::invalid_argument(fmt::format("--activations: '{}' is not allowed; allowed values are implemented, textbook",
                                             o.activations));
   }
-  check_real_range("--mfu", o.mfu, kMinMfu, 1.0);
-  check_int_range("--train-steps", o.train_steps, 1, kMaxTrainSteps);
-  check_int_range("--train-batch", o.train_batch, 1, kMaxTrainBatch);
+  check_range("--mfu", o.mfu, kMinMfu, 1.0);
+  check_range("--train-steps", o.train_steps, 1, kMaxTrainSteps);
+  check_range("--train-batch", o.train_batch, 1, kMaxTrainBatch);
   check_token_count(o.train_steps, o.train_batch, config.model.context_length);
   const int64_t budget = parse_bytes("--memory-budget", o.memory_budget);
   const GpuSpec& gpu = gpu_spec(o.gpu);
@@ -137,7 +138,7 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   // Max batch: textbook is a·B + b by construction; as implemented, the replay decides (each tensor is rounded
   // up to 64 B, so between the batch sizes checked the peak can sit a few bytes off the line).
   auto max_batch_for = [&](int64_t bytes) {
-    if (!textbook) return max_batch_in_budget(m, bytes, pure);
+    if (!textbook) return max_batch_in_budget(m, bytes, pure, lin_impl);
     return a > 0 && bytes > bconst ? (bytes - bconst) / a : 0;
   };
   const int64_t max_batch = max_batch_for(budget);

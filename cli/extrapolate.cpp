@@ -11,6 +11,7 @@
 #include "cli/output.h"
 #include "cli/table.h"
 #include "cli/validate.h"
+#include "runtime/check.h"
 #include "estimators/fit.h"
 #include "estimators/flops.h"
 #include "estimators/memory.h"
@@ -96,12 +97,10 @@ StepMatmulTimes time_step_matmuls(const ModelConfig& config, int reps) {
 }  // namespace
 
 int run_extrapolate(const ExtrapolateOptions& o) {
-  if (o.steps < 1 || o.steps > 1000) throw std::invalid_argument(fmt::format("--steps: {} is outside [1, 1000]", o.steps));
-  if (o.target_batch < 1 || o.target_batch > (1 << 20)) {
-    throw std::invalid_argument(fmt::format("--target-batch: {} is outside [1, 1048576]", o.target_batch));
-  }
-  check_int_range("--train-steps", o.train_steps, 1, kMaxTrainSteps);
-  check_int_range("--train-batch", o.train_batch, 1, kMaxTrainBatch);
+  check_range("--steps", o.steps, 1, 1000);
+  check_range("--target-batch", o.target_batch, 1, 1 << 20);
+  check_range("--train-steps", o.train_steps, 1, kMaxTrainSteps);
+  check_range("--train-batch", o.train_batch, 1, kMaxTrainBatch);
   const GpuSpec& gpu = gpu_spec(o.gpu);
   const double gpu_peak = gpu_peak_flops(gpu, o.precision);
   std::vector<TrainConfig> presets;

@@ -15,6 +15,7 @@
 #include "cli/report.h"
 #include "cli/table.h"
 #include "cli/validate.h"
+#include "runtime/check.h"
 #include "estimators/fit.h"
 #include "estimators/memory.h"
 #include "model/config.h"
@@ -65,16 +66,14 @@ struct StepLog {
 int run_train(const TrainOptions& o) {
   // Everything that can be wrong with the input is checked before any model-sized allocation.
   const TrainConfig config = resolve_config(o);
-  if (o.steps < 1 || o.steps > 10000000) {
-    throw std::invalid_argument(fmt::format("--steps: {} is outside the allowed range [1, 10000000]", o.steps));
-  }
+  check_range("--steps", o.steps, 1, 10000000);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
   if (!o.trace_path.empty()) check_output_path("--trace", o.trace_path);
   // Outputs must not overwrite each other or an input.
   check_distinct_paths({{"--config", o.config_file}, {"--data", o.data == "random" ? "" : o.data},
                         {"--json", o.json_path}, {"--trace", o.trace_path}});
   const ModelConfig& m = config.model;
-  if (o.peak_gflops != 0) check_real_range("--peak-gflops", o.peak_gflops, 1e-3, kMaxPeakGflops);
+  if (o.peak_gflops != 0) check_range("--peak-gflops", o.peak_gflops, 1e-3, kMaxPeakGflops);
 
   // The estimate is exact for the steady-state step (reckon reconcile proves it): checked before allocating.
   // The data file is held in memory beside the step, so it gets what the step leaves of the budget.

@@ -8,19 +8,6 @@
 
 namespace reckon {
 
-void check_int_range(std::string_view flag, int64_t value, int64_t lo, int64_t hi) {
-  if (value < lo || value > hi) {
-    throw std::invalid_argument(fmt::format("{}: {} is outside the allowed range [{}, {}]", flag, value, lo, hi));
-  }
-}
-
-void check_real_range(std::string_view flag, double value, double lo, double hi) {
-  if (!std::isfinite(value) || value < lo || value > hi) {
-    throw std::invalid_argument(fmt::format("{}: {} is outside the allowed range [{}, {}] (finite numbers only)",
-                                            flag, value, lo, hi));
-  }
-}
-
 void check_token_count(int64_t train_steps, int64_t train_batch, int64_t context_length) {
   const __int128 tokens = static_cast<__int128>(train_steps) * train_batch * context_length;
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();

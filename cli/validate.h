@@ -1,5 +1,5 @@
-// Range checks for command-line options: one message shape for every flag ("--mfu: 1e-320 is outside the
-// allowed range [1e-06, 1]"), thrown as std::invalid_argument (the CLI prints it and exits 2).
+// The ranges of command-line options (checked with check_range, runtime/check.h: "--mfu: 1e-320 is outside the
+// allowed range [1e-06, 1]"), and the token-count check of a training run.
 #pragma once
 
 #include <cstdint>
@@ -14,9 +14,6 @@ constexpr int64_t kMaxTrainBatch = int64_t{1} << 24;      // sequences per train
 constexpr double kMinMfu = 1e-6;                           // MFU in [1e-6, 1]: no zero, no denormal
 constexpr double kMaxPeakGflops = 1e9;                     // 1 EFLOP/s: above any one machine
 
-void check_int_range(std::string_view flag, int64_t value, int64_t lo, int64_t hi);
-// Finite and in [lo, hi] (NaN, ±inf and values outside are refused).
-void check_real_range(std::string_view flag, double value, double lo, double hi);
 // steps × batch × context_length, the tokens of a training run, must fit int64 (checked in 128-bit).
 void check_token_count(int64_t train_steps, int64_t train_batch, int64_t context_length);
 

@@ -400,6 +400,16 @@ LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstim
 }
 
 int64_t max_batch_in_budget(const ModelConfig& config, int64_t budget, const MemoryEstimateOptions& options) {
+  LinearMemory fit{0, 0, false, {}};  // no guess (start the search at 1) if even B = 2 overflows
+  try {
+    fit = memory_linear_in_batch(config, options);
+  } catch (const SizeOverflow&) {
+  }
+  return max_batch_in_budget(config, budget, options, fit);
+}
+
+int64_t max_batch_in_budget(const ModelConfig& config, int64_t budget, const MemoryEstimateOptions& options,
+                            const LinearMemory& lin) {
   ModelConfig c = config;
   MemoryEstimateOptions totals = options;
   totals.live_at_peak = false;
@@ -412,7 +422,6 @@ int64_t max_batch_in_budget(const ModelConfig& config, int64_t budget, const Mem
     }
   };
   if (!fits(1)) return 0;
-  const LinearMemory lin = memory_linear_in_batch(config, options);
   const int64_t guess = lin.per_sample > 0 && budget > lin.fixed ? std::max<int64_t>((budget - lin.fixed) / lin.per_sample, 1) : 1;
   // Bracket: lo fits, hi does not (galloping from the guess), then bisect.
   int64_t lo = 1, hi = guess;

@@ -89,5 +89,8 @@ LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstim
 // peak(B) ≤ budget < peak(B + 1); 0 if not even B = 1 fits. a·B + b gives the first guess; the replay decides
 // (a batch whose bytes overflow int64 does not fit). A few replays, each linear in num_layers.
 int64_t max_batch_in_budget(const ModelConfig& config, int64_t budget, const MemoryEstimateOptions& options = {});
+// The same, with the a·B + b fit the caller already has (memory_linear_in_batch with the same options).
+int64_t max_batch_in_budget(const ModelConfig& config, int64_t budget, const MemoryEstimateOptions& options,
+                            const LinearMemory& fit);
 
 }  // namespace reckon

@@ -194,16 +194,6 @@ void set_field(TrainConfig& c, std::string_view key, std::string_view value) {
   }
 }
 
-void check_range(std::string_view field, int64_t v, int64_t lo, int64_t hi) {
-  check_arg(v >= lo && v <= hi, "{}: {} is outside the allowed range [{}, {}]", field, v, lo, hi);
-}
-
-void check_range(std::string_view field, double v, double lo, double hi, bool lo_open, bool hi_open) {
-  const bool ok = std::isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
-  check_arg(ok, "{}: {} is outside the allowed range {}{}, {}{}", field, v, lo_open ? "(" : "[", lo, hi,
-            hi_open ? ")" : "]");
-}
-
 // ---- TOML files: bounded before the parser sees them.
 constexpr int64_t kMaxConfigBytes = 1 << 20;  // a config is a few hundred bytes; 1 MiB is generous
 constexpr int kMaxNesting = 8;                // key parts, table-header parts, bracket depth
