@@ -82,6 +82,8 @@ constexpr FieldSpec kFields[] = {
     {"position", Section::model, Kind::choice, "one of none, learned"},
     {"batch_size", Section::model, Kind::integer, "an integer in [1, 65536]"},
     {"rmsnorm_eps", Section::model, Kind::real, "a number in (0, 1]"},
+    {"precision", Section::model, Kind::choice, "one of fp32, amp-bf16, bf16"},
+    {"grad_dtype", Section::model, Kind::choice, "one of auto, fp32, bf16 (bf16 only with precision = bf16)"},
     {"lr", Section::optim, Kind::real, "a number in [0, 10]"},
     {"beta1", Section::optim, Kind::real, "a number in [0, 1)"},
     {"beta2", Section::optim, Kind::real, "a number in [0, 1)"},
@@ -182,6 +184,16 @@ void set_field(TrainConfig& c, std::string_view key, std::string_view value) {
     if (value == "none") m.position = Position::none;
     else if (value == "learned") m.position = Position::learned;
     else throw std::invalid_argument(fmt::format("position: '{}' is not allowed, allowed values are none, learned", value));
+  } else if (key == "precision") {
+    if (value == "fp32") m.precision = Precision::fp32;
+    else if (value == "amp-bf16") m.precision = Precision::amp_bf16;
+    else if (value == "bf16") m.precision = Precision::bf16;
+    else throw std::invalid_argument(fmt::format("precision: '{}' is not allowed, allowed values are fp32, amp-bf16, bf16", value));
+  } else if (key == "grad_dtype") {
+    if (value == "auto") m.grad_dtype = GradDType::automatic;
+    else if (value == "fp32") m.grad_dtype = GradDType::fp32;
+    else if (value == "bf16") m.grad_dtype = GradDType::bf16;
+    else throw std::invalid_argument(fmt::format("grad_dtype: '{}' is not allowed, allowed values are auto, fp32, bf16", value));
   } else if (key == "lr") o.lr = parse_double(key, value);
   else if (key == "beta1") o.beta1 = parse_double(key, value);
   else if (key == "beta2") o.beta2 = parse_double(key, value);
@@ -406,6 +418,9 @@ void validate(const TrainConfig& c) {
   check_range("d_ff", m.d_ff, 1, 1 << 18);
   check_range("batch_size", m.batch_size, 1, 1 << 16);
   check_range("rmsnorm_eps", m.rmsnorm_eps, 0.0, 1.0, true, false);
+  check_arg(m.grad_dtype != GradDType::bf16 || m.precision == Precision::bf16,
+            "grad_dtype: bf16 needs precision = bf16 (precision {} keeps float32 gradients); allowed: auto, fp32",
+            precision_name(m.precision));
   const AdamWConfig& o = c.optim;
   check_range("lr", o.lr, 0.0, 10.0, false, false);
   check_range("beta1", o.beta1, 0.0, 1.0, false, true);
@@ -417,9 +432,13 @@ void validate(const TrainConfig& c) {
 const char* position_name(Position p) { return p == Position::none ? "none" : "learned"; }
 
 std::string describe(const ModelConfig& m) {
-  return fmt::format("V {}, T {}, L {}, D {}, H {}, d_ff {}, ffn {}, {}, position {}, B {}", m.vocab_size,
+  std::string precision = precision_name(m.precision);
+  if (m.precision == Precision::bf16) {
+    precision += m.dtypes().grad == DType::f32 ? " (fp32 grads)" : " (bf16 grads)";
+  }
+  return fmt::format("V {}, T {}, L {}, D {}, H {}, d_ff {}, ffn {}, {}, position {}, B {}, {}", m.vocab_size,
                      m.context_length, m.num_layers, m.d_model, m.num_heads, m.d_ff, ffn_kind_name(m.ffn),
-                     m.tie_embeddings ? "tied" : "untied", position_name(m.position), m.batch_size);
+                     m.tie_embeddings ? "tied" : "untied", position_name(m.position), m.batch_size, precision);
 }
 
 }  // namespace reckon

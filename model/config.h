@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "model/precision.h"
 #include "ops/ffn.h"
 
 namespace reckon {
@@ -25,6 +26,9 @@ struct ModelConfig {
   Position position = Position::none;
   int64_t batch_size = 4;
   double rmsnorm_eps = 1e-5;
+  Precision precision = Precision::fp32;      // model/precision.h
+  GradDType grad_dtype = GradDType::automatic;
+  DTypePlan dtypes() const { return dtype_plan(precision, grad_dtype); }
 };
 
 struct AdamWConfig {
@@ -48,7 +52,8 @@ std::vector<std::string> preset_names();
 // Throws std::invalid_argument naming `preset` and listing the allowed names.
 TrainConfig preset_config(std::string_view name);
 
-// Applies one `key=value` (keys: every ModelConfig/AdamWConfig field, `lr`, `weight_decay`, `beta1`, `beta2`,
+// Applies one `key=value` (keys: every ModelConfig/AdamWConfig field (precision: fp32, amp-bf16, bf16;
+// grad_dtype: auto, fp32, bf16), `lr`, `weight_decay`, `beta1`, `beta2`,
 // `adam_eps`, `seed`). Throws std::invalid_argument naming the key and what it accepts.
 void apply_override(TrainConfig& config, std::string_view key_equals_value);
 // Reads a TOML file: optional `preset = "..."` first, then the same keys at top level (or in [model] /

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "ops/cast.h"
 #include "ops/embedding.h"
 #include "ops/residual.h"
 #include "runtime/check.h"
@@ -17,12 +18,27 @@ constexpr double kInitStd = 0.02;
 }
 
 int Transformer::add_param(const std::string& name, const Shape& shape) {
-  params_.push_back(Parameter{name, Tensor::empty(shape, Category::parameter, name),
-                              Tensor::zeros(shape, Category::gradient, name + ".grad")});
+  params_.push_back(Parameter{name, Tensor::empty(shape, Category::parameter, name, dtypes_.param),
+                              Tensor::zeros(shape, Category::gradient, name + ".grad", dtypes_.grad)});
   return static_cast<int>(params_.size()) - 1;
 }
 
-Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(config) {
+const Tensor& Transformer::matmul_weight(int index) {
+  if (!dtypes_.weight_cache) return w(index);
+  Tensor& copy = weight_cache_[static_cast<size_t>(index)];
+  if (!copy.defined()) copy = cast(w(index), DType::bf16, Category::parameter, params_[static_cast<size_t>(index)].name + ".bf16");
+  return copy;
+}
+
+void Transformer::release_matmul_weight(int index) {
+  if (dtypes_.weight_cache) weight_cache_[static_cast<size_t>(index)].reset();
+}
+
+Tensor Transformer::to_act(const Tensor& x, const std::string& name) const {
+  return x.dtype() == dtypes_.act ? x : cast(x, dtypes_.act, Category::temporary, name);
+}
+
+Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(config), dtypes_(config.dtypes()) {
   TrainConfig full;
   full.model = config;
   validate(full);
@@ -55,11 +71,16 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
   // One stream in parameter order: the same seed gives the same model.
   Rng rng(seed);
   for (size_t i = 0; i < params_.size(); ++i) {
-    float* v = params_[i].value.data();
-    const int64_t n = params_[i].value.numel();
-    for (int64_t j = 0; j < n; ++j) v[j] = gain[i] ? 1.0f : static_cast<float>(kInitStd * rng.normal());
+    const Tensor& value = params_[i].value;
+    const int64_t n = value.numel();
+    dispatch_floating(value.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      T* v = data_as<T>(value);
+      for (int64_t j = 0; j < n; ++j) v[j] = narrow<T>(gain[i] ? 1.0f : static_cast<float>(kInitStd * rng.normal()));
+    });
   }
   saved_.resize(static_cast<size_t>(c.num_layers));
+  weight_cache_.resize(params_.size());
 }
 
 int64_t Transformer::num_parameters() const {
@@ -72,10 +93,11 @@ void Transformer::zero_grad() {
   OpRecord record("zero_grad");
   int64_t n = 0;
   for (Parameter& p : params_) {
-    std::memset(p.grad.data(), 0, static_cast<size_t>(p.grad.numel()) * sizeof(float));
-    n += p.grad.numel();
+    const int64_t bytes = p.grad.numel() * dtype_bytes(p.grad.dtype());
+    std::memset(p.grad.raw_data(), 0, static_cast<size_t>(bytes));
+    n += bytes;
   }
-  record.count.bytes_written = 4 * n;
+  record.count.bytes_written = n;
 }
 
 double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
@@ -92,6 +114,9 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
   seq_ = tokens.size(1);
   tokens_ = tokens;
 
+  const DType act = dtypes_.act;
+  const float eps = static_cast<float>(c.rmsnorm_eps);
+  // The residual stream x is float32 in every precision; norms write the bf16 region's dtype.
   Tensor x = embedding_forward(tokens, w(tok_emb_), "tok_emb.out");
   if (pos_emb_ >= 0) position_embedding_forward(x, w(pos_emb_));
   for (size_t i = 0; i < layers_.size(); ++i) {
@@ -100,22 +125,30 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
     const std::string p = fmt::format("layers.{}.", i);
     Tensor x_mid;
     {
-      Tensor h = rmsnorm_forward(s.attn_norm, x, w(l.attn_norm), static_cast<float>(c.rmsnorm_eps), p + "attn_norm");
-      Tensor q = linear_forward(s.wq, h, w(l.wq), p + "attn.q");
-      Tensor k = linear_forward(s.wk, h, w(l.wk), p + "attn.k");
-      Tensor v = linear_forward(s.wv, h, w(l.wv), p + "attn.v");
+      Tensor h = rmsnorm_forward(s.attn_norm, x, w(l.attn_norm), eps, p + "attn_norm", act);
+      const Tensor& wq = matmul_weight(l.wq);
+      Tensor q = linear_forward(s.wq, h, wq, p + "attn.q", act);
+      const Tensor& wk = matmul_weight(l.wk);
+      Tensor k = linear_forward(s.wk, h, wk, p + "attn.k", act);
+      const Tensor& wv = matmul_weight(l.wv);
+      Tensor v = linear_forward(s.wv, h, wv, p + "attn.v", act);
       Tensor ctx = attention_forward(s.attn, q, k, v, c.num_heads, p + "attn");
-      Tensor proj = linear_forward(s.wo, ctx, w(l.wo), p + "attn.out", Category::temporary);
+      const Tensor& wo = matmul_weight(l.wo);
+      Tensor proj = linear_forward(s.wo, ctx, wo, p + "attn.out", DType::f32, Category::temporary);
       x_mid = residual_forward(x, proj, p + "attn_residual");
     }
-    Tensor h2 = rmsnorm_forward(s.ffn_norm, x_mid, w(l.ffn_norm), static_cast<float>(c.rmsnorm_eps), p + "ffn_norm");
-    Tensor f = ffn_forward(s.ffn, h2, w(l.w1), l.w3 >= 0 ? w(l.w3) : Tensor(), w(l.w2), c.ffn, p + "ffn");
+    Tensor h2 = rmsnorm_forward(s.ffn_norm, x_mid, w(l.ffn_norm), eps, p + "ffn_norm", act);
+    const Tensor& w1 = matmul_weight(l.w1);
+    const Tensor& w3 = l.w3 >= 0 ? matmul_weight(l.w3) : Tensor();
+    const Tensor& w2 = matmul_weight(l.w2);
+    Tensor f = ffn_forward(s.ffn, h2, w1, w3, w2, c.ffn, p + "ffn");
     h2.reset();
     x = residual_forward(x_mid, f, p + "ffn_residual");
   }
-  Tensor hf = rmsnorm_forward(final_norm_saved_, x, w(final_norm_), static_cast<float>(c.rmsnorm_eps), "final_norm");
+  Tensor hf = rmsnorm_forward(final_norm_saved_, x, w(final_norm_), eps, "final_norm", act);
   x.reset();
-  Tensor logits = linear_forward(lm_head_saved_, hf, w(lm_head_), "lm_head.logits", Category::activation, "lm_head");
+  const Tensor& head = matmul_weight(lm_head_);
+  Tensor logits = linear_forward(lm_head_saved_, hf, head, "lm_head.logits", act, Category::activation, "lm_head");
   hf.reset();
   return cross_entropy_forward(ce_saved_, logits, targets, "cross_entropy");
 }
@@ -127,7 +160,8 @@ void Transformer::backward() {
 
   Tensor grad_logits = cross_entropy_backward(ce_saved_, 1.0f);
   Tensor grad_hf = Tensor::empty({b, t, d}, Category::temporary, "final_norm.grad_out");
-  linear_backward(grad_hf, g(lm_head_), grad_logits, lm_head_saved_, w(lm_head_), false, "lm_head");
+  linear_backward(grad_hf, g(lm_head_), grad_logits, lm_head_saved_, matmul_weight(lm_head_), false, "lm_head");
+  release_matmul_weight(lm_head_);
   grad_logits.reset();  // the logits buffer is freed here
   // The residual stream's gradient: one buffer, written by the final norm, then accumulated into by every
   // branch on the way down.
@@ -141,23 +175,36 @@ void Transformer::backward() {
     const std::string p = fmt::format("layers.{}.", idx);
     {
       Tensor grad_h2 = Tensor::empty({b, t, d}, Category::temporary, p + "ffn_norm.grad_out");
-      ffn_backward(grad_h2, g(l.w1), l.w3 >= 0 ? g(l.w3) : Tensor(), g(l.w2), grad_x, s.ffn, w(l.w1),
-                   l.w3 >= 0 ? w(l.w3) : Tensor(), w(l.w2));
+      Tensor grad_f = to_act(grad_x, p + "ffn.grad_out");  // the branch's gradient, in its dtype
+      ffn_backward(grad_h2, g(l.w1), l.w3 >= 0 ? g(l.w3) : Tensor(), g(l.w2), grad_f, s.ffn, matmul_weight(l.w1),
+                   l.w3 >= 0 ? matmul_weight(l.w3) : Tensor(), matmul_weight(l.w2));
+      grad_f.reset();
+      release_matmul_weight(l.w2);
+      if (l.w3 >= 0) release_matmul_weight(l.w3);
+      release_matmul_weight(l.w1);
       rmsnorm_backward(grad_x, g(l.ffn_norm), grad_h2, s.ffn_norm, w(l.ffn_norm), true);
     }
-    Tensor grad_ctx = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_ctx");
-    linear_backward(grad_ctx, g(l.wo), grad_x, s.wo, w(l.wo), false);
-    Tensor grad_q = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_q");
-    Tensor grad_k = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_k");
-    Tensor grad_v = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_v");
+    const DType act = dtypes_.act;
+    Tensor grad_ctx = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_ctx", act);
+    {
+      Tensor grad_proj = to_act(grad_x, p + "attn.grad_out");
+      linear_backward(grad_ctx, g(l.wo), grad_proj, s.wo, matmul_weight(l.wo), false);
+    }
+    release_matmul_weight(l.wo);
+    Tensor grad_q = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_q", act);
+    Tensor grad_k = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_k", act);
+    Tensor grad_v = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_v", act);
     attention_backward(grad_q, grad_k, grad_v, grad_ctx, s.attn);
     grad_ctx.reset();
     Tensor grad_h = Tensor::empty({b, t, d}, Category::temporary, p + "attn_norm.grad_out");
-    linear_backward(grad_h, g(l.wq), grad_q, s.wq, w(l.wq), false);
+    linear_backward(grad_h, g(l.wq), grad_q, s.wq, matmul_weight(l.wq), false);
+    release_matmul_weight(l.wq);
     grad_q.reset();
-    linear_backward(grad_h, g(l.wk), grad_k, s.wk, w(l.wk), true);
+    linear_backward(grad_h, g(l.wk), grad_k, s.wk, matmul_weight(l.wk), true);
+    release_matmul_weight(l.wk);
     grad_k.reset();
-    linear_backward(grad_h, g(l.wv), grad_v, s.wv, w(l.wv), true);
+    linear_backward(grad_h, g(l.wv), grad_v, s.wv, matmul_weight(l.wv), true);
+    release_matmul_weight(l.wv);
     grad_v.reset();
     rmsnorm_backward(grad_x, g(l.attn_norm), grad_h, s.attn_norm, w(l.attn_norm), true);
   }

@@ -7,6 +7,11 @@
 // initialised deterministically from the seed: N(0, 0.02²) for matrices, ones for RMSNorm gains.
 // Each parameter has a gradient tensor "<name>.grad" (category gradient) from construction on; gradients
 // accumulate (`+=`) and zero_grad() sets them to 0, as PyTorch's zero_grad(set_to_none=False).
+// Precision (model/precision.h, config field `precision`): parameters and gradients take the plan's dtypes
+// (bf16 values are the float32 initial values rounded: the same seed gives the same model in every
+// precision); the activations of the bf16 region are bf16 in mixed modes. amp-bf16 casts each matmul weight to
+// "<name>.bf16" (category parameter, op cast) at its first use in forward and frees the copy after its last use
+// in backward — PyTorch autocast's weight-cast cache, whose copies autograd keeps alive for backward.
 #pragma once
 
 #include <cstdint>
@@ -60,9 +65,17 @@ class Transformer {
   int add_param(const std::string& name, const Shape& shape);
   const Tensor& w(int index) const { return params_[static_cast<size_t>(index)].value; }
   const Tensor& g(int index) const { return params_[static_cast<size_t>(index)].grad; }
+  // The weight operand of a matmul: the parameter itself, or (amp-bf16) its cached bf16 copy, cast here at the
+  // first use of the step. release_matmul_weight drops the copy after its last use in backward.
+  const Tensor& matmul_weight(int index);
+  void release_matmul_weight(int index);
+  // x as the bf16 region's dtype: x itself when it already has it, else a cast copy (temporary `name`).
+  Tensor to_act(const Tensor& x, const std::string& name) const;
 
   ModelConfig config_;
+  DTypePlan dtypes_;
   std::vector<Parameter> params_;
+  std::vector<Tensor> weight_cache_;  // amp-bf16: bf16 copies, by parameter index
   int tok_emb_ = -1, pos_emb_ = -1, final_norm_ = -1, lm_head_ = -1;
   std::vector<LayerParams> layers_;
 

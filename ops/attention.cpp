@@ -1,6 +1,8 @@
 #include "ops/attention.h"
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "runtime/check.h"
 #include "runtime/matmul.h"
@@ -8,26 +10,28 @@
 
 namespace reckon {
 
-OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h) {
+OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype) {
+  const int64_t s = dtype_bytes(dtype);
   const int64_t dk = d / h, bh = b * h, causal = t * (t + 1) / 2;
   OpCount c;
   c.matmul_flops = bh * 4 * t * t * dk;
   c.other_flops = bh * (t * t + 5 * causal);
   // QKᵀ reads Q, K, writes scores; softmax reads the causal part, writes every entry; PV reads P, V, writes ctx.
-  c.bytes_read = 4 * bh * (2 * t * dk + causal + t * t + t * dk);
-  c.bytes_written = 4 * bh * (2 * t * t + t * dk);
+  c.bytes_read = s * bh * (2 * t * dk + causal + t * t + t * dk);
+  c.bytes_written = s * bh * (2 * t * t + t * dk);
   return c;
 }
 
-OpCount attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h) {
+OpCount attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype) {
+  const int64_t s = dtype_bytes(dtype);
   const int64_t dk = d / h, bh = b * h, causal = t * (t + 1) / 2;
   OpCount c;
   c.matmul_flops = bh * 8 * t * t * dk;
   c.other_flops = bh * (2 * t * dk + 4 * causal);
   // dP = dC Vᵀ; dV = Pᵀ dC; softmax backward (reads P and dP over the causal part, writes every dS);
   // dQ = dS K; dK = dSᵀ Q.
-  c.bytes_read = 4 * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk));
-  c.bytes_written = 4 * bh * (t * t + t * dk + t * t + 2 * t * dk);
+  c.bytes_read = s * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk));
+  c.bytes_written = s * bh * (t * t + t * dk + t * t + 2 * t * dk);
   return c;
 }
 
@@ -49,41 +53,44 @@ static void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t
             d, num_heads);
 }
 
-// In place over each (b, h) T×T block: row i becomes softmax(row[0..i]) followed by zeros.
-static void causal_softmax_forward(float* p, int64_t bh, int64_t t) {
+// In place over each (b, h) T×T block: row i becomes softmax(row[0..i]) followed by zeros. T = float or bf16:
+// arithmetic in float32; a bf16 row holds exp(x − max) rounded, then the normalised value rounded again.
+template <typename T>
+static void causal_softmax_forward(T* p, int64_t bh, int64_t t) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t blk = 0; blk < bh; ++blk) {
     for (int64_t i = 0; i < t; ++i) {
-      float* row = p + (blk * t + i) * t;
+      T* row = p + (blk * t + i) * t;
       const float m = max_of(row, i + 1);
       float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
       for (int64_t j = 0; j <= i; ++j) {
-        const float e = exp_simd(row[j] - m);
-        row[j] = e;
+        const float e = exp_simd(widen(row[j]) - m);
+        row[j] = narrow<T>(e);
         sum += e;
       }
       const float inv = 1.0f / sum;
 #pragma omp simd
-      for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
-      for (int64_t j = i + 1; j < t; ++j) row[j] = 0.0f;
+      for (int64_t j = 0; j <= i; ++j) row[j] = narrow<T>(widen(row[j]) * inv);
+      for (int64_t j = i + 1; j < t; ++j) row[j] = narrow<T>(0.0f);
     }
   }
 }
 
 // In place: dp becomes dS = P ⊙ (dP − Σ_j P_j dP_j) on the causal part, zeros above it.
-static void causal_softmax_backward(float* dp, const float* p, int64_t bh, int64_t t) {
+template <typename T>
+static void causal_softmax_backward(T* dp, const T* p, int64_t bh, int64_t t) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t blk = 0; blk < bh; ++blk) {
     for (int64_t i = 0; i < t; ++i) {
-      float* drow = dp + (blk * t + i) * t;
-      const float* prow = p + (blk * t + i) * t;
+      T* drow = dp + (blk * t + i) * t;
+      const T* prow = p + (blk * t + i) * t;
       float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-      for (int64_t j = 0; j <= i; ++j) dot += prow[j] * drow[j];
+      for (int64_t j = 0; j <= i; ++j) dot += widen(prow[j]) * widen(drow[j]);
 #pragma omp simd
-      for (int64_t j = 0; j <= i; ++j) drow[j] = prow[j] * (drow[j] - dot);
-      for (int64_t j = i + 1; j < t; ++j) drow[j] = 0.0f;
+      for (int64_t j = 0; j <= i; ++j) drow[j] = narrow<T>(widen(prow[j]) * (widen(drow[j]) - dot));
+      for (int64_t j = i + 1; j < t; ++j) drow[j] = narrow<T>(0.0f);
     }
   }
 }
@@ -91,20 +98,21 @@ static void causal_softmax_backward(float* dp, const float* p, int64_t bh, int64
 Tensor attention_forward(AttentionSaved& saved, const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads,
                          std::string_view name) {
   check_qkv(q, k, v, num_heads);
+  const DType dtype = q.dtype();
   const int64_t b = q.size(0), t = q.size(1), d = q.size(2), dk = d / num_heads;
   const std::string prefix(name);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
-  Tensor probs = Tensor::empty({b, num_heads, t, t}, Category::activation, prefix + ".probs");
-  Tensor ctx = Tensor::empty({b, t, d}, Category::activation, prefix + ".ctx");
+  Tensor probs = Tensor::empty({b, num_heads, t, t}, Category::activation, prefix + ".probs", dtype);
+  Tensor ctx = Tensor::empty({b, t, d}, Category::activation, prefix + ".ctx", dtype);
   const Tensor k_t = head_view(k, num_heads).transpose(-2, -1);
   matmul(probs, head_view(q, num_heads), k_t, "attention", scale);  // scores = Q Kᵀ / sqrt(d_k)
   {
     OpRecord record("attention");
-    causal_softmax_forward(probs.data(), b * num_heads, t);
-    const int64_t bh = b * num_heads, causal = t * (t + 1) / 2;
+    dispatch_floating(dtype, [&](auto tag) { causal_softmax_forward(data_as<decltype(tag)>(probs), b * num_heads, t); });
+    const int64_t bh = b * num_heads, causal = t * (t + 1) / 2, s = dtype_bytes(dtype);
     record.count.other_flops = bh * 5 * causal;
-    record.count.bytes_read = 4 * bh * causal;
-    record.count.bytes_written = 4 * bh * t * t;
+    record.count.bytes_read = s * bh * causal;
+    record.count.bytes_written = s * bh * t * t;
   }
   matmul(head_view(ctx, num_heads), probs, head_view(v, num_heads), "attention");  // ctx = P V
   saved.q = q;
@@ -127,16 +135,20 @@ void attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
   const Tensor grad_ctx_heads = head_view(grad_ctx, h);
 
-  Tensor grad_probs = Tensor::empty({b, h, t, t}, Category::temporary, saved.name + ".grad_probs");
+  const DType dtype = saved.probs.dtype();
+  Tensor grad_probs = Tensor::empty({b, h, t, t}, Category::temporary, saved.name + ".grad_probs", dtype);
   matmul(grad_probs, grad_ctx_heads, head_view(saved.v, h).transpose(-2, -1), "attention");  // dP = dC Vᵀ
   matmul(head_view(grad_v, h), saved.probs.transpose(-2, -1), grad_ctx_heads, "attention");  // dV = Pᵀ dC
   {
     OpRecord record("attention");
-    causal_softmax_backward(grad_probs.data(), saved.probs.data(), b * h, t);
-    const int64_t bh = b * h, causal = t * (t + 1) / 2;
+    dispatch_floating(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      causal_softmax_backward(data_as<T>(grad_probs), data_as<T>(saved.probs), b * h, t);
+    });
+    const int64_t bh = b * h, causal = t * (t + 1) / 2, s = dtype_bytes(dtype);
     record.count.other_flops = bh * 4 * causal;
-    record.count.bytes_read = 4 * bh * 2 * causal;
-    record.count.bytes_written = 4 * bh * t * t;
+    record.count.bytes_read = s * bh * 2 * causal;
+    record.count.bytes_written = s * bh * t * t;
   }
   saved.probs.reset();
   saved.v.reset();

@@ -8,6 +8,10 @@
 // becomes probs. Backward allocates grad_probs (B, H, T, T), temporary "<name>.grad_probs", and frees probs
 // as soon as the softmax backward has used it.
 //
+// dtypes: Q, K, V float32 or bf16; probs, ctx and every gradient have the same dtype (mixed precision: the
+// scores are the bf16 output of a bf16 matmul, as autocast's bmm; the softmax widens each row, computes in
+// float32 and rounds the probabilities once). Bytes count each element at that size.
+//
 // FLOPs count what runs: oneDNN computes the full T×T products (the masked upper triangle included, as
 // zeros), so matmul FLOPs are the full 2·T·T·d_k per head and product; softmax and its backward loop only
 // over the causal part (row i touches i+1 entries) and count that.
@@ -41,8 +45,8 @@ void attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor
 //                      i+1 multiplies).
 //             backward matmul 8·T·T·d_k; other 2·T·d_k (scale fused in dQ, dK) + 4·T(T+1)/2 (softmax
 //                      backward row i: 2(i+1) for the dot, 2(i+1) for P·(dP − dot)).
-OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h);
-OpCount attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h);
+OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype = DType::f32);
+OpCount attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype = DType::f32);
 
 // The (B, H, T, d_k) head view of a (B, T, D) tensor.
 Tensor head_view(const Tensor& x, int64_t num_heads);

@@ -7,19 +7,21 @@
 
 namespace reckon {
 
-OpCount cross_entropy_forward_count(int64_t n, int64_t v) {
+OpCount cross_entropy_forward_count(int64_t n, int64_t v, DType logits) {
+  const int64_t s = dtype_bytes(logits);
   OpCount c;
   c.other_flops = n * (5 * v + 4) + 1;
-  c.bytes_read = 4 * (n * v + n + n);  // logits, targets, row losses
-  c.bytes_written = 4 * (n * v + n);   // probs, row losses
+  c.bytes_read = s * n * v + 4 * (n + n);  // logits, targets, row losses
+  c.bytes_written = s * n * v + 4 * n;     // probs, row losses
   return c;
 }
 
-OpCount cross_entropy_backward_count(int64_t n, int64_t v) {
+OpCount cross_entropy_backward_count(int64_t n, int64_t v, DType logits) {
+  const int64_t s = dtype_bytes(logits);
   OpCount c;
   c.other_flops = n * (v + 1) + 1;
-  c.bytes_read = 4 * (n * v + n);
-  c.bytes_written = 4 * n * v;
+  c.bytes_read = s * n * v + 4 * n;
+  c.bytes_written = s * n * v;
   return c;
 }
 
@@ -38,30 +40,33 @@ double cross_entropy_forward(CrossEntropySaved& saved, const Tensor& logits, con
   }
   Tensor row_loss = Tensor::empty({n}, Category::temporary, std::string(name) + ".row_loss");
   OpRecord record("cross_entropy");
-  float* z = logits.data();
   float* rl = row_loss.data();
+  dispatch_floating(logits.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* z = data_as<T>(logits);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = z + i * v;
-    const float target_logit = row[tgt[i]];
-    const float m = max_of(row, v);
-    float sum = 0.0f;
+    for (int64_t i = 0; i < n; ++i) {
+      T* row = z + i * v;
+      const float target_logit = widen(row[tgt[i]]);
+      const float m = max_of(row, v);
+      float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < v; ++j) {
-      const float e = exp_simd(row[j] - m);
-      row[j] = e;
-      sum += e;
-    }
-    // log(sum) − (z_t − m), not (m + log(sum)) − z_t: the difference of two large logits is exact, the sum
-    // of a large logit and a small log is not (≈ 3e-5 off at logits near 1000).
-    rl[i] = std::log(sum) - (target_logit - m);
-    const float inv = 1.0f / sum;
+      for (int64_t j = 0; j < v; ++j) {
+        const float e = exp_simd(widen(row[j]) - m);
+        row[j] = narrow<T>(e);
+        sum += e;
+      }
+      // log(sum) − (z_t − m), not (m + log(sum)) − z_t: the difference of two large logits is exact, the sum
+      // of a large logit and a small log is not (≈ 3e-5 off at logits near 1000).
+      rl[i] = std::log(sum) - (target_logit - m);
+      const float inv = 1.0f / sum;
 #pragma omp simd
-    for (int64_t j = 0; j < v; ++j) row[j] *= inv;
-  }
+      for (int64_t j = 0; j < v; ++j) row[j] = narrow<T>(widen(row[j]) * inv);
+    }
+  });
   double total = 0.0;
   for (int64_t i = 0; i < n; ++i) total += rl[i];
-  record.count = cross_entropy_forward_count(n, v);
+  record.count = cross_entropy_forward_count(n, v, logits.dtype());
   saved.probs = logits;
   saved.targets = targets;
   return total / static_cast<double>(n);
@@ -73,15 +78,18 @@ Tensor cross_entropy_backward(CrossEntropySaved& saved, float grad_loss) {
   OpRecord record("cross_entropy");
   const float scale = grad_loss / static_cast<float>(n);
   const int32_t* tgt = saved.targets.data_i32();
-  float* p = saved.probs.data();
+  dispatch_floating(saved.probs.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* p = data_as<T>(saved.probs);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = p + i * v;
-    row[tgt[i]] -= 1.0f;
+    for (int64_t i = 0; i < n; ++i) {
+      T* row = p + i * v;
+      row[tgt[i]] = narrow<T>(widen(row[tgt[i]]) - 1.0f);
 #pragma omp simd
-    for (int64_t j = 0; j < v; ++j) row[j] *= scale;
-  }
-  record.count = cross_entropy_backward_count(n, v);
+      for (int64_t j = 0; j < v; ++j) row[j] = narrow<T>(widen(row[j]) * scale);
+    }
+  });
+  record.count = cross_entropy_backward_count(n, v, saved.probs.dtype());
   Tensor grad_logits = saved.probs;
   saved.probs.reset();
   saved.targets.reset();

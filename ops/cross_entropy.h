@@ -2,6 +2,8 @@
 //   N = rows (B*T), V = vocab size.
 //   loss = (1/N) Σ_n [ log Σ_v exp(z_nv) − z_n,target(n) ]
 //
+// dtypes: logits float32 or bf16 (mixed precision: the LM head's bf16 output, as autocast on CPU); the arithmetic
+// is float32 (each row widened), probabilities and dlogits are rounded to the logits' dtype in place.
 // Memory: one logits-sized buffer, the caller's logits tensor (activation, e.g. "lm_head.logits"). Forward
 // overwrites it in place with softmax probabilities (kept for backward); backward overwrites it in place
 // with dlogits = (probs − onehot) · dloss / N, the fused softmax-minus-one-hot gradient. No second
@@ -32,7 +34,7 @@ Tensor cross_entropy_backward(CrossEntropySaved& saved, float grad_loss);
 // forward: per row (V−1) max-compares, 2V for z−max and exp, V adds, log, (z_t − m), subtract,
 //          1 reciprocal, V multiplies = 5V + 3; then N adds and 1 division for the mean → N(5V+4) + 1.
 // backward: 1 division (dloss/N), per row 1 subtract at the target + V multiplies → N(V+1) + 1.
-OpCount cross_entropy_forward_count(int64_t n, int64_t v);
-OpCount cross_entropy_backward_count(int64_t n, int64_t v);
+OpCount cross_entropy_forward_count(int64_t n, int64_t v, DType logits = DType::f32);
+OpCount cross_entropy_backward_count(int64_t n, int64_t v, DType logits = DType::f32);
 
 }  // namespace reckon

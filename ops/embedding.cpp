@@ -4,23 +4,25 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "runtime/check.h"
 
 namespace reckon {
 
-OpCount embedding_forward_count(int64_t n, int64_t d) {
+OpCount embedding_forward_count(int64_t n, int64_t d, DType weight) {
   OpCount c;
-  c.bytes_read = 4 * (n + n * d);
+  c.bytes_read = 4 * n + dtype_bytes(weight) * n * d;
   c.bytes_written = 4 * n * d;
   return c;
 }
 
-OpCount embedding_backward_count(int64_t n, int64_t d) {
+OpCount embedding_backward_count(int64_t n, int64_t d, DType grad_weight) {
+  const int64_t s = dtype_bytes(grad_weight);
   OpCount c;
   c.other_flops = n * d;
-  c.bytes_read = 4 * (n + 2 * n * d);
-  c.bytes_written = 4 * n * d;
+  c.bytes_read = 4 * (n + n * d) + s * n * d;
+  c.bytes_written = s * n * d;
   return c;
 }
 
@@ -46,13 +48,23 @@ Tensor embedding_forward(const Tensor& tokens, const Tensor& weight, std::string
   Tensor out = Tensor::empty({b, t, d}, Category::activation, out_name);
   OpRecord record("embedding");
   const int32_t* ids = tokens.data_i32();
-  const float* w = weight.data();
   float* o = out.data();
+  dispatch_floating(weight.dtype(), [&](auto tag) {
+    using W = decltype(tag);
+    const W* w = data_as<W>(weight);
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    std::memcpy(o + i * d, w + static_cast<int64_t>(ids[i]) * d, static_cast<size_t>(d) * sizeof(float));
-  }
-  record.count = embedding_forward_count(n, d);
+    for (int64_t i = 0; i < n; ++i) {
+      const W* src = w + static_cast<int64_t>(ids[i]) * d;
+      float* dst = o + i * d;
+      if constexpr (std::is_same_v<W, float>) {
+        std::memcpy(dst, src, static_cast<size_t>(d) * sizeof(float));
+      } else {
+#pragma omp simd
+        for (int64_t c = 0; c < d; ++c) dst[c] = widen(src[c]);
+      }
+    }
+  });
+  record.count = embedding_forward_count(n, d, weight.dtype());
   return out;
 }
 
@@ -65,7 +77,9 @@ void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const
   OpRecord record("embedding");
   const int32_t* ids = tokens.data_i32();
   const float* go = grad_out.data();
-  float* gw = grad_weight.data();
+  dispatch_floating(grad_weight.dtype(), [&](auto tag) {
+  using G = decltype(tag);
+  G* gw = data_as<G>(grad_weight);
 #pragma omp parallel
   {
     // Each thread owns the column range [c0, c1) of every row: race-free, and the order of additions
@@ -74,31 +88,33 @@ void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const
     const int64_t chunk = (d + nthreads - 1) / nthreads;
     const int64_t c0 = std::min(d, tid * chunk), c1 = std::min(d, c0 + chunk);
     for (int64_t i = 0; i < n; ++i) {
-      float* row = gw + static_cast<int64_t>(ids[i]) * d;
+      G* row = gw + static_cast<int64_t>(ids[i]) * d;
       const float* src = go + i * d;
-      for (int64_t c = c0; c < c1; ++c) row[c] += src[c];
+      for (int64_t c = c0; c < c1; ++c) row[c] = narrow<G>(widen(row[c]) + src[c]);
     }
   }
-  record.count = embedding_backward_count(n, d);
+  });
+  record.count = embedding_backward_count(n, d, grad_weight.dtype());
 }
 
 }  // namespace reckon
 
 namespace reckon {
 
-OpCount position_embedding_forward_count(int64_t b, int64_t t, int64_t d) {
+OpCount position_embedding_forward_count(int64_t b, int64_t t, int64_t d, DType weight) {
   OpCount c;
   c.other_flops = b * t * d;
-  c.bytes_read = 4 * (b * t * d + t * d);
+  c.bytes_read = 4 * b * t * d + dtype_bytes(weight) * t * d;
   c.bytes_written = 4 * b * t * d;
   return c;
 }
 
-OpCount position_embedding_backward_count(int64_t b, int64_t t, int64_t d) {
+OpCount position_embedding_backward_count(int64_t b, int64_t t, int64_t d, DType grad_weight) {
+  const int64_t s = dtype_bytes(grad_weight);
   OpCount c;
   c.other_flops = b * t * d;
-  c.bytes_read = 4 * (b * t * d + t * d);
-  c.bytes_written = 4 * t * d;
+  c.bytes_read = 4 * b * t * d + s * t * d;
+  c.bytes_written = s * t * d;
   return c;
 }
 
@@ -115,15 +131,18 @@ void position_embedding_forward(const Tensor& x, const Tensor& pos_weight) {
   OpRecord record("position_embedding");
   const int64_t b = x.size(0), t = x.size(1), d = x.size(2);
   float* px = x.data();
-  const float* pp = pos_weight.data();
+  dispatch_floating(pos_weight.dtype(), [&](auto tag) {
+    using W = decltype(tag);
+    const W* pp = data_as<W>(pos_weight);
 #pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t i = 0; i < b; ++i)
-    for (int64_t j = 0; j < t; ++j) {
-      float* row = px + (i * t + j) * d;
-      const float* prow = pp + j * d;
-      for (int64_t c = 0; c < d; ++c) row[c] += prow[c];
-    }
-  record.count = position_embedding_forward_count(b, t, d);
+    for (int64_t i = 0; i < b; ++i)
+      for (int64_t j = 0; j < t; ++j) {
+        float* row = px + (i * t + j) * d;
+        const W* prow = pp + j * d;
+        for (int64_t c = 0; c < d; ++c) row[c] += widen(prow[c]);
+      }
+  });
+  record.count = position_embedding_forward_count(b, t, d, pos_weight.dtype());
 }
 
 void position_embedding_backward(const Tensor& grad_pos, const Tensor& grad_x) {
@@ -131,16 +150,19 @@ void position_embedding_backward(const Tensor& grad_pos, const Tensor& grad_x) {
   OpRecord record("position_embedding");
   const int64_t b = grad_x.size(0), t = grad_x.size(1), d = grad_x.size(2);
   const float* gx = grad_x.data();
-  float* gp = grad_pos.data();
+  dispatch_floating(grad_pos.dtype(), [&](auto tag) {
+    using G = decltype(tag);
+    G* gp = data_as<G>(grad_pos);
 #pragma omp parallel for schedule(static)
-  for (int64_t j = 0; j < t; ++j) {
-    float* prow = gp + j * d;
-    for (int64_t i = 0; i < b; ++i) {
-      const float* row = gx + (i * t + j) * d;
-      for (int64_t c = 0; c < d; ++c) prow[c] += row[c];
+    for (int64_t j = 0; j < t; ++j) {
+      G* prow = gp + j * d;
+      for (int64_t i = 0; i < b; ++i) {
+        const float* row = gx + (i * t + j) * d;
+        for (int64_t c = 0; c < d; ++c) prow[c] = narrow<G>(widen(prow[c]) + row[c]);
+      }
     }
-  }
-  record.count = position_embedding_backward_count(b, t, d);
+  });
+  record.count = position_embedding_backward_count(b, t, d, grad_pos.dtype());
 }
 
 }  // namespace reckon

@@ -1,4 +1,6 @@
 // Token embedding: a row gather in forward, a race-free scatter-add in backward.
+// The table and its gradient are float32 or bf16 (the parameters' / gradients' dtypes); the output and
+// grad_out, the residual stream, are float32 (a bf16 row widens exactly). A bf16 gradient rounds once per add.
 //   B = batch, T = sequence length, V = vocab size, D = d_model; N = B*T rows.
 #pragma once
 
@@ -20,8 +22,9 @@ void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const
 
 // Counts (docs/conventions.md). forward: 0 FLOPs; reads N ids + N*D weight elements, writes N*D.
 // backward: N*D adds; reads N ids, N*D grad_out and N*D grad_weight elements, writes N*D.
-OpCount embedding_forward_count(int64_t n, int64_t d);
-OpCount embedding_backward_count(int64_t n, int64_t d);
+// Weight / grad_weight bytes at their dtype.
+OpCount embedding_forward_count(int64_t n, int64_t d, DType weight = DType::f32);
+OpCount embedding_backward_count(int64_t n, int64_t d, DType grad_weight = DType::f32);
 
 }  // namespace reckon
 
@@ -34,7 +37,7 @@ void position_embedding_backward(const Tensor& grad_pos, const Tensor& grad_x);
 
 // forward: B·T·D adds; reads B·T·D of x + T·D of pos, writes B·T·D.
 // backward: B·T·D adds; reads B·T·D of grad_x + T·D of grad_pos, writes T·D.
-OpCount position_embedding_forward_count(int64_t b, int64_t t, int64_t d);
-OpCount position_embedding_backward_count(int64_t b, int64_t t, int64_t d);
+OpCount position_embedding_forward_count(int64_t b, int64_t t, int64_t d, DType weight = DType::f32);
+OpCount position_embedding_backward_count(int64_t b, int64_t t, int64_t d, DType grad_weight = DType::f32);
 
 }  // namespace reckon

@@ -3,6 +3,9 @@
 //   silu_mlp: out = silu(h·W1ᵀ) · W2ᵀ                 W1 (F, D), W2 (D, F)
 //   N = rows (B*T), D = d_model, F = d_ff.
 //
+// dtypes: h, the weights, the saved tensors and grad_out have the "activation dtype" (float32, or bf16 in
+// mixed precision); out and grad_h are float32 (they meet the float32 residual stream); grad weights have the
+// gradients' dtype.
 // Saved for backward (activation, "<name>.…"):
 //   swiglu:   h (reference), w1_out (N, F), w3_out (N, F), gated (N, F)  = 3·N·F new floats
 //   silu_mlp: h (reference), w1_out (N, F), silu_out (N, F)              = 2·N·F new floats
@@ -30,7 +33,7 @@ struct FfnSaved {
   std::string name;
 };
 
-// w3 is ignored (may be undefined) for silu_mlp.
+// w3 is ignored (may be undefined) for silu_mlp. The saved tensors take h's dtype; out is float32.
 Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const Tensor& w1, const Tensor& w3, const Tensor& w2,
                    FfnKind kind, std::string_view name);
 

@@ -33,13 +33,13 @@ static Tensor rows_view(const Tensor& t, const char* what) {
 }
 
 Tensor linear_forward(LinearSaved& saved, const Tensor& x, const Tensor& weight, std::string_view out_name,
-                      Category out_category, std::string_view op) {
+                      DType out_dtype, Category out_category, std::string_view op) {
   check_arg(weight.dim() == 2, "linear: weight '{}' must be (OUT, IN), got {}", weight.name(), weight.shape_str());
   check_arg(x.size(-1) == weight.size(1), "linear: x {} has {} features, weight '{}' {} expects IN = {}",
             x.shape_str(), x.size(-1), weight.name(), weight.shape_str(), weight.size(1));
   Shape out_shape = x.shape();
   out_shape.back() = weight.size(0);
-  Tensor out = Tensor::empty(out_shape, out_category, out_name);
+  Tensor out = Tensor::empty(out_shape, out_category, out_name, out_dtype);
   matmul(rows_view(out, "out"), rows_view(x, "x"), weight.transpose(0, 1), op);
   saved.x = x;
   return out;

@@ -15,10 +15,12 @@ struct LinearSaved {
   Tensor x;
 };
 
-// out (N, OUT) = x (N, IN) · weight (OUT, IN)ᵀ, written `=`, allocated as `out_category` `out_name`.
-// x may have leading dims (B, T, IN); they are flattened. out keeps x's leading dims.
+// out (N, OUT) = x (N, IN) · weight (OUT, IN)ᵀ, written `=`, allocated as `out_category` `out_name` of dtype
+// `out_dtype` (bf16 only with bf16 operands). x may have leading dims (B, T, IN); they are flattened. out keeps
+// x's leading dims.
 Tensor linear_forward(LinearSaved& saved, const Tensor& x, const Tensor& weight, std::string_view out_name,
-                      Category out_category = Category::activation, std::string_view op = "linear");
+                      DType out_dtype = DType::f32, Category out_category = Category::activation,
+                      std::string_view op = "linear");
 
 // grad_x (N, IN) = grad_out · weight       (`=`, or `+=` with accumulate_grad_x)
 // grad_weight (OUT, IN) += grad_outᵀ · x   (always accumulated, PyTorch semantics)
@@ -27,8 +29,8 @@ void linear_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tens
                      const Tensor& weight, bool accumulate_grad_x, std::string_view op = "linear");
 
 // The dtypes of a linear's tensors. x and weight are both float32 or both bfloat16 (a mixed-precision step
-// passes bf16 copies); grad_out matches them in backward; out, grad_x, grad_weight are float32 (accumulated in
-// float32 by the matmul) — see runtime/matmul.h.
+// passes bf16 copies); grad_out matches them in backward; out, grad_x, grad_weight are float32 or (with bf16
+// operands) bf16, accumulated in float32 by the matmul and rounded once — see runtime/matmul.h.
 struct LinearDTypes {
   DType x = DType::f32, weight = DType::f32, out = DType::f32;
   DType grad_out = DType::f32, grad_x = DType::f32, grad_weight = DType::f32;

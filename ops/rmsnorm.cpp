@@ -10,20 +10,20 @@
 
 namespace reckon {
 
-OpCount rmsnorm_forward_count(int64_t n, int64_t d) {
+OpCount rmsnorm_forward_count(int64_t n, int64_t d, DType weight, DType out) {
   OpCount c;
   c.other_flops = n * (4 * d + 4);
-  c.bytes_read = 4 * (n * d + d);
-  c.bytes_written = 4 * (n * d + n);
+  c.bytes_read = 4 * n * d + dtype_bytes(weight) * d;
+  c.bytes_written = dtype_bytes(out) * n * d + 4 * n;
   return c;
 }
 
-OpCount rmsnorm_backward_count(int64_t n, int64_t d, bool accumulate_grad_x) {
+OpCount rmsnorm_backward_count(int64_t n, int64_t d, bool accumulate_grad_x, DType weight, DType grad_weight) {
   OpCount c;
   c.other_flops = n * (10 * d + 4) + (accumulate_grad_x ? n * d : 0);
   // reads dy, x, g, rstd, grad_weight (and grad_x when accumulating); writes grad_x, grad_weight.
-  c.bytes_read = 4 * (2 * n * d + d + n + d + (accumulate_grad_x ? n * d : 0));
-  c.bytes_written = 4 * (n * d + d);
+  c.bytes_read = 4 * (2 * n * d + n + (accumulate_grad_x ? n * d : 0)) + (dtype_bytes(weight) + dtype_bytes(grad_weight)) * d;
+  c.bytes_written = 4 * n * d + dtype_bytes(grad_weight) * d;
   return c;
 }
 
@@ -32,19 +32,9 @@ static void check_rows(const Tensor& t, int64_t d, const char* what) {
             t.name(), t.shape_str(), d);
 }
 
-Tensor rmsnorm_forward(RmsnormSaved& saved, const Tensor& x, const Tensor& weight, float eps, std::string_view name) {
-  check_arg(weight.dim() == 1, "rmsnorm: weight '{}' must be (D,), got {}", weight.name(), weight.shape_str());
-  const int64_t d = weight.size(0), n = x.numel() / d;
-  check_rows(x, d, "x");
-  check_arg(eps > 0.0f && std::isfinite(eps), "rmsnorm: eps is {}, allowed range is (0, inf)", eps);
-  const std::string prefix(name);
-  Tensor out = Tensor::empty(x.shape(), Category::activation, prefix + ".out");
-  Tensor rstd = Tensor::empty({n}, Category::activation, prefix + ".rstd");
-  OpRecord record("rmsnorm");
-  const float* px = x.data();
-  const float* g = weight.data();
-  float* po = out.data();
-  float* pr = rstd.data();
+// y = x · rstd · g per row; G, O = float or bf16.
+template <typename G, typename O>
+static void rmsnorm_forward_kernel(O* po, float* pr, const float* px, const G* g, int64_t n, int64_t d, float eps) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float* xi = px + i * d;
@@ -53,13 +43,79 @@ Tensor rmsnorm_forward(RmsnormSaved& saved, const Tensor& x, const Tensor& weigh
     for (int64_t j = 0; j < d; ++j) sum_sq += xi[j] * xi[j];
     const float r = 1.0f / std::sqrt(sum_sq / static_cast<float>(d) + eps);
     pr[i] = r;
-    float* oi = po + i * d;
-    for (int64_t j = 0; j < d; ++j) oi[j] = xi[j] * r * g[j];
+    O* oi = po + i * d;
+#pragma omp simd
+    for (int64_t j = 0; j < d; ++j) oi[j] = narrow<O>(xi[j] * r * widen(g[j]));
   }
-  record.count = rmsnorm_forward_count(n, d);
+}
+
+Tensor rmsnorm_forward(RmsnormSaved& saved, const Tensor& x, const Tensor& weight, float eps, std::string_view name,
+                       DType out_dtype) {
+  check_arg(weight.dim() == 1, "rmsnorm: weight '{}' must be (D,), got {}", weight.name(), weight.shape_str());
+  const int64_t d = weight.size(0), n = x.numel() / d;
+  check_rows(x, d, "x");
+  check_arg(eps > 0.0f && std::isfinite(eps), "rmsnorm: eps is {}, allowed range is (0, inf)", eps);
+  const std::string prefix(name);
+  Tensor out = Tensor::empty(x.shape(), Category::activation, prefix + ".out", out_dtype);
+  Tensor rstd = Tensor::empty({n}, Category::activation, prefix + ".rstd");
+  OpRecord record("rmsnorm");
+  dispatch_floating(weight.dtype(), [&](auto g_tag) {
+    dispatch_floating(out_dtype, [&](auto o_tag) {
+      using G = decltype(g_tag);
+      using O = decltype(o_tag);
+      rmsnorm_forward_kernel(data_as<O>(out), rstd.data(), x.data(), data_as<G>(weight), n, d, eps);
+    });
+  });
+  record.count = rmsnorm_forward_count(n, d, weight.dtype(), out_dtype);
   saved.x = x;
   saved.rstd = rstd;
   return out;
+}
+
+template <typename G, typename GW>
+static void rmsnorm_backward_kernel(float* dx, GW* dg, const float* dy, const float* px, const float* pr, const G* g,
+                                    int64_t n, int64_t d, bool accumulate_grad_x) {
+  const float inv_d = 1.0f / static_cast<float>(d);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = px + i * d;
+    const float* dyi = dy + i * d;
+    float* dxi = dx + i * d;
+    const float r = pr[i];
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t j = 0; j < d; ++j) dot += dyi[j] * widen(g[j]) * xi[j];
+    const float c = r * r * r * dot * inv_d;
+    if (accumulate_grad_x) {
+#pragma omp simd
+      for (int64_t j = 0; j < d; ++j) dxi[j] += (widen(g[j]) * dyi[j]) * r - xi[j] * c;
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < d; ++j) dxi[j] = (widen(g[j]) * dyi[j]) * r - xi[j] * c;
+    }
+  }
+  // grad_weight: threads own column ranges and sum rows in order into a float32 block of columns, then add it to
+  // grad_weight once (one rounding for bf16 gradients); the result does not depend on the thread count.
+  constexpr int64_t kBlock = 256;
+#pragma omp parallel
+  {
+    const int nthreads = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int64_t chunk = (d + nthreads - 1) / nthreads;
+    const int64_t c0 = std::min(d, tid * chunk), c1 = std::min(d, c0 + chunk);
+    float acc[kBlock];
+    for (int64_t b0 = c0; b0 < c1; b0 += kBlock) {
+      const int64_t len = std::min(kBlock, c1 - b0);
+      std::fill_n(acc, len, 0.0f);
+      for (int64_t i = 0; i < n; ++i) {
+        const float r = pr[i];
+        const float* xi = px + i * d + b0;
+        const float* dyi = dy + i * d + b0;
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) acc[j] += dyi[j] * xi[j] * r;
+      }
+      for (int64_t j = 0; j < len; ++j) dg[b0 + j] = narrow<GW>(widen(dg[b0 + j]) + acc[j]);
+    }
+  }
 }
 
 void rmsnorm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_out, RmsnormSaved& saved,
@@ -70,45 +126,18 @@ void rmsnorm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Ten
   check_rows(grad_out, d, "grad_out");
   check_arg(grad_x.numel() == n * d && grad_out.numel() == n * d, "rmsnorm backward: grad tensors must hold {} x {}",
             n, d);
+  check_arg(grad_weight.numel() == d && grad_weight.is_contiguous(), "rmsnorm backward: grad_weight '{}' must hold {}",
+            grad_weight.name(), d);
   OpRecord record("rmsnorm");
-  const float* px = saved.x.data();
-  const float* pr = saved.rstd.data();
-  const float* g = weight.data();
-  const float* dy = grad_out.data();
-  float* dx = grad_x.data();
-  float* dg = grad_weight.data();
-  const float inv_d = 1.0f / static_cast<float>(d);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float* xi = px + i * d;
-    const float* dyi = dy + i * d;
-    float* dxi = dx + i * d;
-    const float r = pr[i];
-    float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t j = 0; j < d; ++j) dot += dyi[j] * g[j] * xi[j];
-    const float c = r * r * r * dot * inv_d;
-    if (accumulate_grad_x) {
-      for (int64_t j = 0; j < d; ++j) dxi[j] += (g[j] * dyi[j]) * r - xi[j] * c;
-    } else {
-      for (int64_t j = 0; j < d; ++j) dxi[j] = (g[j] * dyi[j]) * r - xi[j] * c;
-    }
-  }
-  // grad_weight: threads own column ranges and sum rows in order, so the result does not depend on the
-  // thread count and no two threads write the same element.
-#pragma omp parallel
-  {
-    const int nthreads = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int64_t chunk = (d + nthreads - 1) / nthreads;
-    const int64_t c0 = std::min(d, tid * chunk), c1 = std::min(d, c0 + chunk);
-    for (int64_t i = 0; i < n; ++i) {
-      const float r = pr[i];
-      const float* xi = px + i * d;
-      const float* dyi = dy + i * d;
-      for (int64_t j = c0; j < c1; ++j) dg[j] += dyi[j] * xi[j] * r;
-    }
-  }
-  record.count = rmsnorm_backward_count(n, d, accumulate_grad_x);
+  dispatch_floating(weight.dtype(), [&](auto g_tag) {
+    dispatch_floating(grad_weight.dtype(), [&](auto gw_tag) {
+      using G = decltype(g_tag);
+      using GW = decltype(gw_tag);
+      rmsnorm_backward_kernel(grad_x.data(), data_as<GW>(grad_weight), grad_out.data(), saved.x.data(),
+                              saved.rstd.data(), data_as<G>(weight), n, d, accumulate_grad_x);
+    });
+  });
+  record.count = rmsnorm_backward_count(n, d, accumulate_grad_x, weight.dtype(), grad_weight.dtype());
   saved.x.reset();
   saved.rstd.reset();
 }

@@ -1,4 +1,7 @@
 // RMSNorm: y = x / sqrt(mean(x²) + eps) · g, over the last dim.   N = rows (B*T), D = d_model.
+// x, dy and dx are float32 (the residual stream and its gradient stay float32 in every precision); the gain g
+// and its gradient are float32 or bf16 (the parameters' and gradients' dtypes), and y is float32 or bf16 (a
+// mixed-precision step writes the matmuls' bf16 input directly: no separate cast). Statistics are float32.
 #pragma once
 
 #include <string_view>
@@ -15,11 +18,13 @@ struct RmsnormSaved {
   Tensor rstd;
 };
 
-// out (N, D) = x (N, D) · rstd · weight (D), written `=`; out is allocated as activation "<name>.out".
-Tensor rmsnorm_forward(RmsnormSaved& saved, const Tensor& x, const Tensor& weight, float eps, std::string_view name);
+// out (N, D) = x (N, D) · rstd · weight (D), written `=`; out is allocated as activation "<name>.out" of
+// dtype out_dtype.
+Tensor rmsnorm_forward(RmsnormSaved& saved, const Tensor& x, const Tensor& weight, float eps, std::string_view name,
+                       DType out_dtype = DType::f32);
 
 // grad_x (N, D)   = rstd · (g ⊙ dy) − x · rstd³ · (Σ_j dy_j g_j x_j) / D   (`=`, or `+=` with accumulate)
-// grad_weight (D) += Σ_rows dy ⊙ x · rstd
+// grad_weight (D) += Σ_rows dy ⊙ x · rstd   (summed over rows in float32, added to grad_weight once)
 // Frees saved.x and saved.rstd.
 void rmsnorm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_out, RmsnormSaved& saved,
                       const Tensor& weight, bool accumulate_grad_x);
@@ -27,7 +32,9 @@ void rmsnorm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Ten
 // FLOPs per row, as the loops execute them (exp/sqrt/div count 1 each):
 //   forward  4*D + 4   (D squares + D adds, /D, +eps, sqrt, 1/x, then 2 multiplies per element)
 //   backward 10*D + 4  (dot: 3 per element; r³·dot/D: 4; dx: 4 per element (+1 with accumulate); dg: 3)
-OpCount rmsnorm_forward_count(int64_t n, int64_t d);
-OpCount rmsnorm_backward_count(int64_t n, int64_t d, bool accumulate_grad_x);
+// Bytes at each tensor's dtype: weight (g), out (y), grad_weight.
+OpCount rmsnorm_forward_count(int64_t n, int64_t d, DType weight = DType::f32, DType out = DType::f32);
+OpCount rmsnorm_backward_count(int64_t n, int64_t d, bool accumulate_grad_x, DType weight = DType::f32,
+                               DType grad_weight = DType::f32);
 
 }  // namespace reckon

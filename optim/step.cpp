@@ -4,7 +4,19 @@
 
 namespace reckon {
 
-double training_step(Transformer& model, AdamW& optimizer, const Tensor& tokens, const Tensor& targets) {
+StepOptimizer::StepOptimizer(std::vector<Parameter>& params, const AdamWConfig& config, bool master_weights) {
+  if (master_weights) master_ = std::make_unique<AdamWMasterWeights>(params, config);
+  else adamw_ = std::make_unique<AdamW>(params, config);
+}
+
+void StepOptimizer::step() {
+  if (master_) master_->step();
+  else adamw_->step();
+}
+
+int64_t StepOptimizer::steps_taken() const { return master_ ? master_->steps_taken() : adamw_->steps_taken(); }
+
+double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets) {
   {
     PhaseScope phase(Phase::optimizer);
     model.zero_grad();
@@ -17,7 +29,7 @@ double training_step(Transformer& model, AdamW& optimizer, const Tensor& tokens,
 
 TrainingSession::TrainingSession(const TrainConfig& config)
     : model(config.model, config.seed),
-      optimizer(model.parameters(), config.optim),
+      optimizer(model.parameters(), config.optim, config.model.dtypes().master_weights),
       tokens(Tensor::empty({config.model.batch_size, config.model.context_length}, Category::activation,
                            "batch.tokens", DType::i32)),
       targets(Tensor::empty({config.model.batch_size, config.model.context_length}, Category::activation,

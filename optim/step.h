@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <vector>
 
 #include "model/config.h"
@@ -20,14 +21,27 @@ namespace reckon {
 // first-touches fresh pages again (≈ 0.2 s on S). From step 3 on, every block comes from the cache.
 constexpr int64_t kWarmUpSteps = 2;
 
-// zero_grad (phase optimizer), forward, backward, AdamW step. Returns the loss.
-double training_step(Transformer& model, AdamW& optimizer, const Tensor& tokens, const Tensor& targets);
+// The optimizer a precision trains with: AdamW on the float32 parameters (fp32, amp-bf16), or AdamW on float32
+// master weights behind the bf16 parameters (bf16: AdamWMasterWeights).
+class StepOptimizer {
+ public:
+  StepOptimizer(std::vector<Parameter>& params, const AdamWConfig& config, bool master_weights);
+  void step();
+  int64_t steps_taken() const;
+
+ private:
+  std::unique_ptr<AdamW> adamw_;
+  std::unique_ptr<AdamWMasterWeights> master_;
+};
+
+// zero_grad (phase optimizer), forward, backward, optimizer step. Returns the loss.
+double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets);
 
 // What a training run holds: the model (parameters, gradients), its AdamW, and the batch tensors
 // (int32 (B, T), category activation, "batch.tokens" / "batch.targets"), allocated in that order.
 struct TrainingSession {
   Transformer model;
-  AdamW optimizer;
+  StepOptimizer optimizer;
   Tensor tokens, targets;
 
   explicit TrainingSession(const TrainConfig& config);

@@ -34,6 +34,17 @@ inline float to_float(bf16 b) {
   return f;
 }
 
+// Element access for kernels templated on their storage type (float or bf16): widen exactly on load, round to
+// nearest even on store. Arithmetic always runs in float32.
+inline float widen(float x) { return x; }
+inline float widen(bf16 x) { return to_float(x); }
+template <typename T>
+inline T narrow(float x);
+template <>
+inline float narrow<float>(float x) { return x; }
+template <>
+inline bf16 narrow<bf16>(float x) { return to_bf16(x); }
+
 // n elements, vectorised (VCVTNEPS2BF16 where the CPU has AVX512-BF16, an AVX-512F emulation otherwise,
 // scalar without AVX-512); same bits as to_bf16 element by element.
 void convert_to_bf16(bf16* dst, const float* src, int64_t n);

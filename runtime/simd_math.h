@@ -10,6 +10,8 @@
 #include <bit>
 #include <cstring>
 
+#include "runtime/bf16.h"
+
 namespace reckon {
 
 #pragma omp declare simd
@@ -50,6 +52,13 @@ inline float max_of(const float* x, int64_t n) {
     for (int l = 1; l < 16; ++l) m = acc[l] > m ? acc[l] : m;
   }
   for (; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+// The same over bf16 values (widened exactly), as float.
+inline float max_of(const bf16* x, int64_t n) {
+  float m = widen(x[0]);
+  for (int64_t j = 1; j < n; ++j) m = widen(x[j]) > m ? widen(x[j]) : m;
   return m;
 }
 

@@ -195,7 +195,7 @@ Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, int64_t offs
     }
     last += (shape[d] - 1) * strides[d];
   }
-  const int64_t capacity = storage_bytes() / static_cast<int64_t>(sizeof(float));
+  const int64_t capacity = storage_bytes() / dtype_bytes(dtype_);
   if (offset_ + offset < 0 || last >= capacity) {
     throw std::invalid_argument(fmt::format("as_strided of '{}': view reaches element {}, storage has {}",
                                             name(), last, capacity));

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "runtime/allocator.h"
@@ -68,6 +69,21 @@ class Tensor {
   int ndim_ = 0;
   DType dtype_ = DType::f32;
 };
+
+// The data of a float32 or bf16 tensor as T* (float or bf16); throws std::invalid_argument on a dtype mismatch.
+template <typename T>
+T* data_as(const Tensor& t) {
+  if constexpr (std::is_same_v<T, bf16>) return t.data_bf16();
+  else return t.data();
+}
+
+// Calls f(T{}) with T = float or bf16 for a floating dtype, so one templated kernel serves both:
+//   dispatch_floating(x.dtype(), [&](auto tag) { using T = decltype(tag); kernel(data_as<T>(x), …); });
+template <typename F>
+void dispatch_floating(DType dtype, F&& f) {
+  if (dtype == DType::bf16) f(bf16{});
+  else f(0.0f);
+}
 
 // Number of elements of a shape; throws std::invalid_argument (naming `what`) for bad dims or overflow.
 int64_t checked_numel(const Shape& shape, std::string_view what);

@@ -1,0 +1,37 @@
+#include "model/precision.h"
+
+namespace reckon {
+
+const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::fp32: return "fp32";
+    case Precision::amp_bf16: return "amp-bf16";
+    case Precision::bf16: return "bf16";
+  }
+  return "?";
+}
+
+const char* grad_dtype_name(GradDType g) {
+  switch (g) {
+    case GradDType::automatic: return "auto";
+    case GradDType::fp32: return "fp32";
+    case GradDType::bf16: return "bf16";
+  }
+  return "?";
+}
+
+DTypePlan dtype_plan(Precision precision, GradDType grad_dtype) {
+  DTypePlan plan;
+  if (precision == Precision::fp32) return plan;
+  plan.act = DType::bf16;
+  if (precision == Precision::amp_bf16) {
+    plan.weight_cache = true;
+    return plan;
+  }
+  plan.param = DType::bf16;
+  plan.grad = grad_dtype == GradDType::fp32 ? DType::f32 : DType::bf16;
+  plan.master_weights = true;
+  return plan;
+}
+
+}  // namespace reckon
