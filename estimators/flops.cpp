@@ -8,12 +8,6 @@
 
 namespace reckon {
 
-namespace {
-// Every count is CheckedInt arithmetic: a config whose counts do not fit int64 throws SizeOverflow.
-OpCount make(CheckedInt calls, CheckedInt mm, CheckedInt other, CheckedInt read_elems, CheckedInt written_elems) {
-  return OpCount{calls.value(), mm.value(), other.value(), (4 * read_elems).value(), (4 * written_elems).value(), 0.0};
-}
-}  // namespace
 
 int64_t count_parameters(const ModelConfig& c) {
   const CheckedInt v = c.vocab_size, d = c.d_model, f = c.d_ff;
@@ -32,70 +26,96 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   const CheckedInt causal = t * (t + 1) / 2;  // entries the causal softmax touches per (b, h)
   const bool swiglu = c.ffn == FfnKind::swiglu;
   const CheckedInt ffn_in = swiglu ? 2 : 1;  // linears D -> F per layer
+  // Bytes per element (model/precision.h): P parameters, G gradients, A the bf16 region (matmul operands and
+  // outputs, attention, gate, logits); 4 for the float32 residual stream, norm statistics, batch and losses.
+  const DTypePlan plan = c.dtypes();
+  const CheckedInt P = dtype_bytes(plan.param), G = dtype_bytes(plan.grad), A = dtype_bytes(plan.act), F = 4;
+  const bool mixed = plan.act != DType::f32;
   std::map<OpKey, OpCount> e;
-  auto add = [&](const char* op, Phase phase, const OpCount& x) { e[OpKey{op, phase}] += x; };
-  const Phase F = Phase::forward, B = Phase::backward, O = Phase::optimizer;
+  // calls, matmul FLOPs, other FLOPs, bytes read, bytes written.
+  auto add = [&](const char* op, Phase phase, CheckedInt calls, CheckedInt mm, CheckedInt other, CheckedInt read,
+                 CheckedInt written) {
+    e[OpKey{op, phase}] += OpCount{calls.value(), mm.value(), other.value(), read.value(), written.value(), 0.0};
+  };
+  const Phase Fw = Phase::forward, Bw = Phase::backward, O = Phase::optimizer;
 
   // Token embedding: gather N rows; backward scatter-adds them (reads grad rows it adds into).
-  add("embedding", F, make(1, 0, 0, n + n * d, n * d));
-  add("embedding", B, make(1, 0, n * d, n + 2 * n * d, n * d));
+  add("embedding", Fw, 1, 0, 0, F * n + P * n * d, F * n * d);
+  add("embedding", Bw, 1, 0, n * d, F * (n + n * d) + G * n * d, G * n * d);
   if (c.position == Position::learned) {
-    add("position_embedding", F, make(1, 0, n * d, n * d + t * d, n * d));
-    add("position_embedding", B, make(1, 0, n * d, n * d + t * d, t * d));
+    add("position_embedding", Fw, 1, 0, n * d, F * n * d + P * t * d, F * n * d);
+    add("position_embedding", Bw, 1, 0, n * d, F * n * d + G * t * d, G * t * d);
   }
   // RMSNorm: 2 per layer + the final one. Forward 4D+4 FLOPs a row; backward 10D+4, +D where dX is `+=`
   // (the two in-layer norms write into the residual stream's gradient; the final one writes it first).
+  // x, dy, dx, rstd float32; gain P, its gradient G; output A (the matmuls' input).
   const CheckedInt norms = 2 * l + 1, acc_norms = 2 * l;
-  add("rmsnorm", F, make(norms, 0, norms * n * (4 * d + 4), norms * (n * d + d), norms * (n * d + n)));
-  add("rmsnorm", B, make(norms, 0, norms * n * (10 * d + 4) + acc_norms * n * d,
-                         norms * (2 * n * d + n + 2 * d) + acc_norms * n * d, norms * (n * d + d)));
+  add("rmsnorm", Fw, norms, 0, norms * n * (4 * d + 4), norms * (F * n * d + P * d), norms * (A * n * d + F * n));
+  add("rmsnorm", Bw, norms, 0, norms * n * (10 * d + 4) + acc_norms * n * d,
+      norms * (F * (2 * n * d + n) + (P + G) * d) + acc_norms * F * n * d, norms * (F * n * d + G * d));
   // Linear layers inside the blocks: q, k, v, o (D -> D) and the ffn (D -> F twice or once, F -> D).
-  // Forward reads x and W, writes y. Backward: dX = dY·W (reads dY, W, + dX when accumulating) and
-  // dW += dYᵀ·X (reads dY, X, dW). dX accumulates for k and v (after q) and for w1 after w3 (swiglu).
+  // Forward reads x and W (A), writes y: A for q, k, v, w1, w3 (saved), float32 for o and w2 (added to the
+  // residual stream). Backward: dX = dY·W reads dY, W (+ dX when accumulating), writes dX — float32 for q, k,
+  // v, w1, w3 (into a norm's float32 grad_out), A for o and w2 (into the attention / gate backward);
+  // dW += dYᵀ·X reads dY, X and dW (G), writes dW. dX accumulates for k and v (after q) and for w1 after w3.
   {
-    const CheckedInt dd = 4, df = ffn_in, fd = 1;  // counts per layer of each shape
-    const CheckedInt calls = l * (dd + df + fd);
-    const CheckedInt mm = l * 2 * n * d * (dd * d + (df + fd) * f);
-    const CheckedInt read = l * (dd * (n * d + d * d) + df * (n * d + f * d) + fd * (n * f + d * f));
-    const CheckedInt written = l * (dd * n * d + df * n * f + fd * n * d);
-    add("linear", F, make(calls, mm, 0, read, written));
-    const CheckedInt acc_dd = 2, acc_df = swiglu ? 1 : 0;  // dX accumulations per layer
-    const CheckedInt dw_adds = l * (dd * d * d + (df + fd) * f * d);
-    const CheckedInt dx_adds = l * (acc_dd * n * d + acc_df * n * d);
-    // per linear (N, IN -> OUT): dX reads N·OUT + OUT·IN (+ N·IN), writes N·IN; dW reads N·OUT + N·IN + OUT·IN,
-    // writes OUT·IN.
-    auto bwd_read = [&](CheckedInt in, CheckedInt out) { return 2 * n * out + 2 * out * in + n * in; };
-    const CheckedInt read_b = l * (dd * bwd_read(d, d) + df * bwd_read(d, f) + fd * bwd_read(f, d)) + dx_adds;
-    const CheckedInt written_b = l * (dd * (n * d + d * d) + df * (n * d + f * d) + fd * (n * f + d * f));
-    add("linear", B, make(2 * calls, 2 * mm, dw_adds + dx_adds, read_b, written_b));
+    CheckedInt calls = 0, mm = 0, read_f = 0, written_f = 0, read_b = 0, written_b = 0, other_b = 0;
+    // q, k, v: y in A, dX float32 (k, v accumulate); o: y float32, dX in A; w1, w3: y in A, dX float32 (w1
+    // accumulates after w3 for swiglu); w2: y float32, dX in A.
+    auto add_linear = [&](CheckedInt count, CheckedInt in, CheckedInt out, CheckedInt y_bytes, CheckedInt dx_bytes,
+                          CheckedInt acc_count) {
+      calls += count;
+      mm += count * 2 * n * in * out;
+      read_f += count * A * (n * in + out * in);
+      written_f += count * y_bytes * n * out;
+      read_b += count * (A * (2 * n * out + out * in + n * in) + G * out * in) + acc_count * dx_bytes * n * in;
+      written_b += count * (dx_bytes * n * in + G * out * in);
+      other_b += count * out * in + acc_count * n * in;
+    };
+    add_linear(3 * l, d, d, A, F, 2 * l);
+    add_linear(l, d, d, F, A, 0);
+    add_linear(ffn_in * l, d, f, A, F, swiglu ? l : CheckedInt(0));
+    add_linear(l, f, d, F, A, 0);
+    add("linear", Fw, calls, mm, 0, read_f, written_f);
+    add("linear", Bw, 2 * calls, 2 * mm, other_b, read_b, written_b);
   }
   // Attention core per layer: QKᵀ (scaled), causal softmax, PV; backward dP, dV, softmax backward, dQ, dK
-  // (both scaled). Matmuls count the full T×T products, the softmax only the causal part.
+  // (both scaled). Matmuls count the full T×T products, the softmax only the causal part. Every tensor in A.
   // The 1/√d_k scale is a matmul output scale, executed (and counted) only when it is not 1: d_k = 1 has none.
   const CheckedInt scaled = dk == 1 ? 0 : 1;
-  add("attention", F, make(3 * l, l * bh * 4 * t * t * dk, l * bh * (scaled * t * t + 5 * causal),
-                           l * bh * (2 * t * dk + causal + t * t + t * dk), l * bh * (2 * t * t + t * dk)));
-  add("attention", B, make(5 * l, l * bh * 8 * t * t * dk, l * bh * (scaled * 2 * t * dk + 4 * causal),
-                           l * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)),
-                           l * bh * (2 * t * t + 3 * t * dk)));
-  // The gate (swiglu: silu(a)·b) or silu alone, N·F elements per layer.
+  add("attention", Fw, 3 * l, l * bh * 4 * t * t * dk, l * bh * (scaled * t * t + 5 * causal),
+      A * l * bh * (2 * t * dk + causal + t * t + t * dk), A * l * bh * (2 * t * t + t * dk));
+  add("attention", Bw, 5 * l, l * bh * 8 * t * t * dk, l * bh * (scaled * 2 * t * dk + 4 * causal),
+      A * l * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)),
+      A * l * bh * (2 * t * t + 3 * t * dk));
+  // The gate (swiglu: silu(a)·b) or silu alone, N·F elements per layer, in A.
   if (swiglu) {
-    add("swiglu", F, make(l, 0, l * 5 * n * f, l * 2 * n * f, l * n * f));
-    add("swiglu", B, make(l, 0, l * 12 * n * f, l * 3 * n * f, l * 2 * n * f));
+    add("swiglu", Fw, l, 0, l * 5 * n * f, A * l * 2 * n * f, A * l * n * f);
+    add("swiglu", Bw, l, 0, l * 12 * n * f, A * l * 3 * n * f, A * l * 2 * n * f);
   } else {
-    add("silu", F, make(l, 0, l * 4 * n * f, l * n * f, l * n * f));
-    add("silu", B, make(l, 0, l * 9 * n * f, l * 2 * n * f, l * n * f));
+    add("silu", Fw, l, 0, l * 4 * n * f, A * l * n * f, A * l * n * f);
+    add("silu", Bw, l, 0, l * 9 * n * f, A * l * 2 * n * f, A * l * n * f);
   }
-  add("residual", F, make(2 * l, 0, 2 * l * n * d, 2 * l * 2 * n * d, 2 * l * n * d));
-  // LM head: N×D times D×V; backward dX (written) and dW (accumulated).
-  add("lm_head", F, make(1, 2 * n * d * v, 0, n * d + v * d, n * v));
-  add("lm_head", B, make(2, 4 * n * d * v, v * d, 2 * n * v + 2 * v * d + n * d, n * d + v * d));
-  add("cross_entropy", F, make(1, 0, n * (5 * v + 4) + 1, n * v + 2 * n, n * v + n));
-  add("cross_entropy", B, make(1, 0, n * (v + 1) + 1, n * v + n, n * v));
-  // Optimizer phase: zero_grad writes every gradient; AdamW reads p, g, m, v and writes p, m, v.
+  add("residual", Fw, 2 * l, 0, 2 * l * n * d, F * 2 * l * 2 * n * d, F * 2 * l * n * d);
+  // LM head: N×D times D×V, logits in A; backward dX (float32, into the final norm) and dW (accumulated, G).
+  add("lm_head", Fw, 1, 2 * n * d * v, 0, A * (n * d + v * d), A * n * v);
+  add("lm_head", Bw, 2, 4 * n * d * v, v * d, A * (2 * n * v + v * d + n * d) + G * v * d, F * n * d + G * v * d);
+  add("cross_entropy", Fw, 1, 0, n * (5 * v + 4) + 1, A * n * v + F * 2 * n, A * n * v + F * n);
+  add("cross_entropy", Bw, 1, 0, n * (v + 1) + 1, A * n * v + F * n, A * n * v);
+  // Casts (0 FLOPs): amp-bf16 casts every matmul weight once per step (float32 -> bf16); both mixed modes cast
+  // the residual stream's gradient to bf16 twice per layer (into the ffn and attention branches).
+  if (plan.weight_cache) {
+    const CheckedInt weights = l * (4 * d * d + (ffn_in + 1) * f * d) + v * d;
+    add("cast", Fw, l * (4 + ffn_in + 1) + 1, 0, 0, F * weights, 2 * weights);
+  }
+  if (mixed) add("cast", Bw, 2 * l, 0, 0, F * 2 * l * n * d, A * 2 * l * n * d);
+  // Optimizer phase: zero_grad writes every gradient; AdamW reads p, g, m, v and writes p, m, v (float32),
+  // or, with master weights, reads g, master, m, v and writes master, m, v and the bf16 parameter.
   const CheckedInt p = count_parameters(c);
-  add("zero_grad", O, make(1, 0, 0, 0, p));
-  add("adamw", O, make(1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * p, 4 * p, 3 * p));
+  const CheckedInt adamw_flops = (optim.weight_decay != 0.0 ? 14 : 13) * p;
+  add("zero_grad", O, 1, 0, 0, 0, G * p);
+  if (plan.master_weights) add("adamw", O, 1, 0, adamw_flops, (12 + G) * p, (12 + P) * p);
+  else add("adamw", O, 1, 0, adamw_flops, 4 * F * p, 3 * F * p);
   return e;
 }
 

@@ -47,8 +47,8 @@ class Replay {
   Replay(bool scratchpad, bool keep_log, std::vector<StepMatmul>* matmuls)
       : scratchpad_(scratchpad), keep_log_(keep_log), matmuls_(matmuls) {}
 
-  void alloc(TensorName name, Category cat, CheckedInt elements) {
-    const int64_t raw = (4 * elements).value();
+  void alloc(TensorName name, Category cat, CheckedInt elements, DType dtype = DType::f32) {
+    const int64_t raw = (dtype_bytes(dtype) * elements).value();
     if (raw > kMaxAllocationBytes) {  // a count that fits int64 but a tensor the allocator would refuse
       throw SizeOverflow(fmt::format("{} would be one tensor of {} bytes, above the largest allocation ({} bytes)",
                                      name.str(), raw, kMaxAllocationBytes));
@@ -178,6 +178,13 @@ MatmulGeometry geometry(int rank, std::array<int64_t, 4> a_dims, std::array<int6
   return g;
 }
 
+// The same geometry with its operand and destination dtypes (oneDNN's scratchpad depends on them).
+MatmulGeometry typed(MatmulGeometry g, DType operands, DType dst) {
+  g.a_dtype = g.b_dtype = operands;
+  g.dst_dtype = dst;
+  return g;
+}
+
 // linear: y (N, OUT) = x (N, IN) · Wᵀ;  dX (N, IN) = dY · W;  dW (OUT, IN) += dYᵀ · X
 MatmulGeometry linear_fwd(int64_t n, int64_t in, int64_t out) {
   return geometry(2, {n, in}, {in, 1}, {in, out}, {1, in}, {n, out}, {out, 1}, 1.0f, false);
@@ -207,13 +214,19 @@ struct AttnGeometry {
 };
 
 // The whole step, replayed: memory estimate out, and (if `matmuls`) every matmul call recorded.
+// Precision (model/precision.h): P, G = parameter and gradient dtypes, A = the bf16 region's dtype; with the
+// weight cache (amp-bf16) each matmul weight's bf16 copy "<name>.bf16" is allocated at its first use in forward
+// and freed after its last use in backward, exactly where model/transformer.cpp does.
 MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o, std::vector<StepMatmul>* matmuls) {
   const CheckedInt b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
   const CheckedInt n = b * t, h = c.num_heads, btt = b * h * t * t;
   const bool swiglu = c.ffn == FfnKind::swiglu;
+  const DTypePlan plan = c.dtypes();
+  const DType A = plan.act, F32 = DType::f32;
+  const bool mixed = A != F32;
   Replay r(o.onednn_scratchpad, o.live_at_peak, matmuls);
 
-  // Parameters, gradients (and, in steady state, AdamW's m and v): one block per named tensor.
+  // Parameters, gradients (and, in steady state, the optimizer state): one block per named tensor.
   struct Param { TensorName name; CheckedInt elements; };
   std::vector<Param> params;
   params.push_back({top("tok_emb.weight"), v * d});
@@ -232,31 +245,44 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   if (!c.tie_embeddings) params.push_back({top("lm_head.weight"), v * d});
   CheckedInt num_parameters = 0;
   for (const Param& p : params) {
-    r.alloc(p.name, Category::parameter, p.elements);
-    r.alloc({p.name.layer, p.name.suffix, ".grad"}, Category::gradient, p.elements);
+    r.alloc(p.name, Category::parameter, p.elements, plan.param);
+    r.alloc({p.name.layer, p.name.suffix, ".grad"}, Category::gradient, p.elements, plan.grad);
     num_parameters += p.elements;
   }
   if (o.optimizer_state) {
     for (const Param& p : params) {
+      if (plan.master_weights) r.alloc({p.name.layer, p.name.suffix, ".master"}, Category::optimizer_state, p.elements);
       r.alloc({p.name.layer, p.name.suffix, ".exp_avg"}, Category::optimizer_state, p.elements);
       r.alloc({p.name.layer, p.name.suffix, ".exp_avg_sq"}, Category::optimizer_state, p.elements);
     }
   }
   if (o.batch_tensors) {
-    r.alloc(top("batch.tokens"), Category::activation, n);
-    r.alloc(top("batch.targets"), Category::activation, n);
+    r.alloc(top("batch.tokens"), Category::activation, n, DType::i32);
+    r.alloc(top("batch.targets"), Category::activation, n, DType::i32);
   }
+
+  // amp-bf16's weight cache: the bf16 copy of a matmul weight (in, out features), cast at first use, freed
+  // after the last.
+  auto cache_weight = [&](TensorName weight, CheckedInt elements) {
+    if (plan.weight_cache) r.alloc({weight.layer, weight.suffix, ".bf16"}, Category::parameter, elements, DType::bf16);
+  };
+  auto release_weight = [&](TensorName weight) {
+    if (plan.weight_cache) r.free({weight.layer, weight.suffix, ".bf16"});
+  };
+  const TensorName head_weight = top(c.tie_embeddings ? "tok_emb.weight" : "lm_head.weight");
 
   const AttnGeometry ag(b, h, t, d);
   const int64_t n_ = n.value(), d_ = d.value(), f_ = f.value(), v_ = v.value();
-  auto lin_fwd = [&](TensorName out, Category cat, int64_t in, int64_t outf, const char* op) {
-    r.alloc(out, cat, n * outf);
-    r.matmul(linear_fwd(n_, in, outf), op);
+  auto lin_fwd = [&](TensorName out, Category cat, DType out_dtype, int64_t in, int64_t outf, const char* op) {
+    r.alloc(out, cat, n * outf, out_dtype);
+    r.matmul(typed(linear_fwd(n_, in, outf), A, out_dtype), op);
   };
-  auto lin_bwd = [&](int64_t in, int64_t outf, bool acc, const char* op) {
-    r.matmul(linear_dx(n_, in, outf, acc), op);
-    r.matmul(linear_dw(n_, in, outf), op);
+  // dX (dtype dx_dtype) then dW (the gradient's dtype, accumulated).
+  auto lin_bwd = [&](int64_t in, int64_t outf, bool acc, DType dx_dtype, const char* op) {
+    r.matmul(typed(linear_dx(n_, in, outf, acc), A, dx_dtype), op);
+    r.matmul(typed(linear_dw(n_, in, outf), A, plan.grad), op);
   };
+  auto attn_mm = [&](const MatmulGeometry& g) { r.matmul(typed(g, A, A), "attention"); };
   const char* gate = swiglu ? "ffn.gated" : "ffn.silu_out";
 
   // ---------------------------------------------------------------- forward
@@ -264,39 +290,49 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   r.alloc(top("tok_emb.out"), Category::activation, n * d);
   TensorName x = top("tok_emb.out");  // the residual stream tensor entering the next layer
   for (int32_t i = 0; i < c.num_layers; ++i) {
-    r.alloc({i, "attn_norm.out"}, Category::activation, n * d);
+    r.alloc({i, "attn_norm.out"}, Category::activation, n * d, A);
     r.alloc({i, "attn_norm.rstd"}, Category::activation, n);
-    for (const char* w : {"attn.q", "attn.k", "attn.v"}) lin_fwd({i, w}, Category::activation, d_, d_, "linear");
-    r.alloc({i, "attn.probs"}, Category::activation, btt);
-    r.alloc({i, "attn.ctx"}, Category::activation, n * d);
-    r.matmul(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
-                      ag.scale, false), "attention");
-    r.matmul(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
-                      false), "attention");
-    lin_fwd({i, "attn.out"}, Category::temporary, d_, d_, "linear");
+    for (const auto& [w, out] : {std::pair{"attn.wq.weight", "attn.q"}, std::pair{"attn.wk.weight", "attn.k"},
+                                 std::pair{"attn.wv.weight", "attn.v"}}) {
+      cache_weight({i, w}, d * d);
+      lin_fwd({i, out}, Category::activation, A, d_, d_, "linear");
+    }
+    r.alloc({i, "attn.probs"}, Category::activation, btt, A);
+    r.alloc({i, "attn.ctx"}, Category::activation, n * d, A);
+    attn_mm(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
+                     ag.scale, false));
+    attn_mm(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
+                     false));
+    cache_weight({i, "attn.wo.weight"}, d * d);
+    lin_fwd({i, "attn.out"}, Category::temporary, F32, d_, d_, "linear");
     r.alloc({i, "attn_residual"}, Category::activation, n * d);
     r.free({i, "attn.out"});
-    r.alloc({i, "ffn_norm.out"}, Category::activation, n * d);
+    r.alloc({i, "ffn_norm.out"}, Category::activation, n * d, A);
     r.alloc({i, "ffn_norm.rstd"}, Category::activation, n);
-    lin_fwd({i, "ffn.w1_out"}, Category::activation, d_, f_, "linear");
-    if (swiglu) lin_fwd({i, "ffn.w3_out"}, Category::activation, d_, f_, "linear");
-    r.alloc({i, gate}, Category::activation, n * f);
-    lin_fwd({i, "ffn.out"}, Category::temporary, f_, d_, "linear");
+    cache_weight({i, "ffn.w1.weight"}, f * d);
+    if (swiglu) cache_weight({i, "ffn.w3.weight"}, f * d);
+    cache_weight({i, "ffn.w2.weight"}, d * f);
+    lin_fwd({i, "ffn.w1_out"}, Category::activation, A, d_, f_, "linear");
+    if (swiglu) lin_fwd({i, "ffn.w3_out"}, Category::activation, A, d_, f_, "linear");
+    r.alloc({i, gate}, Category::activation, n * f, A);
+    lin_fwd({i, "ffn.out"}, Category::temporary, F32, f_, d_, "linear");
     r.alloc({i, "ffn_residual"}, Category::activation, n * d);
     r.free({i, "ffn.out"});
     x = {i, "ffn_residual"};
   }
-  r.alloc(top("final_norm.out"), Category::activation, n * d);
+  r.alloc(top("final_norm.out"), Category::activation, n * d, A);
   r.alloc(top("final_norm.rstd"), Category::activation, n);
-  lin_fwd(top("lm_head.logits"), Category::activation, d_, v_, "lm_head");
+  cache_weight(head_weight, v * d);
+  lin_fwd(top("lm_head.logits"), Category::activation, A, d_, v_, "lm_head");
   r.alloc(top("cross_entropy.row_loss"), Category::temporary, n);
   r.free(top("cross_entropy.row_loss"));
 
   // ---------------------------------------------------------------- backward
   r.set_phase(Phase::backward);
   r.alloc(top("final_norm.grad_out"), Category::temporary, n * d);
-  lin_bwd(d_, v_, false, "lm_head");
+  lin_bwd(d_, v_, false, F32, "lm_head");
   r.free(top("final_norm.out"));   // lm_head's saved input
+  release_weight(head_weight);
   r.free(top("lm_head.logits"));   // the buffer that held probs, then dlogits
   r.alloc(top("residual.grad"), Category::temporary, n * d);
   r.free(x);                       // final norm's saved input
@@ -305,54 +341,65 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   for (int32_t i = static_cast<int32_t>(c.num_layers) - 1; i >= 0; --i) {
     const TensorName layer_input = i == 0 ? top("tok_emb.out") : TensorName{i - 1, "ffn_residual"};
     r.alloc({i, "ffn_norm.grad_out"}, Category::temporary, n * d);
-    r.alloc({i, "ffn.grad_act"}, Category::temporary, n * f);
-    lin_bwd(f_, d_, false, "linear");
+    if (mixed) r.alloc({i, "ffn.grad_out"}, Category::temporary, n * d, A);  // cast of the residual gradient
+    r.alloc({i, "ffn.grad_act"}, Category::temporary, n * f, A);
+    lin_bwd(f_, d_, false, A, "linear");
     r.free({i, gate});
-    r.alloc({i, "ffn.grad_w1_out"}, Category::temporary, n * f);
+    r.alloc({i, "ffn.grad_w1_out"}, Category::temporary, n * f, A);
     if (swiglu) {
-      r.alloc({i, "ffn.grad_w3_out"}, Category::temporary, n * f);
+      r.alloc({i, "ffn.grad_w3_out"}, Category::temporary, n * f, A);
       r.free({i, "ffn.grad_act"});
       r.free({i, "ffn.w1_out"});
       r.free({i, "ffn.w3_out"});
-      lin_bwd(d_, f_, false, "linear");
+      lin_bwd(d_, f_, false, F32, "linear");
       r.free({i, "ffn.grad_w3_out"});
-      lin_bwd(d_, f_, true, "linear");
+      lin_bwd(d_, f_, true, F32, "linear");
     } else {
       r.free({i, "ffn.grad_act"});
       r.free({i, "ffn.w1_out"});
-      lin_bwd(d_, f_, false, "linear");
+      lin_bwd(d_, f_, false, F32, "linear");
     }
     r.free({i, "ffn_norm.out"});  // the last linear to use it has run
     r.free({i, "ffn.grad_w1_out"});
+    if (mixed) r.free({i, "ffn.grad_out"});
+    release_weight({i, "ffn.w2.weight"});
+    if (swiglu) release_weight({i, "ffn.w3.weight"});
+    release_weight({i, "ffn.w1.weight"});
     r.free({i, "attn_residual"});  // ffn norm's saved input
     r.free({i, "ffn_norm.rstd"});
     r.free({i, "ffn_norm.grad_out"});
-    r.alloc({i, "attn.grad_ctx"}, Category::temporary, n * d);
-    lin_bwd(d_, d_, false, "linear");
+    r.alloc({i, "attn.grad_ctx"}, Category::temporary, n * d, A);
+    if (mixed) r.alloc({i, "attn.grad_out"}, Category::temporary, n * d, A);
+    lin_bwd(d_, d_, false, A, "linear");
     r.free({i, "attn.ctx"});
-    for (const char* g : {"attn.grad_q", "attn.grad_k", "attn.grad_v"}) r.alloc({i, g}, Category::temporary, n * d);
-    r.alloc({i, "attn.grad_probs"}, Category::temporary, btt);
-    r.matmul(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
-                      1.0f, false), "attention");  // dP = dC Vᵀ
-    r.matmul(geometry(4, ag.tt(), ag.tt_t_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
-                      false), "attention");  // dV = Pᵀ dC
+    if (mixed) r.free({i, "attn.grad_out"});
+    release_weight({i, "attn.wo.weight"});
+    for (const char* g : {"attn.grad_q", "attn.grad_k", "attn.grad_v"}) r.alloc({i, g}, Category::temporary, n * d, A);
+    r.alloc({i, "attn.grad_probs"}, Category::temporary, btt, A);
+    attn_mm(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
+                     1.0f, false));  // dP = dC Vᵀ
+    attn_mm(geometry(4, ag.tt(), ag.tt_t_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
+                     false));  // dV = Pᵀ dC
     r.free({i, "attn.probs"});
     r.free({i, "attn.v"});
-    r.matmul(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(),
-                      ag.scale, false), "attention");  // dQ = dS K
+    attn_mm(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(),
+                     ag.scale, false));  // dQ = dS K
     r.free({i, "attn.k"});
-    r.matmul(geometry(4, ag.tt(), ag.tt_t_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(),
-                      ag.scale, false), "attention");  // dK = dSᵀ Q
+    attn_mm(geometry(4, ag.tt(), ag.tt_t_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(),
+                     ag.scale, false));  // dK = dSᵀ Q
     r.free({i, "attn.q"});
     r.free({i, "attn.grad_probs"});
     r.free({i, "attn.grad_ctx"});
     r.alloc({i, "attn_norm.grad_out"}, Category::temporary, n * d);
-    lin_bwd(d_, d_, false, "linear");
+    lin_bwd(d_, d_, false, F32, "linear");
+    release_weight({i, "attn.wq.weight"});
     r.free({i, "attn.grad_q"});
-    lin_bwd(d_, d_, true, "linear");
+    lin_bwd(d_, d_, true, F32, "linear");
+    release_weight({i, "attn.wk.weight"});
     r.free({i, "attn.grad_k"});
-    lin_bwd(d_, d_, true, "linear");
+    lin_bwd(d_, d_, true, F32, "linear");
     r.free({i, "attn_norm.out"});  // q, k, v linears' saved input
+    release_weight({i, "attn.wv.weight"});
     r.free({i, "attn.grad_v"});
     r.free(layer_input);
     r.free({i, "attn_norm.rstd"});

@@ -9,6 +9,7 @@
 #include "ops/residual.h"
 #include "runtime/check.h"
 #include "runtime/counters.h"
+#include "runtime/machine.h"
 #include "runtime/random.h"
 
 namespace reckon {
@@ -42,6 +43,7 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
   TrainConfig full;
   full.model = config;
   validate(full);
+  if (dtypes_.act == DType::bf16) check_bf16_matmul_available(fmt::format("precision = {}", precision_name(config.precision)));
   const ModelConfig& c = config_;
   const int64_t d = c.d_model;
   std::vector<bool> gain;

@@ -179,6 +179,27 @@ double measure_fma_peak_gflops(double seconds) {
   return best;
 }
 
+const std::string& bf16_matmul_unavailable_reason() {
+  static const std::string reason = [] {
+    const std::string isa = isa_name(dnnl::get_effective_cpu_isa());
+    MatmulGeometry g = matmul_geometry_plain(1, 16, 16, 16, false, true, 1.0f, false);
+    g.a_dtype = g.b_dtype = DType::bf16;
+    try {
+      matmul_impl_name(g);
+      return std::string();
+    } catch (const std::exception&) {
+      return fmt::format("this CPU cannot run bf16 matmuls: oneDNN needs AVX-512 (avx512_core; at speed "
+                         "avx512_core_bf16 or avx512_core_amx), this CPU's ISA is {}", isa);
+    }
+  }();
+  return reason;
+}
+
+void check_bf16_matmul_available(const std::string& what) {
+  const std::string& reason = bf16_matmul_unavailable_reason();
+  check_arg(reason.empty(), "{}: {}; use precision = fp32", what, reason);
+}
+
 MachineInfo machine_info() {
   MachineInfo info;
   info.threads = omp_get_max_threads();

@@ -28,6 +28,12 @@ int num_threads();
 
 MachineInfo machine_info();
 
+// Empty if this CPU runs oneDNN bf16 matmuls; otherwise why not, naming the ISA bf16 needs (AVX-512:
+// avx512_core; at speed avx512_core_bf16 or AMX) and the one this CPU has. Checked once (creates one primitive).
+const std::string& bf16_matmul_unavailable_reason();
+// Throws std::invalid_argument with that reason, prefixed by `what` ("precision = amp-bf16"), if non-empty.
+void check_bf16_matmul_available(const std::string& what);
+
 // The FMA peak: every thread runs independent FMA chains on 16-lane float vectors (no memory traffic).
 // fma_peak_kernel runs `iters` iterations in every thread and returns the FLOPs executed;
 // measure_fma_peak_gflops repeats it for about `seconds` and returns the best rate.
