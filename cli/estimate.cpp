@@ -18,6 +18,7 @@
 #include "model/config.h"
 #include "optim/adamw.h"
 #include "runtime/checked.h"
+#include "runtime/machine.h"
 
 namespace reckon {
 
@@ -36,6 +37,15 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   // and its allowed range, and nothing is printed or written.
   TrainConfig config = o.config_file.empty() ? preset_config(o.preset) : load_config_file(o.config_file);
   for (const std::string& kv : o.overrides) apply_override(config, kv);
+  // --precision sets the config's field (tf32: fp32 training, TF32 matmul peak); the GPU peak follows it.
+  if (!o.precision.empty()) {
+    if (o.precision != "fp32" && o.precision != "tf32" && o.precision != "amp-bf16" && o.precision != "bf16") {
+      throw std::invalid_argument(fmt::format(
+          "--precision: '{}' is not allowed; allowed values are fp32, tf32, amp-bf16, bf16", o.precision));
+    }
+    apply_override(config, "precision=" + (o.precision == "tf32" ? std::string("fp32") : o.precision));
+  }
+  const std::string gpu_math = o.precision == "tf32" ? "tf32" : gpu_math_for(config.model.precision);
   if (o.batch_size != 0) {  // 0: the config's
     check_range("--batch-size", o.batch_size, 1, kMaxEstimateBatch);
     config.model.batch_size = o.batch_size;
@@ -51,7 +61,7 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   check_token_count(o.train_steps, o.train_batch, config.model.context_length);
   const int64_t budget = parse_bytes("--memory-budget", o.memory_budget);
   const GpuSpec& gpu = gpu_spec(o.gpu);
-  const double peak = gpu_peak_flops(gpu, o.precision);
+  const double peak = gpu_peak_flops(gpu, gpu_math);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
   check_distinct_paths({{"--config", o.config_file}, {"--json", o.json_path}});
   check_counts_fit(config.model, config.optim);
@@ -64,11 +74,14 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   nlohmann::json j;
   j["config"] = {{"preset", config.preset}, {"description", describe(m)}};
 
+  const ParameterStateLayout layout = parameter_state_layout(m.precision, m.grad_dtype);
   out(text, "config: {} | {}\n", config.preset, describe(m));
-  out(text, "conventions: float32 everywhere (4 B); AdamW keeps m and v (2 × 4 B per parameter); GB = 10⁹ B, "
-             "GiB = 2³⁰ B; activations: {}\n",
-             textbook ? "textbook (the problem statement's list, one output-sized tensor per item)"
-                      : "as implemented by reckon (what its backward keeps; proven by `reckon reconcile`)");
+  out(text, "conventions: precision {} ({} + {} + {} B per parameter: value + gradient + optimizer state{}); "
+            "GB = 10⁹ B, GiB = 2³⁰ B; activations: {}\n",
+      precision_name(m.precision), layout.value_bytes, layout.grad_bytes, layout.optimizer_bytes,
+      layout.weight_cache_bytes ? ", + 2 B per matmul weight for its bf16 copy during the step" : "",
+      textbook ? "textbook (the problem statement's list, one float32 output-sized tensor per item)"
+               : "as implemented by reckon (what its backward keeps, at each tensor's dtype; proven by `reckon reconcile`)");
 
   // ---- parameters
   Table pt;
@@ -94,21 +107,29 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   const int64_t tb_act_per_sample = 4 * textbook_activation_floats(ModelConfig{m.vocab_size, t, l, d, m.num_heads, f,
                                                                                m.ffn, m.tie_embeddings, m.position, 1,
                                                                                m.rmsnorm_eps});
-  const int64_t fixed = 16 * n;  // parameters, gradients, m, v
+  const int64_t fixed = (CheckedInt(layout.total()) * n).value();  // parameters, gradients, optimizer state
   const int64_t a = textbook ? tb_act_per_sample : lin_impl.per_sample;
   const int64_t bconst = textbook ? fixed : lin_impl.fixed;
   Table mt;
   mt.header = {"memory at the peak", "bytes", "GB / GiB", "convention"};
   mt.right_align = {false, true, true, false};
   auto cat = [&](Category c) { return impl.peak_breakdown[static_cast<int>(c)]; };
-  mt.add({"parameters", fmt_int(4 * n), gb(4 * n), "4 B per parameter"});
-  mt.add({"gradients", fmt_int(4 * n), gb(4 * n), "one float32 per parameter"});
-  mt.add({"optimizer state", fmt_int(8 * n), gb(8 * n), "AdamW m and v"});
+  // Parameter state: by the layout (textbook), or the replay's bytes at the peak (amp-bf16's weight copies
+  // included, each tensor 64-byte rounded).
+  const int64_t param_bytes = textbook ? (CheckedInt(layout.value_bytes) * n).value() : cat(Category::parameter);
+  const int64_t grad_bytes = textbook ? (CheckedInt(layout.grad_bytes) * n).value() : cat(Category::gradient);
+  const int64_t state_bytes = textbook ? (CheckedInt(layout.optimizer_bytes) * n).value() : cat(Category::optimizer_state);
+  mt.add({"parameters", fmt_int(param_bytes), gb(param_bytes),
+          fmt::format("{} B per parameter{}", layout.value_bytes,
+                      layout.weight_cache_bytes && !textbook ? " + bf16 copies of the matmul weights alive at the peak" : "")});
+  mt.add({"gradients", fmt_int(grad_bytes), gb(grad_bytes), fmt::format("{} B per parameter", layout.grad_bytes)});
+  mt.add({"optimizer state", fmt_int(state_bytes), gb(state_bytes),
+          layout.optimizer_bytes == 12 ? "float32 master weights, AdamW m and v" : "AdamW m and v (float32)"});
   int64_t total = 0;
   if (textbook) {
     const int64_t act = (CheckedInt(tb_act_per_sample) * b).value();
     mt.add({"activations", fmt_int(act), gb(act), "textbook list (see the table below)"});
-    total = 16 * n + act;
+    total = (CheckedInt(fixed) + act).value();
   } else {
     mt.add({"activations", fmt_int(cat(Category::activation)), gb(cat(Category::activation)),
             "every tensor backward keeps, at the peak moment"});
@@ -129,10 +150,13 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
       j["memory_scratchpad"] = {{"at_peak_bytes", with_sp.scratchpad_at_peak}, {"max_bytes", with_sp.scratchpad_max},
                                 {"peak_bytes_with_scratchpad", with_sp.peak_total}};
     } catch (const std::invalid_argument& e) {
+      const std::string why = m.dtypes().act == DType::bf16 && !bf16_matmul_unavailable_reason().empty()
+                                  ? bf16_matmul_unavailable_reason()
+                                  : std::string(e.what());
       out(text, "oneDNN's scratchpad on this CPU: not queried: {} (reckon's runtime cannot run this step here; the "
                 "figures above are arithmetic and stand)\n",
-          e.what());
-      j["memory_scratchpad"] = {{"not_queried", e.what()}};
+          why);
+      j["memory_scratchpad"] = {{"not_queried", why}};
     }
   }
   // Max batch: textbook is a·B + b by construction; as implemented, the replay decides (each tensor is rounded
@@ -169,26 +193,43 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   }
   j["memory"] = {{"activations_convention", o.activations}, {"peak_bytes", total}, {"per_sample_bytes", a},
                  {"fixed_bytes", bconst}, {"budget_bytes", budget}, {"max_batch", max_batch},
-                 {"peak_breakdown", {{"parameter", 4 * n}, {"gradient", 4 * n}, {"optimizer_state", 8 * n},
+                 {"peak_breakdown", {{"parameter", param_bytes}, {"gradient", grad_bytes}, {"optimizer_state", state_bytes},
                                      {"activation", textbook ? (CheckedInt(tb_act_per_sample) * b).value() : cat(Category::activation)},
                                      {"temporary", textbook ? 0 : cat(Category::temporary)}}}};
 
-  // ---- "is it 16 or 18 bytes per parameter?": the parameter state in each layout reckon's runtime has
+  // ---- "is it 16 or 18 bytes per parameter?", "why does AMP use more memory?": every precision side by side,
+  // each from its own replay (as implemented) at this config, budget and training run.
+  const LinearFlops step_flops = step_flops_linear_in_batch(m, config.optim);
   Table ps;
-  ps.header = {"parameter state", "value + grad + optimizer (B/param)", "bytes for this model", "GB", "who counts it so"};
-  ps.right_align = {false, true, true, true, false};
+  ps.header = {"precision", "value + grad + optimizer (B/param)", "peak at B = " + std::to_string(b), "memory = a·B + b",
+               "max batch in " + o.memory_budget, fmt::format("days on {} ({} peak)", gpu.name, "matching"),
+               "who counts it so"};
+  ps.right_align = {false, true, true, false, true, true, false};
   nlohmann::json ps_json = nlohmann::json::array();
-  for (const ParameterStateLayout& layout : parameter_state_layouts()) {
-    const int64_t bytes = (CheckedInt(layout.total()) * n).value();
-    ps.add({layout.name, fmt::format("{} + {} + {} = {}", layout.value_bytes, layout.grad_bytes, layout.optimizer_bytes,
-                                     layout.total()),
-            fmt_int(bytes), fmt::format("{:.2f}", bytes / 1e9), layout.source});
-    ps_json.push_back({{"layout", layout.name}, {"value_bytes_per_param", layout.value_bytes},
-                       {"grad_bytes_per_param", layout.grad_bytes}, {"optimizer_bytes_per_param", layout.optimizer_bytes},
-                       {"total_bytes", bytes}});
+  for (const ParameterStateLayout& pl : parameter_state_layouts()) {
+    ModelConfig pm = m;
+    pm.precision = pl.precision;
+    pm.grad_dtype = pl.grad_dtype;
+    const LinearMemory plin = memory_linear_in_batch(pm, pure);
+    const int64_t ppeak = estimate_step_memory(pm, pure).peak_total;
+    const int64_t pmax = max_batch_in_budget(pm, budget, pure, plin);
+    const char* math = gpu_math_for(pl.precision);
+    const double pdays = training_time(step_flops_linear_in_batch(pm, config.optim).at(o.train_batch), n, o.train_steps,
+                                       o.train_batch, t, gpu_peak_flops(gpu, math), o.mfu).counted_days;
+    const std::string bpp = fmt::format("{} + {} + {} = {}{}", pl.value_bytes, pl.grad_bytes, pl.optimizer_bytes,
+                                        pl.total(), pl.weight_cache_bytes ? " (+2 per matmul weight in the step)" : "");
+    ps.add({pl.name, bpp, gb(ppeak), fmt::format("{}·B + {}", fmt_int(plin.per_sample), fmt_int(plin.fixed)),
+            fmt_int(pmax), fmt::format("{:.1f} ({})", pdays, math), pl.source});
+    ps_json.push_back({{"precision", pl.name}, {"value_bytes_per_param", pl.value_bytes},
+                       {"grad_bytes_per_param", pl.grad_bytes}, {"optimizer_bytes_per_param", pl.optimizer_bytes},
+                       {"weight_cache_bytes_per_matmul_param", pl.weight_cache_bytes},
+                       {"parameter_state_bytes", (CheckedInt(pl.total()) * n).value()}, {"peak_bytes", ppeak},
+                       {"per_sample_bytes", plin.per_sample}, {"fixed_bytes", plin.fixed}, {"max_batch", pmax},
+                       {"gpu_math", math}, {"counted_days", pdays}});
   }
-  out(text, "\n## Parameter state by precision (measured layouts: tests/test_model.cpp MasterWeightsBytes)\n\n{}", ps.markdown());
-  j["parameter_state"] = ps_json;
+  out(text, "\n## Precisions side by side (as implemented: each its own replay; days at MFU {:.0f}%)\n\n{}", o.mfu * 100,
+      ps.markdown());
+  j["precisions"] = ps_json;
 
   // ---- textbook vs implemented, tensor by tensor
   Table at;
@@ -218,16 +259,22 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   ft.add({"**step**", sci(sf.total()), sci(static_cast<double>(sf.total()) / tokens), ""});
   ft.add({"6·N·tokens rule", sci(6.0 * n * tokens), sci(6.0 * n), "Kaplan: ignores attention and elementwise work"});
   out(text, "\n## FLOPs (batch size {}, {} tokens)\n\n{}", b, tokens, ft.markdown());
-  out(text, "AdamW per step: {} FLOPs and {} bytes moved ({} B per parameter: read p, g, m, v; write p, m, v)\n",
-             fmt_int(adamw_flops_per_element(config.optim) * n), fmt_int(28 * n), 28);
+  const OpCount adamw = layout.optimizer_bytes == 12
+                            ? adamw_master_count(1, config.optim, m.dtypes().grad)
+                            : adamw_count(1, config.optim);
+  const int64_t adamw_bytes_per_param = adamw.bytes_read + adamw.bytes_written;
+  out(text, "AdamW per step: {} FLOPs and {} bytes moved ({} B per parameter: {})\n",
+      fmt_int(adamw_flops_per_element(config.optim) * n), fmt_int((CheckedInt(adamw_bytes_per_param) * n).value()),
+      adamw_bytes_per_param,
+      layout.optimizer_bytes == 12 ? "read g, master, m, v; write master, m, v and the bf16 parameter"
+                                   : "read p, g, m, v; write p, m, v");
   j["flops"] = {{"forward", sf.forward}, {"backward", sf.backward}, {"optimizer", sf.optimizer}, {"step", sf.total()},
                 {"six_n_per_step", 6.0 * n * tokens}, {"adamw_flops", adamw_flops_per_element(config.optim) * n},
-                {"adamw_bytes", 28 * n}};
+                {"adamw_bytes", (CheckedInt(adamw_bytes_per_param) * n).value()}};
 
   // ---- training time
   // A training batch of millions of sequences has a step count beyond int64: step FLOPs are exactly linear in
   // the batch size, so the step at the training batch is per_sample·B + fixed in double.
-  const LinearFlops step_flops = step_flops_linear_in_batch(m, config.optim);
   const double train_step_flops = step_flops.at(o.train_batch);
   const TrainingTime tt = training_time(train_step_flops, n, o.train_steps, o.train_batch, t, peak, o.mfu);
   Table tt_table;
@@ -237,7 +284,7 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
                 "forward + backward + AdamW as counted per op"});
   tt_table.add({"6·N rule", sci(tt.six_n_flops), fmt::format("{:.1f}", tt.six_n_days), "6 × parameters × tokens"});
   out(text, "\n## Training time: {} steps × batch {} × T {} = {} tokens on {} at {} ({:.1f} TFLOP/s), MFU {:.0f}%\n\n{}",
-             o.train_steps, o.train_batch, t, sci(tt.tokens), gpu.description, o.precision, peak / 1e12, o.mfu * 100,
+             o.train_steps, o.train_batch, t, sci(tt.tokens), gpu.description, gpu_math, peak / 1e12, o.mfu * 100,
              tt_table.markdown());
   Table gp;
   gp.header = {"GPU", "FP32 TFLOP/s", "TF32", "BF16", "HBM TB/s", "memory", "days at this MFU (fp32 / tf32 / bf16)"};
@@ -251,7 +298,7 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
             fmt::format("{:.0f} / {:.0f} / {:.0f}", days("fp32"), days("tf32"), days("bf16"))});
   }
   out(text, "\n{}", gp.markdown());
-  j["training"] = {{"gpu", gpu.name}, {"precision", o.precision}, {"mfu", o.mfu}, {"tokens", tt.tokens},
+  j["training"] = {{"gpu", gpu.name}, {"precision", precision_name(m.precision)}, {"gpu_math", gpu_math}, {"mfu", o.mfu}, {"tokens", tt.tokens},
                    {"counted_flops", tt.counted_flops}, {"six_n_flops", tt.six_n_flops}, {"counted_days", tt.counted_days},
                    {"six_n_days", tt.six_n_days}};
   return EstimateReport{std::move(text), j.dump(2) + "\n"};

@@ -16,7 +16,9 @@ struct EstimateOptions {
   int64_t batch_size = 0;  // 0: the config's
   std::string memory_budget = "80GB";
   std::string gpu = "a100-80gb";
-  std::string precision = "fp32";
+  // Training precision: fp32, tf32 (fp32 training at the GPU's TF32 peak), amp-bf16, bf16; empty = the config's.
+  // The GPU peak follows it: fp32 → FP32, tf32 → TF32, amp-bf16 and bf16 → BF16.
+  std::string precision;
   double mfu = 0.5;
   int64_t train_steps = 400000;
   int64_t train_batch = 1024;

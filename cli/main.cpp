@@ -162,7 +162,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, reckon::kMaxEstimateBatch));
   estimate->add_option("--memory-budget", est.memory_budget, "e.g. 80GB (10^9) or 80GiB (2^30)");
   estimate->add_option("--gpu", est.gpu, "a100-40gb, a100-80gb, h100-sxm");
-  estimate->add_option("--precision", est.precision, "fp32, tf32, bf16 (the GPU peak used)");
+  estimate->add_option("--precision", est.precision,
+                       "training precision: fp32, tf32 (fp32 at the TF32 peak), amp-bf16, bf16 (default: the config's); "
+                       "the GPU peak follows it");
   estimate->add_option("--mfu", est.mfu, "model FLOP utilisation [1e-6, 1]");
   estimate->add_option("--train-steps", est.train_steps, "training steps [1, 2^40]; steps x batch x T must fit int64");
   estimate->add_option("--train-batch", est.train_batch, "sequences per training step [1, 2^24]");

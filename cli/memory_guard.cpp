@@ -45,6 +45,10 @@ void refuse(std::string_view what, const ModelConfig& m, int64_t peak, int64_t b
 }  // namespace
 
 int64_t check_step_fits(std::string_view what, const ModelConfig& m, const AdamWConfig& optim, int64_t budget) {
+  // A mixed precision needs bf16 matmuls: refuse before any oneDNN query, naming the ISA it needs.
+  if (m.dtypes().act == DType::bf16) {
+    check_bf16_matmul_available(fmt::format("{}: precision = {}", what, precision_name(m.precision)));
+  }
   check_counts_fit(m, optim);
   MemoryEstimateOptions pure;
   pure.onednn_scratchpad = false;

@@ -47,7 +47,9 @@ class Replay {
   Replay(bool scratchpad, bool keep_log, std::vector<StepMatmul>* matmuls)
       : scratchpad_(scratchpad), keep_log_(keep_log), matmuls_(matmuls) {}
 
-  void alloc(TensorName name, Category cat, CheckedInt elements, DType dtype = DType::f32) {
+  // `persistent`: a block that lives through the step (parameters, gradients, optimizer state, the batch) and is
+  // never freed, so it needs no entry in the live set (only in the log, for the live set at the peak).
+  void alloc(TensorName name, Category cat, CheckedInt elements, DType dtype = DType::f32, bool persistent = false) {
     const int64_t raw = (dtype_bytes(dtype) * elements).value();
     if (raw > kMaxAllocationBytes) {  // a count that fits int64 but a tensor the allocator would refuse
       throw SizeOverflow(fmt::format("{} would be one tensor of {} bytes, above the largest allocation ({} bytes)",
@@ -55,8 +57,12 @@ class Replay {
     }
     const int64_t bytes = aligned_size(raw);
     const int c = static_cast<int>(cat);
-    if (!live_.emplace(name, Live{cat, bytes}).second) {
-      throw std::logic_error("memory estimate: tensor allocated twice: " + name.str());
+    if (!persistent) {
+      std::vector<Named>& slot = live_slot(name);
+      for (const Named& e : slot) {
+        if (e.name == name) throw std::logic_error("memory estimate: tensor allocated twice: " + name.str());
+      }
+      slot.push_back({name, Live{cat, bytes}});
     }
     if (keep_log_) log_.push_back({name, cat, bytes, true});
     current_[c] += bytes;
@@ -73,13 +79,16 @@ class Replay {
   }
 
   void free(TensorName name) {
-    auto it = live_.find(name);
-    if (it == live_.end()) throw std::logic_error("memory estimate: free of unknown tensor " + name.str());
-    const int c = static_cast<int>(it->second.category);
-    if (keep_log_) log_.push_back({name, it->second.category, it->second.bytes, false});
-    current_[c] -= it->second.bytes;
-    total_ -= it->second.bytes;
-    live_.erase(it);
+    std::vector<Named>& slot = live_slot(name);
+    auto it = std::find_if(slot.rbegin(), slot.rend(), [&](const Named& e) { return e.name == name; });
+    if (it == slot.rend()) throw std::logic_error("memory estimate: free of unknown tensor " + name.str());
+    const Live live = it->live;
+    *it = slot.back();
+    slot.pop_back();
+    const int c = static_cast<int>(live.category);
+    if (keep_log_) log_.push_back({name, live.category, live.bytes, false});
+    current_[c] -= live.bytes;
+    total_ -= live.bytes;
   }
 
   // One matmul call: oneDNN's scratchpad (if any) lives for exactly the call.
@@ -151,7 +160,18 @@ class Replay {
   bool keep_log_;  // the event log rebuilds the live set at the peak (live_at_peak); totals need none
   std::vector<StepMatmul>* matmuls_;
   Phase phase_ = Phase::forward;
-  std::unordered_map<TensorName, Live, TensorNameHash> live_;
+  // The live (freeable) tensors, one short list per layer (+ top-level and scratchpad lists): a free scans a
+  // few entries of its own layer instead of hashing into one map of every tensor of the step.
+  struct Named {
+    TensorName name;
+    Live live;
+  };
+  std::vector<Named>& live_slot(const TensorName& name) {
+    const size_t index = static_cast<size_t>(name.layer + 2);  // kScratch = -2, kTop = -1, layers 0…
+    if (index >= live_.size()) live_.resize(index + 1);
+    return live_[index];
+  }
+  std::vector<std::vector<Named>> live_;
   std::vector<Event> log_;
   std::array<CheckedInt, kNumCategories> current_{}, category_peak_{}, peak_breakdown_{};
   CheckedInt total_ = 0, peak_total_ = 0;
@@ -245,20 +265,22 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   if (!c.tie_embeddings) params.push_back({top("lm_head.weight"), v * d});
   CheckedInt num_parameters = 0;
   for (const Param& p : params) {
-    r.alloc(p.name, Category::parameter, p.elements, plan.param);
-    r.alloc({p.name.layer, p.name.suffix, ".grad"}, Category::gradient, p.elements, plan.grad);
+    r.alloc(p.name, Category::parameter, p.elements, plan.param, true);
+    r.alloc({p.name.layer, p.name.suffix, ".grad"}, Category::gradient, p.elements, plan.grad, true);
     num_parameters += p.elements;
   }
   if (o.optimizer_state) {
     for (const Param& p : params) {
-      if (plan.master_weights) r.alloc({p.name.layer, p.name.suffix, ".master"}, Category::optimizer_state, p.elements);
-      r.alloc({p.name.layer, p.name.suffix, ".exp_avg"}, Category::optimizer_state, p.elements);
-      r.alloc({p.name.layer, p.name.suffix, ".exp_avg_sq"}, Category::optimizer_state, p.elements);
+      if (plan.master_weights) {
+        r.alloc({p.name.layer, p.name.suffix, ".master"}, Category::optimizer_state, p.elements, DType::f32, true);
+      }
+      r.alloc({p.name.layer, p.name.suffix, ".exp_avg"}, Category::optimizer_state, p.elements, DType::f32, true);
+      r.alloc({p.name.layer, p.name.suffix, ".exp_avg_sq"}, Category::optimizer_state, p.elements, DType::f32, true);
     }
   }
   if (o.batch_tensors) {
-    r.alloc(top("batch.tokens"), Category::activation, n, DType::i32);
-    r.alloc(top("batch.targets"), Category::activation, n, DType::i32);
+    r.alloc(top("batch.tokens"), Category::activation, n, DType::i32, true);
+    r.alloc(top("batch.targets"), Category::activation, n, DType::i32, true);
   }
 
   // amp-bf16's weight cache: the bf16 copy of a matmul weight (in, out features), cast at first use, freed
@@ -488,11 +510,37 @@ int64_t max_batch_in_budget(const ModelConfig& config, int64_t budget, const Mem
   return lo;
 }
 
+ParameterStateLayout parameter_state_layout(Precision precision, GradDType grad_dtype) {
+  const DTypePlan plan = dtype_plan(precision, grad_dtype);
+  ParameterStateLayout l{};
+  l.precision = precision;
+  l.grad_dtype = grad_dtype;
+  l.value_bytes = dtype_bytes(plan.param);
+  l.grad_bytes = dtype_bytes(plan.grad);
+  l.optimizer_bytes = plan.master_weights ? 12 : 8;  // (float32 master +) m + v
+  l.weight_cache_bytes = plan.weight_cache ? 2 : 0;
+  switch (precision) {
+    case Precision::fp32:
+      l.name = "fp32", l.source = "float32 everywhere: 4 + 4 + 8";
+      break;
+    case Precision::amp_bf16:
+      l.name = "amp-bf16", l.source = "PyTorch autocast: fp32 state + bf16 weight copies during the step";
+      break;
+    case Precision::bf16:
+      l.name = plan.grad == DType::bf16 ? "bf16 (bf16 grads)" : "bf16 (fp32 grads)";
+      l.source = plan.grad == DType::bf16 ? "ZeRO (Rajbhandari et al. 2020): 2 + 2 + 12"
+                                          : "Megatron-LM: gradients accumulated in fp32, 2 + 4 + 12";
+      break;
+  }
+  return l;
+}
+
 const std::vector<ParameterStateLayout>& parameter_state_layouts() {
   static const std::vector<ParameterStateLayout> layouts = {
-      {"fp32", 4, 4, 8, "float32 everywhere (today's train / reconcile)"},
-      {"bf16 master, bf16 grads", 2, 2, 12, "ZeRO (Rajbhandari et al. 2020): 2 + 2 + 12"},
-      {"bf16 master, fp32 grads", 2, 4, 12, "Megatron-LM: gradients accumulated in fp32, 2 + 4 + 12"},
+      parameter_state_layout(Precision::fp32, GradDType::automatic),
+      parameter_state_layout(Precision::amp_bf16, GradDType::automatic),
+      parameter_state_layout(Precision::bf16, GradDType::automatic),
+      parameter_state_layout(Precision::bf16, GradDType::fp32),
   };
   return layouts;
 }

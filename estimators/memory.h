@@ -60,20 +60,26 @@ struct StepMatmul {
 };
 std::vector<StepMatmul> step_matmuls(const ModelConfig& config);
 
-// Bytes per parameter of the parameter state — values, gradients, optimizer state — in each layout reckon's
-// runtime has (tested against the tracking allocator in tests/test_model.cpp, MasterWeightsBytes):
+// Bytes per parameter of the parameter state — values, gradients, optimizer state — for each precision
+// (model/precision.h), from its dtype plan; measured by the tracking allocator in tests/test_mixed_precision.cpp
+// (BytesPerParameterByPrecisionMeasured) and tests/test_model.cpp (MasterWeightsBytes):
 //   fp32                       4 + 4 + 8  = 16   (AdamW m, v)
-//   bf16 master, bf16 grads    2 + 2 + 12 = 16   (float32 master, m, v: the ZeRO paper's count)
-//   bf16 master, fp32 grads    2 + 4 + 12 = 18   (Megatron-LM's count)
-// Autocast (fp32 state + a bf16 weight cache during the step) comes with the autocast mode (issue 11).
+//   amp-bf16                   4 + 4 + 8  = 16   + 2 per matmul weight while its bf16 copy lives (the step)
+//   bf16 (bf16 grads)          2 + 2 + 12 = 16   (float32 master, m, v: the ZeRO paper's count)
+//   bf16 (fp32 grads)          2 + 4 + 12 = 18   (Megatron-LM's count)
 struct ParameterStateLayout {
-  const char* name;        // "fp32", "bf16 master, bf16 grads", …
+  const char* name;        // "fp32", "amp-bf16", "bf16 (bf16 grads)", "bf16 (fp32 grads)"
+  Precision precision;
+  GradDType grad_dtype;
   int64_t value_bytes;     // per parameter
   int64_t grad_bytes;
   int64_t optimizer_bytes;
+  int64_t weight_cache_bytes;  // per matmul-weight parameter, during the step (amp-bf16's bf16 copies)
   const char* source;      // who counts it this way
   int64_t total() const { return value_bytes + grad_bytes + optimizer_bytes; }
 };
+ParameterStateLayout parameter_state_layout(Precision precision, GradDType grad_dtype);
+// The four, in the order above.
 const std::vector<ParameterStateLayout>& parameter_state_layouts();
 
 // Bytes that do not depend on the batch size (a of peak = a·B + b is the rest).

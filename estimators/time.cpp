@@ -65,4 +65,6 @@ double roofline_total(const std::vector<RooflineRow>& rows) {
   return s;
 }
 
+const char* gpu_math_for(Precision precision) { return precision == Precision::fp32 ? "fp32" : "bf16"; }
+
 }  // namespace reckon

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "model/precision.h"
 #include "runtime/counters.h"
 
 namespace reckon {
@@ -27,6 +28,8 @@ const std::vector<GpuSpec>& gpu_specs();
 const GpuSpec& gpu_spec(std::string_view name);
 // precision: fp32 | tf32 | bf16. Throws std::invalid_argument naming --precision.
 double gpu_peak_flops(const GpuSpec& gpu, std::string_view precision);
+// The GPU math a training precision runs its matmuls in: fp32 → "fp32", amp-bf16 and bf16 → "bf16".
+const char* gpu_math_for(Precision precision);
 
 struct TrainingTime {
   double tokens;

@@ -212,11 +212,9 @@ MachineInfo machine_info() {
   info.onednn_matmul_impl = matmul_impl_name(matmul_geometry_plain(1, 256, 512, 512, false, true, 1.0f, false));
   MatmulGeometry g16 = matmul_geometry_plain(1, 256, 512, 512, false, true, 1.0f, false);
   g16.a_dtype = g16.b_dtype = DType::bf16;
-  try {
-    info.onednn_bf16_matmul_impl = matmul_impl_name(g16);
-  } catch (const std::invalid_argument& e) {
-    info.onednn_bf16_matmul_impl = std::string("unavailable: ") + e.what();
-  }
+  info.onednn_bf16_matmul_impl = bf16_matmul_unavailable_reason().empty()
+                                     ? matmul_impl_name(g16)
+                                     : "unavailable (needs avx512_core; precision fp32 only)";
   info.bf16_convert_isa = bf16_convert_isa();
   info.compiler = fmt::format("g++ {}", __VERSION__);
   info.openmp_version = _OPENMP;

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <thread>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -228,6 +229,25 @@ TEST(Cli, ReconcilePresetExitsZeroWhenExact) {
   EXPECT_NE(r.output.find("1 of 1 config(s) exact to the byte and the FLOP"), std::string::npos) << r.output;
 }
 
+// A CPU without bf16 matmuls (oneDNN capped at AVX2, as on a machine without AVX-512): a mixed precision exits 2
+// naming the ISA it needs, before any step runs; the machine line says bf16 is unavailable; fp32 still runs.
+TEST(Cli, MixedPrecisionRefusedWithoutBf16Isa) {
+  const std::string env = "env ONEDNN_MAX_CPU_ISA=AVX2 ";
+  const std::string cmd = std::string(RECKON_BIN);
+  for (const char* p : {"amp-bf16", "bf16"}) {
+    FILE* pipe = popen((env + cmd + " train --preset tiny --steps 2 --set precision=" + p + " 2>&1").c_str(), "r");
+    std::string out;
+    char buf[4096];
+    while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+    const int status = pclose(pipe);
+    EXPECT_EQ(WEXITSTATUS(status), 2) << out;
+    EXPECT_NE(out.find(std::string("precision = ") + p + ": this CPU cannot run bf16 matmuls"), std::string::npos) << out;
+    EXPECT_NE(out.find("needs AVX-512 (avx512_core"), std::string::npos) << out;
+    EXPECT_NE(out.find("bf16 matmul unavailable"), std::string::npos) << out;
+  }
+  EXPECT_EQ(std::system((env + cmd + " train --preset tiny --steps 2 > /dev/null 2>&1").c_str()), 0);
+}
+
 TEST(ParseBytes, UnitsAndErrors) {
   EXPECT_EQ(parse_bytes("--x", "80GB"), 80000000000LL);
   EXPECT_EQ(parse_bytes("--x", "80GiB"), 80LL << 30);
@@ -255,8 +275,23 @@ TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
   EXPECT_EQ(j["num_parameters"], 1635537600LL);
   EXPECT_EQ(j["memory"]["fixed_bytes"], 16 * 1635537600LL);
   EXPECT_EQ(j["memory"]["max_batch"], 5);
-  ASSERT_EQ(j["parameter_state"].size(), 3u);  // fp32 16, bf16 master + bf16 grads 16, + fp32 grads 18 B/param
-  EXPECT_EQ(j["parameter_state"][2]["total_bytes"], 18 * 1635537600LL);
+  // Every precision side by side: fp32 16, amp-bf16 16 (+ its weight copies), bf16 16, bf16 with fp32 grads 18.
+  ASSERT_EQ(j["precisions"].size(), 4u);
+  EXPECT_EQ(j["precisions"][0]["max_batch"], 5);
+  EXPECT_EQ(j["precisions"][0]["gpu_math"], "fp32");
+  EXPECT_EQ(j["precisions"][2]["parameter_state_bytes"], 16 * 1635537600LL);
+  EXPECT_EQ(j["precisions"][3]["parameter_state_bytes"], 18 * 1635537600LL);
+  EXPECT_EQ(j["precisions"][3]["gpu_math"], "bf16");
+  // amp-bf16 by independent arithmetic: the batch-free bytes are 16 B per parameter plus a bf16 copy of every
+  // matmul weight (attention 4·D², ffn 2·D·d_ff per layer, the LM head V·D), all alive at the backward peak.
+  const int64_t matmul_weights = 48LL * (4 * 1600 * 1600 + 2 * 1600 * 6400) + 50257LL * 1600;
+  EXPECT_EQ(j["precisions"][1]["fixed_bytes"], 16 * 1635537600LL + 2 * matmul_weights);
+  const CommandResult amp = run("estimate --preset gpt2-xl --precision amp-bf16 --json " + json);
+  ASSERT_EQ(amp.exit_code, 0) << amp.output;
+  const nlohmann::json ja = read_json(json);
+  EXPECT_EQ(ja["memory"]["fixed_bytes"], 16 * 1635537600LL + 2 * matmul_weights);
+  EXPECT_EQ(ja["training"]["gpu_math"], "bf16");
+  EXPECT_EQ(ja["training"]["precision"], "amp-bf16");
   const CommandResult tb = run("estimate --preset gpt2-xl --activations textbook");
   EXPECT_EQ(tb.exit_code, 0);
   EXPECT_NE(tb.output.find("textbook list"), std::string::npos);

@@ -112,7 +112,7 @@ EstimateOptions random_options(Draw& d) {
   o.memory_budget = d.choose({"80GB", "80GiB", "40GB", "1", "1.5TB", "4611686018427387904"},
                              {"0", "4611686018427387905", "8 GB", "nanGB", "-1GB", "1e3GB", "80XB"});
   o.gpu = d.choose({"a100-80gb", "a100-40gb", "h100-sxm"}, {"v100", "A100"});
-  o.precision = d.choose({"fp32", "tf32", "bf16"}, {"fp8", "FP32"});
+  o.precision = d.choose({"fp32", "tf32", "amp-bf16", "bf16"}, {"fp8", "FP32"});
   o.mfu = d.real(1e-6, 1.0);
   o.train_steps = d.field(1, int64_t{1} << 40, 1000000);
   o.train_batch = d.field(1, int64_t{1} << 24, 4096);
@@ -125,6 +125,9 @@ EstimateOptions random_options(Draw& d) {
 TrainConfig resolve(const EstimateOptions& o) {
   TrainConfig c = preset_config(o.preset);
   for (const std::string& kv : o.overrides) apply_override(c, kv);
+  if (o.precision == "tf32" || o.precision == "fp32") c.model.precision = Precision::fp32;
+  if (o.precision == "amp-bf16") c.model.precision = Precision::amp_bf16;
+  if (o.precision == "bf16") c.model.precision = Precision::bf16;
   if (o.batch_size != 0) c.model.batch_size = o.batch_size;
   return c;
 }

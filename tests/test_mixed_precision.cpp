@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "estimators/memory.h"
 #include "model/data.h"
 #include "model/transformer.h"
 #include "ops/attention.h"
@@ -291,6 +292,11 @@ TEST_F(MixedOps, BytesPerParameterByPrecisionMeasured) {
       EXPECT_EQ(held(Category::parameter), e.value * p);
       EXPECT_EQ(held(Category::gradient), e.grad * p);
       EXPECT_EQ(held(Category::optimizer_state), e.state * p);
+      // The estimators' layout says the same.
+      const ParameterStateLayout layout = parameter_state_layout(e.p, e.g);
+      EXPECT_EQ(layout.value_bytes, e.value);
+      EXPECT_EQ(layout.grad_bytes, e.grad);
+      EXPECT_EQ(layout.optimizer_bytes, e.state);
     }
   }
 }

@@ -369,7 +369,8 @@ TEST_P(MasterWeightsBytes, MeasuredBytesPerParameterAndExactUpdate) {
   const double per_param = static_cast<double>(value_bytes + grad_bytes + state_bytes) / n_total;
   EXPECT_NEAR(per_param, grad_dtype == DType::bf16 ? 16.0 : 18.0, 0.01) << "64-byte rounding only";
   // The estimator's layout table says the same, buffer by buffer (estimators/memory.h).
-  const ParameterStateLayout& layout = parameter_state_layouts()[grad_dtype == DType::bf16 ? 1 : 2];
+  const ParameterStateLayout layout =
+      parameter_state_layout(Precision::bf16, grad_dtype == DType::bf16 ? GradDType::bf16 : GradDType::fp32);
   int64_t est_value = 0, est_grad = 0, est_state = 0;
   for (int64_t n : sizes) {
     est_value += aligned_size(layout.value_bytes * n);
