@@ -102,10 +102,20 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   check_range("--train-steps", o.train_steps, 1, kMaxTrainSteps);
   check_range("--train-batch", o.train_batch, 1, kMaxTrainBatch);
   const GpuSpec& gpu = gpu_spec(o.gpu);
-  const double gpu_peak = gpu_peak_flops(gpu, o.precision);
+  if (o.precision != "fp32" && o.precision != "tf32" && o.precision != "amp-bf16" && o.precision != "bf16") {
+    throw std::invalid_argument(
+        fmt::format("--precision: '{}' is not allowed; allowed values are fp32, tf32, amp-bf16, bf16", o.precision));
+  }
+  const std::string precision_value = o.precision == "tf32" ? "fp32" : o.precision;
   std::vector<TrainConfig> presets;
-  for (const std::string& p : o.validate) presets.push_back(preset_config(p));
+  for (const std::string& p : o.validate) {
+    presets.push_back(preset_config(p));
+    apply_override(presets.back(), "precision=" + precision_value);
+  }
   TrainConfig target = preset_config(o.target);
+  apply_override(target, "precision=" + precision_value);
+  const std::string gpu_math = o.precision == "tf32" ? "tf32" : gpu_math_for(target.model.precision);
+  const double gpu_peak = gpu_peak_flops(gpu, gpu_math);
   target.model.batch_size = o.target_batch;
   validate(target);
   check_token_count(o.train_steps, o.train_batch, target.model.context_length);
@@ -118,12 +128,15 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   }
 
   // This CPU's roofline, measured now.
-  const double mm = measure_matmul_gflops(0.5), bw = measure_bandwidth_gbs(0.5), fma = measure_fma_peak_gflops(0.2);
+  const DType operands = target.model.dtypes().act;
+  const double mm = measure_matmul_gflops(0.5, operands), bw = measure_bandwidth_gbs(0.5),
+               fma = measure_fma_peak_gflops(0.2);
   tracker().empty_cache();
   const Roofline cpu{"this CPU", mm * 1e9, fma * 1e9, bw * 1e9};
-  fmt::print("roofline of this CPU (measured now): matmul {:.0f} GFLOP/s (oneDNN, 2048x2048x512), elementwise "
-             "arithmetic {:.0f} GFLOP/s (FMA peak), memory {:.1f} GB/s (STREAM triad, 16 B/element)\n",
-             mm, fma, bw);
+  fmt::print("precision {} (matmul operands {})\n", precision_name(target.model.precision), dtype_name(operands));
+  fmt::print("roofline of this CPU (measured now): matmul {:.0f} GFLOP/s (oneDNN, 2048x2048x512, {} operands), "
+             "elementwise arithmetic {:.0f} GFLOP/s (FMA peak), memory {:.1f} GB/s (STREAM triad, 16 B/element)\n",
+             mm, dtype_name(operands), fma, bw);
   fmt::print("model: per op x phase, time = max(matmul time + other FLOPs / FMA peak, bytes / bandwidth), summed over "
              "the step; counts from estimators/flops (validated below). Matmul time: each of the step's matmul shapes "
              "(estimators/memory's replay) timed alone with oneDNN, median of 9 calls; 'one matmul rate' uses the "
@@ -134,7 +147,9 @@ int run_extrapolate(const ExtrapolateOptions& o) {
               "measured median (s)", "error", "error with one matmul rate", "memory-bound share"};
   t.right_align = {false, false, true, true, true, true, true, true, true};
   nlohmann::json j;
-  j["cpu"] = {{"matmul_gflops", mm}, {"fma_gflops", fma}, {"bandwidth_gbs", bw}};
+  j["cpu"] = {{"matmul_gflops", mm}, {"matmul_operands", dtype_name(operands)}, {"fma_gflops", fma},
+              {"bandwidth_gbs", bw}};
+  j["precision"] = precision_name(target.model.precision);
   for (const TrainConfig& c : presets) {
     const Measured meas = measure_preset(c, o.steps);
     const StepMatmulTimes mm_times = time_step_matmuls(c.model, 9);
@@ -170,15 +185,16 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   const double days = step_s * steps_per_train_step * o.train_steps / 86400.0;
   const StepFlops sf = estimate_step_flops(target.model, target.optim);
   const double achieved = static_cast<double>(sf.total()) / step_s;
-  fmt::print("\n## Target: {} (batch {}) on {} at {}\n\n", o.target, o.target_batch, gpu.description, o.precision);
+  fmt::print("\n## Target: {} (batch {}, precision {}) on {} at {}\n\n", o.target, o.target_batch,
+             precision_name(target.model.precision), gpu.description, gpu_math);
   fmt::print("roofline step: {:.4f} s for {:.3e} FLOPs ({:.0f}% of the step memory-bound) -> {:.1f} TFLOP/s = {:.1f}% of "
              "the {} peak\n",
              step_s, static_cast<double>(sf.total()), 100 * mem_s / step_s, achieved / 1e12, 100 * achieved / gpu_peak,
-             o.precision);
+             gpu_math);
   fmt::print("training {} steps x batch {} (= {:.0f} roofline steps of batch {}): {:.1f} days at the roofline; the "
              "CPU validation above says how far real steps sit from it\n",
              o.train_steps, o.train_batch, steps_per_train_step * o.train_steps, o.target_batch, days);
-  j["target"] = {{"preset", o.target}, {"batch", o.target_batch}, {"gpu", gpu.name}, {"precision", o.precision},
+  j["target"] = {{"preset", o.target}, {"batch", o.target_batch}, {"gpu", gpu.name}, {"gpu_math", gpu_math},
                  {"step_seconds", step_s}, {"memory_bound_seconds", mem_s}, {"days", days}};
   if (!o.json_path.empty()) {
     write_output_file("--json", o.json_path, j.dump(2) + "\n");

@@ -15,6 +15,8 @@ struct ExtrapolateOptions {
   std::string target = "gpt2-xl";
   int64_t target_batch = 8;
   std::string gpu = "a100-80gb";
+  // Training precision of the validated presets and the target: fp32, tf32 (fp32 at the TF32 peak), amp-bf16,
+  // bf16. The GPU peak follows it (tf32 → TF32, amp-bf16 and bf16 → BF16).
   std::string precision = "tf32";
   int64_t train_steps = 400000;
   int64_t train_batch = 1024;

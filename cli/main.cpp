@@ -180,7 +180,9 @@ int main(int argc, char** argv) {
   extrapolate->add_option("--target", ext.target, "preset to extrapolate to (default gpt2-xl)");
   extrapolate->add_option("--target-batch", ext.target_batch, "batch size of one target step [1, 1048576]");
   extrapolate->add_option("--gpu", ext.gpu, "a100-40gb, a100-80gb, h100-sxm");
-  extrapolate->add_option("--precision", ext.precision, "fp32, tf32, bf16");
+  extrapolate->add_option("--precision", ext.precision,
+                          "training precision: fp32, tf32 (default: fp32 at the TF32 peak), amp-bf16, bf16; the GPU "
+                          "peak follows it");
   extrapolate->add_option("--train-steps", ext.train_steps, "training steps [1, 2^40]");
   extrapolate->add_option("--train-batch", ext.train_batch, "sequences per training step [1, 2^24]");
   extrapolate->add_option("--json", ext.json_path, "write the results as JSON");

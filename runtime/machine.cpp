@@ -83,13 +83,13 @@ int64_t fma_peak_kernel(int64_t iters) {
   return 2 * 16 * kChains * iters * threads;
 }
 
-double measure_matmul_gflops(double seconds) {
+double measure_matmul_gflops(double seconds, DType operands) {
   // The probe is not part of anything the user measures: keep it out of the counters.
   const bool was_enabled = counters().enabled();
   counters().set_enabled(false);
   const int64_t m = 2048, n = 2048, k = 512;
-  Tensor x = Tensor::zeros({m, k}, Category::temporary, "probe.matmul.x");
-  Tensor w = Tensor::zeros({n, k}, Category::temporary, "probe.matmul.w");
+  Tensor x = Tensor::zeros({m, k}, Category::temporary, "probe.matmul.x", operands);
+  Tensor w = Tensor::zeros({n, k}, Category::temporary, "probe.matmul.w", operands);
   Tensor y = Tensor::zeros({m, n}, Category::temporary, "probe.matmul.y");
   const Tensor wt = w.transpose(0, 1);
   matmul(y, x, wt, "probe");
@@ -107,11 +107,11 @@ double measure_matmul_gflops(double seconds) {
 
 namespace {
 // A zeroed buffer holding every element a strided view of `dims` / `strides` touches, viewed that way.
-Tensor strided_operand(int rank, const int64_t* dims, const int64_t* strides, const char* name) {
+Tensor strided_operand(int rank, const int64_t* dims, const int64_t* strides, const char* name, DType dtype) {
   Shape shape(dims, dims + rank), st(strides, strides + rank);
   int64_t span = 1;
   for (int i = 0; i < rank; ++i) span += (dims[i] - 1) * strides[i];
-  return Tensor::zeros({span}, Category::temporary, name).as_strided(shape, st, 0);
+  return Tensor::zeros({span}, Category::temporary, name, dtype).as_strided(shape, st, 0);
 }
 }  // namespace
 
@@ -119,9 +119,9 @@ double measure_matmul_seconds(const MatmulGeometry& g, int repetitions) {
   check_arg(repetitions >= 1 && repetitions <= 1000, "repetitions: {} is outside [1, 1000]", repetitions);
   const bool was_enabled = counters().enabled();
   counters().set_enabled(false);
-  const Tensor a = strided_operand(g.rank, g.a_dims, g.a_strides, "probe.matmul.a");
-  const Tensor b = strided_operand(g.rank, g.b_dims, g.b_strides, "probe.matmul.b");
-  const Tensor dst = strided_operand(g.rank, g.dst_dims, g.dst_strides, "probe.matmul.dst");
+  const Tensor a = strided_operand(g.rank, g.a_dims, g.a_strides, "probe.matmul.a", g.a_dtype);
+  const Tensor b = strided_operand(g.rank, g.b_dims, g.b_strides, "probe.matmul.b", g.b_dtype);
+  const Tensor dst = strided_operand(g.rank, g.dst_dims, g.dst_strides, "probe.matmul.dst", g.dst_dtype);
   for (int i = 0; i < 2; ++i) matmul(dst, a, b, "probe", g.alpha, g.accumulate);
   std::vector<double> times;
   for (int i = 0; i < repetitions; ++i) {

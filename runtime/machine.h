@@ -43,9 +43,10 @@ int64_t available_memory_bytes();
 // Physical memory (MemTotal), in bytes (0 if unknown).
 int64_t physical_memory_bytes();
 double measure_fma_peak_gflops(double seconds);
-// oneDNN sgemm rate at a config-S-like shape (2048 x 2048 x 512, y = x·Wᵀ), best over about `seconds`.
-double measure_matmul_gflops(double seconds);
-// Median seconds of one oneDNN matmul call at exactly this geometry (dims, strides, alpha, accumulate),
+// oneDNN matmul rate at a config-S-like shape (2048 x 2048 x 512, y = x·Wᵀ, float32 dst) with float32 or
+// bf16 operands, best over about `seconds`.
+double measure_matmul_gflops(double seconds, DType operands = DType::f32);
+// Median seconds of one oneDNN matmul call at exactly this geometry (dims, strides, alpha, accumulate, dtypes),
 // over `repetitions` calls after two warm-up calls, on zero-filled operands. Not counted in the counters.
 // Throws std::invalid_argument naming `repetitions` and the range [1, 1000].
 double measure_matmul_seconds(const MatmulGeometry& geometry, int repetitions);
