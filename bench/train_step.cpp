@@ -30,10 +30,19 @@ void BM_fma_peak(benchmark::State& state) {
 }
 BENCHMARK(BM_fma_peak)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// precision: 0 fp32, 1 amp-bf16 (autocast), 2 bf16 (master weights, bf16 grads).
+const char* const kPrecisions[] = {"fp32", "amp-bf16", "bf16"};
+
 void BM_train_step(benchmark::State& state) {
   const char* preset = state.range(0) == 0 ? "S" : "M";
   const bool instrumented = state.range(1) != 0;
+  const char* precision = kPrecisions[state.range(2)];
   TrainConfig config = preset_config(preset);
+  apply_override(config, std::string("precision=") + precision);
+  if (config.model.dtypes().act == DType::bf16 && !bf16_matmul_unavailable_reason().empty()) {
+    state.SkipWithError(bf16_matmul_unavailable_reason().c_str());
+    return;
+  }
   const ModelConfig& m = config.model;
   TrainingSession run(config);
   TokenData data = TokenData::random(m.vocab_size, 1);
@@ -43,12 +52,12 @@ void BM_train_step(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(run.step());
   set_instrumentation(true);
   const int64_t flops = estimate_step_flops(m, config.optim).total();
-  state.SetLabel(std::string(preset) + (instrumented ? " instrumented" : " bare"));
+  state.SetLabel(std::string(preset) + " " + precision + (instrumented ? " instrumented" : " bare"));
   state.counters["tokens/s"] =
       benchmark::Counter(static_cast<double>(m.batch_size * m.context_length), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_train_step)->ArgNames({"preset_M", "instrumented"})->ArgsProduct({{0, 1}, {1, 0}})
+BENCHMARK(BM_train_step)->ArgNames({"preset_M", "instrumented", "precision"})->ArgsProduct({{0, 1}, {1, 0}, {0, 1, 2}})
     ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(3.0);
 
 // What instrumentation costs, paired: each iteration times one bare and one instrumented step back to back

@@ -120,10 +120,7 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
     for (FfnKind ffn : {FfnKind::swiglu, FfnKind::silu_mlp})
       for (bool tied : {false, true})
         for (Position pos : {Position::none, Position::learned}) {
-          for (auto [precision, grads] : {std::pair{Precision::fp32, GradDType::automatic},
-                                          std::pair{Precision::amp_bf16, GradDType::automatic},
-                                          std::pair{Precision::bf16, GradDType::automatic},
-                                          std::pair{Precision::bf16, GradDType::fp32}}) {
+          for (const auto [precision, grads] : precision_settings()) {
             if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
             TrainConfig c;
             c.preset = "sweep";

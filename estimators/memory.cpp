@@ -536,12 +536,11 @@ ParameterStateLayout parameter_state_layout(Precision precision, GradDType grad_
 }
 
 const std::vector<ParameterStateLayout>& parameter_state_layouts() {
-  static const std::vector<ParameterStateLayout> layouts = {
-      parameter_state_layout(Precision::fp32, GradDType::automatic),
-      parameter_state_layout(Precision::amp_bf16, GradDType::automatic),
-      parameter_state_layout(Precision::bf16, GradDType::automatic),
-      parameter_state_layout(Precision::bf16, GradDType::fp32),
-  };
+  static const std::vector<ParameterStateLayout> layouts = [] {
+    std::vector<ParameterStateLayout> all;
+    for (const PrecisionSetting& s : precision_settings()) all.push_back(parameter_state_layout(s.precision, s.grad_dtype));
+    return all;
+  }();
   return layouts;
 }
 

@@ -34,4 +34,12 @@ DTypePlan dtype_plan(Precision precision, GradDType grad_dtype) {
   return plan;
 }
 
+const std::vector<PrecisionSetting>& precision_settings() {
+  static const std::vector<PrecisionSetting> settings = {{Precision::fp32, GradDType::automatic},
+                                                         {Precision::amp_bf16, GradDType::automatic},
+                                                         {Precision::bf16, GradDType::automatic},
+                                                         {Precision::bf16, GradDType::fp32}};
+  return settings;
+}
+
 }  // namespace reckon

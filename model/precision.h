@@ -11,6 +11,7 @@
 #pragma once
 
 #include <string_view>
+#include <vector>
 
 #include "runtime/dtype.h"
 
@@ -34,5 +35,12 @@ struct DTypePlan {
   DType matmul_weight() const { return act; }  // what a matmul reads as its weight operand
 };
 DTypePlan dtype_plan(Precision precision, GradDType grad_dtype);
+
+// The four distinct settings, in the order tables list them: fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads).
+struct PrecisionSetting {
+  Precision precision;
+  GradDType grad_dtype;
+};
+const std::vector<PrecisionSetting>& precision_settings();
 
 }  // namespace reckon

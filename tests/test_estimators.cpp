@@ -42,10 +42,7 @@ class Reconcile : public ::testing::TestWithParam<Case> {
 // call per op x phase of a measured steady-state step equals the analytic estimate exactly — in every
 // precision (fp32, amp-bf16, bf16 with bf16 and with fp32 gradients).
 TEST_P(Reconcile, MeasuredStepEqualsEstimateExactly) {
-  for (auto [precision, grads] : {std::pair{Precision::fp32, GradDType::automatic},
-                                  std::pair{Precision::amp_bf16, GradDType::automatic},
-                                  std::pair{Precision::bf16, GradDType::automatic},
-                                  std::pair{Precision::bf16, GradDType::fp32}}) {
+  for (const auto [precision, grads] : precision_settings()) {
   if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
   TrainConfig config;
   config.model = GetParam().model;

@@ -256,9 +256,8 @@ std::pair<double, std::vector<Vec>> loss_and_grads(const TrainConfig& config) {
 // loose, but a gradient that is missing, misrouted or scaled wrong is off by O(1). The loss within 1%.
 TEST_F(MixedOps, ModelGradientsInEachModeFollowTheFloat32Model) {
   const auto [loss32, grads32] = loss_and_grads(tiny_in(Precision::fp32));
-  for (auto [precision, grads] : {std::pair{Precision::amp_bf16, GradDType::automatic},
-                                  std::pair{Precision::bf16, GradDType::automatic},
-                                  std::pair{Precision::bf16, GradDType::fp32}}) {
+  for (const auto [precision, grads] : precision_settings()) {
+    if (precision == Precision::fp32) continue;
     const TrainConfig config = tiny_in(precision, grads);
     SCOPED_TRACE(describe(config.model));
     const auto [loss, g] = loss_and_grads(config);
@@ -319,9 +318,8 @@ TEST_F(MixedOps, TrainingTinyOnTextInEachPrecisionTracksFloat32) {
   };
   const double fp32 = mean_last10(tiny_in(Precision::fp32));
   EXPECT_LT(fp32, 0.6 * std::log(256.0));
-  for (auto [precision, grads] : {std::pair{Precision::amp_bf16, GradDType::automatic},
-                                  std::pair{Precision::bf16, GradDType::automatic},
-                                  std::pair{Precision::bf16, GradDType::fp32}}) {
+  for (const auto [precision, grads] : precision_settings()) {
+    if (precision == Precision::fp32) continue;
     const TrainConfig config = tiny_in(precision, grads);
     SCOPED_TRACE(describe(config.model));
     EXPECT_NEAR(mean_last10(config), fp32, 0.02 * fp32);
