@@ -227,6 +227,31 @@ TEST_F(MixedOps, EmbeddingBf16TableAndGradient) {
   EXPECT_EQ(counters().get("embedding", Phase::backward).bytes_written, 2 * n * d);
 }
 
+// Learned positions from a bf16 table: forward adds exactly widened rows in float32 (float32 tolerance);
+// backward adds B rows into each bf16 gradient row, one rounding per add: within B·u of Σ|terms|.
+TEST_F(MixedOps, PositionEmbeddingBf16TableAndGradient) {
+  const int64_t b = 3, t = 4, t_max = 6, d = 8;
+  const Vec x = random_vec(b * t * d, 1), pos = rounded(random_vec(t_max * d, 2)), r = random_vec(b * t * d, 3);
+  Tensor xt = tensor_from(x, {b, t, d}, Category::activation, "x");
+  Tensor pt = bf16_from(pos, {t_max, d}, Category::parameter, "pos");
+  Tensor gp = Tensor::zeros({t_max, d}, Category::gradient, "pos.grad", DType::bf16);
+  position_embedding_forward(xt, pt);
+  for (int64_t i = 0; i < b * t * d; ++i) {
+    ASSERT_EQ(xt.data()[i], static_cast<float>(static_cast<float>(x[i]) + static_cast<float>(pos[(i / d % t) * d + i % d])));
+  }
+  counters().set_phase(Phase::backward);
+  position_embedding_backward(gp, tensor_from(r, {b, t, d}, Category::temporary, "dx"));
+  const Vec got = values(gp);
+  for (int64_t j = 0; j < t_max; ++j)
+    for (int64_t c = 0; c < d; ++c) {
+      double ref = 0, magnitude = 0;
+      for (int64_t i = 0; j < t && i < b; ++i) ref += r[(i * t + j) * d + c], magnitude += std::abs(r[(i * t + j) * d + c]);
+      ASSERT_LE(std::abs(got[j * d + c] - ref), b * kU * magnitude + 1e-7) << j << " " << c;
+    }
+  EXPECT_EQ(counters().get("position_embedding", Phase::forward).bytes_read, 4 * b * t * d + 2 * t * d);
+  EXPECT_EQ(counters().get("position_embedding", Phase::backward).bytes_written, 2 * t * d);
+}
+
 // ------------------------------------------------------------------------------------------------ the model
 
 TrainConfig tiny_in(Precision precision, GradDType grads = GradDType::automatic) {
@@ -284,6 +309,7 @@ TEST_F(MixedOps, BytesPerParameterByPrecisionMeasured) {
     const MemoryStats before = tracker().stats();
     {
       TrainingSession run(config);
+      TokenData::random(config.model.vocab_size, 1).fill_batch(run.tokens, run.targets, 0);
       run.warm_up();
       const MemoryStats s = tracker().stats();
       const int64_t p = run.model.num_parameters();
@@ -296,6 +322,14 @@ TEST_F(MixedOps, BytesPerParameterByPrecisionMeasured) {
       EXPECT_EQ(layout.value_bytes, e.value);
       EXPECT_EQ(layout.grad_bytes, e.grad);
       EXPECT_EQ(layout.optimizer_bytes, e.state);
+      // amp-bf16's weight cache at the step's peak, by independent arithmetic (tiny: every tensor a multiple of
+      // 64 B): the parameter category peaks at 4 B per parameter + 2 B per matmul weight (q, k, v, o, w1, w3,
+      // w2 per layer, and the LM head) — the copies are all alive when backward starts.
+      const ModelConfig& m = config.model;
+      const int64_t matmul_weights = m.num_layers * (4 * m.d_model * m.d_model + 3 * m.d_ff * m.d_model) +
+                                     m.vocab_size * m.d_model;
+      EXPECT_EQ(estimate_step_memory(m).category_peak[static_cast<int>(Category::parameter)],
+                e.value * p + (e.p == Precision::amp_bf16 ? 2 * matmul_weights : 0));
     }
   }
 }
