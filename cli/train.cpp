@@ -148,7 +148,9 @@ int run_train(const TrainOptions& o) {
   fmt::print("## FLOPs and bytes per op x phase (sum over {} step(s))\n\n{}\n", measured_steps, counters_table(counters));
   fmt::print("## Per step\n\n{}", phase_totals_table(counters, measured_steps, peak_gflops));
   if (o.profile) {
-    const Roofline cpu{"this CPU", measure_matmul_gflops(0.3) * 1e9, peak_gflops * 1e9, measure_bandwidth_gbs(0.3) * 1e9};
+    // The matmul probe runs with the precision's operand dtype (bf16 in the mixed modes).
+    const Roofline cpu{"this CPU", measure_matmul_gflops(0.3, m.dtypes().act) * 1e9, peak_gflops * 1e9,
+                       measure_bandwidth_gbs(0.3) * 1e9};
     tracker().empty_cache();
     fmt::print("\n## Profile: where the step's time goes\n\n{}", profile_table(counters, measured_steps, cpu));
   }
