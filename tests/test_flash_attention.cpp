@@ -1,0 +1,158 @@
+// ops/flash_attention: the tiled causal attention against the float64 reference (forward) and central finite
+// differences of it (backward), against reckon's naive attention, over a shape sweep that crosses the key
+// block (T = 1, odd T, T < block, T = several blocks + a remainder, H = 1, d_k not a power of two, d_k = 1);
+// counts against the documented formulas; no T×T buffer; bf16 storage within its rounding.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <ostream>
+
+#include "ops/attention.h"
+#include "ops/flash_attention.h"
+#include "runtime/counters.h"
+#include "runtime/machine.h"
+#include "tests/reference.h"
+
+namespace reckon {
+namespace {
+
+using namespace testing_ref;
+
+struct Shape4 {
+  int64_t b, t, d, h;
+};
+void PrintTo(const Shape4& c, std::ostream* os) { *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h; }
+
+class FlashSweep : public ::testing::TestWithParam<Shape4> {
+ protected:
+  void SetUp() override {
+    set_num_threads(2);
+    counters().reset();
+    counters().set_phase(Phase::forward);
+  }
+};
+
+// Forward within float32 rounding of the float64 reference (2e-6 normwise, as the naive attention's test);
+// backward within 1e-4 of central differences (h = 1e-6) of that reference; equal to the naive attention's
+// output and gradients within the same bounds; FLOPs and bytes as documented; the largest allocation of the
+// whole forward + backward is O(T·d_k) per thread, never T×T.
+TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
+  const auto [b, t, d, h] = GetParam();
+  const int64_t dk = d / h;
+  const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * d, 2), v = random_vec(b * t * d, 3);
+  const Vec r = random_vec(b * t * d, 4);
+  const Tensor qt = tensor_from(q, {b, t, d}, Category::activation, "q");
+  const Tensor kt = tensor_from(k, {b, t, d}, Category::activation, "k");
+  const Tensor vt = tensor_from(v, {b, t, d}, Category::activation, "v");
+
+  tracker().reset_peak_stats();
+  const int64_t before = tracker().stats().total.allocated_bytes.current;
+  FlashAttentionSaved saved;
+  Tensor out = flash_attention_forward(saved, qt, kt, vt, h, "f.attn");
+  EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h)), 2e-6);
+  EXPECT_EQ(tracker().live_bytes_with_prefix("f.attn.lse"), aligned_size(4 * b * h * t));
+
+  counters().set_phase(Phase::backward);
+  Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq");
+  Tensor gk = Tensor::empty({b, t, d}, Category::temporary, "gk");
+  Tensor gv = Tensor::empty({b, t, d}, Category::temporary, "gv");
+  const Tensor gout = tensor_from(r, {b, t, d}, Category::temporary, "gctx");
+  flash_attention_backward(gq, gk, gv, gout, saved);
+  EXPECT_FALSE(saved.lse.defined() || saved.q.defined() || saved.out.defined());
+  // Everything allocated beyond the inputs: out, lse, the gradients and workspaces — all O(B·T·D + threads·T·d_k).
+  const int64_t threads = num_threads();
+  const int64_t bound = aligned_size(4 * b * t * d) * 5 + aligned_size(4 * b * h * t) +
+                        aligned_size(4 * threads * (2 * dk + 2 * t * dk)) + aligned_size(4 * threads * (2 * dk + 64));
+  EXPECT_LE(tracker().stats().total.allocated_bytes.peak - before, bound);
+
+  auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) { return dot(attention_ref(qq, kk, vv, b, t, d, h), r); };
+  EXPECT_LE(rel_err(vec_from(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), 1e-4);
+  EXPECT_LE(rel_err(vec_from(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), 1e-4);
+  EXPECT_LE(rel_err(vec_from(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), 1e-4);
+
+  // The naive attention on the same inputs: same output and gradients.
+  AttentionSaved naive;
+  counters().set_phase(Phase::forward);
+  const Tensor out_naive = attention_forward(naive, qt, kt, vt, h, "n.attn");
+  Tensor nq = Tensor::empty({b, t, d}, Category::temporary, "nq");
+  Tensor nk = Tensor::empty({b, t, d}, Category::temporary, "nk");
+  Tensor nv = Tensor::empty({b, t, d}, Category::temporary, "nv");
+  counters().set_phase(Phase::backward);
+  attention_backward(nq, nk, nv, gout, naive);
+  EXPECT_LE(rel_err(vec_from(out), vec_from(out_naive)), 2e-6);
+  EXPECT_LE(rel_err(vec_from(gq), vec_from(nq)), 1e-5);
+  EXPECT_LE(rel_err(vec_from(gk), vec_from(nk)), 1e-5);
+  EXPECT_LE(rel_err(vec_from(gv), vec_from(nv)), 1e-5);
+
+  // Counts, by independent arithmetic over the rows; the counters hold flash + naive under op "attention".
+  const int64_t causal = t * (t + 1) / 2, scaled = dk == 1 ? 0 : 1;
+  int64_t blocks = 0;
+  for (int64_t i = 0; i < t; ++i) blocks += (i + 1 + 63) / 64;
+  EXPECT_EQ(flash_key_blocks(t), blocks);
+  const OpCount f = flash_attention_forward_count(b, t, d, h), g = flash_attention_backward_count(b, t, d, h);
+  EXPECT_EQ(f.matmul_flops, b * h * 4 * dk * causal);
+  EXPECT_EQ(f.other_flops, b * h * (4 * causal + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk));
+  EXPECT_EQ(f.bytes_read, 4 * 3 * b * t * d);
+  EXPECT_EQ(f.bytes_written, 4 * (b * t * d + b * h * t));
+  EXPECT_EQ(g.matmul_flops, b * h * 10 * dk * causal);
+  EXPECT_EQ(g.other_flops, b * h * (4 * causal + 2 * t * dk + scaled * 2 * t * dk));
+  const OpCount naive_f = attention_forward_count(b, t, d, h), naive_b = attention_backward_count(b, t, d, h);
+  EXPECT_EQ(counters().get("attention", Phase::forward).flops(), f.flops() + naive_f.flops() -
+                                                                     (dk == 1 ? b * h * t * t : 0));
+  EXPECT_EQ(counters().get("attention", Phase::backward).flops(), g.flops() + naive_b.flops() -
+                                                                      (dk == 1 ? b * h * 2 * t * dk : 0));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, FlashSweep,
+                         ::testing::Values(Shape4{1, 1, 4, 1}, Shape4{2, 5, 6, 3}, Shape4{1, 17, 12, 2},
+                                           Shape4{1, 64, 8, 2}, Shape4{1, 65, 10, 2}, Shape4{1, 150, 6, 1},
+                                           Shape4{2, 9, 5, 5}, Shape4{1, 129, 8, 2}));
+
+// bf16 storage: q, k, v, out and the gradients bf16, arithmetic float32: the output is rounded once (u = 2⁻⁸
+// per element, normwise 2u with the inputs' own rounding shared by the reference); gradients within 4u of the
+// finite differences of the float64 reference on the same bf16 values.
+TEST(Flash, Bf16StorageWithinItsRounding) {
+  if (!bf16_matmul_unavailable_reason().empty()) GTEST_SKIP() << bf16_matmul_unavailable_reason();
+  set_num_threads(2);
+  const int64_t b = 1, t = 70, d = 12, h = 2;
+  auto bf16_of = [](const Vec& x, const char* name) {
+    Tensor out = Tensor::empty({1, 70, 12}, Category::activation, name, DType::bf16);
+    for (size_t i = 0; i < x.size(); ++i) out.data_bf16()[i] = to_bf16(static_cast<float>(x[i]));
+    return out;
+  };
+  auto values = [](const Tensor& x) {
+    Vec out(static_cast<size_t>(x.numel()));
+    for (size_t i = 0; i < out.size(); ++i) out[i] = to_float(x.data_bf16()[i]);
+    return out;
+  };
+  const Tensor qt = bf16_of(random_vec(b * t * d, 1), "q"), kt = bf16_of(random_vec(b * t * d, 2), "k");
+  const Tensor vt = bf16_of(random_vec(b * t * d, 3), "v"), rt = bf16_of(random_vec(b * t * d, 4), "r");
+  const Vec q = values(qt), k = values(kt), v = values(vt), r = values(rt);
+  FlashAttentionSaved saved;
+  const Tensor out = flash_attention_forward(saved, qt, kt, vt, h, "fb.attn");
+  ASSERT_EQ(out.dtype(), DType::bf16);
+  const double u = 1.0 / 256;
+  EXPECT_LE(rel_err(values(out), attention_ref(q, k, v, b, t, d, h)), 2 * u);
+  Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq", DType::bf16);
+  Tensor gk = Tensor::empty({b, t, d}, Category::temporary, "gk", DType::bf16);
+  Tensor gv = Tensor::empty({b, t, d}, Category::temporary, "gv", DType::bf16);
+  flash_attention_backward(gq, gk, gv, rt, saved);
+  auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) { return dot(attention_ref(qq, kk, vv, b, t, d, h), r); };
+  EXPECT_LE(rel_err(values(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), 4 * u);
+  EXPECT_LE(rel_err(values(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), 4 * u);
+  EXPECT_LE(rel_err(values(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), 4 * u);
+  EXPECT_EQ(flash_attention_forward_count(b, t, d, h, DType::bf16).bytes_read, 2 * 3 * b * t * d);
+}
+
+TEST(Flash, RejectsBadShapesAndBackwardTwice) {
+  const Tensor q = Tensor::zeros({1, 4, 6}, Category::activation, "q");
+  FlashAttentionSaved saved;
+  expect_invalid([&] { flash_attention_forward(saved, q, q, q, 4, "x"); }, {"d_model 6 is not divisible by num_heads 4"});
+  const Tensor k = Tensor::zeros({1, 4, 6}, Category::activation, "k", DType::bf16);
+  expect_invalid([&] { flash_attention_forward(saved, q, k, q, 2, "x"); }, {"equal shapes and dtypes"});
+  Tensor g = Tensor::zeros({1, 4, 6}, Category::temporary, "g");
+  expect_invalid([&] { flash_attention_backward(g, g, g, g, saved); }, {"nothing saved"});
+}
+
+}  // namespace
+}  // namespace reckon
