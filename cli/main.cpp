@@ -149,7 +149,9 @@ int main(int argc, char** argv) {
       "reconcile", "Run real steps, then measured vs analytic bytes and FLOPs; exit 0 only if every difference is 0");
   reckon::add_config_options(reconcile, rec_opts.preset, rec_opts.config_file, rec_opts.overrides,
                              preset_list);
-  reconcile->add_flag("--sweep", rec_opts.sweep, "64 configs: both ffn kinds, tied/untied, positions, odd shapes");
+  reconcile->add_flag("--sweep", rec_opts.sweep,
+                      "512 configs: 64 shapes (both ffn kinds, tied/untied, positions, odd sizes) x 4 precisions x "
+                      "naive/flash attention");
   reconcile->add_option("--json", rec_opts.json_path, "write measured and analytic numbers as JSON");
   reconcile->add_flag("--quiet", rec_opts.quiet, "with --sweep: print only configs that differ");
   reconcile->add_option("--max-memory", rec_opts.max_memory, "memory budget per measured step (default: available RAM)");

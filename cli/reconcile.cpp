@@ -106,7 +106,8 @@ void print_details(const Result& r) {
              ops.markdown());
 }
 
-// Each shape × ffn × tied × position in every precision: fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads).
+// Each shape × ffn × tied × position in every precision (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads))
+// and both attentions (naive, flash): 64 × 4 × 2 = 512 configs.
 // The mixed ones only where this CPU runs bf16 matmuls (they are left out, with a note, elsewhere).
 std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
   struct Shape { int64_t v, t, l, d, h, f, b; };
@@ -120,14 +121,15 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
     for (FfnKind ffn : {FfnKind::swiglu, FfnKind::silu_mlp})
       for (bool tied : {false, true})
         for (Position pos : {Position::none, Position::learned}) {
-          for (const auto [precision, grads] : precision_settings()) {
-            if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
-            TrainConfig c;
-            c.preset = "sweep";
-            c.model = ModelConfig{s.v, s.t, s.l, s.d, s.h, s.f, ffn, tied, pos, s.b, 1e-5, precision, grads};
-            c.optim.weight_decay = (out.size() / 4 % 3 == 0) ? 0.0 : 0.01;  // both AdamW FLOP variants
-            out.emplace_back(describe(c.model), c);
-          }
+          for (const auto [precision, grads] : precision_settings())
+            for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash}) {
+              if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
+              TrainConfig c;
+              c.preset = "sweep";
+              c.model = ModelConfig{s.v, s.t, s.l, s.d, s.h, s.f, ffn, tied, pos, s.b, 1e-5, precision, grads, attention};
+              c.optim.weight_decay = (out.size() / 8 % 3 == 0) ? 0.0 : 0.01;  // both AdamW FLOP variants
+              out.emplace_back(describe(c.model), c);
+            }
         }
   if (!bf16_matmul_unavailable_reason().empty()) {
     fmt::print("note: mixed-precision sweep configs left out: {}\n", bf16_matmul_unavailable_reason());

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "ops/flash_attention.h"
 #include "runtime/checked.h"
 
 namespace reckon {
@@ -83,11 +84,23 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   // (both scaled). Matmuls count the full T×T products, the softmax only the causal part. Every tensor in A.
   // The 1/√d_k scale is a matmul output scale, executed (and counted) only when it is not 1: d_k = 1 has none.
   const CheckedInt scaled = dk == 1 ? 0 : 1;
+  if (c.attention == AttentionKind::flash) {
+    // One call per layer each way; causal rows only (row i: i + 1 keys, ceil((i+1)/64) key blocks); the scale
+    // folded into the query rows (and dQ) when d_k > 1; compulsory bytes: each tensor once
+    // (ops/flash_attention.h).
+    const CheckedInt blocks = flash_key_blocks(c.context_length);
+    add("attention", Fw, l, l * bh * 4 * dk * causal,
+        l * bh * (4 * causal + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk), A * l * 3 * n * d,
+        A * l * n * d + F * l * bh * t);
+    add("attention", Bw, l, l * bh * 10 * dk * causal, l * bh * (4 * causal + 2 * t * dk + scaled * 2 * t * dk),
+        A * l * 5 * n * d + F * l * bh * t, A * l * 3 * n * d);
+  } else {
   add("attention", Fw, 3 * l, l * bh * 4 * t * t * dk, l * bh * (scaled * t * t + 5 * causal),
       A * l * bh * (2 * t * dk + causal + t * t + t * dk), A * l * bh * (2 * t * t + t * dk));
   add("attention", Bw, 5 * l, l * bh * 8 * t * t * dk, l * bh * (scaled * 2 * t * dk + 4 * causal),
       A * l * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)),
       A * l * bh * (2 * t * t + 3 * t * dk));
+  }
   // The gate (swiglu: silu(a)·b) or silu alone, N·F elements per layer, in A.
   if (swiglu) {
     add("swiglu", Fw, l, 0, l * 5 * n * f, A * l * 2 * n * f, A * l * n * f);

@@ -9,7 +9,9 @@
 
 #include <fmt/format.h>
 
+#include "ops/flash_attention.h"
 #include "runtime/checked.h"
+#include "runtime/machine.h"
 #include "runtime/matmul.h"
 
 namespace reckon {
@@ -244,6 +246,8 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   const DTypePlan plan = c.dtypes();
   const DType A = plan.act, F32 = DType::f32;
   const bool mixed = A != F32;
+  const bool flash = c.attention == AttentionKind::flash;
+  const CheckedInt threads = num_threads(), dk = d / h;  // flash attention's per-thread workspaces
   Replay r(o.onednn_scratchpad, o.live_at_peak, matmuls);
 
   // Parameters, gradients (and, in steady state, the optimizer state): one block per named tensor.
@@ -319,12 +323,20 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
       cache_weight({i, w}, d * d);
       lin_fwd({i, out}, Category::activation, A, d_, d_, "linear");
     }
-    r.alloc({i, "attn.probs"}, Category::activation, btt, A);
-    r.alloc({i, "attn.ctx"}, Category::activation, n * d, A);
-    attn_mm(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
-                     ag.scale, false));
-    attn_mm(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
-                     false));
+    if (flash) {
+      // Only the float32 log-sum-exp and the output are kept; a per-thread workspace lives for the call.
+      r.alloc({i, "attn.lse"}, Category::activation, b * h * t);
+      r.alloc({i, "attn.ctx"}, Category::activation, n * d, A);
+      r.alloc({i, "attn.workspace"}, Category::temporary, threads * (2 * dk + kFlashKeyBlock));
+      r.free({i, "attn.workspace"});
+    } else {
+      r.alloc({i, "attn.probs"}, Category::activation, btt, A);
+      r.alloc({i, "attn.ctx"}, Category::activation, n * d, A);
+      attn_mm(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
+                       ag.scale, false));
+      attn_mm(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
+                       false));
+    }
     cache_weight({i, "attn.wo.weight"}, d * d);
     lin_fwd({i, "attn.out"}, Category::temporary, F32, d_, d_, "linear");
     r.alloc({i, "attn_residual"}, Category::activation, n * d);
@@ -393,10 +405,15 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     r.alloc({i, "attn.grad_ctx"}, Category::temporary, n * d, A);
     if (mixed) r.alloc({i, "attn.grad_out"}, Category::temporary, n * d, A);
     lin_bwd(d_, d_, false, A, "linear");
-    r.free({i, "attn.ctx"});
+    if (!flash) r.free({i, "attn.ctx"});  // flash attention keeps its output until its own backward
     if (mixed) r.free({i, "attn.grad_out"});
     release_weight({i, "attn.wo.weight"});
     for (const char* g : {"attn.grad_q", "attn.grad_k", "attn.grad_v"}) r.alloc({i, g}, Category::temporary, n * d, A);
+    if (flash) {
+      r.alloc({i, "attn.grad_workspace"}, Category::temporary, threads * (2 * dk + 2 * t * dk));
+      r.free({i, "attn.grad_workspace"});
+      for (const char* saved : {"attn.q", "attn.k", "attn.v", "attn.ctx", "attn.lse"}) r.free({i, saved});
+    } else {
     r.alloc({i, "attn.grad_probs"}, Category::temporary, btt, A);
     attn_mm(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
                      1.0f, false));  // dP = dC Vᵀ
@@ -411,6 +428,7 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
                      ag.scale, false));  // dK = dSᵀ Q
     r.free({i, "attn.q"});
     r.free({i, "attn.grad_probs"});
+    }
     r.free({i, "attn.grad_ctx"});
     r.alloc({i, "attn_norm.grad_out"}, Category::temporary, n * d);
     lin_bwd(d_, d_, false, F32, "linear");

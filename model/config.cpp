@@ -84,6 +84,7 @@ constexpr FieldSpec kFields[] = {
     {"rmsnorm_eps", Section::model, Kind::real, "a number in (0, 1]"},
     {"precision", Section::model, Kind::choice, "one of fp32, amp-bf16, bf16"},
     {"grad_dtype", Section::model, Kind::choice, "one of auto, fp32, bf16 (bf16 only with precision = bf16)"},
+    {"attention", Section::model, Kind::choice, "one of naive, flash"},
     {"lr", Section::optim, Kind::real, "a number in [0, 10]"},
     {"beta1", Section::optim, Kind::real, "a number in [0, 1)"},
     {"beta2", Section::optim, Kind::real, "a number in [0, 1)"},
@@ -189,6 +190,10 @@ void set_field(TrainConfig& c, std::string_view key, std::string_view value) {
     else if (value == "amp-bf16") m.precision = Precision::amp_bf16;
     else if (value == "bf16") m.precision = Precision::bf16;
     else throw std::invalid_argument(fmt::format("precision: '{}' is not allowed, allowed values are fp32, amp-bf16, bf16", value));
+  } else if (key == "attention") {
+    if (value == "naive") m.attention = AttentionKind::naive;
+    else if (value == "flash") m.attention = AttentionKind::flash;
+    else throw std::invalid_argument(fmt::format("attention: '{}' is not allowed, allowed values are naive, flash", value));
   } else if (key == "grad_dtype") {
     if (value == "auto") m.grad_dtype = GradDType::automatic;
     else if (value == "fp32") m.grad_dtype = GradDType::fp32;
@@ -430,15 +435,17 @@ void validate(const TrainConfig& c) {
 }
 
 const char* position_name(Position p) { return p == Position::none ? "none" : "learned"; }
+const char* attention_name(AttentionKind a) { return a == AttentionKind::naive ? "naive" : "flash"; }
 
 std::string describe(const ModelConfig& m) {
   std::string precision = precision_name(m.precision);
   if (m.precision == Precision::bf16) {
     precision += m.dtypes().grad == DType::f32 ? " (fp32 grads)" : " (bf16 grads)";
   }
-  return fmt::format("V {}, T {}, L {}, D {}, H {}, d_ff {}, ffn {}, {}, position {}, B {}, {}", m.vocab_size,
-                     m.context_length, m.num_layers, m.d_model, m.num_heads, m.d_ff, ffn_kind_name(m.ffn),
-                     m.tie_embeddings ? "tied" : "untied", position_name(m.position), m.batch_size, precision);
+  return fmt::format("V {}, T {}, L {}, D {}, H {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}",
+                     m.vocab_size, m.context_length, m.num_layers, m.d_model, m.num_heads, m.d_ff,
+                     ffn_kind_name(m.ffn), m.tie_embeddings ? "tied" : "untied", position_name(m.position),
+                     m.batch_size, precision, attention_name(m.attention));
 }
 
 }  // namespace reckon

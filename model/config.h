@@ -13,6 +13,9 @@
 namespace reckon {
 
 enum class Position { none, learned };
+// naive: the T×T probabilities are kept for backward (ops/attention.h); flash: only the output and a float32
+// log-sum-exp per row, scores recomputed in backward (ops/flash_attention.h).
+enum class AttentionKind { naive, flash };
 
 struct ModelConfig {
   int64_t vocab_size = 256;
@@ -28,6 +31,7 @@ struct ModelConfig {
   double rmsnorm_eps = 1e-5;
   Precision precision = Precision::fp32;      // model/precision.h
   GradDType grad_dtype = GradDType::automatic;
+  AttentionKind attention = AttentionKind::naive;
   DTypePlan dtypes() const { return dtype_plan(precision, grad_dtype); }
 };
 
@@ -53,7 +57,7 @@ std::vector<std::string> preset_names();
 TrainConfig preset_config(std::string_view name);
 
 // Applies one `key=value` (keys: every ModelConfig/AdamWConfig field (precision: fp32, amp-bf16, bf16;
-// grad_dtype: auto, fp32, bf16), `lr`, `weight_decay`, `beta1`, `beta2`,
+// grad_dtype: auto, fp32, bf16; attention: naive, flash), `lr`, `weight_decay`, `beta1`, `beta2`,
 // `adam_eps`, `seed`). Throws std::invalid_argument naming the key and what it accepts.
 void apply_override(TrainConfig& config, std::string_view key_equals_value);
 // Reads a TOML file: optional `preset = "..."` first, then the same keys at top level (or in [model] /
@@ -70,6 +74,7 @@ TrainConfig parse_config_text(const std::string& text, const std::string& path);
 void validate(const TrainConfig& config);
 
 const char* position_name(Position p);
+const char* attention_name(AttentionKind a);
 std::string describe(const ModelConfig& m);  // one line: "V 256, T 32, L 2, D 64, H 4, d_ff 256, swiglu, ..."
 
 }  // namespace reckon

@@ -134,7 +134,8 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
       Tensor k = linear_forward(s.wk, h, wk, p + "attn.k", act);
       const Tensor& wv = matmul_weight(l.wv);
       Tensor v = linear_forward(s.wv, h, wv, p + "attn.v", act);
-      Tensor ctx = attention_forward(s.attn, q, k, v, c.num_heads, p + "attn");
+      Tensor ctx = c.attention == AttentionKind::flash ? flash_attention_forward(s.flash, q, k, v, c.num_heads, p + "attn")
+                                                       : attention_forward(s.attn, q, k, v, c.num_heads, p + "attn");
       const Tensor& wo = matmul_weight(l.wo);
       Tensor proj = linear_forward(s.wo, ctx, wo, p + "attn.out", DType::f32, Category::temporary);
       x_mid = residual_forward(x, proj, p + "attn_residual");
@@ -196,7 +197,8 @@ void Transformer::backward() {
     Tensor grad_q = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_q", act);
     Tensor grad_k = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_k", act);
     Tensor grad_v = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_v", act);
-    attention_backward(grad_q, grad_k, grad_v, grad_ctx, s.attn);
+    if (config_.attention == AttentionKind::flash) flash_attention_backward(grad_q, grad_k, grad_v, grad_ctx, s.flash);
+    else attention_backward(grad_q, grad_k, grad_v, grad_ctx, s.attn);
     grad_ctx.reset();
     Tensor grad_h = Tensor::empty({b, t, d}, Category::temporary, p + "attn_norm.grad_out");
     linear_backward(grad_h, g(l.wq), grad_q, s.wq, matmul_weight(l.wq), false);

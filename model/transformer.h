@@ -20,6 +20,7 @@
 
 #include "model/config.h"
 #include "ops/attention.h"
+#include "ops/flash_attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/ffn.h"
 #include "ops/linear.h"
@@ -59,7 +60,8 @@ class Transformer {
   struct LayerSaved {
     RmsnormSaved attn_norm, ffn_norm;
     LinearSaved wq, wk, wv, wo;
-    AttentionSaved attn;
+    AttentionSaved attn;        // attention = naive
+    FlashAttentionSaved flash;  // attention = flash
     FfnSaved ffn;
   };
   int add_param(const std::string& name, const Shape& shape);

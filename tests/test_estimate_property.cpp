@@ -108,6 +108,7 @@ EstimateOptions random_options(Draw& d) {
       }
     }
   }
+  if (d.chance(0.3)) o.overrides.push_back(d.chance(0.9) ? "attention=flash" : "attention=tiled");
   o.batch_size = d.chance(0.7) ? 0 : d.field(1, 1 << 16, 64);
   o.memory_budget = d.choose({"80GB", "80GiB", "40GB", "1", "1.5TB", "4611686018427387904"},
                              {"0", "4611686018427387905", "8 GB", "nanGB", "-1GB", "1e3GB", "80XB"});

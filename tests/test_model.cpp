@@ -70,9 +70,11 @@ struct GradCase {
   FfnKind ffn;
   bool tied;
   Position position;
+  AttentionKind attention = AttentionKind::naive;
 };
 void PrintTo(const GradCase& g, std::ostream* os) {
-  *os << ffn_kind_name(g.ffn) << (g.tied ? "_tied" : "_untied") << "_pos_" << position_name(g.position);
+  *os << ffn_kind_name(g.ffn) << (g.tied ? "_tied" : "_untied") << "_pos_" << position_name(g.position) << "_"
+      << attention_name(g.attention);
 }
 
 class WholeModelGradient : public Model, public ::testing::WithParamInterface<GradCase> {};
@@ -89,6 +91,7 @@ TEST_P(WholeModelGradient, EveryParameterMatchesFiniteDifferencesInDouble) {
   c.ffn = gc.ffn;
   c.tie_embeddings = gc.tied;
   c.position = gc.position;
+  c.attention = gc.attention;
   c.batch_size = 2;
   const int64_t b = 2, t = 5;  // T < context_length: positions use only the first T rows
   Transformer model(c, 7);
@@ -124,7 +127,9 @@ INSTANTIATE_TEST_SUITE_P(Variants, WholeModelGradient,
                                            GradCase{FfnKind::swiglu, true, Position::none},
                                            GradCase{FfnKind::silu_mlp, false, Position::none},
                                            GradCase{FfnKind::silu_mlp, true, Position::learned},
-                                           GradCase{FfnKind::swiglu, false, Position::learned}));
+                                           GradCase{FfnKind::swiglu, false, Position::learned},
+                                           GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::flash},
+                                           GradCase{FfnKind::silu_mlp, true, Position::learned, AttentionKind::flash}));
 
 // ================================================================== training behaviour
 
