@@ -18,7 +18,7 @@ struct CheckedRow {
 std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
   const CheckedInt b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
   const CheckedInt l = c.num_layers, h = c.num_heads, btd = b * t * d, btf = b * t * f, bt = b * t;
-  const bool swiglu = c.ffn == FfnKind::swiglu;
+  const bool swiglu = c.ffn == FfnKind::swiglu, flash = c.attention == AttentionKind::flash;
   const std::vector<CheckedRow> checked = {
       {"RMSNorm outputs (2 per block)", l * 2 * btd, "layers.*.attn_norm.out, layers.*.ffn_norm.out", l * 2 * btd,
        "same: the inputs of the projections"},
@@ -27,8 +27,11 @@ std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
       {"(not listed) RMSNorm inputs", 0, "layer input, layers.*.attn_residual", l * 2 * btd,
        "RMSNorm backward needs its input x (the residual stream)"},
       {"QKV projections", l * 3 * btd, "layers.*.attn.q, .k, .v", l * 3 * btd, "same: attention backward needs Q, K, V"},
-      {"QᵀK (scores)", l * b * h * t * t, "—", 0, "softmax runs in place over the scores buffer"},
-      {"softmax", l * b * h * t * t, "layers.*.attn.probs", l * b * h * t * t, "same"},
+      {"QᵀK (scores)", l * b * h * t * t, "—", 0,
+       flash ? "flash attention: scores live one key block at a time" : "softmax runs in place over the scores buffer"},
+      flash ? CheckedRow{"softmax", l * b * h * t * t, "layers.*.attn.lse (float32)", l * b * h * t,
+                         "flash attention keeps one log-sum-exp per row and recomputes the scores in backward"}
+            : CheckedRow{"softmax", l * b * h * t * t, "layers.*.attn.probs", l * b * h * t * t, "same"},
       {"weighted sum of values", l * btd, "layers.*.attn.ctx", l * btd, "same: the input of the output projection"},
       {"output projection", l * btd, "— (temporary)", 0, "added into the residual stream; nothing saves it"},
       {"W1 matrix multiply", l * btf, "layers.*.ffn.w1_out", l * btf, "same: SiLU backward needs it"},
