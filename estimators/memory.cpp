@@ -327,7 +327,7 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
       // Only the float32 log-sum-exp and the output are kept; a per-thread workspace lives for the call.
       r.alloc({i, "attn.lse"}, Category::activation, b * h * t);
       r.alloc({i, "attn.ctx"}, Category::activation, n * d, A);
-      r.alloc({i, "attn.workspace"}, Category::temporary, threads * (2 * dk + kFlashKeyBlock));
+      r.alloc({i, "attn.workspace"}, Category::temporary, threads * flash_forward_workspace_floats(dk.value()));
       r.free({i, "attn.workspace"});
     } else {
       r.alloc({i, "attn.probs"}, Category::activation, btt, A);
@@ -410,7 +410,7 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     release_weight({i, "attn.wo.weight"});
     for (const char* g : {"attn.grad_q", "attn.grad_k", "attn.grad_v"}) r.alloc({i, g}, Category::temporary, n * d, A);
     if (flash) {
-      r.alloc({i, "attn.grad_workspace"}, Category::temporary, threads * (2 * dk + 2 * t * dk));
+      r.alloc({i, "attn.grad_workspace"}, Category::temporary, threads * flash_backward_workspace_floats(t.value(), dk.value()));
       r.free({i, "attn.grad_workspace"});
       for (const char* saved : {"attn.q", "attn.k", "attn.v", "attn.ctx", "attn.lse"}) r.free({i, saved});
     } else {

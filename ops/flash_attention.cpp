@@ -54,97 +54,167 @@ static void check_flash_qkv(const Tensor& q, const Tensor& k, const Tensor& v, i
             num_heads);
 }
 
-// One (b, h): rows i = 0..T-1 of the head's strided view (row stride D), keys 0..i in blocks.
-//   out_row = Σ_j softmax_j(s_ij) v_j,  lse_i = m_i + log l_i.   acc: d_k floats, scores: kFlashKeyBlock floats.
+int64_t flash_forward_workspace_floats(int64_t dk) {
+  return 2 * kFlashQueryBlock * dk + 2 * kFlashQueryBlock + dk * kFlashKeyBlock + kFlashKeyBlock;
+}
+int64_t flash_backward_workspace_floats(int64_t t, int64_t dk) {
+  return 2 * t * dk + t + 4 * dk * kFlashKeyBlock + 3 * kFlashKeyBlock;
+}
+
+// Kᵀ of one key block (n ≤ kFlashKeyBlock keys of a head, row stride D) into kt (d_k × kFlashKeyBlock), widened:
+// scores for a query row then vectorise over the keys (s[j] += q[c] · kt[c][j]).
 template <typename T>
-static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const T* v, int64_t t, int64_t d,
-                               int64_t dk, float scale, bool scaled, float* acc, float* scores, float* qs) {
-  for (int64_t i = 0; i < t; ++i) {
-    const T* qi = q + i * d;
-    for (int64_t c = 0; c < dk; ++c) qs[c] = scaled ? widen(qi[c]) * scale : widen(qi[c]);
-    std::fill_n(acc, dk, 0.0f);
-    float m = -std::numeric_limits<float>::infinity(), l = 0.0f;
-    for (int64_t j0 = 0; j0 <= i; j0 += kFlashKeyBlock) {
-      const int64_t n = std::min(kFlashKeyBlock, i + 1 - j0);
-      float block_max = m;
-      for (int64_t j = 0; j < n; ++j) {
-        const T* kj = k + (j0 + j) * d;
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int64_t c = 0; c < dk; ++c) s += qs[c] * widen(kj[c]);
-        scores[j] = s;
-        block_max = s > block_max ? s : block_max;
-      }
-      const float correction = exp_simd(m - block_max);  // 0 for the first block (m = −inf)
-      float block_sum = 0.0f;
-      for (int64_t j = 0; j < n; ++j) {
-        scores[j] = exp_simd(scores[j] - block_max);
-        block_sum += scores[j];
-      }
-      l = l * correction + block_sum;
+static void transpose_block(float* kt, const T* k, int64_t n, int64_t d, int64_t dk) {
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t c = 0; c < dk; ++c) kt[c * kFlashKeyBlock + j] = widen(k[j * d + c]);
+}
+
+// s[0..n) = qs · kt[:, 0..n)
+static inline void row_scores(float* s, const float* qs, const float* kt, int64_t n, int64_t dk) {
 #pragma omp simd
-      for (int64_t c = 0; c < dk; ++c) acc[c] *= correction;
-      for (int64_t j = 0; j < n; ++j) {
-        const T* vj = v + (j0 + j) * d;
-        const float p = scores[j];
+  for (int64_t j = 0; j < n; ++j) s[j] = 0.0f;
+  for (int64_t c = 0; c < dk; ++c) {
+    const float qc = qs[c];
+    const float* ktc = kt + c * kFlashKeyBlock;
 #pragma omp simd
-        for (int64_t c = 0; c < dk; ++c) acc[c] += p * widen(vj[c]);
-      }
-      m = block_max;
-    }
-    const float inv = 1.0f / l;
-    T* oi = out + i * d;
-    for (int64_t c = 0; c < dk; ++c) oi[c] = narrow<T>(acc[c] * inv);
-    lse[i] = m + std::log(l);
+    for (int64_t j = 0; j < n; ++j) s[j] += qc * ktc[j];
   }
 }
 
-// One (b, h) backward, rows i outer, keys j ≤ i inner: dQ_i in a row buffer, dK and dV for the whole head in
-// float32 accumulators (T × d_k each), written out at the end.
+// One (b, h): query blocks of kFlashQueryBlock rows against the key blocks at or below the diagonal; row i of a
+// diagonal block stops at key i. Per row: running max m, sum l and the output accumulator, rescaled per block.
+template <typename T>
+static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const T* v, int64_t t, int64_t d,
+                               int64_t dk, float scale, bool scaled, float* ws) {
+  float* acc = ws;                                   // kFlashQueryBlock × d_k
+  float* m = acc + kFlashQueryBlock * dk;            // kFlashQueryBlock
+  float* l = m + kFlashQueryBlock;                   // kFlashQueryBlock
+  float* kt = l + kFlashQueryBlock;                  // d_k × kFlashKeyBlock
+  float* scores = kt + dk * kFlashKeyBlock;          // kFlashKeyBlock
+  float* q_block = scores + kFlashKeyBlock;          // kFlashQueryBlock × d_k: the block's rows, scaled once
+  for (int64_t i0 = 0; i0 < t; i0 += kFlashQueryBlock) {
+    const int64_t rows = std::min(kFlashQueryBlock, t - i0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < dk; ++c) {
+        const float x = widen(q[(i0 + r) * d + c]);
+        q_block[r * dk + c] = scaled ? x * scale : x;
+      }
+    std::fill_n(acc, rows * dk, 0.0f);
+    std::fill_n(m, rows, -std::numeric_limits<float>::infinity());
+    std::fill_n(l, rows, 0.0f);
+    for (int64_t j0 = 0; j0 < i0 + rows; j0 += kFlashKeyBlock) {
+      const int64_t block = std::min(kFlashKeyBlock, i0 + rows - j0);
+      transpose_block(kt, k + j0 * d, block, d, dk);
+      for (int64_t r = std::max<int64_t>(0, j0 - i0); r < rows; ++r) {
+        const int64_t i = i0 + r, n = std::min(block, i + 1 - j0);  // keys j0 .. min(i, j0 + block − 1)
+        row_scores(scores, q_block + r * dk, kt, n, dk);
+        float block_max = m[r];
+        for (int64_t j = 0; j < n; ++j) block_max = scores[j] > block_max ? scores[j] : block_max;
+        const float correction = exp_simd(m[r] - block_max);  // ≈ 0 for the row's first block (m = −inf)
+        float block_sum = 0.0f;
+#pragma omp simd reduction(+ : block_sum)
+        for (int64_t j = 0; j < n; ++j) {
+          scores[j] = exp_simd(scores[j] - block_max);
+          block_sum += scores[j];
+        }
+        l[r] = l[r] * correction + block_sum;
+        m[r] = block_max;
+        float* acc_r = acc + r * dk;
+#pragma omp simd
+        for (int64_t c = 0; c < dk; ++c) acc_r[c] *= correction;
+        for (int64_t j = 0; j < n; ++j) {
+          const T* vj = v + (j0 + j) * d;
+          const float p = scores[j];
+#pragma omp simd
+          for (int64_t c = 0; c < dk; ++c) acc_r[c] += p * widen(vj[c]);
+        }
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const float inv = 1.0f / l[r];
+      T* oi = out + (i0 + r) * d;
+      const float* acc_r = acc + r * dk;
+      for (int64_t c = 0; c < dk; ++c) oi[c] = narrow<T>(acc_r[c] * inv);
+      lse[i0 + r] = m[r] + std::log(l[r]);
+    }
+  }
+}
+
+// One (b, h) backward: key blocks outer (their dK, dV accumulate in the block's own buffers), query rows i ≥ j0
+// inner; dQ accumulates across key blocks in a float32 T × d_k buffer, scaled and written at the end.
 template <typename T>
 static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T* k, const T* v, const T* o,
                                 const T* dout, const float* lse, int64_t t, int64_t d, int64_t dk, float scale,
-                                bool scaled, float* qs, float* dq_row, float* dk_acc, float* dv_acc) {
-  std::fill_n(dk_acc, t * dk, 0.0f);
-  std::fill_n(dv_acc, t * dk, 0.0f);
+                                bool scaled, float* ws) {
+  float* dq_acc = ws;                               // T × d_k
+  float* delta = dq_acc + t * dk;                   // T: D_i = dO_i · O_i
+  float* kt = delta + t;                            // d_k × kFlashKeyBlock
+  float* vt = kt + dk * kFlashKeyBlock;             // d_k × kFlashKeyBlock
+  float* dk_blk = vt + dk * kFlashKeyBlock;         // kFlashKeyBlock × d_k
+  float* dv_blk = dk_blk + dk * kFlashKeyBlock;     // kFlashKeyBlock × d_k
+  float* p = dv_blk + dk * kFlashKeyBlock;          // kFlashKeyBlock
+  float* dp = p + kFlashKeyBlock;                   // kFlashKeyBlock
+  float* ds = dp + kFlashKeyBlock;                  // kFlashKeyBlock
+  float* q_scaled = ds + kFlashKeyBlock;            // T × d_k: the head's query rows, scaled once
+  std::fill_n(dq_acc, t * dk, 0.0f);
   for (int64_t i = 0; i < t; ++i) {
-    const T* qi = q + i * d;
-    const T* doi = dout + i * d;
-    const T* oi = o + i * d;
-    float delta = 0.0f;  // D_i = dO_i · O_i
-#pragma omp simd reduction(+ : delta)
-    for (int64_t c = 0; c < dk; ++c) delta += widen(doi[c]) * widen(oi[c]);
-    for (int64_t c = 0; c < dk; ++c) qs[c] = scaled ? widen(qi[c]) * scale : widen(qi[c]);
-    std::fill_n(dq_row, dk, 0.0f);
-    const float lse_i = lse[i];
-    for (int64_t j = 0; j <= i; ++j) {
-      const T* kj = k + j * d;
-      const T* vj = v + j * d;
-      float s = 0.0f, dp = 0.0f;
-#pragma omp simd reduction(+ : s, dp)
-      for (int64_t c = 0; c < dk; ++c) {
-        s += qs[c] * widen(kj[c]);
-        dp += widen(doi[c]) * widen(vj[c]);
-      }
-      const float p = exp_simd(s - lse_i);
-      const float ds = p * (dp - delta);
-      float* dvj = dv_acc + j * dk;
-      float* dkj = dk_acc + j * dk;
-#pragma omp simd
-      for (int64_t c = 0; c < dk; ++c) {
-        dvj[c] += p * widen(doi[c]);
-        dkj[c] += ds * qs[c];
-        dq_row[c] += ds * widen(kj[c]);
-      }
-    }
-    T* dqi = dq + i * d;
-    for (int64_t c = 0; c < dk; ++c) dqi[c] = narrow<T>(scaled ? dq_row[c] * scale : dq_row[c]);
-  }
-  for (int64_t j = 0; j < t; ++j)
     for (int64_t c = 0; c < dk; ++c) {
-      dk_out[j * d + c] = narrow<T>(dk_acc[j * dk + c]);
-      dv_out[j * d + c] = narrow<T>(dv_acc[j * dk + c]);
+      const float x = widen(q[i * d + c]);
+      q_scaled[i * dk + c] = scaled ? x * scale : x;
     }
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < dk; ++c) sum += widen(dout[i * d + c]) * widen(o[i * d + c]);
+    delta[i] = sum;
+  }
+  for (int64_t j0 = 0; j0 < t; j0 += kFlashKeyBlock) {
+    const int64_t block = std::min(kFlashKeyBlock, t - j0);
+    transpose_block(kt, k + j0 * d, block, d, dk);
+    transpose_block(vt, v + j0 * d, block, d, dk);
+    std::fill_n(dk_blk, block * dk, 0.0f);
+    std::fill_n(dv_blk, block * dk, 0.0f);
+    for (int64_t i = j0; i < t; ++i) {
+      const int64_t n = std::min(block, i + 1 - j0);
+      const T* doi = dout + i * d;
+      const float* qs = q_scaled + i * dk;
+      row_scores(p, qs, kt, n, dk);  // s
+      // dP = dO_i · V_j, through Vᵀ like the scores.
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) dp[j] = 0.0f;
+      for (int64_t c = 0; c < dk; ++c) {
+        const float g = widen(doi[c]);
+        const float* vtc = vt + c * kFlashKeyBlock;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) dp[j] += g * vtc[j];
+      }
+      const float lse_i = lse[i], delta_i = delta[i];
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        p[j] = exp_simd(p[j] - lse_i);
+        ds[j] = p[j] * (dp[j] - delta_i);
+      }
+      float* dq_i = dq_acc + i * dk;
+      for (int64_t j = 0; j < n; ++j) {
+        const float pj = p[j], dsj = ds[j];
+        float* dvj = dv_blk + j * dk;
+        float* dkj = dk_blk + j * dk;
+        const T* kj = k + (j0 + j) * d;
+#pragma omp simd
+        for (int64_t c = 0; c < dk; ++c) {
+          dvj[c] += pj * widen(doi[c]);
+          dkj[c] += dsj * qs[c];
+          dq_i[c] += dsj * widen(kj[c]);
+        }
+      }
+    }
+    for (int64_t j = 0; j < block; ++j)
+      for (int64_t c = 0; c < dk; ++c) {
+        dk_out[(j0 + j) * d + c] = narrow<T>(dk_blk[j * dk + c]);
+        dv_out[(j0 + j) * d + c] = narrow<T>(dv_blk[j * dk + c]);
+      }
+  }
+  for (int64_t i = 0; i < t; ++i)
+    for (int64_t c = 0; c < dk; ++c) dq[i * d + c] = narrow<T>(scaled ? dq_acc[i * dk + c] * scale : dq_acc[i * dk + c]);
 }
 
 Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -157,7 +227,7 @@ Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, cons
   Tensor lse = Tensor::empty({b, h, t}, Category::activation, prefix + ".lse");
   Tensor out = Tensor::empty({b, t, d}, Category::activation, prefix + ".ctx", q.dtype());
   const int threads = omp_get_max_threads();
-  const int64_t per_thread = 2 * dk + kFlashKeyBlock;  // acc, the scaled query row, a block of scores
+  const int64_t per_thread = flash_forward_workspace_floats(dk);
   Tensor workspace = Tensor::empty({threads, per_thread}, Category::temporary, prefix + ".workspace");
   OpRecord record("attention");
   dispatch_floating(q.dtype(), [&](auto tag) {
@@ -172,7 +242,7 @@ Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, cons
         float* w = ws + omp_get_thread_num() * per_thread;
         const int64_t base = bi * t * d + hi * dk;
         flash_forward_head(po + base, pl + (bi * h + hi) * t, pq + base, pk + base, pv + base, t, d, dk, scale, scaled,
-                           w, w + 2 * dk, w + dk);
+                           w);
       }
   });
   record.count = flash_attention_forward_count(b, t, d, h, q.dtype());
@@ -200,7 +270,7 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
   const bool scaled = dk != 1;
   const int threads = omp_get_max_threads();
-  const int64_t per_thread = 2 * dk + 2 * t * dk;
+  const int64_t per_thread = flash_backward_workspace_floats(t, dk);
   Tensor workspace = Tensor::empty({threads, per_thread}, Category::temporary, saved.name + ".grad_workspace");
   OpRecord record("attention");
   dispatch_floating(grad_q.dtype(), [&](auto tag) {
@@ -216,7 +286,7 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
         float* w = ws + omp_get_thread_num() * per_thread;
         const int64_t base = bi * t * d + hi * dk;
         flash_backward_head(pdq + base, pdk + base, pdv + base, pq + base, pk + base, pv + base, po + base, pdo + base,
-                            pl + (bi * h + hi) * t, t, d, dk, scale, scaled, w, w + dk, w + 2 * dk, w + 2 * dk + t * dk);
+                            pl + (bi * h + hi) * t, t, d, dk, scale, scaled, w);
       }
   });
   record.count = flash_attention_backward_count(b, t, d, h, grad_q.dtype());

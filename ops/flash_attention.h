@@ -1,7 +1,7 @@
 // Flash-style causal attention (FlashAttention-2's algorithm, on CPU), given Q, K, V (B, T, D), H heads,
 // d_k = D / H:   out = softmax(Q Kᵀ / sqrt(d_k), causal) V,   lse = the log-sum-exp of each score row.
-// No T×T buffer exists at any moment: forward runs each query row against key blocks of kFlashKeyBlock with an
-// online softmax (running max m and sum l, the output accumulator rescaled per block); only the output and
+// No T×T buffer exists at any moment: forward runs blocks of kFlashQueryBlock query rows against key blocks
+// of kFlashKeyBlock (Kᵀ of the block staged once, scores vectorised over the keys) with an online softmax (running max m and sum l, the output accumulator rescaled per block); only the output and
 // lse = m + log(l) per row (float32, B·H·T) are kept for backward, which recomputes every score from Q, K and
 // lse: p = exp(s − lse), D = rowsum(dO ∘ O), dS = p (dP − D). Key tiles entirely above the diagonal are never
 // visited: row i touches keys 0..i.
@@ -10,9 +10,8 @@
 // arithmetic float32. Threads own whole (batch, head) pairs, so no two threads write one element.
 //
 // Memory (tracked): saved lse "<name>.lse" (activation, B·H·T float32; q, k, v and out are references);
-// forward workspace "<name>.workspace" (temporary, threads × (2·d_k + kFlashKeyBlock) float32: the row
-// accumulator, the scaled query row and one block of scores); backward workspace "<name>.grad_workspace" (temporary, threads ×
-// (2·d_k + 2·T·d_k) float32: the scaled query row, dQ's row, and the head's dK, dV accumulators).
+// workspaces "<name>.workspace" (forward) and "<name>.grad_workspace" (backward), temporary, threads ×
+// flash_{forward,backward}_workspace_floats float32 each, alive for the call.
 //
 // FLOPs as executed (causal: row i has i + 1 keys; nb(i) = ceil((i + 1) / kFlashKeyBlock) key blocks; the
 // 1/sqrt(d_k) scale is folded into each query row, d_k multiplies, and into dQ, d_k more, only when d_k > 1):
@@ -36,6 +35,13 @@
 namespace reckon {
 
 constexpr int64_t kFlashKeyBlock = 64;
+constexpr int64_t kFlashQueryBlock = 64;
+
+// Per-thread workspace, in float32 elements: forward (query block's scaled rows, accumulators, m, l, one Kᵀ
+// block, one block of scores) and backward (the head's dQ accumulator, D, scaled Q; Kᵀ, Vᵀ, dK and dV of one
+// key block; p, dP, dS of one block).
+int64_t flash_forward_workspace_floats(int64_t dk);
+int64_t flash_backward_workspace_floats(int64_t t, int64_t dk);
 
 struct FlashAttentionSaved {
   Tensor q, k, v, out, lse;

@@ -121,7 +121,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"V1000_T31", shape(1000, 31, 1, 40, 8, 72, 3, SW, false, NO)},
                       Case{"L4_silu_tied_learned", shape(64, 16, 4, 32, 4, 64, 2, SM, true, LE)},
                       Case{"odd_F", shape(11, 3, 2, 10, 2, 7, 3, SW, false, NO)},
-                      Case{"B7_T2", shape(29, 2, 1, 16, 4, 48, 7, SM, false, LE)}));
+                      Case{"B7_T2", shape(29, 2, 1, 16, 4, 48, 7, SM, false, LE)},
+                      Case{"T70_two_key_blocks", shape(40, 70, 1, 16, 2, 24, 2, SW, false, NO)}));
 
 TEST(Reconcile, AWrongEstimateIsCaught) {
   // The same measurement against the estimate of a config one sample larger must differ: the comparison

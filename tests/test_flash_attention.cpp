@@ -62,7 +62,8 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
   // Everything allocated beyond the inputs: out, lse, the gradients and workspaces — all O(B·T·D + threads·T·d_k).
   const int64_t threads = num_threads();
   const int64_t bound = aligned_size(4 * b * t * d) * 5 + aligned_size(4 * b * h * t) +
-                        aligned_size(4 * threads * (2 * dk + 2 * t * dk)) + aligned_size(4 * threads * (2 * dk + 64));
+                        aligned_size(4 * threads * flash_backward_workspace_floats(t, dk)) +
+                        aligned_size(4 * threads * flash_forward_workspace_floats(dk));
   EXPECT_LE(tracker().stats().total.allocated_bytes.peak - before, bound);
 
   auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) { return dot(attention_ref(qq, kk, vv, b, t, d, h), r); };
