@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <limits>
 
@@ -55,10 +56,12 @@ static void check_flash_qkv(const Tensor& q, const Tensor& k, const Tensor& v, i
 }
 
 int64_t flash_forward_workspace_floats(int64_t dk) {
-  return 2 * kFlashQueryBlock * dk + 2 * kFlashQueryBlock + dk * kFlashKeyBlock + kFlashKeyBlock;
+  return 2 * kFlashQueryBlock * dk + 2 * kFlashQueryBlock + 2 * dk * kFlashKeyBlock + kFlashKeyBlock;
 }
 int64_t flash_backward_workspace_floats(int64_t t, int64_t dk) {
-  return 2 * t * dk + t + 4 * dk * kFlashKeyBlock + 3 * kFlashKeyBlock;
+  // dQ, scaled Q (T × d_k each), D (T); Kᵀ, Vᵀ, dKᵀ, dVᵀ, K rows (d_k × 64 each); p, dP, dS (4 × 64 each);
+  // 4 dO rows (4 × d_k).
+  return 2 * t * dk + t + 5 * dk * kFlashKeyBlock + 12 * kFlashKeyBlock + 4 * dk;
 }
 
 // Kᵀ of one key block (n ≤ kFlashKeyBlock keys of a head, row stride D) into kt (d_k × kFlashKeyBlock), widened:
@@ -69,8 +72,33 @@ static void transpose_block(float* kt, const T* k, int64_t n, int64_t d, int64_t
     for (int64_t c = 0; c < dk; ++c) kt[c * kFlashKeyBlock + j] = widen(k[j * d + c]);
 }
 
-// s[0..n) = qs · kt[:, 0..n)
+// 16 float lanes (one AVX-512 register; GCC lowers it to two 256-bit halves elsewhere).
+using Lanes = float __attribute__((vector_size(64)));
+static_assert(kFlashKeyBlock == 64, "the full-block kernels hold 64 scores in 4 registers");
+
+inline Lanes load_lanes(const float* p) {
+  Lanes x;
+  std::memcpy(&x, p, sizeof x);
+  return x;
+}
+inline void store_lanes(float* p, Lanes x) { std::memcpy(p, &x, sizeof x); }
+
+// s[0..n) = qs · kt[:, 0..n). A full block (n = 64) keeps the 64 sums in four registers across the d_k loop:
+// four loads and four FMAs per query element, no stores until the end.
 static inline void row_scores(float* s, const float* qs, const float* kt, int64_t n, int64_t dk) {
+  if (n == kFlashKeyBlock) {
+    Lanes s0{}, s1{}, s2{}, s3{};
+    for (int64_t c = 0; c < dk; ++c) {
+      const float* ktc = kt + c * kFlashKeyBlock;
+      const Lanes qc = Lanes{} + qs[c];
+      s0 += qc * load_lanes(ktc);
+      s1 += qc * load_lanes(ktc + 16);
+      s2 += qc * load_lanes(ktc + 32);
+      s3 += qc * load_lanes(ktc + 48);
+    }
+    store_lanes(s, s0), store_lanes(s + 16, s1), store_lanes(s + 32, s2), store_lanes(s + 48, s3);
+    return;
+  }
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) s[j] = 0.0f;
   for (int64_t c = 0; c < dk; ++c) {
@@ -78,6 +106,37 @@ static inline void row_scores(float* s, const float* qs, const float* kt, int64_
     const float* ktc = kt + c * kFlashKeyBlock;
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) s[j] += qc * ktc[j];
+  }
+}
+
+// acc[0..dk) = acc · correction + Σ_j p[j] · vb[j][0..dk) (vb: n rows of d_k floats; rescale = false skips the
+// multiply by correction, and its d_k FLOPs). For d_k a multiple of 16, 64 columns at a time stay in registers
+// across the keys.
+static inline void row_accumulate(float* acc, bool rescale, float correction, const float* p, const float* vb,
+                                  int64_t n, int64_t dk) {
+  if (dk % 16 == 0) {
+    for (int64_t c0 = 0; c0 < dk; c0 += 64) {
+      const int64_t lanes = std::min<int64_t>(4, (dk - c0) / 16);
+      Lanes a[4] = {};
+      for (int64_t u = 0; u < lanes; ++u) a[u] = rescale ? load_lanes(acc + c0 + 16 * u) * correction : load_lanes(acc + c0 + 16 * u);
+      for (int64_t j = 0; j < n; ++j) {
+        const Lanes pj = Lanes{} + p[j];
+        const float* vj = vb + j * dk + c0;
+        for (int64_t u = 0; u < lanes; ++u) a[u] += pj * load_lanes(vj + 16 * u);
+      }
+      for (int64_t u = 0; u < lanes; ++u) store_lanes(acc + c0 + 16 * u, a[u]);
+    }
+    return;
+  }
+  if (rescale) {
+#pragma omp simd
+    for (int64_t c = 0; c < dk; ++c) acc[c] *= correction;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const float pj = p[j];
+    const float* vj = vb + j * dk;
+#pragma omp simd
+    for (int64_t c = 0; c < dk; ++c) acc[c] += pj * vj[c];
   }
 }
 
@@ -92,6 +151,7 @@ static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const
   float* kt = l + kFlashQueryBlock;                  // d_k × kFlashKeyBlock
   float* scores = kt + dk * kFlashKeyBlock;          // kFlashKeyBlock
   float* q_block = scores + kFlashKeyBlock;          // kFlashQueryBlock × d_k: the block's rows, scaled once
+  float* v_block = q_block + kFlashQueryBlock * dk;  // kFlashKeyBlock × d_k: the key block's V rows, widened
   for (int64_t i0 = 0; i0 < t; i0 += kFlashQueryBlock) {
     const int64_t rows = std::min(kFlashQueryBlock, t - i0);
     for (int64_t r = 0; r < rows; ++r)
@@ -105,11 +165,13 @@ static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const
     for (int64_t j0 = 0; j0 < i0 + rows; j0 += kFlashKeyBlock) {
       const int64_t block = std::min(kFlashKeyBlock, i0 + rows - j0);
       transpose_block(kt, k + j0 * d, block, d, dk);
+      for (int64_t j = 0; j < block; ++j)
+        for (int64_t c = 0; c < dk; ++c) v_block[j * dk + c] = widen(v[(j0 + j) * d + c]);
       for (int64_t r = std::max<int64_t>(0, j0 - i0); r < rows; ++r) {
         const int64_t i = i0 + r, n = std::min(block, i + 1 - j0);  // keys j0 .. min(i, j0 + block − 1)
         row_scores(scores, q_block + r * dk, kt, n, dk);
-        float block_max = m[r];
-        for (int64_t j = 0; j < n; ++j) block_max = scores[j] > block_max ? scores[j] : block_max;
+        const float scores_max = max_of(scores, n);  // n − 1 compares, + 1 against the running max
+        const float block_max = scores_max > m[r] ? scores_max : m[r];
         const float correction = exp_simd(m[r] - block_max);  // ≈ 0 for the row's first block (m = −inf)
         float block_sum = 0.0f;
 #pragma omp simd reduction(+ : block_sum)
@@ -119,15 +181,7 @@ static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const
         }
         l[r] = l[r] * correction + block_sum;
         m[r] = block_max;
-        float* acc_r = acc + r * dk;
-#pragma omp simd
-        for (int64_t c = 0; c < dk; ++c) acc_r[c] *= correction;
-        for (int64_t j = 0; j < n; ++j) {
-          const T* vj = v + (j0 + j) * d;
-          const float p = scores[j];
-#pragma omp simd
-          for (int64_t c = 0; c < dk; ++c) acc_r[c] += p * widen(vj[c]);
-        }
+        row_accumulate(acc + r * dk, true, correction, scores, v_block, n, dk);
       }
     }
     for (int64_t r = 0; r < rows; ++r) {
@@ -140,22 +194,43 @@ static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const
   }
 }
 
-// One (b, h) backward: key blocks outer (their dK, dV accumulate in the block's own buffers), query rows i ≥ j0
-// inner; dQ accumulates across key blocks in a float32 T × d_k buffer, scaled and written at the end.
+// One (b, h) backward: key blocks outer, query rows i ≥ j0 inner, in groups of kRowGroup rows. dQ accumulates
+// across key blocks in a float32 T × d_k buffer (scaled and written at the end); the key block's dK and dV
+// accumulate transposed (d_k × 64), so a group of full rows updates them as a rank-4 product held in registers.
+constexpr int64_t kRowGroup = 4;
+
+// dT[c][0..64) += Σ_r x_r[c] · y_r[0..64) for 4 rows (x_r: d_k values, y_r: 64 values each).
+static inline void rank4_update(float* dt, const float* const x[4], const float* const y[4], int64_t dk) {
+  Lanes y_reg[4][4];
+  for (int r = 0; r < 4; ++r)
+    for (int u = 0; u < 4; ++u) y_reg[r][u] = load_lanes(y[r] + 16 * u);
+  for (int64_t c = 0; c < dk; ++c) {
+    float* row = dt + c * kFlashKeyBlock;
+    Lanes a0 = load_lanes(row), a1 = load_lanes(row + 16), a2 = load_lanes(row + 32), a3 = load_lanes(row + 48);
+    for (int r = 0; r < 4; ++r) {
+      const Lanes xr = Lanes{} + x[r][c];
+      a0 += xr * y_reg[r][0], a1 += xr * y_reg[r][1], a2 += xr * y_reg[r][2], a3 += xr * y_reg[r][3];
+    }
+    store_lanes(row, a0), store_lanes(row + 16, a1), store_lanes(row + 32, a2), store_lanes(row + 48, a3);
+  }
+}
+
 template <typename T>
 static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T* k, const T* v, const T* o,
                                 const T* dout, const float* lse, int64_t t, int64_t d, int64_t dk, float scale,
                                 bool scaled, float* ws) {
-  float* dq_acc = ws;                               // T × d_k
-  float* delta = dq_acc + t * dk;                   // T: D_i = dO_i · O_i
-  float* kt = delta + t;                            // d_k × kFlashKeyBlock
-  float* vt = kt + dk * kFlashKeyBlock;             // d_k × kFlashKeyBlock
-  float* dk_blk = vt + dk * kFlashKeyBlock;         // kFlashKeyBlock × d_k
-  float* dv_blk = dk_blk + dk * kFlashKeyBlock;     // kFlashKeyBlock × d_k
-  float* p = dv_blk + dk * kFlashKeyBlock;          // kFlashKeyBlock
-  float* dp = p + kFlashKeyBlock;                   // kFlashKeyBlock
-  float* ds = dp + kFlashKeyBlock;                  // kFlashKeyBlock
-  float* q_scaled = ds + kFlashKeyBlock;            // T × d_k: the head's query rows, scaled once
+  float* dq_acc = ws;                                     // T × d_k
+  float* delta = dq_acc + t * dk;                         // T: D_i = dO_i · O_i
+  float* kt = delta + t;                                  // d_k × 64
+  float* vt = kt + dk * kFlashKeyBlock;                   // d_k × 64
+  float* dkt = vt + dk * kFlashKeyBlock;                  // d_k × 64: the block's dK, transposed
+  float* dvt = dkt + dk * kFlashKeyBlock;                 // d_k × 64: the block's dV, transposed
+  float* p = dvt + dk * kFlashKeyBlock;                   // kRowGroup × 64
+  float* dp = p + kRowGroup * kFlashKeyBlock;             // kRowGroup × 64
+  float* ds = dp + kRowGroup * kFlashKeyBlock;            // kRowGroup × 64
+  float* q_scaled = ds + kRowGroup * kFlashKeyBlock;      // T × d_k: the head's query rows, scaled once
+  float* k_block = q_scaled + t * dk;                     // 64 × d_k: the key block's K rows, widened
+  float* do_rows = k_block + dk * kFlashKeyBlock;         // kRowGroup × d_k: dO rows, widened
   std::fill_n(dq_acc, t * dk, 0.0f);
   for (int64_t i = 0; i < t; ++i) {
     for (int64_t c = 0; c < dk; ++c) {
@@ -171,46 +246,59 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
     const int64_t block = std::min(kFlashKeyBlock, t - j0);
     transpose_block(kt, k + j0 * d, block, d, dk);
     transpose_block(vt, v + j0 * d, block, d, dk);
-    std::fill_n(dk_blk, block * dk, 0.0f);
-    std::fill_n(dv_blk, block * dk, 0.0f);
-    for (int64_t i = j0; i < t; ++i) {
-      const int64_t n = std::min(block, i + 1 - j0);
-      const T* doi = dout + i * d;
-      const float* qs = q_scaled + i * dk;
-      row_scores(p, qs, kt, n, dk);  // s
-      // dP = dO_i · V_j, through Vᵀ like the scores.
+    for (int64_t j = 0; j < block; ++j)
+      for (int64_t c = 0; c < dk; ++c) k_block[j * dk + c] = widen(k[(j0 + j) * d + c]);
+    std::fill_n(dkt, dk * kFlashKeyBlock, 0.0f);
+    std::fill_n(dvt, dk * kFlashKeyBlock, 0.0f);
+    for (int64_t i0 = j0; i0 < t; i0 += kRowGroup) {
+      const int64_t rows = std::min(kRowGroup, t - i0);
+      bool full = rows == kRowGroup;
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = i0 + r, n = std::min(block, i + 1 - j0);
+        full = full && n == kFlashKeyBlock;
+        float *pr = p + r * kFlashKeyBlock, *dpr = dp + r * kFlashKeyBlock, *dsr = ds + r * kFlashKeyBlock;
+        float* dor = do_rows + r * dk;
+        for (int64_t c = 0; c < dk; ++c) dor[c] = widen(dout[i * d + c]);
+        row_scores(pr, q_scaled + i * dk, kt, n, dk);  // s
+        row_scores(dpr, dor, vt, n, dk);                 // dP = dO_i · V_j, through Vᵀ like the scores
+        const float lse_i = lse[i], delta_i = delta[i];
 #pragma omp simd
-      for (int64_t j = 0; j < n; ++j) dp[j] = 0.0f;
-      for (int64_t c = 0; c < dk; ++c) {
-        const float g = widen(doi[c]);
-        const float* vtc = vt + c * kFlashKeyBlock;
-#pragma omp simd
-        for (int64_t j = 0; j < n; ++j) dp[j] += g * vtc[j];
+        for (int64_t j = 0; j < n; ++j) {
+          pr[j] = exp_simd(pr[j] - lse_i);
+          dsr[j] = pr[j] * (dpr[j] - delta_i);
+        }
+        row_accumulate(dq_acc + i * dk, false, 1.0f, dsr, k_block, n, dk);  // dQ_i += Σ_j dS_j K_j
       }
-      const float lse_i = lse[i], delta_i = delta[i];
+      if (full) {  // dV += Σ_r dO_r ⊗ p_r, dK += Σ_r q_r ⊗ dS_r
+        const float* const dos[4] = {do_rows, do_rows + dk, do_rows + 2 * dk, do_rows + 3 * dk};
+        const float* const ps[4] = {p, p + 64, p + 128, p + 192};
+        const float* const qs[4] = {q_scaled + i0 * dk, q_scaled + (i0 + 1) * dk, q_scaled + (i0 + 2) * dk,
+                                    q_scaled + (i0 + 3) * dk};
+        const float* const dss[4] = {ds, ds + 64, ds + 128, ds + 192};
+        rank4_update(dvt, dos, ps, dk);
+        rank4_update(dkt, qs, dss, dk);
+      } else {
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t n = std::min(block, i0 + r + 1 - j0);
+          const float *pr = p + r * kFlashKeyBlock, *dsr = ds + r * kFlashKeyBlock;
+          const float *dor = do_rows + r * dk, *qr = q_scaled + (i0 + r) * dk;
+          for (int64_t c = 0; c < dk; ++c) {
+            float* dvc = dvt + c * kFlashKeyBlock;
+            float* dkc = dkt + c * kFlashKeyBlock;
+            const float g = dor[c], x = qr[c];
 #pragma omp simd
-      for (int64_t j = 0; j < n; ++j) {
-        p[j] = exp_simd(p[j] - lse_i);
-        ds[j] = p[j] * (dp[j] - delta_i);
-      }
-      float* dq_i = dq_acc + i * dk;
-      for (int64_t j = 0; j < n; ++j) {
-        const float pj = p[j], dsj = ds[j];
-        float* dvj = dv_blk + j * dk;
-        float* dkj = dk_blk + j * dk;
-        const T* kj = k + (j0 + j) * d;
-#pragma omp simd
-        for (int64_t c = 0; c < dk; ++c) {
-          dvj[c] += pj * widen(doi[c]);
-          dkj[c] += dsj * qs[c];
-          dq_i[c] += dsj * widen(kj[c]);
+            for (int64_t j = 0; j < n; ++j) {
+              dvc[j] += g * pr[j];
+              dkc[j] += x * dsr[j];
+            }
+          }
         }
       }
     }
     for (int64_t j = 0; j < block; ++j)
       for (int64_t c = 0; c < dk; ++c) {
-        dk_out[(j0 + j) * d + c] = narrow<T>(dk_blk[j * dk + c]);
-        dv_out[(j0 + j) * d + c] = narrow<T>(dv_blk[j * dk + c]);
+        dk_out[(j0 + j) * d + c] = narrow<T>(dkt[c * kFlashKeyBlock + j]);
+        dv_out[(j0 + j) * d + c] = narrow<T>(dvt[c * kFlashKeyBlock + j]);
       }
   }
   for (int64_t i = 0; i < t; ++i)
