@@ -40,16 +40,17 @@ Tensor head_view(const Tensor& x, int64_t num_heads) {
   return x.as_strided({b, num_heads, t, dk}, {t * d, dk, d, 1}, 0);
 }
 
-static void check_qkv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads) {
-  check_arg(q.dim() == 3 && q.is_contiguous(), "attention: q '{}' must be a contiguous (B, T, D) tensor, got {}",
+void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads, std::string_view op) {
+  check_arg(q.dim() == 3 && q.is_contiguous(), "{}: q '{}' must be a contiguous (B, T, D) tensor, got {}", op,
             q.name(), q.shape_str());
-  check_arg(k.shape() == q.shape() && v.shape() == q.shape() && k.is_contiguous() && v.is_contiguous(),
-            "attention: q {}, k {}, v {} must be contiguous with equal shapes", q.shape_str(), k.shape_str(),
+  check_arg(k.shape() == q.shape() && v.shape() == q.shape() && k.is_contiguous() && v.is_contiguous() &&
+                k.dtype() == q.dtype() && v.dtype() == q.dtype(),
+            "{}: q {}, k {}, v {} must be contiguous with equal shapes and dtypes", op, q.shape_str(), k.shape_str(),
             v.shape_str());
   const int64_t d = q.size(2);
-  check_arg(num_heads >= 1 && num_heads <= d, "attention: num_heads is {}, allowed range is [1, {}] (d_model)",
-            num_heads, d);
-  check_arg(d % num_heads == 0, "attention: d_model {} is not divisible by num_heads {} (d_model % num_heads must be 0)",
+  check_arg(num_heads >= 1 && num_heads <= d, "{}: num_heads is {}, allowed range is [1, {}] (d_model)", op, num_heads,
+            d);
+  check_arg(d % num_heads == 0, "{}: d_model {} is not divisible by num_heads {} (d_model % num_heads must be 0)", op,
             d, num_heads);
 }
 
@@ -97,7 +98,7 @@ static void causal_softmax_backward(T* dp, const T* p, int64_t bh, int64_t t) {
 
 Tensor attention_forward(AttentionSaved& saved, const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads,
                          std::string_view name) {
-  check_qkv(q, k, v, num_heads);
+  check_attention_inputs(q, k, v, num_heads, "attention");
   const DType dtype = q.dtype();
   const int64_t b = q.size(0), t = q.size(1), d = q.size(2), dk = d / num_heads;
   const std::string prefix(name);
@@ -128,7 +129,7 @@ void attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor
                         AttentionSaved& saved) {
   check_arg(saved.probs.defined(), "attention backward: nothing saved (forward not run, or backward run twice)");
   const int64_t h = saved.num_heads;
-  check_qkv(grad_q, grad_k, grad_v, h);
+  check_attention_inputs(grad_q, grad_k, grad_v, h, "attention backward");
   check_arg(grad_q.shape() == saved.q.shape() && grad_ctx.shape() == saved.q.shape() && grad_ctx.is_contiguous(),
             "attention backward: gradients must have q's shape {}", saved.q.shape_str());
   const int64_t b = grad_q.size(0), t = grad_q.size(1), d = grad_q.size(2), dk = d / h;

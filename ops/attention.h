@@ -48,6 +48,10 @@ void attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor
 OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype = DType::f32);
 OpCount attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype = DType::f32);
 
+// Throws std::invalid_argument (naming `op`) unless q, k, v are contiguous (B, T, D) tensors of one shape and
+// dtype and num_heads divides D.
+void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads, std::string_view op);
+
 // The (B, H, T, d_k) head view of a (B, T, D) tensor.
 Tensor head_view(const Tensor& x, int64_t num_heads);
 

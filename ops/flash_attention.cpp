@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "ops/attention.h"
 #include "runtime/check.h"
 #include "runtime/checked.h"
 #include "runtime/simd_math.h"
@@ -40,20 +41,6 @@ OpCount flash_attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t 
   return c;
 }
 
-static void check_flash_qkv(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads) {
-  check_arg(q.dim() == 3 && q.is_contiguous(), "flash attention: q '{}' must be a contiguous (B, T, D) tensor, got {}",
-            q.name(), q.shape_str());
-  check_arg(k.shape() == q.shape() && v.shape() == q.shape() && k.is_contiguous() && v.is_contiguous() &&
-                k.dtype() == q.dtype() && v.dtype() == q.dtype(),
-            "flash attention: q {}, k {}, v {} must be contiguous with equal shapes and dtypes", q.shape_str(),
-            k.shape_str(), v.shape_str());
-  const int64_t d = q.size(2);
-  check_arg(num_heads >= 1 && num_heads <= d, "flash attention: num_heads is {}, allowed range is [1, {}] (d_model)",
-            num_heads, d);
-  check_arg(d % num_heads == 0,
-            "flash attention: d_model {} is not divisible by num_heads {} (d_model % num_heads must be 0)", d,
-            num_heads);
-}
 
 int64_t flash_forward_workspace_floats(int64_t dk) {
   return 2 * kFlashQueryBlock * dk + 2 * kFlashQueryBlock + 2 * dk * kFlashKeyBlock + kFlashKeyBlock;
@@ -307,7 +294,7 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
 
 Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, const Tensor& k, const Tensor& v,
                                int64_t num_heads, std::string_view name) {
-  check_flash_qkv(q, k, v, num_heads);
+  check_attention_inputs(q, k, v, num_heads, "flash attention");
   const int64_t b = q.size(0), t = q.size(1), d = q.size(2), h = num_heads, dk = d / h;
   const std::string prefix(name);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
@@ -349,7 +336,7 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
                               const Tensor& grad_ctx, FlashAttentionSaved& saved) {
   check_arg(saved.lse.defined(), "flash attention backward: nothing saved (forward not run, or backward run twice)");
   const int64_t h = saved.num_heads;
-  check_flash_qkv(grad_q, grad_k, grad_v, h);
+  check_attention_inputs(grad_q, grad_k, grad_v, h, "flash attention backward");
   check_arg(grad_q.shape() == saved.q.shape() && grad_ctx.shape() == saved.q.shape() && grad_ctx.is_contiguous() &&
                 grad_q.dtype() == saved.q.dtype() && grad_ctx.dtype() == saved.q.dtype(),
             "flash attention backward: gradients must have q's shape {} and dtype {}", saved.q.shape_str(),
