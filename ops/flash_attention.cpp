@@ -101,6 +101,22 @@ static inline void row_scores(float* s, const float* qs, const float* kt, int64_
 // across the keys.
 static inline void row_accumulate(float* acc, bool rescale, float correction, const float* p, const float* vb,
                                   int64_t n, int64_t dk) {
+  if (dk % 64 == 0) {  // four named registers per 64 columns (an array of them is spilled to the stack)
+    for (int64_t c0 = 0; c0 < dk; c0 += 64) {
+      Lanes a0 = load_lanes(acc + c0), a1 = load_lanes(acc + c0 + 16), a2 = load_lanes(acc + c0 + 32),
+            a3 = load_lanes(acc + c0 + 48);
+      if (rescale) a0 *= correction, a1 *= correction, a2 *= correction, a3 *= correction;
+      for (int64_t j = 0; j < n; ++j) {
+        const Lanes pj = Lanes{} + p[j];
+        const float* vj = vb + j * dk + c0;
+        a0 += pj * load_lanes(vj), a1 += pj * load_lanes(vj + 16), a2 += pj * load_lanes(vj + 32),
+            a3 += pj * load_lanes(vj + 48);
+      }
+      store_lanes(acc + c0, a0), store_lanes(acc + c0 + 16, a1), store_lanes(acc + c0 + 32, a2),
+          store_lanes(acc + c0 + 48, a3);
+    }
+    return;
+  }
   if (dk % 16 == 0) {
     for (int64_t c0 = 0; c0 < dk; c0 += 64) {
       const int64_t lanes = std::min<int64_t>(4, (dk - c0) / 16);

@@ -109,6 +109,34 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FlashSweep,
                                            Shape4{1, 64, 8, 2}, Shape4{1, 65, 10, 2}, Shape4{1, 150, 6, 1},
                                            Shape4{2, 9, 5, 5}, Shape4{1, 129, 8, 2}));
 
+// The register kernels: d_k = 64 (64 columns in four registers), d_k = 32 and 48 (16-lane chunks), full key
+// blocks with rank-4 dK/dV updates (T ≥ 68) and partial ones: forward against float64, gradients against the
+// naive attention (itself checked against finite differences above; differences here would cost minutes).
+TEST(Flash, RegisterKernelsAtLargeHeadDims) {
+  set_num_threads(2);
+  for (const Shape4 c : {Shape4{1, 130, 128, 2}, Shape4{2, 70, 32, 1}, Shape4{1, 100, 96, 2}}) {
+    const auto [b, t, d, h] = c;
+    SCOPED_TRACE(testing::PrintToString(c));
+    const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * d, 2), v = random_vec(b * t * d, 3);
+    const Tensor qt = tensor_from(q, {b, t, d}, Category::activation, "q");
+    const Tensor kt = tensor_from(k, {b, t, d}, Category::activation, "k");
+    const Tensor vt = tensor_from(v, {b, t, d}, Category::activation, "v");
+    const Tensor gout = tensor_from(random_vec(b * t * d, 4), {b, t, d}, Category::temporary, "gctx");
+    FlashAttentionSaved flash;
+    const Tensor out = flash_attention_forward(flash, qt, kt, vt, h, "f");
+    EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h)), 2e-6);
+    AttentionSaved naive;
+    const Tensor out_naive = attention_forward(naive, qt, kt, vt, h, "n");
+    std::vector<Tensor> g, n;
+    for (const char* name : {"gq", "gk", "gv", "nq", "nk", "nv"}) {
+      (name[0] == 'g' ? g : n).push_back(Tensor::empty({b, t, d}, Category::temporary, name));
+    }
+    flash_attention_backward(g[0], g[1], g[2], gout, flash);
+    attention_backward(n[0], n[1], n[2], gout, naive);
+    for (int i = 0; i < 3; ++i) EXPECT_LE(rel_err(vec_from(g[i]), vec_from(n[i])), 1e-5) << "gradient " << i;
+  }
+}
+
 // bf16 storage: q, k, v, out and the gradients bf16, arithmetic float32: the output is rounded once (u = 2⁻⁸
 // per element, normwise 2u with the inputs' own rounding shared by the reference); gradients within 4u of the
 // finite differences of the float64 reference on the same bf16 values.
