@@ -231,6 +231,31 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
       ps.markdown());
   j["precisions"] = ps_json;
 
+  // ---- naive vs flash attention at this precision (issue 12's matrix, first two rows): what keeping the
+  // B·H·T² probabilities costs, and the FLOPs each executes (flash: causal rows only, scores recomputed in
+  // backward).
+  Table att;
+  att.header = {"attention", "activations + temporaries per sample", "memory = a·B + b", "max batch in " + o.memory_budget,
+                "step FLOPs (batch " + std::to_string(b) + ")", fmt::format("days on {} ({})", gpu.name, gpu_math)};
+  att.right_align = {false, true, false, true, true, true};
+  nlohmann::json att_json = nlohmann::json::array();
+  for (AttentionKind kind : {AttentionKind::naive, AttentionKind::flash}) {
+    ModelConfig am = m;
+    am.attention = kind;
+    const LinearMemory alin = memory_linear_in_batch(am, pure);
+    const int64_t amax = max_batch_in_budget(am, budget, pure, alin);
+    const int64_t aflops = estimate_step_flops(am, config.optim).total();
+    const double adays = training_time(step_flops_linear_in_batch(am, config.optim).at(o.train_batch), n, o.train_steps,
+                                       o.train_batch, t, peak, o.mfu).counted_days;
+    att.add({attention_name(kind), gb(alin.per_sample), fmt::format("{}·B + {}", fmt_int(alin.per_sample), fmt_int(alin.fixed)),
+             fmt_int(amax), sci(static_cast<double>(aflops)), fmt::format("{:.1f}", adays)});
+    att_json.push_back({{"attention", attention_name(kind)}, {"per_sample_bytes", alin.per_sample},
+                        {"fixed_bytes", alin.fixed}, {"max_batch", amax}, {"step_flops", aflops}, {"counted_days", adays}});
+  }
+  out(text, "\n## Attention: naive vs flash (precision {}; as implemented, each its own replay)\n\n{}",
+      precision_name(m.precision), att.markdown());
+  j["attention"] = att_json;
+
   // ---- textbook vs implemented, tensor by tensor
   Table at;
   at.header = {"textbook item", "textbook floats", "reckon keeps", "floats", "why"};

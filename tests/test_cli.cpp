@@ -286,6 +286,18 @@ TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
   // matmul weight (attention 4·D², ffn 2·D·d_ff per layer, the LM head V·D), all alive at the backward peak.
   const int64_t matmul_weights = 48LL * (4 * 1600 * 1600 + 2 * 1600 * 6400) + 50257LL * 1600;
   EXPECT_EQ(j["precisions"][1]["fixed_bytes"], 16 * 1635537600LL + 2 * matmul_weights);
+  // Naive vs flash attention (fp32): flash keeps no B·H·T² probabilities — per layer and sample that is
+  // H·T²·4 B = 25·1024²·4 = 104,857,600 B per layer and sample, and keeps H·T·4 B of log-sum-exp instead: at
+  // the backward peak that is exactly the per-sample difference (48 layers) — and the max batch doubles; its FLOPs count the causal half of attention plus the recomputed scores.
+  ASSERT_EQ(j["attention"].size(), 2u);
+  EXPECT_EQ(j["attention"][0]["attention"], "naive");
+  EXPECT_EQ(j["attention"][0]["max_batch"], 5);
+  EXPECT_EQ(j["attention"][1]["max_batch"], 10);
+  const int64_t saved_probs = 48LL * 25 * 1024 * 1024 * 4;
+  const int64_t per_sample_gap = j["attention"][0]["per_sample_bytes"].get<int64_t>() -
+                                 j["attention"][1]["per_sample_bytes"].get<int64_t>();
+  EXPECT_EQ(per_sample_gap, saved_probs - 48LL * 25 * 1024 * 4);  // minus the float32 lse rows flash keeps
+  EXPECT_LT(j["attention"][1]["step_flops"].get<int64_t>(), j["attention"][0]["step_flops"].get<int64_t>());
   const CommandResult amp = run("estimate --preset gpt2-xl --precision amp-bf16 --json " + json);
   ASSERT_EQ(amp.exit_code, 0) << amp.output;
   const nlohmann::json ja = read_json(json);
