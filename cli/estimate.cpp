@@ -200,6 +200,12 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   // ---- "is it 16 or 18 bytes per parameter?", "why does AMP use more memory?": every precision side by side,
   // each from its own replay (as implemented) at this config, budget and training run.
   const LinearFlops step_flops = step_flops_linear_in_batch(m, config.optim);
+  // The variants below differ from the config in one field; the config's own row reuses its fit (5 replays).
+  auto memory_fit = [&](const ModelConfig& variant) {
+    const bool same = variant.precision == m.precision && variant.grad_dtype == m.grad_dtype &&
+                      variant.attention == m.attention;
+    return same ? lin_impl : memory_linear_in_batch(variant, pure);
+  };
   Table ps;
   ps.header = {"precision", "value + grad + optimizer (B/param)", "peak at B = " + std::to_string(b), "memory = a·B + b",
                "max batch in " + o.memory_budget, fmt::format("days on {} ({} peak)", gpu.name, "matching"),
@@ -210,12 +216,13 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
     ModelConfig pm = m;
     pm.precision = pl.precision;
     pm.grad_dtype = pl.grad_dtype;
-    const LinearMemory plin = memory_linear_in_batch(pm, pure);
+    const LinearMemory plin = memory_fit(pm);
     const int64_t ppeak = estimate_step_memory(pm, pure).peak_total;
     const int64_t pmax = max_batch_in_budget(pm, budget, pure, plin);
     const char* math = gpu_math_for(pl.precision);
-    const double pdays = training_time(step_flops_linear_in_batch(pm, config.optim).at(o.train_batch), n, o.train_steps,
-                                       o.train_batch, t, gpu_peak_flops(gpu, math), o.mfu).counted_days;
+    // FLOPs do not depend on the precision (only bytes do): the config's step FLOPs serve every row.
+    const double pdays = training_time(step_flops.at(o.train_batch), n, o.train_steps, o.train_batch, t,
+                                       gpu_peak_flops(gpu, math), o.mfu).counted_days;
     const std::string bpp = fmt::format("{} + {} + {} = {}{}", pl.value_bytes, pl.grad_bytes, pl.optimizer_bytes,
                                         pl.total(), pl.weight_cache_bytes ? " (+2 per matmul weight in the step)" : "");
     ps.add({pl.name, bpp, gb(ppeak), fmt::format("{}·B + {}", fmt_int(plin.per_sample), fmt_int(plin.fixed)),
@@ -242,11 +249,12 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   for (AttentionKind kind : {AttentionKind::naive, AttentionKind::flash}) {
     ModelConfig am = m;
     am.attention = kind;
-    const LinearMemory alin = memory_linear_in_batch(am, pure);
+    const LinearMemory alin = memory_fit(am);
     const int64_t amax = max_batch_in_budget(am, budget, pure, alin);
+    const LinearFlops aflops_fit = kind == m.attention ? step_flops : step_flops_linear_in_batch(am, config.optim);
     const int64_t aflops = estimate_step_flops(am, config.optim).total();
-    const double adays = training_time(step_flops_linear_in_batch(am, config.optim).at(o.train_batch), n, o.train_steps,
-                                       o.train_batch, t, peak, o.mfu).counted_days;
+    const double adays = training_time(aflops_fit.at(o.train_batch), n, o.train_steps, o.train_batch, t, peak, o.mfu)
+                             .counted_days;
     att.add({attention_name(kind), gb(alin.per_sample), fmt::format("{}·B + {}", fmt_int(alin.per_sample), fmt_int(alin.fixed)),
              fmt_int(amax), sci(static_cast<double>(aflops)), fmt::format("{:.1f}", adays)});
     att_json.push_back({{"attention", attention_name(kind)}, {"per_sample_bytes", alin.per_sample},
