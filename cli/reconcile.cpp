@@ -107,26 +107,29 @@ void print_details(const Result& r) {
 }
 
 // Each shape × ffn × tied × position in every precision (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads))
-// and both attentions (naive, flash): 64 × 4 × 2 = 512 configs.
+// with both attentions (naive, flash) and the three recomputes (none, attention, full): 72 × 4 × 2 × 3 = 1728
+// configs.
 // The mixed ones only where this CPU runs bf16 matmuls (they are left out, with a note, elsewhere).
 std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
   struct Shape { int64_t v, t, l, d, h, f, b; };
-  // Odd sizes on purpose: T = 1, prime V, D not a multiple of 16, H = 3 and 5, B = 1 and 5, d_k = 1 (no
+  // Odd sizes on purpose: T = 1, T = 67 (one full flash key block + 3 rows), prime V, D not a multiple of 16, H = 3 and 5, B = 1 and 5, d_k = 1 (no
   // attention scale: 1/√1 is not applied).
   const Shape shapes[] = {{37, 7, 1, 12, 3, 20, 3},  {64, 16, 2, 32, 4, 64, 2}, {101, 17, 3, 24, 2, 40, 1},
                           {13, 1, 1, 8, 1, 8, 5},    {257, 9, 2, 20, 5, 36, 2}, {50, 33, 1, 48, 6, 96, 1},
-                          {7, 5, 2, 6, 3, 6, 4},     {19, 6, 2, 4, 4, 12, 2}};
+                          {7, 5, 2, 6, 3, 6, 4},     {19, 6, 2, 4, 4, 12, 2},  {23, 67, 1, 16, 2, 24, 1}};
   std::vector<std::pair<std::string, TrainConfig>> out;
   for (const Shape& s : shapes)
     for (FfnKind ffn : {FfnKind::swiglu, FfnKind::silu_mlp})
       for (bool tied : {false, true})
         for (Position pos : {Position::none, Position::learned}) {
           for (const auto [precision, grads] : precision_settings())
-            for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash}) {
+            for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash})
+              for (Recompute recompute : {Recompute::none, Recompute::attention, Recompute::full}) {
               if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
               TrainConfig c;
               c.preset = "sweep";
-              c.model = ModelConfig{s.v, s.t, s.l, s.d, s.h, s.f, ffn, tied, pos, s.b, 1e-5, precision, grads, attention};
+              c.model = ModelConfig{s.v, s.t, s.l, s.d, s.h, s.f, ffn, tied, pos, s.b, 1e-5, precision, grads, attention,
+                                    recompute};
               c.optim.weight_decay = (out.size() / 8 % 3 == 0) ? 0.0 : 0.01;  // both AdamW FLOP variants
               out.emplace_back(describe(c.model), c);
             }

@@ -76,7 +76,9 @@ std::string phase_totals_table(const Counters& c, int64_t steps, double peak_gfl
            fmt::format("{:.1f}%", n.flops() > 0 ? 100.0 * n.matmul_flops / n.flops() : 0.0), fmt::format("{:.2f}", ms),
            fmt::format("{:.1f}", rate), fmt::format("{:.1f}%", peak_gflops > 0 ? 100.0 * rate / peak_gflops : 0.0)});
   };
-  for (Phase p : {Phase::forward, Phase::backward, Phase::optimizer}) row(phase_name(p), c.phase_total(p));
+  for (Phase p : kAllPhases) {
+    if (p != Phase::recompute || c.phase_total(p).calls > 0) row(phase_name(p), c.phase_total(p));  // recompute: when it ran
+  }
   row("**step**", c.total());
   return t.markdown();
 }
@@ -157,7 +159,7 @@ nlohmann::json counters_json(const Counters& c, int64_t steps, double peak_gflop
     ops.push_back(o);
   }
   j["ops"] = ops;
-  for (Phase p : {Phase::forward, Phase::backward, Phase::optimizer}) j["phase_totals"][phase_name(p)] = count_json(c.phase_total(p));
+  for (Phase p : kAllPhases) j["phase_totals"][phase_name(p)] = count_json(c.phase_total(p));
   const OpCount total = c.total();
   j["total"] = count_json(total);
   j["peak_gflops"] = peak_gflops;
@@ -169,7 +171,7 @@ nlohmann::json counters_json(const Counters& c, int64_t steps, double peak_gflop
 nlohmann::json trace_json(const Counters& c, const TrackingAllocator& alloc) {
   nlohmann::json events = nlohmann::json::array();
   const int pid = 1;
-  for (Phase p : {Phase::forward, Phase::backward, Phase::optimizer}) {
+  for (Phase p : kAllPhases) {
     events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", static_cast<int>(p) + 1},
                       {"args", {{"name", phase_name(p)}}}});
   }

@@ -1,5 +1,6 @@
 #include "estimators/flops.h"
 
+#include <array>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -51,9 +52,13 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   // (the two in-layer norms write into the residual stream's gradient; the final one writes it first).
   // x, dy, dx, rstd float32; gain P, its gradient G; output A (the matmuls' input).
   const CheckedInt norms = 2 * l + 1, acc_norms = 2 * l;
-  add("rmsnorm", Fw, norms, 0, norms * n * (4 * d + 4), norms * (F * n * d + P * d), norms * (A * n * d + F * n));
+  auto add_norm_forward = [&](Phase phase, CheckedInt count) {
+    add("rmsnorm", phase, count, 0, count * n * (4 * d + 4), count * (F * n * d + P * d), count * (A * n * d + F * n));
+  };
+  add_norm_forward(Fw, 1);  // the final norm; the blocks' two each are in add_block_forward below
   add("rmsnorm", Bw, norms, 0, norms * n * (10 * d + 4) + acc_norms * n * d,
       norms * (F * (2 * n * d + n) + (P + G) * d) + acc_norms * F * n * d, norms * (F * n * d + G * d));
+  OpCount linear_forward;  // all blocks' linears, forward
   // Linear layers inside the blocks: q, k, v, o (D -> D) and the ffn (D -> F twice or once, F -> D).
   // Forward reads x and W (A), writes y: A for q, k, v, w1, w3 (saved), float32 for o and w2 (added to the
   // residual stream). Backward: dX = dY·W reads dY, W (+ dX when accumulating), writes dX — float32 for q, k,
@@ -77,39 +82,55 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
     add_linear(l, d, d, F, A, 0);
     add_linear(ffn_in * l, d, f, A, F, swiglu ? l : CheckedInt(0));
     add_linear(l, f, d, F, A, 0);
-    add("linear", Fw, calls, mm, 0, read_f, written_f);
+    linear_forward = OpCount{calls.value(), mm.value(), 0, read_f.value(), written_f.value(), 0.0};
     add("linear", Bw, 2 * calls, 2 * mm, other_b, read_b, written_b);
   }
   // Attention core per layer: QKᵀ (scaled), causal softmax, PV; backward dP, dV, softmax backward, dQ, dK
   // (both scaled). Matmuls count the full T×T products, the softmax only the causal part. Every tensor in A.
   // The 1/√d_k scale is a matmul output scale, executed (and counted) only when it is not 1: d_k = 1 has none.
   const CheckedInt scaled = dk == 1 ? 0 : 1;
+  const CheckedInt blocks = flash_key_blocks(c.context_length);
+  // Forward of the attention core of every layer under `phase`: forward, or recompute (recompute = attention re-runs
+  // it in backward).
+  auto add_attention_forward = [&](Phase phase) {
+    if (c.attention == AttentionKind::flash) {
+      add("attention", phase, l, l * bh * 4 * dk * causal,
+          l * bh * (4 * causal + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk), A * l * 3 * n * d,
+          A * l * n * d + F * l * bh * t);
+    } else {
+      add("attention", phase, 3 * l, l * bh * 4 * t * t * dk, l * bh * (scaled * t * t + 5 * causal),
+          A * l * bh * (2 * t * dk + causal + t * t + t * dk), A * l * bh * (2 * t * t + t * dk));
+    }
+  };
   if (c.attention == AttentionKind::flash) {
     // One call per layer each way; causal rows only (row i: i + 1 keys, ceil((i+1)/64) key blocks); the scale
     // folded into the query rows (and dQ) when d_k > 1; compulsory bytes: each tensor once
     // (ops/flash_attention.h).
-    const CheckedInt blocks = flash_key_blocks(c.context_length);
-    add("attention", Fw, l, l * bh * 4 * dk * causal,
-        l * bh * (4 * causal + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk), A * l * 3 * n * d,
-        A * l * n * d + F * l * bh * t);
     add("attention", Bw, l, l * bh * 10 * dk * causal, l * bh * (4 * causal + 2 * t * dk + scaled * 2 * t * dk),
         A * l * 5 * n * d + F * l * bh * t, A * l * 3 * n * d);
   } else {
-  add("attention", Fw, 3 * l, l * bh * 4 * t * t * dk, l * bh * (scaled * t * t + 5 * causal),
-      A * l * bh * (2 * t * dk + causal + t * t + t * dk), A * l * bh * (2 * t * t + t * dk));
-  add("attention", Bw, 5 * l, l * bh * 8 * t * t * dk, l * bh * (scaled * 2 * t * dk + 4 * causal),
-      A * l * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)),
-      A * l * bh * (2 * t * t + 3 * t * dk));
+    add("attention", Bw, 5 * l, l * bh * 8 * t * t * dk, l * bh * (scaled * 2 * t * dk + 4 * causal),
+        A * l * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)),
+        A * l * bh * (2 * t * t + 3 * t * dk));
   }
   // The gate (swiglu: silu(a)·b) or silu alone, N·F elements per layer, in A.
-  if (swiglu) {
-    add("swiglu", Fw, l, 0, l * 5 * n * f, A * l * 2 * n * f, A * l * n * f);
-    add("swiglu", Bw, l, 0, l * 12 * n * f, A * l * 3 * n * f, A * l * 2 * n * f);
-  } else {
-    add("silu", Fw, l, 0, l * 4 * n * f, A * l * n * f, A * l * n * f);
-    add("silu", Bw, l, 0, l * 9 * n * f, A * l * 2 * n * f, A * l * n * f);
-  }
-  add("residual", Fw, 2 * l, 0, 2 * l * n * d, F * 2 * l * 2 * n * d, F * 2 * l * n * d);
+  if (swiglu) add("swiglu", Bw, l, 0, l * 12 * n * f, A * l * 3 * n * f, A * l * 2 * n * f);
+  else add("silu", Bw, l, 0, l * 9 * n * f, A * l * 2 * n * f, A * l * n * f);
+  const CheckedInt block_weights = l * (4 * d * d + (ffn_in + 1) * f * d);  // matmul weights of all blocks
+  // Every block's forward under `phase`: forward, or recompute (recompute = full re-runs each block in backward,
+  // amp-bf16's weight casts included: the copies were dropped with the block).
+  auto add_block_forward = [&](Phase phase) {
+    add_norm_forward(phase, 2 * l);
+    e[OpKey{"linear", phase}] += linear_forward;
+    add_attention_forward(phase);
+    if (swiglu) add("swiglu", phase, l, 0, l * 5 * n * f, A * l * 2 * n * f, A * l * n * f);
+    else add("silu", phase, l, 0, l * 4 * n * f, A * l * n * f, A * l * n * f);
+    add("residual", phase, 2 * l, 0, 2 * l * n * d, F * 2 * l * 2 * n * d, F * 2 * l * n * d);
+    if (plan.weight_cache) add("cast", phase, l * (4 + ffn_in + 1), 0, 0, F * block_weights, 2 * block_weights);
+  };
+  add_block_forward(Fw);
+  if (c.recompute == Recompute::full) add_block_forward(Phase::recompute);
+  if (c.recompute == Recompute::attention) add_attention_forward(Phase::recompute);
   // LM head: N×D times D×V, logits in A; backward dX (float32, into the final norm) and dW (accumulated, G).
   add("lm_head", Fw, 1, 2 * n * d * v, 0, A * (n * d + v * d), A * n * v);
   add("lm_head", Bw, 2, 4 * n * d * v, v * d, A * (2 * n * v + v * d + n * d) + G * v * d, F * n * d + G * v * d);
@@ -117,10 +138,7 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   add("cross_entropy", Bw, 1, 0, n * (v + 1) + 1, A * n * v + F * n, A * n * v);
   // Casts (0 FLOPs): amp-bf16 casts every matmul weight once per step (float32 -> bf16); both mixed modes cast
   // the residual stream's gradient to bf16 twice per layer (into the ffn and attention branches).
-  if (plan.weight_cache) {
-    const CheckedInt weights = l * (4 * d * d + (ffn_in + 1) * f * d) + v * d;
-    add("cast", Fw, l * (4 + ffn_in + 1) + 1, 0, 0, F * weights, 2 * weights);
-  }
+  if (plan.weight_cache) add("cast", Fw, 1, 0, 0, F * v * d, 2 * v * d);  // the LM head's (the blocks': above)
   if (mixed) add("cast", Bw, 2 * l, 0, 0, F * 2 * l * n * d, A * 2 * l * n * d);
   // Optimizer phase: zero_grad writes every gradient; AdamW reads p, g, m, v and writes p, m, v (float32),
   // or, with master weights, reads g, master, m, v and writes master, m, v and the bf16 parameter.
@@ -133,15 +151,16 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
 }
 
 StepFlops estimate_step_flops(const ModelConfig& config, const AdamWConfig& optim) {
-  CheckedInt forward = 0, backward = 0, optimizer = 0, matmul_forward = 0, matmul_backward = 0;
+  std::array<CheckedInt, kNumPhases> flops{}, matmul{};
   for (const auto& [key, count] : estimate_step_counts(config, optim)) {
-    if (key.phase == Phase::forward) forward += count.flops(), matmul_forward += count.matmul_flops;
-    if (key.phase == Phase::backward) backward += count.flops(), matmul_backward += count.matmul_flops;
-    if (key.phase == Phase::optimizer) optimizer += count.flops();
+    flops[static_cast<size_t>(key.phase)] += count.flops();
+    matmul[static_cast<size_t>(key.phase)] += count.matmul_flops;
   }
-  (forward + backward + optimizer).value();  // total() must fit too
-  return StepFlops{forward.value(), backward.value(), optimizer.value(), matmul_forward.value(),
-                   matmul_backward.value()};
+  auto at = [](const std::array<CheckedInt, kNumPhases>& a, Phase p) { return a[static_cast<size_t>(p)].value(); };
+  (flops[0] + flops[1] + flops[2] + flops[3]).value();  // total() must fit too
+  return StepFlops{at(flops, Phase::forward),   at(flops, Phase::backward),  at(flops, Phase::recompute),
+                   at(flops, Phase::optimizer), at(matmul, Phase::forward), at(matmul, Phase::backward),
+                   at(matmul, Phase::recompute)};
 }
 
 LinearFlops step_flops_linear_in_batch(const ModelConfig& config, const AdamWConfig& optim) {

@@ -16,10 +16,14 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& config, const A
 
 int64_t count_parameters(const ModelConfig& config);
 
+// recompute: forward ops re-run in backward (config field `recompute`). Model FLOPs (MFU's numerator) are
+// forward + backward; hardware FLOPs (HFU's) add recompute.
 struct StepFlops {
-  int64_t forward = 0, backward = 0, optimizer = 0;
-  int64_t matmul_forward = 0, matmul_backward = 0;
-  int64_t total() const { return forward + backward + optimizer; }
+  int64_t forward = 0, backward = 0, recompute = 0, optimizer = 0;
+  int64_t matmul_forward = 0, matmul_backward = 0, matmul_recompute = 0;
+  int64_t total() const { return forward + backward + recompute + optimizer; }
+  int64_t model() const { return forward + backward; }
+  int64_t hardware() const { return forward + backward + recompute; }
 };
 StepFlops estimate_step_flops(const ModelConfig& config, const AdamWConfig& optim);
 

@@ -311,20 +311,10 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   auto attn_mm = [&](const MatmulGeometry& g) { r.matmul(typed(g, A, A), "attention"); };
   const char* gate = swiglu ? "ffn.gated" : "ffn.silu_out";
 
-  // ---------------------------------------------------------------- forward
-  r.set_phase(Phase::forward);
-  r.alloc(top("tok_emb.out"), Category::activation, n * d);
-  TensorName x = top("tok_emb.out");  // the residual stream tensor entering the next layer
-  for (int32_t i = 0; i < c.num_layers; ++i) {
-    r.alloc({i, "attn_norm.out"}, Category::activation, n * d, A);
-    r.alloc({i, "attn_norm.rstd"}, Category::activation, n);
-    for (const auto& [w, out] : {std::pair{"attn.wq.weight", "attn.q"}, std::pair{"attn.wk.weight", "attn.k"},
-                                 std::pair{"attn.wv.weight", "attn.v"}}) {
-      cache_weight({i, w}, d * d);
-      lin_fwd({i, out}, Category::activation, A, d_, d_, "linear");
-    }
+  // The attention core of layer i: naive keeps probs and ctx, flash lse and ctx (a workspace per thread for the
+  // call).
+  auto attention_core = [&](int32_t i) {
     if (flash) {
-      // Only the float32 log-sum-exp and the output are kept; a per-thread workspace lives for the call.
       r.alloc({i, "attn.lse"}, Category::activation, b * h * t);
       r.alloc({i, "attn.ctx"}, Category::activation, n * d, A);
       r.alloc({i, "attn.workspace"}, Category::temporary, threads * flash_forward_workspace_floats(dk.value()));
@@ -337,6 +327,34 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
       attn_mm(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
                        false));
     }
+  };
+  const bool recompute_attention = c.recompute == Recompute::attention, recompute_full = c.recompute == Recompute::full;
+  const char* attention_core_saved = flash ? "attn.lse" : "attn.probs";  // what the core keeps beyond q, k, v
+  // One block's forward (model/transformer.cpp block_forward): run in forward, and again in backward under
+  // recompute = full. Everything it allocates but its output "ffn_residual" is what it saves.
+  const std::vector<const char*> block_saved = [&] {
+    std::vector<const char*> saved = {"attn_norm.out", "attn_norm.rstd", "attn.q", "attn.k", "attn.v", "attn.ctx",
+                                      "attn_residual", "ffn_norm.out", "ffn_norm.rstd", "ffn.w1_out", gate};
+    if (!recompute_attention) saved.push_back(attention_core_saved);
+    if (swiglu) saved.push_back("ffn.w3_out");
+    return saved;
+  }();
+  const std::vector<const char*> block_weights = [&] {
+    std::vector<const char*> w = {"attn.wq.weight", "attn.wk.weight", "attn.wv.weight", "attn.wo.weight", "ffn.w1.weight"};
+    if (swiglu) w.push_back("ffn.w3.weight");
+    w.push_back("ffn.w2.weight");
+    return w;
+  }();
+  auto block_forward = [&](int32_t i) {
+    r.alloc({i, "attn_norm.out"}, Category::activation, n * d, A);
+    r.alloc({i, "attn_norm.rstd"}, Category::activation, n);
+    for (const auto& [w, out] : {std::pair{"attn.wq.weight", "attn.q"}, std::pair{"attn.wk.weight", "attn.k"},
+                                 std::pair{"attn.wv.weight", "attn.v"}}) {
+      cache_weight({i, w}, d * d);
+      lin_fwd({i, out}, Category::activation, A, d_, d_, "linear");
+    }
+    attention_core(i);
+    if (recompute_attention) r.free({i, attention_core_saved});
     cache_weight({i, "attn.wo.weight"}, d * d);
     lin_fwd({i, "attn.out"}, Category::temporary, F32, d_, d_, "linear");
     r.alloc({i, "attn_residual"}, Category::activation, n * d);
@@ -352,6 +370,18 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     lin_fwd({i, "ffn.out"}, Category::temporary, F32, f_, d_, "linear");
     r.alloc({i, "ffn_residual"}, Category::activation, n * d);
     r.free({i, "ffn.out"});
+  };
+
+  // ---------------------------------------------------------------- forward
+  r.set_phase(Phase::forward);
+  r.alloc(top("tok_emb.out"), Category::activation, n * d);
+  TensorName x = top("tok_emb.out");  // the residual stream tensor entering the next layer
+  for (int32_t i = 0; i < c.num_layers; ++i) {
+    block_forward(i);
+    if (recompute_full) {  // only the block's input (the previous output) stays
+      for (const char* saved : block_saved) r.free({i, saved});
+      for (const char* w : block_weights) release_weight({i, w});
+    }
     x = {i, "ffn_residual"};
   }
   r.alloc(top("final_norm.out"), Category::activation, n * d, A);
@@ -374,6 +404,12 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   r.free(top("final_norm.grad_out"));
   for (int32_t i = static_cast<int32_t>(c.num_layers) - 1; i >= 0; --i) {
     const TensorName layer_input = i == 0 ? top("tok_emb.out") : TensorName{i - 1, "ffn_residual"};
+    if (recompute_full) {
+      r.set_phase(Phase::recompute);
+      block_forward(i);
+      r.free({i, "ffn_residual"});  // the recomputed output is not needed
+      r.set_phase(Phase::backward);
+    }
     r.alloc({i, "ffn_norm.grad_out"}, Category::temporary, n * d);
     if (mixed) r.alloc({i, "ffn.grad_out"}, Category::temporary, n * d, A);  // cast of the residual gradient
     r.alloc({i, "ffn.grad_act"}, Category::temporary, n * f, A);
@@ -405,9 +441,16 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     r.alloc({i, "attn.grad_ctx"}, Category::temporary, n * d, A);
     if (mixed) r.alloc({i, "attn.grad_out"}, Category::temporary, n * d, A);
     lin_bwd(d_, d_, false, A, "linear");
-    if (!flash) r.free({i, "attn.ctx"});  // flash attention keeps its output until its own backward
+    // Flash attention keeps its output until its own backward, unless the core is recomputed.
+    if (!flash || recompute_attention) r.free({i, "attn.ctx"});
     if (mixed) r.free({i, "attn.grad_out"});
     release_weight({i, "attn.wo.weight"});
+    if (recompute_attention) {
+      r.set_phase(Phase::recompute);
+      attention_core(i);
+      if (!flash) r.free({i, "attn.ctx"});  // the naive backward does not need the recomputed output
+      r.set_phase(Phase::backward);
+    }
     for (const char* g : {"attn.grad_q", "attn.grad_k", "attn.grad_v"}) r.alloc({i, g}, Category::temporary, n * d, A);
     if (flash) {
       r.alloc({i, "attn.grad_workspace"}, Category::temporary, threads * flash_backward_workspace_floats(t.value(), dk.value()));

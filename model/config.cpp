@@ -85,6 +85,7 @@ constexpr FieldSpec kFields[] = {
     {"precision", Section::model, Kind::choice, "one of fp32, amp-bf16, bf16"},
     {"grad_dtype", Section::model, Kind::choice, "one of auto, fp32, bf16 (bf16 only with precision = bf16)"},
     {"attention", Section::model, Kind::choice, "one of naive, flash"},
+    {"recompute", Section::model, Kind::choice, "one of none, attention, full"},
     {"lr", Section::optim, Kind::real, "a number in [0, 10]"},
     {"beta1", Section::optim, Kind::real, "a number in [0, 1)"},
     {"beta2", Section::optim, Kind::real, "a number in [0, 1)"},
@@ -194,6 +195,11 @@ void set_field(TrainConfig& c, std::string_view key, std::string_view value) {
     if (value == "naive") m.attention = AttentionKind::naive;
     else if (value == "flash") m.attention = AttentionKind::flash;
     else throw std::invalid_argument(fmt::format("attention: '{}' is not allowed, allowed values are naive, flash", value));
+  } else if (key == "recompute") {
+    if (value == "none") m.recompute = Recompute::none;
+    else if (value == "attention") m.recompute = Recompute::attention;
+    else if (value == "full") m.recompute = Recompute::full;
+    else throw std::invalid_argument(fmt::format("recompute: '{}' is not allowed, allowed values are none, attention, full", value));
   } else if (key == "grad_dtype") {
     if (value == "auto") m.grad_dtype = GradDType::automatic;
     else if (value == "fp32") m.grad_dtype = GradDType::fp32;
@@ -436,16 +442,20 @@ void validate(const TrainConfig& c) {
 
 const char* position_name(Position p) { return p == Position::none ? "none" : "learned"; }
 const char* attention_name(AttentionKind a) { return a == AttentionKind::naive ? "naive" : "flash"; }
+const char* recompute_name(Recompute r) {
+  return r == Recompute::none ? "none" : r == Recompute::attention ? "attention" : "full";
+}
 
 std::string describe(const ModelConfig& m) {
   std::string precision = precision_name(m.precision);
   if (m.precision == Precision::bf16) {
     precision += m.dtypes().grad == DType::f32 ? " (fp32 grads)" : " (bf16 grads)";
   }
-  return fmt::format("V {}, T {}, L {}, D {}, H {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}",
+  return fmt::format("V {}, T {}, L {}, D {}, H {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}{}",
                      m.vocab_size, m.context_length, m.num_layers, m.d_model, m.num_heads, m.d_ff,
                      ffn_kind_name(m.ffn), m.tie_embeddings ? "tied" : "untied", position_name(m.position),
-                     m.batch_size, precision, attention_name(m.attention));
+                     m.batch_size, precision, attention_name(m.attention),
+                     m.recompute == Recompute::none ? "" : fmt::format(", recompute {}", recompute_name(m.recompute)));
 }
 
 }  // namespace reckon

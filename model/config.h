@@ -16,6 +16,14 @@ enum class Position { none, learned };
 // naive: the T×T probabilities are kept for backward (ops/attention.h); flash: only the output and a float32
 // log-sum-exp per row, scores recomputed in backward (ops/flash_attention.h).
 enum class AttentionKind { naive, flash };
+// What backward recomputes instead of keeping (phase `recompute` in the counters):
+//   none:      every activation is kept from forward to backward;
+//   attention: the attention core (Korthikanti et al. 2022's selective recompute): its inputs q, k, v are kept,
+//              what it saved beyond them (naive: the B·H·T² probabilities; flash: the log-sum-exp) is freed in
+//              forward and re-run just before its backward;
+//   full:      torch.utils.checkpoint per block: only each block's input is kept; the block's forward is re-run
+//              just before its backward (gradients equal to `none` bit for bit in float32).
+enum class Recompute { none, attention, full };
 
 struct ModelConfig {
   int64_t vocab_size = 256;
@@ -32,6 +40,7 @@ struct ModelConfig {
   Precision precision = Precision::fp32;      // model/precision.h
   GradDType grad_dtype = GradDType::automatic;
   AttentionKind attention = AttentionKind::naive;
+  Recompute recompute = Recompute::none;
   DTypePlan dtypes() const { return dtype_plan(precision, grad_dtype); }
 };
 
@@ -57,7 +66,8 @@ std::vector<std::string> preset_names();
 TrainConfig preset_config(std::string_view name);
 
 // Applies one `key=value` (keys: every ModelConfig/AdamWConfig field (precision: fp32, amp-bf16, bf16;
-// grad_dtype: auto, fp32, bf16; attention: naive, flash), `lr`, `weight_decay`, `beta1`, `beta2`,
+// grad_dtype: auto, fp32, bf16; attention: naive, flash;
+// recompute: none, attention, full), `lr`, `weight_decay`, `beta1`, `beta2`,
 // `adam_eps`, `seed`). Throws std::invalid_argument naming the key and what it accepts.
 void apply_override(TrainConfig& config, std::string_view key_equals_value);
 // Reads a TOML file: optional `preset = "..."` first, then the same keys at top level (or in [model] /
@@ -75,6 +85,7 @@ void validate(const TrainConfig& config);
 
 const char* position_name(Position p);
 const char* attention_name(AttentionKind a);
+const char* recompute_name(Recompute r);
 std::string describe(const ModelConfig& m);  // one line: "V 256, T 32, L 2, D 64, H 4, d_ff 256, swiglu, ..."
 
 }  // namespace reckon

@@ -82,6 +82,7 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
     });
   }
   saved_.resize(static_cast<size_t>(c.num_layers));
+  block_input_.resize(static_cast<size_t>(c.num_layers));
   weight_cache_.resize(params_.size());
 }
 
@@ -100,6 +101,66 @@ void Transformer::zero_grad() {
     n += bytes;
   }
   record.count.bytes_written = n;
+}
+
+Tensor Transformer::block_forward(size_t i, const Tensor& x) {
+  const ModelConfig& c = config_;
+  const LayerParams& l = layers_[i];
+  LayerSaved& s = saved_[i];
+  const std::string p = fmt::format("layers.{}.", i);
+  const DType act = dtypes_.act;
+  const float eps = static_cast<float>(c.rmsnorm_eps);
+  Tensor x_mid;
+  {
+    Tensor h = rmsnorm_forward(s.attn_norm, x, w(l.attn_norm), eps, p + "attn_norm", act);
+    const Tensor& wq = matmul_weight(l.wq);
+    Tensor q = linear_forward(s.wq, h, wq, p + "attn.q", act);
+    const Tensor& wk = matmul_weight(l.wk);
+    Tensor k = linear_forward(s.wk, h, wk, p + "attn.k", act);
+    const Tensor& wv = matmul_weight(l.wv);
+    Tensor v = linear_forward(s.wv, h, wv, p + "attn.v", act);
+    Tensor ctx = attention_core_forward(s, q, k, v, p + "attn");
+    if (c.recompute == Recompute::attention) drop_attention_core(s);
+    const Tensor& wo = matmul_weight(l.wo);
+    Tensor proj = linear_forward(s.wo, ctx, wo, p + "attn.out", DType::f32, Category::temporary);
+    x_mid = residual_forward(x, proj, p + "attn_residual");
+  }
+  Tensor h2 = rmsnorm_forward(s.ffn_norm, x_mid, w(l.ffn_norm), eps, p + "ffn_norm", act);
+  const Tensor& w1 = matmul_weight(l.w1);
+  const Tensor& w3 = l.w3 >= 0 ? matmul_weight(l.w3) : Tensor();
+  const Tensor& w2 = matmul_weight(l.w2);
+  Tensor f = ffn_forward(s.ffn, h2, w1, w3, w2, c.ffn, p + "ffn");
+  h2.reset();
+  return residual_forward(x_mid, f, p + "ffn_residual");
+}
+
+Tensor Transformer::attention_core_forward(LayerSaved& s, const Tensor& q, const Tensor& k, const Tensor& v,
+                                           const std::string& name) {
+  return config_.attention == AttentionKind::flash ? flash_attention_forward(s.flash, q, k, v, config_.num_heads, name)
+                                                   : attention_forward(s.attn, q, k, v, config_.num_heads, name);
+}
+
+void Transformer::drop_attention_core(LayerSaved& s) {
+  s.attn.probs.reset();  // naive: the B·H·T² probabilities
+  s.flash.lse.reset();   // flash: the log-sum-exp; its output lives on as wo's saved input
+  s.flash.out.reset();
+}
+
+void Transformer::recompute_attention_core(LayerSaved& s, const std::string& name) {
+  if (config_.attention == AttentionKind::flash) {
+    const Tensor q = s.flash.q, k = s.flash.k, v = s.flash.v;
+    flash_attention_forward(s.flash, q, k, v, config_.num_heads, name);  // saves out and lse again
+  } else {
+    const Tensor q = s.attn.q, k = s.attn.k, v = s.attn.v;
+    attention_forward(s.attn, q, k, v, config_.num_heads, name);  // saves probs; the output is not needed
+  }
+}
+
+void Transformer::release_block_weights(size_t i) {
+  const LayerParams& l = layers_[i];
+  for (int index : {l.wq, l.wk, l.wv, l.wo, l.w1, l.w3, l.w2}) {
+    if (index >= 0) release_matmul_weight(index);
+  }
 }
 
 double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
@@ -122,31 +183,15 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
   Tensor x = embedding_forward(tokens, w(tok_emb_), "tok_emb.out");
   if (pos_emb_ >= 0) position_embedding_forward(x, w(pos_emb_));
   for (size_t i = 0; i < layers_.size(); ++i) {
-    const LayerParams& l = layers_[i];
-    LayerSaved& s = saved_[i];
-    const std::string p = fmt::format("layers.{}.", i);
-    Tensor x_mid;
-    {
-      Tensor h = rmsnorm_forward(s.attn_norm, x, w(l.attn_norm), eps, p + "attn_norm", act);
-      const Tensor& wq = matmul_weight(l.wq);
-      Tensor q = linear_forward(s.wq, h, wq, p + "attn.q", act);
-      const Tensor& wk = matmul_weight(l.wk);
-      Tensor k = linear_forward(s.wk, h, wk, p + "attn.k", act);
-      const Tensor& wv = matmul_weight(l.wv);
-      Tensor v = linear_forward(s.wv, h, wv, p + "attn.v", act);
-      Tensor ctx = c.attention == AttentionKind::flash ? flash_attention_forward(s.flash, q, k, v, c.num_heads, p + "attn")
-                                                       : attention_forward(s.attn, q, k, v, c.num_heads, p + "attn");
-      const Tensor& wo = matmul_weight(l.wo);
-      Tensor proj = linear_forward(s.wo, ctx, wo, p + "attn.out", DType::f32, Category::temporary);
-      x_mid = residual_forward(x, proj, p + "attn_residual");
+    Tensor out = block_forward(i, x);
+    if (config_.recompute == Recompute::full) {
+      // torch.utils.checkpoint: keep the block's input alone; what the block saved and its weights' bf16 copies
+      // are dropped here and rebuilt by backward's recompute.
+      block_input_[i] = x;
+      saved_[i] = LayerSaved{};
+      release_block_weights(i);
     }
-    Tensor h2 = rmsnorm_forward(s.ffn_norm, x_mid, w(l.ffn_norm), eps, p + "ffn_norm", act);
-    const Tensor& w1 = matmul_weight(l.w1);
-    const Tensor& w3 = l.w3 >= 0 ? matmul_weight(l.w3) : Tensor();
-    const Tensor& w2 = matmul_weight(l.w2);
-    Tensor f = ffn_forward(s.ffn, h2, w1, w3, w2, c.ffn, p + "ffn");
-    h2.reset();
-    x = residual_forward(x_mid, f, p + "ffn_residual");
+    x = std::move(out);
   }
   Tensor hf = rmsnorm_forward(final_norm_saved_, x, w(final_norm_), eps, "final_norm", act);
   x.reset();
@@ -176,6 +221,13 @@ void Transformer::backward() {
     const LayerParams& l = layers_[idx];
     LayerSaved& s = saved_[idx];
     const std::string p = fmt::format("layers.{}.", idx);
+    if (config_.recompute == Recompute::full) {
+      // Re-run the block from its kept input: the saved tensors (and weight copies) are back, bit for bit; the
+      // recomputed output is not needed.
+      PhaseScope recompute(Phase::recompute);
+      block_forward(idx, block_input_[idx]);
+      block_input_[idx].reset();  // now held as the attention norm's saved input
+    }
     {
       Tensor grad_h2 = Tensor::empty({b, t, d}, Category::temporary, p + "ffn_norm.grad_out");
       Tensor grad_f = to_act(grad_x, p + "ffn.grad_out");  // the branch's gradient, in its dtype
@@ -194,6 +246,10 @@ void Transformer::backward() {
       linear_backward(grad_ctx, g(l.wo), grad_proj, s.wo, matmul_weight(l.wo), false);
     }
     release_matmul_weight(l.wo);
+    if (config_.recompute == Recompute::attention) {
+      PhaseScope recompute(Phase::recompute);
+      recompute_attention_core(s, p + "attn");
+    }
     Tensor grad_q = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_q", act);
     Tensor grad_k = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_k", act);
     Tensor grad_v = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_v", act);

@@ -12,6 +12,10 @@
 // precision); the activations of the bf16 region are bf16 in mixed modes. amp-bf16 casts each matmul weight to
 // "<name>.bf16" (category parameter, op cast) at its first use in forward and frees the copy after its last use
 // in backward — PyTorch autocast's weight-cast cache, whose copies autograd keeps alive for backward.
+// Recompute (config field `recompute`, model/config.h): `attention` frees the attention core's saved tensors
+// beyond q, k, v in forward and re-runs the core before its backward; `full` keeps only each block's input
+// (and drops the block's bf16 weight copies) and re-runs the block's forward before its backward. Re-run ops
+// count under Phase::recompute.
 #pragma once
 
 #include <cstdint>
@@ -71,6 +75,15 @@ class Transformer {
   // first use of the step. release_matmul_weight drops the copy after its last use in backward.
   const Tensor& matmul_weight(int index);
   void release_matmul_weight(int index);
+  // One block: x (B, T, D) float32 in, the block's output out; saves into saved_[i]. Run by forward, and again
+  // by backward under recompute = full.
+  Tensor block_forward(size_t i, const Tensor& x);
+  // The attention core (naive or flash) of block s; recompute = attention drops what it saved beyond q, k, v
+  // in forward and re-runs it just before its backward.
+  Tensor attention_core_forward(LayerSaved& s, const Tensor& q, const Tensor& k, const Tensor& v, const std::string& name);
+  void drop_attention_core(LayerSaved& s);
+  void recompute_attention_core(LayerSaved& s, const std::string& name);
+  void release_block_weights(size_t i);
   // x as the bf16 region's dtype: x itself when it already has it, else a cast copy (temporary `name`).
   Tensor to_act(const Tensor& x, const std::string& name) const;
 
@@ -83,6 +96,7 @@ class Transformer {
 
   // Saved by the last forward, consumed by backward.
   std::vector<LayerSaved> saved_;
+  std::vector<Tensor> block_input_;  // recompute = full: each block's input, all that forward keeps of it
   Tensor tokens_;
   RmsnormSaved final_norm_saved_;
   LinearSaved lm_head_saved_;

@@ -10,6 +10,7 @@ const char* phase_name(Phase p) {
   switch (p) {
     case Phase::forward: return "forward";
     case Phase::backward: return "backward";
+    case Phase::recompute: return "recompute";
     case Phase::optimizer: return "optimizer";
   }
   return "?";

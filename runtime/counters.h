@@ -4,6 +4,7 @@
 // op's loops) are documented once, in docs/conventions.md.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -13,8 +14,11 @@
 
 namespace reckon {
 
-enum class Phase : uint8_t { forward, backward, optimizer };
-constexpr int kNumPhases = 3;
+// recompute: forward ops re-run during backward (config field `recompute`): counted apart from the model's own
+// forward and backward, so model FLOPs (MFU) and executed FLOPs (HFU) both come out of the counters.
+enum class Phase : uint8_t { forward, backward, recompute, optimizer };
+constexpr int kNumPhases = 4;
+constexpr std::array<Phase, kNumPhases> kAllPhases = {Phase::forward, Phase::backward, Phase::recompute, Phase::optimizer};
 const char* phase_name(Phase p);
 
 struct OpCount {

@@ -40,16 +40,19 @@ class Reconcile : public ::testing::TestWithParam<Case> {
 
 // Every byte at the peak (per category, and oneDNN's scratchpad as its own term) and every FLOP, byte and
 // call per op x phase of a measured steady-state step equals the analytic estimate exactly — in every
-// precision (fp32, amp-bf16, bf16 with bf16 and with fp32 gradients) and with both attentions.
+// precision (fp32, amp-bf16, bf16 with bf16 and with fp32 gradients), with both attentions and the three
+// recomputes (none, attention, full).
 TEST_P(Reconcile, MeasuredStepEqualsEstimateExactly) {
   for (const auto [precision, grads] : precision_settings())
-  for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash}) {
+  for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash})
+  for (Recompute recompute : {Recompute::none, Recompute::attention, Recompute::full}) {
   if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
   TrainConfig config;
   config.model = GetParam().model;
   config.model.precision = precision;
   config.model.grad_dtype = grads;
   config.model.attention = attention;
+  config.model.recompute = recompute;
   SCOPED_TRACE(describe(config.model));
   config.optim.weight_decay = config.model.num_layers % 2 ? 0.0 : 0.01;
   matmul_cache_clear();
@@ -255,7 +258,7 @@ TEST(Fit, OverflowNamesTheFieldsAndTheLargestBatchThatFits) {
 }
 
 TEST(Estimators, StepFlopsAreExactlyLinearInBatch) {
-  for (const std::string& name : {"tiny", "gpt2-xl", "llama2-70b"}) {
+  for (const char* name : {"tiny", "gpt2-xl", "llama2-70b"}) {
     ModelConfig c = preset_config(name).model;
     const LinearFlops lin = step_flops_linear_in_batch(c, AdamWConfig{});
     c.batch_size = 7;
