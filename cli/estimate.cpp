@@ -1,6 +1,8 @@
 #include "cli/estimate.h"
 
 #include <cmath>
+#include <map>
+#include <tuple>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -197,15 +199,54 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
                                      {"activation", textbook ? (CheckedInt(tb_act_per_sample) * b).value() : cat(Category::activation)},
                                      {"temporary", textbook ? 0 : cat(Category::temporary)}}}};
 
-  // ---- "is it 16 or 18 bytes per parameter?", "why does AMP use more memory?": every precision side by side,
-  // each from its own replay (as implemented) at this config, budget and training run.
-  const LinearFlops step_flops = step_flops_linear_in_batch(m, config.optim);
-  // The variants below differ from the config in one field; the config's own row reuses its fit (5 replays).
-  auto memory_fit = [&](const ModelConfig& variant) {
-    const bool same = variant.precision == m.precision && variant.grad_dtype == m.grad_dtype &&
-                      variant.attention == m.attention;
-    return same ? lin_impl : memory_linear_in_batch(variant, pure);
+  // ---- Variants of the config in precision × attention × recompute, each from its own replays (as implemented)
+  // at this budget and training run; memoised, so the tables below share them and the config's own row reuses
+  // its fit.
+  struct Variant {
+    LinearMemory lin;
+    int64_t max_batch = 0;
+    UtilizationFlopsLinear flops;  // exact fits; at(B) in double (a large B can pass int64 where the fit does not)
+    std::string overflow;          // non-empty: a count of this variant does not fit int64 (the row says so)
   };
+  std::map<std::tuple<Precision, GradDType, AttentionKind, Recompute>, Variant> variants;
+  auto variant_config = [&](Precision p, GradDType g, AttentionKind att, Recompute rc) {
+    ModelConfig vm = m;
+    vm.precision = p, vm.grad_dtype = g, vm.attention = att, vm.recompute = rc;
+    return vm;
+  };
+  auto variant = [&](Precision p, GradDType g, AttentionKind att, Recompute rc) -> const Variant& {
+    const auto key = std::make_tuple(p, g, att, rc);
+    auto it = variants.find(key);
+    if (it != variants.end()) return it->second;
+    const ModelConfig vm = variant_config(p, g, att, rc);
+    const bool same = p == m.precision && g == m.grad_dtype && att == m.attention && rc == m.recompute;
+    Variant v;
+    try {
+      v.lin = same ? lin_impl : memory_linear_in_batch(vm, pure, false);
+      v.max_batch = max_batch_in_budget(vm, budget, pure, v.lin);
+      v.flops = utilization_flops_linear_in_batch(vm, config.optim);
+    } catch (const SizeOverflow& e) {
+      v.overflow = e.what();  // e.g. naive attention's B·H·T² beside a flash config that fits
+    }
+    return variants.emplace(key, v).first->second;
+  };
+  // Days on the GPU for the training run: model FLOPs (causal) at MFU = --mfu, or executed FLOPs at HFU = --mfu;
+  // AdamW's FLOPs added to both.
+  auto days_at = [&](double step_flops, double gpu_peak) {
+    return training_time(step_flops, n, o.train_steps, o.train_batch, t, gpu_peak, o.mfu).counted_days;
+  };
+  // FLOPs at batch size `batch` (a + b): exact integers where they fit int64, else the double of the exact fit.
+  auto at_batch = [](const UtilizationFlopsLinear::Fit& a, const UtilizationFlopsLinear::Fit& extra, int64_t batch) {
+    try {
+      return nlohmann::json((CheckedInt(a.per_sample) * batch + a.fixed + CheckedInt(extra.per_sample) * batch + extra.fixed).value());
+    } catch (const SizeOverflow&) {
+      return nlohmann::json(a.at(batch) + extra.at(batch));
+    }
+  };
+  auto model_step = [&](const Variant& v) { return v.flops.model_causal.at(o.train_batch) + v.flops.optimizer.at(o.train_batch); };
+  auto executed_step = [&](const Variant& v) { return v.flops.hardware.at(o.train_batch) + v.flops.optimizer.at(o.train_batch); };
+
+  // ---- "is it 16 or 18 bytes per parameter?", "why does AMP use more memory?": every precision side by side.
   Table ps;
   ps.header = {"precision", "value + grad + optimizer (B/param)", "peak at B = " + std::to_string(b), "memory = a·B + b",
                "max batch in " + o.memory_budget, fmt::format("days on {} ({} peak)", gpu.name, "matching"),
@@ -213,55 +254,90 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   ps.right_align = {false, true, true, false, true, true, false};
   nlohmann::json ps_json = nlohmann::json::array();
   for (const ParameterStateLayout& pl : parameter_state_layouts()) {
-    ModelConfig pm = m;
-    pm.precision = pl.precision;
-    pm.grad_dtype = pl.grad_dtype;
-    const LinearMemory plin = memory_fit(pm);
-    const int64_t ppeak = estimate_step_memory(pm, pure).peak_total;
-    const int64_t pmax = max_batch_in_budget(pm, budget, pure, plin);
+    const Variant& pv = variant(pl.precision, pl.grad_dtype, m.attention, m.recompute);
+    const bool same = pl.precision == m.precision && pl.grad_dtype == m.grad_dtype;
     const char* math = gpu_math_for(pl.precision);
-    // FLOPs do not depend on the precision (only bytes do): the config's step FLOPs serve every row.
-    const double pdays = training_time(step_flops.at(o.train_batch), n, o.train_steps, o.train_batch, t,
-                                       gpu_peak_flops(gpu, math), o.mfu).counted_days;
     const std::string bpp = fmt::format("{} + {} + {} = {}{}", pl.value_bytes, pl.grad_bytes, pl.optimizer_bytes,
                                         pl.total(), pl.weight_cache_bytes ? " (+2 per matmul weight in the step)" : "");
-    ps.add({pl.name, bpp, gb(ppeak), fmt::format("{}·B + {}", fmt_int(plin.per_sample), fmt_int(plin.fixed)),
-            fmt_int(pmax), fmt::format("{:.1f} ({})", pdays, math), pl.source});
-    ps_json.push_back({{"precision", pl.name}, {"value_bytes_per_param", pl.value_bytes},
-                       {"grad_bytes_per_param", pl.grad_bytes}, {"optimizer_bytes_per_param", pl.optimizer_bytes},
-                       {"weight_cache_bytes_per_matmul_param", pl.weight_cache_bytes},
-                       {"parameter_state_bytes", (CheckedInt(pl.total()) * n).value()}, {"peak_bytes", ppeak},
-                       {"per_sample_bytes", plin.per_sample}, {"fixed_bytes", plin.fixed}, {"max_batch", pmax},
-                       {"gpu_math", math}, {"counted_days", pdays}});
+    nlohmann::json row = {{"precision", pl.name}, {"value_bytes_per_param", pl.value_bytes},
+                          {"grad_bytes_per_param", pl.grad_bytes}, {"optimizer_bytes_per_param", pl.optimizer_bytes},
+                          {"weight_cache_bytes_per_matmul_param", pl.weight_cache_bytes},
+                          {"parameter_state_bytes", (CheckedInt(pl.total()) * n).value()}, {"gpu_math", math}};
+    int64_t ppeak = 0;
+    std::string overflow = pv.overflow;
+    try {
+      if (overflow.empty()) ppeak = same ? impl.peak_total : estimate_step_memory(variant_config(pl.precision, pl.grad_dtype, m.attention, m.recompute), pure).peak_total;
+    } catch (const SizeOverflow& e) {
+      overflow = e.what();
+    }
+    if (!overflow.empty()) {
+      ps.add({pl.name, bpp, "does not fit int64", "", "", "", pl.source});
+      row["overflow"] = overflow;
+    } else {
+      const double pdays = days_at(executed_step(pv), gpu_peak_flops(gpu, math));
+      ps.add({pl.name, bpp, gb(ppeak), fmt::format("{}·B + {}", fmt_int(pv.lin.per_sample), fmt_int(pv.lin.fixed)),
+              fmt_int(pv.max_batch), fmt::format("{:.1f} ({})", pdays, math), pl.source});
+      row.update({{"peak_bytes", ppeak}, {"per_sample_bytes", pv.lin.per_sample}, {"fixed_bytes", pv.lin.fixed},
+                  {"max_batch", pv.max_batch}, {"counted_days", pdays}});
+    }
+    ps_json.push_back(row);
   }
-  out(text, "\n## Precisions side by side (as implemented: each its own replay; days at MFU {:.0f}%)\n\n{}", o.mfu * 100,
+  out(text, "\n## Precisions side by side (as implemented: each its own replay; days at HFU {:.0f}%)\n\n{}", o.mfu * 100,
       ps.markdown());
   j["precisions"] = ps_json;
 
-  // ---- naive vs flash attention at this precision (issue 12's matrix, first two rows): what keeping the
-  // B·H·T² probabilities costs, and the FLOPs each executes (flash: causal rows only, scores recomputed in
-  // backward).
-  Table att;
-  att.header = {"attention", "activations + temporaries per sample", "memory = a·B + b", "max batch in " + o.memory_budget,
-                "step FLOPs (batch " + std::to_string(b) + ")", fmt::format("days on {} ({})", gpu.name, gpu_math)};
-  att.right_align = {false, true, false, true, true, true};
-  nlohmann::json att_json = nlohmann::json::array();
-  for (AttentionKind kind : {AttentionKind::naive, AttentionKind::flash}) {
-    ModelConfig am = m;
-    am.attention = kind;
-    const LinearMemory alin = memory_fit(am);
-    const int64_t amax = max_batch_in_budget(am, budget, pure, alin);
-    const LinearFlops aflops_fit = kind == m.attention ? step_flops : step_flops_linear_in_batch(am, config.optim);
-    const int64_t aflops = estimate_step_flops(am, config.optim).total();
-    const double adays = training_time(aflops_fit.at(o.train_batch), n, o.train_steps, o.train_batch, t, peak, o.mfu)
-                             .counted_days;
-    att.add({attention_name(kind), gb(alin.per_sample), fmt::format("{}·B + {}", fmt_int(alin.per_sample), fmt_int(alin.fixed)),
-             fmt_int(amax), sci(static_cast<double>(aflops)), fmt::format("{:.1f}", adays)});
-    att_json.push_back({{"attention", attention_name(kind)}, {"per_sample_bytes", alin.per_sample},
-                        {"fixed_bytes", alin.fixed}, {"max_batch", amax}, {"step_flops", aflops}, {"counted_days", adays}});
+  // ---- precision × attention × recompute (issue 12's matrix): what each choice keeps per sample, the batch it
+  // allows, the FLOPs it executes against the model's own, and the days at MFU and at HFU = --mfu.
+  Table mx;
+  mx.header = {"precision", "attention", "recompute", "activations + temporaries per sample", "memory = a·B + b",
+               "max batch in " + o.memory_budget, "executed / model FLOPs", "days at MFU " + fmt::format("{:.0f}%", o.mfu * 100),
+               "days at HFU " + fmt::format("{:.0f}%", o.mfu * 100)};
+  mx.right_align = {false, false, false, true, false, true, true, true, true};
+  nlohmann::json mx_json = nlohmann::json::array(), att_json = nlohmann::json::array();
+  for (Precision p : {Precision::fp32, Precision::amp_bf16, Precision::bf16}) {
+    const double gpu_peak = gpu_peak_flops(gpu, o.precision == "tf32" && p == Precision::fp32 ? "tf32" : gpu_math_for(p));
+    const GradDType g = p == m.precision ? m.grad_dtype : GradDType::automatic;
+    for (AttentionKind att : {AttentionKind::naive, AttentionKind::flash})
+      for (Recompute rc : {Recompute::none, Recompute::attention, Recompute::full}) {
+        const Variant& vr = variant(p, g, att, rc);
+        const bool mine = p == m.precision && att == m.attention && rc == m.recompute;
+        const std::string pname = mine ? fmt::format("**{}**", precision_name(p)) : precision_name(p);
+        nlohmann::json row = {{"precision", precision_name(p)}, {"grad_dtype", grad_dtype_name(g)},
+                              {"attention", attention_name(att)}, {"recompute", recompute_name(rc)}};
+        if (!vr.overflow.empty()) {
+          mx.add({pname, attention_name(att), recompute_name(rc), "does not fit int64", "", "", "", "", ""});
+          row["overflow"] = vr.overflow;
+          mx_json.push_back(row);
+          continue;
+        }
+        const double mdays = days_at(model_step(vr), gpu_peak), hdays = days_at(executed_step(vr), gpu_peak);
+        const double ratio = vr.flops.hardware.at(b) / vr.flops.model_causal.at(b);
+        mx.add({pname, attention_name(att), recompute_name(rc), gb(vr.lin.per_sample),
+                fmt::format("{}·B + {}", fmt_int(vr.lin.per_sample), fmt_int(vr.lin.fixed)), fmt_int(vr.max_batch),
+                fmt::format("{:.3f}", ratio), fmt::format("{:.1f}", mdays), fmt::format("{:.1f}", hdays)});
+        const nlohmann::json step_flops = at_batch(vr.flops.hardware, vr.flops.optimizer, b);
+        row.update({{"per_sample_bytes", vr.lin.per_sample}, {"fixed_bytes", vr.lin.fixed}, {"max_batch", vr.max_batch},
+                    {"model_flops_causal", at_batch(vr.flops.model_causal, {}, b)},
+                    {"model_flops_full", at_batch(vr.flops.model_full, {}, b)},
+                    {"hardware_flops", at_batch(vr.flops.hardware, {}, b)}, {"step_flops", step_flops},
+                    {"days_at_mfu", mdays}, {"days_at_hfu", hdays}});
+        mx_json.push_back(row);
+        if (p == m.precision && rc == m.recompute) {
+          att_json.push_back({{"attention", attention_name(att)}, {"per_sample_bytes", vr.lin.per_sample},
+                              {"fixed_bytes", vr.lin.fixed}, {"max_batch", vr.max_batch}, {"step_flops", step_flops},
+                              {"counted_days", hdays}});
+        }
+      }
   }
-  out(text, "\n## Attention: naive vs flash (precision {}; as implemented, each its own replay)\n\n{}",
-      precision_name(m.precision), att.markdown());
+  out(text, "\n## Precision × attention × recompute (as implemented, each its own replay; batch size {}; the config's "
+            "rows in bold)\n\n{}",
+      b, mx.markdown());
+  out(text, "executed / model: the FLOPs the step runs (forward + backward + recompute; flash: causal rows and its "
+            "backward's score recompute) over the model's forward + backward (causal attention, no recompute). "
+            "Days: the {} training tokens at {:.0f}% of the GPU's peak for its precision (tf32 with --precision tf32), "
+            "AdamW included — MFU counts model FLOPs, HFU executed ones.\n",
+      sci(static_cast<double>(o.train_steps) * o.train_batch * t), o.mfu * 100);
+  j["matrix"] = mx_json;
   j["attention"] = att_json;
 
   // ---- textbook vs implemented, tensor by tensor
@@ -283,13 +359,33 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   Table ft;
   ft.header = {"FLOPs per step", "FLOPs", "per token", "convention"};
   ft.right_align = {false, true, true, false};
+  const Variant& own = variant(m.precision, m.grad_dtype, m.attention, m.recompute);
   ft.add({"forward", sci(sf.forward), sci(static_cast<double>(sf.forward) / tokens),
-          "matmul 2·M·N·K; attention over the full T×T; elementwise as executed"});
+          m.attention == AttentionKind::flash
+              ? "matmul 2·M·N·K; flash attention over the causal T(T+1)/2 entries; elementwise as executed"
+              : "matmul 2·M·N·K; attention over the full T×T (what oneDNN computes); elementwise as executed"});
   ft.add({"backward", sci(sf.backward), sci(static_cast<double>(sf.backward) / tokens),
-          fmt::format("backward / forward = {:.3f} (counted, not assumed)", static_cast<double>(sf.backward) / sf.forward)});
+          fmt::format("backward / forward = {:.3f} (counted, not assumed){}", static_cast<double>(sf.backward) / sf.forward,
+                      m.attention == AttentionKind::flash ? "; flash recomputes its scores here" : "")});
+  if (sf.recompute > 0) {
+    ft.add({"recompute", sci(sf.recompute), sci(static_cast<double>(sf.recompute) / tokens),
+            fmt::format("recompute = {}: forward work re-run in backward", recompute_name(m.recompute))});
+  }
   ft.add({"AdamW", sci(sf.optimizer), sci(static_cast<double>(sf.optimizer) / tokens),
           fmt::format("{} FLOPs per parameter as the kernel executes them", adamw_flops_per_element(config.optim))});
   ft.add({"**step**", sci(sf.total()), sci(static_cast<double>(sf.total()) / tokens), ""});
+  if (own.overflow.empty()) {
+    // From the exact fits (the naive reference of a flash config can pass int64 at this batch size).
+    const double causal = own.flops.model_causal.at(b), full = own.flops.model_full.at(b), hw = own.flops.hardware.at(b);
+    ft.add({"model FLOPs, causal attention", sci(causal), sci(causal / tokens),
+            "MFU's numerator: forward + backward, no recompute, Q·Kᵀ and P·V over the T(T+1)/2 causal entries"});
+    ft.add({"model FLOPs, full T×T", sci(full), sci(full / tokens),
+            "the same over all T×T entries (PaLM's and Megatron-LM's formulas count so)"});
+    ft.add({"executed (hardware) FLOPs", sci(hw), sci(hw / tokens),
+            fmt::format("HFU's numerator: forward + backward + recompute as run = {:.3f} × model (causal)", hw / causal)});
+  } else {
+    ft.add({"model FLOPs", "does not fit int64", "", own.overflow});
+  }
   ft.add({"6·N·tokens rule", sci(6.0 * n * tokens), sci(6.0 * n), "Kaplan: ignores attention and elementwise work"});
   out(text, "\n## FLOPs (batch size {}, {} tokens)\n\n{}", b, tokens, ft.markdown());
   const OpCount adamw = layout.optimizer_bytes == 12
@@ -301,26 +397,48 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
       adamw_bytes_per_param,
       layout.optimizer_bytes == 12 ? "read g, master, m, v; write master, m, v and the bf16 parameter"
                                    : "read p, g, m, v; write p, m, v");
-  j["flops"] = {{"forward", sf.forward}, {"backward", sf.backward}, {"optimizer", sf.optimizer}, {"step", sf.total()},
+  j["flops"] = {{"forward", sf.forward}, {"backward", sf.backward}, {"recompute", sf.recompute},
+                {"optimizer", sf.optimizer}, {"step", sf.total()},
+                {"model_causal", own.overflow.empty() ? at_batch(own.flops.model_causal, {}, b) : nlohmann::json()},
+                {"model_full", own.overflow.empty() ? at_batch(own.flops.model_full, {}, b) : nlohmann::json()},
+                {"hardware", sf.forward + sf.backward + sf.recompute},
                 {"six_n_per_step", 6.0 * n * tokens}, {"adamw_flops", adamw_flops_per_element(config.optim) * n},
                 {"adamw_bytes", (CheckedInt(adamw_bytes_per_param) * n).value()}};
 
   // ---- training time
   // A training batch of millions of sequences has a step count beyond int64: step FLOPs are exactly linear in
   // the batch size, so the step at the training batch is per_sample·B + fixed in double.
-  const double train_step_flops = step_flops.at(o.train_batch);
+  const double train_step_flops = step_flops_linear_in_batch(m, config.optim).at(o.train_batch);
   const TrainingTime tt = training_time(train_step_flops, n, o.train_steps, o.train_batch, t, peak, o.mfu);
   Table tt_table;
   tt_table.header = {"training time", "total FLOPs", "days", "convention"};
   tt_table.right_align = {false, true, true, false};
-  tt_table.add({"counted (reckon)", sci(tt.counted_flops), fmt::format("{:.1f}", tt.counted_days),
-                "forward + backward + AdamW as counted per op"});
+  tt_table.add({fmt::format("executed, at HFU {:.0f}%", o.mfu * 100), sci(tt.counted_flops),
+                fmt::format("{:.1f}", tt.counted_days),
+                "forward + backward + recompute + AdamW as counted per op (this config's implementation)"});
+  nlohmann::json model_days;
+  if (own.overflow.empty()) {
+    const TrainingTime tm = training_time(model_step(own), n, o.train_steps, o.train_batch, t, peak, o.mfu);
+    const TrainingTime tf = training_time(own.flops.model_full.at(o.train_batch) + own.flops.optimizer.at(o.train_batch),
+                                          n, o.train_steps, o.train_batch, t, peak, o.mfu);
+    tt_table.add({fmt::format("model, causal, at MFU {:.0f}%", o.mfu * 100), sci(tm.counted_flops),
+                  fmt::format("{:.1f}", tm.counted_days), "model FLOPs (causal attention) + AdamW"});
+    tt_table.add({fmt::format("model, full T×T, at MFU {:.0f}%", o.mfu * 100), sci(tf.counted_flops),
+                  fmt::format("{:.1f}", tf.counted_days), "model FLOPs in the full T×T convention + AdamW"});
+    model_days = {{"days_at_mfu", tm.counted_days}, {"days_at_mfu_full_convention", tf.counted_days},
+                  {"model_flops_causal", tm.counted_flops}, {"model_flops_full", tf.counted_flops},
+                  {"hfu_needed_at_mfu", o.mfu * tt.counted_flops / tm.counted_flops}};
+  }
   tt_table.add({"6·N rule", sci(tt.six_n_flops), fmt::format("{:.1f}", tt.six_n_days), "6 × parameters × tokens"});
-  out(text, "\n## Training time: {} steps × batch {} × T {} = {} tokens on {} at {} ({:.1f} TFLOP/s), MFU {:.0f}%\n\n{}",
+  out(text, "\n## Training time: {} steps × batch {} × T {} = {} tokens on {} at {} ({:.1f} TFLOP/s), {:.0f}% utilization\n\n{}",
              o.train_steps, o.train_batch, t, sci(tt.tokens), gpu.description, gpu_math, peak / 1e12, o.mfu * 100,
              tt_table.markdown());
+  if (own.overflow.empty()) {
+    out(text, "the same run at MFU {:.0f}% needs HFU {:.1f}% (executed / model FLOPs = {:.3f})\n", o.mfu * 100,
+        100 * model_days["hfu_needed_at_mfu"].get<double>(), model_days["hfu_needed_at_mfu"].get<double>() / o.mfu);
+  }
   Table gp;
-  gp.header = {"GPU", "FP32 TFLOP/s", "TF32", "BF16", "HBM TB/s", "memory", "days at this MFU (fp32 / tf32 / bf16)"};
+  gp.header = {"GPU", "FP32 TFLOP/s", "TF32", "BF16", "HBM TB/s", "memory", "days at this HFU (fp32 / tf32 / bf16)"};
   gp.right_align = {false, true, true, true, true, true, false};
   for (const GpuSpec& g : gpu_specs()) {
     auto days = [&](const char* p) {
@@ -333,7 +451,8 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   out(text, "\n{}", gp.markdown());
   j["training"] = {{"gpu", gpu.name}, {"precision", precision_name(m.precision)}, {"gpu_math", gpu_math}, {"mfu", o.mfu}, {"tokens", tt.tokens},
                    {"counted_flops", tt.counted_flops}, {"six_n_flops", tt.six_n_flops}, {"counted_days", tt.counted_days},
-                   {"six_n_days", tt.six_n_days}};
+                   {"six_n_days", tt.six_n_days}, {"days_at_hfu", tt.counted_days}};
+  if (!model_days.is_null()) j["training"].update(model_days);
   return EstimateReport{std::move(text), j.dump(2) + "\n"};
 }
 

@@ -17,6 +17,7 @@
 #include "cli/validate.h"
 #include "runtime/check.h"
 #include "estimators/fit.h"
+#include "estimators/flops.h"
 #include "estimators/memory.h"
 #include "model/config.h"
 #include "model/data.h"
@@ -51,6 +52,10 @@ nlohmann::json config_json(const TrainConfig& c) {
           {"position", position_name(m.position)},
           {"batch_size", m.batch_size},
           {"rmsnorm_eps", m.rmsnorm_eps},
+          {"precision", precision_name(m.precision)},
+          {"grad_dtype", grad_dtype_name(m.grad_dtype)},
+          {"attention", attention_name(m.attention)},
+          {"recompute", recompute_name(m.recompute)},
           {"seed", c.seed},
           {"optim", {{"lr", c.optim.lr}, {"beta1", c.optim.beta1}, {"beta2", c.optim.beta2},
                      {"eps", c.optim.eps}, {"weight_decay", c.optim.weight_decay}}}};
@@ -143,6 +148,19 @@ int run_train(const TrainOptions& o) {
   const double tok_s = tokens_per_step * measured_steps / steady_seconds;
   fmt::print("\nsteady state over {} step(s) after {} warm-up: {:.1f} tokens/s, {:.2f} ms/step; loss {:.4f} -> {:.4f}\n",
              measured_steps, warm_up_steps, tok_s, steady_seconds / measured_steps * 1e3, log.front().loss, log.back().loss);
+  // MFU and HFU (estimators/flops.h): model FLOPs from the config in both attention conventions, hardware FLOPs as
+  // the counters measured them (forward + backward + recompute), over the steady step time and the peak above.
+  const UtilizationFlops uf = utilization_flops(m, config.optim);
+  int64_t executed = 0;
+  for (Phase p : {Phase::forward, Phase::backward, Phase::recompute}) executed += counters.phase_total(p).flops();
+  executed /= std::max<int64_t>(measured_steps, 1);
+  const double step_seconds = steady_seconds / measured_steps, peak_flops = peak_gflops * 1e9;
+  auto utilization = [&](int64_t flops) { return static_cast<double>(flops) / step_seconds / peak_flops; };
+  fmt::print("utilization of {:.0f} GFLOP/s: MFU {:.1f}% (model FLOPs {}, causal attention) / {:.1f}% (full T×T "
+             "convention: {}); HFU {:.1f}% (executed: {} FLOPs per step{})\n",
+             peak_gflops, 100 * utilization(uf.model_causal), fmt_int(uf.model_causal), 100 * utilization(uf.model_full),
+             fmt_int(uf.model_full), 100 * utilization(executed), fmt_int(executed),
+             m.recompute == Recompute::none ? "" : fmt::format(", recompute {} included", recompute_name(m.recompute)));
   fmt::print("\n## Memory at the peak, by category\n\n{}\n", memory_table(tracker().stats()));
   fmt::print("## The 10 largest tensors live at the peak\n\n{}\n", live_at_peak_table(tracker(), 10));
   fmt::print("## FLOPs and bytes per op x phase (sum over {} step(s))\n\n{}\n", measured_steps, counters_table(counters));
@@ -170,6 +188,10 @@ int run_train(const TrainOptions& o) {
     }
     j["warm_up_steps"] = warm_up_steps;
     j["tokens_per_second_steady"] = tok_s;
+    j["utilization"] = {{"peak_gflops", peak_gflops}, {"seconds_per_step", step_seconds},
+                        {"model_flops_causal", uf.model_causal}, {"model_flops_full", uf.model_full},
+                        {"hardware_flops", executed}, {"mfu_causal", utilization(uf.model_causal)},
+                        {"mfu_full", utilization(uf.model_full)}, {"hfu", utilization(executed)}};
     j["memory"] = memory_json(tracker(), 10);
     j["counters"] = counters_json(counters, measured_steps, peak_gflops);
     write_output_file("--json", o.json_path, j.dump(2) + "\n");

@@ -163,6 +163,39 @@ StepFlops estimate_step_flops(const ModelConfig& config, const AdamWConfig& opti
                    at(matmul, Phase::recompute)};
 }
 
+UtilizationFlops utilization_flops(const ModelConfig& config, const AdamWConfig& optim) {
+  const StepFlops executed = estimate_step_flops(config, optim);
+  ModelConfig reference = config;
+  reference.attention = AttentionKind::naive;
+  reference.recompute = Recompute::none;
+  const StepFlops model = estimate_step_flops(reference, optim);
+  // Naive attention's products: forward 4·T²·d_k, backward 8·T²·d_k per (batch, head, layer) over all T×T
+  // entries; causal keeps T(T+1)/2 of them.
+  const CheckedInt t = config.context_length, dk = CheckedInt(config.d_model) / config.num_heads;
+  const CheckedInt heads = CheckedInt(config.num_layers) * config.batch_size * config.num_heads;
+  const CheckedInt above_diagonal = t * t - t * (t + 1) / 2;
+  UtilizationFlops u;
+  u.model_full = model.model();
+  u.model_causal = (CheckedInt(u.model_full) - heads * 12 * dk * above_diagonal).value();
+  u.hardware = executed.hardware();
+  u.optimizer = executed.optimizer;
+  return u;
+}
+
+UtilizationFlopsLinear utilization_flops_linear_in_batch(const ModelConfig& config, const AdamWConfig& optim) {
+  ModelConfig at = config;
+  at.batch_size = 1;
+  const UtilizationFlops u1 = utilization_flops(at, optim);
+  at.batch_size = 2;
+  const UtilizationFlops u2 = utilization_flops(at, optim);
+  auto fit = [](int64_t f1, int64_t f2) {
+    const CheckedInt per_sample = CheckedInt(f2) - f1;
+    return UtilizationFlopsLinear::Fit{per_sample.value(), (CheckedInt(f1) - per_sample).value()};
+  };
+  return {fit(u1.model_causal, u2.model_causal), fit(u1.model_full, u2.model_full), fit(u1.hardware, u2.hardware),
+          fit(u1.optimizer, u2.optimizer)};
+}
+
 LinearFlops step_flops_linear_in_batch(const ModelConfig& config, const AdamWConfig& optim) {
   ModelConfig at = config;
   auto total = [&](int64_t b) {

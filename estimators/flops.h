@@ -27,6 +27,26 @@ struct StepFlops {
 };
 StepFlops estimate_step_flops(const ModelConfig& config, const AdamWConfig& optim);
 
+// MFU and HFU numerators (PaLM, Chowdhery et al. 2022, appendix B; Korthikanti et al. 2022):
+//   model FLOPs:    forward + backward of the model itself, whatever the implementation — no recompute phase and
+//                   no recomputation inside an attention kernel: the step of the same model with naive attention
+//                   and recompute = none, as counted. Two conventions for the attention products Q·Kᵀ and P·V
+//                   (and their backward): `full` counts all T×T score entries (the formula of PaLM, Megatron-LM
+//                   and most MFU calculators), `causal` only the T(T+1)/2 entries at or below the diagonal (what a
+//                   causal kernel must compute: torchtitan #341, Megatron-LM #831, MaxText #1988 argue it).
+//   hardware FLOPs: what this config's step executes — forward + backward + recompute, as counted (flash: causal
+//                   rows, scores recomputed in its backward; recompute: the re-run forward work).
+// AdamW (optimizer) is in neither; training time adds it.
+struct UtilizationFlops {
+  int64_t model_causal = 0, model_full = 0, hardware = 0, optimizer = 0;
+};
+UtilizationFlops utilization_flops(const ModelConfig& config, const AdamWConfig& optim);
+struct UtilizationFlopsLinear {  // each exactly per_sample·B + fixed
+  struct Fit { int64_t per_sample = 0, fixed = 0; double at(int64_t b) const { return static_cast<double>(per_sample) * b + fixed; } };
+  Fit model_causal, model_full, hardware, optimizer;
+};
+UtilizationFlopsLinear utilization_flops_linear_in_batch(const ModelConfig& config, const AdamWConfig& optim);
+
 // Step FLOPs as a function of the batch size: exactly per_sample·B + fixed (every count is linear in B; the
 // fit is checked at B = 1, 2, 3). at(B) is a double: a training batch of millions of sequences has a step
 // count beyond int64, which a double holds (53-bit mantissa: relative error below 1e-15).

@@ -89,7 +89,10 @@ struct LinearMemory {
   bool exact;          // true if peak(B) = a·B + b held at every batch size checked
   std::vector<int64_t> batches_checked;  // 1, 2, 3, 4, 8 (fewer where a larger batch overflows int64)
 };
-LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstimateOptions& options = {});
+// `check_batches` (3, 4, 8) are replayed to set `exact`; none: two replays, exact = false (a caller that
+// searches a max batch by replay anyway needs only the fit).
+LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstimateOptions& options = {},
+                                    bool check_batches = true);
 
 // The largest batch size whose replayed peak (exact, with every tensor's 64-byte rounding) is at most `budget`:
 // peak(B) ≤ budget < peak(B + 1); 0 if not even B = 1 fits. a·B + b gives the first guess; the replay decides

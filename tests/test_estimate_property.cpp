@@ -109,6 +109,7 @@ EstimateOptions random_options(Draw& d) {
     }
   }
   if (d.chance(0.3)) o.overrides.push_back(d.chance(0.9) ? "attention=flash" : "attention=tiled");
+  if (d.chance(0.3)) o.overrides.push_back(d.choose({"recompute=none", "recompute=attention", "recompute=full"}, {"recompute=selective"}));
   o.batch_size = d.chance(0.7) ? 0 : d.field(1, 1 << 16, 64);
   o.memory_budget = d.choose({"80GB", "80GiB", "40GB", "1", "1.5TB", "4611686018427387904"},
                              {"0", "4611686018427387905", "8 GB", "nanGB", "-1GB", "1e3GB", "80XB"});
@@ -211,7 +212,27 @@ TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
     }
     const nlohmann::json& f = j["flops"];
     EXPECT_EQ(f["step"].get<int64_t>(),
-              f["forward"].get<int64_t>() + f["backward"].get<int64_t>() + f["optimizer"].get<int64_t>()) << repro;
+              f["forward"].get<int64_t>() + f["backward"].get<int64_t>() + f["recompute"].get<int64_t>() +
+                  f["optimizer"].get<int64_t>()) << repro;
+    // Model FLOPs: the causal convention never exceeds the full one; recompute only adds executed FLOPs.
+    // (FLOPs of a variant at a large batch may pass int64: those JSON numbers are doubles.)
+    if (!f["model_causal"].is_null()) {
+      EXPECT_LE(f["model_causal"].get<double>(), f["model_full"].get<double>()) << repro;
+    }
+    if (m.recompute != Recompute::none) {
+      EXPECT_GT(f["recompute"].get<int64_t>(), 0) << repro;
+    }
+    // The matrix: 3 precisions × 2 attentions × 3 recomputes; at a fixed precision and attention, recompute never
+    // executes fewer FLOPs and leaves the model FLOPs alone. (Its bytes need not fall: with one layer, `full`
+    // keeps as much and re-allocates the block's output in backward.)
+    ASSERT_EQ(j["matrix"].size(), 18u) << repro;
+    for (size_t r = 0; r < 18; r += 3) {
+      const nlohmann::json& none = j["matrix"][r];
+      const nlohmann::json& full = j["matrix"][r + 2];
+      if (full.contains("overflow") || none.contains("overflow")) continue;
+      EXPECT_GE(full["hardware_flops"].get<double>(), none["hardware_flops"].get<double>()) << repro << " row " << r;
+      EXPECT_EQ(full["model_flops_causal"].get<double>(), none["model_flops_causal"].get<double>()) << repro;
+    }
     const nlohmann::json& t = j["training"];
     EXPECT_TRUE(std::isfinite(t["counted_days"].get<double>()) && t["counted_days"].get<double>() > 0) << repro;
     EXPECT_TRUE(std::isfinite(t["six_n_days"].get<double>()) && t["six_n_days"].get<double>() > 0) << repro;
@@ -230,10 +251,13 @@ TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
       const StepMeasurement s = measure_steady_step(c);
       EXPECT_EQ(js["memory_scratchpad"]["peak_bytes_with_scratchpad"].get<int64_t>(),
                 s.memory.total.allocated_bytes.peak) << repro << " " << describe(m);
-      int64_t fwd = 0, bwd = 0, opt = 0;
+      int64_t fwd = 0, bwd = 0, rec = 0, opt = 0;
       for (const auto& [key, count] : s.counts) {
-        (key.phase == Phase::forward ? fwd : key.phase == Phase::backward ? bwd : opt) += count.flops();
+        (key.phase == Phase::forward ? fwd : key.phase == Phase::backward ? bwd : key.phase == Phase::recompute ? rec : opt) +=
+            count.flops();
       }
+      EXPECT_EQ(js["flops"]["recompute"].get<int64_t>(), rec) << repro << " " << describe(m);
+      EXPECT_EQ(js["flops"]["hardware"].get<int64_t>(), fwd + bwd + rec) << repro << " " << describe(m);
       EXPECT_EQ(js["flops"]["forward"].get<int64_t>(), fwd) << repro << " " << describe(m);
       EXPECT_EQ(js["flops"]["backward"].get<int64_t>(), bwd) << repro << " " << describe(m);
       EXPECT_EQ(js["flops"]["optimizer"].get<int64_t>(), opt) << repro << " " << describe(m);
