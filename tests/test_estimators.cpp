@@ -189,6 +189,42 @@ TEST(Gpt2Xl, StepFlopsByIndependentArithmetic) {
   EXPECT_EQ(s.optimizer, 14 * 1635537600LL);
 }
 
+// MFU and HFU numerators for GPT-2 XL (B = 1) by independent arithmetic: the model FLOPs in the full T×T
+// convention are the naive attention's counted forward + backward; the causal convention removes the 12·d_k
+// products per (layer, head) for each of the T(T−1)/2 entries above the diagonal; executed FLOPs add, under
+// recompute = full, every block's forward again (the step's forward minus the final norm, LM head and
+// cross-entropy), under recompute = attention the attention cores' forward; flash executes neither convention.
+TEST(Gpt2Xl, ModelAndHardwareFlopsByIndependentArithmetic) {
+  ModelConfig xl = preset_config("gpt2-xl").model;
+  xl.batch_size = 1;
+  const int64_t t = 1024, d = 1600, h = 25, l = 48, v = 50257, dk = 64, n = t;
+  const StepFlops naive = estimate_step_flops(xl, AdamWConfig{});
+  const UtilizationFlops u = utilization_flops(xl, AdamWConfig{});
+  EXPECT_EQ(u.model_full, naive.forward + naive.backward);
+  EXPECT_EQ(u.hardware, u.model_full);
+  EXPECT_EQ(u.model_full - u.model_causal, l * h * 12 * dk * (t * (t - 1) / 2));
+  const int64_t outside_blocks = n * (4 * d + 4) + 2 * n * d * v + n * (5 * v + 4) + 1;  // final norm, head, loss
+  for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash}) {
+    ModelConfig c = xl;
+    c.attention = attention;
+    const StepFlops none = estimate_step_flops(c, AdamWConfig{});
+    const UtilizationFlops u_none = utilization_flops(c, AdamWConfig{});
+    EXPECT_EQ(u_none.model_causal, u.model_causal) << "model FLOPs do not depend on the implementation";
+    EXPECT_EQ(u_none.model_full, u.model_full);
+    c.recompute = Recompute::full;
+    const UtilizationFlops u_full = utilization_flops(c, AdamWConfig{});
+    EXPECT_EQ(u_full.model_causal, u.model_causal);
+    EXPECT_EQ(u_full.hardware - u_none.hardware, none.forward - outside_blocks) << attention_name(attention);
+    c.recompute = Recompute::attention;
+    const int64_t core_forward = attention == AttentionKind::flash
+        ? l * h * (4 * dk * (t * (t + 1) / 2))  // matmuls only; the elementwise part below
+        : l * h * 4 * t * t * dk;
+    const UtilizationFlops u_att = utilization_flops(c, AdamWConfig{});
+    EXPECT_GT(u_att.hardware - u_none.hardware, core_forward) << attention_name(attention);
+    EXPECT_LT(u_att.hardware - u_none.hardware, core_forward * 21 / 20) << "elementwise work is a few percent";
+  }
+}
+
 TEST(Estimators, NoOverflowAtAnyPresetAndLargeBatch) {
   MemoryEstimateOptions opts;
   opts.onednn_scratchpad = false;
