@@ -110,9 +110,11 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   std::vector<TrainConfig> presets;
   for (const std::string& p : o.validate) {
     presets.push_back(preset_config(p));
+    for (const std::string& kv : o.overrides) apply_override(presets.back(), kv);
     apply_override(presets.back(), "precision=" + precision_value);
   }
   TrainConfig target = preset_config(o.target);
+  for (const std::string& kv : o.overrides) apply_override(target, kv);
   apply_override(target, "precision=" + precision_value);
   const std::string gpu_math = o.precision == "tf32" ? "tf32" : gpu_math_for(target.model.precision);
   const double gpu_peak = gpu_peak_flops(gpu, gpu_math);
@@ -144,8 +146,9 @@ int run_extrapolate(const ExtrapolateOptions& o) {
 
   Table t;
   t.header = {"preset", "counts == measured", "step FLOPs", "step's matmuls timed alone (s)", "predicted (s)",
-              "measured median (s)", "error", "error with one matmul rate", "memory-bound share"};
-  t.right_align = {false, false, true, true, true, true, true, true, true};
+              "measured median (s)", "error", "error with one matmul rate", "memory-bound share",
+              "measured MFU / HFU (of the matmul probe)"};
+  t.right_align = {false, false, true, true, true, true, true, true, true, true};
   nlohmann::json j;
   j["cpu"] = {{"matmul_gflops", mm}, {"matmul_operands", dtype_name(operands)}, {"fma_gflops", fma},
               {"bandwidth_gbs", bw}};
@@ -154,6 +157,7 @@ int run_extrapolate(const ExtrapolateOptions& o) {
     const Measured meas = measure_preset(c, o.steps);
     const StepMatmulTimes mm_times = time_step_matmuls(c.model, 9);
     const auto counts = estimate_step_counts(c.model, c.optim);
+    const UtilizationFlops uf = utilization_flops(c.model, c.optim);
     const auto rows = roofline_step(counts, cpu, &mm_times.seconds);
     const double predicted = roofline_total(rows);
     const double one_rate = roofline_total(roofline_step(counts, cpu));
@@ -166,11 +170,17 @@ int run_extrapolate(const ExtrapolateOptions& o) {
            fmt::format("{:.3f} ({:.0f} GFLOP/s)", mm_times.total_seconds, mm_times.total_flops / mm_times.total_seconds * 1e-9),
            fmt::format("{:.3f}", predicted), fmt::format("{:.3f}", meas.median_step_seconds),
            fmt::format("{:+.1f}%", 100 * err), fmt::format("{:+.1f}%", 100 * err_one_rate),
-           fmt::format("{:.1f}%", 100 * mem_bound / predicted)});
+           fmt::format("{:.1f}%", 100 * mem_bound / predicted),
+           fmt::format("{:.1f}% / {:.1f}%", 100 * uf.model_causal / meas.median_step_seconds / (mm * 1e9),
+                       100 * uf.hardware / meas.median_step_seconds / (mm * 1e9))});
     j["validation"].push_back({{"preset", c.preset}, {"counts_exact", meas.exact}, {"predicted_s", predicted},
                                {"measured_s", meas.median_step_seconds}, {"error", err},
                                {"predicted_one_matmul_rate_s", one_rate}, {"error_one_matmul_rate", err_one_rate},
-                               {"matmul_floor_s", mm_times.total_seconds}, {"matmul_shapes", mm_times.shapes}});
+                               {"matmul_floor_s", mm_times.total_seconds}, {"matmul_shapes", mm_times.shapes},
+                               {"model_flops_causal", uf.model_causal}, {"model_flops_full", uf.model_full},
+                               {"hardware_flops", uf.hardware},
+                               {"mfu_of_matmul_probe", uf.model_causal / meas.median_step_seconds / (mm * 1e9)},
+                               {"hfu_of_matmul_probe", uf.hardware / meas.median_step_seconds / (mm * 1e9)}});
   }
   fmt::print("\n## The model on this CPU vs measurement (target: within ±15%)\n\n{}", t.markdown());
 
@@ -191,11 +201,20 @@ int run_extrapolate(const ExtrapolateOptions& o) {
              "the {} peak\n",
              step_s, static_cast<double>(sf.total()), 100 * mem_s / step_s, achieved / 1e12, 100 * achieved / gpu_peak,
              gpu_math);
+  const UtilizationFlops tu = utilization_flops(target.model, target.optim);
+  const double target_mfu = tu.model_causal / step_s / gpu_peak, target_hfu = tu.hardware / step_s / gpu_peak;
+  fmt::print("at the roofline: MFU {:.1f}% (model FLOPs, causal attention; {:.1f}% in the full T×T convention), HFU "
+             "{:.1f}% (executed, attention {}, recompute {})\n",
+             100 * target_mfu, 100 * tu.model_full / step_s / gpu_peak, 100 * target_hfu,
+             attention_name(target.model.attention), recompute_name(target.model.recompute));
   fmt::print("training {} steps x batch {} (= {:.0f} roofline steps of batch {}): {:.1f} days at the roofline; the "
              "CPU validation above says how far real steps sit from it\n",
              o.train_steps, o.train_batch, steps_per_train_step * o.train_steps, o.target_batch, days);
   j["target"] = {{"preset", o.target}, {"batch", o.target_batch}, {"gpu", gpu.name}, {"gpu_math", gpu_math},
-                 {"step_seconds", step_s}, {"memory_bound_seconds", mem_s}, {"days", days}};
+                 {"attention", attention_name(target.model.attention)}, {"recompute", recompute_name(target.model.recompute)},
+                 {"step_seconds", step_s}, {"memory_bound_seconds", mem_s}, {"days", days},
+                 {"model_flops_causal", tu.model_causal}, {"model_flops_full", tu.model_full},
+                 {"hardware_flops", tu.hardware}, {"mfu", target_mfu}, {"hfu", target_hfu}};
   if (!o.json_path.empty()) {
     write_output_file("--json", o.json_path, j.dump(2) + "\n");
     fmt::print("wrote {}\n", o.json_path);

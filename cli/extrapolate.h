@@ -18,6 +18,9 @@ struct ExtrapolateOptions {
   // Training precision of the validated presets and the target: fp32, tf32 (fp32 at the TF32 peak), amp-bf16,
   // bf16. The GPU peak follows it (tf32 → TF32, amp-bf16 and bf16 → BF16).
   std::string precision = "tf32";
+  // `key=value` config overrides applied to the validated presets and the target alike (attention=flash,
+  // recompute=full, …); shape fields change the presets too.
+  std::vector<std::string> overrides;
   int64_t train_steps = 400000;
   int64_t train_batch = 1024;
   std::string json_path;

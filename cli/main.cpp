@@ -185,6 +185,8 @@ int main(int argc, char** argv) {
   extrapolate->add_option("--precision", ext.precision,
                           "training precision: fp32, tf32 (default: fp32 at the TF32 peak), amp-bf16, bf16; the GPU "
                           "peak follows it");
+  extrapolate->add_option("--set", ext.overrides, "key=value applied to the measured presets and the target "
+                          "(e.g. attention=flash, recompute=full); repeatable");
   extrapolate->add_option("--train-steps", ext.train_steps, "training steps [1, 2^40]");
   extrapolate->add_option("--train-batch", ext.train_batch, "sequences per training step [1, 2^24]");
   extrapolate->add_option("--json", ext.json_path, "write the results as JSON");
