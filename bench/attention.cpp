@@ -1,0 +1,115 @@
+// Attention and recompute (issue 12), in one binary and one run so every ratio compares like with like:
+//   BM_attention_core    forward + backward of the attention core alone, naive vs flash, S's heads (D 512, H 8,
+//                        d_k 64) at T = 64 … 4096 with B·T = 2048 tokens (B = 1 from T = 2048 on); GFLOP/s on
+//                        the FLOPs each executes and on the causal model FLOPs (the same for both);
+//   BM_step              the whole S training step (L 4, D 512, d_ff 2048, V 8192, fp32) at the same shapes, per
+//                        attention × recompute: tokens/s, attention's share of the op time, the step's peak
+//                        bytes (tracking allocator) and the predicted recompute overhead (executed FLOPs over
+//                        recompute = none's) beside the measured one (the ratio of two rows' times).
+// Run:
+//   OMP_NUM_THREADS=2 build/bench_attention --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+
+#include "bench/bench_main.h"
+
+#include <algorithm>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "estimators/flops.h"
+#include "model/data.h"
+#include "ops/attention.h"
+#include "ops/flash_attention.h"
+#include "optim/step.h"
+#include "runtime/allocator.h"
+#include "runtime/counters.h"
+
+namespace {
+
+using namespace reckon;
+
+constexpr int64_t kD = 512, kH = 8, kTokens = 2048;
+
+Tensor filled(const Shape& shape, const char* name, uint32_t seed) {
+  Tensor t = Tensor::empty(shape, Category::temporary, name);
+  uint32_t x = seed;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    x = x * 1664525u + 1013904223u;
+    t.data()[i] = static_cast<float>(x >> 8) / 16777216.0f - 0.5f;
+  }
+  return t;
+}
+
+// flash: 0 naive, 1 flash; T.
+void BM_attention_core(benchmark::State& state) {
+  const bool flash = state.range(0) != 0;
+  const int64_t t = state.range(1), b = std::max<int64_t>(1, kTokens / t);
+  Tensor q = filled({b, t, kD}, "q", 1), k = filled({b, t, kD}, "k", 2), v = filled({b, t, kD}, "v", 3);
+  Tensor dout = filled({b, t, kD}, "dout", 4);
+  Tensor dq = Tensor::empty({b, t, kD}, Category::temporary, "dq"), dk = Tensor::empty({b, t, kD}, Category::temporary, "dk"),
+         dv = Tensor::empty({b, t, kD}, Category::temporary, "dv");
+  for (auto _ : state) {
+    if (flash) {
+      FlashAttentionSaved saved;
+      Tensor out = flash_attention_forward(saved, q, k, v, kH, "attn");
+      flash_attention_backward(dq, dk, dv, dout, saved);
+    } else {
+      AttentionSaved saved;
+      Tensor out = attention_forward(saved, q, k, v, kH, "attn");
+      attention_backward(dq, dk, dv, dout, saved);
+    }
+    benchmark::DoNotOptimize(dq.data());
+  }
+  const OpCount f = flash ? flash_attention_forward_count(b, t, kD, kH) : attention_forward_count(b, t, kD, kH);
+  const OpCount g = flash ? flash_attention_backward_count(b, t, kD, kH) : attention_backward_count(b, t, kD, kH);
+  // Model FLOPs of the core, causal convention: 12·d_k per score entry at or below the diagonal.
+  const double model = 12.0 * (kD / kH) * static_cast<double>(t) * (t + 1) / 2 * b * kH;
+  state.SetLabel(fmt::format("{} B={} T={}", flash ? "flash" : "naive", b, t));
+  state.counters["GFLOP/s_executed"] =
+      benchmark::Counter(static_cast<double>(f.flops() + g.flops()) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s_model_causal"] = benchmark::Counter(model * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_attention_core)->ArgNames({"flash", "T"})->ArgsProduct({{0, 1}, {64, 128, 256, 512, 1024, 2048, 4096}})
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// flash: 0 naive, 1 flash; recompute: 0 none, 1 attention, 2 full; T.
+void BM_step(benchmark::State& state) {
+  TrainConfig config = preset_config("S");
+  config.model.attention = state.range(0) != 0 ? AttentionKind::flash : AttentionKind::naive;
+  config.model.recompute = static_cast<Recompute>(state.range(1));
+  config.model.context_length = state.range(2);
+  config.model.batch_size = std::max<int64_t>(1, kTokens / state.range(2));
+  validate(config);
+  const ModelConfig& m = config.model;
+  TrainingSession run(config);
+  TokenData data = TokenData::random(m.vocab_size, 1);
+  data.fill_batch(run.tokens, run.targets, 0);
+  run.warm_up();
+  counters().reset();
+  tracker().reset_peak_stats();
+  for (auto _ : state) benchmark::DoNotOptimize(run.step());
+  double all = 0, attention = 0;
+  for (const auto& [key, c] : counters().by_op()) {
+    all += c.seconds;
+    if (key.op == "attention") attention += c.seconds;
+  }
+  ModelConfig none = m;
+  none.recompute = Recompute::none;
+  const UtilizationFlops u = utilization_flops(m, config.optim), u_none = utilization_flops(none, config.optim);
+  state.SetLabel(fmt::format("S {} recompute {} B={} T={}", attention_name(m.attention), recompute_name(m.recompute),
+                             m.batch_size, m.context_length));
+  state.counters["tokens/s"] =
+      benchmark::Counter(static_cast<double>(m.batch_size * m.context_length), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["attention_%"] = all > 0 ? 100.0 * attention / all : 0.0;
+  state.counters["peak_MB"] = static_cast<double>(tracker().stats().total.allocated_bytes.peak) * 1e-6;
+  state.counters["predicted_overhead"] = static_cast<double>(u.hardware) / static_cast<double>(u_none.hardware);
+}
+BENCHMARK(BM_step)->ArgNames({"flash", "recompute", "T"})
+    ->ArgsProduct({{0, 1}, {0}, {64, 128, 256, 512, 1024, 2048, 4096}})
+    ->ArgsProduct({{0, 1}, {1, 2}, {256, 2048}})
+    ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+
+}  // namespace
+
+int main(int argc, char** argv) { return reckon_bench_main(argc, argv); }
