@@ -440,6 +440,32 @@ void validate(const TrainConfig& c) {
   check_range("weight_decay", o.weight_decay, 0.0, 1.0, false, true);
 }
 
+std::vector<std::string> config_overrides(const TrainConfig& c) {
+  const ModelConfig& m = c.model;
+  const AdamWConfig& o = c.optim;
+  return {fmt::format("vocab_size={}", m.vocab_size),
+          fmt::format("context_length={}", m.context_length),
+          fmt::format("num_layers={}", m.num_layers),
+          fmt::format("d_model={}", m.d_model),
+          fmt::format("num_heads={}", m.num_heads),
+          fmt::format("d_ff={}", m.d_ff),
+          fmt::format("ffn={}", ffn_kind_name(m.ffn)),
+          fmt::format("tie_embeddings={}", m.tie_embeddings),
+          fmt::format("position={}", position_name(m.position)),
+          fmt::format("batch_size={}", m.batch_size),
+          fmt::format("rmsnorm_eps={}", m.rmsnorm_eps),
+          fmt::format("precision={}", precision_name(m.precision)),
+          fmt::format("grad_dtype={}", grad_dtype_name(m.grad_dtype)),
+          fmt::format("attention={}", attention_name(m.attention)),
+          fmt::format("recompute={}", recompute_name(m.recompute)),
+          fmt::format("lr={}", o.lr),
+          fmt::format("beta1={}", o.beta1),
+          fmt::format("beta2={}", o.beta2),
+          fmt::format("adam_eps={}", o.eps),
+          fmt::format("weight_decay={}", o.weight_decay),
+          fmt::format("seed={}", c.seed)};
+}
+
 const char* position_name(Position p) { return p == Position::none ? "none" : "learned"; }
 const char* attention_name(AttentionKind a) { return a == AttentionKind::naive ? "naive" : "flash"; }
 const char* recompute_name(Recompute r) {

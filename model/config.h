@@ -70,6 +70,9 @@ TrainConfig preset_config(std::string_view name);
 // recompute: none, attention, full), `lr`, `weight_decay`, `beta1`, `beta2`,
 // `adam_eps`, `seed`). Throws std::invalid_argument naming the key and what it accepts.
 void apply_override(TrainConfig& config, std::string_view key_equals_value);
+// Every field of `config` as the `key=value` lines apply_override takes (numbers in their shortest exact form),
+// in the field table's order: applied to any preset, they rebuild `config` exactly. Checkpoints store this.
+std::vector<std::string> config_overrides(const TrainConfig& config);
 // Reads a TOML file: optional `preset = "..."` first, then the same keys at top level (or in [model] /
 // [optim] tables). Throws std::invalid_argument with the file, key and reason.
 // Strict: unknown keys and tables are refused (naming the nearest valid key), TOML types are checked per

@@ -116,9 +116,9 @@ template void adamw_update_master_reference(float*, float*, float*, const bf16*,
 
 AdamW::AdamW(std::vector<Parameter>& params, const AdamWConfig& config) : params_(params), config_(config) {}
 
-void AdamW::step() {
-  if (step_ == 0) {
-    // Lazily, as PyTorch: state exists only once the optimizer has stepped.
+void AdamW::create_state() {
+  if (!m_.empty()) return;
+  {
     for (const Parameter& prm : params_) {
       m_.push_back(Tensor::zeros(prm.value.shape(), Category::optimizer_state, prm.name + ".exp_avg"));
       v_.push_back(Tensor::zeros(prm.value.shape(), Category::optimizer_state, prm.name + ".exp_avg_sq"));
@@ -132,6 +132,20 @@ void AdamW::step() {
       }
     }
   }
+}
+
+std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors() {
+  create_state();
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    out.emplace_back(m_[i].name(), m_[i]);
+    out.emplace_back(v_[i].name(), v_[i]);
+  }
+  return out;
+}
+
+void AdamW::step() {
+  create_state();  // lazily, as PyTorch: state exists only once the optimizer has stepped
   ++step_;
   PhaseScope phase(Phase::optimizer);
   OpRecord record("adamw");
@@ -159,8 +173,9 @@ AdamWMasterWeights::AdamWMasterWeights(std::vector<Parameter>& params, const Ada
   }
 }
 
-void AdamWMasterWeights::step() {
-  if (step_ == 0) {
+void AdamWMasterWeights::create_state() {
+  if (!m_.empty()) return;
+  {
     for (const Parameter& p : params_) {
       Tensor master = Tensor::empty(p.value.shape(), Category::optimizer_state, p.name + ".master");
       convert_to_float(master.data(), p.value.data_bf16(), p.value.numel());
@@ -170,6 +185,21 @@ void AdamWMasterWeights::step() {
       num_elements_ += p.value.numel();
     }
   }
+}
+
+std::vector<std::pair<std::string, Tensor>> AdamWMasterWeights::state_tensors() {
+  create_state();
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    out.emplace_back(master_[i].name(), master_[i]);
+    out.emplace_back(m_[i].name(), m_[i]);
+    out.emplace_back(v_[i].name(), v_[i]);
+  }
+  return out;
+}
+
+void AdamWMasterWeights::step() {
+  create_state();
   ++step_;
   PhaseScope phase(Phase::optimizer);
   OpRecord record("adamw");

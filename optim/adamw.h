@@ -13,6 +13,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "model/config.h"
@@ -65,11 +67,17 @@ class AdamW {
   void step();
   int64_t steps_taken() const { return step_; }
   const AdamWConfig& config() const { return config_; }
+  // Checkpoints: m and v of every parameter by name ("<param>.exp_avg", "<param>.exp_avg_sq"), created (zeros)
+  // if the optimizer has not stepped yet; set_steps_taken makes a restored optimizer continue its bias
+  // correction where the saved one stopped.
+  std::vector<std::pair<std::string, Tensor>> state_tensors();
+  void set_steps_taken(int64_t steps) { step_ = steps; }
   // exp_avg / exp_avg_sq of parameter i (undefined before the first step).
   const Tensor& exp_avg(size_t i) const { return m_[i]; }
   const Tensor& exp_avg_sq(size_t i) const { return v_[i]; }
 
  private:
+  void create_state();
   struct Chunk {
     float *p, *m, *v;
     const float* g;
@@ -99,8 +107,12 @@ class AdamWMasterWeights {
   const Tensor& master(size_t i) const { return master_[i]; }
   const Tensor& exp_avg(size_t i) const { return m_[i]; }
   const Tensor& exp_avg_sq(size_t i) const { return v_[i]; }
+  // Checkpoints: master, m and v of every parameter by name (see AdamW::state_tensors).
+  std::vector<std::pair<std::string, Tensor>> state_tensors();
+  void set_steps_taken(int64_t steps) { step_ = steps; }
 
  private:
+  void create_state();
   std::vector<Parameter>& params_;
   AdamWConfig config_;
   DType grad_dtype_ = DType::bf16;

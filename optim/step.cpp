@@ -14,6 +14,15 @@ void StepOptimizer::step() {
   else adamw_->step();
 }
 
+std::vector<std::pair<std::string, Tensor>> StepOptimizer::state_tensors() {
+  return master_ ? master_->state_tensors() : adamw_->state_tensors();
+}
+
+void StepOptimizer::set_steps_taken(int64_t steps) {
+  if (master_) master_->set_steps_taken(steps);
+  else adamw_->set_steps_taken(steps);
+}
+
 int64_t StepOptimizer::steps_taken() const { return master_ ? master_->steps_taken() : adamw_->steps_taken(); }
 
 double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets) {

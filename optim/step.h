@@ -28,6 +28,9 @@ class StepOptimizer {
   StepOptimizer(std::vector<Parameter>& params, const AdamWConfig& config, bool master_weights);
   void step();
   int64_t steps_taken() const;
+  // Checkpoints: the optimizer state by tensor name ((master,) m, v per parameter) and the step count.
+  std::vector<std::pair<std::string, Tensor>> state_tensors();
+  void set_steps_taken(int64_t steps);
 
  private:
   std::unique_ptr<AdamW> adamw_;

@@ -1,0 +1,41 @@
+// Training checkpoints in safetensors (runtime/safetensors.h), readable by any framework:
+//   tensors   every parameter under its state-dict name (tok_emb.weight, layers.0.attn.wq.weight, …) in its own
+//             dtype (float32, or bfloat16 in precision = bf16), and the optimizer's state under the names the
+//             allocator knows: "<param>.exp_avg", "<param>.exp_avg_sq" (float32), and "<param>.master" (float32
+//             master weights, precision = bf16);
+//   metadata  format "reckon-checkpoint-1", steps (training steps done: the data position, since step k trains
+//             on batch k of the data), optimizer_steps (AdamW's bias-correction count), preset, config (every
+//             field as key=value lines, model/config.h config_overrides), data (the data source).
+// Restoring copies every tensor back and sets the optimizer's step count, so the next steps equal those of an
+// uninterrupted run bit for bit (tests/test_checkpoint.cpp, every precision).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "model/config.h"
+#include "optim/step.h"
+#include "runtime/safetensors.h"
+
+namespace reckon {
+
+struct CheckpointMeta {
+  TrainConfig config;
+  int64_t steps = 0;            // training steps done
+  int64_t optimizer_steps = 0;  // equal to steps for a run that started from scratch
+  std::string data;             // the data source ("random" or a path)
+};
+
+// The checkpoint file's bytes for `run` after `steps` training steps of `config` on `data`.
+std::string checkpoint_bytes(TrainingSession& run, const TrainConfig& config, int64_t steps, const std::string& data);
+// Reads a checkpoint file (at most `max_bytes`) and its metadata; the config is rebuilt and validated. Throws
+// std::invalid_argument naming the path and the field for a file that is not a reckon checkpoint.
+CheckpointMeta read_checkpoint_meta(const Safetensors& file, const std::string& path);
+// Copies parameters and optimizer state from `file` into `run` (built from the checkpoint's config) and sets
+// the optimizer's step count. Throws std::invalid_argument naming a missing, extra or mismatched tensor.
+void restore_checkpoint(TrainingSession& run, const Safetensors& file, const CheckpointMeta& meta, const std::string& path);
+// The gradients of `model` under the parameters' names, with `metadata` (--dump-grads).
+std::string gradients_bytes(const Transformer& model, const std::map<std::string, std::string>& metadata);
+
+}  // namespace reckon
