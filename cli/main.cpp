@@ -143,6 +143,12 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   train->add_flag("--quiet", train_opts.quiet, "no per-step progress lines");
   train->add_flag("--profile", train_opts.profile, "per-op profile: time share, GFLOP/s, GB/s, % of this CPU's roofline");
+  train->add_option("--save", train_opts.save_path,
+                    "write a checkpoint after the last step: parameters, AdamW state, step, config (safetensors)");
+  train->add_option("--resume", train_opts.resume_path,
+                    "continue from a checkpoint (its config and data) for --steps more steps");
+  train->add_option("--dump-grads", train_opts.dump_grads_path,
+                    "write the last step's gradients under the parameters' names (safetensors)");
 
   reckon::ReconcileOptions rec_opts;
   CLI::App* reconcile = app.add_subcommand(
@@ -229,7 +235,11 @@ int main(int argc, char** argv) {
                FMT_VERSION / 10000, FMT_VERSION / 100 % 100, FMT_VERSION % 100, CLI11_VERSION,
                NLOHMANN_JSON_VERSION_MAJOR, NLOHMANN_JSON_VERSION_MINOR, NLOHMANN_JSON_VERSION_PATCH);
     if (*demo) return reckon::run_demo(m, in, out, demo_max_memory);
-    if (*train) return reckon::run_train(train_opts);
+    if (*train) {
+      train_opts.config_given = train->count("--preset") + train->count("--config") + train->count("--set") > 0;
+      train_opts.data_given = train->count("--data") > 0;
+      return reckon::run_train(train_opts);
+    }
     if (*reconcile) return reckon::run_reconcile(rec_opts);
     if (*estimate) return reckon::run_estimate(est);
     if (*extrapolate) return reckon::run_extrapolate(ext);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -22,7 +23,9 @@
 #include "model/config.h"
 #include "model/data.h"
 #include "model/transformer.h"
+#include "optim/checkpoint.h"
 #include "optim/step.h"
+#include "runtime/safetensors.h"
 #include "runtime/allocator.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
@@ -70,13 +73,34 @@ struct StepLog {
 
 int run_train(const TrainOptions& o) {
   // Everything that can be wrong with the input is checked before any model-sized allocation.
-  const TrainConfig config = resolve_config(o);
   check_range("--steps", o.steps, 1, 10000000);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
   if (!o.trace_path.empty()) check_output_path("--trace", o.trace_path);
-  // Outputs must not overwrite each other or an input.
-  check_distinct_paths({{"--config", o.config_file}, {"--data", o.data == "random" ? "" : o.data},
-                        {"--json", o.json_path}, {"--trace", o.trace_path}});
+  if (!o.save_path.empty()) check_output_path("--save", o.save_path);
+  if (!o.dump_grads_path.empty()) check_output_path("--dump-grads", o.dump_grads_path);
+  // Resuming: the config, the data source and the position in it come from the checkpoint.
+  std::optional<Safetensors> resume_file;
+  CheckpointMeta resume;
+  std::string data_source = o.data;
+  if (!o.resume_path.empty()) {
+    check_arg(!o.config_given, "--resume: the config comes from the checkpoint '{}'; drop --preset, --config and --set",
+              o.resume_path);
+    resume_file = read_safetensors(o.resume_path, physical_memory_bytes());
+    resume = read_checkpoint_meta(*resume_file, o.resume_path);
+    check_arg(!o.data_given || o.data == resume.data,
+              "--data: '{}' differs from the checkpoint's data '{}' (a resumed run continues on its data)", o.data,
+              resume.data);
+    data_source = resume.data;
+  }
+  const TrainConfig config = resume_file ? resume.config : resolve_config(o);
+  const int64_t first_step = resume.steps + 1, last_step = resume.steps + o.steps;
+  // Outputs must not overwrite each other or an input (--save may replace the checkpoint it resumed: it was
+  // read whole and is replaced atomically).
+  check_distinct_paths({{"--config", o.config_file}, {"--data", data_source == "random" ? "" : data_source},
+                        {"--json", o.json_path}, {"--trace", o.trace_path}, {"--save", o.save_path},
+                        {"--dump-grads", o.dump_grads_path}});
+  check_distinct_paths({{"--resume", o.resume_path}, {"--dump-grads", o.dump_grads_path}, {"--json", o.json_path},
+                        {"--trace", o.trace_path}});
   const ModelConfig& m = config.model;
   if (o.peak_gflops != 0) check_range("--peak-gflops", o.peak_gflops, 1e-3, kMaxPeakGflops);
 
@@ -84,8 +108,9 @@ int run_train(const TrainOptions& o) {
   // The data file is held in memory beside the step, so it gets what the step leaves of the budget.
   const int64_t budget = memory_budget(o.max_memory);
   const int64_t step_peak = check_step_fits("train", m, config.optim, budget);
-  TokenData data = o.data == "random" ? TokenData::random(m.vocab_size, config.seed)
-                                      : TokenData::from_file(o.data, m.vocab_size, m.context_length, budget - step_peak);
+  TokenData data = data_source == "random"
+                       ? TokenData::random(m.vocab_size, config.seed)
+                       : TokenData::from_file(data_source, m.vocab_size, m.context_length, budget - step_peak);
   const MemoryEstimate estimate = estimate_step_memory(m);
 
   const MachineInfo machine = machine_info();
@@ -104,6 +129,12 @@ int run_train(const TrainOptions& o) {
 
   TrainingSession run(config);
   const Transformer& model = run.model;
+  if (resume_file) {
+    restore_checkpoint(run, *resume_file, resume, o.resume_path);
+    resume_file.reset();  // its bytes are in the model and the optimizer now
+    fmt::print("resumed: {} after step {} (AdamW step {}); steps {} to {}\n", o.resume_path, resume.steps,
+               resume.optimizer_steps, first_step, last_step);
+  }
   fmt::print("parameters: {} ({} MiB float32)\n", fmt_int(model.num_parameters()),
              fmt_bytes_mib(4 * model.num_parameters()));
 
@@ -112,8 +143,8 @@ int run_train(const TrainOptions& o) {
   std::vector<StepLog> log;
   int64_t measured_steps = o.steps;
   const int64_t warm_up_steps = std::min<int64_t>(kWarmUpSteps, o.steps - 1);  // 0: a 1-step run reports step 1
-  for (int64_t step = 1; step <= o.steps; ++step) {
-    data.fill_batch(run.tokens, run.targets, step - 1);
+  for (int64_t step = first_step; step <= last_step; ++step) {
+    data.fill_batch(run.tokens, run.targets, step - 1);  // step k trains on batch k - 1 of the data, resumed or not
     const auto t0 = std::chrono::steady_clock::now();
     const double loss = run.step();
     if (!std::isfinite(loss)) {
@@ -125,7 +156,7 @@ int run_train(const TrainOptions& o) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log.push_back({step, loss, seconds});
     if (!o.quiet) {
-      const std::string line = fmt::format("step {:>5}/{} | loss {:.4f} | {:>9.1f} tok/s | {:>8.2f} ms", step, o.steps,
+      const std::string line = fmt::format("step {:>5}/{} | loss {:.4f} | {:>9.1f} tok/s | {:>8.2f} ms", step, last_step,
                                            loss, tokens_per_step / seconds, seconds * 1e3);
       if (tty) {
         fmt::print("\r{}", line);
@@ -136,7 +167,7 @@ int run_train(const TrainOptions& o) {
     }
     // The tables describe the steady state: the warm-up steps (kWarmUpSteps, fewer in a short run) are
     // left out of the counters and of tokens/s.
-    if (step == warm_up_steps) {
+    if (step - first_step + 1 == warm_up_steps) {
       counters.reset();
       measured_steps = o.steps - warm_up_steps;
     }
@@ -144,7 +175,7 @@ int run_train(const TrainOptions& o) {
   if (tty && !o.quiet) fmt::print("\n");
 
   double steady_seconds = 0.0;
-  for (const StepLog& s : log) steady_seconds += s.step > warm_up_steps ? s.seconds : 0.0;
+  for (const StepLog& s : log) steady_seconds += s.step - first_step + 1 > warm_up_steps ? s.seconds : 0.0;
   const double tok_s = tokens_per_step * measured_steps / steady_seconds;
   fmt::print("\nsteady state over {} step(s) after {} warm-up: {:.1f} tokens/s, {:.2f} ms/step; loss {:.4f} -> {:.4f}\n",
              measured_steps, warm_up_steps, tok_s, steady_seconds / measured_steps * 1e3, log.front().loss, log.back().loss);
@@ -196,6 +227,17 @@ int run_train(const TrainOptions& o) {
     j["counters"] = counters_json(counters, measured_steps, peak_gflops);
     write_output_file("--json", o.json_path, j.dump(2) + "\n");
     fmt::print("\nwrote {}\n", o.json_path);
+  }
+  if (!o.save_path.empty()) {
+    write_output_file("--save", o.save_path, checkpoint_bytes(run, config, last_step, data_source));
+    fmt::print("wrote {} (checkpoint after step {})\n", o.save_path, last_step);
+  }
+  if (!o.dump_grads_path.empty()) {
+    write_output_file("--dump-grads", o.dump_grads_path,
+                      gradients_bytes(run.model, {{"step", std::to_string(last_step)},
+                                                  {"loss", fmt::format("{:.17g}", log.back().loss)},
+                                                  {"config", fmt::format("{}", fmt::join(config_overrides(config), "\n"))}}));
+    fmt::print("wrote {} (gradients of step {})\n", o.dump_grads_path, last_step);
   }
   if (!o.trace_path.empty()) {
     write_output_file("--trace", o.trace_path, trace_json(counters, tracker()).dump() + "\n");

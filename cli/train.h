@@ -19,6 +19,11 @@ struct TrainOptions {
   double peak_gflops = 0;  // 0: measure the FMA peak at startup
   bool quiet = false;      // no per-step lines
   bool profile = false;    // per-op profile against this CPU's measured roofline
+  std::string save_path;        // --save: a checkpoint (safetensors) after the last step
+  std::string resume_path;      // --resume: continue a checkpoint (its config and data; --steps more steps)
+  std::string dump_grads_path;  // --dump-grads: the last step's gradients (safetensors, parameter names)
+  bool config_given = false;    // --preset, --config or --set on the command line (refused with --resume)
+  bool data_given = false;      // --data on the command line
 };
 
 // Returns the process exit code: 0 ok, 2 bad input (message on stderr), 3 the run diverged.

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/output.h"
+#include "runtime/safetensors.h"
 
 namespace reckon {
 namespace {
@@ -221,6 +222,61 @@ TEST(Output, ConcurrentWritersNeverShowAPartialFile) {
   EXPECT_GT(reads, 0);
   EXPECT_EQ(read_json(out)["num_parameters"], 164160);
   std::filesystem::remove(out);
+}
+
+// --save / --resume: 4 steps, saved, then 2 resumed steps equal steps 5 and 6 of a 6-step run bit for bit (the
+// JSON holds each loss as a shortest round-trip double); --dump-grads writes the last step's gradients; a resume
+// that names a config, other data, a foreign or a damaged file exits 2 and writes nothing.
+TEST(Cli, CheckpointResumeIsBitExactAndBadCheckpointsAreRefused) {
+  const std::string c4 = temp_path("c4.safetensors"), c6 = temp_path("c6.safetensors"), grads = temp_path("g.safetensors");
+  const std::string a = temp_path("a.json"), b = temp_path("b.json"), full = temp_path("full.json");
+  for (const std::string& f : {c4, c6, grads, a, b, full}) std::filesystem::remove(f);
+  const std::string common = " --threads 2 --quiet --set precision=fp32 --set attention=flash ";
+  ASSERT_EQ(run("train --preset tiny --steps 4 --save " + c4 + common + "--json " + a).exit_code, 0);
+  const CommandResult resumed = run("train --resume " + c4 + " --steps 2 --threads 2 --quiet --save " + c6 +
+                                    " --dump-grads " + grads + " --json " + b);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("after step 4 (AdamW step 4); steps 5 to 6"), std::string::npos) << resumed.output;
+  ASSERT_EQ(run("train --preset tiny --steps 6" + common + "--json " + full).exit_code, 0);
+  auto losses = [](const std::string& path) {
+    std::ifstream in(path);
+    const nlohmann::json j = nlohmann::json::parse(in);
+    std::vector<double> out;
+    for (const auto& s : j["steps"]) out.push_back(s["loss"].get<double>());
+    return out;
+  };
+  const std::vector<double> l6 = losses(full), lr = losses(b);
+  ASSERT_EQ(l6.size(), 6u);
+  ASSERT_EQ(lr.size(), 2u);
+  EXPECT_EQ(lr[0], l6[4]);
+  EXPECT_EQ(lr[1], l6[5]);
+  const Safetensors g = read_safetensors(grads, 1 << 30);
+  EXPECT_NE(g.find("layers.1.ffn.w2.weight"), nullptr);
+  EXPECT_EQ(g.metadata.at("step"), "6");
+  EXPECT_EQ(std::stod(g.metadata.at("loss")), l6[5]);
+
+  // A damaged copy: the last 100 bytes cut off.
+  const std::string cut = temp_path("cut.safetensors");
+  std::filesystem::copy_file(c6, cut, std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::resize_file(cut, std::filesystem::file_size(cut) - 100);
+  struct Bad { std::string args; std::string needle; };
+  const std::vector<Bad> cases = {
+      {"--resume " + c6 + " --preset S", "--resume: the config comes from the checkpoint"},
+      {"--resume " + c6 + " --set lr=0.1", "drop --preset, --config and --set"},
+      {"--resume " + c6 + " --data random", "--data: 'random' differs from the checkpoint's data"},
+      {"--resume " + grads, "not a reckon checkpoint (metadata format is ''"},
+      {"--resume " + cut, "not a valid safetensors file"},
+      {"--resume /no/such.safetensors", "/no/such.safetensors: not a regular file"},
+      {"--preset tiny --save /no/such/dir/c.safetensors", "--save: cannot write"},
+  };
+  const std::string out = temp_path("never.json");
+  for (const Bad& bad : cases) {
+    std::filesystem::remove(out);
+    const CommandResult r = run("train --steps 1 --quiet " + bad.args + " --json " + out);
+    EXPECT_EQ(r.exit_code, 2) << bad.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(bad.needle), std::string::npos) << bad.args << "\n" << r.output;
+    EXPECT_FALSE(std::filesystem::exists(out)) << bad.args;
+  }
 }
 
 TEST(Cli, ReconcilePresetExitsZeroWhenExact) {
