@@ -14,6 +14,7 @@
 #include "cli/report.h"
 #include "cli/estimate.h"
 #include "cli/extrapolate.h"
+#include "cli/html_report.h"
 #include "cli/memory_guard.h"
 #include "cli/reconcile.h"
 #include "cli/train.h"
@@ -147,6 +148,9 @@ int main(int argc, char** argv) {
                     "write a checkpoint after the last step: parameters, AdamW state, step, config (safetensors)");
   train->add_option("--resume", train_opts.resume_path,
                     "continue from a checkpoint (its config and data) for --steps more steps");
+  train->add_option("--report", train_opts.report_path,
+                    "write an HTML report: memory over one steady step, time per op, roofline, reconciliation");
+  train->add_option("--plot-memory", train_opts.plot_memory_path, "write the memory-over-time picture alone (SVG)");
   train->add_option("--dump-grads", train_opts.dump_grads_path,
                     "write the last step's gradients under the parameters' names (safetensors)");
 
@@ -198,7 +202,12 @@ int main(int argc, char** argv) {
   extrapolate->add_option("--json", ext.json_path, "write the results as JSON");
   extrapolate->add_option("--max-memory", ext.max_memory, "memory budget per measured step (default: available RAM)");
 
-  const std::vector<std::string> subcommands = {"demo", "train", "reconcile", "estimate", "extrapolate"};
+  std::string report_in, report_out;
+  CLI::App* report = app.add_subcommand("report", "Render the HTML report of a saved `reckon train --json` file");
+  report->add_option("json", report_in, "the JSON written by reckon train --json")->required();
+  report->add_option("-o,--output", report_out, "the HTML file to write")->required();
+
+  const std::vector<std::string> subcommands = {"demo", "train", "reconcile", "estimate", "extrapolate", "report"};
   const std::string named = reckon::named_subcommand(argc, argv);
   const bool help = std::any_of(argv + 1, argv + argc, [](const char* a) {
     return std::string_view(a) == "--help" || std::string_view(a) == "-h";
@@ -241,6 +250,7 @@ int main(int argc, char** argv) {
       return reckon::run_train(train_opts);
     }
     if (*reconcile) return reckon::run_reconcile(rec_opts);
+    if (*report) return reckon::run_report(report_in, report_out);
     if (*estimate) return reckon::run_estimate(est);
     if (*extrapolate) return reckon::run_extrapolate(ext);
   } catch (const std::exception& e) {

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/html_report.h"
 #include "cli/memory_guard.h"
 #include "cli/output.h"
 #include "cli/report.h"
@@ -27,6 +28,7 @@
 #include "optim/step.h"
 #include "runtime/safetensors.h"
 #include "runtime/allocator.h"
+#include "runtime/clock.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
 
@@ -78,6 +80,9 @@ int run_train(const TrainOptions& o) {
   if (!o.trace_path.empty()) check_output_path("--trace", o.trace_path);
   if (!o.save_path.empty()) check_output_path("--save", o.save_path);
   if (!o.dump_grads_path.empty()) check_output_path("--dump-grads", o.dump_grads_path);
+  if (!o.report_path.empty()) check_output_path("--report", o.report_path);
+  if (!o.plot_memory_path.empty()) check_output_path("--plot-memory", o.plot_memory_path);
+  const bool want_report = !o.report_path.empty() || !o.plot_memory_path.empty() || !o.json_path.empty();
   // Resuming: the config, the data source and the position in it come from the checkpoint.
   std::optional<Safetensors> resume_file;
   CheckpointMeta resume;
@@ -98,7 +103,8 @@ int run_train(const TrainOptions& o) {
   // read whole and is replaced atomically).
   check_distinct_paths({{"--config", o.config_file}, {"--data", data_source == "random" ? "" : data_source},
                         {"--json", o.json_path}, {"--trace", o.trace_path}, {"--save", o.save_path},
-                        {"--dump-grads", o.dump_grads_path}});
+                        {"--dump-grads", o.dump_grads_path}, {"--report", o.report_path},
+                        {"--plot-memory", o.plot_memory_path}});
   check_distinct_paths({{"--resume", o.resume_path}, {"--dump-grads", o.dump_grads_path}, {"--json", o.json_path},
                         {"--trace", o.trace_path}});
   const ModelConfig& m = config.model;
@@ -124,7 +130,7 @@ int run_train(const TrainOptions& o) {
   Counters& counters = reckon::counters();
   counters.reset();
   counters.clear_events();
-  counters.set_record_events(!o.trace_path.empty());
+  counters.set_record_events(!o.trace_path.empty() || want_report);
   tracker().clear_timeline();
 
   TrainingSession run(config);
@@ -143,8 +149,17 @@ int run_train(const TrainOptions& o) {
   std::vector<StepLog> log;
   int64_t measured_steps = o.steps;
   const int64_t warm_up_steps = std::min<int64_t>(kWarmUpSteps, o.steps - 1);  // 0: a 1-step run reports step 1
+  // The last step's slice of the allocator timeline and of the op events: the report's picture of one step.
+  size_t last_step_first_event = 0, last_step_first_op = 0;
+  std::array<int64_t, kNumCategories> last_step_base{};
   for (int64_t step = first_step; step <= last_step; ++step) {
     data.fill_batch(run.tokens, run.targets, step - 1);  // step k trains on batch k - 1 of the data, resumed or not
+    if (step == last_step && want_report) {
+      last_step_first_event = tracker().timeline().size();
+      last_step_first_op = counters.events().size();
+      const MemoryStats now = tracker().stats();
+      for (Category c : all_categories()) last_step_base[static_cast<size_t>(c)] = now[c].allocated_bytes.current;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     const double loss = run.step();
     if (!std::isfinite(loss)) {
@@ -204,8 +219,44 @@ int run_train(const TrainOptions& o) {
     fmt::print("\n## Profile: where the step's time goes\n\n{}", profile_table(counters, measured_steps, cpu));
   }
 
+  nlohmann::json report;
+  if (want_report) {
+    const std::vector<MemoryEvent> timeline = tracker().timeline();
+    const std::vector<OpEvent>& op_events = counters.events();
+    report["memory"] = memory_timeline_json(
+        std::vector<MemoryEvent>(timeline.begin() + static_cast<std::ptrdiff_t>(std::min(last_step_first_event, timeline.size())), timeline.end()),
+        last_step_base,
+        std::vector<OpEvent>(op_events.begin() + static_cast<std::ptrdiff_t>(std::min(last_step_first_op, op_events.size())), op_events.end()));
+    nlohmann::json predicted;
+    for (Category c : all_categories()) predicted[category_name(c)] = estimate.peak_breakdown[static_cast<size_t>(c)];
+    report["memory"]["predicted_peak"] = estimate.peak_total;
+    report["memory"]["predicted_breakdown"] = predicted;
+    nlohmann::json largest = nlohmann::json::array();
+    for (const LiveBlock& blk : tracker().live_at_peak()) {  // measured: the allocator's live set at its peak
+      if (largest.size() == 10) break;
+      largest.push_back({{"name", blk.name}, {"category", category_name(blk.category)}, {"bytes", blk.allocated_bytes}});
+    }
+    report["memory"]["peak"]["largest"] = largest;
+    report["title"] = fmt::format("reckon train: {} ({} steps{})", config.preset, o.steps,
+                                  resume.steps > 0 ? fmt::format(", resumed after step {}", resume.steps) : "");
+    report["config"] = describe(m);
+    report["machine"] = machine_summary(machine);
+    report["ms_per_step"] = steady_seconds / measured_steps * 1e3;
+    report["tokens_per_second"] = tok_s;
+    nlohmann::json ops = nlohmann::json::array();
+    const double per = 1.0 / static_cast<double>(std::max<int64_t>(measured_steps, 1));
+    for (const auto& [key, n] : counters.by_op()) {
+      ops.push_back({{"op", key.op}, {"phase", phase_name(key.phase)}, {"ms", n.seconds * 1e3 * per},
+                     {"gflop", n.flops() * 1e-9 * per}, {"gbytes", (n.bytes_read + n.bytes_written) * 1e-9 * per}});
+    }
+    report["ops"] = ops;
+    report["roofline"] = {{"matmul_gflops", measure_matmul_gflops(0.2, m.dtypes().act)}, {"fma_gflops", peak_gflops},
+                          {"bandwidth_gbs", measure_bandwidth_gbs(0.2)}};
+    tracker().empty_cache();
+  }
   if (!o.json_path.empty()) {
     nlohmann::json j;
+    j["report"] = report;
     j["machine"] = {{"summary", machine_summary(machine)}, {"threads", machine.threads},
                     {"onednn_version", machine.onednn_version}, {"onednn_isa", machine.onednn_isa},
                     {"cpu", machine.cpu_model}};
@@ -227,6 +278,14 @@ int run_train(const TrainOptions& o) {
     j["counters"] = counters_json(counters, measured_steps, peak_gflops);
     write_output_file("--json", o.json_path, j.dump(2) + "\n");
     fmt::print("\nwrote {}\n", o.json_path);
+  }
+  if (!o.report_path.empty()) {
+    write_output_file("--report", o.report_path, report_html(report));
+    fmt::print("wrote {} (open it in a browser)\n", o.report_path);
+  }
+  if (!o.plot_memory_path.empty()) {
+    write_output_file("--plot-memory", o.plot_memory_path, memory_svg(report));
+    fmt::print("wrote {}\n", o.plot_memory_path);
   }
   if (!o.save_path.empty()) {
     write_output_file("--save", o.save_path, checkpoint_bytes(run, config, last_step, data_source));

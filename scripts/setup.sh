@@ -6,7 +6,8 @@
 set -euo pipefail
 
 packages=(cmake g++ make libdnnl-dev ocl-icd-opencl-dev libgtest-dev libgmock-dev libbenchmark-dev
-          libcli11-dev nlohmann-json3-dev libfmt-dev libtomlplusplus-dev)
+          libcli11-dev nlohmann-json3-dev libfmt-dev libtomlplusplus-dev
+          python3 chromium)  # python3 + chromium: the HTML report's browser test (tests/browser/check_report.py)
 if [[ "${1:-}" == "--peer" ]]; then
   packages+=(python3-torch libopenblas0-openmp)
 fi
