@@ -293,7 +293,8 @@ int run_train(const TrainOptions& o) {
   }
   if (!o.dump_grads_path.empty()) {
     write_output_file("--dump-grads", o.dump_grads_path,
-                      gradients_bytes(run.model, {{"step", std::to_string(last_step)},
+                      gradients_bytes(run.model, {{"batch.tokens", run.tokens}, {"batch.targets", run.targets}},
+                                      {{"step", std::to_string(last_step)},
                                                   {"loss", fmt::format("{:.17g}", log.back().loss)},
                                                   {"config", fmt::format("{}", fmt::join(config_overrides(config), "\n"))}}));
     fmt::print("wrote {} (gradients of step {})\n", o.dump_grads_path, last_step);

@@ -86,9 +86,11 @@ void restore_checkpoint(TrainingSession& run, const Safetensors& file, const Che
   run.optimizer.set_steps_taken(meta.optimizer_steps);
 }
 
-std::string gradients_bytes(const Transformer& model, const std::map<std::string, std::string>& metadata) {
+std::string gradients_bytes(const Transformer& model, const std::vector<std::pair<std::string, Tensor>>& extra,
+                            const std::map<std::string, std::string>& metadata) {
   std::vector<std::pair<std::string, Tensor>> grads;
   for (const Parameter& p : model.parameters()) grads.emplace_back(p.name, p.grad);
+  for (const auto& named : extra) grads.push_back(named);
   return serialize_safetensors(grads, metadata);
 }
 

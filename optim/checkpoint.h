@@ -35,7 +35,9 @@ CheckpointMeta read_checkpoint_meta(const Safetensors& file, const std::string& 
 // Copies parameters and optimizer state from `file` into `run` (built from the checkpoint's config) and sets
 // the optimizer's step count. Throws std::invalid_argument naming a missing, extra or mismatched tensor.
 void restore_checkpoint(TrainingSession& run, const Safetensors& file, const CheckpointMeta& meta, const std::string& path);
-// The gradients of `model` under the parameters' names, with `metadata` (--dump-grads).
-std::string gradients_bytes(const Transformer& model, const std::map<std::string, std::string>& metadata);
+// The gradients of `model` under the parameters' names, then `extra` tensors (the batch they came from), with
+// `metadata` (--dump-grads).
+std::string gradients_bytes(const Transformer& model, const std::vector<std::pair<std::string, Tensor>>& extra,
+                            const std::map<std::string, std::string>& metadata);
 
 }  // namespace reckon

@@ -2,15 +2,14 @@
 # Installs every Debian 12 package reckon needs to build, test and benchmark. Idempotent: when everything
 # is already installed it prints one line and touches nothing. Run as root (or with sudo available).
 #   scripts/setup.sh          build + test dependencies
-#   scripts/setup.sh --peer   also the PyTorch peer used by bench/peer.sh (python3-torch + OpenBLAS)
+#   scripts/setup.sh --peer   the same (the PyTorch peer, python3-torch + OpenBLAS, is part of the test packages)
 set -euo pipefail
 
 packages=(cmake g++ make libdnnl-dev ocl-icd-opencl-dev libgtest-dev libgmock-dev libbenchmark-dev
           libcli11-dev nlohmann-json3-dev libfmt-dev libtomlplusplus-dev
-          python3 chromium)  # python3 + chromium: the HTML report's browser test (tests/browser/check_report.py)
-if [[ "${1:-}" == "--peer" ]]; then
-  packages+=(python3-torch libopenblas0-openmp)
-fi
+          python3 chromium  # the HTML report's browser test (tests/browser/check_report.py)
+          python3-torch libopenblas0-openmp)  # the PyTorch cross-check (tests/peer/) and bench/peer.sh
+# --peer: kept for the benchmark scripts' instructions; the test packages above already include the peer.
 
 missing=()
 for p in "${packages[@]}"; do
