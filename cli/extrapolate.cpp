@@ -153,7 +153,9 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   j["cpu"] = {{"matmul_gflops", mm}, {"matmul_operands", dtype_name(operands)}, {"fma_gflops", fma},
               {"bandwidth_gbs", bw}};
   j["precision"] = precision_name(target.model.precision);
+  Progress progress("extrapolate: measuring presets", static_cast<int64_t>(presets.size()));
   for (const TrainConfig& c : presets) {
+    progress.update(static_cast<int64_t>(&c - presets.data()));
     const Measured meas = measure_preset(c, o.steps);
     const StepMatmulTimes mm_times = time_step_matmuls(c.model, 9);
     const auto counts = estimate_step_counts(c.model, c.optim);
@@ -182,6 +184,7 @@ int run_extrapolate(const ExtrapolateOptions& o) {
                                {"mfu_of_matmul_probe", uf.model_causal / meas.median_step_seconds / (mm * 1e9)},
                                {"hfu_of_matmul_probe", uf.hardware / meas.median_step_seconds / (mm * 1e9)}});
   }
+  progress.finish();
   fmt::print("\n## The model on this CPU vs measurement (target: within ±15%)\n\n{}", t.markdown());
 
   // The same model on the target GPU: matmuls at the tensor-core peak of the precision, elementwise at the

@@ -1,5 +1,10 @@
 #include "cli/output.h"
 
+#include <unistd.h>
+#include <cstdio>
+
+#include "runtime/clock.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -181,5 +186,27 @@ void check_distinct_paths(const std::vector<std::pair<std::string, std::string>>
     seen.emplace_back(flag, canonical);
   }
 }
+
+Progress::Progress(std::string what, int64_t total)
+    : what_(std::move(what)), total_(total), enabled_(isatty(fileno(stdout)) != 0), start_ns_(now_ns()) {}
+
+void Progress::update(int64_t done) {
+  if (!enabled_ || done <= 0) return;
+  const double elapsed = static_cast<double>(now_ns() - start_ns_) * 1e-9;
+  const double eta = elapsed / static_cast<double>(done) * static_cast<double>(std::max<int64_t>(total_ - done, 0));
+  fmt::print("\r{} {}/{} · {:.0f} s elapsed · ETA {:.0f} s   ", what_, done, total_, elapsed, eta);
+  std::fflush(stdout);
+  shown_ = true;
+}
+
+void Progress::finish() {
+  if (shown_) {
+    fmt::print("\r{:<100}\r", "");
+    std::fflush(stdout);
+  }
+  shown_ = false;
+}
+
+Progress::~Progress() { finish(); }
 
 }  // namespace reckon

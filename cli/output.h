@@ -29,4 +29,24 @@ void check_output_path(std::string_view flag, const std::string& path);
 // symlinked folders and relative paths); empty paths are skipped. Inputs may be listed to protect them too.
 void check_distinct_paths(const std::vector<std::pair<std::string, std::string>>& flag_paths);
 
+// Progress of a long command on a terminal: "\r<what> k/N · 12 s elapsed · ETA 30 s" rewritten in place on
+// stdout; nothing at all when stdout is not a terminal (pipes, files, CI logs). The ETA is the mean time per
+// item so far times the items left.
+class Progress {
+ public:
+  Progress(std::string what, int64_t total);
+  void update(int64_t done);  // after `done` items
+  void finish();              // clears the line (also on destruction)
+  ~Progress();
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+
+ private:
+  std::string what_;
+  int64_t total_;
+  bool enabled_;
+  bool shown_ = false;
+  int64_t start_ns_;
+};
+
 }  // namespace reckon

@@ -188,8 +188,11 @@ int run_reconcile(const ReconcileOptions& o) {
 
   nlohmann::json all = nlohmann::json::array();
   int failed = 0;
+  Progress progress("reconcile", static_cast<int64_t>(configs.size()));
   for (size_t i = 0; i < configs.size(); ++i) {
     const Result r = measure(configs[i].first, configs[i].second);
+    if (o.sweep && o.quiet) progress.update(static_cast<int64_t>(i) + 1);
+    if (r.differences != 0) progress.finish();
     failed += r.differences != 0;
     all.push_back(result_json(r));
     if (!o.sweep) {
@@ -202,6 +205,7 @@ int run_reconcile(const ReconcileOptions& o) {
       if (r.differences != 0) print_details(r);
     }
   }
+  progress.finish();
   fmt::print("\nreconcile: {} of {} config(s) exact to the byte and the FLOP{}\n", configs.size() - failed,
              configs.size(), failed ? fmt::format(", {} differ", failed) : "");
   if (!o.json_path.empty()) {

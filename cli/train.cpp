@@ -171,8 +171,13 @@ int run_train(const TrainOptions& o) {
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log.push_back({step, loss, seconds});
     if (!o.quiet) {
-      const std::string line = fmt::format("step {:>5}/{} | loss {:.4f} | {:>9.1f} tok/s | {:>8.2f} ms", step, last_step,
-                                           loss, tokens_per_step / seconds, seconds * 1e3);
+      std::string line = fmt::format("step {:>5}/{} | loss {:.4f} | {:>9.1f} tok/s | {:>8.2f} ms", step, last_step,
+                                     loss, tokens_per_step / seconds, seconds * 1e3);
+      if (tty) {  // the ETA from the mean step so far (a terminal only: logs keep one plain line per step)
+        double sum = 0;
+        for (const StepLog& l : log) sum += l.seconds;
+        line += fmt::format(" | ETA {:.0f} s  ", sum / static_cast<double>(log.size()) * static_cast<double>(last_step - step));
+      }
       if (tty) {
         fmt::print("\r{}", line);
         std::fflush(stdout);
