@@ -358,13 +358,16 @@ std::string report_html(const nlohmann::json& report) {
   const nlohmann::json& ops = field(report, "ops", "report");
   h += "<h2>Where time goes</h2>\n" + ops_svg(ops);
   h += "<h2>Roofline</h2>\n" + roofline_svg(ops, field(report, "roofline", "report"));
-  h += "<h2>Per op × phase, one step</h2>\n<table><tr><th>op</th><th>phase</th><th>ms</th><th>GFLOP</th><th>GB moved</th>"
+  h += "<h2>Per op × phase, one step: FLOPs measured (counters) vs analytic (estimators/flops)</h2>\n<table><tr><th>op</th>"
+       "<th>phase</th><th>ms</th><th>FLOPs measured</th><th>FLOPs analytic</th><th>diff</th><th>GB moved</th>"
        "<th>GFLOP/s</th></tr>\n";
   for (const nlohmann::json& o : ops) {
     const double ms = num(o, "ms", "ops[]"), gflop = num(o, "gflop", "ops[]");
-    h += fmt::format("<tr><td>{}</td><td>{}</td><td class=\"n\">{:.3f}</td><td class=\"n\">{:.4f}</td><td class=\"n\">{:.4f}</td>"
-                     "<td class=\"n\">{:.1f}</td></tr>\n", esc(field(o, "op", "ops[]").get<std::string>()),
-                     esc(field(o, "phase", "ops[]").get<std::string>()), ms, gflop, num(o, "gbytes", "ops[]"),
+    const double measured_flops = num(o, "flops", "ops[]"), analytic_flops = num(o, "analytic_flops", "ops[]");
+    h += fmt::format("<tr><td>{}</td><td>{}</td><td class=\"n\">{:.3f}</td><td class=\"n\">{:.0f}</td><td class=\"n\">{:.0f}</td>"
+                     "<td class=\"n\">{:+.0f}</td><td class=\"n\">{:.4f}</td><td class=\"n\">{:.1f}</td></tr>\n",
+                     esc(field(o, "op", "ops[]").get<std::string>()), esc(field(o, "phase", "ops[]").get<std::string>()), ms,
+                     measured_flops, analytic_flops, measured_flops - analytic_flops, num(o, "gbytes", "ops[]"),
                      ms > 0 ? gflop / (ms * 1e-3) : 0.0);
   }
   h += "</table>\n<p>Made by <code>reckon</code>. Memory: the tracking allocator's timeline of the last step; analytic: the "

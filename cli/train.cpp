@@ -250,9 +250,13 @@ int run_train(const TrainOptions& o) {
     report["tokens_per_second"] = tok_s;
     nlohmann::json ops = nlohmann::json::array();
     const double per = 1.0 / static_cast<double>(std::max<int64_t>(measured_steps, 1));
+    const auto analytic = estimate_step_counts(m, config.optim);  // per step: the FLOP reconciliation column
     for (const auto& [key, n] : counters.by_op()) {
+      const auto it = analytic.find(key);
       ops.push_back({{"op", key.op}, {"phase", phase_name(key.phase)}, {"ms", n.seconds * 1e3 * per},
-                     {"gflop", n.flops() * 1e-9 * per}, {"gbytes", (n.bytes_read + n.bytes_written) * 1e-9 * per}});
+                     {"gflop", n.flops() * 1e-9 * per}, {"gbytes", (n.bytes_read + n.bytes_written) * 1e-9 * per},
+                     {"flops", n.flops() / std::max<int64_t>(measured_steps, 1)},
+                     {"analytic_flops", it == analytic.end() ? 0 : it->second.flops()}});
     }
     report["ops"] = ops;
     report["roofline"] = {{"matmul_gflops", measure_matmul_gflops(0.2, m.dtypes().act)}, {"fma_gflops", peak_gflops},

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """The HTML report in a real browser: `reckon train --report` renders in headless Chromium with no console
-error, and its pictures are drawn — the PNG has thousands of pixels of each memory category's fill, of the op
+error, its reconciliation columns are all +0 (memory at the peak, FLOPs per op × phase), and its pictures are drawn — the PNG has thousands of pixels of each memory category's fill, of the op
 bars and of the roofline's points (the exact colours cli/html_report.cpp uses; a page whose SVG failed to
 render is all white there). Also: `reckon report RUN.json` renders the same page byte for byte.
 
 usage: check_report.py path/to/reckon [workdir]      (needs chromium: scripts/setup.sh installs it)
 """
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -73,6 +74,8 @@ def main():
     assert run.returncode == 0, run.stdout + run.stderr
     assert open(html, "rb").read() == open(html2, "rb").read(), "reckon report renders another page than --report"
     page = open(html, encoding="utf-8").read()
+    diffs = re.findall(r'<td class="n">(?:<b>)?([+-][0-9]+)(?:</b>)?</td></tr>', page)
+    assert len(diffs) >= 10 and all(d == "+0" for d in diffs), f"the report's reconciliation differs: {diffs}"
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", ""), "not self-contained"
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
