@@ -15,6 +15,7 @@
 #include "cli/estimate.h"
 #include "cli/extrapolate.h"
 #include "cli/html_report.h"
+#include "runtime/comm.h"
 #include "cli/memory_guard.h"
 #include "cli/reconcile.h"
 #include "cli/train.h"
@@ -112,6 +113,13 @@ void refuse_empty_values(const CLI::App& app) {
 }  // namespace reckon
 
 int main(int argc, char** argv) {
+  // Under mpirun every rank joins MPI here (runtime/comm.h); alone, nothing happens. Ranks other than 0 print
+  // nothing on stdout and write no file (rank 0 reports); errors still reach stderr.
+  reckon::comm_init(&argc, &argv);
+  struct CommGuard {
+    ~CommGuard() { reckon::comm_finalize(); }
+  } comm_guard;
+  if (reckon::comm_rank() != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) return 1;
   CLI::App app{"reckon: where does every byte and every FLOP of a training step go?"};
   app.require_subcommand(1);
   app.fallthrough();  // global options (--threads) may follow the subcommand
@@ -148,6 +156,8 @@ int main(int argc, char** argv) {
                     "write a checkpoint after the last step: parameters, AdamW state, step, config (safetensors)");
   train->add_option("--resume", train_opts.resume_path,
                     "continue from a checkpoint (its config and data) for --steps more steps");
+  train->add_option("--zero", train_opts.zero_stage,
+                    "data-parallel stage under mpirun: 0 = DDP (gradients all-reduced); 1-3 (ZeRO) are not built yet");
   train->add_option("--report", train_opts.report_path,
                     "write an HTML report: memory over one steady step, time per op, roofline, reconciliation");
   train->add_option("--plot-memory", train_opts.plot_memory_path, "write the memory-over-time picture alone (SVG)");

@@ -77,7 +77,8 @@ std::string phase_totals_table(const Counters& c, int64_t steps, double peak_gfl
            fmt::format("{:.1f}", rate), fmt::format("{:.1f}%", peak_gflops > 0 ? 100.0 * rate / peak_gflops : 0.0)});
   };
   for (Phase p : kAllPhases) {
-    if (p != Phase::recompute || c.phase_total(p).calls > 0) row(phase_name(p), c.phase_total(p));  // recompute: when it ran
+    // recompute and communication: when they ran
+    if ((p != Phase::recompute && p != Phase::communication) || c.phase_total(p).calls > 0) row(phase_name(p), c.phase_total(p));
   }
   row("**step**", c.total());
   return t.markdown();

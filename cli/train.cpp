@@ -29,6 +29,8 @@
 #include "runtime/safetensors.h"
 #include "runtime/allocator.h"
 #include "runtime/clock.h"
+#include "runtime/comm.h"
+#include "optim/data_parallel.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
 
@@ -97,7 +99,15 @@ int run_train(const TrainOptions& o) {
               resume.data);
     data_source = resume.data;
   }
+  check_arg(o.zero_stage == 0, "--zero: {} is not built yet; allowed: 0 (DDP: gradients all-reduced across the mpirun "
+            "ranks)", o.zero_stage);
   const TrainConfig config = resume_file ? resume.config : resolve_config(o);
+  // Data parallel under mpirun: batch_size is the global batch, split evenly across the ranks.
+  const int ranks = comm_size(), rank = comm_rank();
+  check_arg(config.model.batch_size % ranks == 0, "batch_size: {} is not divisible by the {} mpirun ranks (each rank "
+            "trains batch_size / ranks rows)", config.model.batch_size, ranks);
+  TrainConfig local = config;
+  local.model.batch_size = config.model.batch_size / ranks;
   const int64_t first_step = resume.steps + 1, last_step = resume.steps + o.steps;
   // Outputs must not overwrite each other or an input (--save may replace the checkpoint it resumed: it was
   // read whole and is replaced atomically).
@@ -107,7 +117,7 @@ int run_train(const TrainOptions& o) {
                         {"--plot-memory", o.plot_memory_path}});
   check_distinct_paths({{"--resume", o.resume_path}, {"--dump-grads", o.dump_grads_path}, {"--json", o.json_path},
                         {"--trace", o.trace_path}});
-  const ModelConfig& m = config.model;
+  const ModelConfig& m = local.model;  // what this rank runs (the whole batch without mpirun)
   if (o.peak_gflops != 0) check_range("--peak-gflops", o.peak_gflops, 1e-3, kMaxPeakGflops);
 
   // The estimate is exact for the steady-state step (reckon reconcile proves it): checked before allocating.
@@ -133,7 +143,13 @@ int run_train(const TrainOptions& o) {
   counters.set_record_events(!o.trace_path.empty() || want_report);
   tracker().clear_timeline();
 
-  TrainingSession run(config);
+  TrainingSession run(local);
+  run.data_parallel = ranks > 1;
+  broadcast_parameters(run.model.parameters());
+  if (ranks > 1) {
+    fmt::print("data parallel (--zero 0, DDP): {} ranks × batch {} = global batch {}; gradients all-reduced in "
+               "buckets of {} MiB\n", ranks, m.batch_size, config.model.batch_size, kGradientBucketBytes >> 20);
+  }
   const Transformer& model = run.model;
   if (resume_file) {
     restore_checkpoint(run, *resume_file, resume, o.resume_path);
@@ -145,7 +161,7 @@ int run_train(const TrainOptions& o) {
              fmt_bytes_mib(4 * model.num_parameters()));
 
   const bool tty = isatty(fileno(stdout)) != 0;
-  const int64_t tokens_per_step = m.batch_size * m.context_length;
+  const int64_t tokens_per_step = config.model.batch_size * m.context_length;  // the global batch's tokens
   std::vector<StepLog> log;
   int64_t measured_steps = o.steps;
   const int64_t warm_up_steps = std::min<int64_t>(kWarmUpSteps, o.steps - 1);  // 0: a 1-step run reports step 1
@@ -153,7 +169,8 @@ int run_train(const TrainOptions& o) {
   size_t last_step_first_event = 0, last_step_first_op = 0;
   std::array<int64_t, kNumCategories> last_step_base{};
   for (int64_t step = first_step; step <= last_step; ++step) {
-    data.fill_batch(run.tokens, run.targets, step - 1);  // step k trains on batch k - 1 of the data, resumed or not
+    // Step k trains on batch k - 1 of the data, resumed or not; each rank on its rows of it.
+    data.fill_batch_rows(run.tokens, run.targets, step - 1, rank * m.batch_size, config.model.batch_size);
     if (step == last_step && want_report) {
       last_step_first_event = tracker().timeline().size();
       last_step_first_op = counters.events().size();
@@ -263,6 +280,7 @@ int run_train(const TrainOptions& o) {
                           {"bandwidth_gbs", measure_bandwidth_gbs(0.2)}};
     tracker().empty_cache();
   }
+  if (rank != 0) return 0;  // rank 0 writes every file (the ranks' models are identical)
   if (!o.json_path.empty()) {
     nlohmann::json j;
     j["report"] = report;

@@ -157,7 +157,9 @@ StepFlops estimate_step_flops(const ModelConfig& config, const AdamWConfig& opti
     matmul[static_cast<size_t>(key.phase)] += count.matmul_flops;
   }
   auto at = [](const std::array<CheckedInt, kNumPhases>& a, Phase p) { return a[static_cast<size_t>(p)].value(); };
-  (flops[0] + flops[1] + flops[2] + flops[3]).value();  // total() must fit too
+  CheckedInt all = 0;
+  for (const CheckedInt& f : flops) all += f;
+  all.value();  // total() must fit too
   return StepFlops{at(flops, Phase::forward),   at(flops, Phase::backward),  at(flops, Phase::recompute),
                    at(flops, Phase::optimizer), at(matmul, Phase::forward), at(matmul, Phase::backward),
                    at(matmul, Phase::recompute)};

@@ -53,17 +53,26 @@ TokenData TokenData::random(int64_t vocab_size, uint64_t seed) {
 }
 
 void TokenData::fill_batch(const Tensor& tokens, const Tensor& targets, int64_t step) {
+  fill_batch_rows(tokens, targets, step, 0, tokens.size(0));
+}
+
+void TokenData::fill_batch_rows(const Tensor& tokens, const Tensor& targets, int64_t step, int64_t first_row,
+                                int64_t global_rows) {
   const int64_t b = tokens.size(0), t = tokens.size(1);
   int32_t* x = tokens.data_i32();
   int32_t* y = targets.data_i32();
   if (random_) {
+    // One stream per step, rows in order: earlier rows are drawn and dropped so a slice sees its rows exactly.
     Rng rng(seed_ ^ (0x5DEECE66DULL * static_cast<uint64_t>(step + 1)));
-    for (int64_t i = 0; i < b; ++i) {
+    for (int64_t g = 0; g < first_row + b; ++g) {
+      const int64_t i = g - first_row;
       int32_t prev = static_cast<int32_t>(rng.below(vocab_size_));
       for (int64_t j = 0; j < t; ++j) {
         const auto next = static_cast<int32_t>(rng.below(vocab_size_));
-        x[i * t + j] = prev;
-        y[i * t + j] = next;
+        if (i >= 0) {
+          x[i * t + j] = prev;
+          y[i * t + j] = next;
+        }
         prev = next;
       }
     }
@@ -71,7 +80,7 @@ void TokenData::fill_batch(const Tensor& tokens, const Tensor& targets, int64_t 
   }
   const int64_t span = static_cast<int64_t>(bytes_.size()) - t - 1;
   for (int64_t i = 0; i < b; ++i) {
-    const int64_t start = ((step * b + i) * t) % span;
+    const int64_t start = ((step * global_rows + first_row + i) * t) % span;
     for (int64_t j = 0; j < t; ++j) {
       x[i * t + j] = bytes_[static_cast<size_t>(start + j)];
       y[i * t + j] = bytes_[static_cast<size_t>(start + j + 1)];

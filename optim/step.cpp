@@ -1,6 +1,8 @@
 #include "optim/step.h"
 
 #include "model/data.h"
+#include "optim/data_parallel.h"
+#include "runtime/comm.h"
 
 namespace reckon {
 
@@ -25,13 +27,18 @@ void StepOptimizer::set_steps_taken(int64_t steps) {
 
 int64_t StepOptimizer::steps_taken() const { return master_ ? master_->steps_taken() : adamw_->steps_taken(); }
 
-double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets) {
+double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets,
+                     bool data_parallel) {
   {
     PhaseScope phase(Phase::optimizer);
     model.zero_grad();
   }
-  const double loss = model.forward(tokens, targets);
+  double loss = model.forward(tokens, targets);
   model.backward();
+  if (data_parallel) {
+    all_reduce_gradients(model.parameters());
+    loss = all_reduce_sum_scalar(loss) / comm_size();
+  }
   optimizer.step();
   return loss;
 }

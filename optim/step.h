@@ -37,8 +37,11 @@ class StepOptimizer {
   std::unique_ptr<AdamWMasterWeights> master_;
 };
 
-// zero_grad (phase optimizer), forward, backward, optimizer step. Returns the loss.
-double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets);
+// zero_grad (phase optimizer), forward, backward, (data parallel: the gradients averaged across ranks,
+// optim/data_parallel.h), optimizer step. Returns the loss (data parallel: the mean over ranks, which is the
+// global batch's loss when every rank has as many rows).
+double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets,
+                     bool data_parallel = false);
 
 // What a training run holds: the model (parameters, gradients), its AdamW, and the batch tensors
 // (int32 (B, T), category activation, "batch.tokens" / "batch.targets"), allocated in that order.
@@ -47,10 +50,12 @@ struct TrainingSession {
   StepOptimizer optimizer;
   Tensor tokens, targets;
 
+  bool data_parallel = false;  // average gradients across the ranks of runtime/comm before each optimizer step
+
   explicit TrainingSession(const TrainConfig& config);
   TrainingSession(const TrainingSession&) = delete;  // the optimizer refers to the model's parameters
   TrainingSession& operator=(const TrainingSession&) = delete;
-  double step() { return training_step(model, optimizer, tokens, targets); }
+  double step() { return training_step(model, optimizer, tokens, targets, data_parallel); }
   void warm_up() {
     for (int64_t i = 0; i < kWarmUpSteps; ++i) step();
   }

@@ -12,6 +12,7 @@ const char* phase_name(Phase p) {
     case Phase::backward: return "backward";
     case Phase::recompute: return "recompute";
     case Phase::optimizer: return "optimizer";
+    case Phase::communication: return "communication";
   }
   return "?";
 }

@@ -16,9 +16,11 @@ namespace reckon {
 
 // recompute: forward ops re-run during backward (config field `recompute`): counted apart from the model's own
 // forward and backward, so model FLOPs (MFU) and executed FLOPs (HFU) both come out of the counters.
-enum class Phase : uint8_t { forward, backward, recompute, optimizer };
-constexpr int kNumPhases = 4;
-constexpr std::array<Phase, kNumPhases> kAllPhases = {Phase::forward, Phase::backward, Phase::recompute, Phase::optimizer};
+// communication: data-parallel collectives (runtime/comm.h), per collective: calls, bytes in, bytes out, time.
+enum class Phase : uint8_t { forward, backward, recompute, optimizer, communication };
+constexpr int kNumPhases = 5;
+constexpr std::array<Phase, kNumPhases> kAllPhases = {Phase::forward, Phase::backward, Phase::recompute, Phase::optimizer,
+                                                      Phase::communication};
 const char* phase_name(Phase p);
 
 struct OpCount {

@@ -8,7 +8,8 @@ set -euo pipefail
 packages=(cmake g++ make libdnnl-dev ocl-icd-opencl-dev libgtest-dev libgmock-dev libbenchmark-dev
           libcli11-dev nlohmann-json3-dev libfmt-dev libtomlplusplus-dev
           python3 chromium  # the HTML report's browser test (tests/browser/check_report.py)
-          python3-torch libopenblas0-openmp)  # the PyTorch cross-check (tests/peer/) and bench/peer.sh
+          python3-torch libopenblas0-openmp  # the PyTorch cross-check (tests/peer/) and bench/peer.sh
+          libopenmpi-dev openmpi-bin)  # data parallelism over MPI (runtime/comm, mpirun in ctest)
 # --peer: kept for the benchmark scripts' instructions; the test packages above already include the peer.
 
 missing=()

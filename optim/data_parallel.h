@@ -1,0 +1,26 @@
+// Data parallelism, stage 0 (PyTorch DDP's semantics): every rank runs forward and backward on its slice of
+// the global batch, then the gradients are averaged across ranks before the (replicated) optimizer step, so
+// N ranks with global batch B follow the single-process run with batch B.
+//
+// Gradients are packed in parameter order into buckets of at most kGradientBucketBytes (DDP's default 25 MiB;
+// a parameter larger than that is a bucket of its own), each a tracked temporary "comm.bucket.<k>" alive for
+// its all-reduce: copy in, sum across ranks (runtime/comm: op all_reduce, phase communication), copy out × 1/N.
+// Float32 gradients only for now (bf16 gradients are refused by the caller with the reason).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/transformer.h"
+
+namespace reckon {
+
+constexpr int64_t kGradientBucketBytes = int64_t{25} << 20;
+
+// Averages every parameter's gradient across the ranks of runtime/comm (nothing to do with one rank). Returns
+// the number of buckets.
+int64_t all_reduce_gradients(std::vector<Parameter>& params, int64_t bucket_bytes = kGradientBucketBytes);
+// Every rank starts from rank 0's parameters (the same seed gives the same model; this makes it so).
+void broadcast_parameters(std::vector<Parameter>& params);
+
+}  // namespace reckon
