@@ -216,6 +216,18 @@ int run_train(const TrainOptions& o) {
   const double tok_s = tokens_per_step * measured_steps / steady_seconds;
   fmt::print("\nsteady state over {} step(s) after {} warm-up: {:.1f} tokens/s, {:.2f} ms/step; loss {:.4f} -> {:.4f}\n",
              measured_steps, warm_up_steps, tok_s, steady_seconds / measured_steps * 1e3, log.front().loss, log.back().loss);
+  if (ranks > 1) {  // the collectives, with NCCL-tests' bus bandwidth
+    for (const auto& [key, n] : counters.by_op()) {
+      if (key.phase != Phase::communication || n.calls == 0) continue;
+      const double bytes = static_cast<double>(n.bytes_read) / static_cast<double>(n.calls);
+      const double seconds = n.seconds / static_cast<double>(n.calls);
+      fmt::print("{}: {} calls over {} step(s), {} B in / {} B out per call on rank {}, {:.3f} ms per call: algbw "
+                 "{:.2f} GB/s, busbw {:.2f} GB/s ({} ranks)\n",
+                 key.op, n.calls, measured_steps, fmt_int(static_cast<int64_t>(bytes)),
+                 fmt_int(n.bytes_written / n.calls), rank, seconds * 1e3, bytes / seconds * 1e-9,
+                 bus_bandwidth(key.op.c_str(), bytes, seconds, ranks) * 1e-9, ranks);
+    }
+  }
   // MFU and HFU (estimators/flops.h): model FLOPs from the config in both attention conventions, hardware FLOPs as
   // the counters measured them (forward + backward + recompute), over the steady step time and the peak above.
   const UtilizationFlops uf = utilization_flops(m, config.optim);
