@@ -5,6 +5,8 @@
 
 #include "cli/memory_guard.h"
 #include "cli/output.h"
+#include "runtime/check.h"
+#include "runtime/comm.h"
 #include "cli/table.h"
 #include "estimators/flops.h"
 #include "estimators/memory.h"
@@ -28,19 +30,23 @@ struct Result {
   int64_t differences = 0;  // number of non-zero differences
 };
 
+// Under mpirun (stage 0), `config` is one rank's (its batch) and both sides are that rank's step.
 Result measure(const std::string& label, const TrainConfig& config) {
   Result r;
   r.label = label;
   r.config = config;
   const ModelConfig& m = config.model;
+  const int ranks = comm_size();
   {
-    const StepMeasurement s = measure_steady_step(config);
+    const StepMeasurement s = measure_steady_step(config, ranks > 1);
     r.measured = s.memory;
     r.measured_scratchpad_at_peak = s.scratchpad_at_peak;
     r.measured_counts = s.counts;
   }
-  r.estimate = estimate_step_memory(m);
-  r.estimated_counts = estimate_step_counts(m, config.optim);
+  MemoryEstimateOptions options;
+  options.data_parallel_ranks = ranks;
+  r.estimate = estimate_step_memory(m, options);
+  r.estimated_counts = estimate_step_counts(m, config.optim, ranks);
 
   for (Category c : all_categories()) {
     const int i = static_cast<int>(c);
@@ -171,13 +177,27 @@ nlohmann::json result_json(const Result& r) {
 
 int run_reconcile(const ReconcileOptions& o) {
   std::vector<std::pair<std::string, TrainConfig>> configs;
+  const int ranks = comm_size();
+  check_arg(!(o.sweep && ranks > 1), "--sweep: runs in one process; under mpirun reconcile one config per run "
+            "(--preset, --config, --set)");
   if (o.sweep) {
     configs = sweep_configs();
   } else {
     TrainConfig c = o.config_file.empty() ? preset_config(o.preset) : load_config_file(o.config_file);
     for (const std::string& kv : o.overrides) apply_override(c, kv);
     validate(c);
-    configs.emplace_back(fmt::format("{} | {}", c.preset, describe(c.model)), c);
+    if (ranks > 1) {  // stage 0: the config's batch is the global one; each rank reconciles its own step
+      check_arg(c.model.batch_size % ranks == 0, "batch_size: {} is not divisible by the {} mpirun ranks",
+                c.model.batch_size, ranks);
+      check_arg(c.model.dtypes().grad == DType::f32, "data parallel: gradients are {}; float32 gradients only so "
+                "far (precision fp32 or amp-bf16, or grad_dtype = fp32)", dtype_name(c.model.dtypes().grad));
+      c.model.batch_size /= ranks;
+    }
+    configs.emplace_back(fmt::format("{} | {}{}", c.preset, describe(c.model),
+                                     ranks > 1 ? fmt::format(" | rank {} of {} (data parallel, stage 0; B is the rank's)",
+                                                             comm_rank(), ranks)
+                                               : std::string()),
+                         c);
   }
   for (const auto& [label, c] : configs) validate(c);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
@@ -206,6 +226,12 @@ int run_reconcile(const ReconcileOptions& o) {
     }
   }
   progress.finish();
+  if (ranks > 1) {  // every rank's step: exit 0 only if all of them are exact
+    const int everywhere = static_cast<int>(all_reduce_sum_scalar(failed));
+    fmt::print("\nreconcile: {} of {} ranks exact to the byte and the FLOP (rank 0's tables above)\n",
+               ranks - everywhere, ranks);
+    failed = everywhere;
+  }
   fmt::print("\nreconcile: {} of {} config(s) exact to the byte and the FLOP{}\n", configs.size() - failed,
              configs.size(), failed ? fmt::format(", {} differ", failed) : "");
   if (!o.json_path.empty()) {

@@ -106,6 +106,8 @@ int run_train(const TrainOptions& o) {
   const int ranks = comm_size(), rank = comm_rank();
   check_arg(config.model.batch_size % ranks == 0, "batch_size: {} is not divisible by the {} mpirun ranks (each rank "
             "trains batch_size / ranks rows)", config.model.batch_size, ranks);
+  check_arg(ranks == 1 || config.model.dtypes().grad == DType::f32, "data parallel: gradients are {}; float32 "
+            "gradients only so far (precision fp32 or amp-bf16, or grad_dtype = fp32)", dtype_name(config.model.dtypes().grad));
   TrainConfig local = config;
   local.model.batch_size = config.model.batch_size / ranks;
   const int64_t first_step = resume.steps + 1, last_step = resume.steps + o.steps;

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "ops/flash_attention.h"
+#include "optim/data_parallel.h"
 #include "runtime/checked.h"
 
 namespace reckon {
@@ -22,7 +23,37 @@ int64_t count_parameters(const ModelConfig& c) {
       .value();
 }
 
-std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWConfig& optim) {
+std::vector<int64_t> parameter_sizes(const ModelConfig& c) {
+  const int64_t v = c.vocab_size, d = c.d_model, f = c.d_ff;
+  std::vector<int64_t> sizes = {v * d};
+  if (c.position == Position::learned) sizes.push_back(c.context_length * d);
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    for (int64_t n : {d, d * d, d * d, d * d, d * d, d, f * d}) sizes.push_back(n);
+    if (c.ffn == FfnKind::swiglu) sizes.push_back(f * d);
+    sizes.push_back(d * f);
+  }
+  sizes.push_back(d);
+  if (!c.tie_embeddings) sizes.push_back(v * d);
+  return sizes;
+}
+
+std::vector<int64_t> gradient_buckets(const ModelConfig& c, int64_t bucket_bytes) {
+  std::vector<int64_t> buckets;
+  int64_t elements = 0;
+  bool open = false;
+  for (int64_t n : parameter_sizes(c)) {
+    if (open && 4 * (elements + n) <= bucket_bytes) {
+      elements += n;
+    } else {
+      if (open) buckets.push_back(elements);
+      elements = n, open = true;
+    }
+  }
+  if (open) buckets.push_back(elements);
+  return buckets;
+}
+
+std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWConfig& optim, int data_parallel_ranks) {
   const CheckedInt b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
   const CheckedInt h = c.num_heads, dk = d / h, l = c.num_layers, n = b * t, bh = b * h;
   const CheckedInt causal = t * (t + 1) / 2;  // entries the causal softmax touches per (b, h)
@@ -147,6 +178,10 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   add("zero_grad", O, 1, 0, 0, 0, G * p);
   if (plan.master_weights) add("adamw", O, 1, 0, adamw_flops, (12 + G) * p, (12 + P) * p);
   else add("adamw", O, 1, 0, adamw_flops, 4 * F * p, 3 * F * p);
+  if (data_parallel_ranks > 1) {  // stage 0: the gradients all-reduced, bucket by bucket (optim/data_parallel.h)
+    const CheckedInt buckets = static_cast<int64_t>(gradient_buckets(c, kGradientBucketBytes).size());
+    add("all_reduce", Phase::communication, buckets, 0, 0, F * p, F * p);
+  }
   return e;
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <vector>
 
 #include "model/config.h"
 #include "runtime/counters.h"
@@ -12,7 +13,16 @@
 namespace reckon {
 
 // (op, phase) -> expected {calls, matmul_flops, other_flops, bytes_read, bytes_written}; seconds = 0.
-std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& config, const AdamWConfig& optim);
+// data_parallel_ranks > 1: the step of one rank under mpirun, stage 0 (`config.batch_size` is then the rank's
+// batch): plus op all_reduce in phase communication, one call per gradient bucket, 4 B per parameter in and out.
+std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& config, const AdamWConfig& optim,
+                                              int data_parallel_ranks = 1);
+
+// The element counts of the parameters in the model's order (model/transformer.cpp), and their split into
+// data-parallel gradient buckets of at most `bucket_bytes` float32 bytes, as optim/data_parallel.cpp packs them
+// (a parameter larger than a bucket is a bucket of its own).
+std::vector<int64_t> parameter_sizes(const ModelConfig& config);
+std::vector<int64_t> gradient_buckets(const ModelConfig& config, int64_t bucket_bytes);
 
 int64_t count_parameters(const ModelConfig& config);
 

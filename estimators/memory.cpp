@@ -9,7 +9,9 @@
 
 #include <fmt/format.h>
 
+#include "estimators/flops.h"
 #include "ops/flash_attention.h"
+#include "optim/data_parallel.h"
 #include "runtime/checked.h"
 #include "runtime/machine.h"
 #include "runtime/matmul.h"
@@ -489,6 +491,13 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     r.free({i, "attn_norm.grad_out"});
   }
   r.free(top("residual.grad"));
+  if (o.data_parallel_ranks > 1) {  // stage 0: one tracked bucket at a time (optim/data_parallel.cpp)
+    r.set_phase(Phase::communication);
+    for (int64_t elements : gradient_buckets(c, kGradientBucketBytes)) {  // "comm.bucket.<k>", one at a time
+      r.alloc(top("comm.bucket"), Category::temporary, elements);
+      r.free(top("comm.bucket"));
+    }
+  }
   r.set_phase(Phase::optimizer);
   MemoryEstimate est = r.finish();
   est.num_parameters = num_parameters.value();

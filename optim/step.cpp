@@ -51,13 +51,16 @@ TrainingSession::TrainingSession(const TrainConfig& config)
       targets(Tensor::empty({config.model.batch_size, config.model.context_length}, Category::activation,
                             "batch.targets", DType::i32)) {}
 
-StepMeasurement measure_steady_step(const TrainConfig& config) {
+StepMeasurement measure_steady_step(const TrainConfig& config, bool data_parallel) {
   StepMeasurement out;
   TrainingSession run(config);
+  run.data_parallel = data_parallel;
+  if (data_parallel) broadcast_parameters(run.model.parameters());
   TokenData data = TokenData::random(config.model.vocab_size, config.seed);
-  data.fill_batch(run.tokens, run.targets, 0);
+  const int64_t b = config.model.batch_size, ranks = data_parallel ? comm_size() : 1, rank = data_parallel ? comm_rank() : 0;
+  data.fill_batch_rows(run.tokens, run.targets, 0, rank * b, ranks * b);
   run.step();
-  data.fill_batch(run.tokens, run.targets, 1);
+  data.fill_batch_rows(run.tokens, run.targets, 1, rank * b, ranks * b);
   counters().reset();
   tracker().reset_peak_stats();
   out.loss = run.step();

@@ -71,6 +71,8 @@ struct StepMeasurement {
 
 // Builds the model, runs a first step (creates oneDNN primitives and AdamW state), then measures the second
 // step from a clean peak and clean counters. Random tokens; batch tensors are category activation.
-StepMeasurement measure_steady_step(const TrainConfig& config);
+// data_parallel: one rank's step under mpirun (stage 0; config.batch_size is the rank's batch, each rank its rows
+// of a global batch of batch_size × ranks).
+StepMeasurement measure_steady_step(const TrainConfig& config, bool data_parallel = false);
 
 }  // namespace reckon

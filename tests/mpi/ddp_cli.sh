@@ -21,6 +21,14 @@ worst = max(abs(a - b) / abs(b) for a, b in zip(ddp, one))
 assert worst <= 1e-6, f"DDP losses differ from the single process by {worst:.2e} relative"
 print(f"ddp_cli: 20 steps, worst relative loss difference {worst:.2e} (<= 1e-6)")
 PY
+# Each rank's step reconciled exactly (memory incl. the gradient buckets, counts incl. all_reduce), one and two
+# buckets (vocab 16384 × d_model 256 puts 8.4 M parameters = 33.6 MB of gradients past one 25 MiB bucket).
+timeout 300 mpirun --oversubscribe -np 2 "$reckon" reconcile --preset tiny --threads 1 > "$work/rec1.txt"
+grep -q "reconcile: 2 of 2 ranks exact" "$work/rec1.txt"
+timeout 300 mpirun --oversubscribe -np 2 "$reckon" reconcile --preset tiny --threads 1 --set vocab_size=16384 \
+  --set d_model=256 --set d_ff=512 --set precision=amp-bf16 > "$work/rec2.txt"
+grep -q "| all_reduce    | communication |     2 |" "$work/rec2.txt"
+grep -q "reconcile: 2 of 2 ranks exact" "$work/rec2.txt"
 expect_refusal() {  # ranks, message, args...
   local ranks=$1 needle=$2; shift 2
   set +e
@@ -33,4 +41,5 @@ expect_refusal() {  # ranks, message, args...
 expect_refusal 2 "--zero: 1 is not built yet" --zero 1
 expect_refusal 2 "--zero: 4 is not built yet" --zero 4
 expect_refusal 3 "batch_size: 4 is not divisible by the 3 mpirun ranks" --set batch_size=4
+expect_refusal 2 "data parallel: gradients are bfloat16; float32 gradients only so far" --set precision=bf16
 echo "ddp_cli: 1 passed, 0 failed"
