@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
   train->add_option("--resume", train_opts.resume_path,
                     "continue from a checkpoint (its config and data) for --steps more steps");
   train->add_option("--zero", train_opts.zero_stage,
-                    "data-parallel stage under mpirun: 0 = DDP (gradients all-reduced); 1-3 (ZeRO) are not built yet");
+                    "data-parallel stage under mpirun (config field zero_stage): 0 = DDP, 1 = ZeRO-1 (AdamW state sharded); 2, 3 not built yet");
   train->add_option("--report", train_opts.report_path,
                     "write an HTML report: memory over one steady step, time per op, roofline, reconciliation");
   train->add_option("--plot-memory", train_opts.plot_memory_path, "write the memory-over-time picture alone (SVG)");

@@ -45,8 +45,9 @@ Result measure(const std::string& label, const TrainConfig& config) {
   }
   MemoryEstimateOptions options;
   options.data_parallel_ranks = ranks;
+  options.data_parallel_rank = comm_rank();
   r.estimate = estimate_step_memory(m, options);
-  r.estimated_counts = estimate_step_counts(m, config.optim, ranks);
+  r.estimated_counts = estimate_step_counts(m, config.optim, ranks, comm_rank());
 
   for (Category c : all_categories()) {
     const int i = static_cast<int>(c);

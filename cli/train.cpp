@@ -99,9 +99,11 @@ int run_train(const TrainOptions& o) {
               resume.data);
     data_source = resume.data;
   }
-  check_arg(o.zero_stage == 0, "--zero: {} is not built yet; allowed: 0 (DDP: gradients all-reduced across the mpirun "
-            "ranks)", o.zero_stage);
-  const TrainConfig config = resume_file ? resume.config : resolve_config(o);
+  TrainConfig config = resume_file ? resume.config : resolve_config(o);
+  if (o.zero_stage >= 0) {  // --zero S is the config field zero_stage
+    apply_override(config, fmt::format("zero_stage={}", o.zero_stage));
+    validate(config);
+  }
   // Data parallel under mpirun: batch_size is the global batch, split evenly across the ranks.
   const int ranks = comm_size(), rank = comm_rank();
   check_arg(config.model.batch_size % ranks == 0, "batch_size: {} is not divisible by the {} mpirun ranks (each rank "
@@ -149,8 +151,10 @@ int run_train(const TrainOptions& o) {
   run.data_parallel = ranks > 1;
   broadcast_parameters(run.model.parameters());
   if (ranks > 1) {
-    fmt::print("data parallel (--zero 0, DDP): {} ranks × batch {} = global batch {}; gradients all-reduced in "
-               "buckets of {} MiB\n", ranks, m.batch_size, config.model.batch_size, kGradientBucketBytes >> 20);
+    fmt::print("data parallel (--zero {}, {}): {} ranks × batch {} = global batch {}; gradients all-reduced in "
+               "buckets of {} MiB{}\n", m.zero_stage, m.zero_stage == 0 ? "DDP" : "ZeRO-1", ranks, m.batch_size,
+               config.model.batch_size, kGradientBucketBytes >> 20,
+               m.zero_stage == 1 ? "; AdamW state sharded, parameters all-gathered after each step" : "");
   }
   const Transformer& model = run.model;
   if (resume_file) {

@@ -7,6 +7,7 @@
 
 #include "ops/flash_attention.h"
 #include "optim/data_parallel.h"
+#include "optim/zero.h"
 #include "runtime/checked.h"
 
 namespace reckon {
@@ -53,7 +54,8 @@ std::vector<int64_t> gradient_buckets(const ModelConfig& c, int64_t bucket_bytes
   return buckets;
 }
 
-std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWConfig& optim, int data_parallel_ranks) {
+std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWConfig& optim, int data_parallel_ranks,
+                                              int data_parallel_rank) {
   const CheckedInt b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
   const CheckedInt h = c.num_heads, dk = d / h, l = c.num_layers, n = b * t, bh = b * h;
   const CheckedInt causal = t * (t + 1) / 2;  // entries the causal softmax touches per (b, h)
@@ -176,8 +178,25 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   const CheckedInt p = count_parameters(c);
   const CheckedInt adamw_flops = (optim.weight_decay != 0.0 ? 14 : 13) * p;
   add("zero_grad", O, 1, 0, 0, 0, G * p);
-  if (plan.master_weights) add("adamw", O, 1, 0, adamw_flops, (12 + G) * p, (12 + P) * p);
-  else add("adamw", O, 1, 0, adamw_flops, 4 * F * p, 3 * F * p);
+  if (c.zero_stage == 1) {  // AdamW on this rank's shard (optim/zero.h); float32 parameters
+    const auto [own_lo, own_hi] = owned_range(p.value(), data_parallel_rank, data_parallel_ranks);
+    const CheckedInt owned = own_hi - own_lo;
+    add("adamw", O, 1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * owned, 4 * F * owned, 3 * F * owned);
+    if (data_parallel_ranks > 1) {
+      const int64_t per_bucket = kGradientBucketBytes / 4;
+      CheckedInt calls = 0, in = 0;
+      for (int64_t a = 0; a < p.value(); a += per_bucket) {
+        const int64_t b_end = std::min(p.value(), a + per_bucket);
+        calls += 1;
+        in += std::max<int64_t>(0, std::min(b_end, own_hi) - std::max(a, own_lo));
+      }
+      add("all_gather", Phase::communication, calls, 0, 0, F * in, F * p);
+    }
+  } else if (plan.master_weights) {
+    add("adamw", O, 1, 0, adamw_flops, (12 + G) * p, (12 + P) * p);
+  } else {
+    add("adamw", O, 1, 0, adamw_flops, 4 * F * p, 3 * F * p);
+  }
   if (data_parallel_ranks > 1) {  // stage 0: the gradients all-reduced, bucket by bucket (optim/data_parallel.h)
     const CheckedInt buckets = static_cast<int64_t>(gradient_buckets(c, kGradientBucketBytes).size());
     add("all_reduce", Phase::communication, buckets, 0, 0, F * p, F * p);

@@ -14,9 +14,10 @@ namespace reckon {
 
 // (op, phase) -> expected {calls, matmul_flops, other_flops, bytes_read, bytes_written}; seconds = 0.
 // data_parallel_ranks > 1: the step of one rank under mpirun, stage 0 (`config.batch_size` is then the rank's
-// batch): plus op all_reduce in phase communication, one call per gradient bucket, 4 B per parameter in and out.
+// batch): plus op all_reduce in phase communication, one call per gradient bucket, 4 B per parameter in and out;
+// zero_stage 1: AdamW over this rank's shard only, and op all_gather per parameter bucket (in: its part).
 std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& config, const AdamWConfig& optim,
-                                              int data_parallel_ranks = 1);
+                                              int data_parallel_ranks = 1, int data_parallel_rank = 0);
 
 // The element counts of the parameters in the model's order (model/transformer.cpp), and their split into
 // data-parallel gradient buckets of at most `bucket_bytes` float32 bytes, as optim/data_parallel.cpp packs them

@@ -12,6 +12,7 @@
 #include "estimators/flops.h"
 #include "ops/flash_attention.h"
 #include "optim/data_parallel.h"
+#include "optim/zero.h"
 #include "runtime/checked.h"
 #include "runtime/machine.h"
 #include "runtime/matmul.h"
@@ -275,7 +276,13 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     r.alloc({p.name.layer, p.name.suffix, ".grad"}, Category::gradient, p.elements, plan.grad, true);
     num_parameters += p.elements;
   }
-  if (o.optimizer_state) {
+  if (o.optimizer_state && c.zero_stage == 1) {  // ZeRO-1: m and v of this rank's segments (optim/zero.h)
+    for (const ShardSegment& s : owned_segments(parameter_sizes(c), o.data_parallel_rank, o.data_parallel_ranks)) {
+      const Param& p = params[s.param];
+      r.alloc({p.name.layer, p.name.suffix, ".exp_avg"}, Category::optimizer_state, s.count, DType::f32, true);
+      r.alloc({p.name.layer, p.name.suffix, ".exp_avg_sq"}, Category::optimizer_state, s.count, DType::f32, true);
+    }
+  } else if (o.optimizer_state) {
     for (const Param& p : params) {
       if (plan.master_weights) {
         r.alloc({p.name.layer, p.name.suffix, ".master"}, Category::optimizer_state, p.elements, DType::f32, true);
@@ -499,6 +506,15 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     }
   }
   r.set_phase(Phase::optimizer);
+  if (c.zero_stage == 1 && o.data_parallel_ranks > 1) {  // the parameters all-gathered after AdamW, bucket by bucket
+    r.set_phase(Phase::communication);
+    const CheckedInt per_bucket = kGradientBucketBytes / 4;
+    for (CheckedInt a = 0; a < num_parameters; a += per_bucket) {
+      const CheckedInt b_end = std::min(num_parameters.value(), (a + per_bucket).value());
+      r.alloc(top("comm.gather"), Category::temporary, b_end - a);
+      r.free(top("comm.gather"));
+    }
+  }
   MemoryEstimate est = r.finish();
   est.num_parameters = num_parameters.value();
   return est;

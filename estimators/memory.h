@@ -26,7 +26,8 @@ struct MemoryEstimateOptions {
   bool onednn_scratchpad = true; // include scratchpad (queries oneDNN); false: pure arithmetic, no oneDNN
   bool batch_tensors = true;     // the int32 tokens and targets of the batch (category activation)
   bool live_at_peak = true;      // name the tensors live at the peak (false: totals only, several times faster)
-  int data_parallel_ranks = 1;   // > 1: one rank's step under mpirun, stage 0 (+ the gradient buckets)
+  int data_parallel_ranks = 1;   // > 1: one rank's step under mpirun (+ the gradient buckets; zero_stage 1: its shard)
+  int data_parallel_rank = 0;    // which rank (ZeRO-1's shard, and so its optimizer-state bytes, depends on it)
 };
 
 struct EstimatedTensor {

@@ -86,6 +86,7 @@ constexpr FieldSpec kFields[] = {
     {"grad_dtype", Section::model, Kind::choice, "one of auto, fp32, bf16 (bf16 only with precision = bf16)"},
     {"attention", Section::model, Kind::choice, "one of naive, flash"},
     {"recompute", Section::model, Kind::choice, "one of none, attention, full"},
+    {"zero_stage", Section::model, Kind::integer, "an integer in [0, 1] (0 = DDP, 1 = ZeRO-1; 2 and 3 are not built yet)"},
     {"lr", Section::optim, Kind::real, "a number in [0, 10]"},
     {"beta1", Section::optim, Kind::real, "a number in [0, 1)"},
     {"beta2", Section::optim, Kind::real, "a number in [0, 1)"},
@@ -176,6 +177,7 @@ void set_field(TrainConfig& c, std::string_view key, std::string_view value) {
   else if (key == "num_heads") m.num_heads = parse_int(key, value);
   else if (key == "d_ff") m.d_ff = parse_int(key, value);
   else if (key == "batch_size") m.batch_size = parse_int(key, value);
+  else if (key == "zero_stage") m.zero_stage = parse_int(key, value);
   else if (key == "rmsnorm_eps") m.rmsnorm_eps = parse_double(key, value);
   else if (key == "tie_embeddings") m.tie_embeddings = parse_bool(key, value);
   else if (key == "ffn") {
@@ -428,6 +430,10 @@ void validate(const TrainConfig& c) {
             "num_heads: {} does not divide d_model {} (d_model % num_heads must be 0)", m.num_heads, m.d_model);
   check_range("d_ff", m.d_ff, 1, 1 << 18);
   check_range("batch_size", m.batch_size, 1, 1 << 16);
+  check_arg(m.zero_stage >= 0 && m.zero_stage <= 1, "zero_stage: {} is outside the allowed range [0, 1] (0 = DDP, "
+            "1 = ZeRO-1; stages 2 and 3 are not built yet)", m.zero_stage);
+  check_arg(m.zero_stage == 0 || m.precision != Precision::bf16, "zero_stage: 1 with precision = bf16 is not built "
+            "yet (its float32 master weights are not sharded); use precision fp32 or amp-bf16");
   check_range("rmsnorm_eps", m.rmsnorm_eps, 0.0, 1.0, true, false);
   check_arg(m.grad_dtype != GradDType::bf16 || m.precision == Precision::bf16,
             "grad_dtype: bf16 needs precision = bf16 (precision {} keeps float32 gradients); allowed: auto, fp32",
@@ -458,6 +464,7 @@ std::vector<std::string> config_overrides(const TrainConfig& c) {
           fmt::format("grad_dtype={}", grad_dtype_name(m.grad_dtype)),
           fmt::format("attention={}", attention_name(m.attention)),
           fmt::format("recompute={}", recompute_name(m.recompute)),
+          fmt::format("zero_stage={}", m.zero_stage),
           fmt::format("lr={}", o.lr),
           fmt::format("beta1={}", o.beta1),
           fmt::format("beta2={}", o.beta2),
@@ -477,11 +484,12 @@ std::string describe(const ModelConfig& m) {
   if (m.precision == Precision::bf16) {
     precision += m.dtypes().grad == DType::f32 ? " (fp32 grads)" : " (bf16 grads)";
   }
-  return fmt::format("V {}, T {}, L {}, D {}, H {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}{}",
+  return fmt::format("V {}, T {}, L {}, D {}, H {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}{}{}",
                      m.vocab_size, m.context_length, m.num_layers, m.d_model, m.num_heads, m.d_ff,
                      ffn_kind_name(m.ffn), m.tie_embeddings ? "tied" : "untied", position_name(m.position),
                      m.batch_size, precision, attention_name(m.attention),
-                     m.recompute == Recompute::none ? "" : fmt::format(", recompute {}", recompute_name(m.recompute)));
+                     m.recompute == Recompute::none ? "" : fmt::format(", recompute {}", recompute_name(m.recompute)),
+                     m.zero_stage == 0 ? "" : fmt::format(", zero stage {}", m.zero_stage));
 }
 
 }  // namespace reckon

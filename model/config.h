@@ -41,6 +41,9 @@ struct ModelConfig {
   GradDType grad_dtype = GradDType::automatic;
   AttentionKind attention = AttentionKind::naive;
   Recompute recompute = Recompute::none;
+  // Data parallel under mpirun (optim/data_parallel.h, optim/zero.h): 0 = DDP (gradients all-reduced), 1 = ZeRO-1
+  // (+ AdamW state sharded across the ranks). Stages 2 and 3 are not built yet.
+  int64_t zero_stage = 0;
   DTypePlan dtypes() const { return dtype_plan(precision, grad_dtype); }
 };
 

@@ -2,30 +2,38 @@
 
 #include "model/data.h"
 #include "optim/data_parallel.h"
+#include "runtime/check.h"
 #include "runtime/comm.h"
 
 namespace reckon {
 
-StepOptimizer::StepOptimizer(std::vector<Parameter>& params, const AdamWConfig& config, bool master_weights) {
-  if (master_weights) master_ = std::make_unique<AdamWMasterWeights>(params, config);
+StepOptimizer::StepOptimizer(std::vector<Parameter>& params, const AdamWConfig& config, bool master_weights,
+                             int64_t zero_stage) {
+  if (zero_stage == 1) zero_ = std::make_unique<ZeroAdamW>(params, config, comm_rank(), comm_size());
+  else if (master_weights) master_ = std::make_unique<AdamWMasterWeights>(params, config);
   else adamw_ = std::make_unique<AdamW>(params, config);
 }
 
 void StepOptimizer::step() {
-  if (master_) master_->step();
+  if (zero_) zero_->step();
+  else if (master_) master_->step();
   else adamw_->step();
 }
 
 std::vector<std::pair<std::string, Tensor>> StepOptimizer::state_tensors() {
+  check_arg(!zero_, "checkpoints of a sharded optimizer (zero_stage = 1) are not built yet");
   return master_ ? master_->state_tensors() : adamw_->state_tensors();
 }
 
 void StepOptimizer::set_steps_taken(int64_t steps) {
+  check_arg(!zero_, "checkpoints of a sharded optimizer (zero_stage = 1) are not built yet");
   if (master_) master_->set_steps_taken(steps);
   else adamw_->set_steps_taken(steps);
 }
 
-int64_t StepOptimizer::steps_taken() const { return master_ ? master_->steps_taken() : adamw_->steps_taken(); }
+int64_t StepOptimizer::steps_taken() const {
+  return zero_ ? zero_->steps_taken() : master_ ? master_->steps_taken() : adamw_->steps_taken();
+}
 
 double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets,
                      bool data_parallel) {
@@ -45,7 +53,7 @@ double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor&
 
 TrainingSession::TrainingSession(const TrainConfig& config)
     : model(config.model, config.seed),
-      optimizer(model.parameters(), config.optim, config.model.dtypes().master_weights),
+      optimizer(model.parameters(), config.optim, config.model.dtypes().master_weights, config.model.zero_stage),
       tokens(Tensor::empty({config.model.batch_size, config.model.context_length}, Category::activation,
                            "batch.tokens", DType::i32)),
       targets(Tensor::empty({config.model.batch_size, config.model.context_length}, Category::activation,

@@ -10,6 +10,7 @@
 #include "model/config.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
+#include "optim/zero.h"
 #include "runtime/allocator.h"
 #include "runtime/counters.h"
 
@@ -25,7 +26,8 @@ constexpr int64_t kWarmUpSteps = 2;
 // master weights behind the bf16 parameters (bf16: AdamWMasterWeights).
 class StepOptimizer {
  public:
-  StepOptimizer(std::vector<Parameter>& params, const AdamWConfig& config, bool master_weights);
+  // zero_stage 1: ZeroAdamW over this rank's shard (runtime/comm's rank and size; one process owns everything).
+  StepOptimizer(std::vector<Parameter>& params, const AdamWConfig& config, bool master_weights, int64_t zero_stage = 0);
   void step();
   int64_t steps_taken() const;
   // Checkpoints: the optimizer state by tensor name ((master,) m, v per parameter) and the step count.
@@ -35,6 +37,7 @@ class StepOptimizer {
  private:
   std::unique_ptr<AdamW> adamw_;
   std::unique_ptr<AdamWMasterWeights> master_;
+  std::unique_ptr<ZeroAdamW> zero_;
 };
 
 // zero_grad (phase optimizer), forward, backward, (data parallel: the gradients averaged across ranks,

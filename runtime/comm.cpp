@@ -52,6 +52,20 @@ void all_reduce_sum(float* data, int64_t n) {
   record.count.bytes_written = 4 * n;
 }
 
+void all_gather_in_place(float* data, const std::vector<int64_t>& counts, const std::vector<int64_t>& displs) {
+  PhaseScope phase(Phase::communication);
+  OpRecord record("all_gather");
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
+  if (g_initialised && g_size > 1) {
+    if (total > std::numeric_limits<int>::max()) throw std::invalid_argument("all_gather: a bucket above 2^31 elements");
+    std::vector<int> c(counts.begin(), counts.end()), d(displs.begin(), displs.end());
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, c.data(), d.data(), MPI_FLOAT, MPI_COMM_WORLD);
+  }
+  record.count.bytes_read = 4 * counts[static_cast<size_t>(g_rank)];
+  record.count.bytes_written = 4 * total;
+}
+
 double all_reduce_sum_scalar(double x) {
   if (!g_initialised || g_size == 1) return x;
   double out = 0;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace reckon {
 
@@ -19,6 +20,9 @@ bool comm_active();  // true under mpirun (even with one rank)
 
 // In place: data[i] = Σ over ranks of data[i] (float32). Recorded as op "all_reduce".
 void all_reduce_sum(float* data, int64_t n);
+// In place: rank r's counts[r] floats at displs[r] of `data` reach every rank (MPI_Allgatherv). Recorded as op
+// "all_gather": in = this rank's part, out = the whole buffer (Σ counts).
+void all_gather_in_place(float* data, const std::vector<int64_t>& counts, const std::vector<int64_t>& displs);
 // A scalar sum (the loss): not recorded (8 bytes, not part of the step's traffic model).
 double all_reduce_sum_scalar(double x);
 // The bytes of rank 0's buffer on every rank (parameters at start, so every rank begins identical). Recorded

@@ -11,6 +11,8 @@
 #include "model/data.h"
 #include "optim/data_parallel.h"
 #include "optim/step.h"
+#include "optim/zero.h"
+#include "runtime/allocator.h"
 #include "runtime/comm.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
@@ -51,6 +53,43 @@ TEST(DataParallel, RanksReproduceTheSingleProcessRunAndStayIdentical) {
   EXPECT_EQ(all_reduce.calls, 20);
   EXPECT_EQ(all_reduce.bytes_read, 20 * 4 * ddp.model.num_parameters());
   EXPECT_EQ(all_reduce.bytes_written, 20 * 4 * ddp.model.num_parameters());
+}
+
+// ZeRO-1: each rank keeps AdamW's state for its 1/N of the parameters only, yet every rank ends every step with
+// the same parameters as stage 0 (bit for bit: the same kernel per element, then all-gathered), so the losses
+// follow the single process as stage 0's do.
+TEST(DataParallel, ZeroStage1EqualsStage0BitForBitWithAShardOfTheState) {
+  const int ranks = comm_size(), rank = comm_rank();
+  ASSERT_GE(ranks, 2);
+  TrainConfig c = preset_config("tiny");
+  c.model.batch_size = 2;  // per rank
+  TrainConfig c1 = c;
+  c1.model.zero_stage = 1;
+  TrainingSession stage0(c), stage1(c1);
+  stage0.data_parallel = stage1.data_parallel = true;
+  broadcast_parameters(stage0.model.parameters());
+  broadcast_parameters(stage1.model.parameters());
+  TokenData data = TokenData::random(c.model.vocab_size, 3);
+  const int64_t before = tracker().stats()[Category::optimizer_state].allocated_bytes.current;
+  for (int64_t step = 0; step < 10; ++step) {
+    data.fill_batch_rows(stage0.tokens, stage0.targets, step, rank * 2, ranks * 2);
+    data.fill_batch_rows(stage1.tokens, stage1.targets, step, rank * 2, ranks * 2);
+    const double l0 = stage0.step(), l1 = stage1.step();
+    EXPECT_EQ(l0, l1) << "step " << step + 1;
+    for (size_t i = 0; i < stage0.model.parameters().size(); ++i) {
+      const Tensor& a = stage0.model.parameters()[i].value;
+      const Tensor& b = stage1.model.parameters()[i].value;
+      ASSERT_EQ(std::memcmp(a.data(), b.data(), static_cast<size_t>(a.numel()) * 4), 0) << stage0.model.parameters()[i].name;
+    }
+  }
+  // This rank's optimizer state: 8 B per owned element (+ 64-byte rounding per segment tensor), stage 0's 8 B
+  // per parameter; together the ranks own each element once.
+  const int64_t p = stage0.model.num_parameters();
+  const int64_t state = tracker().stats()[Category::optimizer_state].allocated_bytes.current - before;
+  const auto [lo, hi] = owned_range(p, rank, ranks);
+  EXPECT_GE(state - 8 * p, 8 * (hi - lo));
+  EXPECT_LE(state - 8 * p, 8 * (hi - lo) + 2 * 64 * static_cast<int64_t>(stage0.model.parameters().size()));
+  EXPECT_EQ(static_cast<int64_t>(all_reduce_sum_scalar(static_cast<double>(hi - lo))), p);
 }
 
 TEST(DataParallel, BucketsSplitAtTheBucketSize) {
