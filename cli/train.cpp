@@ -108,6 +108,9 @@ int run_train(const TrainOptions& o) {
   const int ranks = comm_size(), rank = comm_rank();
   check_arg(config.model.batch_size % ranks == 0, "batch_size: {} is not divisible by the {} mpirun ranks (each rank "
             "trains batch_size / ranks rows)", config.model.batch_size, ranks);
+  check_arg(config.model.zero_stage == 0 || (o.save_path.empty() && o.resume_path.empty()),
+            "{}: checkpoints of a sharded optimizer (zero_stage = 1) are not built yet; use zero_stage = 0",
+            o.save_path.empty() ? "--resume" : "--save");
   check_arg(ranks == 1 || config.model.dtypes().grad == DType::f32, "data parallel: gradients are {}; float32 "
             "gradients only so far (precision fp32 or amp-bf16, or grad_dtype = fp32)", dtype_name(config.model.dtypes().grad));
   TrainConfig local = config;

@@ -58,6 +58,8 @@ expect_refusal() {  # ranks, message, args...
 expect_refusal 2 "zero_stage: 2 is outside the allowed range [0, 1]" --zero 2
 expect_refusal 2 "zero_stage: 4 is outside the allowed range [0, 1]" --zero 4
 expect_refusal 2 "zero_stage: 1 with precision = bf16 is not built yet" --zero 1 --set precision=bf16
+expect_refusal 2 "--save: checkpoints of a sharded optimizer (zero_stage = 1) are not built yet" --zero 1 --save "$work/never.st"
+test ! -e "$work/never.st"
 expect_refusal 3 "batch_size: 4 is not divisible by the 3 mpirun ranks" --set batch_size=4
 expect_refusal 2 "data parallel: gradients are bfloat16; float32 gradients only so far" --set precision=bf16
 echo "ddp_cli: 1 passed, 0 failed"
