@@ -228,11 +228,12 @@ int run_train(const TrainOptions& o) {
   if (ranks > 1) {  // the collectives, with NCCL-tests' bus bandwidth
     for (const auto& [key, n] : counters.by_op()) {
       if (key.phase != Phase::communication || n.calls == 0) continue;
-      const double bytes = static_cast<double>(n.bytes_read) / static_cast<double>(n.calls);
+      // NCCL-tests' size: the buffer (all_reduce: in = out; all_gather: the gathered output).
+      const double bytes = static_cast<double>(key.op == "all_gather" ? n.bytes_written : n.bytes_read) / static_cast<double>(n.calls);
       const double seconds = n.seconds / static_cast<double>(n.calls);
       fmt::print("{}: {} calls over {} step(s), {} B in / {} B out per call on rank {}, {:.3f} ms per call: algbw "
                  "{:.2f} GB/s, busbw {:.2f} GB/s ({} ranks)\n",
-                 key.op, n.calls, measured_steps, fmt_int(static_cast<int64_t>(bytes)),
+                 key.op, n.calls, measured_steps, fmt_int(n.bytes_read / n.calls),
                  fmt_int(n.bytes_written / n.calls), rank, seconds * 1e3, bytes / seconds * 1e-9,
                  bus_bandwidth(key.op.c_str(), bytes, seconds, ranks) * 1e-9, ranks);
     }
