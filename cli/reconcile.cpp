@@ -190,8 +190,6 @@ int run_reconcile(const ReconcileOptions& o) {
     if (ranks > 1) {  // stage 0: the config's batch is the global one; each rank reconciles its own step
       check_arg(c.model.batch_size % ranks == 0, "batch_size: {} is not divisible by the {} mpirun ranks",
                 c.model.batch_size, ranks);
-      check_arg(c.model.dtypes().grad == DType::f32, "data parallel: gradients are {}; float32 gradients only so "
-                "far (precision fp32 or amp-bf16, or grad_dtype = fp32)", dtype_name(c.model.dtypes().grad));
       c.model.batch_size /= ranks;
     }
     configs.emplace_back(fmt::format("{} | {}{}", c.preset, describe(c.model),

@@ -111,8 +111,6 @@ int run_train(const TrainOptions& o) {
   check_arg(config.model.zero_stage == 0 || (o.save_path.empty() && o.resume_path.empty()),
             "{}: checkpoints of a sharded optimizer (zero_stage = 1) are not built yet; use zero_stage = 0",
             o.save_path.empty() ? "--resume" : "--save");
-  check_arg(ranks == 1 || config.model.dtypes().grad == DType::f32, "data parallel: gradients are {}; float32 "
-            "gradients only so far (precision fp32 or amp-bf16, or grad_dtype = fp32)", dtype_name(config.model.dtypes().grad));
   TrainConfig local = config;
   local.model.batch_size = config.model.batch_size / ranks;
   const int64_t first_step = resume.steps + 1, last_step = resume.steps + o.steps;

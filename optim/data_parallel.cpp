@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "runtime/bf16.h"
 #include "runtime/check.h"
 #include "runtime/comm.h"
 
@@ -20,25 +21,29 @@ int64_t all_reduce_gradients(std::vector<Parameter>& params, int64_t bucket_byte
     size_t last = first;
     int64_t elements = 0;
     while (last < params.size() && (last == first || 4 * (elements + params[last].grad.numel()) <= bucket_bytes)) {
-      check_arg(params[last].grad.dtype() == DType::f32, "data parallel: gradient '{}' is {}; float32 gradients only",
-                params[last].name, dtype_name(params[last].grad.dtype()));
       elements += params[last].grad.numel();
       ++last;
     }
     Tensor bucket = Tensor::empty({elements}, Category::temporary, fmt::format("comm.bucket.{}", buckets));
     float* b = bucket.data();
     int64_t off = 0;
-    for (size_t i = first; i < last; ++i) {
-      const int64_t n = params[i].grad.numel();
-      std::memcpy(b + off, params[i].grad.data(), static_cast<size_t>(n) * 4);
+    for (size_t i = first; i < last; ++i) {  // bf16 gradients are widened exactly: the sum runs in float32
+      const Tensor& g = params[i].grad;
+      const int64_t n = g.numel();
+      if (g.dtype() == DType::bf16) convert_to_float(b + off, g.data_bf16(), n);
+      else std::memcpy(b + off, g.data(), static_cast<size_t>(n) * 4);
       off += n;
     }
     all_reduce_sum(b, elements);
     off = 0;
-    for (size_t i = first; i < last; ++i) {
-      float* g = params[i].grad.data();
-      const int64_t n = params[i].grad.numel();
-      for (int64_t k = 0; k < n; ++k) g[k] = b[off + k] * scale;
+    for (size_t i = first; i < last; ++i) {  // the mean, rounded once to a bf16 gradient
+      const Tensor& g = params[i].grad;
+      const int64_t n = g.numel();
+      dispatch_floating(g.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        T* out = data_as<T>(g);
+        for (int64_t k = 0; k < n; ++k) out[k] = narrow<T>(b[off + k] * scale);
+      });
       off += n;
     }
     ++buckets;

@@ -61,5 +61,7 @@ expect_refusal 2 "zero_stage: 1 with precision = bf16 is not built yet" --zero 1
 expect_refusal 2 "--save: checkpoints of a sharded optimizer (zero_stage = 1) are not built yet" --zero 1 --save "$work/never.st"
 test ! -e "$work/never.st"
 expect_refusal 3 "batch_size: 4 is not divisible by the 3 mpirun ranks" --set batch_size=4
-expect_refusal 2 "data parallel: gradients are bfloat16; float32 gradients only so far" --set precision=bf16
+# bf16 gradients (and master weights) under DDP: every rank exact.
+timeout 300 mpirun --oversubscribe -np 2 "$reckon" reconcile --preset tiny --threads 1 --set precision=bf16 > "$work/rec5.txt"
+grep -q "reconcile: 2 of 2 ranks exact" "$work/rec5.txt"
 echo "ddp_cli: 1 passed, 0 failed"
