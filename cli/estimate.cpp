@@ -221,6 +221,10 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
     const ModelConfig vm = variant_config(p, g, att, rc);
     const bool same = p == m.precision && g == m.grad_dtype && att == m.attention && rc == m.recompute;
     Variant v;
+    if (vm.zero_stage == 1 && vm.precision == Precision::bf16) {  // refused by validate(): no such run to estimate
+      v.overflow = "not built: zero_stage 1 with precision bf16";
+      return variants.emplace(key, v).first->second;
+    }
     try {
       v.lin = same ? lin_impl : memory_linear_in_batch(vm, pure, false);
       v.max_batch = max_batch_in_budget(vm, budget, pure, v.lin);
@@ -271,8 +275,8 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
       overflow = e.what();
     }
     if (!overflow.empty()) {
-      ps.add({pl.name, bpp, "does not fit int64", "", "", "", pl.source});
-      row["overflow"] = overflow;
+      ps.add({pl.name, bpp, overflow.rfind("not built", 0) == 0 ? overflow : "does not fit int64", "", "", "", pl.source});
+      row["unavailable"] = overflow;
     } else {
       const double pdays = days_at(executed_step(pv), gpu_peak_flops(gpu, math));
       ps.add({pl.name, bpp, gb(ppeak), fmt::format("{}·B + {}", fmt_int(pv.lin.per_sample), fmt_int(pv.lin.fixed)),
@@ -305,8 +309,9 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
         nlohmann::json row = {{"precision", precision_name(p)}, {"grad_dtype", grad_dtype_name(g)},
                               {"attention", attention_name(att)}, {"recompute", recompute_name(rc)}};
         if (!vr.overflow.empty()) {
-          mx.add({pname, attention_name(att), recompute_name(rc), "does not fit int64", "", "", "", "", ""});
-          row["overflow"] = vr.overflow;
+          mx.add({pname, attention_name(att), recompute_name(rc),
+                  vr.overflow.rfind("not built", 0) == 0 ? vr.overflow : "does not fit int64", "", "", "", "", ""});
+          row["unavailable"] = vr.overflow;
           mx_json.push_back(row);
           continue;
         }
