@@ -257,6 +257,7 @@ int main(int argc, char** argv) {
     if (*train) {
       train_opts.config_given = train->count("--preset") + train->count("--config") + train->count("--set") > 0;
       train_opts.data_given = train->count("--data") > 0;
+      train_opts.zero_given = train->count("--zero") > 0;
       return reckon::run_train(train_opts);
     }
     if (*reconcile) return reckon::run_reconcile(rec_opts);

@@ -100,7 +100,7 @@ int run_train(const TrainOptions& o) {
     data_source = resume.data;
   }
   TrainConfig config = resume_file ? resume.config : resolve_config(o);
-  if (o.zero_stage >= 0) {  // --zero S is the config field zero_stage
+  if (o.zero_given) {  // --zero S is the config field zero_stage
     apply_override(config, fmt::format("zero_stage={}", o.zero_stage));
     validate(config);
   }

@@ -22,7 +22,8 @@ struct TrainOptions {
   std::string save_path;        // --save: a checkpoint (safetensors) after the last step
   std::string resume_path;      // --resume: continue a checkpoint (its config and data; --steps more steps)
   std::string dump_grads_path;  // --dump-grads: the last step's gradients (safetensors, parameter names)
-  int zero_stage = -1;           // --zero S: the config field zero_stage (-1: not given, the config's)
+  int zero_stage = 0;            // --zero S: the config field zero_stage (when zero_given)
+  bool zero_given = false;
   std::string report_path;       // --report: the HTML report (memory over the last step, time per op, roofline)
   std::string plot_memory_path;  // --plot-memory: the memory picture alone (SVG)
   bool config_given = false;    // --preset, --config or --set on the command line (refused with --resume)
