@@ -37,7 +37,7 @@ void BM_all_gather(benchmark::State& state) {
   std::vector<int64_t> counts, displs;
   for (int64_t r = 0; r < ranks; ++r) counts.push_back(n * (r + 1) / ranks - n * r / ranks), displs.push_back(n * r / ranks);
   comm_barrier();
-  for (auto _ : state) all_gather_in_place(buf.data(), counts, displs);
+  for (auto _ : state) all_gather_in_place(buf.data(), 4, counts, displs);
   report(state, "all_gather", static_cast<double>(state.range(0)));
 }
 

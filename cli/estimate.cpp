@@ -221,10 +221,6 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
     const ModelConfig vm = variant_config(p, g, att, rc);
     const bool same = p == m.precision && g == m.grad_dtype && att == m.attention && rc == m.recompute;
     Variant v;
-    if (vm.zero_stage == 1 && vm.precision == Precision::bf16) {  // refused by validate(): no such run to estimate
-      v.overflow = "not built: zero_stage 1 with precision bf16";
-      return variants.emplace(key, v).first->second;
-    }
     try {
       v.lin = same ? lin_impl : memory_linear_in_batch(vm, pure, false);
       v.max_batch = max_batch_in_budget(vm, budget, pure, v.lin);

@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
   train->add_option("--resume", train_opts.resume_path,
                     "continue from a checkpoint (its config and data) for --steps more steps");
   train->add_option("--zero", train_opts.zero_stage,
-                    "data-parallel stage under mpirun (config field zero_stage): 0 = DDP, 1 = ZeRO-1 (AdamW state sharded); 2, 3 not built yet");
+                    "data-parallel stage under mpirun (config field zero_stage): 0 = DDP, 1 = + AdamW state sharded, 2 = + gradients, 3 = + parameters");
   train->add_option("--report", train_opts.report_path,
                     "write an HTML report: memory over one steady step, time per op, roofline, reconciliation");
   train->add_option("--plot-memory", train_opts.plot_memory_path, "write the memory-over-time picture alone (SVG)");
@@ -174,6 +174,7 @@ int main(int argc, char** argv) {
                       "naive/flash attention");
   reconcile->add_option("--json", rec_opts.json_path, "write measured and analytic numbers as JSON");
   reconcile->add_flag("--quiet", rec_opts.quiet, "with --sweep: print only configs that differ");
+  reconcile->add_option("--zero", rec_opts.zero_stage, "data-parallel stage under mpirun (config field zero_stage, 0 to 3)");
   reconcile->add_option("--max-memory", rec_opts.max_memory, "memory budget per measured step (default: available RAM)");
 
   reckon::EstimateOptions est;
@@ -260,7 +261,10 @@ int main(int argc, char** argv) {
       train_opts.zero_given = train->count("--zero") > 0;
       return reckon::run_train(train_opts);
     }
-    if (*reconcile) return reckon::run_reconcile(rec_opts);
+    if (*reconcile) {
+      rec_opts.zero_given = reconcile->count("--zero") > 0;
+      return reckon::run_reconcile(rec_opts);
+    }
     if (*report) return reckon::run_report(report_in, report_out);
     if (*estimate) return reckon::run_estimate(est);
     if (*extrapolate) return reckon::run_extrapolate(ext);

@@ -44,19 +44,22 @@ void refuse(std::string_view what, const ModelConfig& m, int64_t peak, int64_t b
 }
 }  // namespace
 
-int64_t check_step_fits(std::string_view what, const ModelConfig& m, const AdamWConfig& optim, int64_t budget) {
+int64_t check_step_fits(std::string_view what, const ModelConfig& m, const AdamWConfig& optim, int64_t budget,
+                        int ranks, int rank) {
   // A mixed precision needs bf16 matmuls: refuse before any oneDNN query, naming the ISA it needs.
   if (m.dtypes().act == DType::bf16) {
     check_bf16_matmul_available(fmt::format("{}: precision = {}", what, precision_name(m.precision)));
   }
   check_counts_fit(m, optim);
   MemoryEstimateOptions pure;
+  pure.data_parallel_ranks = ranks;
+  pure.data_parallel_rank = rank;
   pure.onednn_scratchpad = false;
   pure.live_at_peak = false;
   const int64_t pure_peak = estimate_step_memory(m, pure).peak_total;
   if (pure_peak > budget) refuse(what, m, pure_peak, budget, pure);
-  MemoryEstimateOptions with_scratchpad;
-  with_scratchpad.live_at_peak = false;
+  MemoryEstimateOptions with_scratchpad = pure;
+  with_scratchpad.onednn_scratchpad = true;
   const int64_t peak = estimate_step_memory(m, with_scratchpad).peak_total;
   if (peak > budget) refuse(what, m, peak, budget, with_scratchpad);
   return peak;

@@ -5,6 +5,7 @@
 
 #include "cli/memory_guard.h"
 #include "cli/output.h"
+#include "cli/validate.h"
 #include "runtime/check.h"
 #include "runtime/comm.h"
 #include "cli/table.h"
@@ -181,20 +182,23 @@ int run_reconcile(const ReconcileOptions& o) {
   const int ranks = comm_size();
   check_arg(!(o.sweep && ranks > 1), "--sweep: runs in one process; under mpirun reconcile one config per run "
             "(--preset, --config, --set)");
+  check_arg(!(o.sweep && o.zero_given), "--zero: --sweep reconciles its own configs in one process; drop --zero");
   if (o.sweep) {
     configs = sweep_configs();
   } else {
     TrainConfig c = o.config_file.empty() ? preset_config(o.preset) : load_config_file(o.config_file);
     for (const std::string& kv : o.overrides) apply_override(c, kv);
+    if (o.zero_given) apply_override(c, fmt::format("zero_stage={}", o.zero_stage));
     validate(c);
-    if (ranks > 1) {  // stage 0: the config's batch is the global one; each rank reconciles its own step
+    check_same_config_on_all_ranks(c);
+    if (ranks > 1) {  // the config's batch is the global one; each rank reconciles its own step
       check_arg(c.model.batch_size % ranks == 0, "batch_size: {} is not divisible by the {} mpirun ranks",
                 c.model.batch_size, ranks);
       c.model.batch_size /= ranks;
     }
     configs.emplace_back(fmt::format("{} | {}{}", c.preset, describe(c.model),
-                                     ranks > 1 ? fmt::format(" | rank {} of {} (data parallel, stage 0; B is the rank's)",
-                                                             comm_rank(), ranks)
+                                     ranks > 1 ? fmt::format(" | rank {} of {} (data parallel, zero stage {}; B is the rank's)",
+                                                             comm_rank(), ranks, c.model.zero_stage)
                                                : std::string()),
                          c);
   }
@@ -203,7 +207,9 @@ int run_reconcile(const ReconcileOptions& o) {
   check_distinct_paths({{"--config", o.config_file}, {"--json", o.json_path}});
   // Every measured step is checked against the budget before any of them runs.
   const int64_t budget = memory_budget(o.max_memory);
-  for (const auto& [label, c] : configs) check_step_fits("reconcile " + c.preset, c.model, c.optim, budget);
+  for (const auto& [label, c] : configs) {
+    check_step_fits("reconcile " + c.preset, c.model, c.optim, budget, ranks, comm_rank());
+  }
 
   nlohmann::json all = nlohmann::json::array();
   int failed = 0;

@@ -2,6 +2,7 @@
 // per category and per op × phase. Exit 0 only if every byte and FLOP difference is 0.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,8 @@ struct ReconcileOptions {
   std::string json_path;
   bool quiet = false;     // sweep: only failures and the summary
   std::string max_memory; // budget for each measured step; default: available RAM
+  int64_t zero_stage = 0; // --zero S: the config field zero_stage
+  bool zero_given = false;
 };
 
 int run_reconcile(const ReconcileOptions& options);

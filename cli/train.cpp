@@ -105,12 +105,19 @@ int run_train(const TrainOptions& o) {
     validate(config);
   }
   // Data parallel under mpirun: batch_size is the global batch, split evenly across the ranks.
+  check_same_config_on_all_ranks(config);
   const int ranks = comm_size(), rank = comm_rank();
   check_arg(config.model.batch_size % ranks == 0, "batch_size: {} is not divisible by the {} mpirun ranks (each rank "
             "trains batch_size / ranks rows)", config.model.batch_size, ranks);
+  check_arg(config.model.zero_stage == 0 || comm_active(),
+            "zero_stage: {} shards across the ranks of mpirun, and this process runs alone; start it as `mpirun -np N "
+            "reckon train --zero {} …` (N ≥ 1), or use zero_stage = 0", config.model.zero_stage, config.model.zero_stage);
   check_arg(config.model.zero_stage == 0 || (o.save_path.empty() && o.resume_path.empty()),
-            "{}: checkpoints of a sharded optimizer (zero_stage = 1) are not built yet; use zero_stage = 0",
+            "{}: checkpoints of a sharded optimizer (zero_stage ≥ 1) are not built yet; use zero_stage = 0",
             o.save_path.empty() ? "--resume" : "--save");
+  check_arg(config.model.zero_stage < 2 || o.dump_grads_path.empty(),
+            "--dump-grads: with zero_stage {} each rank holds only its shard of the gradients; use zero_stage 0 or 1",
+            config.model.zero_stage);
   TrainConfig local = config;
   local.model.batch_size = config.model.batch_size / ranks;
   const int64_t first_step = resume.steps + 1, last_step = resume.steps + o.steps;
@@ -128,11 +135,14 @@ int run_train(const TrainOptions& o) {
   // The estimate is exact for the steady-state step (reckon reconcile proves it): checked before allocating.
   // The data file is held in memory beside the step, so it gets what the step leaves of the budget.
   const int64_t budget = memory_budget(o.max_memory);
-  const int64_t step_peak = check_step_fits("train", m, config.optim, budget);
+  const int64_t step_peak = check_step_fits("train", m, config.optim, budget, ranks, rank);
   TokenData data = data_source == "random"
                        ? TokenData::random(m.vocab_size, config.seed)
                        : TokenData::from_file(data_source, m.vocab_size, m.context_length, budget - step_peak);
-  const MemoryEstimate estimate = estimate_step_memory(m);
+  MemoryEstimateOptions estimate_options;
+  estimate_options.data_parallel_ranks = ranks;
+  estimate_options.data_parallel_rank = rank;
+  const MemoryEstimate estimate = estimate_step_memory(m, estimate_options);
 
   const MachineInfo machine = machine_info();
   const double peak_gflops = o.peak_gflops > 0 ? o.peak_gflops : measure_fma_peak_gflops(0.2);
@@ -148,14 +158,18 @@ int run_train(const TrainOptions& o) {
   counters.set_record_events(!o.trace_path.empty() || want_report);
   tracker().clear_timeline();
 
-  TrainingSession run(local);
-  run.data_parallel = ranks > 1;
-  broadcast_parameters(run.model.parameters());
-  if (ranks > 1) {
-    fmt::print("data parallel (--zero {}, {}): {} ranks × batch {} = global batch {}; gradients all-reduced in "
-               "buckets of {} MiB{}\n", m.zero_stage, m.zero_stage == 0 ? "DDP" : "ZeRO-1", ranks, m.batch_size,
-               config.model.batch_size, kGradientBucketBytes >> 20,
-               m.zero_stage == 1 ? "; AdamW state sharded, parameters all-gathered after each step" : "");
+  TrainingSession run(local, ranks > 1);
+  if (comm_active()) {
+    static const char* const kStages[] = {
+        "DDP: gradients all-reduced in buckets of {} MiB",
+        "ZeRO-1: gradients all-reduced in buckets of {} MiB, AdamW state sharded, parameters all-gathered after each step",
+        "ZeRO-2: gradients reduce-scattered per layer into shards, AdamW state sharded, parameters all-gathered after "
+        "each step",
+        "ZeRO-3: parameters, gradients and AdamW state sharded; each layer's parameters all-gathered where used, its "
+        "gradients reduce-scattered"};
+    fmt::print("data parallel (--zero {}): {} ranks × batch {} = global batch {}; {}\n", m.zero_stage, ranks,
+               m.batch_size, config.model.batch_size,
+               fmt::format(fmt::runtime(kStages[m.zero_stage]), m.bucket_cap_mb));
   }
   const Transformer& model = run.model;
   if (resume_file) {

@@ -1,12 +1,44 @@
 #include "cli/validate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
+#include "model/config.h"
+#include "runtime/comm.h"
+
 namespace reckon {
+
+void check_same_config_on_all_ranks(const TrainConfig& config) {
+  std::string text;
+  for (const std::string& kv : config_overrides(config)) text += kv + "\n";
+  int differing = 0;
+  const std::string root = rank0_text(text, &differing);
+  if (differing == 0) return;
+  // The first line (key=value) where this rank's config differs from rank 0's.
+  auto lines = [](const std::string& s) {
+    std::vector<std::string> out;
+    for (size_t a = 0, b; a < s.size(); a = b + 1) out.push_back(s.substr(a, (b = s.find('\n', a)) - a));
+    return out;
+  };
+  const std::vector<std::string> mine = lines(text), theirs = lines(root);
+  std::string where = comm_rank() == 0 ? "the reference" : "same as rank 0";
+  for (size_t i = 0; i < std::max(mine.size(), theirs.size()); ++i) {
+    const std::string a = i < mine.size() ? mine[i] : "", b = i < theirs.size() ? theirs[i] : "";
+    if (a != b) {
+      where = fmt::format("this rank has {}, rank 0 has {}", a, b);
+      break;
+    }
+  }
+  throw std::invalid_argument(fmt::format("config: {} of the {} mpirun ranks run a config different from rank 0's "
+                                          "(rank {}: {}); every rank must get the same --preset, --config and --set",
+                                          differing, comm_size(), comm_rank(), where));
+}
 
 void check_token_count(int64_t train_steps, int64_t train_batch, int64_t context_length) {
   const __int128 tokens = static_cast<__int128>(train_steps) * train_batch * context_length;

@@ -14,6 +14,11 @@ constexpr int64_t kMaxTrainBatch = int64_t{1} << 24;      // sequences per train
 constexpr double kMinMfu = 1e-6;                           // MFU in [1e-6, 1]: no zero, no denormal
 constexpr double kMaxPeakGflops = 1e9;                     // 1 EFLOP/s: above any one machine
 
+struct TrainConfig;
+// Under mpirun: every rank must run rank 0's config (an MPMD launch or a per-rank config file can differ).
+// Throws std::invalid_argument on every rank, naming the first differing field, if any rank's differs.
+void check_same_config_on_all_ranks(const TrainConfig& config);
+
 // steps × batch × context_length, the tokens of a training run, must fit int64 (checked in 128-bit).
 void check_token_count(int64_t train_steps, int64_t train_batch, int64_t context_length);
 

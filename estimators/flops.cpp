@@ -176,30 +176,50 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   // Optimizer phase: zero_grad writes every gradient; AdamW reads p, g, m, v and writes p, m, v (float32),
   // or, with master weights, reads g, master, m, v and writes master, m, v and the bf16 parameter.
   const CheckedInt p = count_parameters(c);
-  const CheckedInt adamw_flops = (optim.weight_decay != 0.0 ? 14 : 13) * p;
-  add("zero_grad", O, 1, 0, 0, 0, G * p);
-  if (c.zero_stage == 1) {  // AdamW on this rank's shard (optim/zero.h); float32 parameters
-    const auto [own_lo, own_hi] = owned_range(p.value(), data_parallel_rank, data_parallel_ranks);
-    const CheckedInt owned = own_hi - own_lo;
-    add("adamw", O, 1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * owned, 4 * F * owned, 3 * F * owned);
-    if (data_parallel_ranks > 1) {
-      const int64_t per_bucket = kGradientBucketBytes / 4;
-      CheckedInt calls = 0, in = 0;
-      for (int64_t a = 0; a < p.value(); a += per_bucket) {
-        const int64_t b_end = std::min(p.value(), a + per_bucket);
-        calls += 1;
-        in += std::max<int64_t>(0, std::min(b_end, own_hi) - std::max(a, own_lo));
-      }
-      add("all_gather", Phase::communication, calls, 0, 0, F * in, F * p);
+  const int64_t stage = c.zero_stage;
+  const int ranks = data_parallel_ranks, rank = data_parallel_rank;
+  // zero_grad: at the step's start, or (stages 2, 3) per unit as backward creates the gradients zeroed.
+  if (stage >= 2) add("zero_grad", Bw, l + 2, 0, 0, 0, G * p);
+  else add("zero_grad", O, 1, 0, 0, 0, G * p);
+  // AdamW over every parameter, or (ZeRO, optim/zero.h) over this rank's flat range.
+  const CheckedInt updated = stage >= 1 ? [&] {
+    const auto [lo, hi] = owned_range(p.value(), rank, ranks);
+    return CheckedInt(hi - lo);
+  }() : p;
+  if (plan.master_weights) add("adamw", O, 1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * updated, (12 + G) * updated, (12 + P) * updated);
+  else add("adamw", O, 1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * updated, 4 * F * updated, 3 * F * updated);
+  if (ranks > 1) {
+    const Phase C = Phase::communication;
+    if (stage < 2) {  // the gradients all-reduced, bucket by bucket (optim/data_parallel.h)
+      const CheckedInt buckets = static_cast<int64_t>(gradient_buckets(c, c.bucket_bytes()).size());
+      add("all_reduce", C, buckets, 0, 0, F * p, F * p);
     }
-  } else if (plan.master_weights) {
-    add("adamw", O, 1, 0, adamw_flops, (12 + G) * p, (12 + P) * p);
-  } else {
-    add("adamw", O, 1, 0, adamw_flops, 4 * F * p, 3 * F * p);
-  }
-  if (data_parallel_ranks > 1) {  // stage 0: the gradients all-reduced, bucket by bucket (optim/data_parallel.h)
-    const CheckedInt buckets = static_cast<int64_t>(gradient_buckets(c, kGradientBucketBytes).size());
-    add("all_reduce", Phase::communication, buckets, 0, 0, F * p, F * p);
+    // Per parameter: its elements and this rank's part of them.
+    const std::vector<int64_t> sizes = parameter_sizes(c);
+    std::vector<int64_t> mine;
+    int64_t start = 0;
+    for (int64_t size : sizes) {
+      mine.push_back(parameter_split(start, size, p.value(), ranks).counts[static_cast<size_t>(rank)]);
+      start += size;
+    }
+    const CheckedInt params = static_cast<int64_t>(sizes.size());
+    CheckedInt owned = 0;
+    for (int64_t m : mine) owned += m;
+    if (stage == 1 || stage == 2) add("all_gather", C, params, 0, 0, P * owned, P * p);  // after AdamW
+    if (stage >= 2) add("reduce_scatter", C, params, 0, 0, F * p, F * owned);  // float32 on the wire
+    if (stage == 3) {
+      // Gathered per unit where used: each layer and the head twice (forward, backward); the embeddings once,
+      // or, tied to the head, three times.
+      const size_t embeddings = c.position == Position::learned ? 2 : 1;
+      CheckedInt calls = 0, in = 0, out = 0;
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        const int64_t times = i >= embeddings ? 2 : c.tie_embeddings ? 3 : 1;
+        calls += times;
+        in += times * CheckedInt(mine[i]);
+        out += times * CheckedInt(sizes[i]);
+      }
+      add("all_gather", C, calls, 0, 0, P * in, P * out);
+    }
   }
   return e;
 }

@@ -253,12 +253,19 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   const CheckedInt threads = num_threads(), dk = d / h;  // flash attention's per-thread workspaces
   Replay r(o.onednn_scratchpad, o.live_at_peak, matmuls);
 
-  // Parameters, gradients (and, in steady state, the optimizer state): one block per named tensor.
+  // Parameters, gradients (and, in steady state, the optimizer state): one block per named tensor. `units` are
+  // model/transformer.h's: the embeddings, each layer, the head.
   struct Param { TensorName name; CheckedInt elements; };
   std::vector<Param> params;
+  std::vector<std::pair<int, int>> units;
+  auto open_unit = [&] { units.emplace_back(static_cast<int>(params.size()), 0); };
+  auto close_unit = [&] { units.back().second = static_cast<int>(params.size()); };
+  open_unit();
   params.push_back({top("tok_emb.weight"), v * d});
   if (c.position == Position::learned) params.push_back({top("pos_emb.weight"), t * d});
+  close_unit();
   for (int32_t i = 0; i < c.num_layers; ++i) {
+    open_unit();
     params.push_back({{i, "attn_norm.weight"}, d});
     for (const char* w : {"attn.wq.weight", "attn.wk.weight", "attn.wv.weight", "attn.wo.weight"}) {
       params.push_back({{i, w}, d * d});
@@ -267,30 +274,84 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     params.push_back({{i, "ffn.w1.weight"}, f * d});
     if (swiglu) params.push_back({{i, "ffn.w3.weight"}, f * d});
     params.push_back({{i, "ffn.w2.weight"}, d * f});
+    close_unit();
   }
+  open_unit();
   params.push_back({top("final_norm.weight"), d});
   if (!c.tie_embeddings) params.push_back({top("lm_head.weight"), v * d});
+  close_unit();
+  // ZeRO (optim/zero.h): stage ≥ 1 keeps the optimizer state of this rank's segments only, stage ≥ 2 the
+  // gradients' shards (the full ones exist per unit in backward), stage 3 the parameters' shards (the full ones
+  // per unit while in use).
+  const int64_t stage = c.zero_stage;
+  const int ranks = o.data_parallel_ranks, rank = o.data_parallel_rank;
   CheckedInt num_parameters = 0;
   for (const Param& p : params) {
-    r.alloc(p.name, Category::parameter, p.elements, plan.param, true);
-    r.alloc({p.name.layer, p.name.suffix, ".grad"}, Category::gradient, p.elements, plan.grad, true);
+    if (stage < 3) r.alloc(p.name, Category::parameter, p.elements, plan.param, true);
+    if (stage < 2) r.alloc({p.name.layer, p.name.suffix, ".grad"}, Category::gradient, p.elements, plan.grad, true);
     num_parameters += p.elements;
   }
-  if (o.optimizer_state && c.zero_stage == 1) {  // ZeRO-1: m and v of this rank's segments (optim/zero.h)
-    for (const ShardSegment& s : owned_segments(parameter_sizes(c), o.data_parallel_rank, o.data_parallel_ranks)) {
-      const Param& p = params[s.param];
-      r.alloc({p.name.layer, p.name.suffix, ".exp_avg"}, Category::optimizer_state, s.count, DType::f32, true);
-      r.alloc({p.name.layer, p.name.suffix, ".exp_avg_sq"}, Category::optimizer_state, s.count, DType::f32, true);
-    }
-  } else if (o.optimizer_state) {
-    for (const Param& p : params) {
-      if (plan.master_weights) {
-        r.alloc({p.name.layer, p.name.suffix, ".master"}, Category::optimizer_state, p.elements, DType::f32, true);
-      }
-      r.alloc({p.name.layer, p.name.suffix, ".exp_avg"}, Category::optimizer_state, p.elements, DType::f32, true);
-      r.alloc({p.name.layer, p.name.suffix, ".exp_avg_sq"}, Category::optimizer_state, p.elements, DType::f32, true);
-    }
+  std::vector<ShardSegment> segments;
+  std::vector<int64_t> mine(params.size(), 0);  // this rank's elements of each parameter
+  if (stage >= 1) {
+    std::vector<int64_t> sizes;
+    for (const Param& p : params) sizes.push_back(p.elements.value());
+    segments = owned_segments(sizes, rank, ranks);
+    for (const ShardSegment& s : segments) mine[s.param] = s.count;
   }
+  for (const ShardSegment& s : segments) {
+    const Param& p = params[s.param];
+    if (stage >= 2) r.alloc({p.name.layer, p.name.suffix, ".grad.shard"}, Category::gradient, s.count, plan.grad, true);
+    if (stage == 3) r.alloc({p.name.layer, p.name.suffix, ".shard"}, Category::parameter, s.count, plan.param, true);
+  }
+  auto optimizer_state = [&](const Param& p, CheckedInt elements) {
+    if (plan.master_weights) {
+      r.alloc({p.name.layer, p.name.suffix, ".master"}, Category::optimizer_state, elements, DType::f32, true);
+    }
+    r.alloc({p.name.layer, p.name.suffix, ".exp_avg"}, Category::optimizer_state, elements, DType::f32, true);
+    r.alloc({p.name.layer, p.name.suffix, ".exp_avg_sq"}, Category::optimizer_state, elements, DType::f32, true);
+  };
+  if (o.optimizer_state && stage >= 1) {
+    for (const ShardSegment& s : segments) optimizer_state(params[s.param], s.count);
+  } else if (o.optimizer_state) {
+    for (const Param& p : params) optimizer_state(p, p.elements);
+  }
+  // The hooks at unit boundaries (model/transformer.h ParameterHooks), as optim/zero.cpp implements them.
+  const int head_unit = static_cast<int>(units.size()) - 1;
+  auto gather = [&](int u) {
+    if (stage != 3) return;
+    for (int i = units[u].first; i < units[u].second; ++i) r.alloc(params[i].name, Category::parameter, params[i].elements, plan.param);
+  };
+  auto release = [&](int u) {
+    if (stage != 3) return;
+    for (int i = units[u].first; i < units[u].second; ++i) r.free(params[i].name);
+  };
+  auto gather_head = [&] {
+    gather(head_unit);
+    if (c.tie_embeddings) gather(0);
+  };
+  auto release_head = [&] {
+    release(head_unit);
+    if (c.tie_embeddings) release(0);
+  };
+  auto create_grads = [&](int u) {
+    if (stage < 2) return;
+    for (int i = units[u].first; i < units[u].second; ++i) {
+      r.alloc({params[i].name.layer, params[i].name.suffix, ".grad"}, Category::gradient, params[i].elements, plan.grad);
+    }
+  };
+  auto reduce_grads = [&](int u) {
+    if (stage < 2) return;
+    for (int i = units[u].first; i < units[u].second; ++i) {
+      if (ranks > 1 && plan.grad == DType::bf16) {  // float32 temporaries around the reduce-scatter
+        r.alloc(top("comm.bucket"), Category::temporary, params[i].elements);
+        if (mine[i] > 0) r.alloc(top("comm.shard"), Category::temporary, mine[i]);
+        r.free(top("comm.bucket"));
+        if (mine[i] > 0) r.free(top("comm.shard"));
+      }
+      r.free({params[i].name.layer, params[i].name.suffix, ".grad"});
+    }
+  };
   if (o.batch_tensors) {
     r.alloc(top("batch.tokens"), Category::activation, n, DType::i32, true);
     r.alloc(top("batch.targets"), Category::activation, n, DType::i32, true);
@@ -383,25 +444,34 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
 
   // ---------------------------------------------------------------- forward
   r.set_phase(Phase::forward);
+  gather(0);
   r.alloc(top("tok_emb.out"), Category::activation, n * d);
+  release(0);
   TensorName x = top("tok_emb.out");  // the residual stream tensor entering the next layer
   for (int32_t i = 0; i < c.num_layers; ++i) {
+    gather(i + 1);
     block_forward(i);
     if (recompute_full) {  // only the block's input (the previous output) stays
       for (const char* saved : block_saved) r.free({i, saved});
       for (const char* w : block_weights) release_weight({i, w});
     }
+    release(i + 1);
     x = {i, "ffn_residual"};
   }
+  gather_head();
   r.alloc(top("final_norm.out"), Category::activation, n * d, A);
   r.alloc(top("final_norm.rstd"), Category::activation, n);
   cache_weight(head_weight, v * d);
   lin_fwd(top("lm_head.logits"), Category::activation, A, d_, v_, "lm_head");
+  release_head();
   r.alloc(top("cross_entropy.row_loss"), Category::temporary, n);
   r.free(top("cross_entropy.row_loss"));
 
   // ---------------------------------------------------------------- backward
   r.set_phase(Phase::backward);
+  create_grads(head_unit);
+  if (c.tie_embeddings) create_grads(0);
+  gather_head();
   r.alloc(top("final_norm.grad_out"), Category::temporary, n * d);
   lin_bwd(d_, v_, false, F32, "lm_head");
   r.free(top("final_norm.out"));   // lm_head's saved input
@@ -411,8 +481,12 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   r.free(x);                       // final norm's saved input
   r.free(top("final_norm.rstd"));
   r.free(top("final_norm.grad_out"));
+  release_head();
+  reduce_grads(head_unit);
   for (int32_t i = static_cast<int32_t>(c.num_layers) - 1; i >= 0; --i) {
     const TensorName layer_input = i == 0 ? top("tok_emb.out") : TensorName{i - 1, "ffn_residual"};
+    create_grads(i + 1);
+    gather(i + 1);
     if (recompute_full) {
       r.set_phase(Phase::recompute);
       block_forward(i);
@@ -495,26 +569,21 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     r.free({i, "attn.grad_v"});
     r.free(layer_input);
     r.free({i, "attn_norm.rstd"});
+    release(i + 1);
+    reduce_grads(i + 1);
     r.free({i, "attn_norm.grad_out"});
   }
+  if (!c.tie_embeddings) create_grads(0);
+  reduce_grads(0);
   r.free(top("residual.grad"));
-  if (o.data_parallel_ranks > 1) {  // stage 0: one tracked bucket at a time (optim/data_parallel.cpp)
+  if (ranks > 1 && stage < 2) {  // stages 0, 1: one tracked bucket at a time (optim/data_parallel.cpp)
     r.set_phase(Phase::communication);
-    for (int64_t elements : gradient_buckets(c, kGradientBucketBytes)) {  // "comm.bucket.<k>", one at a time
+    for (int64_t elements : gradient_buckets(c, c.bucket_bytes())) {  // "comm.bucket.<k>", one at a time
       r.alloc(top("comm.bucket"), Category::temporary, elements);
       r.free(top("comm.bucket"));
     }
   }
-  r.set_phase(Phase::optimizer);
-  if (c.zero_stage == 1 && o.data_parallel_ranks > 1) {  // the parameters all-gathered after AdamW, bucket by bucket
-    r.set_phase(Phase::communication);
-    const CheckedInt per_bucket = kGradientBucketBytes / 4;
-    for (CheckedInt a = 0; a < num_parameters; a += per_bucket) {
-      const CheckedInt b_end = std::min(num_parameters.value(), (a + per_bucket).value());
-      r.alloc(top("comm.gather"), Category::temporary, b_end - a);
-      r.free(top("comm.gather"));
-    }
-  }
+  r.set_phase(Phase::optimizer);  // AdamW allocates nothing in steady state; the all-gathers are in place
   MemoryEstimate est = r.finish();
   est.num_parameters = num_parameters.value();
   return est;

@@ -86,7 +86,8 @@ constexpr FieldSpec kFields[] = {
     {"grad_dtype", Section::model, Kind::choice, "one of auto, fp32, bf16 (bf16 only with precision = bf16)"},
     {"attention", Section::model, Kind::choice, "one of naive, flash"},
     {"recompute", Section::model, Kind::choice, "one of none, attention, full"},
-    {"zero_stage", Section::model, Kind::integer, "an integer in [0, 1] (0 = DDP, 1 = ZeRO-1; 2 and 3 are not built yet)"},
+    {"zero_stage", Section::model, Kind::integer, "an integer in [0, 3] (0 = DDP, 1, 2, 3 = ZeRO stages)"},
+    {"bucket_cap_mb", Section::model, Kind::real, "a number in [0.001, 4096] (MiB per gradient all-reduce)"},
     {"lr", Section::optim, Kind::real, "a number in [0, 10]"},
     {"beta1", Section::optim, Kind::real, "a number in [0, 1)"},
     {"beta2", Section::optim, Kind::real, "a number in [0, 1)"},
@@ -179,6 +180,7 @@ void set_field(TrainConfig& c, std::string_view key, std::string_view value) {
   else if (key == "batch_size") m.batch_size = parse_int(key, value);
   else if (key == "zero_stage") m.zero_stage = parse_int(key, value);
   else if (key == "rmsnorm_eps") m.rmsnorm_eps = parse_double(key, value);
+  else if (key == "bucket_cap_mb") m.bucket_cap_mb = parse_double(key, value);
   else if (key == "tie_embeddings") m.tie_embeddings = parse_bool(key, value);
   else if (key == "ffn") {
     if (value == "swiglu") m.ffn = FfnKind::swiglu;
@@ -430,10 +432,9 @@ void validate(const TrainConfig& c) {
             "num_heads: {} does not divide d_model {} (d_model % num_heads must be 0)", m.num_heads, m.d_model);
   check_range("d_ff", m.d_ff, 1, 1 << 18);
   check_range("batch_size", m.batch_size, 1, 1 << 16);
-  check_arg(m.zero_stage >= 0 && m.zero_stage <= 1, "zero_stage: {} is outside the allowed range [0, 1] (0 = DDP, "
-            "1 = ZeRO-1; stages 2 and 3 are not built yet)", m.zero_stage);
-  check_arg(m.zero_stage == 0 || m.precision != Precision::bf16, "zero_stage: 1 with precision = bf16 is not built "
-            "yet (its float32 master weights are not sharded); use precision fp32 or amp-bf16");
+  check_arg(m.zero_stage >= 0 && m.zero_stage <= 3, "zero_stage: {} is outside the allowed range [0, 3] (0 = DDP, "
+            "1 = + AdamW state sharded, 2 = + gradients, 3 = + parameters)", m.zero_stage);
+  check_range("bucket_cap_mb", m.bucket_cap_mb, 0.001, 4096.0);
   check_range("rmsnorm_eps", m.rmsnorm_eps, 0.0, 1.0, true, false);
   check_arg(m.grad_dtype != GradDType::bf16 || m.precision == Precision::bf16,
             "grad_dtype: bf16 needs precision = bf16 (precision {} keeps float32 gradients); allowed: auto, fp32",
@@ -465,6 +466,7 @@ std::vector<std::string> config_overrides(const TrainConfig& c) {
           fmt::format("attention={}", attention_name(m.attention)),
           fmt::format("recompute={}", recompute_name(m.recompute)),
           fmt::format("zero_stage={}", m.zero_stage),
+          fmt::format("bucket_cap_mb={}", m.bucket_cap_mb),
           fmt::format("lr={}", o.lr),
           fmt::format("beta1={}", o.beta1),
           fmt::format("beta2={}", o.beta2),

@@ -42,8 +42,12 @@ struct ModelConfig {
   AttentionKind attention = AttentionKind::naive;
   Recompute recompute = Recompute::none;
   // Data parallel under mpirun (optim/data_parallel.h, optim/zero.h): 0 = DDP (gradients all-reduced), 1 = ZeRO-1
-  // (+ AdamW state sharded across the ranks). Stages 2 and 3 are not built yet.
+  // (+ AdamW state sharded across the ranks), 2 = + gradients sharded (reduce-scattered), 3 = + parameters sharded
+  // (all-gathered per layer where used).
   int64_t zero_stage = 0;
+  // DDP's gradient buckets (stages 0 and 1), PyTorch's bucket_cap_mb: MiB of float32 gradients per all-reduce.
+  double bucket_cap_mb = 25;
+  int64_t bucket_bytes() const { return static_cast<int64_t>(bucket_cap_mb * 1048576.0 + 0.5); }
   DTypePlan dtypes() const { return dtype_plan(precision, grad_dtype); }
 };
 

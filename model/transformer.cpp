@@ -88,14 +88,36 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
 
 int64_t Transformer::num_parameters() const {
   int64_t n = 0;
-  for (const Parameter& p : params_) n += p.value.numel();
+  for (const Parameter& p : params_) n += p.numel;
   return n;
+}
+
+std::vector<std::pair<int, int>> Transformer::units() const {
+  std::vector<std::pair<int, int>> out;
+  const int first_layer = layers_.empty() ? final_norm_ : layers_.front().attn_norm;
+  out.emplace_back(0, first_layer);  // tok_emb (, pos_emb)
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    out.emplace_back(layers_[i].attn_norm, i + 1 < layers_.size() ? layers_[i + 1].attn_norm : final_norm_);
+  }
+  out.emplace_back(final_norm_, static_cast<int>(params_.size()));  // final_norm (, lm_head)
+  return out;
+}
+
+void Transformer::gather_head() {
+  gather(static_cast<int>(layers_.size()) + 1);
+  if (config_.tie_embeddings) gather(0);
+}
+
+void Transformer::release_head() {
+  release(static_cast<int>(layers_.size()) + 1);
+  if (config_.tie_embeddings) release(0);
 }
 
 void Transformer::zero_grad() {
   OpRecord record("zero_grad");
   int64_t n = 0;
   for (Parameter& p : params_) {
+    if (!p.grad.defined()) continue;  // zero_stage 2, 3: gradients exist only in backward, created zeroed
     const int64_t bytes = p.grad.numel() * dtype_bytes(p.grad.dtype());
     std::memset(p.grad.raw_data(), 0, static_cast<size_t>(bytes));
     n += bytes;
@@ -180,9 +202,12 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
   const DType act = dtypes_.act;
   const float eps = static_cast<float>(c.rmsnorm_eps);
   // The residual stream x is float32 in every precision; norms write the bf16 region's dtype.
+  gather(0);
   Tensor x = embedding_forward(tokens, w(tok_emb_), "tok_emb.out");
   if (pos_emb_ >= 0) position_embedding_forward(x, w(pos_emb_));
+  release(0);
   for (size_t i = 0; i < layers_.size(); ++i) {
+    gather(static_cast<int>(i) + 1);
     Tensor out = block_forward(i, x);
     if (config_.recompute == Recompute::full) {
       // torch.utils.checkpoint: keep the block's input alone; what the block saved and its weights' bf16 copies
@@ -191,12 +216,15 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
       saved_[i] = LayerSaved{};
       release_block_weights(i);
     }
+    release(static_cast<int>(i) + 1);
     x = std::move(out);
   }
+  gather_head();
   Tensor hf = rmsnorm_forward(final_norm_saved_, x, w(final_norm_), eps, "final_norm", act);
   x.reset();
   const Tensor& head = matmul_weight(lm_head_);
   Tensor logits = linear_forward(lm_head_saved_, hf, head, "lm_head.logits", act, Category::activation, "lm_head");
+  release_head();
   hf.reset();
   return cross_entropy_forward(ce_saved_, logits, targets, "cross_entropy");
 }
@@ -205,6 +233,12 @@ void Transformer::backward() {
   check_arg(ce_saved_.probs.defined(), "backward: no forward pass to differentiate (call forward first)");
   PhaseScope phase(Phase::backward);
   const int64_t b = batch_, t = seq_, d = config_.d_model;
+  const int head_unit = static_cast<int>(layers_.size()) + 1;
+  if (hooks_) {
+    hooks_->create_grads(head_unit);
+    if (config_.tie_embeddings) hooks_->create_grads(0);  // tok_emb's gradient: from the head, then the embedding
+  }
+  gather_head();
 
   Tensor grad_logits = cross_entropy_backward(ce_saved_, 1.0f);
   Tensor grad_hf = Tensor::empty({b, t, d}, Category::temporary, "final_norm.grad_out");
@@ -216,11 +250,16 @@ void Transformer::backward() {
   Tensor grad_x = Tensor::empty({b, t, d}, Category::temporary, "residual.grad");
   rmsnorm_backward(grad_x, g(final_norm_), grad_hf, final_norm_saved_, w(final_norm_), false);
   grad_hf.reset();
+  release_head();
+  if (hooks_) hooks_->reduce_grads(head_unit);
 
   for (size_t idx = layers_.size(); idx-- > 0;) {
     const LayerParams& l = layers_[idx];
     LayerSaved& s = saved_[idx];
     const std::string p = fmt::format("layers.{}.", idx);
+    const int unit = static_cast<int>(idx) + 1;
+    if (hooks_) hooks_->create_grads(unit);
+    gather(unit);
     if (config_.recompute == Recompute::full) {
       // Re-run the block from its kept input: the saved tensors (and weight copies) are back, bit for bit; the
       // recomputed output is not needed.
@@ -267,10 +306,14 @@ void Transformer::backward() {
     release_matmul_weight(l.wv);
     grad_v.reset();
     rmsnorm_backward(grad_x, g(l.attn_norm), grad_h, s.attn_norm, w(l.attn_norm), true);
+    release(unit);
+    if (hooks_) hooks_->reduce_grads(unit);
   }
+  if (hooks_ && !config_.tie_embeddings) hooks_->create_grads(0);
   if (pos_emb_ >= 0) position_embedding_backward(g(pos_emb_), grad_x);
   embedding_backward(g(tok_emb_), grad_x, tokens_);
   tokens_.reset();
+  if (hooks_) hooks_->reduce_grads(0);
 }
 
 }  // namespace reckon

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/config.h"
@@ -34,9 +35,29 @@
 namespace reckon {
 
 struct Parameter {
+  Parameter(std::string name_, Tensor value_, Tensor grad_)
+      : name(std::move(name_)), value(std::move(value_)), grad(std::move(grad_)), shape(value.shape()),
+        numel(value.numel()), dtype(value.dtype()), grad_dtype(grad.dtype()) {}
   std::string name;
-  Tensor value;
-  Tensor grad;
+  Tensor value;  // undefined between uses under zero_stage 3 (optim/zero.h holds this rank's shard)
+  Tensor grad;   // undefined outside backward under zero_stage 2 and 3 (optim/zero.h holds the shard)
+  Shape shape;
+  int64_t numel = 0;
+  DType dtype = DType::f32, grad_dtype = DType::f32;
+};
+
+// Sharded data parallelism (optim/zero.h, zero_stage 2 and 3) acts at the granularity of units: runs of
+// consecutive parameters used together. Unit 0 = the embeddings (tok_emb, pos_emb), unit 1 + i = layer i,
+// unit L + 1 = the head (final_norm, lm_head when untied; a tied head uses unit 0's tok_emb). The model calls:
+//   gather(u)       before it reads unit u's values (forward, and again in backward), release(u) after;
+//   create_grads(u) before backward writes unit u's gradients, reduce_grads(u) once they are complete
+//                   (tied: tok_emb's gradient is complete only after the embedding's backward, unit 0 last).
+struct ParameterHooks {
+  virtual ~ParameterHooks() = default;
+  virtual void gather(int unit) = 0;
+  virtual void release(int unit) = 0;
+  virtual void create_grads(int unit) = 0;
+  virtual void reduce_grads(int unit) = 0;
 };
 
 class Transformer {
@@ -53,6 +74,10 @@ class Transformer {
   void zero_grad();
 
   std::vector<Parameter>& parameters() { return params_; }
+  // Unit u's parameters are [units()[u].first, units()[u].second) (see ParameterHooks).
+  std::vector<std::pair<int, int>> units() const;
+  // Hooks called at unit boundaries (nullptr: none, every parameter and gradient always present).
+  void set_hooks(ParameterHooks* hooks) { hooks_ = hooks; }
   const std::vector<Parameter>& parameters() const { return params_; }
   int64_t num_parameters() const;
   const ModelConfig& config() const { return config_; }
@@ -87,8 +112,15 @@ class Transformer {
   // x as the bf16 region's dtype: x itself when it already has it, else a cast copy (temporary `name`).
   Tensor to_act(const Tensor& x, const std::string& name) const;
 
+  // The hooks at unit boundaries; unit 0 is also the head's when the embeddings are tied.
+  void gather(int unit) { if (hooks_) hooks_->gather(unit); }
+  void release(int unit) { if (hooks_) hooks_->release(unit); }
+  void gather_head();
+  void release_head();
+
   ModelConfig config_;
   DTypePlan dtypes_;
+  ParameterHooks* hooks_ = nullptr;
   std::vector<Parameter> params_;
   std::vector<Tensor> weight_cache_;  // amp-bf16: bf16 copies, by parameter index
   int tok_emb_ = -1, pos_emb_ = -1, final_norm_ = -1, lm_head_ = -1;

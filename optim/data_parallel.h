@@ -2,7 +2,7 @@
 // the global batch, then the gradients are averaged across ranks before the (replicated) optimizer step, so
 // N ranks with global batch B follow the single-process run with batch B.
 //
-// Gradients are packed in parameter order into buckets of at most kGradientBucketBytes (DDP's default 25 MiB;
+// Gradients are packed in parameter order into buckets of at most config field bucket_cap_mb (DDP's default 25 MiB;
 // a parameter larger than that is a bucket of its own), each a tracked temporary "comm.bucket.<k>" alive for
 // its all-reduce: copy in, sum across ranks (runtime/comm: op all_reduce, phase communication), copy out × 1/N.
 // bf16 gradients (precision = bf16) are widened into the float32 bucket, summed in float32 and rounded once on the

@@ -7,11 +7,12 @@
 
 namespace reckon {
 
-StepOptimizer::StepOptimizer(std::vector<Parameter>& params, const AdamWConfig& config, bool master_weights,
-                             int64_t zero_stage) {
-  if (zero_stage == 1) zero_ = std::make_unique<ZeroAdamW>(params, config, comm_rank(), comm_size());
-  else if (master_weights) master_ = std::make_unique<AdamWMasterWeights>(params, config);
-  else adamw_ = std::make_unique<AdamW>(params, config);
+StepOptimizer::StepOptimizer(Transformer& model, const AdamWConfig& config, bool data_parallel) {
+  if (data_parallel) broadcast_parameters(model.parameters());
+  const int64_t stage = model.config().zero_stage;
+  if (stage >= 1) zero_ = std::make_unique<ZeroOptimizer>(model, config, stage, comm_rank(), comm_size());
+  else if (model.config().dtypes().master_weights) master_ = std::make_unique<AdamWMasterWeights>(model.parameters(), config);
+  else adamw_ = std::make_unique<AdamW>(model.parameters(), config);
 }
 
 void StepOptimizer::step() {
@@ -21,12 +22,12 @@ void StepOptimizer::step() {
 }
 
 std::vector<std::pair<std::string, Tensor>> StepOptimizer::state_tensors() {
-  check_arg(!zero_, "checkpoints of a sharded optimizer (zero_stage = 1) are not built yet");
+  check_arg(!zero_, "checkpoints of a sharded optimizer (zero_stage ≥ 1) are not built yet");
   return master_ ? master_->state_tensors() : adamw_->state_tensors();
 }
 
 void StepOptimizer::set_steps_taken(int64_t steps) {
-  check_arg(!zero_, "checkpoints of a sharded optimizer (zero_stage = 1) are not built yet");
+  check_arg(!zero_, "checkpoints of a sharded optimizer (zero_stage ≥ 1) are not built yet");
   if (master_) master_->set_steps_taken(steps);
   else adamw_->set_steps_taken(steps);
 }
@@ -37,33 +38,33 @@ int64_t StepOptimizer::steps_taken() const {
 
 double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets,
                      bool data_parallel) {
-  {
+  const bool sharded_grads = model.config().zero_stage >= 2;
+  if (!sharded_grads) {
     PhaseScope phase(Phase::optimizer);
     model.zero_grad();
   }
   double loss = model.forward(tokens, targets);
   model.backward();
   if (data_parallel) {
-    all_reduce_gradients(model.parameters());
+    if (!sharded_grads) all_reduce_gradients(model.parameters(), model.config().bucket_bytes());
     loss = all_reduce_sum_scalar(loss) / comm_size();
   }
   optimizer.step();
   return loss;
 }
 
-TrainingSession::TrainingSession(const TrainConfig& config)
+TrainingSession::TrainingSession(const TrainConfig& config, bool data_parallel)
     : model(config.model, config.seed),
-      optimizer(model.parameters(), config.optim, config.model.dtypes().master_weights, config.model.zero_stage),
+      optimizer(model, config.optim, data_parallel),
       tokens(Tensor::empty({config.model.batch_size, config.model.context_length}, Category::activation,
                            "batch.tokens", DType::i32)),
       targets(Tensor::empty({config.model.batch_size, config.model.context_length}, Category::activation,
-                            "batch.targets", DType::i32)) {}
+                            "batch.targets", DType::i32)),
+      data_parallel(data_parallel) {}
 
 StepMeasurement measure_steady_step(const TrainConfig& config, bool data_parallel) {
   StepMeasurement out;
-  TrainingSession run(config);
-  run.data_parallel = data_parallel;
-  if (data_parallel) broadcast_parameters(run.model.parameters());
+  TrainingSession run(config, data_parallel);
   TokenData data = TokenData::random(config.model.vocab_size, config.seed);
   const int64_t b = config.model.batch_size, ranks = data_parallel ? comm_size() : 1, rank = data_parallel ? comm_rank() : 0;
   data.fill_batch_rows(run.tokens, run.targets, 0, rank * b, ranks * b);

@@ -26,22 +26,25 @@ constexpr int64_t kWarmUpSteps = 2;
 // master weights behind the bf16 parameters (bf16: AdamWMasterWeights).
 class StepOptimizer {
  public:
-  // zero_stage 1: ZeroAdamW over this rank's shard (runtime/comm's rank and size; one process owns everything).
-  StepOptimizer(std::vector<Parameter>& params, const AdamWConfig& config, bool master_weights, int64_t zero_stage = 0);
+  // model.config().zero_stage ≥ 1: ZeroOptimizer over this rank's shard (runtime/comm's rank and size; one process
+  // owns everything). data_parallel: rank 0's parameters are broadcast first (before stage 3 shards them).
+  StepOptimizer(Transformer& model, const AdamWConfig& config, bool data_parallel = false);
   void step();
   int64_t steps_taken() const;
   // Checkpoints: the optimizer state by tensor name ((master,) m, v per parameter) and the step count.
   std::vector<std::pair<std::string, Tensor>> state_tensors();
   void set_steps_taken(int64_t steps);
+  ZeroOptimizer* zero() { return zero_.get(); }  // zero_stage ≥ 1, else nullptr
 
  private:
   std::unique_ptr<AdamW> adamw_;
   std::unique_ptr<AdamWMasterWeights> master_;
-  std::unique_ptr<ZeroAdamW> zero_;
+  std::unique_ptr<ZeroOptimizer> zero_;
 };
 
-// zero_grad (phase optimizer), forward, backward, (data parallel: the gradients averaged across ranks,
-// optim/data_parallel.h), optimizer step. Returns the loss (data parallel: the mean over ranks, which is the
+// zero_grad (phase optimizer; not with zero_stage ≥ 2, whose gradients are created zeroed in backward), forward,
+// backward, (data parallel, stages 0 and 1: the gradients all-reduced, optim/data_parallel.h; stages 2 and 3
+// reduce-scatter them during backward), optimizer step. Returns the loss (data parallel: the mean over ranks, which is the
 // global batch's loss when every rank has as many rows).
 double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets,
                      bool data_parallel = false);
@@ -53,9 +56,10 @@ struct TrainingSession {
   StepOptimizer optimizer;
   Tensor tokens, targets;
 
-  bool data_parallel = false;  // average gradients across the ranks of runtime/comm before each optimizer step
+  bool data_parallel = false;  // the ranks of runtime/comm train together (each on its rows of the global batch)
 
-  explicit TrainingSession(const TrainConfig& config);
+  // data_parallel: every rank starts from rank 0's parameters (broadcast).
+  explicit TrainingSession(const TrainConfig& config, bool data_parallel = false);
   TrainingSession(const TrainingSession&) = delete;  // the optimizer refers to the model's parameters
   TrainingSession& operator=(const TrainingSession&) = delete;
   double step() { return training_step(model, optimizer, tokens, targets, data_parallel); }

@@ -5,7 +5,7 @@
 
 #include <fmt/format.h>
 
-#include "optim/data_parallel.h"
+#include "runtime/bf16.h"
 #include "runtime/check.h"
 #include "runtime/comm.h"
 
@@ -29,24 +29,142 @@ std::vector<ShardSegment> owned_segments(const std::vector<int64_t>& sizes, int 
   return out;
 }
 
-ZeroAdamW::ZeroAdamW(std::vector<Parameter>& params, const AdamWConfig& config, int rank, int ranks)
-    : params_(params), config_(config), rank_(rank), ranks_(ranks) {
-  std::vector<int64_t> sizes;
-  for (const Parameter& p : params_) {
-    check_arg(p.value.dtype() == DType::f32 && p.grad.dtype() == DType::f32,
-              "zero_stage = 1: parameter '{}' is {} with {} gradients; float32 parameters and gradients only so far "
-              "(precision fp32 or amp-bf16)", p.name, dtype_name(p.value.dtype()), dtype_name(p.grad.dtype()));
-    sizes.push_back(p.value.numel());
+ParameterSplit parameter_split(int64_t start, int64_t n, int64_t total, int ranks) {
+  ParameterSplit s;
+  for (int r = 0; r < ranks; ++r) {
+    const auto [lo, hi] = owned_range(total, r, ranks);
+    const int64_t a = std::max(lo, start), b = std::min(hi, start + n);
+    s.counts.push_back(std::max<int64_t>(0, b - a));
+    s.displs.push_back(std::clamp<int64_t>(a - start, 0, n));
   }
-  segments_ = owned_segments(sizes, rank, ranks);
-  for (const ShardSegment& s : segments_) owned_ += s.count;
+  return s;
 }
 
-void ZeroAdamW::step() {
+ZeroOptimizer::ZeroOptimizer(Transformer& model, const AdamWConfig& config, int64_t stage, int rank, int ranks)
+    : model_(model), params_(model.parameters()), config_(config), stage_(stage), rank_(rank), ranks_(ranks),
+      master_weights_(model.config().dtypes().master_weights), units_(model.units()) {
+  check_arg(stage >= 1 && stage <= 3, "zero_stage: {} is outside the range of the sharded optimizer [1, 3]", stage);
+  std::vector<int64_t> sizes;
+  for (const Parameter& p : params_) {
+    starts_.push_back(total_);
+    total_ += p.numel;
+    sizes.push_back(p.numel);
+  }
+  segment_of_.assign(params_.size(), -1);
+  for (const ShardSegment& s : owned_segments(sizes, rank, ranks)) {
+    segment_of_[s.param] = static_cast<int>(segments_.size());
+    segments_.push_back(Segment{s, {}, {}, {}, {}, {}});
+    owned_ += s.count;
+  }
+  for (Segment& s : segments_) {
+    const Parameter& p = params_[s.where.param];
+    if (stage_ >= 2) s.grad = Tensor::empty({s.where.count}, Category::gradient, p.name + ".grad.shard", p.grad_dtype);
+    if (stage_ == 3) {  // this rank's elements of the (identical on every rank) initial value
+      s.value = Tensor::empty({s.where.count}, Category::parameter, p.name + ".shard", p.dtype);
+      const int64_t eb = dtype_bytes(p.dtype);
+      std::memcpy(s.value.raw_data(), static_cast<const char*>(p.value.raw_data()) + eb * s.where.offset,
+                  static_cast<size_t>(eb * s.where.count));
+    }
+  }
+  if (stage_ >= 2) {
+    for (Parameter& p : params_) {
+      p.grad.reset();
+      if (stage_ == 3) p.value.reset();
+    }
+    model_.set_hooks(this);
+  }
+}
+
+ZeroOptimizer::~ZeroOptimizer() {
+  if (stage_ >= 2) model_.set_hooks(nullptr);
+}
+
+void ZeroOptimizer::all_gather_parameter(size_t i) {
+  Parameter& p = params_[i];
+  const ParameterSplit split = parameter_split(starts_[i], p.numel, total_, ranks_);
+  all_gather_in_place(p.value.raw_data(), dtype_bytes(p.dtype), split.counts, split.displs);
+}
+
+void ZeroOptimizer::gather(int unit) {
+  if (stage_ != 3) return;
+  const auto [first, last] = units_[static_cast<size_t>(unit)];
+  for (int i = first; i < last; ++i) {
+    Parameter& p = params_[static_cast<size_t>(i)];
+    p.value = Tensor::empty(p.shape, Category::parameter, p.name, p.dtype);
+    const int seg = segment_of_[static_cast<size_t>(i)];
+    if (seg >= 0) {  // this rank's part in place, then everyone's
+      const Segment& s = segments_[static_cast<size_t>(seg)];
+      const int64_t eb = dtype_bytes(p.dtype);
+      std::memcpy(static_cast<char*>(p.value.raw_data()) + eb * s.where.offset, s.value.raw_data(),
+                  static_cast<size_t>(eb * s.where.count));
+    }
+    if (ranks_ > 1) all_gather_parameter(static_cast<size_t>(i));
+  }
+}
+
+void ZeroOptimizer::release(int unit) {
+  if (stage_ != 3) return;
+  const auto [first, last] = units_[static_cast<size_t>(unit)];
+  for (int i = first; i < last; ++i) params_[static_cast<size_t>(i)].value.reset();
+}
+
+void ZeroOptimizer::create_grads(int unit) {
+  OpRecord record("zero_grad");  // created zeroed: backward accumulates into them
+  const auto [first, last] = units_[static_cast<size_t>(unit)];
+  for (int i = first; i < last; ++i) {
+    Parameter& p = params_[static_cast<size_t>(i)];
+    p.grad = Tensor::zeros(p.shape, Category::gradient, p.name + ".grad", p.grad_dtype);
+    record.count.bytes_written += p.numel * dtype_bytes(p.grad_dtype);
+  }
+}
+
+void ZeroOptimizer::reduce_grads(int unit) {
+  const auto [first, last] = units_[static_cast<size_t>(unit)];
+  const float scale = 1.0f / static_cast<float>(ranks_);
+  for (int i = first; i < last; ++i) {
+    Parameter& p = params_[static_cast<size_t>(i)];
+    const int seg = segment_of_[static_cast<size_t>(i)];
+    const ShardSegment* where = seg >= 0 ? &segments_[static_cast<size_t>(seg)].where : nullptr;
+    const Tensor* shard = seg >= 0 ? &segments_[static_cast<size_t>(seg)].grad : nullptr;
+    const int64_t mine = where ? where->count : 0;
+    if (ranks_ == 1) {  // the whole gradient is this rank's: a copy
+      const int64_t eb = dtype_bytes(p.grad_dtype);
+      std::memcpy(shard->raw_data(), p.grad.raw_data(), static_cast<size_t>(eb * mine));
+    } else {
+      const ParameterSplit split = parameter_split(starts_[static_cast<size_t>(i)], p.numel, total_, ranks_);
+      float unused = 0;
+      if (p.grad_dtype == DType::f32) {  // straight from the gradient into the shard, then the mean
+        float* out = shard ? shard->data() : &unused;
+        reduce_scatter_sum(p.grad.data(), out, split.counts);
+        for (int64_t k = 0; k < mine; ++k) out[k] = out[k] * scale;
+      } else {  // bf16: widened exactly, summed in float32, the mean rounded once (as optim/data_parallel.cpp)
+        Tensor wide = Tensor::empty({p.numel}, Category::temporary, "comm.bucket");
+        convert_to_float(wide.data(), p.grad.data_bf16(), p.numel);
+        Tensor part = mine > 0 ? Tensor::empty({mine}, Category::temporary, "comm.shard") : Tensor();
+        reduce_scatter_sum(wide.data(), mine > 0 ? part.data() : &unused, split.counts);
+        wide.reset();
+        if (mine > 0) {
+          bf16* out = shard->data_bf16();
+          const float* in = part.data();
+          for (int64_t k = 0; k < mine; ++k) out[k] = to_bf16(in[k] * scale);
+        }
+      }
+    }
+    p.grad.reset();
+  }
+}
+
+void ZeroOptimizer::step() {
   if (step_ == 0) {  // lazily, as AdamW: the state of this rank's segments only
-    for (const ShardSegment& s : segments_) {
-      m_.push_back(Tensor::zeros({s.count}, Category::optimizer_state, params_[s.param].name + ".exp_avg"));
-      v_.push_back(Tensor::zeros({s.count}, Category::optimizer_state, params_[s.param].name + ".exp_avg_sq"));
+    for (Segment& s : segments_) {
+      const Parameter& p = params_[s.where.param];
+      if (master_weights_) {  // the widened bf16 value: exact
+        s.master = Tensor::empty({s.where.count}, Category::optimizer_state, p.name + ".master");
+        const bf16* value = stage_ == 3 ? s.value.data_bf16() : p.value.data_bf16() + s.where.offset;
+        convert_to_float(s.master.data(), value, s.where.count);
+      }
+      s.m = Tensor::zeros({s.where.count}, Category::optimizer_state, p.name + ".exp_avg");
+      s.v = Tensor::zeros({s.where.count}, Category::optimizer_state, p.name + ".exp_avg_sq");
     }
   }
   ++step_;
@@ -54,46 +172,47 @@ void ZeroAdamW::step() {
     PhaseScope phase(Phase::optimizer);
     OpRecord record("adamw");
     const AdamWStep constants = adamw_step_constants(config_, step_);
-    const int64_t n = static_cast<int64_t>(segments_.size());
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t i = 0; i < n; ++i) {
-      const ShardSegment& s = segments_[static_cast<size_t>(i)];
-      Parameter& p = params_[s.param];
-      adamw_update_fused(p.value.data() + s.offset, m_[static_cast<size_t>(i)].data(), v_[static_cast<size_t>(i)].data(),
-                         p.grad.data() + s.offset, s.count, constants);
+    // Chunks of at most 64 K elements over all segments, so both threads work on one large segment too.
+    constexpr int64_t kChunk = int64_t{1} << 16;
+    struct Chunk {
+      size_t segment;
+      int64_t offset, count;
+    };
+    std::vector<Chunk> chunks;
+    for (size_t i = 0; i < segments_.size(); ++i) {
+      for (int64_t off = 0; off < segments_[i].where.count; off += kChunk) {
+        chunks.push_back({i, off, std::min(kChunk, segments_[i].where.count - off)});
+      }
     }
-    record.count = adamw_count(owned_, config_);
+    const int64_t n = static_cast<int64_t>(chunks.size());
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < n; ++c) {
+      const Chunk& ch = chunks[static_cast<size_t>(c)];
+      Segment& s = segments_[ch.segment];
+      Parameter& p = params_[s.where.param];
+      const int64_t at = s.where.offset + ch.offset;  // within the full parameter
+      float* m = s.m.data() + ch.offset;
+      float* v = s.v.data() + ch.offset;
+      if (master_weights_) {
+        bf16* value = stage_ == 3 ? s.value.data_bf16() + ch.offset : p.value.data_bf16() + at;
+        if (p.grad_dtype == DType::bf16) {
+          const bf16* g = stage_ >= 2 ? s.grad.data_bf16() + ch.offset : p.grad.data_bf16() + at;
+          adamw_update_master_fused(s.master.data() + ch.offset, m, v, g, value, ch.count, constants);
+        } else {
+          const float* g = stage_ >= 2 ? s.grad.data() + ch.offset : p.grad.data() + at;
+          adamw_update_master_fused(s.master.data() + ch.offset, m, v, g, value, ch.count, constants);
+        }
+      } else {
+        float* value = stage_ == 3 ? s.value.data() + ch.offset : p.value.data() + at;
+        const float* g = stage_ >= 2 ? s.grad.data() + ch.offset : p.grad.data() + at;
+        adamw_update_fused(value, m, v, g, ch.count, constants);
+      }
+    }
+    record.count = master_weights_ && !params_.empty() ? adamw_master_count(owned_, config_, params_[0].grad_dtype)
+                                                       : adamw_count(owned_, config_);
   }
-  if (ranks_ == 1) return;
-  // All-gather the parameters, bucket by bucket over the flat range.
-  std::vector<int64_t> starts;  // flat start of each parameter
-  int64_t total = 0;
-  for (const Parameter& p : params_) starts.push_back(total), total += p.value.numel();
-  const int64_t per_bucket = kGradientBucketBytes / 4;
-  for (int64_t a = 0; a < total; a += per_bucket) {
-    const int64_t b = std::min(total, a + per_bucket);
-    Tensor bucket = Tensor::empty({b - a}, Category::temporary, "comm.gather");
-    float* buf = bucket.data();
-    // This rank's part of [a, b) into the buffer.
-    const auto [own_lo, own_hi] = owned_range(total, rank_, ranks_);
-    const int64_t lo = std::max(a, own_lo), hi = std::min(b, own_hi);
-    for (size_t i = 0; i < params_.size() && lo < hi; ++i) {
-      const int64_t p_lo = std::max(lo, starts[i]), p_hi = std::min(hi, starts[i] + params_[i].value.numel());
-      if (p_lo < p_hi) std::memcpy(buf + (p_lo - a), params_[i].value.data() + (p_lo - starts[i]), static_cast<size_t>(p_hi - p_lo) * 4);
-    }
-    std::vector<int64_t> counts(static_cast<size_t>(ranks_)), displs(static_cast<size_t>(ranks_));
-    for (int r = 0; r < ranks_; ++r) {
-      const auto [r_lo, r_hi] = owned_range(total, r, ranks_);
-      const int64_t x = std::max(a, r_lo), y = std::min(b, r_hi);
-      counts[static_cast<size_t>(r)] = std::max<int64_t>(0, y - x);
-      displs[static_cast<size_t>(r)] = std::max<int64_t>(0, x - a);
-    }
-    all_gather_in_place(buf, counts, displs);
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const int64_t p_lo = std::max(a, starts[i]), p_hi = std::min(b, starts[i] + params_[i].value.numel());
-      if (p_lo < p_hi) std::memcpy(params_[i].value.data() + (p_lo - starts[i]), buf + (p_lo - a), static_cast<size_t>(p_hi - p_lo) * 4);
-    }
-  }
+  if (stage_ == 3 || ranks_ == 1) return;  // stage 3 gathers each unit where it is used
+  for (size_t i = 0; i < params_.size(); ++i) all_gather_parameter(i);
 }
 
 }  // namespace reckon

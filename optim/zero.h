@@ -1,12 +1,21 @@
-// ZeRO stage 1 (Rajbhandari et al. 2020): the optimizer state is sharded across the data-parallel ranks. The
-// parameters, read as one flat array of P elements in the model's order, are split into N contiguous ranges
-// (rank r owns [r·P/N, (r+1)·P/N)); each rank keeps AdamW's m and v only for the segments of its range
-// ("<param>.exp_avg" / "<param>.exp_avg_sq", one tensor per parameter the range touches, category
-// optimizer_state), updates only those elements (after the stage-0 gradient all-reduce), then the parameters
-// are all-gathered in buckets of at most kGradientBucketBytes (tracked temporaries "comm.gather", op
-// all_gather: in = this rank's part of the bucket, out = the bucket), so every rank holds them all again.
-// Per element the update is AdamW's own kernel: ranks end bit-identical, and equal to stage 0's parameters.
-// Float32 parameters (fp32, amp-bf16); precision = bf16's master weights are not sharded yet (refused).
+// ZeRO (Rajbhandari et al. 2020), stages 1 to 3, over the ranks of runtime/comm. The parameters, read as one
+// flat array of P elements in the model's order, are split into N contiguous ranges: rank r owns
+// [r·P/N, (r+1)·P/N) — DeepSpeed's flat partition. Each rank keeps, per parameter its range touches (a
+// "segment"), AdamW's state for those elements only ("<param>.master" with bf16 parameters, "<param>.exp_avg",
+// "<param>.exp_avg_sq", category optimizer_state), and updates only them with AdamW's own kernels, so every
+// rank ends bit-identical, and equal to stage 0's parameters.
+//   stage 1: gradients all-reduced whole (optim/data_parallel.h) before the step; after it, each parameter is
+//            all-gathered in place (op all_gather: in = this rank's part, out = the parameter).
+//   stage 2: + gradients sharded. A unit's full gradients ("<param>.grad") exist only during its backward
+//            (created zeroed: op zero_grad in phase backward) and are reduce-scattered, one call per parameter,
+//            into this rank's shard "<param>.grad.shard" (category gradient) as soon as the unit is done, then
+//            freed. bf16 gradients go through float32 temporaries ("comm.bucket" widened, "comm.shard" the
+//            received part) and are rounded once, as stage 0 does. After the step, the stage-1 all-gather.
+//   stage 3: + parameters sharded. Only "<param>.shard" (category parameter) lives; a unit's full parameters
+//            "<param>" are all-gathered in place just before use (forward, and again in backward) and freed
+//            after; no all-gather after the step.
+// Units (model/transformer.h ParameterHooks): embeddings, each layer, the head. One rank (no mpirun) owns
+// everything: the same tensors, no collectives (copies), so the memory schedule can be checked alone too.
 #pragma once
 
 #include <cstdint>
@@ -26,21 +35,53 @@ struct ShardSegment {
 // The flat range [begin, end) rank `rank` of `ranks` owns, and the per-parameter segments it touches.
 std::pair<int64_t, int64_t> owned_range(int64_t total, int rank, int ranks);
 std::vector<ShardSegment> owned_segments(const std::vector<int64_t>& sizes, int rank, int ranks);
+// How the parameter at flat [start, start + n) splits over the ranks: rank r's elements are [displs[r],
+// displs[r] + counts[r]) within it (counts 0 for ranks that own none of it).
+struct ParameterSplit {
+  std::vector<int64_t> counts, displs;
+};
+ParameterSplit parameter_split(int64_t start, int64_t n, int64_t total, int ranks);
 
-class ZeroAdamW {
+class ZeroOptimizer : public ParameterHooks {
  public:
-  ZeroAdamW(std::vector<Parameter>& params, const AdamWConfig& config, int rank, int ranks);
-  // AdamW on the owned segments (state created at the first call), then the parameters all-gathered.
+  // stage 1, 2 or 3. Stages 2 and 3 drop the full gradients (and, 3, the full parameters) here and hook into
+  // the model's schedule. Parameters float32 (fp32, amp-bf16) or bf16 with float32 master weights (bf16).
+  ZeroOptimizer(Transformer& model, const AdamWConfig& config, int64_t stage, int rank, int ranks);
+  ~ZeroOptimizer() override;
+  ZeroOptimizer(const ZeroOptimizer&) = delete;
+  ZeroOptimizer& operator=(const ZeroOptimizer&) = delete;
+
+  // AdamW on the owned segments (state created at the first call, as AdamW does); stages 1, 2: then every
+  // parameter all-gathered.
   void step();
   int64_t steps_taken() const { return step_; }
   int64_t owned_elements() const { return owned_; }
 
+  void gather(int unit) override;
+  void release(int unit) override;
+  void create_grads(int unit) override;
+  void reduce_grads(int unit) override;
+
  private:
+  struct Segment {
+    ShardSegment where;
+    Tensor value;          // stage 3: "<param>.shard"
+    Tensor grad;           // stages 2, 3: "<param>.grad.shard"
+    Tensor master, m, v;   // the optimizer state of these elements
+  };
+  void all_gather_parameter(size_t param);
+
+  Transformer& model_;
   std::vector<Parameter>& params_;
   AdamWConfig config_;
+  int64_t stage_;
   int rank_, ranks_;
-  std::vector<ShardSegment> segments_;
-  std::vector<Tensor> m_, v_;
+  bool master_weights_;
+  std::vector<std::pair<int, int>> units_;
+  std::vector<int64_t> starts_;      // flat start of each parameter
+  int64_t total_ = 0;
+  std::vector<Segment> segments_;
+  std::vector<int> segment_of_;      // per parameter: its segment on this rank, or -1
   int64_t step_ = 0, owned_ = 0;
 };
 

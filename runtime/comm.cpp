@@ -52,18 +52,38 @@ void all_reduce_sum(float* data, int64_t n) {
   record.count.bytes_written = 4 * n;
 }
 
-void all_gather_in_place(float* data, const std::vector<int64_t>& counts, const std::vector<int64_t>& displs) {
+void all_gather_in_place(void* data, int64_t element_bytes, const std::vector<int64_t>& counts,
+                         const std::vector<int64_t>& displs) {
   PhaseScope phase(Phase::communication);
   OpRecord record("all_gather");
+  if (element_bytes != 4 && element_bytes != 2) throw std::invalid_argument("all_gather: elements of 2 or 4 bytes");
   int64_t total = 0;
   for (int64_t c : counts) total += c;
   if (g_initialised && g_size > 1) {
     if (total > std::numeric_limits<int>::max()) throw std::invalid_argument("all_gather: a bucket above 2^31 elements");
     std::vector<int> c(counts.begin(), counts.end()), d(displs.begin(), displs.end());
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, c.data(), d.data(), MPI_FLOAT, MPI_COMM_WORLD);
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, c.data(), d.data(),
+                   element_bytes == 4 ? MPI_FLOAT : MPI_UINT16_T, MPI_COMM_WORLD);
   }
-  record.count.bytes_read = 4 * counts[static_cast<size_t>(g_rank)];
-  record.count.bytes_written = 4 * total;
+  record.count.bytes_read = element_bytes * counts[static_cast<size_t>(g_rank)];
+  record.count.bytes_written = element_bytes * total;
+}
+
+void reduce_scatter_sum(const float* send, float* recv, const std::vector<int64_t>& counts) {
+  PhaseScope phase(Phase::communication);
+  OpRecord record("reduce_scatter");
+  int64_t total = 0;
+  for (int64_t c : counts) total += c;
+  const int64_t mine = counts[static_cast<size_t>(g_rank)];
+  if (g_initialised && g_size > 1) {
+    if (total > std::numeric_limits<int>::max()) throw std::invalid_argument("reduce_scatter: a buffer above 2^31 elements");
+    std::vector<int> c(counts.begin(), counts.end());
+    MPI_Reduce_scatter(send, recv, c.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+  } else if (mine > 0 && send != recv) {
+    std::memcpy(recv, send, static_cast<size_t>(mine) * 4);
+  }
+  record.count.bytes_read = 4 * total;
+  record.count.bytes_written = 4 * mine;
 }
 
 double all_reduce_sum_scalar(double x) {
@@ -84,6 +104,20 @@ void broadcast_from_rank0(void* data, int64_t bytes) {
   }
   record.count.bytes_read = g_rank == 0 ? bytes : 0;
   record.count.bytes_written = g_rank == 0 ? 0 : bytes;
+}
+
+std::string rank0_text(const std::string& text, int* ranks_differing) {
+  *ranks_differing = 0;
+  if (!g_initialised || g_size == 1) return text;
+  int64_t length = static_cast<int64_t>(text.size());
+  MPI_Bcast(&length, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
+  std::string root(static_cast<size_t>(length), '\0');
+  if (g_rank == 0) root = text;
+  MPI_Bcast(root.data(), static_cast<int>(length), MPI_CHAR, 0, MPI_COMM_WORLD);
+  int mine = root == text ? 0 : 1;
+  MPI_Allreduce(MPI_IN_PLACE, &mine, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  *ranks_differing = mine;
+  return root;
 }
 
 void comm_barrier() {

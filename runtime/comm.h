@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace reckon {
@@ -20,15 +21,23 @@ bool comm_active();  // true under mpirun (even with one rank)
 
 // In place: data[i] = Σ over ranks of data[i] (float32). Recorded as op "all_reduce".
 void all_reduce_sum(float* data, int64_t n);
-// In place: rank r's counts[r] floats at displs[r] of `data` reach every rank (MPI_Allgatherv). Recorded as op
-// "all_gather": in = this rank's part, out = the whole buffer (Σ counts).
-void all_gather_in_place(float* data, const std::vector<int64_t>& counts, const std::vector<int64_t>& displs);
+// In place: rank r's counts[r] elements at displs[r] of `data` reach every rank (MPI_Allgatherv). Elements are
+// 4 bytes (float32) or 2 (bf16: gathering moves bytes, no arithmetic). Recorded as op "all_gather": in = this
+// rank's part, out = Σ counts elements.
+void all_gather_in_place(void* data, int64_t element_bytes, const std::vector<int64_t>& counts,
+                         const std::vector<int64_t>& displs);
+// Float32 sum over ranks of send[0, Σ counts), rank r receiving elements [Σ_{q<r} counts[q], +counts[r]) in
+// `recv` (MPI_Reduce_scatter). Recorded as op "reduce_scatter": in = the whole send buffer, out = this rank's part.
+void reduce_scatter_sum(const float* send, float* recv, const std::vector<int64_t>& counts);
 // A scalar sum (the loss): not recorded (8 bytes, not part of the step's traffic model).
 double all_reduce_sum_scalar(double x);
 // The bytes of rank 0's buffer on every rank (parameters at start, so every rank begins identical). Recorded
 // as op "broadcast".
 void broadcast_from_rank0(void* data, int64_t bytes);
 void comm_barrier();
+// Rank 0's `text` (broadcast; `text` itself without mpirun), and how many ranks hold a different one (all ranks
+// learn the count, so all can refuse together). Not recorded: setup, not the step's traffic.
+std::string rank0_text(const std::string& text, int* ranks_differing);
 
 // NCCL-tests' bus bandwidth: algorithm bandwidth (bytes / seconds) × 2(N−1)/N for all-reduce, × (N−1)/N for
 // reduce-scatter and all-gather, × 1 for broadcast.

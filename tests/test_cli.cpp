@@ -125,8 +125,10 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
       {"--data /tmp", "--data: '/tmp' is not a regular file (it is a folder)"},
       {"--threads 0", "--threads: Value 0 not in range"},
       {"--config /no/such.toml", "config file /no/such.toml"},
-      {"--zero -1", "zero_stage: -1 is outside the allowed range [0, 1]"},
-      {"--zero 3", "zero_stage: 3 is outside the allowed range [0, 1]"},
+      {"--zero -1", "zero_stage: -1 is outside the allowed range [0, 3]"},
+      {"--zero 4", "zero_stage: 4 is outside the allowed range [0, 3]"},
+      {"--zero 3", "zero_stage: 3 shards across the ranks of mpirun, and this process runs alone"},
+      {"--set bucket_cap_mb=0", "bucket_cap_mb: 0 is outside the allowed range [0.001, 4096]"},
       {"--set recompute=selective", "recompute: 'selective' is not allowed, allowed values are none, attention, full"},
       {"--report /no/such/dir/r.html", "--report: cannot write"},
   };

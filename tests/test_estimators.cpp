@@ -38,23 +38,9 @@ class Reconcile : public ::testing::TestWithParam<Case> {
   void SetUp() override { set_num_threads(2); }
 };
 
-// Every byte at the peak (per category, and oneDNN's scratchpad as its own term) and every FLOP, byte and
-// call per op x phase of a measured steady-state step equals the analytic estimate exactly — in every
-// precision (fp32, amp-bf16, bf16 with bf16 and with fp32 gradients), with both attentions and the three
-// recomputes (none, attention, full).
-TEST_P(Reconcile, MeasuredStepEqualsEstimateExactly) {
-  for (const auto [precision, grads] : precision_settings())
-  for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash})
-  for (Recompute recompute : {Recompute::none, Recompute::attention, Recompute::full}) {
-  if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
-  TrainConfig config;
-  config.model = GetParam().model;
-  config.model.precision = precision;
-  config.model.grad_dtype = grads;
-  config.model.attention = attention;
-  config.model.recompute = recompute;
+// The measured step of `config` against every estimator, to the byte and the FLOP.
+void expect_step_reconciles(const TrainConfig& config) {
   SCOPED_TRACE(describe(config.model));
-  config.optim.weight_decay = config.model.num_layers % 2 ? 0.0 : 0.01;
   matmul_cache_clear();
   const StepMeasurement m = measure_steady_step(config);
   const int64_t primitives_created = matmul_cache_size();  // one per distinct geometry the step ran
@@ -76,7 +62,7 @@ TEST_P(Reconcile, MeasuredStepEqualsEstimateExactly) {
     const auto it = listed_flops.find(key);
     // Flash attention's products run in reckon's own kernel (ops/flash_attention.h), not on oneDNN: its matmul
     // FLOPs are counted (causal rows only) but no oneDNN shape lists them.
-    const bool own_kernel = attention == AttentionKind::flash && key.op == "attention";
+    const bool own_kernel = config.model.attention == AttentionKind::flash && key.op == "attention";
     EXPECT_EQ(it == listed_flops.end() ? 0 : it->second, own_kernel ? 0 : count.matmul_flops)
         << key.op << " " << phase_name(key.phase);
   }
@@ -106,6 +92,43 @@ TEST_P(Reconcile, MeasuredStepEqualsEstimateExactly) {
     EXPECT_EQ(got.bytes_read, exp.bytes_read) << what;
     EXPECT_EQ(got.bytes_written, exp.bytes_written) << what;
   }
+}
+
+// Every byte at the peak (per category, and oneDNN's scratchpad as its own term) and every FLOP, byte and
+// call per op x phase of a measured steady-state step equals the analytic estimate exactly — in every
+// precision (fp32, amp-bf16, bf16 with bf16 and with fp32 gradients), with both attentions and the three
+// recomputes (none, attention, full).
+TEST_P(Reconcile, MeasuredStepEqualsEstimateExactly) {
+  for (const auto [precision, grads] : precision_settings())
+  for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash})
+  for (Recompute recompute : {Recompute::none, Recompute::attention, Recompute::full}) {
+  if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
+  TrainConfig config;
+  config.model = GetParam().model;
+  config.model.precision = precision;
+  config.model.grad_dtype = grads;
+  config.model.attention = attention;
+  config.model.recompute = recompute;
+  config.optim.weight_decay = config.model.num_layers % 2 ? 0.0 : 0.01;
+  expect_step_reconciles(config);
+  }
+}
+
+// ZeRO stages 1 to 3 in one process (optim/zero.h: one rank owns everything, no collectives): the sharded
+// tensors, the per-unit full parameters (3) and gradients (2, 3), created and freed where the schedule says, in
+// every precision, with and without full recompute.
+TEST_P(Reconcile, ZeroStagesInOneProcessEqualEstimateExactly) {
+  for (int64_t stage : {1, 2, 3})
+  for (const auto [precision, grads] : precision_settings())
+  for (Recompute recompute : {Recompute::none, Recompute::full}) {
+  if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
+  TrainConfig config;
+  config.model = GetParam().model;
+  config.model.precision = precision;
+  config.model.grad_dtype = grads;
+  config.model.recompute = recompute;
+  config.model.zero_stage = stage;
+  expect_step_reconciles(config);
   }
 }
 

@@ -31,9 +31,7 @@ TEST(DataParallel, RanksReproduceTheSingleProcessRunAndStayIdentical) {
   TokenData data = TokenData::random(global.model.vocab_size, 11);
 
   TrainingSession single(global);  // every rank runs the reference alone, no communication
-  TrainingSession ddp(local);
-  ddp.data_parallel = true;
-  broadcast_parameters(ddp.model.parameters());
+  TrainingSession ddp(local, true);
   counters().reset();
   for (int64_t step = 0; step < 20; ++step) {
     data.fill_batch(single.tokens, single.targets, step);
@@ -55,42 +53,86 @@ TEST(DataParallel, RanksReproduceTheSingleProcessRunAndStayIdentical) {
   EXPECT_EQ(all_reduce.bytes_written, 20 * 4 * ddp.model.num_parameters());
 }
 
-// ZeRO-1: each rank keeps AdamW's state for its 1/N of the parameters only, yet every rank ends every step with
-// the same parameters as stage 0 (bit for bit: the same kernel per element, then all-gathered), so the losses
-// follow the single process as stage 0's do.
-TEST(DataParallel, ZeroStage1EqualsStage0BitForBitWithAShardOfTheState) {
+// ZeRO stages 1, 2, 3 in every precision: each rank keeps AdamW's state (1), and its gradients (2), and its
+// parameters (3) for its 1/N of the flat parameters only, yet every rank ends every step with the same parameters
+// as stage 0, bit for bit (the same kernel per element; the same float32 sums of two ranks' gradients, rounded
+// once), so the losses are stage 0's exactly. Between steps, each sharded category holds only the shard.
+class ZeroStages : public ::testing::TestWithParam<std::tuple<int64_t, Precision>> {};
+
+TEST_P(ZeroStages, EqualStage0BitForBitWithAShardOfTheState) {
+  const auto [stage, precision] = GetParam();
+  if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) GTEST_SKIP() << bf16_matmul_unavailable_reason();
   const int ranks = comm_size(), rank = comm_rank();
   ASSERT_GE(ranks, 2);
   TrainConfig c = preset_config("tiny");
   c.model.batch_size = 2;  // per rank
-  TrainConfig c1 = c;
-  c1.model.zero_stage = 1;
-  TrainingSession stage0(c), stage1(c1);
-  stage0.data_parallel = stage1.data_parallel = true;
-  broadcast_parameters(stage0.model.parameters());
-  broadcast_parameters(stage1.model.parameters());
+  c.model.precision = precision;
+  c.model.position = Position::learned;
+  TrainConfig cz = c;
+  cz.model.zero_stage = stage;
+  const MemoryStats start = tracker().stats();
+  TrainingSession stage0(c, true);
+  const MemoryStats after0 = tracker().stats();
+  TrainingSession sharded(cz, true);
+  ZeroOptimizer* zero = sharded.optimizer.zero();
+  ASSERT_NE(zero, nullptr);
   TokenData data = TokenData::random(c.model.vocab_size, 3);
-  const int64_t before = tracker().stats()[Category::optimizer_state].allocated_bytes.current;
-  for (int64_t step = 0; step < 10; ++step) {
+  std::vector<Parameter>& p0 = stage0.model.parameters();
+  std::vector<Parameter>& pz = sharded.model.parameters();
+  const std::vector<std::pair<int, int>> units = sharded.model.units();
+  for (int64_t step = 0; step < 6; ++step) {
     data.fill_batch_rows(stage0.tokens, stage0.targets, step, rank * 2, ranks * 2);
-    data.fill_batch_rows(stage1.tokens, stage1.targets, step, rank * 2, ranks * 2);
-    const double l0 = stage0.step(), l1 = stage1.step();
-    EXPECT_EQ(l0, l1) << "step " << step + 1;
-    for (size_t i = 0; i < stage0.model.parameters().size(); ++i) {
-      const Tensor& a = stage0.model.parameters()[i].value;
-      const Tensor& b = stage1.model.parameters()[i].value;
-      ASSERT_EQ(std::memcmp(a.data(), b.data(), static_cast<size_t>(a.numel()) * 4), 0) << stage0.model.parameters()[i].name;
+    data.fill_batch_rows(sharded.tokens, sharded.targets, step, rank * 2, ranks * 2);
+    const double l0 = stage0.step(), lz = sharded.step();
+    EXPECT_EQ(l0, lz) << "step " << step + 1;
+    for (size_t u = 0; u < units.size(); ++u) {
+      if (stage == 3) zero->gather(static_cast<int>(u));  // stage 3 holds shards: gather to compare
+      for (int i = units[u].first; i < units[u].second; ++i) {
+        const Tensor& a = p0[static_cast<size_t>(i)].value;
+        const Tensor& b = pz[static_cast<size_t>(i)].value;
+        ASSERT_EQ(std::memcmp(a.raw_data(), b.raw_data(), static_cast<size_t>(a.numel() * dtype_bytes(a.dtype()))), 0)
+            << p0[static_cast<size_t>(i)].name << " after step " << step + 1;
+      }
+      if (stage == 3) zero->release(static_cast<int>(u));
     }
   }
-  // This rank's optimizer state: 8 B per owned element (+ 64-byte rounding per segment tensor), stage 0's 8 B
-  // per parameter; together the ranks own each element once.
-  const int64_t p = stage0.model.num_parameters();
-  const int64_t state = tracker().stats()[Category::optimizer_state].allocated_bytes.current - before;
-  const auto [lo, hi] = owned_range(p, rank, ranks);
-  EXPECT_GE(state - 8 * p, 8 * (hi - lo));
-  EXPECT_LE(state - 8 * p, 8 * (hi - lo) + 2 * 64 * static_cast<int64_t>(stage0.model.parameters().size()));
-  EXPECT_EQ(static_cast<int64_t>(all_reduce_sum_scalar(static_cast<double>(hi - lo))), p);
+  // What this rank holds between steps, per category: stage 0 holds every element; the sharded run its owned
+  // elements (+ 64-byte rounding per segment tensor) wherever the stage shards.
+  const MemoryStats end = tracker().stats();
+  auto held = [](const MemoryStats& a, const MemoryStats& b, Category c) {
+    return a[c].allocated_bytes.current - b[c].allocated_bytes.current;
+  };
+  const int64_t n = stage0.model.num_parameters(), tensors = static_cast<int64_t>(p0.size());
+  const auto [lo, hi] = owned_range(n, rank, ranks);
+  const int64_t owned = hi - lo;
+  EXPECT_EQ(static_cast<int64_t>(all_reduce_sum_scalar(static_cast<double>(owned))), n);
+  const DTypePlan plan = c.model.dtypes();
+  // Stage 0's AdamW state (created at its first step): m, v (and the master) of every parameter.
+  int64_t state0 = 0;
+  for (const Parameter& p : p0) state0 += (plan.master_weights ? 3 : 2) * aligned_size(4 * p.numel);
+  auto expect_shard = [&](Category cat, int64_t bytes_per_element, int64_t tensors_per_segment) {
+    const bool state = cat == Category::optimizer_state;
+    const int64_t full = state ? state0 : held(after0, start, cat);
+    const int64_t shard = held(end, after0, cat) - (state ? state0 : 0);
+    EXPECT_GE(full, bytes_per_element * n) << category_name(cat);
+    EXPECT_GE(shard, bytes_per_element * owned) << category_name(cat);
+    EXPECT_LE(shard, bytes_per_element * owned + tensors_per_segment * 64 * tensors) << category_name(cat);
+  };
+  expect_shard(Category::optimizer_state, plan.master_weights ? 12 : 8, plan.master_weights ? 3 : 2);
+  if (stage >= 2) expect_shard(Category::gradient, dtype_bytes(plan.grad), 1);
+  else EXPECT_EQ(held(end, after0, Category::gradient), held(after0, start, Category::gradient));
+  if (stage == 3) expect_shard(Category::parameter, dtype_bytes(plan.param), 1);
+  else EXPECT_EQ(held(end, after0, Category::parameter), held(after0, start, Category::parameter));
 }
+
+INSTANTIATE_TEST_SUITE_P(AllStagesAndPrecisions, ZeroStages,
+                         ::testing::Combine(::testing::Values(int64_t{1}, int64_t{2}, int64_t{3}),
+                                            ::testing::Values(Precision::fp32, Precision::amp_bf16, Precision::bf16)),
+                         [](const auto& info) {
+                           const char* p = std::get<1>(info.param) == Precision::fp32 ? "fp32"
+                                           : std::get<1>(info.param) == Precision::amp_bf16 ? "amp_bf16" : "bf16";
+                           return "stage" + std::to_string(std::get<0>(info.param)) + "_" + p;
+                         });
 
 // precision = bf16 (bf16 gradients, float32 master weights): gradients widened, averaged in float32 and rounded
 // once; the ranks stay bit-identical and follow the single process within bf16 rounding (the mean of two
@@ -104,9 +146,7 @@ TEST(DataParallel, Bf16GradientsAveragedInFloat32KeepTheRanksIdentical) {
   global.model.batch_size = 2 * ranks;
   TrainConfig local = global;
   local.model.batch_size = 2;
-  TrainingSession single(global), ddp(local);
-  ddp.data_parallel = true;
-  broadcast_parameters(ddp.model.parameters());
+  TrainingSession single(global), ddp(local, true);
   TokenData data = TokenData::random(global.model.vocab_size, 5);
   for (int64_t step = 0; step < 10; ++step) {
     data.fill_batch(single.tokens, single.targets, step);

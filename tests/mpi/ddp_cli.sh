@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `mpirun -np 2 reckon train` (DDP) against `reckon train` alone with the same global batch: losses within 1e-6
-# relative per step (20 steps, fp32), rank 0 alone writes the JSON; bad data-parallel input exits 2 on every
-# rank with the field named, and no rank hangs (timeouts).
+# `mpirun -np 2 reckon train --zero S` (S = 0 DDP … 3) against `reckon train` alone with the same global batch:
+# losses within 1e-6 relative per step (20 steps, fp32), rank 0 alone writes the JSON; every rank's step
+# reconciled exactly per stage; bad data-parallel input (and a rank killed mid-run) exits non-zero on every rank
+# with the field named, and no rank hangs (timeouts).
 # usage: ddp_cli.sh path/to/reckon workdir
 set -euo pipefail
 reckon=$1 work=$2
@@ -11,7 +12,7 @@ common=(train --preset tiny --steps 20 --threads 1 --quiet --set batch_size=4)
 rm -f "$work/ddp.json" "$work/single.json"
 timeout 300 mpirun --oversubscribe -np 2 "$reckon" "${common[@]}" --zero 0 --json "$work/ddp.json" > "$work/ddp.txt"
 timeout 300 "$reckon" "${common[@]}" --json "$work/single.json" > "$work/single.txt"
-grep -q "data parallel (--zero 0, DDP): 2 ranks × batch 2 = global batch 4" "$work/ddp.txt"
+grep -q "data parallel (--zero 0): 2 ranks × batch 2 = global batch 4; DDP" "$work/ddp.txt"
 /usr/bin/python3 - "$work/ddp.json" "$work/single.json" <<'PY'
 import json, sys
 ddp = [s["loss"] for s in json.load(open(sys.argv[1]))["steps"]]
@@ -29,23 +30,32 @@ timeout 300 mpirun --oversubscribe -np 2 "$reckon" reconcile --preset tiny --thr
   --set d_model=256 --set d_ff=512 --set precision=amp-bf16 > "$work/rec2.txt"
 grep -q "| all_reduce    | communication |     2 |" "$work/rec2.txt"
 grep -q "reconcile: 2 of 2 ranks exact" "$work/rec2.txt"
-# ZeRO-1 on 2 and 3 ranks (uneven shards): every rank exact, its optimizer state its shard's.
-timeout 300 mpirun --oversubscribe -np 2 "$reckon" reconcile --preset tiny --threads 1 --set vocab_size=16384 \
-  --set d_model=256 --set d_ff=512 --set zero_stage=1 > "$work/rec3.txt"
-grep -q "| all_gather    | communication |     2 |" "$work/rec3.txt"
-grep -q "reconcile: 2 of 2 ranks exact" "$work/rec3.txt"
-timeout 300 mpirun --oversubscribe -np 3 "$reckon" reconcile --preset tiny --threads 1 --set batch_size=6 \
-  --set zero_stage=1 > "$work/rec4.txt"
-grep -q "reconcile: 3 of 3 ranks exact" "$work/rec4.txt"
-timeout 300 mpirun --oversubscribe -np 2 "$reckon" "${common[@]}" --zero 1 --json "$work/zero1.json" > "$work/zero1.txt"
-/usr/bin/python3 - "$work/zero1.json" "$work/single.json" <<'PY'
+# ZeRO-1/2/3 on 2 and 3 ranks (uneven shards): every rank exact — its shards of the optimizer state, gradients,
+# parameters, the per-layer gathered parameters and full gradients, every collective's calls and bytes.
+for stage in 1 2 3; do
+  timeout 300 mpirun --oversubscribe -np 2 "$reckon" reconcile --preset tiny --threads 1 --set vocab_size=16384 \
+    --set d_model=256 --set d_ff=512 --zero $stage > "$work/rec_z$stage.txt"
+  grep -q "reconcile: 2 of 2 ranks exact" "$work/rec_z$stage.txt"
+  for precision in amp-bf16 bf16; do
+    timeout 300 mpirun --oversubscribe -np 3 "$reckon" reconcile --preset tiny --threads 1 --set batch_size=6 \
+      --set precision=$precision --set tie_embeddings=false --zero $stage > "$work/rec_z${stage}_$precision.txt"
+    grep -q "reconcile: 3 of 3 ranks exact" "$work/rec_z${stage}_$precision.txt"
+  done
+done
+grep -q "| reduce_scatter" "$work/rec_z2.txt"
+grep -q "| all_gather" "$work/rec_z3.txt"
+if grep -q "| all_reduce " "$work/rec_z3.txt"; then echo "ddp_cli: ZeRO-3 all-reduced gradients"; exit 1; fi
+for stage in 1 2 3; do
+  timeout 300 mpirun --oversubscribe -np 2 "$reckon" "${common[@]}" --zero $stage --json "$work/zero$stage.json" > "$work/zero$stage.txt"
+  /usr/bin/python3 - "$work/zero$stage.json" "$work/single.json" $stage <<'PY'
 import json, sys
 z = [s["loss"] for s in json.load(open(sys.argv[1]))["steps"]]
 one = [s["loss"] for s in json.load(open(sys.argv[2]))["steps"]]
 worst = max(abs(a - b) / abs(b) for a, b in zip(z, one))
 assert len(z) == 20 and worst <= 1e-6, worst
-print(f"ddp_cli: ZeRO-1, 20 steps, worst relative loss difference {worst:.2e} (<= 1e-6)")
+print(f"ddp_cli: ZeRO-{sys.argv[3]}, 20 steps, worst relative loss difference {worst:.2e} (<= 1e-6)")
 PY
+done
 expect_refusal() {  # ranks, message, args...
   local ranks=$1 needle=$2; shift 2
   set +e
@@ -55,11 +65,39 @@ expect_refusal() {  # ranks, message, args...
   if [[ $code -eq 0 || $code -eq 124 ]]; then echo "ddp_cli: '$*' on $ranks ranks exited $code, expected a refusal"; exit 1; fi
   if ! grep -qF -- "$needle" <<< "$out"; then echo "ddp_cli: '$*': no '$needle' in: $out"; exit 1; fi
 }
-expect_refusal 2 "zero_stage: 2 is outside the allowed range [0, 1]" --zero 2
-expect_refusal 2 "zero_stage: 4 is outside the allowed range [0, 1]" --zero 4
-expect_refusal 2 "zero_stage: 1 with precision = bf16 is not built yet" --zero 1 --set precision=bf16
-expect_refusal 2 "--save: checkpoints of a sharded optimizer (zero_stage = 1) are not built yet" --zero 1 --save "$work/never.st"
+expect_refusal 2 "zero_stage: 4 is outside the allowed range [0, 3]" --zero 4
+expect_refusal 2 "--save: checkpoints of a sharded optimizer (zero_stage ≥ 1) are not built yet" --zero 1 --save "$work/never.st"
 test ! -e "$work/never.st"
+expect_refusal 2 "--dump-grads: with zero_stage 2 each rank holds only its shard" --zero 2 --dump-grads "$work/never.st"
+test ! -e "$work/never.st"
+# Ranks started with different configs (an MPMD launch): every rank refuses, naming the field.
+set +e
+out=$(timeout 120 mpirun --oversubscribe -np 1 "$reckon" train --preset tiny --steps 1 --quiet --set batch_size=2 : \
+  -np 1 "$reckon" train --preset tiny --steps 1 --quiet --set batch_size=2 --set d_model=32 2>&1)
+code=$?
+set -e
+[[ $code -ne 0 && $code -ne 124 ]] || { echo "ddp_cli: mismatched configs exited $code"; exit 1; }
+grep -qF "rank 1: this rank has d_model=32, rank 0 has d_model=64" <<< "$out" || { echo "ddp_cli: no mismatch message in: $out"; exit 1; }
+# A rank killed mid-run: mpirun ends the job, non-zero, naming the rank; no one hangs.
+timeout 120 mpirun --oversubscribe -np 2 "$reckon" train --preset tiny --steps 100000 --threads 1 --quiet \
+  --set batch_size=2 --zero 3 > "$work/killed.txt" 2>&1 &
+launcher=$!  # timeout, whose child is mpirun, whose children are the ranks
+ranks=""
+for _ in $(seq 200); do  # wait until both ranks are training
+  mpirun_pid=$(pgrep -P "$launcher" || true)
+  [[ -n "$mpirun_pid" ]] && ranks=$(pgrep -P "$mpirun_pid" || true)
+  [[ $(wc -w <<< "$ranks") -eq 2 ]] && grep -q "data parallel" "$work/killed.txt" && break
+  sleep 0.1
+done
+victim=$(tail -1 <<< "$ranks")
+sleep 0.5
+kill -9 "$victim"
+set +e
+wait "$launcher"
+code=$?
+set -e
+[[ $code -ne 0 && $code -ne 124 ]] || { echo "ddp_cli: killed rank: mpirun exited $code"; cat "$work/killed.txt"; exit 1; }
+grep -q "exited on signal 9" "$work/killed.txt" || { echo "ddp_cli: no message about the killed rank:"; cat "$work/killed.txt"; exit 1; }
 expect_refusal 3 "batch_size: 4 is not divisible by the 3 mpirun ranks" --set batch_size=4
 # bf16 gradients (and master weights) under DDP: every rank exact.
 timeout 300 mpirun --oversubscribe -np 2 "$reckon" reconcile --preset tiny --threads 1 --set precision=bf16 > "$work/rec5.txt"
