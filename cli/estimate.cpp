@@ -48,6 +48,7 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
     apply_override(config, "precision=" + (o.precision == "tf32" ? std::string("fp32") : o.precision));
   }
   const std::string gpu_math = o.precision == "tf32" ? "tf32" : gpu_math_for(config.model.precision);
+  if (o.zero_given) apply_override(config, fmt::format("zero_stage={}", o.zero_stage));
   if (o.batch_size != 0) {  // 0: the config's
     check_range("--batch-size", o.batch_size, 1, kMaxEstimateBatch);
     config.model.batch_size = o.batch_size;
@@ -454,6 +455,12 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
                    {"counted_flops", tt.counted_flops}, {"six_n_flops", tt.six_n_flops}, {"counted_days", tt.counted_days},
                    {"six_n_days", tt.six_n_days}, {"days_at_hfu", tt.counted_days}};
   if (!model_days.is_null()) j["training"].update(model_days);
+  if (o.cluster.gpus_given) {
+    const ClusterReport cluster = cluster_report(config, gpu, peak, o.mfu, budget, o.memory_budget, o.train_steps,
+                                                 o.train_batch, o.cluster);
+    text += cluster.text;
+    j["cluster"] = cluster.json;
+  }
   return EstimateReport{std::move(text), j.dump(2) + "\n"};
 }
 

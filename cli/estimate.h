@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "cli/estimate_cluster.h"
+
 namespace reckon {
 
 struct EstimateOptions {
@@ -24,7 +26,10 @@ struct EstimateOptions {
   int64_t train_batch = 1024;
   std::string activations = "implemented";  // or "textbook"
   std::string json_path;
-  bool query_scratchpad = true;  // ask oneDNN for its scratchpad sizes (false: arithmetic only, no oneDNN)
+  bool query_scratchpad = true;
+  ClusterOptions cluster;        // --gpus N (> 0): the data-parallel section
+  int64_t zero_stage = 0;        // --zero S: the config field zero_stage (the stage in bold)
+  bool zero_given = false;  // ask oneDNN for its scratchpad sizes (false: arithmetic only, no oneDNN)
 };
 
 // The report `reckon estimate` prints (markdown text) and its JSON, computed whole before anything is printed

@@ -193,6 +193,12 @@ int main(int argc, char** argv) {
   estimate->add_option("--train-batch", est.train_batch, "sequences per training step [1, 2^24]");
   estimate->add_option("--activations", est.activations, "implemented (default) or textbook");
   estimate->add_option("--json", est.json_path, "write the answers as JSON");
+  estimate->add_option("--gpus", est.cluster.gpus,
+                       "data-parallel GPUs [1, 65536]: per-GPU memory, max batch, communication and days for ZeRO stages 0-3");
+  estimate->add_option("--zero", est.zero_stage, "the config's ZeRO stage (config field zero_stage, 0 to 3; bold in the --gpus table)");
+  estimate->add_option("--link", est.cluster.link, "with --gpus: auto (NVLink up to 8 GPUs, else InfiniBand), nvlink, infiniband");
+  estimate->add_option("--link-gbps", est.cluster.link_gbps, "with --gpus: link bandwidth, GB/s per direction per GPU");
+  estimate->add_option("--link-latency-us", est.cluster.link_latency_us, "with --gpus: α per ring step, µs");
 
   reckon::ExtrapolateOptions ext;
   CLI::App* extrapolate = app.add_subcommand(
@@ -266,7 +272,13 @@ int main(int argc, char** argv) {
       return reckon::run_reconcile(rec_opts);
     }
     if (*report) return reckon::run_report(report_in, report_out);
-    if (*estimate) return reckon::run_estimate(est);
+    if (*estimate) {
+      est.cluster.gpus_given = estimate->count("--gpus") > 0;
+      est.cluster.link_gbps_given = estimate->count("--link-gbps") > 0;
+      est.cluster.link_latency_given = estimate->count("--link-latency-us") > 0;
+      est.zero_given = estimate->count("--zero") > 0;
+      return reckon::run_estimate(est);
+    }
     if (*extrapolate) return reckon::run_extrapolate(ext);
   } catch (const std::exception& e) {
     fmt::print(stderr, "reckon: error: {}\n", e.what());

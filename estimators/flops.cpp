@@ -190,10 +190,9 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   else add("adamw", O, 1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * updated, 4 * F * updated, 3 * F * updated);
   if (ranks > 1) {
     const Phase C = Phase::communication;
-    if (stage < 2) {  // the gradients all-reduced, bucket by bucket (optim/data_parallel.h)
-      const CheckedInt buckets = static_cast<int64_t>(gradient_buckets(c, c.bucket_bytes()).size());
-      add("all_reduce", C, buckets, 0, 0, F * p, F * p);
-    }
+    const CheckedInt buckets = static_cast<int64_t>(gradient_buckets(c, c.bucket_bytes()).size());
+    // The gradients bucket by bucket (optim/data_parallel.h): all-reduced (0), reduce-scattered (1).
+    if (stage == 0) add("all_reduce", C, buckets, 0, 0, F * p, F * p);
     // Per parameter: its elements and this rank's part of them.
     const std::vector<int64_t> sizes = parameter_sizes(c);
     std::vector<int64_t> mine;
@@ -205,6 +204,7 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
     const CheckedInt params = static_cast<int64_t>(sizes.size());
     CheckedInt owned = 0;
     for (int64_t m : mine) owned += m;
+    if (stage == 1) add("reduce_scatter", C, buckets, 0, 0, F * p, F * owned);
     if (stage == 1 || stage == 2) add("all_gather", C, params, 0, 0, P * owned, P * p);  // after AdamW
     if (stage >= 2) add("reduce_scatter", C, params, 0, 0, F * p, F * owned);  // float32 on the wire
     if (stage == 3) {

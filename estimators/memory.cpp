@@ -578,9 +578,18 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   r.free(top("residual.grad"));
   if (ranks > 1 && stage < 2) {  // stages 0, 1: one tracked bucket at a time (optim/data_parallel.cpp)
     r.set_phase(Phase::communication);
+    int64_t bucket_start = 0;
     for (int64_t elements : gradient_buckets(c, c.bucket_bytes())) {  // "comm.bucket.<k>", one at a time
       r.alloc(top("comm.bucket"), Category::temporary, elements);
+      // Stage 1 reduce-scatters: this rank's part of the bucket arrives in "comm.shard".
+      const int64_t part = stage == 1 ? parameter_split(bucket_start, elements, num_parameters.value(), ranks)
+                                            .counts[static_cast<size_t>(rank)] : 0;
+      if (part > 0) {
+        r.alloc(top("comm.shard"), Category::temporary, part);
+        r.free(top("comm.shard"));
+      }
       r.free(top("comm.bucket"));
+      bucket_start += elements;
     }
   }
   r.set_phase(Phase::optimizer);  // AdamW allocates nothing in steady state; the all-gathers are in place

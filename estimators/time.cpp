@@ -10,9 +10,11 @@ namespace reckon {
 const std::vector<GpuSpec>& gpu_specs() {
   // NVIDIA data sheets (dense numbers; "80GB" / "40GB" cards have 80 / 40 GiB of HBM).
   static const std::vector<GpuSpec> specs = {
-      {"a100-40gb", "NVIDIA A100 40GB (SXM)", 19.5, 156.0, 312.0, 1.555, 40LL << 30},
-      {"a100-80gb", "NVIDIA A100 80GB (SXM)", 19.5, 156.0, 312.0, 2.039, 80LL << 30},
-      {"h100-sxm", "NVIDIA H100 SXM 80GB", 67.0, 494.7, 989.4, 3.35, 80LL << 30},
+  // NVLink: 600 GB/s (A100) / 900 GB/s (H100) total per GPU, half each direction; InfiniBand per GPU: HDR
+  // 200 Gb/s (DGX A100) / NDR 400 Gb/s (DGX H100).
+      {"a100-40gb", "NVIDIA A100 40GB (SXM)", 19.5, 156.0, 312.0, 1.555, 40LL << 30, "NVLink 3", 300.0, 25.0, "HDR 200 Gb/s"},
+      {"a100-80gb", "NVIDIA A100 80GB (SXM)", 19.5, 156.0, 312.0, 2.039, 80LL << 30, "NVLink 3", 300.0, 25.0, "HDR 200 Gb/s"},
+      {"h100-sxm", "NVIDIA H100 SXM 80GB", 67.0, 494.7, 989.4, 3.35, 80LL << 30, "NVLink 4", 450.0, 50.0, "NDR 400 Gb/s"},
   };
   return specs;
 }
@@ -63,6 +65,49 @@ double roofline_total(const std::vector<RooflineRow>& rows) {
   double s = 0;
   for (const RooflineRow& r : rows) s += r.seconds;
   return s;
+}
+
+Link gpu_link(const GpuSpec& gpu, int64_t gpus, std::string_view which) {
+  if (which != "auto" && which != "nvlink" && which != "infiniband") {
+    throw std::invalid_argument(fmt::format("--link: '{}' is not allowed; allowed values are auto, nvlink, infiniband", which));
+  }
+  const bool nvlink = which == "nvlink" || (which == "auto" && gpus <= 8);
+  if (nvlink) {
+    return {gpu.nvlink, 2e-6, gpu.nvlink_gbps * 1e9,
+            fmt::format("{} {:.0f} GB/s per direction (data sheet), α 2 µs per ring step (assumed)", gpu.nvlink, gpu.nvlink_gbps)};
+  }
+  return {"InfiniBand " + gpu.infiniband, 5e-6, gpu.infiniband_gbps * 1e9,
+          fmt::format("InfiniBand {} = {:.0f} GB/s per GPU (one HCA per GPU), α 5 µs per ring step (assumed)",
+                      gpu.infiniband, gpu.infiniband_gbps)};
+}
+
+CollectiveTime collective_time(std::string_view op, double bytes, int64_t calls, int64_t ranks, const Link& link) {
+  CollectiveTime t;
+  if (ranks <= 1 || calls == 0) return t;
+  const double n = static_cast<double>(ranks), c = static_cast<double>(calls);
+  double steps = n - 1, share = (n - 1) / n;  // reduce_scatter, all_gather
+  if (op == "all_reduce") steps = 2 * (n - 1), share = 2 * (n - 1) / n;
+  else if (op == "broadcast") share = 1;
+  t.wire_bytes = share * bytes;
+  t.seconds = c * steps * link.alpha_seconds + t.wire_bytes / link.bytes_per_second;
+  return t;
+}
+
+double collective_buffer_bytes(std::string_view op, const OpCount& count) {
+  if (op == "all_gather") return static_cast<double>(count.bytes_written);
+  if (op == "broadcast") return static_cast<double>(std::max(count.bytes_read, count.bytes_written));
+  return static_cast<double>(count.bytes_read);
+}
+
+CollectiveTime communication_time(const std::map<OpKey, OpCount>& counts, int64_t ranks, const Link& link) {
+  CollectiveTime total;
+  for (const auto& [key, c] : counts) {
+    if (key.phase != Phase::communication) continue;
+    const CollectiveTime t = collective_time(key.op, collective_buffer_bytes(key.op, c), c.calls, ranks, link);
+    total.seconds += t.seconds;
+    total.wire_bytes += t.wire_bytes;
+  }
+  return total;
 }
 
 const char* gpu_math_for(Precision precision) { return precision == Precision::fp32 ? "fp32" : "bf16"; }

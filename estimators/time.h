@@ -21,6 +21,10 @@ struct GpuSpec {
   double bf16_tflops;        // dense tensor-core BF16
   double hbm_tbps;           // TB/s = 10¹² B/s
   int64_t memory_bytes;
+  std::string nvlink;        // "NVLink 3"
+  double nvlink_gbps;        // GB/s per GPU per direction (data sheet's total / 2)
+  double infiniband_gbps;    // GB/s per GPU: one HCA per GPU, as in DGX systems
+  std::string infiniband;    // "HDR 200 Gb/s"
 };
 
 const std::vector<GpuSpec>& gpu_specs();
@@ -40,6 +44,33 @@ struct TrainingTime {
 };
 TrainingTime training_time(double step_flops_at_train_batch, int64_t num_parameters, int64_t train_steps,
                            int64_t train_batch, int64_t context_length, double peak_flops, double mfu);
+
+// A link for the alpha-beta model of ring collectives: α per ring step (latency), β bytes per second per
+// direction per rank.
+struct Link {
+  std::string name;
+  double alpha_seconds;
+  double bytes_per_second;
+  std::string source;  // where the figures come from
+};
+// The link a data-parallel group of `gpus` GPUs rings over: "nvlink" (one node), "infiniband" (across nodes, the
+// slower hop bounds the ring) or "auto" (nvlink up to 8 GPUs, else infiniband). α: 2 µs (NVLink) / 5 µs
+// (InfiniBand) per ring step, assumed (the order of NCCL-tests' small-message latencies); β: data-sheet peak.
+// Throws std::invalid_argument naming --link.
+Link gpu_link(const GpuSpec& gpu, int64_t gpus, std::string_view which);
+// Ring algorithms on `ranks` ranks, S = the collective's buffer (all_reduce: the buffer; reduce_scatter: the
+// whole input; all_gather: the whole output): all_reduce 2(N−1) steps of S/N, reduce_scatter and all_gather N−1;
+// broadcast (pipelined) S/β + (N−1)α. Each rank sends `wire_bytes` = 2(N−1)/N·S, (N−1)/N·S, S.
+struct CollectiveTime {
+  double seconds = 0;
+  double wire_bytes = 0;  // sent per rank
+};
+// `calls` calls moving `bytes` in total (the model is linear in S: the sum over calls is exact).
+CollectiveTime collective_time(std::string_view op, double bytes, int64_t calls, int64_t ranks, const Link& link);
+// The buffer bytes of op `op` as runtime/comm records it (bytes_read, or bytes_written for all_gather).
+double collective_buffer_bytes(std::string_view op, const OpCount& count);
+// Σ over the communication-phase ops of `counts` (estimators/flops.h estimate_step_counts with ranks).
+CollectiveTime communication_time(const std::map<OpKey, OpCount>& counts, int64_t ranks, const Link& link);
 
 // A machine for the roofline: peak FLOP/s (matmul), elementwise FLOP/s, memory bandwidth (B/s).
 struct Roofline {

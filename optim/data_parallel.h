@@ -21,6 +21,10 @@ constexpr int64_t kGradientBucketBytes = int64_t{25} << 20;
 // Averages every parameter's gradient across the ranks of runtime/comm (nothing to do with one rank). Returns
 // the number of buckets.
 int64_t all_reduce_gradients(std::vector<Parameter>& params, int64_t bucket_bytes = kGradientBucketBytes);
+// ZeRO-1 (optim/zero.h): the same buckets reduce-scattered instead, each rank receiving the mean of its own flat
+// range only ("comm.shard", a tracked temporary beside the bucket): the rest of its gradients stay local and
+// unused. Half an all-reduce's traffic. Returns the number of buckets.
+int64_t reduce_scatter_gradients(std::vector<Parameter>& params, int64_t bucket_bytes);
 // Every rank starts from rank 0's parameters (the same seed gives the same model; this makes it so).
 void broadcast_parameters(std::vector<Parameter>& params);
 

@@ -38,15 +38,16 @@ int64_t StepOptimizer::steps_taken() const {
 
 double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets,
                      bool data_parallel) {
-  const bool sharded_grads = model.config().zero_stage >= 2;
-  if (!sharded_grads) {
+  if (model.config().zero_stage < 2) {  // stages 2, 3 create their gradients zeroed in backward
     PhaseScope phase(Phase::optimizer);
     model.zero_grad();
   }
   double loss = model.forward(tokens, targets);
   model.backward();
   if (data_parallel) {
-    if (!sharded_grads) all_reduce_gradients(model.parameters(), model.config().bucket_bytes());
+    const int64_t stage = model.config().zero_stage, bucket_bytes = model.config().bucket_bytes();
+    if (stage == 0) all_reduce_gradients(model.parameters(), bucket_bytes);
+    else if (stage == 1) reduce_scatter_gradients(model.parameters(), bucket_bytes);
     loss = all_reduce_sum_scalar(loss) / comm_size();
   }
   optimizer.step();

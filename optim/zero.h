@@ -4,8 +4,9 @@
 // "segment"), AdamW's state for those elements only ("<param>.master" with bf16 parameters, "<param>.exp_avg",
 // "<param>.exp_avg_sq", category optimizer_state), and updates only them with AdamW's own kernels, so every
 // rank ends bit-identical, and equal to stage 0's parameters.
-//   stage 1: gradients all-reduced whole (optim/data_parallel.h) before the step; after it, each parameter is
-//            all-gathered in place (op all_gather: in = this rank's part, out = the parameter).
+//   stage 1: gradients reduce-scattered in DDP's buckets (optim/data_parallel.h), each rank receiving the mean of
+//            its own range; after the step, each parameter is all-gathered in place (op all_gather: in = this
+//            rank's part, out = the parameter). 2Ψ of traffic, as the paper counts.
 //   stage 2: + gradients sharded. A unit's full gradients ("<param>.grad") exist only during its backward
 //            (created zeroed: op zero_grad in phase backward) and are reduce-scattered, one call per parameter,
 //            into this rank's shard "<param>.grad.shard" (category gradient) as soon as the unit is done, then

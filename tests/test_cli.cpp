@@ -394,6 +394,55 @@ TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
   std::filesystem::remove(json);
 }
 
+// `estimate --gpus N --zero S`: per-GPU figures of every ZeRO stage from one rank's replay and counts; GPT-2 XL in
+// bf16 (the ZeRO paper's 2 + 2 + 12) on 8 A100s by the paper's own table, which reckon meets to the byte here (XL's
+// tensors are 64-byte multiples and 8 divides its shards evenly enough); bad cluster input refused.
+TEST(Cli, EstimateGpt2XlOnEightGpusPerZeroStage) {
+  const std::string json = temp_path("cluster.json");
+  std::filesystem::remove(json);
+  const CommandResult r = run("estimate --preset gpt2-xl --precision bf16 --gpus 8 --zero 3 --json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("## Data parallel: 8 × NVIDIA A100 80GB (SXM)"), std::string::npos);
+  const nlohmann::json c = read_json(json)["cluster"];
+  ASSERT_EQ(c["stages"].size(), 4u);
+  const double psi = 1635537600.0, n = 8;
+  const double paper[4] = {16 * psi, 4 * psi + 12 * psi / n, 2 * psi + 14 * psi / n, 16 * psi / n};
+  for (int s = 0; s < 4; ++s) {
+    const nlohmann::json& st = c["stages"][s];
+    EXPECT_NEAR(st["model_states_bytes"].get<double>(), paper[s], 64.0 * 4 * 500) << "stage " << s;
+    EXPECT_GT(st["peak_bytes"].get<double>(), st["model_states_bytes"].get<double>()) << "activations on top";
+  }
+  // Each stage needs less per GPU than the one before, and fits a larger batch (or the same).
+  for (int s = 1; s < 4; ++s) {
+    EXPECT_LT(c["stages"][s]["peak_bytes"].get<int64_t>(), c["stages"][s - 1]["peak_bytes"].get<int64_t>());
+    EXPECT_GE(c["stages"][s]["max_batch_per_gpu"].get<int64_t>(), c["stages"][s - 1]["max_batch_per_gpu"].get<int64_t>());
+  }
+  // Traffic in Ψ: ring all-reduce 2(N−1)/N; reduce-scatter + all-gather the same; stage 3 gathers each layer and
+  // the head twice but XL's untied embedding once (its backward needs no weights), and reduce-scatters once.
+  const double share = (n - 1) / n, emb = 50257.0 * 1600 / psi;
+  EXPECT_NEAR(c["stages"][0]["psi_volume"].get<double>(), 2 * share, 1e-9);
+  EXPECT_NEAR(c["stages"][1]["psi_volume"].get<double>(), 2 * share, 1e-9);
+  EXPECT_NEAR(c["stages"][2]["psi_volume"].get<double>(), 2 * share, 1e-9);
+  EXPECT_NEAR(c["stages"][3]["psi_volume"].get<double>(), share * (2 * (1 - emb) + emb) + share, 1e-9);
+  EXPECT_EQ(c["link"]["name"], "NVLink 3");
+  const CommandResult ib = run("estimate --preset gpt2-xl --gpus 64 --json " + json);
+  ASSERT_EQ(ib.exit_code, 0) << ib.output;
+  EXPECT_EQ(read_json(json)["cluster"]["link"]["name"], "InfiniBand HDR 200 Gb/s");
+  struct Bad { std::string args, needle; };
+  for (const Bad& b : std::vector<Bad>{{"--gpus 0", "--gpus: 0 is outside the allowed range [1, 65536]"},
+                                       {"--gpus 8 --link pcie", "--link: 'pcie' is not allowed; allowed values are auto, nvlink, infiniband"},
+                                       {"--gpus 8 --link-gbps 0", "--link-gbps: 0 is outside"},
+                                       {"--gpus 8 --link-latency-us -1", "--link-latency-us: -1 is outside"},
+                                       {"--gpus 8 --zero 5", "zero_stage: 5 is outside the allowed range [0, 3]"}}) {
+    std::filesystem::remove(json);
+    const CommandResult e = run("estimate --preset gpt2-xl " + b.args + " --json " + json);
+    EXPECT_EQ(e.exit_code, 2) << b.args << e.output;
+    EXPECT_NE(e.output.find(b.needle), std::string::npos) << b.args << e.output;
+    EXPECT_FALSE(std::filesystem::exists(json)) << b.args;
+  }
+  std::filesystem::remove(json);
+}
+
 // Large but legal-looking inputs (issue 15): each an answer or one clear error with exit 2, never a signal.
 TEST(Cli, LargeInputsAnswerOrFailCleanly) {
   // M = B·T = 2^32 rows is beyond oneDNN's int32 dimensions (it died with SIGFPE): the arithmetic answers and

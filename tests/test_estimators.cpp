@@ -391,6 +391,29 @@ TEST(TimeModel, Gpt2XlOnA100ByHand) {
   EXPECT_THROW(gpu_peak_flops(gpu_spec("h100-sxm"), "fp8"), std::invalid_argument);
 }
 
+// The alpha-beta ring model by hand: 8 ranks, α = 2 µs, β = 300 GB/s.
+TEST(TimeModel, AlphaBetaRingCollectivesByHand) {
+  const Link link{"test", 2e-6, 300e9, ""};
+  const double s = 1e9;
+  const CollectiveTime ar = collective_time("all_reduce", s, 1, 8, link);
+  EXPECT_DOUBLE_EQ(ar.wire_bytes, 2.0 * 7 / 8 * s);
+  EXPECT_DOUBLE_EQ(ar.seconds, 14 * 2e-6 + 1.75e9 / 300e9);
+  const CollectiveTime ag = collective_time("all_gather", s, 10, 8, link);  // 10 calls moving 1 GB in total
+  EXPECT_DOUBLE_EQ(ag.wire_bytes, 7.0 / 8 * s);
+  EXPECT_DOUBLE_EQ(ag.seconds, 10 * 7 * 2e-6 + 0.875e9 / 300e9);
+  EXPECT_EQ(collective_time("reduce_scatter", s, 3, 1, link).seconds, 0.0);  // one rank: nothing moves
+  // The counts of a step: all_gather's buffer is what it writes, reduce_scatter's what it reads.
+  std::map<OpKey, OpCount> counts;
+  counts[{"all_gather", Phase::communication}] = OpCount{2, 0, 0, 100, 800, 0};
+  counts[{"reduce_scatter", Phase::communication}] = OpCount{2, 0, 0, 800, 100, 0};
+  counts[{"linear", Phase::forward}] = OpCount{5, 1000, 0, 1, 1, 0};
+  const CollectiveTime step = communication_time(counts, 8, link);
+  EXPECT_DOUBLE_EQ(step.wire_bytes, 2 * 7.0 / 8 * 800);
+  EXPECT_THROW(gpu_link(gpu_spec("a100-80gb"), 8, "pcie"), std::invalid_argument);
+  EXPECT_EQ(gpu_link(gpu_spec("h100-sxm"), 8, "auto").bytes_per_second, 450e9);
+  EXPECT_EQ(gpu_link(gpu_spec("h100-sxm"), 16, "auto").bytes_per_second, 50e9);
+}
+
 TEST(TimeModel, RooflineTakesTheSlowerOfComputeAndMemory) {
   std::map<OpKey, OpCount> counts;
   counts[OpKey{"mm", Phase::forward}] = OpCount{1, 1000, 0, 10, 10, 0};   // compute bound

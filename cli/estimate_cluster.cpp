@@ -1,0 +1,201 @@
+#include "cli/estimate_cluster.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "cli/table.h"
+#include "estimators/flops.h"
+#include "estimators/memory.h"
+#include "runtime/check.h"
+
+namespace reckon {
+
+namespace {
+
+std::string gb(double bytes) { return fmt::format("{:.2f} GB", bytes / 1e9); }
+
+// One stage's figures for the rank with the largest peak.
+struct StageFigures {
+  int rank = 0;
+  MemoryEstimate peak;          // one rank's step at the configured batch per GPU
+  int64_t model_states = 0;     // parameters, gradients, optimizer state between steps (no batch, no activations)
+  double paper_model_states = 0;
+  int64_t max_batch = 0;
+  int64_t comm_calls = 0;
+  CollectiveTime comm;
+  double psi_volume = 0;        // elements on the wire per rank / Ψ
+  double compute_seconds = 0;
+};
+
+}  // namespace
+
+ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, double peak_flops, double mfu,
+                             int64_t budget, const std::string& budget_text, int64_t train_steps, int64_t train_batch,
+                             const ClusterOptions& o) {
+  check_range("--gpus", o.gpus, 1, 65536);
+  Link link = gpu_link(gpu, o.gpus, o.link);
+  if (o.link_gbps_given) {
+    check_range("--link-gbps", o.link_gbps, 1e-3, 1e6);
+    link.bytes_per_second = o.link_gbps * 1e9;
+    link.source = fmt::format("{} at {} GB/s (--link-gbps)", link.name, o.link_gbps);
+  }
+  if (o.link_latency_given) {
+    check_range("--link-latency-us", o.link_latency_us, 0.0, 1e6);
+    link.alpha_seconds = o.link_latency_us * 1e-6;
+    link.source += fmt::format("; α {} µs (--link-latency-us)", o.link_latency_us);
+  }
+  const ModelConfig& m = config.model;
+  const int64_t ranks = o.gpus, b = m.batch_size, t = m.context_length;
+  const int64_t psi = count_parameters(m);
+  const DTypePlan plan = m.dtypes();
+  const ParameterStateLayout layout = parameter_state_layout(m.precision, m.grad_dtype);
+  const double v = static_cast<double>(layout.value_bytes), g = static_cast<double>(layout.grad_bytes),
+               k = static_cast<double>(layout.optimizer_bytes), n = static_cast<double>(ranks), p = static_cast<double>(psi);
+  // Which ranks to replay: all of them up to 64 (their shards differ by an element and their segment count),
+  // else the first, a middle and the last.
+  std::vector<int> check_ranks;
+  if (ranks <= 64) {
+    for (int r = 0; r < ranks; ++r) check_ranks.push_back(r);
+  } else {
+    check_ranks = {0, static_cast<int>(ranks / 2), static_cast<int>(ranks - 1)};
+  }
+
+  std::array<StageFigures, 4> st;
+  for (int64_t stage = 0; stage <= 3; ++stage) {
+    ModelConfig ms = m;
+    ms.zero_stage = stage;
+    StageFigures& f = st[static_cast<size_t>(stage)];
+    MemoryEstimateOptions opts;
+    opts.onednn_scratchpad = false;
+    opts.live_at_peak = false;
+    opts.data_parallel_ranks = static_cast<int>(ranks);
+    f.peak.peak_total = -1;
+    for (int r : check_ranks) {
+      opts.data_parallel_rank = r;
+      MemoryEstimate e = estimate_step_memory(ms, opts);
+      if (e.peak_total > f.peak.peak_total) f.peak = std::move(e), f.rank = r;
+    }
+    opts.data_parallel_rank = f.rank;
+    MemoryEstimateOptions states = opts;
+    states.batch_tensors = false;
+    f.model_states = estimate_step_memory(ms, states).step_end_total;
+    f.paper_model_states = stage == 0 ? (v + g + k) * p
+                           : stage == 1 ? (v + g) * p + k * p / n
+                           : stage == 2 ? v * p + (g + k) * p / n
+                                        : (v + g + k) * p / n;
+    f.max_batch = max_batch_in_budget(ms, budget, opts);
+    const auto counts = estimate_step_counts(ms, config.optim, static_cast<int>(ranks), f.rank);
+    f.comm = communication_time(counts, ranks, link);
+    double flops = 0;
+    for (const auto& [key, c] : counts) {
+      if (key.phase == Phase::communication) {
+        f.comm_calls += c.calls;
+        // Elements on the wire: float32 for the reductions, the parameter dtype for gathers.
+        const double element = key.op == "all_gather" ? dtype_bytes(plan.param) : 4.0;
+        f.psi_volume += collective_time(key.op, collective_buffer_bytes(key.op, c), c.calls, ranks, link).wire_bytes /
+                        element / p;
+      } else {
+        flops += static_cast<double>(c.flops());
+      }
+    }
+    f.compute_seconds = flops / (peak_flops * mfu);
+  }
+
+  // The run's tokens at the global batch N × B.
+  const double tokens = static_cast<double>(train_steps) * static_cast<double>(train_batch) * static_cast<double>(t);
+  const double steps = tokens / (n * static_cast<double>(b) * static_cast<double>(t));
+  auto cat = [](const StageFigures& f, Category c) { return static_cast<double>(f.peak.peak_breakdown[static_cast<int>(c)]); };
+  const int64_t chosen = m.zero_stage;
+  Table tb;
+  tb.header = {"per GPU", "stage 0 (DDP)", "stage 1", "stage 2", "stage 3", "convention"};
+  tb.right_align = {false, true, true, true, true, false};
+  auto row = [&](const std::string& what, auto value, const std::string& convention) {
+    std::vector<std::string> r = {what};
+    for (int64_t s = 0; s <= 3; ++s) {
+      const std::string x = value(st[static_cast<size_t>(s)]);
+      r.push_back(s == chosen ? "**" + x + "**" : x);
+    }
+    r.push_back(convention);
+    tb.add(std::move(r));
+  };
+  row("parameters", [&](const StageFigures& f) { return gb(cat(f, Category::parameter)); },
+      "at the peak; stage 3: the shard + the layer(s) gathered there");
+  row("gradients", [&](const StageFigures& f) { return gb(cat(f, Category::gradient)); },
+      "stages 2, 3: the shard + the full gradients of the unit in backward");
+  row("optimizer state", [&](const StageFigures& f) { return gb(cat(f, Category::optimizer_state)); },
+      layout.optimizer_bytes == 12 ? "master, m, v of the rank's 1/N (stages ≥ 1)" : "m, v of the rank's 1/N (stages ≥ 1)");
+  row("activations", [&](const StageFigures& f) { return gb(cat(f, Category::activation)); },
+      fmt::format("batch {} per GPU", b));
+  row("temporaries", [&](const StageFigures& f) { return gb(cat(f, Category::temporary)); },
+      "incl. gradient buckets (stages 0, 1), float32 reduce-scatter buffers (bf16 grads)");
+  row("**peak**", [&](const StageFigures& f) { return gb(static_cast<double>(f.peak.peak_total)); },
+      ranks <= 64 ? "the largest of the N ranks' replayed peaks" : "the largest of ranks 0, N/2, N − 1");
+  row("model states between steps", [&](const StageFigures& f) { return gb(static_cast<double>(f.model_states)); },
+      "reckon: parameters + gradients + optimizer state a rank keeps (64-byte rounded tensors)");
+  row("ZeRO paper's rule", [&](const StageFigures& f) { return gb(f.paper_model_states); },
+      fmt::format("(v + g + K)·Ψ with v = {:.0f}, g = {:.0f}, K = {:.0f} B: (v+g+K)Ψ, (v+g)Ψ + KΨ/N, vΨ + (g+K)Ψ/N, "
+                  "(v+g+K)Ψ/N", v, g, k));
+  row(fmt::format("max batch per GPU in {}", budget_text), [&](const StageFigures& f) { return fmt::format("{}", f.max_batch); },
+      "the replayed peak (activations included, no scratchpad): peak(B) ≤ budget < peak(B + 1)");
+  row("collective calls per step", [&](const StageFigures& f) { return fmt_int(f.comm_calls); },
+      "all_reduce per bucket (0, 1); all_gather, reduce_scatter per parameter (1–3), per use (3)");
+  row("sent per GPU per step", [&](const StageFigures& f) { return gb(f.comm.wire_bytes); },
+      "ring: all-reduce 2(N−1)/N·S, reduce-scatter and all-gather (N−1)/N·S; reckon reduces in float32");
+  row("… in Ψ (reckon / paper)", [&](const StageFigures& f) {
+        return fmt::format("{:.3f} / {}", f.psi_volume, &f == &st[3] ? "3" : "2");
+      },
+      "elements on the wire per rank / parameters; the paper's 2Ψ and 3Ψ are the large-N limits");
+  row("communication time", [&](const StageFigures& f) { return fmt::format("{:.3f} s", f.comm.seconds); },
+      "alpha-beta: calls × steps × α + sent / β");
+  row(fmt::format("compute time at {:.0f}%", mfu * 100), [&](const StageFigures& f) { return fmt::format("{:.3f} s", f.compute_seconds); },
+      "the rank's executed FLOPs (forward + backward + recompute + AdamW on its shard) / (peak × utilization)");
+  row("step time (no overlap / full)", [&](const StageFigures& f) {
+        return fmt::format("{:.3f} / {:.3f} s", f.compute_seconds + f.comm.seconds, std::max(f.compute_seconds, f.comm.seconds));
+      },
+      "compute + communication, or the larger of the two if communication hid behind compute");
+  row("training days (no overlap / full)", [&](const StageFigures& f) {
+        return fmt::format("{:.1f} / {:.1f}", steps * (f.compute_seconds + f.comm.seconds) / 86400,
+                           steps * std::max(f.compute_seconds, f.comm.seconds) / 86400);
+      },
+      fmt::format("{:.3e} tokens at global batch {} × {} = {:.0f} steps", tokens, ranks, b, steps));
+
+  ClusterReport out;
+  out.text = fmt::format(
+      "\n## Data parallel: {} × {}, ZeRO stages side by side (the config's stage {} in bold)\n\n"
+      "conventions: one rank's step as reckon implements it (`mpirun -np N reckon reconcile --zero S` checks it per "
+      "rank), batch {} per GPU, precision {}; Ψ = {} parameters; link: {}; {} at {:.0f}% of {:.1f} TFLOP/s.\n\n{}",
+      ranks, gpu.description, chosen, b, precision_name(m.precision), fmt_int(psi), link.source, gpu_math_for(m.precision),
+      mfu * 100, peak_flops / 1e12, tb.markdown());
+  if (b > st[static_cast<size_t>(chosen)].max_batch) {
+    out.text += fmt::format("batch {} per GPU does not fit {} at stage {} (max {}): the run needs gradient "
+                            "accumulation or recompute, not modelled here\n",
+                            b, budget_text, chosen, st[static_cast<size_t>(chosen)].max_batch);
+  }
+  nlohmann::json stages = nlohmann::json::array();
+  for (int64_t s = 0; s <= 3; ++s) {
+    const StageFigures& f = st[static_cast<size_t>(s)];
+    stages.push_back({{"zero_stage", s}, {"rank", f.rank}, {"peak_bytes", f.peak.peak_total},
+                      {"peak_breakdown", {{"parameter", cat(f, Category::parameter)}, {"gradient", cat(f, Category::gradient)},
+                                          {"optimizer_state", cat(f, Category::optimizer_state)},
+                                          {"activation", cat(f, Category::activation)}, {"temporary", cat(f, Category::temporary)}}},
+                      {"model_states_bytes", f.model_states}, {"paper_model_states_bytes", f.paper_model_states},
+                      {"max_batch_per_gpu", f.max_batch}, {"collective_calls", f.comm_calls},
+                      {"sent_bytes_per_gpu", f.comm.wire_bytes}, {"psi_volume", f.psi_volume},
+                      {"paper_psi_volume", s == 3 ? 3 : 2}, {"communication_seconds", f.comm.seconds},
+                      {"compute_seconds", f.compute_seconds}, {"steps", steps},
+                      {"days_no_overlap", steps * (f.compute_seconds + f.comm.seconds) / 86400},
+                      {"days_full_overlap", steps * std::max(f.compute_seconds, f.comm.seconds) / 86400}});
+  }
+  out.json = {{"gpus", ranks}, {"gpu", gpu.name}, {"batch_per_gpu", b}, {"zero_stage", chosen},
+              {"link", {{"name", link.name}, {"alpha_seconds", link.alpha_seconds},
+                        {"bytes_per_second", link.bytes_per_second}, {"source", link.source}}},
+              {"stages", stages}};
+  return out;
+}
+
+}  // namespace reckon
