@@ -31,6 +31,7 @@ void all_gather_in_place(void* data, int64_t element_bytes, const std::vector<in
 void reduce_scatter_sum(const float* send, float* recv, const std::vector<int64_t>& counts);
 // A scalar sum (the loss): not recorded (8 bytes, not part of the step's traffic model).
 double all_reduce_sum_scalar(double x);
+double all_reduce_min_scalar(double x);  // the smallest over ranks (not recorded)
 // The bytes of rank 0's buffer on every rank (parameters at start, so every rank begins identical). Recorded
 // as op "broadcast".
 void broadcast_from_rank0(void* data, int64_t bytes);

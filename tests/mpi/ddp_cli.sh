@@ -30,6 +30,11 @@ timeout 300 mpirun --oversubscribe -np 2 "$reckon" reconcile --preset tiny --thr
   --set d_model=256 --set d_ff=512 --set precision=amp-bf16 > "$work/rec2.txt"
 grep -q "| all_reduce    | communication |     2 |" "$work/rec2.txt"
 grep -q "reconcile: 2 of 2 ranks exact" "$work/rec2.txt"
+# bucket_cap_mb = 3: the 16 MiB embedding and head alone, the two layers' 2.5 MiB each: 4 buckets.
+timeout 300 mpirun --oversubscribe -np 2 "$reckon" reconcile --preset tiny --threads 1 --set vocab_size=16384 \
+  --set d_model=256 --set d_ff=512 --set bucket_cap_mb=3 > "$work/rec2b.txt"
+grep -q "| all_reduce    | communication |     4 |" "$work/rec2b.txt"
+grep -q "reconcile: 2 of 2 ranks exact" "$work/rec2b.txt"
 # ZeRO-1/2/3 on 2 and 3 ranks (uneven shards): every rank exact — its shards of the optimizer state, gradients,
 # parameters, the per-layer gathered parameters and full gradients, every collective's calls and bytes.
 for stage in 1 2 3; do
