@@ -91,17 +91,11 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
     f.max_batch = max_batch_in_budget(ms, budget, opts);
     const auto counts = estimate_step_counts(ms, config.optim, static_cast<int>(ranks), f.rank);
     f.comm = communication_time(counts, ranks, link);
+    f.psi_volume = communication_psi(counts, ranks, dtype_bytes(plan.param), psi);
     double flops = 0;
     for (const auto& [key, c] : counts) {
-      if (key.phase == Phase::communication) {
-        f.comm_calls += c.calls;
-        // Elements on the wire: float32 for the reductions, the parameter dtype for gathers.
-        const double element = key.op == "all_gather" ? dtype_bytes(plan.param) : 4.0;
-        f.psi_volume += collective_time(key.op, collective_buffer_bytes(key.op, c), c.calls, ranks, link).wire_bytes /
-                        element / p;
-      } else {
-        flops += static_cast<double>(c.flops());
-      }
+      if (key.phase == Phase::communication) f.comm_calls += c.calls;
+      else flops += static_cast<double>(c.flops());
     }
     f.compute_seconds = flops / (peak_flops * mfu);
   }

@@ -11,6 +11,7 @@
 #include "cli/table.h"
 #include "estimators/flops.h"
 #include "estimators/memory.h"
+#include "estimators/time.h"
 #include "model/config.h"
 #include "optim/step.h"
 #include "runtime/allocator.h"
@@ -112,6 +113,16 @@ void print_details(const Result& r) {
   }
   fmt::print("\n## FLOPs and bytes per op x phase, one step: measured (counters) vs analytic (estimators/flops)\n\n{}",
              ops.markdown());
+  const int ranks = comm_size();
+  if (ranks > 1) {  // the traffic in the ZeRO paper's unit, beside its rule
+    const ModelConfig& m = r.config.model;
+    const double psi = communication_psi(r.estimated_counts, ranks, dtype_bytes(m.dtypes().param), count_parameters(m));
+    fmt::print("communication this rank sends per step (ring algorithms, from the exact counts above): {:.4f} Ψ "
+               "(Ψ = {} parameters; reductions in float32, gathers in {}); the ZeRO paper's rule for stage {}: {}Ψ, "
+               "its large-N limit ({} ranks: {:.4f} Ψ by the rule's ring)\n",
+               psi, fmt_int(count_parameters(m)), dtype_name(m.dtypes().param), m.zero_stage, m.zero_stage == 3 ? 3 : 2,
+               ranks, (m.zero_stage == 3 ? 3.0 : 2.0) * (ranks - 1) / ranks);
+  }
 }
 
 // Each shape × ffn × tied × position in every precision (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads))

@@ -301,7 +301,8 @@ int run_train(const TrainOptions& o) {
     report["tokens_per_second"] = tok_s;
     nlohmann::json ops = nlohmann::json::array();
     const double per = 1.0 / static_cast<double>(std::max<int64_t>(measured_steps, 1));
-    const auto analytic = estimate_step_counts(m, config.optim);  // per step: the FLOP reconciliation column
+    // Per step: the FLOP reconciliation column (this rank's step under mpirun).
+    const auto analytic = estimate_step_counts(m, config.optim, ranks, rank);
     for (const auto& [key, n] : counters.by_op()) {
       const auto it = analytic.find(key);
       ops.push_back({{"op", key.op}, {"phase", phase_name(key.phase)}, {"ms", n.seconds * 1e3 * per},

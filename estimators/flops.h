@@ -13,9 +13,13 @@
 namespace reckon {
 
 // (op, phase) -> expected {calls, matmul_flops, other_flops, bytes_read, bytes_written}; seconds = 0.
-// data_parallel_ranks > 1: the step of one rank under mpirun, stage 0 (`config.batch_size` is then the rank's
-// batch): plus op all_reduce in phase communication, one call per gradient bucket, 4 B per parameter in and out;
-// zero_stage 1: AdamW over this rank's shard only, and op all_gather per parameter bucket (in: its part).
+// data_parallel_ranks > 1: the step of one rank under mpirun (`config.batch_size` is then the rank's batch), in
+// phase communication: stage 0 one all_reduce per gradient bucket (bucket_cap_mb), 4 B per parameter in and out;
+// stage 1 one reduce_scatter per bucket (out: this rank's range) and one all_gather per parameter after AdamW;
+// stage 2 one reduce_scatter per parameter in backward and the all_gathers after AdamW; stage 3 one all_gather
+// per parameter per use (layers and head twice, the embeddings once, three times when tied) and the
+// reduce_scatters. Stages ≥ 1: AdamW over this rank's flat range (optim/zero.h); stages ≥ 2: zero_grad per unit
+// in backward. With one rank (data_parallel_ranks = 1) every stage runs without collectives.
 std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& config, const AdamWConfig& optim,
                                               int data_parallel_ranks = 1, int data_parallel_rank = 0);
 

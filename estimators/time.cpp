@@ -110,6 +110,18 @@ CollectiveTime communication_time(const std::map<OpKey, OpCount>& counts, int64_
   return total;
 }
 
+double communication_psi(const std::map<OpKey, OpCount>& counts, int64_t ranks, int64_t parameter_bytes,
+                         int64_t num_parameters) {
+  const Link unit{"", 0, 1, ""};
+  double elements = 0;
+  for (const auto& [key, c] : counts) {
+    if (key.phase != Phase::communication) continue;
+    const double element = key.op == "all_gather" ? static_cast<double>(parameter_bytes) : 4.0;
+    elements += collective_time(key.op, collective_buffer_bytes(key.op, c), c.calls, ranks, unit).wire_bytes / element;
+  }
+  return elements / static_cast<double>(num_parameters);
+}
+
 const char* gpu_math_for(Precision precision) { return precision == Precision::fp32 ? "fp32" : "bf16"; }
 
 }  // namespace reckon

@@ -71,6 +71,11 @@ CollectiveTime collective_time(std::string_view op, double bytes, int64_t calls,
 double collective_buffer_bytes(std::string_view op, const OpCount& count);
 // Σ over the communication-phase ops of `counts` (estimators/flops.h estimate_step_counts with ranks).
 CollectiveTime communication_time(const std::map<OpKey, OpCount>& counts, int64_t ranks, const Link& link);
+// The same traffic in the ZeRO paper's unit: elements each rank sends per step / Ψ (num_parameters), reductions
+// counted in float32 elements, gathers in the parameter dtype's (`parameter_bytes`). The paper's rules are 2Ψ
+// (stages 0, 1, 2) and 3Ψ (stage 3), their large-N limits.
+double communication_psi(const std::map<OpKey, OpCount>& counts, int64_t ranks, int64_t parameter_bytes,
+                         int64_t num_parameters);
 
 // A machine for the roofline: peak FLOP/s (matmul), elementwise FLOP/s, memory bandwidth (B/s).
 struct Roofline {

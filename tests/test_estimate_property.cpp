@@ -110,6 +110,12 @@ EstimateOptions random_options(Draw& d) {
   }
   if (d.chance(0.3)) o.overrides.push_back(d.chance(0.9) ? "attention=flash" : "attention=tiled");
   if (d.chance(0.3)) o.overrides.push_back(d.choose({"recompute=none", "recompute=attention", "recompute=full"}, {"recompute=selective"}));
+  if (d.chance(0.3)) o.overrides.push_back(d.choose({"zero_stage=0", "zero_stage=1", "zero_stage=2", "zero_stage=3"}, {"zero_stage=4", "zero_stage=-1"}));
+  if (d.chance(0.3)) {  // the data-parallel section
+    o.cluster.gpus_given = true;
+    o.cluster.gpus = d.field(1, 65536, 64);
+    o.cluster.link = d.choose({"auto", "nvlink", "infiniband"}, {"pcie", ""});
+  }
   o.batch_size = d.chance(0.7) ? 0 : d.field(1, 1 << 16, 64);
   o.memory_budget = d.choose({"80GB", "80GiB", "40GB", "1", "1.5TB", "4611686018427387904"},
                              {"0", "4611686018427387905", "8 GB", "nanGB", "-1GB", "1e3GB", "80XB"});

@@ -90,8 +90,14 @@ TEST_P(ZeroStages, EqualStage0BitForBitWithAShardOfTheState) {
       for (int i = units[u].first; i < units[u].second; ++i) {
         const Tensor& a = p0[static_cast<size_t>(i)].value;
         const Tensor& b = pz[static_cast<size_t>(i)].value;
-        ASSERT_EQ(std::memcmp(a.raw_data(), b.raw_data(), static_cast<size_t>(a.numel() * dtype_bytes(a.dtype()))), 0)
+        const int64_t bytes = a.numel() * dtype_bytes(a.dtype());
+        ASSERT_EQ(std::memcmp(a.raw_data(), b.raw_data(), static_cast<size_t>(bytes)), 0)
             << p0[static_cast<size_t>(i)].name << " after step " << step + 1;
+        // … and every rank holds rank 0's bytes.
+        std::vector<char> theirs(static_cast<const char*>(b.raw_data()), static_cast<const char*>(b.raw_data()) + bytes);
+        broadcast_from_rank0(theirs.data(), bytes);
+        ASSERT_EQ(std::memcmp(b.raw_data(), theirs.data(), static_cast<size_t>(bytes)), 0)
+            << p0[static_cast<size_t>(i)].name << " differs from rank 0's on rank " << rank;
       }
       if (stage == 3) zero->release(static_cast<int>(u));
     }
