@@ -112,13 +112,24 @@ void refuse_empty_values(const CLI::App& app) {
 }  // namespace
 }  // namespace reckon
 
+namespace {
+int run_main(int argc, char** argv);
+}
+
 int main(int argc, char** argv) {
   // Under mpirun every rank joins MPI here (runtime/comm.h); alone, nothing happens. Ranks other than 0 print
   // nothing on stdout and write no file (rank 0 reports); errors still reach stderr.
   reckon::comm_init(&argc, &argv);
-  struct CommGuard {
-    ~CommGuard() { reckon::comm_finalize(); }
-  } comm_guard;
+  const int rc = run_main(argc, argv);
+  // A rank that fails while the others may be inside a collective must not wait in MPI_Finalize for them (that
+  // deadlocks): it exits without finalizing, and mpirun ends the job.
+  if (rc != 0 && reckon::comm_size() > 1) reckon::comm_abort(rc);
+  reckon::comm_finalize();
+  return rc;
+}
+
+namespace {
+int run_main(int argc, char** argv) {
   if (reckon::comm_rank() != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) return 1;
   CLI::App app{"reckon: where does every byte and every FLOP of a training step go?"};
   app.require_subcommand(1);
@@ -286,3 +297,4 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+}  // namespace

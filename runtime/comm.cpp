@@ -2,7 +2,10 @@
 
 #include <mpi.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <thread>
 #include <cstring>
 #include <utility>
 #include <algorithm>
@@ -47,6 +50,13 @@ void comm_finalize() {
   if (!g_initialised) return;
   MPI_Finalize();
   g_initialised = false;
+}
+
+void comm_abort(int code) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  std::_Exit(code);  // without MPI_Finalize: mpirun sees a rank exit non-zero and ends the others
 }
 
 int comm_rank() { return g_rank; }

@@ -15,6 +15,10 @@ namespace reckon {
 
 void comm_init(int* argc, char*** argv);  // idempotent; MPI_Init_thread(FUNNELED) under mpirun
 void comm_finalize();                     // MPI_Finalize if comm_init initialised MPI
+// Exits this rank with `code` without MPI_Finalize, after flushing stdout and stderr and waiting 0.5 s (ranks
+// failing the same way print their message first); mpirun then ends every other rank and exits non-zero. For a
+// rank that fails alone: the others may be waiting in a collective, and MPI_Finalize would wait for them.
+[[noreturn]] void comm_abort(int code);
 int comm_rank();
 int comm_size();
 bool comm_active();  // true under mpirun (even with one rank)

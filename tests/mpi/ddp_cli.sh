@@ -83,6 +83,14 @@ code=$?
 set -e
 [[ $code -ne 0 && $code -ne 124 ]] || { echo "ddp_cli: mismatched configs exited $code"; exit 1; }
 grep -qF "rank 1: this rank has d_model=32, rank 0 has d_model=64" <<< "$out" || { echo "ddp_cli: no mismatch message in: $out"; exit 1; }
+# One rank refusing its input while the other goes on into the collectives: the job ends, exit 2, no hang.
+set +e
+out=$(timeout 60 mpirun --oversubscribe -np 1 "$reckon" train --preset tiny --steps 3 --quiet --set batch_size=2 : \
+  -np 1 "$reckon" train --preset tiny --steps 0 --quiet --set batch_size=2 2>&1)
+code=$?
+set -e
+[[ $code -eq 2 ]] || { echo "ddp_cli: one rank refusing: mpirun exited $code (124 = hung)"; exit 1; }
+grep -qF -- "--steps: 0 is outside the allowed range" <<< "$out" || { echo "ddp_cli: no refusal message in: $out"; exit 1; }
 # A rank killed mid-run: mpirun ends the job, non-zero, naming the rank; no one hangs.
 timeout 120 mpirun --oversubscribe -np 2 "$reckon" train --preset tiny --steps 100000 --threads 1 --quiet \
   --set batch_size=2 --zero 3 > "$work/killed.txt" 2>&1 &
