@@ -56,10 +56,10 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
   const ParameterStateLayout layout = parameter_state_layout(m.precision, m.grad_dtype);
   const double v = static_cast<double>(layout.value_bytes), g = static_cast<double>(layout.grad_bytes),
                k = static_cast<double>(layout.optimizer_bytes), n = static_cast<double>(ranks), p = static_cast<double>(psi);
-  // Which ranks to replay: all of them up to 64 (their shards differ by an element and their segment count),
+  // Which ranks to replay: all of them up to 8 (their shards differ by an element and their segment count),
   // else the first, a middle and the last.
   std::vector<int> check_ranks;
-  if (ranks <= 64) {
+  if (ranks <= 8) {
     for (int r = 0; r < ranks; ++r) check_ranks.push_back(r);
   } else {
     check_ranks = {0, static_cast<int>(ranks / 2), static_cast<int>(ranks - 1)};
@@ -88,7 +88,7 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
                            : stage == 1 ? (v + g) * p + k * p / n
                            : stage == 2 ? v * p + (g + k) * p / n
                                         : (v + g + k) * p / n;
-    f.max_batch = max_batch_in_budget(ms, budget, opts);
+    f.max_batch = max_batch_in_budget(ms, budget, opts, memory_linear_in_batch(ms, opts, false));
     const auto counts = estimate_step_counts(ms, config.optim, static_cast<int>(ranks), f.rank);
     f.comm = communication_time(counts, ranks, link);
     f.psi_volume = communication_psi(counts, ranks, dtype_bytes(plan.param), psi);
@@ -128,7 +128,7 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
   row("temporaries", [&](const StageFigures& f) { return gb(cat(f, Category::temporary)); },
       "incl. gradient buckets (stages 0, 1), float32 reduce-scatter buffers (bf16 grads)");
   row("**peak**", [&](const StageFigures& f) { return gb(static_cast<double>(f.peak.peak_total)); },
-      ranks <= 64 ? "the largest of the N ranks' replayed peaks" : "the largest of ranks 0, N/2, N − 1");
+      ranks <= 8 ? "the largest of the N ranks' replayed peaks" : "the largest of ranks 0, N/2, N − 1");
   row("model states between steps", [&](const StageFigures& f) { return gb(static_cast<double>(f.model_states)); },
       "reckon: parameters + gradients + optimizer state a rank keeps (64-byte rounded tensors)");
   row("ZeRO paper's rule", [&](const StageFigures& f) { return gb(f.paper_model_states); },

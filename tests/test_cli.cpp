@@ -328,6 +328,21 @@ TEST(ParseBytes, UnitsAndErrors) {
 }
 
 
+// Each `estimate --preset gpt2-xl <args>` exits 2 with `needle` in its output and writes no JSON.
+struct BadEstimate {
+  std::string args, needle;
+};
+void expect_estimate_refusals(const std::string& json, const std::vector<BadEstimate>& cases) {
+  for (const BadEstimate& b : cases) {
+    std::filesystem::remove(json);
+    const CommandResult e = run("estimate --preset gpt2-xl " + b.args + " --json " + json);
+    EXPECT_EQ(e.exit_code, 2) << b.args << e.output;
+    EXPECT_NE(e.output.find(b.needle), std::string::npos) << b.args << e.output;
+    EXPECT_FALSE(std::filesystem::exists(json)) << b.args;
+  }
+  std::filesystem::remove(json);
+}
+
 TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
   const std::string json = temp_path("estimate.json");
   std::filesystem::remove(json);
@@ -369,29 +384,21 @@ TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
   const CommandResult tb = run("estimate --preset gpt2-xl --activations textbook");
   EXPECT_EQ(tb.exit_code, 0);
   EXPECT_NE(tb.output.find("textbook list"), std::string::npos);
-  struct Bad { std::string args, needle; };
-  for (const Bad& b : std::vector<Bad>{{"--memory-budget 80XB", "--memory-budget: '80XB'"},
-                                       {"--gpu v100", "--gpu: 'v100'"},
-                                       {"--precision fp8", "--precision: 'fp8'"},
-                                       {"--mfu 1.5", "--mfu: 1.5"},
-                                       {"--activations some", "--activations: 'some'"},
-                                       {"--train-batch 0", "--train-batch: 0 is outside the allowed range [1, 16777216]"},
-                                       {"--mfu 1e-320", "--mfu: 1e-320 is outside the allowed range [1e-06, 1]"},
-                                       {"--mfu nan", "--mfu: nan is outside"},
-                                       {"--train-steps 9223372036854775807", "--train-steps: 9223372036854775807 is outside"},
-                                       {"--train-steps 1099511627776 --train-batch 16777216",
-                                        "tokens do not fit int64 (largest value 9223372036854775807); lower --train-steps "
-                                        "to at most 536870911"},
-                                       {"--set context_length=131072 --set batch_size=4096",
-                                        "the largest batch_size that fits at context_length 131072 is 537"},
-                                       {"--set num_heads=7", "num_heads: 7 does not divide d_model 1600"}}) {
-    std::filesystem::remove(json);
-    const CommandResult e = run("estimate --preset gpt2-xl " + b.args + " --json " + json);
-    EXPECT_EQ(e.exit_code, 2) << b.args << e.output;
-    EXPECT_NE(e.output.find(b.needle), std::string::npos) << b.args << e.output;
-    EXPECT_FALSE(std::filesystem::exists(json)) << b.args;
-  }
-  std::filesystem::remove(json);
+  expect_estimate_refusals(json, {{"--memory-budget 80XB", "--memory-budget: '80XB'"},
+                                  {"--gpu v100", "--gpu: 'v100'"},
+                                  {"--precision fp8", "--precision: 'fp8'"},
+                                  {"--mfu 1.5", "--mfu: 1.5"},
+                                  {"--activations some", "--activations: 'some'"},
+                                  {"--train-batch 0", "--train-batch: 0 is outside the allowed range [1, 16777216]"},
+                                  {"--mfu 1e-320", "--mfu: 1e-320 is outside the allowed range [1e-06, 1]"},
+                                  {"--mfu nan", "--mfu: nan is outside"},
+                                  {"--train-steps 9223372036854775807", "--train-steps: 9223372036854775807 is outside"},
+                                  {"--train-steps 1099511627776 --train-batch 16777216",
+                                   "tokens do not fit int64 (largest value 9223372036854775807); lower --train-steps "
+                                   "to at most 536870911"},
+                                  {"--set context_length=131072 --set batch_size=4096",
+                                   "the largest batch_size that fits at context_length 131072 is 537"},
+                                  {"--set num_heads=7", "num_heads: 7 does not divide d_model 1600"}});
 }
 
 // `estimate --gpus N --zero S`: per-GPU figures of every ZeRO stage from one rank's replay and counts; GPT-2 XL in
@@ -428,19 +435,11 @@ TEST(Cli, EstimateGpt2XlOnEightGpusPerZeroStage) {
   const CommandResult ib = run("estimate --preset gpt2-xl --gpus 64 --json " + json);
   ASSERT_EQ(ib.exit_code, 0) << ib.output;
   EXPECT_EQ(read_json(json)["cluster"]["link"]["name"], "InfiniBand HDR 200 Gb/s");
-  struct Bad { std::string args, needle; };
-  for (const Bad& b : std::vector<Bad>{{"--gpus 0", "--gpus: 0 is outside the allowed range [1, 65536]"},
-                                       {"--gpus 8 --link pcie", "--link: 'pcie' is not allowed; allowed values are auto, nvlink, infiniband"},
-                                       {"--gpus 8 --link-gbps 0", "--link-gbps: 0 is outside"},
-                                       {"--gpus 8 --link-latency-us -1", "--link-latency-us: -1 is outside"},
-                                       {"--gpus 8 --zero 5", "zero_stage: 5 is outside the allowed range [0, 3]"}}) {
-    std::filesystem::remove(json);
-    const CommandResult e = run("estimate --preset gpt2-xl " + b.args + " --json " + json);
-    EXPECT_EQ(e.exit_code, 2) << b.args << e.output;
-    EXPECT_NE(e.output.find(b.needle), std::string::npos) << b.args << e.output;
-    EXPECT_FALSE(std::filesystem::exists(json)) << b.args;
-  }
-  std::filesystem::remove(json);
+  expect_estimate_refusals(json, {{"--gpus 0", "--gpus: 0 is outside the allowed range [1, 65536]"},
+                                  {"--gpus 8 --link pcie", "--link: 'pcie' is not allowed; allowed values are auto, nvlink, infiniband"},
+                                  {"--gpus 8 --link-gbps 0", "--link-gbps: 0 is outside"},
+                                  {"--gpus 8 --link-latency-us -1", "--link-latency-us: -1 is outside"},
+                                  {"--gpus 8 --zero 5", "zero_stage: 5 is outside the allowed range [0, 3]"}});
 }
 
 // Large but legal-looking inputs (issue 15): each an answer or one clear error with exit 2, never a signal.

@@ -111,7 +111,7 @@ EstimateOptions random_options(Draw& d) {
   if (d.chance(0.3)) o.overrides.push_back(d.chance(0.9) ? "attention=flash" : "attention=tiled");
   if (d.chance(0.3)) o.overrides.push_back(d.choose({"recompute=none", "recompute=attention", "recompute=full"}, {"recompute=selective"}));
   if (d.chance(0.3)) o.overrides.push_back(d.choose({"zero_stage=0", "zero_stage=1", "zero_stage=2", "zero_stage=3"}, {"zero_stage=4", "zero_stage=-1"}));
-  if (d.chance(0.3)) {  // the data-parallel section
+  if (d.chance(0.2)) {  // the data-parallel section
     o.cluster.gpus_given = true;
     o.cluster.gpus = d.field(1, 65536, 64);
     o.cluster.link = d.choose({"auto", "nvlink", "infiniband"}, {"pcie", ""});

@@ -38,6 +38,15 @@ class Reconcile : public ::testing::TestWithParam<Case> {
   void SetUp() override { set_num_threads(2); }
 };
 
+TrainConfig variant(const ModelConfig& shape, Precision precision, GradDType grads, Recompute recompute) {
+  TrainConfig config;
+  config.model = shape;
+  config.model.precision = precision;
+  config.model.grad_dtype = grads;
+  config.model.recompute = recompute;
+  return config;
+}
+
 // The measured step of `config` against every estimator, to the byte and the FLOP.
 void expect_step_reconciles(const TrainConfig& config) {
   SCOPED_TRACE(describe(config.model));
@@ -103,12 +112,8 @@ TEST_P(Reconcile, MeasuredStepEqualsEstimateExactly) {
   for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash})
   for (Recompute recompute : {Recompute::none, Recompute::attention, Recompute::full}) {
   if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
-  TrainConfig config;
-  config.model = GetParam().model;
-  config.model.precision = precision;
-  config.model.grad_dtype = grads;
+  TrainConfig config = variant(GetParam().model, precision, grads, recompute);
   config.model.attention = attention;
-  config.model.recompute = recompute;
   config.optim.weight_decay = config.model.num_layers % 2 ? 0.0 : 0.01;
   expect_step_reconciles(config);
   }
@@ -122,11 +127,7 @@ TEST_P(Reconcile, ZeroStagesInOneProcessEqualEstimateExactly) {
   for (const auto [precision, grads] : precision_settings())
   for (Recompute recompute : {Recompute::none, Recompute::full}) {
   if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
-  TrainConfig config;
-  config.model = GetParam().model;
-  config.model.precision = precision;
-  config.model.grad_dtype = grads;
-  config.model.recompute = recompute;
+  TrainConfig config = variant(GetParam().model, precision, grads, recompute);
   config.model.zero_stage = stage;
   expect_step_reconciles(config);
   }
