@@ -165,10 +165,14 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
       "rank), batch {} per GPU, precision {}; Ψ = {} parameters; link: {}; {} at {:.0f}% of {:.1f} TFLOP/s.\n\n{}",
       ranks, gpu.description, chosen, b, precision_name(m.precision), fmt_int(psi), link.source, gpu_math_for(m.precision),
       mfu * 100, peak_flops / 1e12, tb.markdown());
-  if (b > st[static_cast<size_t>(chosen)].max_batch) {
+  const int64_t fits = st[static_cast<size_t>(chosen)].max_batch;
+  if (fits == 0) {
+    out.text += fmt::format("not even batch 1 per GPU fits {} at stage {}: activations alone exceed what sharding "
+                            "the model states frees; recompute, flash attention or model parallelism (not modelled "
+                            "here) would be needed\n", budget_text, chosen);
+  } else if (b > fits) {
     out.text += fmt::format("batch {} per GPU does not fit {} at stage {} (max {}): the run needs gradient "
-                            "accumulation or recompute, not modelled here\n",
-                            b, budget_text, chosen, st[static_cast<size_t>(chosen)].max_batch);
+                            "accumulation or recompute, not modelled here\n", b, budget_text, chosen, fits);
   }
   nlohmann::json stages = nlohmann::json::array();
   for (int64_t s = 0; s <= 3; ++s) {
