@@ -30,7 +30,6 @@
 #include "runtime/allocator.h"
 #include "runtime/clock.h"
 #include "runtime/comm.h"
-#include "optim/data_parallel.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
 

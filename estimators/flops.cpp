@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 
 #include "ops/flash_attention.h"
-#include "optim/data_parallel.h"
 #include "optim/zero.h"
 #include "runtime/checked.h"
 

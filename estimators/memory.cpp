@@ -11,7 +11,6 @@
 
 #include "estimators/flops.h"
 #include "ops/flash_attention.h"
-#include "optim/data_parallel.h"
 #include "optim/zero.h"
 #include "runtime/checked.h"
 #include "runtime/machine.h"

@@ -154,40 +154,33 @@ void ZeroOptimizer::reduce_grads(int unit) {
   }
 }
 
-void ZeroOptimizer::step() {
-  if (step_ == 0) {  // lazily, as AdamW: the state of this rank's segments only
-    for (Segment& s : segments_) {
-      const Parameter& p = params_[s.where.param];
-      if (master_weights_) {  // the widened bf16 value: exact
-        s.master = Tensor::empty({s.where.count}, Category::optimizer_state, p.name + ".master");
-        const bf16* value = stage_ == 3 ? s.value.data_bf16() : p.value.data_bf16() + s.where.offset;
-        convert_to_float(s.master.data(), value, s.where.count);
-      }
-      s.m = Tensor::zeros({s.where.count}, Category::optimizer_state, p.name + ".exp_avg");
-      s.v = Tensor::zeros({s.where.count}, Category::optimizer_state, p.name + ".exp_avg_sq");
+void ZeroOptimizer::create_state() {  // lazily, as AdamW: the state of this rank's segments only
+  for (size_t i = 0; i < segments_.size(); ++i) {
+    Segment& s = segments_[i];
+    const Parameter& p = params_[s.where.param];
+    if (master_weights_) {  // the widened bf16 value: exact
+      s.master = Tensor::empty({s.where.count}, Category::optimizer_state, p.name + ".master");
+      const bf16* value = stage_ == 3 ? s.value.data_bf16() : p.value.data_bf16() + s.where.offset;
+      convert_to_float(s.master.data(), value, s.where.count);
     }
+    s.m = Tensor::zeros({s.where.count}, Category::optimizer_state, p.name + ".exp_avg");
+    s.v = Tensor::zeros({s.where.count}, Category::optimizer_state, p.name + ".exp_avg_sq");
+    constexpr int64_t kChunk = int64_t{1} << 16;
+    for (int64_t off = 0; off < s.where.count; off += kChunk) chunks_.push_back({i, off, std::min(kChunk, s.where.count - off)});
   }
+}
+
+void ZeroOptimizer::step() {
+  if (step_ == 0) create_state();
   ++step_;
   {
     PhaseScope phase(Phase::optimizer);
     OpRecord record("adamw");
     const AdamWStep constants = adamw_step_constants(config_, step_);
-    // Chunks of at most 64 K elements over all segments, so both threads work on one large segment too.
-    constexpr int64_t kChunk = int64_t{1} << 16;
-    struct Chunk {
-      size_t segment;
-      int64_t offset, count;
-    };
-    std::vector<Chunk> chunks;
-    for (size_t i = 0; i < segments_.size(); ++i) {
-      for (int64_t off = 0; off < segments_[i].where.count; off += kChunk) {
-        chunks.push_back({i, off, std::min(kChunk, segments_[i].where.count - off)});
-      }
-    }
-    const int64_t n = static_cast<int64_t>(chunks.size());
+    const int64_t n = static_cast<int64_t>(chunks_.size());
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < n; ++c) {
-      const Chunk& ch = chunks[static_cast<size_t>(c)];
+      const Chunk& ch = chunks_[static_cast<size_t>(c)];
       Segment& s = segments_[ch.segment];
       Parameter& p = params_[s.where.param];
       const int64_t at = s.where.offset + ch.offset;  // within the full parameter

@@ -71,6 +71,7 @@ class ZeroOptimizer : public ParameterHooks {
     Tensor master, m, v;   // the optimizer state of these elements
   };
   void all_gather_parameter(size_t param);
+  void create_state();
 
   Transformer& model_;
   std::vector<Parameter>& params_;
@@ -83,6 +84,13 @@ class ZeroOptimizer : public ParameterHooks {
   int64_t total_ = 0;
   std::vector<Segment> segments_;
   std::vector<int> segment_of_;      // per parameter: its segment on this rank, or -1
+  // AdamW's work: chunks of at most 64 K elements over all segments (both threads busy on one large segment too),
+  // built with the state.
+  struct Chunk {
+    size_t segment;
+    int64_t offset, count;
+  };
+  std::vector<Chunk> chunks_;
   int64_t step_ = 0, owned_ = 0;
 };
 
