@@ -18,6 +18,7 @@
 #include "estimators/textbook.h"
 #include "estimators/time.h"
 #include "model/config.h"
+#include "model/layout.h"
 #include "optim/adamw.h"
 #include "runtime/checked.h"
 #include "runtime/machine.h"
@@ -72,7 +73,8 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   std::string text;  // printed whole once every figure is computed
   const ModelConfig& m = config.model;
   const bool textbook = o.activations == "textbook";
-  const int64_t n = count_parameters(m);
+  const ParameterLayout params = parameter_layout(m);
+  const int64_t n = params.total();
   const int64_t v = m.vocab_size, d = m.d_model, f = m.d_ff, l = m.num_layers, b = m.batch_size, t = m.context_length;
   nlohmann::json j;
   j["config"] = {{"preset", config.preset}, {"description", describe(m)}};
@@ -90,14 +92,16 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   Table pt;
   pt.header = {"parameters", "count", "formula"};
   pt.right_align = {false, true, false};
+  // Counts summed from the parameter layout (model/layout.h); the formulas say what each row is.
   const int64_t ffn_mats = m.ffn == FfnKind::swiglu ? 3 : 2;
-  pt.add({"token embedding", fmt_int(v * d), "V·D"});
-  if (m.position == Position::learned) pt.add({"position embedding", fmt_int(t * d), "T·D"});
-  pt.add({"attention (all layers)", fmt_int(l * 4 * d * d), "L·4·D²"});
-  pt.add({fmt::format("ffn ({}, all layers)", ffn_kind_name(m.ffn)), fmt_int(l * ffn_mats * d * f),
+  auto role = [&](ParamRole r) { return fmt_int(params.role_total(r)); };
+  pt.add({"token embedding", role(ParamRole::token_embedding), "V·D"});
+  if (m.position == Position::learned) pt.add({"position embedding", role(ParamRole::position_embedding), "T·D"});
+  pt.add({"attention (all layers)", role(ParamRole::attention), "L·4·D²"});
+  pt.add({fmt::format("ffn ({}, all layers)", ffn_kind_name(m.ffn)), role(ParamRole::ffn),
           fmt::format("L·{}·D·d_ff", ffn_mats)});
-  pt.add({"RMSNorm gains", fmt_int(l * 2 * d + d), "L·2·D + D"});
-  pt.add({"LM head", fmt_int(m.tie_embeddings ? 0 : v * d), m.tie_embeddings ? "tied to the embedding" : "V·D (untied)"});
+  pt.add({"RMSNorm gains", role(ParamRole::norm_gain), "L·2·D + D"});
+  pt.add({"LM head", role(ParamRole::lm_head), m.tie_embeddings ? "tied to the embedding" : "V·D (untied)"});
   pt.add({"**total**", fmt_int(n), fmt::format("{:.3f} B parameters", n / 1e9)});
   out(text, "\n## Parameters\n\n{}", pt.markdown());
   j["num_parameters"] = n;
@@ -107,9 +111,9 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   pure.onednn_scratchpad = false;
   const MemoryEstimate impl = estimate_step_memory(m, pure);
   const LinearMemory lin_impl = memory_linear_in_batch(m, pure);
-  const int64_t tb_act_per_sample = 4 * textbook_activation_floats(ModelConfig{m.vocab_size, t, l, d, m.num_heads, f,
-                                                                               m.ffn, m.tie_embeddings, m.position, 1,
-                                                                               m.rmsnorm_eps});
+  ModelConfig one_sample = m;
+  one_sample.batch_size = 1;
+  const int64_t tb_act_per_sample = 4 * textbook_activation_floats(one_sample);
   const int64_t fixed = (CheckedInt(layout.total()) * n).value();  // parameters, gradients, optimizer state
   const int64_t a = textbook ? tb_act_per_sample : lin_impl.per_sample;
   const int64_t bconst = textbook ? fixed : lin_impl.fixed;

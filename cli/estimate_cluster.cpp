@@ -11,6 +11,7 @@
 #include "cli/table.h"
 #include "estimators/flops.h"
 #include "estimators/memory.h"
+#include "model/layout.h"
 #include "runtime/check.h"
 
 namespace reckon {
@@ -51,7 +52,7 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
   }
   const ModelConfig& m = config.model;
   const int64_t ranks = o.gpus, b = m.batch_size, t = m.context_length;
-  const int64_t psi = count_parameters(m);
+  const int64_t psi = parameter_layout(m).total();
   const DTypePlan plan = m.dtypes();
   const ParameterStateLayout layout = parameter_state_layout(m.precision, m.grad_dtype);
   const double v = static_cast<double>(layout.value_bytes), g = static_cast<double>(layout.grad_bytes),

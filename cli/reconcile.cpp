@@ -13,6 +13,7 @@
 #include "estimators/memory.h"
 #include "estimators/time.h"
 #include "model/config.h"
+#include "model/layout.h"
 #include "optim/step.h"
 #include "runtime/allocator.h"
 #include "runtime/counters.h"
@@ -116,11 +117,12 @@ void print_details(const Result& r) {
   const int ranks = comm_size();
   if (ranks > 1) {  // the traffic in the ZeRO paper's unit, beside its rule
     const ModelConfig& m = r.config.model;
-    const double psi = communication_psi(r.estimated_counts, ranks, dtype_bytes(m.dtypes().param), count_parameters(m));
+    const int64_t num_parameters = parameter_layout(m).total();
+    const double psi = communication_psi(r.estimated_counts, ranks, dtype_bytes(m.dtypes().param), num_parameters);
     fmt::print("communication this rank sends per step (ring algorithms, from the exact counts above): {:.4f} Ψ "
                "(Ψ = {} parameters; reductions in float32, gathers in {}); the ZeRO paper's rule for stage {}: {}Ψ, "
                "its large-N limit ({} ranks: {:.4f} Ψ by the rule's ring)\n",
-               psi, fmt_int(count_parameters(m)), dtype_name(m.dtypes().param), m.zero_stage, m.zero_stage == 3 ? 3 : 2,
+               psi, fmt_int(num_parameters), dtype_name(m.dtypes().param), m.zero_stage, m.zero_stage == 3 ? 3 : 2,
                ranks, (m.zero_stage == 3 ? 3.0 : 2.0) * (ranks - 1) / ranks);
   }
 }
@@ -147,8 +149,10 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
               if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
               TrainConfig c;
               c.preset = "sweep";
-              c.model = ModelConfig{s.v, s.t, s.l, s.d, s.h, s.f, ffn, tied, pos, s.b, 1e-5, precision, grads, attention,
-                                    recompute};
+              c.model = ModelConfig{.vocab_size = s.v, .context_length = s.t, .num_layers = s.l, .d_model = s.d,
+                                    .num_heads = s.h, .d_ff = s.f, .ffn = ffn, .tie_embeddings = tied, .position = pos,
+                                    .batch_size = s.b, .precision = precision, .grad_dtype = grads,
+                                    .attention = attention, .recompute = recompute};
               c.optim.weight_decay = (out.size() / 8 % 3 == 0) ? 0.0 : 0.01;  // both AdamW FLOP variants
               out.emplace_back(describe(c.model), c);
             }

@@ -8,6 +8,7 @@
 
 #include "estimators/flops.h"
 #include "estimators/memory.h"
+#include "model/layout.h"
 #include "estimators/textbook.h"
 #include "runtime/checked.h"
 
@@ -18,7 +19,7 @@ namespace {
 // The SizeOverflow message of the first count that overflows, or "" if all fit.
 std::string first_overflow(const ModelConfig& config, const AdamWConfig& optim) {
   try {
-    count_parameters(config);
+    parameter_layout(config).total();
     estimate_step_flops(config, optim);
     MemoryEstimateOptions pure;
     pure.onednn_scratchpad = false;

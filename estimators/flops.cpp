@@ -5,51 +5,23 @@
 
 #include <fmt/format.h>
 
+#include "model/layout.h"
 #include "ops/flash_attention.h"
+#include "optim/data_parallel.h"
 #include "optim/zero.h"
 #include "runtime/checked.h"
 
 namespace reckon {
 
 
-int64_t count_parameters(const ModelConfig& c) {
-  const CheckedInt v = c.vocab_size, d = c.d_model, f = c.d_ff;
-  const CheckedInt ffn_mats = c.ffn == FfnKind::swiglu ? 3 : 2;
-  return (v * d                                                          // token embedding
-         + (c.position == Position::learned ? c.context_length * d : CheckedInt(0))  // learned positions
-         + c.num_layers * (2 * d + 4 * d * d + ffn_mats * f * d)         // norms, attention, ffn
-         + d                                                             // final norm
-         + (c.tie_embeddings ? CheckedInt(0) : v * d))                               // lm head
-      .value();
-}
-
-std::vector<int64_t> parameter_sizes(const ModelConfig& c) {
-  const int64_t v = c.vocab_size, d = c.d_model, f = c.d_ff;
-  std::vector<int64_t> sizes = {v * d};
-  if (c.position == Position::learned) sizes.push_back(c.context_length * d);
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    for (int64_t n : {d, d * d, d * d, d * d, d * d, d, f * d}) sizes.push_back(n);
-    if (c.ffn == FfnKind::swiglu) sizes.push_back(f * d);
-    sizes.push_back(d * f);
-  }
-  sizes.push_back(d);
-  if (!c.tie_embeddings) sizes.push_back(v * d);
-  return sizes;
-}
-
 std::vector<int64_t> gradient_buckets(const ModelConfig& c, int64_t bucket_bytes) {
+  const std::vector<int64_t> sizes = parameter_layout(c).sizes();
   std::vector<int64_t> buckets;
-  int64_t elements = 0;
-  bool open = false;
-  for (int64_t n : parameter_sizes(c)) {
-    if (open && 4 * (elements + n) <= bucket_bytes) {
-      elements += n;
-    } else {
-      if (open) buckets.push_back(elements);
-      elements = n, open = true;
-    }
+  for (const auto& [first, last] : bucket_ranges(sizes, bucket_bytes)) {
+    int64_t elements = 0;
+    for (size_t i = first; i < last; ++i) elements += sizes[i];
+    buckets.push_back(elements);
   }
-  if (open) buckets.push_back(elements);
   return buckets;
 }
 
@@ -174,7 +146,8 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
   if (mixed) add("cast", Bw, 2 * l, 0, 0, F * 2 * l * n * d, A * 2 * l * n * d);
   // Optimizer phase: zero_grad writes every gradient; AdamW reads p, g, m, v and writes p, m, v (float32),
   // or, with master weights, reads g, master, m, v and writes master, m, v and the bf16 parameter.
-  const CheckedInt p = count_parameters(c);
+  const ParameterLayout layout = parameter_layout(c);
+  const CheckedInt p = layout.total();
   const int64_t stage = c.zero_stage;
   const int ranks = data_parallel_ranks, rank = data_parallel_rank;
   // zero_grad: at the step's start, or (stages 2, 3) per unit as backward creates the gradients zeroed.
@@ -193,7 +166,7 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
     // The gradients bucket by bucket (optim/data_parallel.h): all-reduced (0), reduce-scattered (1).
     if (stage == 0) add("all_reduce", C, buckets, 0, 0, F * p, F * p);
     // Per parameter: its elements and this rank's part of them.
-    const std::vector<int64_t> sizes = parameter_sizes(c);
+    const std::vector<int64_t> sizes = layout.sizes();
     std::vector<int64_t> mine;
     int64_t start = 0;
     for (int64_t size : sizes) {
@@ -209,10 +182,9 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
     if (stage == 3) {
       // Gathered per unit where used: each layer and the head twice (forward, backward); the embeddings once,
       // or, tied to the head, three times.
-      const size_t embeddings = c.position == Position::learned ? 2 : 1;
       CheckedInt calls = 0, in = 0, out = 0;
       for (size_t i = 0; i < sizes.size(); ++i) {
-        const int64_t times = i >= embeddings ? 2 : c.tie_embeddings ? 3 : 1;
+        const int64_t times = layout.params[i].unit != 0 ? 2 : c.tie_embeddings ? 3 : 1;
         calls += times;
         in += times * CheckedInt(mine[i]);
         out += times * CheckedInt(sizes[i]);

@@ -23,13 +23,9 @@ namespace reckon {
 std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& config, const AdamWConfig& optim,
                                               int data_parallel_ranks = 1, int data_parallel_rank = 0);
 
-// The element counts of the parameters in the model's order (model/transformer.cpp), and their split into
-// data-parallel gradient buckets of at most `bucket_bytes` float32 bytes, as optim/data_parallel.cpp packs them
-// (a parameter larger than a bucket is a bucket of its own).
-std::vector<int64_t> parameter_sizes(const ModelConfig& config);
+// The elements of each data-parallel gradient bucket (optim/data_parallel.h bucket_ranges over the parameter
+// layout, model/layout.h), as the runtime packs them.
 std::vector<int64_t> gradient_buckets(const ModelConfig& config, int64_t bucket_bytes);
-
-int64_t count_parameters(const ModelConfig& config);
 
 // recompute: forward ops re-run in backward (config field `recompute`). Model FLOPs (MFU's numerator) are
 // forward + backward; hardware FLOPs (HFU's) add recompute.

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "estimators/flops.h"
+#include "model/layout.h"
 #include "ops/flash_attention.h"
 #include "optim/zero.h"
 #include "runtime/checked.h"
@@ -252,33 +253,13 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   const CheckedInt threads = num_threads(), dk = d / h;  // flash attention's per-thread workspaces
   Replay r(o.onednn_scratchpad, o.live_at_peak, matmuls);
 
-  // Parameters, gradients (and, in steady state, the optimizer state): one block per named tensor. `units` are
-  // model/transformer.h's: the embeddings, each layer, the head.
+  // Parameters, gradients (and, in steady state, the optimizer state): one block per named tensor of the layout
+  // (model/layout.h), whose units are model/transformer.h's: the embeddings, each layer, the head.
+  const ParameterLayout layout = parameter_layout(c);
   struct Param { TensorName name; CheckedInt elements; };
   std::vector<Param> params;
-  std::vector<std::pair<int, int>> units;
-  auto open_unit = [&] { units.emplace_back(static_cast<int>(params.size()), 0); };
-  auto close_unit = [&] { units.back().second = static_cast<int>(params.size()); };
-  open_unit();
-  params.push_back({top("tok_emb.weight"), v * d});
-  if (c.position == Position::learned) params.push_back({top("pos_emb.weight"), t * d});
-  close_unit();
-  for (int32_t i = 0; i < c.num_layers; ++i) {
-    open_unit();
-    params.push_back({{i, "attn_norm.weight"}, d});
-    for (const char* w : {"attn.wq.weight", "attn.wk.weight", "attn.wv.weight", "attn.wo.weight"}) {
-      params.push_back({{i, w}, d * d});
-    }
-    params.push_back({{i, "ffn_norm.weight"}, d});
-    params.push_back({{i, "ffn.w1.weight"}, f * d});
-    if (swiglu) params.push_back({{i, "ffn.w3.weight"}, f * d});
-    params.push_back({{i, "ffn.w2.weight"}, d * f});
-    close_unit();
-  }
-  open_unit();
-  params.push_back({top("final_norm.weight"), d});
-  if (!c.tie_embeddings) params.push_back({top("lm_head.weight"), v * d});
-  close_unit();
+  for (const ParamSpec& p : layout.params) params.push_back({{p.layer < 0 ? kTop : p.layer, p.suffix}, p.numel()});
+  const std::vector<std::pair<int, int>>& units = layout.units;
   // ZeRO (optim/zero.h): stage ≥ 1 keeps the optimizer state of this rank's segments only, stage ≥ 2 the
   // gradients' shards (the full ones exist per unit in backward), stage 3 the parameters' shards (the full ones
   // per unit while in use).
@@ -316,7 +297,7 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     for (const Param& p : params) optimizer_state(p, p.elements);
   }
   // The hooks at unit boundaries (model/transformer.h ParameterHooks), as optim/zero.cpp implements them.
-  const int head_unit = static_cast<int>(units.size()) - 1;
+  const int head_unit = layout.head_unit();
   auto gather = [&](int u) {
     if (stage != 3) return;
     for (int i = units[u].first; i < units[u].second; ++i) r.alloc(params[i].name, Category::parameter, params[i].elements, plan.param);
@@ -356,15 +337,16 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     r.alloc(top("batch.targets"), Category::activation, n, DType::i32, true);
   }
 
-  // amp-bf16's weight cache: the bf16 copy of a matmul weight (in, out features), cast at first use, freed
+  // amp-bf16's weight cache: the bf16 copy of matmul weight `index` (into the layout), cast at first use, freed
   // after the last.
-  auto cache_weight = [&](TensorName weight, CheckedInt elements) {
-    if (plan.weight_cache) r.alloc({weight.layer, weight.suffix, ".bf16"}, Category::parameter, elements, DType::bf16);
+  auto cache_weight = [&](int index) {
+    const Param& p = params[static_cast<size_t>(index)];
+    if (plan.weight_cache) r.alloc({p.name.layer, p.name.suffix, ".bf16"}, Category::parameter, p.elements, DType::bf16);
   };
-  auto release_weight = [&](TensorName weight) {
-    if (plan.weight_cache) r.free({weight.layer, weight.suffix, ".bf16"});
+  auto release_weight = [&](int index) {
+    const Param& p = params[static_cast<size_t>(index)];
+    if (plan.weight_cache) r.free({p.name.layer, p.name.suffix, ".bf16"});
   };
-  const TensorName head_weight = top(c.tie_embeddings ? "tok_emb.weight" : "lm_head.weight");
 
   const AttnGeometry ag(b, h, t, d);
   const int64_t n_ = n.value(), d_ = d.value(), f_ = f.value(), v_ = v.value();
@@ -408,31 +390,25 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     if (swiglu) saved.push_back("ffn.w3_out");
     return saved;
   }();
-  const std::vector<const char*> block_weights = [&] {
-    std::vector<const char*> w = {"attn.wq.weight", "attn.wk.weight", "attn.wv.weight", "attn.wo.weight", "ffn.w1.weight"};
-    if (swiglu) w.push_back("ffn.w3.weight");
-    w.push_back("ffn.w2.weight");
-    return w;
-  }();
   auto block_forward = [&](int32_t i) {
+    const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
     r.alloc({i, "attn_norm.out"}, Category::activation, n * d, A);
     r.alloc({i, "attn_norm.rstd"}, Category::activation, n);
-    for (const auto& [w, out] : {std::pair{"attn.wq.weight", "attn.q"}, std::pair{"attn.wk.weight", "attn.k"},
-                                 std::pair{"attn.wv.weight", "attn.v"}}) {
-      cache_weight({i, w}, d * d);
+    for (const auto& [weight, out] : {std::pair{w.wq, "attn.q"}, std::pair{w.wk, "attn.k"}, std::pair{w.wv, "attn.v"}}) {
+      cache_weight(weight);
       lin_fwd({i, out}, Category::activation, A, d_, d_, "linear");
     }
     attention_core(i);
     if (recompute_attention) r.free({i, attention_core_saved});
-    cache_weight({i, "attn.wo.weight"}, d * d);
+    cache_weight(w.wo);
     lin_fwd({i, "attn.out"}, Category::temporary, F32, d_, d_, "linear");
     r.alloc({i, "attn_residual"}, Category::activation, n * d);
     r.free({i, "attn.out"});
     r.alloc({i, "ffn_norm.out"}, Category::activation, n * d, A);
     r.alloc({i, "ffn_norm.rstd"}, Category::activation, n);
-    cache_weight({i, "ffn.w1.weight"}, f * d);
-    if (swiglu) cache_weight({i, "ffn.w3.weight"}, f * d);
-    cache_weight({i, "ffn.w2.weight"}, d * f);
+    cache_weight(w.w1);
+    if (swiglu) cache_weight(w.w3);
+    cache_weight(w.w2);
     lin_fwd({i, "ffn.w1_out"}, Category::activation, A, d_, f_, "linear");
     if (swiglu) lin_fwd({i, "ffn.w3_out"}, Category::activation, A, d_, f_, "linear");
     r.alloc({i, gate}, Category::activation, n * f, A);
@@ -452,7 +428,9 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     block_forward(i);
     if (recompute_full) {  // only the block's input (the previous output) stays
       for (const char* saved : block_saved) r.free({i, saved});
-      for (const char* w : block_weights) release_weight({i, w});
+      for (int w = units[static_cast<size_t>(i) + 1].first; w < units[static_cast<size_t>(i) + 1].second; ++w) {
+        if (layout.params[static_cast<size_t>(w)].is_matmul_weight()) release_weight(w);
+      }
     }
     release(i + 1);
     x = {i, "ffn_residual"};
@@ -460,7 +438,7 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   gather_head();
   r.alloc(top("final_norm.out"), Category::activation, n * d, A);
   r.alloc(top("final_norm.rstd"), Category::activation, n);
-  cache_weight(head_weight, v * d);
+  cache_weight(layout.lm_head);
   lin_fwd(top("lm_head.logits"), Category::activation, A, d_, v_, "lm_head");
   release_head();
   r.alloc(top("cross_entropy.row_loss"), Category::temporary, n);
@@ -474,7 +452,7 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   r.alloc(top("final_norm.grad_out"), Category::temporary, n * d);
   lin_bwd(d_, v_, false, F32, "lm_head");
   r.free(top("final_norm.out"));   // lm_head's saved input
-  release_weight(head_weight);
+  release_weight(layout.lm_head);
   r.free(top("lm_head.logits"));   // the buffer that held probs, then dlogits
   r.alloc(top("residual.grad"), Category::temporary, n * d);
   r.free(x);                       // final norm's saved input
@@ -484,6 +462,7 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   reduce_grads(head_unit);
   for (int32_t i = static_cast<int32_t>(c.num_layers) - 1; i >= 0; --i) {
     const TensorName layer_input = i == 0 ? top("tok_emb.out") : TensorName{i - 1, "ffn_residual"};
+    const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
     create_grads(i + 1);
     gather(i + 1);
     if (recompute_full) {
@@ -514,9 +493,9 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     r.free({i, "ffn_norm.out"});  // the last linear to use it has run
     r.free({i, "ffn.grad_w1_out"});
     if (mixed) r.free({i, "ffn.grad_out"});
-    release_weight({i, "ffn.w2.weight"});
-    if (swiglu) release_weight({i, "ffn.w3.weight"});
-    release_weight({i, "ffn.w1.weight"});
+    release_weight(w.w2);
+    if (swiglu) release_weight(w.w3);
+    release_weight(w.w1);
     r.free({i, "attn_residual"});  // ffn norm's saved input
     r.free({i, "ffn_norm.rstd"});
     r.free({i, "ffn_norm.grad_out"});
@@ -526,7 +505,7 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     // Flash attention keeps its output until its own backward, unless the core is recomputed.
     if (!flash || recompute_attention) r.free({i, "attn.ctx"});
     if (mixed) r.free({i, "attn.grad_out"});
-    release_weight({i, "attn.wo.weight"});
+    release_weight(w.wo);
     if (recompute_attention) {
       r.set_phase(Phase::recompute);
       attention_core(i);
@@ -557,14 +536,14 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
     r.free({i, "attn.grad_ctx"});
     r.alloc({i, "attn_norm.grad_out"}, Category::temporary, n * d);
     lin_bwd(d_, d_, false, F32, "linear");
-    release_weight({i, "attn.wq.weight"});
+    release_weight(w.wq);
     r.free({i, "attn.grad_q"});
     lin_bwd(d_, d_, true, F32, "linear");
-    release_weight({i, "attn.wk.weight"});
+    release_weight(w.wk);
     r.free({i, "attn.grad_k"});
     lin_bwd(d_, d_, true, F32, "linear");
     r.free({i, "attn_norm.out"});  // q, k, v linears' saved input
-    release_weight({i, "attn.wv.weight"});
+    release_weight(w.wv);
     r.free({i, "attn.grad_v"});
     r.free(layer_input);
     r.free({i, "attn_norm.rstd"});

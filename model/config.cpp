@@ -345,7 +345,8 @@ TrainConfig preset_config(std::string_view name) {
     if (name == p.name) {
       TrainConfig c;
       c.preset = p.name;
-      c.model = ModelConfig{p.v, p.t, p.l, p.d, p.h, p.f, p.ffn, p.tied, p.pos, p.b, 1e-5};
+      c.model = ModelConfig{.vocab_size = p.v, .context_length = p.t, .num_layers = p.l, .d_model = p.d, .num_heads = p.h,
+                            .d_ff = p.f, .ffn = p.ffn, .tie_embeddings = p.tied, .position = p.pos, .batch_size = p.b};
       return c;
     }
   }

@@ -44,45 +44,22 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
   full.model = config;
   validate(full);
   if (dtypes_.act == DType::bf16) check_bf16_matmul_available(fmt::format("precision = {}", precision_name(config.precision)));
-  const ModelConfig& c = config_;
-  const int64_t d = c.d_model;
-  std::vector<bool> gain;
-  auto add = [&](const std::string& name, const Shape& shape, bool is_gain) {
-    gain.push_back(is_gain);
-    return add_param(name, shape);
-  };
-  tok_emb_ = add("tok_emb.weight", {c.vocab_size, d}, false);
-  if (c.position == Position::learned) pos_emb_ = add("pos_emb.weight", {c.context_length, d}, false);
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string p = fmt::format("layers.{}.", i);
-    LayerParams l{};
-    l.attn_norm = add(p + "attn_norm.weight", {d}, true);
-    l.wq = add(p + "attn.wq.weight", {d, d}, false);
-    l.wk = add(p + "attn.wk.weight", {d, d}, false);
-    l.wv = add(p + "attn.wv.weight", {d, d}, false);
-    l.wo = add(p + "attn.wo.weight", {d, d}, false);
-    l.ffn_norm = add(p + "ffn_norm.weight", {d}, true);
-    l.w1 = add(p + "ffn.w1.weight", {c.d_ff, d}, false);
-    l.w3 = c.ffn == FfnKind::swiglu ? add(p + "ffn.w3.weight", {c.d_ff, d}, false) : -1;
-    l.w2 = add(p + "ffn.w2.weight", {d, c.d_ff}, false);
-    layers_.push_back(l);
-  }
-  final_norm_ = add("final_norm.weight", {d}, true);
-  lm_head_ = c.tie_embeddings ? tok_emb_ : add("lm_head.weight", {c.vocab_size, d}, false);
-
+  layout_ = parameter_layout(config_);
+  for (const ParamSpec& spec : layout_.params) add_param(spec.name(), spec.shape());
   // One stream in parameter order: the same seed gives the same model.
   Rng rng(seed);
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& value = params_[i].value;
+    const bool gain = layout_.params[i].role == ParamRole::norm_gain;
     const int64_t n = value.numel();
     dispatch_floating(value.dtype(), [&](auto tag) {
       using T = decltype(tag);
       T* v = data_as<T>(value);
-      for (int64_t j = 0; j < n; ++j) v[j] = narrow<T>(gain[i] ? 1.0f : static_cast<float>(kInitStd * rng.normal()));
+      for (int64_t j = 0; j < n; ++j) v[j] = narrow<T>(gain ? 1.0f : static_cast<float>(kInitStd * rng.normal()));
     });
   }
-  saved_.resize(static_cast<size_t>(c.num_layers));
-  block_input_.resize(static_cast<size_t>(c.num_layers));
+  saved_.resize(static_cast<size_t>(config_.num_layers));
+  block_input_.resize(static_cast<size_t>(config_.num_layers));
   weight_cache_.resize(params_.size());
 }
 
@@ -92,24 +69,15 @@ int64_t Transformer::num_parameters() const {
   return n;
 }
 
-std::vector<std::pair<int, int>> Transformer::units() const {
-  std::vector<std::pair<int, int>> out;
-  const int first_layer = layers_.empty() ? final_norm_ : layers_.front().attn_norm;
-  out.emplace_back(0, first_layer);  // tok_emb (, pos_emb)
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    out.emplace_back(layers_[i].attn_norm, i + 1 < layers_.size() ? layers_[i + 1].attn_norm : final_norm_);
-  }
-  out.emplace_back(final_norm_, static_cast<int>(params_.size()));  // final_norm (, lm_head)
-  return out;
-}
+std::vector<std::pair<int, int>> Transformer::units() const { return layout_.units; }
 
 void Transformer::gather_head() {
-  gather(static_cast<int>(layers_.size()) + 1);
+  gather(layout_.head_unit());
   if (config_.tie_embeddings) gather(0);
 }
 
 void Transformer::release_head() {
-  release(static_cast<int>(layers_.size()) + 1);
+  release(layout_.head_unit());
   if (config_.tie_embeddings) release(0);
 }
 
@@ -127,7 +95,7 @@ void Transformer::zero_grad() {
 
 Tensor Transformer::block_forward(size_t i, const Tensor& x) {
   const ModelConfig& c = config_;
-  const LayerParams& l = layers_[i];
+  const LayerParamIndex& l = layout_.layers[i];
   LayerSaved& s = saved_[i];
   const std::string p = fmt::format("layers.{}.", i);
   const DType act = dtypes_.act;
@@ -179,7 +147,7 @@ void Transformer::recompute_attention_core(LayerSaved& s, const std::string& nam
 }
 
 void Transformer::release_block_weights(size_t i) {
-  const LayerParams& l = layers_[i];
+  const LayerParamIndex& l = layout_.layers[i];
   for (int index : {l.wq, l.wk, l.wv, l.wo, l.w1, l.w3, l.w2}) {
     if (index >= 0) release_matmul_weight(index);
   }
@@ -203,10 +171,10 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
   const float eps = static_cast<float>(c.rmsnorm_eps);
   // The residual stream x is float32 in every precision; norms write the bf16 region's dtype.
   gather(0);
-  Tensor x = embedding_forward(tokens, w(tok_emb_), "tok_emb.out");
-  if (pos_emb_ >= 0) position_embedding_forward(x, w(pos_emb_));
+  Tensor x = embedding_forward(tokens, w(layout_.tok_emb), "tok_emb.out");
+  if (layout_.pos_emb >= 0) position_embedding_forward(x, w(layout_.pos_emb));
   release(0);
-  for (size_t i = 0; i < layers_.size(); ++i) {
+  for (size_t i = 0; i < layout_.layers.size(); ++i) {
     gather(static_cast<int>(i) + 1);
     Tensor out = block_forward(i, x);
     if (config_.recompute == Recompute::full) {
@@ -220,9 +188,9 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
     x = std::move(out);
   }
   gather_head();
-  Tensor hf = rmsnorm_forward(final_norm_saved_, x, w(final_norm_), eps, "final_norm", act);
+  Tensor hf = rmsnorm_forward(final_norm_saved_, x, w(layout_.final_norm), eps, "final_norm", act);
   x.reset();
-  const Tensor& head = matmul_weight(lm_head_);
+  const Tensor& head = matmul_weight(layout_.lm_head);
   Tensor logits = linear_forward(lm_head_saved_, hf, head, "lm_head.logits", act, Category::activation, "lm_head");
   release_head();
   hf.reset();
@@ -233,7 +201,7 @@ void Transformer::backward() {
   check_arg(ce_saved_.probs.defined(), "backward: no forward pass to differentiate (call forward first)");
   PhaseScope phase(Phase::backward);
   const int64_t b = batch_, t = seq_, d = config_.d_model;
-  const int head_unit = static_cast<int>(layers_.size()) + 1;
+  const int head_unit = layout_.head_unit();
   if (hooks_) {
     hooks_->create_grads(head_unit);
     if (config_.tie_embeddings) hooks_->create_grads(0);  // tok_emb's gradient: from the head, then the embedding
@@ -242,19 +210,19 @@ void Transformer::backward() {
 
   Tensor grad_logits = cross_entropy_backward(ce_saved_, 1.0f);
   Tensor grad_hf = Tensor::empty({b, t, d}, Category::temporary, "final_norm.grad_out");
-  linear_backward(grad_hf, g(lm_head_), grad_logits, lm_head_saved_, matmul_weight(lm_head_), false, "lm_head");
-  release_matmul_weight(lm_head_);
+  linear_backward(grad_hf, g(layout_.lm_head), grad_logits, lm_head_saved_, matmul_weight(layout_.lm_head), false, "lm_head");
+  release_matmul_weight(layout_.lm_head);
   grad_logits.reset();  // the logits buffer is freed here
   // The residual stream's gradient: one buffer, written by the final norm, then accumulated into by every
   // branch on the way down.
   Tensor grad_x = Tensor::empty({b, t, d}, Category::temporary, "residual.grad");
-  rmsnorm_backward(grad_x, g(final_norm_), grad_hf, final_norm_saved_, w(final_norm_), false);
+  rmsnorm_backward(grad_x, g(layout_.final_norm), grad_hf, final_norm_saved_, w(layout_.final_norm), false);
   grad_hf.reset();
   release_head();
   if (hooks_) hooks_->reduce_grads(head_unit);
 
-  for (size_t idx = layers_.size(); idx-- > 0;) {
-    const LayerParams& l = layers_[idx];
+  for (size_t idx = layout_.layers.size(); idx-- > 0;) {
+    const LayerParamIndex& l = layout_.layers[idx];
     LayerSaved& s = saved_[idx];
     const std::string p = fmt::format("layers.{}.", idx);
     const int unit = static_cast<int>(idx) + 1;
@@ -310,8 +278,8 @@ void Transformer::backward() {
     if (hooks_) hooks_->reduce_grads(unit);
   }
   if (hooks_ && !config_.tie_embeddings) hooks_->create_grads(0);
-  if (pos_emb_ >= 0) position_embedding_backward(g(pos_emb_), grad_x);
-  embedding_backward(g(tok_emb_), grad_x, tokens_);
+  if (layout_.pos_emb >= 0) position_embedding_backward(g(layout_.pos_emb), grad_x);
+  embedding_backward(g(layout_.tok_emb), grad_x, tokens_);
   tokens_.reset();
   if (hooks_) hooks_->reduce_grads(0);
 }

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/layout.h"
 #include "ops/attention.h"
 #include "ops/flash_attention.h"
 #include "ops/cross_entropy.h"
@@ -81,11 +82,9 @@ class Transformer {
   const std::vector<Parameter>& parameters() const { return params_; }
   int64_t num_parameters() const;
   const ModelConfig& config() const { return config_; }
+  const ParameterLayout& layout() const { return layout_; }
 
  private:
-  struct LayerParams {
-    int attn_norm, wq, wk, wv, wo, ffn_norm, w1, w3, w2;  // indices into params_ (w3 = -1 for silu_mlp)
-  };
   struct LayerSaved {
     RmsnormSaved attn_norm, ffn_norm;
     LinearSaved wq, wk, wv, wo;
@@ -123,8 +122,7 @@ class Transformer {
   ParameterHooks* hooks_ = nullptr;
   std::vector<Parameter> params_;
   std::vector<Tensor> weight_cache_;  // amp-bf16: bf16 copies, by parameter index
-  int tok_emb_ = -1, pos_emb_ = -1, final_norm_ = -1, lm_head_ = -1;
-  std::vector<LayerParams> layers_;
+  ParameterLayout layout_;  // model/layout.h: params_[i] is layout_.params[i]
 
   // Saved by the last forward, consumed by backward.
   std::vector<LayerSaved> saved_;

@@ -12,23 +12,27 @@
 
 namespace reckon {
 
-namespace {
-
-// Parameters [first, last) of each bucket: in order, at most bucket_bytes of float32 gradients (a larger parameter
-// is a bucket of its own).
-std::vector<std::pair<size_t, size_t>> bucket_ranges(const std::vector<Parameter>& params, int64_t bucket_bytes) {
+std::vector<std::pair<size_t, size_t>> bucket_ranges(const std::vector<int64_t>& sizes, int64_t bucket_bytes) {
   std::vector<std::pair<size_t, size_t>> out;
-  for (size_t first = 0; first < params.size();) {
+  for (size_t first = 0; first < sizes.size();) {
     size_t last = first;
     int64_t elements = 0;
-    while (last < params.size() && (last == first || 4 * (elements + params[last].numel) <= bucket_bytes)) {
-      elements += params[last].numel;
+    while (last < sizes.size() && (last == first || 4 * (elements + sizes[last]) <= bucket_bytes)) {
+      elements += sizes[last];
       ++last;
     }
     out.emplace_back(first, last);
     first = last;
   }
   return out;
+}
+
+namespace {
+
+std::vector<std::pair<size_t, size_t>> parameter_buckets(const std::vector<Parameter>& params, int64_t bucket_bytes) {
+  std::vector<int64_t> sizes;
+  for (const Parameter& p : params) sizes.push_back(p.numel);
+  return bucket_ranges(sizes, bucket_bytes);
 }
 
 // The gradients of [first, last) into one float32 bucket (bf16 widened exactly: the sum runs in float32).
@@ -72,7 +76,7 @@ int64_t all_reduce_gradients(std::vector<Parameter>& params, int64_t bucket_byte
   const int ranks = comm_size();
   if (ranks == 1) return 0;
   const float scale = 1.0f / static_cast<float>(ranks);
-  const auto buckets = bucket_ranges(params, bucket_bytes);
+  const auto buckets = parameter_buckets(params, bucket_bytes);
   for (size_t k = 0; k < buckets.size(); ++k) {
     const auto [first, last] = buckets[k];
     Tensor bucket = pack_bucket(params, first, last, fmt::format("comm.bucket.{}", k));
@@ -88,7 +92,7 @@ int64_t reduce_scatter_gradients(std::vector<Parameter>& params, int64_t bucket_
   const float scale = 1.0f / static_cast<float>(ranks);
   int64_t total = 0;
   for (const Parameter& p : params) total += p.numel;
-  const auto buckets = bucket_ranges(params, bucket_bytes);
+  const auto buckets = parameter_buckets(params, bucket_bytes);
   int64_t bucket_start = 0;  // flat
   for (size_t k = 0; k < buckets.size(); ++k) {
     const auto [first, last] = buckets[k];

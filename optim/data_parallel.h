@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "model/transformer.h"
@@ -17,6 +18,11 @@
 namespace reckon {
 
 constexpr int64_t kGradientBucketBytes = int64_t{25} << 20;
+
+// Parameters [first, last) of each bucket, for parameters of `sizes` elements in the model's order
+// (model/layout.h): at most bucket_bytes of float32 gradients each (a larger parameter is a bucket of its own).
+// The runtime packs these buckets; the estimators count and replay the same ones.
+std::vector<std::pair<size_t, size_t>> bucket_ranges(const std::vector<int64_t>& sizes, int64_t bucket_bytes);
 
 // Averages every parameter's gradient across the ranks of runtime/comm (nothing to do with one rank). Returns
 // the number of buckets.

@@ -21,6 +21,7 @@
 
 #include "cli/estimate.h"
 #include "estimators/flops.h"
+#include "tests/param_count_oracle.h"
 #include "estimators/memory.h"
 #include "model/config.h"
 #include "optim/step.h"
@@ -142,7 +143,7 @@ TrainConfig resolve(const EstimateOptions& o) {
 
 // Small enough to run a real step here in a few milliseconds.
 bool runnable(const ModelConfig& m) {
-  return count_parameters(m) <= 2'000'000 && m.batch_size * m.context_length <= 4096 &&
+  return testing_ref::count_parameters(m) <= 2'000'000 && m.batch_size * m.context_length <= 4096 &&
          m.batch_size * m.num_heads * m.context_length * m.context_length <= 4'000'000 && m.num_layers <= 8;
 }
 
@@ -179,11 +180,11 @@ TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
     const TrainConfig c = resolve(o);
     const ModelConfig& m = c.model;
     const nlohmann::json j = nlohmann::json::parse(report.json);
-    ASSERT_EQ(j["num_parameters"].get<int64_t>(), count_parameters(m)) << repro;
+    ASSERT_EQ(j["num_parameters"].get<int64_t>(), testing_ref::count_parameters(m)) << repro;
     const nlohmann::json& mem = j["memory"];
     const int64_t peak = mem["peak_bytes"].get<int64_t>(), a = mem["per_sample_bytes"].get<int64_t>(),
                   b = mem["fixed_bytes"].get<int64_t>();
-    EXPECT_GT(peak, 16 * count_parameters(m)) << repro;  // weights, grads, m, v and at least one activation
+    EXPECT_GT(peak, 16 * testing_ref::count_parameters(m)) << repro;  // weights, grads, m, v and at least one activation
     EXPECT_GT(a, 0) << repro;
     // Max batch: for the implemented accounting, the replay's own boundary; textbook is a·B + b.
     const int64_t budget = mem["budget_bytes"].get<int64_t>(), max_batch = mem["max_batch"].get<int64_t>();
@@ -243,7 +244,7 @@ TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
     EXPECT_TRUE(std::isfinite(t["counted_days"].get<double>()) && t["counted_days"].get<double>() > 0) << repro;
     EXPECT_TRUE(std::isfinite(t["six_n_days"].get<double>()) && t["six_n_days"].get<double>() > 0) << repro;
     // Counted FLOPs include 6 per matmul weight per token (the 6·N rule without the gathered tables and gains).
-    const double matmul_weights = static_cast<double>(count_parameters(m)) -
+    const double matmul_weights = static_cast<double>(testing_ref::count_parameters(m)) -
                                   (m.tie_embeddings ? 0.0 : static_cast<double>(m.vocab_size) * m.d_model) -
                                   (m.position == Position::learned ? static_cast<double>(m.context_length) * m.d_model : 0.0) -
                                   static_cast<double>(2 * m.num_layers + 1) * m.d_model;

@@ -10,10 +10,13 @@
 
 #include "estimators/fit.h"
 #include "estimators/flops.h"
+#include "tests/param_count_oracle.h"
 #include "estimators/memory.h"
 #include "estimators/textbook.h"
 #include "estimators/time.h"
 #include "model/config.h"
+#include "model/layout.h"
+#include "model/transformer.h"
 #include "optim/step.h"
 #include "runtime/machine.h"
 #include "runtime/checked.h"
@@ -30,7 +33,8 @@ void PrintTo(const Case& c, std::ostream* os) { *os << c.label; }
 
 ModelConfig shape(int64_t v, int64_t t, int64_t l, int64_t d, int64_t h, int64_t f, int64_t b, FfnKind ffn, bool tied,
                   Position pos) {
-  return ModelConfig{v, t, l, d, h, f, ffn, tied, pos, b, 1e-5};
+  return ModelConfig{.vocab_size = v, .context_length = t, .num_layers = l, .d_model = d, .num_heads = h, .d_ff = f,
+                     .ffn = ffn, .tie_embeddings = tied, .position = pos, .batch_size = b};
 }
 
 class Reconcile : public ::testing::TestWithParam<Case> {
@@ -171,11 +175,46 @@ TEST(Gpt2Xl, ParameterCountByIndependentArithmetic) {
   // 2·V·D (embedding + head) + L·(4·D² + 2·D·6400 + 2·D) + D (final norm).
   const int64_t expected = 2LL * 50257 * 1600 + 48LL * (4LL * 1600 * 1600 + 2LL * 1600 * 6400 + 2 * 1600) + 1600;
   EXPECT_EQ(expected, 1635537600LL);
-  EXPECT_EQ(count_parameters(preset_config("gpt2-xl").model), expected);
+  EXPECT_EQ(testing_ref::count_parameters(preset_config("gpt2-xl").model), expected);
+  EXPECT_EQ(parameter_layout(preset_config("gpt2-xl").model).total(), expected);
   ModelConfig tied = preset_config("gpt2-xl").model;
   tied.tie_embeddings = true;
   tied.position = Position::learned;
-  EXPECT_EQ(count_parameters(tied), expected - 50257LL * 1600 + 1024LL * 1600);
+  EXPECT_EQ(testing_ref::count_parameters(tied), expected - 50257LL * 1600 + 1024LL * 1600);
+  EXPECT_EQ(parameter_layout(tied).total(), expected - 50257LL * 1600 + 1024LL * 1600);
+}
+
+// The one parameter layout (model/layout.h) against the closed form and the model's own tensors: same count for
+// every shape, units tiling the parameters in order, each parameter in the unit of its layer.
+TEST(ParameterLayout, MatchesTheClosedFormAndTheModel) {
+  for (FfnKind ffn : {FfnKind::swiglu, FfnKind::silu_mlp})
+    for (bool tied : {false, true})
+      for (Position pos : {Position::none, Position::learned})
+        for (int64_t layers : {1, 3}) {
+          const ModelConfig m = shape(40, 9, layers, 12, 3, 20, 2, ffn, tied, pos);
+          const ParameterLayout layout = parameter_layout(m);
+          EXPECT_EQ(layout.total(), testing_ref::count_parameters(m));
+          ASSERT_EQ(layout.units.size(), static_cast<size_t>(layers + 2));
+          int next = 0;
+          for (size_t u = 0; u < layout.units.size(); ++u) {
+            EXPECT_EQ(layout.units[u].first, next);
+            for (int i = layout.units[u].first; i < layout.units[u].second; ++i) {
+              EXPECT_EQ(layout.params[static_cast<size_t>(i)].unit, static_cast<int>(u));
+              EXPECT_EQ(layout.params[static_cast<size_t>(i)].layer, u == 0 || u + 1 == layout.units.size() ? -1 : static_cast<int>(u) - 1);
+            }
+            next = layout.units[u].second;
+          }
+          EXPECT_EQ(next, static_cast<int>(layout.params.size()));
+          EXPECT_EQ(layout.lm_head == layout.tok_emb, tied);
+          EXPECT_EQ(layout.role_total(ParamRole::norm_gain), (2 * layers + 1) * 12);
+          Transformer model(m, 1);
+          ASSERT_EQ(model.parameters().size(), layout.params.size());
+          for (size_t i = 0; i < layout.params.size(); ++i) {
+            EXPECT_EQ(model.parameters()[i].name, layout.params[i].name());
+            EXPECT_EQ(model.parameters()[i].shape, layout.params[i].shape());
+          }
+          EXPECT_EQ(model.units(), layout.units);
+        }
 }
 
 TEST(Gpt2Xl, PeakMemoryByIndependentArithmetic) {
@@ -272,17 +311,17 @@ TEST(Estimators, NoOverflowAtAnyPresetAndLargeBatch) {
 // The famous models: parameter counts against the published totals (sources in model/config.cpp).
 TEST(Presets, ParameterCountsMatchThePublishedTotals) {
   // LLaMA 2 as released (Hugging Face model cards: sum of every tensor in the checkpoint).
-  EXPECT_EQ(count_parameters(preset_config("llama2-7b").model), 6738415616LL);
-  EXPECT_EQ(count_parameters(preset_config("llama2-13b").model), 13015864320LL);
+  EXPECT_EQ(parameter_layout(preset_config("llama2-7b").model).total(), 6738415616LL);
+  EXPECT_EQ(parameter_layout(preset_config("llama2-13b").model).total(), 13015864320LL);
   // 70B: grouped-query attention (8 key/value heads of 128) is modelled as full multi-head attention; taking
   // back the k and v columns GQA does not have, per layer 2·D·(D − 1024), gives the published count.
   const ModelConfig l70 = preset_config("llama2-70b").model;
   const int64_t gqa_kv_cols = 8 * 128;
-  EXPECT_EQ(count_parameters(l70) - l70.num_layers * 2 * l70.d_model * (l70.d_model - gqa_kv_cols), 68976648192LL);
+  EXPECT_EQ(parameter_layout(l70).total() - l70.num_layers * 2 * l70.d_model * (l70.d_model - gqa_kv_cols), 68976648192LL);
   // GPT-3 (Table 2.1 gives 6.7B, 13.0B, 175.0B): reckon has no biases (0.01%) and 13B has d_model 5120 where
   // the paper lists 5140.
   auto rel = [](const char* name, double published) {
-    return std::abs(static_cast<double>(count_parameters(preset_config(name).model)) - published) / published;
+    return std::abs(static_cast<double>(parameter_layout(preset_config(name).model).total()) - published) / published;
   };
   EXPECT_LT(rel("gpt3-175b", 175.0e9), 0.003);
   EXPECT_LT(rel("gpt3-6.7b", 6.7e9), 0.007);
@@ -325,7 +364,7 @@ TEST(Estimators, StepFlopsAreExactlyLinearInBatch) {
     EXPECT_EQ(lin.per_sample * 7 + lin.fixed, estimate_step_flops(c, AdamWConfig{}).total()) << name;
     // What does not grow with the batch: AdamW, one add per weight element where dW accumulates (every linear
     // and the head: parameters less the embedding and the norm gains), and the loss's mean (2).
-    const int64_t weights = count_parameters(c) - c.vocab_size * c.d_model - (2 * c.num_layers + 1) * c.d_model;
+    const int64_t weights = testing_ref::count_parameters(c) - c.vocab_size * c.d_model - (2 * c.num_layers + 1) * c.d_model;
     EXPECT_EQ(lin.fixed, estimate_step_flops(c, AdamWConfig{}).optimizer + weights + 2) << name;
   }
 }

@@ -1,0 +1,77 @@
+#include "model/layout.h"
+
+#include <fmt/format.h>
+
+#include "runtime/checked.h"
+
+namespace reckon {
+
+std::string ParamSpec::name() const {
+  return layer < 0 ? std::string(suffix) : fmt::format("layers.{}.{}", layer, suffix);
+}
+
+Shape ParamSpec::shape() const { return rank == 1 ? Shape{dims[0]} : Shape{dims[0], dims[1]}; }
+
+int64_t ParameterLayout::total() const {
+  CheckedInt n = 0;
+  for (const ParamSpec& p : params) n += p.numel();
+  return n.value();
+}
+
+std::vector<int64_t> ParameterLayout::sizes() const {
+  std::vector<int64_t> out;
+  out.reserve(params.size());
+  for (const ParamSpec& p : params) out.push_back(p.numel());
+  return out;
+}
+
+int64_t ParameterLayout::role_total(ParamRole role) const {
+  CheckedInt n = 0;
+  for (const ParamSpec& p : params) n += p.role == role ? p.numel() : 0;
+  return n.value();
+}
+
+ParameterLayout parameter_layout(const ModelConfig& c) {
+  ParameterLayout l;
+  const int64_t v = c.vocab_size, t = c.context_length, d = c.d_model, f = c.d_ff;
+  int unit = 0;
+  // A matrix (rows, cols) or, with cols = 0, a vector of rows.
+  auto add = [&](const char* suffix, int layer, ParamRole role, int64_t rows, int64_t cols = 0) {
+    const int rank = cols == 0 ? 1 : 2;
+    const int64_t c2 = cols == 0 ? 1 : cols;
+    (CheckedInt(rows) * c2).value();  // numel() must fit
+    l.params.push_back({suffix, layer, unit, role, rank, {rows, c2}});
+    return static_cast<int>(l.params.size()) - 1;
+  };
+  auto open_unit = [&] { l.units.emplace_back(static_cast<int>(l.params.size()), 0); };
+  auto close_unit = [&] {
+    l.units.back().second = static_cast<int>(l.params.size());
+    ++unit;
+  };
+  open_unit();
+  l.tok_emb = add("tok_emb.weight", -1, ParamRole::token_embedding, v, d);
+  if (c.position == Position::learned) l.pos_emb = add("pos_emb.weight", -1, ParamRole::position_embedding, t, d);
+  close_unit();
+  for (int i = 0; i < static_cast<int>(c.num_layers); ++i) {
+    open_unit();
+    LayerParamIndex x;
+    x.attn_norm = add("attn_norm.weight", i, ParamRole::norm_gain, d);
+    x.wq = add("attn.wq.weight", i, ParamRole::attention, d, d);
+    x.wk = add("attn.wk.weight", i, ParamRole::attention, d, d);
+    x.wv = add("attn.wv.weight", i, ParamRole::attention, d, d);
+    x.wo = add("attn.wo.weight", i, ParamRole::attention, d, d);
+    x.ffn_norm = add("ffn_norm.weight", i, ParamRole::norm_gain, d);
+    x.w1 = add("ffn.w1.weight", i, ParamRole::ffn, f, d);
+    if (c.ffn == FfnKind::swiglu) x.w3 = add("ffn.w3.weight", i, ParamRole::ffn, f, d);
+    x.w2 = add("ffn.w2.weight", i, ParamRole::ffn, d, f);
+    l.layers.push_back(x);
+    close_unit();
+  }
+  open_unit();
+  l.final_norm = add("final_norm.weight", -1, ParamRole::norm_gain, d);
+  l.lm_head = c.tie_embeddings ? l.tok_emb : add("lm_head.weight", -1, ParamRole::lm_head, v, d);
+  close_unit();
+  return l;
+}
+
+}  // namespace reckon

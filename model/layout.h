@@ -1,0 +1,60 @@
+// The model's parameters, written once (llm.c's param_sizes[]): name, shape, role, unit and layer of each, in the
+// model's order — which is also the order of the flat array that data parallelism buckets and ZeRO partitions.
+// The Transformer allocates from it, the memory replay and the FLOP counts read their parameters, gradients,
+// optimizer state, shards and gathers from it, and `estimate` sums its parameter table from it. Adding a
+// parameter is one row here (and its use in the model's forward and backward).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/config.h"
+#include "runtime/tensor.h"
+
+namespace reckon {
+
+// What a parameter is for: its initialisation (gains are ones, matrices N(0, 0.02²)), whether amp-bf16 casts it to
+// a bf16 copy for a matmul, and which row of `estimate`'s parameter table it counts in.
+enum class ParamRole { token_embedding, position_embedding, norm_gain, attention, ffn, lm_head };
+
+struct ParamSpec {
+  const char* suffix;  // the key within its layer ("attn.wq.weight"), or the whole key outside layers (a literal)
+  int layer;           // -1 outside the layers
+  int unit;            // ZeRO's unit (model/transformer.h ParameterHooks): 0 embeddings, 1 + layer, L + 1 the head
+  ParamRole role;
+  int rank;                       // 1 (a gain) or 2 (a matrix, nn.Linear's (out, in) or an embedding's (rows, D))
+  std::array<int64_t, 2> dims{};  // dims[1] = 1 when rank = 1
+  std::string name() const;       // the state-dict key: "tok_emb.weight", "layers.3.attn.wq.weight"
+  Shape shape() const;
+  int64_t numel() const { return dims[0] * dims[1]; }  // checked when the layout is built
+  bool is_matmul_weight() const { return role != ParamRole::norm_gain && role != ParamRole::position_embedding; }
+};
+
+// The parameters of one layer, as indices into ParameterLayout::params (-1: absent, e.g. w3 without swiglu).
+struct LayerParamIndex {
+  int attn_norm = -1, wq = -1, wk = -1, wv = -1, wo = -1, ffn_norm = -1, w1 = -1, w3 = -1, w2 = -1;
+};
+
+struct ParameterLayout {
+  std::vector<ParamSpec> params;
+  // Unit u's parameters are [units[u].first, units[u].second); a tied head has no parameter of its own beyond
+  // final_norm and reads unit 0's tok_emb.
+  std::vector<std::pair<int, int>> units;
+  std::vector<LayerParamIndex> layers;
+  int tok_emb = -1, pos_emb = -1, final_norm = -1;
+  int lm_head = -1;  // = tok_emb when the embeddings are tied
+  int head_unit() const { return static_cast<int>(units.size()) - 1; }
+
+  int64_t total() const;               // the parameter count (throws SizeOverflow past int64)
+  std::vector<int64_t> sizes() const;  // numel of each parameter, in order
+  int64_t role_total(ParamRole role) const;
+};
+
+// The layout of `config`'s shape fields (vocab_size, context_length for learned positions, num_layers, d_model,
+// d_ff, ffn, tie_embeddings, position); sizes are checked (SizeOverflow past int64).
+ParameterLayout parameter_layout(const ModelConfig& config);
+
+}  // namespace reckon
