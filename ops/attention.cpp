@@ -13,9 +13,10 @@ namespace reckon {
 OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype) {
   const int64_t s = dtype_bytes(dtype);
   const int64_t dk = d / h, bh = b * h, causal = t * (t + 1) / 2;
+  const int64_t scaled = dk == 1 ? 0 : 1;  // 1/√d_k = 1 is no output scale: nothing runs, nothing counts
   OpCount c;
   c.matmul_flops = bh * 4 * t * t * dk;
-  c.other_flops = bh * (t * t + 5 * causal);
+  c.other_flops = bh * (scaled * t * t + 5 * causal);
   // QKᵀ reads Q, K, writes scores; softmax reads the causal part, writes every entry; PV reads P, V, writes ctx.
   c.bytes_read = s * bh * (2 * t * dk + causal + t * t + t * dk);
   c.bytes_written = s * bh * (2 * t * t + t * dk);
@@ -25,9 +26,10 @@ OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h, DTyp
 OpCount attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype) {
   const int64_t s = dtype_bytes(dtype);
   const int64_t dk = d / h, bh = b * h, causal = t * (t + 1) / 2;
+  const int64_t scaled = dk == 1 ? 0 : 1;
   OpCount c;
   c.matmul_flops = bh * 8 * t * t * dk;
-  c.other_flops = bh * (2 * t * dk + 4 * causal);
+  c.other_flops = bh * (scaled * 2 * t * dk + 4 * causal);
   // dP = dC Vᵀ; dV = Pᵀ dC; softmax backward (reads P and dP over the causal part, writes every dS);
   // dQ = dS K; dK = dSᵀ Q.
   c.bytes_read = s * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk));

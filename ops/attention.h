@@ -40,10 +40,10 @@ Tensor attention_forward(AttentionSaved& saved, const Tensor& q, const Tensor& k
 void attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, const Tensor& grad_ctx,
                         AttentionSaved& saved);
 
-// Per (b, h): forward  matmul 4·T·T·d_k; other T·T (the 1/sqrt(d_k) scale fused in QKᵀ) + 5·T(T+1)/2
+// Per (b, h): forward  matmul 4·T·T·d_k; other T·T (the 1/sqrt(d_k) scale fused in QKᵀ; none when d_k = 1) + 5·T(T+1)/2
 //                      (softmax row i: i max-compares, 2(i+1) for x−max and exp, i+1 adds, 1 reciprocal,
 //                      i+1 multiplies).
-//             backward matmul 8·T·T·d_k; other 2·T·d_k (scale fused in dQ, dK) + 4·T(T+1)/2 (softmax
+//             backward matmul 8·T·T·d_k; other 2·T·d_k (scale fused in dQ, dK; none when d_k = 1) + 4·T(T+1)/2 (softmax
 //                      backward row i: 2(i+1) for the dot, 2(i+1) for P·(dP − dot)).
 OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype = DType::f32);
 OpCount attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype = DType::f32);
