@@ -1,4 +1,4 @@
-// Attention and recompute (issue 12), in one binary and one run so every ratio compares like with like:
+// Attention and recompute, in one binary and one run so every ratio compares like with like:
 //   BM_attention_core    forward + backward of the attention core alone, naive vs flash, S's heads (D 512, H 8,
 //                        d_k 64) at T = 64 … 4096 with B·T = 2048 tokens (B = 1 from T = 2048 on); GFLOP/s on
 //                        the FLOPs each executes and on the causal model FLOPs (the same for both);

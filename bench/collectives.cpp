@@ -1,4 +1,4 @@
-// Collectives on MPI ranks (issue 14): all_reduce, reduce_scatter and all_gather of float32 buffers through runtime/comm, against
+// Collectives on MPI ranks: all_reduce, reduce_scatter and all_gather of float32 buffers through runtime/comm, against
 // a plain memcpy of the same bytes in the same binary and run (the roof a shared-memory transport approaches).
 // Bus bandwidth in NCCL-tests' convention (busbw = algbw × 2(N−1)/N for all-reduce, × (N−1)/N for reduce-scatter
 // and all-gather).

@@ -1,4 +1,4 @@
-// ZeRO stages on MPI ranks (issue 14): the S training step per stage — its time, the time its collectives take
+// ZeRO stages on MPI ranks: the S training step per stage — its time, the time its collectives take
 // (counters, phase communication) and their share — and the alpha-beta model of estimators/time.h checked on this
 // machine: α and β are fitted to all_reduce timings in the same run (weighted least squares on relative error),
 // then the model predicts each collective at each size and each stage's whole communication per step from the

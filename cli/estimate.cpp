@@ -75,7 +75,7 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   const bool textbook = o.activations == "textbook";
   const ParameterLayout params = parameter_layout(m);
   const int64_t n = params.total();
-  const int64_t v = m.vocab_size, d = m.d_model, f = m.d_ff, l = m.num_layers, b = m.batch_size, t = m.context_length;
+  const int64_t b = m.batch_size, t = m.context_length;
   nlohmann::json j;
   j["config"] = {{"preset", config.preset}, {"description", describe(m)}};
 
@@ -291,7 +291,7 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
       ps.markdown());
   j["precisions"] = ps_json;
 
-  // ---- precision × attention × recompute (issue 12's matrix): what each choice keeps per sample, the batch it
+  // ---- precision × attention × recompute (every attention × recompute choice): what each choice keeps per sample, the batch it
   // allows, the FLOPs it executes against the model's own, and the days at MFU and at HFU = --mfu.
   Table mx;
   mx.header = {"precision", "attention", "recompute", "activations + temporaries per sample", "memory = a·B + b",

@@ -114,7 +114,7 @@ void refuse_empty_values(const CLI::App& app) {
 
 namespace {
 int run_main(int argc, char** argv);
-}
+}  // namespace
 
 int main(int argc, char** argv) {
   // Under mpirun every rank joins MPI here (runtime/comm.h); alone, nothing happens. Ranks other than 0 print
@@ -292,8 +292,9 @@ int run_main(int argc, char** argv) {
     }
     if (*extrapolate) return reckon::run_extrapolate(ext);
   } catch (const std::exception& e) {
-    fmt::print(stderr, "reckon: error: {}\n", e.what());
-    return 2;
+    const reckon::ErrorExit exit = reckon::error_exit(e);
+    fmt::print(stderr, "{}\n", exit.message);
+    return exit.code;
   }
   return 0;
 }

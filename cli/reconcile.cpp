@@ -30,6 +30,8 @@ struct Result {
   MemoryStats measured;
   int64_t measured_scratchpad_at_peak = 0;
   std::map<OpKey, OpCount> estimated_counts, measured_counts;
+  int64_t measured_events = 0;
+  EventDivergence events;   // the allocator's timeline vs the replay's, event by event
   int64_t differences = 0;  // number of non-zero differences
 };
 
@@ -45,11 +47,15 @@ Result measure(const std::string& label, const TrainConfig& config) {
     r.measured = s.memory;
     r.measured_scratchpad_at_peak = s.scratchpad_at_peak;
     r.measured_counts = s.counts;
+    r.measured_events = static_cast<int64_t>(s.events.size());
+    MemoryEstimateOptions options;
+    options.data_parallel_ranks = ranks;
+    options.data_parallel_rank = comm_rank();
+    options.step_events = true;
+    r.estimate = estimate_step_memory(m, options);
+    // Equal peaks can hide errors that cancel: the two sequences of allocations and frees must be the same.
+    r.events = first_divergence(s.events, r.estimate.step_events);
   }
-  MemoryEstimateOptions options;
-  options.data_parallel_ranks = ranks;
-  options.data_parallel_rank = comm_rank();
-  r.estimate = estimate_step_memory(m, options);
   r.estimated_counts = estimate_step_counts(m, config.optim, ranks, comm_rank());
 
   for (Category c : all_categories()) {
@@ -59,6 +65,7 @@ Result measure(const std::string& label, const TrainConfig& config) {
   }
   r.differences += r.measured.total.allocated_bytes.peak != r.estimate.peak_total;
   r.differences += r.measured_scratchpad_at_peak != r.estimate.scratchpad_at_peak;
+  r.differences += r.events.index >= 0;
   std::map<OpKey, std::pair<OpCount, OpCount>> joined;
   for (const auto& [k, v] : r.measured_counts) joined[k].first = v;
   for (const auto& [k, v] : r.estimated_counts) joined[k].second = v;
@@ -95,6 +102,12 @@ void print_details(const Result& r) {
   }
   fmt::print("\n## Memory: measured (tracking allocator) vs analytic (estimators/memory)\n\n{}", mem.markdown());
   fmt::print("peak moment (analytic): {}\n", r.estimate.peak_moment);
+  if (r.events.index < 0) {
+    fmt::print("allocations and frees: the {} events of the step are the same, in the same order, on both sides\n",
+               fmt_int(r.measured_events));
+  } else {
+    fmt::print("allocations and frees: **the sequences differ** at {}\n", r.events.text);
+  }
 
   Table ops;
   ops.header = {"op", "phase", "calls", "FLOPs measured", "FLOPs analytic", "diff", "bytes measured", "bytes analytic",
@@ -175,6 +188,9 @@ nlohmann::json result_json(const Result& r) {
   j["peak_total"] = {{"measured", r.measured.total.allocated_bytes.peak}, {"analytic", r.estimate.peak_total}};
   j["scratchpad_at_peak"] = {{"measured", r.measured_scratchpad_at_peak}, {"analytic", r.estimate.scratchpad_at_peak}};
   j["peak_moment"] = r.estimate.peak_moment;
+  j["events"] = {{"measured", r.measured_events},
+                 {"analytic", static_cast<int64_t>(r.estimate.step_events.size())},
+                 {"first_divergence", r.events.index >= 0 ? nlohmann::json(r.events.text) : nlohmann::json(nullptr)}};
   nlohmann::json ops = nlohmann::json::array();
   std::map<OpKey, std::pair<OpCount, OpCount>> joined;
   for (const auto& [k, v] : r.measured_counts) joined[k].first = v;

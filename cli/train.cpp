@@ -203,7 +203,7 @@ int run_train(const TrainOptions& o) {
       if (tty) fmt::print("\n");
       fmt::print(stderr, "reckon: error: loss is {} at step {}; stopping (no output files written). Try a lower lr.\n",
                  loss, step);
-      return 3;
+      return kExitDiverged;
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log.push_back({step, loss, seconds});

@@ -52,4 +52,16 @@ void check_token_count(int64_t train_steps, int64_t train_batch, int64_t context
   }
 }
 
+ErrorExit error_exit(const std::exception& e) {
+  const bool bad_input = dynamic_cast<const std::invalid_argument*>(&e) != nullptr ||
+                         dynamic_cast<const std::overflow_error*>(&e) != nullptr ||
+                         (dynamic_cast<const std::runtime_error*>(&e) != nullptr &&
+                          dynamic_cast<const std::range_error*>(&e) == nullptr &&
+                          dynamic_cast<const std::underflow_error*>(&e) == nullptr);
+  if (bad_input) return {kExitBadInput, fmt::format("reckon: error: {}", e.what())};
+  return {kExitInternalError,
+          fmt::format("reckon: internal error: {} (exit {}: not a problem with the input; please report it)", e.what(),
+                      kExitInternalError)};
+}
+
 }  // namespace reckon

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
+#include <string>
 #include <string_view>
 
 namespace reckon {
@@ -21,5 +23,19 @@ void check_same_config_on_all_ranks(const TrainConfig& config);
 
 // steps × batch × context_length, the tokens of a training run, must fit int64 (checked in 128-bit).
 void check_token_count(int64_t train_steps, int64_t train_batch, int64_t context_length);
+
+// Exit codes: 0 done, 1 reconcile found a difference, 2 bad input (the message names the flag or field and its
+// range), 3 training diverged (a non-finite loss), 70 an internal error — reckon's fault, whatever the input
+// (sysexits.h's EX_SOFTWARE).
+constexpr int kExitBadInput = 2, kExitDiverged = 3, kExitInternalError = 70;
+// What the program prints for an exception that ended a subcommand, and its exit code. Bad input:
+// std::invalid_argument (a flag, a field, a file's content), std::overflow_error (a count of the input that does
+// not fit int64), std::runtime_error (a path the user named that cannot be read or written). Anything else —
+// a logic_error such as "tensor allocated twice", bad_alloc, a library's own error — is an internal error.
+struct ErrorExit {
+  int code;
+  std::string message;  // "reckon: error: …" or "reckon: internal error: …"
+};
+ErrorExit error_exit(const std::exception& e);
 
 }  // namespace reckon

@@ -29,17 +29,20 @@ struct TensorName {
   int32_t layer;
   std::string_view suffix;    // string literals: they live as long as the program
   std::string_view ext = {};  // appended: ".grad", ".exp_avg", ".exp_avg_sq" of a parameter
+  int32_t index = -1;         // appended as ".<index>" when ≥ 0: "comm.bucket.3"
   bool operator==(const TensorName& o) const = default;
   std::string str() const {
-    if (layer == kTop) return fmt::format("{}{}", suffix, ext);
+    const std::string tail = index >= 0 ? fmt::format(".{}", index) : std::string();
+    if (layer == kTop) return fmt::format("{}{}{}", suffix, ext, tail);
     if (layer == kScratch) return fmt::format("onednn.scratchpad.{}", suffix);
-    return fmt::format("layers.{}.{}{}", layer, suffix, ext);
+    return fmt::format("layers.{}.{}{}{}", layer, suffix, ext, tail);
   }
 };
 struct TensorNameHash {
   size_t operator()(const TensorName& n) const {
     const std::hash<std::string_view> h;
-    return h(n.suffix) ^ (h(n.ext) * 31) ^ (static_cast<size_t>(n.layer + 3) * 0x9E3779B97F4A7C15ULL);
+    return h(n.suffix) ^ (h(n.ext) * 31) ^ (static_cast<size_t>(n.layer + 3) * 0x9E3779B97F4A7C15ULL) ^
+           (static_cast<size_t>(n.index + 1) * 0xC2B2AE3D27D4EB4FULL);
   }
 };
 TensorName top(std::string_view suffix) { return {kTop, suffix}; }
@@ -49,8 +52,12 @@ TensorName top(std::string_view suffix) { return {kTop, suffix}; }
 // throws SizeOverflow instead of wrapping.
 class Replay {
  public:
-  Replay(bool scratchpad, bool keep_log, std::vector<StepMatmul>* matmuls)
-      : scratchpad_(scratchpad), keep_log_(keep_log), matmuls_(matmuls) {}
+  Replay(bool scratchpad, bool keep_log, bool step_events, std::vector<StepMatmul>* matmuls)
+      : scratchpad_(scratchpad), keep_log_(keep_log || step_events), step_events_(step_events), matmuls_(matmuls) {}
+
+  // What was allocated so far (parameters, gradients, state, the batch) is live before the step begins: the
+  // step's events, compared with the runtime's timeline of one step, start here.
+  void mark_step_start() { step_start_ = static_cast<int64_t>(log_.size()); }
 
   // `persistent`: a block that lives through the step (parameters, gradients, optimizer state, the batch) and is
   // never freed, so it needs no entry in the live set (only in the log, for the live set at the peak).
@@ -132,6 +139,11 @@ class Replay {
       else at_peak.erase(ev.name);
     }
     for (const auto& [name, live] : at_peak) e.live_at_peak.push_back({name.str(), live.category, live.bytes});
+    if (step_events_) {
+      for (size_t i = static_cast<size_t>(step_start_); i < log_.size(); ++i) {
+        e.step_events.push_back({log_[i].name.str(), log_[i].category, log_[i].bytes, log_[i].alloc});
+      }
+    }
     std::sort(e.live_at_peak.begin(), e.live_at_peak.end(), [](const EstimatedTensor& a, const EstimatedTensor& b) {
       return a.bytes != b.bytes ? a.bytes > b.bytes : a.name < b.name;
     });
@@ -163,6 +175,8 @@ class Replay {
 
   bool scratchpad_;
   bool keep_log_;  // the event log rebuilds the live set at the peak (live_at_peak); totals need none
+  bool step_events_;
+  int64_t step_start_ = 0;
   std::vector<StepMatmul>* matmuls_;
   Phase phase_ = Phase::forward;
   // The live (freeable) tensors, one short list per layer (+ top-level and scratchpad lists): a free scans a
@@ -251,7 +265,7 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   const bool mixed = A != F32;
   const bool flash = c.attention == AttentionKind::flash;
   const CheckedInt threads = num_threads(), dk = d / h;  // flash attention's per-thread workspaces
-  Replay r(o.onednn_scratchpad, o.live_at_peak, matmuls);
+  Replay r(o.onednn_scratchpad, o.live_at_peak, o.step_events, matmuls);
 
   // Parameters, gradients (and, in steady state, the optimizer state): one block per named tensor of the layout
   // (model/layout.h), whose units are model/transformer.h's: the embeddings, each layer, the head.
@@ -382,11 +396,20 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   const bool recompute_attention = c.recompute == Recompute::attention, recompute_full = c.recompute == Recompute::full;
   const char* attention_core_saved = flash ? "attn.lse" : "attn.probs";  // what the core keeps beyond q, k, v
   // One block's forward (model/transformer.cpp block_forward): run in forward, and again in backward under
-  // recompute = full. Everything it allocates but its output "ffn_residual" is what it saves.
+  // recompute = full. Everything it allocates but its output "ffn_residual" is what it saves — listed in the
+  // order recompute = full frees them: the runtime drops its saved tensors member by member (LayerSaved's
+  // declaration order: the norms', the linears' inputs, the attention core's, the ffn's), and a tensor goes
+  // when its last holder lets go.
   const std::vector<const char*> block_saved = [&] {
-    std::vector<const char*> saved = {"attn_norm.out", "attn_norm.rstd", "attn.q", "attn.k", "attn.v", "attn.ctx",
-                                      "attn_residual", "ffn_norm.out", "ffn_norm.rstd", "ffn.w1_out", gate};
-    if (!recompute_attention) saved.push_back(attention_core_saved);
+    std::vector<const char*> saved = {"attn_norm.rstd", "attn_residual", "ffn_norm.rstd", "attn_norm.out"};
+    if (flash) {
+      for (const char* t : {"attn.q", "attn.k", "attn.v", "attn.ctx"}) saved.push_back(t);
+      if (!recompute_attention) saved.push_back("attn.lse");
+    } else {
+      for (const char* t : {"attn.ctx", "attn.q", "attn.k", "attn.v"}) saved.push_back(t);
+      if (!recompute_attention) saved.push_back("attn.probs");
+    }
+    for (const char* t : {"ffn_norm.out", gate, "ffn.w1_out"}) saved.push_back(t);
     if (swiglu) saved.push_back("ffn.w3_out");
     return saved;
   }();
@@ -418,6 +441,7 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   };
 
   // ---------------------------------------------------------------- forward
+  r.mark_step_start();
   r.set_phase(Phase::forward);
   gather(0);
   r.alloc(top("tok_emb.out"), Category::activation, n * d);
@@ -557,8 +581,10 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
   if (ranks > 1 && stage < 2) {  // stages 0, 1: one tracked bucket at a time (optim/data_parallel.cpp)
     r.set_phase(Phase::communication);
     int64_t bucket_start = 0;
+    int32_t k = 0;
     for (int64_t elements : gradient_buckets(c, c.bucket_bytes())) {  // "comm.bucket.<k>", one at a time
-      r.alloc(top("comm.bucket"), Category::temporary, elements);
+      const TensorName bucket{kTop, "comm.bucket", {}, k++};
+      r.alloc(bucket, Category::temporary, elements);
       // Stage 1 reduce-scatters: this rank's part of the bucket arrives in "comm.shard".
       const int64_t part = stage == 1 ? parameter_split(bucket_start, elements, num_parameters.value(), ranks)
                                             .counts[static_cast<size_t>(rank)] : 0;
@@ -566,7 +592,7 @@ MemoryEstimate replay_step(const ModelConfig& c, const MemoryEstimateOptions& o,
         r.alloc(top("comm.shard"), Category::temporary, part);
         r.free(top("comm.shard"));
       }
-      r.free(top("comm.bucket"));
+      r.free(bucket);
       bucket_start += elements;
     }
   }

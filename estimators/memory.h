@@ -28,6 +28,7 @@ struct MemoryEstimateOptions {
   bool live_at_peak = true;      // name the tensors live at the peak (false: totals only, several times faster)
   int data_parallel_ranks = 1;   // > 1: one rank's step under mpirun (+ the gradient buckets; zero_stage 1: its shard)
   int data_parallel_rank = 0;    // which rank (ZeRO-1's shard, and so its optimizer-state bytes, depends on it)
+  bool step_events = false;      // keep every allocation and free of the step, in order (MemoryEstimate::step_events)
 };
 
 struct EstimatedTensor {
@@ -46,6 +47,10 @@ struct MemoryEstimate {
   std::string peak_moment;         // the allocation that reached the peak, e.g. "backward: lm_head.logits …"
   std::vector<EstimatedTensor> live_at_peak;  // largest first
   int64_t step_end_total = 0;      // live bytes after the optimizer step (parameters, grads, state, batch)
+  // With options.step_events: the step's allocations and frees in order, from the forward pass's first (what
+  // lives before it — parameters, gradients, state, the batch — is not an event of the step), as the
+  // runtime's timeline of one step records them (runtime/allocator.h first_divergence compares the two).
+  std::vector<AllocationEvent> step_events;
 };
 
 // The peak of one steady-state training step of `config` (batch size config.batch_size, T = context_length).

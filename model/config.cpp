@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <stdexcept>
@@ -60,44 +61,122 @@ constexpr Preset kPresets[] = {
     {"llama2-70b", 32000, 4096, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::none},
 };
 
-// Every settable key, where it may appear in a TOML file, and what it accepts: the one table that parse
-// errors, unknown-key suggestions and validate() all read, so a message always states the allowed range.
+// Every settable key, where it may appear in a TOML file, what it accepts, how it is set from text and written
+// back: the one table that parsing (`--set`, TOML), the unknown-key suggestions, validate()'s ranges, the
+// allowed values in every message and config_overrides() (checkpoints, the JSON of a config) all read.
 enum class Kind { integer, real, boolean, choice };
 enum class Section { model, optim, top };
+struct Range {  // integer and real fields: [lo, hi], either end open for reals
+  double lo = 0, hi = 0;
+  bool lo_open = false, hi_open = false;
+};
 struct FieldSpec {
   const char* key;
   Section section;
   Kind kind;
-  const char* allowed;  // as printed: "an integer in [1, 65536]"
-};
-constexpr FieldSpec kFields[] = {
-    {"vocab_size", Section::model, Kind::integer, "an integer in [2, 16777216]"},
-    {"context_length", Section::model, Kind::integer, "an integer in [1, 131072]"},
-    {"num_layers", Section::model, Kind::integer, "an integer in [1, 1024]"},
-    {"d_model", Section::model, Kind::integer, "an integer in [1, 65536]"},
-    {"num_heads", Section::model, Kind::integer, "an integer in [1, d_model] that divides d_model"},
-    {"d_ff", Section::model, Kind::integer, "an integer in [1, 262144]"},
-    {"ffn", Section::model, Kind::choice, "one of swiglu, silu_mlp"},
-    {"tie_embeddings", Section::model, Kind::boolean, "one of true, false"},
-    {"position", Section::model, Kind::choice, "one of none, learned"},
-    {"batch_size", Section::model, Kind::integer, "an integer in [1, 65536]"},
-    {"rmsnorm_eps", Section::model, Kind::real, "a number in (0, 1]"},
-    {"precision", Section::model, Kind::choice, "one of fp32, amp-bf16, bf16"},
-    {"grad_dtype", Section::model, Kind::choice, "one of auto, fp32, bf16 (bf16 only with precision = bf16)"},
-    {"attention", Section::model, Kind::choice, "one of naive, flash"},
-    {"recompute", Section::model, Kind::choice, "one of none, attention, full"},
-    {"zero_stage", Section::model, Kind::integer, "an integer in [0, 3] (0 = DDP, 1, 2, 3 = ZeRO stages)"},
-    {"bucket_cap_mb", Section::model, Kind::real, "a number in [0.001, 4096] (MiB per gradient all-reduce)"},
-    {"lr", Section::optim, Kind::real, "a number in [0, 10]"},
-    {"beta1", Section::optim, Kind::real, "a number in [0, 1)"},
-    {"beta2", Section::optim, Kind::real, "a number in [0, 1)"},
-    {"adam_eps", Section::optim, Kind::real, "a number in (0, 1]"},
-    {"weight_decay", Section::optim, Kind::real, "a number in [0, 1)"},
-    {"seed", Section::top, Kind::integer, "an integer in [0, 9223372036854775807]"},
+  std::string allowed;  // as printed: "an integer in [1, 65536]", "one of none, learned"
+  std::optional<Range> range;  // checked by validate(); absent where a rule of its own applies (num_heads, …)
+  std::function<void(TrainConfig&, std::string_view key, std::string_view value)> set;
+  std::function<std::string(const TrainConfig&)> get;  // the shortest exact text `set` reads back
+  std::function<double(const TrainConfig&)> number;     // integer and real fields: the value validate() checks
 };
 
+[[noreturn]] void throw_not(std::string_view key, std::string_view value, const char* what);
+int64_t parse_int(std::string_view key, std::string_view value);
+double parse_double(std::string_view key, std::string_view value);
+bool parse_bool(std::string_view key, std::string_view value);
+
+std::string range_text(Kind kind, const Range& r) {
+  if (kind == Kind::integer) {
+    return fmt::format("an integer in [{}, {}]", static_cast<int64_t>(r.lo), static_cast<int64_t>(r.hi));
+  }
+  return fmt::format("a number in {}{}, {}{}", r.lo_open ? "(" : "[", r.lo, r.hi, r.hi_open ? ")" : "]");
+}
+
+// Field makers, one per kind; `note` is appended to the allowed text.
+template <typename T>
+FieldSpec integer_field(const char* key, Section section, T TrainConfig::* part, int64_t T::* field, int64_t lo,
+                        int64_t hi, const char* note = "") {
+  const Range r{static_cast<double>(lo), static_cast<double>(hi)};
+  return {key, section, Kind::integer, range_text(Kind::integer, r) + note, r,
+          [=](TrainConfig& c, std::string_view k, std::string_view v) { c.*part.*field = parse_int(k, v); },
+          [=](const TrainConfig& c) { return fmt::format("{}", c.*part.*field); },
+          [=](const TrainConfig& c) { return static_cast<double>(c.*part.*field); }};
+}
+template <typename T>
+FieldSpec real_field(const char* key, Section section, T TrainConfig::* part, double T::* field, Range r,
+                     const char* note = "") {
+  return {key, section, Kind::real, range_text(Kind::real, r) + note, r,
+          [=](TrainConfig& c, std::string_view k, std::string_view v) { c.*part.*field = parse_double(k, v); },
+          [=](const TrainConfig& c) { return fmt::format("{}", c.*part.*field); },
+          [=](const TrainConfig& c) { return c.*part.*field; }};
+}
+template <typename E, size_t N>
+FieldSpec choice_field(const char* key, E ModelConfig::* field, const EnumName<E> (&table)[N], const char* note = "") {
+  return {key, Section::model, Kind::choice, "one of " + enum_choices(table) + note, std::nullopt,
+          [=, &table](TrainConfig& c, std::string_view k, std::string_view v) {
+            const std::optional<E> e = parse_enum(table, v);
+            if (!e) {
+              throw std::invalid_argument(
+                  fmt::format("{}: '{}' is not allowed, allowed values are {}", k, v, enum_choices(table)));
+            }
+            c.model.*field = *e;
+          },
+          [=, &table](const TrainConfig& c) { return std::string(enum_name(table, c.model.*field)); }, nullptr};
+}
+
+const std::vector<FieldSpec>& fields() {
+  using M = ModelConfig;
+  using O = AdamWConfig;
+  constexpr Section model = Section::model, optim = Section::optim;
+  constexpr auto m = &TrainConfig::model;
+  constexpr auto o = &TrainConfig::optim;
+  static const std::vector<FieldSpec> table = [&] {
+    std::vector<FieldSpec> f;
+    f.push_back(integer_field("vocab_size", model, m, &M::vocab_size, 2, 1 << 24));
+    f.push_back(integer_field("context_length", model, m, &M::context_length, 1, 1 << 17));
+    f.push_back(integer_field("num_layers", model, m, &M::num_layers, 1, 1024));
+    f.push_back(integer_field("d_model", model, m, &M::d_model, 1, 1 << 16));
+    FieldSpec heads = integer_field("num_heads", model, m, &M::num_heads, 1, 1);
+    heads.allowed = "an integer in [1, d_model] that divides d_model";
+    heads.range.reset();  // validate(): [1, d_model] and a divisor of it
+    f.push_back(heads);
+    f.push_back(integer_field("d_ff", model, m, &M::d_ff, 1, 1 << 18));
+    f.push_back(choice_field("ffn", &M::ffn, kFfnKinds));
+    f.push_back({"tie_embeddings", model, Kind::boolean, "one of true, false", std::nullopt,
+                 [](TrainConfig& c, std::string_view k, std::string_view v) { c.model.tie_embeddings = parse_bool(k, v); },
+                 [](const TrainConfig& c) { return std::string(c.model.tie_embeddings ? "true" : "false"); }, nullptr});
+    f.push_back(choice_field("position", &M::position, kPositions));
+    f.push_back(integer_field("batch_size", model, m, &M::batch_size, 1, 1 << 16));
+    f.push_back(real_field("rmsnorm_eps", model, m, &M::rmsnorm_eps, {0, 1, true, false}));
+    f.push_back(choice_field("precision", &M::precision, kPrecisions));
+    f.push_back(choice_field("grad_dtype", &M::grad_dtype, kGradDTypes, " (bf16 only with precision = bf16)"));
+    f.push_back(choice_field("attention", &M::attention, kAttentionKinds));
+    f.push_back(choice_field("recompute", &M::recompute, kRecomputes));
+    FieldSpec zero = integer_field("zero_stage", model, m, &M::zero_stage, 0, 3, " (0 = DDP, 1, 2, 3 = ZeRO stages)");
+    zero.range.reset();  // validate() says what each stage shards
+    f.push_back(zero);
+    f.push_back(real_field("bucket_cap_mb", model, m, &M::bucket_cap_mb, {0.001, 4096}, " (MiB per gradient all-reduce)"));
+    f.push_back(real_field("lr", optim, o, &O::lr, {0, 10}));
+    f.push_back(real_field("beta1", optim, o, &O::beta1, {0, 1, false, true}));
+    f.push_back(real_field("beta2", optim, o, &O::beta2, {0, 1, false, true}));
+    f.push_back(real_field("adam_eps", optim, o, &O::eps, {0, 1, true, false}));
+    f.push_back(real_field("weight_decay", optim, o, &O::weight_decay, {0, 1, false, true}));
+    f.push_back({"seed", Section::top, Kind::integer, "an integer in [0, 9223372036854775807]", std::nullopt,
+                 [](TrainConfig& c, std::string_view k, std::string_view v) {
+                   const int64_t s = parse_int(k, v);
+                   check_arg(s >= 0, "seed: {} is outside the allowed range [0, {}]", s,
+                             std::numeric_limits<int64_t>::max());
+                   c.seed = static_cast<uint64_t>(s);
+                 },
+                 [](const TrainConfig& c) { return fmt::format("{}", c.seed); }, nullptr});
+    return f;
+  }();
+  return table;
+}
+
 const FieldSpec* find_field(std::string_view key) {
-  for (const FieldSpec& f : kFields) {
+  for (const FieldSpec& f : fields()) {
     if (key == f.key) return &f;
   }
   return nullptr;
@@ -133,7 +212,7 @@ std::string suggestion(std::string_view key, const std::vector<std::string>& nam
 
 std::vector<std::string> field_names() {
   std::vector<std::string> names;
-  for (const FieldSpec& f : kFields) names.emplace_back(f.key);
+  for (const FieldSpec& f : fields()) names.emplace_back(f.key);
   return names;
 }
 
@@ -165,60 +244,12 @@ bool parse_bool(std::string_view key, std::string_view value) {
 
 // The one setter from text: name -> field. Range checks are validate()'s (a config is checked whole).
 void set_field(TrainConfig& c, std::string_view key, std::string_view value) {
-  ModelConfig& m = c.model;
-  AdamWConfig& o = c.optim;
-  if (find_field(key) == nullptr) {
+  const FieldSpec* f = find_field(key);
+  if (f == nullptr) {
     throw std::invalid_argument(fmt::format("unknown config key '{}'{}; allowed keys: {}", key,
                                             suggestion(key, field_names()), fmt::join(field_names(), ", ")));
   }
-  if (key == "vocab_size") m.vocab_size = parse_int(key, value);
-  else if (key == "context_length") m.context_length = parse_int(key, value);
-  else if (key == "num_layers") m.num_layers = parse_int(key, value);
-  else if (key == "d_model") m.d_model = parse_int(key, value);
-  else if (key == "num_heads") m.num_heads = parse_int(key, value);
-  else if (key == "d_ff") m.d_ff = parse_int(key, value);
-  else if (key == "batch_size") m.batch_size = parse_int(key, value);
-  else if (key == "zero_stage") m.zero_stage = parse_int(key, value);
-  else if (key == "rmsnorm_eps") m.rmsnorm_eps = parse_double(key, value);
-  else if (key == "bucket_cap_mb") m.bucket_cap_mb = parse_double(key, value);
-  else if (key == "tie_embeddings") m.tie_embeddings = parse_bool(key, value);
-  else if (key == "ffn") {
-    if (value == "swiglu") m.ffn = FfnKind::swiglu;
-    else if (value == "silu_mlp") m.ffn = FfnKind::silu_mlp;
-    else throw std::invalid_argument(fmt::format("ffn: '{}' is not allowed, allowed values are swiglu, silu_mlp", value));
-  } else if (key == "position") {
-    if (value == "none") m.position = Position::none;
-    else if (value == "learned") m.position = Position::learned;
-    else throw std::invalid_argument(fmt::format("position: '{}' is not allowed, allowed values are none, learned", value));
-  } else if (key == "precision") {
-    if (value == "fp32") m.precision = Precision::fp32;
-    else if (value == "amp-bf16") m.precision = Precision::amp_bf16;
-    else if (value == "bf16") m.precision = Precision::bf16;
-    else throw std::invalid_argument(fmt::format("precision: '{}' is not allowed, allowed values are fp32, amp-bf16, bf16", value));
-  } else if (key == "attention") {
-    if (value == "naive") m.attention = AttentionKind::naive;
-    else if (value == "flash") m.attention = AttentionKind::flash;
-    else throw std::invalid_argument(fmt::format("attention: '{}' is not allowed, allowed values are naive, flash", value));
-  } else if (key == "recompute") {
-    if (value == "none") m.recompute = Recompute::none;
-    else if (value == "attention") m.recompute = Recompute::attention;
-    else if (value == "full") m.recompute = Recompute::full;
-    else throw std::invalid_argument(fmt::format("recompute: '{}' is not allowed, allowed values are none, attention, full", value));
-  } else if (key == "grad_dtype") {
-    if (value == "auto") m.grad_dtype = GradDType::automatic;
-    else if (value == "fp32") m.grad_dtype = GradDType::fp32;
-    else if (value == "bf16") m.grad_dtype = GradDType::bf16;
-    else throw std::invalid_argument(fmt::format("grad_dtype: '{}' is not allowed, allowed values are auto, fp32, bf16", value));
-  } else if (key == "lr") o.lr = parse_double(key, value);
-  else if (key == "beta1") o.beta1 = parse_double(key, value);
-  else if (key == "beta2") o.beta2 = parse_double(key, value);
-  else if (key == "adam_eps") o.eps = parse_double(key, value);
-  else if (key == "weight_decay") o.weight_decay = parse_double(key, value);
-  else if (key == "seed") {
-    const int64_t s = parse_int(key, value);
-    check_arg(s >= 0, "seed: {} is outside the allowed range [0, {}]", s, std::numeric_limits<int64_t>::max());
-    c.seed = static_cast<uint64_t>(s);
-  }
+  f->set(c, key, value);
 }
 
 // ---- TOML files: bounded before the parser sees them.
@@ -390,7 +421,7 @@ TrainConfig parse_config_text(const std::string& text, const std::string& path) 
   }
   auto apply_table = [&](const toml::table& table, const std::string& where, std::optional<Section> section) {
     std::vector<std::string> allowed;
-    for (const FieldSpec& f : kFields) {
+    for (const FieldSpec& f : fields()) {
       if (!section || f.section == *section) allowed.emplace_back(f.key);
     }
     if (!section) allowed.insert(allowed.begin(), {"preset", "model", "optim"});
@@ -423,63 +454,34 @@ TrainConfig parse_config_text(const std::string& text, const std::string& path) 
 }
 
 void validate(const TrainConfig& c) {
+  // The ranges of the field table, in its order; then the rules that relate fields.
+  for (const FieldSpec& f : fields()) {
+    if (!f.range) continue;
+    if (f.kind == Kind::integer) {
+      check_range(f.key, static_cast<int64_t>(f.number(c)), static_cast<int64_t>(f.range->lo),
+                  static_cast<int64_t>(f.range->hi));
+    } else {
+      check_range(f.key, f.number(c), f.range->lo, f.range->hi, f.range->lo_open, f.range->hi_open);
+    }
+    if (std::string_view(f.key) == "d_model") {  // num_heads follows d_model in the messages, as in the table
+      const ModelConfig& m = c.model;
+      check_range("num_heads", m.num_heads, 1, m.d_model);
+      check_arg(m.d_model % m.num_heads == 0,
+                "num_heads: {} does not divide d_model {} (d_model % num_heads must be 0)", m.num_heads, m.d_model);
+    }
+  }
   const ModelConfig& m = c.model;
-  check_range("vocab_size", m.vocab_size, 2, 1 << 24);
-  check_range("context_length", m.context_length, 1, 1 << 17);
-  check_range("num_layers", m.num_layers, 1, 1024);
-  check_range("d_model", m.d_model, 1, 1 << 16);
-  check_range("num_heads", m.num_heads, 1, m.d_model);
-  check_arg(m.d_model % m.num_heads == 0,
-            "num_heads: {} does not divide d_model {} (d_model % num_heads must be 0)", m.num_heads, m.d_model);
-  check_range("d_ff", m.d_ff, 1, 1 << 18);
-  check_range("batch_size", m.batch_size, 1, 1 << 16);
   check_arg(m.zero_stage >= 0 && m.zero_stage <= 3, "zero_stage: {} is outside the allowed range [0, 3] (0 = DDP, "
             "1 = + AdamW state sharded, 2 = + gradients, 3 = + parameters)", m.zero_stage);
-  check_range("bucket_cap_mb", m.bucket_cap_mb, 0.001, 4096.0);
-  check_range("rmsnorm_eps", m.rmsnorm_eps, 0.0, 1.0, true, false);
   check_arg(m.grad_dtype != GradDType::bf16 || m.precision == Precision::bf16,
             "grad_dtype: bf16 needs precision = bf16 (precision {} keeps float32 gradients); allowed: auto, fp32",
             precision_name(m.precision));
-  const AdamWConfig& o = c.optim;
-  check_range("lr", o.lr, 0.0, 10.0, false, false);
-  check_range("beta1", o.beta1, 0.0, 1.0, false, true);
-  check_range("beta2", o.beta2, 0.0, 1.0, false, true);
-  check_range("adam_eps", o.eps, 0.0, 1.0, true, false);
-  check_range("weight_decay", o.weight_decay, 0.0, 1.0, false, true);
 }
 
 std::vector<std::string> config_overrides(const TrainConfig& c) {
-  const ModelConfig& m = c.model;
-  const AdamWConfig& o = c.optim;
-  return {fmt::format("vocab_size={}", m.vocab_size),
-          fmt::format("context_length={}", m.context_length),
-          fmt::format("num_layers={}", m.num_layers),
-          fmt::format("d_model={}", m.d_model),
-          fmt::format("num_heads={}", m.num_heads),
-          fmt::format("d_ff={}", m.d_ff),
-          fmt::format("ffn={}", ffn_kind_name(m.ffn)),
-          fmt::format("tie_embeddings={}", m.tie_embeddings),
-          fmt::format("position={}", position_name(m.position)),
-          fmt::format("batch_size={}", m.batch_size),
-          fmt::format("rmsnorm_eps={}", m.rmsnorm_eps),
-          fmt::format("precision={}", precision_name(m.precision)),
-          fmt::format("grad_dtype={}", grad_dtype_name(m.grad_dtype)),
-          fmt::format("attention={}", attention_name(m.attention)),
-          fmt::format("recompute={}", recompute_name(m.recompute)),
-          fmt::format("zero_stage={}", m.zero_stage),
-          fmt::format("bucket_cap_mb={}", m.bucket_cap_mb),
-          fmt::format("lr={}", o.lr),
-          fmt::format("beta1={}", o.beta1),
-          fmt::format("beta2={}", o.beta2),
-          fmt::format("adam_eps={}", o.eps),
-          fmt::format("weight_decay={}", o.weight_decay),
-          fmt::format("seed={}", c.seed)};
-}
-
-const char* position_name(Position p) { return p == Position::none ? "none" : "learned"; }
-const char* attention_name(AttentionKind a) { return a == AttentionKind::naive ? "naive" : "flash"; }
-const char* recompute_name(Recompute r) {
-  return r == Recompute::none ? "none" : r == Recompute::attention ? "attention" : "full";
+  std::vector<std::string> out;
+  for (const FieldSpec& f : fields()) out.push_back(fmt::format("{}={}", f.key, f.get(c)));
+  return out;
 }
 
 std::string describe(const ModelConfig& m) {

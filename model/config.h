@@ -24,6 +24,12 @@ enum class AttentionKind { naive, flash };
 //   full:      torch.utils.checkpoint per block: only each block's input is kept; the block's forward is re-run
 //              just before its backward (gradients equal to `none` bit for bit in float32).
 enum class Recompute { none, attention, full };
+// The names a config writes for each choice (runtime/enum_table.h): parsing, printing and messages read these.
+inline constexpr EnumName<Position> kPositions[] = {{Position::none, "none"}, {Position::learned, "learned"}};
+inline constexpr EnumName<AttentionKind> kAttentionKinds[] = {{AttentionKind::naive, "naive"},
+                                                              {AttentionKind::flash, "flash"}};
+inline constexpr EnumName<Recompute> kRecomputes[] = {
+    {Recompute::none, "none"}, {Recompute::attention, "attention"}, {Recompute::full, "full"}};
 
 struct ModelConfig {
   int64_t vocab_size = 256;
@@ -93,9 +99,9 @@ TrainConfig parse_config_text(const std::string& text, const std::string& path);
 // d_model 64 ..." / "d_model: 0 is outside the allowed range [1, 65536]".
 void validate(const TrainConfig& config);
 
-const char* position_name(Position p);
-const char* attention_name(AttentionKind a);
-const char* recompute_name(Recompute r);
+inline const char* position_name(Position p) { return enum_name(kPositions, p); }
+inline const char* attention_name(AttentionKind a) { return enum_name(kAttentionKinds, a); }
+inline const char* recompute_name(Recompute r) { return enum_name(kRecomputes, r); }
 std::string describe(const ModelConfig& m);  // one line: "V 256, T 32, L 2, D 64, H 4, d_ff 256, swiglu, ..."
 
 }  // namespace reckon

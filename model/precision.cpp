@@ -2,24 +2,6 @@
 
 namespace reckon {
 
-const char* precision_name(Precision p) {
-  switch (p) {
-    case Precision::fp32: return "fp32";
-    case Precision::amp_bf16: return "amp-bf16";
-    case Precision::bf16: return "bf16";
-  }
-  return "?";
-}
-
-const char* grad_dtype_name(GradDType g) {
-  switch (g) {
-    case GradDType::automatic: return "auto";
-    case GradDType::fp32: return "fp32";
-    case GradDType::bf16: return "bf16";
-  }
-  return "?";
-}
-
 DTypePlan dtype_plan(Precision precision, GradDType grad_dtype) {
   DTypePlan plan;
   if (precision == Precision::fp32) return plan;

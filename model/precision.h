@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "runtime/dtype.h"
+#include "runtime/enum_table.h"
 
 namespace reckon {
 
@@ -22,8 +23,12 @@ enum class Precision { fp32, amp_bf16, bf16 };
 // bf16 gradients are what precision = bf16 has by default).
 enum class GradDType { automatic, fp32, bf16 };
 
-const char* precision_name(Precision p);  // "fp32", "amp-bf16", "bf16"
-const char* grad_dtype_name(GradDType g); // "auto", "fp32", "bf16"
+inline constexpr EnumName<Precision> kPrecisions[] = {
+    {Precision::fp32, "fp32"}, {Precision::amp_bf16, "amp-bf16"}, {Precision::bf16, "bf16"}};
+inline constexpr EnumName<GradDType> kGradDTypes[] = {
+    {GradDType::automatic, "auto"}, {GradDType::fp32, "fp32"}, {GradDType::bf16, "bf16"}};
+inline const char* precision_name(Precision p) { return enum_name(kPrecisions, p); }
+inline const char* grad_dtype_name(GradDType g) { return enum_name(kGradDTypes, g); }
 
 // The dtypes a precision gives each kind of buffer.
 struct DTypePlan {

@@ -5,8 +5,6 @@
 
 namespace reckon {
 
-const char* ffn_kind_name(FfnKind kind) { return kind == FfnKind::swiglu ? "swiglu" : "silu_mlp"; }
-
 Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const Tensor& w1, const Tensor& w3, const Tensor& w2,
                    FfnKind kind, std::string_view name) {
   const std::string prefix(name);

@@ -18,13 +18,15 @@
 #include <string_view>
 
 #include "ops/linear.h"
+#include "runtime/enum_table.h"
 #include "runtime/counters.h"
 #include "runtime/tensor.h"
 
 namespace reckon {
 
 enum class FfnKind { swiglu, silu_mlp };
-const char* ffn_kind_name(FfnKind kind);
+inline constexpr EnumName<FfnKind> kFfnKinds[] = {{FfnKind::swiglu, "swiglu"}, {FfnKind::silu_mlp, "silu_mlp"}};
+inline const char* ffn_kind_name(FfnKind kind) { return enum_name(kFfnKinds, kind); }
 
 struct FfnSaved {
   LinearSaved w1, w3, w2;  // inputs of the three linears (w2's input is the gated / silu activation)

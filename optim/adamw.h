@@ -40,7 +40,7 @@ AdamWStep adamw_step_constants(const AdamWConfig& config, int64_t step);
 void adamw_update_fused(float* p, float* m, float* v, const float* g, int64_t n, const AdamWStep& s);
 void adamw_update_reference(float* p, float* m, float* v, const float* g, int64_t n, const AdamWStep& s);
 
-// Master-weights kernels (mixed precision, issue 11): the optimizer owns the float32 master weights and m, v;
+// Master-weights kernels (mixed precision): the optimizer owns the float32 master weights and m, v;
 // the model's working copy is the bf16 parameter. Per element: the same AdamW update on the master (g read as
 // float32 or widened exactly from bf16), then param = bf16(master), round to nearest even. One pass: reads g,
 // master, m, v; writes master, m, v and the bf16 param. The fused kernel is one SIMD loop over all of it; the

@@ -72,8 +72,9 @@ StepMeasurement measure_steady_step(const TrainConfig& config, bool data_paralle
   run.step();
   data.fill_batch_rows(run.tokens, run.targets, 1, rank * b, ranks * b);
   counters().reset();
-  tracker().reset_peak_stats();
+  tracker().clear_timeline();  // peaks reset; what lives now is the timeline's base, not an event of the step
   out.loss = run.step();
+  out.events = tracker().events();
   out.memory = tracker().stats();
   out.live_at_peak = tracker().live_at_peak();
   for (const LiveBlock& b : out.live_at_peak) {

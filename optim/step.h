@@ -73,6 +73,7 @@ struct StepMeasurement {
   std::vector<LiveBlock> live_at_peak;
   int64_t scratchpad_at_peak = 0;     // live oneDNN scratchpad bytes at the peak
   std::map<OpKey, OpCount> counts;    // per op x phase, the measured step only
+  std::vector<AllocationEvent> events;  // the measured step's allocations and frees, in order
   double loss = 0;
 };
 

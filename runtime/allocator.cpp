@@ -221,6 +221,34 @@ std::vector<MemoryEvent> TrackingAllocator::timeline() const {
   return timeline_;
 }
 
+std::vector<AllocationEvent> TrackingAllocator::events() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<AllocationEvent> out;
+  out.reserve(timeline_.size());
+  for (const MemoryEvent& e : timeline_) {
+    out.push_back({names_[static_cast<size_t>(e.name_id)], e.category, e.delta_bytes > 0 ? e.delta_bytes : -e.delta_bytes,
+                   e.delta_bytes > 0});
+  }
+  return out;
+}
+
+std::string describe(const AllocationEvent& e) {
+  return fmt::format("{} {} ({}, {} B)", e.alloc ? "alloc" : "free", e.name, category_name(e.category), e.bytes);
+}
+
+EventDivergence first_divergence(const std::vector<AllocationEvent>& measured,
+                                 const std::vector<AllocationEvent>& analytic) {
+  const size_t n = std::min(measured.size(), analytic.size());
+  size_t i = 0;
+  while (i < n && measured[i] == analytic[i]) ++i;
+  if (i == n && measured.size() == analytic.size()) return {};
+  auto side = [&](const std::vector<AllocationEvent>& events) {
+    return i < events.size() ? describe(events[i]) : std::string("nothing (the sequence has ended)");
+  };
+  return {static_cast<int64_t>(i), fmt::format("event {} of {} measured / {} analytic: measured {}; analytic {}", i,
+                                               measured.size(), analytic.size(), side(measured), side(analytic))};
+}
+
 std::string TrackingAllocator::event_name(const MemoryEvent& e) const {
   std::lock_guard<std::mutex> lock(mutex_);
   return names_.at(static_cast<size_t>(e.name_id));

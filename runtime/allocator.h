@@ -59,6 +59,25 @@ struct MemoryEvent {
   DType dtype;
 };
 
+// One allocation or free with its tensor's name: what the runtime's timeline and the memory replay
+// (estimators/memory.h) both write, so the two can be compared event by event.
+struct AllocationEvent {
+  std::string name;
+  Category category;
+  int64_t bytes;  // allocated (64-byte rounded)
+  bool alloc;     // false: a free
+  bool operator==(const AllocationEvent&) const = default;
+};
+std::string describe(const AllocationEvent& e);  // "alloc layers.0.attn.q (activation, 4,096 B)"
+
+// The first index at which two event sequences differ (-1: equal), and what differs there.
+struct EventDivergence {
+  int64_t index = -1;
+  std::string text;  // "event 37 of 120 measured / 121 analytic: measured free …, analytic alloc …"
+};
+EventDivergence first_divergence(const std::vector<AllocationEvent>& measured,
+                                 const std::vector<AllocationEvent>& analytic);
+
 struct LiveBlock {
   std::string name;
   Category category;
@@ -106,6 +125,8 @@ class TrackingAllocator {
   // Live blocks now, largest first.
   std::vector<LiveBlock> live_now() const;
   std::vector<MemoryEvent> timeline() const;
+  // The timeline since the last clear_timeline(), with names.
+  std::vector<AllocationEvent> events() const;
   std::string event_name(const MemoryEvent& e) const;
   // Forget the history before now (the live blocks stay tracked; the peak resets to current).
   void clear_timeline();

@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <new>
+#include <stdexcept>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -17,6 +19,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/output.h"
+#include "cli/validate.h"
+#include "runtime/checked.h"
 #include "runtime/safetensors.h"
 
 namespace reckon {
@@ -145,7 +149,7 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
   EXPECT_NE(r.output.find("--json: cannot write"), std::string::npos) << r.output;
 }
 
-// Output files (issue 16): nothing outside the named path is touched; devices are written in place, never
+// Output files: nothing outside the named path is touched; devices are written in place, never
 // replaced; a reader never sees part of a file.
 TEST(Output, SymlinksDevicesAndSamePaths) {
   const std::filesystem::path dir = temp_path("outputs");
@@ -442,7 +446,7 @@ TEST(Cli, EstimateGpt2XlOnEightGpusPerZeroStage) {
                                   {"--gpus 8 --zero 5", "zero_stage: 5 is outside the allowed range [0, 3]"}});
 }
 
-// Large but legal-looking inputs (issue 15): each an answer or one clear error with exit 2, never a signal.
+// Large but legal-looking inputs: each an answer or one clear error with exit 2, never a signal.
 TEST(Cli, LargeInputsAnswerOrFailCleanly) {
   // M = B·T = 2^32 rows is beyond oneDNN's int32 dimensions (it died with SIGFPE): the arithmetic answers and
   // the scratchpad line says why it was not queried; train refuses it by the memory budget first.
@@ -470,7 +474,7 @@ TEST(Cli, LargeInputsAnswerOrFailCleanly) {
            {"train --steps abc", "--steps: 'abc' is not a valid value; allowed: training steps [1, 10000000]"},
            {"extrapolate --steps q", "--steps: 'q' is not a valid value; allowed: timed steps per preset (median) [1, 1000]"},
            {"estimate --mfu x", "--mfu: 'x' is not a valid value; allowed: model FLOP utilisation [1e-6, 1]"},
-           // The memory guard of every command that allocates (issue 16): refused before anything runs.
+           // The memory guard of every command that allocates: refused before anything runs.
            {"reconcile --preset gpt2-xl --max-memory 8GiB",
             "--max-memory: reconcile gpt2-xl: a training step of this config (batch_size 1) peaks at 36,460,850,176 B"},
            {"reconcile --sweep --max-memory 1000", "--max-memory: reconcile sweep:"},
@@ -504,4 +508,22 @@ TEST(Cli, ExtrapolateValidatesCountsThenAppliesTheModel) {
 }
 
 }  // namespace
+// Bad input exits 2 naming what is wrong; reckon's own faults exit 70 as internal errors, never as bad input.
+TEST(ErrorExit, BadInputIsTwoInternalErrorsAreSeventy) {
+  EXPECT_EQ(error_exit(std::invalid_argument("d_model: 0 is outside the allowed range [1, 65536]")).code, 2);
+  EXPECT_EQ(error_exit(std::invalid_argument("x")).message, "reckon: error: x");
+  EXPECT_EQ(error_exit(SizeOverflow("1 * 2 overflows int64")).code, 2);
+  EXPECT_EQ(error_exit(std::runtime_error("--json: cannot write 'x': Permission denied")).code, 2);
+  const ErrorExit internal = error_exit(std::logic_error("memory estimate: tensor allocated twice: x"));
+  EXPECT_EQ(internal.code, 70);
+  EXPECT_EQ(internal.message.rfind("reckon: internal error: memory estimate: tensor allocated twice: x", 0), 0u);
+  EXPECT_EQ(error_exit(std::bad_alloc()).code, 70);
+  EXPECT_EQ(error_exit(std::range_error("r")).code, 70);
+  try {
+    (void)nlohmann::json("text").get<int>();
+  } catch (const nlohmann::json::exception& e) {
+    EXPECT_EQ(error_exit(e).code, 70);  // a library's own error: reckon should have checked first
+  }
+}
+
 }  // namespace reckon

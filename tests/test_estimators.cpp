@@ -91,6 +91,12 @@ void expect_step_reconciles(const TrainConfig& config) {
   for (size_t i = 0; i < e.live_at_peak.size(); ++i) {
     EXPECT_EQ(m.live_at_peak[i].allocated_bytes, e.live_at_peak[i].bytes) << i;
   }
+  // Event by event: every allocation and free of the step, in order, named alike on both sides.
+  MemoryEstimateOptions with_events;
+  with_events.step_events = true;
+  const MemoryEstimate ev = estimate_step_memory(config.model, with_events);
+  EXPECT_GT(m.events.size(), 0u);
+  EXPECT_EQ(first_divergence(m.events, ev.step_events).text, "");
 
   const auto expected = estimate_step_counts(config.model, config.optim);
   ASSERT_EQ(m.counts.size(), expected.size());

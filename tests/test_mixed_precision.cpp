@@ -1,4 +1,4 @@
-// Mixed precision (issue 11): every op of the bf16 region with bf16 storage against the float64 reference on
+// Mixed precision: every op of the bf16 region with bf16 storage against the float64 reference on
 // the same bf16 values (forward) and against central finite differences of that reference (backward); the
 // whole model's gradients in each mixed mode against the float32 model's; bytes per parameter per precision
 // measured by the allocator; and training `tiny` on real text for 200 steps in each precision.

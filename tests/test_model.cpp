@@ -569,7 +569,7 @@ TEST(Config, TomlFileWithPresetSectionsAndErrors) {
   std::remove(path.c_str());
 }
 
-// Issue 16: nothing in a config file is silently ignored, and no file can crash the parser.
+// Strict config files: nothing in a config file is silently ignored, and no file can crash the parser.
 TEST(Config, TomlFileIsStrict) {
   const std::string path = ::testing::TempDir() + "reckon_strict.toml";
   auto load = [&](const std::string& text) {

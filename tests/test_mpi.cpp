@@ -1,4 +1,4 @@
-// Data parallelism over MPI (issue 14, stage 0), run by ctest as `mpirun -np 2 test_mpi` (one OpenMP thread per
+// Data parallelism over MPI (stage 0 and the ZeRO stages), run by ctest as `mpirun -np 2 test_mpi` (one OpenMP thread per
 // rank): 2 ranks with global batch B reproduce the single-process run with batch B — losses within 1e-6
 // relative per step over 20 steps (float32; only the summation order of the gradient average differs) — and
 // every rank holds bit-identical parameters after every step; the all-reduce traffic is the gradients' bytes.

@@ -1,4 +1,4 @@
-// Recomputation (config field `recompute`, issue 12): `attention` re-runs the attention core in backward,
+// Recomputation (config field `recompute`): `attention` re-runs the attention core in backward,
 // `full` re-runs each block's forward from its kept input (torch.utils.checkpoint). Both must give the same
 // losses, gradients and parameters as `none` bit for bit — in float32 and in the bf16 modes, with either
 // attention, over several AdamW steps (the weight-cast cache of amp-bf16 is rebuilt by the recompute). What

@@ -700,4 +700,35 @@ TEST(BFloat16, TensorsHoldTwoBytesPerElement) {
 }
 
 }  // namespace
+TEST(AllocationEvents, FirstDivergenceNamesTheEventOnBothSides) {
+  const std::vector<AllocationEvent> a = {{"x", Category::activation, 64, true}, {"y", Category::temporary, 128, true},
+                                          {"y", Category::temporary, 128, false}};
+  EXPECT_EQ(first_divergence(a, a).index, -1);
+  std::vector<AllocationEvent> b = a;
+  b[1].bytes = 192;  // same name, other size: a difference that equal peaks elsewhere could hide
+  const EventDivergence d = first_divergence(a, b);
+  EXPECT_EQ(d.index, 1);
+  EXPECT_EQ(d.text, "event 1 of 3 measured / 3 analytic: measured alloc y (temporary, 128 B); analytic alloc y "
+                    "(temporary, 192 B)");
+  b = a;
+  b.pop_back();
+  EXPECT_EQ(first_divergence(a, b).text,
+            "event 2 of 3 measured / 2 analytic: measured free y (temporary, 128 B); analytic nothing (the sequence "
+            "has ended)");
+}
+
+TEST(AllocationEvents, TimelineSinceClearWithNames) {
+  tracker().clear_timeline();
+  {
+    Tensor t = Tensor::empty({10}, Category::activation, "events.t");
+    Tensor u = Tensor::empty({20}, Category::temporary, "events.u", DType::bf16);
+  }
+  const std::vector<AllocationEvent> e = tracker().events();
+  ASSERT_EQ(e.size(), 4u);
+  EXPECT_EQ(e[0], (AllocationEvent{"events.t", Category::activation, 64, true}));
+  EXPECT_EQ(e[1], (AllocationEvent{"events.u", Category::temporary, 64, true}));
+  EXPECT_EQ(e[2], (AllocationEvent{"events.u", Category::temporary, 64, false}));  // destroyed in reverse order
+  EXPECT_EQ(e[3], (AllocationEvent{"events.t", Category::activation, 64, false}));
+}
+
 }  // namespace reckon
