@@ -44,29 +44,6 @@ TrainConfig resolve_config(const TrainOptions& o) {
   return config;
 }
 
-nlohmann::json config_json(const TrainConfig& c) {
-  const ModelConfig& m = c.model;
-  return {{"preset", c.preset},
-          {"vocab_size", m.vocab_size},
-          {"context_length", m.context_length},
-          {"num_layers", m.num_layers},
-          {"d_model", m.d_model},
-          {"num_heads", m.num_heads},
-          {"d_ff", m.d_ff},
-          {"ffn", ffn_kind_name(m.ffn)},
-          {"tie_embeddings", m.tie_embeddings},
-          {"position", position_name(m.position)},
-          {"batch_size", m.batch_size},
-          {"rmsnorm_eps", m.rmsnorm_eps},
-          {"precision", precision_name(m.precision)},
-          {"grad_dtype", grad_dtype_name(m.grad_dtype)},
-          {"attention", attention_name(m.attention)},
-          {"recompute", recompute_name(m.recompute)},
-          {"seed", c.seed},
-          {"optim", {{"lr", c.optim.lr}, {"beta1", c.optim.beta1}, {"beta2", c.optim.beta2},
-                     {"eps", c.optim.eps}, {"weight_decay", c.optim.weight_decay}}}};
-}
-
 struct StepLog {
   int64_t step;
   double loss, seconds;

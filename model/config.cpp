@@ -484,6 +484,22 @@ std::vector<std::string> config_overrides(const TrainConfig& c) {
   return out;
 }
 
+nlohmann::json config_json(const TrainConfig& c) {
+  nlohmann::json j = {{"preset", c.preset}};
+  for (const FieldSpec& f : fields()) {
+    const std::string text = f.get(c);
+    nlohmann::json value;
+    switch (f.kind) {
+      case Kind::integer: value = parse_int(f.key, text); break;
+      case Kind::real: value = f.number(c); break;
+      case Kind::boolean: value = parse_bool(f.key, text); break;
+      case Kind::choice: value = text; break;
+    }
+    (f.section == Section::optim ? j["optim"][f.key] : j[f.key]) = value;
+  }
+  return j;
+}
+
 std::string describe(const ModelConfig& m) {
   std::string precision = precision_name(m.precision);
   if (m.precision == Precision::bf16) {

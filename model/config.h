@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "model/precision.h"
 #include "ops/ffn.h"
 
@@ -86,6 +88,9 @@ void apply_override(TrainConfig& config, std::string_view key_equals_value);
 // Every field of `config` as the `key=value` lines apply_override takes (numbers in their shortest exact form),
 // in the field table's order: applied to any preset, they rebuild `config` exactly. Checkpoints store this.
 std::vector<std::string> config_overrides(const TrainConfig& config);
+// The same fields as JSON, typed (integers, numbers, booleans, choice names): "preset", the model's fields and
+// "seed" at top level, the optimizer's under "optim", each under its config key.
+nlohmann::json config_json(const TrainConfig& config);
 // Reads a TOML file: optional `preset = "..."` first, then the same keys at top level (or in [model] /
 // [optim] tables). Throws std::invalid_argument with the file, key and reason.
 // Strict: unknown keys and tables are refused (naming the nearest valid key), TOML types are checked per

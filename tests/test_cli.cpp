@@ -62,6 +62,16 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   const nlohmann::json j = read_json(json);
   EXPECT_EQ(j["steps"].size(), 3u);
   EXPECT_EQ(j["config"]["d_model"], 64);
+  // Every config field, typed, under its config key (the field table): tiny's values.
+  EXPECT_EQ(j["config"]["preset"], "tiny");
+  EXPECT_EQ(j["config"]["tie_embeddings"], false);
+  EXPECT_EQ(j["config"]["precision"], "fp32");
+  EXPECT_EQ(j["config"]["zero_stage"], 0);
+  EXPECT_EQ(j["config"]["bucket_cap_mb"], 25.0);
+  EXPECT_EQ(j["config"]["optim"]["adam_eps"], 1e-8);
+  EXPECT_EQ(j["config"]["seed"], 1234);
+  EXPECT_EQ(j["config"].size(), 20u);  // preset, 17 model fields, seed, optim
+  EXPECT_EQ(j["config"]["optim"].size(), 5u);
   EXPECT_EQ(j["num_parameters"], 164160);
   EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");
   int64_t breakdown_sum = 0;
