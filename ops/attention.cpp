@@ -7,8 +7,27 @@
 #include "runtime/check.h"
 #include "runtime/matmul.h"
 #include "runtime/simd_math.h"
+#include "runtime/checked.h"
 
 namespace reckon {
+
+OpCount causal_softmax_forward_count(int64_t bh, int64_t t, DType dtype) {
+  const CheckedInt BH = bh, T = t, causal = T * (T + 1) / 2, s = dtype_bytes(dtype);
+  OpCount c;
+  c.other_flops = (BH * 5 * causal).value();
+  c.bytes_read = (s * BH * causal).value();
+  c.bytes_written = (s * BH * T * T).value();
+  return c;
+}
+
+OpCount causal_softmax_backward_count(int64_t bh, int64_t t, DType dtype) {
+  const CheckedInt BH = bh, T = t, causal = T * (T + 1) / 2, s = dtype_bytes(dtype);
+  OpCount c;
+  c.other_flops = (BH * 4 * causal).value();
+  c.bytes_read = (s * BH * 2 * causal).value();
+  c.bytes_written = (s * BH * T * T).value();
+  return c;
+}
 
 OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype) {
   const int64_t s = dtype_bytes(dtype);
@@ -112,10 +131,7 @@ Tensor attention_forward(AttentionSaved& saved, const Tensor& q, const Tensor& k
   {
     OpRecord record("attention");
     dispatch_floating(dtype, [&](auto tag) { causal_softmax_forward(data_as<decltype(tag)>(probs), b * num_heads, t); });
-    const int64_t bh = b * num_heads, causal = t * (t + 1) / 2, s = dtype_bytes(dtype);
-    record.count.other_flops = bh * 5 * causal;
-    record.count.bytes_read = s * bh * causal;
-    record.count.bytes_written = s * bh * t * t;
+    record.count = causal_softmax_forward_count(b * num_heads, t, dtype);
   }
   matmul(head_view(ctx, num_heads), probs, head_view(v, num_heads), "attention");  // ctx = P V
   saved.q = q;
@@ -148,10 +164,7 @@ void attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor
       using T = decltype(tag);
       causal_softmax_backward(data_as<T>(grad_probs), data_as<T>(saved.probs), b * h, t);
     });
-    const int64_t bh = b * h, causal = t * (t + 1) / 2, s = dtype_bytes(dtype);
-    record.count.other_flops = bh * 4 * causal;
-    record.count.bytes_read = s * bh * 2 * causal;
-    record.count.bytes_written = s * bh * t * t;
+    record.count = causal_softmax_backward_count(b * h, t, dtype);
   }
   saved.probs.reset();
   saved.v.reset();

@@ -46,6 +46,11 @@ void attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor
 //             backward matmul 8·T·T·d_k; other 2·T·d_k (scale fused in dQ, dK; none when d_k = 1) + 4·T(T+1)/2 (softmax
 //                      backward row i: 2(i+1) for the dot, 2(i+1) for P·(dP − dot)).
 OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype = DType::f32);
+// The softmax alone (one call of op "attention" between the two products; backward: between dV and dQ) over
+// bh = B·H blocks of T×T: forward 5·T(T+1)/2 FLOPs per block, reads the causal part, writes every entry;
+// backward 4·T(T+1)/2, reads P and dP over the causal part, writes every dS.
+OpCount causal_softmax_forward_count(int64_t bh, int64_t t, DType dtype);
+OpCount causal_softmax_backward_count(int64_t bh, int64_t t, DType dtype);
 OpCount attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype = DType::f32);
 
 // Throws std::invalid_argument (naming `op`) unless q, k, v are contiguous (B, T, D) tensors of one shape and

@@ -6,13 +6,14 @@
 
 #include "runtime/bf16.h"
 #include "runtime/check.h"
+#include "runtime/checked.h"
 
 namespace reckon {
 
 OpCount cast_count(int64_t n, DType from, DType to) {
   OpCount c;
-  c.bytes_read = dtype_bytes(from) * n;
-  c.bytes_written = dtype_bytes(to) * n;
+  c.bytes_read = (CheckedInt(dtype_bytes(from)) * n).value();
+  c.bytes_written = (CheckedInt(dtype_bytes(to)) * n).value();
   return c;
 }
 

@@ -4,24 +4,25 @@
 
 #include "runtime/check.h"
 #include "runtime/simd_math.h"
+#include "runtime/checked.h"
 
 namespace reckon {
 
 OpCount cross_entropy_forward_count(int64_t n, int64_t v, DType logits) {
-  const int64_t s = dtype_bytes(logits);
+  const CheckedInt s = dtype_bytes(logits), N = n, V = v;
   OpCount c;
-  c.other_flops = n * (5 * v + 4) + 1;
-  c.bytes_read = s * n * v + 4 * (n + n);  // logits, targets, row losses
-  c.bytes_written = s * n * v + 4 * n;     // probs, row losses
+  c.other_flops = (N * (5 * V + 4) + 1).value();
+  c.bytes_read = (s * N * V + 4 * (N + N)).value();  // logits, targets, row losses
+  c.bytes_written = (s * N * V + 4 * N).value();     // probs, row losses
   return c;
 }
 
 OpCount cross_entropy_backward_count(int64_t n, int64_t v, DType logits) {
-  const int64_t s = dtype_bytes(logits);
+  const CheckedInt s = dtype_bytes(logits), N = n, V = v;
   OpCount c;
-  c.other_flops = n * (v + 1) + 1;
-  c.bytes_read = s * n * v + 4 * n;
-  c.bytes_written = s * n * v;
+  c.other_flops = (N * (V + 1) + 1).value();
+  c.bytes_read = (s * N * V + 4 * N).value();
+  c.bytes_written = (s * N * V).value();
   return c;
 }
 

@@ -7,22 +7,24 @@
 #include <type_traits>
 
 #include "runtime/check.h"
+#include "runtime/checked.h"
 
 namespace reckon {
 
 OpCount embedding_forward_count(int64_t n, int64_t d, DType weight) {
+  const CheckedInt N = n, D = d;
   OpCount c;
-  c.bytes_read = 4 * n + dtype_bytes(weight) * n * d;
-  c.bytes_written = 4 * n * d;
+  c.bytes_read = (4 * N + dtype_bytes(weight) * N * D).value();
+  c.bytes_written = (4 * N * D).value();
   return c;
 }
 
 OpCount embedding_backward_count(int64_t n, int64_t d, DType grad_weight) {
-  const int64_t s = dtype_bytes(grad_weight);
+  const CheckedInt s = dtype_bytes(grad_weight), N = n, D = d;
   OpCount c;
-  c.other_flops = n * d;
-  c.bytes_read = 4 * (n + n * d) + s * n * d;
-  c.bytes_written = s * n * d;
+  c.other_flops = (N * D).value();
+  c.bytes_read = (4 * (N + N * D) + s * N * D).value();
+  c.bytes_written = (s * N * D).value();
   return c;
 }
 
@@ -102,19 +104,20 @@ void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const
 namespace reckon {
 
 OpCount position_embedding_forward_count(int64_t b, int64_t t, int64_t d, DType weight) {
+  const CheckedInt B = b, T = t, D = d;
   OpCount c;
-  c.other_flops = b * t * d;
-  c.bytes_read = 4 * b * t * d + dtype_bytes(weight) * t * d;
-  c.bytes_written = 4 * b * t * d;
+  c.other_flops = (B * T * D).value();
+  c.bytes_read = (4 * B * T * D + dtype_bytes(weight) * T * D).value();
+  c.bytes_written = (4 * B * T * D).value();
   return c;
 }
 
 OpCount position_embedding_backward_count(int64_t b, int64_t t, int64_t d, DType grad_weight) {
-  const int64_t s = dtype_bytes(grad_weight);
+  const CheckedInt s = dtype_bytes(grad_weight), B = b, T = t, D = d;
   OpCount c;
-  c.other_flops = b * t * d;
-  c.bytes_read = 4 * b * t * d + s * t * d;
-  c.bytes_written = s * t * d;
+  c.other_flops = (B * T * D).value();
+  c.bytes_read = (4 * B * T * D + s * T * D).value();
+  c.bytes_written = (s * T * D).value();
   return c;
 }
 

@@ -1,14 +1,16 @@
 #include "ops/residual.h"
 
 #include "runtime/check.h"
+#include "runtime/checked.h"
 
 namespace reckon {
 
 OpCount residual_forward_count(int64_t n) {
+  const CheckedInt N = n;
   OpCount c;
   c.other_flops = n;
-  c.bytes_read = 4 * 2 * n;
-  c.bytes_written = 4 * n;
+  c.bytes_read = (4 * 2 * N).value();
+  c.bytes_written = (4 * N).value();
   return c;
 }
 

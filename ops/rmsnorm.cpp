@@ -7,23 +7,26 @@
 #include <string>
 
 #include "runtime/check.h"
+#include "runtime/checked.h"
 
 namespace reckon {
 
 OpCount rmsnorm_forward_count(int64_t n, int64_t d, DType weight, DType out) {
+  const CheckedInt N = n, D = d;
   OpCount c;
-  c.other_flops = n * (4 * d + 4);
-  c.bytes_read = 4 * n * d + dtype_bytes(weight) * d;
-  c.bytes_written = dtype_bytes(out) * n * d + 4 * n;
+  c.other_flops = (N * (4 * D + 4)).value();
+  c.bytes_read = (4 * N * D + dtype_bytes(weight) * D).value();
+  c.bytes_written = (dtype_bytes(out) * N * D + 4 * N).value();
   return c;
 }
 
 OpCount rmsnorm_backward_count(int64_t n, int64_t d, bool accumulate_grad_x, DType weight, DType grad_weight) {
+  const CheckedInt N = n, D = d, acc = accumulate_grad_x ? 1 : 0;
   OpCount c;
-  c.other_flops = n * (10 * d + 4) + (accumulate_grad_x ? n * d : 0);
+  c.other_flops = (N * (10 * D + 4) + acc * N * D).value();
   // reads dy, x, g, rstd, grad_weight (and grad_x when accumulating); writes grad_x, grad_weight.
-  c.bytes_read = 4 * (2 * n * d + n + (accumulate_grad_x ? n * d : 0)) + (dtype_bytes(weight) + dtype_bytes(grad_weight)) * d;
-  c.bytes_written = 4 * n * d + dtype_bytes(grad_weight) * d;
+  c.bytes_read = (4 * (2 * N * D + N + acc * N * D) + (dtype_bytes(weight) + dtype_bytes(grad_weight)) * D).value();
+  c.bytes_written = (4 * N * D + dtype_bytes(grad_weight) * D).value();
   return c;
 }
 

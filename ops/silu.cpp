@@ -4,24 +4,25 @@
 
 #include "runtime/check.h"
 #include "runtime/simd_math.h"
+#include "runtime/checked.h"
 
 namespace reckon {
 
 OpCount silu_forward_count(int64_t n, DType t) {
-  const int64_t s = dtype_bytes(t);
-  return OpCount{0, 0, 4 * n, s * n, s * n, 0.0};
+  const CheckedInt s = dtype_bytes(t), N = n;
+  return OpCount{0, 0, (4 * N).value(), (s * N).value(), (s * N).value(), 0.0};
 }
 OpCount silu_backward_count(int64_t n, DType t) {
-  const int64_t s = dtype_bytes(t);
-  return OpCount{0, 0, 9 * n, s * 2 * n, s * n, 0.0};
+  const CheckedInt s = dtype_bytes(t), N = n;
+  return OpCount{0, 0, (9 * N).value(), (s * 2 * N).value(), (s * N).value(), 0.0};
 }
 OpCount swiglu_gate_forward_count(int64_t n, DType t) {
-  const int64_t s = dtype_bytes(t);
-  return OpCount{0, 0, 5 * n, s * 2 * n, s * n, 0.0};
+  const CheckedInt s = dtype_bytes(t), N = n;
+  return OpCount{0, 0, (5 * N).value(), (s * 2 * N).value(), (s * N).value(), 0.0};
 }
 OpCount swiglu_gate_backward_count(int64_t n, DType t) {
-  const int64_t s = dtype_bytes(t);
-  return OpCount{0, 0, 12 * n, s * 3 * n, s * 2 * n, 0.0};
+  const CheckedInt s = dtype_bytes(t), N = n;
+  return OpCount{0, 0, (12 * N).value(), (s * 3 * N).value(), (s * 2 * N).value(), 0.0};
 }
 
 template <typename T>

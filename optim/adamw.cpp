@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "runtime/check.h"
+#include "runtime/checked.h"
 
 namespace reckon {
 
@@ -31,10 +32,11 @@ AdamWStep adamw_step_constants(const AdamWConfig& c, int64_t step) {
 int64_t adamw_flops_per_element(const AdamWConfig& config) { return config.weight_decay != 0.0 ? 14 : 13; }
 
 OpCount adamw_count(int64_t n, const AdamWConfig& config) {
+  const CheckedInt N = n;
   OpCount c;
-  c.other_flops = adamw_flops_per_element(config) * n;
-  c.bytes_read = 16 * n;
-  c.bytes_written = 12 * n;
+  c.other_flops = (adamw_flops_per_element(config) * N).value();
+  c.bytes_read = (16 * N).value();
+  c.bytes_written = (12 * N).value();
   return c;
 }
 
@@ -71,10 +73,11 @@ void adamw_update_fused(float* p, float* m, float* v, const float* g, int64_t n,
 }
 
 OpCount adamw_master_count(int64_t n, const AdamWConfig& config, DType grad_dtype) {
+  const CheckedInt N = n;
   OpCount c;
-  c.other_flops = adamw_flops_per_element(config) * n;
-  c.bytes_read = (12 + dtype_bytes(grad_dtype)) * n;
-  c.bytes_written = (12 + dtype_bytes(DType::bf16)) * n;
+  c.other_flops = (adamw_flops_per_element(config) * N).value();
+  c.bytes_read = ((12 + dtype_bytes(grad_dtype)) * N).value();
+  c.bytes_written = ((12 + dtype_bytes(DType::bf16)) * N).value();
   return c;
 }
 

@@ -8,9 +8,12 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "estimators/fit.h"
 #include "estimators/flops.h"
 #include "tests/param_count_oracle.h"
+#include "tests/step_counts_oracle.h"
 #include "estimators/memory.h"
 #include "estimators/textbook.h"
 #include "estimators/time.h"
@@ -188,6 +191,48 @@ TEST(Gpt2Xl, ParameterCountByIndependentArithmetic) {
   tied.position = Position::learned;
   EXPECT_EQ(testing_ref::count_parameters(tied), expected - 50257LL * 1600 + 1024LL * 1600);
   EXPECT_EQ(parameter_layout(tied).total(), expected - 50257LL * 1600 + 1024LL * 1600);
+}
+
+// The step's counts, composed call by call from the ops' declared counts over the replayed schedule, equal the
+// closed-form algebra of the whole step (written separately, tests/step_counts_oracle.h) — for every shape,
+// precision, attention, recompute, ZeRO stage and rank of 1 to 3 ranks, op by op and field by field.
+TEST(StepCounts, ComposedFromTheOpsEqualTheClosedForms) {
+  int compared = 0;
+  for (const ModelConfig& base : {shape(37, 7, 1, 12, 3, 20, 3, FfnKind::swiglu, false, Position::none),
+                                  shape(19, 6, 2, 4, 4, 12, 2, FfnKind::silu_mlp, true, Position::learned),
+                                  shape(23, 67, 1, 16, 2, 24, 1, FfnKind::swiglu, true, Position::none),
+                                  shape(50, 33, 2, 48, 6, 96, 1, FfnKind::silu_mlp, false, Position::learned)})
+    for (const auto [precision, grads] : precision_settings())
+      for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash})
+        for (Recompute recompute : {Recompute::none, Recompute::attention, Recompute::full})
+          for (int64_t stage : {0, 1, 2, 3})
+            for (int ranks : {1, 2, 3}) {
+              ModelConfig m = base;
+              m.precision = precision, m.grad_dtype = grads, m.attention = attention, m.recompute = recompute;
+              m.zero_stage = stage;
+              m.bucket_cap_mb = 0.002;  // several buckets
+              AdamWConfig optim;
+              optim.weight_decay = compared % 2 == 0 ? 0.0 : 0.01;
+              for (int rank = 0; rank < ranks; ++rank) {
+                const auto composed = estimate_step_counts(m, optim, ranks, rank);
+                const auto closed = testing_ref::closed_form_step_counts(m, optim, ranks, rank);
+                ASSERT_EQ(composed.size(), closed.size()) << describe(m) << " rank " << rank << " of " << ranks;
+                for (const auto& [key, want] : closed) {
+                  const auto it = composed.find(key);
+                  ASSERT_NE(it, composed.end()) << key.op << " " << phase_name(key.phase);
+                  const OpCount& got = it->second;
+                  const std::string what = fmt::format("{} {} | {} | rank {} of {}", key.op, phase_name(key.phase),
+                                                       describe(m), rank, ranks);
+                  EXPECT_EQ(got.calls, want.calls) << what;
+                  EXPECT_EQ(got.matmul_flops, want.matmul_flops) << what;
+                  EXPECT_EQ(got.other_flops, want.other_flops) << what;
+                  EXPECT_EQ(got.bytes_read, want.bytes_read) << what;
+                  EXPECT_EQ(got.bytes_written, want.bytes_written) << what;
+                }
+                ++compared;
+              }
+            }
+  EXPECT_EQ(compared, 4 * 4 * 2 * 3 * 4 * 6);
 }
 
 // The one parameter layout (model/layout.h) against the closed form and the model's own tensors: same count for

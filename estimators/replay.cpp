@@ -1,0 +1,758 @@
+#include "estimators/replay.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <stdexcept>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "estimators/flops.h"
+#include "model/layout.h"
+#include "ops/attention.h"
+#include "ops/cast.h"
+#include "ops/cross_entropy.h"
+#include "ops/embedding.h"
+#include "ops/flash_attention.h"
+#include "ops/residual.h"
+#include "ops/rmsnorm.h"
+#include "ops/silu.h"
+#include "optim/adamw.h"
+#include "optim/zero.h"
+#include "runtime/checked.h"
+#include "runtime/machine.h"
+#include "runtime/matmul.h"
+
+namespace reckon {
+
+namespace {
+
+// A tensor's name without building a string per event: "layers.{layer}.{suffix}" for layer ≥ 0, "{suffix}"
+// for kTop, "onednn.scratchpad.{suffix}" for kScratch. Only the tensors live at the peak are ever formatted,
+// so a replay costs a few hash-map operations per event: linear in num_layers with a small constant.
+constexpr int32_t kTop = -1, kScratch = -2;
+struct TensorName {
+  int32_t layer;
+  std::string_view suffix;    // string literals: they live as long as the program
+  std::string_view ext = {};  // appended: ".grad", ".exp_avg", ".exp_avg_sq" of a parameter
+  int32_t index = -1;         // appended as ".<index>" when ≥ 0: "comm.bucket.3"
+  bool operator==(const TensorName& o) const = default;
+  std::string str() const {
+    const std::string tail = index >= 0 ? fmt::format(".{}", index) : std::string();
+    if (layer == kTop) return fmt::format("{}{}{}", suffix, ext, tail);
+    if (layer == kScratch) return fmt::format("onednn.scratchpad.{}", suffix);
+    return fmt::format("layers.{}.{}{}{}", layer, suffix, ext, tail);
+  }
+};
+struct TensorNameHash {
+  size_t operator()(const TensorName& n) const {
+    const std::hash<std::string_view> h;
+    return h(n.suffix) ^ (h(n.ext) * 31) ^ (static_cast<size_t>(n.layer + 3) * 0x9E3779B97F4A7C15ULL) ^
+           (static_cast<size_t>(n.index + 1) * 0xC2B2AE3D27D4EB4FULL);
+  }
+};
+TensorName top(std::string_view suffix) { return {kTop, suffix}; }
+
+// Integer replay of allocations and frees: current bytes per category, the peak (first moment reached), and
+// the live set at that moment. Every size is CheckedInt arithmetic: a config whose bytes do not fit int64
+// throws SizeOverflow instead of wrapping.
+class Ledger {
+ public:
+  Ledger(bool scratchpad, bool keep_log, bool step_events, std::vector<StepMatmul>* matmuls)
+      : scratchpad_(scratchpad), keep_log_(keep_log || step_events), step_events_(step_events), matmuls_(matmuls) {}
+
+  // What was allocated so far (parameters, gradients, state, the batch) is live before the step begins: the
+  // step's events, compared with the runtime's timeline of one step, start here.
+  void mark_step_start() { step_start_ = static_cast<int64_t>(log_.size()); }
+
+  // `persistent`: a block that lives through the step (parameters, gradients, optimizer state, the batch) and is
+  // never freed, so it needs no entry in the live set (only in the log, for the live set at the peak).
+  void alloc(TensorName name, Category cat, CheckedInt elements, DType dtype = DType::f32, bool persistent = false) {
+    const int64_t raw = (dtype_bytes(dtype) * elements).value();
+    if (raw > kMaxAllocationBytes) {  // a count that fits int64 but a tensor the allocator would refuse
+      throw SizeOverflow(fmt::format("{} would be one tensor of {} bytes, above the largest allocation ({} bytes)",
+                                     name.str(), raw, kMaxAllocationBytes));
+    }
+    const int64_t bytes = aligned_size(raw);
+    const int c = static_cast<int>(cat);
+    if (!persistent) {
+      std::vector<Named>& slot = live_slot(name);
+      for (const Named& e : slot) {
+        if (e.name == name) throw std::logic_error("memory estimate: tensor allocated twice: " + name.str());
+      }
+      slot.push_back({name, Live{cat, bytes}});
+    }
+    if (keep_log_) log_.push_back({name, cat, bytes, true});
+    current_[c] += bytes;
+    total_ += bytes;
+    category_peak_[c] = std::max(category_peak_[c], current_[c]);
+    if (total_ > peak_total_) {  // the first moment the total reaches a new high
+      peak_total_ = total_;
+      peak_breakdown_ = current_;
+      peak_event_ = static_cast<int64_t>(log_.size());  // 0 without a log: no live set is rebuilt
+      peak_name_ = name;
+      peak_phase_label_ = phase_label_;
+      scratchpad_at_peak_ = scratch_live_;
+    }
+  }
+
+  void free(TensorName name) {
+    std::vector<Named>& slot = live_slot(name);
+    auto it = std::find_if(slot.rbegin(), slot.rend(), [&](const Named& e) { return e.name == name; });
+    if (it == slot.rend()) throw std::logic_error("memory estimate: free of unknown tensor " + name.str());
+    const Live live = it->live;
+    *it = slot.back();
+    slot.pop_back();
+    const int c = static_cast<int>(live.category);
+    if (keep_log_) log_.push_back({name, live.category, live.bytes, false});
+    current_[c] -= live.bytes;
+    total_ -= live.bytes;
+  }
+
+  // One matmul call: oneDNN's scratchpad (if any) lives for exactly the call.
+  void matmul(const MatmulGeometry& g, const char* op) {
+    if (matmuls_ != nullptr) record(g, op);
+    if (!scratchpad_) return;
+    const int64_t bytes = matmul_scratchpad_bytes(g);
+    if (bytes == 0) return;
+    const CheckedInt elements = (CheckedInt(bytes) + 3) / 4;
+    scratch_live_ = aligned_size((4 * elements).value());
+    scratchpad_max_ = std::max(scratchpad_max_, scratch_live_);
+    alloc({kScratch, op}, Category::temporary, elements);
+    free({kScratch, op});
+    scratch_live_ = 0;
+  }
+
+  void set_phase(Phase phase) { phase_ = phase, phase_label_ = phase_name(phase); }
+  Phase phase() const { return phase_; }
+
+  // The estimate; the live set at the peak is rebuilt from the event log (one pass), not copied at every new
+  // high (which made the replay quadratic in num_layers).
+  MemoryEstimate finish() {
+    MemoryEstimate e;
+    for (int c = 0; c < kNumCategories; ++c) {
+      e.peak_breakdown[c] = peak_breakdown_[c].value();
+      e.category_peak[c] = category_peak_[c].value();
+    }
+    e.peak_total = peak_total_.value();
+    e.scratchpad_at_peak = scratchpad_at_peak_;
+    e.scratchpad_max = scratchpad_max_;
+    e.step_end_total = total_.value();
+    if (peak_total_ > 0) e.peak_moment = fmt::format("{}: {} allocated", peak_phase_label_, peak_name_.str());
+    std::unordered_map<TensorName, Live, TensorNameHash> at_peak;
+    for (int64_t i = 0; i < peak_event_; ++i) {
+      const Event& ev = log_[i];
+      if (ev.alloc) at_peak.emplace(ev.name, Live{ev.category, ev.bytes});
+      else at_peak.erase(ev.name);
+    }
+    for (const auto& [name, live] : at_peak) e.live_at_peak.push_back({name.str(), live.category, live.bytes});
+    if (step_events_) {
+      for (size_t i = static_cast<size_t>(step_start_); i < log_.size(); ++i) {
+        e.step_events.push_back({log_[i].name.str(), log_[i].category, log_[i].bytes, log_[i].alloc});
+      }
+    }
+    std::sort(e.live_at_peak.begin(), e.live_at_peak.end(), [](const EstimatedTensor& a, const EstimatedTensor& b) {
+      return a.bytes != b.bytes ? a.bytes > b.bytes : a.name < b.name;
+    });
+    return e;
+  }
+
+ private:
+  struct Live {
+    Category category;
+    int64_t bytes;
+  };
+  struct Event {
+    TensorName name;
+    Category category;
+    int64_t bytes;
+    bool alloc;
+  };
+
+  // Same geometry under the same op × phase: one entry, calls counted.
+  void record(const MatmulGeometry& g, const char* op) {
+    for (StepMatmul& m : *matmuls_) {
+      if (m.key.phase == phase_ && m.key.op == op && same_geometry(m.geometry, g)) {
+        ++m.calls;
+        return;
+      }
+    }
+    matmuls_->push_back({{op, phase_}, g, 1});
+  }
+
+  bool scratchpad_;
+  bool keep_log_;  // the event log rebuilds the live set at the peak (live_at_peak); totals need none
+  bool step_events_;
+  int64_t step_start_ = 0;
+  std::vector<StepMatmul>* matmuls_;
+  Phase phase_ = Phase::forward;
+  // The live (freeable) tensors, one short list per layer (+ top-level and scratchpad lists): a free scans a
+  // few entries of its own layer instead of hashing into one map of every tensor of the step.
+  struct Named {
+    TensorName name;
+    Live live;
+  };
+  std::vector<Named>& live_slot(const TensorName& name) {
+    const size_t index = static_cast<size_t>(name.layer + 2);  // kScratch = -2, kTop = -1, layers 0…
+    if (index >= live_.size()) live_.resize(index + 1);
+    return live_[index];
+  }
+  std::vector<std::vector<Named>> live_;
+  std::vector<Event> log_;
+  std::array<CheckedInt, kNumCategories> current_{}, category_peak_{}, peak_breakdown_{};
+  CheckedInt total_ = 0, peak_total_ = 0;
+  int64_t peak_event_ = 0;  // events [0, peak_event_) built the live set at the peak
+  TensorName peak_name_{kTop, ""};
+  const char* phase_label_ = "setup";  // before the first set_phase: parameters, gradients, state
+  const char* peak_phase_label_ = "setup";
+  int64_t scratch_live_ = 0, scratchpad_at_peak_ = 0, scratchpad_max_ = 0;
+};
+
+// The geometries of the matmuls the ops run (same dims and strides as the ops' tensor views).
+MatmulGeometry geometry(int rank, std::array<int64_t, 4> a_dims, std::array<int64_t, 4> a_strides,
+                        std::array<int64_t, 4> b_dims, std::array<int64_t, 4> b_strides,
+                        std::array<int64_t, 4> dst_dims, std::array<int64_t, 4> dst_strides, float alpha, bool acc) {
+  MatmulGeometry g;
+  g.rank = rank;
+  g.alpha = alpha;
+  g.accumulate = acc;
+  for (int d = 0; d < rank; ++d) {
+    g.a_dims[d] = a_dims[d], g.a_strides[d] = a_strides[d];
+    g.b_dims[d] = b_dims[d], g.b_strides[d] = b_strides[d];
+    g.dst_dims[d] = dst_dims[d], g.dst_strides[d] = dst_strides[d];
+  }
+  return g;
+}
+
+// The same geometry with its operand and destination dtypes (oneDNN's scratchpad depends on them).
+MatmulGeometry typed(MatmulGeometry g, DType operands, DType dst) {
+  g.a_dtype = g.b_dtype = operands;
+  g.dst_dtype = dst;
+  return g;
+}
+
+// linear: y (N, OUT) = x (N, IN) · Wᵀ;  dX (N, IN) = dY · W;  dW (OUT, IN) += dYᵀ · X
+MatmulGeometry linear_fwd(int64_t n, int64_t in, int64_t out) {
+  return geometry(2, {n, in}, {in, 1}, {in, out}, {1, in}, {n, out}, {out, 1}, 1.0f, false);
+}
+MatmulGeometry linear_dx(int64_t n, int64_t in, int64_t out, bool acc) {
+  return geometry(2, {n, out}, {out, 1}, {out, in}, {in, 1}, {n, in}, {in, 1}, 1.0f, acc);
+}
+MatmulGeometry linear_dw(int64_t n, int64_t in, int64_t out) {
+  return geometry(2, {out, n}, {1, out}, {n, in}, {in, 1}, {out, in}, {in, 1}, 1.0f, true);
+}
+
+// The attention core's views: heads (B, H, T, d_k) of a (B, T, D) tensor, and (B, H, T, T) score blocks.
+struct AttnGeometry {
+  int64_t b, h, t, d, dk, td, tt_elems, htt;  // td = T·D, tt_elems = T·T, htt = H·T·T (checked when built)
+  float scale;
+  AttnGeometry(CheckedInt b_, CheckedInt h_, CheckedInt t_, CheckedInt d_)
+      : b(b_.value()), h(h_.value()), t(t_.value()), d(d_.value()), dk((d_ / h_).value()), td((t_ * d_).value()),
+        tt_elems((t_ * t_).value()), htt((h_ * t_ * t_).value()),
+        scale(1.0f / std::sqrt(static_cast<float>(dk))) {}
+  std::array<int64_t, 4> heads() const { return {b, h, t, dk}; }
+  std::array<int64_t, 4> head_strides() const { return {td, dk, d, 1}; }
+  std::array<int64_t, 4> heads_t() const { return {b, h, dk, t}; }
+  std::array<int64_t, 4> head_t_strides() const { return {td, dk, 1, d}; }
+  std::array<int64_t, 4> tt() const { return {b, h, t, t}; }
+  std::array<int64_t, 4> tt_strides() const { return {htt, tt_elems, t, 1}; }
+  std::array<int64_t, 4> tt_t_strides() const { return {htt, tt_elems, 1, t}; }
+};
+
+// The step, in the model's order. Each method mirrors one part of model/transformer.cpp (or optim/): the same
+// allocations and frees in the same order, each op's count from the function its kernel records.
+class StepReplay {
+ public:
+  StepReplay(const ModelConfig& c, const MemoryEstimateOptions& o, const ReplayOutputs& out)
+      : c_(c), o_(o), out_(out), r_(o.onednn_scratchpad, o.live_at_peak, o.step_events, out.matmuls),
+        b(c.batch_size), t(c.context_length), d(c.d_model), f(c.d_ff), v(c.vocab_size), h(c.num_heads),
+        n(b * t), btt(b * h * t * t), dk(d / h), threads(num_threads()), n_(n.value()), d_(d.value()), f_(f.value()),
+        v_(v.value()), plan(c.dtypes()), A(plan.act), P(plan.param), G(plan.grad), mixed(A != F32),
+        flash(c.attention == AttentionKind::flash), swiglu(c.ffn == FfnKind::swiglu),
+        recompute_attention(c.recompute == Recompute::attention), recompute_full(c.recompute == Recompute::full),
+        gate(swiglu ? "ffn.gated" : "ffn.silu_out"), core_saved(flash ? "attn.lse" : "attn.probs"),
+        stage(c.zero_stage), ranks(o.data_parallel_ranks), rank(o.data_parallel_rank), layout(parameter_layout(c)),
+        ag(b, h, t, d) {}
+
+  MemoryEstimate run() {
+    parameters_and_state();
+    r_.mark_step_start();
+    if (stage < 2) {  // zero_grad at the step's start (stages 2, 3 create their gradients zeroed in backward)
+      r_.set_phase(Phase::optimizer);
+      zero_grad(0, static_cast<int>(params.size()));
+    }
+    forward();
+    backward();
+    gradient_reduction();
+    optimizer_step();
+    MemoryEstimate est = r_.finish();
+    est.num_parameters = num_parameters.value();
+    return est;
+  }
+
+ private:
+  static constexpr DType F32 = DType::f32;
+  struct Param {
+    TensorName name;
+    CheckedInt elements;
+  };
+
+  // ---- counts: one call of `op` under the current phase (collectives: under communication), as OpRecord does
+  void count(const char* op, OpCount c) { count_in(r_.phase(), op, c); }
+  void count_in(Phase phase, const char* op, OpCount c) {
+    if (out_.counts == nullptr) return;
+    c.calls = 1;
+    (*out_.counts)[OpKey{op, phase}] += c;
+  }
+  void collective(const char* op, CheckedInt in, CheckedInt out) {
+    count_in(Phase::communication, op, OpCount{1, 0, 0, in.value(), out.value(), 0.0});
+  }
+  void matmul(const MatmulGeometry& g, const char* op) {
+    r_.matmul(g, op);
+    count(op, OpCount{1, matmul_flops(g), matmul_other_flops(g), matmul_bytes_read(g), matmul_bytes_written(g), 0.0});
+  }
+  void lin_fwd(TensorName out, Category cat, DType out_dtype, int64_t in, int64_t outf, const char* op) {
+    r_.alloc(out, cat, n * outf, out_dtype);
+    matmul(typed(linear_fwd(n_, in, outf), A, out_dtype), op);
+  }
+  // dX (dtype dx_dtype) then dW (the gradient's dtype, accumulated).
+  void lin_bwd(int64_t in, int64_t outf, bool acc, DType dx_dtype, const char* op) {
+    matmul(typed(linear_dx(n_, in, outf, acc), A, dx_dtype), op);
+    matmul(typed(linear_dw(n_, in, outf), A, G), op);
+  }
+  void attn_mm(const MatmulGeometry& g) { matmul(typed(g, A, A), "attention"); }
+  // zero_grad over parameters [first, last): every gradient's bytes written once.
+  void zero_grad(int first, int last) {
+    CheckedInt bytes = 0;
+    for (int i = first; i < last; ++i) bytes += params[static_cast<size_t>(i)].elements * dtype_bytes(G);
+    count("zero_grad", OpCount{1, 0, 0, 0, bytes.value(), 0.0});
+  }
+
+  void parameters_and_state();
+  // ---- the hooks at unit boundaries (model/transformer.h ParameterHooks), as optim/zero.cpp implements them
+  void gather(int u);
+  void release(int u);
+  void gather_head() {
+    gather(layout.head_unit());
+    if (c_.tie_embeddings) gather(0);
+  }
+  void release_head() {
+    release(layout.head_unit());
+    if (c_.tie_embeddings) release(0);
+  }
+  void create_grads(int u);
+  void reduce_grads(int u);
+  // amp-bf16's weight cache: the bf16 copy of matmul weight `index` (into the layout), cast at first use, freed
+  // after the last.
+  void cache_weight(int index) {
+    const Param& p = params[static_cast<size_t>(index)];
+    if (!plan.weight_cache) return;
+    r_.alloc({p.name.layer, p.name.suffix, ".bf16"}, Category::parameter, p.elements, DType::bf16);
+    count("cast", cast_count(p.elements.value(), F32, DType::bf16));
+  }
+  void release_weight(int index) {
+    const Param& p = params[static_cast<size_t>(index)];
+    if (plan.weight_cache) r_.free({p.name.layer, p.name.suffix, ".bf16"});
+  }
+  // A cast of the float32 residual gradient into the bf16 region (mixed precision only).
+  void cast_grad(TensorName name) {
+    if (!mixed) return;
+    r_.alloc(name, Category::temporary, n * d, A);
+    count("cast", cast_count(n_ * d_, F32, A));
+  }
+  void rmsnorm(int32_t layer, const char* prefix_out, const char* prefix_rstd) {
+    r_.alloc({layer, prefix_out}, Category::activation, n * d, A);
+    r_.alloc({layer, prefix_rstd}, Category::activation, n);
+    count("rmsnorm", rmsnorm_forward_count(n_, d_, P, A));
+  }
+
+  void forward();
+  void block_forward(int32_t i);
+  void attention_core(int32_t i);
+  std::vector<const char*> block_saved() const;
+  void backward();
+  void ffn_backward(int32_t i);
+  void attention_backward(int32_t i);
+  void gradient_reduction();
+  void optimizer_step();
+
+  const ModelConfig& c_;
+  const MemoryEstimateOptions& o_;
+  const ReplayOutputs& out_;
+  Ledger r_;
+  const CheckedInt b, t, d, f, v, h, n, btt, dk, threads;
+  const int64_t n_, d_, f_, v_;
+  const DTypePlan plan;
+  const DType A, P, G;  // the bf16 region's, the parameters' and the gradients' dtypes (model/precision.h)
+  const bool mixed, flash, swiglu, recompute_attention, recompute_full;
+  const char* const gate;        // the ffn's saved activation
+  const char* const core_saved;  // what the attention core keeps beyond q, k, v
+  // ZeRO (optim/zero.h): stage ≥ 1 keeps the optimizer state of this rank's segments only, stage ≥ 2 the
+  // gradients' shards (the full ones exist per unit in backward), stage 3 the parameters' shards (the full ones
+  // per unit while in use).
+  const int64_t stage;
+  const int ranks, rank;
+  const ParameterLayout layout;
+  const AttnGeometry ag;
+  std::vector<Param> params;
+  std::vector<int64_t> mine;  // this rank's elements of each parameter
+  CheckedInt num_parameters = 0;
+};
+
+// Parameters, gradients (and, in steady state, the optimizer state): one block per named tensor of the layout
+// (model/layout.h), whose units are model/transformer.h's: the embeddings, each layer, the head. Then the batch.
+void StepReplay::parameters_and_state() {
+  for (const ParamSpec& p : layout.params) params.push_back({{p.layer < 0 ? kTop : p.layer, p.suffix}, p.numel()});
+  for (const Param& p : params) {
+    if (stage < 3) r_.alloc(p.name, Category::parameter, p.elements, P, true);
+    if (stage < 2) r_.alloc({p.name.layer, p.name.suffix, ".grad"}, Category::gradient, p.elements, G, true);
+    num_parameters += p.elements;
+  }
+  std::vector<ShardSegment> segments;
+  mine.assign(params.size(), 0);
+  if (stage >= 1) {
+    segments = owned_segments(layout.sizes(), rank, ranks);
+    for (const ShardSegment& s : segments) mine[s.param] = s.count;
+  }
+  for (const ShardSegment& s : segments) {
+    const Param& p = params[s.param];
+    if (stage >= 2) r_.alloc({p.name.layer, p.name.suffix, ".grad.shard"}, Category::gradient, s.count, G, true);
+    if (stage == 3) r_.alloc({p.name.layer, p.name.suffix, ".shard"}, Category::parameter, s.count, P, true);
+  }
+  auto optimizer_state = [&](const Param& p, CheckedInt elements) {
+    if (plan.master_weights) {
+      r_.alloc({p.name.layer, p.name.suffix, ".master"}, Category::optimizer_state, elements, F32, true);
+    }
+    r_.alloc({p.name.layer, p.name.suffix, ".exp_avg"}, Category::optimizer_state, elements, F32, true);
+    r_.alloc({p.name.layer, p.name.suffix, ".exp_avg_sq"}, Category::optimizer_state, elements, F32, true);
+  };
+  if (o_.optimizer_state && stage >= 1) {
+    for (const ShardSegment& s : segments) optimizer_state(params[s.param], s.count);
+  } else if (o_.optimizer_state) {
+    for (const Param& p : params) optimizer_state(p, p.elements);
+  }
+  if (o_.batch_tensors) {
+    r_.alloc(top("batch.tokens"), Category::activation, n, DType::i32, true);
+    r_.alloc(top("batch.targets"), Category::activation, n, DType::i32, true);
+  }
+}
+
+void StepReplay::gather(int u) {
+  if (stage != 3) return;
+  for (int i = layout.units[u].first; i < layout.units[u].second; ++i) {
+    r_.alloc(params[i].name, Category::parameter, params[i].elements, P);
+    if (ranks > 1) collective("all_gather", CheckedInt(dtype_bytes(P)) * mine[i], params[i].elements * dtype_bytes(P));
+  }
+}
+
+void StepReplay::release(int u) {
+  if (stage != 3) return;
+  for (int i = layout.units[u].first; i < layout.units[u].second; ++i) r_.free(params[i].name);
+}
+
+void StepReplay::create_grads(int u) {
+  if (stage < 2) return;
+  const auto [first, last] = layout.units[u];
+  for (int i = first; i < last; ++i) {
+    r_.alloc({params[i].name.layer, params[i].name.suffix, ".grad"}, Category::gradient, params[i].elements, G);
+  }
+  zero_grad(first, last);  // created zeroed
+}
+
+void StepReplay::reduce_grads(int u) {
+  if (stage < 2) return;
+  for (int i = layout.units[u].first; i < layout.units[u].second; ++i) {
+    if (ranks > 1 && G == DType::bf16) {  // float32 temporaries around the reduce-scatter
+      r_.alloc(top("comm.bucket"), Category::temporary, params[i].elements);
+      if (mine[i] > 0) r_.alloc(top("comm.shard"), Category::temporary, mine[i]);
+    }
+    if (ranks > 1) collective("reduce_scatter", 4 * params[i].elements, CheckedInt(4) * mine[i]);
+    if (ranks > 1 && G == DType::bf16) {
+      r_.free(top("comm.bucket"));
+      if (mine[i] > 0) r_.free(top("comm.shard"));
+    }
+    r_.free({params[i].name.layer, params[i].name.suffix, ".grad"});
+  }
+}
+
+// The attention core of layer i: naive keeps probs and ctx, flash lse and ctx (a workspace per thread for the
+// call).
+void StepReplay::attention_core(int32_t i) {
+  if (flash) {
+    r_.alloc({i, "attn.lse"}, Category::activation, b * h * t);
+    r_.alloc({i, "attn.ctx"}, Category::activation, n * d, A);
+    r_.alloc({i, "attn.workspace"}, Category::temporary, threads * flash_forward_workspace_floats(dk.value()));
+    r_.free({i, "attn.workspace"});
+    count("attention", flash_attention_forward_count(b.value(), t.value(), d_, h.value(), A));
+    return;
+  }
+  r_.alloc({i, "attn.probs"}, Category::activation, btt, A);
+  r_.alloc({i, "attn.ctx"}, Category::activation, n * d, A);
+  attn_mm(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
+                   ag.scale, false));  // scores = Q Kᵀ / √d_k
+  count("attention", causal_softmax_forward_count((b * h).value(), t.value(), A));
+  attn_mm(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
+                   false));  // ctx = P V
+}
+
+// Everything a block's forward allocates but its output "ffn_residual" is what it saves — listed in the order
+// recompute = full frees them: the runtime drops its saved tensors member by member (LayerSaved's declaration
+// order: the norms', the linears' inputs, the attention core's, the ffn's), and a tensor goes when its last holder
+// lets go.
+std::vector<const char*> StepReplay::block_saved() const {
+  std::vector<const char*> saved = {"attn_norm.rstd", "attn_residual", "ffn_norm.rstd", "attn_norm.out"};
+  if (flash) {
+    for (const char* s : {"attn.q", "attn.k", "attn.v", "attn.ctx"}) saved.push_back(s);
+  } else {
+    for (const char* s : {"attn.ctx", "attn.q", "attn.k", "attn.v"}) saved.push_back(s);
+  }
+  if (!recompute_attention) saved.push_back(core_saved);
+  for (const char* s : {"ffn_norm.out", gate, "ffn.w1_out"}) saved.push_back(s);
+  if (swiglu) saved.push_back("ffn.w3_out");
+  return saved;
+}
+
+// One block's forward (model/transformer.cpp block_forward): run in forward, and again in backward under
+// recompute = full.
+void StepReplay::block_forward(int32_t i) {
+  const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
+  rmsnorm(i, "attn_norm.out", "attn_norm.rstd");
+  for (const auto& [weight, out] : {std::pair{w.wq, "attn.q"}, std::pair{w.wk, "attn.k"}, std::pair{w.wv, "attn.v"}}) {
+    cache_weight(weight);
+    lin_fwd({i, out}, Category::activation, A, d_, d_, "linear");
+  }
+  attention_core(i);
+  if (recompute_attention) r_.free({i, core_saved});
+  cache_weight(w.wo);
+  lin_fwd({i, "attn.out"}, Category::temporary, F32, d_, d_, "linear");
+  r_.alloc({i, "attn_residual"}, Category::activation, n * d);
+  count("residual", residual_forward_count(n_ * d_));
+  r_.free({i, "attn.out"});
+  rmsnorm(i, "ffn_norm.out", "ffn_norm.rstd");
+  cache_weight(w.w1);
+  if (swiglu) cache_weight(w.w3);
+  cache_weight(w.w2);
+  lin_fwd({i, "ffn.w1_out"}, Category::activation, A, d_, f_, "linear");
+  if (swiglu) lin_fwd({i, "ffn.w3_out"}, Category::activation, A, d_, f_, "linear");
+  r_.alloc({i, gate}, Category::activation, n * f, A);
+  count(swiglu ? "swiglu" : "silu", swiglu ? swiglu_gate_forward_count(n_ * f_, A) : silu_forward_count(n_ * f_, A));
+  lin_fwd({i, "ffn.out"}, Category::temporary, F32, f_, d_, "linear");
+  r_.alloc({i, "ffn_residual"}, Category::activation, n * d);
+  count("residual", residual_forward_count(n_ * d_));
+  r_.free({i, "ffn.out"});
+}
+
+void StepReplay::forward() {
+  r_.set_phase(Phase::forward);
+  gather(0);
+  r_.alloc(top("tok_emb.out"), Category::activation, n * d);
+  count("embedding", embedding_forward_count(n_, d_, P));
+  if (layout.pos_emb >= 0) count("position_embedding", position_embedding_forward_count(b.value(), t.value(), d_, P));
+  release(0);
+  const std::vector<const char*> saved = block_saved();
+  for (int32_t i = 0; i < c_.num_layers; ++i) {
+    gather(i + 1);
+    block_forward(i);
+    if (recompute_full) {  // only the block's input (the previous output) stays
+      for (const char* s : saved) r_.free({i, s});
+      const auto [first, last] = layout.units[static_cast<size_t>(i) + 1];
+      for (int p = first; p < last; ++p) {
+        if (layout.params[static_cast<size_t>(p)].is_matmul_weight()) release_weight(p);
+      }
+    }
+    release(i + 1);
+  }
+  gather_head();
+  rmsnorm(kTop, "final_norm.out", "final_norm.rstd");
+  cache_weight(layout.lm_head);
+  lin_fwd(top("lm_head.logits"), Category::activation, A, d_, v_, "lm_head");
+  release_head();
+  r_.alloc(top("cross_entropy.row_loss"), Category::temporary, n);
+  r_.free(top("cross_entropy.row_loss"));
+  count("cross_entropy", cross_entropy_forward_count(n_, v_, A));
+}
+
+void StepReplay::ffn_backward(int32_t i) {
+  const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
+  r_.alloc({i, "ffn_norm.grad_out"}, Category::temporary, n * d);
+  cast_grad({i, "ffn.grad_out"});  // the residual gradient in the bf16 region
+  r_.alloc({i, "ffn.grad_act"}, Category::temporary, n * f, A);
+  lin_bwd(f_, d_, false, A, "linear");
+  r_.free({i, gate});
+  r_.alloc({i, "ffn.grad_w1_out"}, Category::temporary, n * f, A);
+  if (swiglu) {
+    r_.alloc({i, "ffn.grad_w3_out"}, Category::temporary, n * f, A);
+    count("swiglu", swiglu_gate_backward_count(n_ * f_, A));
+    r_.free({i, "ffn.grad_act"});
+    r_.free({i, "ffn.w1_out"});
+    r_.free({i, "ffn.w3_out"});
+    lin_bwd(d_, f_, false, F32, "linear");
+    r_.free({i, "ffn.grad_w3_out"});
+    lin_bwd(d_, f_, true, F32, "linear");
+  } else {
+    count("silu", silu_backward_count(n_ * f_, A));
+    r_.free({i, "ffn.grad_act"});
+    r_.free({i, "ffn.w1_out"});
+    lin_bwd(d_, f_, false, F32, "linear");
+  }
+  r_.free({i, "ffn_norm.out"});  // the last linear to use it has run
+  r_.free({i, "ffn.grad_w1_out"});
+  if (mixed) r_.free({i, "ffn.grad_out"});
+  release_weight(w.w2);
+  if (swiglu) release_weight(w.w3);
+  release_weight(w.w1);
+  count("rmsnorm", rmsnorm_backward_count(n_, d_, true, P, G));
+  r_.free({i, "attn_residual"});  // ffn norm's saved input
+  r_.free({i, "ffn_norm.rstd"});
+  r_.free({i, "ffn_norm.grad_out"});
+}
+
+void StepReplay::attention_backward(int32_t i) {
+  const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
+  r_.alloc({i, "attn.grad_ctx"}, Category::temporary, n * d, A);
+  cast_grad({i, "attn.grad_out"});
+  lin_bwd(d_, d_, false, A, "linear");
+  // Flash attention keeps its output until its own backward, unless the core is recomputed.
+  if (!flash || recompute_attention) r_.free({i, "attn.ctx"});
+  if (mixed) r_.free({i, "attn.grad_out"});
+  release_weight(w.wo);
+  if (recompute_attention) {
+    r_.set_phase(Phase::recompute);
+    attention_core(i);
+    if (!flash) r_.free({i, "attn.ctx"});  // the naive backward does not need the recomputed output
+    r_.set_phase(Phase::backward);
+  }
+  for (const char* g : {"attn.grad_q", "attn.grad_k", "attn.grad_v"}) r_.alloc({i, g}, Category::temporary, n * d, A);
+  if (flash) {
+    r_.alloc({i, "attn.grad_workspace"}, Category::temporary,
+             threads * flash_backward_workspace_floats(t.value(), dk.value()));
+    r_.free({i, "attn.grad_workspace"});
+    count("attention", flash_attention_backward_count(b.value(), t.value(), d_, h.value(), A));
+    for (const char* s : {"attn.q", "attn.k", "attn.v", "attn.ctx", "attn.lse"}) r_.free({i, s});
+  } else {
+    r_.alloc({i, "attn.grad_probs"}, Category::temporary, btt, A);
+    attn_mm(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
+                     1.0f, false));  // dP = dC Vᵀ
+    attn_mm(geometry(4, ag.tt(), ag.tt_t_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
+                     false));  // dV = Pᵀ dC
+    count("attention", causal_softmax_backward_count((b * h).value(), t.value(), A));
+    r_.free({i, "attn.probs"});
+    r_.free({i, "attn.v"});
+    attn_mm(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(),
+                     ag.scale, false));  // dQ = dS K
+    r_.free({i, "attn.k"});
+    attn_mm(geometry(4, ag.tt(), ag.tt_t_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(),
+                     ag.scale, false));  // dK = dSᵀ Q
+    r_.free({i, "attn.q"});
+    r_.free({i, "attn.grad_probs"});
+  }
+  r_.free({i, "attn.grad_ctx"});
+  r_.alloc({i, "attn_norm.grad_out"}, Category::temporary, n * d);
+  lin_bwd(d_, d_, false, F32, "linear");
+  release_weight(w.wq);
+  r_.free({i, "attn.grad_q"});
+  lin_bwd(d_, d_, true, F32, "linear");
+  release_weight(w.wk);
+  r_.free({i, "attn.grad_k"});
+  lin_bwd(d_, d_, true, F32, "linear");
+  r_.free({i, "attn_norm.out"});  // q, k, v linears' saved input
+  release_weight(w.wv);
+  r_.free({i, "attn.grad_v"});
+  count("rmsnorm", rmsnorm_backward_count(n_, d_, true, P, G));
+}
+
+void StepReplay::backward() {
+  r_.set_phase(Phase::backward);
+  const int head_unit = layout.head_unit();
+  create_grads(head_unit);
+  if (c_.tie_embeddings) create_grads(0);
+  gather_head();
+  count("cross_entropy", cross_entropy_backward_count(n_, v_, A));
+  r_.alloc(top("final_norm.grad_out"), Category::temporary, n * d);
+  lin_bwd(d_, v_, false, F32, "lm_head");
+  r_.free(top("final_norm.out"));  // lm_head's saved input
+  release_weight(layout.lm_head);
+  r_.free(top("lm_head.logits"));  // the buffer that held probs, then dlogits
+  r_.alloc(top("residual.grad"), Category::temporary, n * d);
+  count("rmsnorm", rmsnorm_backward_count(n_, d_, false, P, G));
+  const int32_t last = static_cast<int32_t>(c_.num_layers) - 1;
+  r_.free({last, "ffn_residual"});  // final norm's saved input
+  r_.free(top("final_norm.rstd"));
+  r_.free(top("final_norm.grad_out"));
+  release_head();
+  reduce_grads(head_unit);
+  for (int32_t i = last; i >= 0; --i) {
+    create_grads(i + 1);
+    gather(i + 1);
+    if (recompute_full) {
+      r_.set_phase(Phase::recompute);
+      block_forward(i);
+      r_.free({i, "ffn_residual"});  // the recomputed output is not needed
+      r_.set_phase(Phase::backward);
+    }
+    ffn_backward(i);
+    attention_backward(i);
+    r_.free(i == 0 ? top("tok_emb.out") : TensorName{i - 1, "ffn_residual"});  // the layer's input
+    r_.free({i, "attn_norm.rstd"});
+    release(i + 1);
+    reduce_grads(i + 1);
+    r_.free({i, "attn_norm.grad_out"});
+  }
+  if (!c_.tie_embeddings) create_grads(0);
+  if (layout.pos_emb >= 0) count("position_embedding", position_embedding_backward_count(b.value(), t.value(), d_, G));
+  count("embedding", embedding_backward_count(n_, d_, G));
+  reduce_grads(0);
+  r_.free(top("residual.grad"));
+}
+
+// Stages 0, 1 under mpirun: one tracked bucket at a time (optim/data_parallel.cpp), all-reduced (0) or
+// reduce-scattered (1: this rank's part of the bucket arrives in "comm.shard").
+void StepReplay::gradient_reduction() {
+  if (ranks == 1 || stage >= 2) return;
+  r_.set_phase(Phase::communication);
+  int64_t bucket_start = 0;
+  int32_t k = 0;
+  for (int64_t elements : gradient_buckets(c_, c_.bucket_bytes())) {
+    const TensorName bucket{kTop, "comm.bucket", {}, k++};
+    r_.alloc(bucket, Category::temporary, elements);
+    if (stage == 0) collective("all_reduce", 4 * CheckedInt(elements), 4 * CheckedInt(elements));
+    const int64_t part = stage == 1 ? parameter_split(bucket_start, elements, num_parameters.value(), ranks)
+                                          .counts[static_cast<size_t>(rank)] : 0;
+    if (stage == 1) collective("reduce_scatter", 4 * CheckedInt(elements), 4 * CheckedInt(part));
+    if (part > 0) {
+      r_.alloc(top("comm.shard"), Category::temporary, part);
+      r_.free(top("comm.shard"));
+    }
+    r_.free(bucket);
+    bucket_start += elements;
+  }
+}
+
+// AdamW over every parameter, or (ZeRO) over this rank's flat range; it allocates nothing in steady state. Stages
+// 1 and 2 then all-gather every parameter in place.
+void StepReplay::optimizer_step() {
+  r_.set_phase(Phase::optimizer);
+  if (out_.counts == nullptr) return;
+  const AdamWConfig optim = out_.optim != nullptr ? *out_.optim : AdamWConfig{};
+  CheckedInt updated = num_parameters;
+  if (stage >= 1) {
+    const auto [lo, hi] = owned_range(num_parameters.value(), rank, ranks);
+    updated = hi - lo;
+  }
+  count("adamw", plan.master_weights ? adamw_master_count(updated.value(), optim, G) : adamw_count(updated.value(), optim));
+  if (ranks == 1 || stage == 0 || stage == 3) return;
+  for (size_t i = 0; i < params.size(); ++i) {
+    collective("all_gather", CheckedInt(dtype_bytes(P)) * mine[i], params[i].elements * dtype_bytes(P));
+  }
+}
+
+}  // namespace
+
+MemoryEstimate replay_step(const ModelConfig& config, const MemoryEstimateOptions& options, const ReplayOutputs& out) {
+  return StepReplay(config, options, out).run();
+}
+
+}  // namespace reckon

@@ -1,0 +1,192 @@
+// The step's counts per op × phase as closed forms of the config: the aggregate algebra reckon used before its
+// counts were composed from the ops' own declared counts (estimators/replay.cpp). Kept here as an independent
+// oracle: the composed counts must equal it for every config it covers (test_estimators), so a slip in the
+// replay's call sequence or in an op's count shows as a difference against arithmetic written separately.
+#pragma once
+
+#include <map>
+
+#include "estimators/flops.h"
+#include "model/config.h"
+#include "model/layout.h"
+#include "ops/flash_attention.h"
+#include "optim/data_parallel.h"
+#include "optim/zero.h"
+#include "runtime/checked.h"
+#include "runtime/counters.h"
+#include "tests/param_count_oracle.h"
+
+namespace reckon::testing_ref {
+
+inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, const AdamWConfig& optim, int data_parallel_ranks,
+                                              int data_parallel_rank) {
+  const CheckedInt b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
+  const CheckedInt h = c.num_heads, dk = d / h, l = c.num_layers, n = b * t, bh = b * h;
+  const CheckedInt causal = t * (t + 1) / 2;  // entries the causal softmax touches per (b, h)
+  const bool swiglu = c.ffn == FfnKind::swiglu;
+  const CheckedInt ffn_in = swiglu ? 2 : 1;  // linears D -> F per layer
+  // Bytes per element (model/precision.h): P parameters, G gradients, A the bf16 region (matmul operands and
+  // outputs, attention, gate, logits); 4 for the float32 residual stream, norm statistics, batch and losses.
+  const DTypePlan plan = c.dtypes();
+  const CheckedInt P = dtype_bytes(plan.param), G = dtype_bytes(plan.grad), A = dtype_bytes(plan.act), F = 4;
+  const bool mixed = plan.act != DType::f32;
+  std::map<OpKey, OpCount> e;
+  // calls, matmul FLOPs, other FLOPs, bytes read, bytes written.
+  auto add = [&](const char* op, Phase phase, CheckedInt calls, CheckedInt mm, CheckedInt other, CheckedInt read,
+                 CheckedInt written) {
+    e[OpKey{op, phase}] += OpCount{calls.value(), mm.value(), other.value(), read.value(), written.value(), 0.0};
+  };
+  const Phase Fw = Phase::forward, Bw = Phase::backward, O = Phase::optimizer;
+
+  // Token embedding: gather N rows; backward scatter-adds them (reads grad rows it adds into).
+  add("embedding", Fw, 1, 0, 0, F * n + P * n * d, F * n * d);
+  add("embedding", Bw, 1, 0, n * d, F * (n + n * d) + G * n * d, G * n * d);
+  if (c.position == Position::learned) {
+    add("position_embedding", Fw, 1, 0, n * d, F * n * d + P * t * d, F * n * d);
+    add("position_embedding", Bw, 1, 0, n * d, F * n * d + G * t * d, G * t * d);
+  }
+  // RMSNorm: 2 per layer + the final one. Forward 4D+4 FLOPs a row; backward 10D+4, +D where dX is `+=`
+  // (the two in-layer norms write into the residual stream's gradient; the final one writes it first).
+  // x, dy, dx, rstd float32; gain P, its gradient G; output A (the matmuls' input).
+  const CheckedInt norms = 2 * l + 1, acc_norms = 2 * l;
+  auto add_norm_forward = [&](Phase phase, CheckedInt count) {
+    add("rmsnorm", phase, count, 0, count * n * (4 * d + 4), count * (F * n * d + P * d), count * (A * n * d + F * n));
+  };
+  add_norm_forward(Fw, 1);  // the final norm; the blocks' two each are in add_block_forward below
+  add("rmsnorm", Bw, norms, 0, norms * n * (10 * d + 4) + acc_norms * n * d,
+      norms * (F * (2 * n * d + n) + (P + G) * d) + acc_norms * F * n * d, norms * (F * n * d + G * d));
+  OpCount linear_forward;  // all blocks' linears, forward
+  // Linear layers inside the blocks: q, k, v, o (D -> D) and the ffn (D -> F twice or once, F -> D).
+  // Forward reads x and W (A), writes y: A for q, k, v, w1, w3 (saved), float32 for o and w2 (added to the
+  // residual stream). Backward: dX = dY·W reads dY, W (+ dX when accumulating), writes dX — float32 for q, k,
+  // v, w1, w3 (into a norm's float32 grad_out), A for o and w2 (into the attention / gate backward);
+  // dW += dYᵀ·X reads dY, X and dW (G), writes dW. dX accumulates for k and v (after q) and for w1 after w3.
+  {
+    CheckedInt calls = 0, mm = 0, read_f = 0, written_f = 0, read_b = 0, written_b = 0, other_b = 0;
+    // q, k, v: y in A, dX float32 (k, v accumulate); o: y float32, dX in A; w1, w3: y in A, dX float32 (w1
+    // accumulates after w3 for swiglu); w2: y float32, dX in A.
+    auto add_linear = [&](CheckedInt count, CheckedInt in, CheckedInt out, CheckedInt y_bytes, CheckedInt dx_bytes,
+                          CheckedInt acc_count) {
+      calls += count;
+      mm += count * 2 * n * in * out;
+      read_f += count * A * (n * in + out * in);
+      written_f += count * y_bytes * n * out;
+      read_b += count * (A * (2 * n * out + out * in + n * in) + G * out * in) + acc_count * dx_bytes * n * in;
+      written_b += count * (dx_bytes * n * in + G * out * in);
+      other_b += count * out * in + acc_count * n * in;
+    };
+    add_linear(3 * l, d, d, A, F, 2 * l);
+    add_linear(l, d, d, F, A, 0);
+    add_linear(ffn_in * l, d, f, A, F, swiglu ? l : CheckedInt(0));
+    add_linear(l, f, d, F, A, 0);
+    linear_forward = OpCount{calls.value(), mm.value(), 0, read_f.value(), written_f.value(), 0.0};
+    add("linear", Bw, 2 * calls, 2 * mm, other_b, read_b, written_b);
+  }
+  // Attention core per layer: QKᵀ (scaled), causal softmax, PV; backward dP, dV, softmax backward, dQ, dK
+  // (both scaled). Matmuls count the full T×T products, the softmax only the causal part. Every tensor in A.
+  // The 1/√d_k scale is a matmul output scale, executed (and counted) only when it is not 1: d_k = 1 has none.
+  const CheckedInt scaled = dk == 1 ? 0 : 1;
+  const CheckedInt blocks = flash_key_blocks(c.context_length);
+  // Forward of the attention core of every layer under `phase`: forward, or recompute (recompute = attention re-runs
+  // it in backward).
+  auto add_attention_forward = [&](Phase phase) {
+    if (c.attention == AttentionKind::flash) {
+      add("attention", phase, l, l * bh * 4 * dk * causal,
+          l * bh * (4 * causal + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk), A * l * 3 * n * d,
+          A * l * n * d + F * l * bh * t);
+    } else {
+      add("attention", phase, 3 * l, l * bh * 4 * t * t * dk, l * bh * (scaled * t * t + 5 * causal),
+          A * l * bh * (2 * t * dk + causal + t * t + t * dk), A * l * bh * (2 * t * t + t * dk));
+    }
+  };
+  if (c.attention == AttentionKind::flash) {
+    // One call per layer each way; causal rows only (row i: i + 1 keys, ceil((i+1)/64) key blocks); the scale
+    // folded into the query rows (and dQ) when d_k > 1; compulsory bytes: each tensor once
+    // (ops/flash_attention.h).
+    add("attention", Bw, l, l * bh * 10 * dk * causal, l * bh * (4 * causal + 2 * t * dk + scaled * 2 * t * dk),
+        A * l * 5 * n * d + F * l * bh * t, A * l * 3 * n * d);
+  } else {
+    add("attention", Bw, 5 * l, l * bh * 8 * t * t * dk, l * bh * (scaled * 2 * t * dk + 4 * causal),
+        A * l * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)),
+        A * l * bh * (2 * t * t + 3 * t * dk));
+  }
+  // The gate (swiglu: silu(a)·b) or silu alone, N·F elements per layer, in A.
+  if (swiglu) add("swiglu", Bw, l, 0, l * 12 * n * f, A * l * 3 * n * f, A * l * 2 * n * f);
+  else add("silu", Bw, l, 0, l * 9 * n * f, A * l * 2 * n * f, A * l * n * f);
+  const CheckedInt block_weights = l * (4 * d * d + (ffn_in + 1) * f * d);  // matmul weights of all blocks
+  // Every block's forward under `phase`: forward, or recompute (recompute = full re-runs each block in backward,
+  // amp-bf16's weight casts included: the copies were dropped with the block).
+  auto add_block_forward = [&](Phase phase) {
+    add_norm_forward(phase, 2 * l);
+    e[OpKey{"linear", phase}] += linear_forward;
+    add_attention_forward(phase);
+    if (swiglu) add("swiglu", phase, l, 0, l * 5 * n * f, A * l * 2 * n * f, A * l * n * f);
+    else add("silu", phase, l, 0, l * 4 * n * f, A * l * n * f, A * l * n * f);
+    add("residual", phase, 2 * l, 0, 2 * l * n * d, F * 2 * l * 2 * n * d, F * 2 * l * n * d);
+    if (plan.weight_cache) add("cast", phase, l * (4 + ffn_in + 1), 0, 0, F * block_weights, 2 * block_weights);
+  };
+  add_block_forward(Fw);
+  if (c.recompute == Recompute::full) add_block_forward(Phase::recompute);
+  if (c.recompute == Recompute::attention) add_attention_forward(Phase::recompute);
+  // LM head: N×D times D×V, logits in A; backward dX (float32, into the final norm) and dW (accumulated, G).
+  add("lm_head", Fw, 1, 2 * n * d * v, 0, A * (n * d + v * d), A * n * v);
+  add("lm_head", Bw, 2, 4 * n * d * v, v * d, A * (2 * n * v + v * d + n * d) + G * v * d, F * n * d + G * v * d);
+  add("cross_entropy", Fw, 1, 0, n * (5 * v + 4) + 1, A * n * v + F * 2 * n, A * n * v + F * n);
+  add("cross_entropy", Bw, 1, 0, n * (v + 1) + 1, A * n * v + F * n, A * n * v);
+  // Casts (0 FLOPs): amp-bf16 casts every matmul weight once per step (float32 -> bf16); both mixed modes cast
+  // the residual stream's gradient to bf16 twice per layer (into the ffn and attention branches).
+  if (plan.weight_cache) add("cast", Fw, 1, 0, 0, F * v * d, 2 * v * d);  // the LM head's (the blocks': above)
+  if (mixed) add("cast", Bw, 2 * l, 0, 0, F * 2 * l * n * d, A * 2 * l * n * d);
+  // Optimizer phase: zero_grad writes every gradient; AdamW reads p, g, m, v and writes p, m, v (float32),
+  // or, with master weights, reads g, master, m, v and writes master, m, v and the bf16 parameter.
+  const ParameterLayout layout = parameter_layout(c);  // sizes and units (checked against count_parameters)
+  const CheckedInt p = count_parameters(c);
+  const int64_t stage = c.zero_stage;
+  const int ranks = data_parallel_ranks, rank = data_parallel_rank;
+  // zero_grad: at the step's start, or (stages 2, 3) per unit as backward creates the gradients zeroed.
+  if (stage >= 2) add("zero_grad", Bw, l + 2, 0, 0, 0, G * p);
+  else add("zero_grad", O, 1, 0, 0, 0, G * p);
+  // AdamW over every parameter, or (ZeRO, optim/zero.h) over this rank's flat range.
+  const CheckedInt updated = stage >= 1 ? [&] {
+    const auto [lo, hi] = owned_range(p.value(), rank, ranks);
+    return CheckedInt(hi - lo);
+  }() : p;
+  if (plan.master_weights) add("adamw", O, 1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * updated, (12 + G) * updated, (12 + P) * updated);
+  else add("adamw", O, 1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * updated, 4 * F * updated, 3 * F * updated);
+  if (ranks > 1) {
+    const Phase C = Phase::communication;
+    const CheckedInt buckets = static_cast<int64_t>(gradient_buckets(c, c.bucket_bytes()).size());
+    // The gradients bucket by bucket (optim/data_parallel.h): all-reduced (0), reduce-scattered (1).
+    if (stage == 0) add("all_reduce", C, buckets, 0, 0, F * p, F * p);
+    // Per parameter: its elements and this rank's part of them.
+    const std::vector<int64_t> sizes = layout.sizes();
+    std::vector<int64_t> mine;
+    int64_t start = 0;
+    for (int64_t size : sizes) {
+      mine.push_back(parameter_split(start, size, p.value(), ranks).counts[static_cast<size_t>(rank)]);
+      start += size;
+    }
+    const CheckedInt params = static_cast<int64_t>(sizes.size());
+    CheckedInt owned = 0;
+    for (int64_t m : mine) owned += m;
+    if (stage == 1) add("reduce_scatter", C, buckets, 0, 0, F * p, F * owned);
+    if (stage == 1 || stage == 2) add("all_gather", C, params, 0, 0, P * owned, P * p);  // after AdamW
+    if (stage >= 2) add("reduce_scatter", C, params, 0, 0, F * p, F * owned);  // float32 on the wire
+    if (stage == 3) {
+      // Gathered per unit where used: each layer and the head twice (forward, backward); the embeddings once,
+      // or, tied to the head, three times.
+      CheckedInt calls = 0, in = 0, out = 0;
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        const int64_t times = layout.params[i].unit != 0 ? 2 : c.tie_embeddings ? 3 : 1;
+        calls += times;
+        in += times * CheckedInt(mine[i]);
+        out += times * CheckedInt(sizes[i]);
+      }
+      add("all_gather", C, calls, 0, 0, P * in, P * out);
+    }
+  }
+  return e;
+}
+
+
+}  // namespace reckon::testing_ref
