@@ -16,6 +16,8 @@
 #include "ops/cast.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
+#include "ops/ffn.h"
+#include "ops/linear.h"
 #include "ops/flash_attention.h"
 #include "ops/residual.h"
 #include "ops/rmsnorm.h"
@@ -269,7 +271,7 @@ class StepReplay {
   StepReplay(const ModelConfig& c, const MemoryEstimateOptions& o, const ReplayOutputs& out)
       : c_(c), o_(o), out_(out), r_(o.onednn_scratchpad, o.live_at_peak, o.step_events, out.matmuls),
         b(c.batch_size), t(c.context_length), d(c.d_model), f(c.d_ff), v(c.vocab_size), h(c.num_heads),
-        n(b * t), btt(b * h * t * t), dk(d / h), threads(num_threads()), n_(n.value()), d_(d.value()), f_(f.value()),
+        n(b * t), btt(b * h * t * t), threads(num_threads()), n_(n.value()), d_(d.value()), f_(f.value()),
         v_(v.value()), plan(c.dtypes()), A(plan.act), P(plan.param), G(plan.grad), mixed(A != F32),
         flash(c.attention == AttentionKind::flash), swiglu(c.ffn == FfnKind::swiglu),
         recompute_attention(c.recompute == Recompute::attention), recompute_full(c.recompute == Recompute::full),
@@ -314,8 +316,10 @@ class StepReplay {
     r_.matmul(g, op);
     count(op, OpCount{1, matmul_flops(g), matmul_other_flops(g), matmul_bytes_read(g), matmul_bytes_written(g), 0.0});
   }
+  // A tensor an op declares (runtime/contract.h), under the name the runtime gives it.
+  void alloc(TensorName name, const TensorDecl& t) { r_.alloc(name, t.category, t.elements(), t.dtype); }
   void lin_fwd(TensorName out, Category cat, DType out_dtype, int64_t in, int64_t outf, const char* op) {
-    r_.alloc(out, cat, n * outf, out_dtype);
+    alloc(out, linear_forward_tensors({n_, in}, outf, out_dtype, cat).out);
     matmul(typed(linear_fwd(n_, in, outf), A, out_dtype), op);
   }
   // dX (dtype dx_dtype) then dW (the gradient's dtype, accumulated).
@@ -350,7 +354,7 @@ class StepReplay {
   void cache_weight(int index) {
     const Param& p = params[static_cast<size_t>(index)];
     if (!plan.weight_cache) return;
-    r_.alloc({p.name.layer, p.name.suffix, ".bf16"}, Category::parameter, p.elements, DType::bf16);
+    alloc({p.name.layer, p.name.suffix, ".bf16"}, cast_tensor({p.elements.value()}, DType::bf16, Category::parameter));
     count("cast", cast_count(p.elements.value(), F32, DType::bf16));
   }
   void release_weight(int index) {
@@ -360,12 +364,14 @@ class StepReplay {
   // A cast of the float32 residual gradient into the bf16 region (mixed precision only).
   void cast_grad(TensorName name) {
     if (!mixed) return;
-    r_.alloc(name, Category::temporary, n * d, A);
+    alloc(name, cast_tensor({n_, d_}, A, Category::temporary));
     count("cast", cast_count(n_ * d_, F32, A));
   }
-  void rmsnorm(int32_t layer, const char* prefix_out, const char* prefix_rstd) {
-    r_.alloc({layer, prefix_out}, Category::activation, n * d, A);
-    r_.alloc({layer, prefix_rstd}, Category::activation, n);
+  // `out`, `rstd`: the runtime's names of the norm's ".out" and ".rstd".
+  void rmsnorm(int32_t layer, const char* out, const char* rstd) {
+    const RmsnormTensors t = rmsnorm_forward_tensors({n_, d_}, A);
+    alloc({layer, out}, t.out);
+    alloc({layer, rstd}, t.rstd);
     count("rmsnorm", rmsnorm_forward_count(n_, d_, P, A));
   }
 
@@ -383,7 +389,9 @@ class StepReplay {
   const MemoryEstimateOptions& o_;
   const ReplayOutputs& out_;
   Ledger r_;
-  const CheckedInt b, t, d, f, v, h, n, btt, dk, threads;
+  const CheckedInt b, t, d, f, v, h, n;
+  const CheckedInt btt;  // B·H·T², checked up front as before (naive attention's scores)
+  const CheckedInt threads;
   const int64_t n_, d_, f_, v_;
   const DTypePlan plan;
   const DType A, P, G;  // the bf16 region's, the parameters' and the gradients' dtypes (model/precision.h)
@@ -482,15 +490,17 @@ void StepReplay::reduce_grads(int u) {
 // call).
 void StepReplay::attention_core(int32_t i) {
   if (flash) {
-    r_.alloc({i, "attn.lse"}, Category::activation, b * h * t);
-    r_.alloc({i, "attn.ctx"}, Category::activation, n * d, A);
-    r_.alloc({i, "attn.workspace"}, Category::temporary, threads * flash_forward_workspace_floats(dk.value()));
+    const FlashAttentionTensors ft = flash_attention_forward_tensors(b.value(), t.value(), d_, h.value(), A, threads.value());
+    alloc({i, "attn.lse"}, ft.lse);
+    alloc({i, "attn.ctx"}, ft.ctx);
+    alloc({i, "attn.workspace"}, ft.workspace);
     r_.free({i, "attn.workspace"});
     count("attention", flash_attention_forward_count(b.value(), t.value(), d_, h.value(), A));
     return;
   }
-  r_.alloc({i, "attn.probs"}, Category::activation, btt, A);
-  r_.alloc({i, "attn.ctx"}, Category::activation, n * d, A);
+  const AttentionTensors at = attention_forward_tensors(b.value(), t.value(), d_, h.value(), A);
+  alloc({i, "attn.probs"}, at.probs);
+  alloc({i, "attn.ctx"}, at.ctx);
   attn_mm(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
                    ag.scale, false));  // scores = Q Kᵀ / √d_k
   count("attention", causal_softmax_forward_count((b * h).value(), t.value(), A));
@@ -528,19 +538,20 @@ void StepReplay::block_forward(int32_t i) {
   if (recompute_attention) r_.free({i, core_saved});
   cache_weight(w.wo);
   lin_fwd({i, "attn.out"}, Category::temporary, F32, d_, d_, "linear");
-  r_.alloc({i, "attn_residual"}, Category::activation, n * d);
+  alloc({i, "attn_residual"}, residual_forward_tensor({n_, d_}));
   count("residual", residual_forward_count(n_ * d_));
   r_.free({i, "attn.out"});
   rmsnorm(i, "ffn_norm.out", "ffn_norm.rstd");
   cache_weight(w.w1);
   if (swiglu) cache_weight(w.w3);
   cache_weight(w.w2);
-  lin_fwd({i, "ffn.w1_out"}, Category::activation, A, d_, f_, "linear");
-  if (swiglu) lin_fwd({i, "ffn.w3_out"}, Category::activation, A, d_, f_, "linear");
-  r_.alloc({i, gate}, Category::activation, n * f, A);
+  const FfnForwardTensors ft = ffn_forward_tensors({n_, d_}, f_, A, c_.ffn);
+  lin_fwd({i, "ffn.w1_out"}, ft.w1_out.category, ft.w1_out.dtype, d_, f_, "linear");
+  if (swiglu) lin_fwd({i, "ffn.w3_out"}, ft.w3_out->category, ft.w3_out->dtype, d_, f_, "linear");
+  alloc({i, gate}, ft.act);
   count(swiglu ? "swiglu" : "silu", swiglu ? swiglu_gate_forward_count(n_ * f_, A) : silu_forward_count(n_ * f_, A));
-  lin_fwd({i, "ffn.out"}, Category::temporary, F32, f_, d_, "linear");
-  r_.alloc({i, "ffn_residual"}, Category::activation, n * d);
+  lin_fwd({i, "ffn.out"}, ft.out.category, ft.out.dtype, f_, d_, "linear");
+  alloc({i, "ffn_residual"}, residual_forward_tensor({n_, d_}));
   count("residual", residual_forward_count(n_ * d_));
   r_.free({i, "ffn.out"});
 }
@@ -548,7 +559,7 @@ void StepReplay::block_forward(int32_t i) {
 void StepReplay::forward() {
   r_.set_phase(Phase::forward);
   gather(0);
-  r_.alloc(top("tok_emb.out"), Category::activation, n * d);
+  alloc(top("tok_emb.out"), embedding_forward_tensor(b.value(), t.value(), d_));
   count("embedding", embedding_forward_count(n_, d_, P));
   if (layout.pos_emb >= 0) count("position_embedding", position_embedding_forward_count(b.value(), t.value(), d_, P));
   release(0);
@@ -570,7 +581,7 @@ void StepReplay::forward() {
   cache_weight(layout.lm_head);
   lin_fwd(top("lm_head.logits"), Category::activation, A, d_, v_, "lm_head");
   release_head();
-  r_.alloc(top("cross_entropy.row_loss"), Category::temporary, n);
+  alloc(top("cross_entropy.row_loss"), cross_entropy_forward_tensor(n_));
   r_.free(top("cross_entropy.row_loss"));
   count("cross_entropy", cross_entropy_forward_count(n_, v_, A));
 }
@@ -579,12 +590,13 @@ void StepReplay::ffn_backward(int32_t i) {
   const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
   r_.alloc({i, "ffn_norm.grad_out"}, Category::temporary, n * d);
   cast_grad({i, "ffn.grad_out"});  // the residual gradient in the bf16 region
-  r_.alloc({i, "ffn.grad_act"}, Category::temporary, n * f, A);
+  const FfnBackwardTensors bt = ffn_backward_tensors({n_, d_}, f_, A, c_.ffn);
+  alloc({i, "ffn.grad_act"}, bt.grad_act);
   lin_bwd(f_, d_, false, A, "linear");
   r_.free({i, gate});
-  r_.alloc({i, "ffn.grad_w1_out"}, Category::temporary, n * f, A);
+  alloc({i, "ffn.grad_w1_out"}, bt.grad_w1_out);
   if (swiglu) {
-    r_.alloc({i, "ffn.grad_w3_out"}, Category::temporary, n * f, A);
+    alloc({i, "ffn.grad_w3_out"}, *bt.grad_w3_out);
     count("swiglu", swiglu_gate_backward_count(n_ * f_, A));
     r_.free({i, "ffn.grad_act"});
     r_.free({i, "ffn.w1_out"});
@@ -627,13 +639,12 @@ void StepReplay::attention_backward(int32_t i) {
   }
   for (const char* g : {"attn.grad_q", "attn.grad_k", "attn.grad_v"}) r_.alloc({i, g}, Category::temporary, n * d, A);
   if (flash) {
-    r_.alloc({i, "attn.grad_workspace"}, Category::temporary,
-             threads * flash_backward_workspace_floats(t.value(), dk.value()));
+    alloc({i, "attn.grad_workspace"}, flash_attention_backward_tensor(t.value(), d_, h.value(), threads.value()));
     r_.free({i, "attn.grad_workspace"});
     count("attention", flash_attention_backward_count(b.value(), t.value(), d_, h.value(), A));
     for (const char* s : {"attn.q", "attn.k", "attn.v", "attn.ctx", "attn.lse"}) r_.free({i, s});
   } else {
-    r_.alloc({i, "attn.grad_probs"}, Category::temporary, btt, A);
+    alloc({i, "attn.grad_probs"}, attention_backward_tensor(b.value(), t.value(), h.value(), A));
     attn_mm(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
                      1.0f, false));  // dP = dC Vᵀ
     attn_mm(geometry(4, ag.tt(), ag.tt_t_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,

@@ -56,6 +56,15 @@ OpCount attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h, DTy
   return c;
 }
 
+AttentionTensors attention_forward_tensors(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype) {
+  return {{".probs", Category::activation, dtype, {b, h, t, t}, Lifetime::saved},
+          {".ctx", Category::activation, dtype, {b, t, d}, Lifetime::output}};
+}
+
+TensorDecl attention_backward_tensor(int64_t b, int64_t t, int64_t h, DType dtype) {
+  return {".grad_probs", Category::temporary, dtype, {b, h, t, t}, Lifetime::temporary};
+}
+
 Tensor head_view(const Tensor& x, int64_t num_heads) {
   const int64_t b = x.size(0), t = x.size(1), d = x.size(2), dk = d / num_heads;
   return x.as_strided({b, num_heads, t, dk}, {t * d, dk, d, 1}, 0);
@@ -124,8 +133,9 @@ Tensor attention_forward(AttentionSaved& saved, const Tensor& q, const Tensor& k
   const int64_t b = q.size(0), t = q.size(1), d = q.size(2), dk = d / num_heads;
   const std::string prefix(name);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
-  Tensor probs = Tensor::empty({b, num_heads, t, t}, Category::activation, prefix + ".probs", dtype);
-  Tensor ctx = Tensor::empty({b, t, d}, Category::activation, prefix + ".ctx", dtype);
+  const AttentionTensors decl = attention_forward_tensors(b, t, d, num_heads, dtype);
+  Tensor probs = decl.probs.allocate(prefix);
+  Tensor ctx = decl.ctx.allocate(prefix);
   const Tensor k_t = head_view(k, num_heads).transpose(-2, -1);
   matmul(probs, head_view(q, num_heads), k_t, "attention", scale);  // scores = Q Kᵀ / sqrt(d_k)
   {
@@ -155,7 +165,7 @@ void attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor
   const Tensor grad_ctx_heads = head_view(grad_ctx, h);
 
   const DType dtype = saved.probs.dtype();
-  Tensor grad_probs = Tensor::empty({b, h, t, t}, Category::temporary, saved.name + ".grad_probs", dtype);
+  Tensor grad_probs = attention_backward_tensor(b, t, h, dtype).allocate(saved.name);
   matmul(grad_probs, grad_ctx_heads, head_view(saved.v, h).transpose(-2, -1), "attention");  // dP = dC Vᵀ
   matmul(head_view(grad_v, h), saved.probs.transpose(-2, -1), grad_ctx_heads, "attention");  // dV = Pᵀ dC
   {

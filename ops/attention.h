@@ -20,6 +20,7 @@
 #include <string>
 #include <string_view>
 
+#include "runtime/contract.h"
 #include "runtime/counters.h"
 #include "runtime/tensor.h"
 
@@ -52,6 +53,14 @@ OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h, DTyp
 OpCount causal_softmax_forward_count(int64_t bh, int64_t t, DType dtype);
 OpCount causal_softmax_backward_count(int64_t bh, int64_t t, DType dtype);
 OpCount attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype = DType::f32);
+
+// What each direction allocates: forward "<name>.probs" (B, H, T, T; saved) and "<name>.ctx" (B, T, D; output),
+// backward "<name>.grad_probs" (B, H, T, T; temporary), all in q's dtype.
+struct AttentionTensors {
+  TensorDecl probs, ctx;
+};
+AttentionTensors attention_forward_tensors(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype);
+TensorDecl attention_backward_tensor(int64_t b, int64_t t, int64_t h, DType dtype);
 
 // Throws std::invalid_argument (naming `op`) unless q, k, v are contiguous (B, T, D) tensors of one shape and
 // dtype and num_heads divides D.

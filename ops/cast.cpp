@@ -41,8 +41,12 @@ void cast_into(const Tensor& dst, const Tensor& src) {
   record.count = cast_count(n, src.dtype(), dst.dtype());
 }
 
+TensorDecl cast_tensor(const Shape& shape, DType to, Category category) {
+  return {"", category, to, shape, Lifetime::output};
+}
+
 Tensor cast(const Tensor& x, DType to, Category category, std::string_view out_name) {
-  Tensor out = Tensor::empty(x.shape(), category, out_name, to);
+  Tensor out = cast_tensor(x.shape(), to, category).allocate(out_name);
   cast_into(out, x);
   return out;
 }

@@ -7,6 +7,7 @@
 
 #include <string_view>
 
+#include "runtime/contract.h"
 #include "runtime/counters.h"
 #include "runtime/tensor.h"
 
@@ -21,5 +22,7 @@ void cast_into(const Tensor& dst, const Tensor& src);
 // A cast of n elements: 0 FLOPs (a rounding is not arithmetic in the FLOP convention); reads n elements of
 // `from`, writes n of `to` (4 or 2 bytes each).
 OpCount cast_count(int64_t n, DType from, DType to);
+// What cast() allocates: out (x's shape, dtype `to`, `category`; output), named by the caller.
+TensorDecl cast_tensor(const Shape& shape, DType to, Category category);
 
 }  // namespace reckon

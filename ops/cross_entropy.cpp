@@ -26,6 +26,10 @@ OpCount cross_entropy_backward_count(int64_t n, int64_t v, DType logits) {
   return c;
 }
 
+TensorDecl cross_entropy_forward_tensor(int64_t n) {
+  return {".row_loss", Category::temporary, DType::f32, {n}, Lifetime::temporary};
+}
+
 double cross_entropy_forward(CrossEntropySaved& saved, const Tensor& logits, const Tensor& targets,
                              std::string_view name) {
   check_arg(logits.is_contiguous() && logits.dim() >= 2, "cross_entropy: logits '{}' {} must be contiguous (…, V)",
@@ -39,7 +43,7 @@ double cross_entropy_forward(CrossEntropySaved& saved, const Tensor& logits, con
     check_arg(tgt[i] >= 0 && tgt[i] < v, "cross_entropy: target at row {} is {}, allowed range is [0, {}]", i,
               tgt[i], v - 1);
   }
-  Tensor row_loss = Tensor::empty({n}, Category::temporary, std::string(name) + ".row_loss");
+  Tensor row_loss = cross_entropy_forward_tensor(n).allocate(name);
   OpRecord record("cross_entropy");
   float* rl = row_loss.data();
   dispatch_floating(logits.dtype(), [&](auto tag) {

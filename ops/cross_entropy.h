@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "runtime/contract.h"
 #include "runtime/counters.h"
 #include "runtime/tensor.h"
 
@@ -35,6 +36,8 @@ Tensor cross_entropy_backward(CrossEntropySaved& saved, float grad_loss);
 //          1 reciprocal, V multiplies = 5V + 3; then N adds and 1 division for the mean → N(5V+4) + 1.
 // backward: 1 division (dloss/N), per row 1 subtract at the target + V multiplies → N(V+1) + 1.
 OpCount cross_entropy_forward_count(int64_t n, int64_t v, DType logits = DType::f32);
+// What the forward allocates: "<name>.row_loss" (N float32; temporary). Softmax and dlogits overwrite the logits.
+TensorDecl cross_entropy_forward_tensor(int64_t n);
 OpCount cross_entropy_backward_count(int64_t n, int64_t v, DType logits = DType::f32);
 
 }  // namespace reckon

@@ -28,6 +28,10 @@ OpCount embedding_backward_count(int64_t n, int64_t d, DType grad_weight) {
   return c;
 }
 
+TensorDecl embedding_forward_tensor(int64_t b, int64_t t, int64_t d) {
+  return {"", Category::activation, DType::f32, {b, t, d}, Lifetime::output};
+}
+
 static void check_tokens(const Tensor& tokens, int64_t vocab) {
   check_arg(tokens.dtype() == DType::i32 && tokens.dim() == 2 && tokens.is_contiguous(),
             "embedding: tokens must be a contiguous int32 (B, T) tensor, got '{}' {}", tokens.name(),
@@ -47,7 +51,7 @@ Tensor embedding_forward(const Tensor& tokens, const Tensor& weight, std::string
   const int64_t vocab = weight.size(0), d = weight.size(1);
   check_tokens(tokens, vocab);
   const int64_t b = tokens.size(0), t = tokens.size(1), n = b * t;
-  Tensor out = Tensor::empty({b, t, d}, Category::activation, out_name);
+  Tensor out = embedding_forward_tensor(b, t, d).allocate(out_name);
   OpRecord record("embedding");
   const int32_t* ids = tokens.data_i32();
   float* o = out.data();

@@ -6,6 +6,7 @@
 
 #include <string_view>
 
+#include "runtime/contract.h"
 #include "runtime/counters.h"
 #include "runtime/tensor.h"
 
@@ -24,6 +25,9 @@ void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const
 // backward: N*D adds; reads N ids, N*D grad_out and N*D grad_weight elements, writes N*D.
 // Weight / grad_weight bytes at their dtype.
 OpCount embedding_forward_count(int64_t n, int64_t d, DType weight = DType::f32);
+// What the forward allocates: the rows (B, T, D float32, activation; output), named by the caller. Position
+// embeddings add in place and allocate nothing.
+TensorDecl embedding_forward_tensor(int64_t b, int64_t t, int64_t d);
 OpCount embedding_backward_count(int64_t n, int64_t d, DType grad_weight = DType::f32);
 
 }  // namespace reckon

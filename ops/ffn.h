@@ -14,11 +14,13 @@
 // swiglu, "<name>.grad_w3_out"), and frees each saved tensor as soon as it has been used.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "ops/linear.h"
 #include "runtime/enum_table.h"
+#include "runtime/contract.h"
 #include "runtime/counters.h"
 #include "runtime/tensor.h"
 
@@ -34,6 +36,22 @@ struct FfnSaved {
   FfnKind kind = FfnKind::swiglu;
   std::string name;
 };
+
+// What each direction allocates (runtime/contract.h), for h of shape (…, D) and d_ff = F: forward "<name>.w1_out",
+// "<name>.w3_out" (swiglu), the gate "<name>.gated" / "<name>.silu_out" (each (…, F) in h's dtype, activation;
+// saved) and "<name>.out" ((…, D) float32, temporary category; output); backward "<name>.grad_act",
+// "<name>.grad_w1_out" and "<name>.grad_w3_out" (swiglu) ((…, F) in h's dtype; temporary).
+struct FfnForwardTensors {
+  TensorDecl w1_out;
+  std::optional<TensorDecl> w3_out;
+  TensorDecl act, out;
+};
+struct FfnBackwardTensors {
+  TensorDecl grad_act, grad_w1_out;
+  std::optional<TensorDecl> grad_w3_out;
+};
+FfnForwardTensors ffn_forward_tensors(const Shape& h_shape, int64_t d_ff, DType act_dtype, FfnKind kind);
+FfnBackwardTensors ffn_backward_tensors(const Shape& h_shape, int64_t d_ff, DType act_dtype, FfnKind kind);
 
 // w3 is ignored (may be undefined) for silu_mlp. The saved tensors take h's dtype; out is float32.
 Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const Tensor& w1, const Tensor& w3, const Tensor& w2,

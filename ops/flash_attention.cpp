@@ -42,6 +42,19 @@ OpCount flash_attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t 
 }
 
 
+FlashAttentionTensors flash_attention_forward_tensors(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype,
+                                                      int64_t threads) {
+  return {{".lse", Category::activation, DType::f32, {b, h, t}, Lifetime::saved},
+          {".ctx", Category::activation, dtype, {b, t, d}, Lifetime::output},
+          {".workspace", Category::temporary, DType::f32, {threads, flash_forward_workspace_floats(d / h)},
+           Lifetime::temporary}};
+}
+
+TensorDecl flash_attention_backward_tensor(int64_t t, int64_t d, int64_t h, int64_t threads) {
+  return {".grad_workspace", Category::temporary, DType::f32, {threads, flash_backward_workspace_floats(t, d / h)},
+          Lifetime::temporary};
+}
+
 int64_t flash_forward_workspace_floats(int64_t dk) {
   return 2 * kFlashQueryBlock * dk + 2 * kFlashQueryBlock + 2 * dk * kFlashKeyBlock + kFlashKeyBlock;
 }
@@ -315,11 +328,12 @@ Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, cons
   const std::string prefix(name);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
   const bool scaled = dk != 1;
-  Tensor lse = Tensor::empty({b, h, t}, Category::activation, prefix + ".lse");
-  Tensor out = Tensor::empty({b, t, d}, Category::activation, prefix + ".ctx", q.dtype());
   const int threads = omp_get_max_threads();
   const int64_t per_thread = flash_forward_workspace_floats(dk);
-  Tensor workspace = Tensor::empty({threads, per_thread}, Category::temporary, prefix + ".workspace");
+  const FlashAttentionTensors decl = flash_attention_forward_tensors(b, t, d, h, q.dtype(), threads);
+  Tensor lse = decl.lse.allocate(prefix);
+  Tensor out = decl.ctx.allocate(prefix);
+  Tensor workspace = decl.workspace.allocate(prefix);
   OpRecord record("attention");
   dispatch_floating(q.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -362,7 +376,7 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
   const bool scaled = dk != 1;
   const int threads = omp_get_max_threads();
   const int64_t per_thread = flash_backward_workspace_floats(t, dk);
-  Tensor workspace = Tensor::empty({threads, per_thread}, Category::temporary, saved.name + ".grad_workspace");
+  Tensor workspace = flash_attention_backward_tensor(t, d, h, threads).allocate(saved.name);
   OpRecord record("attention");
   dispatch_floating(grad_q.dtype(), [&](auto tag) {
     using T = decltype(tag);

@@ -30,6 +30,7 @@
 #include <string_view>
 
 #include "runtime/counters.h"
+#include "runtime/contract.h"
 #include "runtime/tensor.h"
 
 namespace reckon {
@@ -63,5 +64,15 @@ OpCount flash_attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t 
 
 // Σ over rows of nb(i) = Σ_{r=1..T} ceil(r / kFlashKeyBlock): the key blocks one head's forward visits.
 int64_t flash_key_blocks(int64_t t);
+
+// What each direction allocates, at `threads` OpenMP threads: forward "<name>.lse" (B, H, T float32; saved),
+// "<name>.ctx" (B, T, D in q's dtype; output, kept as saved.out) and "<name>.workspace" (threads × per-thread
+// floats; temporary); backward "<name>.grad_workspace" (threads × per-thread floats; temporary).
+struct FlashAttentionTensors {
+  TensorDecl lse, ctx, workspace;
+};
+FlashAttentionTensors flash_attention_forward_tensors(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype,
+                                                      int64_t threads);
+TensorDecl flash_attention_backward_tensor(int64_t t, int64_t d, int64_t h, int64_t threads);
 
 }  // namespace reckon

@@ -25,6 +25,12 @@ OpCount linear_backward_count(int64_t n, int64_t in, int64_t out, bool accumulat
   return c;
 }
 
+LinearTensors linear_forward_tensors(const Shape& x_shape, int64_t out_features, DType out_dtype, Category out_category) {
+  Shape out_shape = x_shape;
+  out_shape.back() = out_features;
+  return {{"", out_category, out_dtype, out_shape, Lifetime::output}};
+}
+
 // (…, F) contiguous -> (rows, F) view.
 static Tensor rows_view(const Tensor& t, const char* what) {
   check_arg(t.is_contiguous(), "linear: {} '{}' {} must be contiguous", what, t.name(), t.shape_str());
@@ -37,9 +43,7 @@ Tensor linear_forward(LinearSaved& saved, const Tensor& x, const Tensor& weight,
   check_arg(weight.dim() == 2, "linear: weight '{}' must be (OUT, IN), got {}", weight.name(), weight.shape_str());
   check_arg(x.size(-1) == weight.size(1), "linear: x {} has {} features, weight '{}' {} expects IN = {}",
             x.shape_str(), x.size(-1), weight.name(), weight.shape_str(), weight.size(1));
-  Shape out_shape = x.shape();
-  out_shape.back() = weight.size(0);
-  Tensor out = Tensor::empty(out_shape, out_category, out_name, out_dtype);
+  Tensor out = linear_forward_tensors(x.shape(), weight.size(0), out_dtype, out_category).out.allocate(out_name);
   matmul(rows_view(out, "out"), rows_view(x, "x"), weight.transpose(0, 1), op);
   saved.x = x;
   return out;

@@ -5,6 +5,7 @@
 
 #include <string_view>
 
+#include "runtime/contract.h"
 #include "runtime/counters.h"
 #include "runtime/tensor.h"
 
@@ -27,6 +28,12 @@ Tensor linear_forward(LinearSaved& saved, const Tensor& x, const Tensor& weight,
 // Frees saved.x.
 void linear_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_out, LinearSaved& saved,
                      const Tensor& weight, bool accumulate_grad_x, std::string_view op = "linear");
+
+// What the forward allocates: out (x's leading dims × OUT, out_dtype, out_category; output), named by the caller.
+struct LinearTensors {
+  TensorDecl out;
+};
+LinearTensors linear_forward_tensors(const Shape& x_shape, int64_t out_features, DType out_dtype, Category out_category);
 
 // The dtypes of a linear's tensors. x and weight are both float32 or both bfloat16 (a mixed-precision step
 // passes bf16 copies); grad_out matches them in backward; out, grad_x, grad_weight are float32 or (with bf16

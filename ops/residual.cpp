@@ -14,11 +14,15 @@ OpCount residual_forward_count(int64_t n) {
   return c;
 }
 
+TensorDecl residual_forward_tensor(const Shape& shape) {
+  return {"", Category::activation, DType::f32, shape, Lifetime::output};
+}
+
 Tensor residual_forward(const Tensor& a, const Tensor& b, std::string_view out_name) {
   check_arg(a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous(),
             "residual: a '{}' {} and b '{}' {} must be contiguous with equal shapes", a.name(), a.shape_str(), b.name(),
             b.shape_str());
-  Tensor out = Tensor::empty(a.shape(), Category::activation, out_name);
+  Tensor out = residual_forward_tensor(a.shape()).allocate(out_name);
   OpRecord record("residual");
   const int64_t n = a.numel();
   const float* pa = a.data();

@@ -5,6 +5,7 @@
 
 #include <string_view>
 
+#include "runtime/contract.h"
 #include "runtime/counters.h"
 #include "runtime/tensor.h"
 
@@ -15,5 +16,7 @@ Tensor residual_forward(const Tensor& a, const Tensor& b, std::string_view out_n
 
 // forward: N adds; reads 2N, writes N elements.
 OpCount residual_forward_count(int64_t n);
+// What it allocates: the sum (a's shape, float32, activation; output), named by the caller.
+TensorDecl residual_forward_tensor(const Shape& shape);
 
 }  // namespace reckon

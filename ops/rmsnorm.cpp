@@ -30,6 +30,13 @@ OpCount rmsnorm_backward_count(int64_t n, int64_t d, bool accumulate_grad_x, DTy
   return c;
 }
 
+RmsnormTensors rmsnorm_forward_tensors(const Shape& x_shape, DType out_dtype) {
+  const int64_t rows = TensorDecl{"", Category::activation, DType::f32, x_shape, Lifetime::output}.elements().value() /
+                       x_shape.back();
+  return {{".out", Category::activation, out_dtype, x_shape, Lifetime::output},
+          {".rstd", Category::activation, DType::f32, {rows}, Lifetime::saved}};
+}
+
 static void check_rows(const Tensor& t, int64_t d, const char* what) {
   check_arg(t.is_contiguous() && t.size(-1) == d, "rmsnorm: {} '{}' {} must be contiguous with last dim {}", what,
             t.name(), t.shape_str(), d);
@@ -59,8 +66,9 @@ Tensor rmsnorm_forward(RmsnormSaved& saved, const Tensor& x, const Tensor& weigh
   check_rows(x, d, "x");
   check_arg(eps > 0.0f && std::isfinite(eps), "rmsnorm: eps is {}, allowed range is (0, inf)", eps);
   const std::string prefix(name);
-  Tensor out = Tensor::empty(x.shape(), Category::activation, prefix + ".out", out_dtype);
-  Tensor rstd = Tensor::empty({n}, Category::activation, prefix + ".rstd");
+  const RmsnormTensors decl = rmsnorm_forward_tensors(x.shape(), out_dtype);
+  Tensor out = decl.out.allocate(prefix);
+  Tensor rstd = decl.rstd.allocate(prefix);
   OpRecord record("rmsnorm");
   dispatch_floating(weight.dtype(), [&](auto g_tag) {
     dispatch_floating(out_dtype, [&](auto o_tag) {

@@ -6,6 +6,7 @@
 
 #include <string_view>
 
+#include "runtime/contract.h"
 #include "runtime/counters.h"
 #include "runtime/tensor.h"
 
@@ -28,6 +29,13 @@ Tensor rmsnorm_forward(RmsnormSaved& saved, const Tensor& x, const Tensor& weigh
 // Frees saved.x and saved.rstd.
 void rmsnorm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tensor& grad_out, RmsnormSaved& saved,
                       const Tensor& weight, bool accumulate_grad_x);
+
+// What the forward allocates (runtime/contract.h): "<name>.out" (x's shape, out_dtype; output) and
+// "<name>.rstd" (one float32 per row; saved). Backward allocates nothing.
+struct RmsnormTensors {
+  TensorDecl out, rstd;
+};
+RmsnormTensors rmsnorm_forward_tensors(const Shape& x_shape, DType out_dtype);
 
 // FLOPs per row, as the loops execute them (exp/sqrt/div count 1 each):
 //   forward  4*D + 4   (D squares + D adds, /D, +eps, sqrt, 1/x, then 2 multiplies per element)

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+
+#include <omp.h>
 #include <ostream>
 #include <random>
 #include <stdexcept>
@@ -20,6 +22,7 @@
 #include "ops/cast.h"
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
+#include "ops/flash_attention.h"
 #include "ops/ffn.h"
 #include "ops/linear.h"
 #include "ops/residual.h"
@@ -571,6 +574,130 @@ TEST_F(Ops, CastRejectsMismatchesNamingTheTensors) {
   expect_invalid([&] { cast_into(wrong_shape, x); }, {"cast: src 'x' (4, 6) and dst 'y' (6, 4)"});
   expect_invalid([&] { cast_into(ids, x); }, {"'ids' is int32", "allowed: float32, bfloat16"});
   expect_invalid([&] { cast(x.transpose(0, 1), DType::bf16, Category::temporary, "t"); }, {"must be contiguous"});
+}
+
+// ============================================================================================ contracts
+
+// What an op allocates is declared beside its kernel (runtime/contract.h); here each op runs and the allocator's
+// events are held against the declarations: every declared tensor allocated once, in order, named name + suffix,
+// with its category and (64-byte rounded) bytes; the temporaries freed before the call returns, the rest still
+// live. oneDNN's scratchpads are the matmul's own (checked per geometry by reconcile) and are left aside.
+void expect_allocations(const std::function<void()>& call, const std::string& name, const std::vector<TensorDecl>& decls) {
+  tracker().clear_timeline();
+  call();
+  std::vector<AllocationEvent> allocs;
+  std::vector<std::string> freed;
+  for (const AllocationEvent& e : tracker().events()) {
+    if (e.name.rfind("onednn.scratchpad.", 0) == 0) continue;
+    if (e.alloc) allocs.push_back(e);
+    else freed.push_back(e.name);
+  }
+  ASSERT_EQ(allocs.size(), decls.size()) << name;
+  for (size_t i = 0; i < decls.size(); ++i) {
+    const TensorDecl& t = decls[i];
+    const std::string full = name + std::string(t.suffix);
+    EXPECT_EQ(allocs[i], (AllocationEvent{full, t.category, aligned_size(t.elements().value() * dtype_bytes(t.dtype)), true}));
+    const bool was_freed = std::find(freed.begin(), freed.end(), full) != freed.end();
+    EXPECT_EQ(was_freed, t.lifetime == Lifetime::temporary) << full;
+  }
+}
+
+// The counters of one call (op, phase) against the op's declared count, field by field.
+void expect_declared_count(std::string_view op, Phase phase, const OpCount& declared) {
+  expect_count(counters().get(op, phase), declared.matmul_flops, declared.other_flops, declared.bytes_read,
+               declared.bytes_written);
+}
+
+TEST_F(Ops, EveryOpAllocatesAndCountsWhatItDeclares) {
+  const int64_t b = 2, t = 5, d = 6, h = 3, f = 8, v = 11, n = b * t;
+  for (DType act : {DType::f32, DType::bf16}) {
+    if (act == DType::bf16 && !bf16_matmul_unavailable_reason().empty()) continue;
+    SCOPED_TRACE(dtype_name(act));
+    auto input = [&](const Shape& shape, const char* name, DType dtype, uint32_t seed) {
+      Tensor x = tensor_from(random_vec(shape[0] * (shape.size() > 1 ? shape[1] : 1) * (shape.size() > 2 ? shape[2] : 1), seed),
+                             shape, Category::activation, name);
+      return dtype == DType::f32 ? x : cast(x, dtype, Category::activation, std::string(name) + ".b");
+    };
+    const Tensor x = input({b, t, d}, "x", DType::f32, 1), gain = input({d}, "g", DType::f32, 2);
+    counters().reset();
+    RmsnormSaved norm;
+    Tensor y;
+    const RmsnormTensors rt = rmsnorm_forward_tensors(x.shape(), act);
+    expect_allocations([&] { y = rmsnorm_forward(norm, x, gain, 1e-5f, "n", act); }, "n", {rt.out, rt.rstd});
+    expect_declared_count("rmsnorm", Phase::forward, rmsnorm_forward_count(n, d, DType::f32, act));
+
+    const Tensor w = input({f, d}, "w", act, 3);
+    LinearSaved lin;
+    Tensor z;
+    expect_allocations([&] { z = linear_forward(lin, y, w, "lin.out", act, Category::activation); }, "lin.out",
+                       {linear_forward_tensors(y.shape(), f, act, Category::activation).out});
+
+    const Tensor q = input({b, t, d}, "q", act, 4), k = input({b, t, d}, "k", act, 5), vv = input({b, t, d}, "v", act, 6);
+    counters().reset();
+    AttentionSaved attn;
+    Tensor ctx;
+    const AttentionTensors at = attention_forward_tensors(b, t, d, h, act);
+    expect_allocations([&] { ctx = attention_forward(attn, q, k, vv, h, "a"); }, "a", {at.probs, at.ctx});
+    expect_declared_count("attention", Phase::forward, attention_forward_count(b, t, d, h, act));
+    Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq", act), gk = Tensor::empty({b, t, d}, Category::temporary, "gk", act),
+           gv = Tensor::empty({b, t, d}, Category::temporary, "gv", act);
+    counters().set_phase(Phase::backward);
+    expect_allocations([&] { attention_backward(gq, gk, gv, ctx, attn); }, "a", {attention_backward_tensor(b, t, h, act)});
+    expect_declared_count("attention", Phase::backward, attention_backward_count(b, t, d, h, act));
+    counters().set_phase(Phase::forward);
+
+    counters().reset();
+    const int threads = omp_get_max_threads();
+    FlashAttentionSaved flash;
+    Tensor fctx;
+    const FlashAttentionTensors ft = flash_attention_forward_tensors(b, t, d, h, act, threads);
+    expect_allocations([&] { fctx = flash_attention_forward(flash, q, k, vv, h, "fa"); }, "fa", {ft.lse, ft.ctx, ft.workspace});
+    expect_declared_count("attention", Phase::forward, flash_attention_forward_count(b, t, d, h, act));
+    counters().set_phase(Phase::backward);
+    expect_allocations([&] { flash_attention_backward(gq, gk, gv, fctx, flash); }, "fa",
+                       {flash_attention_backward_tensor(t, d, h, threads)});
+    expect_declared_count("attention", Phase::backward, flash_attention_backward_count(b, t, d, h, act));
+    counters().set_phase(Phase::forward);
+
+    for (FfnKind kind : {FfnKind::swiglu, FfnKind::silu_mlp}) {
+      const Tensor w1 = input({f, d}, "w1", act, 7), w3 = input({f, d}, "w3", act, 8), w2 = input({d, f}, "w2", act, 9);
+      const Tensor hh = input({b, t, d}, "h", act, 10);
+      FfnSaved ffn;
+      Tensor out;
+      const FfnForwardTensors fw = ffn_forward_tensors(hh.shape(), f, act, kind);
+      std::vector<TensorDecl> forward = {fw.w1_out};
+      if (fw.w3_out) forward.push_back(*fw.w3_out);
+      forward.push_back(fw.act);
+      forward.push_back(fw.out);
+      expect_allocations([&] { out = ffn_forward(ffn, hh, w1, w3, w2, kind, "ffn"); }, "ffn", forward);
+      Tensor gw1 = Tensor::zeros({f, d}, Category::gradient, "gw1"), gw3 = Tensor::zeros({f, d}, Category::gradient, "gw3"),
+             gw2 = Tensor::zeros({d, f}, Category::gradient, "gw2");
+      Tensor gh = Tensor::empty({b, t, d}, Category::temporary, "gh");
+      const Tensor gout = input({b, t, d}, "gout", act, 11);
+      const FfnBackwardTensors bw = ffn_backward_tensors(gh.shape(), f, act, kind);
+      std::vector<TensorDecl> backward = {bw.grad_act, bw.grad_w1_out};
+      if (bw.grad_w3_out) backward.push_back(*bw.grad_w3_out);
+      expect_allocations([&] { ffn_backward(gh, gw1, gw3, gw2, gout, ffn, w1, w3, w2); }, "ffn", backward);
+    }
+
+    counters().reset();
+    Tensor sum;
+    expect_allocations([&] { sum = residual_forward(x, x, "res"); }, "res", {residual_forward_tensor(x.shape())});
+    expect_declared_count("residual", Phase::forward, residual_forward_count(n * d));
+    Tensor c;
+    expect_allocations([&] { c = cast(x, act, Category::temporary, "c"); }, "c", {cast_tensor(x.shape(), act, Category::temporary)});
+    expect_declared_count("cast", Phase::forward, cast_count(n * d, DType::f32, act));
+  }
+  counters().reset();
+  Tensor table = tensor_from(random_vec(v * 6, 12), {v, 6}, Category::parameter, "emb");
+  Tensor tokens = Tensor::zeros({b, t}, Category::activation, "tok", DType::i32);
+  Tensor rows;
+  expect_allocations([&] { rows = embedding_forward(tokens, table, "rows"); }, "rows", {embedding_forward_tensor(b, t, 6)});
+  expect_declared_count("embedding", Phase::forward, embedding_forward_count(n, 6));
+  Tensor logits = tensor_from(random_vec(n * v, 13), {n, v}, Category::activation, "logits");
+  CrossEntropySaved ce;
+  expect_allocations([&] { cross_entropy_forward(ce, logits, tokens, "ce"); }, "ce", {cross_entropy_forward_tensor(n)});
+  expect_declared_count("cross_entropy", Phase::forward, cross_entropy_forward_count(n, v));
 }
 
 }  // namespace
