@@ -79,7 +79,6 @@ class Ledger {
                                      name.str(), raw, kMaxAllocationBytes));
     }
     const int64_t bytes = aligned_size(raw);
-    const int c = static_cast<int>(cat);
     if (!persistent) {
       std::vector<Named>& slot = live_slot(name);
       for (const Named& e : slot) {
@@ -88,13 +87,8 @@ class Ledger {
       slot.push_back({name, Live{cat, bytes}});
     }
     if (keep_log_) log_.push_back({name, cat, bytes, true});
-    current_[c] += bytes;
-    total_ += bytes;
-    category_peak_[c] = std::max(category_peak_[c], current_[c]);
-    if (total_ > peak_total_) {  // the first moment the total reaches a new high
-      peak_total_ = total_;
-      peak_breakdown_ = current_;
-      peak_event_ = static_cast<int64_t>(log_.size());  // 0 without a log: no live set is rebuilt
+    // The first moment the total reaches a new high; without a log, no live set is rebuilt (0 events).
+    if (ledger_.add(cat, bytes, static_cast<int64_t>(log_.size()))) {
       peak_name_ = name;
       peak_phase_label_ = phase_label_;
       scratchpad_at_peak_ = scratch_live_;
@@ -108,10 +102,8 @@ class Ledger {
     const Live live = it->live;
     *it = slot.back();
     slot.pop_back();
-    const int c = static_cast<int>(live.category);
     if (keep_log_) log_.push_back({name, live.category, live.bytes, false});
-    current_[c] -= live.bytes;
-    total_ -= live.bytes;
+    ledger_.remove(live.category, live.bytes);
   }
 
   // One matmul call: oneDNN's scratchpad (if any) lives for exactly the call.
@@ -135,17 +127,17 @@ class Ledger {
   // high (which made the replay quadratic in num_layers).
   MemoryEstimate finish() {
     MemoryEstimate e;
-    for (int c = 0; c < kNumCategories; ++c) {
-      e.peak_breakdown[c] = peak_breakdown_[c].value();
-      e.category_peak[c] = category_peak_[c].value();
+    for (Category c : all_categories()) {
+      e.peak_breakdown[static_cast<int>(c)] = ledger_.peak_breakdown(c).value();
+      e.category_peak[static_cast<int>(c)] = ledger_.category_peak(c).value();
     }
-    e.peak_total = peak_total_.value();
+    e.peak_total = ledger_.peak_total().value();
     e.scratchpad_at_peak = scratchpad_at_peak_;
     e.scratchpad_max = scratchpad_max_;
-    e.step_end_total = total_.value();
-    if (peak_total_ > 0) e.peak_moment = fmt::format("{}: {} allocated", peak_phase_label_, peak_name_.str());
+    e.step_end_total = ledger_.total().value();
+    if (ledger_.peak_total() > 0) e.peak_moment = fmt::format("{}: {} allocated", peak_phase_label_, peak_name_.str());
     std::unordered_map<TensorName, Live, TensorNameHash> at_peak;
-    for (int64_t i = 0; i < peak_event_; ++i) {
+    for (int64_t i = 0; i < ledger_.peak_event(); ++i) {
       const Event& ev = log_[i];
       if (ev.alloc) at_peak.emplace(ev.name, Live{ev.category, ev.bytes});
       else at_peak.erase(ev.name);
@@ -204,9 +196,7 @@ class Ledger {
   }
   std::vector<std::vector<Named>> live_;
   std::vector<Event> log_;
-  std::array<CheckedInt, kNumCategories> current_{}, category_peak_{}, peak_breakdown_{};
-  CheckedInt total_ = 0, peak_total_ = 0;
-  int64_t peak_event_ = 0;  // events [0, peak_event_) built the live set at the peak
+  PeakLedger<CheckedInt> ledger_;  // runtime/ledger.h, as the tracking allocator keeps it
   TensorName peak_name_{kTop, ""};
   const char* phase_label_ = "setup";  // before the first set_phase: parameters, gradients, state
   const char* peak_phase_label_ = "setup";

@@ -83,9 +83,10 @@ void* TrackingAllocator::allocate(int64_t bytes, Category category, std::string_
     s->num_allocs += 1;
   }
   if (timeline_on_) timeline_.push_back({now_ns(), allocated, bytes, block.id, name_id, category, dtype});
-  // A new global peak is reached only by an allocation; strict ">" keeps the breakdown of the first
-  // moment the peak value was reached.
-  if (stats_.total.allocated_bytes.current > peak_total_seen_) record_peak_locked();
+  // A new global peak is reached only by an allocation; the ledger keeps the first moment the peak was reached.
+  if (ledger_.add(category, allocated, static_cast<int64_t>(timeline_.size()))) {
+    for (Category c : all_categories()) stats_.peak_breakdown[static_cast<int>(c)] = ledger_.peak_breakdown(c);
+  }
   return ptr;
 }
 
@@ -100,6 +101,7 @@ void TrackingAllocator::free(void* ptr) {
   }
   const Block block = it->second;
   live_.erase(it);
+  ledger_.remove(block.category, block.allocated);
   CategoryStats& cat = stats_.by_category[static_cast<int>(block.category)];
   for (CategoryStats* s : {&cat, &stats_.total}) {
     sub(s->allocated_bytes, block.allocated);
@@ -143,15 +145,6 @@ void TrackingAllocator::set_caching(bool on) {
   if (!on) empty_cache();
 }
 
-void TrackingAllocator::record_peak_locked() {
-  peak_total_seen_ = stats_.total.allocated_bytes.current;
-  for (Category c : all_categories()) {
-    stats_.peak_breakdown[static_cast<int>(c)] =
-        stats_.by_category[static_cast<int>(c)].allocated_bytes.current;
-  }
-  peak_event_count_ = static_cast<int64_t>(timeline_.size());
-}
-
 int32_t TrackingAllocator::intern(std::string_view name) {
   auto it = name_ids_.find(std::string(name));
   if (it != name_ids_.end()) return it->second;
@@ -173,7 +166,8 @@ void TrackingAllocator::reset_peaks_locked() {
   }
   stats_.total.allocated_bytes.peak = stats_.total.allocated_bytes.current;
   stats_.total.requested_bytes.peak = stats_.total.requested_bytes.current;
-  record_peak_locked();
+  ledger_.reset_peaks(static_cast<int64_t>(timeline_.size()));
+  for (Category c : all_categories()) stats_.peak_breakdown[static_cast<int>(c)] = ledger_.peak_breakdown(c);
 }
 
 void TrackingAllocator::reset_peak_stats() {
@@ -203,7 +197,7 @@ std::vector<LiveBlock> TrackingAllocator::replay_locked(int64_t num_events) cons
 
 std::vector<LiveBlock> TrackingAllocator::live_at_peak() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return replay_locked(peak_event_count_);
+  return replay_locked(ledger_.peak_event());
 }
 
 std::vector<LiveBlock> TrackingAllocator::live_now() const {

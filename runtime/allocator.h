@@ -23,15 +23,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "runtime/category.h"
 #include "runtime/dtype.h"
+#include "runtime/ledger.h"
 
 namespace reckon {
 
-enum class Category : uint8_t { parameter, gradient, optimizer_state, activation, temporary };
-constexpr int kNumCategories = 5;
 constexpr int64_t kAlignment = 64;  // one cache line, one AVX-512 vector
-const char* category_name(Category c);
-std::array<Category, kNumCategories> all_categories();
 
 // One statistic, PyTorch-style.
 struct Stat {
@@ -143,7 +141,6 @@ class TrackingAllocator {
     DType dtype;
   };
   int32_t intern(std::string_view name);
-  void record_peak_locked();
   void reset_peaks_locked();
   std::vector<LiveBlock> replay_locked(int64_t num_events) const;
 
@@ -162,8 +159,7 @@ class TrackingAllocator {
   std::vector<MemoryEvent> timeline_;
   // Live blocks at the start of the timeline (after clear_timeline), so replay starts from them.
   std::vector<Block> timeline_base_;
-  int64_t peak_event_count_ = 0;
-  int64_t peak_total_seen_ = 0;   // total allocated bytes at the recorded peak moment  // timeline_[0, peak_event_count_) reproduces the live set at the peak
+  PeakLedger<int64_t> ledger_;  // the global peak's moment: its breakdown, and timeline_[0, peak_event) rebuilds it
   int64_t next_block_id_ = 0;
   MemoryStats stats_;
 };

@@ -4,6 +4,7 @@
 
 #include <cfloat>
 #include <cmath>
+#include <limits>
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "runtime/allocator.h"
+#include "runtime/ledger.h"
 #include "runtime/bf16.h"
 #include "runtime/onednn.h"
 #include "runtime/counters.h"
@@ -729,6 +731,31 @@ TEST(AllocationEvents, TimelineSinceClearWithNames) {
   EXPECT_EQ(e[1], (AllocationEvent{"events.u", Category::temporary, 64, true}));
   EXPECT_EQ(e[2], (AllocationEvent{"events.u", Category::temporary, 64, false}));  // destroyed in reverse order
   EXPECT_EQ(e[3], (AllocationEvent{"events.t", Category::activation, 64, false}));
+}
+
+// The peak bookkeeping both the allocator and the replay use: the first moment the total reaches its peak keeps
+// the breakdown and the event position; an equal total later moves neither; a category's own peak is separate.
+TEST(PeakLedger, FirstMomentOfThePeakAndOwnCategoryPeaks) {
+  PeakLedger<int64_t> l;
+  EXPECT_TRUE(l.add(Category::activation, 100, 1));
+  EXPECT_TRUE(l.add(Category::temporary, 50, 2));   // total 150: the peak, at event 2
+  l.remove(Category::temporary, 50);
+  EXPECT_FALSE(l.add(Category::gradient, 50, 4));   // total 150 again: not a new peak
+  l.remove(Category::gradient, 50);
+  EXPECT_FALSE(l.add(Category::temporary, 40, 6));  // 140
+  EXPECT_EQ(l.peak_total(), 150);
+  EXPECT_EQ(l.peak_event(), 2);
+  EXPECT_EQ(l.peak_breakdown(Category::temporary), 50);
+  EXPECT_EQ(l.peak_breakdown(Category::gradient), 0);
+  EXPECT_EQ(l.category_peak(Category::gradient), 50);  // its own peak came later
+  EXPECT_EQ(l.total(), 140);
+  l.reset_peaks(6);
+  EXPECT_EQ(l.peak_total(), 140);
+  EXPECT_EQ(l.peak_event(), 6);
+  EXPECT_EQ(l.category_peak(Category::gradient), 0);
+  PeakLedger<CheckedInt> checked;
+  checked.add(Category::activation, std::numeric_limits<int64_t>::max(), 1);
+  EXPECT_THROW(checked.add(Category::activation, 1, 2), SizeOverflow);
 }
 
 }  // namespace reckon
