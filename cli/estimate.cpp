@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <optional>
 #include <tuple>
 #include <stdexcept>
 
@@ -35,9 +36,11 @@ void out(std::string& text, fmt::format_string<Args...> format, Args&&... args) 
 }
 }  // namespace
 
-EstimateReport make_estimate_report(const EstimateOptions& o) {
-  // Every input is checked before any figure is computed: a bad value is one message naming the flag or field
-  // and its allowed range, and nothing is printed or written.
+namespace {
+
+// Every input, checked before any figure is computed: a bad value is one message naming the flag or field and its
+// allowed range, and nothing is printed or written.
+EstimateResult checked_inputs(const EstimateOptions& o) {
   TrainConfig config = o.config_file.empty() ? preset_config(o.preset) : load_config_file(o.config_file);
   for (const std::string& kv : o.overrides) apply_override(config, kv);
   // --precision sets the config's field (tf32: fp32 training, TF32 matmul peak); the GPU peak follows it.
@@ -70,270 +73,355 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
   check_distinct_paths({{"--config", o.config_file}, {"--json", o.json_path}});
   check_counts_fit(config.model, config.optim);
 
-  std::string text;  // printed whole once every figure is computed
-  const ModelConfig& m = config.model;
-  const bool textbook = o.activations == "textbook";
+  EstimateResult r;
+  r.config = config;
+  r.gpu_math = gpu_math;
+  r.gpu = gpu;
+  r.peak_flops = peak;
+  r.textbook = o.activations == "textbook";
+  r.memory.budget = budget;
+  return r;
+}
+
+// Counts summed from the parameter layout (model/layout.h); the formulas say what each row is.
+void compute_parameters(EstimateResult& r) {
+  const ModelConfig& m = r.config.model;
   const ParameterLayout params = parameter_layout(m);
-  const int64_t n = params.total();
-  const int64_t b = m.batch_size, t = m.context_length;
-  nlohmann::json j;
-  j["config"] = {{"preset", config.preset}, {"description", describe(m)}};
-
-  const ParameterStateLayout layout = parameter_state_layout(m.precision, m.grad_dtype);
-  out(text, "config: {} | {}\n", config.preset, describe(m));
-  out(text, "conventions: precision {} ({} + {} + {} B per parameter: value + gradient + optimizer state{}); "
-            "GB = 10⁹ B, GiB = 2³⁰ B; activations: {}\n",
-      precision_name(m.precision), layout.value_bytes, layout.grad_bytes, layout.optimizer_bytes,
-      layout.weight_cache_bytes ? ", + 2 B per matmul weight for its bf16 copy during the step" : "",
-      textbook ? "textbook (the problem statement's list, one float32 output-sized tensor per item)"
-               : "as implemented by reckon (what its backward keeps, at each tensor's dtype; proven by `reckon reconcile`)");
-
-  // ---- parameters
-  Table pt;
-  pt.header = {"parameters", "count", "formula"};
-  pt.right_align = {false, true, false};
-  // Counts summed from the parameter layout (model/layout.h); the formulas say what each row is.
+  r.num_parameters = params.total();
   const int64_t ffn_mats = m.ffn == FfnKind::swiglu ? 3 : 2;
-  auto role = [&](ParamRole r) { return fmt_int(params.role_total(r)); };
-  pt.add({"token embedding", role(ParamRole::token_embedding), "V·D"});
-  if (m.position == Position::learned) pt.add({"position embedding", role(ParamRole::position_embedding), "T·D"});
-  pt.add({"attention (all layers)", role(ParamRole::attention), "L·4·D²"});
-  pt.add({fmt::format("ffn ({}, all layers)", ffn_kind_name(m.ffn)), role(ParamRole::ffn),
-          fmt::format("L·{}·D·d_ff", ffn_mats)});
-  pt.add({"RMSNorm gains", role(ParamRole::norm_gain), "L·2·D + D"});
-  pt.add({"LM head", role(ParamRole::lm_head), m.tie_embeddings ? "tied to the embedding" : "V·D (untied)"});
-  pt.add({"**total**", fmt_int(n), fmt::format("{:.3f} B parameters", n / 1e9)});
-  out(text, "\n## Parameters\n\n{}", pt.markdown());
-  j["num_parameters"] = n;
+  auto add = [&](std::string item, ParamRole role, std::string formula) {
+    r.parameters.push_back({std::move(item), std::move(formula), params.role_total(role)});
+  };
+  add("token embedding", ParamRole::token_embedding, "V·D");
+  if (m.position == Position::learned) add("position embedding", ParamRole::position_embedding, "T·D");
+  add("attention (all layers)", ParamRole::attention, "L·4·D²");
+  add(fmt::format("ffn ({}, all layers)", ffn_kind_name(m.ffn)), ParamRole::ffn, fmt::format("L·{}·D·d_ff", ffn_mats));
+  add("RMSNorm gains", ParamRole::norm_gain, "L·2·D + D");
+  add("LM head", ParamRole::lm_head, m.tie_embeddings ? "tied to the embedding" : "V·D (untied)");
+}
 
-  // ---- memory
-  MemoryEstimateOptions pure;
-  pure.onednn_scratchpad = false;
+// oneDNN's scratchpad is asked of oneDNN; a shape beyond oneDNN's own limits (a dimension above 2^31 − 1) is an
+// answer too: reckon's runtime could not run this step on this CPU.
+void compute_scratchpad(EstimateResult::Memory& mem, const ModelConfig& m) {
+  try {
+    const MemoryEstimate with_sp = estimate_step_memory(m);
+    mem.scratchpad_queried = true;
+    mem.scratchpad_at_peak = with_sp.scratchpad_at_peak;
+    mem.scratchpad_max = with_sp.scratchpad_max;
+    mem.peak_with_scratchpad = with_sp.peak_total;
+  } catch (const std::invalid_argument& e) {
+    mem.scratchpad_not_queried = m.dtypes().act == DType::bf16 && !bf16_matmul_unavailable_reason().empty()
+                                     ? bf16_matmul_unavailable_reason()
+                                     : std::string(e.what());
+  }
+}
+
+void compute_memory(EstimateResult& r, const EstimateOptions& o) {
+  const ModelConfig& m = r.config.model;
+  EstimateResult::Memory& mem = r.memory;
+  const int64_t n = r.num_parameters, b = m.batch_size;
+  const MemoryEstimateOptions pure{.onednn_scratchpad = false};
   const MemoryEstimate impl = estimate_step_memory(m, pure);
-  const LinearMemory lin_impl = memory_linear_in_batch(m, pure);
+  mem.fit = memory_linear_in_batch(m, pure);
+  mem.replayed_peak = impl.peak_total;
+  mem.peak_moment = impl.peak_moment;
   ModelConfig one_sample = m;
   one_sample.batch_size = 1;
-  const int64_t tb_act_per_sample = 4 * textbook_activation_floats(one_sample);
-  const int64_t fixed = (CheckedInt(layout.total()) * n).value();  // parameters, gradients, optimizer state
-  const int64_t a = textbook ? tb_act_per_sample : lin_impl.per_sample;
-  const int64_t bconst = textbook ? fixed : lin_impl.fixed;
-  Table mt;
-  mt.header = {"memory at the peak", "bytes", "GB / GiB", "convention"};
-  mt.right_align = {false, true, true, false};
+  const int64_t textbook_per_sample = 4 * textbook_activation_floats(one_sample);
+  const int64_t fixed = (CheckedInt(r.state.total()) * n).value();  // parameters, gradients, optimizer state
   auto cat = [&](Category c) { return impl.peak_breakdown[static_cast<int>(c)]; };
-  // Parameter state: by the layout (textbook), or the replay's bytes at the peak (amp-bf16's weight copies
-  // included, each tensor 64-byte rounded).
-  const int64_t param_bytes = textbook ? (CheckedInt(layout.value_bytes) * n).value() : cat(Category::parameter);
-  const int64_t grad_bytes = textbook ? (CheckedInt(layout.grad_bytes) * n).value() : cat(Category::gradient);
-  const int64_t state_bytes = textbook ? (CheckedInt(layout.optimizer_bytes) * n).value() : cat(Category::optimizer_state);
-  mt.add({"parameters", fmt_int(param_bytes), gb(param_bytes),
-          fmt::format("{} B per parameter{}", layout.value_bytes,
-                      layout.weight_cache_bytes && !textbook ? " + bf16 copies of the matmul weights alive at the peak" : "")});
-  mt.add({"gradients", fmt_int(grad_bytes), gb(grad_bytes), fmt::format("{} B per parameter", layout.grad_bytes)});
-  mt.add({"optimizer state", fmt_int(state_bytes), gb(state_bytes),
-          layout.optimizer_bytes == 12 ? "float32 master weights, AdamW m and v" : "AdamW m and v (float32)"});
-  int64_t total = 0;
-  if (textbook) {
-    const int64_t act = (CheckedInt(tb_act_per_sample) * b).value();
-    mt.add({"activations", fmt_int(act), gb(act), "textbook list (see the table below)"});
-    total = (CheckedInt(fixed) + act).value();
-  } else {
-    mt.add({"activations", fmt_int(cat(Category::activation)), gb(cat(Category::activation)),
-            "every tensor backward keeps, at the peak moment"});
-    mt.add({"temporaries", fmt_int(cat(Category::temporary)), gb(cat(Category::temporary)),
-            "live at the peak: " + impl.peak_moment});
-    total = impl.peak_total;
+  if (r.textbook) {  // the parameter state by the layout, the activations by the textbook list
+    mem.parameter = (CheckedInt(r.state.value_bytes) * n).value();
+    mem.gradient = (CheckedInt(r.state.grad_bytes) * n).value();
+    mem.optimizer_state = (CheckedInt(r.state.optimizer_bytes) * n).value();
+    mem.activation = (CheckedInt(textbook_per_sample) * b).value();
+    mem.total = (CheckedInt(fixed) + mem.activation).value();
+    mem.per_sample = textbook_per_sample, mem.fixed = fixed;
+  } else {  // the replay's bytes at the peak (amp-bf16's weight copies included, each tensor 64-byte rounded)
+    mem.parameter = cat(Category::parameter), mem.gradient = cat(Category::gradient);
+    mem.optimizer_state = cat(Category::optimizer_state), mem.activation = cat(Category::activation);
+    mem.temporary = cat(Category::temporary), mem.total = impl.peak_total;
+    mem.per_sample = mem.fit.per_sample, mem.fixed = mem.fit.fixed;
   }
-  mt.add({"**total**", fmt_int(total), gb(total), fmt::format("batch size {}", b)});
-  out(text, "\n## Peak memory of a training step with AdamW\n\n{}", mt.markdown());
-  if (!textbook && o.query_scratchpad) {
-    // The scratchpad is asked of oneDNN; a shape beyond oneDNN's own limits (a dimension above 2^31 − 1) is an
-    // answer too: reckon's runtime could not run this step on this CPU.
-    try {
-      const MemoryEstimate with_sp = estimate_step_memory(m);
-      out(text, "plus oneDNN's scratchpad on this CPU (queried from its primitive descriptors, a known term of "
-                "reckon's runtime, not of a GPU): {} B at the peak, {} B the largest.\n",
-          fmt_int(with_sp.scratchpad_at_peak), fmt_int(with_sp.scratchpad_max));
-      j["memory_scratchpad"] = {{"at_peak_bytes", with_sp.scratchpad_at_peak}, {"max_bytes", with_sp.scratchpad_max},
-                                {"peak_bytes_with_scratchpad", with_sp.peak_total}};
-    } catch (const std::invalid_argument& e) {
-      const std::string why = m.dtypes().act == DType::bf16 && !bf16_matmul_unavailable_reason().empty()
-                                  ? bf16_matmul_unavailable_reason()
-                                  : std::string(e.what());
-      out(text, "oneDNN's scratchpad on this CPU: not queried: {} (reckon's runtime cannot run this step here; the "
-                "figures above are arithmetic and stand)\n",
-          why);
-      j["memory_scratchpad"] = {{"not_queried", why}};
-    }
-  }
+  if (!r.textbook && o.query_scratchpad) compute_scratchpad(mem, m);
   // Max batch: textbook is a·B + b by construction; as implemented, the replay decides (each tensor is rounded
   // up to 64 B, so between the batch sizes checked the peak can sit a few bytes off the line).
   auto max_batch_for = [&](int64_t bytes) {
-    if (!textbook) return max_batch_in_budget(m, bytes, pure, lin_impl);
-    return a > 0 && bytes > bconst ? (bytes - bconst) / a : 0;
+    if (!r.textbook) return max_batch_in_budget(m, bytes, pure, mem.fit);
+    return mem.per_sample > 0 && bytes > mem.fixed ? (bytes - mem.fixed) / mem.per_sample : int64_t{0};
   };
-  const int64_t max_batch = max_batch_for(budget);
-  out(text, "\nmemory(B) = a·B + b with a = {} B per sample ({}), b = {} B ({}){}\n", fmt_int(a), gb(a), fmt_int(bconst),
-             gb(bconst), textbook ? "" : (lin_impl.exact ? fmt::format(", exact at B = {}", fmt::join(lin_impl.batches_checked, ", "))
-                                               : std::string(", not exactly linear")));
-  if (!textbook) {
-    // The peak is the largest of several moments, each linear in B: at a large batch another moment can take
-    // over (convex, piecewise linear). Say so rather than let the line stand for the replay.
-    const __int128 on_line = static_cast<__int128>(a) * b + bconst;
-    if (on_line != impl.peak_total) {
-      out(text, "at batch size {} the replayed peak is {} B, {:+} B off this line (the peak moves to another "
-                "moment: {})\n",
-          b, fmt_int(impl.peak_total), static_cast<double>(impl.peak_total - on_line), impl.peak_moment);
-    }
-  }
-  out(text, "max batch in {} = {} B ({}): {}{}\n", o.memory_budget, fmt_int(budget), gb(budget), max_batch,
-      textbook ? "" : " (the step's replayed peak: peak(B) ≤ budget < peak(B + 1))");
+  mem.max_batch = max_batch_for(mem.budget);
   if (o.memory_budget.find("GB") != std::string::npos && o.memory_budget.find("GiB") == std::string::npos) {
     // The same number read as GiB, since budgets are quoted both ways ("80 GB" cards hold 80 GiB).
     const std::string alt = o.memory_budget.substr(0, o.memory_budget.find("GB")) + "GiB";
     try {
-      const int64_t budget2 = parse_bytes("--memory-budget", alt);
-      out(text, "  (in {} = {} B: {})\n", alt, fmt_int(budget2), max_batch_for(budget2));
+      mem.gib_budget_bytes = parse_bytes("--memory-budget", alt);
+      mem.gib_max_batch = max_batch_for(mem.gib_budget_bytes);
+      mem.gib_budget = alt;
     } catch (const std::invalid_argument&) {
-      // beyond the allowed range as GiB: the GB answer above is the one asked for
+      // beyond the allowed range as GiB: the GB answer is the one asked for
     }
   }
-  j["memory"] = {{"activations_convention", o.activations}, {"peak_bytes", total}, {"per_sample_bytes", a},
-                 {"fixed_bytes", bconst}, {"budget_bytes", budget}, {"max_batch", max_batch},
-                 {"peak_breakdown", {{"parameter", param_bytes}, {"gradient", grad_bytes}, {"optimizer_state", state_bytes},
-                                     {"activation", textbook ? (CheckedInt(tb_act_per_sample) * b).value() : cat(Category::activation)},
-                                     {"temporary", textbook ? 0 : cat(Category::temporary)}}}};
+}
 
-  // ---- Variants of the config in precision × attention × recompute, each from its own replays (as implemented)
-  // at this budget and training run; memoised, so the tables below share them and the config's own row reuses
-  // its fit.
+// The config's variants in precision × attention × recompute, each from its own replays (as implemented) at this
+// budget and training run; memoised, so the tables share them and the config's own row reuses its fit.
+class Variants {
+ public:
   struct Variant {
     LinearMemory lin;
     int64_t max_batch = 0;
     UtilizationFlopsLinear flops;  // exact fits; at(B) in double (a large B can pass int64 where the fit does not)
     std::string overflow;          // non-empty: a count of this variant does not fit int64 (the row says so)
   };
-  std::map<std::tuple<Precision, GradDType, AttentionKind, Recompute>, Variant> variants;
-  auto variant_config = [&](Precision p, GradDType g, AttentionKind att, Recompute rc) {
-    ModelConfig vm = m;
+  Variants(const EstimateResult& r) : r_(r) {}
+  ModelConfig config(Precision p, GradDType g, AttentionKind att, Recompute rc) const {
+    ModelConfig vm = r_.config.model;
     vm.precision = p, vm.grad_dtype = g, vm.attention = att, vm.recompute = rc;
     return vm;
-  };
-  auto variant = [&](Precision p, GradDType g, AttentionKind att, Recompute rc) -> const Variant& {
+  }
+  const Variant& get(Precision p, GradDType g, AttentionKind att, Recompute rc) {
     const auto key = std::make_tuple(p, g, att, rc);
-    auto it = variants.find(key);
-    if (it != variants.end()) return it->second;
-    const ModelConfig vm = variant_config(p, g, att, rc);
+    auto it = variants_.find(key);
+    if (it != variants_.end()) return it->second;
+    const ModelConfig& m = r_.config.model;
+    const ModelConfig vm = config(p, g, att, rc);
     const bool same = p == m.precision && g == m.grad_dtype && att == m.attention && rc == m.recompute;
+    const MemoryEstimateOptions pure{.onednn_scratchpad = false};
     Variant v;
     try {
-      v.lin = same ? lin_impl : memory_linear_in_batch(vm, pure, false);
-      v.max_batch = max_batch_in_budget(vm, budget, pure, v.lin);
-      v.flops = utilization_flops_linear_in_batch(vm, config.optim);
+      v.lin = same ? r_.memory.fit : memory_linear_in_batch(vm, pure, false);
+      v.max_batch = max_batch_in_budget(vm, r_.memory.budget, pure, v.lin);
+      v.flops = utilization_flops_linear_in_batch(vm, r_.config.optim);
     } catch (const SizeOverflow& e) {
       v.overflow = e.what();  // e.g. naive attention's B·H·T² beside a flash config that fits
     }
-    return variants.emplace(key, v).first->second;
-  };
-  // Days on the GPU for the training run: model FLOPs (causal) at MFU = --mfu, or executed FLOPs at HFU = --mfu;
-  // AdamW's FLOPs added to both.
-  auto days_at = [&](double step_flops, double gpu_peak) {
-    return training_time(step_flops, n, o.train_steps, o.train_batch, t, gpu_peak, o.mfu).counted_days;
-  };
-  // FLOPs at batch size `batch` (a + b): exact integers where they fit int64, else the double of the exact fit.
-  auto at_batch = [](const UtilizationFlopsLinear::Fit& a, const UtilizationFlopsLinear::Fit& extra, int64_t batch) {
-    try {
-      return nlohmann::json((CheckedInt(a.per_sample) * batch + a.fixed + CheckedInt(extra.per_sample) * batch + extra.fixed).value());
-    } catch (const SizeOverflow&) {
-      return nlohmann::json(a.at(batch) + extra.at(batch));
-    }
-  };
-  auto model_step = [&](const Variant& v) { return v.flops.model_causal.at(o.train_batch) + v.flops.optimizer.at(o.train_batch); };
-  auto executed_step = [&](const Variant& v) { return v.flops.hardware.at(o.train_batch) + v.flops.optimizer.at(o.train_batch); };
+    return variants_.emplace(key, v).first->second;
+  }
 
-  // ---- "is it 16 or 18 bytes per parameter?", "why does AMP use more memory?": every precision side by side.
+ private:
+  const EstimateResult& r_;
+  std::map<std::tuple<Precision, GradDType, AttentionKind, Recompute>, Variant> variants_;
+};
+
+// Days on the GPU for the training run at `peak` and utilization --mfu.
+double days_at(const EstimateResult& r, const EstimateOptions& o, double step_flops, double peak) {
+  return training_time(step_flops, r.num_parameters, o.train_steps, o.train_batch, r.config.model.context_length, peak,
+                       o.mfu)
+      .counted_days;
+}
+// Model FLOPs (causal) or executed FLOPs at the training batch, AdamW's added.
+double model_step(const Variants::Variant& v, int64_t batch) {
+  return v.flops.model_causal.at(batch) + v.flops.optimizer.at(batch);
+}
+double executed_step(const Variants::Variant& v, int64_t batch) {
+  return v.flops.hardware.at(batch) + v.flops.optimizer.at(batch);
+}
+// FLOPs at batch size `batch` (a + b): exact integers where they fit int64, else the double of the exact fit.
+nlohmann::json at_batch(const UtilizationFlopsLinear::Fit& a, const UtilizationFlopsLinear::Fit& extra, int64_t batch) {
+  try {
+    return nlohmann::json((CheckedInt(a.per_sample) * batch + a.fixed + CheckedInt(extra.per_sample) * batch + extra.fixed).value());
+  } catch (const SizeOverflow&) {
+    return nlohmann::json(a.at(batch) + extra.at(batch));
+  }
+}
+
+// "Is it 16 or 18 bytes per parameter?", "why does AMP use more memory?": every precision side by side.
+void compute_precisions(EstimateResult& r, const EstimateOptions& o, Variants& variants) {
+  const ModelConfig& m = r.config.model;
+  for (const ParameterStateLayout& pl : parameter_state_layouts()) {
+    const Variants::Variant& pv = variants.get(pl.precision, pl.grad_dtype, m.attention, m.recompute);
+    EstimateResult::PrecisionRow row;
+    row.layout = pl, row.gpu_math = gpu_math_for(pl.precision), row.unavailable = pv.overflow;
+    const bool same = pl.precision == m.precision && pl.grad_dtype == m.grad_dtype;
+    try {
+      if (row.unavailable.empty()) {
+        row.peak = same ? r.memory.replayed_peak
+                        : estimate_step_memory(variants.config(pl.precision, pl.grad_dtype, m.attention, m.recompute),
+                                               {.onednn_scratchpad = false})
+                              .peak_total;
+      }
+    } catch (const SizeOverflow& e) {
+      row.unavailable = e.what();
+    }
+    if (row.unavailable.empty()) {
+      row.per_sample = pv.lin.per_sample, row.fixed = pv.lin.fixed, row.max_batch = pv.max_batch;
+      row.days = days_at(r, o, executed_step(pv, o.train_batch), gpu_peak_flops(r.gpu, row.gpu_math));
+    }
+    r.precisions.push_back(row);
+  }
+}
+
+// Precision × attention × recompute: what each choice keeps per sample, the batch it allows, the FLOPs it executes
+// against the model's own, and the days at MFU and at HFU = --mfu.
+void compute_matrix(EstimateResult& r, const EstimateOptions& o, Variants& variants) {
+  const ModelConfig& m = r.config.model;
+  const int64_t b = m.batch_size;
+  for (Precision p : {Precision::fp32, Precision::amp_bf16, Precision::bf16}) {
+    const double gpu_peak = gpu_peak_flops(r.gpu, o.precision == "tf32" && p == Precision::fp32 ? "tf32" : gpu_math_for(p));
+    const GradDType g = p == m.precision ? m.grad_dtype : GradDType::automatic;
+    for (AttentionKind att : {AttentionKind::naive, AttentionKind::flash})
+      for (Recompute rc : {Recompute::none, Recompute::attention, Recompute::full}) {
+        const Variants::Variant& vr = variants.get(p, g, att, rc);
+        EstimateResult::VariantRow row;
+        row.precision = p, row.grad_dtype = g, row.attention = att, row.recompute = rc;
+        row.is_config = p == m.precision && att == m.attention && rc == m.recompute;
+        row.unavailable = vr.overflow;
+        if (row.unavailable.empty()) {
+          row.per_sample = vr.lin.per_sample, row.fixed = vr.lin.fixed, row.max_batch = vr.max_batch;
+          row.days_at_mfu = days_at(r, o, model_step(vr, o.train_batch), gpu_peak);
+          row.days_at_hfu = days_at(r, o, executed_step(vr, o.train_batch), gpu_peak);
+          row.executed_over_model = vr.flops.hardware.at(b) / vr.flops.model_causal.at(b);
+          row.step_flops = at_batch(vr.flops.hardware, vr.flops.optimizer, b);
+          row.model_causal = at_batch(vr.flops.model_causal, {}, b);
+          row.model_full = at_batch(vr.flops.model_full, {}, b);
+          row.hardware = at_batch(vr.flops.hardware, {}, b);
+        }
+        r.matrix.push_back(row);
+      }
+  }
+}
+
+void compute_flops_and_training(EstimateResult& r, const EstimateOptions& o, Variants& variants) {
+  const ModelConfig& m = r.config.model;
+  const int64_t b = m.batch_size, n = r.num_parameters, t = m.context_length;
+  EstimateResult::Flops& f = r.flops;
+  f.step = estimate_step_flops(m, r.config.optim);
+  f.tokens = b * t;
+  const Variants::Variant& own = variants.get(m.precision, m.grad_dtype, m.attention, m.recompute);
+  f.unavailable = own.overflow;
+  if (own.overflow.empty()) {  // from the exact fits (the naive reference of a flash config can pass int64 here)
+    f.model_causal = own.flops.model_causal.at(b), f.model_full = own.flops.model_full.at(b);
+    f.hardware = own.flops.hardware.at(b);
+    f.model_causal_exact = at_batch(own.flops.model_causal, {}, b);
+    f.model_full_exact = at_batch(own.flops.model_full, {}, b);
+  }
+  f.adamw_per_parameter = r.state.optimizer_bytes == 12 ? adamw_master_count(1, r.config.optim, m.dtypes().grad)
+                                                        : adamw_count(1, r.config.optim);
+  // A training batch of millions of sequences has a step count beyond int64: step FLOPs are exactly linear in
+  // the batch size, so the step at the training batch is per_sample·B + fixed in double.
+  EstimateResult::Training& tr = r.training;
+  tr.train_step_flops = step_flops_linear_in_batch(m, r.config.optim).at(o.train_batch);
+  tr.executed = training_time(tr.train_step_flops, n, o.train_steps, o.train_batch, t, r.peak_flops, o.mfu);
+  if (own.overflow.empty()) {
+    tr.has_model = true;
+    tr.model_causal = training_time(model_step(own, o.train_batch), n, o.train_steps, o.train_batch, t, r.peak_flops, o.mfu);
+    tr.model_full = training_time(own.flops.model_full.at(o.train_batch) + own.flops.optimizer.at(o.train_batch), n,
+                                  o.train_steps, o.train_batch, t, r.peak_flops, o.mfu);
+    tr.hfu_needed = o.mfu * tr.executed.counted_flops / tr.model_causal.counted_flops;
+  }
+}
+
+}  // namespace
+
+EstimateResult compute_estimate(const EstimateOptions& o) {
+  EstimateResult r = checked_inputs(o);
+  const ModelConfig& m = r.config.model;
+  r.state = parameter_state_layout(m.precision, m.grad_dtype);
+  compute_parameters(r);
+  compute_memory(r, o);
+  Variants variants(r);
+  compute_precisions(r, o, variants);
+  compute_matrix(r, o, variants);
+  r.activations = activation_comparison(m);
+  compute_flops_and_training(r, o, variants);
+  if (o.cluster.gpus_given) {
+    r.cluster = cluster_report(r.config, r.gpu, r.peak_flops, o.mfu, r.memory.budget, o.memory_budget, o.train_steps,
+                               o.train_batch, o.cluster);
+  }
+  return r;
+}
+
+namespace {
+
+void render_memory_markdown(const EstimateResult& r, const EstimateOptions& o, std::string& text) {
+  const EstimateResult::Memory& mem = r.memory;
+  const ParameterStateLayout& layout = r.state;
+  const int64_t b = r.config.model.batch_size;
+  Table mt;
+  mt.header = {"memory at the peak", "bytes", "GB / GiB", "convention"};
+  mt.right_align = {false, true, true, false};
+  mt.add({"parameters", fmt_int(mem.parameter), gb(mem.parameter),
+          fmt::format("{} B per parameter{}", layout.value_bytes,
+                      layout.weight_cache_bytes && !r.textbook ? " + bf16 copies of the matmul weights alive at the peak" : "")});
+  mt.add({"gradients", fmt_int(mem.gradient), gb(mem.gradient), fmt::format("{} B per parameter", layout.grad_bytes)});
+  mt.add({"optimizer state", fmt_int(mem.optimizer_state), gb(mem.optimizer_state),
+          layout.optimizer_bytes == 12 ? "float32 master weights, AdamW m and v" : "AdamW m and v (float32)"});
+  if (r.textbook) {
+    mt.add({"activations", fmt_int(mem.activation), gb(mem.activation), "textbook list (see the table below)"});
+  } else {
+    mt.add({"activations", fmt_int(mem.activation), gb(mem.activation), "every tensor backward keeps, at the peak moment"});
+    mt.add({"temporaries", fmt_int(mem.temporary), gb(mem.temporary), "live at the peak: " + mem.peak_moment});
+  }
+  mt.add({"**total**", fmt_int(mem.total), gb(mem.total), fmt::format("batch size {}", b)});
+  out(text, "\n## Peak memory of a training step with AdamW\n\n{}", mt.markdown());
+  if (mem.scratchpad_queried) {
+    out(text, "plus oneDNN's scratchpad on this CPU (queried from its primitive descriptors, a known term of "
+              "reckon's runtime, not of a GPU): {} B at the peak, {} B the largest.\n",
+        fmt_int(mem.scratchpad_at_peak), fmt_int(mem.scratchpad_max));
+  } else if (!mem.scratchpad_not_queried.empty()) {
+    out(text, "oneDNN's scratchpad on this CPU: not queried: {} (reckon's runtime cannot run this step here; the "
+              "figures above are arithmetic and stand)\n",
+        mem.scratchpad_not_queried);
+  }
+  out(text, "\nmemory(B) = a·B + b with a = {} B per sample ({}), b = {} B ({}){}\n", fmt_int(mem.per_sample),
+      gb(mem.per_sample), fmt_int(mem.fixed), gb(mem.fixed),
+      r.textbook ? "" : (mem.fit.exact ? fmt::format(", exact at B = {}", fmt::join(mem.fit.batches_checked, ", "))
+                                       : std::string(", not exactly linear")));
+  if (!r.textbook) {
+    // The peak is the largest of several moments, each linear in B: at a large batch another moment can take
+    // over (convex, piecewise linear). Say so rather than let the line stand for the replay.
+    const __int128 on_line = static_cast<__int128>(mem.per_sample) * b + mem.fixed;
+    if (on_line != mem.replayed_peak) {
+      out(text, "at batch size {} the replayed peak is {} B, {:+} B off this line (the peak moves to another "
+                "moment: {})\n",
+          b, fmt_int(mem.replayed_peak), static_cast<double>(mem.replayed_peak - on_line), mem.peak_moment);
+    }
+  }
+  out(text, "max batch in {} = {} B ({}): {}{}\n", o.memory_budget, fmt_int(mem.budget), gb(mem.budget), mem.max_batch,
+      r.textbook ? "" : " (the step's replayed peak: peak(B) ≤ budget < peak(B + 1))");
+  if (!mem.gib_budget.empty()) {
+    out(text, "  (in {} = {} B: {})\n", mem.gib_budget, fmt_int(mem.gib_budget_bytes), mem.gib_max_batch);
+  }
+}
+
+void render_variants_markdown(const EstimateResult& r, const EstimateOptions& o, std::string& text) {
+  const int64_t b = r.config.model.batch_size, t = r.config.model.context_length;
   Table ps;
   ps.header = {"precision", "value + grad + optimizer (B/param)", "peak at B = " + std::to_string(b), "memory = a·B + b",
-               "max batch in " + o.memory_budget, fmt::format("days on {} ({} peak)", gpu.name, "matching"),
+               "max batch in " + o.memory_budget, fmt::format("days on {} ({} peak)", r.gpu.name, "matching"),
                "who counts it so"};
   ps.right_align = {false, true, true, false, true, true, false};
-  nlohmann::json ps_json = nlohmann::json::array();
-  for (const ParameterStateLayout& pl : parameter_state_layouts()) {
-    const Variant& pv = variant(pl.precision, pl.grad_dtype, m.attention, m.recompute);
-    const bool same = pl.precision == m.precision && pl.grad_dtype == m.grad_dtype;
-    const char* math = gpu_math_for(pl.precision);
+  for (const EstimateResult::PrecisionRow& row : r.precisions) {
+    const ParameterStateLayout& pl = row.layout;
     const std::string bpp = fmt::format("{} + {} + {} = {}{}", pl.value_bytes, pl.grad_bytes, pl.optimizer_bytes,
                                         pl.total(), pl.weight_cache_bytes ? " (+2 per matmul weight in the step)" : "");
-    nlohmann::json row = {{"precision", pl.name}, {"value_bytes_per_param", pl.value_bytes},
-                          {"grad_bytes_per_param", pl.grad_bytes}, {"optimizer_bytes_per_param", pl.optimizer_bytes},
-                          {"weight_cache_bytes_per_matmul_param", pl.weight_cache_bytes},
-                          {"parameter_state_bytes", (CheckedInt(pl.total()) * n).value()}, {"gpu_math", math}};
-    int64_t ppeak = 0;
-    std::string overflow = pv.overflow;
-    try {
-      if (overflow.empty()) ppeak = same ? impl.peak_total : estimate_step_memory(variant_config(pl.precision, pl.grad_dtype, m.attention, m.recompute), pure).peak_total;
-    } catch (const SizeOverflow& e) {
-      overflow = e.what();
-    }
-    if (!overflow.empty()) {
-      ps.add({pl.name, bpp, overflow.rfind("not built", 0) == 0 ? overflow : "does not fit int64", "", "", "", pl.source});
-      row["unavailable"] = overflow;
+    if (!row.unavailable.empty()) {
+      ps.add({pl.name, bpp, row.unavailable.rfind("not built", 0) == 0 ? row.unavailable : "does not fit int64", "", "",
+              "", pl.source});
     } else {
-      const double pdays = days_at(executed_step(pv), gpu_peak_flops(gpu, math));
-      ps.add({pl.name, bpp, gb(ppeak), fmt::format("{}·B + {}", fmt_int(pv.lin.per_sample), fmt_int(pv.lin.fixed)),
-              fmt_int(pv.max_batch), fmt::format("{:.1f} ({})", pdays, math), pl.source});
-      row.update({{"peak_bytes", ppeak}, {"per_sample_bytes", pv.lin.per_sample}, {"fixed_bytes", pv.lin.fixed},
-                  {"max_batch", pv.max_batch}, {"counted_days", pdays}});
+      ps.add({pl.name, bpp, gb(row.peak), fmt::format("{}·B + {}", fmt_int(row.per_sample), fmt_int(row.fixed)),
+              fmt_int(row.max_batch), fmt::format("{:.1f} ({})", row.days, row.gpu_math), pl.source});
     }
-    ps_json.push_back(row);
   }
   out(text, "\n## Precisions side by side (as implemented: each its own replay; days at HFU {:.0f}%)\n\n{}", o.mfu * 100,
       ps.markdown());
-  j["precisions"] = ps_json;
-
-  // ---- precision × attention × recompute (every attention × recompute choice): what each choice keeps per sample, the batch it
-  // allows, the FLOPs it executes against the model's own, and the days at MFU and at HFU = --mfu.
   Table mx;
   mx.header = {"precision", "attention", "recompute", "activations + temporaries per sample", "memory = a·B + b",
                "max batch in " + o.memory_budget, "executed / model FLOPs", "days at MFU " + fmt::format("{:.0f}%", o.mfu * 100),
                "days at HFU " + fmt::format("{:.0f}%", o.mfu * 100)};
   mx.right_align = {false, false, false, true, false, true, true, true, true};
-  nlohmann::json mx_json = nlohmann::json::array(), att_json = nlohmann::json::array();
-  for (Precision p : {Precision::fp32, Precision::amp_bf16, Precision::bf16}) {
-    const double gpu_peak = gpu_peak_flops(gpu, o.precision == "tf32" && p == Precision::fp32 ? "tf32" : gpu_math_for(p));
-    const GradDType g = p == m.precision ? m.grad_dtype : GradDType::automatic;
-    for (AttentionKind att : {AttentionKind::naive, AttentionKind::flash})
-      for (Recompute rc : {Recompute::none, Recompute::attention, Recompute::full}) {
-        const Variant& vr = variant(p, g, att, rc);
-        const bool mine = p == m.precision && att == m.attention && rc == m.recompute;
-        const std::string pname = mine ? fmt::format("**{}**", precision_name(p)) : precision_name(p);
-        nlohmann::json row = {{"precision", precision_name(p)}, {"grad_dtype", grad_dtype_name(g)},
-                              {"attention", attention_name(att)}, {"recompute", recompute_name(rc)}};
-        if (!vr.overflow.empty()) {
-          mx.add({pname, attention_name(att), recompute_name(rc),
-                  vr.overflow.rfind("not built", 0) == 0 ? vr.overflow : "does not fit int64", "", "", "", "", ""});
-          row["unavailable"] = vr.overflow;
-          mx_json.push_back(row);
-          continue;
-        }
-        const double mdays = days_at(model_step(vr), gpu_peak), hdays = days_at(executed_step(vr), gpu_peak);
-        const double ratio = vr.flops.hardware.at(b) / vr.flops.model_causal.at(b);
-        mx.add({pname, attention_name(att), recompute_name(rc), gb(vr.lin.per_sample),
-                fmt::format("{}·B + {}", fmt_int(vr.lin.per_sample), fmt_int(vr.lin.fixed)), fmt_int(vr.max_batch),
-                fmt::format("{:.3f}", ratio), fmt::format("{:.1f}", mdays), fmt::format("{:.1f}", hdays)});
-        const nlohmann::json step_flops = at_batch(vr.flops.hardware, vr.flops.optimizer, b);
-        row.update({{"per_sample_bytes", vr.lin.per_sample}, {"fixed_bytes", vr.lin.fixed}, {"max_batch", vr.max_batch},
-                    {"model_flops_causal", at_batch(vr.flops.model_causal, {}, b)},
-                    {"model_flops_full", at_batch(vr.flops.model_full, {}, b)},
-                    {"hardware_flops", at_batch(vr.flops.hardware, {}, b)}, {"step_flops", step_flops},
-                    {"days_at_mfu", mdays}, {"days_at_hfu", hdays}});
-        mx_json.push_back(row);
-        if (p == m.precision && rc == m.recompute) {
-          att_json.push_back({{"attention", attention_name(att)}, {"per_sample_bytes", vr.lin.per_sample},
-                              {"fixed_bytes", vr.lin.fixed}, {"max_batch", vr.max_batch}, {"step_flops", step_flops},
-                              {"counted_days", hdays}});
-        }
-      }
+  for (const EstimateResult::VariantRow& row : r.matrix) {
+    const std::string pname = row.is_config ? fmt::format("**{}**", precision_name(row.precision)) : precision_name(row.precision);
+    if (!row.unavailable.empty()) {
+      mx.add({pname, attention_name(row.attention), recompute_name(row.recompute),
+              row.unavailable.rfind("not built", 0) == 0 ? row.unavailable : "does not fit int64", "", "", "", "", ""});
+      continue;
+    }
+    mx.add({pname, attention_name(row.attention), recompute_name(row.recompute), gb(row.per_sample),
+            fmt::format("{}·B + {}", fmt_int(row.per_sample), fmt_int(row.fixed)), fmt_int(row.max_batch),
+            fmt::format("{:.3f}", row.executed_over_model), fmt::format("{:.1f}", row.days_at_mfu),
+            fmt::format("{:.1f}", row.days_at_hfu)});
   }
   out(text, "\n## Precision × attention × recompute (as implemented, each its own replay; batch size {}; the config's "
             "rows in bold)\n\n{}",
@@ -343,29 +431,16 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
             "Days: the {} training tokens at {:.0f}% of the GPU's peak for its precision (tf32 with --precision tf32), "
             "AdamW included — MFU counts model FLOPs, HFU executed ones.\n",
       sci(static_cast<double>(o.train_steps) * o.train_batch * t), o.mfu * 100);
-  j["matrix"] = mx_json;
-  j["attention"] = att_json;
+}
 
-  // ---- textbook vs implemented, tensor by tensor
-  Table at;
-  at.header = {"textbook item", "textbook floats", "reckon keeps", "floats", "why"};
-  at.right_align = {false, true, false, true, false};
-  int64_t sum_t = 0, sum_i = 0;
-  for (const ActivationRow& r : activation_comparison(m)) {
-    at.add({r.item, fmt_int(r.textbook_floats), r.implemented, fmt_int(r.implemented_floats), r.why});
-    sum_t += r.textbook_floats;
-    sum_i += r.implemented_floats;
-  }
-  at.add({"**total**", fmt_int(sum_t), "", fmt_int(sum_i), fmt::format("{:+.1f}% vs textbook", 100.0 * (sum_i - sum_t) / sum_t)});
-  out(text, "\n## Activations: textbook vs implemented (batch size {})\n\n{}", b, at.markdown());
-
-  // ---- FLOPs
-  const StepFlops sf = estimate_step_flops(m, config.optim);
-  const int64_t tokens = b * t;
+void render_flops_markdown(const EstimateResult& r, const EstimateOptions& o, std::string& text) {
+  const ModelConfig& m = r.config.model;
+  const EstimateResult::Flops& f = r.flops;
+  const StepFlops& sf = f.step;
+  const int64_t tokens = f.tokens, n = r.num_parameters;
   Table ft;
   ft.header = {"FLOPs per step", "FLOPs", "per token", "convention"};
   ft.right_align = {false, true, true, false};
-  const Variant& own = variant(m.precision, m.grad_dtype, m.attention, m.recompute);
   ft.add({"forward", sci(sf.forward), sci(static_cast<double>(sf.forward) / tokens),
           m.attention == AttentionKind::flash
               ? "matmul 2·M·N·K; flash attention over the causal T(T+1)/2 entries; elementwise as executed"
@@ -378,94 +453,187 @@ EstimateReport make_estimate_report(const EstimateOptions& o) {
             fmt::format("recompute = {}: forward work re-run in backward", recompute_name(m.recompute))});
   }
   ft.add({"AdamW", sci(sf.optimizer), sci(static_cast<double>(sf.optimizer) / tokens),
-          fmt::format("{} FLOPs per parameter as the kernel executes them", adamw_flops_per_element(config.optim))});
+          fmt::format("{} FLOPs per parameter as the kernel executes them", adamw_flops_per_element(r.config.optim))});
   ft.add({"**step**", sci(sf.total()), sci(static_cast<double>(sf.total()) / tokens), ""});
-  if (own.overflow.empty()) {
-    // From the exact fits (the naive reference of a flash config can pass int64 at this batch size).
-    const double causal = own.flops.model_causal.at(b), full = own.flops.model_full.at(b), hw = own.flops.hardware.at(b);
-    ft.add({"model FLOPs, causal attention", sci(causal), sci(causal / tokens),
+  if (f.unavailable.empty()) {
+    ft.add({"model FLOPs, causal attention", sci(f.model_causal), sci(f.model_causal / tokens),
             "MFU's numerator: forward + backward, no recompute, Q·Kᵀ and P·V over the T(T+1)/2 causal entries"});
-    ft.add({"model FLOPs, full T×T", sci(full), sci(full / tokens),
+    ft.add({"model FLOPs, full T×T", sci(f.model_full), sci(f.model_full / tokens),
             "the same over all T×T entries (PaLM's and Megatron-LM's formulas count so)"});
-    ft.add({"executed (hardware) FLOPs", sci(hw), sci(hw / tokens),
-            fmt::format("HFU's numerator: forward + backward + recompute as run = {:.3f} × model (causal)", hw / causal)});
+    ft.add({"executed (hardware) FLOPs", sci(f.hardware), sci(f.hardware / tokens),
+            fmt::format("HFU's numerator: forward + backward + recompute as run = {:.3f} × model (causal)",
+                        f.hardware / f.model_causal)});
   } else {
-    ft.add({"model FLOPs", "does not fit int64", "", own.overflow});
+    ft.add({"model FLOPs", "does not fit int64", "", f.unavailable});
   }
   ft.add({"6·N·tokens rule", sci(6.0 * n * tokens), sci(6.0 * n), "Kaplan: ignores attention and elementwise work"});
-  out(text, "\n## FLOPs (batch size {}, {} tokens)\n\n{}", b, tokens, ft.markdown());
-  const OpCount adamw = layout.optimizer_bytes == 12
-                            ? adamw_master_count(1, config.optim, m.dtypes().grad)
-                            : adamw_count(1, config.optim);
-  const int64_t adamw_bytes_per_param = adamw.bytes_read + adamw.bytes_written;
+  out(text, "\n## FLOPs (batch size {}, {} tokens)\n\n{}", m.batch_size, tokens, ft.markdown());
+  const int64_t adamw_bytes_per_param = f.adamw_per_parameter.bytes_read + f.adamw_per_parameter.bytes_written;
   out(text, "AdamW per step: {} FLOPs and {} bytes moved ({} B per parameter: {})\n",
-      fmt_int(adamw_flops_per_element(config.optim) * n), fmt_int((CheckedInt(adamw_bytes_per_param) * n).value()),
+      fmt_int(adamw_flops_per_element(r.config.optim) * n), fmt_int((CheckedInt(adamw_bytes_per_param) * n).value()),
       adamw_bytes_per_param,
-      layout.optimizer_bytes == 12 ? "read g, master, m, v; write master, m, v and the bf16 parameter"
-                                   : "read p, g, m, v; write p, m, v");
-  j["flops"] = {{"forward", sf.forward}, {"backward", sf.backward}, {"recompute", sf.recompute},
-                {"optimizer", sf.optimizer}, {"step", sf.total()},
-                {"model_causal", own.overflow.empty() ? at_batch(own.flops.model_causal, {}, b) : nlohmann::json()},
-                {"model_full", own.overflow.empty() ? at_batch(own.flops.model_full, {}, b) : nlohmann::json()},
-                {"hardware", sf.forward + sf.backward + sf.recompute},
-                {"six_n_per_step", 6.0 * n * tokens}, {"adamw_flops", adamw_flops_per_element(config.optim) * n},
-                {"adamw_bytes", (CheckedInt(adamw_bytes_per_param) * n).value()}};
+      r.state.optimizer_bytes == 12 ? "read g, master, m, v; write master, m, v and the bf16 parameter"
+                                    : "read p, g, m, v; write p, m, v");
+}
 
-  // ---- training time
-  // A training batch of millions of sequences has a step count beyond int64: step FLOPs are exactly linear in
-  // the batch size, so the step at the training batch is per_sample·B + fixed in double.
-  const double train_step_flops = step_flops_linear_in_batch(m, config.optim).at(o.train_batch);
-  const TrainingTime tt = training_time(train_step_flops, n, o.train_steps, o.train_batch, t, peak, o.mfu);
+void render_training_markdown(const EstimateResult& r, const EstimateOptions& o, std::string& text) {
+  const EstimateResult::Training& tr = r.training;
+  const int64_t t = r.config.model.context_length;
   Table tt_table;
   tt_table.header = {"training time", "total FLOPs", "days", "convention"};
   tt_table.right_align = {false, true, true, false};
-  tt_table.add({fmt::format("executed, at HFU {:.0f}%", o.mfu * 100), sci(tt.counted_flops),
-                fmt::format("{:.1f}", tt.counted_days),
+  tt_table.add({fmt::format("executed, at HFU {:.0f}%", o.mfu * 100), sci(tr.executed.counted_flops),
+                fmt::format("{:.1f}", tr.executed.counted_days),
                 "forward + backward + recompute + AdamW as counted per op (this config's implementation)"});
-  nlohmann::json model_days;
-  if (own.overflow.empty()) {
-    const TrainingTime tm = training_time(model_step(own), n, o.train_steps, o.train_batch, t, peak, o.mfu);
-    const TrainingTime tf = training_time(own.flops.model_full.at(o.train_batch) + own.flops.optimizer.at(o.train_batch),
-                                          n, o.train_steps, o.train_batch, t, peak, o.mfu);
-    tt_table.add({fmt::format("model, causal, at MFU {:.0f}%", o.mfu * 100), sci(tm.counted_flops),
-                  fmt::format("{:.1f}", tm.counted_days), "model FLOPs (causal attention) + AdamW"});
-    tt_table.add({fmt::format("model, full T×T, at MFU {:.0f}%", o.mfu * 100), sci(tf.counted_flops),
-                  fmt::format("{:.1f}", tf.counted_days), "model FLOPs in the full T×T convention + AdamW"});
-    model_days = {{"days_at_mfu", tm.counted_days}, {"days_at_mfu_full_convention", tf.counted_days},
-                  {"model_flops_causal", tm.counted_flops}, {"model_flops_full", tf.counted_flops},
-                  {"hfu_needed_at_mfu", o.mfu * tt.counted_flops / tm.counted_flops}};
+  if (tr.has_model) {
+    tt_table.add({fmt::format("model, causal, at MFU {:.0f}%", o.mfu * 100), sci(tr.model_causal.counted_flops),
+                  fmt::format("{:.1f}", tr.model_causal.counted_days), "model FLOPs (causal attention) + AdamW"});
+    tt_table.add({fmt::format("model, full T×T, at MFU {:.0f}%", o.mfu * 100), sci(tr.model_full.counted_flops),
+                  fmt::format("{:.1f}", tr.model_full.counted_days), "model FLOPs in the full T×T convention + AdamW"});
   }
-  tt_table.add({"6·N rule", sci(tt.six_n_flops), fmt::format("{:.1f}", tt.six_n_days), "6 × parameters × tokens"});
+  tt_table.add({"6·N rule", sci(tr.executed.six_n_flops), fmt::format("{:.1f}", tr.executed.six_n_days),
+                "6 × parameters × tokens"});
   out(text, "\n## Training time: {} steps × batch {} × T {} = {} tokens on {} at {} ({:.1f} TFLOP/s), {:.0f}% utilization\n\n{}",
-             o.train_steps, o.train_batch, t, sci(tt.tokens), gpu.description, gpu_math, peak / 1e12, o.mfu * 100,
-             tt_table.markdown());
-  if (own.overflow.empty()) {
+      o.train_steps, o.train_batch, t, sci(tr.executed.tokens), r.gpu.description, r.gpu_math, r.peak_flops / 1e12,
+      o.mfu * 100, tt_table.markdown());
+  if (tr.has_model) {
     out(text, "the same run at MFU {:.0f}% needs HFU {:.1f}% (executed / model FLOPs = {:.3f})\n", o.mfu * 100,
-        100 * model_days["hfu_needed_at_mfu"].get<double>(), model_days["hfu_needed_at_mfu"].get<double>() / o.mfu);
+        100 * tr.hfu_needed, tr.hfu_needed / o.mfu);
   }
   Table gp;
   gp.header = {"GPU", "FP32 TFLOP/s", "TF32", "BF16", "HBM TB/s", "memory", "days at this HFU (fp32 / tf32 / bf16)"};
   gp.right_align = {false, true, true, true, true, true, false};
   for (const GpuSpec& g : gpu_specs()) {
     auto days = [&](const char* p) {
-      return training_time(train_step_flops, n, o.train_steps, o.train_batch, t, gpu_peak_flops(g, p), o.mfu).counted_days;
+      return training_time(tr.train_step_flops, r.num_parameters, o.train_steps, o.train_batch, t, gpu_peak_flops(g, p),
+                           o.mfu)
+          .counted_days;
     };
     gp.add({g.description, fmt::format("{}", g.fp32_tflops), fmt::format("{}", g.tf32_tflops), fmt::format("{}", g.bf16_tflops),
             fmt::format("{}", g.hbm_tbps), fmt::format("{} GiB", g.memory_bytes >> 30),
             fmt::format("{:.0f} / {:.0f} / {:.0f}", days("fp32"), days("tf32"), days("bf16"))});
   }
   out(text, "\n{}", gp.markdown());
-  j["training"] = {{"gpu", gpu.name}, {"precision", precision_name(m.precision)}, {"gpu_math", gpu_math}, {"mfu", o.mfu}, {"tokens", tt.tokens},
-                   {"counted_flops", tt.counted_flops}, {"six_n_flops", tt.six_n_flops}, {"counted_days", tt.counted_days},
-                   {"six_n_days", tt.six_n_days}, {"days_at_hfu", tt.counted_days}};
-  if (!model_days.is_null()) j["training"].update(model_days);
-  if (o.cluster.gpus_given) {
-    const ClusterReport cluster = cluster_report(config, gpu, peak, o.mfu, budget, o.memory_budget, o.train_steps,
-                                                 o.train_batch, o.cluster);
-    text += cluster.text;
-    j["cluster"] = cluster.json;
+}
+
+}  // namespace
+
+std::string render_markdown(const EstimateResult& r, const EstimateOptions& o) {
+  std::string text;
+  const ModelConfig& m = r.config.model;
+  const ParameterStateLayout& layout = r.state;
+  out(text, "config: {} | {}\n", r.config.preset, describe(m));
+  out(text, "conventions: precision {} ({} + {} + {} B per parameter: value + gradient + optimizer state{}); "
+            "GB = 10⁹ B, GiB = 2³⁰ B; activations: {}\n",
+      precision_name(m.precision), layout.value_bytes, layout.grad_bytes, layout.optimizer_bytes,
+      layout.weight_cache_bytes ? ", + 2 B per matmul weight for its bf16 copy during the step" : "",
+      r.textbook ? "textbook (the problem statement's list, one float32 output-sized tensor per item)"
+                 : "as implemented by reckon (what its backward keeps, at each tensor's dtype; proven by `reckon reconcile`)");
+  Table pt;
+  pt.header = {"parameters", "count", "formula"};
+  pt.right_align = {false, true, false};
+  for (const EstimateResult::ParameterRow& row : r.parameters) pt.add({row.item, fmt_int(row.count), row.formula});
+  pt.add({"**total**", fmt_int(r.num_parameters), fmt::format("{:.3f} B parameters", r.num_parameters / 1e9)});
+  out(text, "\n## Parameters\n\n{}", pt.markdown());
+  render_memory_markdown(r, o, text);
+  render_variants_markdown(r, o, text);
+  Table at;
+  at.header = {"textbook item", "textbook floats", "reckon keeps", "floats", "why"};
+  at.right_align = {false, true, false, true, false};
+  int64_t sum_t = 0, sum_i = 0;
+  for (const ActivationRow& row : r.activations) {
+    at.add({row.item, fmt_int(row.textbook_floats), row.implemented, fmt_int(row.implemented_floats), row.why});
+    sum_t += row.textbook_floats;
+    sum_i += row.implemented_floats;
   }
-  return EstimateReport{std::move(text), j.dump(2) + "\n"};
+  at.add({"**total**", fmt_int(sum_t), "", fmt_int(sum_i), fmt::format("{:+.1f}% vs textbook", 100.0 * (sum_i - sum_t) / sum_t)});
+  out(text, "\n## Activations: textbook vs implemented (batch size {})\n\n{}", m.batch_size, at.markdown());
+  render_flops_markdown(r, o, text);
+  render_training_markdown(r, o, text);
+  if (r.cluster) text += r.cluster->text;
+  return text;
+}
+
+nlohmann::json render_json(const EstimateResult& r, const EstimateOptions& o) {
+  const ModelConfig& m = r.config.model;
+  const int64_t n = r.num_parameters;
+  const EstimateResult::Memory& mem = r.memory;
+  nlohmann::json j;
+  j["config"] = {{"preset", r.config.preset}, {"description", describe(m)}};
+  j["num_parameters"] = n;
+  if (mem.scratchpad_queried) {
+    j["memory_scratchpad"] = {{"at_peak_bytes", mem.scratchpad_at_peak}, {"max_bytes", mem.scratchpad_max},
+                              {"peak_bytes_with_scratchpad", mem.peak_with_scratchpad}};
+  } else if (!mem.scratchpad_not_queried.empty()) {
+    j["memory_scratchpad"] = {{"not_queried", mem.scratchpad_not_queried}};
+  }
+  j["memory"] = {{"activations_convention", o.activations}, {"peak_bytes", mem.total}, {"per_sample_bytes", mem.per_sample},
+                 {"fixed_bytes", mem.fixed}, {"budget_bytes", mem.budget}, {"max_batch", mem.max_batch},
+                 {"peak_breakdown", {{"parameter", mem.parameter}, {"gradient", mem.gradient},
+                                     {"optimizer_state", mem.optimizer_state}, {"activation", mem.activation},
+                                     {"temporary", mem.temporary}}}};
+  nlohmann::json ps = nlohmann::json::array();
+  for (const EstimateResult::PrecisionRow& row : r.precisions) {
+    const ParameterStateLayout& pl = row.layout;
+    nlohmann::json one = {{"precision", pl.name}, {"value_bytes_per_param", pl.value_bytes},
+                          {"grad_bytes_per_param", pl.grad_bytes}, {"optimizer_bytes_per_param", pl.optimizer_bytes},
+                          {"weight_cache_bytes_per_matmul_param", pl.weight_cache_bytes},
+                          {"parameter_state_bytes", (CheckedInt(pl.total()) * n).value()}, {"gpu_math", row.gpu_math}};
+    if (!row.unavailable.empty()) one["unavailable"] = row.unavailable;
+    else one.update({{"peak_bytes", row.peak}, {"per_sample_bytes", row.per_sample}, {"fixed_bytes", row.fixed},
+                     {"max_batch", row.max_batch}, {"counted_days", row.days}});
+    ps.push_back(one);
+  }
+  j["precisions"] = ps;
+  nlohmann::json mx = nlohmann::json::array(), att = nlohmann::json::array();
+  for (const EstimateResult::VariantRow& row : r.matrix) {
+    nlohmann::json one = {{"precision", precision_name(row.precision)}, {"grad_dtype", grad_dtype_name(row.grad_dtype)},
+                          {"attention", attention_name(row.attention)}, {"recompute", recompute_name(row.recompute)}};
+    if (!row.unavailable.empty()) {
+      one["unavailable"] = row.unavailable;
+      mx.push_back(one);
+      continue;
+    }
+    one.update({{"per_sample_bytes", row.per_sample}, {"fixed_bytes", row.fixed}, {"max_batch", row.max_batch},
+                {"model_flops_causal", row.model_causal}, {"model_flops_full", row.model_full},
+                {"hardware_flops", row.hardware}, {"step_flops", row.step_flops}, {"days_at_mfu", row.days_at_mfu},
+                {"days_at_hfu", row.days_at_hfu}});
+    mx.push_back(one);
+    if (row.precision == m.precision && row.recompute == m.recompute) {  // the config's attention choices
+      att.push_back({{"attention", attention_name(row.attention)}, {"per_sample_bytes", row.per_sample},
+                     {"fixed_bytes", row.fixed}, {"max_batch", row.max_batch}, {"step_flops", row.step_flops},
+                     {"counted_days", row.days_at_hfu}});
+    }
+  }
+  j["matrix"] = mx;
+  j["attention"] = att;
+  const EstimateResult::Flops& f = r.flops;
+  const int64_t adamw_bytes = f.adamw_per_parameter.bytes_read + f.adamw_per_parameter.bytes_written;
+  j["flops"] = {{"forward", f.step.forward}, {"backward", f.step.backward}, {"recompute", f.step.recompute},
+                {"optimizer", f.step.optimizer}, {"step", f.step.total()},
+                {"model_causal", f.unavailable.empty() ? f.model_causal_exact : nlohmann::json()},
+                {"model_full", f.unavailable.empty() ? f.model_full_exact : nlohmann::json()},
+                {"hardware", f.step.forward + f.step.backward + f.step.recompute},
+                {"six_n_per_step", 6.0 * n * f.tokens}, {"adamw_flops", adamw_flops_per_element(r.config.optim) * n},
+                {"adamw_bytes", (CheckedInt(adamw_bytes) * n).value()}};
+  const EstimateResult::Training& tr = r.training;
+  j["training"] = {{"gpu", r.gpu.name}, {"precision", precision_name(m.precision)}, {"gpu_math", r.gpu_math},
+                   {"mfu", o.mfu}, {"tokens", tr.executed.tokens}, {"counted_flops", tr.executed.counted_flops},
+                   {"six_n_flops", tr.executed.six_n_flops}, {"counted_days", tr.executed.counted_days},
+                   {"six_n_days", tr.executed.six_n_days}, {"days_at_hfu", tr.executed.counted_days}};
+  if (tr.has_model) {
+    j["training"].update({{"days_at_mfu", tr.model_causal.counted_days},
+                          {"days_at_mfu_full_convention", tr.model_full.counted_days},
+                          {"model_flops_causal", tr.model_causal.counted_flops},
+                          {"model_flops_full", tr.model_full.counted_flops}, {"hfu_needed_at_mfu", tr.hfu_needed}});
+  }
+  if (r.cluster) j["cluster"] = r.cluster->json;
+  return j;
+}
+
+EstimateReport make_estimate_report(const EstimateOptions& o) {
+  const EstimateResult r = compute_estimate(o);
+  return EstimateReport{render_markdown(r, o), render_json(r, o).dump(2) + "\n"};
 }
 
 int run_estimate(const EstimateOptions& o) {

@@ -7,7 +7,16 @@
 #include <string>
 #include <vector>
 
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
 #include "cli/estimate_cluster.h"
+#include "estimators/flops.h"
+#include "estimators/memory.h"
+#include "estimators/textbook.h"
+#include "estimators/time.h"
+#include "model/config.h"
 
 namespace reckon {
 
@@ -31,6 +40,85 @@ struct EstimateOptions {
   int64_t zero_stage = 0;        // --zero S: the config field zero_stage (the stage in bold)
   bool zero_given = false;  // ask oneDNN for its scratchpad sizes (false: arithmetic only, no oneDNN)
 };
+
+// Every figure of the report, computed once (compute_estimate); the markdown and the JSON are both rendered from
+// these values. Rows that a config cannot have (a count beyond int64, a variant not built) carry `unavailable`.
+struct EstimateResult {
+  TrainConfig config;
+  std::string gpu_math;  // the GPU peak's column: fp32, tf32, bf16
+  GpuSpec gpu;
+  double peak_flops = 0;
+  bool textbook = false;
+  ParameterStateLayout state{};  // bytes per parameter of this precision
+
+  struct ParameterRow {
+    std::string item, formula;
+    int64_t count;
+  };
+  std::vector<ParameterRow> parameters;
+  int64_t num_parameters = 0;
+
+  struct Memory {
+    int64_t parameter = 0, gradient = 0, optimizer_state = 0, activation = 0, temporary = 0, total = 0;
+    std::string peak_moment;
+    int64_t per_sample = 0, fixed = 0;  // memory(B) = per_sample·B + fixed
+    LinearMemory fit;                   // as implemented (exact at the batches checked)
+    int64_t replayed_peak = 0;          // at the config's batch size
+    int64_t budget = 0, max_batch = 0;
+    std::string gib_budget;             // "80GiB" when the budget was given in GB; then its max batch
+    int64_t gib_budget_bytes = 0, gib_max_batch = -1;
+    bool scratchpad_queried = false;
+    int64_t scratchpad_at_peak = 0, scratchpad_max = 0, peak_with_scratchpad = 0;
+    std::string scratchpad_not_queried;  // why, when it could not be asked
+  } memory;
+
+  struct PrecisionRow {
+    ParameterStateLayout layout{};
+    const char* gpu_math = "";
+    std::string unavailable;
+    int64_t peak = 0, per_sample = 0, fixed = 0, max_batch = 0;
+    double days = 0;
+  };
+  std::vector<PrecisionRow> precisions;
+
+  struct VariantRow {
+    Precision precision = Precision::fp32;
+    GradDType grad_dtype = GradDType::automatic;
+    AttentionKind attention = AttentionKind::naive;
+    Recompute recompute = Recompute::none;
+    bool is_config = false;
+    std::string unavailable;
+    int64_t per_sample = 0, fixed = 0, max_batch = 0;
+    double executed_over_model = 0, days_at_mfu = 0, days_at_hfu = 0;
+    nlohmann::json model_causal, model_full, hardware, step_flops;  // exact integers where they fit int64
+  };
+  std::vector<VariantRow> matrix;
+
+  std::vector<ActivationRow> activations;
+
+  struct Flops {
+    StepFlops step;
+    int64_t tokens = 0;
+    std::string unavailable;  // the model-FLOP rows, when a count does not fit int64
+    double model_causal = 0, model_full = 0, hardware = 0;
+    nlohmann::json model_causal_exact, model_full_exact;
+    OpCount adamw_per_parameter;
+  } flops;
+
+  struct Training {
+    TrainingTime executed;
+    bool has_model = false;
+    TrainingTime model_causal, model_full;
+    double hfu_needed = 0;
+    double train_step_flops = 0;  // at the training batch
+  } training;
+
+  std::optional<ClusterReport> cluster;
+};
+// Checks every input first (one message naming the flag or field and its range; nothing computed after it).
+EstimateResult compute_estimate(const EstimateOptions& options);
+std::string render_markdown(const EstimateResult& result, const EstimateOptions& options);
+nlohmann::json render_json(const EstimateResult& result, const EstimateOptions& options);
 
 // The report `reckon estimate` prints (markdown text) and its JSON, computed whole before anything is printed
 // or written. Throws std::invalid_argument naming the flag or field for any input outside its range,
