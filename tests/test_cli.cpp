@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/output.h"
+#include "cli/table.h"
 #include "cli/validate.h"
 #include "runtime/checked.h"
 #include "runtime/safetensors.h"
@@ -74,6 +75,12 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["config"]["optim"].size(), 5u);
   EXPECT_EQ(j["num_parameters"], 164160);
   EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");
+  // The JSON's memory is the training's: the roofline probes run after it was taken (they allocate ~800 MB of
+  // tracked buffers); the printed table's total peak is the JSON's.
+  for (const auto& blk : j["memory"]["live_at_peak"]) EXPECT_EQ(blk["name"].get<std::string>().rfind("probe.", 0), std::string::npos);
+  for (const auto& blk : j["report"]["memory"]["peak"]["largest"]) EXPECT_EQ(blk["name"].get<std::string>().rfind("probe.", 0), std::string::npos);
+  EXPECT_NE(r.output.find(fmt_int(j["memory"]["allocated_bytes"]["all"]["peak"].get<int64_t>())), std::string::npos);
+  EXPECT_LT(j["memory"]["allocated_bytes"]["all"]["peak"].get<int64_t>(), 20'000'000);
   int64_t breakdown_sum = 0;
   for (const auto& [cat, bytes] : j["memory"]["peak_breakdown"].items()) breakdown_sum += bytes.get<int64_t>();
   EXPECT_EQ(breakdown_sum, j["memory"]["allocated_bytes"]["all"]["peak"].get<int64_t>());
