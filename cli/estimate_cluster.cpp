@@ -33,11 +33,22 @@ struct StageFigures {
   double compute_seconds = 0;
 };
 
-}  // namespace
+// Every figure of the section, computed once; the markdown and the JSON are rendered from it.
+struct ClusterFigures {
+  const TrainConfig& config;
+  const GpuSpec& gpu;
+  double peak_flops, mfu;
+  std::string budget_text;
+  Link link;
+  int64_t ranks, b, t, psi;
+  ParameterStateLayout layout;
+  double v, g, k, n, p;  // bytes per parameter (value, gradient, optimizer state), ranks, parameters
+  std::array<StageFigures, 4> st;
+  double tokens, steps;  // the run's tokens at the global batch N × B, and its steps
+  double cat(const StageFigures& f, Category c) const { return static_cast<double>(f.peak.peak_breakdown[static_cast<int>(c)]); }
+};
 
-ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, double peak_flops, double mfu,
-                             int64_t budget, const std::string& budget_text, int64_t train_steps, int64_t train_batch,
-                             const ClusterOptions& o) {
+Link checked_link(const GpuSpec& gpu, const ClusterOptions& o) {
   check_range("--gpus", o.gpus, 1, 65536);
   Link link = gpu_link(gpu, o.gpus, o.link);
   if (o.link_gbps_given) {
@@ -50,23 +61,30 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
     link.alpha_seconds = o.link_latency_us * 1e-6;
     link.source += fmt::format("; α {} µs (--link-latency-us)", o.link_latency_us);
   }
-  const ModelConfig& m = config.model;
-  const int64_t ranks = o.gpus, b = m.batch_size, t = m.context_length;
-  const int64_t psi = parameter_layout(m).total();
-  const DTypePlan plan = m.dtypes();
-  const ParameterStateLayout layout = parameter_state_layout(m.precision, m.grad_dtype);
-  const double v = static_cast<double>(layout.value_bytes), g = static_cast<double>(layout.grad_bytes),
-               k = static_cast<double>(layout.optimizer_bytes), n = static_cast<double>(ranks), p = static_cast<double>(psi);
-  // Which ranks to replay: all of them up to 8 (their shards differ by an element and their segment count),
-  // else the first, a middle and the last.
+  return link;
+}
+
+// Which ranks to replay: all of them up to 8 (their shards differ by an element and their segment count),
+// else the first, a middle and the last.
+std::vector<int> ranks_to_replay(int64_t ranks) {
   std::vector<int> check_ranks;
   if (ranks <= 8) {
     for (int r = 0; r < ranks; ++r) check_ranks.push_back(r);
   } else {
     check_ranks = {0, static_cast<int>(ranks / 2), static_cast<int>(ranks - 1)};
   }
+  return check_ranks;
+}
 
-  std::array<StageFigures, 4> st;
+void compute_stages(ClusterFigures& c, int64_t budget) {
+  const ModelConfig& m = c.config.model;
+  const TrainConfig& config = c.config;
+  const int64_t ranks = c.ranks, psi = c.psi;
+  const double v = c.v, g = c.g, k = c.k, n = c.n, p = c.p, peak_flops = c.peak_flops, mfu = c.mfu;
+  const DTypePlan plan = m.dtypes();
+  const Link& link = c.link;
+  const std::vector<int> check_ranks = ranks_to_replay(ranks);
+  std::array<StageFigures, 4>& st = c.st;
   for (int64_t stage = 0; stage <= 3; ++stage) {
     ModelConfig ms = m;
     ms.zero_stage = stage;
@@ -101,10 +119,18 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
     f.compute_seconds = flops / (peak_flops * mfu);
   }
 
-  // The run's tokens at the global batch N × B.
-  const double tokens = static_cast<double>(train_steps) * static_cast<double>(train_batch) * static_cast<double>(t);
-  const double steps = tokens / (n * static_cast<double>(b) * static_cast<double>(t));
-  auto cat = [](const StageFigures& f, Category c) { return static_cast<double>(f.peak.peak_breakdown[static_cast<int>(c)]); };
+}
+
+std::string cluster_markdown(const ClusterFigures& c) {
+  const ModelConfig& m = c.config.model;
+  const int64_t ranks = c.ranks, b = c.b, psi = c.psi;
+  const double v = c.v, g = c.g, k = c.k, mfu = c.mfu, peak_flops = c.peak_flops, tokens = c.tokens, steps = c.steps;
+  const std::array<StageFigures, 4>& st = c.st;
+  const ParameterStateLayout& layout = c.layout;
+  const std::string& budget_text = c.budget_text;
+  const GpuSpec& gpu = c.gpu;
+  const Link& link = c.link;
+  auto cat = [&](const StageFigures& f, Category cc) { return c.cat(f, cc); };
   const int64_t chosen = m.zero_stage;
   Table tb;
   tb.header = {"per GPU", "stage 0 (DDP)", "stage 1", "stage 2", "stage 3", "convention"};
@@ -159,8 +185,8 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
       },
       fmt::format("{:.3e} tokens at global batch {} × {} = {:.0f} steps", tokens, ranks, b, steps));
 
-  ClusterReport out;
-  out.text = fmt::format(
+  std::string text;
+  text = fmt::format(
       "\n## Data parallel: {} × {}, ZeRO stages side by side (the config's stage {} in bold)\n\n"
       "conventions: one rank's step as reckon implements it (`mpirun -np N reckon reconcile --zero S` checks it per "
       "rank), batch {} per GPU, precision {}; Ψ = {} parameters; link: {}; {} at {:.0f}% of {:.1f} TFLOP/s.\n\n{}",
@@ -168,13 +194,23 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
       mfu * 100, peak_flops / 1e12, tb.markdown());
   const int64_t fits = st[static_cast<size_t>(chosen)].max_batch;
   if (fits == 0) {
-    out.text += fmt::format("not even batch 1 per GPU fits {} at stage {}: activations alone exceed what sharding "
+    text += fmt::format("not even batch 1 per GPU fits {} at stage {}: activations alone exceed what sharding "
                             "the model states frees; recompute, flash attention or model parallelism (not modelled "
                             "here) would be needed\n", budget_text, chosen);
   } else if (b > fits) {
-    out.text += fmt::format("batch {} per GPU does not fit {} at stage {} (max {}): the run needs gradient "
+    text += fmt::format("batch {} per GPU does not fit {} at stage {} (max {}): the run needs gradient "
                             "accumulation or recompute, not modelled here\n", b, budget_text, chosen, fits);
   }
+  return text;
+}
+
+nlohmann::json cluster_json(const ClusterFigures& c) {
+  const int64_t ranks = c.ranks, b = c.b, chosen = c.config.model.zero_stage;
+  const double steps = c.steps;
+  const std::array<StageFigures, 4>& st = c.st;
+  const Link& link = c.link;
+  const GpuSpec& gpu = c.gpu;
+  auto cat = [&](const StageFigures& f, Category cc) { return c.cat(f, cc); };
   nlohmann::json stages = nlohmann::json::array();
   for (int64_t s = 0; s <= 3; ++s) {
     const StageFigures& f = st[static_cast<size_t>(s)];
@@ -190,11 +226,28 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
                       {"days_no_overlap", steps * (f.compute_seconds + f.comm.seconds) / 86400},
                       {"days_full_overlap", steps * std::max(f.compute_seconds, f.comm.seconds) / 86400}});
   }
-  out.json = {{"gpus", ranks}, {"gpu", gpu.name}, {"batch_per_gpu", b}, {"zero_stage", chosen},
+  return {{"gpus", ranks}, {"gpu", gpu.name}, {"batch_per_gpu", b}, {"zero_stage", chosen},
               {"link", {{"name", link.name}, {"alpha_seconds", link.alpha_seconds},
                         {"bytes_per_second", link.bytes_per_second}, {"source", link.source}}},
               {"stages", stages}};
-  return out;
+}
+
+}  // namespace
+
+ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, double peak_flops, double mfu,
+                             int64_t budget, const std::string& budget_text, int64_t train_steps, int64_t train_batch,
+                             const ClusterOptions& o) {
+  const ModelConfig& m = config.model;
+  const ParameterStateLayout layout = parameter_state_layout(m.precision, m.grad_dtype);
+  const int64_t psi = parameter_layout(m).total();
+  ClusterFigures c{config, gpu, peak_flops, mfu, budget_text, checked_link(gpu, o), o.gpus, m.batch_size,
+                   m.context_length, psi, layout, static_cast<double>(layout.value_bytes),
+                   static_cast<double>(layout.grad_bytes), static_cast<double>(layout.optimizer_bytes),
+                   static_cast<double>(o.gpus), static_cast<double>(psi), {}, 0, 0};
+  compute_stages(c, budget);
+  c.tokens = static_cast<double>(train_steps) * static_cast<double>(train_batch) * static_cast<double>(c.t);
+  c.steps = c.tokens / (c.n * static_cast<double>(c.b) * static_cast<double>(c.t));
+  return ClusterReport{cluster_markdown(c), cluster_json(c)};
 }
 
 }  // namespace reckon
