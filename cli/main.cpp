@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cli/demo.h"
 #include "cli/report.h"
 #include "cli/estimate.h"
 #include "cli/extrapolate.h"
@@ -30,36 +31,6 @@
 
 namespace reckon {
 namespace {
-
-// The runtime on its own: one linear layer's forward and backward matmuls, with every byte and FLOP shown.
-int run_demo(int64_t m, int64_t in, int64_t out, const std::string& max_memory) {
-  // W, dW (out·in); x, dX (m·in); y, dY (m·out): float32, each rounded up to 64 B.
-  const CheckedInt bytes = 2 * (CheckedInt(aligned_size(4 * out * in)) + aligned_size(4 * m * in) +
-                                aligned_size(4 * m * out));
-  check_bytes_fit("demo", bytes.value(), memory_budget(max_memory));
-  Tensor w = Tensor::empty({out, in}, Category::parameter, "demo.linear.weight");
-  Tensor grad_w = Tensor::zeros({out, in}, Category::gradient, "demo.linear.weight.grad");
-  w.fill(0.01f);
-  Tensor x = Tensor::empty({m, in}, Category::activation, "demo.input");
-  x.fill(1.0f);
-  Tensor y = Tensor::empty({m, out}, Category::activation, "demo.linear.out");
-  {
-    PhaseScope phase(Phase::forward);
-    matmul(y, x, w.transpose(0, 1), "linear");  // y = x·Wᵀ
-  }
-  {
-    PhaseScope phase(Phase::backward);
-    Tensor grad_y = Tensor::empty({m, out}, Category::temporary, "demo.linear.out.grad");
-    grad_y.fill(1.0f);
-    Tensor grad_x = Tensor::empty({m, in}, Category::temporary, "demo.input.grad");
-    matmul(grad_x, grad_y, w, "linear");                              // dX = dY·W
-    matmul(grad_w, grad_y.transpose(0, 1), x, "linear", 1.0f, true);  // dW += dYᵀ·X
-  }
-  fmt::print("\n## Memory by category (tracking allocator)\n\n{}\n", memory_table(tracker().stats()));
-  fmt::print("## Tensors live at the peak\n\n{}\n", live_at_peak_table(tracker(), 10));
-  fmt::print("## FLOPs and bytes per op x phase\n\n{}", counters_table(counters()));
-  return 0;
-}
 
 // --preset, --config, --set: how train, reconcile and estimate pick a config (same flags, same meaning).
 void add_config_options(CLI::App* app, std::string& preset, std::string& config_file,
@@ -129,112 +100,126 @@ int main(int argc, char** argv) {
 }
 
 namespace {
-int run_main(int argc, char** argv) {
-  if (reckon::comm_rank() != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) return 1;
-  CLI::App app{"reckon: where does every byte and every FLOP of a training step go?"};
-  app.require_subcommand(1);
-  app.fallthrough();  // global options (--threads) may follow the subcommand
-  // A flag given twice: the last one wins, as in most command-line tools (--set accumulates).
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+
+// Every subcommand's options, filled by CLI11's parse.
+struct Commands {
   int threads = 0;
-  app.add_option("--threads", threads, "OpenMP threads [1, 1024] (default: OMP_NUM_THREADS or all cores)")
-      ->check(CLI::Range(1, 1024));
-
-  int64_t m = 2048, in = 512, out = 2048;
-  CLI::App* demo = app.add_subcommand("demo", "Exercise the runtime: a linear layer's matmuls, then the tables");
-  demo->add_option("--rows", m, "rows of the input (B*T) [1, 1048576]")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
-  demo->add_option("--in", in, "input features [1, 65536]")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
-  demo->add_option("--out", out, "output features [1, 65536]")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+  CLI::App *demo = nullptr, *train = nullptr, *reconcile = nullptr, *estimate = nullptr, *extrapolate = nullptr,
+           *report = nullptr;
+  int64_t demo_rows = 2048, demo_in = 512, demo_out = 2048;
   std::string demo_max_memory;
-  demo->add_option("--max-memory", demo_max_memory, "memory budget (default: available RAM; at most physical RAM)");
-
-  const std::string preset_list = fmt::format("{}", fmt::join(reckon::preset_names(), ", "));
   reckon::TrainOptions train_opts;
-  CLI::App* train = app.add_subcommand("train", "Train a scaled-down transformer LM and show where every byte and FLOP went");
-  reckon::add_config_options(train, train_opts.preset, train_opts.config_file, train_opts.overrides,
+  reckon::ReconcileOptions rec_opts;
+  reckon::EstimateOptions est;
+  reckon::ExtrapolateOptions ext;
+  std::string report_in, report_out;
+};
+
+void add_demo(CLI::App& app, Commands& c) {
+  c.demo = app.add_subcommand("demo", "Exercise the runtime: a linear layer's matmuls, then the tables");
+  c.demo->add_option("--rows", c.demo_rows, "rows of the input (B*T) [1, 1048576]")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  c.demo->add_option("--in", c.demo_in, "input features [1, 65536]")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+  c.demo->add_option("--out", c.demo_out, "output features [1, 65536]")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+  c.demo->add_option("--max-memory", c.demo_max_memory, "memory budget (default: available RAM; at most physical RAM)");
+
+}
+
+void add_train(CLI::App& app, Commands& c, const std::string& preset_list) {
+  c.train = app.add_subcommand("train", "Train a scaled-down transformer LM and show where every byte and FLOP went");
+  reckon::add_config_options(c.train, c.train_opts.preset, c.train_opts.config_file, c.train_opts.overrides,
                              preset_list);
-  train->add_option("--steps", train_opts.steps, "training steps [1, 10000000]");
-  train->add_option("--data", train_opts.data, "a text file (byte-level tokens) or 'random'");
-  train->add_option("--json", train_opts.json_path, "write every table as JSON here (atomically)");
-  train->add_option("--trace", train_opts.trace_path, "write a Chrome/Perfetto trace (op slices, memory counters)");
-  train->add_option("--max-memory", train_opts.max_memory,
+  c.train->add_option("--steps", c.train_opts.steps, "training steps [1, 10000000]");
+  c.train->add_option("--data", c.train_opts.data, "a text file (byte-level tokens) or 'random'");
+  c.train->add_option("--json", c.train_opts.json_path, "write every table as JSON here (atomically)");
+  c.train->add_option("--trace", c.train_opts.trace_path, "write a Chrome/Perfetto trace (op slices, memory counters)");
+  c.train->add_option("--max-memory", c.train_opts.max_memory,
                     "memory budget, e.g. 8GB or 8GiB (default: available RAM; at most physical RAM)");
-  train->add_option("--peak-gflops", train_opts.peak_gflops, "peak GFLOP/s for utilisation, (0, 1e9] (default: measured FMA peak)")
+  c.train->add_option("--peak-gflops", c.train_opts.peak_gflops, "peak GFLOP/s for utilisation, (0, 1e9] (default: measured FMA peak)")
       ->check(CLI::PositiveNumber);
-  train->add_flag("--quiet", train_opts.quiet, "no per-step progress lines");
-  train->add_flag("--profile", train_opts.profile, "per-op profile: time share, GFLOP/s, GB/s, % of this CPU's roofline");
-  train->add_option("--save", train_opts.save_path,
+  c.train->add_flag("--quiet", c.train_opts.quiet, "no per-step progress lines");
+  c.train->add_flag("--profile", c.train_opts.profile, "per-op profile: time share, GFLOP/s, GB/s, % of this CPU's roofline");
+  c.train->add_option("--save", c.train_opts.save_path,
                     "write a checkpoint after the last step: parameters, AdamW state, step, config (safetensors)");
-  train->add_option("--resume", train_opts.resume_path,
+  c.train->add_option("--resume", c.train_opts.resume_path,
                     "continue from a checkpoint (its config and data) for --steps more steps");
-  train->add_option("--zero", train_opts.zero_stage,
+  c.train->add_option("--zero", c.train_opts.zero_stage,
                     "data-parallel stage under mpirun (config field zero_stage): 0 = DDP, 1 = + AdamW state sharded, 2 = + gradients, 3 = + parameters");
-  train->add_option("--report", train_opts.report_path,
+  c.train->add_option("--report", c.train_opts.report_path,
                     "write an HTML report: memory over one steady step, time per op, roofline, reconciliation");
-  train->add_option("--plot-memory", train_opts.plot_memory_path, "write the memory-over-time picture alone (SVG)");
-  train->add_option("--dump-grads", train_opts.dump_grads_path,
+  c.train->add_option("--plot-memory", c.train_opts.plot_memory_path, "write the memory-over-time picture alone (SVG)");
+  c.train->add_option("--dump-grads", c.train_opts.dump_grads_path,
                     "write the last step's gradients under the parameters' names (safetensors)");
 
-  reckon::ReconcileOptions rec_opts;
-  CLI::App* reconcile = app.add_subcommand(
-      "reconcile", "Run real steps, then measured vs analytic bytes and FLOPs; exit 0 only if every difference is 0");
-  reckon::add_config_options(reconcile, rec_opts.preset, rec_opts.config_file, rec_opts.overrides,
-                             preset_list);
-  reconcile->add_flag("--sweep", rec_opts.sweep,
-                      "512 configs: 64 shapes (both ffn kinds, tied/untied, positions, odd sizes) x 4 precisions x "
-                      "naive/flash attention");
-  reconcile->add_option("--json", rec_opts.json_path, "write measured and analytic numbers as JSON");
-  reconcile->add_flag("--quiet", rec_opts.quiet, "with --sweep: print only configs that differ");
-  reconcile->add_option("--zero", rec_opts.zero_stage, "data-parallel stage under mpirun (config field zero_stage, 0 to 3)");
-  reconcile->add_option("--max-memory", rec_opts.max_memory, "memory budget per measured step (default: available RAM)");
+}
 
-  reckon::EstimateOptions est;
-  CLI::App* estimate = app.add_subcommand("estimate", "Answer the accounting questions from the config alone (instant)");
-  reckon::add_config_options(estimate, est.preset, est.config_file, est.overrides,
+void add_reconcile(CLI::App& app, Commands& c, const std::string& preset_list) {
+  c.reconcile = app.add_subcommand(
+      "reconcile", "Run real steps, then measured vs analytic bytes and FLOPs; exit 0 only if every difference is 0");
+  reckon::add_config_options(c.reconcile, c.rec_opts.preset, c.rec_opts.config_file, c.rec_opts.overrides,
+                             preset_list);
+  c.reconcile->add_flag("--sweep", c.rec_opts.sweep,
+                      "1728 configs: 72 shapes (both ffn kinds, tied/untied, positions, odd sizes) x 4 precisions x "
+                      "naive/flash attention x 3 recomputes, each exact event by event");
+  c.reconcile->add_option("--json", c.rec_opts.json_path, "write measured and analytic numbers as JSON");
+  c.reconcile->add_flag("--quiet", c.rec_opts.quiet, "with --sweep: print only configs that differ");
+  c.reconcile->add_option("--zero", c.rec_opts.zero_stage, "data-parallel stage under mpirun (config field zero_stage, 0 to 3)");
+  c.reconcile->add_option("--max-memory", c.rec_opts.max_memory, "memory budget per measured step (default: available RAM)");
+
+}
+
+void add_estimate(CLI::App& app, Commands& c, const std::string& preset_list) {
+  c.estimate = app.add_subcommand("estimate", "Answer the accounting questions from the config alone (instant)");
+  reckon::add_config_options(c.estimate, c.est.preset, c.est.config_file, c.est.overrides,
                              preset_list + " (default gpt2-xl)");
-  estimate->add_option("--batch-size", est.batch_size, "batch size for memory and FLOPs [1, 65536]")
+  c.estimate->add_option("--batch-size", c.est.batch_size, "batch size for memory and FLOPs [1, 65536]")
       ->check(CLI::Range(int64_t{1}, reckon::kMaxEstimateBatch));
-  estimate->add_option("--memory-budget", est.memory_budget, "e.g. 80GB (10^9) or 80GiB (2^30)");
-  estimate->add_option("--gpu", est.gpu, "a100-40gb, a100-80gb, h100-sxm");
-  estimate->add_option("--precision", est.precision,
+  c.estimate->add_option("--memory-budget", c.est.memory_budget, "e.g. 80GB (10^9) or 80GiB (2^30)");
+  c.estimate->add_option("--gpu", c.est.gpu, "a100-40gb, a100-80gb, h100-sxm");
+  c.estimate->add_option("--precision", c.est.precision,
                        "training precision: fp32, tf32 (fp32 at the TF32 peak), amp-bf16, bf16 (default: the config's); "
                        "the GPU peak follows it");
-  estimate->add_option("--mfu", est.mfu, "model FLOP utilisation [1e-6, 1]");
-  estimate->add_option("--train-steps", est.train_steps, "training steps [1, 2^40]; steps x batch x T must fit int64");
-  estimate->add_option("--train-batch", est.train_batch, "sequences per training step [1, 2^24]");
-  estimate->add_option("--activations", est.activations, "implemented (default) or textbook");
-  estimate->add_option("--json", est.json_path, "write the answers as JSON");
-  estimate->add_option("--gpus", est.cluster.gpus,
+  c.estimate->add_option("--mfu", c.est.mfu, "model FLOP utilisation [1e-6, 1]");
+  c.estimate->add_option("--train-steps", c.est.train_steps, "training steps [1, 2^40]; steps x batch x T must fit int64");
+  c.estimate->add_option("--train-batch", c.est.train_batch, "sequences per training step [1, 2^24]");
+  c.estimate->add_option("--activations", c.est.activations, "implemented (default) or textbook");
+  c.estimate->add_option("--json", c.est.json_path, "write the answers as JSON");
+  c.estimate->add_option("--gpus", c.est.cluster.gpus,
                        "data-parallel GPUs [1, 65536]: per-GPU memory, max batch, communication and days for ZeRO stages 0-3");
-  estimate->add_option("--zero", est.zero_stage, "the config's ZeRO stage (config field zero_stage, 0 to 3; bold in the --gpus table)");
-  estimate->add_option("--link", est.cluster.link, "with --gpus: auto (NVLink up to 8 GPUs, else InfiniBand), nvlink, infiniband");
-  estimate->add_option("--link-gbps", est.cluster.link_gbps, "with --gpus: link bandwidth, GB/s per direction per GPU");
-  estimate->add_option("--link-latency-us", est.cluster.link_latency_us, "with --gpus: α per ring step, µs");
+  c.estimate->add_option("--zero", c.est.zero_stage, "the config's ZeRO stage (config field zero_stage, 0 to 3; bold in the --gpus table)");
+  c.estimate->add_option("--link", c.est.cluster.link, "with --gpus: auto (NVLink up to 8 GPUs, else InfiniBand), nvlink, infiniband");
+  c.estimate->add_option("--link-gbps", c.est.cluster.link_gbps, "with --gpus: link bandwidth, GB/s per direction per GPU");
+  c.estimate->add_option("--link-latency-us", c.est.cluster.link_latency_us, "with --gpus: α per ring step, µs");
 
-  reckon::ExtrapolateOptions ext;
-  CLI::App* extrapolate = app.add_subcommand(
+}
+
+void add_extrapolate_and_report(CLI::App& app, Commands& c) {
+  c.extrapolate = app.add_subcommand(
       "extrapolate", "Validate the counts and the roofline on measured S and M steps, then apply them to a target");
-  extrapolate->add_option("--validate", ext.validate, "presets to measure here (default: S M)")
+  c.extrapolate->add_option("--validate", c.ext.validate, "presets to measure here (default: S M)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  extrapolate->add_option("--steps", ext.steps, "timed steps per preset (median) [1, 1000]");
-  extrapolate->add_option("--target", ext.target, "preset to extrapolate to (default gpt2-xl)");
-  extrapolate->add_option("--target-batch", ext.target_batch, "batch size of one target step [1, 1048576]");
-  extrapolate->add_option("--gpu", ext.gpu, "a100-40gb, a100-80gb, h100-sxm");
-  extrapolate->add_option("--precision", ext.precision,
+  c.extrapolate->add_option("--steps", c.ext.steps, "timed steps per preset (median) [1, 1000]");
+  c.extrapolate->add_option("--target", c.ext.target, "preset to extrapolate to (default gpt2-xl)");
+  c.extrapolate->add_option("--target-batch", c.ext.target_batch, "batch size of one target step [1, 1048576]");
+  c.extrapolate->add_option("--gpu", c.ext.gpu, "a100-40gb, a100-80gb, h100-sxm");
+  c.extrapolate->add_option("--precision", c.ext.precision,
                           "training precision: fp32, tf32 (default: fp32 at the TF32 peak), amp-bf16, bf16; the GPU "
                           "peak follows it");
-  extrapolate->add_option("--set", ext.overrides, "key=value applied to the measured presets and the target "
+  c.extrapolate->add_option("--set", c.ext.overrides, "key=value applied to the measured presets and the target "
                           "(e.g. attention=flash, recompute=full); repeatable");
-  extrapolate->add_option("--train-steps", ext.train_steps, "training steps [1, 2^40]");
-  extrapolate->add_option("--train-batch", ext.train_batch, "sequences per training step [1, 2^24]");
-  extrapolate->add_option("--json", ext.json_path, "write the results as JSON");
-  extrapolate->add_option("--max-memory", ext.max_memory, "memory budget per measured step (default: available RAM)");
+  c.extrapolate->add_option("--train-steps", c.ext.train_steps, "training steps [1, 2^40]");
+  c.extrapolate->add_option("--train-batch", c.ext.train_batch, "sequences per training step [1, 2^24]");
+  c.extrapolate->add_option("--json", c.ext.json_path, "write the results as JSON");
+  c.extrapolate->add_option("--max-memory", c.ext.max_memory, "memory budget per measured step (default: available RAM)");
 
-  std::string report_in, report_out;
-  CLI::App* report = app.add_subcommand("report", "Render the HTML report of a saved `reckon train --json` file");
-  report->add_option("json", report_in, "the JSON written by reckon train --json")->required();
-  report->add_option("-o,--output", report_out, "the HTML file to write")->required();
+  c.report = app.add_subcommand("report", "Render the HTML report of a saved `reckon train --json` file");
+  c.report->add_option("json", c.report_in, "the JSON written by reckon train --json")->required();
+  c.report->add_option("-o,--output", c.report_out, "the HTML file to write")->required();
 
+}
+
+// The subcommand must be one of ours; CLI11's parse errors exit 2 (a value that does not convert names what the
+// option accepts). Returns -1 when parsing succeeded, else the exit code.
+int parse_arguments(CLI::App& app, int argc, char** argv) {
   const std::vector<std::string> subcommands = {"demo", "train", "reconcile", "estimate", "extrapolate", "report"};
   const std::string named = reckon::named_subcommand(argc, argv);
   const bool help = std::any_of(argv + 1, argv + argc, [](const char* a) {
@@ -265,37 +250,61 @@ int run_main(int argc, char** argv) {
     // --help prints and succeeds; any bad flag or value exits 2, like every other input error.
     return app.exit(e) == 0 ? 0 : 2;
   }
+  return -1;
+}
+
+int dispatch(const CLI::App& app, Commands& c) {
   try {
     reckon::refuse_empty_values(app);
-    if (threads > 0) reckon::set_num_threads(threads);
+    if (c.threads > 0) reckon::set_num_threads(c.threads);
     fmt::print("{} | fmt {}.{}.{} CLI11 {} nlohmann_json {}.{}.{}\n", reckon::machine_summary(reckon::machine_info()),
                FMT_VERSION / 10000, FMT_VERSION / 100 % 100, FMT_VERSION % 100, CLI11_VERSION,
                NLOHMANN_JSON_VERSION_MAJOR, NLOHMANN_JSON_VERSION_MINOR, NLOHMANN_JSON_VERSION_PATCH);
-    if (*demo) return reckon::run_demo(m, in, out, demo_max_memory);
-    if (*train) {
-      train_opts.config_given = train->count("--preset") + train->count("--config") + train->count("--set") > 0;
-      train_opts.data_given = train->count("--data") > 0;
-      train_opts.zero_given = train->count("--zero") > 0;
-      return reckon::run_train(train_opts);
+    if (*c.demo) return reckon::run_demo(c.demo_rows, c.demo_in, c.demo_out, c.demo_max_memory);
+    if (*c.train) {
+      c.train_opts.config_given = c.train->count("--preset") + c.train->count("--config") + c.train->count("--set") > 0;
+      c.train_opts.data_given = c.train->count("--data") > 0;
+      c.train_opts.zero_given = c.train->count("--zero") > 0;
+      return reckon::run_train(c.train_opts);
     }
-    if (*reconcile) {
-      rec_opts.zero_given = reconcile->count("--zero") > 0;
-      return reckon::run_reconcile(rec_opts);
+    if (*c.reconcile) {
+      c.rec_opts.zero_given = c.reconcile->count("--zero") > 0;
+      return reckon::run_reconcile(c.rec_opts);
     }
-    if (*report) return reckon::run_report(report_in, report_out);
-    if (*estimate) {
-      est.cluster.gpus_given = estimate->count("--gpus") > 0;
-      est.cluster.link_gbps_given = estimate->count("--link-gbps") > 0;
-      est.cluster.link_latency_given = estimate->count("--link-latency-us") > 0;
-      est.zero_given = estimate->count("--zero") > 0;
-      return reckon::run_estimate(est);
+    if (*c.report) return reckon::run_report(c.report_in, c.report_out);
+    if (*c.estimate) {
+      c.est.cluster.gpus_given = c.estimate->count("--gpus") > 0;
+      c.est.cluster.link_gbps_given = c.estimate->count("--link-gbps") > 0;
+      c.est.cluster.link_latency_given = c.estimate->count("--link-latency-us") > 0;
+      c.est.zero_given = c.estimate->count("--zero") > 0;
+      return reckon::run_estimate(c.est);
     }
-    if (*extrapolate) return reckon::run_extrapolate(ext);
+    if (*c.extrapolate) return reckon::run_extrapolate(c.ext);
   } catch (const std::exception& e) {
     const reckon::ErrorExit exit = reckon::error_exit(e);
     fmt::print(stderr, "{}\n", exit.message);
     return exit.code;
   }
   return 0;
+}
+
+int run_main(int argc, char** argv) {
+  if (reckon::comm_rank() != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) return 1;
+  CLI::App app{"reckon: where does every byte and every FLOP of a training step go?"};
+  app.require_subcommand(1);
+  app.fallthrough();  // global options (--threads) may follow the subcommand
+  // A flag given twice: the last one wins, as in most command-line tools (--set accumulates).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  Commands c;
+  app.add_option("--threads", c.threads, "OpenMP threads [1, 1024] (default: OMP_NUM_THREADS or all cores)")
+      ->check(CLI::Range(1, 1024));
+  const std::string preset_list = fmt::format("{}", fmt::join(reckon::preset_names(), ", "));
+  add_demo(app, c);
+  add_train(app, c, preset_list);
+  add_reconcile(app, c, preset_list);
+  add_estimate(app, c, preset_list);
+  add_extrapolate_and_report(app, c);
+  const int parsed = parse_arguments(app, argc, argv);
+  return parsed >= 0 ? parsed : dispatch(app, c);
 }
 }  // namespace
