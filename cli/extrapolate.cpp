@@ -94,101 +94,100 @@ StepMatmulTimes time_step_matmuls(const ModelConfig& config, int reps) {
   return out;
 }
 
-}  // namespace
+// The presets measured here and the target, checked whole before anything runs.
+struct ExtrapolatePlan {
+  std::vector<TrainConfig> presets;
+  TrainConfig target;
+  const GpuSpec* gpu = nullptr;
+  std::string gpu_math;
+  double gpu_peak = 0;
+};
 
-int run_extrapolate(const ExtrapolateOptions& o) {
+ExtrapolatePlan plan_extrapolate(const ExtrapolateOptions& o) {
   check_range("--steps", o.steps, 1, 1000);
   check_range("--target-batch", o.target_batch, 1, 1 << 20);
   check_range("--train-steps", o.train_steps, 1, kMaxTrainSteps);
   check_range("--train-batch", o.train_batch, 1, kMaxTrainBatch);
-  const GpuSpec& gpu = gpu_spec(o.gpu);
+  ExtrapolatePlan p;
+  p.gpu = &gpu_spec(o.gpu);
   if (o.precision != "fp32" && o.precision != "tf32" && o.precision != "amp-bf16" && o.precision != "bf16") {
     throw std::invalid_argument(
         fmt::format("--precision: '{}' is not allowed; allowed values are fp32, tf32, amp-bf16, bf16", o.precision));
   }
   const std::string precision_value = o.precision == "tf32" ? "fp32" : o.precision;
-  std::vector<TrainConfig> presets;
-  for (const std::string& p : o.validate) {
-    presets.push_back(preset_config(p));
-    for (const std::string& kv : o.overrides) apply_override(presets.back(), kv);
-    apply_override(presets.back(), "precision=" + precision_value);
+  for (const std::string& name : o.validate) {
+    p.presets.push_back(preset_config(name));
+    for (const std::string& kv : o.overrides) apply_override(p.presets.back(), kv);
+    apply_override(p.presets.back(), "precision=" + precision_value);
   }
-  TrainConfig target = preset_config(o.target);
-  for (const std::string& kv : o.overrides) apply_override(target, kv);
-  apply_override(target, "precision=" + precision_value);
-  const std::string gpu_math = o.precision == "tf32" ? "tf32" : gpu_math_for(target.model.precision);
-  const double gpu_peak = gpu_peak_flops(gpu, gpu_math);
-  target.model.batch_size = o.target_batch;
-  validate(target);
-  check_token_count(o.train_steps, o.train_batch, target.model.context_length);
-  check_counts_fit(target.model, target.optim);
+  p.target = preset_config(o.target);
+  for (const std::string& kv : o.overrides) apply_override(p.target, kv);
+  apply_override(p.target, "precision=" + precision_value);
+  p.gpu_math = o.precision == "tf32" ? "tf32" : gpu_math_for(p.target.model.precision);
+  p.gpu_peak = gpu_peak_flops(*p.gpu, p.gpu_math);
+  p.target.model.batch_size = o.target_batch;
+  validate(p.target);
+  check_token_count(o.train_steps, o.train_batch, p.target.model.context_length);
+  check_counts_fit(p.target.model, p.target.optim);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
   const int64_t budget = memory_budget(o.max_memory);
-  for (const TrainConfig& c : presets) {
+  for (const TrainConfig& c : p.presets) {
     validate(c);
     check_step_fits("extrapolate --validate " + c.preset, c.model, c.optim, budget);
   }
+  return p;
+}
 
-  // This CPU's roofline, measured now.
-  const DType operands = target.model.dtypes().act;
-  const double mm = measure_matmul_gflops(0.5, operands), bw = measure_bandwidth_gbs(0.5),
-               fma = measure_fma_peak_gflops(0.2);
-  tracker().empty_cache();
-  const Roofline cpu{"this CPU", mm * 1e9, fma * 1e9, bw * 1e9};
-  fmt::print("precision {} (matmul operands {})\n", precision_name(target.model.precision), dtype_name(operands));
-  fmt::print("roofline of this CPU (measured now): matmul {:.0f} GFLOP/s (oneDNN, 2048x2048x512, {} operands), "
-             "elementwise arithmetic {:.0f} GFLOP/s (FMA peak), memory {:.1f} GB/s (STREAM triad, 16 B/element)\n",
-             mm, dtype_name(operands), fma, bw);
-  fmt::print("model: per op x phase, time = max(matmul time + other FLOPs / FMA peak, bytes / bandwidth), summed over "
-             "the step; counts from estimators/flops (validated below). Matmul time: each of the step's matmul shapes "
-             "(estimators/memory's replay) timed alone with oneDNN, median of 9 calls; 'one matmul rate' uses the "
-             "2048x2048x512 probe for every shape instead\n");
+// One measured preset against the model: every figure of its table row and its JSON, computed once.
+struct ValidationRow {
+  const TrainConfig* config;
+  Measured measured;
+  StepMatmulTimes matmuls;
+  UtilizationFlops flops;
+  int64_t step_flops = 0;
+  double predicted = 0, one_rate = 0, error = 0, error_one_rate = 0, memory_bound = 0, mfu = 0, hfu = 0;
+};
 
-  Table t;
-  t.header = {"preset", "counts == measured", "step FLOPs", "step's matmuls timed alone (s)", "predicted (s)",
-              "measured median (s)", "error", "error with one matmul rate", "memory-bound share",
-              "measured MFU / HFU (of the matmul probe)"};
-  t.right_align = {false, false, true, true, true, true, true, true, true, true};
-  nlohmann::json j;
-  j["cpu"] = {{"matmul_gflops", mm}, {"matmul_operands", dtype_name(operands)}, {"fma_gflops", fma},
-              {"bandwidth_gbs", bw}};
-  j["precision"] = precision_name(target.model.precision);
-  Progress progress("extrapolate: measuring presets", static_cast<int64_t>(presets.size()));
-  for (const TrainConfig& c : presets) {
-    progress.update(static_cast<int64_t>(&c - presets.data()));
-    const Measured meas = measure_preset(c, o.steps);
-    const StepMatmulTimes mm_times = time_step_matmuls(c.model, 9);
-    const auto counts = estimate_step_counts(c.model, c.optim);
-    const UtilizationFlops uf = utilization_flops(c.model, c.optim);
-    const auto rows = roofline_step(counts, cpu, &mm_times.seconds);
-    const double predicted = roofline_total(rows);
-    const double one_rate = roofline_total(roofline_step(counts, cpu));
-    const double err_one_rate = (one_rate - meas.median_step_seconds) / meas.median_step_seconds;
-    double mem_bound = 0;
-    for (const RooflineRow& r : rows) mem_bound += r.memory_bound ? r.seconds : 0;
-    const double err = (predicted - meas.median_step_seconds) / meas.median_step_seconds;
-    t.add({c.preset, meas.exact ? "yes (0 B, 0 FLOP diff)" : "NO", fmt::format("{:.3e}", static_cast<double>(
-                                                                         estimate_step_flops(c.model, c.optim).total())),
-           fmt::format("{:.3f} ({:.0f} GFLOP/s)", mm_times.total_seconds, mm_times.total_flops / mm_times.total_seconds * 1e-9),
-           fmt::format("{:.3f}", predicted), fmt::format("{:.3f}", meas.median_step_seconds),
-           fmt::format("{:+.1f}%", 100 * err), fmt::format("{:+.1f}%", 100 * err_one_rate),
-           fmt::format("{:.1f}%", 100 * mem_bound / predicted),
-           fmt::format("{:.1f}% / {:.1f}%", 100 * uf.model_causal / meas.median_step_seconds / (mm * 1e9),
-                       100 * uf.hardware / meas.median_step_seconds / (mm * 1e9))});
-    j["validation"].push_back({{"preset", c.preset}, {"counts_exact", meas.exact}, {"predicted_s", predicted},
-                               {"measured_s", meas.median_step_seconds}, {"error", err},
-                               {"predicted_one_matmul_rate_s", one_rate}, {"error_one_matmul_rate", err_one_rate},
-                               {"matmul_floor_s", mm_times.total_seconds}, {"matmul_shapes", mm_times.shapes},
-                               {"model_flops_causal", uf.model_causal}, {"model_flops_full", uf.model_full},
-                               {"hardware_flops", uf.hardware},
-                               {"mfu_of_matmul_probe", uf.model_causal / meas.median_step_seconds / (mm * 1e9)},
-                               {"hfu_of_matmul_probe", uf.hardware / meas.median_step_seconds / (mm * 1e9)}});
-  }
-  progress.finish();
-  fmt::print("\n## The model on this CPU vs measurement (target: within ±15%)\n\n{}", t.markdown());
+ValidationRow validate_preset(const TrainConfig& c, int64_t steps, const Roofline& cpu) {
+  ValidationRow v{&c, measure_preset(c, steps), time_step_matmuls(c.model, 9), utilization_flops(c.model, c.optim)};
+  const auto counts = estimate_step_counts(c.model, c.optim);
+  const auto rows = roofline_step(counts, cpu, &v.matmuls.seconds);
+  const double measured = v.measured.median_step_seconds;
+  v.step_flops = estimate_step_flops(c.model, c.optim).total();
+  v.predicted = roofline_total(rows);
+  v.one_rate = roofline_total(roofline_step(counts, cpu));
+  v.error = (v.predicted - measured) / measured;
+  v.error_one_rate = (v.one_rate - measured) / measured;
+  for (const RooflineRow& r : rows) v.memory_bound += r.memory_bound ? r.seconds : 0;
+  v.mfu = v.flops.model_causal / measured / cpu.matmul_flops;
+  v.hfu = v.flops.hardware / measured / cpu.matmul_flops;
+  return v;
+}
 
-  // The same model on the target GPU: matmuls at the tensor-core peak of the precision, elementwise at the
-  // FP32 peak, bytes at HBM bandwidth. A roofline is a lower bound on time: no launch, no overlap losses.
+void add_row(Table& t, const ValidationRow& v) {
+  t.add({v.config->preset, v.measured.exact ? "yes (0 B, 0 FLOP diff)" : "NO", fmt::format("{:.3e}", static_cast<double>(v.step_flops)),
+         fmt::format("{:.3f} ({:.0f} GFLOP/s)", v.matmuls.total_seconds, v.matmuls.total_flops / v.matmuls.total_seconds * 1e-9),
+         fmt::format("{:.3f}", v.predicted), fmt::format("{:.3f}", v.measured.median_step_seconds),
+         fmt::format("{:+.1f}%", 100 * v.error), fmt::format("{:+.1f}%", 100 * v.error_one_rate),
+         fmt::format("{:.1f}%", 100 * v.memory_bound / v.predicted),
+         fmt::format("{:.1f}% / {:.1f}%", 100 * v.mfu, 100 * v.hfu)});
+}
+
+nlohmann::json row_json(const ValidationRow& v) {
+  return {{"preset", v.config->preset}, {"counts_exact", v.measured.exact}, {"predicted_s", v.predicted},
+          {"measured_s", v.measured.median_step_seconds}, {"error", v.error},
+          {"predicted_one_matmul_rate_s", v.one_rate}, {"error_one_matmul_rate", v.error_one_rate},
+          {"matmul_floor_s", v.matmuls.total_seconds}, {"matmul_shapes", v.matmuls.shapes},
+          {"model_flops_causal", v.flops.model_causal}, {"model_flops_full", v.flops.model_full},
+          {"hardware_flops", v.flops.hardware}, {"mfu_of_matmul_probe", v.mfu}, {"hfu_of_matmul_probe", v.hfu}};
+}
+
+// The same model on the target GPU: matmuls at the tensor-core peak of the precision, elementwise at the FP32
+// peak, bytes at HBM bandwidth. A roofline is a lower bound on time: no launch, no overlap losses.
+nlohmann::json print_target(const ExtrapolatePlan& p, const ExtrapolateOptions& o) {
+  const TrainConfig& target = p.target;
+  const GpuSpec& gpu = *p.gpu;
+  const double gpu_peak = p.gpu_peak;
   const Roofline g{gpu.name, gpu_peak, gpu.fp32_tflops * 1e12, gpu.hbm_tbps * 1e12};
   const auto rows = roofline_step(estimate_step_counts(target.model, target.optim), g);
   const double step_s = roofline_total(rows);
@@ -199,11 +198,11 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   const StepFlops sf = estimate_step_flops(target.model, target.optim);
   const double achieved = static_cast<double>(sf.total()) / step_s;
   fmt::print("\n## Target: {} (batch {}, precision {}) on {} at {}\n\n", o.target, o.target_batch,
-             precision_name(target.model.precision), gpu.description, gpu_math);
+             precision_name(target.model.precision), gpu.description, p.gpu_math);
   fmt::print("roofline step: {:.4f} s for {:.3e} FLOPs ({:.0f}% of the step memory-bound) -> {:.1f} TFLOP/s = {:.1f}% of "
              "the {} peak\n",
              step_s, static_cast<double>(sf.total()), 100 * mem_s / step_s, achieved / 1e12, 100 * achieved / gpu_peak,
-             gpu_math);
+             p.gpu_math);
   const UtilizationFlops tu = utilization_flops(target.model, target.optim);
   const double target_mfu = tu.model_causal / step_s / gpu_peak, target_hfu = tu.hardware / step_s / gpu_peak;
   fmt::print("at the roofline: MFU {:.1f}% (model FLOPs, causal attention; {:.1f}% in the full T×T convention), HFU "
@@ -213,11 +212,50 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   fmt::print("training {} steps x batch {} (= {:.0f} roofline steps of batch {}): {:.1f} days at the roofline; the "
              "CPU validation above says how far real steps sit from it\n",
              o.train_steps, o.train_batch, steps_per_train_step * o.train_steps, o.target_batch, days);
-  j["target"] = {{"preset", o.target}, {"batch", o.target_batch}, {"gpu", gpu.name}, {"gpu_math", gpu_math},
-                 {"attention", attention_name(target.model.attention)}, {"recompute", recompute_name(target.model.recompute)},
-                 {"step_seconds", step_s}, {"memory_bound_seconds", mem_s}, {"days", days},
-                 {"model_flops_causal", tu.model_causal}, {"model_flops_full", tu.model_full},
-                 {"hardware_flops", tu.hardware}, {"mfu", target_mfu}, {"hfu", target_hfu}};
+  return {{"preset", o.target}, {"batch", o.target_batch}, {"gpu", gpu.name}, {"gpu_math", p.gpu_math},
+          {"attention", attention_name(target.model.attention)}, {"recompute", recompute_name(target.model.recompute)},
+          {"step_seconds", step_s}, {"memory_bound_seconds", mem_s}, {"days", days},
+          {"model_flops_causal", tu.model_causal}, {"model_flops_full", tu.model_full},
+          {"hardware_flops", tu.hardware}, {"mfu", target_mfu}, {"hfu", target_hfu}};
+}
+
+}  // namespace
+
+int run_extrapolate(const ExtrapolateOptions& o) {
+  const ExtrapolatePlan p = plan_extrapolate(o);
+  // This CPU's roofline, measured now.
+  const DType operands = p.target.model.dtypes().act;
+  const double mm = measure_matmul_gflops(0.5, operands), bw = measure_bandwidth_gbs(0.5),
+               fma = measure_fma_peak_gflops(0.2);
+  tracker().empty_cache();
+  const Roofline cpu{"this CPU", mm * 1e9, fma * 1e9, bw * 1e9};
+  fmt::print("precision {} (matmul operands {})\n", precision_name(p.target.model.precision), dtype_name(operands));
+  fmt::print("roofline of this CPU (measured now): matmul {:.0f} GFLOP/s (oneDNN, 2048x2048x512, {} operands), "
+             "elementwise arithmetic {:.0f} GFLOP/s (FMA peak), memory {:.1f} GB/s (STREAM triad, 16 B/element)\n",
+             mm, dtype_name(operands), fma, bw);
+  fmt::print("model: per op x phase, time = max(matmul time + other FLOPs / FMA peak, bytes / bandwidth), summed over "
+             "the step; counts from estimators/flops (validated below). Matmul time: each of the step's matmul shapes "
+             "(estimators/memory's replay) timed alone with oneDNN, median of 9 calls; 'one matmul rate' uses the "
+             "2048x2048x512 probe for every shape instead\n");
+  Table t;
+  t.header = {"preset", "counts == measured", "step FLOPs", "step's matmuls timed alone (s)", "predicted (s)",
+              "measured median (s)", "error", "error with one matmul rate", "memory-bound share",
+              "measured MFU / HFU (of the matmul probe)"};
+  t.right_align = {false, false, true, true, true, true, true, true, true, true};
+  nlohmann::json j;
+  j["cpu"] = {{"matmul_gflops", mm}, {"matmul_operands", dtype_name(operands)}, {"fma_gflops", fma},
+              {"bandwidth_gbs", bw}};
+  j["precision"] = precision_name(p.target.model.precision);
+  Progress progress("extrapolate: measuring presets", static_cast<int64_t>(p.presets.size()));
+  for (const TrainConfig& c : p.presets) {
+    progress.update(static_cast<int64_t>(&c - p.presets.data()));
+    const ValidationRow v = validate_preset(c, o.steps, cpu);
+    add_row(t, v);
+    j["validation"].push_back(row_json(v));
+  }
+  progress.finish();
+  fmt::print("\n## The model on this CPU vs measurement (target: within ±15%)\n\n{}", t.markdown());
+  j["target"] = print_target(p, o);
   if (!o.json_path.empty()) {
     write_output_file("--json", o.json_path, j.dump(2) + "\n");
     fmt::print("wrote {}\n", o.json_path);
