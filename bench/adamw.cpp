@@ -28,7 +28,8 @@ struct Setup {
   std::vector<Parameter> params;
   AdamW opt;
   explicit Setup(int64_t n)
-      : params{Parameter{"p", Tensor::empty({n}, Category::parameter, "p"), Tensor::empty({n}, Category::gradient, "p.grad")}},
+      : params{Parameter{"p", Tensor::empty({n}, Category::parameter, "p"),
+                         Tensor::empty({n}, Category::gradient, "p.grad")}},
         opt(params, AdamWConfig{1e-3, 0.9, 0.999, 1e-8, 0.01}) {
     float* p = params[0].value.data();
     float* g = params[0].grad.data();
@@ -43,7 +44,8 @@ struct Setup {
 };
 
 void rates(benchmark::State& state, int64_t n, double bytes_per_element) {
-  state.counters["GB/s"] = benchmark::Counter(bytes_per_element * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(bytes_per_element * n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["Gparam/s"] = benchmark::Counter(n * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
@@ -168,7 +170,11 @@ void BM_stream_triad(benchmark::State& state) {
 const std::vector<int64_t> kSizes = {1 << 20, 16 << 20, 64 << 20, 256 << 20};
 BENCHMARK(BM_adamw_fused)->ArgName("params")->ArgsProduct({kSizes})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_adamw_roof)->ArgName("params")->ArgsProduct({kSizes})->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_adamw_master)->ArgNames({"params", "grad_bits"})->ArgsProduct({kSizes, {16, 32}})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_adamw_master)
+    ->ArgNames({"params", "grad_bits"})
+    ->ArgsProduct({kSizes, {16, 32}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_adamw_master_roof)->ArgName("params")->ArgsProduct({kSizes})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_adamw_reference)->ArgName("params")->Arg(16 << 20)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_stream_copy)->ArgName("elements")->Arg(64 << 20)->UseRealTime()->Unit(benchmark::kMillisecond);

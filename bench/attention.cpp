@@ -47,7 +47,8 @@ void BM_attention_core(benchmark::State& state) {
   const int64_t t = state.range(1), b = std::max<int64_t>(1, kTokens / t);
   Tensor q = filled({b, t, kD}, "q", 1), k = filled({b, t, kD}, "k", 2), v = filled({b, t, kD}, "v", 3);
   Tensor dout = filled({b, t, kD}, "dout", 4);
-  Tensor dq = Tensor::empty({b, t, kD}, Category::temporary, "dq"), dk = Tensor::empty({b, t, kD}, Category::temporary, "dk"),
+  Tensor dq = Tensor::empty({b, t, kD}, Category::temporary, "dq"),
+         dk = Tensor::empty({b, t, kD}, Category::temporary, "dk"),
          dv = Tensor::empty({b, t, kD}, Category::temporary, "dv");
   for (auto _ : state) {
     if (flash) {
@@ -66,12 +67,16 @@ void BM_attention_core(benchmark::State& state) {
   // Model FLOPs of the core, causal convention: 12·d_k per score entry at or below the diagonal.
   const double model = 12.0 * (kD / kH) * static_cast<double>(t) * (t + 1) / 2 * b * kH;
   state.SetLabel(fmt::format("{} B={} T={}", flash ? "flash" : "naive", b, t));
-  state.counters["GFLOP/s_executed"] =
-      benchmark::Counter(static_cast<double>(f.flops() + g.flops()) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GFLOP/s_model_causal"] = benchmark::Counter(model * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s_executed"] = benchmark::Counter(static_cast<double>(f.flops() + g.flops()) * 1e-9,
+                                                          benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s_model_causal"] =
+      benchmark::Counter(model * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_attention_core)->ArgNames({"flash", "T"})->ArgsProduct({{0, 1}, {64, 128, 256, 512, 1024, 2048, 4096}})
-    ->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_attention_core)
+    ->ArgNames({"flash", "T"})
+    ->ArgsProduct({{0, 1}, {64, 128, 256, 512, 1024, 2048, 4096}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // flash: 0 naive, 1 flash; recompute: 0 none, 1 attention, 2 full; T.
 void BM_step(benchmark::State& state) {
@@ -99,16 +104,19 @@ void BM_step(benchmark::State& state) {
   const UtilizationFlops u = utilization_flops(m, config.optim), u_none = utilization_flops(none, config.optim);
   state.SetLabel(fmt::format("S {} recompute {} B={} T={}", attention_name(m.attention), recompute_name(m.recompute),
                              m.batch_size, m.context_length));
-  state.counters["tokens/s"] =
-      benchmark::Counter(static_cast<double>(m.batch_size * m.context_length), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(m.batch_size * m.context_length),
+                                                  benchmark::Counter::kIsIterationInvariantRate);
   state.counters["attention_%"] = all > 0 ? 100.0 * attention / all : 0.0;
   state.counters["peak_MB"] = static_cast<double>(tracker().stats().total.allocated_bytes.peak) * 1e-6;
   state.counters["predicted_overhead"] = static_cast<double>(u.hardware) / static_cast<double>(u_none.hardware);
 }
-BENCHMARK(BM_step)->ArgNames({"flash", "recompute", "T"})
+BENCHMARK(BM_step)
+    ->ArgNames({"flash", "recompute", "T"})
     ->ArgsProduct({{0, 1}, {0}, {64, 128, 256, 512, 1024, 2048, 4096}})
     ->ArgsProduct({{0, 1}, {1, 2}, {256, 2048}})
-    ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(2.0);
 
 }  // namespace
 

@@ -36,7 +36,8 @@ void BM_all_gather(benchmark::State& state) {
   const int64_t n = state.range(0) / 4, ranks = comm_size();
   std::vector<float> buf(static_cast<size_t>(n), 1.0f);
   std::vector<int64_t> counts, displs;
-  for (int64_t r = 0; r < ranks; ++r) counts.push_back(n * (r + 1) / ranks - n * r / ranks), displs.push_back(n * r / ranks);
+  for (int64_t r = 0; r < ranks; ++r)
+    counts.push_back(n * (r + 1) / ranks - n * r / ranks), displs.push_back(n * r / ranks);
   comm_barrier();
   for (auto _ : state) all_gather_in_place(buf.data(), 4, counts, displs);
   report(state, "all_gather", static_cast<double>(state.range(0)));
@@ -59,14 +60,20 @@ void BM_memcpy(benchmark::State& state) {
     std::memcpy(b.data(), a.data(), a.size());
     benchmark::DoNotOptimize(b.data());
   }
-  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(state.range(0)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(static_cast<double>(state.range(0)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void sizes(benchmark::internal::Benchmark* b) {
   for (int64_t bytes : {int64_t{1} << 20, int64_t{8} << 20, int64_t{25} << 20, int64_t{100} << 20}) b->Arg(bytes);
 }
 BENCHMARK(BM_all_reduce)->ArgName("bytes")->Apply(sizes)->Iterations(20)->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_reduce_scatter)->ArgName("bytes")->Apply(sizes)->Iterations(20)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_reduce_scatter)
+    ->ArgName("bytes")
+    ->Apply(sizes)
+    ->Iterations(20)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_all_gather)->ArgName("bytes")->Apply(sizes)->Iterations(20)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_memcpy)->ArgName("bytes")->Apply(sizes)->Iterations(20)->UseRealTime()->Unit(benchmark::kMillisecond);
 

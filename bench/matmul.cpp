@@ -31,8 +31,7 @@ void run_matmul(benchmark::State& state, reckon::DType dtype) {
     reckon::matmul(y, x, wt);
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["GFLOP"] =
-      benchmark::Counter(2.0 * m * n * k * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP"] = benchmark::Counter(2.0 * m * n * k * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["threads"] = omp_get_max_threads();
   state.SetLabel(reckon::matmul_impl_name(reckon::matmul_geometry(y, x, wt, 1.0f, false)));
 }

@@ -1,5 +1,6 @@
 // Per-op throughput at config-S shapes (B 8, T 256, D 512, H 8, d_ff 2048, V 8192): GFLOP/s and GB/s from the
-// ops' own counts (docs/conventions.md). Run: build/bench_ops --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+// ops' own counts (docs/conventions.md). Run: build/bench_ops --benchmark_repetitions=5
+// --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
 #include "bench/bench_main.h"

@@ -53,12 +53,16 @@ void BM_train_step(benchmark::State& state) {
   set_instrumentation(true);
   const int64_t flops = estimate_step_flops(m, config.optim).total();
   state.SetLabel(std::string(preset) + " " + precision + (instrumented ? " instrumented" : " bare"));
-  state.counters["tokens/s"] =
-      benchmark::Counter(static_cast<double>(m.batch_size * m.context_length), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(m.batch_size * m.context_length),
+                                                  benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_train_step)->ArgNames({"preset_M", "instrumented", "precision"})->ArgsProduct({{0, 1}, {1, 0}, {0, 1, 2}})
-    ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(BM_train_step)
+    ->ArgNames({"preset_M", "instrumented", "precision"})
+    ->ArgsProduct({{0, 1}, {1, 0}, {0, 1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3.0);
 
 // What instrumentation costs, paired: each iteration times one bare and one instrumented step back to back
 // (order alternating), so the host's drift hits both alike; overhead = median over pairs of instr / bare − 1.
@@ -94,8 +98,13 @@ void BM_instrumentation_overhead(benchmark::State& state) {
   state.counters["instrumented_ms"] = 1e3 * median(instrumented);
   state.counters["overhead_%"] = 100.0 * (median(ratio) - 1.0);
 }
-BENCHMARK(BM_instrumentation_overhead)->ArgName("preset_M")->Arg(0)->Arg(1)
-    ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(15.0);
+BENCHMARK(BM_instrumentation_overhead)
+    ->ArgName("preset_M")
+    ->Arg(0)
+    ->Arg(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(15.0);
 
 // Scaling on model S (L 4, D 512, d_ff 2048, V 8192): step time vs tokens per step (B·T at T = 256) and vs T
 // at 2,048 tokens per step (attention's T² share grows). attention_% is attention's share of the step's
@@ -126,17 +135,29 @@ void BM_train_step_scaling(benchmark::State& state) {
   for (const auto& [key, c] : estimate_step_counts(m, config.optim)) {
     if (key.op == "attention") attention_flops += static_cast<double>(c.flops());
   }
-  state.SetLabel(fmt::format("S B={} T={} ({} tokens)", m.batch_size, m.context_length, m.batch_size * m.context_length));
-  state.counters["tokens/s"] =
-      benchmark::Counter(static_cast<double>(m.batch_size * m.context_length), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(
+      fmt::format("S B={} T={} ({} tokens)", m.batch_size, m.context_length, m.batch_size * m.context_length));
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(m.batch_size * m.context_length),
+                                                  benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP"] = benchmark::Counter(flops.total() * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["attention_time_%"] = all > 0 ? 100.0 * attention / all : 0.0;
   state.counters["attention_flops_%"] = 100.0 * attention_flops / static_cast<double>(flops.total());
 }
-BENCHMARK(BM_train_step_scaling)->ArgNames({"B", "T"})
-    ->Args({1, 256})->Args({2, 256})->Args({4, 256})->Args({8, 256})->Args({16, 256})
-    ->Args({32, 64})->Args({16, 128})->Args({4, 512})->Args({2, 1024})->Args({1, 2048})
-    ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_train_step_scaling)
+    ->ArgNames({"B", "T"})
+    ->Args({1, 256})
+    ->Args({2, 256})
+    ->Args({4, 256})
+    ->Args({8, 256})
+    ->Args({16, 256})
+    ->Args({32, 64})
+    ->Args({16, 128})
+    ->Args({4, 512})
+    ->Args({2, 1024})
+    ->Args({1, 2048})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(2.0);
 
 }  // namespace
 

@@ -49,15 +49,19 @@ double time_collective(const std::string& op, int64_t bytes, int reps) {
   const int64_t slots = std::max<int64_t>(2, (int64_t{256} << 20) / bytes);
   std::vector<float> arena(static_cast<size_t>(n * slots), 1.0f), out(static_cast<size_t>(n), 0.0f);
   std::vector<int64_t> counts, displs;
-  for (int r = 0; r < ranks; ++r) counts.push_back(n * (r + 1) / ranks - n * r / ranks), displs.push_back(n * r / ranks);
+  for (int r = 0; r < ranks; ++r)
+    counts.push_back(n * (r + 1) / ranks - n * r / ranks), displs.push_back(n * r / ranks);
   std::vector<double> t;
   for (int i = 0; i < reps; ++i) {
     float* buf = arena.data() + (i % slots) * n;
     comm_barrier();
     const auto t0 = std::chrono::steady_clock::now();
-    if (op == "all_reduce") all_reduce_sum(buf, n);
-    else if (op == "all_gather") all_gather_in_place(buf, 4, counts, displs);
-    else reduce_scatter_sum(buf, out.data(), counts);
+    if (op == "all_reduce")
+      all_reduce_sum(buf, n);
+    else if (op == "all_gather")
+      all_gather_in_place(buf, 4, counts, displs);
+    else
+      reduce_scatter_sum(buf, out.data(), counts);
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(t.begin(), t.end());
@@ -118,7 +122,8 @@ void BM_zero_step(benchmark::State& state) {
   TokenData data = TokenData::random(config.model.vocab_size, 1);
   int64_t step = 0;
   auto next = [&] {
-    data.fill_batch_rows(run.tokens, run.targets, step++, rank * config.model.batch_size, ranks * config.model.batch_size);
+    data.fill_batch_rows(run.tokens, run.targets, step++, rank * config.model.batch_size,
+                         ranks * config.model.batch_size);
     return run.step();
   };
   for (int64_t i = 0; i < kWarmUpSteps; ++i) next();
@@ -149,7 +154,12 @@ void BM_zero_step(benchmark::State& state) {
   state.counters["predicted/measured"] = predicted / (comm / steps);
   state.counters["predicted/min"] = predicted / (comm_min / steps);
 }
-BENCHMARK(BM_zero_step)->ArgName("stage")->DenseRange(0, 3)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_zero_step)
+    ->ArgName("stage")
+    ->DenseRange(0, 3)
+    ->Iterations(3)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

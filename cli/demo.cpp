@@ -14,8 +14,8 @@ namespace reckon {
 
 int run_demo(int64_t m, int64_t in, int64_t out, const std::string& max_memory) {
   // W, dW (out·in); x, dX (m·in); y, dY (m·out): float32, each rounded up to 64 B.
-  const CheckedInt bytes = 2 * (CheckedInt(aligned_size(4 * out * in)) + aligned_size(4 * m * in) +
-                                aligned_size(4 * m * out));
+  const CheckedInt bytes =
+      2 * (CheckedInt(aligned_size(4 * out * in)) + aligned_size(4 * m * in) + aligned_size(4 * m * out));
   check_bytes_fit("demo", bytes.value(), memory_budget(max_memory));
   Tensor w = Tensor::empty({out, in}, Category::parameter, "demo.linear.weight");
   Tensor grad_w = Tensor::zeros({out, in}, Category::gradient, "demo.linear.weight.grad");

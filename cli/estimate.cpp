@@ -46,8 +46,8 @@ EstimateResult checked_inputs(const EstimateOptions& o) {
   // --precision sets the config's field (tf32: fp32 training, TF32 matmul peak); the GPU peak follows it.
   if (!o.precision.empty()) {
     if (o.precision != "fp32" && o.precision != "tf32" && o.precision != "amp-bf16" && o.precision != "bf16") {
-      throw std::invalid_argument(fmt::format(
-          "--precision: '{}' is not allowed; allowed values are fp32, tf32, amp-bf16, bf16", o.precision));
+      throw std::invalid_argument(
+          fmt::format("--precision: '{}' is not allowed; allowed values are fp32, tf32, amp-bf16, bf16", o.precision));
     }
     apply_override(config, "precision=" + (o.precision == "tf32" ? std::string("fp32") : o.precision));
   }
@@ -59,8 +59,8 @@ EstimateResult checked_inputs(const EstimateOptions& o) {
   }
   validate(config);
   if (o.activations != "implemented" && o.activations != "textbook") {
-    throw std::invalid_argument(fmt::format("--activations: '{}' is not allowed; allowed values are implemented, textbook",
-                                            o.activations));
+    throw std::invalid_argument(
+        fmt::format("--activations: '{}' is not allowed; allowed values are implemented, textbook", o.activations));
   }
   check_range("--mfu", o.mfu, kMinMfu, 1.0);
   check_range("--train-steps", o.train_steps, 1, kMaxTrainSteps);
@@ -220,7 +220,8 @@ double executed_step(const Variants::Variant& v, int64_t batch) {
 // FLOPs at batch size `batch` (a + b): exact integers where they fit int64, else the double of the exact fit.
 nlohmann::json at_batch(const UtilizationFlopsLinear::Fit& a, const UtilizationFlopsLinear::Fit& extra, int64_t batch) {
   try {
-    return nlohmann::json((CheckedInt(a.per_sample) * batch + a.fixed + CheckedInt(extra.per_sample) * batch + extra.fixed).value());
+    return nlohmann::json(
+        (CheckedInt(a.per_sample) * batch + a.fixed + CheckedInt(extra.per_sample) * batch + extra.fixed).value());
   } catch (const SizeOverflow&) {
     return nlohmann::json(a.at(batch) + extra.at(batch));
   }
@@ -258,7 +259,8 @@ void compute_matrix(EstimateResult& r, const EstimateOptions& o, Variants& varia
   const ModelConfig& m = r.config.model;
   const int64_t b = m.batch_size;
   for (Precision p : {Precision::fp32, Precision::amp_bf16, Precision::bf16}) {
-    const double gpu_peak = gpu_peak_flops(r.gpu, o.precision == "tf32" && p == Precision::fp32 ? "tf32" : gpu_math_for(p));
+    const double gpu_peak =
+        gpu_peak_flops(r.gpu, o.precision == "tf32" && p == Precision::fp32 ? "tf32" : gpu_math_for(p));
     const GradDType g = p == m.precision ? m.grad_dtype : GradDType::automatic;
     for (AttentionKind att : {AttentionKind::naive, AttentionKind::flash})
       for (Recompute rc : {Recompute::none, Recompute::attention, Recompute::full}) {
@@ -305,7 +307,8 @@ void compute_flops_and_training(EstimateResult& r, const EstimateOptions& o, Var
   tr.executed = training_time(tr.train_step_flops, n, o.train_steps, o.train_batch, t, r.peak_flops, o.mfu);
   if (own.overflow.empty()) {
     tr.has_model = true;
-    tr.model_causal = training_time(model_step(own, o.train_batch), n, o.train_steps, o.train_batch, t, r.peak_flops, o.mfu);
+    tr.model_causal =
+        training_time(model_step(own, o.train_batch), n, o.train_steps, o.train_batch, t, r.peak_flops, o.mfu);
     tr.model_full = training_time(own.flops.model_full.at(o.train_batch) + own.flops.optimizer.at(o.train_batch), n,
                                   o.train_steps, o.train_batch, t, r.peak_flops, o.mfu);
     tr.hfu_needed = o.mfu * tr.executed.counted_flops / tr.model_causal.counted_flops;
@@ -341,40 +344,47 @@ void render_memory_markdown(const EstimateResult& r, const EstimateOptions& o, s
   Table mt;
   mt.header = {"memory at the peak", "bytes", "GB / GiB", "convention"};
   mt.right_align = {false, true, true, false};
-  mt.add({"parameters", fmt_int(mem.parameter), gb(mem.parameter),
-          fmt::format("{} B per parameter{}", layout.value_bytes,
-                      layout.weight_cache_bytes && !r.textbook ? " + bf16 copies of the matmul weights alive at the peak" : "")});
+  mt.add(
+      {"parameters", fmt_int(mem.parameter), gb(mem.parameter),
+       fmt::format(
+           "{} B per parameter{}", layout.value_bytes,
+           layout.weight_cache_bytes && !r.textbook ? " + bf16 copies of the matmul weights alive at the peak" : "")});
   mt.add({"gradients", fmt_int(mem.gradient), gb(mem.gradient), fmt::format("{} B per parameter", layout.grad_bytes)});
   mt.add({"optimizer state", fmt_int(mem.optimizer_state), gb(mem.optimizer_state),
           layout.optimizer_bytes == 12 ? "float32 master weights, AdamW m and v" : "AdamW m and v (float32)"});
   if (r.textbook) {
     mt.add({"activations", fmt_int(mem.activation), gb(mem.activation), "textbook list (see the table below)"});
   } else {
-    mt.add({"activations", fmt_int(mem.activation), gb(mem.activation), "every tensor backward keeps, at the peak moment"});
+    mt.add({"activations", fmt_int(mem.activation), gb(mem.activation),
+            "every tensor backward keeps, at the peak moment"});
     mt.add({"temporaries", fmt_int(mem.temporary), gb(mem.temporary), "live at the peak: " + mem.peak_moment});
   }
   mt.add({"**total**", fmt_int(mem.total), gb(mem.total), fmt::format("batch size {}", b)});
   out(text, "\n## Peak memory of a training step with AdamW\n\n{}", mt.markdown());
   if (mem.scratchpad_queried) {
-    out(text, "plus oneDNN's scratchpad on this CPU (queried from its primitive descriptors, a known term of "
-              "reckon's runtime, not of a GPU): {} B at the peak, {} B the largest.\n",
+    out(text,
+        "plus oneDNN's scratchpad on this CPU (queried from its primitive descriptors, a known term of "
+        "reckon's runtime, not of a GPU): {} B at the peak, {} B the largest.\n",
         fmt_int(mem.scratchpad_at_peak), fmt_int(mem.scratchpad_max));
   } else if (!mem.scratchpad_not_queried.empty()) {
-    out(text, "oneDNN's scratchpad on this CPU: not queried: {} (reckon's runtime cannot run this step here; the "
-              "figures above are arithmetic and stand)\n",
+    out(text,
+        "oneDNN's scratchpad on this CPU: not queried: {} (reckon's runtime cannot run this step here; the "
+        "figures above are arithmetic and stand)\n",
         mem.scratchpad_not_queried);
   }
   out(text, "\nmemory(B) = a·B + b with a = {} B per sample ({}), b = {} B ({}){}\n", fmt_int(mem.per_sample),
       gb(mem.per_sample), fmt_int(mem.fixed), gb(mem.fixed),
-      r.textbook ? "" : (mem.fit.exact ? fmt::format(", exact at B = {}", fmt::join(mem.fit.batches_checked, ", "))
-                                       : std::string(", not exactly linear")));
+      r.textbook ? ""
+                 : (mem.fit.exact ? fmt::format(", exact at B = {}", fmt::join(mem.fit.batches_checked, ", "))
+                                  : std::string(", not exactly linear")));
   if (!r.textbook) {
     // The peak is the largest of several moments, each linear in B: at a large batch another moment can take
     // over (convex, piecewise linear). Say so rather than let the line stand for the replay.
     const __int128 on_line = static_cast<__int128>(mem.per_sample) * b + mem.fixed;
     if (on_line != mem.replayed_peak) {
-      out(text, "at batch size {} the replayed peak is {} B, {:+} B off this line (the peak moves to another "
-                "moment: {})\n",
+      out(text,
+          "at batch size {} the replayed peak is {} B, {:+} B off this line (the peak moves to another "
+          "moment: {})\n",
           b, fmt_int(mem.replayed_peak), static_cast<double>(mem.replayed_peak - on_line), mem.peak_moment);
     }
   }
@@ -388,8 +398,12 @@ void render_memory_markdown(const EstimateResult& r, const EstimateOptions& o, s
 void render_variants_markdown(const EstimateResult& r, const EstimateOptions& o, std::string& text) {
   const int64_t b = r.config.model.batch_size, t = r.config.model.context_length;
   Table ps;
-  ps.header = {"precision", "value + grad + optimizer (B/param)", "peak at B = " + std::to_string(b), "memory = a·B + b",
-               "max batch in " + o.memory_budget, fmt::format("days on {} ({} peak)", r.gpu.name, "matching"),
+  ps.header = {"precision",
+               "value + grad + optimizer (B/param)",
+               "peak at B = " + std::to_string(b),
+               "memory = a·B + b",
+               "max batch in " + o.memory_budget,
+               fmt::format("days on {} ({} peak)", r.gpu.name, "matching"),
                "who counts it so"};
   ps.right_align = {false, true, true, false, true, true, false};
   for (const EstimateResult::PrecisionRow& row : r.precisions) {
@@ -404,15 +418,22 @@ void render_variants_markdown(const EstimateResult& r, const EstimateOptions& o,
               fmt_int(row.max_batch), fmt::format("{:.1f} ({})", row.days, row.gpu_math), pl.source});
     }
   }
-  out(text, "\n## Precisions side by side (as implemented: each its own replay; days at HFU {:.0f}%)\n\n{}", o.mfu * 100,
-      ps.markdown());
+  out(text, "\n## Precisions side by side (as implemented: each its own replay; days at HFU {:.0f}%)\n\n{}",
+      o.mfu * 100, ps.markdown());
   Table mx;
-  mx.header = {"precision", "attention", "recompute", "activations + temporaries per sample", "memory = a·B + b",
-               "max batch in " + o.memory_budget, "executed / model FLOPs", "days at MFU " + fmt::format("{:.0f}%", o.mfu * 100),
+  mx.header = {"precision",
+               "attention",
+               "recompute",
+               "activations + temporaries per sample",
+               "memory = a·B + b",
+               "max batch in " + o.memory_budget,
+               "executed / model FLOPs",
+               "days at MFU " + fmt::format("{:.0f}%", o.mfu * 100),
                "days at HFU " + fmt::format("{:.0f}%", o.mfu * 100)};
   mx.right_align = {false, false, false, true, false, true, true, true, true};
   for (const EstimateResult::VariantRow& row : r.matrix) {
-    const std::string pname = row.is_config ? fmt::format("**{}**", precision_name(row.precision)) : precision_name(row.precision);
+    const std::string pname =
+        row.is_config ? fmt::format("**{}**", precision_name(row.precision)) : precision_name(row.precision);
     if (!row.unavailable.empty()) {
       mx.add({pname, attention_name(row.attention), recompute_name(row.recompute),
               row.unavailable.rfind("not built", 0) == 0 ? row.unavailable : "does not fit int64", "", "", "", "", ""});
@@ -423,13 +444,15 @@ void render_variants_markdown(const EstimateResult& r, const EstimateOptions& o,
             fmt::format("{:.3f}", row.executed_over_model), fmt::format("{:.1f}", row.days_at_mfu),
             fmt::format("{:.1f}", row.days_at_hfu)});
   }
-  out(text, "\n## Precision × attention × recompute (as implemented, each its own replay; batch size {}; the config's "
-            "rows in bold)\n\n{}",
+  out(text,
+      "\n## Precision × attention × recompute (as implemented, each its own replay; batch size {}; the config's "
+      "rows in bold)\n\n{}",
       b, mx.markdown());
-  out(text, "executed / model: the FLOPs the step runs (forward + backward + recompute; flash: causal rows and its "
-            "backward's score recompute) over the model's forward + backward (causal attention, no recompute). "
-            "Days: the {} training tokens at {:.0f}% of the GPU's peak for its precision (tf32 with --precision tf32), "
-            "AdamW included — MFU counts model FLOPs, HFU executed ones.\n",
+  out(text,
+      "executed / model: the FLOPs the step runs (forward + backward + recompute; flash: causal rows and its "
+      "backward's score recompute) over the model's forward + backward (causal attention, no recompute). "
+      "Days: the {} training tokens at {:.0f}% of the GPU's peak for its precision (tf32 with --precision tf32), "
+      "AdamW included — MFU counts model FLOPs, HFU executed ones.\n",
       sci(static_cast<double>(o.train_steps) * o.train_batch * t), o.mfu * 100);
 }
 
@@ -446,7 +469,8 @@ void render_flops_markdown(const EstimateResult& r, const EstimateOptions& o, st
               ? "matmul 2·M·N·K; flash attention over the causal T(T+1)/2 entries; elementwise as executed"
               : "matmul 2·M·N·K; attention over the full T×T (what oneDNN computes); elementwise as executed"});
   ft.add({"backward", sci(sf.backward), sci(static_cast<double>(sf.backward) / tokens),
-          fmt::format("backward / forward = {:.3f} (counted, not assumed){}", static_cast<double>(sf.backward) / sf.forward,
+          fmt::format("backward / forward = {:.3f} (counted, not assumed){}",
+                      static_cast<double>(sf.backward) / sf.forward,
                       m.attention == AttentionKind::flash ? "; flash recomputes its scores here" : "")});
   if (sf.recompute > 0) {
     ft.add({"recompute", sci(sf.recompute), sci(static_cast<double>(sf.recompute) / tokens),
@@ -493,7 +517,9 @@ void render_training_markdown(const EstimateResult& r, const EstimateOptions& o,
   }
   tt_table.add({"6·N rule", sci(tr.executed.six_n_flops), fmt::format("{:.1f}", tr.executed.six_n_days),
                 "6 × parameters × tokens"});
-  out(text, "\n## Training time: {} steps × batch {} × T {} = {} tokens on {} at {} ({:.1f} TFLOP/s), {:.0f}% utilization\n\n{}",
+  out(text,
+      "\n## Training time: {} steps × batch {} × T {} = {} tokens on {} at {} ({:.1f} TFLOP/s), {:.0f}% "
+      "utilization\n\n{}",
       o.train_steps, o.train_batch, t, sci(tr.executed.tokens), r.gpu.description, r.gpu_math, r.peak_flops / 1e12,
       o.mfu * 100, tt_table.markdown());
   if (tr.has_model) {
@@ -509,8 +535,9 @@ void render_training_markdown(const EstimateResult& r, const EstimateOptions& o,
                            o.mfu)
           .counted_days;
     };
-    gp.add({g.description, fmt::format("{}", g.fp32_tflops), fmt::format("{}", g.tf32_tflops), fmt::format("{}", g.bf16_tflops),
-            fmt::format("{}", g.hbm_tbps), fmt::format("{} GiB", g.memory_bytes >> 30),
+    gp.add({g.description, fmt::format("{}", g.fp32_tflops), fmt::format("{}", g.tf32_tflops),
+            fmt::format("{}", g.bf16_tflops), fmt::format("{}", g.hbm_tbps),
+            fmt::format("{} GiB", g.memory_bytes >> 30),
             fmt::format("{:.0f} / {:.0f} / {:.0f}", days("fp32"), days("tf32"), days("bf16"))});
   }
   out(text, "\n{}", gp.markdown());
@@ -523,12 +550,14 @@ std::string render_markdown(const EstimateResult& r, const EstimateOptions& o) {
   const ModelConfig& m = r.config.model;
   const ParameterStateLayout& layout = r.state;
   out(text, "config: {} | {}\n", r.config.preset, describe(m));
-  out(text, "conventions: precision {} ({} + {} + {} B per parameter: value + gradient + optimizer state{}); "
-            "GB = 10⁹ B, GiB = 2³⁰ B; activations: {}\n",
+  out(text,
+      "conventions: precision {} ({} + {} + {} B per parameter: value + gradient + optimizer state{}); "
+      "GB = 10⁹ B, GiB = 2³⁰ B; activations: {}\n",
       precision_name(m.precision), layout.value_bytes, layout.grad_bytes, layout.optimizer_bytes,
       layout.weight_cache_bytes ? ", + 2 B per matmul weight for its bf16 copy during the step" : "",
-      r.textbook ? "textbook (the problem statement's list, one float32 output-sized tensor per item)"
-                 : "as implemented by reckon (what its backward keeps, at each tensor's dtype; proven by `reckon reconcile`)");
+      r.textbook
+          ? "textbook (the problem statement's list, one float32 output-sized tensor per item)"
+          : "as implemented by reckon (what its backward keeps, at each tensor's dtype; proven by `reckon reconcile`)");
   Table pt;
   pt.header = {"parameters", "count", "formula"};
   pt.right_align = {false, true, false};
@@ -546,7 +575,8 @@ std::string render_markdown(const EstimateResult& r, const EstimateOptions& o) {
     sum_t += row.textbook_floats;
     sum_i += row.implemented_floats;
   }
-  at.add({"**total**", fmt_int(sum_t), "", fmt_int(sum_i), fmt::format("{:+.1f}% vs textbook", 100.0 * (sum_i - sum_t) / sum_t)});
+  at.add({"**total**", fmt_int(sum_t), "", fmt_int(sum_i),
+          fmt::format("{:+.1f}% vs textbook", 100.0 * (sum_i - sum_t) / sum_t)});
   out(text, "\n## Activations: textbook vs implemented (batch size {})\n\n{}", m.batch_size, at.markdown());
   render_flops_markdown(r, o, text);
   render_training_markdown(r, o, text);
@@ -562,46 +592,72 @@ nlohmann::json render_json(const EstimateResult& r, const EstimateOptions& o) {
   j["config"] = {{"preset", r.config.preset}, {"description", describe(m)}};
   j["num_parameters"] = n;
   if (mem.scratchpad_queried) {
-    j["memory_scratchpad"] = {{"at_peak_bytes", mem.scratchpad_at_peak}, {"max_bytes", mem.scratchpad_max},
+    j["memory_scratchpad"] = {{"at_peak_bytes", mem.scratchpad_at_peak},
+                              {"max_bytes", mem.scratchpad_max},
                               {"peak_bytes_with_scratchpad", mem.peak_with_scratchpad}};
   } else if (!mem.scratchpad_not_queried.empty()) {
     j["memory_scratchpad"] = {{"not_queried", mem.scratchpad_not_queried}};
   }
-  j["memory"] = {{"activations_convention", o.activations}, {"peak_bytes", mem.total}, {"per_sample_bytes", mem.per_sample},
-                 {"fixed_bytes", mem.fixed}, {"budget_bytes", mem.budget}, {"max_batch", mem.max_batch},
-                 {"peak_breakdown", {{"parameter", mem.parameter}, {"gradient", mem.gradient},
-                                     {"optimizer_state", mem.optimizer_state}, {"activation", mem.activation},
-                                     {"temporary", mem.temporary}}}};
+  j["memory"] = {{"activations_convention", o.activations},
+                 {"peak_bytes", mem.total},
+                 {"per_sample_bytes", mem.per_sample},
+                 {"fixed_bytes", mem.fixed},
+                 {"budget_bytes", mem.budget},
+                 {"max_batch", mem.max_batch},
+                 {"peak_breakdown",
+                  {{"parameter", mem.parameter},
+                   {"gradient", mem.gradient},
+                   {"optimizer_state", mem.optimizer_state},
+                   {"activation", mem.activation},
+                   {"temporary", mem.temporary}}}};
   nlohmann::json ps = nlohmann::json::array();
   for (const EstimateResult::PrecisionRow& row : r.precisions) {
     const ParameterStateLayout& pl = row.layout;
-    nlohmann::json one = {{"precision", pl.name}, {"value_bytes_per_param", pl.value_bytes},
-                          {"grad_bytes_per_param", pl.grad_bytes}, {"optimizer_bytes_per_param", pl.optimizer_bytes},
+    nlohmann::json one = {{"precision", pl.name},
+                          {"value_bytes_per_param", pl.value_bytes},
+                          {"grad_bytes_per_param", pl.grad_bytes},
+                          {"optimizer_bytes_per_param", pl.optimizer_bytes},
                           {"weight_cache_bytes_per_matmul_param", pl.weight_cache_bytes},
-                          {"parameter_state_bytes", (CheckedInt(pl.total()) * n).value()}, {"gpu_math", row.gpu_math}};
-    if (!row.unavailable.empty()) one["unavailable"] = row.unavailable;
-    else one.update({{"peak_bytes", row.peak}, {"per_sample_bytes", row.per_sample}, {"fixed_bytes", row.fixed},
-                     {"max_batch", row.max_batch}, {"counted_days", row.days}});
+                          {"parameter_state_bytes", (CheckedInt(pl.total()) * n).value()},
+                          {"gpu_math", row.gpu_math}};
+    if (!row.unavailable.empty())
+      one["unavailable"] = row.unavailable;
+    else
+      one.update({{"peak_bytes", row.peak},
+                  {"per_sample_bytes", row.per_sample},
+                  {"fixed_bytes", row.fixed},
+                  {"max_batch", row.max_batch},
+                  {"counted_days", row.days}});
     ps.push_back(one);
   }
   j["precisions"] = ps;
   nlohmann::json mx = nlohmann::json::array(), att = nlohmann::json::array();
   for (const EstimateResult::VariantRow& row : r.matrix) {
-    nlohmann::json one = {{"precision", precision_name(row.precision)}, {"grad_dtype", grad_dtype_name(row.grad_dtype)},
-                          {"attention", attention_name(row.attention)}, {"recompute", recompute_name(row.recompute)}};
+    nlohmann::json one = {{"precision", precision_name(row.precision)},
+                          {"grad_dtype", grad_dtype_name(row.grad_dtype)},
+                          {"attention", attention_name(row.attention)},
+                          {"recompute", recompute_name(row.recompute)}};
     if (!row.unavailable.empty()) {
       one["unavailable"] = row.unavailable;
       mx.push_back(one);
       continue;
     }
-    one.update({{"per_sample_bytes", row.per_sample}, {"fixed_bytes", row.fixed}, {"max_batch", row.max_batch},
-                {"model_flops_causal", row.model_causal}, {"model_flops_full", row.model_full},
-                {"hardware_flops", row.hardware}, {"step_flops", row.step_flops}, {"days_at_mfu", row.days_at_mfu},
+    one.update({{"per_sample_bytes", row.per_sample},
+                {"fixed_bytes", row.fixed},
+                {"max_batch", row.max_batch},
+                {"model_flops_causal", row.model_causal},
+                {"model_flops_full", row.model_full},
+                {"hardware_flops", row.hardware},
+                {"step_flops", row.step_flops},
+                {"days_at_mfu", row.days_at_mfu},
                 {"days_at_hfu", row.days_at_hfu}});
     mx.push_back(one);
     if (row.precision == m.precision && row.recompute == m.recompute) {  // the config's attention choices
-      att.push_back({{"attention", attention_name(row.attention)}, {"per_sample_bytes", row.per_sample},
-                     {"fixed_bytes", row.fixed}, {"max_batch", row.max_batch}, {"step_flops", row.step_flops},
+      att.push_back({{"attention", attention_name(row.attention)},
+                     {"per_sample_bytes", row.per_sample},
+                     {"fixed_bytes", row.fixed},
+                     {"max_batch", row.max_batch},
+                     {"step_flops", row.step_flops},
                      {"counted_days", row.days_at_hfu}});
     }
   }
@@ -609,23 +665,34 @@ nlohmann::json render_json(const EstimateResult& r, const EstimateOptions& o) {
   j["attention"] = att;
   const EstimateResult::Flops& f = r.flops;
   const int64_t adamw_bytes = f.adamw_per_parameter.bytes_read + f.adamw_per_parameter.bytes_written;
-  j["flops"] = {{"forward", f.step.forward}, {"backward", f.step.backward}, {"recompute", f.step.recompute},
-                {"optimizer", f.step.optimizer}, {"step", f.step.total()},
+  j["flops"] = {{"forward", f.step.forward},
+                {"backward", f.step.backward},
+                {"recompute", f.step.recompute},
+                {"optimizer", f.step.optimizer},
+                {"step", f.step.total()},
                 {"model_causal", f.unavailable.empty() ? f.model_causal_exact : nlohmann::json()},
                 {"model_full", f.unavailable.empty() ? f.model_full_exact : nlohmann::json()},
                 {"hardware", f.step.forward + f.step.backward + f.step.recompute},
-                {"six_n_per_step", 6.0 * n * f.tokens}, {"adamw_flops", adamw_flops_per_element(r.config.optim) * n},
+                {"six_n_per_step", 6.0 * n * f.tokens},
+                {"adamw_flops", adamw_flops_per_element(r.config.optim) * n},
                 {"adamw_bytes", (CheckedInt(adamw_bytes) * n).value()}};
   const EstimateResult::Training& tr = r.training;
-  j["training"] = {{"gpu", r.gpu.name}, {"precision", precision_name(m.precision)}, {"gpu_math", r.gpu_math},
-                   {"mfu", o.mfu}, {"tokens", tr.executed.tokens}, {"counted_flops", tr.executed.counted_flops},
-                   {"six_n_flops", tr.executed.six_n_flops}, {"counted_days", tr.executed.counted_days},
-                   {"six_n_days", tr.executed.six_n_days}, {"days_at_hfu", tr.executed.counted_days}};
+  j["training"] = {{"gpu", r.gpu.name},
+                   {"precision", precision_name(m.precision)},
+                   {"gpu_math", r.gpu_math},
+                   {"mfu", o.mfu},
+                   {"tokens", tr.executed.tokens},
+                   {"counted_flops", tr.executed.counted_flops},
+                   {"six_n_flops", tr.executed.six_n_flops},
+                   {"counted_days", tr.executed.counted_days},
+                   {"six_n_days", tr.executed.six_n_days},
+                   {"days_at_hfu", tr.executed.counted_days}};
   if (tr.has_model) {
     j["training"].update({{"days_at_mfu", tr.model_causal.counted_days},
                           {"days_at_mfu_full_convention", tr.model_full.counted_days},
                           {"model_flops_causal", tr.model_causal.counted_flops},
-                          {"model_flops_full", tr.model_full.counted_flops}, {"hfu_needed_at_mfu", tr.hfu_needed}});
+                          {"model_flops_full", tr.model_full.counted_flops},
+                          {"hfu_needed_at_mfu", tr.hfu_needed}});
   }
   if (r.cluster) j["cluster"] = r.cluster->json;
   return j;

@@ -36,8 +36,8 @@ struct EstimateOptions {
   std::string activations = "implemented";  // or "textbook"
   std::string json_path;
   bool query_scratchpad = true;
-  ClusterOptions cluster;        // --gpus N (> 0): the data-parallel section
-  int64_t zero_stage = 0;        // --zero S: the config field zero_stage (the stage in bold)
+  ClusterOptions cluster;   // --gpus N (> 0): the data-parallel section
+  int64_t zero_stage = 0;   // --zero S: the config field zero_stage (the stage in bold)
   bool zero_given = false;  // ask oneDNN for its scratchpad sizes (false: arithmetic only, no oneDNN)
 };
 
@@ -65,7 +65,7 @@ struct EstimateResult {
     LinearMemory fit;                   // as implemented (exact at the batches checked)
     int64_t replayed_peak = 0;          // at the config's batch size
     int64_t budget = 0, max_batch = 0;
-    std::string gib_budget;             // "80GiB" when the budget was given in GB; then its max batch
+    std::string gib_budget;  // "80GiB" when the budget was given in GB; then its max batch
     int64_t gib_budget_bytes = 0, gib_max_batch = -1;
     bool scratchpad_queried = false;
     int64_t scratchpad_at_peak = 0, scratchpad_max = 0, peak_with_scratchpad = 0;

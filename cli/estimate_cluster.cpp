@@ -23,13 +23,13 @@ std::string gb(double bytes) { return fmt::format("{:.2f} GB", bytes / 1e9); }
 // One stage's figures for the rank with the largest peak.
 struct StageFigures {
   int rank = 0;
-  MemoryEstimate peak;          // one rank's step at the configured batch per GPU
-  int64_t model_states = 0;     // parameters, gradients, optimizer state between steps (no batch, no activations)
+  MemoryEstimate peak;       // one rank's step at the configured batch per GPU
+  int64_t model_states = 0;  // parameters, gradients, optimizer state between steps (no batch, no activations)
   double paper_model_states = 0;
   int64_t max_batch = 0;
   int64_t comm_calls = 0;
   CollectiveTime comm;
-  double psi_volume = 0;        // elements on the wire per rank / Ψ
+  double psi_volume = 0;  // elements on the wire per rank / Ψ
   double compute_seconds = 0;
 };
 
@@ -45,7 +45,9 @@ struct ClusterFigures {
   double v, g, k, n, p;  // bytes per parameter (value, gradient, optimizer state), ranks, parameters
   std::array<StageFigures, 4> st;
   double tokens, steps;  // the run's tokens at the global batch N × B, and its steps
-  double cat(const StageFigures& f, Category c) const { return static_cast<double>(f.peak.peak_breakdown[static_cast<int>(c)]); }
+  double cat(const StageFigures& f, Category c) const {
+    return static_cast<double>(f.peak.peak_breakdown[static_cast<int>(c)]);
+  }
 };
 
 Link checked_link(const GpuSpec& gpu, const ClusterOptions& o) {
@@ -103,7 +105,7 @@ void compute_stages(ClusterFigures& c, int64_t budget) {
     MemoryEstimateOptions states = opts;
     states.batch_tensors = false;
     f.model_states = estimate_step_memory(ms, states).step_end_total;
-    f.paper_model_states = stage == 0 ? (v + g + k) * p
+    f.paper_model_states = stage == 0   ? (v + g + k) * p
                            : stage == 1 ? (v + g) * p + k * p / n
                            : stage == 2 ? v * p + (g + k) * p / n
                                         : (v + g + k) * p / n;
@@ -113,12 +115,13 @@ void compute_stages(ClusterFigures& c, int64_t budget) {
     f.psi_volume = communication_psi(counts, ranks, dtype_bytes(plan.param), psi);
     double flops = 0;
     for (const auto& [key, c] : counts) {
-      if (key.phase == Phase::communication) f.comm_calls += c.calls;
-      else flops += static_cast<double>(c.flops());
+      if (key.phase == Phase::communication)
+        f.comm_calls += c.calls;
+      else
+        flops += static_cast<double>(c.flops());
     }
     f.compute_seconds = flops / (peak_flops * mfu);
   }
-
 }
 
 std::string cluster_markdown(const ClusterFigures& c) {
@@ -144,42 +147,64 @@ std::string cluster_markdown(const ClusterFigures& c) {
     r.push_back(convention);
     tb.add(std::move(r));
   };
-  row("parameters", [&](const StageFigures& f) { return gb(cat(f, Category::parameter)); },
+  row(
+      "parameters", [&](const StageFigures& f) { return gb(cat(f, Category::parameter)); },
       "at the peak; stage 3: the shard + the layer(s) gathered there");
-  row("gradients", [&](const StageFigures& f) { return gb(cat(f, Category::gradient)); },
+  row(
+      "gradients", [&](const StageFigures& f) { return gb(cat(f, Category::gradient)); },
       "stages 2, 3: the shard + the full gradients of the unit in backward");
-  row("optimizer state", [&](const StageFigures& f) { return gb(cat(f, Category::optimizer_state)); },
-      layout.optimizer_bytes == 12 ? "master, m, v of the rank's 1/N (stages ≥ 1)" : "m, v of the rank's 1/N (stages ≥ 1)");
-  row("activations", [&](const StageFigures& f) { return gb(cat(f, Category::activation)); },
+  row(
+      "optimizer state", [&](const StageFigures& f) { return gb(cat(f, Category::optimizer_state)); },
+      layout.optimizer_bytes == 12 ? "master, m, v of the rank's 1/N (stages ≥ 1)"
+                                   : "m, v of the rank's 1/N (stages ≥ 1)");
+  row(
+      "activations", [&](const StageFigures& f) { return gb(cat(f, Category::activation)); },
       fmt::format("batch {} per GPU", b));
-  row("temporaries", [&](const StageFigures& f) { return gb(cat(f, Category::temporary)); },
+  row(
+      "temporaries", [&](const StageFigures& f) { return gb(cat(f, Category::temporary)); },
       "incl. gradient buckets (stages 0, 1), float32 reduce-scatter buffers (bf16 grads)");
-  row("**peak**", [&](const StageFigures& f) { return gb(static_cast<double>(f.peak.peak_total)); },
+  row(
+      "**peak**", [&](const StageFigures& f) { return gb(static_cast<double>(f.peak.peak_total)); },
       ranks <= 8 ? "the largest of the N ranks' replayed peaks" : "the largest of ranks 0, N/2, N − 1");
-  row("model states between steps", [&](const StageFigures& f) { return gb(static_cast<double>(f.model_states)); },
+  row(
+      "model states between steps", [&](const StageFigures& f) { return gb(static_cast<double>(f.model_states)); },
       "reckon: parameters + gradients + optimizer state a rank keeps (64-byte rounded tensors)");
-  row("ZeRO paper's rule", [&](const StageFigures& f) { return gb(f.paper_model_states); },
+  row(
+      "ZeRO paper's rule", [&](const StageFigures& f) { return gb(f.paper_model_states); },
       fmt::format("(v + g + K)·Ψ with v = {:.0f}, g = {:.0f}, K = {:.0f} B: (v+g+K)Ψ, (v+g)Ψ + KΨ/N, vΨ + (g+K)Ψ/N, "
-                  "(v+g+K)Ψ/N", v, g, k));
-  row(fmt::format("max batch per GPU in {}", budget_text), [&](const StageFigures& f) { return fmt::format("{}", f.max_batch); },
+                  "(v+g+K)Ψ/N",
+                  v, g, k));
+  row(
+      fmt::format("max batch per GPU in {}", budget_text),
+      [&](const StageFigures& f) { return fmt::format("{}", f.max_batch); },
       "the replayed peak (activations included, no scratchpad): peak(B) ≤ budget < peak(B + 1)");
-  row("collective calls per step", [&](const StageFigures& f) { return fmt_int(f.comm_calls); },
+  row(
+      "collective calls per step", [&](const StageFigures& f) { return fmt_int(f.comm_calls); },
       "all_reduce per bucket (0, 1); all_gather, reduce_scatter per parameter (1–3), per use (3)");
-  row("sent per GPU per step", [&](const StageFigures& f) { return gb(f.comm.wire_bytes); },
+  row(
+      "sent per GPU per step", [&](const StageFigures& f) { return gb(f.comm.wire_bytes); },
       "ring: all-reduce 2(N−1)/N·S, reduce-scatter and all-gather (N−1)/N·S; reckon reduces in float32");
-  row("… in Ψ (reckon / paper)", [&](const StageFigures& f) {
-        return fmt::format("{:.3f} / {}", f.psi_volume, &f == &st[3] ? "3" : "2");
-      },
+  row(
+      "… in Ψ (reckon / paper)",
+      [&](const StageFigures& f) { return fmt::format("{:.3f} / {}", f.psi_volume, &f == &st[3] ? "3" : "2"); },
       "elements on the wire per rank / parameters; the paper's 2Ψ and 3Ψ are the large-N limits");
-  row("communication time", [&](const StageFigures& f) { return fmt::format("{:.3f} s", f.comm.seconds); },
+  row(
+      "communication time", [&](const StageFigures& f) { return fmt::format("{:.3f} s", f.comm.seconds); },
       "alpha-beta: calls × steps × α + sent / β");
-  row(fmt::format("compute time at {:.0f}%", mfu * 100), [&](const StageFigures& f) { return fmt::format("{:.3f} s", f.compute_seconds); },
+  row(
+      fmt::format("compute time at {:.0f}%", mfu * 100),
+      [&](const StageFigures& f) { return fmt::format("{:.3f} s", f.compute_seconds); },
       "the rank's executed FLOPs (forward + backward + recompute + AdamW on its shard) / (peak × utilization)");
-  row("step time (no overlap / full)", [&](const StageFigures& f) {
-        return fmt::format("{:.3f} / {:.3f} s", f.compute_seconds + f.comm.seconds, std::max(f.compute_seconds, f.comm.seconds));
+  row(
+      "step time (no overlap / full)",
+      [&](const StageFigures& f) {
+        return fmt::format("{:.3f} / {:.3f} s", f.compute_seconds + f.comm.seconds,
+                           std::max(f.compute_seconds, f.comm.seconds));
       },
       "compute + communication, or the larger of the two if communication hid behind compute");
-  row("training days (no overlap / full)", [&](const StageFigures& f) {
+  row(
+      "training days (no overlap / full)",
+      [&](const StageFigures& f) {
         return fmt::format("{:.1f} / {:.1f}", steps * (f.compute_seconds + f.comm.seconds) / 86400,
                            steps * std::max(f.compute_seconds, f.comm.seconds) / 86400);
       },
@@ -190,16 +215,20 @@ std::string cluster_markdown(const ClusterFigures& c) {
       "\n## Data parallel: {} × {}, ZeRO stages side by side (the config's stage {} in bold)\n\n"
       "conventions: one rank's step as reckon implements it (`mpirun -np N reckon reconcile --zero S` checks it per "
       "rank), batch {} per GPU, precision {}; Ψ = {} parameters; link: {}; {} at {:.0f}% of {:.1f} TFLOP/s.\n\n{}",
-      ranks, gpu.description, chosen, b, precision_name(m.precision), fmt_int(psi), link.source, gpu_math_for(m.precision),
-      mfu * 100, peak_flops / 1e12, tb.markdown());
+      ranks, gpu.description, chosen, b, precision_name(m.precision), fmt_int(psi), link.source,
+      gpu_math_for(m.precision), mfu * 100, peak_flops / 1e12, tb.markdown());
   const int64_t fits = st[static_cast<size_t>(chosen)].max_batch;
   if (fits == 0) {
-    text += fmt::format("not even batch 1 per GPU fits {} at stage {}: activations alone exceed what sharding "
-                            "the model states frees; recompute, flash attention or model parallelism (not modelled "
-                            "here) would be needed\n", budget_text, chosen);
+    text += fmt::format(
+        "not even batch 1 per GPU fits {} at stage {}: activations alone exceed what sharding "
+        "the model states frees; recompute, flash attention or model parallelism (not modelled "
+        "here) would be needed\n",
+        budget_text, chosen);
   } else if (b > fits) {
-    text += fmt::format("batch {} per GPU does not fit {} at stage {} (max {}): the run needs gradient "
-                            "accumulation or recompute, not modelled here\n", b, budget_text, chosen, fits);
+    text += fmt::format(
+        "batch {} per GPU does not fit {} at stage {} (max {}): the run needs gradient "
+        "accumulation or recompute, not modelled here\n",
+        b, budget_text, chosen, fits);
   }
   return text;
 }
@@ -214,22 +243,38 @@ nlohmann::json cluster_json(const ClusterFigures& c) {
   nlohmann::json stages = nlohmann::json::array();
   for (int64_t s = 0; s <= 3; ++s) {
     const StageFigures& f = st[static_cast<size_t>(s)];
-    stages.push_back({{"zero_stage", s}, {"rank", f.rank}, {"peak_bytes", f.peak.peak_total},
-                      {"peak_breakdown", {{"parameter", cat(f, Category::parameter)}, {"gradient", cat(f, Category::gradient)},
-                                          {"optimizer_state", cat(f, Category::optimizer_state)},
-                                          {"activation", cat(f, Category::activation)}, {"temporary", cat(f, Category::temporary)}}},
-                      {"model_states_bytes", f.model_states}, {"paper_model_states_bytes", f.paper_model_states},
-                      {"max_batch_per_gpu", f.max_batch}, {"collective_calls", f.comm_calls},
-                      {"sent_bytes_per_gpu", f.comm.wire_bytes}, {"psi_volume", f.psi_volume},
-                      {"paper_psi_volume", s == 3 ? 3 : 2}, {"communication_seconds", f.comm.seconds},
-                      {"compute_seconds", f.compute_seconds}, {"steps", steps},
+    stages.push_back({{"zero_stage", s},
+                      {"rank", f.rank},
+                      {"peak_bytes", f.peak.peak_total},
+                      {"peak_breakdown",
+                       {{"parameter", cat(f, Category::parameter)},
+                        {"gradient", cat(f, Category::gradient)},
+                        {"optimizer_state", cat(f, Category::optimizer_state)},
+                        {"activation", cat(f, Category::activation)},
+                        {"temporary", cat(f, Category::temporary)}}},
+                      {"model_states_bytes", f.model_states},
+                      {"paper_model_states_bytes", f.paper_model_states},
+                      {"max_batch_per_gpu", f.max_batch},
+                      {"collective_calls", f.comm_calls},
+                      {"sent_bytes_per_gpu", f.comm.wire_bytes},
+                      {"psi_volume", f.psi_volume},
+                      {"paper_psi_volume", s == 3 ? 3 : 2},
+                      {"communication_seconds", f.comm.seconds},
+                      {"compute_seconds", f.compute_seconds},
+                      {"steps", steps},
                       {"days_no_overlap", steps * (f.compute_seconds + f.comm.seconds) / 86400},
                       {"days_full_overlap", steps * std::max(f.compute_seconds, f.comm.seconds) / 86400}});
   }
-  return {{"gpus", ranks}, {"gpu", gpu.name}, {"batch_per_gpu", b}, {"zero_stage", chosen},
-              {"link", {{"name", link.name}, {"alpha_seconds", link.alpha_seconds},
-                        {"bytes_per_second", link.bytes_per_second}, {"source", link.source}}},
-              {"stages", stages}};
+  return {{"gpus", ranks},
+          {"gpu", gpu.name},
+          {"batch_per_gpu", b},
+          {"zero_stage", chosen},
+          {"link",
+           {{"name", link.name},
+            {"alpha_seconds", link.alpha_seconds},
+            {"bytes_per_second", link.bytes_per_second},
+            {"source", link.source}}},
+          {"stages", stages}};
 }
 
 }  // namespace
@@ -240,10 +285,25 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
   const ModelConfig& m = config.model;
   const ParameterStateLayout layout = parameter_state_layout(m.precision, m.grad_dtype);
   const int64_t psi = parameter_layout(m).total();
-  ClusterFigures c{config, gpu, peak_flops, mfu, budget_text, checked_link(gpu, o), o.gpus, m.batch_size,
-                   m.context_length, psi, layout, static_cast<double>(layout.value_bytes),
-                   static_cast<double>(layout.grad_bytes), static_cast<double>(layout.optimizer_bytes),
-                   static_cast<double>(o.gpus), static_cast<double>(psi), {}, 0, 0};
+  ClusterFigures c{config,
+                   gpu,
+                   peak_flops,
+                   mfu,
+                   budget_text,
+                   checked_link(gpu, o),
+                   o.gpus,
+                   m.batch_size,
+                   m.context_length,
+                   psi,
+                   layout,
+                   static_cast<double>(layout.value_bytes),
+                   static_cast<double>(layout.grad_bytes),
+                   static_cast<double>(layout.optimizer_bytes),
+                   static_cast<double>(o.gpus),
+                   static_cast<double>(psi),
+                   {},
+                   0,
+                   0};
   compute_stages(c, budget);
   c.tokens = static_cast<double>(train_steps) * static_cast<double>(train_batch) * static_cast<double>(c.t);
   c.steps = c.tokens / (c.n * static_cast<double>(c.b) * static_cast<double>(c.t));

@@ -15,12 +15,12 @@
 namespace reckon {
 
 struct ClusterOptions {
-  int64_t gpus = 1;              // data-parallel ranks
-  bool gpus_given = false;       // --gpus: the section is printed
-  std::string link = "auto";     // auto, nvlink, infiniband
-  double link_gbps = 0;          // given: replaces the link's bandwidth (GB/s per direction per GPU)
+  int64_t gpus = 1;           // data-parallel ranks
+  bool gpus_given = false;    // --gpus: the section is printed
+  std::string link = "auto";  // auto, nvlink, infiniband
+  double link_gbps = 0;       // given: replaces the link's bandwidth (GB/s per direction per GPU)
   bool link_gbps_given = false;
-  double link_latency_us = 0;    // given: replaces the link's α per ring step
+  double link_latency_us = 0;  // given: replaces the link's α per ring step
   bool link_latency_given = false;
 };
 

@@ -26,7 +26,7 @@ namespace {
 
 struct Measured {
   double median_step_seconds;
-  bool exact;  // counters and peak equal the estimate
+  bool exact;                       // counters and peak equal the estimate
   std::map<OpKey, OpCount> counts;  // one measured step
 };
 
@@ -87,8 +87,12 @@ StepMatmulTimes time_step_matmuls(const ModelConfig& config, int reps) {
     out.seconds[m.key] += s;
     out.total_seconds += s;
     out.total_flops += flops;
-    out.shapes.push_back({{"op", m.key.op}, {"phase", phase_name(m.key.phase)}, {"shape", shape_label(m.geometry)},
-                          {"calls", m.calls}, {"seconds_per_call", per_call}, {"gflops", flops / s * 1e-9}});
+    out.shapes.push_back({{"op", m.key.op},
+                          {"phase", phase_name(m.key.phase)},
+                          {"shape", shape_label(m.geometry)},
+                          {"calls", m.calls},
+                          {"seconds_per_call", per_call},
+                          {"gflops", flops / s * 1e-9}});
   }
   tracker().empty_cache();
   return out;
@@ -165,8 +169,10 @@ ValidationRow validate_preset(const TrainConfig& c, int64_t steps, const Rooflin
 }
 
 void add_row(Table& t, const ValidationRow& v) {
-  t.add({v.config->preset, v.measured.exact ? "yes (0 B, 0 FLOP diff)" : "NO", fmt::format("{:.3e}", static_cast<double>(v.step_flops)),
-         fmt::format("{:.3f} ({:.0f} GFLOP/s)", v.matmuls.total_seconds, v.matmuls.total_flops / v.matmuls.total_seconds * 1e-9),
+  t.add({v.config->preset, v.measured.exact ? "yes (0 B, 0 FLOP diff)" : "NO",
+         fmt::format("{:.3e}", static_cast<double>(v.step_flops)),
+         fmt::format("{:.3f} ({:.0f} GFLOP/s)", v.matmuls.total_seconds,
+                     v.matmuls.total_flops / v.matmuls.total_seconds * 1e-9),
          fmt::format("{:.3f}", v.predicted), fmt::format("{:.3f}", v.measured.median_step_seconds),
          fmt::format("{:+.1f}%", 100 * v.error), fmt::format("{:+.1f}%", 100 * v.error_one_rate),
          fmt::format("{:.1f}%", 100 * v.memory_bound / v.predicted),
@@ -174,12 +180,20 @@ void add_row(Table& t, const ValidationRow& v) {
 }
 
 nlohmann::json row_json(const ValidationRow& v) {
-  return {{"preset", v.config->preset}, {"counts_exact", v.measured.exact}, {"predicted_s", v.predicted},
-          {"measured_s", v.measured.median_step_seconds}, {"error", v.error},
-          {"predicted_one_matmul_rate_s", v.one_rate}, {"error_one_matmul_rate", v.error_one_rate},
-          {"matmul_floor_s", v.matmuls.total_seconds}, {"matmul_shapes", v.matmuls.shapes},
-          {"model_flops_causal", v.flops.model_causal}, {"model_flops_full", v.flops.model_full},
-          {"hardware_flops", v.flops.hardware}, {"mfu_of_matmul_probe", v.mfu}, {"hfu_of_matmul_probe", v.hfu}};
+  return {{"preset", v.config->preset},
+          {"counts_exact", v.measured.exact},
+          {"predicted_s", v.predicted},
+          {"measured_s", v.measured.median_step_seconds},
+          {"error", v.error},
+          {"predicted_one_matmul_rate_s", v.one_rate},
+          {"error_one_matmul_rate", v.error_one_rate},
+          {"matmul_floor_s", v.matmuls.total_seconds},
+          {"matmul_shapes", v.matmuls.shapes},
+          {"model_flops_causal", v.flops.model_causal},
+          {"model_flops_full", v.flops.model_full},
+          {"hardware_flops", v.flops.hardware},
+          {"mfu_of_matmul_probe", v.mfu},
+          {"hfu_of_matmul_probe", v.hfu}};
 }
 
 // The same model on the target GPU: matmuls at the tensor-core peak of the precision, elementwise at the FP32
@@ -199,24 +213,36 @@ nlohmann::json print_target(const ExtrapolatePlan& p, const ExtrapolateOptions& 
   const double achieved = static_cast<double>(sf.total()) / step_s;
   fmt::print("\n## Target: {} (batch {}, precision {}) on {} at {}\n\n", o.target, o.target_batch,
              precision_name(target.model.precision), gpu.description, p.gpu_math);
-  fmt::print("roofline step: {:.4f} s for {:.3e} FLOPs ({:.0f}% of the step memory-bound) -> {:.1f} TFLOP/s = {:.1f}% of "
-             "the {} peak\n",
-             step_s, static_cast<double>(sf.total()), 100 * mem_s / step_s, achieved / 1e12, 100 * achieved / gpu_peak,
-             p.gpu_math);
+  fmt::print(
+      "roofline step: {:.4f} s for {:.3e} FLOPs ({:.0f}% of the step memory-bound) -> {:.1f} TFLOP/s = {:.1f}% of "
+      "the {} peak\n",
+      step_s, static_cast<double>(sf.total()), 100 * mem_s / step_s, achieved / 1e12, 100 * achieved / gpu_peak,
+      p.gpu_math);
   const UtilizationFlops tu = utilization_flops(target.model, target.optim);
   const double target_mfu = tu.model_causal / step_s / gpu_peak, target_hfu = tu.hardware / step_s / gpu_peak;
-  fmt::print("at the roofline: MFU {:.1f}% (model FLOPs, causal attention; {:.1f}% in the full T×T convention), HFU "
-             "{:.1f}% (executed, attention {}, recompute {})\n",
-             100 * target_mfu, 100 * tu.model_full / step_s / gpu_peak, 100 * target_hfu,
-             attention_name(target.model.attention), recompute_name(target.model.recompute));
-  fmt::print("training {} steps x batch {} (= {:.0f} roofline steps of batch {}): {:.1f} days at the roofline; the "
-             "CPU validation above says how far real steps sit from it\n",
-             o.train_steps, o.train_batch, steps_per_train_step * o.train_steps, o.target_batch, days);
-  return {{"preset", o.target}, {"batch", o.target_batch}, {"gpu", gpu.name}, {"gpu_math", p.gpu_math},
-          {"attention", attention_name(target.model.attention)}, {"recompute", recompute_name(target.model.recompute)},
-          {"step_seconds", step_s}, {"memory_bound_seconds", mem_s}, {"days", days},
-          {"model_flops_causal", tu.model_causal}, {"model_flops_full", tu.model_full},
-          {"hardware_flops", tu.hardware}, {"mfu", target_mfu}, {"hfu", target_hfu}};
+  fmt::print(
+      "at the roofline: MFU {:.1f}% (model FLOPs, causal attention; {:.1f}% in the full T×T convention), HFU "
+      "{:.1f}% (executed, attention {}, recompute {})\n",
+      100 * target_mfu, 100 * tu.model_full / step_s / gpu_peak, 100 * target_hfu,
+      attention_name(target.model.attention), recompute_name(target.model.recompute));
+  fmt::print(
+      "training {} steps x batch {} (= {:.0f} roofline steps of batch {}): {:.1f} days at the roofline; the "
+      "CPU validation above says how far real steps sit from it\n",
+      o.train_steps, o.train_batch, steps_per_train_step * o.train_steps, o.target_batch, days);
+  return {{"preset", o.target},
+          {"batch", o.target_batch},
+          {"gpu", gpu.name},
+          {"gpu_math", p.gpu_math},
+          {"attention", attention_name(target.model.attention)},
+          {"recompute", recompute_name(target.model.recompute)},
+          {"step_seconds", step_s},
+          {"memory_bound_seconds", mem_s},
+          {"days", days},
+          {"model_flops_causal", tu.model_causal},
+          {"model_flops_full", tu.model_full},
+          {"hardware_flops", tu.hardware},
+          {"mfu", target_mfu},
+          {"hfu", target_hfu}};
 }
 
 }  // namespace
@@ -230,21 +256,30 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   tracker().empty_cache();
   const Roofline cpu{"this CPU", mm * 1e9, fma * 1e9, bw * 1e9};
   fmt::print("precision {} (matmul operands {})\n", precision_name(p.target.model.precision), dtype_name(operands));
-  fmt::print("roofline of this CPU (measured now): matmul {:.0f} GFLOP/s (oneDNN, 2048x2048x512, {} operands), "
-             "elementwise arithmetic {:.0f} GFLOP/s (FMA peak), memory {:.1f} GB/s (STREAM triad, 16 B/element)\n",
-             mm, dtype_name(operands), fma, bw);
-  fmt::print("model: per op x phase, time = max(matmul time + other FLOPs / FMA peak, bytes / bandwidth), summed over "
-             "the step; counts from estimators/flops (validated below). Matmul time: each of the step's matmul shapes "
-             "(estimators/memory's replay) timed alone with oneDNN, median of 9 calls; 'one matmul rate' uses the "
-             "2048x2048x512 probe for every shape instead\n");
+  fmt::print(
+      "roofline of this CPU (measured now): matmul {:.0f} GFLOP/s (oneDNN, 2048x2048x512, {} operands), "
+      "elementwise arithmetic {:.0f} GFLOP/s (FMA peak), memory {:.1f} GB/s (STREAM triad, 16 B/element)\n",
+      mm, dtype_name(operands), fma, bw);
+  fmt::print(
+      "model: per op x phase, time = max(matmul time + other FLOPs / FMA peak, bytes / bandwidth), summed over "
+      "the step; counts from estimators/flops (validated below). Matmul time: each of the step's matmul shapes "
+      "(estimators/memory's replay) timed alone with oneDNN, median of 9 calls; 'one matmul rate' uses the "
+      "2048x2048x512 probe for every shape instead\n");
   Table t;
-  t.header = {"preset", "counts == measured", "step FLOPs", "step's matmuls timed alone (s)", "predicted (s)",
-              "measured median (s)", "error", "error with one matmul rate", "memory-bound share",
+  t.header = {"preset",
+              "counts == measured",
+              "step FLOPs",
+              "step's matmuls timed alone (s)",
+              "predicted (s)",
+              "measured median (s)",
+              "error",
+              "error with one matmul rate",
+              "memory-bound share",
               "measured MFU / HFU (of the matmul probe)"};
   t.right_align = {false, false, true, true, true, true, true, true, true, true};
   nlohmann::json j;
-  j["cpu"] = {{"matmul_gflops", mm}, {"matmul_operands", dtype_name(operands)}, {"fma_gflops", fma},
-              {"bandwidth_gbs", bw}};
+  j["cpu"] = {
+      {"matmul_gflops", mm}, {"matmul_operands", dtype_name(operands)}, {"fma_gflops", fma}, {"bandwidth_gbs", bw}};
   j["precision"] = precision_name(p.target.model.precision);
   Progress progress("extrapolate: measuring presets", static_cast<int64_t>(p.presets.size()));
   for (const TrainConfig& c : p.presets) {

@@ -23,18 +23,28 @@ std::string esc(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
 }
 
 const nlohmann::json& field(const nlohmann::json& j, const char* key, const char* where) {
-  if (!j.is_object() || !j.contains(key)) throw std::invalid_argument(fmt::format("report: {} has no '{}'", where, key));
+  if (!j.is_object() || !j.contains(key))
+    throw std::invalid_argument(fmt::format("report: {} has no '{}'", where, key));
   return j.at(key);
 }
 double num(const nlohmann::json& j, const char* key, const char* where) {
@@ -70,10 +80,13 @@ std::string fmt_bytes(double b) {
 
 }  // namespace
 
-nlohmann::json memory_timeline_json(const std::vector<MemoryEvent>& events, const std::array<int64_t, kNumCategories>& base,
+nlohmann::json memory_timeline_json(const std::vector<MemoryEvent>& events,
+                                    const std::array<int64_t, kNumCategories>& base,
                                     const std::vector<OpEvent>& op_events, int64_t max_points) {
-  const int64_t t0 = !op_events.empty() ? std::min(op_events.front().start_ns, events.empty() ? op_events.front().start_ns : events.front().time_ns)
-                     : events.empty() ? 0 : events.front().time_ns;
+  const int64_t t0 = !op_events.empty() ? std::min(op_events.front().start_ns,
+                                                   events.empty() ? op_events.front().start_ns : events.front().time_ns)
+                     : events.empty()   ? 0
+                                        : events.front().time_ns;
   std::array<int64_t, kNumCategories> bytes = base;
   // Every event's state, then thinned to at most max_points by keeping, in each bucket of events, the one with
   // the largest total (so the peak always survives).
@@ -98,7 +111,8 @@ nlohmann::json memory_timeline_json(const std::vector<MemoryEvent>& events, cons
     if (all[i].total > all[peak].total) peak = i;
   }
   std::vector<Point> kept;
-  const size_t bucket = std::max<size_t>(1, (all.size() + static_cast<size_t>(max_points) - 1) / static_cast<size_t>(max_points));
+  const size_t bucket =
+      std::max<size_t>(1, (all.size() + static_cast<size_t>(max_points) - 1) / static_cast<size_t>(max_points));
   for (size_t i = 0; i < all.size(); i += bucket) {
     size_t best = i;
     for (size_t k = i; k < std::min(all.size(), i + bucket); ++k) {
@@ -108,13 +122,16 @@ nlohmann::json memory_timeline_json(const std::vector<MemoryEvent>& events, cons
   }
   nlohmann::json j;
   j["t_ms"] = nlohmann::json::array();
-  for (int c = 0; c < kNumCategories; ++c) j["bytes"][category_name(static_cast<Category>(c))] = nlohmann::json::array();
+  for (int c = 0; c < kNumCategories; ++c)
+    j["bytes"][category_name(static_cast<Category>(c))] = nlohmann::json::array();
   for (const Point& p : kept) {
     j["t_ms"].push_back(p.t_ms);
-    for (int c = 0; c < kNumCategories; ++c) j["bytes"][category_name(static_cast<Category>(c))].push_back(p.bytes[static_cast<size_t>(c)]);
+    for (int c = 0; c < kNumCategories; ++c)
+      j["bytes"][category_name(static_cast<Category>(c))].push_back(p.bytes[static_cast<size_t>(c)]);
   }
   nlohmann::json breakdown;
-  for (int c = 0; c < kNumCategories; ++c) breakdown[category_name(static_cast<Category>(c))] = all[peak].bytes[static_cast<size_t>(c)];
+  for (int c = 0; c < kNumCategories; ++c)
+    breakdown[category_name(static_cast<Category>(c))] = all[peak].bytes[static_cast<size_t>(c)];
   j["peak"] = {{"t_ms", all[peak].t_ms}, {"total", all[peak].total}, {"breakdown", breakdown}};
   // Phase segments from the op events: consecutive ops of one phase merge (zero_grad and AdamW are two separate
   // optimizer segments at either end of the step).
@@ -124,8 +141,11 @@ nlohmann::json memory_timeline_json(const std::vector<MemoryEvent>& events, cons
   for (size_t i = 0; i < ops.size();) {
     size_t k = i;
     int64_t end = ops[i].start_ns + ops[i].duration_ns;
-    while (k + 1 < ops.size() && ops[k + 1].phase == ops[i].phase) end = std::max(end, ops[k + 1].start_ns + ops[k + 1].duration_ns), ++k;
-    phases.push_back({{"phase", phase_name(ops[i].phase)}, {"start_ms", (ops[i].start_ns - t0) * 1e-6}, {"end_ms", (end - t0) * 1e-6}});
+    while (k + 1 < ops.size() && ops[k + 1].phase == ops[i].phase)
+      end = std::max(end, ops[k + 1].start_ns + ops[k + 1].duration_ns), ++k;
+    phases.push_back({{"phase", phase_name(ops[i].phase)},
+                      {"start_ms", (ops[i].start_ns - t0) * 1e-6},
+                      {"end_ms", (end - t0) * 1e-6}});
     i = k + 1;
   }
   j["phases"] = phases;
@@ -143,9 +163,11 @@ std::string memory_svg(const nlohmann::json& report, int width, int height) {
   for (int c = 0; c < kNumCategories; ++c) {
     const nlohmann::json& series = field(by_cat, category_name(static_cast<Category>(c)), "memory.bytes");
     if (!series.is_array() || series.size() != n) {
-      throw std::invalid_argument(fmt::format("report: memory.bytes.{} must have one value per time", category_name(static_cast<Category>(c))));
+      throw std::invalid_argument(
+          fmt::format("report: memory.bytes.{} must have one value per time", category_name(static_cast<Category>(c))));
     }
-    for (size_t i = 0; i < n; ++i) stack[static_cast<size_t>(c) + 1][i] = stack[static_cast<size_t>(c)][i] + series[i].get<double>();
+    for (size_t i = 0; i < n; ++i)
+      stack[static_cast<size_t>(c) + 1][i] = stack[static_cast<size_t>(c)][i] + series[i].get<double>();
   }
   const double predicted = num(mem, "predicted_peak", "memory");
   double ymax = std::max(predicted, num(peak, "total", "memory.peak"));
@@ -158,51 +180,66 @@ std::string memory_svg(const nlohmann::json& report, int width, int height) {
   auto y = [&](double b) { return top + ph * (1.0 - b / ymax); };
   const ByteUnit unit = byte_unit(ymax);
   std::string s = fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" font-family=\"sans-serif\" "
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" "
+      "font-family=\"sans-serif\" "
       "font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n",
       width, height, width, height);
-  s += fmt::format("<text x=\"{}\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Memory over one steady step, by category "
-                   "(tracking allocator)</text>\n", left);
+  s += fmt::format(
+      "<text x=\"{}\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Memory over one steady step, by category "
+      "(tracking allocator)</text>\n",
+      left);
   // Phases as light bands.
   for (const nlohmann::json& p : field(mem, "phases", "memory")) {
     const double a = x(num(p, "start_ms", "phase")), b = x(num(p, "end_ms", "phase"));
     const std::string name = field(p, "phase", "phase").get<std::string>();
-    const char* fill = name == "forward" ? "#f3f3f3" : name == "backward" ? "#e8eef6" : name == "recompute" ? "#f6eee8" : "#eef6ea";
-    s += fmt::format("<rect x=\"{:.1f}\" y=\"{}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"{}\"/>\n", a, top, std::max(0.5, b - a), ph, fill);
+    const char* fill = name == "forward"     ? "#f3f3f3"
+                       : name == "backward"  ? "#e8eef6"
+                       : name == "recompute" ? "#f6eee8"
+                                             : "#eef6ea";
+    s += fmt::format("<rect x=\"{:.1f}\" y=\"{}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"{}\"/>\n", a, top,
+                     std::max(0.5, b - a), ph, fill);
     s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" fill=\"#666\">{}</text>\n", a + 3, top + 14, esc(name));
   }
   // Stacked areas, bottom category first.
   for (int c = 0; c < kNumCategories; ++c) {
     std::string pts;
-    for (size_t i = 0; i < n; ++i) pts += fmt::format("{:.1f},{:.1f} ", x(t[i].get<double>()), y(stack[static_cast<size_t>(c) + 1][i]));
-    for (size_t i = n; i-- > 0;) pts += fmt::format("{:.1f},{:.1f} ", x(t[i].get<double>()), y(stack[static_cast<size_t>(c)][i]));
+    for (size_t i = 0; i < n; ++i)
+      pts += fmt::format("{:.1f},{:.1f} ", x(t[i].get<double>()), y(stack[static_cast<size_t>(c) + 1][i]));
+    for (size_t i = n; i-- > 0;)
+      pts += fmt::format("{:.1f},{:.1f} ", x(t[i].get<double>()), y(stack[static_cast<size_t>(c)][i]));
     s += fmt::format("<polygon class=\"cat-{}\" points=\"{}\" fill=\"{}\" stroke=\"none\"/>\n",
                      category_name(static_cast<Category>(c)), pts, kColours[c]);
   }
   // Axes and ticks.
-  s += fmt::format("<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#333\"/>\n", left, top + ph, left + pw, top + ph);
+  s += fmt::format("<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#333\"/>\n", left, top + ph,
+                   left + pw, top + ph);
   s += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#333\"/>\n", left, top, left, top + ph);
   const double ystep = tick_step(ymax / unit.scale, 6);
   for (double v = 0; v * unit.scale <= ymax; v += ystep) {
-    s += fmt::format("<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1f}\" "
-                     "text-anchor=\"end\">{:g}</text>\n",
-                     left, y(v * unit.scale), left + pw, y(v * unit.scale), left - 6, y(v * unit.scale) + 4, v);
+    s += fmt::format(
+        "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1f}\" "
+        "text-anchor=\"end\">{:g}</text>\n",
+        left, y(v * unit.scale), left + pw, y(v * unit.scale), left - 6, y(v * unit.scale) + 4, v);
   }
   const double xstep = tick_step(tmax, 8);
   for (double v = 0; v <= tmax; v += xstep) {
     s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{:g}</text>\n", x(v), top + ph + 16, v);
   }
-  s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">time in the step (ms)</text>\n", left + pw / 2, height - 10);
-  s += fmt::format("<text x=\"16\" y=\"{:.1f}\" transform=\"rotate(-90 16 {:.1f})\" text-anchor=\"middle\">allocated ({})</text>\n",
-                   top + ph / 2, top + ph / 2, unit.name);
+  s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">time in the step (ms)</text>\n", left + pw / 2,
+                   height - 10);
+  s += fmt::format(
+      "<text x=\"16\" y=\"{:.1f}\" transform=\"rotate(-90 16 {:.1f})\" text-anchor=\"middle\">allocated ({})</text>\n",
+      top + ph / 2, top + ph / 2, unit.name);
   // Predicted peak (dashed) and the measured peak (marker + label).
-  s += fmt::format("<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#000\" stroke-dasharray=\"6 4\"/>"
-                   "<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">estimator's peak {}</text>\n",
-                   left, y(predicted), left + pw, y(predicted), left + pw - 4, y(predicted) - 5, fmt_bytes(predicted));
+  s += fmt::format(
+      "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#000\" stroke-dasharray=\"6 4\"/>"
+      "<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">estimator's peak {}</text>\n",
+      left, y(predicted), left + pw, y(predicted), left + pw - 4, y(predicted) - 5, fmt_bytes(predicted));
   const double px = x(num(peak, "t_ms", "memory.peak")), py = y(num(peak, "total", "memory.peak"));
-  s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"5\" fill=\"#000\"/><text x=\"{:.1f}\" y=\"{:.1f}\" "
-                   "font-weight=\"bold\">measured peak {}</text>\n",
-                   px, py, std::min(px + 8, left + pw - 160), py - 8, fmt_bytes(num(peak, "total", "memory.peak")));
+  s += fmt::format(
+      "<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"5\" fill=\"#000\"/><text x=\"{:.1f}\" y=\"{:.1f}\" "
+      "font-weight=\"bold\">measured peak {}</text>\n",
+      px, py, std::min(px + 8, left + pw - 160), py - 8, fmt_bytes(num(peak, "total", "memory.peak")));
   // Legend with the breakdown at the peak.
   const nlohmann::json& breakdown = field(peak, "breakdown", "memory.peak");
   int ly = top + 10;
@@ -210,12 +247,15 @@ std::string memory_svg(const nlohmann::json& report, int width, int height) {
   for (int c = kNumCategories - 1; c >= 0; --c) {
     ly += 22;
     const char* name = category_name(static_cast<Category>(c));
-    s += fmt::format("<rect x=\"{:.1f}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"{}\"/><text x=\"{:.1f}\" y=\"{}\">{} {}</text>\n",
-                     left + pw + 16, ly - 11, kColours[c], left + pw + 36, ly, name, fmt_bytes(num(breakdown, name, "breakdown")));
+    s += fmt::format(
+        "<rect x=\"{:.1f}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"{}\"/><text x=\"{:.1f}\" y=\"{}\">{} "
+        "{}</text>\n",
+        left + pw + 16, ly - 11, kColours[c], left + pw + 36, ly, name, fmt_bytes(num(breakdown, name, "breakdown")));
   }
   if (peak.contains("largest")) {
     ly += 30;
-    s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" font-weight=\"bold\">largest live tensors</text>\n", left + pw + 16, ly);
+    s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" font-weight=\"bold\">largest live tensors</text>\n", left + pw + 16,
+                     ly);
     int shown = 0;
     for (const nlohmann::json& tnsr : peak["largest"]) {
       if (++shown > 8) break;
@@ -241,8 +281,8 @@ std::string ops_svg(const nlohmann::json& ops) {
   for (const nlohmann::json& o : ops) {
     const double ms = num(o, "ms", "ops[]");
     const double gflop = num(o, "gflop", "ops[]");
-    rows.push_back({field(o, "op", "ops[]").get<std::string>() + " · " + field(o, "phase", "ops[]").get<std::string>(), ms,
-                    ms > 0 ? gflop / (ms * 1e-3) : 0.0});
+    rows.push_back({field(o, "op", "ops[]").get<std::string>() + " · " + field(o, "phase", "ops[]").get<std::string>(),
+                    ms, ms > 0 ? gflop / (ms * 1e-3) : 0.0});
   }
   std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.ms > b.ms; });
   if (rows.size() > 20) rows.resize(20);
@@ -251,20 +291,24 @@ std::string ops_svg(const nlohmann::json& ops) {
   double max_ms = 1e-9;
   for (const Row& r : rows) max_ms = std::max(max_ms, r.ms);
   const double pw = width - left - 260;
-  std::string s = fmt::format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" "
-                              "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n"
-                              "<text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Where time goes: ms per step by op × "
-                              "phase (bar), GFLOP/s (label)</text>\n",
-                              width, height, width, height);
+  std::string s = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" "
+      "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n"
+      "<text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Where time goes: ms per step by op × "
+      "phase (bar), GFLOP/s (label)</text>\n",
+      width, height, width, height);
   int yy = top;
   for (const Row& r : rows) {
     const double w = pw * r.ms / max_ms;
-    s += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text><rect class=\"op-bar\" x=\"{}\" y=\"{}\" width=\"{:.1f}\" "
-                     "height=\"{}\" fill=\"#9c755f\"/><text x=\"{:.1f}\" y=\"{}\">{:.2f} ms · {:.1f} GFLOP/s</text>\n",
-                     left - 8, yy + 13, esc(r.label), left, yy, std::max(1.0, w), bar_h, left + w + 6, yy + 13, r.ms, r.gflops);
+    s += fmt::format(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text><rect class=\"op-bar\" x=\"{}\" y=\"{}\" "
+        "width=\"{:.1f}\" "
+        "height=\"{}\" fill=\"#9c755f\"/><text x=\"{:.1f}\" y=\"{}\">{:.2f} ms · {:.1f} GFLOP/s</text>\n",
+        left - 8, yy + 13, esc(r.label), left, yy, std::max(1.0, w), bar_h, left + w + 6, yy + 13, r.ms, r.gflops);
     yy += bar_h + gap;
   }
-  s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">ms per step</text>\n</svg>\n", left + pw / 2, height - 10);
+  s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">ms per step</text>\n</svg>\n", left + pw / 2,
+                   height - 10);
   return s;
 }
 
@@ -274,54 +318,74 @@ std::string roofline_svg(const nlohmann::json& ops, const nlohmann::json& roof) 
   const int width = 1200, height = 460, left = 80, right = 260, top = 40, bottom = 50;
   const double pw = width - left - right, ph = height - top - bottom;
   const double xlo = 0.01, xhi = 1000.0, ylo = 0.1, yhi = std::max(mm, fma) * 3;
-  auto x = [&](double ai) { return left + pw * (std::log10(std::clamp(ai, xlo, xhi)) - std::log10(xlo)) / (std::log10(xhi) - std::log10(xlo)); };
-  auto y = [&](double g) { return top + ph * (1 - (std::log10(std::clamp(g, ylo, yhi)) - std::log10(ylo)) / (std::log10(yhi) - std::log10(ylo))); };
-  std::string s = fmt::format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" "
-                              "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n"
-                              "<text x=\"{}\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Roofline of this CPU (measured): ops "
-                              "as points</text>\n",
-                              width, height, width, height, left);
+  auto x = [&](double ai) {
+    return left + pw * (std::log10(std::clamp(ai, xlo, xhi)) - std::log10(xlo)) / (std::log10(xhi) - std::log10(xlo));
+  };
+  auto y = [&](double g) {
+    return top +
+           ph * (1 - (std::log10(std::clamp(g, ylo, yhi)) - std::log10(ylo)) / (std::log10(yhi) - std::log10(ylo)));
+  };
+  std::string s = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" viewBox=\"0 0 {} {}\" "
+      "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n"
+      "<text x=\"{}\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Roofline of this CPU (measured): ops "
+      "as points</text>\n",
+      width, height, width, height, left);
   for (double d = std::log10(xlo); d <= std::log10(xhi) + 1e-9; d += 1) {
-    s += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\" stroke=\"#eee\"/><text x=\"{0:.1f}\" y=\"{3:.1f}\" "
-                     "text-anchor=\"middle\">{4:g}</text>\n", x(std::pow(10, d)), top, top + ph, top + ph + 16, std::pow(10, d));
+    s += fmt::format(
+        "<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\" stroke=\"#eee\"/><text x=\"{0:.1f}\" "
+        "y=\"{3:.1f}\" "
+        "text-anchor=\"middle\">{4:g}</text>\n",
+        x(std::pow(10, d)), top, top + ph, top + ph + 16, std::pow(10, d));
   }
   for (double d = std::floor(std::log10(ylo)); d <= std::log10(yhi); d += 1) {
     if (std::pow(10, d) < ylo) continue;
-    s += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2:.1f}\" y2=\"{1:.1f}\" stroke=\"#eee\"/><text x=\"{3}\" y=\"{4:.1f}\" "
-                     "text-anchor=\"end\">{5:g}</text>\n", left, y(std::pow(10, d)), left + pw, left - 6, y(std::pow(10, d)) + 4, std::pow(10, d));
+    s += fmt::format(
+        "<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2:.1f}\" y2=\"{1:.1f}\" stroke=\"#eee\"/><text x=\"{3}\" y=\"{4:.1f}\" "
+        "text-anchor=\"end\">{5:g}</text>\n",
+        left, y(std::pow(10, d)), left + pw, left - 6, y(std::pow(10, d)) + 4, std::pow(10, d));
   }
   // Roofs: min(peak, bandwidth · intensity), for the matmul and the elementwise peak.
-  for (const auto& [peak, colour, label] : {std::tuple{mm, "#333", "matmul (oneDNN probe)"}, std::tuple{fma, "#999", "FMA peak"}}) {
+  for (const auto& [peak, colour, label] :
+       {std::tuple{mm, "#333", "matmul (oneDNN probe)"}, std::tuple{fma, "#999", "FMA peak"}}) {
     std::string pts;
     for (double d = std::log10(xlo); d <= std::log10(xhi) + 1e-9; d += 0.05) {
       const double ai = std::pow(10, d);
       pts += fmt::format("{:.1f},{:.1f} ", x(ai), y(std::min(peak, bw * ai)));
     }
-    s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"/><text x=\"{:.1f}\" y=\"{:.1f}\" "
-                     "fill=\"{}\">{} {:.0f} GFLOP/s</text>\n", pts, colour, left + pw - 200, y(peak) - 5, colour, label, peak);
+    s += fmt::format(
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"/><text x=\"{:.1f}\" y=\"{:.1f}\" "
+        "fill=\"{}\">{} {:.0f} GFLOP/s</text>\n",
+        pts, colour, left + pw - 200, y(peak) - 5, colour, label, peak);
   }
-  s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" fill=\"#666\">memory {:.1f} GB/s</text>\n", x(0.02), y(bw * 0.02) - 6, bw);
+  s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" fill=\"#666\">memory {:.1f} GB/s</text>\n", x(0.02),
+                   y(bw * 0.02) - 6, bw);
   int legend = top + 10;
   for (const nlohmann::json& o : ops) {
     const double gflop = num(o, "gflop", "ops[]"), gbytes = num(o, "gbytes", "ops[]"), ms = num(o, "ms", "ops[]");
     if (gflop <= 0 || gbytes <= 0 || ms <= 0) continue;
     const std::string phase = field(o, "phase", "ops[]").get<std::string>();
-    const char* colour = phase == "forward" ? "#4e79a7" : phase == "backward" ? "#e15759" : phase == "recompute" ? "#b07aa1" : "#59a14f";
+    const char* colour = phase == "forward"     ? "#4e79a7"
+                         : phase == "backward"  ? "#e15759"
+                         : phase == "recompute" ? "#b07aa1"
+                                                : "#59a14f";
     const double cx = x(gflop / gbytes), cy = y(gflop / (ms * 1e-3));
-    s += fmt::format("<circle class=\"op-point\" cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"6\" fill=\"{}\" fill-opacity=\"0.8\"/>"
-                     "<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"10\">{}</text>\n",
-                     cx, cy, colour, cx + 8, cy + 3, esc(field(o, "op", "ops[]").get<std::string>()));
+    s += fmt::format(
+        "<circle class=\"op-point\" cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"6\" fill=\"{}\" fill-opacity=\"0.8\"/>"
+        "<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"10\">{}</text>\n",
+        cx, cy, colour, cx + 8, cy + 3, esc(field(o, "op", "ops[]").get<std::string>()));
     (void)legend;
   }
   for (const auto& [phase, colour] : {std::pair{"forward", "#4e79a7"}, std::pair{"backward", "#e15759"},
-                                       std::pair{"recompute", "#b07aa1"}, std::pair{"optimizer", "#59a14f"}}) {
+                                      std::pair{"recompute", "#b07aa1"}, std::pair{"optimizer", "#59a14f"}}) {
     legend += 20;
-    s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{}\" r=\"6\" fill=\"{}\"/><text x=\"{:.1f}\" y=\"{}\">{}</text>\n", left + pw + 22,
-                     legend - 4, colour, left + pw + 34, legend, phase);
+    s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{}\" r=\"6\" fill=\"{}\"/><text x=\"{:.1f}\" y=\"{}\">{}</text>\n",
+                     left + pw + 22, legend - 4, colour, left + pw + 34, legend, phase);
   }
-  s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">arithmetic intensity (FLOP per byte moved)</text>\n"
-                   "<text x=\"16\" y=\"{:.1f}\" transform=\"rotate(-90 16 {:.1f})\" text-anchor=\"middle\">GFLOP/s</text>\n</svg>\n",
-                   left + pw / 2, height - 10, top + ph / 2, top + ph / 2);
+  s += fmt::format(
+      "<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">arithmetic intensity (FLOP per byte moved)</text>\n"
+      "<text x=\"16\" y=\"{:.1f}\" transform=\"rotate(-90 16 {:.1f})\" text-anchor=\"middle\">GFLOP/s</text>\n</svg>\n",
+      left + pw / 2, height - 10, top + ph / 2, top + ph / 2);
   return s;
 }
 
@@ -334,52 +398,65 @@ std::string report_html(const nlohmann::json& report) {
   if (machine.rfind("machine: ", 0) == 0) machine = machine.substr(9);
   std::string h = fmt::format(
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{0}</title>\n"
-      "<style>body{{font-family:sans-serif;margin:24px;max-width:1240px;color:#222}} table{{border-collapse:collapse;margin:8px 0 20px}} "
+      "<style>body{{font-family:sans-serif;margin:24px;max-width:1240px;color:#222}} "
+      "table{{border-collapse:collapse;margin:8px 0 20px}} "
       "td,th{{border:1px solid #ccc;padding:4px 10px}} td.n{{text-align:right;font-variant-numeric:tabular-nums}} "
       "code{{background:#f4f4f4;padding:1px 4px}} h2{{margin-top:32px}}</style></head><body>\n<h1>{0}</h1>\n"
-      "<p><b>config</b> <code>{1}</code><br><b>machine</b> <code>{2}</code><br><b>steady step</b> {3:.2f} ms, {4:.1f} tokens/s</p>\n",
+      "<p><b>config</b> <code>{1}</code><br><b>machine</b> <code>{2}</code><br><b>steady step</b> {3:.2f} ms, {4:.1f} "
+      "tokens/s</p>\n",
       esc(title), esc(field(report, "config", "report").get<std::string>()), esc(machine),
       num(report, "ms_per_step", "report"), num(report, "tokens_per_second", "report"));
   h += "<h2>Memory over one steady step</h2>\n" + memory_svg(report);
   // The reconciliation at the peak.
   const nlohmann::json& measured = field(field(mem, "peak", "memory"), "breakdown", "memory.peak");
   const nlohmann::json& predicted = field(mem, "predicted_breakdown", "memory");
-  h += "<h2>Reconciliation at the peak: measured (allocator) vs analytic (estimators/memory)</h2>\n<table><tr><th>category</th>"
+  h += "<h2>Reconciliation at the peak: measured (allocator) vs analytic "
+       "(estimators/memory)</h2>\n<table><tr><th>category</th>"
        "<th>measured (B)</th><th>analytic (B)</th><th>diff</th></tr>\n";
   double sum_m = 0, sum_p = 0;
   for (int c = 0; c < kNumCategories; ++c) {
     const char* name = category_name(static_cast<Category>(c));
     const double m = num(measured, name, "breakdown"), p = num(predicted, name, "predicted_breakdown");
     sum_m += m, sum_p += p;
-    h += fmt::format("<tr><td>{}</td><td class=\"n\">{:.0f}</td><td class=\"n\">{:.0f}</td><td class=\"n\">{:+.0f}</td></tr>\n", name, m, p, m - p);
+    h += fmt::format(
+        "<tr><td>{}</td><td class=\"n\">{:.0f}</td><td class=\"n\">{:.0f}</td><td class=\"n\">{:+.0f}</td></tr>\n",
+        name, m, p, m - p);
   }
-  h += fmt::format("<tr><td><b>total</b></td><td class=\"n\"><b>{:.0f}</b></td><td class=\"n\"><b>{:.0f}</b></td><td class=\"n\"><b>{:+.0f}</b></td>"
-                   "</tr></table>\n", sum_m, sum_p, sum_m - sum_p);
+  h += fmt::format(
+      "<tr><td><b>total</b></td><td class=\"n\"><b>{:.0f}</b></td><td class=\"n\"><b>{:.0f}</b></td><td "
+      "class=\"n\"><b>{:+.0f}</b></td>"
+      "</tr></table>\n",
+      sum_m, sum_p, sum_m - sum_p);
   const nlohmann::json& ops = field(report, "ops", "report");
   h += "<h2>Where time goes</h2>\n" + ops_svg(ops);
   h += "<h2>Roofline</h2>\n" + roofline_svg(ops, field(report, "roofline", "report"));
-  h += "<h2>Per op × phase, one step: FLOPs measured (counters) vs analytic (estimators/flops)</h2>\n<table><tr><th>op</th>"
+  h += "<h2>Per op × phase, one step: FLOPs measured (counters) vs analytic "
+       "(estimators/flops)</h2>\n<table><tr><th>op</th>"
        "<th>phase</th><th>ms</th><th>FLOPs measured</th><th>FLOPs analytic</th><th>diff</th><th>GB moved</th>"
        "<th>GFLOP/s</th></tr>\n";
   for (const nlohmann::json& o : ops) {
     const double ms = num(o, "ms", "ops[]"), gflop = num(o, "gflop", "ops[]");
     const double measured_flops = num(o, "flops", "ops[]"), analytic_flops = num(o, "analytic_flops", "ops[]");
-    h += fmt::format("<tr><td>{}</td><td>{}</td><td class=\"n\">{:.3f}</td><td class=\"n\">{:.0f}</td><td class=\"n\">{:.0f}</td>"
-                     "<td class=\"n\">{:+.0f}</td><td class=\"n\">{:.4f}</td><td class=\"n\">{:.1f}</td></tr>\n",
-                     esc(field(o, "op", "ops[]").get<std::string>()), esc(field(o, "phase", "ops[]").get<std::string>()), ms,
-                     measured_flops, analytic_flops, measured_flops - analytic_flops, num(o, "gbytes", "ops[]"),
-                     ms > 0 ? gflop / (ms * 1e-3) : 0.0);
+    h += fmt::format(
+        "<tr><td>{}</td><td>{}</td><td class=\"n\">{:.3f}</td><td class=\"n\">{:.0f}</td><td class=\"n\">{:.0f}</td>"
+        "<td class=\"n\">{:+.0f}</td><td class=\"n\">{:.4f}</td><td class=\"n\">{:.1f}</td></tr>\n",
+        esc(field(o, "op", "ops[]").get<std::string>()), esc(field(o, "phase", "ops[]").get<std::string>()), ms,
+        measured_flops, analytic_flops, measured_flops - analytic_flops, num(o, "gbytes", "ops[]"),
+        ms > 0 ? gflop / (ms * 1e-3) : 0.0);
   }
-  h += "</table>\n<p>Made by <code>reckon</code>. Memory: the tracking allocator's timeline of the last step; analytic: the "
+  h += "</table>\n<p>Made by <code>reckon</code>. Memory: the tracking allocator's timeline of the last step; "
+       "analytic: the "
        "estimator's replay of the same step. Ops: the counters of the measured steps, per step.</p>\n</body></html>\n";
   return h;
 }
 
 int run_report(const std::string& json_path, const std::string& html_path) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(json_path, ec)) throw std::invalid_argument(fmt::format("report: '{}' is not a regular file", json_path));
+  if (!std::filesystem::is_regular_file(json_path, ec))
+    throw std::invalid_argument(fmt::format("report: '{}' is not a regular file", json_path));
   const auto size = std::filesystem::file_size(json_path, ec);
-  if (ec || size > (uintmax_t{256} << 20)) throw std::invalid_argument(fmt::format("report: '{}' is above 256 MiB", json_path));
+  if (ec || size > (uintmax_t{256} << 20))
+    throw std::invalid_argument(fmt::format("report: '{}' is above 256 MiB", json_path));
   check_output_path("--output", html_path);
   std::ifstream in(json_path);
   nlohmann::json j;
@@ -389,7 +466,8 @@ int run_report(const std::string& json_path, const std::string& html_path) {
     throw std::invalid_argument(fmt::format("report: '{}' is not JSON ({})", json_path, e.what()));
   }
   if (!j.is_object() || !j.contains("report") || !j["report"].is_object()) {
-    throw std::invalid_argument(fmt::format("report: '{}' has no \"report\" object (write it with reckon train --json)", json_path));
+    throw std::invalid_argument(
+        fmt::format("report: '{}' has no \"report\" object (write it with reckon train --json)", json_path));
   }
   write_output_file("--output", html_path, report_html(j["report"]));
   fmt::print("wrote {}\n", html_path);

@@ -20,7 +20,8 @@ namespace reckon {
 // The timeline of one step as plot data: `events` are the step's allocator events, `base` the bytes per category
 // live when it began; `op_events` the counters' op events of the step (phase spans). At most `max_points`
 // points, always keeping the peak.
-nlohmann::json memory_timeline_json(const std::vector<MemoryEvent>& events, const std::array<int64_t, kNumCategories>& base,
+nlohmann::json memory_timeline_json(const std::vector<MemoryEvent>& events,
+                                    const std::array<int64_t, kNumCategories>& base,
                                     const std::vector<OpEvent>& op_events, int64_t max_points = 1500);
 
 // The SVG of the memory timeline (report["memory"]), width × height pixels.

@@ -117,11 +117,12 @@ struct Commands {
 
 void add_demo(CLI::App& app, Commands& c) {
   c.demo = app.add_subcommand("demo", "Exercise the runtime: a linear layer's matmuls, then the tables");
-  c.demo->add_option("--rows", c.demo_rows, "rows of the input (B*T) [1, 1048576]")->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  c.demo->add_option("--rows", c.demo_rows, "rows of the input (B*T) [1, 1048576]")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   c.demo->add_option("--in", c.demo_in, "input features [1, 65536]")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
-  c.demo->add_option("--out", c.demo_out, "output features [1, 65536]")->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
+  c.demo->add_option("--out", c.demo_out, "output features [1, 65536]")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 16));
   c.demo->add_option("--max-memory", c.demo_max_memory, "memory budget (default: available RAM; at most physical RAM)");
-
 }
 
 void add_train(CLI::App& app, Commands& c, const std::string& preset_list) {
@@ -133,38 +134,41 @@ void add_train(CLI::App& app, Commands& c, const std::string& preset_list) {
   c.train->add_option("--json", c.train_opts.json_path, "write every table as JSON here (atomically)");
   c.train->add_option("--trace", c.train_opts.trace_path, "write a Chrome/Perfetto trace (op slices, memory counters)");
   c.train->add_option("--max-memory", c.train_opts.max_memory,
-                    "memory budget, e.g. 8GB or 8GiB (default: available RAM; at most physical RAM)");
-  c.train->add_option("--peak-gflops", c.train_opts.peak_gflops, "peak GFLOP/s for utilisation, (0, 1e9] (default: measured FMA peak)")
+                      "memory budget, e.g. 8GB or 8GiB (default: available RAM; at most physical RAM)");
+  c.train
+      ->add_option("--peak-gflops", c.train_opts.peak_gflops,
+                   "peak GFLOP/s for utilisation, (0, 1e9] (default: measured FMA peak)")
       ->check(CLI::PositiveNumber);
   c.train->add_flag("--quiet", c.train_opts.quiet, "no per-step progress lines");
-  c.train->add_flag("--profile", c.train_opts.profile, "per-op profile: time share, GFLOP/s, GB/s, % of this CPU's roofline");
+  c.train->add_flag("--profile", c.train_opts.profile,
+                    "per-op profile: time share, GFLOP/s, GB/s, % of this CPU's roofline");
   c.train->add_option("--save", c.train_opts.save_path,
-                    "write a checkpoint after the last step: parameters, AdamW state, step, config (safetensors)");
+                      "write a checkpoint after the last step: parameters, AdamW state, step, config (safetensors)");
   c.train->add_option("--resume", c.train_opts.resume_path,
-                    "continue from a checkpoint (its config and data) for --steps more steps");
+                      "continue from a checkpoint (its config and data) for --steps more steps");
   c.train->add_option("--zero", c.train_opts.zero_stage,
-                    "data-parallel stage under mpirun (config field zero_stage): 0 = DDP, 1 = + AdamW state sharded, 2 = + gradients, 3 = + parameters");
+                      "data-parallel stage under mpirun (config field zero_stage): 0 = DDP, 1 = + AdamW state sharded, "
+                      "2 = + gradients, 3 = + parameters");
   c.train->add_option("--report", c.train_opts.report_path,
-                    "write an HTML report: memory over one steady step, time per op, roofline, reconciliation");
+                      "write an HTML report: memory over one steady step, time per op, roofline, reconciliation");
   c.train->add_option("--plot-memory", c.train_opts.plot_memory_path, "write the memory-over-time picture alone (SVG)");
   c.train->add_option("--dump-grads", c.train_opts.dump_grads_path,
-                    "write the last step's gradients under the parameters' names (safetensors)");
-
+                      "write the last step's gradients under the parameters' names (safetensors)");
 }
 
 void add_reconcile(CLI::App& app, Commands& c, const std::string& preset_list) {
   c.reconcile = app.add_subcommand(
       "reconcile", "Run real steps, then measured vs analytic bytes and FLOPs; exit 0 only if every difference is 0");
-  reckon::add_config_options(c.reconcile, c.rec_opts.preset, c.rec_opts.config_file, c.rec_opts.overrides,
-                             preset_list);
+  reckon::add_config_options(c.reconcile, c.rec_opts.preset, c.rec_opts.config_file, c.rec_opts.overrides, preset_list);
   c.reconcile->add_flag("--sweep", c.rec_opts.sweep,
-                      "1728 configs: 72 shapes (both ffn kinds, tied/untied, positions, odd sizes) x 4 precisions x "
-                      "naive/flash attention x 3 recomputes, each exact event by event");
+                        "1728 configs: 72 shapes (both ffn kinds, tied/untied, positions, odd sizes) x 4 precisions x "
+                        "naive/flash attention x 3 recomputes, each exact event by event");
   c.reconcile->add_option("--json", c.rec_opts.json_path, "write measured and analytic numbers as JSON");
   c.reconcile->add_flag("--quiet", c.rec_opts.quiet, "with --sweep: print only configs that differ");
-  c.reconcile->add_option("--zero", c.rec_opts.zero_stage, "data-parallel stage under mpirun (config field zero_stage, 0 to 3)");
-  c.reconcile->add_option("--max-memory", c.rec_opts.max_memory, "memory budget per measured step (default: available RAM)");
-
+  c.reconcile->add_option("--zero", c.rec_opts.zero_stage,
+                          "data-parallel stage under mpirun (config field zero_stage, 0 to 3)");
+  c.reconcile->add_option("--max-memory", c.rec_opts.max_memory,
+                          "memory budget per measured step (default: available RAM)");
 }
 
 void add_estimate(CLI::App& app, Commands& c, const std::string& preset_list) {
@@ -175,21 +179,26 @@ void add_estimate(CLI::App& app, Commands& c, const std::string& preset_list) {
       ->check(CLI::Range(int64_t{1}, reckon::kMaxEstimateBatch));
   c.estimate->add_option("--memory-budget", c.est.memory_budget, "e.g. 80GB (10^9) or 80GiB (2^30)");
   c.estimate->add_option("--gpu", c.est.gpu, "a100-40gb, a100-80gb, h100-sxm");
-  c.estimate->add_option("--precision", c.est.precision,
-                       "training precision: fp32, tf32 (fp32 at the TF32 peak), amp-bf16, bf16 (default: the config's); "
-                       "the GPU peak follows it");
+  c.estimate->add_option(
+      "--precision", c.est.precision,
+      "training precision: fp32, tf32 (fp32 at the TF32 peak), amp-bf16, bf16 (default: the config's); "
+      "the GPU peak follows it");
   c.estimate->add_option("--mfu", c.est.mfu, "model FLOP utilisation [1e-6, 1]");
-  c.estimate->add_option("--train-steps", c.est.train_steps, "training steps [1, 2^40]; steps x batch x T must fit int64");
+  c.estimate->add_option("--train-steps", c.est.train_steps,
+                         "training steps [1, 2^40]; steps x batch x T must fit int64");
   c.estimate->add_option("--train-batch", c.est.train_batch, "sequences per training step [1, 2^24]");
   c.estimate->add_option("--activations", c.est.activations, "implemented (default) or textbook");
   c.estimate->add_option("--json", c.est.json_path, "write the answers as JSON");
-  c.estimate->add_option("--gpus", c.est.cluster.gpus,
-                       "data-parallel GPUs [1, 65536]: per-GPU memory, max batch, communication and days for ZeRO stages 0-3");
-  c.estimate->add_option("--zero", c.est.zero_stage, "the config's ZeRO stage (config field zero_stage, 0 to 3; bold in the --gpus table)");
-  c.estimate->add_option("--link", c.est.cluster.link, "with --gpus: auto (NVLink up to 8 GPUs, else InfiniBand), nvlink, infiniband");
-  c.estimate->add_option("--link-gbps", c.est.cluster.link_gbps, "with --gpus: link bandwidth, GB/s per direction per GPU");
+  c.estimate->add_option(
+      "--gpus", c.est.cluster.gpus,
+      "data-parallel GPUs [1, 65536]: per-GPU memory, max batch, communication and days for ZeRO stages 0-3");
+  c.estimate->add_option("--zero", c.est.zero_stage,
+                         "the config's ZeRO stage (config field zero_stage, 0 to 3; bold in the --gpus table)");
+  c.estimate->add_option("--link", c.est.cluster.link,
+                         "with --gpus: auto (NVLink up to 8 GPUs, else InfiniBand), nvlink, infiniband");
+  c.estimate->add_option("--link-gbps", c.est.cluster.link_gbps,
+                         "with --gpus: link bandwidth, GB/s per direction per GPU");
   c.estimate->add_option("--link-latency-us", c.est.cluster.link_latency_us, "with --gpus: α per ring step, µs");
-
 }
 
 void add_extrapolate_and_report(CLI::App& app, Commands& c) {
@@ -202,19 +211,20 @@ void add_extrapolate_and_report(CLI::App& app, Commands& c) {
   c.extrapolate->add_option("--target-batch", c.ext.target_batch, "batch size of one target step [1, 1048576]");
   c.extrapolate->add_option("--gpu", c.ext.gpu, "a100-40gb, a100-80gb, h100-sxm");
   c.extrapolate->add_option("--precision", c.ext.precision,
-                          "training precision: fp32, tf32 (default: fp32 at the TF32 peak), amp-bf16, bf16; the GPU "
-                          "peak follows it");
-  c.extrapolate->add_option("--set", c.ext.overrides, "key=value applied to the measured presets and the target "
-                          "(e.g. attention=flash, recompute=full); repeatable");
+                            "training precision: fp32, tf32 (default: fp32 at the TF32 peak), amp-bf16, bf16; the GPU "
+                            "peak follows it");
+  c.extrapolate->add_option("--set", c.ext.overrides,
+                            "key=value applied to the measured presets and the target "
+                            "(e.g. attention=flash, recompute=full); repeatable");
   c.extrapolate->add_option("--train-steps", c.ext.train_steps, "training steps [1, 2^40]");
   c.extrapolate->add_option("--train-batch", c.ext.train_batch, "sequences per training step [1, 2^24]");
   c.extrapolate->add_option("--json", c.ext.json_path, "write the results as JSON");
-  c.extrapolate->add_option("--max-memory", c.ext.max_memory, "memory budget per measured step (default: available RAM)");
+  c.extrapolate->add_option("--max-memory", c.ext.max_memory,
+                            "memory budget per measured step (default: available RAM)");
 
   c.report = app.add_subcommand("report", "Render the HTML report of a saved `reckon train --json` file");
   c.report->add_option("json", c.report_in, "the JSON written by reckon train --json")->required();
   c.report->add_option("-o,--output", c.report_out, "the HTML file to write")->required();
-
 }
 
 // The subcommand must be one of ours; CLI11's parse errors exit 2 (a value that does not convert names what the

@@ -67,9 +67,9 @@ int64_t check_step_fits(std::string_view what, const ModelConfig& m, const AdamW
 
 void check_bytes_fit(std::string_view what, int64_t bytes, int64_t budget) {
   if (bytes <= budget) return;
-  throw std::invalid_argument(fmt::format("--max-memory: {} would allocate {} B ({} MiB) but the budget is {} B ({} MiB)",
-                                          what, fmt_int(bytes), fmt_bytes_mib(bytes), fmt_int(budget),
-                                          fmt_bytes_mib(budget)));
+  throw std::invalid_argument(
+      fmt::format("--max-memory: {} would allocate {} B ({} MiB) but the budget is {} B ({} MiB)", what, fmt_int(bytes),
+                  fmt_bytes_mib(bytes), fmt_int(budget), fmt_bytes_mib(budget)));
 }
 
 }  // namespace reckon

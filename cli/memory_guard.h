@@ -17,8 +17,8 @@ int64_t memory_budget(const std::string& max_memory);
 
 // Throws std::invalid_argument naming `what` (e.g. "reconcile S"), the estimated peak of one steady training
 // step and the budget, with the batch size that would fit, if the step does not fit `budget` bytes. Refuses a
-// mixed precision on a CPU without bf16 matmuls first (naming the ISA), then checks that the counts fit int64, then the arithmetic peak (no oneDNN), then the peak with oneDNN's
-// scratchpad. Returns that peak.
+// mixed precision on a CPU without bf16 matmuls first (naming the ISA), then checks that the counts fit int64, then the
+// arithmetic peak (no oneDNN), then the peak with oneDNN's scratchpad. Returns that peak.
 int64_t check_step_fits(std::string_view what, const ModelConfig& config, const AdamWConfig& optim, int64_t budget,
                         int ranks = 1, int rank = 0);  // one rank's step of `ranks` under mpirun
 

@@ -21,10 +21,10 @@ namespace reckon {
 
 int64_t parse_bytes(std::string_view flag, std::string_view text) {
   const auto bad = [&] {
-    return std::invalid_argument(fmt::format(
-        "{}: '{}' is not a byte count; use bytes (e.g. 1000000) or a number with a unit: B, KB, MB, GB, TB "
-        "(powers of 10) or KiB, MiB, GiB, TiB (powers of 2), e.g. 80GB or 80GiB; allowed range [1, 2^62]",
-        flag, text));
+    return std::invalid_argument(
+        fmt::format("{}: '{}' is not a byte count; use bytes (e.g. 1000000) or a number with a unit: B, KB, MB, GB, TB "
+                    "(powers of 10) or KiB, MiB, GiB, TiB (powers of 2), e.g. 80GB or 80GiB; allowed range [1, 2^62]",
+                    flag, text));
   };
   size_t split = 0;
   while (split < text.size() && (std::isdigit(static_cast<unsigned char>(text[split])) || text[split] == '.')) ++split;
@@ -38,10 +38,13 @@ int64_t parse_bytes(std::string_view flag, std::string_view text) {
     throw bad();
   }
   const std::string_view unit = text.substr(split);
-  struct Unit { const char* name; double scale; };
-  constexpr Unit units[] = {{"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-                            {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0},
-                            {"TiB", 1099511627776.0}};
+  struct Unit {
+    const char* name;
+    double scale;
+  };
+  constexpr Unit units[] = {
+      {"", 1},      {"B", 1},        {"KB", 1e3},        {"MB", 1e6},           {"GB", 1e9},
+      {"TB", 1e12}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
   for (const Unit& u : units) {
     if (unit == u.name) {
       const double bytes = std::round(number * u.scale);
@@ -122,8 +125,8 @@ void write_output_file(std::string_view flag, const std::string& path, const std
     const int write_errno = errno;
     const bool closed = ::close(fd) == 0;
     if (!written || !closed) {
-      throw std::runtime_error(fmt::format("{}: cannot write '{}': {}", flag, path,
-                                           errno_text(!written ? write_errno : errno)));
+      throw std::runtime_error(
+          fmt::format("{}: cannot write '{}': {}", flag, path, errno_text(!written ? write_errno : errno)));
     }
     return;
   }
@@ -131,12 +134,13 @@ void write_output_file(std::string_view flag, const std::string& path, const std
   // or a symlink), every write, fsync and close checked, then one rename. A reader sees the old file or the
   // whole new one; two writers each rename their own complete file.
   const std::string folder = folder_of(path);
-  std::string tmp = (std::filesystem::path(folder) /
-                     ("." + std::filesystem::path(path).filename().string() + ".reckon-XXXXXX")).string();
+  std::string tmp =
+      (std::filesystem::path(folder) / ("." + std::filesystem::path(path).filename().string() + ".reckon-XXXXXX"))
+          .string();
   const int fd = ::mkstemp(tmp.data());
   if (fd < 0) {
-    throw std::runtime_error(fmt::format("{}: cannot create a temporary file in '{}': {}", flag, folder,
-                                         errno_text(errno)));
+    throw std::runtime_error(
+        fmt::format("{}: cannot create a temporary file in '{}': {}", flag, folder, errno_text(errno)));
   }
   const mode_t mask = ::umask(0);
   ::umask(mask);
@@ -179,8 +183,8 @@ void check_distinct_paths(const std::vector<std::pair<std::string, std::string>>
     if (ec) canonical = std::filesystem::absolute(path).lexically_normal();
     for (const auto& [other_flag, other] : seen) {
       if (other == canonical) {
-        throw std::invalid_argument(fmt::format("{} and {} name the same file '{}'; give each its own path",
-                                                other_flag, flag, path));
+        throw std::invalid_argument(
+            fmt::format("{} and {} name the same file '{}'; give each its own path", other_flag, flag, path));
       }
     }
     seen.emplace_back(flag, canonical);

@@ -17,8 +17,8 @@ int64_t parse_bytes(std::string_view flag, std::string_view text);
 // temporary in the same folder (mkstemp: O_EXCL, never an existing file or a symlink), every write, fsync and
 // close checked, then rename — a reader sees the old file or the whole new one, never part of one. A character
 // device or pipe the user named (/dev/null, /dev/stdout, a FIFO) is written in place, never replaced;
-// /dev/full fails. Any other existing target (a symlink to a file, folder, socket, block device) is refused. Throws std::runtime_error
-// naming `flag` and the path; nothing is left behind on failure.
+// /dev/full fails. Any other existing target (a symlink to a file, folder, socket, block device) is refused. Throws
+// std::runtime_error naming `flag` and the path; nothing is left behind on failure.
 void write_output_file(std::string_view flag, const std::string& path, const std::string& content);
 
 // Before any work: throws std::invalid_argument naming `flag` if `path` is empty, its folder does not exist,

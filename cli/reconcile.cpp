@@ -91,14 +91,15 @@ void print_details(const Result& r) {
     mem.add({category_name(c), fmt_int(r.measured.peak_breakdown[i]), fmt_int(r.estimate.peak_breakdown[i]),
              diff(r.measured.peak_breakdown[i], r.estimate.peak_breakdown[i])});
   }
-  mem.add({"  of which oneDNN scratchpad", fmt_int(r.measured_scratchpad_at_peak), fmt_int(r.estimate.scratchpad_at_peak),
-           diff(r.measured_scratchpad_at_peak, r.estimate.scratchpad_at_peak)});
+  mem.add({"  of which oneDNN scratchpad", fmt_int(r.measured_scratchpad_at_peak),
+           fmt_int(r.estimate.scratchpad_at_peak), diff(r.measured_scratchpad_at_peak, r.estimate.scratchpad_at_peak)});
   mem.add({"**total peak**", fmt_int(r.measured.total.allocated_bytes.peak), fmt_int(r.estimate.peak_total),
            diff(r.measured.total.allocated_bytes.peak, r.estimate.peak_total)});
   for (Category c : all_categories()) {
     const int i = static_cast<int>(c);
     mem.add({fmt::format("{} (own peak)", category_name(c)), fmt_int(r.measured[c].allocated_bytes.peak),
-             fmt_int(r.estimate.category_peak[i]), diff(r.measured[c].allocated_bytes.peak, r.estimate.category_peak[i])});
+             fmt_int(r.estimate.category_peak[i]),
+             diff(r.measured[c].allocated_bytes.peak, r.estimate.category_peak[i])});
   }
   fmt::print("\n## Memory: measured (tracking allocator) vs analytic (estimators/memory)\n\n{}", mem.markdown());
   fmt::print("peak moment (analytic): {}\n", r.estimate.peak_moment);
@@ -110,7 +111,7 @@ void print_details(const Result& r) {
   }
 
   Table ops;
-  ops.header = {"op", "phase", "calls", "FLOPs measured", "FLOPs analytic", "diff", "bytes measured", "bytes analytic",
+  ops.header = {"op",  "phase", "calls", "FLOPs measured", "FLOPs analytic", "diff", "bytes measured", "bytes analytic",
                 "diff"};
   ops.right_align = {false, false, true, true, true, true, true, true, true};
   std::map<OpKey, std::pair<OpCount, OpCount>> joined;
@@ -132,11 +133,12 @@ void print_details(const Result& r) {
     const ModelConfig& m = r.config.model;
     const int64_t num_parameters = parameter_layout(m).total();
     const double psi = communication_psi(r.estimated_counts, ranks, dtype_bytes(m.dtypes().param), num_parameters);
-    fmt::print("communication this rank sends per step (ring algorithms, from the exact counts above): {:.4f} Ψ "
-               "(Ψ = {} parameters; reductions in float32, gathers in {}); the ZeRO paper's rule for stage {}: {}Ψ, "
-               "its large-N limit ({} ranks: {:.4f} Ψ by the rule's ring)\n",
-               psi, fmt_int(num_parameters), dtype_name(m.dtypes().param), m.zero_stage, m.zero_stage == 3 ? 3 : 2,
-               ranks, (m.zero_stage == 3 ? 3.0 : 2.0) * (ranks - 1) / ranks);
+    fmt::print(
+        "communication this rank sends per step (ring algorithms, from the exact counts above): {:.4f} Ψ "
+        "(Ψ = {} parameters; reductions in float32, gathers in {}); the ZeRO paper's rule for stage {}: {}Ψ, "
+        "its large-N limit ({} ranks: {:.4f} Ψ by the rule's ring)\n",
+        psi, fmt_int(num_parameters), dtype_name(m.dtypes().param), m.zero_stage, m.zero_stage == 3 ? 3 : 2, ranks,
+        (m.zero_stage == 3 ? 3.0 : 2.0) * (ranks - 1) / ranks);
   }
 }
 
@@ -145,12 +147,14 @@ void print_details(const Result& r) {
 // configs.
 // The mixed ones only where this CPU runs bf16 matmuls (they are left out, with a note, elsewhere).
 std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
-  struct Shape { int64_t v, t, l, d, h, f, b; };
-  // Odd sizes on purpose: T = 1, T = 67 (one full flash key block + 3 rows), prime V, D not a multiple of 16, H = 3 and 5, B = 1 and 5, d_k = 1 (no
-  // attention scale: 1/√1 is not applied).
-  const Shape shapes[] = {{37, 7, 1, 12, 3, 20, 3},  {64, 16, 2, 32, 4, 64, 2}, {101, 17, 3, 24, 2, 40, 1},
-                          {13, 1, 1, 8, 1, 8, 5},    {257, 9, 2, 20, 5, 36, 2}, {50, 33, 1, 48, 6, 96, 1},
-                          {7, 5, 2, 6, 3, 6, 4},     {19, 6, 2, 4, 4, 12, 2},  {23, 67, 1, 16, 2, 24, 1}};
+  struct Shape {
+    int64_t v, t, l, d, h, f, b;
+  };
+  // Odd sizes on purpose: T = 1, T = 67 (one full flash key block + 3 rows), prime V, D not a multiple of 16, H = 3 and
+  // 5, B = 1 and 5, d_k = 1 (no attention scale: 1/√1 is not applied).
+  const Shape shapes[] = {{37, 7, 1, 12, 3, 20, 3}, {64, 16, 2, 32, 4, 64, 2}, {101, 17, 3, 24, 2, 40, 1},
+                          {13, 1, 1, 8, 1, 8, 5},   {257, 9, 2, 20, 5, 36, 2}, {50, 33, 1, 48, 6, 96, 1},
+                          {7, 5, 2, 6, 3, 6, 4},    {19, 6, 2, 4, 4, 12, 2},   {23, 67, 1, 16, 2, 24, 1}};
   std::vector<std::pair<std::string, TrainConfig>> out;
   for (const Shape& s : shapes)
     for (FfnKind ffn : {FfnKind::swiglu, FfnKind::silu_mlp})
@@ -159,16 +163,26 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
           for (const auto [precision, grads] : precision_settings())
             for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash})
               for (Recompute recompute : {Recompute::none, Recompute::attention, Recompute::full}) {
-              if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
-              TrainConfig c;
-              c.preset = "sweep";
-              c.model = ModelConfig{.vocab_size = s.v, .context_length = s.t, .num_layers = s.l, .d_model = s.d,
-                                    .num_heads = s.h, .d_ff = s.f, .ffn = ffn, .tie_embeddings = tied, .position = pos,
-                                    .batch_size = s.b, .precision = precision, .grad_dtype = grads,
-                                    .attention = attention, .recompute = recompute};
-              c.optim.weight_decay = (out.size() / 8 % 3 == 0) ? 0.0 : 0.01;  // both AdamW FLOP variants
-              out.emplace_back(describe(c.model), c);
-            }
+                if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
+                TrainConfig c;
+                c.preset = "sweep";
+                c.model = ModelConfig{.vocab_size = s.v,
+                                      .context_length = s.t,
+                                      .num_layers = s.l,
+                                      .d_model = s.d,
+                                      .num_heads = s.h,
+                                      .d_ff = s.f,
+                                      .ffn = ffn,
+                                      .tie_embeddings = tied,
+                                      .position = pos,
+                                      .batch_size = s.b,
+                                      .precision = precision,
+                                      .grad_dtype = grads,
+                                      .attention = attention,
+                                      .recompute = recompute};
+                c.optim.weight_decay = (out.size() / 8 % 3 == 0) ? 0.0 : 0.01;  // both AdamW FLOP variants
+                out.emplace_back(describe(c.model), c);
+              }
         }
   if (!bf16_matmul_unavailable_reason().empty()) {
     fmt::print("note: mixed-precision sweep configs left out: {}\n", bf16_matmul_unavailable_reason());
@@ -197,10 +211,14 @@ nlohmann::json result_json(const Result& r) {
   for (const auto& [k, v] : r.estimated_counts) joined[k].second = v;
   for (const auto& [k, mv] : joined) {
     auto one = [](const OpCount& x) {
-      return nlohmann::json{{"calls", x.calls}, {"matmul_flops", x.matmul_flops}, {"other_flops", x.other_flops},
-                            {"bytes_read", x.bytes_read}, {"bytes_written", x.bytes_written}};
+      return nlohmann::json{{"calls", x.calls},
+                            {"matmul_flops", x.matmul_flops},
+                            {"other_flops", x.other_flops},
+                            {"bytes_read", x.bytes_read},
+                            {"bytes_written", x.bytes_written}};
     };
-    ops.push_back({{"op", k.op}, {"phase", phase_name(k.phase)}, {"measured", one(mv.first)}, {"analytic", one(mv.second)}});
+    ops.push_back(
+        {{"op", k.op}, {"phase", phase_name(k.phase)}, {"measured", one(mv.first)}, {"analytic", one(mv.second)}});
   }
   j["ops"] = ops;
   return j;
@@ -211,7 +229,8 @@ nlohmann::json result_json(const Result& r) {
 int run_reconcile(const ReconcileOptions& o) {
   std::vector<std::pair<std::string, TrainConfig>> configs;
   const int ranks = comm_size();
-  check_arg(!(o.sweep && ranks > 1), "--sweep: runs in one process; under mpirun reconcile one config per run "
+  check_arg(!(o.sweep && ranks > 1),
+            "--sweep: runs in one process; under mpirun reconcile one config per run "
             "(--preset, --config, --set)");
   check_arg(!(o.sweep && o.zero_given), "--zero: --sweep reconciles its own configs in one process; drop --zero");
   if (o.sweep) {
@@ -227,11 +246,12 @@ int run_reconcile(const ReconcileOptions& o) {
                 c.model.batch_size, ranks);
       c.model.batch_size /= ranks;
     }
-    configs.emplace_back(fmt::format("{} | {}{}", c.preset, describe(c.model),
-                                     ranks > 1 ? fmt::format(" | rank {} of {} (data parallel, zero stage {}; B is the rank's)",
-                                                             comm_rank(), ranks, c.model.zero_stage)
-                                               : std::string()),
-                         c);
+    configs.emplace_back(
+        fmt::format("{} | {}{}", c.preset, describe(c.model),
+                    ranks > 1 ? fmt::format(" | rank {} of {} (data parallel, zero stage {}; B is the rank's)",
+                                            comm_rank(), ranks, c.model.zero_stage)
+                              : std::string()),
+        c);
   }
   for (const auto& [label, c] : configs) validate(c);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);

@@ -12,11 +12,11 @@ struct ReconcileOptions {
   std::string preset = "tiny";
   std::string config_file;
   std::vector<std::string> overrides;
-  bool sweep = false;     // ≥ 50 configs: both ffn kinds, tied/untied, positions, odd B, T, D, H, L, V
+  bool sweep = false;  // ≥ 50 configs: both ffn kinds, tied/untied, positions, odd B, T, D, H, L, V
   std::string json_path;
-  bool quiet = false;     // sweep: only failures and the summary
-  std::string max_memory; // budget for each measured step; default: available RAM
-  int64_t zero_stage = 0; // --zero S: the config field zero_stage
+  bool quiet = false;      // sweep: only failures and the summary
+  std::string max_memory;  // budget for each measured step; default: available RAM
+  int64_t zero_stage = 0;  // --zero S: the config field zero_stage
   bool zero_given = false;
 };
 

@@ -12,17 +12,16 @@ namespace reckon {
 
 std::string memory_table(const MemoryStats& s) {
   Table t;
-  t.header = {"category", "current (B)", "peak (B)", "at global peak (B)", "at peak (MiB)", "at peak (%)",
-              "allocs", "frees"};
+  t.header = {"category",      "current (B)", "peak (B)", "at global peak (B)",
+              "at peak (MiB)", "at peak (%)", "allocs",   "frees"};
   t.right_align = {false, true, true, true, true, true, true, true};
   const double peak_total = static_cast<double>(s.total.allocated_bytes.peak);
   for (Category c : all_categories()) {
     const CategoryStats& cs = s[c];
     const int64_t at_peak = s.peak_breakdown[static_cast<int>(c)];
-    t.add({category_name(c), fmt_int(cs.allocated_bytes.current), fmt_int(cs.allocated_bytes.peak),
-           fmt_int(at_peak), fmt_bytes_mib(at_peak),
-           fmt::format("{:.1f}", peak_total > 0 ? 100.0 * at_peak / peak_total : 0.0), fmt_int(cs.num_allocs),
-           fmt_int(cs.num_frees)});
+    t.add({category_name(c), fmt_int(cs.allocated_bytes.current), fmt_int(cs.allocated_bytes.peak), fmt_int(at_peak),
+           fmt_bytes_mib(at_peak), fmt::format("{:.1f}", peak_total > 0 ? 100.0 * at_peak / peak_total : 0.0),
+           fmt_int(cs.num_allocs), fmt_int(cs.num_frees)});
   }
   t.add({"**total**", fmt_int(s.total.allocated_bytes.current), fmt_int(s.total.allocated_bytes.peak),
          fmt_int(s.total.allocated_bytes.peak), fmt_bytes_mib(s.total.allocated_bytes.peak), "100.0",
@@ -78,7 +77,8 @@ std::string phase_totals_table(const Counters& c, int64_t steps, double peak_gfl
   };
   for (Phase p : kAllPhases) {
     // recompute and communication: when they ran
-    if ((p != Phase::recompute && p != Phase::communication) || c.phase_total(p).calls > 0) row(phase_name(p), c.phase_total(p));
+    if ((p != Phase::recompute && p != Phase::communication) || c.phase_total(p).calls > 0)
+      row(phase_name(p), c.phase_total(p));
   }
   row("**step**", c.total());
   return t.markdown();
@@ -90,9 +90,8 @@ std::string profile_table(const Counters& c, int64_t steps, const Roofline& mach
   std::vector<std::pair<OpKey, std::pair<OpCount, RooflineRow>>> rows;
   size_t i = 0;
   for (const auto& [key, n] : c.by_op()) rows.push_back({key, {n, roof[i++]}});
-  std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
-    return a.second.first.seconds > b.second.first.seconds;
-  });
+  std::stable_sort(rows.begin(), rows.end(),
+                   [](const auto& a, const auto& b) { return a.second.first.seconds > b.second.first.seconds; });
   const double total = c.total().seconds;
   Table t;
   t.header = {"op", "phase", "ms / step", "share", "GFLOP/s", "GB/s", "roofline ms", "% of roofline", "bound"};
@@ -105,11 +104,13 @@ std::string profile_table(const Counters& c, int64_t steps, const Roofline& mach
            fmt::format("{:.1f}", n.seconds > 0 ? n.flops() * 1e-9 / n.seconds : 0.0),
            fmt::format("{:.1f}", n.seconds > 0 ? (n.bytes_read + n.bytes_written) * 1e-9 / n.seconds : 0.0),
            fmt::format("{:.2f}", r.seconds * 1e3 / s),
-           fmt::format("{:.0f}%", n.seconds > 0 ? 100.0 * r.seconds / n.seconds : 0.0), r.memory_bound ? "memory" : "compute"});
+           fmt::format("{:.0f}%", n.seconds > 0 ? 100.0 * r.seconds / n.seconds : 0.0),
+           r.memory_bound ? "memory" : "compute"});
   }
-  return t.markdown() + fmt::format("roofline of this CPU (measured): matmul {:.0f} GFLOP/s, other arithmetic {:.0f} "
-                                    "GFLOP/s, memory {:.1f} GB/s\n",
-                                    machine.matmul_flops * 1e-9, machine.other_flops * 1e-9, machine.bytes_per_second * 1e-9);
+  return t.markdown() + fmt::format(
+                            "roofline of this CPU (measured): matmul {:.0f} GFLOP/s, other arithmetic {:.0f} "
+                            "GFLOP/s, memory {:.1f} GB/s\n",
+                            machine.matmul_flops * 1e-9, machine.other_flops * 1e-9, machine.bytes_per_second * 1e-9);
 }
 
 namespace {
@@ -117,8 +118,8 @@ nlohmann::json stat_json(const Stat& s) {
   return {{"current", s.current}, {"peak", s.peak}, {"allocated", s.allocated}, {"freed", s.freed}};
 }
 nlohmann::json count_json(const OpCount& n) {
-  return {{"calls", n.calls},          {"matmul_flops", n.matmul_flops}, {"other_flops", n.other_flops},
-          {"flops", n.flops()},        {"bytes_read", n.bytes_read},     {"bytes_written", n.bytes_written},
+  return {{"calls", n.calls},    {"matmul_flops", n.matmul_flops}, {"other_flops", n.other_flops},
+          {"flops", n.flops()},  {"bytes_read", n.bytes_read},     {"bytes_written", n.bytes_written},
           {"seconds", n.seconds}};
 }
 }  // namespace
@@ -142,8 +143,11 @@ nlohmann::json memory_json(const TrackingAllocator& alloc, int top_n) {
   int shown = 0;
   for (const LiveBlock& b : alloc.live_at_peak()) {
     if (shown++ == top_n) break;
-    live.push_back({{"name", b.name}, {"category", category_name(b.category)}, {"dtype", dtype_name(b.dtype)},
-                    {"allocated_bytes", b.allocated_bytes}, {"requested_bytes", b.requested_bytes}});
+    live.push_back({{"name", b.name},
+                    {"category", category_name(b.category)},
+                    {"dtype", dtype_name(b.dtype)},
+                    {"allocated_bytes", b.allocated_bytes},
+                    {"requested_bytes", b.requested_bytes}});
   }
   j["live_at_peak"] = live;
   return j;
@@ -165,7 +169,8 @@ nlohmann::json counters_json(const Counters& c, int64_t steps, double peak_gflop
   j["total"] = count_json(total);
   j["peak_gflops"] = peak_gflops;
   j["achieved_gflops"] = total.seconds > 0 ? total.flops() * 1e-9 / total.seconds : 0.0;
-  j["fraction_of_peak"] = total.seconds > 0 && peak_gflops > 0 ? total.flops() * 1e-9 / total.seconds / peak_gflops : 0.0;
+  j["fraction_of_peak"] =
+      total.seconds > 0 && peak_gflops > 0 ? total.flops() * 1e-9 / total.seconds / peak_gflops : 0.0;
   return j;
 }
 
@@ -173,12 +178,20 @@ nlohmann::json trace_json(const Counters& c, const TrackingAllocator& alloc) {
   nlohmann::json events = nlohmann::json::array();
   const int pid = 1;
   for (Phase p : kAllPhases) {
-    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", static_cast<int>(p) + 1},
+    events.push_back({{"name", "thread_name"},
+                      {"ph", "M"},
+                      {"pid", pid},
+                      {"tid", static_cast<int>(p) + 1},
                       {"args", {{"name", phase_name(p)}}}});
   }
   for (const OpEvent& e : c.events()) {
-    events.push_back({{"name", e.op}, {"cat", phase_name(e.phase)}, {"ph", "X"}, {"pid", pid},
-                      {"tid", static_cast<int>(e.phase) + 1}, {"ts", e.start_ns * 1e-3}, {"dur", e.duration_ns * 1e-3}});
+    events.push_back({{"name", e.op},
+                      {"cat", phase_name(e.phase)},
+                      {"ph", "X"},
+                      {"pid", pid},
+                      {"tid", static_cast<int>(e.phase) + 1},
+                      {"ts", e.start_ns * 1e-3},
+                      {"dur", e.duration_ns * 1e-3}});
   }
   // Counter track: allocated bytes per category after every event, replayed from the timeline. Live
   // blocks from before the timeline began are not in it, so start from the current totals minus the net
@@ -192,7 +205,8 @@ nlohmann::json trace_json(const Counters& c, const TrackingAllocator& alloc) {
     bytes[static_cast<int>(e.category)] += e.delta_bytes;
     nlohmann::json args;
     for (Category cat : all_categories()) args[category_name(cat)] = bytes[static_cast<int>(cat)];
-    events.push_back({{"name", "allocated_bytes"}, {"ph", "C"}, {"pid", pid}, {"ts", e.time_ns * 1e-3}, {"args", args}});
+    events.push_back(
+        {{"name", "allocated_bytes"}, {"ph", "C"}, {"pid", pid}, {"ts", e.time_ns * 1e-3}, {"args", args}});
   }
   return {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
 }

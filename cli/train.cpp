@@ -63,9 +63,10 @@ struct TrainPlan {
 
 void check_output_paths(const TrainOptions& o) {
   check_range("--steps", o.steps, 1, 10000000);
-  for (const auto& [flag, path] : {std::pair{"--json", &o.json_path}, std::pair{"--trace", &o.trace_path},
-                                   std::pair{"--save", &o.save_path}, std::pair{"--dump-grads", &o.dump_grads_path},
-                                   std::pair{"--report", &o.report_path}, std::pair{"--plot-memory", &o.plot_memory_path}}) {
+  for (const auto& [flag, path] :
+       {std::pair{"--json", &o.json_path}, std::pair{"--trace", &o.trace_path}, std::pair{"--save", &o.save_path},
+        std::pair{"--dump-grads", &o.dump_grads_path}, std::pair{"--report", &o.report_path},
+        std::pair{"--plot-memory", &o.plot_memory_path}}) {
     if (!path->empty()) check_output_path(flag, *path);
   }
 }
@@ -95,11 +96,14 @@ TrainPlan plan_run(const TrainOptions& o) {
   // Data parallel under mpirun: batch_size is the global batch, split evenly across the ranks.
   check_same_config_on_all_ranks(config);
   p.ranks = comm_size(), p.rank = comm_rank();
-  check_arg(config.model.batch_size % p.ranks == 0, "batch_size: {} is not divisible by the {} mpirun ranks (each rank "
-            "trains batch_size / ranks rows)", config.model.batch_size, p.ranks);
+  check_arg(config.model.batch_size % p.ranks == 0,
+            "batch_size: {} is not divisible by the {} mpirun ranks (each rank "
+            "trains batch_size / ranks rows)",
+            config.model.batch_size, p.ranks);
   check_arg(config.model.zero_stage == 0 || comm_active(),
             "zero_stage: {} shards across the ranks of mpirun, and this process runs alone; start it as `mpirun -np N "
-            "reckon train --zero {} …` (N ≥ 1), or use zero_stage = 0", config.model.zero_stage, config.model.zero_stage);
+            "reckon train --zero {} …` (N ≥ 1), or use zero_stage = 0",
+            config.model.zero_stage, config.model.zero_stage);
   check_arg(config.model.zero_stage == 0 || (o.save_path.empty() && o.resume_path.empty()),
             "{}: checkpoints of a sharded optimizer (zero_stage ≥ 1) are not built yet; use zero_stage = 0",
             o.save_path.empty() ? "--resume" : "--save");
@@ -111,11 +115,17 @@ TrainPlan plan_run(const TrainOptions& o) {
   p.first_step = p.resume.steps + 1, p.last_step = p.resume.steps + o.steps;
   // Outputs must not overwrite each other or an input (--save may replace the checkpoint it resumed: it was
   // read whole and is replaced atomically).
-  check_distinct_paths({{"--config", o.config_file}, {"--data", p.data_source == "random" ? "" : p.data_source},
-                        {"--json", o.json_path}, {"--trace", o.trace_path}, {"--save", o.save_path},
-                        {"--dump-grads", o.dump_grads_path}, {"--report", o.report_path},
+  check_distinct_paths({{"--config", o.config_file},
+                        {"--data", p.data_source == "random" ? "" : p.data_source},
+                        {"--json", o.json_path},
+                        {"--trace", o.trace_path},
+                        {"--save", o.save_path},
+                        {"--dump-grads", o.dump_grads_path},
+                        {"--report", o.report_path},
                         {"--plot-memory", o.plot_memory_path}});
-  check_distinct_paths({{"--resume", o.resume_path}, {"--dump-grads", o.dump_grads_path}, {"--json", o.json_path},
+  check_distinct_paths({{"--resume", o.resume_path},
+                        {"--dump-grads", o.dump_grads_path},
+                        {"--json", o.json_path},
                         {"--trace", o.trace_path}});
   if (o.peak_gflops != 0) check_range("--peak-gflops", o.peak_gflops, 1e-3, kMaxPeakGflops);
   // The estimate is exact for the steady-state step (reckon reconcile proves it): checked before allocating.
@@ -134,21 +144,23 @@ struct TrainResult {
   std::array<int64_t, kNumCategories> last_step_base{};
   double steady_seconds = 0, tokens_per_second = 0, step_seconds = 0, peak_gflops = 0;
   UtilizationFlops model_flops;
-  int64_t executed_flops = 0;                // per step, as the counters measured them
-  nlohmann::json memory;                     // the training's memory (before any probe allocates)
-  nlohmann::json largest;                    // the 10 largest tensors live at the training's peak
-  std::optional<Roofline> roofline;          // measured once, for --profile and the report
+  int64_t executed_flops = 0;        // per step, as the counters measured them
+  nlohmann::json memory;             // the training's memory (before any probe allocates)
+  nlohmann::json largest;            // the 10 largest tensors live at the training's peak
+  std::optional<Roofline> roofline;  // measured once, for --profile and the report
   double utilization(int64_t flops) const { return static_cast<double>(flops) / step_seconds / (peak_gflops * 1e9); }
 };
 
-void print_step_line(const TrainOptions& o, const TrainResult& r, int64_t last_step, int64_t tokens_per_step, bool tty) {
+void print_step_line(const TrainOptions& o, const TrainResult& r, int64_t last_step, int64_t tokens_per_step,
+                     bool tty) {
   const StepLog& s = r.log.back();
-  std::string line = fmt::format("step {:>5}/{} | loss {:.4f} | {:>9.1f} tok/s | {:>8.2f} ms", s.step, last_step, s.loss,
-                                 tokens_per_step / s.seconds, s.seconds * 1e3);
+  std::string line = fmt::format("step {:>5}/{} | loss {:.4f} | {:>9.1f} tok/s | {:>8.2f} ms", s.step, last_step,
+                                 s.loss, tokens_per_step / s.seconds, s.seconds * 1e3);
   if (tty) {  // the ETA from the mean step so far (a terminal only: logs keep one plain line per step)
     double sum = 0;
     for (const StepLog& l : r.log) sum += l.seconds;
-    line += fmt::format(" | ETA {:.0f} s  ", sum / static_cast<double>(r.log.size()) * static_cast<double>(last_step - s.step));
+    line += fmt::format(" | ETA {:.0f} s  ",
+                        sum / static_cast<double>(r.log.size()) * static_cast<double>(last_step - s.step));
     fmt::print("\r{}", line);
     std::fflush(stdout);
   } else {
@@ -157,7 +169,8 @@ void print_step_line(const TrainOptions& o, const TrainResult& r, int64_t last_s
 }
 
 // The steps; the warm-up steps (kWarmUpSteps, fewer in a short run) are left out of the counters and of tokens/s.
-TrainResult run_steps(const TrainOptions& o, const TrainPlan& p, TrainingSession& run, TokenData& data, Counters& counters) {
+TrainResult run_steps(const TrainOptions& o, const TrainPlan& p, TrainingSession& run, TokenData& data,
+                      Counters& counters) {
   TrainResult r;
   const ModelConfig& m = p.local.model;
   const bool tty = isatty(fileno(stdout)) != 0;
@@ -196,14 +209,16 @@ TrainResult run_steps(const TrainOptions& o, const TrainPlan& p, TrainingSession
   // MFU and HFU (estimators/flops.h): model FLOPs from the config in both attention conventions, hardware FLOPs as
   // the counters measured them (forward + backward + recompute).
   r.model_flops = utilization_flops(m, p.config.optim);
-  for (Phase ph : {Phase::forward, Phase::backward, Phase::recompute}) r.executed_flops += counters.phase_total(ph).flops();
+  for (Phase ph : {Phase::forward, Phase::backward, Phase::recompute})
+    r.executed_flops += counters.phase_total(ph).flops();
   r.executed_flops /= std::max<int64_t>(r.measured_steps, 1);
   r.memory = memory_json(tracker(), 10);
   r.last_step_end_event = tracker().timeline().size();
   r.largest = nlohmann::json::array();
   for (const LiveBlock& blk : tracker().live_at_peak()) {  // measured: the allocator's live set at its peak
     if (r.largest.size() == 10) break;
-    r.largest.push_back({{"name", blk.name}, {"category", category_name(blk.category)}, {"bytes", blk.allocated_bytes}});
+    r.largest.push_back(
+        {{"name", blk.name}, {"category", category_name(blk.category)}, {"bytes", blk.allocated_bytes}});
   }
   return r;
 }
@@ -212,32 +227,35 @@ void print_collectives(const Counters& counters, const TrainResult& r, int rank,
   for (const auto& [key, n] : counters.by_op()) {  // with NCCL-tests' bus bandwidth
     if (key.phase != Phase::communication || n.calls == 0) continue;
     // NCCL-tests' size: the buffer (all_reduce: in = out; all_gather: the gathered output).
-    const double bytes = static_cast<double>(key.op == "all_gather" ? n.bytes_written : n.bytes_read) / static_cast<double>(n.calls);
+    const double bytes =
+        static_cast<double>(key.op == "all_gather" ? n.bytes_written : n.bytes_read) / static_cast<double>(n.calls);
     const double seconds = n.seconds / static_cast<double>(n.calls);
-    fmt::print("{}: {} calls over {} step(s), {} B in / {} B out per call on rank {}, {:.3f} ms per call: algbw "
-               "{:.2f} GB/s, busbw {:.2f} GB/s ({} ranks)\n",
-               key.op, n.calls, r.measured_steps, fmt_int(n.bytes_read / n.calls), fmt_int(n.bytes_written / n.calls),
-               rank, seconds * 1e3, bytes / seconds * 1e-9, bus_bandwidth(key.op.c_str(), bytes, seconds, ranks) * 1e-9,
-               ranks);
+    fmt::print(
+        "{}: {} calls over {} step(s), {} B in / {} B out per call on rank {}, {:.3f} ms per call: algbw "
+        "{:.2f} GB/s, busbw {:.2f} GB/s ({} ranks)\n",
+        key.op, n.calls, r.measured_steps, fmt_int(n.bytes_read / n.calls), fmt_int(n.bytes_written / n.calls), rank,
+        seconds * 1e3, bytes / seconds * 1e-9, bus_bandwidth(key.op.c_str(), bytes, seconds, ranks) * 1e-9, ranks);
   }
 }
 
 void print_summary(const TrainOptions& o, const TrainPlan& p, const TrainResult& r, const Counters& counters) {
   const ModelConfig& m = p.local.model;
-  fmt::print("\nsteady state over {} step(s) after {} warm-up: {:.1f} tokens/s, {:.2f} ms/step; loss {:.4f} -> {:.4f}\n",
-             r.measured_steps, r.warm_up_steps, r.tokens_per_second, r.step_seconds * 1e3, r.log.front().loss,
-             r.log.back().loss);
+  fmt::print(
+      "\nsteady state over {} step(s) after {} warm-up: {:.1f} tokens/s, {:.2f} ms/step; loss {:.4f} -> {:.4f}\n",
+      r.measured_steps, r.warm_up_steps, r.tokens_per_second, r.step_seconds * 1e3, r.log.front().loss,
+      r.log.back().loss);
   if (p.ranks > 1) print_collectives(counters, r, p.rank, p.ranks);
   const UtilizationFlops& uf = r.model_flops;
-  fmt::print("utilization of {:.0f} GFLOP/s: MFU {:.1f}% (model FLOPs {}, causal attention) / {:.1f}% (full T×T "
-             "convention: {}); HFU {:.1f}% (executed: {} FLOPs per step{})\n",
-             r.peak_gflops, 100 * r.utilization(uf.model_causal), fmt_int(uf.model_causal),
-             100 * r.utilization(uf.model_full), fmt_int(uf.model_full), 100 * r.utilization(r.executed_flops),
-             fmt_int(r.executed_flops),
-             m.recompute == Recompute::none ? "" : fmt::format(", recompute {} included", recompute_name(m.recompute)));
+  fmt::print(
+      "utilization of {:.0f} GFLOP/s: MFU {:.1f}% (model FLOPs {}, causal attention) / {:.1f}% (full T×T "
+      "convention: {}); HFU {:.1f}% (executed: {} FLOPs per step{})\n",
+      r.peak_gflops, 100 * r.utilization(uf.model_causal), fmt_int(uf.model_causal), 100 * r.utilization(uf.model_full),
+      fmt_int(uf.model_full), 100 * r.utilization(r.executed_flops), fmt_int(r.executed_flops),
+      m.recompute == Recompute::none ? "" : fmt::format(", recompute {} included", recompute_name(m.recompute)));
   fmt::print("\n## Memory at the peak, by category\n\n{}\n", memory_table(tracker().stats()));
   fmt::print("## The 10 largest tensors live at the peak\n\n{}\n", live_at_peak_table(tracker(), 10));
-  fmt::print("## FLOPs and bytes per op x phase (sum over {} step(s))\n\n{}\n", r.measured_steps, counters_table(counters));
+  fmt::print("## FLOPs and bytes per op x phase (sum over {} step(s))\n\n{}\n", r.measured_steps,
+             counters_table(counters));
   fmt::print("## Per step\n\n{}", phase_totals_table(counters, r.measured_steps, r.peak_gflops));
 }
 
@@ -254,7 +272,9 @@ nlohmann::json report_json(const TrainOptions& o, const TrainPlan& p, const Trai
       std::vector<MemoryEvent>(timeline.begin() + static_cast<std::ptrdiff_t>(std::min(r.last_step_first_event, end)),
                                timeline.begin() + static_cast<std::ptrdiff_t>(end)),
       r.last_step_base,
-      std::vector<OpEvent>(op_events.begin() + static_cast<std::ptrdiff_t>(std::min(r.last_step_first_op, op_events.size())), op_events.end()));
+      std::vector<OpEvent>(
+          op_events.begin() + static_cast<std::ptrdiff_t>(std::min(r.last_step_first_op, op_events.size())),
+          op_events.end()));
   nlohmann::json predicted;
   for (Category c : all_categories()) predicted[category_name(c)] = estimate.peak_breakdown[static_cast<size_t>(c)];
   report["memory"]["predicted_peak"] = estimate.peak_total;
@@ -272,40 +292,53 @@ nlohmann::json report_json(const TrainOptions& o, const TrainPlan& p, const Trai
   const auto analytic = estimate_step_counts(m, p.config.optim, p.ranks, p.rank);
   for (const auto& [key, n] : counters.by_op()) {
     const auto it = analytic.find(key);
-    ops.push_back({{"op", key.op}, {"phase", phase_name(key.phase)}, {"ms", n.seconds * 1e3 * per},
-                   {"gflop", n.flops() * 1e-9 * per}, {"gbytes", (n.bytes_read + n.bytes_written) * 1e-9 * per},
+    ops.push_back({{"op", key.op},
+                   {"phase", phase_name(key.phase)},
+                   {"ms", n.seconds * 1e3 * per},
+                   {"gflop", n.flops() * 1e-9 * per},
+                   {"gbytes", (n.bytes_read + n.bytes_written) * 1e-9 * per},
                    {"flops", n.flops() / std::max<int64_t>(r.measured_steps, 1)},
                    {"analytic_flops", it == analytic.end() ? 0 : it->second.flops()}});
   }
   report["ops"] = ops;
-  report["roofline"] = {{"matmul_gflops", r.roofline->matmul_flops * 1e-9}, {"fma_gflops", r.peak_gflops},
+  report["roofline"] = {{"matmul_gflops", r.roofline->matmul_flops * 1e-9},
+                        {"fma_gflops", r.peak_gflops},
                         {"bandwidth_gbs", r.roofline->bytes_per_second * 1e-9}};
   return report;
 }
 
-nlohmann::json run_json(const TrainPlan& p, const TrainResult& r, const Counters& counters, const nlohmann::json& report,
-                        const MachineInfo& machine, const TokenData& data, int64_t num_parameters) {
+nlohmann::json run_json(const TrainPlan& p, const TrainResult& r, const Counters& counters,
+                        const nlohmann::json& report, const MachineInfo& machine, const TokenData& data,
+                        int64_t num_parameters) {
   const int64_t tokens_per_step = p.config.model.batch_size * p.local.model.context_length;
   nlohmann::json j;
   j["report"] = report;
-  j["machine"] = {{"summary", machine_summary(machine)}, {"threads", machine.threads},
-                  {"onednn_version", machine.onednn_version}, {"onednn_isa", machine.onednn_isa},
+  j["machine"] = {{"summary", machine_summary(machine)},
+                  {"threads", machine.threads},
+                  {"onednn_version", machine.onednn_version},
+                  {"onednn_isa", machine.onednn_isa},
                   {"cpu", machine.cpu_model}};
   j["config"] = config_json(p.config);
   j["data"] = data.description();
   j["num_parameters"] = num_parameters;
   j["steps"] = nlohmann::json::array();
   for (const StepLog& s : r.log) {
-    j["steps"].push_back({{"step", s.step}, {"loss", s.loss}, {"seconds", s.seconds},
+    j["steps"].push_back({{"step", s.step},
+                          {"loss", s.loss},
+                          {"seconds", s.seconds},
                           {"tokens_per_second", tokens_per_step / s.seconds}});
   }
   j["warm_up_steps"] = r.warm_up_steps;
   j["tokens_per_second_steady"] = r.tokens_per_second;
   const UtilizationFlops& uf = r.model_flops;
-  j["utilization"] = {{"peak_gflops", r.peak_gflops}, {"seconds_per_step", r.step_seconds},
-                      {"model_flops_causal", uf.model_causal}, {"model_flops_full", uf.model_full},
-                      {"hardware_flops", r.executed_flops}, {"mfu_causal", r.utilization(uf.model_causal)},
-                      {"mfu_full", r.utilization(uf.model_full)}, {"hfu", r.utilization(r.executed_flops)}};
+  j["utilization"] = {{"peak_gflops", r.peak_gflops},
+                      {"seconds_per_step", r.step_seconds},
+                      {"model_flops_causal", uf.model_causal},
+                      {"model_flops_full", uf.model_full},
+                      {"hardware_flops", r.executed_flops},
+                      {"mfu_causal", r.utilization(uf.model_causal)},
+                      {"mfu_full", r.utilization(uf.model_full)},
+                      {"hfu", r.utilization(r.executed_flops)}};
   j["memory"] = r.memory;
   j["counters"] = counters_json(counters, r.measured_steps, r.peak_gflops);
   return j;
@@ -346,14 +379,16 @@ void write_outputs(const TrainOptions& o, const TrainPlan& p, const TrainResult&
 void print_data_parallel(const TrainPlan& p) {
   static const char* const kStages[] = {
       "DDP: gradients all-reduced in buckets of {} MiB",
-      "ZeRO-1: gradients all-reduced in buckets of {} MiB, AdamW state sharded, parameters all-gathered after each step",
+      "ZeRO-1: gradients all-reduced in buckets of {} MiB, AdamW state sharded, parameters all-gathered after each "
+      "step",
       "ZeRO-2: gradients reduce-scattered per layer into shards, AdamW state sharded, parameters all-gathered after "
       "each step",
       "ZeRO-3: parameters, gradients and AdamW state sharded; each layer's parameters all-gathered where used, its "
       "gradients reduce-scattered"};
   const ModelConfig& m = p.local.model;
   fmt::print("data parallel (--zero {}): {} ranks × batch {} = global batch {}; {}\n", m.zero_stage, p.ranks,
-             m.batch_size, p.config.model.batch_size, fmt::format(fmt::runtime(kStages[m.zero_stage]), m.bucket_cap_mb));
+             m.batch_size, p.config.model.batch_size,
+             fmt::format(fmt::runtime(kStages[m.zero_stage]), m.bucket_cap_mb));
 }
 
 }  // namespace
@@ -365,14 +400,16 @@ int run_train(const TrainOptions& o) {
   TokenData data = p.data_source == "random"
                        ? TokenData::random(m.vocab_size, p.config.seed)
                        : TokenData::from_file(p.data_source, m.vocab_size, m.context_length, p.budget - p.step_peak);
-  const MemoryEstimate estimate = estimate_step_memory(m, {.data_parallel_ranks = p.ranks, .data_parallel_rank = p.rank});
+  const MemoryEstimate estimate =
+      estimate_step_memory(m, {.data_parallel_ranks = p.ranks, .data_parallel_rank = p.rank});
   const MachineInfo machine = machine_info();
   const double peak_gflops = o.peak_gflops > 0 ? o.peak_gflops : measure_fma_peak_gflops(0.2);
   fmt::print("config: {} | {}\n", p.config.preset, describe(m));
   fmt::print("data: {} | steps: {} | peak for MFU: {:.0f} GFLOP/s ({})\n", data.description(), o.steps, peak_gflops,
              o.peak_gflops > 0 ? "--peak-gflops" : "measured FMA peak");
-  fmt::print("memory: estimated step peak {} B ({} MiB) within the budget of {} B ({} MiB)\n", fmt_int(estimate.peak_total),
-             fmt_bytes_mib(estimate.peak_total), fmt_int(p.budget), fmt_bytes_mib(p.budget));
+  fmt::print("memory: estimated step peak {} B ({} MiB) within the budget of {} B ({} MiB)\n",
+             fmt_int(estimate.peak_total), fmt_bytes_mib(estimate.peak_total), fmt_int(p.budget),
+             fmt_bytes_mib(p.budget));
 
   Counters& counters = reckon::counters();
   counters.reset();
@@ -401,12 +438,14 @@ int run_train(const TrainOptions& o) {
     tracker().empty_cache();
   }
   if (o.profile) {
-    fmt::print("\n## Profile: where the step's time goes\n\n{}", profile_table(counters, r.measured_steps, *r.roofline));
+    fmt::print("\n## Profile: where the step's time goes\n\n{}",
+               profile_table(counters, r.measured_steps, *r.roofline));
   }
   const nlohmann::json report = p.want_report ? report_json(o, p, r, counters, estimate, machine) : nlohmann::json();
   if (p.rank != 0) return 0;  // rank 0 writes every file (the ranks' models are identical)
-  const nlohmann::json json =
-      o.json_path.empty() ? nlohmann::json() : run_json(p, r, counters, report, machine, data, run.model.num_parameters());
+  const nlohmann::json json = o.json_path.empty()
+                                  ? nlohmann::json()
+                                  : run_json(p, r, counters, report, machine, data, run.model.num_parameters());
   write_outputs(o, p, r, run, counters, report, json);
   return 0;
 }

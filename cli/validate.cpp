@@ -35,9 +35,10 @@ void check_same_config_on_all_ranks(const TrainConfig& config) {
       break;
     }
   }
-  throw std::invalid_argument(fmt::format("config: {} of the {} mpirun ranks run a config different from rank 0's "
-                                          "(rank {}: {}); every rank must get the same --preset, --config and --set",
-                                          differing, comm_size(), comm_rank(), where));
+  throw std::invalid_argument(
+      fmt::format("config: {} of the {} mpirun ranks run a config different from rank 0's "
+                  "(rank {}: {}); every rank must get the same --preset, --config and --set",
+                  differing, comm_size(), comm_rank(), where));
 }
 
 void check_token_count(int64_t train_steps, int64_t train_batch, int64_t context_length) {
@@ -53,11 +54,11 @@ void check_token_count(int64_t train_steps, int64_t train_batch, int64_t context
 }
 
 ErrorExit error_exit(const std::exception& e) {
-  const bool bad_input = dynamic_cast<const std::invalid_argument*>(&e) != nullptr ||
-                         dynamic_cast<const std::overflow_error*>(&e) != nullptr ||
-                         (dynamic_cast<const std::runtime_error*>(&e) != nullptr &&
-                          dynamic_cast<const std::range_error*>(&e) == nullptr &&
-                          dynamic_cast<const std::underflow_error*>(&e) == nullptr);
+  const bool bad_input =
+      dynamic_cast<const std::invalid_argument*>(&e) != nullptr ||
+      dynamic_cast<const std::overflow_error*>(&e) != nullptr ||
+      (dynamic_cast<const std::runtime_error*>(&e) != nullptr && dynamic_cast<const std::range_error*>(&e) == nullptr &&
+       dynamic_cast<const std::underflow_error*>(&e) == nullptr);
   if (bad_input) return {kExitBadInput, fmt::format("reckon: error: {}", e.what())};
   return {kExitInternalError,
           fmt::format("reckon: internal error: {} (exit {}: not a problem with the input; please report it)", e.what(),

@@ -11,10 +11,10 @@ namespace reckon {
 
 // Ranges shared by the subcommands and their --help text.
 constexpr int64_t kMaxEstimateBatch = int64_t{1} << 16;  // = the config's batch_size range
-constexpr int64_t kMaxTrainSteps = int64_t{1} << 40;      // training steps of a run being estimated
-constexpr int64_t kMaxTrainBatch = int64_t{1} << 24;      // sequences per training step
-constexpr double kMinMfu = 1e-6;                           // MFU in [1e-6, 1]: no zero, no denormal
-constexpr double kMaxPeakGflops = 1e9;                     // 1 EFLOP/s: above any one machine
+constexpr int64_t kMaxTrainSteps = int64_t{1} << 40;     // training steps of a run being estimated
+constexpr int64_t kMaxTrainBatch = int64_t{1} << 24;     // sequences per training step
+constexpr double kMinMfu = 1e-6;                         // MFU in [1e-6, 1]: no zero, no denormal
+constexpr double kMaxPeakGflops = 1e9;                   // 1 EFLOP/s: above any one machine
 
 struct TrainConfig;
 // Under mpirun: every rank must run rank 0's config (an MPMD launch or a per-rank config file can differ).

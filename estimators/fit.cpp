@@ -39,8 +39,10 @@ int64_t largest_fitting(int64_t hi, Fits fits) {
   int64_t lo = 0;  // fits(lo) holds (0: none known)
   while (lo < hi) {
     const int64_t mid = lo + (hi - lo + 1) / 2;
-    if (fits(mid)) lo = mid;
-    else hi = mid - 1;
+    if (fits(mid))
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
@@ -54,8 +56,8 @@ void check_counts_fit(const ModelConfig& config, const AdamWConfig& optim) {
   if (overflow.empty()) return;
   const std::string head = fmt::format(
       "batch_size {} × context_length {} (V {}, L {}, D {}, H {}, d_ff {}): a count of one step does not fit: {}; ",
-      config.batch_size, config.context_length, config.vocab_size, config.num_layers, config.d_model,
-      config.num_heads, config.d_ff, overflow);
+      config.batch_size, config.context_length, config.vocab_size, config.num_layers, config.d_model, config.num_heads,
+      config.d_ff, overflow);
   // Every count grows with the batch size: the largest batch that fits, by bisection (each probe is one
   // replay, linear in num_layers).
   ModelConfig probe = config;
@@ -64,8 +66,8 @@ void check_counts_fit(const ModelConfig& config, const AdamWConfig& optim) {
     return counts_fit(probe, optim);
   });
   if (b > 0) {
-    throw std::invalid_argument(head + fmt::format("the largest batch_size that fits at context_length {} is {}",
-                                                   config.context_length, b));
+    throw std::invalid_argument(
+        head + fmt::format("the largest batch_size that fits at context_length {} is {}", config.context_length, b));
   }
   probe.batch_size = 1;
   const int64_t t = largest_fitting(config.context_length - 1, [&](int64_t v) {
@@ -77,8 +79,9 @@ void check_counts_fit(const ModelConfig& config, const AdamWConfig& optim) {
                                                    "fits at batch_size 1 is {}",
                                                    t));
   }
-  throw std::invalid_argument(head + "even batch_size 1 and context_length 1 overflow: lower vocab_size, d_model, "
-                                     "d_ff or num_layers");
+  throw std::invalid_argument(head +
+                              "even batch_size 1 and context_length 1 overflow: lower vocab_size, d_model, "
+                              "d_ff or num_layers");
 }
 
 }  // namespace reckon

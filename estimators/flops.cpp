@@ -14,7 +14,6 @@
 
 namespace reckon {
 
-
 std::vector<int64_t> gradient_buckets(const ModelConfig& c, int64_t bucket_bytes) {
   const std::vector<int64_t> sizes = parameter_layout(c).sizes();
   std::vector<int64_t> buckets;
@@ -29,8 +28,11 @@ std::vector<int64_t> gradient_buckets(const ModelConfig& c, int64_t bucket_bytes
 std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWConfig& optim, int data_parallel_ranks,
                                               int data_parallel_rank) {
   std::map<OpKey, OpCount> counts;
-  const MemoryEstimateOptions arithmetic{.optimizer_state = true, .onednn_scratchpad = false, .batch_tensors = true,
-                                         .live_at_peak = false, .data_parallel_ranks = data_parallel_ranks,
+  const MemoryEstimateOptions arithmetic{.optimizer_state = true,
+                                         .onednn_scratchpad = false,
+                                         .batch_tensors = true,
+                                         .live_at_peak = false,
+                                         .data_parallel_ranks = data_parallel_ranks,
                                          .data_parallel_rank = data_parallel_rank};
   replay_step(c, arithmetic, {.counts = &counts, .optim = &optim});
   return counts;
@@ -46,7 +48,7 @@ StepFlops estimate_step_flops(const ModelConfig& config, const AdamWConfig& opti
   CheckedInt all = 0;
   for (const CheckedInt& f : flops) all += f;
   all.value();  // total() must fit too
-  return StepFlops{at(flops, Phase::forward),   at(flops, Phase::backward),  at(flops, Phase::recompute),
+  return StepFlops{at(flops, Phase::forward),   at(flops, Phase::backward), at(flops, Phase::recompute),
                    at(flops, Phase::optimizer), at(matmul, Phase::forward), at(matmul, Phase::backward),
                    at(matmul, Phase::recompute)};
 }

@@ -53,7 +53,10 @@ struct UtilizationFlops {
 };
 UtilizationFlops utilization_flops(const ModelConfig& config, const AdamWConfig& optim);
 struct UtilizationFlopsLinear {  // each exactly per_sample·B + fixed
-  struct Fit { int64_t per_sample = 0, fixed = 0; double at(int64_t b) const { return static_cast<double>(per_sample) * b + fixed; } };
+  struct Fit {
+    int64_t per_sample = 0, fixed = 0;
+    double at(int64_t b) const { return static_cast<double>(per_sample) * b + fixed; }
+  };
   Fit model_causal, model_full, hardware, optimizer;
 };
 UtilizationFlopsLinear utilization_flops_linear_in_batch(const ModelConfig& config, const AdamWConfig& optim);

@@ -26,12 +26,14 @@ MemoryEstimate estimate_step_memory(const ModelConfig& config, const MemoryEstim
 
 std::vector<StepMatmul> step_matmuls(const ModelConfig& config) {
   std::vector<StepMatmul> matmuls;
-  replay_step(config, {.optimizer_state = true, .onednn_scratchpad = false, .batch_tensors = true, .live_at_peak = false},
+  replay_step(config,
+              {.optimizer_state = true, .onednn_scratchpad = false, .batch_tensors = true, .live_at_peak = false},
               {.matmuls = &matmuls});
   return matmuls;
 }
 
-LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstimateOptions& options, bool check_batches) {
+LinearMemory memory_linear_in_batch(const ModelConfig& config, const MemoryEstimateOptions& options,
+                                    bool check_batches) {
   MemoryEstimateOptions totals = options;
   totals.live_at_peak = false;
   auto peak_at = [&](int64_t batch) {
@@ -76,7 +78,8 @@ int64_t max_batch_in_budget(const ModelConfig& config, int64_t budget, const Mem
     }
   };
   if (!fits(1)) return 0;
-  const int64_t guess = lin.per_sample > 0 && budget > lin.fixed ? std::max<int64_t>((budget - lin.fixed) / lin.per_sample, 1) : 1;
+  const int64_t guess =
+      lin.per_sample > 0 && budget > lin.fixed ? std::max<int64_t>((budget - lin.fixed) / lin.per_sample, 1) : 1;
   // Bracket: lo fits, hi does not (galloping from the guess), then bisect.
   int64_t lo = 1, hi = guess;
   if (fits(guess)) {
@@ -123,7 +126,8 @@ ParameterStateLayout parameter_state_layout(Precision precision, GradDType grad_
 const std::vector<ParameterStateLayout>& parameter_state_layouts() {
   static const std::vector<ParameterStateLayout> layouts = [] {
     std::vector<ParameterStateLayout> all;
-    for (const PrecisionSetting& s : precision_settings()) all.push_back(parameter_state_layout(s.precision, s.grad_dtype));
+    for (const PrecisionSetting& s : precision_settings())
+      all.push_back(parameter_state_layout(s.precision, s.grad_dtype));
     return all;
   }();
   return layouts;

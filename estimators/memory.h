@@ -22,13 +22,13 @@
 namespace reckon {
 
 struct MemoryEstimateOptions {
-  bool optimizer_state = true;   // steady state (step ≥ 2): AdamW m and v exist
-  bool onednn_scratchpad = true; // include scratchpad (queries oneDNN); false: pure arithmetic, no oneDNN
-  bool batch_tensors = true;     // the int32 tokens and targets of the batch (category activation)
-  bool live_at_peak = true;      // name the tensors live at the peak (false: totals only, several times faster)
-  int data_parallel_ranks = 1;   // > 1: one rank's step under mpirun (+ the gradient buckets; zero_stage 1: its shard)
-  int data_parallel_rank = 0;    // which rank (ZeRO-1's shard, and so its optimizer-state bytes, depends on it)
-  bool step_events = false;      // keep every allocation and free of the step, in order (MemoryEstimate::step_events)
+  bool optimizer_state = true;    // steady state (step ≥ 2): AdamW m and v exist
+  bool onednn_scratchpad = true;  // include scratchpad (queries oneDNN); false: pure arithmetic, no oneDNN
+  bool batch_tensors = true;      // the int32 tokens and targets of the batch (category activation)
+  bool live_at_peak = true;       // name the tensors live at the peak (false: totals only, several times faster)
+  int data_parallel_ranks = 1;    // > 1: one rank's step under mpirun (+ the gradient buckets; zero_stage 1: its shard)
+  int data_parallel_rank = 0;     // which rank (ZeRO-1's shard, and so its optimizer-state bytes, depends on it)
+  bool step_events = false;       // keep every allocation and free of the step, in order (MemoryEstimate::step_events)
 };
 
 struct EstimatedTensor {
@@ -46,7 +46,7 @@ struct MemoryEstimate {
   int64_t scratchpad_max = 0;      // the largest single scratchpad of the step
   std::string peak_moment;         // the allocation that reached the peak, e.g. "backward: lm_head.logits …"
   std::vector<EstimatedTensor> live_at_peak;  // largest first
-  int64_t step_end_total = 0;      // live bytes after the optimizer step (parameters, grads, state, batch)
+  int64_t step_end_total = 0;                 // live bytes after the optimizer step (parameters, grads, state, batch)
   // With options.step_events: the step's allocations and frees in order, from the forward pass's first (what
   // lives before it — parameters, gradients, state, the batch — is not an event of the step), as the
   // runtime's timeline of one step records them (runtime/allocator.h first_divergence compares the two).
@@ -75,14 +75,14 @@ std::vector<StepMatmul> step_matmuls(const ModelConfig& config);
 //   bf16 (bf16 grads)          2 + 2 + 12 = 16   (float32 master, m, v: the ZeRO paper's count)
 //   bf16 (fp32 grads)          2 + 4 + 12 = 18   (Megatron-LM's count)
 struct ParameterStateLayout {
-  const char* name;        // "fp32", "amp-bf16", "bf16 (bf16 grads)", "bf16 (fp32 grads)"
+  const char* name;  // "fp32", "amp-bf16", "bf16 (bf16 grads)", "bf16 (fp32 grads)"
   Precision precision;
   GradDType grad_dtype;
-  int64_t value_bytes;     // per parameter
+  int64_t value_bytes;  // per parameter
   int64_t grad_bytes;
   int64_t optimizer_bytes;
   int64_t weight_cache_bytes;  // per matmul-weight parameter, during the step (amp-bf16's bf16 copies)
-  const char* source;      // who counts it this way
+  const char* source;          // who counts it this way
   int64_t total() const { return value_bytes + grad_bytes + optimizer_bytes; }
 };
 ParameterStateLayout parameter_state_layout(Precision precision, GradDType grad_dtype);
@@ -91,9 +91,9 @@ const std::vector<ParameterStateLayout>& parameter_state_layouts();
 
 // Bytes that do not depend on the batch size (a of peak = a·B + b is the rest).
 struct LinearMemory {
-  int64_t per_sample;  // a
-  int64_t fixed;       // b
-  bool exact;          // true if peak(B) = a·B + b held at every batch size checked
+  int64_t per_sample;                    // a
+  int64_t fixed;                         // b
+  bool exact;                            // true if peak(B) = a·B + b held at every batch size checked
   std::vector<int64_t> batches_checked;  // 1, 2, 3, 4, 8 (fewer where a larger batch overflows int64)
 };
 // `check_batches` (3, 4, 8) are replayed to set `exact`; none: two replays, exact = false (a caller that

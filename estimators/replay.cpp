@@ -139,8 +139,10 @@ class Ledger {
     std::unordered_map<TensorName, Live, TensorNameHash> at_peak;
     for (int64_t i = 0; i < ledger_.peak_event(); ++i) {
       const Event& ev = log_[i];
-      if (ev.alloc) at_peak.emplace(ev.name, Live{ev.category, ev.bytes});
-      else at_peak.erase(ev.name);
+      if (ev.alloc)
+        at_peak.emplace(ev.name, Live{ev.category, ev.bytes});
+      else
+        at_peak.erase(ev.name);
     }
     for (const auto& [name, live] : at_peak) e.live_at_peak.push_back({name.str(), live.category, live.bytes});
     if (step_events_) {
@@ -242,8 +244,14 @@ struct AttnGeometry {
   int64_t b, h, t, d, dk, td, tt_elems, htt;  // td = T·D, tt_elems = T·T, htt = H·T·T (checked when built)
   float scale;
   AttnGeometry(CheckedInt b_, CheckedInt h_, CheckedInt t_, CheckedInt d_)
-      : b(b_.value()), h(h_.value()), t(t_.value()), d(d_.value()), dk((d_ / h_).value()), td((t_ * d_).value()),
-        tt_elems((t_ * t_).value()), htt((h_ * t_ * t_).value()),
+      : b(b_.value()),
+        h(h_.value()),
+        t(t_.value()),
+        d(d_.value()),
+        dk((d_ / h_).value()),
+        td((t_ * d_).value()),
+        tt_elems((t_ * t_).value()),
+        htt((h_ * t_ * t_).value()),
         scale(1.0f / std::sqrt(static_cast<float>(dk))) {}
   std::array<int64_t, 4> heads() const { return {b, h, t, dk}; }
   std::array<int64_t, 4> head_strides() const { return {td, dk, d, 1}; }
@@ -259,14 +267,38 @@ struct AttnGeometry {
 class StepReplay {
  public:
   StepReplay(const ModelConfig& c, const MemoryEstimateOptions& o, const ReplayOutputs& out)
-      : c_(c), o_(o), out_(out), r_(o.onednn_scratchpad, o.live_at_peak, o.step_events, out.matmuls),
-        b(c.batch_size), t(c.context_length), d(c.d_model), f(c.d_ff), v(c.vocab_size), h(c.num_heads),
-        n(b * t), btt(b * h * t * t), threads(num_threads()), n_(n.value()), d_(d.value()), f_(f.value()),
-        v_(v.value()), plan(c.dtypes()), A(plan.act), P(plan.param), G(plan.grad), mixed(A != F32),
-        flash(c.attention == AttentionKind::flash), swiglu(c.ffn == FfnKind::swiglu),
-        recompute_attention(c.recompute == Recompute::attention), recompute_full(c.recompute == Recompute::full),
-        gate(swiglu ? "ffn.gated" : "ffn.silu_out"), core_saved(flash ? "attn.lse" : "attn.probs"),
-        stage(c.zero_stage), ranks(o.data_parallel_ranks), rank(o.data_parallel_rank), layout(parameter_layout(c)),
+      : c_(c),
+        o_(o),
+        out_(out),
+        r_(o.onednn_scratchpad, o.live_at_peak, o.step_events, out.matmuls),
+        b(c.batch_size),
+        t(c.context_length),
+        d(c.d_model),
+        f(c.d_ff),
+        v(c.vocab_size),
+        h(c.num_heads),
+        n(b * t),
+        btt(b * h * t * t),
+        threads(num_threads()),
+        n_(n.value()),
+        d_(d.value()),
+        f_(f.value()),
+        v_(v.value()),
+        plan(c.dtypes()),
+        A(plan.act),
+        P(plan.param),
+        G(plan.grad),
+        mixed(A != F32),
+        flash(c.attention == AttentionKind::flash),
+        swiglu(c.ffn == FfnKind::swiglu),
+        recompute_attention(c.recompute == Recompute::attention),
+        recompute_full(c.recompute == Recompute::full),
+        gate(swiglu ? "ffn.gated" : "ffn.silu_out"),
+        core_saved(flash ? "attn.lse" : "attn.probs"),
+        stage(c.zero_stage),
+        ranks(o.data_parallel_ranks),
+        rank(o.data_parallel_rank),
+        layout(parameter_layout(c)),
         ag(b, h, t, d) {}
 
   MemoryEstimate run() {
@@ -480,7 +512,8 @@ void StepReplay::reduce_grads(int u) {
 // call).
 void StepReplay::attention_core(int32_t i) {
   if (flash) {
-    const FlashAttentionTensors ft = flash_attention_forward_tensors(b.value(), t.value(), d_, h.value(), A, threads.value());
+    const FlashAttentionTensors ft =
+        flash_attention_forward_tensors(b.value(), t.value(), d_, h.value(), A, threads.value());
     alloc({i, "attn.lse"}, ft.lse);
     alloc({i, "attn.ctx"}, ft.ctx);
     alloc({i, "attn.workspace"}, ft.workspace);
@@ -720,8 +753,10 @@ void StepReplay::gradient_reduction() {
     const TensorName bucket{kTop, "comm.bucket", {}, k++};
     r_.alloc(bucket, Category::temporary, elements);
     if (stage == 0) collective("all_reduce", 4 * CheckedInt(elements), 4 * CheckedInt(elements));
-    const int64_t part = stage == 1 ? parameter_split(bucket_start, elements, num_parameters.value(), ranks)
-                                          .counts[static_cast<size_t>(rank)] : 0;
+    const int64_t part =
+        stage == 1
+            ? parameter_split(bucket_start, elements, num_parameters.value(), ranks).counts[static_cast<size_t>(rank)]
+            : 0;
     if (stage == 1) collective("reduce_scatter", 4 * CheckedInt(elements), 4 * CheckedInt(part));
     if (part > 0) {
       r_.alloc(top("comm.shard"), Category::temporary, part);
@@ -743,7 +778,8 @@ void StepReplay::optimizer_step() {
     const auto [lo, hi] = owned_range(num_parameters.value(), rank, ranks);
     updated = hi - lo;
   }
-  count("adamw", plan.master_weights ? adamw_master_count(updated.value(), optim, G) : adamw_count(updated.value(), optim));
+  count("adamw",
+        plan.master_weights ? adamw_master_count(updated.value(), optim, G) : adamw_count(updated.value(), optim));
   if (ranks == 1 || stage == 0 || stage == 3) return;
   for (size_t i = 0; i < params.size(); ++i) {
     collective("all_gather", CheckedInt(dtype_bytes(P)) * mine[i], params[i].elements * dtype_bytes(P));

@@ -10,11 +10,14 @@ namespace reckon {
 const std::vector<GpuSpec>& gpu_specs() {
   // NVIDIA data sheets (dense numbers; "80GB" / "40GB" cards have 80 / 40 GiB of HBM).
   static const std::vector<GpuSpec> specs = {
-  // NVLink: 600 GB/s (A100) / 900 GB/s (H100) total per GPU, half each direction; InfiniBand per GPU: HDR
-  // 200 Gb/s (DGX A100) / NDR 400 Gb/s (DGX H100).
-      {"a100-40gb", "NVIDIA A100 40GB (SXM)", 19.5, 156.0, 312.0, 1.555, 40LL << 30, "NVLink 3", 300.0, 25.0, "HDR 200 Gb/s"},
-      {"a100-80gb", "NVIDIA A100 80GB (SXM)", 19.5, 156.0, 312.0, 2.039, 80LL << 30, "NVLink 3", 300.0, 25.0, "HDR 200 Gb/s"},
-      {"h100-sxm", "NVIDIA H100 SXM 80GB", 67.0, 494.7, 989.4, 3.35, 80LL << 30, "NVLink 4", 450.0, 50.0, "NDR 400 Gb/s"},
+      // NVLink: 600 GB/s (A100) / 900 GB/s (H100) total per GPU, half each direction; InfiniBand per GPU: HDR
+      // 200 Gb/s (DGX A100) / NDR 400 Gb/s (DGX H100).
+      {"a100-40gb", "NVIDIA A100 40GB (SXM)", 19.5, 156.0, 312.0, 1.555, 40LL << 30, "NVLink 3", 300.0, 25.0,
+       "HDR 200 Gb/s"},
+      {"a100-80gb", "NVIDIA A100 80GB (SXM)", 19.5, 156.0, 312.0, 2.039, 80LL << 30, "NVLink 3", 300.0, 25.0,
+       "HDR 200 Gb/s"},
+      {"h100-sxm", "NVIDIA H100 SXM 80GB", 67.0, 494.7, 989.4, 3.35, 80LL << 30, "NVLink 4", 450.0, 50.0,
+       "NDR 400 Gb/s"},
   };
   return specs;
 }
@@ -23,14 +26,16 @@ const GpuSpec& gpu_spec(std::string_view name) {
   for (const GpuSpec& g : gpu_specs()) {
     if (g.name == name) return g;
   }
-  throw std::invalid_argument(fmt::format("--gpu: '{}' is not a known GPU; allowed values are a100-40gb, a100-80gb, h100-sxm", name));
+  throw std::invalid_argument(
+      fmt::format("--gpu: '{}' is not a known GPU; allowed values are a100-40gb, a100-80gb, h100-sxm", name));
 }
 
 double gpu_peak_flops(const GpuSpec& gpu, std::string_view precision) {
   if (precision == "fp32") return gpu.fp32_tflops * 1e12;
   if (precision == "tf32") return gpu.tf32_tflops * 1e12;
   if (precision == "bf16") return gpu.bf16_tflops * 1e12;
-  throw std::invalid_argument(fmt::format("--precision: '{}' is not allowed; allowed values are fp32, tf32, bf16", precision));
+  throw std::invalid_argument(
+      fmt::format("--precision: '{}' is not allowed; allowed values are fp32, tf32, bf16", precision));
 }
 
 TrainingTime training_time(double step_flops, int64_t num_parameters, int64_t train_steps, int64_t train_batch,
@@ -69,12 +74,14 @@ double roofline_total(const std::vector<RooflineRow>& rows) {
 
 Link gpu_link(const GpuSpec& gpu, int64_t gpus, std::string_view which) {
   if (which != "auto" && which != "nvlink" && which != "infiniband") {
-    throw std::invalid_argument(fmt::format("--link: '{}' is not allowed; allowed values are auto, nvlink, infiniband", which));
+    throw std::invalid_argument(
+        fmt::format("--link: '{}' is not allowed; allowed values are auto, nvlink, infiniband", which));
   }
   const bool nvlink = which == "nvlink" || (which == "auto" && gpus <= 8);
   if (nvlink) {
     return {gpu.nvlink, 2e-6, gpu.nvlink_gbps * 1e9,
-            fmt::format("{} {:.0f} GB/s per direction (data sheet), α 2 µs per ring step (assumed)", gpu.nvlink, gpu.nvlink_gbps)};
+            fmt::format("{} {:.0f} GB/s per direction (data sheet), α 2 µs per ring step (assumed)", gpu.nvlink,
+                        gpu.nvlink_gbps)};
   }
   return {"InfiniBand " + gpu.infiniband, 5e-6, gpu.infiniband_gbps * 1e9,
           fmt::format("InfiniBand {} = {:.0f} GB/s per GPU (one HCA per GPU), α 5 µs per ring step (assumed)",
@@ -86,8 +93,10 @@ CollectiveTime collective_time(std::string_view op, double bytes, int64_t calls,
   if (ranks <= 1 || calls == 0) return t;
   const double n = static_cast<double>(ranks), c = static_cast<double>(calls);
   double steps = n - 1, share = (n - 1) / n;  // reduce_scatter, all_gather
-  if (op == "all_reduce") steps = 2 * (n - 1), share = 2 * (n - 1) / n;
-  else if (op == "broadcast") share = 1;
+  if (op == "all_reduce")
+    steps = 2 * (n - 1), share = 2 * (n - 1) / n;
+  else if (op == "broadcast")
+    share = 1;
   t.wire_bytes = share * bytes;
   t.seconds = c * steps * link.alpha_seconds + t.wire_bytes / link.bytes_per_second;
   return t;

@@ -14,17 +14,17 @@
 namespace reckon {
 
 struct GpuSpec {
-  std::string name;          // "a100-80gb"
+  std::string name;  // "a100-80gb"
   std::string description;
-  double fp32_tflops;        // dense, no tensor cores
-  double tf32_tflops;        // dense tensor-core TF32
-  double bf16_tflops;        // dense tensor-core BF16
-  double hbm_tbps;           // TB/s = 10¹² B/s
+  double fp32_tflops;  // dense, no tensor cores
+  double tf32_tflops;  // dense tensor-core TF32
+  double bf16_tflops;  // dense tensor-core BF16
+  double hbm_tbps;     // TB/s = 10¹² B/s
   int64_t memory_bytes;
-  std::string nvlink;        // "NVLink 3"
-  double nvlink_gbps;        // GB/s per GPU per direction (data sheet's total / 2)
-  double infiniband_gbps;    // GB/s per GPU: one HCA per GPU, as in DGX systems
-  std::string infiniband;    // "HDR 200 Gb/s"
+  std::string nvlink;      // "NVLink 3"
+  double nvlink_gbps;      // GB/s per GPU per direction (data sheet's total / 2)
+  double infiniband_gbps;  // GB/s per GPU: one HCA per GPU, as in DGX systems
+  std::string infiniband;  // "HDR 200 Gb/s"
 };
 
 const std::vector<GpuSpec>& gpu_specs();
@@ -37,8 +37,8 @@ const char* gpu_math_for(Precision precision);
 
 struct TrainingTime {
   double tokens;
-  double counted_flops;   // our per-step count (fwd + bwd + AdamW) × steps
-  double six_n_flops;     // 6 · N · tokens
+  double counted_flops;  // our per-step count (fwd + bwd + AdamW) × steps
+  double six_n_flops;    // 6 · N · tokens
   double counted_days;
   double six_n_days;
 };
@@ -80,8 +80,8 @@ double communication_psi(const std::map<OpKey, OpCount>& counts, int64_t ranks, 
 // A machine for the roofline: peak FLOP/s (matmul), elementwise FLOP/s, memory bandwidth (B/s).
 struct Roofline {
   std::string name;
-  double matmul_flops;      // e.g. measured sgemm rate, or a GPU's tensor-core peak
-  double other_flops;       // non-matmul arithmetic
+  double matmul_flops;  // e.g. measured sgemm rate, or a GPU's tensor-core peak
+  double other_flops;   // non-matmul arithmetic
   double bytes_per_second;
 };
 struct RooflineRow {

@@ -74,11 +74,11 @@ struct FieldSpec {
   const char* key;
   Section section;
   Kind kind;
-  std::string allowed;  // as printed: "an integer in [1, 65536]", "one of none, learned"
+  std::string allowed;         // as printed: "an integer in [1, 65536]", "one of none, learned"
   std::optional<Range> range;  // checked by validate(); absent where a rule of its own applies (num_heads, …)
   std::function<void(TrainConfig&, std::string_view key, std::string_view value)> set;
   std::function<std::string(const TrainConfig&)> get;  // the shortest exact text `set` reads back
-  std::function<double(const TrainConfig&)> number;     // integer and real fields: the value validate() checks
+  std::function<double(const TrainConfig&)> number;    // integer and real fields: the value validate() checks
 };
 
 [[noreturn]] void throw_not(std::string_view key, std::string_view value, const char* what);
@@ -95,25 +95,37 @@ std::string range_text(Kind kind, const Range& r) {
 
 // Field makers, one per kind; `note` is appended to the allowed text.
 template <typename T>
-FieldSpec integer_field(const char* key, Section section, T TrainConfig::* part, int64_t T::* field, int64_t lo,
+FieldSpec integer_field(const char* key, Section section, T TrainConfig::*part, int64_t T::*field, int64_t lo,
                         int64_t hi, const char* note = "") {
   const Range r{static_cast<double>(lo), static_cast<double>(hi)};
-  return {key, section, Kind::integer, range_text(Kind::integer, r) + note, r,
+  return {key,
+          section,
+          Kind::integer,
+          range_text(Kind::integer, r) + note,
+          r,
           [=](TrainConfig& c, std::string_view k, std::string_view v) { c.*part.*field = parse_int(k, v); },
           [=](const TrainConfig& c) { return fmt::format("{}", c.*part.*field); },
           [=](const TrainConfig& c) { return static_cast<double>(c.*part.*field); }};
 }
 template <typename T>
-FieldSpec real_field(const char* key, Section section, T TrainConfig::* part, double T::* field, Range r,
+FieldSpec real_field(const char* key, Section section, T TrainConfig::*part, double T::*field, Range r,
                      const char* note = "") {
-  return {key, section, Kind::real, range_text(Kind::real, r) + note, r,
+  return {key,
+          section,
+          Kind::real,
+          range_text(Kind::real, r) + note,
+          r,
           [=](TrainConfig& c, std::string_view k, std::string_view v) { c.*part.*field = parse_double(k, v); },
           [=](const TrainConfig& c) { return fmt::format("{}", c.*part.*field); },
           [=](const TrainConfig& c) { return c.*part.*field; }};
 }
 template <typename E, size_t N>
-FieldSpec choice_field(const char* key, E ModelConfig::* field, const EnumName<E> (&table)[N], const char* note = "") {
-  return {key, Section::model, Kind::choice, "one of " + enum_choices(table) + note, std::nullopt,
+FieldSpec choice_field(const char* key, E ModelConfig::*field, const EnumName<E> (&table)[N], const char* note = "") {
+  return {key,
+          Section::model,
+          Kind::choice,
+          "one of " + enum_choices(table) + note,
+          std::nullopt,
           [=, &table](TrainConfig& c, std::string_view k, std::string_view v) {
             const std::optional<E> e = parse_enum(table, v);
             if (!e) {
@@ -122,7 +134,8 @@ FieldSpec choice_field(const char* key, E ModelConfig::* field, const EnumName<E
             }
             c.model.*field = *e;
           },
-          [=, &table](const TrainConfig& c) { return std::string(enum_name(table, c.model.*field)); }, nullptr};
+          [=, &table](const TrainConfig& c) { return std::string(enum_name(table, c.model.*field)); },
+          nullptr};
 }
 
 const std::vector<FieldSpec>& fields() {
@@ -143,9 +156,10 @@ const std::vector<FieldSpec>& fields() {
     f.push_back(heads);
     f.push_back(integer_field("d_ff", model, m, &M::d_ff, 1, 1 << 18));
     f.push_back(choice_field("ffn", &M::ffn, kFfnKinds));
-    f.push_back({"tie_embeddings", model, Kind::boolean, "one of true, false", std::nullopt,
-                 [](TrainConfig& c, std::string_view k, std::string_view v) { c.model.tie_embeddings = parse_bool(k, v); },
-                 [](const TrainConfig& c) { return std::string(c.model.tie_embeddings ? "true" : "false"); }, nullptr});
+    f.push_back(
+        {"tie_embeddings", model, Kind::boolean, "one of true, false", std::nullopt,
+         [](TrainConfig& c, std::string_view k, std::string_view v) { c.model.tie_embeddings = parse_bool(k, v); },
+         [](const TrainConfig& c) { return std::string(c.model.tie_embeddings ? "true" : "false"); }, nullptr});
     f.push_back(choice_field("position", &M::position, kPositions));
     f.push_back(integer_field("batch_size", model, m, &M::batch_size, 1, 1 << 16));
     f.push_back(real_field("rmsnorm_eps", model, m, &M::rmsnorm_eps, {0, 1, true, false}));
@@ -156,7 +170,8 @@ const std::vector<FieldSpec>& fields() {
     FieldSpec zero = integer_field("zero_stage", model, m, &M::zero_stage, 0, 3, " (0 = DDP, 1, 2, 3 = ZeRO stages)");
     zero.range.reset();  // validate() says what each stage shards
     f.push_back(zero);
-    f.push_back(real_field("bucket_cap_mb", model, m, &M::bucket_cap_mb, {0.001, 4096}, " (MiB per gradient all-reduce)"));
+    f.push_back(
+        real_field("bucket_cap_mb", model, m, &M::bucket_cap_mb, {0.001, 4096}, " (MiB per gradient all-reduce)"));
     f.push_back(real_field("lr", optim, o, &O::lr, {0, 10}));
     f.push_back(real_field("beta1", optim, o, &O::beta1, {0, 1, false, true}));
     f.push_back(real_field("beta2", optim, o, &O::beta2, {0, 1, false, true}));
@@ -277,7 +292,8 @@ std::string read_config_text(const std::string& path) {
   text.resize(static_cast<size_t>(in.gcount()));
   if (in.bad()) throw std::invalid_argument(fmt::format("--config: cannot read config file {}", path));
   if (static_cast<int64_t>(text.size()) > kMaxConfigBytes) {
-    throw std::invalid_argument(fmt::format("--config: config file {} is above the limit of {} bytes", path, kMaxConfigBytes));
+    throw std::invalid_argument(
+        fmt::format("--config: config file {} is above the limit of {} bytes", path, kMaxConfigBytes));
   }
   return text;
 }
@@ -291,8 +307,8 @@ void prescan_nesting(const std::string& path, const std::string& text) {
   bool before_value = true;  // on this line, before '=' (in a key or a header)
   enum { code, comment, basic, literal, basic3, literal3 } state = code;
   auto fail = [&](const char* what) {
-    throw std::invalid_argument(fmt::format("config file {}: line {}: {} nest deeper than {} levels", path, line, what,
-                                            kMaxNesting));
+    throw std::invalid_argument(
+        fmt::format("config file {}: line {}: {} nest deeper than {} levels", path, line, what, kMaxNesting));
   };
   for (size_t i = 0; i < text.size(); ++i) {
     const char ch = text[i];
@@ -302,29 +318,40 @@ void prescan_nesting(const std::string& path, const std::string& text) {
         if (ch == '\n') state = code;
         break;
       case basic:
-        if (ch == '\\') ++i;
-        else if (ch == '"' || ch == '\n') state = code;
+        if (ch == '\\')
+          ++i;
+        else if (ch == '"' || ch == '\n')
+          state = code;
         break;
       case literal:
         if (ch == '\'' || ch == '\n') state = code;
         break;
       case basic3:
-        if (ch == '\\') ++i;
-        else if (ch == '"' && three) state = code, i += 2;
+        if (ch == '\\')
+          ++i;
+        else if (ch == '"' && three)
+          state = code, i += 2;
         break;
       case literal3:
         if (ch == '\'' && three) state = code, i += 2;
         break;
       case code:
-        if (ch == '#') state = comment;
-        else if (ch == '"') state = three ? (i += 2, basic3) : basic;
-        else if (ch == '\'') state = three ? (i += 2, literal3) : literal;
+        if (ch == '#')
+          state = comment;
+        else if (ch == '"')
+          state = three ? (i += 2, basic3) : basic;
+        else if (ch == '\'')
+          state = three ? (i += 2, literal3) : literal;
         else if (ch == '[' || ch == '{') {
           if (++depth > kMaxNesting) fail("arrays, inline tables or table headers");
-        } else if (ch == ']' || ch == '}') depth = std::max(depth - 1, 0);
-        else if (ch == '=') before_value = false;
-        else if (ch == '.' && (before_value || depth > 0) && ++parts > kMaxNesting) fail("dotted keys");
-        else if (ch == ',') parts = 1;
+        } else if (ch == ']' || ch == '}')
+          depth = std::max(depth - 1, 0);
+        else if (ch == '=')
+          before_value = false;
+        else if (ch == '.' && (before_value || depth > 0) && ++parts > kMaxNesting)
+          fail("dotted keys");
+        else if (ch == ',')
+          parts = 1;
         break;
     }
     if (ch == '\n') {
@@ -342,9 +369,13 @@ std::string value_text(const std::string& where, const FieldSpec& f, const toml:
   auto wrong = [&](const char* got) {
     return std::invalid_argument(fmt::format("{}{}: expected {}, got {}", where, f.key, f.allowed, got));
   };
-  const char* type = node.is_table() ? "a table" : node.is_array() ? "an array" : node.is_string() ? "a string"
-                     : node.is_integer() ? "an integer" : node.is_floating_point() ? "a floating-point number"
-                     : node.is_boolean() ? "a boolean" : "a date or time";
+  const char* type = node.is_table()            ? "a table"
+                     : node.is_array()          ? "an array"
+                     : node.is_string()         ? "a string"
+                     : node.is_integer()        ? "an integer"
+                     : node.is_floating_point() ? "a floating-point number"
+                     : node.is_boolean()        ? "a boolean"
+                                                : "a date or time";
   switch (f.kind) {
     case Kind::integer:
       if (!node.is_integer()) throw wrong(type);
@@ -376,13 +407,21 @@ TrainConfig preset_config(std::string_view name) {
     if (name == p.name) {
       TrainConfig c;
       c.preset = p.name;
-      c.model = ModelConfig{.vocab_size = p.v, .context_length = p.t, .num_layers = p.l, .d_model = p.d, .num_heads = p.h,
-                            .d_ff = p.f, .ffn = p.ffn, .tie_embeddings = p.tied, .position = p.pos, .batch_size = p.b};
+      c.model = ModelConfig{.vocab_size = p.v,
+                            .context_length = p.t,
+                            .num_layers = p.l,
+                            .d_model = p.d,
+                            .num_heads = p.h,
+                            .d_ff = p.f,
+                            .ffn = p.ffn,
+                            .tie_embeddings = p.tied,
+                            .position = p.pos,
+                            .batch_size = p.b};
       return c;
     }
   }
-  throw std::invalid_argument(fmt::format("preset: '{}' is not a preset; allowed values are {}", name,
-                                          fmt::join(preset_names(), ", ")));
+  throw std::invalid_argument(
+      fmt::format("preset: '{}' is not a preset; allowed values are {}", name, fmt::join(preset_names(), ", ")));
 }
 
 void apply_override(TrainConfig& config, std::string_view kv) {
@@ -395,23 +434,23 @@ TrainConfig load_config_file(const std::string& path) { return parse_config_text
 
 TrainConfig parse_config_text(const std::string& text, const std::string& path) {
   if (static_cast<int64_t>(text.size()) > kMaxConfigBytes) {
-    throw std::invalid_argument(fmt::format("config file {}: {} bytes, above the limit of {} bytes", path, text.size(),
-                                            kMaxConfigBytes));
+    throw std::invalid_argument(
+        fmt::format("config file {}: {} bytes, above the limit of {} bytes", path, text.size(), kMaxConfigBytes));
   }
   prescan_nesting(path, text);
   toml::table root;
   try {
     root = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
-    throw std::invalid_argument(fmt::format("config file {}: {} (line {})", path, e.description(),
-                                            e.source().begin.line));
+    throw std::invalid_argument(
+        fmt::format("config file {}: {} (line {})", path, e.description(), e.source().begin.line));
   }
   // Layout: optional `preset = "…"`, then keys at top level or in [model] / [optim]; nothing else.
   TrainConfig config;
   if (const toml::node* preset = root.get("preset")) {
     if (!preset->is_string()) {
-      throw std::invalid_argument(fmt::format("config file {}: preset: expected a string, one of {}", path,
-                                              fmt::join(preset_names(), ", ")));
+      throw std::invalid_argument(
+          fmt::format("config file {}: preset: expected a string, one of {}", path, fmt::join(preset_names(), ", ")));
     }
     try {
       config = preset_config(*preset->value<std::string>());
@@ -446,7 +485,8 @@ TrainConfig parse_config_text(const std::string& text, const std::string& path) 
     const toml::node* node = root.get(name);
     if (node == nullptr) continue;
     if (!node->is_table()) {
-      throw std::invalid_argument(fmt::format("config file {}: '{}' must be a table ([{}]), got a value", path, name, name));
+      throw std::invalid_argument(
+          fmt::format("config file {}: '{}' must be a table ([{}]), got a value", path, name, name));
     }
     apply_table(*node->as_table(), std::string(name) + ".", section);
   }
@@ -471,8 +511,10 @@ void validate(const TrainConfig& c) {
     }
   }
   const ModelConfig& m = c.model;
-  check_arg(m.zero_stage >= 0 && m.zero_stage <= 3, "zero_stage: {} is outside the allowed range [0, 3] (0 = DDP, "
-            "1 = + AdamW state sharded, 2 = + gradients, 3 = + parameters)", m.zero_stage);
+  check_arg(m.zero_stage >= 0 && m.zero_stage <= 3,
+            "zero_stage: {} is outside the allowed range [0, 3] (0 = DDP, "
+            "1 = + AdamW state sharded, 2 = + gradients, 3 = + parameters)",
+            m.zero_stage);
   check_arg(m.grad_dtype != GradDType::bf16 || m.precision == Precision::bf16,
             "grad_dtype: bf16 needs precision = bf16 (precision {} keeps float32 gradients); allowed: auto, fp32",
             precision_name(m.precision));
@@ -490,10 +532,18 @@ nlohmann::json config_json(const TrainConfig& c) {
     const std::string text = f.get(c);
     nlohmann::json value;
     switch (f.kind) {
-      case Kind::integer: value = parse_int(f.key, text); break;
-      case Kind::real: value = f.number(c); break;
-      case Kind::boolean: value = parse_bool(f.key, text); break;
-      case Kind::choice: value = text; break;
+      case Kind::integer:
+        value = parse_int(f.key, text);
+        break;
+      case Kind::real:
+        value = f.number(c);
+        break;
+      case Kind::boolean:
+        value = parse_bool(f.key, text);
+        break;
+      case Kind::choice:
+        value = text;
+        break;
     }
     (f.section == Section::optim ? j["optim"][f.key] : j[f.key]) = value;
   }
@@ -506,9 +556,9 @@ std::string describe(const ModelConfig& m) {
     precision += m.dtypes().grad == DType::f32 ? " (fp32 grads)" : " (bf16 grads)";
   }
   return fmt::format("V {}, T {}, L {}, D {}, H {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}{}{}",
-                     m.vocab_size, m.context_length, m.num_layers, m.d_model, m.num_heads, m.d_ff,
-                     ffn_kind_name(m.ffn), m.tie_embeddings ? "tied" : "untied", position_name(m.position),
-                     m.batch_size, precision, attention_name(m.attention),
+                     m.vocab_size, m.context_length, m.num_layers, m.d_model, m.num_heads, m.d_ff, ffn_kind_name(m.ffn),
+                     m.tie_embeddings ? "tied" : "untied", position_name(m.position), m.batch_size, precision,
+                     attention_name(m.attention),
                      m.recompute == Recompute::none ? "" : fmt::format(", recompute {}", recompute_name(m.recompute)),
                      m.zero_stage == 0 ? "" : fmt::format(", zero stage {}", m.zero_stage));
 }

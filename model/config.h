@@ -45,7 +45,7 @@ struct ModelConfig {
   Position position = Position::none;
   int64_t batch_size = 4;
   double rmsnorm_eps = 1e-5;
-  Precision precision = Precision::fp32;      // model/precision.h
+  Precision precision = Precision::fp32;  // model/precision.h
   GradDType grad_dtype = GradDType::automatic;
   AttentionKind attention = AttentionKind::naive;
   Recompute recompute = Recompute::none;

@@ -21,7 +21,8 @@ TokenData TokenData::from_file(const std::string& path, int64_t vocab_size, int6
             vocab_size);
   struct stat st {};
   check_arg(::stat(path.c_str(), &st) == 0, "--data: cannot read file '{}': {}", path, std::strerror(errno));
-  check_arg(S_ISREG(st.st_mode), "--data: '{}' is not a regular file{}", path, S_ISDIR(st.st_mode) ? " (it is a folder)" : "");
+  check_arg(S_ISREG(st.st_mode), "--data: '{}' is not a regular file{}", path,
+            S_ISDIR(st.st_mode) ? " (it is a folder)" : "");
   check_arg(st.st_size <= max_bytes,
             "--data: '{}' is {} bytes; held in memory beside the training step it must be at most {} bytes (the "
             "memory budget less the step's peak; raise --max-memory or use a smaller file)",

@@ -25,7 +25,8 @@ class TokenData {
   void fill_batch(const Tensor& tokens, const Tensor& targets, int64_t step);
   // Data parallelism: rows [first_row, first_row + B) of the global batch of `global_rows` rows of step `step`
   // (B = tokens.size(0)): N ranks filling their slices see exactly the rows of fill_batch with the global batch.
-  void fill_batch_rows(const Tensor& tokens, const Tensor& targets, int64_t step, int64_t first_row, int64_t global_rows);
+  void fill_batch_rows(const Tensor& tokens, const Tensor& targets, int64_t step, int64_t first_row,
+                       int64_t global_rows);
 
   std::string description() const;
   int64_t size() const { return static_cast<int64_t>(bytes_.size()); }

@@ -32,11 +32,11 @@ inline const char* grad_dtype_name(GradDType g) { return enum_name(kGradDTypes, 
 
 // The dtypes a precision gives each kind of buffer.
 struct DTypePlan {
-  DType param = DType::f32;      // parameter values (the model's working copy)
-  DType grad = DType::f32;       // gradients
-  DType act = DType::f32;        // the bf16 region: matmul operands, attention, gate, logits
-  bool weight_cache = false;     // amp-bf16: a bf16 copy of each matmul weight per step
-  bool master_weights = false;   // bf16: the optimizer holds float32 master weights
+  DType param = DType::f32;                    // parameter values (the model's working copy)
+  DType grad = DType::f32;                     // gradients
+  DType act = DType::f32;                      // the bf16 region: matmul operands, attention, gate, logits
+  bool weight_cache = false;                   // amp-bf16: a bf16 copy of each matmul weight per step
+  bool master_weights = false;                 // bf16: the optimizer holds float32 master weights
   DType matmul_weight() const { return act; }  // what a matmul reads as its weight operand
 };
 DTypePlan dtype_plan(Precision precision, GradDType grad_dtype);

@@ -27,7 +27,8 @@ int Transformer::add_param(const std::string& name, const Shape& shape) {
 const Tensor& Transformer::matmul_weight(int index) {
   if (!dtypes_.weight_cache) return w(index);
   Tensor& copy = weight_cache_[static_cast<size_t>(index)];
-  if (!copy.defined()) copy = cast(w(index), DType::bf16, Category::parameter, params_[static_cast<size_t>(index)].name + ".bf16");
+  if (!copy.defined())
+    copy = cast(w(index), DType::bf16, Category::parameter, params_[static_cast<size_t>(index)].name + ".bf16");
   return copy;
 }
 
@@ -43,7 +44,8 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
   TrainConfig full;
   full.model = config;
   validate(full);
-  if (dtypes_.act == DType::bf16) check_bf16_matmul_available(fmt::format("precision = {}", precision_name(config.precision)));
+  if (dtypes_.act == DType::bf16)
+    check_bf16_matmul_available(fmt::format("precision = {}", precision_name(config.precision)));
   layout_ = parameter_layout(config_);
   for (const ParamSpec& spec : layout_.params) add_param(spec.name(), spec.shape());
   // One stream in parameter order: the same seed gives the same model.
@@ -210,7 +212,8 @@ void Transformer::backward() {
 
   Tensor grad_logits = cross_entropy_backward(ce_saved_, 1.0f);
   Tensor grad_hf = Tensor::empty({b, t, d}, Category::temporary, "final_norm.grad_out");
-  linear_backward(grad_hf, g(layout_.lm_head), grad_logits, lm_head_saved_, matmul_weight(layout_.lm_head), false, "lm_head");
+  linear_backward(grad_hf, g(layout_.lm_head), grad_logits, lm_head_saved_, matmul_weight(layout_.lm_head), false,
+                  "lm_head");
   release_matmul_weight(layout_.lm_head);
   grad_logits.reset();  // the logits buffer is freed here
   // The residual stream's gradient: one buffer, written by the final norm, then accumulated into by every
@@ -260,8 +263,10 @@ void Transformer::backward() {
     Tensor grad_q = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_q", act);
     Tensor grad_k = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_k", act);
     Tensor grad_v = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_v", act);
-    if (config_.attention == AttentionKind::flash) flash_attention_backward(grad_q, grad_k, grad_v, grad_ctx, s.flash);
-    else attention_backward(grad_q, grad_k, grad_v, grad_ctx, s.attn);
+    if (config_.attention == AttentionKind::flash)
+      flash_attention_backward(grad_q, grad_k, grad_v, grad_ctx, s.flash);
+    else
+      attention_backward(grad_q, grad_k, grad_v, grad_ctx, s.attn);
     grad_ctx.reset();
     Tensor grad_h = Tensor::empty({b, t, d}, Category::temporary, p + "attn_norm.grad_out");
     linear_backward(grad_h, g(l.wq), grad_q, s.wq, matmul_weight(l.wq), false);

@@ -37,8 +37,13 @@ namespace reckon {
 
 struct Parameter {
   Parameter(std::string name_, Tensor value_, Tensor grad_)
-      : name(std::move(name_)), value(std::move(value_)), grad(std::move(grad_)), shape(value.shape()),
-        numel(value.numel()), dtype(value.dtype()), grad_dtype(grad.dtype()) {}
+      : name(std::move(name_)),
+        value(std::move(value_)),
+        grad(std::move(grad_)),
+        shape(value.shape()),
+        numel(value.numel()),
+        dtype(value.dtype()),
+        grad_dtype(grad.dtype()) {}
   std::string name;
   Tensor value;  // undefined between uses under zero_stage 3 (optim/zero.h holds this rank's shard)
   Tensor grad;   // undefined outside backward under zero_stage 2 and 3 (optim/zero.h holds the shard)
@@ -104,7 +109,8 @@ class Transformer {
   Tensor block_forward(size_t i, const Tensor& x);
   // The attention core (naive or flash) of block s; recompute = attention drops what it saved beyond q, k, v
   // in forward and re-runs it just before its backward.
-  Tensor attention_core_forward(LayerSaved& s, const Tensor& q, const Tensor& k, const Tensor& v, const std::string& name);
+  Tensor attention_core_forward(LayerSaved& s, const Tensor& q, const Tensor& k, const Tensor& v,
+                                const std::string& name);
   void drop_attention_core(LayerSaved& s);
   void recompute_attention_core(LayerSaved& s, const std::string& name);
   void release_block_weights(size_t i);
@@ -112,8 +118,12 @@ class Transformer {
   Tensor to_act(const Tensor& x, const std::string& name) const;
 
   // The hooks at unit boundaries; unit 0 is also the head's when the embeddings are tied.
-  void gather(int unit) { if (hooks_) hooks_->gather(unit); }
-  void release(int unit) { if (hooks_) hooks_->release(unit); }
+  void gather(int unit) {
+    if (hooks_) hooks_->gather(unit);
+  }
+  void release(int unit) {
+    if (hooks_) hooks_->release(unit);
+  }
   void gather_head();
   void release_head();
 
@@ -122,7 +132,7 @@ class Transformer {
   ParameterHooks* hooks_ = nullptr;
   std::vector<Parameter> params_;
   std::vector<Tensor> weight_cache_;  // amp-bf16: bf16 copies, by parameter index
-  ParameterLayout layout_;  // model/layout.h: params_[i] is layout_.params[i]
+  ParameterLayout layout_;            // model/layout.h: params_[i] is layout_.params[i]
 
   // Saved by the last forward, consumed by backward.
   std::vector<LayerSaved> saved_;

@@ -71,8 +71,8 @@ Tensor head_view(const Tensor& x, int64_t num_heads) {
 }
 
 void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads, std::string_view op) {
-  check_arg(q.dim() == 3 && q.is_contiguous(), "{}: q '{}' must be a contiguous (B, T, D) tensor, got {}", op,
-            q.name(), q.shape_str());
+  check_arg(q.dim() == 3 && q.is_contiguous(), "{}: q '{}' must be a contiguous (B, T, D) tensor, got {}", op, q.name(),
+            q.shape_str());
   check_arg(k.shape() == q.shape() && v.shape() == q.shape() && k.is_contiguous() && v.is_contiguous() &&
                 k.dtype() == q.dtype() && v.dtype() == q.dtype(),
             "{}: q {}, k {}, v {} must be contiguous with equal shapes and dtypes", op, q.shape_str(), k.shape_str(),
@@ -140,7 +140,8 @@ Tensor attention_forward(AttentionSaved& saved, const Tensor& q, const Tensor& k
   matmul(probs, head_view(q, num_heads), k_t, "attention", scale);  // scores = Q Kᵀ / sqrt(d_k)
   {
     OpRecord record("attention");
-    dispatch_floating(dtype, [&](auto tag) { causal_softmax_forward(data_as<decltype(tag)>(probs), b * num_heads, t); });
+    dispatch_floating(dtype,
+                      [&](auto tag) { causal_softmax_forward(data_as<decltype(tag)>(probs), b * num_heads, t); });
     record.count = causal_softmax_forward_count(b * num_heads, t, dtype);
   }
   matmul(head_view(ctx, num_heads), probs, head_view(v, num_heads), "attention");  // ctx = P V

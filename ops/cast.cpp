@@ -19,23 +19,27 @@ OpCount cast_count(int64_t n, DType from, DType to) {
 
 void cast_into(const Tensor& dst, const Tensor& src) {
   const auto floating = [](DType t) { return t == DType::f32 || t == DType::bf16; };
-  check_arg(floating(dst.dtype()) && floating(src.dtype()), "cast: '{}' is {} and '{}' is {}; allowed: float32, bfloat16",
-            src.name(), dtype_name(src.dtype()), dst.name(), dtype_name(dst.dtype()));
+  check_arg(floating(dst.dtype()) && floating(src.dtype()),
+            "cast: '{}' is {} and '{}' is {}; allowed: float32, bfloat16", src.name(), dtype_name(src.dtype()),
+            dst.name(), dtype_name(dst.dtype()));
   check_arg(dst.shape() == src.shape() && dst.is_contiguous() && src.is_contiguous(),
             "cast: src '{}' {} and dst '{}' {} must be contiguous with equal shapes", src.name(), src.shape_str(),
             dst.name(), dst.shape_str());
   OpRecord record("cast");
   const int64_t n = src.numel();
   if (src.dtype() == dst.dtype()) {
-    std::copy_n(static_cast<const char*>(src.raw_data()), n * dtype_bytes(src.dtype()), static_cast<char*>(dst.raw_data()));
+    std::copy_n(static_cast<const char*>(src.raw_data()), n * dtype_bytes(src.dtype()),
+                static_cast<char*>(dst.raw_data()));
   } else {
     // Contiguous chunks of whole 64-byte lines per thread; each converts with the vector kernel.
     const int64_t chunk = 16 * 1024;
 #pragma omp parallel for schedule(static)
     for (int64_t begin = 0; begin < n; begin += chunk) {
       const int64_t len = std::min(chunk, n - begin);
-      if (dst.dtype() == DType::bf16) convert_to_bf16(dst.data_bf16() + begin, src.data() + begin, len);
-      else convert_to_float(dst.data() + begin, src.data_bf16() + begin, len);
+      if (dst.dtype() == DType::bf16)
+        convert_to_bf16(dst.data_bf16() + begin, src.data() + begin, len);
+      else
+        convert_to_float(dst.data() + begin, src.data_bf16() + begin, len);
     }
   }
   record.count = cast_count(n, src.dtype(), dst.dtype());

@@ -36,12 +36,12 @@ double cross_entropy_forward(CrossEntropySaved& saved, const Tensor& logits, con
             logits.name(), logits.shape_str());
   const int64_t v = logits.size(-1), n = logits.numel() / v;
   check_arg(targets.dtype() == DType::i32 && targets.is_contiguous() && targets.numel() == n,
-            "cross_entropy: targets '{}' must be int32 with {} elements (one per logits row), got {}", targets.name(), n,
-            targets.shape_str());
+            "cross_entropy: targets '{}' must be int32 with {} elements (one per logits row), got {}", targets.name(),
+            n, targets.shape_str());
   const int32_t* tgt = targets.data_i32();
   for (int64_t i = 0; i < n; ++i) {
-    check_arg(tgt[i] >= 0 && tgt[i] < v, "cross_entropy: target at row {} is {}, allowed range is [0, {}]", i,
-              tgt[i], v - 1);
+    check_arg(tgt[i] >= 0 && tgt[i] < v, "cross_entropy: target at row {} is {}, allowed range is [0, {}]", i, tgt[i],
+              v - 1);
   }
   Tensor row_loss = cross_entropy_forward_tensor(n).allocate(name);
   OpRecord record("cross_entropy");

@@ -84,21 +84,21 @@ void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const
   const int32_t* ids = tokens.data_i32();
   const float* go = grad_out.data();
   dispatch_floating(grad_weight.dtype(), [&](auto tag) {
-  using G = decltype(tag);
-  G* gw = data_as<G>(grad_weight);
+    using G = decltype(tag);
+    G* gw = data_as<G>(grad_weight);
 #pragma omp parallel
-  {
-    // Each thread owns the column range [c0, c1) of every row: race-free, and the order of additions
-    // into any element (token order) is the same for every thread count.
-    const int nthreads = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int64_t chunk = (d + nthreads - 1) / nthreads;
-    const int64_t c0 = std::min(d, tid * chunk), c1 = std::min(d, c0 + chunk);
-    for (int64_t i = 0; i < n; ++i) {
-      G* row = gw + static_cast<int64_t>(ids[i]) * d;
-      const float* src = go + i * d;
-      for (int64_t c = c0; c < c1; ++c) row[c] = narrow<G>(widen(row[c]) + src[c]);
+    {
+      // Each thread owns the column range [c0, c1) of every row: race-free, and the order of additions
+      // into any element (token order) is the same for every thread count.
+      const int nthreads = omp_get_num_threads(), tid = omp_get_thread_num();
+      const int64_t chunk = (d + nthreads - 1) / nthreads;
+      const int64_t c0 = std::min(d, tid * chunk), c1 = std::min(d, c0 + chunk);
+      for (int64_t i = 0; i < n; ++i) {
+        G* row = gw + static_cast<int64_t>(ids[i]) * d;
+        const float* src = go + i * d;
+        for (int64_t c = c0; c < c1; ++c) row[c] = narrow<G>(widen(row[c]) + src[c]);
+      }
     }
-  }
   });
   record.count = embedding_backward_count(n, d, grad_weight.dtype());
 }

@@ -29,8 +29,8 @@ FfnBackwardTensors ffn_backward_tensors(const Shape& h_shape, int64_t d_ff, DTyp
   return t;
 }
 
-Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const Tensor& w1, const Tensor& w3, const Tensor& w2,
-                   FfnKind kind, std::string_view name) {
+Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const Tensor& w1, const Tensor& w3, const Tensor& w2, FfnKind kind,
+                   std::string_view name) {
   const std::string prefix(name);
   check_arg(w2.dim() == 2 && w1.dim() == 2 && w2.size(1) == w1.size(0) && w2.size(0) == w1.size(1),
             "ffn: w1 {} and w2 {} must be (F, D) and (D, F)", w1.shape_str(), w2.shape_str());

@@ -54,8 +54,8 @@ FfnForwardTensors ffn_forward_tensors(const Shape& h_shape, int64_t d_ff, DType 
 FfnBackwardTensors ffn_backward_tensors(const Shape& h_shape, int64_t d_ff, DType act_dtype, FfnKind kind);
 
 // w3 is ignored (may be undefined) for silu_mlp. The saved tensors take h's dtype; out is float32.
-Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const Tensor& w1, const Tensor& w3, const Tensor& w2,
-                   FfnKind kind, std::string_view name);
+Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const Tensor& w1, const Tensor& w3, const Tensor& w2, FfnKind kind,
+                   std::string_view name);
 
 // grad_h (N, D) written `=`; grad_w1, grad_w3, grad_w2 accumulated `+=` (grad_w3 unused for silu_mlp).
 void ffn_backward(const Tensor& grad_h, const Tensor& grad_w1, const Tensor& grad_w3, const Tensor& grad_w2,

@@ -41,17 +41,22 @@ OpCount flash_attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t 
   return c;
 }
 
-
 FlashAttentionTensors flash_attention_forward_tensors(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype,
                                                       int64_t threads) {
   return {{".lse", Category::activation, DType::f32, {b, h, t}, Lifetime::saved},
           {".ctx", Category::activation, dtype, {b, t, d}, Lifetime::output},
-          {".workspace", Category::temporary, DType::f32, {threads, flash_forward_workspace_floats(d / h)},
+          {".workspace",
+           Category::temporary,
+           DType::f32,
+           {threads, flash_forward_workspace_floats(d / h)},
            Lifetime::temporary}};
 }
 
 TensorDecl flash_attention_backward_tensor(int64_t t, int64_t d, int64_t h, int64_t threads) {
-  return {".grad_workspace", Category::temporary, DType::f32, {threads, flash_backward_workspace_floats(t, d / h)},
+  return {".grad_workspace",
+          Category::temporary,
+          DType::f32,
+          {threads, flash_backward_workspace_floats(t, d / h)},
           Lifetime::temporary};
 }
 
@@ -134,7 +139,8 @@ static inline void row_accumulate(float* acc, bool rescale, float correction, co
     for (int64_t c0 = 0; c0 < dk; c0 += 64) {
       const int64_t lanes = std::min<int64_t>(4, (dk - c0) / 16);
       Lanes a[4] = {};
-      for (int64_t u = 0; u < lanes; ++u) a[u] = rescale ? load_lanes(acc + c0 + 16 * u) * correction : load_lanes(acc + c0 + 16 * u);
+      for (int64_t u = 0; u < lanes; ++u)
+        a[u] = rescale ? load_lanes(acc + c0 + 16 * u) * correction : load_lanes(acc + c0 + 16 * u);
       for (int64_t j = 0; j < n; ++j) {
         const Lanes pj = Lanes{} + p[j];
         const float* vj = vb + j * dk + c0;
@@ -159,8 +165,8 @@ static inline void row_accumulate(float* acc, bool rescale, float correction, co
 // One (b, h): query blocks of kFlashQueryBlock rows against the key blocks at or below the diagonal; row i of a
 // diagonal block stops at key i. Per row: running max m, sum l and the output accumulator, rescaled per block.
 template <typename T>
-static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const T* v, int64_t t, int64_t d,
-                               int64_t dk, float scale, bool scaled, float* ws) {
+static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const T* v, int64_t t, int64_t d, int64_t dk,
+                               float scale, bool scaled, float* ws) {
   float* acc = ws;                                   // kFlashQueryBlock × d_k
   float* m = acc + kFlashQueryBlock * dk;            // kFlashQueryBlock
   float* l = m + kFlashQueryBlock;                   // kFlashQueryBlock
@@ -235,18 +241,18 @@ template <typename T>
 static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T* k, const T* v, const T* o,
                                 const T* dout, const float* lse, int64_t t, int64_t d, int64_t dk, float scale,
                                 bool scaled, float* ws) {
-  float* dq_acc = ws;                                     // T × d_k
-  float* delta = dq_acc + t * dk;                         // T: D_i = dO_i · O_i
-  float* kt = delta + t;                                  // d_k × 64
-  float* vt = kt + dk * kFlashKeyBlock;                   // d_k × 64
-  float* dkt = vt + dk * kFlashKeyBlock;                  // d_k × 64: the block's dK, transposed
-  float* dvt = dkt + dk * kFlashKeyBlock;                 // d_k × 64: the block's dV, transposed
-  float* p = dvt + dk * kFlashKeyBlock;                   // kRowGroup × 64
-  float* dp = p + kRowGroup * kFlashKeyBlock;             // kRowGroup × 64
-  float* ds = dp + kRowGroup * kFlashKeyBlock;            // kRowGroup × 64
-  float* q_scaled = ds + kRowGroup * kFlashKeyBlock;      // T × d_k: the head's query rows, scaled once
-  float* k_block = q_scaled + t * dk;                     // 64 × d_k: the key block's K rows, widened
-  float* do_rows = k_block + dk * kFlashKeyBlock;         // kRowGroup × d_k: dO rows, widened
+  float* dq_acc = ws;                                 // T × d_k
+  float* delta = dq_acc + t * dk;                     // T: D_i = dO_i · O_i
+  float* kt = delta + t;                              // d_k × 64
+  float* vt = kt + dk * kFlashKeyBlock;               // d_k × 64
+  float* dkt = vt + dk * kFlashKeyBlock;              // d_k × 64: the block's dK, transposed
+  float* dvt = dkt + dk * kFlashKeyBlock;             // d_k × 64: the block's dV, transposed
+  float* p = dvt + dk * kFlashKeyBlock;               // kRowGroup × 64
+  float* dp = p + kRowGroup * kFlashKeyBlock;         // kRowGroup × 64
+  float* ds = dp + kRowGroup * kFlashKeyBlock;        // kRowGroup × 64
+  float* q_scaled = ds + kRowGroup * kFlashKeyBlock;  // T × d_k: the head's query rows, scaled once
+  float* k_block = q_scaled + t * dk;                 // 64 × d_k: the key block's K rows, widened
+  float* do_rows = k_block + dk * kFlashKeyBlock;     // kRowGroup × d_k: dO rows, widened
   std::fill_n(dq_acc, t * dk, 0.0f);
   for (int64_t i = 0; i < t; ++i) {
     for (int64_t c = 0; c < dk; ++c) {
@@ -276,7 +282,7 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
         float* dor = do_rows + r * dk;
         for (int64_t c = 0; c < dk; ++c) dor[c] = widen(dout[i * d + c]);
         row_scores(pr, q_scaled + i * dk, kt, n, dk);  // s
-        row_scores(dpr, dor, vt, n, dk);                 // dP = dO_i · V_j, through Vᵀ like the scores
+        row_scores(dpr, dor, vt, n, dk);               // dP = dO_i · V_j, through Vᵀ like the scores
         const float lse_i = lse[i], delta_i = delta[i];
 #pragma omp simd
         for (int64_t j = 0; j < n; ++j) {
@@ -318,7 +324,8 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
       }
   }
   for (int64_t i = 0; i < t; ++i)
-    for (int64_t c = 0; c < dk; ++c) dq[i * d + c] = narrow<T>(scaled ? dq_acc[i * dk + c] * scale : dq_acc[i * dk + c]);
+    for (int64_t c = 0; c < dk; ++c)
+      dq[i * d + c] = narrow<T>(scaled ? dq_acc[i * dk + c] * scale : dq_acc[i * dk + c]);
 }
 
 Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -362,8 +369,8 @@ Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, cons
   return out;
 }
 
-void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v,
-                              const Tensor& grad_ctx, FlashAttentionSaved& saved) {
+void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, const Tensor& grad_ctx,
+                              FlashAttentionSaved& saved) {
   check_arg(saved.lse.defined(), "flash attention backward: nothing saved (forward not run, or backward run twice)");
   const int64_t h = saved.num_heads;
   check_attention_inputs(grad_q, grad_k, grad_v, h, "flash attention backward");

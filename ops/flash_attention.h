@@ -1,10 +1,10 @@
 // Flash-style causal attention (FlashAttention-2's algorithm, on CPU), given Q, K, V (B, T, D), H heads,
 // d_k = D / H:   out = softmax(Q Kᵀ / sqrt(d_k), causal) V,   lse = the log-sum-exp of each score row.
 // No T×T buffer exists at any moment: forward runs blocks of kFlashQueryBlock query rows against key blocks
-// of kFlashKeyBlock (Kᵀ of the block staged once, scores vectorised over the keys) with an online softmax (running max m and sum l, the output accumulator rescaled per block); only the output and
-// lse = m + log(l) per row (float32, B·H·T) are kept for backward, which recomputes every score from Q, K and
-// lse: p = exp(s − lse), D = rowsum(dO ∘ O), dS = p (dP − D). Key tiles entirely above the diagonal are never
-// visited: row i touches keys 0..i.
+// of kFlashKeyBlock (Kᵀ of the block staged once, scores vectorised over the keys) with an online softmax (running max
+// m and sum l, the output accumulator rescaled per block); only the output and lse = m + log(l) per row (float32,
+// B·H·T) are kept for backward, which recomputes every score from Q, K and lse: p = exp(s − lse), D = rowsum(dO ∘ O),
+// dS = p (dP − D). Key tiles entirely above the diagonal are never visited: row i touches keys 0..i.
 //
 // dtypes: Q, K, V, out and the gradients float32 or bf16 (one dtype); lse, every accumulation and the
 // arithmetic float32. Threads own whole (batch, head) pairs, so no two threads write one element.
@@ -56,8 +56,8 @@ Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, cons
                                int64_t num_heads, std::string_view name);
 
 // grad_q, grad_k, grad_v (B, T, D), written `=`. Frees everything saved.
-void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v,
-                              const Tensor& grad_ctx, FlashAttentionSaved& saved);
+void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, const Tensor& grad_ctx,
+                              FlashAttentionSaved& saved);
 
 OpCount flash_attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype = DType::f32);
 OpCount flash_attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype = DType::f32);

@@ -25,7 +25,8 @@ OpCount linear_backward_count(int64_t n, int64_t in, int64_t out, bool accumulat
   return c;
 }
 
-LinearTensors linear_forward_tensors(const Shape& x_shape, int64_t out_features, DType out_dtype, Category out_category) {
+LinearTensors linear_forward_tensors(const Shape& x_shape, int64_t out_features, DType out_dtype,
+                                     Category out_category) {
   Shape out_shape = x_shape;
   out_shape.back() = out_features;
   return {{"", out_category, out_dtype, out_shape, Lifetime::output}};
@@ -41,8 +42,8 @@ static Tensor rows_view(const Tensor& t, const char* what) {
 Tensor linear_forward(LinearSaved& saved, const Tensor& x, const Tensor& weight, std::string_view out_name,
                       DType out_dtype, Category out_category, std::string_view op) {
   check_arg(weight.dim() == 2, "linear: weight '{}' must be (OUT, IN), got {}", weight.name(), weight.shape_str());
-  check_arg(x.size(-1) == weight.size(1), "linear: x {} has {} features, weight '{}' {} expects IN = {}",
-            x.shape_str(), x.size(-1), weight.name(), weight.shape_str(), weight.size(1));
+  check_arg(x.size(-1) == weight.size(1), "linear: x {} has {} features, weight '{}' {} expects IN = {}", x.shape_str(),
+            x.size(-1), weight.name(), weight.shape_str(), weight.size(1));
   Tensor out = linear_forward_tensors(x.shape(), weight.size(0), out_dtype, out_category).out.allocate(out_name);
   matmul(rows_view(out, "out"), rows_view(x, "x"), weight.transpose(0, 1), op);
   saved.x = x;
@@ -53,7 +54,7 @@ void linear_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tens
                      const Tensor& weight, bool accumulate_grad_x, std::string_view op) {
   check_arg(saved.x.defined(), "linear backward: nothing saved (forward not run, or backward run twice)");
   const Tensor x = rows_view(saved.x, "x"), gx = rows_view(grad_x, "grad_x"), gy = rows_view(grad_out, "grad_out");
-  matmul(gx, gy, weight, op, 1.0f, accumulate_grad_x);          // dX = dY · W
+  matmul(gx, gy, weight, op, 1.0f, accumulate_grad_x);         // dX = dY · W
   matmul(grad_weight, gy.transpose(0, 1), x, op, 1.0f, true);  // dW += dYᵀ · X
   saved.x.reset();
 }

@@ -33,7 +33,8 @@ void linear_backward(const Tensor& grad_x, const Tensor& grad_weight, const Tens
 struct LinearTensors {
   TensorDecl out;
 };
-LinearTensors linear_forward_tensors(const Shape& x_shape, int64_t out_features, DType out_dtype, Category out_category);
+LinearTensors linear_forward_tensors(const Shape& x_shape, int64_t out_features, DType out_dtype,
+                                     Category out_category);
 
 // The dtypes of a linear's tensors. x and weight are both float32 or both bfloat16 (a mixed-precision step
 // passes bf16 copies); grad_out matches them in backward; out, grad_x, grad_weight are float32 or (with bf16

@@ -31,8 +31,8 @@ OpCount rmsnorm_backward_count(int64_t n, int64_t d, bool accumulate_grad_x, DTy
 }
 
 RmsnormTensors rmsnorm_forward_tensors(const Shape& x_shape, DType out_dtype) {
-  const int64_t rows = TensorDecl{"", Category::activation, DType::f32, x_shape, Lifetime::output}.elements().value() /
-                       x_shape.back();
+  const int64_t rows =
+      TensorDecl{"", Category::activation, DType::f32, x_shape, Lifetime::output}.elements().value() / x_shape.back();
   return {{".out", Category::activation, out_dtype, x_shape, Lifetime::output},
           {".rstd", Category::activation, DType::f32, {rows}, Lifetime::saved}};
 }
@@ -135,8 +135,8 @@ void rmsnorm_backward(const Tensor& grad_x, const Tensor& grad_weight, const Ten
   const int64_t d = weight.size(0), n = saved.x.numel() / d;
   check_rows(grad_x, d, "grad_x");
   check_rows(grad_out, d, "grad_out");
-  check_arg(grad_x.numel() == n * d && grad_out.numel() == n * d, "rmsnorm backward: grad tensors must hold {} x {}",
-            n, d);
+  check_arg(grad_x.numel() == n * d && grad_out.numel() == n * d, "rmsnorm backward: grad tensors must hold {} x {}", n,
+            d);
   check_arg(grad_weight.numel() == d && grad_weight.is_contiguous(), "rmsnorm backward: grad_weight '{}' must hold {}",
             grad_weight.name(), d);
   OpRecord record("rmsnorm");

@@ -167,7 +167,8 @@ AdamWMasterWeights::AdamWMasterWeights(std::vector<Parameter>& params, const Ada
   if (!params.empty()) grad_dtype_ = params[0].grad.dtype();
   for (const Parameter& p : params) {
     check_arg(p.value.dtype() == DType::bf16 && p.value.is_contiguous(),
-              "master weights: parameter '{}' must be a contiguous bfloat16 tensor, is {}", p.name, dtype_name(p.value.dtype()));
+              "master weights: parameter '{}' must be a contiguous bfloat16 tensor, is {}", p.name,
+              dtype_name(p.value.dtype()));
     check_arg(p.grad.dtype() == grad_dtype_ && (grad_dtype_ == DType::bf16 || grad_dtype_ == DType::f32) &&
                   p.grad.shape() == p.value.shape() && p.grad.is_contiguous(),
               "master weights: gradient of '{}' must be contiguous, shaped as the value, and bfloat16 or float32 like "
@@ -216,7 +217,8 @@ void AdamWMasterWeights::step() {
     for (int64_t begin = 0; begin < n; begin += kChunkElements) {
       const int64_t len = std::min(kChunkElements, n - begin);
       if (grad_dtype_ == DType::bf16) {
-        adamw_update_master_fused(master + begin, m + begin, v + begin, grad.data_bf16() + begin, param + begin, len, s);
+        adamw_update_master_fused(master + begin, m + begin, v + begin, grad.data_bf16() + begin, param + begin, len,
+                                  s);
       } else {
         adamw_update_master_fused(master + begin, m + begin, v + begin, grad.data() + begin, param + begin, len, s);
       }

@@ -26,13 +26,13 @@ namespace reckon {
 
 // The per-step constants, computed once per step in double and rounded to float.
 struct AdamWStep {
-  float decay;        // 1 − lr·wd
+  float decay;  // 1 − lr·wd
   float beta1, one_minus_beta1;
   float beta2, one_minus_beta2;
-  float step_size;    // lr / (1 − β1ᵗ)
-  float bc2_sqrt;     // sqrt(1 − β2ᵗ)
+  float step_size;  // lr / (1 − β1ᵗ)
+  float bc2_sqrt;   // sqrt(1 − β2ᵗ)
   float eps;
-  bool apply_decay;   // wd ≠ 0
+  bool apply_decay;  // wd ≠ 0
 };
 AdamWStep adamw_step_constants(const AdamWConfig& config, int64_t step);
 

@@ -30,8 +30,8 @@ int64_t meta_int(const std::map<std::string, std::string>& m, const std::string&
   } catch (const std::exception&) {
     used = 0;
   }
-  check_arg(used == it->second.size() && used > 0 && v >= 0, "{}: checkpoint metadata '{}' is '{}', not an integer >= 0",
-            path, key, it->second);
+  check_arg(used == it->second.size() && used > 0 && v >= 0,
+            "{}: checkpoint metadata '{}' is '{}', not an integer >= 0", path, key, it->second);
   return v;
 }
 }  // namespace
@@ -39,10 +39,12 @@ int64_t meta_int(const std::map<std::string, std::string>& m, const std::string&
 std::string checkpoint_bytes(TrainingSession& run, const TrainConfig& config, int64_t steps, const std::string& data) {
   std::string lines;
   for (const std::string& kv : config_overrides(config)) lines += kv + "\n";
-  const std::map<std::string, std::string> metadata = {
-      {"format", kFormat}, {"steps", std::to_string(steps)},
-      {"optimizer_steps", std::to_string(run.optimizer.steps_taken())}, {"preset", config.preset},
-      {"config", lines}, {"data", data}};
+  const std::map<std::string, std::string> metadata = {{"format", kFormat},
+                                                       {"steps", std::to_string(steps)},
+                                                       {"optimizer_steps", std::to_string(run.optimizer.steps_taken())},
+                                                       {"preset", config.preset},
+                                                       {"config", lines},
+                                                       {"data", data}};
   return serialize_safetensors(checkpoint_tensors(run), metadata);
 }
 
@@ -74,7 +76,8 @@ CheckpointMeta read_checkpoint_meta(const Safetensors& file, const std::string& 
   return meta;
 }
 
-void restore_checkpoint(TrainingSession& run, const Safetensors& file, const CheckpointMeta& meta, const std::string& path) {
+void restore_checkpoint(TrainingSession& run, const Safetensors& file, const CheckpointMeta& meta,
+                        const std::string& path) {
   std::set<std::string> expected;
   for (const auto& [name, tensor] : checkpoint_tensors(run)) {
     copy_from_safetensors(file, path, name, tensor);

@@ -34,7 +34,8 @@ std::string checkpoint_bytes(TrainingSession& run, const TrainConfig& config, in
 CheckpointMeta read_checkpoint_meta(const Safetensors& file, const std::string& path);
 // Copies parameters and optimizer state from `file` into `run` (built from the checkpoint's config) and sets
 // the optimizer's step count. Throws std::invalid_argument naming a missing, extra or mismatched tensor.
-void restore_checkpoint(TrainingSession& run, const Safetensors& file, const CheckpointMeta& meta, const std::string& path);
+void restore_checkpoint(TrainingSession& run, const Safetensors& file, const CheckpointMeta& meta,
+                        const std::string& path);
 // The gradients of `model` under the parameters' names, then `extra` tensors (the batch they came from), with
 // `metadata` (--dump-grads).
 std::string gradients_bytes(const Transformer& model, const std::vector<std::pair<std::string, Tensor>>& extra,

@@ -43,8 +43,10 @@ Tensor pack_bucket(const std::vector<Parameter>& params, size_t first, size_t la
   float* b = bucket.data();
   for (size_t i = first; i < last; ++i) {
     const Tensor& g = params[i].grad;
-    if (g.dtype() == DType::bf16) convert_to_float(b, g.data_bf16(), g.numel());
-    else std::memcpy(b, g.data(), static_cast<size_t>(g.numel()) * 4);
+    if (g.dtype() == DType::bf16)
+      convert_to_float(b, g.data_bf16(), g.numel());
+    else
+      std::memcpy(b, g.data(), static_cast<size_t>(g.numel()) * 4);
     b += g.numel();
   }
   return bucket;

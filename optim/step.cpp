@@ -10,15 +10,21 @@ namespace reckon {
 StepOptimizer::StepOptimizer(Transformer& model, const AdamWConfig& config, bool data_parallel) {
   if (data_parallel) broadcast_parameters(model.parameters());
   const int64_t stage = model.config().zero_stage;
-  if (stage >= 1) zero_ = std::make_unique<ZeroOptimizer>(model, config, stage, comm_rank(), comm_size());
-  else if (model.config().dtypes().master_weights) master_ = std::make_unique<AdamWMasterWeights>(model.parameters(), config);
-  else adamw_ = std::make_unique<AdamW>(model.parameters(), config);
+  if (stage >= 1)
+    zero_ = std::make_unique<ZeroOptimizer>(model, config, stage, comm_rank(), comm_size());
+  else if (model.config().dtypes().master_weights)
+    master_ = std::make_unique<AdamWMasterWeights>(model.parameters(), config);
+  else
+    adamw_ = std::make_unique<AdamW>(model.parameters(), config);
 }
 
 void StepOptimizer::step() {
-  if (zero_) zero_->step();
-  else if (master_) master_->step();
-  else adamw_->step();
+  if (zero_)
+    zero_->step();
+  else if (master_)
+    master_->step();
+  else
+    adamw_->step();
 }
 
 std::vector<std::pair<std::string, Tensor>> StepOptimizer::state_tensors() {
@@ -28,8 +34,10 @@ std::vector<std::pair<std::string, Tensor>> StepOptimizer::state_tensors() {
 
 void StepOptimizer::set_steps_taken(int64_t steps) {
   check_arg(!zero_, "checkpoints of a sharded optimizer (zero_stage ≥ 1) are not built yet");
-  if (master_) master_->set_steps_taken(steps);
-  else adamw_->set_steps_taken(steps);
+  if (master_)
+    master_->set_steps_taken(steps);
+  else
+    adamw_->set_steps_taken(steps);
 }
 
 int64_t StepOptimizer::steps_taken() const {
@@ -46,8 +54,10 @@ double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor&
   model.backward();
   if (data_parallel) {
     const int64_t stage = model.config().zero_stage, bucket_bytes = model.config().bucket_bytes();
-    if (stage == 0) all_reduce_gradients(model.parameters(), bucket_bytes);
-    else if (stage == 1) reduce_scatter_gradients(model.parameters(), bucket_bytes);
+    if (stage == 0)
+      all_reduce_gradients(model.parameters(), bucket_bytes);
+    else if (stage == 1)
+      reduce_scatter_gradients(model.parameters(), bucket_bytes);
     loss = all_reduce_sum_scalar(loss) / comm_size();
   }
   optimizer.step();
@@ -57,8 +67,8 @@ double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor&
 TrainingSession::TrainingSession(const TrainConfig& config, bool data_parallel)
     : model(config.model, config.seed),
       optimizer(model, config.optim, data_parallel),
-      tokens(Tensor::empty({config.model.batch_size, config.model.context_length}, Category::activation,
-                           "batch.tokens", DType::i32)),
+      tokens(Tensor::empty({config.model.batch_size, config.model.context_length}, Category::activation, "batch.tokens",
+                           DType::i32)),
       targets(Tensor::empty({config.model.batch_size, config.model.context_length}, Category::activation,
                             "batch.targets", DType::i32)),
       data_parallel(data_parallel) {}
@@ -67,7 +77,8 @@ StepMeasurement measure_steady_step(const TrainConfig& config, bool data_paralle
   StepMeasurement out;
   TrainingSession run(config, data_parallel);
   TokenData data = TokenData::random(config.model.vocab_size, config.seed);
-  const int64_t b = config.model.batch_size, ranks = data_parallel ? comm_size() : 1, rank = data_parallel ? comm_rank() : 0;
+  const int64_t b = config.model.batch_size, ranks = data_parallel ? comm_size() : 1,
+                rank = data_parallel ? comm_rank() : 0;
   data.fill_batch_rows(run.tokens, run.targets, 0, rank * b, ranks * b);
   run.step();
   data.fill_batch_rows(run.tokens, run.targets, 1, rank * b, ranks * b);

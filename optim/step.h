@@ -44,8 +44,8 @@ class StepOptimizer {
 
 // zero_grad (phase optimizer; not with zero_stage ≥ 2, whose gradients are created zeroed in backward), forward,
 // backward, (data parallel, stages 0 and 1: the gradients all-reduced, optim/data_parallel.h; stages 2 and 3
-// reduce-scatter them during backward), optimizer step. Returns the loss (data parallel: the mean over ranks, which is the
-// global batch's loss when every rank has as many rows).
+// reduce-scatter them during backward), optimizer step. Returns the loss (data parallel: the mean over ranks, which is
+// the global batch's loss when every rank has as many rows).
 double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets,
                      bool data_parallel = false);
 
@@ -69,10 +69,10 @@ struct TrainingSession {
 };
 
 struct StepMeasurement {
-  MemoryStats memory;                 // peak stats of the measured step only
+  MemoryStats memory;  // peak stats of the measured step only
   std::vector<LiveBlock> live_at_peak;
-  int64_t scratchpad_at_peak = 0;     // live oneDNN scratchpad bytes at the peak
-  std::map<OpKey, OpCount> counts;    // per op x phase, the measured step only
+  int64_t scratchpad_at_peak = 0;       // live oneDNN scratchpad bytes at the peak
+  std::map<OpKey, OpCount> counts;      // per op x phase, the measured step only
   std::vector<AllocationEvent> events;  // the measured step's allocations and frees, in order
   double loss = 0;
 };

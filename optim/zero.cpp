@@ -41,8 +41,14 @@ ParameterSplit parameter_split(int64_t start, int64_t n, int64_t total, int rank
 }
 
 ZeroOptimizer::ZeroOptimizer(Transformer& model, const AdamWConfig& config, int64_t stage, int rank, int ranks)
-    : model_(model), params_(model.parameters()), config_(config), stage_(stage), rank_(rank), ranks_(ranks),
-      master_weights_(model.config().dtypes().master_weights), units_(model.units()) {
+    : model_(model),
+      params_(model.parameters()),
+      config_(config),
+      stage_(stage),
+      rank_(rank),
+      ranks_(ranks),
+      master_weights_(model.config().dtypes().master_weights),
+      units_(model.units()) {
   check_arg(stage >= 1 && stage <= 3, "zero_stage: {} is outside the range of the sharded optimizer [1, 3]", stage);
   std::vector<int64_t> sizes;
   for (const Parameter& p : params_) {
@@ -166,7 +172,8 @@ void ZeroOptimizer::create_state() {  // lazily, as AdamW: the state of this ran
     s.m = Tensor::zeros({s.where.count}, Category::optimizer_state, p.name + ".exp_avg");
     s.v = Tensor::zeros({s.where.count}, Category::optimizer_state, p.name + ".exp_avg_sq");
     constexpr int64_t kChunk = int64_t{1} << 16;
-    for (int64_t off = 0; off < s.where.count; off += kChunk) chunks_.push_back({i, off, std::min(kChunk, s.where.count - off)});
+    for (int64_t off = 0; off < s.where.count; off += kChunk)
+      chunks_.push_back({i, off, std::min(kChunk, s.where.count - off)});
   }
 }
 

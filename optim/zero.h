@@ -66,9 +66,9 @@ class ZeroOptimizer : public ParameterHooks {
  private:
   struct Segment {
     ShardSegment where;
-    Tensor value;          // stage 3: "<param>.shard"
-    Tensor grad;           // stages 2, 3: "<param>.grad.shard"
-    Tensor master, m, v;   // the optimizer state of these elements
+    Tensor value;         // stage 3: "<param>.shard"
+    Tensor grad;          // stages 2, 3: "<param>.grad.shard"
+    Tensor master, m, v;  // the optimizer state of these elements
   };
   void all_gather_parameter(size_t param);
   void create_state();
@@ -80,10 +80,10 @@ class ZeroOptimizer : public ParameterHooks {
   int rank_, ranks_;
   bool master_weights_;
   std::vector<std::pair<int, int>> units_;
-  std::vector<int64_t> starts_;      // flat start of each parameter
+  std::vector<int64_t> starts_;  // flat start of each parameter
   int64_t total_ = 0;
   std::vector<Segment> segments_;
-  std::vector<int> segment_of_;      // per parameter: its segment on this rank, or -1
+  std::vector<int> segment_of_;  // per parameter: its segment on this rank, or -1
   // AdamW's work: chunks of at most 64 K elements over all segments (both threads busy on one large segment too),
   // built with the state.
   struct Chunk {

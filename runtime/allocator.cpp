@@ -38,11 +38,16 @@ std::vector<LiveBlock> sorted_largest_first(std::vector<LiveBlock> blocks) {
 
 const char* category_name(Category c) {
   switch (c) {
-    case Category::parameter: return "parameter";
-    case Category::gradient: return "gradient";
-    case Category::optimizer_state: return "optimizer_state";
-    case Category::activation: return "activation";
-    case Category::temporary: return "temporary";
+    case Category::parameter:
+      return "parameter";
+    case Category::gradient:
+      return "gradient";
+    case Category::optimizer_state:
+      return "optimizer_state";
+    case Category::activation:
+      return "activation";
+    case Category::temporary:
+      return "temporary";
   }
   return "?";
 }
@@ -109,8 +114,8 @@ void TrackingAllocator::free(void* ptr) {
     s->num_frees += 1;
   }
   if (timeline_on_) {
-    timeline_.push_back({now_ns(), -block.allocated, block.requested, block.id, block.name_id, block.category,
-                         block.dtype});
+    timeline_.push_back(
+        {now_ns(), -block.allocated, block.requested, block.id, block.name_id, block.category, block.dtype});
   }
   if (caching_) {
     cache_.emplace(block.allocated, ptr);
@@ -220,8 +225,8 @@ std::vector<AllocationEvent> TrackingAllocator::events() const {
   std::vector<AllocationEvent> out;
   out.reserve(timeline_.size());
   for (const MemoryEvent& e : timeline_) {
-    out.push_back({names_[static_cast<size_t>(e.name_id)], e.category, e.delta_bytes > 0 ? e.delta_bytes : -e.delta_bytes,
-                   e.delta_bytes > 0});
+    out.push_back({names_[static_cast<size_t>(e.name_id)], e.category,
+                   e.delta_bytes > 0 ? e.delta_bytes : -e.delta_bytes, e.delta_bytes > 0});
   }
   return out;
 }

@@ -51,8 +51,8 @@ struct MemoryEvent {
   int64_t time_ns;      // runtime clock (runtime/clock.h)
   int64_t delta_bytes;  // +allocated bytes on alloc, -allocated bytes on free
   int64_t requested_bytes;
-  int64_t block_id;     // pairs a free with its alloc
-  int32_t name_id;      // index into MemoryStats::names / tracker names
+  int64_t block_id;  // pairs a free with its alloc
+  int32_t name_id;   // index into MemoryStats::names / tracker names
   Category category;
   DType dtype;
 };
@@ -114,7 +114,7 @@ class TrackingAllocator {
   // Bytes held from the OS: in use + cached for reuse.
   int64_t reserved_bytes() const;
   void empty_cache();
-  void set_caching(bool on);  // on by default
+  void set_caching(bool on);   // on by default
   void set_timeline(bool on);  // on by default; off: no events are recorded (peak moment replay unavailable)
   // Peak := current (per category and total); the peak moment becomes now.
   void reset_peak_stats();

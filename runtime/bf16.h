@@ -41,9 +41,13 @@ inline float widen(bf16 x) { return to_float(x); }
 template <typename T>
 inline T narrow(float x);
 template <>
-inline float narrow<float>(float x) { return x; }
+inline float narrow<float>(float x) {
+  return x;
+}
 template <>
-inline bf16 narrow<bf16>(float x) { return to_bf16(x); }
+inline bf16 narrow<bf16>(float x) {
+  return to_bf16(x);
+}
 
 // n elements, vectorised (VCVTNEPS2BF16 where the CPU has AVX512-BF16, an AVX-512F emulation otherwise,
 // scalar without AVX-512); same bits as to_bf16 element by element.

@@ -68,7 +68,8 @@ void all_reduce_sum(float* data, int64_t n) {
   if (g_initialised && g_size > 1) {
     const int64_t chunk = kReduceChunkBytes / 4;
     for (int64_t off = 0; off < n; off += chunk) {
-      MPI_Allreduce(MPI_IN_PLACE, data + off, static_cast<int>(std::min(chunk, n - off)), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      MPI_Allreduce(MPI_IN_PLACE, data + off, static_cast<int>(std::min(chunk, n - off)), MPI_FLOAT, MPI_SUM,
+                    MPI_COMM_WORLD);
     }
   }
   record.count.bytes_read = 4 * n;
@@ -93,8 +94,8 @@ void all_gather_in_place(void* data, int64_t element_bytes, const std::vector<in
         const auto [count, offset] = overlap(displs[r], displs[r] + counts[r], a, b);
         c[r] = static_cast<int>(count), d[r] = static_cast<int>(offset);
       }
-      MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, static_cast<char*>(data) + a * element_bytes, c.data(), d.data(),
-                     type, MPI_COMM_WORLD);
+      MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, static_cast<char*>(data) + a * element_bytes, c.data(),
+                     d.data(), type, MPI_COMM_WORLD);
     }
   }
   record.count.bytes_read = element_bytes * counts[static_cast<size_t>(g_rank)];
@@ -181,7 +182,8 @@ double bus_bandwidth(const char* collective, double bytes, double seconds, int r
   if (seconds <= 0 || ranks < 1) return 0.0;
   const double alg = bytes / seconds, n = ranks;
   if (std::strcmp(collective, "all_reduce") == 0) return alg * 2 * (n - 1) / n;
-  if (std::strcmp(collective, "reduce_scatter") == 0 || std::strcmp(collective, "all_gather") == 0) return alg * (n - 1) / n;
+  if (std::strcmp(collective, "reduce_scatter") == 0 || std::strcmp(collective, "all_gather") == 0)
+    return alg * (n - 1) / n;
   return alg;
 }
 

@@ -8,11 +8,16 @@ namespace reckon {
 
 const char* phase_name(Phase p) {
   switch (p) {
-    case Phase::forward: return "forward";
-    case Phase::backward: return "backward";
-    case Phase::recompute: return "recompute";
-    case Phase::optimizer: return "optimizer";
-    case Phase::communication: return "communication";
+    case Phase::forward:
+      return "forward";
+    case Phase::backward:
+      return "backward";
+    case Phase::recompute:
+      return "recompute";
+    case Phase::optimizer:
+      return "optimizer";
+    case Phase::communication:
+      return "communication";
   }
   return "?";
 }
@@ -64,8 +69,7 @@ Counters& counters() {
   return instance;
 }
 
-OpRecord::OpRecord(std::string_view op)
-    : op_(op), start_ns_(0), enabled_(counters().enabled()) {
+OpRecord::OpRecord(std::string_view op) : op_(op), start_ns_(0), enabled_(counters().enabled()) {
   if (enabled_) start_ns_ = now_ns();
 }
 

@@ -19,8 +19,8 @@ namespace reckon {
 // communication: data-parallel collectives (runtime/comm.h), per collective: calls, bytes in, bytes out, time.
 enum class Phase : uint8_t { forward, backward, recompute, optimizer, communication };
 constexpr int kNumPhases = 5;
-constexpr std::array<Phase, kNumPhases> kAllPhases = {Phase::forward, Phase::backward, Phase::recompute, Phase::optimizer,
-                                                      Phase::communication};
+constexpr std::array<Phase, kNumPhases> kAllPhases = {Phase::forward, Phase::backward, Phase::recompute,
+                                                      Phase::optimizer, Phase::communication};
 const char* phase_name(Phase p);
 
 struct OpCount {

@@ -22,17 +22,28 @@ namespace reckon {
 namespace {
 const char* isa_name(dnnl::cpu_isa isa) {
   switch (isa) {
-    case dnnl::cpu_isa::sse41: return "sse41";
-    case dnnl::cpu_isa::avx: return "avx";
-    case dnnl::cpu_isa::avx2: return "avx2";
-    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
-    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";
-    case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
-    case dnnl::cpu_isa::avx512_core: return "avx512_core";
-    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
-    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
-    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
-    default: return "unknown";
+    case dnnl::cpu_isa::sse41:
+      return "sse41";
+    case dnnl::cpu_isa::avx:
+      return "avx";
+    case dnnl::cpu_isa::avx2:
+      return "avx2";
+    case dnnl::cpu_isa::avx2_vnni:
+      return "avx2_vnni";
+    case dnnl::cpu_isa::avx512_mic:
+      return "avx512_mic";
+    case dnnl::cpu_isa::avx512_mic_4ops:
+      return "avx512_mic_4ops";
+    case dnnl::cpu_isa::avx512_core:
+      return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx:
+      return "avx512_core_amx";
+    default:
+      return "unknown";
   }
 }
 
@@ -188,8 +199,10 @@ const std::string& bf16_matmul_unavailable_reason() {
       matmul_impl_name(g);
       return std::string();
     } catch (const std::exception&) {
-      return fmt::format("this CPU cannot run bf16 matmuls: oneDNN needs AVX-512 (avx512_core; at speed "
-                         "avx512_core_bf16 or avx512_core_amx), this CPU's ISA is {}", isa);
+      return fmt::format(
+          "this CPU cannot run bf16 matmuls: oneDNN needs AVX-512 (avx512_core; at speed "
+          "avx512_core_bf16 or avx512_core_amx), this CPU's ISA is {}",
+          isa);
     }
   }();
   return reason;
@@ -225,8 +238,8 @@ std::string machine_summary(const MachineInfo& info) {
   return fmt::format(
       "machine: {} | {} threads (of {} logical CPUs) | oneDNN {} isa {} matmul {} bf16 matmul {} (convert {}) | {} | "
       "OpenMP {}",
-      info.cpu_model, info.threads, info.hardware_threads, info.onednn_version, info.onednn_isa, info.onednn_matmul_impl,
-      info.onednn_bf16_matmul_impl, info.bf16_convert_isa, info.compiler, info.openmp_version);
+      info.cpu_model, info.threads, info.hardware_threads, info.onednn_version, info.onednn_isa,
+      info.onednn_matmul_impl, info.onednn_bf16_matmul_impl, info.bf16_convert_isa, info.compiler, info.openmp_version);
 }
 
 }  // namespace reckon

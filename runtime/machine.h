@@ -9,12 +9,12 @@
 namespace reckon {
 
 struct MachineInfo {
-  int threads = 0;          // OpenMP threads the runtime uses
-  int hardware_threads = 0; // logical CPUs the OS reports
+  int threads = 0;           // OpenMP threads the runtime uses
+  int hardware_threads = 0;  // logical CPUs the OS reports
   std::string cpu_model;
-  std::string onednn_version;  // "2.6.3 (cpu runtime OpenMP)"
-  std::string onednn_isa;      // effective ISA, e.g. "avx512_core_bf16"
-  std::string onednn_matmul_impl;  // implementation for a 256x512x512 f32 matmul
+  std::string onednn_version;           // "2.6.3 (cpu runtime OpenMP)"
+  std::string onednn_isa;               // effective ISA, e.g. "avx512_core_bf16"
+  std::string onednn_matmul_impl;       // implementation for a 256x512x512 f32 matmul
   std::string onednn_bf16_matmul_impl;  // the same shape with bf16 operands, or "unavailable: <why>"
   std::string bf16_convert_isa;         // f32 -> bf16 conversion path: avx512_bf16, avx512f or scalar
   std::string compiler;

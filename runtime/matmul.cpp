@@ -120,12 +120,15 @@ void check(bool ok, const std::string& message) {
 
 // One element of an f32 or bf16 tensor, at an offset (in elements) from the view's start.
 double element(const Tensor& t, int64_t at) {
-  return t.dtype() == DType::bf16 ? static_cast<double>(to_float(t.data_bf16()[at])) : static_cast<double>(t.data()[at]);
+  return t.dtype() == DType::bf16 ? static_cast<double>(to_float(t.data_bf16()[at]))
+                                  : static_cast<double>(t.data()[at]);
 }
 
 }  // namespace
 
-bool same_geometry(const MatmulGeometry& a, const MatmulGeometry& b) { return geometry_fields(a) == geometry_fields(b); }
+bool same_geometry(const MatmulGeometry& a, const MatmulGeometry& b) {
+  return geometry_fields(a) == geometry_fields(b);
+}
 
 int64_t MatmulGeometry::batch() const {
   CheckedInt b = 1;
@@ -133,8 +136,7 @@ int64_t MatmulGeometry::batch() const {
   return b.value();
 }
 
-MatmulGeometry matmul_geometry(const Tensor& dst, const Tensor& a, const Tensor& b, float alpha,
-                               bool accumulate) {
+MatmulGeometry matmul_geometry(const Tensor& dst, const Tensor& a, const Tensor& b, float alpha, bool accumulate) {
   check(a.defined() && b.defined() && dst.defined(), "matmul: a, b and dst must be defined tensors");
   const int rank = dst.dim();
   check(rank >= 2 && rank <= kMaxDims,
@@ -147,11 +149,11 @@ MatmulGeometry matmul_geometry(const Tensor& dst, const Tensor& a, const Tensor&
                       b.size(d), dst.size(d)));
   }
   check(a.size(-1) == b.size(-2),
-        fmt::format("matmul: a {} and b {} disagree on K: a.size(-1) = {} must equal b.size(-2) = {}",
-                    a.shape_str(), b.shape_str(), a.size(-1), b.size(-2)));
+        fmt::format("matmul: a {} and b {} disagree on K: a.size(-1) = {} must equal b.size(-2) = {}", a.shape_str(),
+                    b.shape_str(), a.size(-1), b.size(-2)));
   check(dst.size(-2) == a.size(-2) && dst.size(-1) == b.size(-1),
-        fmt::format("matmul: dst {} must be (..., {}, {}) for a {} and b {}", dst.shape_str(), a.size(-2),
-                    b.size(-1), a.shape_str(), b.shape_str()));
+        fmt::format("matmul: dst {} must be (..., {}, {}) for a {} and b {}", dst.shape_str(), a.size(-2), b.size(-1),
+                    a.shape_str(), b.shape_str()));
   check(dst.stride(-1) == 1 || dst.size(-1) == 1,
         fmt::format("matmul: dst '{}' must have its last dim contiguous (stride 1), has stride {}", dst.name(),
                     dst.stride(-1)));
@@ -192,9 +194,7 @@ MatmulGeometry matmul_geometry_plain(int64_t batch, int64_t m, int64_t k, int64_
   return g;
 }
 
-int64_t matmul_flops(const MatmulGeometry& g) {
-  return (CheckedInt(2) * g.batch() * g.m() * g.n() * g.k()).value();
-}
+int64_t matmul_flops(const MatmulGeometry& g) { return (CheckedInt(2) * g.batch() * g.m() * g.n() * g.k()).value(); }
 
 int64_t matmul_other_flops(const MatmulGeometry& g) {
   const CheckedInt mn = CheckedInt(g.batch()) * g.m() * g.n();
@@ -216,8 +216,7 @@ int64_t matmul_scratchpad_bytes(const MatmulGeometry& g) { return lookup(g).scra
 
 std::string matmul_impl_name(const MatmulGeometry& g) { return lookup(g).pd.impl_info_str(); }
 
-void matmul(const Tensor& dst, const Tensor& a, const Tensor& b, std::string_view op, float alpha,
-            bool accumulate) {
+void matmul(const Tensor& dst, const Tensor& a, const Tensor& b, std::string_view op, float alpha, bool accumulate) {
   OpRecord record(op);
   const MatmulGeometry g = matmul_geometry(dst, a, b, alpha, accumulate);
   const CachedMatmul& entry = lookup(g);
@@ -226,8 +225,7 @@ void matmul(const Tensor& dst, const Tensor& a, const Tensor& b, std::string_vie
   dnnl::memory a_mem(entry.pd.src_desc(), eng, a.raw_data());
   dnnl::memory b_mem(entry.pd.weights_desc(), eng, b.raw_data());
   dnnl::memory dst_mem(entry.pd.dst_desc(), eng, dst.raw_data());
-  std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, dst_mem}};
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, dst_mem}};
   Tensor scratchpad;
   if (entry.scratchpad_bytes > 0) {
     const int64_t floats = (entry.scratchpad_bytes + 3) / 4;
@@ -264,8 +262,10 @@ void matmul_reference(const Tensor& dst, const Tensor& a, const Tensor& b, float
           const int64_t at = od + m * g.dst_strides[r - 2] + n * g.dst_strides[r - 1];
           const double prior = accumulate ? element(dst, at) : 0.0;
           const float out = static_cast<float>(alpha * sum + prior);
-          if (dst.dtype() == DType::bf16) dst.data_bf16()[at] = to_bf16(out);
-          else dst.data()[at] = out;
+          if (dst.dtype() == DType::bf16)
+            dst.data_bf16()[at] = to_bf16(out);
+          else
+            dst.data()[at] = out;
         }
     }
 }

@@ -59,12 +59,11 @@ int64_t matmul_scratchpad_bytes(const MatmulGeometry& g);
 // Which oneDNN implementation runs this geometry, e.g. "brg:avx512_core".
 std::string matmul_impl_name(const MatmulGeometry& g);
 
-void matmul(const Tensor& dst, const Tensor& a, const Tensor& b, std::string_view op = "matmul",
-            float alpha = 1.0f, bool accumulate = false);
+void matmul(const Tensor& dst, const Tensor& a, const Tensor& b, std::string_view op = "matmul", float alpha = 1.0f,
+            bool accumulate = false);
 
 // Naive float64 reference with the same semantics (for tests and the benchmark baseline).
-void matmul_reference(const Tensor& dst, const Tensor& a, const Tensor& b, float alpha = 1.0f,
-                      bool accumulate = false);
+void matmul_reference(const Tensor& dst, const Tensor& a, const Tensor& b, float alpha = 1.0f, bool accumulate = false);
 
 int64_t matmul_cache_size();  // number of cached primitives
 void matmul_cache_clear();

@@ -19,9 +19,12 @@ namespace {
 
 const char* safetensors_dtype(DType d) {
   switch (d) {
-    case DType::f32: return "F32";
-    case DType::bf16: return "BF16";
-    case DType::i32: return "I32";
+    case DType::f32:
+      return "F32";
+    case DType::bf16:
+      return "BF16";
+    case DType::i32:
+      return "I32";
   }
   return "?";
 }
@@ -32,21 +35,28 @@ int json_depth(std::string_view text) {
   bool in_string = false, escaped = false;
   for (char c : text) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') deepest = std::max(deepest, ++depth);
-    else if (c == ']' || c == '}') --depth;
+    if (c == '"')
+      in_string = true;
+    else if (c == '[' || c == '{')
+      deepest = std::max(deepest, ++depth);
+    else if (c == ']' || c == '}')
+      --depth;
   }
   return deepest;
 }
 
 // A JSON integer in [0, int64 max], or -1.
 int64_t non_negative(const nlohmann::json& v) {
-  if (v.is_number_unsigned() && v.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX)) return static_cast<int64_t>(v.get<uint64_t>());
+  if (v.is_number_unsigned() && v.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX))
+    return static_cast<int64_t>(v.get<uint64_t>());
   if (v.is_number_integer() && v.get<int64_t>() >= 0) return v.get<int64_t>();
   return -1;
 }
@@ -71,7 +81,8 @@ std::string serialize_safetensors(const std::vector<std::pair<std::string, Tenso
     check_arg(names.insert(name).second, "safetensors: tensor name '{}' appears twice", name);
     check_arg(t.defined() && t.is_contiguous(), "safetensors: tensor '{}' must be defined and contiguous", name);
     const int64_t bytes = t.numel() * dtype_bytes(t.dtype());
-    header[name] = {{"dtype", safetensors_dtype(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + bytes}}};
+    header[name] = {
+        {"dtype", safetensors_dtype(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string text = header.dump();
@@ -88,10 +99,13 @@ std::string serialize_safetensors(const std::vector<std::pair<std::string, Tenso
 }
 
 Safetensors parse_safetensors(std::string bytes, const std::string& what) {
-  auto fail = [&](const std::string& why) { return std::invalid_argument(fmt::format("{}: not a valid safetensors file: {}", what, why)); };
+  auto fail = [&](const std::string& why) {
+    return std::invalid_argument(fmt::format("{}: not a valid safetensors file: {}", what, why));
+  };
   if (bytes.size() < 8) throw fail(fmt::format("{} bytes, shorter than the 8-byte header length", bytes.size()));
   uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[static_cast<size_t>(i)])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[static_cast<size_t>(i)])) << (8 * i);
   const uint64_t available = bytes.size() - 8;
   if (n > available || n > static_cast<uint64_t>(kMaxSafetensorsHeaderBytes)) {
     throw fail(fmt::format("header length {} exceeds the {} bytes after it (limit {})", n, available,
@@ -112,7 +126,8 @@ Safetensors parse_safetensors(std::string bytes, const std::string& what) {
     if (name == "__metadata__") {
       if (!entry.is_object()) throw fail("__metadata__ must be an object of strings");
       for (const auto& [key, value] : entry.items()) {
-        if (!value.is_string()) throw fail(fmt::format("__metadata__['{}'] must be a string, got {}", key, value.type_name()));
+        if (!value.is_string())
+          throw fail(fmt::format("__metadata__['{}'] must be a string, got {}", key, value.type_name()));
         out.metadata[key] = value.get<std::string>();
       }
       continue;
@@ -128,17 +143,23 @@ Safetensors parse_safetensors(std::string bytes, const std::string& what) {
     const nlohmann::json& dtype = entry["dtype"];
     if (!dtype.is_string()) throw fail(where + ": dtype must be a string");
     const std::string d = dtype.get<std::string>();
-    if (d == "F32") e.dtype = DType::f32;
-    else if (d == "BF16") e.dtype = DType::bf16;
-    else if (d == "I32") e.dtype = DType::i32;
-    else throw fail(fmt::format("{}: dtype '{}' is not one reckon reads (F32, BF16, I32)", where, d));
+    if (d == "F32")
+      e.dtype = DType::f32;
+    else if (d == "BF16")
+      e.dtype = DType::bf16;
+    else if (d == "I32")
+      e.dtype = DType::i32;
+    else
+      throw fail(fmt::format("{}: dtype '{}' is not one reckon reads (F32, BF16, I32)", where, d));
     const nlohmann::json& shape = entry["shape"];
     if (!shape.is_array() || shape.size() > 8) throw fail(where + ": shape must be an array of at most 8 dimensions");
     CheckedInt elements = 1;
     try {
       auto integer = [&](const nlohmann::json& v, const char* field) {
         const int64_t x = non_negative(v);
-        if (x < 0) throw fail(fmt::format("{}: {} must be an integer in [0, 9223372036854775807], got {}", where, field, v.dump()));
+        if (x < 0)
+          throw fail(
+              fmt::format("{}: {} must be an integer in [0, 9223372036854775807], got {}", where, field, v.dump()));
         return x;
       };
       for (const nlohmann::json& dim : shape) {
@@ -150,24 +171,29 @@ Safetensors parse_safetensors(std::string bytes, const std::string& what) {
       e.begin = integer(offsets[0], "begin");
       e.end = integer(offsets[1], "end");
       if (e.begin > e.end || e.end > data_size) {
-        throw fail(fmt::format("{}: data_offsets [{}, {}] outside the {} data bytes", where, e.begin, e.end, data_size));
+        throw fail(
+            fmt::format("{}: data_offsets [{}, {}] outside the {} data bytes", where, e.begin, e.end, data_size));
       }
       if ((elements * dtype_bytes(e.dtype)).value() != e.end - e.begin) {
         throw fail(fmt::format("{}: shape [{}] of {} needs {} bytes, data_offsets give {}", where,
-                               fmt::join(e.shape, ", "), d, (elements * dtype_bytes(e.dtype)).value(), e.end - e.begin));
+                               fmt::join(e.shape, ", "), d, (elements * dtype_bytes(e.dtype)).value(),
+                               e.end - e.begin));
       }
     } catch (const SizeOverflow&) {
       throw fail(where + ": its element count does not fit int64");
     }
     out.tensors.push_back(std::move(e));
   }
-  std::sort(out.tensors.begin(), out.tensors.end(),
-            [](const SafetensorsEntry& a, const SafetensorsEntry& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
+  std::sort(out.tensors.begin(), out.tensors.end(), [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
   int64_t expected = 0;
   for (const SafetensorsEntry& e : out.tensors) {
     if (e.begin != expected) {
-      throw fail(fmt::format("tensor '{}' starts at byte {}, expected {} (the entries must tile the data: no overlap, "
-                             "no hole)", e.name, e.begin, expected));
+      throw fail(
+          fmt::format("tensor '{}' starts at byte {}, expected {} (the entries must tile the data: no overlap, "
+                      "no hole)",
+                      e.name, e.begin, expected));
     }
     expected = e.end;
   }
@@ -182,7 +208,8 @@ Safetensors read_safetensors(const std::string& path, int64_t max_bytes) {
   check_arg(!ec && std::filesystem::is_regular_file(status), "{}: not a regular file", path);
   const auto size = std::filesystem::file_size(path, ec);
   check_arg(!ec, "{}: cannot read its size", path);
-  check_arg(size <= static_cast<uintmax_t>(max_bytes), "{}: {} bytes, above the allowed {} bytes", path, size, max_bytes);
+  check_arg(size <= static_cast<uintmax_t>(max_bytes), "{}: {} bytes, above the allowed {} bytes", path, size,
+            max_bytes);
   std::ifstream in(path, std::ios::binary);
   check_arg(static_cast<bool>(in), "{}: cannot open", path);
   std::string bytes(static_cast<size_t>(size), '\0');
@@ -191,7 +218,8 @@ Safetensors read_safetensors(const std::string& path, int64_t max_bytes) {
   return parse_safetensors(std::move(bytes), path);
 }
 
-void copy_from_safetensors(const Safetensors& file, const std::string& what, const std::string& name, const Tensor& dst) {
+void copy_from_safetensors(const Safetensors& file, const std::string& what, const std::string& name,
+                           const Tensor& dst) {
   const SafetensorsEntry* e = file.find(name);
   check_arg(e != nullptr, "{}: no tensor '{}'", what, name);
   check_arg(e->dtype == dst.dtype(), "{}: tensor '{}' is {}, expected {}", what, name, dtype_name(e->dtype),
@@ -199,7 +227,8 @@ void copy_from_safetensors(const Safetensors& file, const std::string& what, con
   check_arg(e->shape == dst.shape(), "{}: tensor '{}' has shape [{}], expected [{}]", what, name,
             fmt::join(e->shape, ", "), fmt::join(dst.shape(), ", "));
   check_arg(dst.is_contiguous(), "{}: destination of '{}' is not contiguous", what, name);
-  if (e->end > e->begin) std::memcpy(dst.raw_data(), file.data.data() + e->begin, static_cast<size_t>(e->end - e->begin));
+  if (e->end > e->begin)
+    std::memcpy(dst.raw_data(), file.data.data() + e->begin, static_cast<size_t>(e->end - e->begin));
 }
 
 }  // namespace reckon

@@ -34,8 +34,8 @@ struct SafetensorsEntry {
 
 struct Safetensors {
   std::map<std::string, std::string> metadata;
-  std::vector<SafetensorsEntry> tensors;  // sorted by begin
-  std::string data;                       // the bytes after the header
+  std::vector<SafetensorsEntry> tensors;                      // sorted by begin
+  std::string data;                                           // the bytes after the header
   const SafetensorsEntry* find(std::string_view name) const;  // nullptr if absent
 };
 
@@ -49,6 +49,7 @@ Safetensors parse_safetensors(std::string bytes, const std::string& what);
 Safetensors read_safetensors(const std::string& path, int64_t max_bytes);
 // Copies the entry `name` into dst, which must have its dtype and shape. Throws std::invalid_argument naming
 // the file (`what`), the entry and what differs.
-void copy_from_safetensors(const Safetensors& file, const std::string& what, const std::string& name, const Tensor& dst);
+void copy_from_safetensors(const Safetensors& file, const std::string& what, const std::string& name,
+                           const Tensor& dst);
 
 }  // namespace reckon

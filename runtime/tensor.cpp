@@ -30,14 +30,14 @@ std::string shape_to_string(const int64_t* sizes, int n) {
 
 int64_t checked_numel(const Shape& shape, std::string_view what) {
   if (shape.empty() || shape.size() > kMaxDims) {
-    throw std::invalid_argument(fmt::format("{}: number of dims is {}, allowed range is [1, {}]", what,
-                                            shape.size(), kMaxDims));
+    throw std::invalid_argument(
+        fmt::format("{}: number of dims is {}, allowed range is [1, {}]", what, shape.size(), kMaxDims));
   }
   int64_t n = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] < 1) {
-      throw std::invalid_argument(fmt::format("{}: dim {} is {}, allowed range is [1, {}]", what, i,
-                                              shape[i], kMaxElements));
+      throw std::invalid_argument(
+          fmt::format("{}: dim {} is {}, allowed range is [1, {}]", what, i, shape[i], kMaxElements));
     }
     if (__builtin_mul_overflow(n, shape[i], &n) || n > kMaxElements) {
       throw std::invalid_argument(fmt::format("{}: shape {} has more elements than the allowed {}", what,
@@ -81,9 +81,12 @@ int64_t dtype_bytes(DType dtype) { return dtype == DType::bf16 ? 2 : 4; }
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::f32: return "float32";
-    case DType::i32: return "int32";
-    case DType::bf16: return "bfloat16";
+    case DType::f32:
+      return "float32";
+    case DType::i32:
+      return "int32";
+    case DType::bf16:
+      return "bfloat16";
   }
   return "?";
 }
@@ -93,7 +96,8 @@ void PrintTo(DType dtype, std::ostream* os) { *os << dtype_name(dtype); }
 namespace {
 void check_dtype(const Tensor& t, DType actual, DType wanted) {
   if (actual != wanted) {
-    throw std::invalid_argument(fmt::format("tensor '{}' is {}, not {}", t.name(), dtype_name(actual), dtype_name(wanted)));
+    throw std::invalid_argument(
+        fmt::format("tensor '{}' is {}, not {}", t.name(), dtype_name(actual), dtype_name(wanted)));
   }
 }
 }  // namespace
@@ -183,22 +187,22 @@ Tensor Tensor::transpose(int d0, int d1) const {
 Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, int64_t offset) const {
   checked_numel(shape, fmt::format("as_strided of '{}'", name()));
   if (strides.size() != shape.size()) {
-    throw std::invalid_argument(fmt::format("as_strided of '{}': {} strides for {} dims", name(), strides.size(),
-                                            shape.size()));
+    throw std::invalid_argument(
+        fmt::format("as_strided of '{}': {} strides for {} dims", name(), strides.size(), shape.size()));
   }
   // The furthest element the view touches must lie inside the storage.
   int64_t last = offset_ + offset;
   for (size_t d = 0; d < shape.size(); ++d) {
     if (strides[d] < 0) {
-      throw std::invalid_argument(fmt::format("as_strided of '{}': stride {} is {}, allowed range is [0, ...)",
-                                              name(), d, strides[d]));
+      throw std::invalid_argument(
+          fmt::format("as_strided of '{}': stride {} is {}, allowed range is [0, ...)", name(), d, strides[d]));
     }
     last += (shape[d] - 1) * strides[d];
   }
   const int64_t capacity = storage_bytes() / dtype_bytes(dtype_);
   if (offset_ + offset < 0 || last >= capacity) {
-    throw std::invalid_argument(fmt::format("as_strided of '{}': view reaches element {}, storage has {}",
-                                            name(), last, capacity));
+    throw std::invalid_argument(
+        fmt::format("as_strided of '{}': view reaches element {}, storage has {}", name(), last, capacity));
   }
   Tensor t = *this;
   t.ndim_ = static_cast<int>(shape.size());
@@ -228,8 +232,10 @@ void Tensor::fill(float value) const {
         for (int64_t c = 0; c < s[2]; ++c)
           for (int64_t d = 0; d < s[3]; ++d) p[a * st[0] + b * st[1] + c * st[2] + d * st[3]] = v;
   };
-  if (dtype_ == DType::bf16) fill_with(data_bf16(), to_bf16(value));
-  else fill_with(data(), value);
+  if (dtype_ == DType::bf16)
+    fill_with(data_bf16(), to_bf16(value));
+  else
+    fill_with(data(), value);
 }
 
 }  // namespace reckon

@@ -1,5 +1,5 @@
-// Tensor: float32 (or bfloat16, or int32 for token ids), 1 to 4 dims, shape + strides (views share storage, no copies), int64_t sizes.
-// Storage is 64-byte aligned and owned through the tracking allocator, always with a category and a name
+// Tensor: float32 (or bfloat16, or int32 for token ids), 1 to 4 dims, shape + strides (views share storage, no copies),
+// int64_t sizes. Storage is 64-byte aligned and owned through the tracking allocator, always with a category and a name
 // (e.g. "layers.3.attn.probs"); it is freed when the last tensor viewing it goes away.
 #pragma once
 
@@ -31,10 +31,10 @@ class Tensor {
   static Tensor zeros(const Shape& shape, Category category, std::string_view name, DType dtype = DType::f32);
 
   bool defined() const { return storage_ != nullptr; }
-  float* data() const;       // f32 tensors only (throws std::invalid_argument otherwise)
-  int32_t* data_i32() const; // i32 tensors only
-  bf16* data_bf16() const;   // bf16 tensors only
-  void* raw_data() const;    // any dtype: the first element of the view (for oneDNN memory objects)
+  float* data() const;        // f32 tensors only (throws std::invalid_argument otherwise)
+  int32_t* data_i32() const;  // i32 tensors only
+  bf16* data_bf16() const;    // bf16 tensors only
+  void* raw_data() const;     // any dtype: the first element of the view (for oneDNN memory objects)
   DType dtype() const { return dtype_; }
   int dim() const { return ndim_; }
   int64_t size(int d) const;    // negative d counts from the end, like PyTorch
@@ -57,7 +57,10 @@ class Tensor {
 
   void fill(float value) const;  // every element of the view (f32; bf16 gets the value rounded to bf16)
   // Drop this handle; the storage is freed once no tensor views it.
-  void reset() { storage_.reset(); ndim_ = 0; }
+  void reset() {
+    storage_.reset();
+    ndim_ = 0;
+  }
 
  private:
   struct Storage;
@@ -73,16 +76,20 @@ class Tensor {
 // The data of a float32 or bf16 tensor as T* (float or bf16); throws std::invalid_argument on a dtype mismatch.
 template <typename T>
 T* data_as(const Tensor& t) {
-  if constexpr (std::is_same_v<T, bf16>) return t.data_bf16();
-  else return t.data();
+  if constexpr (std::is_same_v<T, bf16>)
+    return t.data_bf16();
+  else
+    return t.data();
 }
 
 // Calls f(T{}) with T = float or bf16 for a floating dtype, so one templated kernel serves both:
 //   dispatch_floating(x.dtype(), [&](auto tag) { using T = decltype(tag); kernel(data_as<T>(x), …); });
 template <typename F>
 void dispatch_floating(DType dtype, F&& f) {
-  if (dtype == DType::bf16) f(bf16{});
-  else f(0.0f);
+  if (dtype == DType::bf16)
+    f(bf16{});
+  else
+    f(0.0f);
 }
 
 // Number of elements of a shape; throws std::invalid_argument (naming `what`) for bad dims or overflow.

@@ -29,9 +29,44 @@ const std::vector<std::string> kSeeds = {
 };
 
 const std::vector<std::string> kTokens = {
-    "[", "]", "[[", "]]", "{", "}", ".", "=", "\"", "'", "\"\"\"", "'''", "\\", "\\u00e9", "\n", "#", ",", " ",
-    "preset", "model", "optim", "d_model", "num_heads", "1e309", "-0", "nan", "inf", "0x7f", "1979-05-27T07:32:00Z",
-    "true", "false", "9223372036854775808", "\xff", "\xc3", std::string(1, '\0'), "\r\n", "\t", "a.b.c",
+    "[",
+    "]",
+    "[[",
+    "]]",
+    "{",
+    "}",
+    ".",
+    "=",
+    "\"",
+    "'",
+    "\"\"\"",
+    "'''",
+    "\\",
+    "\\u00e9",
+    "\n",
+    "#",
+    ",",
+    " ",
+    "preset",
+    "model",
+    "optim",
+    "d_model",
+    "num_heads",
+    "1e309",
+    "-0",
+    "nan",
+    "inf",
+    "0x7f",
+    "1979-05-27T07:32:00Z",
+    "true",
+    "false",
+    "9223372036854775808",
+    "\xff",
+    "\xc3",
+    std::string(1, '\0'),
+    "\r\n",
+    "\t",
+    "a.b.c",
 };
 
 std::string mutate(std::mt19937_64& rng, std::string s) {
@@ -67,10 +102,10 @@ std::string mutate(std::mt19937_64& rng, std::string s) {
         break;
       }
       case 5: {  // a key = value line with a random known or near-known key
-        static const std::vector<std::string> keys = {"vocab_size", "context_length", "num_layers", "d_model",
-                                                      "num_heads", "d_ff", "ffn", "tie_embeddings", "position",
-                                                      "batch_size", "rmsnorm_eps", "lr", "beta1", "beta2",
-                                                      "adam_eps", "weight_decay", "seed", "preset", "d_modle"};
+        static const std::vector<std::string> keys = {
+            "vocab_size",     "context_length", "num_layers", "d_model",     "num_heads", "d_ff",  "ffn",
+            "tie_embeddings", "position",       "batch_size", "rmsnorm_eps", "lr",        "beta1", "beta2",
+            "adam_eps",       "weight_decay",   "seed",       "preset",      "d_modle"};
         s += "\n" + keys[below(keys.size())] + " = " + kTokens[below(kTokens.size())] + "\n";
         break;
       }

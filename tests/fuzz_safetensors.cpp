@@ -32,14 +32,38 @@ std::vector<std::string> seeds() {
   with_empty[0] = static_cast<char>(empty_header.size());
   with_empty += empty_header;
   return {serialize_safetensors({{"layers.0.w", a}, {"bias", b}, {"ids", c}}, {{"step", "3"}, {"config", "x = 1"}}),
-          serialize_safetensors({{"only", a}}, {}), with_empty,
-          serialize_safetensors({}, {})};
+          serialize_safetensors({{"only", a}}, {}), with_empty, serialize_safetensors({}, {})};
 }
 
 const std::vector<std::string> kTokens = {
-    "{", "}", "[", "]", "\"", ",", ":", "0", "-1", "1e3", "18446744073709551616", "9223372036854775807",
-    "\"F32\"", "\"BF16\"", "\"I32\"", "\"F16\"", "\"dtype\"", "\"shape\"", "\"data_offsets\"", "\"__metadata__\"",
-    "null", "true", "[0,0]", "[0,48]", "[48,0]", "[4611686018427387904,4611686018427387904]", "\\u0000", " ",
+    "{",
+    "}",
+    "[",
+    "]",
+    "\"",
+    ",",
+    ":",
+    "0",
+    "-1",
+    "1e3",
+    "18446744073709551616",
+    "9223372036854775807",
+    "\"F32\"",
+    "\"BF16\"",
+    "\"I32\"",
+    "\"F16\"",
+    "\"dtype\"",
+    "\"shape\"",
+    "\"data_offsets\"",
+    "\"__metadata__\"",
+    "null",
+    "true",
+    "[0,0]",
+    "[0,48]",
+    "[48,0]",
+    "[4611686018427387904,4611686018427387904]",
+    "\\u0000",
+    " ",
 };
 
 std::string mutate(std::mt19937_64& rng, std::string s) {
@@ -48,7 +72,8 @@ std::string mutate(std::mt19937_64& rng, std::string s) {
   for (int e = 0; e < edits; ++e) {
     switch (rng() % 7) {
       case 0:  // flip a byte (often in the header length or the JSON)
-        if (!s.empty()) s[below(std::min<size_t>(s.size(), rng() % 2 ? 16 : s.size()))] = static_cast<char>(rng() & 0xff);
+        if (!s.empty())
+          s[below(std::min<size_t>(s.size(), rng() % 2 ? 16 : s.size()))] = static_cast<char>(rng() & 0xff);
         break;
       case 1: {  // rewrite the header length: 0, huge, 2^63, off by a little
         if (s.size() < 8) break;
@@ -102,7 +127,8 @@ int main(int argc, char** argv) {
   long long parsed = 0, refused = 0;
   for (long long i = 0; i < count; ++i) {
     std::mt19937_64 rng(seed * 1000003ULL + static_cast<unsigned long long>(i));
-    const std::string input = rng() % 20 == 0 ? mutate(rng, std::string(8, '\0')) : mutate(rng, valid[rng() % valid.size()]);
+    const std::string input =
+        rng() % 20 == 0 ? mutate(rng, std::string(8, '\0')) : mutate(rng, valid[rng() % valid.size()]);
     try {
       const Safetensors file = parse_safetensors(input, "fuzz.safetensors");
       for (const SafetensorsEntry& e : file.tensors) {  // what a loader does next: copy each entry out
@@ -125,7 +151,8 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  std::printf("fuzz_safetensors: %lld inputs from seed %llu: %lld parsed, %lld refused with an input error, 0 crashes\n",
-              count, seed, parsed, refused);
+  std::printf(
+      "fuzz_safetensors: %lld inputs from seed %llu: %lld parsed, %lld refused with an input error, 0 crashes\n", count,
+      seed, parsed, refused);
   return parsed > 0 && refused > 0 ? 0 : 1;  // a fuzzer that never reaches both outcomes tests nothing
 }

@@ -12,7 +12,7 @@ namespace reckon::testing_ref {
 inline int64_t count_parameters(const ModelConfig& c) {
   const CheckedInt v = c.vocab_size, d = c.d_model, f = c.d_ff;
   const CheckedInt ffn_mats = c.ffn == FfnKind::swiglu ? 3 : 2;
-  return (v * d                                                                      // token embedding
+  return (v * d                                                                       // token embedding
           + (c.position == Position::learned ? c.context_length * d : CheckedInt(0))  // learned positions
           + c.num_layers * (2 * d + 4 * d * d + ffn_mats * f * d)                     // norms, attention, ffn
           + d                                                                         // final norm

@@ -83,7 +83,6 @@ inline Vec fd_grad(const std::function<double(const Vec&)>& f, Vec x) {
   return g;
 }
 
-
 inline Vec linear_ref(const Vec& x, const Vec& w, int64_t n, int64_t in, int64_t out) {
   Vec y(static_cast<size_t>(n * out), 0.0);
   for (int64_t i = 0; i < n; ++i)
@@ -120,14 +119,16 @@ inline Vec attention_ref(const Vec& q, const Vec& k, const Vec& v, int64_t b, in
         double z = 0;
         for (double& e : s) z += (e = std::exp(e - m));
         for (int64_t j = 0; j <= i; ++j)
-          for (int64_t c = 0; c < dk; ++c) ctx[(bb * t + i) * d + hh * dk + c] += s[j] / z * v[(bb * t + j) * d + hh * dk + c];
+          for (int64_t c = 0; c < dk; ++c)
+            ctx[(bb * t + i) * d + hh * dk + c] += s[j] / z * v[(bb * t + j) * d + hh * dk + c];
       }
   return ctx;
 }
 
 inline double silu_ref(double x) { return x / (1.0 + std::exp(-x)); }
 
-inline Vec ffn_ref(const Vec& hx, const Vec& w1, const Vec& w3, const Vec& w2, int64_t n, int64_t d, int64_t f, FfnKind kind) {
+inline Vec ffn_ref(const Vec& hx, const Vec& w1, const Vec& w3, const Vec& w2, int64_t n, int64_t d, int64_t f,
+                   FfnKind kind) {
   Vec a = linear_ref(hx, w1, n, d, f);
   Vec act(a.size());
   if (kind == FfnKind::swiglu) {

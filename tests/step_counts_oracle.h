@@ -18,8 +18,8 @@
 
 namespace reckon::testing_ref {
 
-inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, const AdamWConfig& optim, int data_parallel_ranks,
-                                              int data_parallel_rank) {
+inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, const AdamWConfig& optim,
+                                                        int data_parallel_ranks, int data_parallel_rank) {
   const CheckedInt b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
   const CheckedInt h = c.num_heads, dk = d / h, l = c.num_layers, n = b * t, bh = b * h;
   const CheckedInt causal = t * (t + 1) / 2;  // entries the causal softmax touches per (b, h)
@@ -111,8 +111,10 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
         A * l * bh * (2 * t * t + 3 * t * dk));
   }
   // The gate (swiglu: silu(a)·b) or silu alone, N·F elements per layer, in A.
-  if (swiglu) add("swiglu", Bw, l, 0, l * 12 * n * f, A * l * 3 * n * f, A * l * 2 * n * f);
-  else add("silu", Bw, l, 0, l * 9 * n * f, A * l * 2 * n * f, A * l * n * f);
+  if (swiglu)
+    add("swiglu", Bw, l, 0, l * 12 * n * f, A * l * 3 * n * f, A * l * 2 * n * f);
+  else
+    add("silu", Bw, l, 0, l * 9 * n * f, A * l * 2 * n * f, A * l * n * f);
   const CheckedInt block_weights = l * (4 * d * d + (ffn_in + 1) * f * d);  // matmul weights of all blocks
   // Every block's forward under `phase`: forward, or recompute (recompute = full re-runs each block in backward,
   // amp-bf16's weight casts included: the copies were dropped with the block).
@@ -120,8 +122,10 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     add_norm_forward(phase, 2 * l);
     e[OpKey{"linear", phase}] += linear_forward;
     add_attention_forward(phase);
-    if (swiglu) add("swiglu", phase, l, 0, l * 5 * n * f, A * l * 2 * n * f, A * l * n * f);
-    else add("silu", phase, l, 0, l * 4 * n * f, A * l * n * f, A * l * n * f);
+    if (swiglu)
+      add("swiglu", phase, l, 0, l * 5 * n * f, A * l * 2 * n * f, A * l * n * f);
+    else
+      add("silu", phase, l, 0, l * 4 * n * f, A * l * n * f, A * l * n * f);
     add("residual", phase, 2 * l, 0, 2 * l * n * d, F * 2 * l * 2 * n * d, F * 2 * l * n * d);
     if (plan.weight_cache) add("cast", phase, l * (4 + ffn_in + 1), 0, 0, F * block_weights, 2 * block_weights);
   };
@@ -144,15 +148,19 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   const int64_t stage = c.zero_stage;
   const int ranks = data_parallel_ranks, rank = data_parallel_rank;
   // zero_grad: at the step's start, or (stages 2, 3) per unit as backward creates the gradients zeroed.
-  if (stage >= 2) add("zero_grad", Bw, l + 2, 0, 0, 0, G * p);
-  else add("zero_grad", O, 1, 0, 0, 0, G * p);
+  if (stage >= 2)
+    add("zero_grad", Bw, l + 2, 0, 0, 0, G * p);
+  else
+    add("zero_grad", O, 1, 0, 0, 0, G * p);
   // AdamW over every parameter, or (ZeRO, optim/zero.h) over this rank's flat range.
   const CheckedInt updated = stage >= 1 ? [&] {
     const auto [lo, hi] = owned_range(p.value(), rank, ranks);
     return CheckedInt(hi - lo);
   }() : p;
-  if (plan.master_weights) add("adamw", O, 1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * updated, (12 + G) * updated, (12 + P) * updated);
-  else add("adamw", O, 1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * updated, 4 * F * updated, 3 * F * updated);
+  if (plan.master_weights)
+    add("adamw", O, 1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * updated, (12 + G) * updated, (12 + P) * updated);
+  else
+    add("adamw", O, 1, 0, (optim.weight_decay != 0.0 ? 14 : 13) * updated, 4 * F * updated, 3 * F * updated);
   if (ranks > 1) {
     const Phase C = Phase::communication;
     const CheckedInt buckets = static_cast<int64_t>(gradient_buckets(c, c.bucket_bytes()).size());
@@ -171,7 +179,7 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     for (int64_t m : mine) owned += m;
     if (stage == 1) add("reduce_scatter", C, buckets, 0, 0, F * p, F * owned);
     if (stage == 1 || stage == 2) add("all_gather", C, params, 0, 0, P * owned, P * p);  // after AdamW
-    if (stage >= 2) add("reduce_scatter", C, params, 0, 0, F * p, F * owned);  // float32 on the wire
+    if (stage >= 2) add("reduce_scatter", C, params, 0, 0, F * p, F * owned);            // float32 on the wire
     if (stage == 3) {
       // Gathered per unit where used: each layer and the head twice (forward, backward); the embeddings once,
       // or, tied to the head, three times.
@@ -187,6 +195,5 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   }
   return e;
 }
-
 
 }  // namespace reckon::testing_ref

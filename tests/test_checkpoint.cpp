@@ -72,7 +72,8 @@ TEST(Checkpoint, ResumedRunEqualsTheUninterruptedOneBitForBit) {
       EXPECT_EQ(std::memcmp(&loss, &straight[static_cast<size_t>(step)], sizeof loss), 0) << "step " << step + 1;
     }
     size_t i = 0;
-    for (const Parameter& p : resumed.model.parameters()) EXPECT_TRUE(bytes_of(p.value) == straight_params[i++]) << p.name;
+    for (const Parameter& p : resumed.model.parameters())
+      EXPECT_TRUE(bytes_of(p.value) == straight_params[i++]) << p.name;
     // Master weights (bf16 mode) are in the file as float32 beside the bf16 parameters.
     if (precision == Precision::bf16) {
       EXPECT_NE(file.find("tok_emb.weight.master"), nullptr);
@@ -96,8 +97,10 @@ TEST(Checkpoint, AnotherModelOrAForeignFileIsAClearError) {
     restore_checkpoint(other, file, meta, "c.safetensors");
     FAIL() << "restored into another shape";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("c.safetensors: tensor 'layers.0.ffn.w1.weight' has shape [256, 64], expected [128, 64]"),
-              std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(
+                  "c.safetensors: tensor 'layers.0.ffn.w1.weight' has shape [256, 64], expected [128, 64]"),
+              std::string::npos)
+        << e.what();
   }
   Tensor t = Tensor::zeros({2}, Category::temporary, "t");
   const Safetensors foreign = parse_safetensors(serialize_safetensors({{"x", t}}, {{"format", "pt"}}), "f.safetensors");
@@ -105,7 +108,8 @@ TEST(Checkpoint, AnotherModelOrAForeignFileIsAClearError) {
     read_checkpoint_meta(foreign, "f.safetensors");
     FAIL() << "read a foreign file as a checkpoint";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("f.safetensors: not a reckon checkpoint (metadata format is 'pt'"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("f.safetensors: not a reckon checkpoint (metadata format is 'pt'"),
+              std::string::npos)
         << e.what();
   }
 }

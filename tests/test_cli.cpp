@@ -55,7 +55,8 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   const std::string json = temp_path("train.json"), trace = temp_path("trace.json");
   std::filesystem::remove(json);
   std::filesystem::remove(trace);
-  const CommandResult r = run("train --preset tiny --steps 3 --threads 2 --quiet --data random --json " + json + " --trace " + trace);
+  const CommandResult r =
+      run("train --preset tiny --steps 3 --threads 2 --quiet --data random --json " + json + " --trace " + trace);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("## Memory at the peak, by category"), std::string::npos);
   EXPECT_NE(r.output.find("| lm_head"), std::string::npos);
@@ -77,8 +78,10 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");
   // The JSON's memory is the training's: the roofline probes run after it was taken (they allocate ~800 MB of
   // tracked buffers); the printed table's total peak is the JSON's.
-  for (const auto& blk : j["memory"]["live_at_peak"]) EXPECT_EQ(blk["name"].get<std::string>().rfind("probe.", 0), std::string::npos);
-  for (const auto& blk : j["report"]["memory"]["peak"]["largest"]) EXPECT_EQ(blk["name"].get<std::string>().rfind("probe.", 0), std::string::npos);
+  for (const auto& blk : j["memory"]["live_at_peak"])
+    EXPECT_EQ(blk["name"].get<std::string>().rfind("probe.", 0), std::string::npos);
+  for (const auto& blk : j["report"]["memory"]["peak"]["largest"])
+    EXPECT_EQ(blk["name"].get<std::string>().rfind("probe.", 0), std::string::npos);
   EXPECT_NE(r.output.find(fmt_int(j["memory"]["allocated_bytes"]["all"]["peak"].get<int64_t>())), std::string::npos);
   EXPECT_LT(j["memory"]["allocated_bytes"]["all"]["peak"].get<int64_t>(), 20'000'000);
   int64_t breakdown_sum = 0;
@@ -106,8 +109,10 @@ TEST(Cli, NonFiniteLossStopsTrainingWithExit3AndWritesNothing) {
   const std::string json = temp_path("diverged.json"), trace = temp_path("diverged_trace.json");
   std::filesystem::remove(json);
   std::filesystem::remove(trace);
-  const CommandResult r = run("train --preset tiny --steps 200 --threads 2 --quiet --data random --set lr=10 "
-                              "--set beta2=0 --json " + json + " --trace " + trace);
+  const CommandResult r =
+      run("train --preset tiny --steps 200 --threads 2 --quiet --data random --set lr=10 "
+          "--set beta2=0 --json " +
+          json + " --trace " + trace);
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("reckon: error: loss is"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("Try a lower lr"), std::string::npos) << r.output;
@@ -119,7 +124,10 @@ TEST(Cli, NonFiniteLossStopsTrainingWithExit3AndWritesNothing) {
 
 TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
   const std::string json = temp_path("bad.json");
-  struct Bad { std::string args; std::string needle; };
+  struct Bad {
+    std::string args;
+    std::string needle;
+  };
   const std::vector<Bad> cases = {
       {"--set d_model=0", "d_model: 0 is outside the allowed range [1, 65536]"},
       {"--set num_heads=3", "num_heads: 3 does not divide d_model 64"},
@@ -174,7 +182,10 @@ TEST(Output, SymlinksDevicesAndSamePaths) {
   std::filesystem::create_directories(dir);
   const std::string victim = (dir / "victim").string(), out = (dir / "out.json").string();
   { std::ofstream(victim) << "secret"; }
-  auto victim_text = [&] { std::ifstream in(victim); return std::string(std::istreambuf_iterator<char>(in), {}); };
+  auto victim_text = [&] {
+    std::ifstream in(victim);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
   // The target itself a symlink: refused, the file it points to untouched.
   std::filesystem::create_symlink(victim, out);
   CommandResult r = run("estimate --preset tiny --json " + out);
@@ -204,7 +215,8 @@ TEST(Output, SymlinksDevicesAndSamePaths) {
   r = run("estimate --preset tiny --json " + dir.string());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("it is a folder"), std::string::npos) << r.output;
-  r = run("train --preset tiny --steps 1 --data random --json " + out + " --trace " + dir.string() + "/../reckon_cli_outputs/out.json");
+  r = run("train --preset tiny --steps 1 --data random --json " + out + " --trace " + dir.string() +
+          "/../reckon_cli_outputs/out.json");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--json and --trace name the same file"), std::string::npos) << r.output;
   r = run("train --preset tiny --steps 1 --data " + victim + " --json " + victim);
@@ -255,7 +267,8 @@ TEST(Output, ConcurrentWritersNeverShowAPartialFile) {
 // JSON holds each loss as a shortest round-trip double); --dump-grads writes the last step's gradients; a resume
 // that names a config, other data, a foreign or a damaged file exits 2 and writes nothing.
 TEST(Cli, CheckpointResumeIsBitExactAndBadCheckpointsAreRefused) {
-  const std::string c4 = temp_path("c4.safetensors"), c6 = temp_path("c6.safetensors"), grads = temp_path("g.safetensors");
+  const std::string c4 = temp_path("c4.safetensors"), c6 = temp_path("c6.safetensors"),
+                    grads = temp_path("g.safetensors");
   const std::string a = temp_path("a.json"), b = temp_path("b.json"), full = temp_path("full.json");
   for (const std::string& f : {c4, c6, grads, a, b, full}) std::filesystem::remove(f);
   const std::string common = " --threads 2 --quiet --set precision=fp32 --set attention=flash ";
@@ -286,7 +299,10 @@ TEST(Cli, CheckpointResumeIsBitExactAndBadCheckpointsAreRefused) {
   const std::string cut = temp_path("cut.safetensors");
   std::filesystem::copy_file(c6, cut, std::filesystem::copy_options::overwrite_existing);
   std::filesystem::resize_file(cut, std::filesystem::file_size(cut) - 100);
-  struct Bad { std::string args; std::string needle; };
+  struct Bad {
+    std::string args;
+    std::string needle;
+  };
   const std::vector<Bad> cases = {
       {"--resume " + c6 + " --preset S", "--resume: the config comes from the checkpoint"},
       {"--resume " + c6 + " --set lr=0.1", "drop --preset, --config and --set"},
@@ -324,7 +340,8 @@ TEST(Cli, MixedPrecisionRefusedWithoutBf16Isa) {
     while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
     const int status = pclose(pipe);
     EXPECT_EQ(WEXITSTATUS(status), 2) << out;
-    EXPECT_NE(out.find(std::string("precision = ") + p + ": this CPU cannot run bf16 matmuls"), std::string::npos) << out;
+    EXPECT_NE(out.find(std::string("precision = ") + p + ": this CPU cannot run bf16 matmuls"), std::string::npos)
+        << out;
     EXPECT_NE(out.find("needs AVX-512 (avx512_core"), std::string::npos) << out;
     EXPECT_NE(out.find("bf16 matmul unavailable"), std::string::npos) << out;
   }
@@ -347,7 +364,6 @@ TEST(ParseBytes, UnitsAndErrors) {
     EXPECT_NE(std::string(e.what()).find("KiB, MiB, GiB, TiB"), std::string::npos);
   }
 }
-
 
 // Each `estimate --preset gpt2-xl <args>` exits 2 with `needle` in its output and writes no JSON.
 struct BadEstimate {
@@ -386,14 +402,15 @@ TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
   EXPECT_EQ(j["precisions"][1]["fixed_bytes"], 16 * 1635537600LL + 2 * matmul_weights);
   // Naive vs flash attention (fp32): flash keeps no B·H·T² probabilities — per layer and sample that is
   // H·T²·4 B = 25·1024²·4 = 104,857,600 B per layer and sample, and keeps H·T·4 B of log-sum-exp instead: at
-  // the backward peak that is exactly the per-sample difference (48 layers) — and the max batch doubles; its FLOPs count the causal half of attention plus the recomputed scores.
+  // the backward peak that is exactly the per-sample difference (48 layers) — and the max batch doubles; its FLOPs
+  // count the causal half of attention plus the recomputed scores.
   ASSERT_EQ(j["attention"].size(), 2u);
   EXPECT_EQ(j["attention"][0]["attention"], "naive");
   EXPECT_EQ(j["attention"][0]["max_batch"], 5);
   EXPECT_EQ(j["attention"][1]["max_batch"], 10);
   const int64_t saved_probs = 48LL * 25 * 1024 * 1024 * 4;
-  const int64_t per_sample_gap = j["attention"][0]["per_sample_bytes"].get<int64_t>() -
-                                 j["attention"][1]["per_sample_bytes"].get<int64_t>();
+  const int64_t per_sample_gap =
+      j["attention"][0]["per_sample_bytes"].get<int64_t>() - j["attention"][1]["per_sample_bytes"].get<int64_t>();
   EXPECT_EQ(per_sample_gap, saved_probs - 48LL * 25 * 1024 * 4);  // minus the float32 lse rows flash keeps
   EXPECT_LT(j["attention"][1]["step_flops"].get<int64_t>(), j["attention"][0]["step_flops"].get<int64_t>());
   const CommandResult amp = run("estimate --preset gpt2-xl --precision amp-bf16 --json " + json);
@@ -405,21 +422,22 @@ TEST(Cli, EstimateAnswersGpt2XlAndRejectsBadInput) {
   const CommandResult tb = run("estimate --preset gpt2-xl --activations textbook");
   EXPECT_EQ(tb.exit_code, 0);
   EXPECT_NE(tb.output.find("textbook list"), std::string::npos);
-  expect_estimate_refusals(json, {{"--memory-budget 80XB", "--memory-budget: '80XB'"},
-                                  {"--gpu v100", "--gpu: 'v100'"},
-                                  {"--precision fp8", "--precision: 'fp8'"},
-                                  {"--mfu 1.5", "--mfu: 1.5"},
-                                  {"--activations some", "--activations: 'some'"},
-                                  {"--train-batch 0", "--train-batch: 0 is outside the allowed range [1, 16777216]"},
-                                  {"--mfu 1e-320", "--mfu: 1e-320 is outside the allowed range [1e-06, 1]"},
-                                  {"--mfu nan", "--mfu: nan is outside"},
-                                  {"--train-steps 9223372036854775807", "--train-steps: 9223372036854775807 is outside"},
-                                  {"--train-steps 1099511627776 --train-batch 16777216",
-                                   "tokens do not fit int64 (largest value 9223372036854775807); lower --train-steps "
-                                   "to at most 536870911"},
-                                  {"--set context_length=131072 --set batch_size=4096",
-                                   "the largest batch_size that fits at context_length 131072 is 537"},
-                                  {"--set num_heads=7", "num_heads: 7 does not divide d_model 1600"}});
+  expect_estimate_refusals(json,
+                           {{"--memory-budget 80XB", "--memory-budget: '80XB'"},
+                            {"--gpu v100", "--gpu: 'v100'"},
+                            {"--precision fp8", "--precision: 'fp8'"},
+                            {"--mfu 1.5", "--mfu: 1.5"},
+                            {"--activations some", "--activations: 'some'"},
+                            {"--train-batch 0", "--train-batch: 0 is outside the allowed range [1, 16777216]"},
+                            {"--mfu 1e-320", "--mfu: 1e-320 is outside the allowed range [1e-06, 1]"},
+                            {"--mfu nan", "--mfu: nan is outside"},
+                            {"--train-steps 9223372036854775807", "--train-steps: 9223372036854775807 is outside"},
+                            {"--train-steps 1099511627776 --train-batch 16777216",
+                             "tokens do not fit int64 (largest value 9223372036854775807); lower --train-steps "
+                             "to at most 536870911"},
+                            {"--set context_length=131072 --set batch_size=4096",
+                             "the largest batch_size that fits at context_length 131072 is 537"},
+                            {"--set num_heads=7", "num_heads: 7 does not divide d_model 1600"}});
 }
 
 // `estimate --gpus N --zero S`: per-GPU figures of every ZeRO stage from one rank's replay and counts; GPT-2 XL in
@@ -443,7 +461,8 @@ TEST(Cli, EstimateGpt2XlOnEightGpusPerZeroStage) {
   // Each stage needs less per GPU than the one before, and fits a larger batch (or the same).
   for (int s = 1; s < 4; ++s) {
     EXPECT_LT(c["stages"][s]["peak_bytes"].get<int64_t>(), c["stages"][s - 1]["peak_bytes"].get<int64_t>());
-    EXPECT_GE(c["stages"][s]["max_batch_per_gpu"].get<int64_t>(), c["stages"][s - 1]["max_batch_per_gpu"].get<int64_t>());
+    EXPECT_GE(c["stages"][s]["max_batch_per_gpu"].get<int64_t>(),
+              c["stages"][s - 1]["max_batch_per_gpu"].get<int64_t>());
   }
   // Traffic in Ψ: ring all-reduce 2(N−1)/N; reduce-scatter + all-gather the same; stage 3 gathers each layer and
   // the head twice but XL's untied embedding once (its backward needs no weights), and reduce-scatters once.
@@ -456,11 +475,12 @@ TEST(Cli, EstimateGpt2XlOnEightGpusPerZeroStage) {
   const CommandResult ib = run("estimate --preset gpt2-xl --gpus 64 --json " + json);
   ASSERT_EQ(ib.exit_code, 0) << ib.output;
   EXPECT_EQ(read_json(json)["cluster"]["link"]["name"], "InfiniBand HDR 200 Gb/s");
-  expect_estimate_refusals(json, {{"--gpus 0", "--gpus: 0 is outside the allowed range [1, 65536]"},
-                                  {"--gpus 8 --link pcie", "--link: 'pcie' is not allowed; allowed values are auto, nvlink, infiniband"},
-                                  {"--gpus 8 --link-gbps 0", "--link-gbps: 0 is outside"},
-                                  {"--gpus 8 --link-latency-us -1", "--link-latency-us: -1 is outside"},
-                                  {"--gpus 8 --zero 5", "zero_stage: 5 is outside the allowed range [0, 3]"}});
+  expect_estimate_refusals(
+      json, {{"--gpus 0", "--gpus: 0 is outside the allowed range [1, 65536]"},
+             {"--gpus 8 --link pcie", "--link: 'pcie' is not allowed; allowed values are auto, nvlink, infiniband"},
+             {"--gpus 8 --link-gbps 0", "--link-gbps: 0 is outside"},
+             {"--gpus 8 --link-latency-us -1", "--link-latency-us: -1 is outside"},
+             {"--gpus 8 --zero 5", "zero_stage: 5 is outside the allowed range [0, 3]"}});
 }
 
 // Large but legal-looking inputs: each an answer or one clear error with exit 2, never a signal.
@@ -471,16 +491,23 @@ TEST(Cli, LargeInputsAnswerOrFailCleanly) {
   EXPECT_EQ(e.exit_code, 0) << e.output;
   EXPECT_NE(e.output.find("not queried: matmul: a (4294967296, 64)"), std::string::npos) << e.output;
   EXPECT_NE(e.output.find("18,041,972,199,522,304"), std::string::npos) << e.output;  // activations at the peak
-  const CommandResult t = run("train --preset tiny --set context_length=131072 --set batch_size=32768 --steps 1 --data random");
+  const CommandResult t =
+      run("train --preset tiny --set context_length=131072 --set batch_size=32768 --steps 1 --data random");
   EXPECT_EQ(t.exit_code, 2) << t.output;
-  EXPECT_NE(t.output.find("--max-memory: train: a training step of this config (batch_size 32768) peaks at 27,054,669,015,028,736 B"),
-            std::string::npos) << t.output;
+  EXPECT_NE(
+      t.output.find(
+          "--max-memory: train: a training step of this config (batch_size 32768) peaks at 27,054,669,015,028,736 B"),
+      std::string::npos)
+      << t.output;
   // A training batch of 2^24 sequences: step FLOPs beyond int64, held exactly-linear in a double.
   const CommandResult big = run("estimate --train-batch 16777216");
   EXPECT_EQ(big.exit_code, 0) << big.output;
-  struct Bad { std::string args, needle; };
+  struct Bad {
+    std::string args, needle;
+  };
   for (const Bad& b : std::vector<Bad>{
-           {"frobnicate", "unknown subcommand 'frobnicate'; valid subcommands: demo, train, reconcile, estimate, extrapolate"},
+           {"frobnicate",
+            "unknown subcommand 'frobnicate'; valid subcommands: demo, train, reconcile, estimate, extrapolate"},
            {"--threads 2", "a subcommand is required; valid subcommands: demo, train"},
            {"estimate --json ''", "--json: an empty value is not allowed"},
            {"train --trace '' --preset tiny", "--trace: an empty value is not allowed"},
@@ -489,7 +516,8 @@ TEST(Cli, LargeInputsAnswerOrFailCleanly) {
            {"extrapolate --validate tiny --train-steps 0", "--train-steps: 0 is outside the allowed range"},
            {"estimate --batch-size 65537", "--batch-size: Value 65537 not in range 1 to 65536"},
            {"train --steps abc", "--steps: 'abc' is not a valid value; allowed: training steps [1, 10000000]"},
-           {"extrapolate --steps q", "--steps: 'q' is not a valid value; allowed: timed steps per preset (median) [1, 1000]"},
+           {"extrapolate --steps q",
+            "--steps: 'q' is not a valid value; allowed: timed steps per preset (median) [1, 1000]"},
            {"estimate --mfu x", "--mfu: 'x' is not a valid value; allowed: model FLOP utilisation [1e-6, 1]"},
            // The memory guard of every command that allocates: refused before anything runs.
            {"reconcile --preset gpt2-xl --max-memory 8GiB",

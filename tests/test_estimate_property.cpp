@@ -57,15 +57,27 @@ struct Draw {
       const int64_t edges[] = {lo - 1, lo, hi, hi + 1};
       return edges[uniform(0, 3)];
     }
-    const int64_t wild[] = {0, -1, std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min(),
-                            int64_t{1} << 31, int64_t{1} << 40};
+    const int64_t wild[] = {0,
+                            -1,
+                            std::numeric_limits<int64_t>::max(),
+                            std::numeric_limits<int64_t>::min(),
+                            int64_t{1} << 31,
+                            int64_t{1} << 40};
     return wild[uniform(0, 5)];
   }
   double real(double lo, double hi) {
     const double r = std::uniform_real_distribution<double>(0, 1)(rng);
     if (r < 0.95) return std::uniform_real_distribution<double>(lo, hi)(rng);
-    const double odd[] = {0.0, -0.0, lo, hi, std::nextafter(hi, 2 * hi + 1), -1.0, 1e-320,
-                          std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(), 1e300};
+    const double odd[] = {0.0,
+                          -0.0,
+                          lo,
+                          hi,
+                          std::nextafter(hi, 2 * hi + 1),
+                          -1.0,
+                          1e-320,
+                          std::numeric_limits<double>::quiet_NaN(),
+                          std::numeric_limits<double>::infinity(),
+                          1e300};
     return odd[uniform(0, 9)];
   }
   template <typename T>
@@ -84,22 +96,48 @@ EstimateOptions random_options(Draw& d) {
   const int64_t n_overrides = d.uniform(0, 4);
   for (int64_t i = 0; i < n_overrides; ++i) {
     switch (d.uniform(0, 13)) {
-      case 0: o.overrides.push_back(fmt::format("vocab_size={}", d.field(2, 1 << 24, 65536))); break;
-      case 1: o.overrides.push_back(fmt::format("context_length={}", d.field(1, 1 << 17, 2048))); break;
-      case 2: o.overrides.push_back(fmt::format("num_layers={}", d.field(1, 1024, 8))); break;
-      case 3: o.overrides.push_back(fmt::format("d_model={}", d.field(1, 1 << 16, 1024))); break;
-      case 4:  // mostly powers of two, which divide most d_model values; sometimes anything
-        o.overrides.push_back(fmt::format("num_heads={}", d.chance(0.8) ? int64_t{1} << d.uniform(0, 6) : d.field(1, 256, 32)));
+      case 0:
+        o.overrides.push_back(fmt::format("vocab_size={}", d.field(2, 1 << 24, 65536)));
         break;
-      case 5: o.overrides.push_back(fmt::format("d_ff={}", d.field(1, 1 << 18, 4096))); break;
-      case 6: o.overrides.push_back(fmt::format("batch_size={}", d.field(1, 1 << 16, 64))); break;
-      case 7: o.overrides.push_back(d.choose({"ffn=swiglu", "ffn=silu_mlp"}, {"ffn=gelu", "ffn="})); break;
-      case 8: o.overrides.push_back(d.choose({"tie_embeddings=true", "tie_embeddings=false"}, {"tie_embeddings=2", "tie_embeddings=yes"})); break;
-      case 9: o.overrides.push_back(d.choose({"position=none", "position=learned"}, {"position=rope", "position=None"})); break;
-      case 10: o.overrides.push_back(fmt::format("rmsnorm_eps={}", d.real(1e-12, 1.0))); break;
-      case 11: o.overrides.push_back(fmt::format("weight_decay={}", d.real(0.0, 0.99))); break;
+      case 1:
+        o.overrides.push_back(fmt::format("context_length={}", d.field(1, 1 << 17, 2048)));
+        break;
+      case 2:
+        o.overrides.push_back(fmt::format("num_layers={}", d.field(1, 1024, 8)));
+        break;
+      case 3:
+        o.overrides.push_back(fmt::format("d_model={}", d.field(1, 1 << 16, 1024)));
+        break;
+      case 4:  // mostly powers of two, which divide most d_model values; sometimes anything
+        o.overrides.push_back(
+            fmt::format("num_heads={}", d.chance(0.8) ? int64_t{1} << d.uniform(0, 6) : d.field(1, 256, 32)));
+        break;
+      case 5:
+        o.overrides.push_back(fmt::format("d_ff={}", d.field(1, 1 << 18, 4096)));
+        break;
+      case 6:
+        o.overrides.push_back(fmt::format("batch_size={}", d.field(1, 1 << 16, 64)));
+        break;
+      case 7:
+        o.overrides.push_back(d.choose({"ffn=swiglu", "ffn=silu_mlp"}, {"ffn=gelu", "ffn="}));
+        break;
+      case 8:
+        o.overrides.push_back(
+            d.choose({"tie_embeddings=true", "tie_embeddings=false"}, {"tie_embeddings=2", "tie_embeddings=yes"}));
+        break;
+      case 9:
+        o.overrides.push_back(d.choose({"position=none", "position=learned"}, {"position=rope", "position=None"}));
+        break;
+      case 10:
+        o.overrides.push_back(fmt::format("rmsnorm_eps={}", d.real(1e-12, 1.0)));
+        break;
+      case 11:
+        o.overrides.push_back(fmt::format("weight_decay={}", d.real(0.0, 0.99)));
+        break;
       case 12:
-        if (d.chance(0.3)) o.overrides.push_back(d.pick<std::string>({"d_model=abc", "num_layers=1e3", "=3", "nokey", "lr=", "seed=-1"}));
+        if (d.chance(0.3))
+          o.overrides.push_back(
+              d.pick<std::string>({"d_model=abc", "num_layers=1e3", "=3", "nokey", "lr=", "seed=-1"}));
         break;
       default: {
         // A divisor pair that validates: heads dividing d_model.
@@ -110,8 +148,12 @@ EstimateOptions random_options(Draw& d) {
     }
   }
   if (d.chance(0.3)) o.overrides.push_back(d.chance(0.9) ? "attention=flash" : "attention=tiled");
-  if (d.chance(0.3)) o.overrides.push_back(d.choose({"recompute=none", "recompute=attention", "recompute=full"}, {"recompute=selective"}));
-  if (d.chance(0.3)) o.overrides.push_back(d.choose({"zero_stage=0", "zero_stage=1", "zero_stage=2", "zero_stage=3"}, {"zero_stage=4", "zero_stage=-1"}));
+  if (d.chance(0.3))
+    o.overrides.push_back(
+        d.choose({"recompute=none", "recompute=attention", "recompute=full"}, {"recompute=selective"}));
+  if (d.chance(0.3))
+    o.overrides.push_back(
+        d.choose({"zero_stage=0", "zero_stage=1", "zero_stage=2", "zero_stage=3"}, {"zero_stage=4", "zero_stage=-1"}));
   if (d.chance(0.2)) {  // the data-parallel section
     o.cluster.gpus_given = true;
     o.cluster.gpus = d.field(1, 65536, 64);
@@ -157,11 +199,11 @@ TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
     const uint64_t seed = base_seed + static_cast<uint64_t>(i);
     Draw draw(seed);
     EstimateOptions o = random_options(draw);
-    const std::string repro =
-        fmt::format("seed {} (RECKON_PROPERTY_SEED={} RECKON_PROPERTY_CASES=1): --preset {} --set {} --batch-size {} "
-                    "--memory-budget '{}' --activations {} --train-steps {} --train-batch {} --mfu {}",
-                    seed, seed, o.preset, fmt::join(o.overrides, " --set "), o.batch_size, o.memory_budget,
-                    o.activations, o.train_steps, o.train_batch, o.mfu);
+    const std::string repro = fmt::format(
+        "seed {} (RECKON_PROPERTY_SEED={} RECKON_PROPERTY_CASES=1): --preset {} --set {} --batch-size {} "
+        "--memory-budget '{}' --activations {} --train-steps {} --train-batch {} --mfu {}",
+        seed, seed, o.preset, fmt::join(o.overrides, " --set "), o.batch_size, o.memory_budget, o.activations,
+        o.train_steps, o.train_batch, o.mfu);
     EstimateReport report;
     try {
       report = make_estimate_report(o);
@@ -184,7 +226,8 @@ TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
     const nlohmann::json& mem = j["memory"];
     const int64_t peak = mem["peak_bytes"].get<int64_t>(), a = mem["per_sample_bytes"].get<int64_t>(),
                   b = mem["fixed_bytes"].get<int64_t>();
-    EXPECT_GT(peak, 16 * testing_ref::count_parameters(m)) << repro;  // weights, grads, m, v and at least one activation
+    EXPECT_GT(peak, 16 * testing_ref::count_parameters(m))
+        << repro;  // weights, grads, m, v and at least one activation
     EXPECT_GT(a, 0) << repro;
     // Max batch: for the implemented accounting, the replay's own boundary; textbook is a·B + b.
     const int64_t budget = mem["budget_bytes"].get<int64_t>(), max_batch = mem["max_batch"].get<int64_t>();
@@ -218,9 +261,9 @@ TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
       }
     }
     const nlohmann::json& f = j["flops"];
-    EXPECT_EQ(f["step"].get<int64_t>(),
-              f["forward"].get<int64_t>() + f["backward"].get<int64_t>() + f["recompute"].get<int64_t>() +
-                  f["optimizer"].get<int64_t>()) << repro;
+    EXPECT_EQ(f["step"].get<int64_t>(), f["forward"].get<int64_t>() + f["backward"].get<int64_t>() +
+                                            f["recompute"].get<int64_t>() + f["optimizer"].get<int64_t>())
+        << repro;
     // Model FLOPs: the causal convention never exceeds the full one; recompute only adds executed FLOPs.
     // (FLOPs of a variant at a large batch may pass int64: those JSON numbers are doubles.)
     if (!f["model_causal"].is_null()) {
@@ -244,10 +287,11 @@ TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
     EXPECT_TRUE(std::isfinite(t["counted_days"].get<double>()) && t["counted_days"].get<double>() > 0) << repro;
     EXPECT_TRUE(std::isfinite(t["six_n_days"].get<double>()) && t["six_n_days"].get<double>() > 0) << repro;
     // Counted FLOPs include 6 per matmul weight per token (the 6·N rule without the gathered tables and gains).
-    const double matmul_weights = static_cast<double>(testing_ref::count_parameters(m)) -
-                                  (m.tie_embeddings ? 0.0 : static_cast<double>(m.vocab_size) * m.d_model) -
-                                  (m.position == Position::learned ? static_cast<double>(m.context_length) * m.d_model : 0.0) -
-                                  static_cast<double>(2 * m.num_layers + 1) * m.d_model;
+    const double matmul_weights =
+        static_cast<double>(testing_ref::count_parameters(m)) -
+        (m.tie_embeddings ? 0.0 : static_cast<double>(m.vocab_size) * m.d_model) -
+        (m.position == Position::learned ? static_cast<double>(m.context_length) * m.d_model : 0.0) -
+        static_cast<double>(2 * m.num_layers + 1) * m.d_model;
     EXPECT_GE(t["counted_flops"].get<double>(), (1 - 1e-9) * 6 * matmul_weights * t["tokens"].get<double>()) << repro;
 
     // Small configs: the estimate equals a real step of the runtime, to the byte and the FLOP.
@@ -257,11 +301,14 @@ TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
       const nlohmann::json js = nlohmann::json::parse(make_estimate_report(o).json);
       const StepMeasurement s = measure_steady_step(c);
       EXPECT_EQ(js["memory_scratchpad"]["peak_bytes_with_scratchpad"].get<int64_t>(),
-                s.memory.total.allocated_bytes.peak) << repro << " " << describe(m);
+                s.memory.total.allocated_bytes.peak)
+          << repro << " " << describe(m);
       int64_t fwd = 0, bwd = 0, rec = 0, opt = 0;
       for (const auto& [key, count] : s.counts) {
-        (key.phase == Phase::forward ? fwd : key.phase == Phase::backward ? bwd : key.phase == Phase::recompute ? rec : opt) +=
-            count.flops();
+        (key.phase == Phase::forward     ? fwd
+         : key.phase == Phase::backward  ? bwd
+         : key.phase == Phase::recompute ? rec
+                                         : opt) += count.flops();
       }
       EXPECT_EQ(js["flops"]["recompute"].get<int64_t>(), rec) << repro << " " << describe(m);
       EXPECT_EQ(js["flops"]["hardware"].get<int64_t>(), fwd + bwd + rec) << repro << " " << describe(m);
@@ -271,14 +318,16 @@ TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
     }
     if (HasFailure()) break;  // the first failing seed is the one to reproduce
   }
-  std::printf("%lld cases from seed %llu: %lld answered, %lld refused with an input error, %lld reconciled against a "
-              "real step\n",
-              static_cast<long long>(cases), static_cast<unsigned long long>(base_seed), static_cast<long long>(answered),
-              static_cast<long long>(refused), static_cast<long long>(reconciled));
-  for (const auto& [what, count] : refusals) std::printf("  refused %6lld × %s\n", static_cast<long long>(count), what.c_str());
+  std::printf(
+      "%lld cases from seed %llu: %lld answered, %lld refused with an input error, %lld reconciled against a "
+      "real step\n",
+      static_cast<long long>(cases), static_cast<unsigned long long>(base_seed), static_cast<long long>(answered),
+      static_cast<long long>(refused), static_cast<long long>(reconciled));
+  for (const auto& [what, count] : refusals)
+    std::printf("  refused %6lld × %s\n", static_cast<long long>(count), what.c_str());
   if (cases >= 1000) {
-    EXPECT_GT(answered, cases / 5);   // the generator must reach answers, not only errors
-    EXPECT_GT(refused, cases / 10);   // and errors
+    EXPECT_GT(answered, cases / 5);  // the generator must reach answers, not only errors
+    EXPECT_GT(refused, cases / 10);  // and errors
     EXPECT_GE(reconciled, std::min<int64_t>(max_reconciled, 10));
   }
 }

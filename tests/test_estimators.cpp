@@ -36,8 +36,16 @@ void PrintTo(const Case& c, std::ostream* os) { *os << c.label; }
 
 ModelConfig shape(int64_t v, int64_t t, int64_t l, int64_t d, int64_t h, int64_t f, int64_t b, FfnKind ffn, bool tied,
                   Position pos) {
-  return ModelConfig{.vocab_size = v, .context_length = t, .num_layers = l, .d_model = d, .num_heads = h, .d_ff = f,
-                     .ffn = ffn, .tie_embeddings = tied, .position = pos, .batch_size = b};
+  return ModelConfig{.vocab_size = v,
+                     .context_length = t,
+                     .num_layers = l,
+                     .d_model = d,
+                     .num_heads = h,
+                     .d_ff = f,
+                     .ffn = ffn,
+                     .tie_embeddings = tied,
+                     .position = pos,
+                     .batch_size = b};
 }
 
 class Reconcile : public ::testing::TestWithParam<Case> {
@@ -122,14 +130,14 @@ void expect_step_reconciles(const TrainConfig& config) {
 // recomputes (none, attention, full).
 TEST_P(Reconcile, MeasuredStepEqualsEstimateExactly) {
   for (const auto [precision, grads] : precision_settings())
-  for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash})
-  for (Recompute recompute : {Recompute::none, Recompute::attention, Recompute::full}) {
-  if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
-  TrainConfig config = variant(GetParam().model, precision, grads, recompute);
-  config.model.attention = attention;
-  config.optim.weight_decay = config.model.num_layers % 2 ? 0.0 : 0.01;
-  expect_step_reconciles(config);
-  }
+    for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash})
+      for (Recompute recompute : {Recompute::none, Recompute::attention, Recompute::full}) {
+        if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
+        TrainConfig config = variant(GetParam().model, precision, grads, recompute);
+        config.model.attention = attention;
+        config.optim.weight_decay = config.model.num_layers % 2 ? 0.0 : 0.01;
+        expect_step_reconciles(config);
+      }
 }
 
 // ZeRO stages 1 to 3 in one process (optim/zero.h: one rank owns everything, no collectives): the sharded
@@ -137,32 +145,31 @@ TEST_P(Reconcile, MeasuredStepEqualsEstimateExactly) {
 // every precision, with and without full recompute.
 TEST_P(Reconcile, ZeroStagesInOneProcessEqualEstimateExactly) {
   for (int64_t stage : {1, 2, 3})
-  for (const auto [precision, grads] : precision_settings())
-  for (Recompute recompute : {Recompute::none, Recompute::full}) {
-  if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
-  TrainConfig config = variant(GetParam().model, precision, grads, recompute);
-  config.model.zero_stage = stage;
-  expect_step_reconciles(config);
-  }
+    for (const auto [precision, grads] : precision_settings())
+      for (Recompute recompute : {Recompute::none, Recompute::full}) {
+        if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
+        TrainConfig config = variant(GetParam().model, precision, grads, recompute);
+        config.model.zero_stage = stage;
+        expect_step_reconciles(config);
+      }
 }
 
 const FfnKind SW = FfnKind::swiglu, SM = FfnKind::silu_mlp;
 const Position NO = Position::none, LE = Position::learned;
-INSTANTIATE_TEST_SUITE_P(
-    Configs, Reconcile,
-    ::testing::Values(Case{"tiny", preset_config("tiny").model},
-                      Case{"T1_B5_H1", shape(13, 1, 1, 8, 1, 8, 5, SW, false, NO)},
-                      Case{"T17_H2_L3_B1", shape(101, 17, 3, 24, 2, 40, 1, SM, false, LE)},
-                      Case{"D20_H5", shape(257, 9, 2, 20, 5, 36, 2, SW, true, LE)},
-                      Case{"D12_H3", shape(37, 7, 1, 12, 3, 20, 3, SM, true, NO)},
-                      Case{"V7_D6", shape(7, 5, 2, 6, 3, 6, 4, SW, false, LE)},
-                      Case{"T33_D48", shape(50, 33, 1, 48, 6, 96, 1, SM, false, NO)},
-                      Case{"T64_D96_H3", shape(300, 64, 2, 96, 3, 200, 2, SW, true, NO)},
-                      Case{"V1000_T31", shape(1000, 31, 1, 40, 8, 72, 3, SW, false, NO)},
-                      Case{"L4_silu_tied_learned", shape(64, 16, 4, 32, 4, 64, 2, SM, true, LE)},
-                      Case{"odd_F", shape(11, 3, 2, 10, 2, 7, 3, SW, false, NO)},
-                      Case{"B7_T2", shape(29, 2, 1, 16, 4, 48, 7, SM, false, LE)},
-                      Case{"T70_two_key_blocks", shape(40, 70, 1, 16, 2, 24, 2, SW, false, NO)}));
+INSTANTIATE_TEST_SUITE_P(Configs, Reconcile,
+                         ::testing::Values(Case{"tiny", preset_config("tiny").model},
+                                           Case{"T1_B5_H1", shape(13, 1, 1, 8, 1, 8, 5, SW, false, NO)},
+                                           Case{"T17_H2_L3_B1", shape(101, 17, 3, 24, 2, 40, 1, SM, false, LE)},
+                                           Case{"D20_H5", shape(257, 9, 2, 20, 5, 36, 2, SW, true, LE)},
+                                           Case{"D12_H3", shape(37, 7, 1, 12, 3, 20, 3, SM, true, NO)},
+                                           Case{"V7_D6", shape(7, 5, 2, 6, 3, 6, 4, SW, false, LE)},
+                                           Case{"T33_D48", shape(50, 33, 1, 48, 6, 96, 1, SM, false, NO)},
+                                           Case{"T64_D96_H3", shape(300, 64, 2, 96, 3, 200, 2, SW, true, NO)},
+                                           Case{"V1000_T31", shape(1000, 31, 1, 40, 8, 72, 3, SW, false, NO)},
+                                           Case{"L4_silu_tied_learned", shape(64, 16, 4, 32, 4, 64, 2, SM, true, LE)},
+                                           Case{"odd_F", shape(11, 3, 2, 10, 2, 7, 3, SW, false, NO)},
+                                           Case{"B7_T2", shape(29, 2, 1, 16, 4, 48, 7, SM, false, LE)},
+                                           Case{"T70_two_key_blocks", shape(40, 70, 1, 16, 2, 24, 2, SW, false, NO)}));
 
 TEST(Reconcile, AWrongEstimateIsCaught) {
   // The same measurement against the estimate of a config one sample larger must differ: the comparison
@@ -251,7 +258,8 @@ TEST(ParameterLayout, MatchesTheClosedFormAndTheModel) {
             EXPECT_EQ(layout.units[u].first, next);
             for (int i = layout.units[u].first; i < layout.units[u].second; ++i) {
               EXPECT_EQ(layout.params[static_cast<size_t>(i)].unit, static_cast<int>(u));
-              EXPECT_EQ(layout.params[static_cast<size_t>(i)].layer, u == 0 || u + 1 == layout.units.size() ? -1 : static_cast<int>(u) - 1);
+              EXPECT_EQ(layout.params[static_cast<size_t>(i)].layer,
+                        u == 0 || u + 1 == layout.units.size() ? -1 : static_cast<int>(u) - 1);
             }
             next = layout.units[u].second;
           }
@@ -331,8 +339,8 @@ TEST(Gpt2Xl, ModelAndHardwareFlopsByIndependentArithmetic) {
     EXPECT_EQ(u_full.hardware - u_none.hardware, none.forward - outside_blocks) << attention_name(attention);
     c.recompute = Recompute::attention;
     const int64_t core_forward = attention == AttentionKind::flash
-        ? l * h * (4 * dk * (t * (t + 1) / 2))  // matmuls only; the elementwise part below
-        : l * h * 4 * t * t * dk;
+                                     ? l * h * (4 * dk * (t * (t + 1) / 2))  // matmuls only; the elementwise part below
+                                     : l * h * 4 * t * t * dk;
     const UtilizationFlops u_att = utilization_flops(c, AdamWConfig{});
     EXPECT_GT(u_att.hardware - u_none.hardware, core_forward) << attention_name(attention);
     EXPECT_LT(u_att.hardware - u_none.hardware, core_forward * 21 / 20) << "elementwise work is a few percent";
@@ -368,7 +376,8 @@ TEST(Presets, ParameterCountsMatchThePublishedTotals) {
   // back the k and v columns GQA does not have, per layer 2·D·(D − 1024), gives the published count.
   const ModelConfig l70 = preset_config("llama2-70b").model;
   const int64_t gqa_kv_cols = 8 * 128;
-  EXPECT_EQ(parameter_layout(l70).total() - l70.num_layers * 2 * l70.d_model * (l70.d_model - gqa_kv_cols), 68976648192LL);
+  EXPECT_EQ(parameter_layout(l70).total() - l70.num_layers * 2 * l70.d_model * (l70.d_model - gqa_kv_cols),
+            68976648192LL);
   // GPT-3 (Table 2.1 gives 6.7B, 13.0B, 175.0B): reckon has no biases (0.01%) and 13B has d_model 5120 where
   // the paper lists 5140.
   auto rel = [](const char* name, double published) {
@@ -415,7 +424,8 @@ TEST(Estimators, StepFlopsAreExactlyLinearInBatch) {
     EXPECT_EQ(lin.per_sample * 7 + lin.fixed, estimate_step_flops(c, AdamWConfig{}).total()) << name;
     // What does not grow with the batch: AdamW, one add per weight element where dW accumulates (every linear
     // and the head: parameters less the embedding and the norm gains), and the loss's mean (2).
-    const int64_t weights = testing_ref::count_parameters(c) - c.vocab_size * c.d_model - (2 * c.num_layers + 1) * c.d_model;
+    const int64_t weights =
+        testing_ref::count_parameters(c) - c.vocab_size * c.d_model - (2 * c.num_layers + 1) * c.d_model;
     EXPECT_EQ(lin.fixed, estimate_step_flops(c, AdamWConfig{}).optimizer + weights + 2) << name;
   }
 }
@@ -430,8 +440,10 @@ TEST(Checked, OverflowThrowsInsteadOfWrapping) {
   try {
     (void)(CheckedInt(4294967296) * 4294967296);
   } catch (const SizeOverflow& e) {
-    EXPECT_NE(std::string(e.what()).find("4294967296 × 4294967296 does not fit int64 (largest value 9223372036854775807)"),
-              std::string::npos) << e.what();
+    EXPECT_NE(
+        std::string(e.what()).find("4294967296 × 4294967296 does not fit int64 (largest value 9223372036854775807)"),
+        std::string::npos)
+        << e.what();
   }
 }
 
@@ -474,7 +486,8 @@ TEST(TimeModel, Gpt2XlOnA100ByHand) {
   // 400k steps × 1024 sequences × 1024 tokens; 6·N·tokens / (19.5e12 · 0.5) / 86400 s.
   const double tokens = 400000.0 * 1024 * 1024;
   const double n = 1635537600.0;
-  const TrainingTime t = training_time(0, 1635537600LL, 400000, 1024, 1024, gpu_peak_flops(gpu_spec("a100-80gb"), "fp32"), 0.5);
+  const TrainingTime t =
+      training_time(0, 1635537600LL, 400000, 1024, 1024, gpu_peak_flops(gpu_spec("a100-80gb"), "fp32"), 0.5);
   EXPECT_DOUBLE_EQ(t.tokens, tokens);
   EXPECT_NEAR(t.six_n_days, 6 * n * tokens / (19.5e12 * 0.5) / 86400, 1e-9);
   EXPECT_NEAR(t.six_n_days, 4886.0, 0.5);
@@ -507,7 +520,7 @@ TEST(TimeModel, AlphaBetaRingCollectivesByHand) {
 
 TEST(TimeModel, RooflineTakesTheSlowerOfComputeAndMemory) {
   std::map<OpKey, OpCount> counts;
-  counts[OpKey{"mm", Phase::forward}] = OpCount{1, 1000, 0, 10, 10, 0};   // compute bound
+  counts[OpKey{"mm", Phase::forward}] = OpCount{1, 1000, 0, 10, 10, 0};    // compute bound
   counts[OpKey{"ew", Phase::forward}] = OpCount{1, 0, 10, 4000, 4000, 0};  // memory bound
   const Roofline machine{"toy", 100.0, 10.0, 1000.0};
   const auto rows = roofline_step(counts, machine);

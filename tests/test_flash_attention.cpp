@@ -66,7 +66,9 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
                         aligned_size(4 * threads * flash_forward_workspace_floats(dk));
   EXPECT_LE(tracker().stats().total.allocated_bytes.peak - before, bound);
 
-  auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) { return dot(attention_ref(qq, kk, vv, b, t, d, h), r); };
+  auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
+    return dot(attention_ref(qq, kk, vv, b, t, d, h), r);
+  };
   EXPECT_LE(rel_err(vec_from(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), 1e-4);
   EXPECT_LE(rel_err(vec_from(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), 1e-4);
   EXPECT_LE(rel_err(vec_from(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), 1e-4);
@@ -165,7 +167,9 @@ TEST(Flash, Bf16StorageWithinItsRounding) {
   Tensor gk = Tensor::empty({b, t, d}, Category::temporary, "gk", DType::bf16);
   Tensor gv = Tensor::empty({b, t, d}, Category::temporary, "gv", DType::bf16);
   flash_attention_backward(gq, gk, gv, rt, saved);
-  auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) { return dot(attention_ref(qq, kk, vv, b, t, d, h), r); };
+  auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
+    return dot(attention_ref(qq, kk, vv, b, t, d, h), r);
+  };
   EXPECT_LE(rel_err(values(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), 4 * u);
   EXPECT_LE(rel_err(values(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), 4 * u);
   EXPECT_LE(rel_err(values(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), 4 * u);
@@ -175,7 +179,8 @@ TEST(Flash, Bf16StorageWithinItsRounding) {
 TEST(Flash, RejectsBadShapesAndBackwardTwice) {
   const Tensor q = Tensor::zeros({1, 4, 6}, Category::activation, "q");
   FlashAttentionSaved saved;
-  expect_invalid([&] { flash_attention_forward(saved, q, q, q, 4, "x"); }, {"d_model 6 is not divisible by num_heads 4"});
+  expect_invalid([&] { flash_attention_forward(saved, q, q, q, 4, "x"); },
+                 {"d_model 6 is not divisible by num_heads 4"});
   const Tensor k = Tensor::zeros({1, 4, 6}, Category::activation, "k", DType::bf16);
   expect_invalid([&] { flash_attention_forward(saved, q, k, q, 2, "x"); }, {"equal shapes and dtypes"});
   Tensor g = Tensor::zeros({1, 4, 6}, Category::temporary, "g");

@@ -108,11 +108,14 @@ TEST_F(MixedOps, SiluAndGateInBf16WithinOneRounding) {
   silu_backward(ga, rt, at);
   expect_elementwise(values(ga), dsilu, kU, "silu backward");
   // The analytic derivatives above against finite differences of the reference (both in double).
-  EXPECT_LE(rel_err(dga, fd_grad([&](const Vec& x) {
-              double l = 0;
-              for (int64_t i = 0; i < n; ++i) l += x[i] / (1.0 + std::exp(-x[i])) * b[i] * r[i];
-              return l;
-            }, a)), 1e-6);
+  EXPECT_LE(rel_err(dga, fd_grad(
+                             [&](const Vec& x) {
+                               double l = 0;
+                               for (int64_t i = 0; i < n; ++i) l += x[i] / (1.0 + std::exp(-x[i])) * b[i] * r[i];
+                               return l;
+                             },
+                             a)),
+            1e-6);
   swiglu_gate_backward(ga, gb, rt, at, bt);
   expect_elementwise(values(ga), dga, kU, "gate backward da");
   expect_elementwise(values(gb), dgb, kU, "gate backward db");
@@ -173,7 +176,9 @@ TEST_F(MixedOps, AttentionInBf16WithinItsRoundings) {
   Tensor gk = Tensor::empty({b, t, d}, Category::temporary, "gk", DType::bf16);
   Tensor gv = Tensor::empty({b, t, d}, Category::temporary, "gv", DType::bf16);
   attention_backward(gq, gk, gv, bf16_from(r, {b, t, d}, Category::temporary, "gctx"), saved);
-  auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) { return dot(attention_ref(qq, kk, vv, b, t, d, h), r); };
+  auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
+    return dot(attention_ref(qq, kk, vv, b, t, d, h), r);
+  };
   EXPECT_LE(rel_err(values(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), 8 * kU);
   EXPECT_LE(rel_err(values(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), 8 * kU);
   EXPECT_LE(rel_err(values(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), 8 * kU);
@@ -220,7 +225,8 @@ TEST_F(MixedOps, EmbeddingBf16TableAndGradient) {
   // sum of magnitudes, 2u·Σ|terms| + float32.
   Vec ref(vocab * d, 0.0), magnitude(vocab * d, 0.0);
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < d; ++j) ref[ids[i] * d + j] += r[i * d + j], magnitude[ids[i] * d + j] += std::abs(r[i * d + j]);
+    for (int64_t j = 0; j < d; ++j)
+      ref[ids[i] * d + j] += r[i * d + j], magnitude[ids[i] * d + j] += std::abs(r[i * d + j]);
   const Vec got = values(grad);
   for (size_t i = 0; i < got.size(); ++i) ASSERT_LE(std::abs(got[i] - ref[i]), 2 * kU * magnitude[i] + 1e-7) << i;
   EXPECT_EQ(counters().get("embedding", Phase::forward).bytes_read, 4 * n + 2 * n * d);
@@ -237,7 +243,8 @@ TEST_F(MixedOps, PositionEmbeddingBf16TableAndGradient) {
   Tensor gp = Tensor::zeros({t_max, d}, Category::gradient, "pos.grad", DType::bf16);
   position_embedding_forward(xt, pt);
   for (int64_t i = 0; i < b * t * d; ++i) {
-    ASSERT_EQ(xt.data()[i], static_cast<float>(static_cast<float>(x[i]) + static_cast<float>(pos[(i / d % t) * d + i % d])));
+    ASSERT_EQ(xt.data()[i],
+              static_cast<float>(static_cast<float>(x[i]) + static_cast<float>(pos[(i / d % t) * d + i % d])));
   }
   counters().set_phase(Phase::backward);
   position_embedding_backward(gp, tensor_from(r, {b, t, d}, Category::temporary, "dx"));
@@ -245,7 +252,8 @@ TEST_F(MixedOps, PositionEmbeddingBf16TableAndGradient) {
   for (int64_t j = 0; j < t_max; ++j)
     for (int64_t c = 0; c < d; ++c) {
       double ref = 0, magnitude = 0;
-      for (int64_t i = 0; j < t && i < b; ++i) ref += r[(i * t + j) * d + c], magnitude += std::abs(r[(i * t + j) * d + c]);
+      for (int64_t i = 0; j < t && i < b; ++i)
+        ref += r[(i * t + j) * d + c], magnitude += std::abs(r[(i * t + j) * d + c]);
       ASSERT_LE(std::abs(got[j * d + c] - ref), b * kU * magnitude + 1e-7) << j << " " << c;
     }
   EXPECT_EQ(counters().get("position_embedding", Phase::forward).bytes_read, 4 * b * t * d + 2 * t * d);
@@ -299,11 +307,15 @@ TEST_F(MixedOps, ModelGradientsInEachModeFollowTheFloat32Model) {
 // 4 + 4 + 8, bf16 2 + 2 + 12 (ZeRO's 16), bf16 with fp32 grads 2 + 4 + 12 (Megatron's 18). In amp-bf16 the
 // bf16 weight cache is gone after the step (its peak is the reconciliation's business).
 TEST_F(MixedOps, BytesPerParameterByPrecisionMeasured) {
-  struct Expect { Precision p; GradDType g; int64_t value, grad, state; };
-  for (const Expect& e : {Expect{Precision::fp32, GradDType::automatic, 4, 4, 8},
-                          Expect{Precision::amp_bf16, GradDType::automatic, 4, 4, 8},
-                          Expect{Precision::bf16, GradDType::automatic, 2, 2, 12},
-                          Expect{Precision::bf16, GradDType::fp32, 2, 4, 12}}) {
+  struct Expect {
+    Precision p;
+    GradDType g;
+    int64_t value, grad, state;
+  };
+  for (const Expect& e :
+       {Expect{Precision::fp32, GradDType::automatic, 4, 4, 8},
+        Expect{Precision::amp_bf16, GradDType::automatic, 4, 4, 8},
+        Expect{Precision::bf16, GradDType::automatic, 2, 2, 12}, Expect{Precision::bf16, GradDType::fp32, 2, 4, 12}}) {
     const TrainConfig config = tiny_in(e.p, e.g);
     SCOPED_TRACE(describe(config.model));
     const MemoryStats before = tracker().stats();
@@ -326,8 +338,8 @@ TEST_F(MixedOps, BytesPerParameterByPrecisionMeasured) {
       // 64 B): the parameter category peaks at 4 B per parameter + 2 B per matmul weight (q, k, v, o, w1, w3,
       // w2 per layer, and the LM head) — the copies are all alive when backward starts.
       const ModelConfig& m = config.model;
-      const int64_t matmul_weights = m.num_layers * (4 * m.d_model * m.d_model + 3 * m.d_ff * m.d_model) +
-                                     m.vocab_size * m.d_model;
+      const int64_t matmul_weights =
+          m.num_layers * (4 * m.d_model * m.d_model + 3 * m.d_ff * m.d_model) + m.vocab_size * m.d_model;
       EXPECT_EQ(estimate_step_memory(m).category_peak[static_cast<int>(Category::parameter)],
                 e.value * p + (e.p == Precision::amp_bf16 ? 2 * matmul_weights : 0));
     }

@@ -205,8 +205,8 @@ TEST_F(Model, AllocatorSeesExactlyTheParametersGradientsAndOptimizerState) {
     auto block = [](int64_t elems) { return (4 * elems + 63) / 64 * 64; };
     const int64_t d = m.d_model, f = m.d_ff, v = m.vocab_size;
     const int64_t per_layer = 2 * block(d) + 4 * block(d * d) + 3 * block(f * d);
-    const int64_t expected = block(v * d) + block(m.context_length * d) + m.num_layers * per_layer + block(d) +
-                             block(v * d);
+    const int64_t expected =
+        block(v * d) + block(m.context_length * d) + m.num_layers * per_layer + block(d) + block(v * d);
     const int64_t count = v * d + m.context_length * d + m.num_layers * (2 * d + 4 * d * d + 3 * f * d) + d + v * d;
     EXPECT_EQ(model.num_parameters(), count);
     MemoryStats s = tracker().stats();
@@ -214,7 +214,8 @@ TEST_F(Model, AllocatorSeesExactlyTheParametersGradientsAndOptimizerState) {
               expected);
     EXPECT_EQ(s[Category::gradient].allocated_bytes.current - before[Category::gradient].allocated_bytes.current,
               expected);
-    EXPECT_EQ(s[Category::optimizer_state].allocated_bytes.current, before[Category::optimizer_state].allocated_bytes.current)
+    EXPECT_EQ(s[Category::optimizer_state].allocated_bytes.current,
+              before[Category::optimizer_state].allocated_bytes.current)
         << "AdamW state is lazy";
 
     Tensor tok = Tensor::zeros({m.batch_size, m.context_length}, Category::activation, "batch.tokens", DType::i32);
@@ -224,7 +225,8 @@ TEST_F(Model, AllocatorSeesExactlyTheParametersGradientsAndOptimizerState) {
     model.backward();
     opt.step();
     s = tracker().stats();
-    EXPECT_EQ(s[Category::optimizer_state].allocated_bytes.current - before[Category::optimizer_state].allocated_bytes.current,
+    EXPECT_EQ(s[Category::optimizer_state].allocated_bytes.current -
+                  before[Category::optimizer_state].allocated_bytes.current,
               2 * expected);
     // Every activation and temporary is gone after backward: only the batch remains.
     EXPECT_EQ(s[Category::activation].allocated_bytes.current, act_before);
@@ -365,9 +367,7 @@ TEST_P(MasterWeightsBytes, MeasuredBytesPerParameterAndExactUpdate) {
     opt.step();
   }
   const MemoryStats after = tracker().stats();
-  auto grew = [&](Category c) {
-    return after[c].allocated_bytes.current - before[c].allocated_bytes.current;
-  };
+  auto grew = [&](Category c) { return after[c].allocated_bytes.current - before[c].allocated_bytes.current; };
   EXPECT_EQ(grew(Category::parameter), value_bytes);
   EXPECT_EQ(grew(Category::gradient), grad_bytes);
   EXPECT_EQ(grew(Category::optimizer_state), state_bytes);
@@ -406,12 +406,16 @@ INSTANTIATE_TEST_SUITE_P(GradDType, MasterWeightsBytes, ::testing::Values(DType:
                          });
 
 TEST(MasterWeights, RejectsFloat32ValuesAndMixedGradients) {
-  std::vector<Parameter> f32{{"w", Tensor::zeros({4}, Category::parameter, "w"), Tensor::zeros({4}, Category::gradient, "w.grad")}};
-  expect_invalid([&] { AdamWMasterWeights opt(f32, AdamWConfig{}); }, {"parameter 'w' must be a contiguous bfloat16", "float32"});
-  std::vector<Parameter> mixed{
-      {"a", Tensor::zeros({4}, Category::parameter, "a", DType::bf16), Tensor::zeros({4}, Category::gradient, "a.grad", DType::bf16)},
-      {"b", Tensor::zeros({4}, Category::parameter, "b", DType::bf16), Tensor::zeros({4}, Category::gradient, "b.grad")}};
-  expect_invalid([&] { AdamWMasterWeights opt(mixed, AdamWConfig{}); }, {"gradient of 'b'", "like every other gradient (bfloat16)"});
+  std::vector<Parameter> f32{
+      {"w", Tensor::zeros({4}, Category::parameter, "w"), Tensor::zeros({4}, Category::gradient, "w.grad")}};
+  expect_invalid([&] { AdamWMasterWeights opt(f32, AdamWConfig{}); },
+                 {"parameter 'w' must be a contiguous bfloat16", "float32"});
+  std::vector<Parameter> mixed{{"a", Tensor::zeros({4}, Category::parameter, "a", DType::bf16),
+                                Tensor::zeros({4}, Category::gradient, "a.grad", DType::bf16)},
+                               {"b", Tensor::zeros({4}, Category::parameter, "b", DType::bf16),
+                                Tensor::zeros({4}, Category::gradient, "b.grad")}};
+  expect_invalid([&] { AdamWMasterWeights opt(mixed, AdamWConfig{}); },
+                 {"gradient of 'b'", "like every other gradient (bfloat16)"});
 }
 
 // PyTorch 1.13 torch.optim.AdamW (_single_tensor_adamw) in double, for `steps` steps with the optimizer's
@@ -508,7 +512,10 @@ TEST(Config, OverridesAndBadFieldsNameTheFieldAndRange) {
   EXPECT_TRUE(c.model.tie_embeddings);
   EXPECT_EQ(c.optim.lr, 0.5);
 
-  struct Bad { const char* kv; std::vector<std::string> needles; };
+  struct Bad {
+    const char* kv;
+    std::vector<std::string> needles;
+  };
   const std::vector<Bad> bad = {
       {"vocab_size=1", {"vocab_size: 1", "[2, 16777216]"}},
       {"context_length=0", {"context_length: 0", "[1, 131072]"}},
@@ -533,9 +540,11 @@ TEST(Config, OverridesAndBadFieldsNameTheFieldAndRange) {
   TrainConfig t = preset_config("tiny");
   expect_invalid([&] { apply_override(t, "ffn=gelu"); }, {"ffn: 'gelu'", "swiglu, silu_mlp"});
   expect_invalid([&] { apply_override(t, "position=rope"); }, {"position: 'rope'", "none, learned"});
-  expect_invalid([&] { apply_override(t, "d_model=abc"); }, {"d_model: 'abc' is not an integer; allowed: an integer in [1, 65536]"});
+  expect_invalid([&] { apply_override(t, "d_model=abc"); },
+                 {"d_model: 'abc' is not an integer; allowed: an integer in [1, 65536]"});
   expect_invalid([&] { apply_override(t, "lr=fast"); }, {"lr: 'fast' is not a number; allowed: a number in [0, 10]"});
-  expect_invalid([&] { apply_override(t, "num_layers=99999999999999999999"); }, {"num_layers", "fits int64", "[1, 1024]"});
+  expect_invalid([&] { apply_override(t, "num_layers=99999999999999999999"); },
+                 {"num_layers", "fits int64", "[1, 1024]"});
   expect_invalid([&] { apply_override(t, "d_modle=64"); }, {"unknown config key 'd_modle'; did you mean 'd_model'?"});
   expect_invalid([&] { apply_override(t, "tie_embeddings=maybe"); }, {"tie_embeddings", "true, false"});
   expect_invalid([&] { apply_override(t, "colour=blue"); }, {"unknown config key 'colour'"});
@@ -576,7 +585,10 @@ TEST(Config, TomlFileIsStrict) {
     { std::ofstream(path, std::ios::binary) << text; }
     return load_config_file(path);
   };
-  struct Bad { std::string text; std::vector<std::string> needles; };
+  struct Bad {
+    std::string text;
+    std::vector<std::string> needles;
+  };
   const std::vector<Bad> bad = {
       {"[modle]\nd_model = 0\n", {"unknown table 'modle'; did you mean 'model'?"}},
       {"[model]\nd_modle = 64\n", {"unknown key 'model.d_modle'; did you mean 'd_model'?"}},
@@ -592,9 +604,20 @@ TEST(Config, TomlFileIsStrict) {
       {"lr = 1979-05-27\n", {"lr: expected a number in [0, 10], got a date or time"}},
       {"colour = \"blue\"\n", {"unknown key 'colour'"}},
       {"[" + std::string(100000, 'a') + std::string(1, ']') + "\n", {}},  // long but flat: parses, then unknown
-      {"[" + [] { std::string h = "a"; for (int i = 0; i < 100000; ++i) h += ".a"; return h; }() + "]\n",
+      {"[" +
+           [] {
+             std::string h = "a";
+             for (int i = 0; i < 100000; ++i) h += ".a";
+             return h;
+           }() +
+           "]\n",
        {"line 1: dotted keys nest deeper than 8 levels"}},
-      {[] { std::string k = "a"; for (int i = 0; i < 100000; ++i) k += ".a"; return k; }() + " = 1\n",
+      {[] {
+         std::string k = "a";
+         for (int i = 0; i < 100000; ++i) k += ".a";
+         return k;
+       }() +
+           " = 1\n",
        {"line 1: dotted keys nest deeper than 8 levels"}},
       {"x = " + std::string(100000, '[') + "\n", {"line 1: arrays, inline tables or table headers nest deeper"}},
       {"x = {a = {b = {c = {d = {e = {f = {g = {h = {i = 1}}}}}}}}}\n", {"nest deeper than 8 levels"}},
@@ -609,8 +632,9 @@ TEST(Config, TomlFileIsStrict) {
     expect_invalid([&] { load(b.text); }, needles);
   }
   // Strings and comments may hold anything: only structure counts.
-  const TrainConfig ok = load("# [a.b.c.d.e.f.g.h.i.j] {{{{{{{{{{\npreset = \"tiny\" # x.y.z.w.v.u.t.s.r\n"
-                              "[model]\nffn = 'silu_mlp'\n");
+  const TrainConfig ok = load(
+      "# [a.b.c.d.e.f.g.h.i.j] {{{{{{{{{{\npreset = \"tiny\" # x.y.z.w.v.u.t.s.r\n"
+      "[model]\nffn = 'silu_mlp'\n");
   EXPECT_EQ(ok.model.ffn, FfnKind::silu_mlp);
   // Not a regular file, too large.
   expect_invalid([&] { load_config_file(::testing::TempDir()); }, {"is not a regular file (it is a folder)"});

@@ -1,7 +1,7 @@
-// Data parallelism over MPI (stage 0 and the ZeRO stages), run by ctest as `mpirun -np 2 test_mpi` (one OpenMP thread per
-// rank): 2 ranks with global batch B reproduce the single-process run with batch B — losses within 1e-6
-// relative per step over 20 steps (float32; only the summation order of the gradient average differs) — and
-// every rank holds bit-identical parameters after every step; the all-reduce traffic is the gradients' bytes.
+// Data parallelism over MPI (stage 0 and the ZeRO stages), run by ctest as `mpirun -np 2 test_mpi` (one OpenMP thread
+// per rank): 2 ranks with global batch B reproduce the single-process run with batch B — losses within 1e-6 relative
+// per step over 20 steps (float32; only the summation order of the gradient average differs) — and every rank holds
+// bit-identical parameters after every step; the all-reduce traffic is the gradients' bytes.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -61,7 +61,8 @@ class ZeroStages : public ::testing::TestWithParam<std::tuple<int64_t, Precision
 
 TEST_P(ZeroStages, EqualStage0BitForBitWithAShardOfTheState) {
   const auto [stage, precision] = GetParam();
-  if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) GTEST_SKIP() << bf16_matmul_unavailable_reason();
+  if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty())
+    GTEST_SKIP() << bf16_matmul_unavailable_reason();
   const int ranks = comm_size(), rank = comm_rank();
   ASSERT_GE(ranks, 2);
   TrainConfig c = preset_config("tiny");
@@ -94,7 +95,8 @@ TEST_P(ZeroStages, EqualStage0BitForBitWithAShardOfTheState) {
         ASSERT_EQ(std::memcmp(a.raw_data(), b.raw_data(), static_cast<size_t>(bytes)), 0)
             << p0[static_cast<size_t>(i)].name << " after step " << step + 1;
         // … and every rank holds rank 0's bytes.
-        std::vector<char> theirs(static_cast<const char*>(b.raw_data()), static_cast<const char*>(b.raw_data()) + bytes);
+        std::vector<char> theirs(static_cast<const char*>(b.raw_data()),
+                                 static_cast<const char*>(b.raw_data()) + bytes);
         broadcast_from_rank0(theirs.data(), bytes);
         ASSERT_EQ(std::memcmp(b.raw_data(), theirs.data(), static_cast<size_t>(bytes)), 0)
             << p0[static_cast<size_t>(i)].name << " differs from rank 0's on rank " << rank;
@@ -125,18 +127,23 @@ TEST_P(ZeroStages, EqualStage0BitForBitWithAShardOfTheState) {
     EXPECT_LE(shard, bytes_per_element * owned + tensors_per_segment * 64 * tensors) << category_name(cat);
   };
   expect_shard(Category::optimizer_state, plan.master_weights ? 12 : 8, plan.master_weights ? 3 : 2);
-  if (stage >= 2) expect_shard(Category::gradient, dtype_bytes(plan.grad), 1);
-  else EXPECT_EQ(held(end, after0, Category::gradient), held(after0, start, Category::gradient));
-  if (stage == 3) expect_shard(Category::parameter, dtype_bytes(plan.param), 1);
-  else EXPECT_EQ(held(end, after0, Category::parameter), held(after0, start, Category::parameter));
+  if (stage >= 2)
+    expect_shard(Category::gradient, dtype_bytes(plan.grad), 1);
+  else
+    EXPECT_EQ(held(end, after0, Category::gradient), held(after0, start, Category::gradient));
+  if (stage == 3)
+    expect_shard(Category::parameter, dtype_bytes(plan.param), 1);
+  else
+    EXPECT_EQ(held(end, after0, Category::parameter), held(after0, start, Category::parameter));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllStagesAndPrecisions, ZeroStages,
                          ::testing::Combine(::testing::Values(int64_t{1}, int64_t{2}, int64_t{3}),
                                             ::testing::Values(Precision::fp32, Precision::amp_bf16, Precision::bf16)),
                          [](const auto& info) {
-                           const char* p = std::get<1>(info.param) == Precision::fp32 ? "fp32"
-                                           : std::get<1>(info.param) == Precision::amp_bf16 ? "amp_bf16" : "bf16";
+                           const char* p = std::get<1>(info.param) == Precision::fp32       ? "fp32"
+                                           : std::get<1>(info.param) == Precision::amp_bf16 ? "amp_bf16"
+                                                                                            : "bf16";
                            return "stage" + std::to_string(std::get<0>(info.param)) + "_" + p;
                          });
 
@@ -161,7 +168,8 @@ TEST(DataParallel, Bf16GradientsAveragedInFloat32KeepTheRanksIdentical) {
     EXPECT_LE(std::abs(loss - expected), 0.01 * expected) << "step " << step + 1;
     for (const Parameter& p : ddp.model.parameters()) {
       const int64_t bytes = p.value.numel() * 2;
-      std::vector<char> mine(static_cast<const char*>(p.value.raw_data()), static_cast<const char*>(p.value.raw_data()) + bytes);
+      std::vector<char> mine(static_cast<const char*>(p.value.raw_data()),
+                             static_cast<const char*>(p.value.raw_data()) + bytes);
       std::vector<char> theirs = mine;
       broadcast_from_rank0(theirs.data(), bytes);
       ASSERT_TRUE(mine == theirs) << p.name << " differs on rank " << rank;

@@ -37,7 +37,6 @@ namespace {
 
 using namespace testing_ref;
 
-
 // Tolerances, stated once. Forward: float32 vs float64 reference. Backward: float32 analytic vs float64
 // finite differences.
 constexpr double kForwardTol = 2e-6;
@@ -61,7 +60,9 @@ class Ops : public ::testing::Test {
 
 // ============================================================================================ embedding
 
-struct EmbCase { int64_t b, t, v, d; };
+struct EmbCase {
+  int64_t b, t, v, d;
+};
 void PrintTo(const EmbCase& c, std::ostream* os) { *os << "B" << c.b << "_T" << c.t << "_V" << c.v << "_D" << c.d; }
 class EmbeddingSweep : public Ops, public ::testing::WithParamInterface<EmbCase> {};
 
@@ -101,15 +102,23 @@ INSTANTIATE_TEST_SUITE_P(Shapes, EmbeddingSweep,
 
 TEST_F(Ops, EmbeddingRejectsOutOfRangeTokens) {
   Tensor weight = Tensor::zeros({5, 4}, Category::parameter, "w");
-  expect_invalid([&] { embedding_forward(int_tensor({0, 5}, {1, 2}, "tok"), weight, "o"); },
-                 {"token id at (b=0, t=1) is 5", "allowed range is [0, 4]"});
-  expect_invalid([&] { embedding_forward(int_tensor({-1, 0}, {2, 1}, "tok"), weight, "o"); },
-                 {"(b=0, t=0) is -1", "[0, 4]"});
+  expect_invalid(
+      [&] {
+        embedding_forward(int_tensor({0, 5}, {1, 2}, "tok"), weight, "o");
+      },
+      {"token id at (b=0, t=1) is 5", "allowed range is [0, 4]"});
+  expect_invalid(
+      [&] {
+        embedding_forward(int_tensor({-1, 0}, {2, 1}, "tok"), weight, "o");
+      },
+      {"(b=0, t=0) is -1", "[0, 4]"});
 }
 
 // ============================================================================================ linear
 
-struct LinCase { int64_t n, in, out; };
+struct LinCase {
+  int64_t n, in, out;
+};
 void PrintTo(const LinCase& c, std::ostream* os) { *os << "N" << c.n << "_IN" << c.in << "_OUT" << c.out; }
 class LinearSweep : public Ops, public ::testing::WithParamInterface<LinCase> {};
 
@@ -181,7 +190,8 @@ TEST_P(LinearSweep, Bf16OperandsWithinTheRoundingBoundAndCountedAtTheirSizes) {
   for (int64_t r = 0; r < n; ++r)
     for (int64_t o = 0; o < out; ++o) {
       double sum = 0, mag = 0;
-      for (int64_t i = 0; i < in; ++i) sum += xv[r * in + i] * wv[o * in + i], mag += std::abs(xv[r * in + i] * wv[o * in + i]);
+      for (int64_t i = 0; i < in; ++i)
+        sum += xv[r * in + i] * wv[o * in + i], mag += std::abs(xv[r * in + i] * wv[o * in + i]);
       ASSERT_LE(std::abs(y.data()[r * out + o] - sum), gamma(in) * mag) << r << " " << o;
     }
   counters().set_phase(Phase::backward);
@@ -189,19 +199,22 @@ TEST_P(LinearSweep, Bf16OperandsWithinTheRoundingBoundAndCountedAtTheirSizes) {
   for (int64_t r = 0; r < n; ++r)
     for (int64_t i = 0; i < in; ++i) {
       double sum = 0, mag = 0;
-      for (int64_t o = 0; o < out; ++o) sum += gyv[r * out + o] * wv[o * in + i], mag += std::abs(gyv[r * out + o] * wv[o * in + i]);
+      for (int64_t o = 0; o < out; ++o)
+        sum += gyv[r * out + o] * wv[o * in + i], mag += std::abs(gyv[r * out + o] * wv[o * in + i]);
       ASSERT_LE(std::abs(gx.data()[r * in + i] - sum), gamma(out) * mag);
     }
   for (int64_t o = 0; o < out; ++o)
     for (int64_t i = 0; i < in; ++i) {
       double sum = gw0[o * in + i], mag = std::abs(gw0[o * in + i]);
-      for (int64_t r = 0; r < n; ++r) sum += gyv[r * out + o] * xv[r * in + i], mag += std::abs(gyv[r * out + o] * xv[r * in + i]);
+      for (int64_t r = 0; r < n; ++r)
+        sum += gyv[r * out + o] * xv[r * in + i], mag += std::abs(gyv[r * out + o] * xv[r * in + i]);
       ASSERT_LE(std::abs(gw.data()[o * in + i] - sum), gamma(n) * mag + std::abs(sum) * u);
     }
   LinearDTypes t;
   t.x = t.weight = t.grad_out = DType::bf16;
   const OpCount fwd = counters().get("linear", Phase::forward), bwd = counters().get("linear", Phase::backward);
-  const OpCount fwd_expected = linear_forward_count(n, in, out, t), bwd_expected = linear_backward_count(n, in, out, false, t);
+  const OpCount fwd_expected = linear_forward_count(n, in, out, t),
+                bwd_expected = linear_backward_count(n, in, out, false, t);
   // Independent arithmetic: 2-byte x, w, dY; 4-byte y, dX, dW.
   expect_count(fwd, 2 * n * in * out, 0, 2 * (n * in + out * in), 4 * n * out);
   expect_count(bwd, 4 * n * in * out, out * in, 2 * (n * out + out * in) + 2 * (n * out + n * in) + 4 * out * in,
@@ -228,13 +241,15 @@ TEST_F(Ops, LinearRejectsMismatchedFeatures) {
   LinearSaved saved;
   Tensor x = Tensor::zeros({4, 3}, Category::activation, "x");
   Tensor w = Tensor::zeros({2, 5}, Category::parameter, "layers.0.attn.wq.weight");
-  expect_invalid([&] { linear_forward(saved, x, w, "y"); }, {"x (4, 3) has 3 features", "expects IN = 5",
-                                                            "layers.0.attn.wq.weight"});
+  expect_invalid([&] { linear_forward(saved, x, w, "y"); },
+                 {"x (4, 3) has 3 features", "expects IN = 5", "layers.0.attn.wq.weight"});
 }
 
 // ============================================================================================ rmsnorm
 
-struct NormCase { int64_t n, d; };
+struct NormCase {
+  int64_t n, d;
+};
 void PrintTo(const NormCase& c, std::ostream* os) { *os << "N" << c.n << "_D" << c.d; }
 class RmsnormSweep : public Ops, public ::testing::WithParamInterface<NormCase> {};
 
@@ -277,7 +292,8 @@ TEST_P(RmsnormSweep, ForwardBackwardCountsSaved) {
 // D = 1 is left out on purpose: there y = sign(x)·g and the true dx is O(eps), so any float32 backward
 // (PyTorch's included) returns rounding noise of the two cancelling terms.
 INSTANTIATE_TEST_SUITE_P(Shapes, RmsnormSweep,
-                         ::testing::Values(NormCase{1, 2}, NormCase{2, 3}, NormCase{4, 7}, NormCase{17, 33}, NormCase{3, 64}));
+                         ::testing::Values(NormCase{1, 2}, NormCase{2, 3}, NormCase{4, 7}, NormCase{17, 33},
+                                           NormCase{3, 64}));
 
 TEST_F(Ops, RmsnormAccumulatesIntoGradX) {
   const int64_t n = 3, d = 5;
@@ -308,7 +324,9 @@ TEST_F(Ops, RmsnormRejectsBadShapesAndEps) {
 
 // ============================================================================================ attention
 
-struct AttnCase { int64_t b, t, d, h; };
+struct AttnCase {
+  int64_t b, t, d, h;
+};
 void PrintTo(const AttnCase& c, std::ostream* os) { *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h; }
 class AttentionSweep : public Ops, public ::testing::WithParamInterface<AttnCase> {};
 
@@ -354,7 +372,9 @@ TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
   EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn.probs"), 0);
   EXPECT_FALSE(saved.q.defined() || saved.k.defined() || saved.v.defined());
 
-  auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) { return dot(attention_ref(qq, kk, vv, b, t, d, h), r); };
+  auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
+    return dot(attention_ref(qq, kk, vv, b, t, d, h), r);
+  };
   EXPECT_LE(rel_err(vec_from(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), kGradTol);
   EXPECT_LE(rel_err(vec_from(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), kGradTol);
   EXPECT_LE(rel_err(vec_from(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), kGradTol);
@@ -362,8 +382,8 @@ TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
   // Forward: QKᵀ (scaled, unless d_k = 1: 1/√1 is no scale) + softmax + PV, per (b, h).
   const int64_t scaled = dk == 1 ? 0 : 1;
   expect_count(counters().get("attention", Phase::forward), bh * (2 * t * t * dk + 2 * t * t * dk),
-               bh * (scaled * t * t + 5 * causal),
-               4 * bh * ((t * dk + dk * t) + causal + (t * t + t * dk)), 4 * bh * (t * t + t * t + t * dk));
+               bh * (scaled * t * t + 5 * causal), 4 * bh * ((t * dk + dk * t) + causal + (t * t + t * dk)),
+               4 * bh * (t * t + t * t + t * dk));
   // Backward: dP, dV, softmax backward, dQ (scaled), dK (scaled).
   expect_count(counters().get("attention", Phase::backward), bh * 4 * (2 * t * t * dk),
                bh * (4 * causal + scaled * 2 * t * dk),
@@ -371,8 +391,10 @@ TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
                4 * bh * (t * t + t * dk + t * t + t * dk + t * dk));
   // The declared counts (what benchmarks and estimators read) are what ran, field by field.
   const OpCount f = attention_forward_count(b, t, d, h), g = attention_backward_count(b, t, d, h);
-  expect_count(counters().get("attention", Phase::forward), f.matmul_flops, f.other_flops, f.bytes_read, f.bytes_written);
-  expect_count(counters().get("attention", Phase::backward), g.matmul_flops, g.other_flops, g.bytes_read, g.bytes_written);
+  expect_count(counters().get("attention", Phase::forward), f.matmul_flops, f.other_flops, f.bytes_read,
+               f.bytes_written);
+  expect_count(counters().get("attention", Phase::backward), g.matmul_flops, g.other_flops, g.bytes_read,
+               g.bytes_written);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionSweep,
@@ -382,8 +404,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionSweep,
 TEST_F(Ops, AttentionRejectsHeadsNotDividingD) {
   Tensor q = Tensor::zeros({1, 4, 10}, Category::activation, "q");
   AttentionSaved saved;
-  expect_invalid([&] { attention_forward(saved, q, q, q, 3, "a"); },
-                 {"d_model 10 is not divisible by num_heads 3"});
+  expect_invalid([&] { attention_forward(saved, q, q, q, 3, "a"); }, {"d_model 10 is not divisible by num_heads 3"});
   expect_invalid([&] { attention_forward(saved, q, q, q, 0, "a"); }, {"num_heads is 0", "[1, 10]"});
   Tensor k = Tensor::zeros({1, 5, 10}, Category::activation, "k");
   expect_invalid([&] { attention_forward(saved, q, k, q, 2, "a"); }, {"equal shapes"});
@@ -409,10 +430,18 @@ TEST_F(Ops, SiluAndSwigluGateElementwise) {
   Tensor rt = tensor_from(r, {n}, Category::temporary, "r");
   Tensor ga = Tensor::empty({n}, Category::temporary, "ga"), gb = Tensor::empty({n}, Category::temporary, "gb");
   silu_backward(ga, rt, at);
-  auto silu_loss = [&](const Vec& x) { double s = 0; for (int64_t i = 0; i < n; ++i) s += silu_ref(x[i]) * r[i]; return s; };
+  auto silu_loss = [&](const Vec& x) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += silu_ref(x[i]) * r[i];
+    return s;
+  };
   EXPECT_LE(rel_err(vec_from(ga), fd_grad(silu_loss, a)), kGradTol);
   swiglu_gate_backward(ga, gb, rt, at, bt);
-  auto gate_loss = [&](const Vec& x, const Vec& y) { double s = 0; for (int64_t i = 0; i < n; ++i) s += silu_ref(x[i]) * y[i] * r[i]; return s; };
+  auto gate_loss = [&](const Vec& x, const Vec& y) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += silu_ref(x[i]) * y[i] * r[i];
+    return s;
+  };
   EXPECT_LE(rel_err(vec_from(ga), fd_grad([&](const Vec& x) { return gate_loss(x, bv); }, a)), kGradTol);
   EXPECT_LE(rel_err(vec_from(gb), fd_grad([&](const Vec& y) { return gate_loss(a, y); }, bv)), kGradTol);
 
@@ -424,8 +453,13 @@ TEST_F(Ops, SiluAndSwigluGateElementwise) {
 
 // ============================================================================================ ffn
 
-struct FfnCase { int64_t n, d, f; FfnKind kind; };
-void PrintTo(const FfnCase& c, std::ostream* os) { *os << ffn_kind_name(c.kind) << "_N" << c.n << "_D" << c.d << "_F" << c.f; }
+struct FfnCase {
+  int64_t n, d, f;
+  FfnKind kind;
+};
+void PrintTo(const FfnCase& c, std::ostream* os) {
+  *os << ffn_kind_name(c.kind) << "_N" << c.n << "_D" << c.d << "_F" << c.f;
+}
 class FfnSweep : public Ops, public ::testing::WithParamInterface<FfnCase> {};
 
 TEST_P(FfnSweep, ForwardBackwardSaved) {
@@ -479,14 +513,19 @@ TEST_F(Ops, ResidualAdd) {
                                 tensor_from(b, {2, 3, 5}, Category::activation, "b"), "sum");
   for (int64_t i = 0; i < 30; ++i) EXPECT_EQ(out.data()[i], static_cast<float>(a[i] + b[i]));
   expect_count(counters().get("residual", Phase::forward), 0, 30, 240, 120);
-  expect_invalid([] {
-    residual_forward(Tensor::zeros({2, 3}, Category::activation, "a"), Tensor::zeros({3, 2}, Category::activation, "b"), "s");
-  }, {"equal shapes"});
+  expect_invalid(
+      [] {
+        residual_forward(Tensor::zeros({2, 3}, Category::activation, "a"),
+                         Tensor::zeros({3, 2}, Category::activation, "b"), "s");
+      },
+      {"equal shapes"});
 }
 
 // ============================================================================================ cross-entropy
 
-struct CeCase { int64_t n, v; };
+struct CeCase {
+  int64_t n, v;
+};
 void PrintTo(const CeCase& c, std::ostream* os) { *os << "N" << c.n << "_V" << c.v; }
 class CrossEntropySweep : public Ops, public ::testing::WithParamInterface<CeCase> {};
 
@@ -532,12 +571,17 @@ TEST_F(Ops, CrossEntropyStableForHugeLogits) {
 TEST_F(Ops, CrossEntropyRejectsBadTargets) {
   Tensor logits = Tensor::zeros({2, 4}, Category::activation, "z");
   CrossEntropySaved saved;
-  expect_invalid([&] { cross_entropy_forward(saved, logits, int_tensor({1, 4}, {1, 2}, "t"), "ce"); },
-                 {"target at row 1 is 4", "[0, 3]"});
-  expect_invalid([&] { cross_entropy_forward(saved, logits, int_tensor({1, 2, 3}, {1, 3}, "t"), "ce"); },
-                 {"2 elements"});
+  expect_invalid(
+      [&] {
+        cross_entropy_forward(saved, logits, int_tensor({1, 4}, {1, 2}, "t"), "ce");
+      },
+      {"target at row 1 is 4", "[0, 3]"});
+  expect_invalid(
+      [&] {
+        cross_entropy_forward(saved, logits, int_tensor({1, 2, 3}, {1, 3}, "t"), "ce");
+      },
+      {"2 elements"});
 }
-
 
 // ============================================================================================ cast
 
@@ -582,21 +626,25 @@ TEST_F(Ops, CastRejectsMismatchesNamingTheTensors) {
 // events are held against the declarations: every declared tensor allocated once, in order, named name + suffix,
 // with its category and (64-byte rounded) bytes; the temporaries freed before the call returns, the rest still
 // live. oneDNN's scratchpads are the matmul's own (checked per geometry by reconcile) and are left aside.
-void expect_allocations(const std::function<void()>& call, const std::string& name, const std::vector<TensorDecl>& decls) {
+void expect_allocations(const std::function<void()>& call, const std::string& name,
+                        const std::vector<TensorDecl>& decls) {
   tracker().clear_timeline();
   call();
   std::vector<AllocationEvent> allocs;
   std::vector<std::string> freed;
   for (const AllocationEvent& e : tracker().events()) {
     if (e.name.rfind("onednn.scratchpad.", 0) == 0) continue;
-    if (e.alloc) allocs.push_back(e);
-    else freed.push_back(e.name);
+    if (e.alloc)
+      allocs.push_back(e);
+    else
+      freed.push_back(e.name);
   }
   ASSERT_EQ(allocs.size(), decls.size()) << name;
   for (size_t i = 0; i < decls.size(); ++i) {
     const TensorDecl& t = decls[i];
     const std::string full = name + std::string(t.suffix);
-    EXPECT_EQ(allocs[i], (AllocationEvent{full, t.category, aligned_size(t.elements().value() * dtype_bytes(t.dtype)), true}));
+    EXPECT_EQ(allocs[i],
+              (AllocationEvent{full, t.category, aligned_size(t.elements().value() * dtype_bytes(t.dtype)), true}));
     const bool was_freed = std::find(freed.begin(), freed.end(), full) != freed.end();
     EXPECT_EQ(was_freed, t.lifetime == Lifetime::temporary) << full;
   }
@@ -614,8 +662,9 @@ TEST_F(Ops, EveryOpAllocatesAndCountsWhatItDeclares) {
     if (act == DType::bf16 && !bf16_matmul_unavailable_reason().empty()) continue;
     SCOPED_TRACE(dtype_name(act));
     auto input = [&](const Shape& shape, const char* name, DType dtype, uint32_t seed) {
-      Tensor x = tensor_from(random_vec(shape[0] * (shape.size() > 1 ? shape[1] : 1) * (shape.size() > 2 ? shape[2] : 1), seed),
-                             shape, Category::activation, name);
+      Tensor x = tensor_from(
+          random_vec(shape[0] * (shape.size() > 1 ? shape[1] : 1) * (shape.size() > 2 ? shape[2] : 1), seed), shape,
+          Category::activation, name);
       return dtype == DType::f32 ? x : cast(x, dtype, Category::activation, std::string(name) + ".b");
     };
     const Tensor x = input({b, t, d}, "x", DType::f32, 1), gain = input({d}, "g", DType::f32, 2);
@@ -632,17 +681,20 @@ TEST_F(Ops, EveryOpAllocatesAndCountsWhatItDeclares) {
     expect_allocations([&] { z = linear_forward(lin, y, w, "lin.out", act, Category::activation); }, "lin.out",
                        {linear_forward_tensors(y.shape(), f, act, Category::activation).out});
 
-    const Tensor q = input({b, t, d}, "q", act, 4), k = input({b, t, d}, "k", act, 5), vv = input({b, t, d}, "v", act, 6);
+    const Tensor q = input({b, t, d}, "q", act, 4), k = input({b, t, d}, "k", act, 5),
+                 vv = input({b, t, d}, "v", act, 6);
     counters().reset();
     AttentionSaved attn;
     Tensor ctx;
     const AttentionTensors at = attention_forward_tensors(b, t, d, h, act);
     expect_allocations([&] { ctx = attention_forward(attn, q, k, vv, h, "a"); }, "a", {at.probs, at.ctx});
     expect_declared_count("attention", Phase::forward, attention_forward_count(b, t, d, h, act));
-    Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq", act), gk = Tensor::empty({b, t, d}, Category::temporary, "gk", act),
+    Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq", act),
+           gk = Tensor::empty({b, t, d}, Category::temporary, "gk", act),
            gv = Tensor::empty({b, t, d}, Category::temporary, "gv", act);
     counters().set_phase(Phase::backward);
-    expect_allocations([&] { attention_backward(gq, gk, gv, ctx, attn); }, "a", {attention_backward_tensor(b, t, h, act)});
+    expect_allocations([&] { attention_backward(gq, gk, gv, ctx, attn); }, "a",
+                       {attention_backward_tensor(b, t, h, act)});
     expect_declared_count("attention", Phase::backward, attention_backward_count(b, t, d, h, act));
     counters().set_phase(Phase::forward);
 
@@ -651,7 +703,8 @@ TEST_F(Ops, EveryOpAllocatesAndCountsWhatItDeclares) {
     FlashAttentionSaved flash;
     Tensor fctx;
     const FlashAttentionTensors ft = flash_attention_forward_tensors(b, t, d, h, act, threads);
-    expect_allocations([&] { fctx = flash_attention_forward(flash, q, k, vv, h, "fa"); }, "fa", {ft.lse, ft.ctx, ft.workspace});
+    expect_allocations([&] { fctx = flash_attention_forward(flash, q, k, vv, h, "fa"); }, "fa",
+                       {ft.lse, ft.ctx, ft.workspace});
     expect_declared_count("attention", Phase::forward, flash_attention_forward_count(b, t, d, h, act));
     counters().set_phase(Phase::backward);
     expect_allocations([&] { flash_attention_backward(gq, gk, gv, fctx, flash); }, "fa",
@@ -670,7 +723,8 @@ TEST_F(Ops, EveryOpAllocatesAndCountsWhatItDeclares) {
       forward.push_back(fw.act);
       forward.push_back(fw.out);
       expect_allocations([&] { out = ffn_forward(ffn, hh, w1, w3, w2, kind, "ffn"); }, "ffn", forward);
-      Tensor gw1 = Tensor::zeros({f, d}, Category::gradient, "gw1"), gw3 = Tensor::zeros({f, d}, Category::gradient, "gw3"),
+      Tensor gw1 = Tensor::zeros({f, d}, Category::gradient, "gw1"),
+             gw3 = Tensor::zeros({f, d}, Category::gradient, "gw3"),
              gw2 = Tensor::zeros({d, f}, Category::gradient, "gw2");
       Tensor gh = Tensor::empty({b, t, d}, Category::temporary, "gh");
       const Tensor gout = input({b, t, d}, "gout", act, 11);
@@ -685,14 +739,16 @@ TEST_F(Ops, EveryOpAllocatesAndCountsWhatItDeclares) {
     expect_allocations([&] { sum = residual_forward(x, x, "res"); }, "res", {residual_forward_tensor(x.shape())});
     expect_declared_count("residual", Phase::forward, residual_forward_count(n * d));
     Tensor c;
-    expect_allocations([&] { c = cast(x, act, Category::temporary, "c"); }, "c", {cast_tensor(x.shape(), act, Category::temporary)});
+    expect_allocations([&] { c = cast(x, act, Category::temporary, "c"); }, "c",
+                       {cast_tensor(x.shape(), act, Category::temporary)});
     expect_declared_count("cast", Phase::forward, cast_count(n * d, DType::f32, act));
   }
   counters().reset();
   Tensor table = tensor_from(random_vec(v * 6, 12), {v, 6}, Category::parameter, "emb");
   Tensor tokens = Tensor::zeros({b, t}, Category::activation, "tok", DType::i32);
   Tensor rows;
-  expect_allocations([&] { rows = embedding_forward(tokens, table, "rows"); }, "rows", {embedding_forward_tensor(b, t, 6)});
+  expect_allocations([&] { rows = embedding_forward(tokens, table, "rows"); }, "rows",
+                     {embedding_forward_tensor(b, t, 6)});
   expect_declared_count("embedding", Phase::forward, embedding_forward_count(n, 6));
   Tensor logits = tensor_from(random_vec(n * v, 13), {n, v}, Category::activation, "logits");
   CrossEntropySaved ce;

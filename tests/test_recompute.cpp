@@ -27,10 +27,20 @@ namespace {
 TrainConfig small(Precision precision, GradDType grads, AttentionKind attention, Recompute recompute,
                   FfnKind ffn = FfnKind::swiglu) {
   TrainConfig c;
-  c.model = ModelConfig{.vocab_size = 64, .context_length = 70, .num_layers = 3, .d_model = 32, .num_heads = 2,
-                        .d_ff = 48, .ffn = ffn, .tie_embeddings = ffn == FfnKind::silu_mlp,
-                        .position = Position::learned, .batch_size = 2, .precision = precision, .grad_dtype = grads,
-                        .attention = attention, .recompute = recompute};
+  c.model = ModelConfig{.vocab_size = 64,
+                        .context_length = 70,
+                        .num_layers = 3,
+                        .d_model = 32,
+                        .num_heads = 2,
+                        .d_ff = 48,
+                        .ffn = ffn,
+                        .tie_embeddings = ffn == FfnKind::silu_mlp,
+                        .position = Position::learned,
+                        .batch_size = 2,
+                        .precision = precision,
+                        .grad_dtype = grads,
+                        .attention = attention,
+                        .recompute = recompute};
   return c;
 }
 
@@ -115,9 +125,8 @@ TEST(Recompute, WhatForwardKeepsByArithmetic) {
     const int64_t none = kept_after_forward(Recompute::none);
     const int64_t core = attention == AttentionKind::flash ? aligned(4 * b * h * t) : aligned(4 * b * h * t * t);
     EXPECT_EQ(none - kept_after_forward(Recompute::attention), l * core) << attention_name(attention);
-    EXPECT_EQ(kept_after_forward(Recompute::full),
-              (l + 1) * aligned(4 * n * m.d_model) + aligned(4 * n * m.d_model) + aligned(4 * n) +
-                  aligned(4 * n * m.vocab_size))
+    EXPECT_EQ(kept_after_forward(Recompute::full), (l + 1) * aligned(4 * n * m.d_model) + aligned(4 * n * m.d_model) +
+                                                       aligned(4 * n) + aligned(4 * n * m.vocab_size))
         << attention_name(attention);
   }
 }
@@ -176,8 +185,9 @@ TEST(Recompute, ConfigFieldParsesAndBadValuesNameTheField) {
     apply_override(c, "recompute=selective");
     FAIL() << "accepted recompute=selective";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("recompute: 'selective' is not allowed, allowed values are none, attention, full"),
-              std::string::npos)
+    EXPECT_NE(
+        std::string(e.what()).find("recompute: 'selective' is not allowed, allowed values are none, attention, full"),
+        std::string::npos)
         << e.what();
   }
   const TrainConfig from_toml = parse_config_text("preset = \"tiny\"\n[model]\nrecompute = \"full\"\n", "t.toml");

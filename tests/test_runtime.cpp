@@ -198,15 +198,24 @@ TEST(Tensor, StridedViewsAndFill) {
 
 TEST(Tensor, RejectsBadShapes) {
   const int64_t allocs = tracker().stats().total.num_allocs;
-  expect_invalid([] { Tensor::empty({2, 0, 3}, Category::activation, "x"); },
-                 {"tensor 'x'", "dim 1 is 0", "allowed range is [1,"});
+  expect_invalid(
+      [] {
+        Tensor::empty({2, 0, 3}, Category::activation, "x");
+      },
+      {"tensor 'x'", "dim 1 is 0", "allowed range is [1,"});
   expect_invalid([] { Tensor::empty({-4}, Category::activation, "x"); }, {"dim 0 is -4"});
   expect_invalid([] { Tensor::empty({}, Category::activation, "x"); }, {"number of dims is 0", "[1, 4]"});
   expect_invalid([] { Tensor::empty({1, 1, 1, 1, 1}, Category::activation, "x"); }, {"number of dims is 5"});
-  expect_invalid([] { Tensor::empty({1LL << 40, 1LL << 40}, Category::activation, "x"); },
-                 {"more elements than the allowed"});
-  expect_invalid([] { Tensor::empty({3037000500LL, 3037000500LL, 4}, Category::activation, "x"); },
-                 {"more elements than the allowed"});
+  expect_invalid(
+      [] {
+        Tensor::empty({1LL << 40, 1LL << 40}, Category::activation, "x");
+      },
+      {"more elements than the allowed"});
+  expect_invalid(
+      [] {
+        Tensor::empty({3037000500LL, 3037000500LL, 4}, Category::activation, "x");
+      },
+      {"more elements than the allowed"});
   EXPECT_EQ(tracker().stats().total.num_allocs, allocs);  // nothing was allocated
 }
 
@@ -340,9 +349,8 @@ INSTANTIATE_TEST_SUITE_P(
                       MatmulCase{1, 257, 511, 129, false, false, 1.0f, false}),
     [](const ::testing::TestParamInfo<MatmulCase>& info) {
       const MatmulCase& c = info.param;
-      return fmt::format("b{}_m{}_k{}_n{}{}{}{}{}_{}", c.batch, c.m, c.k, c.n, c.a_t ? "_aT" : "",
-                         c.b_t ? "_bT" : "", c.alpha != 1.0f ? "_scaled" : "", c.accumulate ? "_acc" : "",
-                         info.index);
+      return fmt::format("b{}_m{}_k{}_n{}{}{}{}{}_{}", c.batch, c.m, c.k, c.n, c.a_t ? "_aT" : "", c.b_t ? "_bT" : "",
+                         c.alpha != 1.0f ? "_scaled" : "", c.accumulate ? "_acc" : "", info.index);
     });
 
 // bf16 operands (both), f32 or bf16 dst: against a float64 sum over the same bf16 values, element by element,
@@ -411,22 +419,22 @@ TEST_P(MatmulBf16Sweep, WithinTheRoundingBoundOfFloat64AndCountsBytesAtTwo) {
   counters().reset();
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, MatmulBf16Sweep,
-    ::testing::Combine(::testing::Values(MatmulCase{1, 1, 7, 13, false, false, 1.0f, false},
-                                         MatmulCase{1, 64, 128, 384, false, true, 1.0f, false},
-                                         MatmulCase{1, 384, 64, 128, true, false, 1.0f, true},
-                                         MatmulCase{1, 33, 65, 17, true, true, 1.0f, false},
-                                         MatmulCase{3, 17, 9, 17, false, true, 0.125f, false},
-                                         MatmulCase{2, 100, 1000, 3, true, false, -0.5f, true},
-                                         MatmulCase{1, 257, 511, 129, false, false, 1.0f, false}),
-                       ::testing::Values(DType::f32, DType::bf16)),
-    [](const ::testing::TestParamInfo<std::tuple<MatmulCase, DType>>& info) {
-      const MatmulCase& c = std::get<0>(info.param);
-      return fmt::format("b{}_m{}_k{}_n{}{}{}{}{}_dst_{}_{}", c.batch, c.m, c.k, c.n, c.a_t ? "_aT" : "",
-                         c.b_t ? "_bT" : "", c.alpha != 1.0f ? "_scaled" : "", c.accumulate ? "_acc" : "",
-                         std::get<1>(info.param) == DType::bf16 ? "bf16" : "f32", info.index);
-    });
+INSTANTIATE_TEST_SUITE_P(Shapes, MatmulBf16Sweep,
+                         ::testing::Combine(::testing::Values(MatmulCase{1, 1, 7, 13, false, false, 1.0f, false},
+                                                              MatmulCase{1, 64, 128, 384, false, true, 1.0f, false},
+                                                              MatmulCase{1, 384, 64, 128, true, false, 1.0f, true},
+                                                              MatmulCase{1, 33, 65, 17, true, true, 1.0f, false},
+                                                              MatmulCase{3, 17, 9, 17, false, true, 0.125f, false},
+                                                              MatmulCase{2, 100, 1000, 3, true, false, -0.5f, true},
+                                                              MatmulCase{1, 257, 511, 129, false, false, 1.0f, false}),
+                                            ::testing::Values(DType::f32, DType::bf16)),
+                         [](const ::testing::TestParamInfo<std::tuple<MatmulCase, DType>>& info) {
+                           const MatmulCase& c = std::get<0>(info.param);
+                           return fmt::format("b{}_m{}_k{}_n{}{}{}{}{}_dst_{}_{}", c.batch, c.m, c.k, c.n,
+                                              c.a_t ? "_aT" : "", c.b_t ? "_bT" : "", c.alpha != 1.0f ? "_scaled" : "",
+                                              c.accumulate ? "_acc" : "",
+                                              std::get<1>(info.param) == DType::bf16 ? "bf16" : "f32", info.index);
+                         });
 
 TEST(Matmul, Bf16OperandsMustMatchAndHaveACachedPrimitiveOfTheirOwn) {
   const Tensor a16 = Tensor::zeros({4, 8}, Category::temporary, "a16", DType::bf16);
@@ -435,7 +443,8 @@ TEST(Matmul, Bf16OperandsMustMatchAndHaveACachedPrimitiveOfTheirOwn) {
   const Tensor a32 = Tensor::zeros({4, 8}, Category::temporary, "a32");
   Tensor dst = Tensor::zeros({4, 4}, Category::temporary, "dst");
   Tensor dst16 = Tensor::zeros({4, 4}, Category::temporary, "dst16", DType::bf16);
-  expect_invalid([&] { matmul(dst, a16, b32); }, {"a 'a16' is bfloat16 and b 'b32' is float32", "both float32 or both bfloat16"});
+  expect_invalid([&] { matmul(dst, a16, b32); },
+                 {"a 'a16' is bfloat16 and b 'b32' is float32", "both float32 or both bfloat16"});
   expect_invalid([&] { matmul(dst16, a32, b32); }, {"dst 'dst16' is bfloat16", "when a and b are bfloat16"});
   const MatmulGeometry g32 = matmul_geometry(dst, a32, b32, 1.0f, false);
   const MatmulGeometry g16 = matmul_geometry(dst, a16, b16, 1.0f, false);
@@ -534,7 +543,7 @@ TEST(Machine, MatmulTimedAtItsExactGeometry) {
   const int64_t live_before = tracker().stats().total.allocated_bytes.current;
   const double seconds = measure_matmul_seconds(g, 5);
   EXPECT_GT(seconds, 0.0);
-  EXPECT_LT(seconds, 1.0);  // 295 kFLOP
+  EXPECT_LT(seconds, 1.0);            // 295 kFLOP
   EXPECT_EQ(matmul_cache_size(), 1);  // exactly this geometry's primitive, created once
   measure_matmul_seconds(g, 1);
   EXPECT_EQ(matmul_cache_size(), 1);
@@ -585,7 +594,6 @@ TEST(Machine, ThreadsValidatedAndReported) {
   EXPECT_FALSE(info.onednn_matmul_impl.empty());
   EXPECT_NE(machine_summary(info).find("threads"), std::string::npos);
 }
-
 
 // ------------------------------------------------------------------------------------------------ bfloat16
 
@@ -684,7 +692,8 @@ TEST(BFloat16, TensorsHoldTwoBytesPerElement) {
   {
     Tensor t = Tensor::zeros({3, 33}, Category::activation, "bf16.test", DType::bf16);
     EXPECT_EQ(t.storage_bytes(), 2 * 3 * 33);
-    EXPECT_EQ(tracker().stats().total.allocated_bytes.current - before.total.allocated_bytes.current, 256);  // 198 -> 64-rounded
+    EXPECT_EQ(tracker().stats().total.allocated_bytes.current - before.total.allocated_bytes.current,
+              256);       // 198 -> 64-rounded
     t.fill(1.00390625f);  // 1 + 2^-8: a tie, rounds to 1 (even)
     EXPECT_EQ(t.data_bf16()[98].bits, 0x3f80);
     expect_invalid([&] { t.data(); }, {"tensor 'bf16.test' is bfloat16, not float32"});
@@ -703,15 +712,17 @@ TEST(BFloat16, TensorsHoldTwoBytesPerElement) {
 
 }  // namespace
 TEST(AllocationEvents, FirstDivergenceNamesTheEventOnBothSides) {
-  const std::vector<AllocationEvent> a = {{"x", Category::activation, 64, true}, {"y", Category::temporary, 128, true},
+  const std::vector<AllocationEvent> a = {{"x", Category::activation, 64, true},
+                                          {"y", Category::temporary, 128, true},
                                           {"y", Category::temporary, 128, false}};
   EXPECT_EQ(first_divergence(a, a).index, -1);
   std::vector<AllocationEvent> b = a;
   b[1].bytes = 192;  // same name, other size: a difference that equal peaks elsewhere could hide
   const EventDivergence d = first_divergence(a, b);
   EXPECT_EQ(d.index, 1);
-  EXPECT_EQ(d.text, "event 1 of 3 measured / 3 analytic: measured alloc y (temporary, 128 B); analytic alloc y "
-                    "(temporary, 192 B)");
+  EXPECT_EQ(d.text,
+            "event 1 of 3 measured / 3 analytic: measured alloc y (temporary, 128 B); analytic alloc y "
+            "(temporary, 192 B)");
   b = a;
   b.pop_back();
   EXPECT_EQ(first_divergence(a, b).text,
@@ -738,9 +749,9 @@ TEST(AllocationEvents, TimelineSinceClearWithNames) {
 TEST(PeakLedger, FirstMomentOfThePeakAndOwnCategoryPeaks) {
   PeakLedger<int64_t> l;
   EXPECT_TRUE(l.add(Category::activation, 100, 1));
-  EXPECT_TRUE(l.add(Category::temporary, 50, 2));   // total 150: the peak, at event 2
+  EXPECT_TRUE(l.add(Category::temporary, 50, 2));  // total 150: the peak, at event 2
   l.remove(Category::temporary, 50);
-  EXPECT_FALSE(l.add(Category::gradient, 50, 4));   // total 150 again: not a new peak
+  EXPECT_FALSE(l.add(Category::gradient, 50, 4));  // total 150 again: not a new peak
   l.remove(Category::gradient, 50);
   EXPECT_FALSE(l.add(Category::temporary, 40, 6));  // 140
   EXPECT_EQ(l.peak_total(), 150);

@@ -22,7 +22,9 @@ std::string le64(uint64_t n) {
   return s;
 }
 // A file with this header text and `data_bytes` zero bytes of data.
-std::string file_with(const std::string& header, size_t data_bytes) { return le64(header.size()) + header + std::string(data_bytes, '\0'); }
+std::string file_with(const std::string& header, size_t data_bytes) {
+  return le64(header.size()) + header + std::string(data_bytes, '\0');
+}
 
 TEST(Safetensors, RoundTripIsBitExactAndFollowsTheFormat) {
   Tensor w = Tensor::empty({2, 3}, Category::temporary, "w");
@@ -31,11 +33,13 @@ TEST(Safetensors, RoundTripIsBitExactAndFollowsTheFormat) {
   for (int64_t i = 0; i < 4; ++i) g.data_bf16()[i] = to_bf16(-2.5f * static_cast<float>(i));
   Tensor ids = Tensor::empty({1, 2}, Category::temporary, "ids", DType::i32);
   ids.data_i32()[0] = -7, ids.data_i32()[1] = 2147483647;
-  const std::string bytes = serialize_safetensors({{"w", w}, {"g", g}, {"ids", ids}}, {{"step", "12"}, {"format", "pt"}});
+  const std::string bytes =
+      serialize_safetensors({{"w", w}, {"g", g}, {"ids", ids}}, {{"step", "12"}, {"format", "pt"}});
 
   // The format, read by hand: header length, JSON, then 24 + 8 + 8 data bytes in the order given.
   uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[static_cast<size_t>(i)])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[static_cast<size_t>(i)])) << (8 * i);
   EXPECT_EQ(n % 8, 0u);
   EXPECT_EQ(bytes.size(), 8 + n + 24 + 8 + 8);
   const nlohmann::json h = nlohmann::json::parse(bytes.substr(8, n));
@@ -93,20 +97,26 @@ TEST(Safetensors, MalformedAndHostileFilesAreClearErrors) {
       {file_with(std::string(10, '[') + std::string(10, ']'), 0), "nests deeper than 4 levels"},
       {file_with("{\"a\":", 0), "the header is not JSON"},
       {file_with("[1,2]", 0), "the header is not a JSON object"},
-      {file_with(R"({"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}})", 4), "dtype 'F16' is not one reckon reads"},
+      {file_with(R"({"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}})", 4),
+       "dtype 'F16' is not one reckon reads"},
       {file_with(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), "a dimension must be an integer"},
       {file_with(R"({"a":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", 8), "a dimension must be an integer"},
-      {file_with(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8), "needs 12 bytes, data_offsets give 8"},
+      {file_with(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8),
+       "needs 12 bytes, data_offsets give 8"},
       {file_with(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,80]}})", 8), "outside the 8 data bytes"},
       {file_with(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8), "outside the 8 data bytes"},
       {file_with(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}})", 8),
        "element count does not fit int64"},
-      {file_with(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8),
+      {file_with(
+           R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+           8),
        "tensor 'b' starts at byte 4, expected 8"},
-      {file_with(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "tensor 'a' starts at byte 4, expected 0"},
+      {file_with(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8),
+       "tensor 'a' starts at byte 4, expected 0"},
       {file_with(ok, 12), "12 data bytes, the entries cover 8"},
       {file_with(R"({"a":{"dtype":"F32","shape":[2]}})", 8), "exactly dtype, shape and data_offsets"},
-      {file_with(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", 8), "exactly dtype, shape and data_offsets"},
+      {file_with(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", 8),
+       "exactly dtype, shape and data_offsets"},
       {file_with(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", 8), "data_offsets must be [begin, end]"},
       {file_with(R"({"__metadata__":{"step":3}})", 0), "__metadata__['step'] must be a string"},
       {file_with(R"({"":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8), "a tensor with an empty name"},
