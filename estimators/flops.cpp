@@ -34,7 +34,7 @@ std::map<OpKey, OpCount> estimate_step_counts(const ModelConfig& c, const AdamWC
                                          .live_at_peak = false,
                                          .data_parallel_ranks = data_parallel_ranks,
                                          .data_parallel_rank = data_parallel_rank};
-  replay_step(c, arithmetic, {.counts = &counts, .optim = &optim});
+  replay_step(c, arithmetic, {.counts = &counts, .optim = &optim, .counts_only = true});
   return counts;
 }
 

@@ -63,8 +63,10 @@ TensorName top(std::string_view suffix) { return {kTop, suffix}; }
 // throws SizeOverflow instead of wrapping.
 class Ledger {
  public:
-  Ledger(bool scratchpad, bool keep_log, bool step_events, std::vector<StepMatmul>* matmuls)
-      : scratchpad_(scratchpad), keep_log_(keep_log || step_events), step_events_(step_events), matmuls_(matmuls) {}
+  // `bytes` false: the counts alone are wanted; allocations and frees are not tracked (matmuls still recorded).
+  Ledger(bool scratchpad, bool keep_log, bool step_events, std::vector<StepMatmul>* matmuls, bool bytes = true)
+      : scratchpad_(scratchpad), keep_log_(keep_log || step_events), step_events_(step_events), bytes_(bytes),
+        matmuls_(matmuls) {}
 
   // What was allocated so far (parameters, gradients, state, the batch) is live before the step begins: the
   // step's events, compared with the runtime's timeline of one step, start here.
@@ -73,6 +75,7 @@ class Ledger {
   // `persistent`: a block that lives through the step (parameters, gradients, optimizer state, the batch) and is
   // never freed, so it needs no entry in the live set (only in the log, for the live set at the peak).
   void alloc(TensorName name, Category cat, CheckedInt elements, DType dtype = DType::f32, bool persistent = false) {
+    if (!bytes_) return;
     const int64_t raw = (dtype_bytes(dtype) * elements).value();
     if (raw > kMaxAllocationBytes) {  // a count that fits int64 but a tensor the allocator would refuse
       throw SizeOverflow(fmt::format("{} would be one tensor of {} bytes, above the largest allocation ({} bytes)",
@@ -96,6 +99,7 @@ class Ledger {
   }
 
   void free(TensorName name) {
+    if (!bytes_) return;
     std::vector<Named>& slot = live_slot(name);
     auto it = std::find_if(slot.rbegin(), slot.rend(), [&](const Named& e) { return e.name == name; });
     if (it == slot.rend()) throw std::logic_error("memory estimate: free of unknown tensor " + name.str());
@@ -182,6 +186,7 @@ class Ledger {
   bool scratchpad_;
   bool keep_log_;  // the event log rebuilds the live set at the peak (live_at_peak); totals need none
   bool step_events_;
+  bool bytes_;
   int64_t step_start_ = 0;
   std::vector<StepMatmul>* matmuls_;
   Phase phase_ = Phase::forward;
@@ -270,7 +275,7 @@ class StepReplay {
       : c_(c),
         o_(o),
         out_(out),
-        r_(o.onednn_scratchpad, o.live_at_peak, o.step_events, out.matmuls),
+        r_(o.onednn_scratchpad, o.live_at_peak, o.step_events, out.matmuls, !out.counts_only),
         b(c.batch_size),
         t(c.context_length),
         d(c.d_model),
@@ -312,6 +317,9 @@ class StepReplay {
     backward();
     gradient_reduction();
     optimizer_step();
+    if (out_.counts != nullptr) {
+      for (const FlatCount& f : counts_) (*out_.counts)[OpKey{std::string(f.op), f.phase}] += f.count;
+    }
     MemoryEstimate est = r_.finish();
     est.num_parameters = num_parameters.value();
     return est;
@@ -326,10 +334,18 @@ class StepReplay {
 
   // ---- counts: one call of `op` under the current phase (collectives: under communication), as OpRecord does
   void count(const char* op, OpCount c) { count_in(r_.phase(), op, c); }
+  // A few dozen op × phase keys per step: a flat list searched in place (no string per call), into the map at the end.
   void count_in(Phase phase, const char* op, OpCount c) {
     if (out_.counts == nullptr) return;
     c.calls = 1;
-    (*out_.counts)[OpKey{op, phase}] += c;
+    const std::string_view name(op);
+    for (FlatCount& f : counts_) {
+      if (f.phase == phase && f.op == name) {
+        f.count += c;
+        return;
+      }
+    }
+    counts_.push_back({name, phase, c});
   }
   void collective(const char* op, CheckedInt in, CheckedInt out) {
     count_in(Phase::communication, op, OpCount{1, 0, 0, in.value(), out.value(), 0.0});
@@ -429,6 +445,12 @@ class StepReplay {
   const AttnGeometry ag;
   std::vector<Param> params;
   std::vector<int64_t> mine;  // this rank's elements of each parameter
+  struct FlatCount {
+    std::string_view op;
+    Phase phase;
+    OpCount count;
+  };
+  std::vector<FlatCount> counts_;
   CheckedInt num_parameters = 0;
 };
 

@@ -18,6 +18,7 @@ struct ReplayOutputs {
   std::vector<StepMatmul>* matmuls = nullptr;  // each distinct matmul geometry per op × phase, with its calls
   std::map<OpKey, OpCount>* counts = nullptr;  // per op × phase, as the counters record them (needs `optim`)
   const AdamWConfig* optim = nullptr;          // AdamW's FLOPs depend on weight decay
+  bool counts_only = false;  // no byte bookkeeping (the MemoryEstimate returned is empty): counts at arithmetic's cost
 };
 
 // One steady-state step of `config` (options: as estimate_step_memory's).
