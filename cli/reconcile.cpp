@@ -166,20 +166,20 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
                 if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
                 TrainConfig c;
                 c.preset = "sweep";
-                c.model = ModelConfig{.vocab_size = s.v,
-                                      .context_length = s.t,
-                                      .num_layers = s.l,
-                                      .d_model = s.d,
-                                      .num_heads = s.h,
-                                      .d_ff = s.f,
-                                      .ffn = ffn,
-                                      .tie_embeddings = tied,
-                                      .position = pos,
-                                      .batch_size = s.b,
-                                      .precision = precision,
-                                      .grad_dtype = grads,
-                                      .attention = attention,
-                                      .recompute = recompute};
+                c.model = ModelConfig{ModelShape{.vocab_size = s.v,
+                                                 .context_length = s.t,
+                                                 .num_layers = s.l,
+                                                 .d_model = s.d,
+                                                 .num_heads = s.h,
+                                                 .d_ff = s.f,
+                                                 .ffn = ffn,
+                                                 .tie_embeddings = tied,
+                                                 .position = pos},
+                                      RunSettings{.batch_size = s.b,
+                                                  .precision = precision,
+                                                  .grad_dtype = grads,
+                                                  .attention = attention,
+                                                  .recompute = recompute}};
                 c.optim.weight_decay = (out.size() / 8 % 3 == 0) ? 0.0 : 0.01;  // both AdamW FLOP variants
                 out.emplace_back(describe(c.model), c);
               }

@@ -94,8 +94,8 @@ std::string range_text(Kind kind, const Range& r) {
 }
 
 // Field makers, one per kind; `note` is appended to the allowed text.
-template <typename T>
-FieldSpec integer_field(const char* key, Section section, T TrainConfig::*part, int64_t T::*field, int64_t lo,
+template <typename T, typename F>
+FieldSpec integer_field(const char* key, Section section, T TrainConfig::*part, int64_t F::*field, int64_t lo,
                         int64_t hi, const char* note = "") {
   const Range r{static_cast<double>(lo), static_cast<double>(hi)};
   return {key,
@@ -107,8 +107,8 @@ FieldSpec integer_field(const char* key, Section section, T TrainConfig::*part, 
           [=](const TrainConfig& c) { return fmt::format("{}", c.*part.*field); },
           [=](const TrainConfig& c) { return static_cast<double>(c.*part.*field); }};
 }
-template <typename T>
-FieldSpec real_field(const char* key, Section section, T TrainConfig::*part, double T::*field, Range r,
+template <typename T, typename F>
+FieldSpec real_field(const char* key, Section section, T TrainConfig::*part, double F::*field, Range r,
                      const char* note = "") {
   return {key,
           section,
@@ -119,8 +119,8 @@ FieldSpec real_field(const char* key, Section section, T TrainConfig::*part, dou
           [=](const TrainConfig& c) { return fmt::format("{}", c.*part.*field); },
           [=](const TrainConfig& c) { return c.*part.*field; }};
 }
-template <typename E, size_t N>
-FieldSpec choice_field(const char* key, E ModelConfig::*field, const EnumName<E> (&table)[N], const char* note = "") {
+template <typename C, typename E, size_t N>
+FieldSpec choice_field(const char* key, E C::*field, const EnumName<E> (&table)[N], const char* note = "") {
   return {key,
           Section::model,
           Kind::choice,
@@ -407,16 +407,16 @@ TrainConfig preset_config(std::string_view name) {
     if (name == p.name) {
       TrainConfig c;
       c.preset = p.name;
-      c.model = ModelConfig{.vocab_size = p.v,
-                            .context_length = p.t,
-                            .num_layers = p.l,
-                            .d_model = p.d,
-                            .num_heads = p.h,
-                            .d_ff = p.f,
-                            .ffn = p.ffn,
-                            .tie_embeddings = p.tied,
-                            .position = p.pos,
-                            .batch_size = p.b};
+      c.model = ModelConfig{ModelShape{.vocab_size = p.v,
+                                       .context_length = p.t,
+                                       .num_layers = p.l,
+                                       .d_model = p.d,
+                                       .num_heads = p.h,
+                                       .d_ff = p.f,
+                                       .ffn = p.ffn,
+                                       .tie_embeddings = p.tied,
+                                       .position = p.pos},
+                            RunSettings{.batch_size = p.b}};
       return c;
     }
   }

@@ -33,7 +33,9 @@ inline constexpr EnumName<AttentionKind> kAttentionKinds[] = {{AttentionKind::na
 inline constexpr EnumName<Recompute> kRecomputes[] = {
     {Recompute::none, "none"}, {Recompute::attention, "attention"}, {Recompute::full, "full"}};
 
-struct ModelConfig {
+// What the model is: the shape of its parameters and of the computation they define (what a Hugging Face
+// config.json describes). The parameter layout (model/layout.h) depends on this alone.
+struct ModelShape {
   int64_t vocab_size = 256;
   int64_t context_length = 32;
   int64_t num_layers = 2;
@@ -43,8 +45,12 @@ struct ModelConfig {
   FfnKind ffn = FfnKind::swiglu;
   bool tie_embeddings = false;
   Position position = Position::none;
-  int64_t batch_size = 4;
   double rmsnorm_eps = 1e-5;
+};
+
+// How one step of it is run: the batch, the precision, the attention kernel, what is recomputed, data parallelism.
+struct RunSettings {
+  int64_t batch_size = 4;
   Precision precision = Precision::fp32;  // model/precision.h
   GradDType grad_dtype = GradDType::automatic;
   AttentionKind attention = AttentionKind::naive;
@@ -55,6 +61,13 @@ struct ModelConfig {
   int64_t zero_stage = 0;
   // DDP's gradient buckets (stages 0 and 1), PyTorch's bucket_cap_mb: MiB of float32 gradients per all-reduce.
   double bucket_cap_mb = 25;
+};
+
+// A model and how it is run: every field of both, by name (config.model.d_model, config.model.batch_size).
+// Built as ModelConfig{ModelShape{.vocab_size = …}, RunSettings{.batch_size = …}}.
+struct ModelConfig : ModelShape, RunSettings {
+  const ModelShape& shape() const { return *this; }
+  const RunSettings& run() const { return *this; }
   int64_t bucket_bytes() const { return static_cast<int64_t>(bucket_cap_mb * 1048576.0 + 0.5); }
   DTypePlan dtypes() const { return dtype_plan(precision, grad_dtype); }
 };

@@ -31,7 +31,7 @@ int64_t ParameterLayout::role_total(ParamRole role) const {
   return n.value();
 }
 
-ParameterLayout parameter_layout(const ModelConfig& c) {
+ParameterLayout parameter_layout(const ModelShape& c) {
   ParameterLayout l;
   const int64_t v = c.vocab_size, t = c.context_length, d = c.d_model, f = c.d_ff;
   int unit = 0;

@@ -55,6 +55,6 @@ struct ParameterLayout {
 
 // The layout of `config`'s shape fields (vocab_size, context_length for learned positions, num_layers, d_model,
 // d_ff, ffn, tie_embeddings, position); sizes are checked (SizeOverflow past int64).
-ParameterLayout parameter_layout(const ModelConfig& config);
+ParameterLayout parameter_layout(const ModelShape& shape);
 
 }  // namespace reckon

@@ -36,16 +36,16 @@ void PrintTo(const Case& c, std::ostream* os) { *os << c.label; }
 
 ModelConfig shape(int64_t v, int64_t t, int64_t l, int64_t d, int64_t h, int64_t f, int64_t b, FfnKind ffn, bool tied,
                   Position pos) {
-  return ModelConfig{.vocab_size = v,
-                     .context_length = t,
-                     .num_layers = l,
-                     .d_model = d,
-                     .num_heads = h,
-                     .d_ff = f,
-                     .ffn = ffn,
-                     .tie_embeddings = tied,
-                     .position = pos,
-                     .batch_size = b};
+  return ModelConfig{ModelShape{.vocab_size = v,
+                                .context_length = t,
+                                .num_layers = l,
+                                .d_model = d,
+                                .num_heads = h,
+                                .d_ff = f,
+                                .ffn = ffn,
+                                .tie_embeddings = tied,
+                                .position = pos},
+                     RunSettings{.batch_size = b}};
 }
 
 class Reconcile : public ::testing::TestWithParam<Case> {

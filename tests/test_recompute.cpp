@@ -27,20 +27,20 @@ namespace {
 TrainConfig small(Precision precision, GradDType grads, AttentionKind attention, Recompute recompute,
                   FfnKind ffn = FfnKind::swiglu) {
   TrainConfig c;
-  c.model = ModelConfig{.vocab_size = 64,
-                        .context_length = 70,
-                        .num_layers = 3,
-                        .d_model = 32,
-                        .num_heads = 2,
-                        .d_ff = 48,
-                        .ffn = ffn,
-                        .tie_embeddings = ffn == FfnKind::silu_mlp,
-                        .position = Position::learned,
-                        .batch_size = 2,
-                        .precision = precision,
-                        .grad_dtype = grads,
-                        .attention = attention,
-                        .recompute = recompute};
+  c.model = ModelConfig{ModelShape{.vocab_size = 64,
+                                   .context_length = 70,
+                                   .num_layers = 3,
+                                   .d_model = 32,
+                                   .num_heads = 2,
+                                   .d_ff = 48,
+                                   .ffn = ffn,
+                                   .tie_embeddings = ffn == FfnKind::silu_mlp,
+                                   .position = Position::learned},
+                        RunSettings{.batch_size = 2,
+                                    .precision = precision,
+                                    .grad_dtype = grads,
+                                    .attention = attention,
+                                    .recompute = recompute}};
   return c;
 }
 
