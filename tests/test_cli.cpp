@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/estimate.h"
 #include "cli/output.h"
 #include "cli/table.h"
 #include "cli/validate.h"
@@ -569,6 +570,38 @@ TEST(ErrorExit, BadInputIsTwoInternalErrorsAreSeventy) {
   } catch (const nlohmann::json::exception& e) {
     EXPECT_EQ(error_exit(e).code, 70);  // a library's own error: reckon should have checked first
   }
+}
+
+// The estimate's figures on its result struct (the markdown and the JSON are rendered from it): GPT-2 XL by
+// independent arithmetic.
+TEST(EstimateResult, Gpt2XlFiguresOnTheStructAndTheJsonRenderedFromIt) {
+  EstimateOptions o;
+  o.preset = "gpt2-xl";
+  o.activations = "textbook";
+  o.query_scratchpad = false;
+  const EstimateResult r = compute_estimate(o);
+  const int64_t n = 2LL * 50257 * 1600 + 48LL * (4LL * 1600 * 1600 + 2LL * 1600 * 6400 + 2 * 1600) + 1600;
+  EXPECT_EQ(r.num_parameters, n);
+  int64_t rows = 0;
+  for (const EstimateResult::ParameterRow& row : r.parameters) rows += row.count;
+  EXPECT_EQ(rows, n);
+  EXPECT_EQ(r.parameters.front().count, 50257LL * 1600);                                 // token embedding, V·D
+  EXPECT_EQ(r.memory.parameter + r.memory.gradient + r.memory.optimizer_state, 16 * n);  // fp32: 4 + 4 + 8
+  EXPECT_EQ(r.memory.total, 16 * n + r.memory.activation);
+  EXPECT_EQ(r.memory.fixed, 16 * n);
+  EXPECT_EQ(r.memory.max_batch, (80'000'000'000 - 16 * n) / r.memory.per_sample);
+  EXPECT_EQ(r.precisions.size(), 4u);
+  ASSERT_EQ(r.matrix.size(), 18u);  // 3 precisions × 2 attentions × 3 recomputes
+  int configs = 0;
+  for (const EstimateResult::VariantRow& row : r.matrix) configs += row.is_config;
+  EXPECT_EQ(configs, 1);
+  EXPECT_EQ(r.flops.step.optimizer, 14 * n);  // AdamW with weight decay, as the kernel executes it
+  const nlohmann::json j = render_json(r, o);
+  EXPECT_EQ(j["num_parameters"].get<int64_t>(), r.num_parameters);
+  EXPECT_EQ(j["memory"]["peak_bytes"].get<int64_t>(), r.memory.total);
+  EXPECT_EQ(j["memory"]["max_batch"].get<int64_t>(), r.memory.max_batch);
+  EXPECT_EQ(j["matrix"].size(), r.matrix.size());
+  EXPECT_NE(render_markdown(r, o).find(fmt_int(r.memory.total)), std::string::npos);
 }
 
 }  // namespace reckon
