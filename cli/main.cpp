@@ -21,6 +21,7 @@
 #include "cli/reconcile.h"
 #include "cli/train.h"
 #include "cli/validate.h"
+#include "estimators/time.h"
 #include "model/config.h"
 #include "runtime/allocator.h"
 #include "runtime/checked.h"
@@ -115,6 +116,13 @@ struct Commands {
   std::string report_in, report_out;
 };
 
+// The GPUs of the data-sheet table (estimators/time.h), as --gpu accepts them.
+std::string gpu_names() {
+  std::vector<std::string> names;
+  for (const reckon::GpuSpec& g : reckon::gpu_specs()) names.push_back(g.name);
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
 void add_demo(CLI::App& app, Commands& c) {
   c.demo = app.add_subcommand("demo", "Exercise the runtime: a linear layer's matmuls, then the tables");
   c.demo->add_option("--rows", c.demo_rows, "rows of the input (B*T) [1, 1048576]")
@@ -178,7 +186,7 @@ void add_estimate(CLI::App& app, Commands& c, const std::string& preset_list) {
   c.estimate->add_option("--batch-size", c.est.batch_size, "batch size for memory and FLOPs [1, 65536]")
       ->check(CLI::Range(int64_t{1}, reckon::kMaxEstimateBatch));
   c.estimate->add_option("--memory-budget", c.est.memory_budget, "e.g. 80GB (10^9) or 80GiB (2^30)");
-  c.estimate->add_option("--gpu", c.est.gpu, "a100-40gb, a100-80gb, h100-sxm");
+  c.estimate->add_option("--gpu", c.est.gpu, gpu_names());
   c.estimate->add_option(
       "--precision", c.est.precision,
       "training precision: fp32, tf32 (fp32 at the TF32 peak), amp-bf16, bf16 (default: the config's); "
@@ -209,7 +217,7 @@ void add_extrapolate_and_report(CLI::App& app, Commands& c) {
   c.extrapolate->add_option("--steps", c.ext.steps, "timed steps per preset (median) [1, 1000]");
   c.extrapolate->add_option("--target", c.ext.target, "preset to extrapolate to (default gpt2-xl)");
   c.extrapolate->add_option("--target-batch", c.ext.target_batch, "batch size of one target step [1, 1048576]");
-  c.extrapolate->add_option("--gpu", c.ext.gpu, "a100-40gb, a100-80gb, h100-sxm");
+  c.extrapolate->add_option("--gpu", c.ext.gpu, gpu_names());
   c.extrapolate->add_option("--precision", c.ext.precision,
                             "training precision: fp32, tf32 (default: fp32 at the TF32 peak), amp-bf16, bf16; the GPU "
                             "peak follows it");
