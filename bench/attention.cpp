@@ -1,7 +1,8 @@
 // Attention and recompute, in one binary and one run so every ratio compares like with like:
 //   BM_attention_core    forward + backward of the attention core alone, naive vs flash, S's heads (D 512, H 8,
-//                        d_k 64) at T = 64 … 4096 with B·T = 2048 tokens (B = 1 from T = 2048 on); GFLOP/s on
-//                        the FLOPs each executes and on the causal model FLOPs (the same for both);
+//                        d_k 64) at T = 64 … 4096 with B·T = 2048 tokens (B = 1 from T = 2048 on), and flash
+//                        with 2 and 1 K/V heads (groups of 4 and 8) at T = 2048; GFLOP/s on the FLOPs each
+//                        executes and on the causal model FLOPs (the same for both);
 //   BM_step              the whole S training step (L 4, D 512, d_ff 2048, V 8192, fp32) at the same shapes, per
 //                        attention × recompute: tokens/s, attention's share of the op time, the step's peak
 //                        bytes (tracking allocator) and the predicted recompute overhead (executed FLOPs over
@@ -41,40 +42,46 @@ Tensor filled(const Shape& shape, const char* name, uint32_t seed) {
   return t;
 }
 
-// flash: 0 naive, 1 flash; T.
+// flash: 0 naive, 1 flash; T; kv: key/value heads (8 = multi-head; 2 and 1: groups of 4 and 8 query heads).
 void BM_attention_core(benchmark::State& state) {
   const bool flash = state.range(0) != 0;
-  const int64_t t = state.range(1), b = std::max<int64_t>(1, kTokens / t);
-  Tensor q = filled({b, t, kD}, "q", 1), k = filled({b, t, kD}, "k", 2), v = filled({b, t, kD}, "v", 3);
+  const int64_t t = state.range(1), b = std::max<int64_t>(1, kTokens / t), kv = state.range(2);
+  const int64_t dk = kD / kH, kv_width = kv * dk;
+  Tensor q = filled({b, t, kD}, "q", 1), k = filled({b, t, kv_width}, "k", 2), v = filled({b, t, kv_width}, "v", 3);
   Tensor dout = filled({b, t, kD}, "dout", 4);
   Tensor dq = Tensor::empty({b, t, kD}, Category::temporary, "dq"),
-         dk = Tensor::empty({b, t, kD}, Category::temporary, "dk"),
-         dv = Tensor::empty({b, t, kD}, Category::temporary, "dv");
+         dk_ = Tensor::empty({b, t, kv_width}, Category::temporary, "dk"),
+         dv = Tensor::empty({b, t, kv_width}, Category::temporary, "dv");
   for (auto _ : state) {
     if (flash) {
       FlashAttentionSaved saved;
-      Tensor out = flash_attention_forward(saved, q, k, v, kH, "attn");
-      flash_attention_backward(dq, dk, dv, dout, saved);
+      Tensor out = flash_attention_forward(saved, q, k, v, kH, kv, "attn");
+      flash_attention_backward(dq, dk_, dv, dout, saved);
     } else {
       AttentionSaved saved;
-      Tensor out = attention_forward(saved, q, k, v, kH, "attn");
-      attention_backward(dq, dk, dv, dout, saved);
+      Tensor out = attention_forward(saved, q, k, v, kH, kv, "attn");
+      attention_backward(dq, dk_, dv, dout, saved);
     }
     benchmark::DoNotOptimize(dq.data());
   }
-  const OpCount f = flash ? flash_attention_forward_count(b, t, kD, kH) : attention_forward_count(b, t, kD, kH);
-  const OpCount g = flash ? flash_attention_backward_count(b, t, kD, kH) : attention_backward_count(b, t, kD, kH);
+  const AttentionShape shape{b, t, kH, kv, dk};
+  const OpCount f = flash ? flash_attention_forward_count(shape) : attention_forward_count(shape);
+  const OpCount g = flash ? flash_attention_backward_count(shape) : attention_backward_count(shape);
   // Model FLOPs of the core, causal convention: 12·d_k per score entry at or below the diagonal.
-  const double model = 12.0 * (kD / kH) * static_cast<double>(t) * (t + 1) / 2 * b * kH;
-  state.SetLabel(fmt::format("{} B={} T={}", flash ? "flash" : "naive", b, t));
+  const double model = 12.0 * dk * static_cast<double>(t) * (t + 1) / 2 * b * kH;
+  state.SetLabel(fmt::format("{} B={} T={} {}", flash ? "flash" : "naive", b, t,
+                             kv == kH  ? std::string("MHA")
+                             : kv == 1 ? std::string("MQA")
+                                       : fmt::format("GQA {}", kv)));
   state.counters["GFLOP/s_executed"] = benchmark::Counter(static_cast<double>(f.flops() + g.flops()) * 1e-9,
                                                           benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s_model_causal"] =
       benchmark::Counter(model * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_attention_core)
-    ->ArgNames({"flash", "T"})
-    ->ArgsProduct({{0, 1}, {64, 128, 256, 512, 1024, 2048, 4096}})
+    ->ArgNames({"flash", "T", "kv"})
+    ->ArgsProduct({{0, 1}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}})
+    ->ArgsProduct({{1}, {2048}, {2, 1}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

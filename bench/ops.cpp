@@ -67,9 +67,9 @@ void BM_attention_forward(benchmark::State& state) {
   Tensor q = filled({B, T, D}, "q", 0.01f), k = filled({B, T, D}, "k", 0.02f), v = filled({B, T, D}, "v", 0.5f);
   for (auto _ : state) {
     AttentionSaved saved;
-    benchmark::DoNotOptimize(attention_forward(saved, q, k, v, H, "a").data());
+    benchmark::DoNotOptimize(attention_forward(saved, q, k, v, H, H, "a").data());
   }
-  report(state, attention_forward_count(B, T, D, H));
+  report(state, attention_forward_count({B, T, H, H, D / H}));
 }
 BENCHMARK(BM_attention_forward)->UseRealTime()->Unit(benchmark::kMillisecond);
 

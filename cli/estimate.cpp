@@ -94,7 +94,12 @@ void compute_parameters(EstimateResult& r) {
   };
   add("token embedding", ParamRole::token_embedding, "V·D");
   if (m.position == Position::learned) add("position embedding", ParamRole::position_embedding, "T·D");
-  add("attention (all layers)", ParamRole::attention, "L·4·D²");
+  // q, o: D × H·head_dim; k, v: D × KV·head_dim — 4·D² when KV = H and head_dim = D / H.
+  const bool plain = m.q_width() == m.d_model && m.kv_width() == m.d_model;
+  add(fmt::format("attention ({}, all layers)", attention_heads_name(m)), ParamRole::attention,
+      plain
+          ? std::string("L·4·D²")
+          : fmt::format("L·2·D·(H + KV)·head_dim, H {}, KV {}, head_dim {}", m.num_heads, m.kv_heads(), m.head_size()));
   add(fmt::format("ffn ({}, all layers)", ffn_kind_name(m.ffn)), ParamRole::ffn, fmt::format("L·{}·D·d_ff", ffn_mats));
   add("RMSNorm gains", ParamRole::norm_gain, "L·2·D + D");
   add("LM head", ParamRole::lm_head, m.tie_embeddings ? "tied to the embedding" : "V·D (untied)");

@@ -142,19 +142,20 @@ void print_details(const Result& r) {
   }
 }
 
-// Each shape × ffn × tied × position in every precision (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads))
-// with both attentions (naive, flash) and the three recomputes (none, attention, full): 72 × 4 × 2 × 3 = 1728
-// configs.
-// The mixed ones only where this CPU runs bf16 matmuls (they are left out, with a note, elsewhere).
+// Each shape (with grouped K/V heads and head widths ≠ D / H among them) × ffn × tied × position in every precision
+// (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads)) with both attentions (naive, flash) and the three recomputes
+// (none, attention, full): 72 × 4 × 2 × 3 = 1728 configs. The mixed ones only where this CPU runs bf16 matmuls (they
+// are left out, with a note, elsewhere).
 std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
   struct Shape {
-    int64_t v, t, l, d, h, f, b;
+    int64_t v, t, l, d, h, f, b, kv = 0, head_dim = 0;  // kv, head_dim: 0 = the defaults (H, D / H)
   };
   // Odd sizes on purpose: T = 1, T = 67 (one full flash key block + 3 rows), prime V, D not a multiple of 16, H = 3 and
-  // 5, B = 1 and 5, d_k = 1 (no attention scale: 1/√1 is not applied).
-  const Shape shapes[] = {{37, 7, 1, 12, 3, 20, 3}, {64, 16, 2, 32, 4, 64, 2}, {101, 17, 3, 24, 2, 40, 1},
-                          {13, 1, 1, 8, 1, 8, 5},   {257, 9, 2, 20, 5, 36, 2}, {50, 33, 1, 48, 6, 96, 1},
-                          {7, 5, 2, 6, 3, 6, 4},    {19, 6, 2, 4, 4, 12, 2},   {23, 67, 1, 16, 2, 24, 1}};
+  // 5, B = 1 and 5, d_k = 1 (no attention scale: 1/√1 is not applied); shared K/V heads (groups of 2, 3 and 5, and
+  // multi-query across a flash tile) and head_dim ≠ D / H (wider and narrower).
+  const Shape shapes[] = {{37, 7, 1, 12, 3, 20, 3}, {64, 16, 2, 32, 4, 64, 2, 2}, {101, 17, 3, 24, 2, 40, 1, 0, 16},
+                          {13, 1, 1, 8, 1, 8, 5},   {257, 9, 2, 20, 5, 36, 2, 1}, {50, 33, 1, 48, 6, 96, 1, 2, 6},
+                          {7, 5, 2, 6, 3, 6, 4},    {19, 6, 2, 4, 4, 12, 2},      {23, 67, 1, 16, 2, 24, 1, 1, 12}};
   std::vector<std::pair<std::string, TrainConfig>> out;
   for (const Shape& s : shapes)
     for (FfnKind ffn : {FfnKind::swiglu, FfnKind::silu_mlp})
@@ -171,6 +172,8 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
                                                  .num_layers = s.l,
                                                  .d_model = s.d,
                                                  .num_heads = s.h,
+                                                 .num_kv_heads = s.kv,
+                                                 .head_dim = s.head_dim,
                                                  .d_ff = s.f,
                                                  .ffn = ffn,
                                                  .tie_embeddings = tied,

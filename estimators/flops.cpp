@@ -61,7 +61,7 @@ UtilizationFlops utilization_flops(const ModelConfig& config, const AdamWConfig&
   const StepFlops model = estimate_step_flops(reference, optim);
   // Naive attention's products: forward 4·T²·d_k, backward 8·T²·d_k per (batch, head, layer) over all T×T
   // entries; causal keeps T(T+1)/2 of them.
-  const CheckedInt t = config.context_length, dk = CheckedInt(config.d_model) / config.num_heads;
+  const CheckedInt t = config.context_length, dk = config.head_size();
   const CheckedInt heads = CheckedInt(config.num_layers) * config.batch_size * config.num_heads;
   const CheckedInt above_diagonal = t * t - t * (t + 1) / 2;
   UtilizationFlops u;

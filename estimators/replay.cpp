@@ -5,6 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 
@@ -65,7 +66,10 @@ class Ledger {
  public:
   // `bytes` false: the counts alone are wanted; allocations and frees are not tracked (matmuls still recorded).
   Ledger(bool scratchpad, bool keep_log, bool step_events, std::vector<StepMatmul>* matmuls, bool bytes = true)
-      : scratchpad_(scratchpad), keep_log_(keep_log || step_events), step_events_(step_events), bytes_(bytes),
+      : scratchpad_(scratchpad),
+        keep_log_(keep_log || step_events),
+        step_events_(step_events),
+        bytes_(bytes),
         matmuls_(matmuls) {}
 
   // What was allocated so far (parameters, gradients, state, the batch) is live before the step begins: the
@@ -244,29 +248,6 @@ MatmulGeometry linear_dw(int64_t n, int64_t in, int64_t out) {
   return geometry(2, {out, n}, {1, out}, {n, in}, {in, 1}, {out, in}, {in, 1}, 1.0f, true);
 }
 
-// The attention core's views: heads (B, H, T, d_k) of a (B, T, D) tensor, and (B, H, T, T) score blocks.
-struct AttnGeometry {
-  int64_t b, h, t, d, dk, td, tt_elems, htt;  // td = T·D, tt_elems = T·T, htt = H·T·T (checked when built)
-  float scale;
-  AttnGeometry(CheckedInt b_, CheckedInt h_, CheckedInt t_, CheckedInt d_)
-      : b(b_.value()),
-        h(h_.value()),
-        t(t_.value()),
-        d(d_.value()),
-        dk((d_ / h_).value()),
-        td((t_ * d_).value()),
-        tt_elems((t_ * t_).value()),
-        htt((h_ * t_ * t_).value()),
-        scale(1.0f / std::sqrt(static_cast<float>(dk))) {}
-  std::array<int64_t, 4> heads() const { return {b, h, t, dk}; }
-  std::array<int64_t, 4> head_strides() const { return {td, dk, d, 1}; }
-  std::array<int64_t, 4> heads_t() const { return {b, h, dk, t}; }
-  std::array<int64_t, 4> head_t_strides() const { return {td, dk, 1, d}; }
-  std::array<int64_t, 4> tt() const { return {b, h, t, t}; }
-  std::array<int64_t, 4> tt_strides() const { return {htt, tt_elems, t, 1}; }
-  std::array<int64_t, 4> tt_t_strides() const { return {htt, tt_elems, 1, t}; }
-};
-
 // The step, in the model's order. Each method mirrors one part of model/transformer.cpp (or optim/): the same
 // allocations and frees in the same order, each op's count from the function its kernel records.
 class StepReplay {
@@ -284,6 +265,8 @@ class StepReplay {
         h(c.num_heads),
         n(b * t),
         btt(b * h * t * t),
+        qw(CheckedInt(c.num_heads) * c.head_size()),
+        kvw(CheckedInt(c.kv_heads()) * c.head_size()),
         threads(num_threads()),
         n_(n.value()),
         d_(d.value()),
@@ -304,7 +287,9 @@ class StepReplay {
         ranks(o.data_parallel_ranks),
         rank(o.data_parallel_rank),
         layout(parameter_layout(c)),
-        ag(b, h, t, d) {}
+        shape{b.value(), t.value(), h.value(), c.kv_heads(), c.head_size()},
+        qw_(qw.value()),
+        kvw_(kvw.value()) {}
 
   MemoryEstimate run() {
     parameters_and_state();
@@ -365,7 +350,9 @@ class StepReplay {
     matmul(typed(linear_dx(n_, in, outf, acc), A, dx_dtype), op);
     matmul(typed(linear_dw(n_, in, outf), A, G), op);
   }
-  void attn_mm(const MatmulGeometry& g) { matmul(typed(g, A, A), "attention"); }
+  void attn_mm(const std::vector<MatmulGeometry>& calls) {
+    for (const MatmulGeometry& g : calls) matmul(g, "attention");
+  }
   // zero_grad over parameters [first, last): every gradient's bytes written once.
   void zero_grad(int first, int last) {
     CheckedInt bytes = 0;
@@ -428,7 +415,8 @@ class StepReplay {
   const ReplayOutputs& out_;
   Ledger r_;
   const CheckedInt b, t, d, f, v, h, n;
-  const CheckedInt btt;  // B·H·T², checked up front as before (naive attention's scores)
+  const CheckedInt btt;      // B·H·T², checked up front as before (naive attention's scores)
+  const CheckedInt qw, kvw;  // H·head_dim (q, the context), KV·head_dim (k, v)
   const CheckedInt threads;
   const int64_t n_, d_, f_, v_;
   const DTypePlan plan;
@@ -442,7 +430,8 @@ class StepReplay {
   const int64_t stage;
   const int ranks, rank;
   const ParameterLayout layout;
-  const AttnGeometry ag;
+  const AttentionShape shape;
+  const int64_t qw_, kvw_;
   std::vector<Param> params;
   std::vector<int64_t> mine;  // this rank's elements of each parameter
   struct FlatCount {
@@ -534,23 +523,21 @@ void StepReplay::reduce_grads(int u) {
 // call).
 void StepReplay::attention_core(int32_t i) {
   if (flash) {
-    const FlashAttentionTensors ft =
-        flash_attention_forward_tensors(b.value(), t.value(), d_, h.value(), A, threads.value());
+    const FlashAttentionTensors ft = flash_attention_forward_tensors(shape, A, threads.value());
     alloc({i, "attn.lse"}, ft.lse);
     alloc({i, "attn.ctx"}, ft.ctx);
     alloc({i, "attn.workspace"}, ft.workspace);
     r_.free({i, "attn.workspace"});
-    count("attention", flash_attention_forward_count(b.value(), t.value(), d_, h.value(), A));
+    count("attention", flash_attention_forward_count(shape, A));
     return;
   }
-  const AttentionTensors at = attention_forward_tensors(b.value(), t.value(), d_, h.value(), A);
+  const AttentionTensors at = attention_forward_tensors(shape, A);
   alloc({i, "attn.probs"}, at.probs);
   alloc({i, "attn.ctx"}, at.ctx);
-  attn_mm(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
-                   ag.scale, false));  // scores = Q Kᵀ / √d_k
+  const AttentionForwardMatmuls mm = attention_forward_matmuls(shape, A);
+  attn_mm(mm.scores);  // scores = Q Kᵀ / √d_k
   count("attention", causal_softmax_forward_count((b * h).value(), t.value(), A));
-  attn_mm(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
-                   false));  // ctx = P V
+  attn_mm(mm.context);  // ctx = P V
 }
 
 // Everything a block's forward allocates but its output "ffn_residual" is what it saves — listed in the order
@@ -575,14 +562,15 @@ std::vector<const char*> StepReplay::block_saved() const {
 void StepReplay::block_forward(int32_t i) {
   const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
   rmsnorm(i, "attn_norm.out", "attn_norm.rstd");
-  for (const auto& [weight, out] : {std::pair{w.wq, "attn.q"}, std::pair{w.wk, "attn.k"}, std::pair{w.wv, "attn.v"}}) {
+  for (const auto& [weight, out, width] :
+       {std::tuple{w.wq, "attn.q", qw_}, std::tuple{w.wk, "attn.k", kvw_}, std::tuple{w.wv, "attn.v", kvw_}}) {
     cache_weight(weight);
-    lin_fwd({i, out}, Category::activation, A, d_, d_, "linear");
+    lin_fwd({i, out}, Category::activation, A, d_, width, "linear");
   }
   attention_core(i);
   if (recompute_attention) r_.free({i, core_saved});
   cache_weight(w.wo);
-  lin_fwd({i, "attn.out"}, Category::temporary, F32, d_, d_, "linear");
+  lin_fwd({i, "attn.out"}, Category::temporary, F32, qw_, d_, "linear");
   alloc({i, "attn_residual"}, residual_forward_tensor({n_, d_}));
   count("residual", residual_forward_count(n_ * d_));
   r_.free({i, "attn.out"});
@@ -669,9 +657,9 @@ void StepReplay::ffn_backward(int32_t i) {
 
 void StepReplay::attention_backward(int32_t i) {
   const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
-  r_.alloc({i, "attn.grad_ctx"}, Category::temporary, n * d, A);
+  r_.alloc({i, "attn.grad_ctx"}, Category::temporary, n * qw, A);
   cast_grad({i, "attn.grad_out"});
-  lin_bwd(d_, d_, false, A, "linear");
+  lin_bwd(qw_, d_, false, A, "linear");
   // Flash attention keeps its output until its own backward, unless the core is recomputed.
   if (!flash || recompute_attention) r_.free({i, "attn.ctx"});
   if (mixed) r_.free({i, "attn.grad_out"});
@@ -682,38 +670,42 @@ void StepReplay::attention_backward(int32_t i) {
     if (!flash) r_.free({i, "attn.ctx"});  // the naive backward does not need the recomputed output
     r_.set_phase(Phase::backward);
   }
-  for (const char* g : {"attn.grad_q", "attn.grad_k", "attn.grad_v"}) r_.alloc({i, g}, Category::temporary, n * d, A);
+  r_.alloc({i, "attn.grad_q"}, Category::temporary, n * qw, A);
+  r_.alloc({i, "attn.grad_k"}, Category::temporary, n * kvw, A);
+  r_.alloc({i, "attn.grad_v"}, Category::temporary, n * kvw, A);
   if (flash) {
-    alloc({i, "attn.grad_workspace"}, flash_attention_backward_tensor(t.value(), d_, h.value(), threads.value()));
+    const FlashAttentionBackwardTensors bt = flash_attention_backward_tensors(shape, threads.value());
+    alloc({i, "attn.grad_workspace"}, bt.workspace);
+    if (bt.partials) {
+      alloc({i, "attn.grad_kv_partials"}, *bt.partials);
+      r_.free({i, "attn.grad_kv_partials"});
+    }
     r_.free({i, "attn.grad_workspace"});
-    count("attention", flash_attention_backward_count(b.value(), t.value(), d_, h.value(), A));
+    count("attention", flash_attention_backward_count(shape, A));
     for (const char* s : {"attn.q", "attn.k", "attn.v", "attn.ctx", "attn.lse"}) r_.free({i, s});
   } else {
-    alloc({i, "attn.grad_probs"}, attention_backward_tensor(b.value(), t.value(), h.value(), A));
-    attn_mm(geometry(4, ag.heads(), ag.head_strides(), ag.heads_t(), ag.head_t_strides(), ag.tt(), ag.tt_strides(),
-                     1.0f, false));  // dP = dC Vᵀ
-    attn_mm(geometry(4, ag.tt(), ag.tt_t_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(), 1.0f,
-                     false));  // dV = Pᵀ dC
+    alloc({i, "attn.grad_probs"}, attention_backward_tensor(shape, A));
+    const AttentionBackwardMatmuls mm = attention_backward_matmuls(shape, A);
+    attn_mm(mm.grad_probs);  // dP = dC Vᵀ
+    attn_mm(mm.grad_v);      // dV = Pᵀ dC, summed over each group
     count("attention", causal_softmax_backward_count((b * h).value(), t.value(), A));
     r_.free({i, "attn.probs"});
     r_.free({i, "attn.v"});
-    attn_mm(geometry(4, ag.tt(), ag.tt_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(),
-                     ag.scale, false));  // dQ = dS K
+    attn_mm(mm.grad_q);  // dQ = dS K
     r_.free({i, "attn.k"});
-    attn_mm(geometry(4, ag.tt(), ag.tt_t_strides(), ag.heads(), ag.head_strides(), ag.heads(), ag.head_strides(),
-                     ag.scale, false));  // dK = dSᵀ Q
+    attn_mm(mm.grad_k);  // dK = dSᵀ Q, summed over each group
     r_.free({i, "attn.q"});
     r_.free({i, "attn.grad_probs"});
   }
   r_.free({i, "attn.grad_ctx"});
   r_.alloc({i, "attn_norm.grad_out"}, Category::temporary, n * d);
-  lin_bwd(d_, d_, false, F32, "linear");
+  lin_bwd(d_, qw_, false, F32, "linear");
   release_weight(w.wq);
   r_.free({i, "attn.grad_q"});
-  lin_bwd(d_, d_, true, F32, "linear");
+  lin_bwd(d_, kvw_, true, F32, "linear");
   release_weight(w.wk);
   r_.free({i, "attn.grad_k"});
-  lin_bwd(d_, d_, true, F32, "linear");
+  lin_bwd(d_, kvw_, true, F32, "linear");
   r_.free({i, "attn_norm.out"});  // q, k, v linears' saved input
   release_weight(w.wv);
   r_.free({i, "attn.grad_v"});
@@ -775,10 +767,7 @@ void StepReplay::gradient_reduction() {
     const TensorName bucket{kTop, "comm.bucket", {}, k++};
     r_.alloc(bucket, Category::temporary, elements);
     if (stage == 0) collective("all_reduce", 4 * CheckedInt(elements), 4 * CheckedInt(elements));
-    const int64_t part =
-        stage == 1
-            ? parameter_split(bucket_start, elements, num_parameters.value(), ranks).counts[static_cast<size_t>(rank)]
-            : 0;
+    const int64_t part = stage == 1 ? owned_count(bucket_start, elements, num_parameters.value(), rank, ranks) : 0;
     if (stage == 1) collective("reduce_scatter", 4 * CheckedInt(elements), 4 * CheckedInt(part));
     if (part > 0) {
       r_.alloc(top("comm.shard"), Category::temporary, part);

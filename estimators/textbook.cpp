@@ -18,6 +18,9 @@ struct CheckedRow {
 std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
   const CheckedInt b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
   const CheckedInt l = c.num_layers, h = c.num_heads, btd = b * t * d, btf = b * t * f, bt = b * t;
+  // The textbook (Korthikanti et al. 2022) writes every width as D; with grouped K/V heads or head_dim ≠ D/H the
+  // implementation's q and context are B·T·H·head_dim, k and v B·T·KV·head_dim.
+  const CheckedInt btq = bt * c.q_width(), btkv = bt * c.kv_width();
   const bool swiglu = c.ffn == FfnKind::swiglu, flash = c.attention == AttentionKind::flash;
   const std::vector<CheckedRow> checked = {
       {"RMSNorm outputs (2 per block)", l * 2 * btd, "layers.*.attn_norm.out, layers.*.ffn_norm.out", l * 2 * btd,
@@ -26,14 +29,16 @@ std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
        "RMSNorm backward needs 1/rms per row"},
       {"(not listed) RMSNorm inputs", 0, "layer input, layers.*.attn_residual", l * 2 * btd,
        "RMSNorm backward needs its input x (the residual stream)"},
-      {"QKV projections", l * 3 * btd, "layers.*.attn.q, .k, .v", l * 3 * btd,
-       "same: attention backward needs Q, K, V"},
+      {"QKV projections", l * 3 * btd, "layers.*.attn.q, .k, .v", l * (btq + 2 * btkv),
+       c.kv_width() == c.d_model && c.q_width() == c.d_model
+           ? "same: attention backward needs Q, K, V"
+           : "attention backward needs Q, K, V; k and v are KV·head_dim wide, q H·head_dim"},
       {"QᵀK (scores)", l * b * h * t * t, "—", 0,
        flash ? "flash attention: scores live one key block at a time" : "softmax runs in place over the scores buffer"},
       flash ? CheckedRow{"softmax", l * b * h * t * t, "layers.*.attn.lse (float32)", l * b * h * t,
                          "flash attention keeps one log-sum-exp per row and recomputes the scores in backward"}
             : CheckedRow{"softmax", l * b * h * t * t, "layers.*.attn.probs", l * b * h * t * t, "same"},
-      {"weighted sum of values", l * btd, "layers.*.attn.ctx", l * btd, "same: the input of the output projection"},
+      {"weighted sum of values", l * btd, "layers.*.attn.ctx", l * btq, "same: the input of the output projection"},
       {"output projection", l * btd, "— (temporary)", 0, "added into the residual stream; nothing saves it"},
       {"W1 matrix multiply", l * btf, "layers.*.ffn.w1_out", l * btf, "same: SiLU backward needs it"},
       {swiglu ? "(not listed) W3 (SwiGLU gate)" : "(not listed) W3", 0, swiglu ? "layers.*.ffn.w3_out" : "—",

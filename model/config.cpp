@@ -29,6 +29,7 @@ struct Preset {
   FfnKind ffn;
   bool tied;
   Position pos;
+  int64_t kv = 0, head_dim = 0;  // key/value heads, head width: 0 = H, D / H
 };
 
 // S and M are the shapes of shared/peers/lm_bench.py. The GPT-2 shapes follow the accounting problem of
@@ -52,13 +53,13 @@ constexpr Preset kPresets[] = {
     {"gpt3-175b", 50257, 2048, 96, 12288, 96, 49152, 1, FfnKind::silu_mlp, true, Position::learned},
     // LLaMA 2 (Touvron et al. 2023, "Llama 2: Open Foundation and Fine-Tuned Chat Models"; shapes from the
     // released config.json: vocab 32000, max_position_embeddings 4096, hidden_size, intermediate_size,
-    // num_hidden_layers, num_attention_heads). SwiGLU, RMSNorm, untied head. RoPE has no parameters; reckon
-    // applies no position encoding (position none), so RoPE's elementwise work on q and k is not counted.
-    // 70B uses grouped-query attention (8 key/value heads): out of scope here, modelled as full multi-head
-    // attention — 78.37 B parameters instead of the published 68.98 B (k and v are D×D, not D×1024).
+    // num_hidden_layers, num_attention_heads, num_key_value_heads). SwiGLU, RMSNorm, untied head. RoPE has no
+    // parameters; these presets apply no position encoding (position none), so RoPE's elementwise work on q and k is
+    // not counted. 70B uses grouped-query attention with 8 key/value heads (k and v are 1024 × 8192): the published
+    // 68,976,648,192 parameters.
     {"llama2-7b", 32000, 4096, 32, 4096, 32, 11008, 1, FfnKind::swiglu, false, Position::none},
     {"llama2-13b", 32000, 4096, 40, 5120, 40, 13824, 1, FfnKind::swiglu, false, Position::none},
-    {"llama2-70b", 32000, 4096, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::none},
+    {"llama2-70b", 32000, 4096, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::none, 8},
 };
 
 // Every settable key, where it may appear in a TOML file, what it accepts, how it is set from text and written
@@ -151,9 +152,19 @@ const std::vector<FieldSpec>& fields() {
     f.push_back(integer_field("num_layers", model, m, &M::num_layers, 1, 1024));
     f.push_back(integer_field("d_model", model, m, &M::d_model, 1, 1 << 16));
     FieldSpec heads = integer_field("num_heads", model, m, &M::num_heads, 1, 1);
-    heads.allowed = "an integer in [1, d_model] that divides d_model";
-    heads.range.reset();  // validate(): [1, d_model] and a divisor of it
+    heads.allowed = "an integer in [1, 65536] that divides d_model (unless head_dim is set)";
+    heads.range.reset();  // validate(): [1, d_model] and a divisor of it, or [1, 65536] with head_dim
     f.push_back(heads);
+    // Both print and parse the field as set (0 = the default, which follows num_heads and d_model); number() and the
+    // JSON are the value in effect.
+    FieldSpec kv = integer_field("num_kv_heads", model, m, &M::num_kv_heads, 0, 0);
+    kv.allowed = "0 (= num_heads) or an integer in [1, num_heads] that divides num_heads";
+    kv.range.reset();  // validate(): a divisor of num_heads
+    kv.number = [](const TrainConfig& c) { return static_cast<double>(c.model.kv_heads()); };
+    f.push_back(kv);
+    FieldSpec head_dim = integer_field("head_dim", model, m, &M::head_dim, 0, 1 << 16, " (0 = d_model / num_heads)");
+    head_dim.number = [](const TrainConfig& c) { return static_cast<double>(c.model.head_size()); };
+    f.push_back(head_dim);
     f.push_back(integer_field("d_ff", model, m, &M::d_ff, 1, 1 << 18));
     f.push_back(choice_field("ffn", &M::ffn, kFfnKinds));
     f.push_back(
@@ -412,6 +423,8 @@ TrainConfig preset_config(std::string_view name) {
                                        .num_layers = p.l,
                                        .d_model = p.d,
                                        .num_heads = p.h,
+                                       .num_kv_heads = p.kv,
+                                       .head_dim = p.head_dim,
                                        .d_ff = p.f,
                                        .ffn = p.ffn,
                                        .tie_embeddings = p.tied,
@@ -503,11 +516,22 @@ void validate(const TrainConfig& c) {
     } else {
       check_range(f.key, f.number(c), f.range->lo, f.range->hi, f.range->lo_open, f.range->hi_open);
     }
-    if (std::string_view(f.key) == "d_model") {  // num_heads follows d_model in the messages, as in the table
+    if (std::string_view(f.key) == "d_model") {  // the head counts follow d_model in the messages, as in the table
       const ModelConfig& m = c.model;
-      check_range("num_heads", m.num_heads, 1, m.d_model);
-      check_arg(m.d_model % m.num_heads == 0,
-                "num_heads: {} does not divide d_model {} (d_model % num_heads must be 0)", m.num_heads, m.d_model);
+      check_range("head_dim", m.head_dim, 0, 1 << 16);
+      if (m.head_dim == 0) {
+        check_range("num_heads", m.num_heads, 1, m.d_model);
+        check_arg(m.d_model % m.num_heads == 0,
+                  "num_heads: {} does not divide d_model {} (d_model % num_heads must be 0, or set head_dim)",
+                  m.num_heads, m.d_model);
+      } else {
+        check_range("num_heads", m.num_heads, 1, 1 << 16);
+      }
+      check_arg(m.num_kv_heads >= 0 && m.num_kv_heads <= m.num_heads &&
+                    (m.num_kv_heads == 0 || m.num_heads % m.num_kv_heads == 0),
+                "num_kv_heads: {} is not allowed with num_heads {}; allowed: 0 (= num_heads) or a divisor of num_heads "
+                "in [1, {}]",
+                m.num_kv_heads, m.num_heads, m.num_heads);
     }
   }
   const ModelConfig& m = c.model;
@@ -533,7 +557,7 @@ nlohmann::json config_json(const TrainConfig& c) {
     nlohmann::json value;
     switch (f.kind) {
       case Kind::integer:
-        value = parse_int(f.key, text);
+        value = f.number ? static_cast<int64_t>(f.number(c)) : parse_int(f.key, text);
         break;
       case Kind::real:
         value = f.number(c);
@@ -550,13 +574,22 @@ nlohmann::json config_json(const TrainConfig& c) {
   return j;
 }
 
+std::string attention_heads_name(const ModelShape& m) {
+  if (m.kv_heads() == m.num_heads) return "MHA";
+  if (m.kv_heads() == 1) return "MQA";
+  return fmt::format("GQA {}", m.kv_heads());
+}
+
 std::string describe(const ModelConfig& m) {
   std::string precision = precision_name(m.precision);
   if (m.precision == Precision::bf16) {
     precision += m.dtypes().grad == DType::f32 ? " (fp32 grads)" : " (bf16 grads)";
   }
-  return fmt::format("V {}, T {}, L {}, D {}, H {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}{}{}",
-                     m.vocab_size, m.context_length, m.num_layers, m.d_model, m.num_heads, m.d_ff, ffn_kind_name(m.ffn),
+  const std::string heads =
+      fmt::format("H {} ({}){}", m.num_heads, attention_heads_name(m),
+                  m.head_size() * m.num_heads == m.d_model ? "" : fmt::format(", head_dim {}", m.head_size()));
+  return fmt::format("V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}{}{}",
+                     m.vocab_size, m.context_length, m.num_layers, m.d_model, heads, m.d_ff, ffn_kind_name(m.ffn),
                      m.tie_embeddings ? "tied" : "untied", position_name(m.position), m.batch_size, precision,
                      attention_name(m.attention),
                      m.recompute == Recompute::none ? "" : fmt::format(", recompute {}", recompute_name(m.recompute)),

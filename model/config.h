@@ -41,11 +41,21 @@ struct ModelShape {
   int64_t num_layers = 2;
   int64_t d_model = 64;
   int64_t num_heads = 4;
+  // Key/value heads (Hugging Face's num_key_value_heads): 0 = as many as num_heads (multi-head attention); a divisor
+  // k of num_heads shares each K/V head among num_heads / k query heads (grouped-query; 1 = multi-query).
+  int64_t num_kv_heads = 0;
+  // Width of one head: 0 = d_model / num_heads; otherwise q is D × (H·head_dim) and o is (H·head_dim) × D.
+  int64_t head_dim = 0;
   int64_t d_ff = 256;
   FfnKind ffn = FfnKind::swiglu;
   bool tie_embeddings = false;
   Position position = Position::none;
   double rmsnorm_eps = 1e-5;
+
+  int64_t kv_heads() const { return num_kv_heads > 0 ? num_kv_heads : num_heads; }
+  int64_t head_size() const { return head_dim > 0 ? head_dim : num_heads > 0 ? d_model / num_heads : 0; }
+  int64_t q_width() const { return num_heads * head_size(); }    // H·head_dim: q's and the context's width
+  int64_t kv_width() const { return kv_heads() * head_size(); }  // KV·head_dim: k's and v's width
 };
 
 // How one step of it is run: the batch, the precision, the attention kernel, what is recomputed, data parallelism.
@@ -120,6 +130,8 @@ void validate(const TrainConfig& config);
 inline const char* position_name(Position p) { return enum_name(kPositions, p); }
 inline const char* attention_name(AttentionKind a) { return enum_name(kAttentionKinds, a); }
 inline const char* recompute_name(Recompute r) { return enum_name(kRecomputes, r); }
+// "MHA" (num_kv_heads = num_heads), "GQA k" (k key/value heads shared by groups of query heads), "MQA" (one).
+std::string attention_heads_name(const ModelShape& m);
 std::string describe(const ModelConfig& m);  // one line: "V 256, T 32, L 2, D 64, H 4, d_ff 256, swiglu, ..."
 
 }  // namespace reckon

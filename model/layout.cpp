@@ -34,6 +34,7 @@ int64_t ParameterLayout::role_total(ParamRole role) const {
 ParameterLayout parameter_layout(const ModelShape& c) {
   ParameterLayout l;
   const int64_t v = c.vocab_size, t = c.context_length, d = c.d_model, f = c.d_ff;
+  const int64_t qw = c.q_width(), kvw = c.kv_width();  // H·head_dim, KV·head_dim
   int unit = 0;
   // A matrix (rows, cols) or, with cols = 0, a vector of rows.
   auto add = [&](const char* suffix, int layer, ParamRole role, int64_t rows, int64_t cols = 0) {
@@ -56,10 +57,10 @@ ParameterLayout parameter_layout(const ModelShape& c) {
     open_unit();
     LayerParamIndex x;
     x.attn_norm = add("attn_norm.weight", i, ParamRole::norm_gain, d);
-    x.wq = add("attn.wq.weight", i, ParamRole::attention, d, d);
-    x.wk = add("attn.wk.weight", i, ParamRole::attention, d, d);
-    x.wv = add("attn.wv.weight", i, ParamRole::attention, d, d);
-    x.wo = add("attn.wo.weight", i, ParamRole::attention, d, d);
+    x.wq = add("attn.wq.weight", i, ParamRole::attention, qw, d);
+    x.wk = add("attn.wk.weight", i, ParamRole::attention, kvw, d);
+    x.wv = add("attn.wv.weight", i, ParamRole::attention, kvw, d);
+    x.wo = add("attn.wo.weight", i, ParamRole::attention, d, qw);
     x.ffn_norm = add("ffn_norm.weight", i, ParamRole::norm_gain, d);
     x.w1 = add("ffn.w1.weight", i, ParamRole::ffn, f, d);
     if (c.ffn == FfnKind::swiglu) x.w3 = add("ffn.w3.weight", i, ParamRole::ffn, f, d);

@@ -54,6 +54,7 @@ struct ParameterLayout {
 };
 
 // The layout of `config`'s shape fields (vocab_size, context_length for learned positions, num_layers, d_model,
+// num_heads, num_kv_heads and head_dim for the attention widths,
 // d_ff, ffn, tie_embeddings, position); sizes are checked (SizeOverflow past int64).
 ParameterLayout parameter_layout(const ModelShape& shape);
 

@@ -128,8 +128,9 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
 
 Tensor Transformer::attention_core_forward(LayerSaved& s, const Tensor& q, const Tensor& k, const Tensor& v,
                                            const std::string& name) {
-  return config_.attention == AttentionKind::flash ? flash_attention_forward(s.flash, q, k, v, config_.num_heads, name)
-                                                   : attention_forward(s.attn, q, k, v, config_.num_heads, name);
+  const int64_t h = config_.num_heads, kv = config_.kv_heads();
+  return config_.attention == AttentionKind::flash ? flash_attention_forward(s.flash, q, k, v, h, kv, name)
+                                                   : attention_forward(s.attn, q, k, v, h, kv, name);
 }
 
 void Transformer::drop_attention_core(LayerSaved& s) {
@@ -141,10 +142,10 @@ void Transformer::drop_attention_core(LayerSaved& s) {
 void Transformer::recompute_attention_core(LayerSaved& s, const std::string& name) {
   if (config_.attention == AttentionKind::flash) {
     const Tensor q = s.flash.q, k = s.flash.k, v = s.flash.v;
-    flash_attention_forward(s.flash, q, k, v, config_.num_heads, name);  // saves out and lse again
+    flash_attention_forward(s.flash, q, k, v, config_.num_heads, config_.kv_heads(), name);  // saves out and lse again
   } else {
     const Tensor q = s.attn.q, k = s.attn.k, v = s.attn.v;
-    attention_forward(s.attn, q, k, v, config_.num_heads, name);  // saves probs; the output is not needed
+    attention_forward(s.attn, q, k, v, config_.num_heads, config_.kv_heads(), name);  // saves probs only
   }
 }
 
@@ -250,7 +251,8 @@ void Transformer::backward() {
       rmsnorm_backward(grad_x, g(l.ffn_norm), grad_h2, s.ffn_norm, w(l.ffn_norm), true);
     }
     const DType act = dtypes_.act;
-    Tensor grad_ctx = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_ctx", act);
+    const int64_t qw = config_.q_width(), kvw = config_.kv_width();
+    Tensor grad_ctx = Tensor::empty({b, t, qw}, Category::temporary, p + "attn.grad_ctx", act);
     {
       Tensor grad_proj = to_act(grad_x, p + "attn.grad_out");
       linear_backward(grad_ctx, g(l.wo), grad_proj, s.wo, matmul_weight(l.wo), false);
@@ -260,9 +262,9 @@ void Transformer::backward() {
       PhaseScope recompute(Phase::recompute);
       recompute_attention_core(s, p + "attn");
     }
-    Tensor grad_q = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_q", act);
-    Tensor grad_k = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_k", act);
-    Tensor grad_v = Tensor::empty({b, t, d}, Category::temporary, p + "attn.grad_v", act);
+    Tensor grad_q = Tensor::empty({b, t, qw}, Category::temporary, p + "attn.grad_q", act);
+    Tensor grad_k = Tensor::empty({b, t, kvw}, Category::temporary, p + "attn.grad_k", act);
+    Tensor grad_v = Tensor::empty({b, t, kvw}, Category::temporary, p + "attn.grad_v", act);
     if (config_.attention == AttentionKind::flash)
       flash_attention_backward(grad_q, grad_k, grad_v, grad_ctx, s.flash);
     else

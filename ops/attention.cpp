@@ -29,59 +29,136 @@ OpCount causal_softmax_backward_count(int64_t bh, int64_t t, DType dtype) {
   return c;
 }
 
-OpCount attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype) {
-  const int64_t s = dtype_bytes(dtype);
-  const int64_t dk = d / h, bh = b * h, causal = t * (t + 1) / 2;
-  const int64_t scaled = dk == 1 ? 0 : 1;  // 1/√d_k = 1 is no output scale: nothing runs, nothing counts
+OpCount attention_forward_count(const AttentionShape& sh, DType dtype) {
+  const CheckedInt s = dtype_bytes(dtype), t = sh.seq, dk = sh.head_dim, bh = CheckedInt(sh.batch) * sh.heads;
+  const CheckedInt causal = t * (t + 1) / 2, scaled = sh.head_dim == 1 ? 0 : 1;  // 1/√1 = 1: nothing runs
   OpCount c;
-  c.matmul_flops = bh * 4 * t * t * dk;
-  c.other_flops = bh * (scaled * t * t + 5 * causal);
-  // QKᵀ reads Q, K, writes scores; softmax reads the causal part, writes every entry; PV reads P, V, writes ctx.
-  c.bytes_read = s * bh * (2 * t * dk + causal + t * t + t * dk);
-  c.bytes_written = s * bh * (2 * t * t + t * dk);
+  c.matmul_flops = (bh * 4 * t * t * dk).value();
+  c.other_flops = (bh * (scaled * t * t + 5 * causal)).value();
+  // Per query head: QKᵀ reads its Q and its group's K, writes scores; softmax reads the causal part, writes every
+  // entry; PV reads P and the group's V, writes ctx.
+  c.bytes_read = (s * bh * (2 * t * dk + causal + t * t + t * dk)).value();
+  c.bytes_written = (s * bh * (2 * t * t + t * dk)).value();
   return c;
 }
 
-OpCount attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype) {
-  const int64_t s = dtype_bytes(dtype);
-  const int64_t dk = d / h, bh = b * h, causal = t * (t + 1) / 2;
-  const int64_t scaled = dk == 1 ? 0 : 1;
+OpCount attention_backward_count(const AttentionShape& sh, DType dtype) {
+  const CheckedInt s = dtype_bytes(dtype), t = sh.seq, dk = sh.head_dim, bh = CheckedInt(sh.batch) * sh.heads;
+  const CheckedInt causal = t * (t + 1) / 2, scaled = sh.head_dim == 1 ? 0 : 1;
+  const CheckedInt shared = bh - CheckedInt(sh.batch) * sh.kv_heads;  // heads accumulating into their group's dK, dV
   OpCount c;
-  c.matmul_flops = bh * 8 * t * t * dk;
-  c.other_flops = bh * (scaled * 2 * t * dk + 4 * causal);
-  // dP = dC Vᵀ; dV = Pᵀ dC; softmax backward (reads P and dP over the causal part, writes every dS);
-  // dQ = dS K; dK = dSᵀ Q.
-  c.bytes_read = s * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk));
-  c.bytes_written = s * bh * (t * t + t * dk + t * t + 2 * t * dk);
+  c.matmul_flops = (bh * 8 * t * t * dk).value();
+  c.other_flops = (bh * (scaled * 2 * t * dk + 4 * causal) + shared * 2 * t * dk).value();
+  // dP = dC Vᵀ; dV (+)= Pᵀ dC; softmax backward (reads P and dP over the causal part, writes every dS);
+  // dQ = dS K; dK (+)= dSᵀ Q — an accumulating call also reads its destination.
+  c.bytes_read =
+      (s * (bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)) + shared * 2 * t * dk)).value();
+  c.bytes_written = (s * bh * (t * t + t * dk + t * t + 2 * t * dk)).value();
   return c;
 }
 
-AttentionTensors attention_forward_tensors(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype) {
-  return {{".probs", Category::activation, dtype, {b, h, t, t}, Lifetime::saved},
-          {".ctx", Category::activation, dtype, {b, t, d}, Lifetime::output}};
+AttentionTensors attention_forward_tensors(const AttentionShape& s, DType dtype) {
+  return {{".probs", Category::activation, dtype, {s.batch, s.heads, s.seq, s.seq}, Lifetime::saved},
+          {".ctx", Category::activation, dtype, {s.batch, s.seq, s.q_width()}, Lifetime::output}};
 }
 
-TensorDecl attention_backward_tensor(int64_t b, int64_t t, int64_t h, DType dtype) {
-  return {".grad_probs", Category::temporary, dtype, {b, h, t, t}, Lifetime::temporary};
+TensorDecl attention_backward_tensor(const AttentionShape& s, DType dtype) {
+  return {".grad_probs", Category::temporary, dtype, {s.batch, s.heads, s.seq, s.seq}, Lifetime::temporary};
 }
 
-Tensor head_view(const Tensor& x, int64_t num_heads) {
-  const int64_t b = x.size(0), t = x.size(1), d = x.size(2), dk = d / num_heads;
-  return x.as_strided({b, num_heads, t, dk}, {t * d, dk, d, 1}, 0);
+AttentionShape check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads,
+                                      int64_t num_kv_heads, std::string_view op) {
+  check_arg(q.dim() == 3 && q.is_contiguous(), "{}: q '{}' must be a contiguous (B, T, H·head_dim) tensor, got {}", op,
+            q.name(), q.shape_str());
+  check_arg(k.dim() == 3 && k.shape() == v.shape() && k.size(0) == q.size(0) && k.size(1) == q.size(1) &&
+                k.is_contiguous() && v.is_contiguous() && k.dtype() == q.dtype() && v.dtype() == q.dtype(),
+            "{}: q {}, k {}, v {} must be contiguous (B, T, width) tensors of one dtype, k and v of one shape", op,
+            q.shape_str(), k.shape_str(), v.shape_str());
+  const int64_t qw = q.size(2);
+  check_arg(num_heads >= 1 && num_heads <= qw, "{}: num_heads is {}, allowed range is [1, {}] (q's width)", op,
+            num_heads, qw);
+  check_arg(qw % num_heads == 0, "{}: q's width {} is not divisible by num_heads {}", op, qw, num_heads);
+  check_arg(num_kv_heads >= 1 && num_kv_heads <= num_heads && num_heads % num_kv_heads == 0,
+            "{}: num_kv_heads is {}, allowed: a divisor of num_heads {}", op, num_kv_heads, num_heads);
+  const AttentionShape s{q.size(0), q.size(1), num_heads, num_kv_heads, qw / num_heads};
+  check_arg(k.size(2) == s.kv_width(), "{}: k and v have width {}, expected num_kv_heads × head_dim = {} × {}", op,
+            k.size(2), num_kv_heads, s.head_dim);
+  return s;
 }
 
-void check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads, std::string_view op) {
-  check_arg(q.dim() == 3 && q.is_contiguous(), "{}: q '{}' must be a contiguous (B, T, D) tensor, got {}", op, q.name(),
-            q.shape_str());
-  check_arg(k.shape() == q.shape() && v.shape() == q.shape() && k.is_contiguous() && v.is_contiguous() &&
-                k.dtype() == q.dtype() && v.dtype() == q.dtype(),
-            "{}: q {}, k {}, v {} must be contiguous with equal shapes and dtypes", op, q.shape_str(), k.shape_str(),
-            v.shape_str());
-  const int64_t d = q.size(2);
-  check_arg(num_heads >= 1 && num_heads <= d, "{}: num_heads is {}, allowed range is [1, {}] (d_model)", op, num_heads,
-            d);
-  check_arg(d % num_heads == 0, "{}: d_model {} is not divisible by num_heads {} (d_model % num_heads must be 0)", op,
-            d, num_heads);
+namespace {
+
+// A 4-d strided view of one of the core's buffers (runtime/tensor.h as_strided), as a value: the kernel makes
+// tensors of it, attention_*_matmuls geometries.
+struct View {
+  std::array<int64_t, 4> dims, strides;
+  int64_t offset = 0;
+  View t() const {  // the last two dims swapped (a transpose by strides)
+    View v = *this;
+    std::swap(v.dims[2], v.dims[3]);
+    std::swap(v.strides[2], v.strides[3]);
+    return v;
+  }
+  Tensor of(const Tensor& x) const {
+    return x.as_strided(Shape(dims.begin(), dims.end()), Shape(strides.begin(), strides.end()), offset);
+  }
+};
+
+// Member j of every group of query heads in a (B, T, H·d_k) buffer (q, ctx, their gradients): {B, KV, T, d_k}.
+View query_heads(const AttentionShape& s, int64_t j) {
+  const int64_t w = s.q_width();
+  return {{s.batch, s.kv_heads, s.seq, s.head_dim}, {s.seq * w, s.group() * s.head_dim, w, 1}, j * s.head_dim};
+}
+// The K/V heads of a (B, T, KV·d_k) buffer: {B, KV, T, d_k}.
+View kv_heads(const AttentionShape& s) {
+  const int64_t w = s.kv_width();
+  return {{s.batch, s.kv_heads, s.seq, s.head_dim}, {s.seq * w, s.head_dim, w, 1}, 0};
+}
+// Member j's T×T blocks of a (B, H, T, T) buffer (probs, grad_probs): {B, KV, T, T}.
+View score_heads(const AttentionShape& s, int64_t j) {
+  const int64_t tt = s.seq * s.seq;
+  return {{s.batch, s.kv_heads, s.seq, s.seq}, {s.heads * tt, s.group() * tt, s.seq, 1}, j * tt};
+}
+
+MatmulGeometry geometry_of(const View& dst, const View& a, const View& b, float alpha, bool accumulate, DType dtype) {
+  MatmulGeometry g;
+  g.rank = 4;
+  g.alpha = alpha;
+  g.accumulate = accumulate;
+  g.a_dtype = g.b_dtype = g.dst_dtype = dtype;
+  for (int d = 0; d < 4; ++d) {
+    g.a_dims[d] = a.dims[d], g.a_strides[d] = a.strides[d];
+    g.b_dims[d] = b.dims[d], g.b_strides[d] = b.strides[d];
+    g.dst_dims[d] = dst.dims[d], g.dst_strides[d] = dst.strides[d];
+  }
+  return g;
+}
+
+float score_scale(const AttentionShape& s) { return 1.0f / std::sqrt(static_cast<float>(s.head_dim)); }
+
+}  // namespace
+
+AttentionForwardMatmuls attention_forward_matmuls(const AttentionShape& s, DType dtype) {
+  AttentionForwardMatmuls m;
+  for (int64_t j = 0; j < s.group(); ++j) {
+    m.scores.push_back(
+        geometry_of(score_heads(s, j), query_heads(s, j), kv_heads(s).t(), score_scale(s), false, dtype));
+    m.context.push_back(geometry_of(query_heads(s, j), score_heads(s, j), kv_heads(s), 1.0f, false, dtype));
+  }
+  return m;
+}
+
+AttentionBackwardMatmuls attention_backward_matmuls(const AttentionShape& s, DType dtype) {
+  AttentionBackwardMatmuls m;
+  const float scale = score_scale(s);
+  for (int64_t j = 0; j < s.group(); ++j) {
+    const View q = query_heads(s, j), kv = kv_heads(s), p = score_heads(s, j);
+    m.grad_probs.push_back(geometry_of(p, q, kv.t(), 1.0f, false, dtype));
+    m.grad_v.push_back(geometry_of(kv, p.t(), q, 1.0f, j > 0, dtype));
+    m.grad_q.push_back(geometry_of(q, p, kv, scale, false, dtype));
+    m.grad_k.push_back(geometry_of(kv, p.t(), q, scale, j > 0, dtype));
+  }
+  return m;
 }
 
 // In place over each (b, h) T×T block: row i becomes softmax(row[0..i]) followed by zeros. T = float or bf16:
@@ -127,29 +204,31 @@ static void causal_softmax_backward(T* dp, const T* p, int64_t bh, int64_t t) {
 }
 
 Tensor attention_forward(AttentionSaved& saved, const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads,
-                         std::string_view name) {
-  check_attention_inputs(q, k, v, num_heads, "attention");
+                         int64_t num_kv_heads, std::string_view name) {
+  const AttentionShape sh = check_attention_inputs(q, k, v, num_heads, num_kv_heads, "attention");
   const DType dtype = q.dtype();
-  const int64_t b = q.size(0), t = q.size(1), d = q.size(2), dk = d / num_heads;
   const std::string prefix(name);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
-  const AttentionTensors decl = attention_forward_tensors(b, t, d, num_heads, dtype);
+  const AttentionTensors decl = attention_forward_tensors(sh, dtype);
   Tensor probs = decl.probs.allocate(prefix);
   Tensor ctx = decl.ctx.allocate(prefix);
-  const Tensor k_t = head_view(k, num_heads).transpose(-2, -1);
-  matmul(probs, head_view(q, num_heads), k_t, "attention", scale);  // scores = Q Kᵀ / sqrt(d_k)
+  for (int64_t j = 0; j < sh.group(); ++j) {  // scores = Q Kᵀ / sqrt(d_k), one call per group member
+    matmul(score_heads(sh, j).of(probs), query_heads(sh, j).of(q), kv_heads(sh).t().of(k), "attention",
+           score_scale(sh));
+  }
   {
     OpRecord record("attention");
-    dispatch_floating(dtype,
-                      [&](auto tag) { causal_softmax_forward(data_as<decltype(tag)>(probs), b * num_heads, t); });
-    record.count = causal_softmax_forward_count(b * num_heads, t, dtype);
+    const int64_t bh = sh.batch * sh.heads;
+    dispatch_floating(dtype, [&](auto tag) { causal_softmax_forward(data_as<decltype(tag)>(probs), bh, sh.seq); });
+    record.count = causal_softmax_forward_count(bh, sh.seq, dtype);
   }
-  matmul(head_view(ctx, num_heads), probs, head_view(v, num_heads), "attention");  // ctx = P V
+  for (int64_t j = 0; j < sh.group(); ++j) {  // ctx = P V
+    matmul(query_heads(sh, j).of(ctx), score_heads(sh, j).of(probs), kv_heads(sh).of(v), "attention");
+  }
   saved.q = q;
   saved.k = k;
   saved.v = v;
   saved.probs = probs;
-  saved.num_heads = num_heads;
+  saved.shape = sh;
   saved.name = prefix;
   return ctx;
 }
@@ -157,32 +236,43 @@ Tensor attention_forward(AttentionSaved& saved, const Tensor& q, const Tensor& k
 void attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, const Tensor& grad_ctx,
                         AttentionSaved& saved) {
   check_arg(saved.probs.defined(), "attention backward: nothing saved (forward not run, or backward run twice)");
-  const int64_t h = saved.num_heads;
-  check_attention_inputs(grad_q, grad_k, grad_v, h, "attention backward");
-  check_arg(grad_q.shape() == saved.q.shape() && grad_ctx.shape() == saved.q.shape() && grad_ctx.is_contiguous(),
-            "attention backward: gradients must have q's shape {}", saved.q.shape_str());
-  const int64_t b = grad_q.size(0), t = grad_q.size(1), d = grad_q.size(2), dk = d / h;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
-  const Tensor grad_ctx_heads = head_view(grad_ctx, h);
-
+  const AttentionShape sh = saved.shape;
+  check_attention_inputs(grad_q, grad_k, grad_v, sh.heads, sh.kv_heads, "attention backward");
+  check_arg(grad_q.shape() == saved.q.shape() && grad_k.shape() == saved.k.shape() &&
+                grad_ctx.shape() == saved.q.shape() && grad_ctx.is_contiguous(),
+            "attention backward: gradients must have the shapes of q {} and k {}", saved.q.shape_str(),
+            saved.k.shape_str());
+  const float scale = score_scale(sh);
+  const int64_t g = sh.group();
   const DType dtype = saved.probs.dtype();
-  Tensor grad_probs = attention_backward_tensor(b, t, h, dtype).allocate(saved.name);
-  matmul(grad_probs, grad_ctx_heads, head_view(saved.v, h).transpose(-2, -1), "attention");  // dP = dC Vᵀ
-  matmul(head_view(grad_v, h), saved.probs.transpose(-2, -1), grad_ctx_heads, "attention");  // dV = Pᵀ dC
+  Tensor grad_probs = attention_backward_tensor(sh, dtype).allocate(saved.name);
+  const View kv = kv_heads(sh);
+  for (int64_t j = 0; j < g; ++j) {  // dP = dC Vᵀ
+    matmul(score_heads(sh, j).of(grad_probs), query_heads(sh, j).of(grad_ctx), kv.t().of(saved.v), "attention");
+  }
+  for (int64_t j = 0; j < g; ++j) {  // dV = Σ_j P_jᵀ dC_j over the group
+    matmul(kv.of(grad_v), score_heads(sh, j).t().of(saved.probs), query_heads(sh, j).of(grad_ctx), "attention", 1.0f,
+           j > 0);
+  }
   {
     OpRecord record("attention");
+    const int64_t bh = sh.batch * sh.heads;
     dispatch_floating(dtype, [&](auto tag) {
       using T = decltype(tag);
-      causal_softmax_backward(data_as<T>(grad_probs), data_as<T>(saved.probs), b * h, t);
+      causal_softmax_backward(data_as<T>(grad_probs), data_as<T>(saved.probs), bh, sh.seq);
     });
-    record.count = causal_softmax_backward_count(b * h, t, dtype);
+    record.count = causal_softmax_backward_count(bh, sh.seq, dtype);
   }
   saved.probs.reset();
   saved.v.reset();
-  matmul(head_view(grad_q, h), grad_probs, head_view(saved.k, h), "attention", scale);  // dQ = dS K / sqrt(d_k)
+  for (int64_t j = 0; j < g; ++j) {  // dQ = dS K / sqrt(d_k)
+    matmul(query_heads(sh, j).of(grad_q), score_heads(sh, j).of(grad_probs), kv.of(saved.k), "attention", scale);
+  }
   saved.k.reset();
-  matmul(head_view(grad_k, h), grad_probs.transpose(-2, -1), head_view(saved.q, h), "attention",
-         scale);  // dK = dSᵀ Q / sqrt(d_k)
+  for (int64_t j = 0; j < g; ++j) {  // dK = Σ_j dS_jᵀ Q_j / sqrt(d_k) over the group
+    matmul(kv.of(grad_k), score_heads(sh, j).t().of(grad_probs), query_heads(sh, j).of(saved.q), "attention", scale,
+           j > 0);
+  }
   saved.q.reset();
 }
 

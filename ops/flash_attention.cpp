@@ -19,45 +19,60 @@ int64_t flash_key_blocks(int64_t t) {
   return kFlashKeyBlock * q * (q + 1) / 2 + rem * (q + 1);
 }
 
-OpCount flash_attention_forward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype) {
-  const CheckedInt bh = CheckedInt(b) * h, dk = d / h, causal = CheckedInt(t) * (t + 1) / 2;
-  const CheckedInt scaled = dk == 1 ? 0 : 1, s = dtype_bytes(dtype);
+OpCount flash_attention_forward_count(const AttentionShape& sh, DType dtype) {
+  const CheckedInt b = sh.batch, t = sh.seq, dk = sh.head_dim, bh = b * sh.heads, causal = t * (t + 1) / 2;
+  const CheckedInt scaled = sh.head_dim == 1 ? 0 : 1, s = dtype_bytes(dtype);
   OpCount c;
   c.matmul_flops = (bh * 4 * dk * causal).value();
-  c.other_flops = (bh * (4 * causal + flash_key_blocks(t) * (dk + 4) + t * (dk + 3 + scaled * dk))).value();
-  c.bytes_read = (s * 3 * b * t * d).value();
-  c.bytes_written = (s * b * t * d + 4 * bh * t).value();
+  c.other_flops = (bh * (4 * causal + flash_key_blocks(sh.seq) * (dk + 4) + t * (dk + 3 + scaled * dk))).value();
+  c.bytes_read = (s * b * t * (sh.q_width() + 2 * CheckedInt(sh.kv_width()))).value();
+  c.bytes_written = (s * b * t * sh.q_width() + 4 * bh * t).value();
   return c;
 }
 
-OpCount flash_attention_backward_count(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype) {
-  const CheckedInt bh = CheckedInt(b) * h, dk = d / h, causal = CheckedInt(t) * (t + 1) / 2;
-  const CheckedInt scaled = dk == 1 ? 0 : 1, s = dtype_bytes(dtype);
+OpCount flash_attention_backward_count(const AttentionShape& sh, DType dtype) {
+  const CheckedInt b = sh.batch, t = sh.seq, dk = sh.head_dim, bh = b * sh.heads, causal = t * (t + 1) / 2;
+  const CheckedInt scaled = sh.head_dim == 1 ? 0 : 1, s = dtype_bytes(dtype);
+  const CheckedInt shared = bh - b * sh.kv_heads;  // query heads adding into their group's dK and dV sums
   OpCount c;
   c.matmul_flops = (bh * 10 * dk * causal).value();
-  c.other_flops = (bh * (4 * causal + t * (2 * dk + scaled * 2 * dk))).value();
-  c.bytes_read = (s * 5 * b * t * d + 4 * bh * t).value();
-  c.bytes_written = (s * 3 * b * t * d).value();
+  c.other_flops = (bh * (4 * causal + t * (2 * dk + scaled * 2 * dk)) + shared * t * 2 * dk).value();
+  c.bytes_read = (s * b * t * (3 * CheckedInt(sh.q_width()) + 2 * sh.kv_width()) + 4 * bh * t).value();
+  c.bytes_written = (s * b * t * (sh.q_width() + 2 * CheckedInt(sh.kv_width()))).value();
   return c;
 }
 
-FlashAttentionTensors flash_attention_forward_tensors(int64_t b, int64_t t, int64_t d, int64_t h, DType dtype,
-                                                      int64_t threads) {
-  return {{".lse", Category::activation, DType::f32, {b, h, t}, Lifetime::saved},
-          {".ctx", Category::activation, dtype, {b, t, d}, Lifetime::output},
+FlashAttentionTensors flash_attention_forward_tensors(const AttentionShape& s, DType dtype, int64_t threads) {
+  return {{".lse", Category::activation, DType::f32, {s.batch, s.heads, s.seq}, Lifetime::saved},
+          {".ctx", Category::activation, dtype, {s.batch, s.seq, s.q_width()}, Lifetime::output},
           {".workspace",
            Category::temporary,
            DType::f32,
-           {threads, flash_forward_workspace_floats(d / h)},
+           {threads, flash_forward_workspace_floats(s.head_dim)},
            Lifetime::temporary}};
 }
 
-TensorDecl flash_attention_backward_tensor(int64_t t, int64_t d, int64_t h, int64_t threads) {
-  return {".grad_workspace",
-          Category::temporary,
-          DType::f32,
-          {threads, flash_backward_workspace_floats(t, d / h)},
-          Lifetime::temporary};
+int64_t flash_backward_parts(const AttentionShape& s, int64_t threads) {
+  if (s.group() == 1) return 1;
+  const int64_t units = s.batch * s.kv_heads;
+  return std::min(s.group(), (threads + units - 1) / units);
+}
+
+FlashAttentionBackwardTensors flash_attention_backward_tensors(const AttentionShape& s, int64_t threads) {
+  FlashAttentionBackwardTensors out{{".grad_workspace",
+                                     Category::temporary,
+                                     DType::f32,
+                                     {threads, flash_backward_workspace_floats(s.seq, s.head_dim)},
+                                     Lifetime::temporary},
+                                    std::nullopt};
+  if (s.group() > 1) {
+    out.partials = TensorDecl{".grad_kv_partials",
+                              Category::temporary,
+                              DType::f32,
+                              {s.batch * s.kv_heads * flash_backward_parts(s, threads), 2, s.seq, s.head_dim},
+                              Lifetime::temporary};
+  }
+  return out;
 }
 
 int64_t flash_forward_workspace_floats(int64_t dk) {
@@ -69,7 +84,7 @@ int64_t flash_backward_workspace_floats(int64_t t, int64_t dk) {
   return 2 * t * dk + t + 5 * dk * kFlashKeyBlock + 12 * kFlashKeyBlock + 4 * dk;
 }
 
-// Kᵀ of one key block (n ≤ kFlashKeyBlock keys of a head, row stride D) into kt (d_k × kFlashKeyBlock), widened:
+// Kᵀ of one key block (n ≤ kFlashKeyBlock keys of a head, row stride d) into kt (d_k × kFlashKeyBlock), widened:
 // scores for a query row then vectorise over the keys (s[j] += q[c] · kt[c][j]).
 template <typename T>
 static void transpose_block(float* kt, const T* k, int64_t n, int64_t d, int64_t dk) {
@@ -164,9 +179,10 @@ static inline void row_accumulate(float* acc, bool rescale, float correction, co
 
 // One (b, h): query blocks of kFlashQueryBlock rows against the key blocks at or below the diagonal; row i of a
 // diagonal block stops at key i. Per row: running max m, sum l and the output accumulator, rescaled per block.
+// Row strides: d for q and out (H·d_k), dkv for k and v (KV·d_k).
 template <typename T>
-static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const T* v, int64_t t, int64_t d, int64_t dk,
-                               float scale, bool scaled, float* ws) {
+static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const T* v, int64_t t, int64_t d,
+                               int64_t dkv, int64_t dk, float scale, bool scaled, float* ws) {
   float* acc = ws;                                   // kFlashQueryBlock × d_k
   float* m = acc + kFlashQueryBlock * dk;            // kFlashQueryBlock
   float* l = m + kFlashQueryBlock;                   // kFlashQueryBlock
@@ -186,9 +202,9 @@ static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const
     std::fill_n(l, rows, 0.0f);
     for (int64_t j0 = 0; j0 < i0 + rows; j0 += kFlashKeyBlock) {
       const int64_t block = std::min(kFlashKeyBlock, i0 + rows - j0);
-      transpose_block(kt, k + j0 * d, block, d, dk);
+      transpose_block(kt, k + j0 * dkv, block, dkv, dk);
       for (int64_t j = 0; j < block; ++j)
-        for (int64_t c = 0; c < dk; ++c) v_block[j * dk + c] = widen(v[(j0 + j) * d + c]);
+        for (int64_t c = 0; c < dk; ++c) v_block[j * dk + c] = widen(v[(j0 + j) * dkv + c]);
       for (int64_t r = std::max<int64_t>(0, j0 - i0); r < rows; ++r) {
         const int64_t i = i0 + r, n = std::min(block, i + 1 - j0);  // keys j0 .. min(i, j0 + block − 1)
         row_scores(scores, q_block + r * dk, kt, n, dk);
@@ -237,10 +253,12 @@ static inline void rank4_update(float* dt, const float* const x[4], const float*
   }
 }
 
+// Row strides: d for q, o, dO, dQ (H·d_k), dkv for k, v, dK, dV (KV·d_k). With dk_sum (T × d_k float32, and
+// dv_sum), the head's dK and dV go into the group's sums (`=` for its first member, `+=` after) instead of dk_out.
 template <typename T>
 static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T* k, const T* v, const T* o,
-                                const T* dout, const float* lse, int64_t t, int64_t d, int64_t dk, float scale,
-                                bool scaled, float* ws) {
+                                const T* dout, const float* lse, int64_t t, int64_t d, int64_t dkv, int64_t dk,
+                                float scale, bool scaled, float* ws, float* dk_sum, float* dv_sum, bool first) {
   float* dq_acc = ws;                                 // T × d_k
   float* delta = dq_acc + t * dk;                     // T: D_i = dO_i · O_i
   float* kt = delta + t;                              // d_k × 64
@@ -266,10 +284,10 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
   }
   for (int64_t j0 = 0; j0 < t; j0 += kFlashKeyBlock) {
     const int64_t block = std::min(kFlashKeyBlock, t - j0);
-    transpose_block(kt, k + j0 * d, block, d, dk);
-    transpose_block(vt, v + j0 * d, block, d, dk);
+    transpose_block(kt, k + j0 * dkv, block, dkv, dk);
+    transpose_block(vt, v + j0 * dkv, block, dkv, dk);
     for (int64_t j = 0; j < block; ++j)
-      for (int64_t c = 0; c < dk; ++c) k_block[j * dk + c] = widen(k[(j0 + j) * d + c]);
+      for (int64_t c = 0; c < dk; ++c) k_block[j * dk + c] = widen(k[(j0 + j) * dkv + c]);
     std::fill_n(dkt, dk * kFlashKeyBlock, 0.0f);
     std::fill_n(dvt, dk * kFlashKeyBlock, 0.0f);
     for (int64_t i0 = j0; i0 < t; i0 += kRowGroup) {
@@ -317,11 +335,21 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
         }
       }
     }
-    for (int64_t j = 0; j < block; ++j)
-      for (int64_t c = 0; c < dk; ++c) {
-        dk_out[(j0 + j) * d + c] = narrow<T>(dkt[c * kFlashKeyBlock + j]);
-        dv_out[(j0 + j) * d + c] = narrow<T>(dvt[c * kFlashKeyBlock + j]);
+    if (dk_sum == nullptr) {
+      for (int64_t j = 0; j < block; ++j)
+        for (int64_t c = 0; c < dk; ++c) {
+          dk_out[(j0 + j) * dkv + c] = narrow<T>(dkt[c * kFlashKeyBlock + j]);
+          dv_out[(j0 + j) * dkv + c] = narrow<T>(dvt[c * kFlashKeyBlock + j]);
+        }
+    } else {
+      for (int64_t j = 0; j < block; ++j) {
+        float *ks = dk_sum + (j0 + j) * dk, *vs = dv_sum + (j0 + j) * dk;
+        for (int64_t c = 0; c < dk; ++c) {
+          ks[c] = first ? dkt[c * kFlashKeyBlock + j] : ks[c] + dkt[c * kFlashKeyBlock + j];
+          vs[c] = first ? dvt[c * kFlashKeyBlock + j] : vs[c] + dvt[c * kFlashKeyBlock + j];
+        }
       }
+    }
   }
   for (int64_t i = 0; i < t; ++i)
     for (int64_t c = 0; c < dk; ++c)
@@ -329,15 +357,16 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
 }
 
 Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, const Tensor& k, const Tensor& v,
-                               int64_t num_heads, std::string_view name) {
-  check_attention_inputs(q, k, v, num_heads, "flash attention");
-  const int64_t b = q.size(0), t = q.size(1), d = q.size(2), h = num_heads, dk = d / h;
+                               int64_t num_heads, int64_t num_kv_heads, std::string_view name) {
+  const AttentionShape sh = check_attention_inputs(q, k, v, num_heads, num_kv_heads, "flash attention");
+  const int64_t b = sh.batch, t = sh.seq, h = sh.heads, g = sh.group(), dk = sh.head_dim;
+  const int64_t d = sh.q_width(), dkv = sh.kv_width();
   const std::string prefix(name);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
   const bool scaled = dk != 1;
   const int threads = omp_get_max_threads();
   const int64_t per_thread = flash_forward_workspace_floats(dk);
-  const FlashAttentionTensors decl = flash_attention_forward_tensors(b, t, d, h, q.dtype(), threads);
+  const FlashAttentionTensors decl = flash_attention_forward_tensors(sh, q.dtype(), threads);
   Tensor lse = decl.lse.allocate(prefix);
   Tensor out = decl.ctx.allocate(prefix);
   Tensor workspace = decl.workspace.allocate(prefix);
@@ -352,19 +381,19 @@ Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, cons
     for (int64_t bi = 0; bi < b; ++bi)
       for (int64_t hi = 0; hi < h; ++hi) {
         float* w = ws + omp_get_thread_num() * per_thread;
-        const int64_t base = bi * t * d + hi * dk;
-        flash_forward_head(po + base, pl + (bi * h + hi) * t, pq + base, pk + base, pv + base, t, d, dk, scale, scaled,
-                           w);
+        const int64_t base = bi * t * d + hi * dk, kv_base = bi * t * dkv + (hi / g) * dk;
+        flash_forward_head(po + base, pl + (bi * h + hi) * t, pq + base, pk + kv_base, pv + kv_base, t, d, dkv, dk,
+                           scale, scaled, w);
       }
   });
-  record.count = flash_attention_forward_count(b, t, d, h, q.dtype());
+  record.count = flash_attention_forward_count(sh, q.dtype());
   workspace.reset();
   saved.q = q;
   saved.k = k;
   saved.v = v;
   saved.out = out;
   saved.lse = lse;
-  saved.num_heads = h;
+  saved.shape = sh;
   saved.name = prefix;
   return out;
 }
@@ -372,18 +401,23 @@ Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, cons
 void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, const Tensor& grad_ctx,
                               FlashAttentionSaved& saved) {
   check_arg(saved.lse.defined(), "flash attention backward: nothing saved (forward not run, or backward run twice)");
-  const int64_t h = saved.num_heads;
-  check_attention_inputs(grad_q, grad_k, grad_v, h, "flash attention backward");
-  check_arg(grad_q.shape() == saved.q.shape() && grad_ctx.shape() == saved.q.shape() && grad_ctx.is_contiguous() &&
-                grad_q.dtype() == saved.q.dtype() && grad_ctx.dtype() == saved.q.dtype(),
-            "flash attention backward: gradients must have q's shape {} and dtype {}", saved.q.shape_str(),
-            dtype_name(saved.q.dtype()));
-  const int64_t b = grad_q.size(0), t = grad_q.size(1), d = grad_q.size(2), dk = d / h;
+  const AttentionShape sh = saved.shape;
+  check_attention_inputs(grad_q, grad_k, grad_v, sh.heads, sh.kv_heads, "flash attention backward");
+  check_arg(grad_q.shape() == saved.q.shape() && grad_k.shape() == saved.k.shape() &&
+                grad_ctx.shape() == saved.q.shape() && grad_ctx.is_contiguous() && grad_q.dtype() == saved.q.dtype() &&
+                grad_ctx.dtype() == saved.q.dtype(),
+            "flash attention backward: gradients must have the shapes of q {} and k {} and dtype {}",
+            saved.q.shape_str(), saved.k.shape_str(), dtype_name(saved.q.dtype()));
+  const int64_t b = sh.batch, t = sh.seq, h = sh.heads, kvh = sh.kv_heads, g = sh.group(), dk = sh.head_dim;
+  const int64_t d = sh.q_width(), dkv = sh.kv_width();
   const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
   const bool scaled = dk != 1;
   const int threads = omp_get_max_threads();
   const int64_t per_thread = flash_backward_workspace_floats(t, dk);
-  Tensor workspace = flash_attention_backward_tensor(t, d, h, threads).allocate(saved.name);
+  const int64_t parts = flash_backward_parts(sh, threads);
+  const FlashAttentionBackwardTensors decl = flash_attention_backward_tensors(sh, threads);
+  Tensor workspace = decl.workspace.allocate(saved.name);
+  Tensor partials = decl.partials ? decl.partials->allocate(saved.name) : Tensor();
   OpRecord record("attention");
   dispatch_floating(grad_q.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -392,16 +426,43 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
     T *pdq = data_as<T>(grad_q), *pdk = data_as<T>(grad_k), *pdv = data_as<T>(grad_v);
     const float* pl = saved.lse.data();
     float* ws = workspace.data();
-#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    float* pp = partials.defined() ? partials.data() : nullptr;
+    // (batch, K/V head, part): the part's query heads in turn, their dK and dV summed into the part's partial.
+#pragma omp parallel for collapse(3) schedule(dynamic, 1)
     for (int64_t bi = 0; bi < b; ++bi)
-      for (int64_t hi = 0; hi < h; ++hi) {
-        float* w = ws + omp_get_thread_num() * per_thread;
-        const int64_t base = bi * t * d + hi * dk;
-        flash_backward_head(pdq + base, pdk + base, pdv + base, pq + base, pk + base, pv + base, po + base, pdo + base,
-                            pl + (bi * h + hi) * t, t, d, dk, scale, scaled, w);
+      for (int64_t kv = 0; kv < kvh; ++kv)
+        for (int64_t part = 0; part < parts; ++part) {
+          float* w = ws + omp_get_thread_num() * per_thread;
+          float* dk_sum = pp != nullptr ? pp + ((bi * kvh + kv) * parts + part) * 2 * t * dk : nullptr;
+          float* dv_sum = pp != nullptr ? dk_sum + t * dk : nullptr;
+          const int64_t kv_base = bi * t * dkv + kv * dk;
+          for (int64_t member = part; member < g; member += parts) {
+            const int64_t hi = kv * g + member, base = bi * t * d + hi * dk;
+            flash_backward_head(pdq + base, pdk + kv_base, pdv + kv_base, pq + base, pk + kv_base, pv + kv_base,
+                                po + base, pdo + base, pl + (bi * h + hi) * t, t, d, dkv, dk, scale, scaled, w, dk_sum,
+                                dv_sum, member == part);
+          }
+        }
+    if (pp == nullptr) return;
+      // dK, dV = the sum of the parts' partials, rounded once.
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t unit = 0; unit < b * kvh; ++unit)
+      for (int64_t i = 0; i < t; ++i) {
+        const int64_t bi = unit / kvh, kv = unit % kvh, row = bi * t * dkv + i * dkv + kv * dk;
+        for (int64_t c = 0; c < dk; ++c) {
+          float sk = 0.0f, sv = 0.0f;
+          for (int64_t part = 0; part < parts; ++part) {
+            const float* base = pp + (unit * parts + part) * 2 * t * dk + i * dk + c;
+            sk = part == 0 ? base[0] : sk + base[0];
+            sv = part == 0 ? base[t * dk] : sv + base[t * dk];
+          }
+          pdk[row + c] = narrow<T>(sk);
+          pdv[row + c] = narrow<T>(sv);
+        }
       }
   });
-  record.count = flash_attention_backward_count(b, t, d, h, grad_q.dtype());
+  record.count = flash_attention_backward_count(sh, grad_q.dtype());
+  partials.reset();
   workspace.reset();
   saved.q.reset();
   saved.k.reset();

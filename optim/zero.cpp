@@ -40,6 +40,11 @@ ParameterSplit parameter_split(int64_t start, int64_t n, int64_t total, int rank
   return s;
 }
 
+int64_t owned_count(int64_t start, int64_t n, int64_t total, int rank, int ranks) {
+  const auto [lo, hi] = owned_range(total, rank, ranks);
+  return std::max<int64_t>(0, std::min(hi, start + n) - std::max(lo, start));
+}
+
 ZeroOptimizer::ZeroOptimizer(Transformer& model, const AdamWConfig& config, int64_t stage, int rank, int ranks)
     : model_(model),
       params_(model.parameters()),

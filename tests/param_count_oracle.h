@@ -12,9 +12,13 @@ namespace reckon::testing_ref {
 inline int64_t count_parameters(const ModelConfig& c) {
   const CheckedInt v = c.vocab_size, d = c.d_model, f = c.d_ff;
   const CheckedInt ffn_mats = c.ffn == FfnKind::swiglu ? 3 : 2;
+  // q and o: D × H·head_dim each; k and v: D × KV·head_dim each (head_dim = D / H unless set).
+  const int64_t head = c.head_dim > 0 ? c.head_dim : c.d_model / c.num_heads;
+  const int64_t kv = c.num_kv_heads > 0 ? c.num_kv_heads : c.num_heads;
+  const CheckedInt attention = 2 * d * (CheckedInt(c.num_heads) * head) + 2 * d * (CheckedInt(kv) * head);
   return (v * d                                                                       // token embedding
           + (c.position == Position::learned ? c.context_length * d : CheckedInt(0))  // learned positions
-          + c.num_layers * (2 * d + 4 * d * d + ffn_mats * f * d)                     // norms, attention, ffn
+          + c.num_layers * (2 * d + attention + ffn_mats * f * d)                     // norms, attention, ffn
           + d                                                                         // final norm
           + (c.tie_embeddings ? CheckedInt(0) : v * d))                               // lm head
       .value();

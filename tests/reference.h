@@ -102,17 +102,21 @@ inline Vec rmsnorm_ref(const Vec& x, const Vec& g, int64_t n, int64_t d, double 
   return y;
 }
 
-inline Vec attention_ref(const Vec& q, const Vec& k, const Vec& v, int64_t b, int64_t t, int64_t d, int64_t h) {
-  const int64_t dk = d / h;
+// Causal attention in float64: q (B, T, d = H·d_k), k and v (B, T, KV·d_k) with kv_heads KV (0: = h); query head
+// hh reads K/V head hh / (H / KV), as Hugging Face's repeat_kv.
+inline Vec attention_ref(const Vec& q, const Vec& k, const Vec& v, int64_t b, int64_t t, int64_t d, int64_t h,
+                         int64_t kv_heads = 0) {
+  const int64_t dk = d / h, kvh = kv_heads > 0 ? kv_heads : h, dkv = kvh * dk, group = h / kvh;
   Vec ctx(static_cast<size_t>(b * t * d), 0.0);
   for (int64_t bb = 0; bb < b; ++bb)
     for (int64_t hh = 0; hh < h; ++hh)
       for (int64_t i = 0; i < t; ++i) {
+        const int64_t kc = (hh / group) * dk;  // the K/V head's first column
         Vec s(static_cast<size_t>(i + 1));
         double m = -1e300;
         for (int64_t j = 0; j <= i; ++j) {
           double acc = 0;
-          for (int64_t c = 0; c < dk; ++c) acc += q[(bb * t + i) * d + hh * dk + c] * k[(bb * t + j) * d + hh * dk + c];
+          for (int64_t c = 0; c < dk; ++c) acc += q[(bb * t + i) * d + hh * dk + c] * k[(bb * t + j) * dkv + kc + c];
           s[j] = acc / std::sqrt(static_cast<double>(dk));
           m = std::max(m, s[j]);
         }
@@ -120,7 +124,7 @@ inline Vec attention_ref(const Vec& q, const Vec& k, const Vec& v, int64_t b, in
         for (double& e : s) z += (e = std::exp(e - m));
         for (int64_t j = 0; j <= i; ++j)
           for (int64_t c = 0; c < dk; ++c)
-            ctx[(bb * t + i) * d + hh * dk + c] += s[j] / z * v[(bb * t + j) * d + hh * dk + c];
+            ctx[(bb * t + i) * d + hh * dk + c] += s[j] / z * v[(bb * t + j) * dkv + kc + c];
       }
   return ctx;
 }

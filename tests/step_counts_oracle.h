@@ -21,7 +21,11 @@ namespace reckon::testing_ref {
 inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, const AdamWConfig& optim,
                                                         int data_parallel_ranks, int data_parallel_rank) {
   const CheckedInt b = c.batch_size, t = c.context_length, d = c.d_model, f = c.d_ff, v = c.vocab_size;
-  const CheckedInt h = c.num_heads, dk = d / h, l = c.num_layers, n = b * t, bh = b * h;
+  const CheckedInt h = c.num_heads, dk = c.head_size(), l = c.num_layers, n = b * t, bh = b * h;
+  // Grouped K/V heads: q and the context are H·d_k wide, k and v KV·d_k; g = H / KV query heads per K/V head, and
+  // B·(H − KV) query heads whose dK and dV are added into their group's.
+  const CheckedInt qw = h * dk, kvw = CheckedInt(c.kv_heads()) * dk, g = h / c.kv_heads();
+  const CheckedInt shared = b * (h - c.kv_heads());
   const CheckedInt causal = t * (t + 1) / 2;  // entries the causal softmax touches per (b, h)
   const bool swiglu = c.ffn == FfnKind::swiglu;
   const CheckedInt ffn_in = swiglu ? 2 : 1;  // linears D -> F per layer
@@ -75,8 +79,9 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
       written_b += count * (dx_bytes * n * in + G * out * in);
       other_b += count * out * in + acc_count * n * in;
     };
-    add_linear(3 * l, d, d, A, F, 2 * l);
-    add_linear(l, d, d, F, A, 0);
+    add_linear(l, d, qw, A, F, 0);
+    add_linear(2 * l, d, kvw, A, F, 2 * l);
+    add_linear(l, qw, d, F, A, 0);
     add_linear(ffn_in * l, d, f, A, F, swiglu ? l : CheckedInt(0));
     add_linear(l, f, d, F, A, 0);
     linear_forward = OpCount{calls.value(), mm.value(), 0, read_f.value(), written_f.value(), 0.0};
@@ -92,10 +97,10 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   auto add_attention_forward = [&](Phase phase) {
     if (c.attention == AttentionKind::flash) {
       add("attention", phase, l, l * bh * 4 * dk * causal,
-          l * bh * (4 * causal + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk), A * l * 3 * n * d,
-          A * l * n * d + F * l * bh * t);
-    } else {
-      add("attention", phase, 3 * l, l * bh * 4 * t * t * dk, l * bh * (scaled * t * t + 5 * causal),
+          l * bh * (4 * causal + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk), A * l * n * (qw + 2 * kvw),
+          A * l * n * qw + F * l * bh * t);
+    } else {  // g calls per product (one per group member), the softmax between them
+      add("attention", phase, (2 * g + 1) * l, l * bh * 4 * t * t * dk, l * bh * (scaled * t * t + 5 * causal),
           A * l * bh * (2 * t * dk + causal + t * t + t * dk), A * l * bh * (2 * t * t + t * dk));
     }
   };
@@ -103,11 +108,14 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     // One call per layer each way; causal rows only (row i: i + 1 keys, ceil((i+1)/64) key blocks); the scale
     // folded into the query rows (and dQ) when d_k > 1; compulsory bytes: each tensor once
     // (ops/flash_attention.h).
-    add("attention", Bw, l, l * bh * 10 * dk * causal, l * bh * (4 * causal + 2 * t * dk + scaled * 2 * t * dk),
-        A * l * 5 * n * d + F * l * bh * t, A * l * 3 * n * d);
-  } else {
-    add("attention", Bw, 5 * l, l * bh * 8 * t * t * dk, l * bh * (scaled * 2 * t * dk + 4 * causal),
-        A * l * bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)),
+    // With groups, each query head after its group's first adds its dK and dV (2·T·d_k FLOPs).
+    add("attention", Bw, l, l * bh * 10 * dk * causal,
+        l * (bh * (4 * causal + 2 * t * dk + scaled * 2 * t * dk) + shared * 2 * t * dk),
+        A * l * n * (3 * qw + 2 * kvw) + F * l * bh * t, A * l * n * (qw + 2 * kvw));
+  } else {  // dP, dV, dQ, dK: g calls each; dV and dK accumulate (reading the destination) after the first
+    add("attention", Bw, (4 * g + 1) * l, l * bh * 8 * t * t * dk,
+        l * (bh * (scaled * 2 * t * dk + 4 * causal) + shared * 2 * t * dk),
+        A * l * (bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)) + shared * 2 * t * dk),
         A * l * bh * (2 * t * t + 3 * t * dk));
   }
   // The gate (swiglu: silu(a)·b) or silu alone, N·F elements per layer, in A.
@@ -115,7 +123,7 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     add("swiglu", Bw, l, 0, l * 12 * n * f, A * l * 3 * n * f, A * l * 2 * n * f);
   else
     add("silu", Bw, l, 0, l * 9 * n * f, A * l * 2 * n * f, A * l * n * f);
-  const CheckedInt block_weights = l * (4 * d * d + (ffn_in + 1) * f * d);  // matmul weights of all blocks
+  const CheckedInt block_weights = l * (2 * d * qw + 2 * d * kvw + (ffn_in + 1) * f * d);  // all blocks' matmul weights
   // Every block's forward under `phase`: forward, or recompute (recompute = full re-runs each block in backward,
   // amp-bf16's weight casts included: the copies were dropped with the block).
   auto add_block_forward = [&](Phase phase) {

@@ -73,7 +73,9 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["config"]["bucket_cap_mb"], 25.0);
   EXPECT_EQ(j["config"]["optim"]["adam_eps"], 1e-8);
   EXPECT_EQ(j["config"]["seed"], 1234);
-  EXPECT_EQ(j["config"].size(), 20u);  // preset, 17 model fields, seed, optim
+  EXPECT_EQ(j["config"]["num_kv_heads"], 4);  // the values in effect: as many as num_heads, D / H
+  EXPECT_EQ(j["config"]["head_dim"], 16);
+  EXPECT_EQ(j["config"].size(), 22u);  // preset, 19 model fields, seed, optim
   EXPECT_EQ(j["config"]["optim"].size(), 5u);
   EXPECT_EQ(j["num_parameters"], 164160);
   EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");

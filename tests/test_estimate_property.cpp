@@ -95,7 +95,7 @@ EstimateOptions random_options(Draw& d) {
   o.preset = d.choose(preset_names(), {"gpt4", "GPT2-XL", ""});
   const int64_t n_overrides = d.uniform(0, 4);
   for (int64_t i = 0; i < n_overrides; ++i) {
-    switch (d.uniform(0, 13)) {
+    switch (d.uniform(0, 15)) {
       case 0:
         o.overrides.push_back(fmt::format("vocab_size={}", d.field(2, 1 << 24, 65536)));
         break;
@@ -138,6 +138,15 @@ EstimateOptions random_options(Draw& d) {
         if (d.chance(0.3))
           o.overrides.push_back(
               d.pick<std::string>({"d_model=abc", "num_layers=1e3", "=3", "nokey", "lr=", "seed=-1"}));
+        break;
+      case 13:  // key/value heads: mostly powers of two (divisors of most head counts), 0 = as many as num_heads
+        o.overrides.push_back(
+            d.choose({"num_kv_heads=0", "num_kv_heads=1", "num_kv_heads=2", "num_kv_heads=4", "num_kv_heads=8"},
+                     {"num_kv_heads=-1", "num_kv_heads=3", "num_kv_heads=100000"}));
+        break;
+      case 14:  // head width apart from d_model / num_heads
+        o.overrides.push_back(
+            fmt::format("head_dim={}", d.chance(0.9) ? d.log_uniform(1, 512) : d.pick<int64_t>({-1, 70000, 0})));
         break;
       default: {
         // A divisor pair that validates: heads dividing d_model.
@@ -186,7 +195,8 @@ TrainConfig resolve(const EstimateOptions& o) {
 // Small enough to run a real step here in a few milliseconds.
 bool runnable(const ModelConfig& m) {
   return testing_ref::count_parameters(m) <= 2'000'000 && m.batch_size * m.context_length <= 4096 &&
-         m.batch_size * m.num_heads * m.context_length * m.context_length <= 4'000'000 && m.num_layers <= 8;
+         m.batch_size * m.num_heads * m.context_length * m.context_length <= 4'000'000 && m.num_layers <= 8 &&
+         m.batch_size * m.context_length * m.q_width() <= 4'000'000;
 }
 
 TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {

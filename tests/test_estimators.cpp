@@ -372,12 +372,15 @@ TEST(Presets, ParameterCountsMatchThePublishedTotals) {
   // LLaMA 2 as released (Hugging Face model cards: sum of every tensor in the checkpoint).
   EXPECT_EQ(parameter_layout(preset_config("llama2-7b").model).total(), 6738415616LL);
   EXPECT_EQ(parameter_layout(preset_config("llama2-13b").model).total(), 13015864320LL);
-  // 70B: grouped-query attention (8 key/value heads of 128) is modelled as full multi-head attention; taking
-  // back the k and v columns GQA does not have, per layer 2·D·(D − 1024), gives the published count.
+  // 70B: grouped-query attention, 8 key/value heads of 128 (k and v are 1024 × 8192).
   const ModelConfig l70 = preset_config("llama2-70b").model;
-  const int64_t gqa_kv_cols = 8 * 128;
-  EXPECT_EQ(parameter_layout(l70).total() - l70.num_layers * 2 * l70.d_model * (l70.d_model - gqa_kv_cols),
-            68976648192LL);
+  EXPECT_EQ(l70.kv_heads(), 8);
+  EXPECT_EQ(parameter_layout(l70).total(), 68976648192LL);
+  EXPECT_EQ(testing_ref::count_parameters(l70), 68976648192LL);
+  // As multi-head attention it would be 2·L·D·(D − 1024) more: 78,371,889,152.
+  ModelConfig mha = l70;
+  mha.num_kv_heads = 0;
+  EXPECT_EQ(parameter_layout(mha).total(), 78371889152LL);
   // GPT-3 (Table 2.1 gives 6.7B, 13.0B, 175.0B): reckon has no biases (0.01%) and 13B has d_model 5120 where
   // the paper lists 5140.
   auto rel = [](const char* name, double published) {

@@ -1,9 +1,11 @@
 // ops/flash_attention: the tiled causal attention against the float64 reference (forward) and central finite
 // differences of it (backward), against reckon's naive attention, over a shape sweep that crosses the key
-// block (T = 1, odd T, T < block, T = several blocks + a remainder, H = 1, d_k not a power of two, d_k = 1);
+// block (T = 1, odd T, T < block, T = several blocks + a remainder, H = 1, d_k not a power of two, d_k = 1) and
+// shares K/V heads (multi-query, groups of 2 and 3);
 // counts against the documented formulas; no T×T buffer; bf16 storage within its rounding.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <ostream>
 
@@ -19,9 +21,11 @@ namespace {
 using namespace testing_ref;
 
 struct Shape4 {
-  int64_t b, t, d, h;
+  int64_t b, t, d, h, kv = 0;  // d: q's width H·d_k; kv: key/value heads (0: = h)
 };
-void PrintTo(const Shape4& c, std::ostream* os) { *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h; }
+void PrintTo(const Shape4& c, std::ostream* os) {
+  *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h << "_KV" << (c.kv > 0 ? c.kv : c.h);
+}
 
 class FlashSweep : public ::testing::TestWithParam<Shape4> {
  protected:
@@ -37,37 +41,47 @@ class FlashSweep : public ::testing::TestWithParam<Shape4> {
 // output and gradients within the same bounds; FLOPs and bytes as documented; the largest allocation of the
 // whole forward + backward is O(T·d_k) per thread, never T×T.
 TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
-  const auto [b, t, d, h] = GetParam();
-  const int64_t dk = d / h;
-  const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * d, 2), v = random_vec(b * t * d, 3);
+  const Shape4 p = GetParam();
+  const int64_t b = p.b, t = p.t, d = p.d, h = p.h, kvh = p.kv > 0 ? p.kv : p.h;
+  const int64_t dk = d / h, dkv = kvh * dk;
+  const AttentionShape sh{b, t, h, kvh, dk};
+  const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * dkv, 2), v = random_vec(b * t * dkv, 3);
   const Vec r = random_vec(b * t * d, 4);
   const Tensor qt = tensor_from(q, {b, t, d}, Category::activation, "q");
-  const Tensor kt = tensor_from(k, {b, t, d}, Category::activation, "k");
-  const Tensor vt = tensor_from(v, {b, t, d}, Category::activation, "v");
+  const Tensor kt = tensor_from(k, {b, t, dkv}, Category::activation, "k");
+  const Tensor vt = tensor_from(v, {b, t, dkv}, Category::activation, "v");
 
   tracker().reset_peak_stats();
   const int64_t before = tracker().stats().total.allocated_bytes.current;
   FlashAttentionSaved saved;
-  Tensor out = flash_attention_forward(saved, qt, kt, vt, h, "f.attn");
-  EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h)), 2e-6);
+  Tensor out = flash_attention_forward(saved, qt, kt, vt, h, kvh, "f.attn");
+  EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h, kvh)), 2e-6);
   EXPECT_EQ(tracker().live_bytes_with_prefix("f.attn.lse"), aligned_size(4 * b * h * t));
 
   counters().set_phase(Phase::backward);
   Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq");
-  Tensor gk = Tensor::empty({b, t, d}, Category::temporary, "gk");
-  Tensor gv = Tensor::empty({b, t, d}, Category::temporary, "gv");
+  Tensor gk = Tensor::empty({b, t, dkv}, Category::temporary, "gk");
+  Tensor gv = Tensor::empty({b, t, dkv}, Category::temporary, "gv");
   const Tensor gout = tensor_from(r, {b, t, d}, Category::temporary, "gctx");
   flash_attention_backward(gq, gk, gv, gout, saved);
   EXPECT_FALSE(saved.lse.defined() || saved.q.defined() || saved.out.defined());
   // Everything allocated beyond the inputs: out, lse, the gradients and workspaces — all O(B·T·D + threads·T·d_k).
   const int64_t threads = num_threads();
+  const FlashAttentionBackwardTensors bt = flash_attention_backward_tensors(sh, threads);
+  EXPECT_EQ(bt.partials.has_value(), kvh < h);
+  if (bt.partials) {  // P parts per group: enough (batch, K/V head, part) units for every thread, at most g
+    const int64_t parts = flash_backward_parts(sh, threads);
+    EXPECT_EQ(parts, std::min(h / kvh, (threads + b * kvh - 1) / (b * kvh)));
+    EXPECT_EQ(bt.partials->elements().value(), b * kvh * parts * 2 * t * dk);
+  }
   const int64_t bound = aligned_size(4 * b * t * d) * 5 + aligned_size(4 * b * h * t) +
                         aligned_size(4 * threads * flash_backward_workspace_floats(t, dk)) +
+                        (bt.partials ? aligned_size(4 * bt.partials->elements().value()) : 0) +
                         aligned_size(4 * threads * flash_forward_workspace_floats(dk));
   EXPECT_LE(tracker().stats().total.allocated_bytes.peak - before, bound);
 
   auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
-    return dot(attention_ref(qq, kk, vv, b, t, d, h), r);
+    return dot(attention_ref(qq, kk, vv, b, t, d, h, kvh), r);
   };
   EXPECT_LE(rel_err(vec_from(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), 1e-4);
   EXPECT_LE(rel_err(vec_from(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), 1e-4);
@@ -76,10 +90,10 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
   // The naive attention on the same inputs: same output and gradients.
   AttentionSaved naive;
   counters().set_phase(Phase::forward);
-  const Tensor out_naive = attention_forward(naive, qt, kt, vt, h, "n.attn");
+  const Tensor out_naive = attention_forward(naive, qt, kt, vt, h, kvh, "n.attn");
   Tensor nq = Tensor::empty({b, t, d}, Category::temporary, "nq");
-  Tensor nk = Tensor::empty({b, t, d}, Category::temporary, "nk");
-  Tensor nv = Tensor::empty({b, t, d}, Category::temporary, "nv");
+  Tensor nk = Tensor::empty({b, t, dkv}, Category::temporary, "nk");
+  Tensor nv = Tensor::empty({b, t, dkv}, Category::temporary, "nv");
   counters().set_phase(Phase::backward);
   attention_backward(nq, nk, nv, gout, naive);
   EXPECT_LE(rel_err(vec_from(out), vec_from(out_naive)), 2e-6);
@@ -88,27 +102,32 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
   EXPECT_LE(rel_err(vec_from(gv), vec_from(nv)), 1e-5);
 
   // Counts, by independent arithmetic over the rows; the counters hold flash + naive under op "attention".
-  const int64_t causal = t * (t + 1) / 2, scaled = dk == 1 ? 0 : 1;
+  const int64_t causal = t * (t + 1) / 2, scaled = dk == 1 ? 0 : 1, shared = b * (h - kvh);
   int64_t blocks = 0;
   for (int64_t i = 0; i < t; ++i) blocks += (i + 1 + 63) / 64;
   EXPECT_EQ(flash_key_blocks(t), blocks);
-  const OpCount f = flash_attention_forward_count(b, t, d, h), g = flash_attention_backward_count(b, t, d, h);
+  const OpCount f = flash_attention_forward_count(sh), g = flash_attention_backward_count(sh);
   EXPECT_EQ(f.matmul_flops, b * h * 4 * dk * causal);
   EXPECT_EQ(f.other_flops, b * h * (4 * causal + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk));
-  EXPECT_EQ(f.bytes_read, 4 * 3 * b * t * d);
+  EXPECT_EQ(f.bytes_read, 4 * (b * t * d + 2 * b * t * dkv));
   EXPECT_EQ(f.bytes_written, 4 * (b * t * d + b * h * t));
   EXPECT_EQ(g.matmul_flops, b * h * 10 * dk * causal);
-  EXPECT_EQ(g.other_flops, b * h * (4 * causal + 2 * t * dk + scaled * 2 * t * dk));
-  const OpCount naive_f = attention_forward_count(b, t, d, h), naive_b = attention_backward_count(b, t, d, h);
+  EXPECT_EQ(g.other_flops, b * h * (4 * causal + 2 * t * dk + scaled * 2 * t * dk) + shared * 2 * t * dk);
+  EXPECT_EQ(g.bytes_written, 4 * (b * t * d + 2 * b * t * dkv));
+  const OpCount naive_f = attention_forward_count(sh), naive_b = attention_backward_count(sh);
   // Both kernels' declared counts are what ran (naive's skip the scale at d_k = 1, as its kernel does).
   EXPECT_EQ(counters().get("attention", Phase::forward).flops(), f.flops() + naive_f.flops());
   EXPECT_EQ(counters().get("attention", Phase::backward).flops(), g.flops() + naive_b.flops());
+  EXPECT_EQ(counters().get("attention", Phase::forward).bytes_read, f.bytes_read + naive_f.bytes_read);
+  EXPECT_EQ(counters().get("attention", Phase::backward).bytes_read, g.bytes_read + naive_b.bytes_read);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, FlashSweep,
                          ::testing::Values(Shape4{1, 1, 4, 1}, Shape4{2, 5, 6, 3}, Shape4{1, 17, 12, 2},
                                            Shape4{1, 64, 8, 2}, Shape4{1, 65, 10, 2}, Shape4{1, 150, 6, 1},
-                                           Shape4{2, 9, 5, 5}, Shape4{1, 129, 8, 2}));
+                                           Shape4{2, 9, 5, 5}, Shape4{1, 129, 8, 2}, Shape4{2, 5, 6, 3, 1},
+                                           Shape4{1, 70, 16, 4, 2}, Shape4{2, 17, 12, 6, 2}, Shape4{1, 129, 8, 4, 1},
+                                           Shape4{1, 9, 5, 5, 1}));
 
 // The register kernels: d_k = 64 (64 columns in four registers), d_k = 32 and 48 (16-lane chunks), full key
 // blocks with rank-4 dK/dV updates (T ≥ 68) and partial ones: forward against float64, gradients against the
@@ -116,7 +135,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FlashSweep,
 TEST(Flash, RegisterKernelsAtLargeHeadDims) {
   set_num_threads(2);
   for (const Shape4 c : {Shape4{1, 130, 128, 2}, Shape4{2, 70, 32, 1}, Shape4{1, 100, 96, 2}}) {
-    const auto [b, t, d, h] = c;
+    const auto [b, t, d, h, kv] = c;
     SCOPED_TRACE(testing::PrintToString(c));
     const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * d, 2), v = random_vec(b * t * d, 3);
     const Tensor qt = tensor_from(q, {b, t, d}, Category::activation, "q");
@@ -124,10 +143,10 @@ TEST(Flash, RegisterKernelsAtLargeHeadDims) {
     const Tensor vt = tensor_from(v, {b, t, d}, Category::activation, "v");
     const Tensor gout = tensor_from(random_vec(b * t * d, 4), {b, t, d}, Category::temporary, "gctx");
     FlashAttentionSaved flash;
-    const Tensor out = flash_attention_forward(flash, qt, kt, vt, h, "f");
+    const Tensor out = flash_attention_forward(flash, qt, kt, vt, h, h, "f");
     EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h)), 2e-6);
     AttentionSaved naive;
-    const Tensor out_naive = attention_forward(naive, qt, kt, vt, h, "n");
+    const Tensor out_naive = attention_forward(naive, qt, kt, vt, h, h, "n");
     std::vector<Tensor> g, n;
     for (const char* name : {"gq", "gk", "gv", "nq", "nk", "nv"}) {
       (name[0] == 'g' ? g : n).push_back(Tensor::empty({b, t, d}, Category::temporary, name));
@@ -159,7 +178,7 @@ TEST(Flash, Bf16StorageWithinItsRounding) {
   const Tensor vt = bf16_of(random_vec(b * t * d, 3), "v"), rt = bf16_of(random_vec(b * t * d, 4), "r");
   const Vec q = values(qt), k = values(kt), v = values(vt), r = values(rt);
   FlashAttentionSaved saved;
-  const Tensor out = flash_attention_forward(saved, qt, kt, vt, h, "fb.attn");
+  const Tensor out = flash_attention_forward(saved, qt, kt, vt, h, h, "fb.attn");
   ASSERT_EQ(out.dtype(), DType::bf16);
   const double u = 1.0 / 256;
   EXPECT_LE(rel_err(values(out), attention_ref(q, k, v, b, t, d, h)), 2 * u);
@@ -173,16 +192,19 @@ TEST(Flash, Bf16StorageWithinItsRounding) {
   EXPECT_LE(rel_err(values(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), 4 * u);
   EXPECT_LE(rel_err(values(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), 4 * u);
   EXPECT_LE(rel_err(values(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), 4 * u);
-  EXPECT_EQ(flash_attention_forward_count(b, t, d, h, DType::bf16).bytes_read, 2 * 3 * b * t * d);
+  EXPECT_EQ(flash_attention_forward_count({b, t, h, h, d / h}, DType::bf16).bytes_read, 2 * 3 * b * t * d);
 }
 
 TEST(Flash, RejectsBadShapesAndBackwardTwice) {
   const Tensor q = Tensor::zeros({1, 4, 6}, Category::activation, "q");
   FlashAttentionSaved saved;
-  expect_invalid([&] { flash_attention_forward(saved, q, q, q, 4, "x"); },
-                 {"d_model 6 is not divisible by num_heads 4"});
+  expect_invalid([&] { flash_attention_forward(saved, q, q, q, 4, 4, "x"); },
+                 {"q's width 6 is not divisible by num_heads 4"});
   const Tensor k = Tensor::zeros({1, 4, 6}, Category::activation, "k", DType::bf16);
-  expect_invalid([&] { flash_attention_forward(saved, q, k, q, 2, "x"); }, {"equal shapes and dtypes"});
+  expect_invalid([&] { flash_attention_forward(saved, q, k, q, 2, 2, "x"); }, {"of one dtype"});
+  expect_invalid([&] { flash_attention_forward(saved, q, q, q, 3, 2, "x"); }, {"num_kv_heads is 2", "divisor"});
+  const Tensor k2 = Tensor::zeros({1, 4, 4}, Category::activation, "k");
+  expect_invalid([&] { flash_attention_forward(saved, q, k2, k2, 3, 1, "x"); }, {"expected num_kv_heads × head_dim"});
   Tensor g = Tensor::zeros({1, 4, 6}, Category::temporary, "g");
   expect_invalid([&] { flash_attention_backward(g, g, g, g, saved); }, {"nothing saved"});
 }

@@ -161,31 +161,40 @@ TEST_F(MixedOps, RmsnormBf16OutputAndGainAgainstFiniteDifferences) {
 // outputs (3 more): within 8u of the finite differences of the float64 reference.
 TEST_F(MixedOps, AttentionInBf16WithinItsRoundings) {
   const int64_t b = 2, t = 9, d = 12, h = 3;
-  const Vec q = rounded(random_vec(b * t * d, 1)), k = rounded(random_vec(b * t * d, 2));
-  const Vec v = rounded(random_vec(b * t * d, 3)), r = rounded(random_vec(b * t * d, 4));
-  AttentionSaved saved;
-  Tensor ctx = attention_forward(saved, bf16_from(q, {b, t, d}, Category::activation, "q"),
-                                 bf16_from(k, {b, t, d}, Category::activation, "k"),
-                                 bf16_from(v, {b, t, d}, Category::activation, "v"), h, "t.attn");
-  ASSERT_EQ(ctx.dtype(), DType::bf16);
-  ASSERT_EQ(saved.probs.dtype(), DType::bf16);
-  EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn.probs"), aligned_size(2 * b * h * t * t));
-  EXPECT_LE(rel_err(values(ctx), attention_ref(q, k, v, b, t, d, h)), 4 * kU);
-  counters().set_phase(Phase::backward);
-  Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq", DType::bf16);
-  Tensor gk = Tensor::empty({b, t, d}, Category::temporary, "gk", DType::bf16);
-  Tensor gv = Tensor::empty({b, t, d}, Category::temporary, "gv", DType::bf16);
-  attention_backward(gq, gk, gv, bf16_from(r, {b, t, d}, Category::temporary, "gctx"), saved);
-  auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
-    return dot(attention_ref(qq, kk, vv, b, t, d, h), r);
-  };
-  EXPECT_LE(rel_err(values(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), 8 * kU);
-  EXPECT_LE(rel_err(values(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), 8 * kU);
-  EXPECT_LE(rel_err(values(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), 8 * kU);
-  EXPECT_EQ(counters().get("attention", Phase::forward).bytes_read,
-            attention_forward_count(b, t, d, h, DType::bf16).bytes_read);
-  EXPECT_EQ(2 * attention_forward_count(b, t, d, h, DType::bf16).bytes_written,
-            attention_forward_count(b, t, d, h, DType::f32).bytes_written);
+  for (const int64_t kvh : {h, int64_t{1}}) {  // multi-head, then multi-query (dK, dV summed over 3 heads in bf16)
+    SCOPED_TRACE(kvh);
+    counters().reset();
+    counters().set_phase(Phase::forward);
+    const int64_t dkv = kvh * (d / h);
+    const Vec q = rounded(random_vec(b * t * d, 1)), k = rounded(random_vec(b * t * dkv, 2));
+    const Vec v = rounded(random_vec(b * t * dkv, 3)), r = rounded(random_vec(b * t * d, 4));
+    AttentionSaved saved;
+    Tensor ctx = attention_forward(saved, bf16_from(q, {b, t, d}, Category::activation, "q"),
+                                   bf16_from(k, {b, t, dkv}, Category::activation, "k"),
+                                   bf16_from(v, {b, t, dkv}, Category::activation, "v"), h, kvh, "t.attn");
+    ASSERT_EQ(ctx.dtype(), DType::bf16);
+    ASSERT_EQ(saved.probs.dtype(), DType::bf16);
+    EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn.probs"), aligned_size(2 * b * h * t * t));
+    EXPECT_LE(rel_err(values(ctx), attention_ref(q, k, v, b, t, d, h, kvh)), 4 * kU);
+    counters().set_phase(Phase::backward);
+    Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq", DType::bf16);
+    Tensor gk = Tensor::empty({b, t, dkv}, Category::temporary, "gk", DType::bf16);
+    Tensor gv = Tensor::empty({b, t, dkv}, Category::temporary, "gv", DType::bf16);
+    attention_backward(gq, gk, gv, bf16_from(r, {b, t, d}, Category::temporary, "gctx"), saved);
+    auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
+      return dot(attention_ref(qq, kk, vv, b, t, d, h, kvh), r);
+    };
+    EXPECT_LE(rel_err(values(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), 8 * kU);
+    EXPECT_LE(rel_err(values(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), 8 * kU);
+    EXPECT_LE(rel_err(values(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), 8 * kU);
+    const AttentionShape sh{b, t, h, kvh, d / h};
+    EXPECT_EQ(counters().get("attention", Phase::forward).bytes_read,
+              attention_forward_count(sh, DType::bf16).bytes_read);
+    EXPECT_EQ(counters().get("attention", Phase::backward).bytes_read,
+              attention_backward_count(sh, DType::bf16).bytes_read);
+    EXPECT_EQ(2 * attention_forward_count(sh, DType::bf16).bytes_written,
+              attention_forward_count(sh, DType::f32).bytes_written);
+  }
 }
 
 // Cross-entropy on bf16 logits: the loss is float32 arithmetic on the exact bf16 values (float32 tolerance);

@@ -3,6 +3,8 @@
 // update formula, config validation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -51,10 +53,12 @@ double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<i
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const std::string pre = "layers." + std::to_string(l) + ".";
     const Vec h = rmsnorm_ref(x, p.at(pre + "attn_norm.weight"), n, d, c.rmsnorm_eps);
-    const Vec q = linear_ref(h, p.at(pre + "attn.wq.weight"), n, d, d);
-    const Vec k = linear_ref(h, p.at(pre + "attn.wk.weight"), n, d, d);
-    const Vec v = linear_ref(h, p.at(pre + "attn.wv.weight"), n, d, d);
-    const Vec o = linear_ref(attention_ref(q, k, v, b, t, d, c.num_heads), p.at(pre + "attn.wo.weight"), n, d, d);
+    const int64_t qw = c.q_width(), kvw = c.kv_width();
+    const Vec q = linear_ref(h, p.at(pre + "attn.wq.weight"), n, d, qw);
+    const Vec k = linear_ref(h, p.at(pre + "attn.wk.weight"), n, d, kvw);
+    const Vec v = linear_ref(h, p.at(pre + "attn.wv.weight"), n, d, kvw);
+    const Vec ctx = attention_ref(q, k, v, b, t, qw, c.num_heads, c.kv_heads());
+    const Vec o = linear_ref(ctx, p.at(pre + "attn.wo.weight"), n, qw, d);
     for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
     const Vec h2 = rmsnorm_ref(x, p.at(pre + "ffn_norm.weight"), n, d, c.rmsnorm_eps);
     const Vec w3 = c.ffn == FfnKind::swiglu ? p.at(pre + "ffn.w3.weight") : Vec{};
@@ -71,10 +75,11 @@ struct GradCase {
   bool tied;
   Position position;
   AttentionKind attention = AttentionKind::naive;
+  int64_t heads = 2, kv_heads = 0, head_dim = 0;  // 0: the defaults (as many as heads, D / H)
 };
 void PrintTo(const GradCase& g, std::ostream* os) {
   *os << ffn_kind_name(g.ffn) << (g.tied ? "_tied" : "_untied") << "_pos_" << position_name(g.position) << "_"
-      << attention_name(g.attention);
+      << attention_name(g.attention) << "_H" << g.heads << "_KV" << g.kv_heads << "_hd" << g.head_dim;
 }
 
 class WholeModelGradient : public Model, public ::testing::WithParamInterface<GradCase> {};
@@ -86,7 +91,9 @@ TEST_P(WholeModelGradient, EveryParameterMatchesFiniteDifferencesInDouble) {
   c.context_length = 6;
   c.num_layers = 2;
   c.d_model = 8;
-  c.num_heads = 2;
+  c.num_heads = gc.heads;
+  c.num_kv_heads = gc.kv_heads;
+  c.head_dim = gc.head_dim;
   c.d_ff = 12;
   c.ffn = gc.ffn;
   c.tie_embeddings = gc.tied;
@@ -122,14 +129,19 @@ TEST_P(WholeModelGradient, EveryParameterMatchesFiniteDifferencesInDouble) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, WholeModelGradient,
-                         ::testing::Values(GradCase{FfnKind::swiglu, false, Position::none},
-                                           GradCase{FfnKind::swiglu, true, Position::none},
-                                           GradCase{FfnKind::silu_mlp, false, Position::none},
-                                           GradCase{FfnKind::silu_mlp, true, Position::learned},
-                                           GradCase{FfnKind::swiglu, false, Position::learned},
-                                           GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::flash},
-                                           GradCase{FfnKind::silu_mlp, true, Position::learned, AttentionKind::flash}));
+INSTANTIATE_TEST_SUITE_P(
+    Variants, WholeModelGradient,
+    ::testing::Values(GradCase{FfnKind::swiglu, false, Position::none}, GradCase{FfnKind::swiglu, true, Position::none},
+                      GradCase{FfnKind::silu_mlp, false, Position::none},
+                      GradCase{FfnKind::silu_mlp, true, Position::learned},
+                      GradCase{FfnKind::swiglu, false, Position::learned},
+                      GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::flash},
+                      GradCase{FfnKind::silu_mlp, true, Position::learned, AttentionKind::flash},
+                      // shared K/V heads and head widths apart from D / H
+                      GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::naive, 4, 2},
+                      GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::flash, 4, 1, 3},
+                      GradCase{FfnKind::silu_mlp, true, Position::none, AttentionKind::naive, 2, 1, 6},
+                      GradCase{FfnKind::swiglu, true, Position::learned, AttentionKind::flash, 4, 2, 5}));
 
 // ================================================================== training behaviour
 
@@ -523,6 +535,11 @@ TEST(Config, OverridesAndBadFieldsNameTheFieldAndRange) {
       {"d_model=0", {"d_model: 0", "[1, 65536]"}},
       {"num_heads=5", {"num_heads: 5 does not divide d_model 64"}},
       {"num_heads=65", {"num_heads: 65", "[1, 64]"}},
+      {"num_kv_heads=3", {"num_kv_heads: 3 is not allowed with num_heads 4", "divisor of num_heads"}},
+      {"num_kv_heads=8", {"num_kv_heads: 8", "[1, 4]"}},
+      {"num_kv_heads=-1", {"num_kv_heads: -1"}},
+      {"head_dim=-2", {"head_dim: -2", "[0, 65536]"}},
+      {"head_dim=65537", {"head_dim: 65537", "[0, 65536]"}},
       {"d_ff=0", {"d_ff: 0", "[1, 262144]"}},
       {"batch_size=0", {"batch_size: 0", "[1, 65536]"}},
       {"rmsnorm_eps=0", {"rmsnorm_eps: 0", "(0, 1]"}},
@@ -537,7 +554,24 @@ TEST(Config, OverridesAndBadFieldsNameTheFieldAndRange) {
     apply_override(t, b.kv);
     expect_invalid([&] { validate(t); }, b.needles);
   }
+  // head_dim set: num_heads need not divide d_model (Gemma-2: D 2304, 8 heads of 256); KV still divides H.
+  TrainConfig wide = preset_config("tiny");
+  for (const char* kv : {"num_heads=3", "head_dim=40", "num_kv_heads=1"}) apply_override(wide, kv);
+  validate(wide);
+  EXPECT_EQ(wide.model.q_width(), 120);
+  EXPECT_EQ(wide.model.kv_width(), 40);
+  EXPECT_EQ(attention_heads_name(wide.model), "MQA");
+  EXPECT_NE(describe(wide.model).find("H 3 (MQA), head_dim 40"), std::string::npos) << describe(wide.model);
   TrainConfig t = preset_config("tiny");
+  EXPECT_EQ(attention_heads_name(t.model), "MHA");
+  apply_override(t, "num_kv_heads=2");
+  EXPECT_EQ(attention_heads_name(t.model), "GQA 2");
+  // Overrides print the field as set (0 = the default, which follows num_heads); the JSON the value in effect.
+  TrainConfig gqa = preset_config("tiny");
+  const std::vector<std::string> lines = config_overrides(gqa);
+  EXPECT_NE(std::find(lines.begin(), lines.end(), "num_kv_heads=0"), lines.end());
+  EXPECT_EQ(config_json(gqa)["num_kv_heads"], 4);
+  EXPECT_EQ(config_json(gqa)["head_dim"], 16);
   expect_invalid([&] { apply_override(t, "ffn=gelu"); }, {"ffn: 'gelu'", "swiglu, silu_mlp"});
   expect_invalid([&] { apply_override(t, "position=rope"); }, {"position: 'rope'", "none, learned"});
   expect_invalid([&] { apply_override(t, "d_model=abc"); },

@@ -325,24 +325,27 @@ TEST_F(Ops, RmsnormRejectsBadShapesAndEps) {
 // ============================================================================================ attention
 
 struct AttnCase {
-  int64_t b, t, d, h;
+  int64_t b, t, d, h, kv = 0;  // d: q's width H·d_k; kv: key/value heads (0: = h)
 };
-void PrintTo(const AttnCase& c, std::ostream* os) { *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h; }
+void PrintTo(const AttnCase& c, std::ostream* os) {
+  *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h << "_KV" << (c.kv > 0 ? c.kv : c.h);
+}
 class AttentionSweep : public Ops, public ::testing::WithParamInterface<AttnCase> {};
 
 TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
-  const auto [b, t, d, h] = GetParam();
-  const int64_t dk = d / h, bh = b * h, causal = t * (t + 1) / 2;
-  const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * d, 2), v = random_vec(b * t * d, 3);
+  const AttnCase p = GetParam();
+  const int64_t b = p.b, t = p.t, d = p.d, h = p.h, kvh = p.kv > 0 ? p.kv : p.h;
+  const int64_t dk = d / h, bh = b * h, causal = t * (t + 1) / 2, dkv = kvh * dk;
+  const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * dkv, 2), v = random_vec(b * t * dkv, 3);
   const Vec r = random_vec(b * t * d, 4);
   Tensor qt = tensor_from(q, {b, t, d}, Category::activation, "q");
-  Tensor kt = tensor_from(k, {b, t, d}, Category::activation, "k");
-  Tensor vt = tensor_from(v, {b, t, d}, Category::activation, "v");
+  Tensor kt = tensor_from(k, {b, t, dkv}, Category::activation, "k");
+  Tensor vt = tensor_from(v, {b, t, dkv}, Category::activation, "v");
 
   AttentionSaved saved;
-  Tensor ctx = attention_forward(saved, qt, kt, vt, h, "t.attn");
-  EXPECT_LE(rel_err(vec_from(ctx), attention_ref(q, k, v, b, t, d, h)), kForwardTol);
-  // Saved: probs (B, H, T, T) is the only new saved tensor; ctx is the output.
+  Tensor ctx = attention_forward(saved, qt, kt, vt, h, kvh, "t.attn");
+  EXPECT_LE(rel_err(vec_from(ctx), attention_ref(q, k, v, b, t, d, h, kvh)), kForwardTol);
+  // Saved: probs (B, H, T, T) is the only new saved tensor; ctx is the output; no K/V head is repeated.
   EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn.probs"), aligned_size(4 * bh * t * t));
   EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn."), aligned_size(4 * bh * t * t) + aligned_size(4 * b * t * d));
   // The upper triangle of probs holds exact zeros; each row sums to 1.
@@ -350,19 +353,19 @@ TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
     const int64_t i = row % t;
     double s = 0;
     for (int64_t j = 0; j < t; ++j) {
-      const float p = saved.probs.data()[row * t + j];
+      const float pr = saved.probs.data()[row * t + j];
       if (j > i) {
-        EXPECT_EQ(p, 0.0f);
+        EXPECT_EQ(pr, 0.0f);
       }
-      s += p;
+      s += pr;
     }
     EXPECT_NEAR(s, 1.0, 1e-6);
   }
 
   counters().set_phase(Phase::backward);
   Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq");
-  Tensor gk = Tensor::empty({b, t, d}, Category::temporary, "gk");
-  Tensor gv = Tensor::empty({b, t, d}, Category::temporary, "gv");
+  Tensor gk = Tensor::empty({b, t, dkv}, Category::temporary, "gk");
+  Tensor gv = Tensor::empty({b, t, dkv}, Category::temporary, "gv");
   tracker().reset_peak_stats();
   const int64_t temp_before = tracker().stats()[Category::temporary].allocated_bytes.current;
   attention_backward(gq, gk, gv, tensor_from(r, {b, t, d}, Category::temporary, "gctx"), saved);
@@ -373,24 +376,29 @@ TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
   EXPECT_FALSE(saved.q.defined() || saved.k.defined() || saved.v.defined());
 
   auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
-    return dot(attention_ref(qq, kk, vv, b, t, d, h), r);
+    return dot(attention_ref(qq, kk, vv, b, t, d, h, kvh), r);
   };
   EXPECT_LE(rel_err(vec_from(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), kGradTol);
   EXPECT_LE(rel_err(vec_from(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), kGradTol);
   EXPECT_LE(rel_err(vec_from(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), kGradTol);
 
-  // Forward: QKᵀ (scaled, unless d_k = 1: 1/√1 is no scale) + softmax + PV, per (b, h).
+  // Forward: QKᵀ (scaled, unless d_k = 1: 1/√1 is no scale) + softmax + PV, per query head (each reads its group's
+  // K and V heads once: the g calls of a product read K g times in all).
   const int64_t scaled = dk == 1 ? 0 : 1;
   expect_count(counters().get("attention", Phase::forward), bh * (2 * t * t * dk + 2 * t * t * dk),
                bh * (scaled * t * t + 5 * causal), 4 * bh * ((t * dk + dk * t) + causal + (t * t + t * dk)),
                4 * bh * (t * t + t * t + t * dk));
-  // Backward: dP, dV, softmax backward, dQ (scaled), dK (scaled).
-  expect_count(counters().get("attention", Phase::backward), bh * 4 * (2 * t * t * dk),
-               bh * (4 * causal + scaled * 2 * t * dk),
-               4 * bh * ((t * dk + dk * t) + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)),
-               4 * bh * (t * t + t * dk + t * t + t * dk + t * dk));
+  // Backward: dP, dV, softmax backward, dQ (scaled), dK (scaled); the B·(H − KV) calls after a group's first add
+  // into dK and dV (T·d_k FLOPs each, reading the destination).
+  const int64_t shared = b * (h - kvh);
+  expect_count(
+      counters().get("attention", Phase::backward), bh * 4 * (2 * t * t * dk),
+      bh * (4 * causal + scaled * 2 * t * dk) + shared * 2 * t * dk,
+      4 * bh * ((t * dk + dk * t) + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)) + 4 * shared * 2 * t * dk,
+      4 * bh * (t * t + t * dk + t * t + t * dk + t * dk));
   // The declared counts (what benchmarks and estimators read) are what ran, field by field.
-  const OpCount f = attention_forward_count(b, t, d, h), g = attention_backward_count(b, t, d, h);
+  const AttentionShape sh{b, t, h, kvh, dk};
+  const OpCount f = attention_forward_count(sh), g = attention_backward_count(sh);
   expect_count(counters().get("attention", Phase::forward), f.matmul_flops, f.other_flops, f.bytes_read,
                f.bytes_written);
   expect_count(counters().get("attention", Phase::backward), g.matmul_flops, g.other_flops, g.bytes_read,
@@ -399,15 +407,21 @@ TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionSweep,
                          ::testing::Values(AttnCase{1, 1, 4, 1}, AttnCase{2, 5, 6, 3}, AttnCase{1, 17, 12, 2},
-                                           AttnCase{2, 4, 8, 4}, AttnCase{1, 9, 15, 3}, AttnCase{2, 6, 3, 3}));
+                                           AttnCase{2, 4, 8, 4}, AttnCase{1, 9, 15, 3}, AttnCase{2, 6, 3, 3},
+                                           AttnCase{2, 5, 6, 3, 1}, AttnCase{2, 7, 16, 4, 2}, AttnCase{1, 9, 12, 6, 3},
+                                           AttnCase{1, 4, 4, 4, 1}));
 
-TEST_F(Ops, AttentionRejectsHeadsNotDividingD) {
+TEST_F(Ops, AttentionRejectsBadHeads) {
   Tensor q = Tensor::zeros({1, 4, 10}, Category::activation, "q");
   AttentionSaved saved;
-  expect_invalid([&] { attention_forward(saved, q, q, q, 3, "a"); }, {"d_model 10 is not divisible by num_heads 3"});
-  expect_invalid([&] { attention_forward(saved, q, q, q, 0, "a"); }, {"num_heads is 0", "[1, 10]"});
+  expect_invalid([&] { attention_forward(saved, q, q, q, 3, 3, "a"); },
+                 {"q's width 10 is not divisible by num_heads 3"});
+  expect_invalid([&] { attention_forward(saved, q, q, q, 0, 1, "a"); }, {"num_heads is 0", "[1, 10]"});
   Tensor k = Tensor::zeros({1, 5, 10}, Category::activation, "k");
-  expect_invalid([&] { attention_forward(saved, q, k, q, 2, "a"); }, {"equal shapes"});
+  expect_invalid([&] { attention_forward(saved, q, k, q, 2, 2, "a"); }, {"must be contiguous (B, T, width)"});
+  expect_invalid([&] { attention_forward(saved, q, q, q, 5, 2, "a"); },
+                 {"num_kv_heads is 2", "divisor of num_heads 5"});
+  expect_invalid([&] { attention_forward(saved, q, q, q, 5, 1, "a"); }, {"k and v have width 10", "1 × 2"});
 }
 
 // ============================================================================================ silu / swiglu
@@ -686,30 +700,30 @@ TEST_F(Ops, EveryOpAllocatesAndCountsWhatItDeclares) {
     counters().reset();
     AttentionSaved attn;
     Tensor ctx;
-    const AttentionTensors at = attention_forward_tensors(b, t, d, h, act);
-    expect_allocations([&] { ctx = attention_forward(attn, q, k, vv, h, "a"); }, "a", {at.probs, at.ctx});
-    expect_declared_count("attention", Phase::forward, attention_forward_count(b, t, d, h, act));
+    const AttentionShape sh{b, t, h, h, d / h};
+    const AttentionTensors at = attention_forward_tensors(sh, act);
+    expect_allocations([&] { ctx = attention_forward(attn, q, k, vv, h, h, "a"); }, "a", {at.probs, at.ctx});
+    expect_declared_count("attention", Phase::forward, attention_forward_count(sh, act));
     Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq", act),
            gk = Tensor::empty({b, t, d}, Category::temporary, "gk", act),
            gv = Tensor::empty({b, t, d}, Category::temporary, "gv", act);
     counters().set_phase(Phase::backward);
-    expect_allocations([&] { attention_backward(gq, gk, gv, ctx, attn); }, "a",
-                       {attention_backward_tensor(b, t, h, act)});
-    expect_declared_count("attention", Phase::backward, attention_backward_count(b, t, d, h, act));
+    expect_allocations([&] { attention_backward(gq, gk, gv, ctx, attn); }, "a", {attention_backward_tensor(sh, act)});
+    expect_declared_count("attention", Phase::backward, attention_backward_count(sh, act));
     counters().set_phase(Phase::forward);
 
     counters().reset();
     const int threads = omp_get_max_threads();
     FlashAttentionSaved flash;
     Tensor fctx;
-    const FlashAttentionTensors ft = flash_attention_forward_tensors(b, t, d, h, act, threads);
-    expect_allocations([&] { fctx = flash_attention_forward(flash, q, k, vv, h, "fa"); }, "fa",
+    const FlashAttentionTensors ft = flash_attention_forward_tensors(sh, act, threads);
+    expect_allocations([&] { fctx = flash_attention_forward(flash, q, k, vv, h, h, "fa"); }, "fa",
                        {ft.lse, ft.ctx, ft.workspace});
-    expect_declared_count("attention", Phase::forward, flash_attention_forward_count(b, t, d, h, act));
+    expect_declared_count("attention", Phase::forward, flash_attention_forward_count(sh, act));
     counters().set_phase(Phase::backward);
     expect_allocations([&] { flash_attention_backward(gq, gk, gv, fctx, flash); }, "fa",
-                       {flash_attention_backward_tensor(t, d, h, threads)});
-    expect_declared_count("attention", Phase::backward, flash_attention_backward_count(b, t, d, h, act));
+                       {flash_attention_backward_tensors(sh, threads).workspace});
+    expect_declared_count("attention", Phase::backward, flash_attention_backward_count(sh, act));
     counters().set_phase(Phase::forward);
 
     for (FfnKind kind : {FfnKind::swiglu, FfnKind::silu_mlp}) {

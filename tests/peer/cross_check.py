@@ -17,7 +17,8 @@ AdamW step moves a weight by at most about lr = 1e-3, i.e. 5% of tiny's 0.02-sca
 changes that step by at most 10% of it: 5e-3). Measured: about 1e-5, 8e-3 and 6e-4.
 A CPU without bf16 matmuls (reckon exits 2 saying so) skips the amp check (exit 77).
 
-usage: cross_check.py path/to/reckon workdir [fp32|amp-bf16]
+usage: cross_check.py path/to/reckon workdir [fp32|amp-bf16] [key=value ...]   (extra --set fields for tiny, e.g.
+       num_kv_heads=2 head_dim=24: grouped-query attention with heads apart from d_model / num_heads)
 """
 import json
 import math
@@ -65,11 +66,14 @@ def rel(a, b):
 def main():
     reckon, work = os.path.abspath(sys.argv[1]), sys.argv[2]
     precision = sys.argv[3] if len(sys.argv) > 3 else "fp32"
+    extra = [a for kv in sys.argv[4:] for a in ("--set", kv)]
+    tag = precision + "".join("_" + kv.replace("=", "") for kv in sys.argv[4:])
     os.makedirs(work, exist_ok=True)
-    before, grads_path, after = (os.path.join(work, f"{precision}_{n}.safetensors") for n in ("before", "grads", "after"))
+    before, grads_path, after = (os.path.join(work, f"{tag}_{n}.safetensors") for n in ("before", "grads", "after"))
     common = ["--threads", "2", "--quiet", "--data", "random"]
     first = subprocess.run([reckon, "train", "--preset", "tiny", "--steps", "3", "--set", "precision=" + precision,
-                            "--set", "position=learned", "--save", before] + common, capture_output=True, text=True)
+                            "--set", "position=learned", "--save", before] + extra + common, capture_output=True,
+                           text=True)
     if first.returncode == 2 and "cannot run bf16 matmuls" in first.stderr:
         print("cross_check: skipped: " + first.stderr.strip())
         sys.exit(77)
@@ -109,7 +113,7 @@ def main():
     tol = {"fp32": (1e-6, 1e-5, 1e-6), "amp-bf16": (1e-2, 0.1, 5e-3)}[precision]
     failures = []
     loss_err = abs(loss.item() - reckon_loss) / abs(reckon_loss)
-    print(f"cross_check {precision}: loss reckon {reckon_loss:.9f} torch {loss.item():.9f} rel {loss_err:.2e} (<= {tol[0]:g})")
+    print(f"cross_check {tag}: loss reckon {reckon_loss:.9f} torch {loss.item():.9f} rel {loss_err:.2e} (<= {tol[0]:g})")
     if not loss_err <= tol[0]:
         failures.append("loss")
     worst = (0.0, "")
@@ -118,7 +122,7 @@ def main():
         worst = max(worst, (e, n))
         if not e <= tol[1]:
             failures.append("grad " + n)
-    print(f"cross_check {precision}: gradients, worst relative L2 {worst[0]:.2e} ({worst[1]}) (<= {tol[1]:g}), "
+    print(f"cross_check {tag}: gradients, worst relative L2 {worst[0]:.2e} ({worst[1]}) (<= {tol[1]:g}), "
           f"{len(names)} parameters")
     opt.step()
     worst = (0.0, "")
@@ -127,7 +131,7 @@ def main():
         worst = max(worst, (e, n))
         if not e <= tol[2]:
             failures.append("param " + n)
-    print(f"cross_check {precision}: parameters after one AdamW step, worst relative L2 {worst[0]:.2e} ({worst[1]}) "
+    print(f"cross_check {tag}: parameters after one AdamW step, worst relative L2 {worst[0]:.2e} ({worst[1]}) "
           f"(<= {tol[2]:g})")
     if failures:
         print("cross_check: FAILED: " + ", ".join(failures[:10]))

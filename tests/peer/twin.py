@@ -2,7 +2,9 @@
 names, built from a checkpoint's config lines (model/config.h config_overrides):
 
   x = tok_emb[tokens] (+ pos_emb[:T])
-  per layer:  x = x + wo · attention(wq·n, wk·n, wv·n),  n = rmsnorm(x)        (causal, 1/sqrt(d_k) scale)
+  per layer:  x = x + wo · attention(wq·n, wk·n, wv·n),  n = rmsnorm(x)        (causal, 1/sqrt(d_k) scale;
+              num_kv_heads K/V heads shared by groups of query heads, repeated as Hugging Face's repeat_kv;
+              heads head_dim wide: q is D → H·head_dim, k and v D → KV·head_dim, o H·head_dim → D)
               x = x + w2 · (silu(w1·n) ⊙ w3·n)   or   w2 · silu(w1·n)           (swiglu / silu_mlp), n = rmsnorm(x)
   logits = lm_head · rmsnorm(x)   (lm_head = tok_emb when tied);   loss = mean cross-entropy
 RMSNorm: x / sqrt(mean(x²) + eps) · g. No biases, no dropout.
@@ -26,24 +28,24 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, d, heads):
+    def __init__(self, d, heads, kv_heads, head_dim):
         super().__init__()
-        self.heads = heads
-        self.wq = nn.Linear(d, d, bias=False)
-        self.wk = nn.Linear(d, d, bias=False)
-        self.wv = nn.Linear(d, d, bias=False)
-        self.wo = nn.Linear(d, d, bias=False)
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.wq = nn.Linear(d, heads * head_dim, bias=False)
+        self.wk = nn.Linear(d, kv_heads * head_dim, bias=False)
+        self.wv = nn.Linear(d, kv_heads * head_dim, bias=False)
+        self.wo = nn.Linear(heads * head_dim, d, bias=False)
 
     def forward(self, h):
-        b, t, d = h.shape
-        dk = d // self.heads
+        b, t, _ = h.shape
+        dk, group = self.head_dim, self.heads // self.kv_heads
         q = self.wq(h).view(b, t, self.heads, dk).transpose(1, 2)
-        k = self.wk(h).view(b, t, self.heads, dk).transpose(1, 2)
-        v = self.wv(h).view(b, t, self.heads, dk).transpose(1, 2)
+        k = self.wk(h).view(b, t, self.kv_heads, dk).transpose(1, 2).repeat_interleave(group, dim=1)
+        v = self.wv(h).view(b, t, self.kv_heads, dk).transpose(1, 2).repeat_interleave(group, dim=1)
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(dk))
         mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
         probs = F.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
-        return self.wo((probs @ v).transpose(1, 2).reshape(b, t, d))
+        return self.wo((probs @ v).transpose(1, 2).reshape(b, t, self.heads * dk))
 
 
 class Ffn(nn.Module):
@@ -61,10 +63,10 @@ class Ffn(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, d, heads, d_ff, swiglu, eps):
+    def __init__(self, d, heads, kv_heads, head_dim, d_ff, swiglu, eps):
         super().__init__()
         self.attn_norm = RMSNorm(d, eps)
-        self.attn = Attention(d, heads)
+        self.attn = Attention(d, heads, kv_heads, head_dim)
         self.ffn_norm = RMSNorm(d, eps)
         self.ffn = Ffn(d, d_ff, swiglu)
 
@@ -82,7 +84,10 @@ class ReckonTwin(nn.Module):
         self.tok_emb = nn.Embedding(v, d)
         if cfg["position"] == "learned":
             self.pos_emb = nn.Embedding(t, d)
-        self.layers = nn.ModuleList(Layer(d, int(cfg["num_heads"]), int(cfg["d_ff"]), cfg["ffn"] == "swiglu", eps)
+        heads = int(cfg["num_heads"])
+        kv_heads = int(cfg.get("num_kv_heads", "0")) or heads  # 0: as many as the query heads
+        head_dim = int(cfg.get("head_dim", "0")) or d // heads  # 0: d_model / num_heads
+        self.layers = nn.ModuleList(Layer(d, heads, kv_heads, head_dim, int(cfg["d_ff"]), cfg["ffn"] == "swiglu", eps)
                                     for _ in range(int(cfg["num_layers"])))
         self.final_norm = RMSNorm(d, eps)
         if not self.tied:
