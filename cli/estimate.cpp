@@ -1,3 +1,4 @@
+#include "cli/config_source.h"
 #include "cli/estimate.h"
 
 #include <cmath>
@@ -41,7 +42,7 @@ namespace {
 // Every input, checked before any figure is computed: a bad value is one message naming the flag or field and its
 // allowed range, and nothing is printed or written.
 EstimateResult checked_inputs(const EstimateOptions& o) {
-  TrainConfig config = o.config_file.empty() ? preset_config(o.preset) : load_config_file(o.config_file);
+  TrainConfig config = starting_config(o.preset, o.config_file, o.hf_config);
   for (const std::string& kv : o.overrides) apply_override(config, kv);
   // --precision sets the config's field (tf32: fp32 training, TF32 matmul peak); the GPU peak follows it.
   if (!o.precision.empty()) {
@@ -70,7 +71,7 @@ EstimateResult checked_inputs(const EstimateOptions& o) {
   const GpuSpec& gpu = gpu_spec(o.gpu);
   const double peak = gpu_peak_flops(gpu, gpu_math);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
-  check_distinct_paths({{"--config", o.config_file}, {"--json", o.json_path}});
+  check_distinct_paths({{"--config", o.config_file}, {"--hf-config", o.hf_config}, {"--json", o.json_path}});
   check_counts_fit(config.model, config.optim);
 
   EstimateResult r;

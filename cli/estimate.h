@@ -23,6 +23,7 @@ namespace reckon {
 struct EstimateOptions {
   std::string preset = "gpt2-xl";
   std::string config_file;
+  std::string hf_config;  // a Hugging Face config.json (cli/config_source.h)
   std::vector<std::string> overrides;
   int64_t batch_size = 0;  // 0: the config's
   std::string memory_budget = "80GB";

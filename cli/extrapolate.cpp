@@ -1,3 +1,4 @@
+#include "cli/config_source.h"
 #include "cli/extrapolate.h"
 
 #include <algorithm>
@@ -124,7 +125,7 @@ ExtrapolatePlan plan_extrapolate(const ExtrapolateOptions& o) {
     for (const std::string& kv : o.overrides) apply_override(p.presets.back(), kv);
     apply_override(p.presets.back(), "precision=" + precision_value);
   }
-  p.target = preset_config(o.target);
+  p.target = o.target_hf_config.empty() ? preset_config(o.target) : starting_config("", "", o.target_hf_config);
   for (const std::string& kv : o.overrides) apply_override(p.target, kv);
   apply_override(p.target, "precision=" + precision_value);
   p.gpu_math = o.precision == "tf32" ? "tf32" : gpu_math_for(p.target.model.precision);
@@ -211,7 +212,7 @@ nlohmann::json print_target(const ExtrapolatePlan& p, const ExtrapolateOptions& 
   const double days = step_s * steps_per_train_step * o.train_steps / 86400.0;
   const StepFlops sf = estimate_step_flops(target.model, target.optim);
   const double achieved = static_cast<double>(sf.total()) / step_s;
-  fmt::print("\n## Target: {} (batch {}, precision {}) on {} at {}\n\n", o.target, o.target_batch,
+  fmt::print("\n## Target: {} (batch {}, precision {}) on {} at {}\n\n", p.target.preset, o.target_batch,
              precision_name(target.model.precision), gpu.description, p.gpu_math);
   fmt::print(
       "roofline step: {:.4f} s for {:.3e} FLOPs ({:.0f}% of the step memory-bound) -> {:.1f} TFLOP/s = {:.1f}% of "
@@ -229,7 +230,7 @@ nlohmann::json print_target(const ExtrapolatePlan& p, const ExtrapolateOptions& 
       "training {} steps x batch {} (= {:.0f} roofline steps of batch {}): {:.1f} days at the roofline; the "
       "CPU validation above says how far real steps sit from it\n",
       o.train_steps, o.train_batch, steps_per_train_step * o.train_steps, o.target_batch, days);
-  return {{"preset", o.target},
+  return {{"preset", p.target.preset},
           {"batch", o.target_batch},
           {"gpu", gpu.name},
           {"gpu_math", p.gpu_math},

@@ -13,6 +13,7 @@ struct ExtrapolateOptions {
   std::vector<std::string> validate = {"S", "M"};  // presets measured on this machine
   int64_t steps = 3;                               // measured steady-state steps per preset (median)
   std::string target = "gpt2-xl";
+  std::string target_hf_config;  // --hf-config: the target from a Hugging Face config.json instead of a preset
   int64_t target_batch = 8;
   std::string gpu = "a100-80gb";
   // Training precision of the validated presets and the target: fp32, tf32 (fp32 at the TF32 peak), amp-bf16,

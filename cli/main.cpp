@@ -34,10 +34,12 @@ namespace reckon {
 namespace {
 
 // --preset, --config, --set: how train, reconcile and estimate pick a config (same flags, same meaning).
-void add_config_options(CLI::App* app, std::string& preset, std::string& config_file,
+void add_config_options(CLI::App* app, std::string& preset, std::string& config_file, std::string& hf_config,
                         std::vector<std::string>& overrides, const std::string& preset_help) {
   app->add_option("--preset", preset, preset_help);
   app->add_option("--config", config_file, "TOML config file (keys as --set; may name a preset)");
+  app->add_option("--hf-config", hf_config,
+                  "a Hugging Face config.json (model_type llama, mistral, phi3); --set applies after it");
   app->add_option("--set", overrides, "override a config field: key=value (repeatable)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
 }
@@ -135,8 +137,8 @@ void add_demo(CLI::App& app, Commands& c) {
 
 void add_train(CLI::App& app, Commands& c, const std::string& preset_list) {
   c.train = app.add_subcommand("train", "Train a scaled-down transformer LM and show where every byte and FLOP went");
-  reckon::add_config_options(c.train, c.train_opts.preset, c.train_opts.config_file, c.train_opts.overrides,
-                             preset_list);
+  reckon::add_config_options(c.train, c.train_opts.preset, c.train_opts.config_file, c.train_opts.hf_config,
+                             c.train_opts.overrides, preset_list);
   c.train->add_option("--steps", c.train_opts.steps, "training steps [1, 10000000]");
   c.train->add_option("--data", c.train_opts.data, "a text file (byte-level tokens) or 'random'");
   c.train->add_option("--json", c.train_opts.json_path, "write every table as JSON here (atomically)");
@@ -167,10 +169,13 @@ void add_train(CLI::App& app, Commands& c, const std::string& preset_list) {
 void add_reconcile(CLI::App& app, Commands& c, const std::string& preset_list) {
   c.reconcile = app.add_subcommand(
       "reconcile", "Run real steps, then measured vs analytic bytes and FLOPs; exit 0 only if every difference is 0");
-  reckon::add_config_options(c.reconcile, c.rec_opts.preset, c.rec_opts.config_file, c.rec_opts.overrides, preset_list);
-  c.reconcile->add_flag("--sweep", c.rec_opts.sweep,
-                        "1728 configs: 72 shapes (both ffn kinds, tied/untied, positions, odd sizes) x 4 precisions x "
-                        "naive/flash attention x 3 recomputes, each exact event by event");
+  reckon::add_config_options(c.reconcile, c.rec_opts.preset, c.rec_opts.config_file, c.rec_opts.hf_config,
+                             c.rec_opts.overrides, preset_list);
+  c.reconcile->add_flag(
+      "--sweep", c.rec_opts.sweep,
+      "2496 configs: 104 models (both ffn kinds, tied/untied, 3 positions, GQA/MQA, head_dim, odd sizes) x 4 "
+      "precisions x "
+      "naive/flash attention x 3 recomputes, each exact event by event");
   c.reconcile->add_option("--json", c.rec_opts.json_path, "write measured and analytic numbers as JSON");
   c.reconcile->add_flag("--quiet", c.rec_opts.quiet, "with --sweep: print only configs that differ");
   c.reconcile->add_option("--zero", c.rec_opts.zero_stage,
@@ -181,7 +186,7 @@ void add_reconcile(CLI::App& app, Commands& c, const std::string& preset_list) {
 
 void add_estimate(CLI::App& app, Commands& c, const std::string& preset_list) {
   c.estimate = app.add_subcommand("estimate", "Answer the accounting questions from the config alone (instant)");
-  reckon::add_config_options(c.estimate, c.est.preset, c.est.config_file, c.est.overrides,
+  reckon::add_config_options(c.estimate, c.est.preset, c.est.config_file, c.est.hf_config, c.est.overrides,
                              preset_list + " (default gpt2-xl)");
   c.estimate->add_option("--batch-size", c.est.batch_size, "batch size for memory and FLOPs [1, 65536]")
       ->check(CLI::Range(int64_t{1}, reckon::kMaxEstimateBatch));
@@ -216,6 +221,8 @@ void add_extrapolate_and_report(CLI::App& app, Commands& c) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   c.extrapolate->add_option("--steps", c.ext.steps, "timed steps per preset (median) [1, 1000]");
   c.extrapolate->add_option("--target", c.ext.target, "preset to extrapolate to (default gpt2-xl)");
+  c.extrapolate->add_option("--hf-config", c.ext.target_hf_config,
+                            "the target from a Hugging Face config.json instead of --target (--set applies after it)");
   c.extrapolate->add_option("--target-batch", c.ext.target_batch, "batch size of one target step [1, 1048576]");
   c.extrapolate->add_option("--gpu", c.ext.gpu, gpu_names());
   c.extrapolate->add_option("--precision", c.ext.precision,
@@ -280,7 +287,9 @@ int dispatch(const CLI::App& app, Commands& c) {
                NLOHMANN_JSON_VERSION_MAJOR, NLOHMANN_JSON_VERSION_MINOR, NLOHMANN_JSON_VERSION_PATCH);
     if (*c.demo) return reckon::run_demo(c.demo_rows, c.demo_in, c.demo_out, c.demo_max_memory);
     if (*c.train) {
-      c.train_opts.config_given = c.train->count("--preset") + c.train->count("--config") + c.train->count("--set") > 0;
+      c.train_opts.config_given = c.train->count("--preset") + c.train->count("--config") +
+                                      c.train->count("--hf-config") + c.train->count("--set") >
+                                  0;
       c.train_opts.data_given = c.train->count("--data") > 0;
       c.train_opts.zero_given = c.train->count("--zero") > 0;
       return reckon::run_train(c.train_opts);

@@ -1,3 +1,4 @@
+#include "cli/config_source.h"
 #include "cli/reconcile.h"
 
 #include <fmt/format.h>
@@ -144,8 +145,9 @@ void print_details(const Result& r) {
 
 // Each shape (with grouped K/V heads and head widths ≠ D / H among them) × ffn × tied × position in every precision
 // (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads)) with both attentions (naive, flash) and the three recomputes
-// (none, attention, full): 72 × 4 × 2 × 3 = 1728 configs. The mixed ones only where this CPU runs bf16 matmuls (they
-// are left out, with a note, elsewhere).
+// (none, attention, full). Positions none, learned and rope (rope where the head width is even: all shapes but the
+// d_k = 1 one): 104 model configs × 4 × 2 × 3 = 2,496 configs. The mixed ones only where this CPU runs bf16 matmuls
+// (they are left out, with a note, elsewhere).
 std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
   struct Shape {
     int64_t v, t, l, d, h, f, b, kv = 0, head_dim = 0;  // kv, head_dim: 0 = the defaults (H, D / H)
@@ -160,7 +162,9 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
   for (const Shape& s : shapes)
     for (FfnKind ffn : {FfnKind::swiglu, FfnKind::silu_mlp})
       for (bool tied : {false, true})
-        for (Position pos : {Position::none, Position::learned}) {
+        for (Position pos : {Position::none, Position::learned, Position::rope}) {
+          const int64_t head_width = s.head_dim > 0 ? s.head_dim : s.d / s.h;
+          if (pos == Position::rope && head_width % 2 != 0) continue;  // RoPE turns pairs
           for (const auto [precision, grads] : precision_settings())
             for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash})
               for (Recompute recompute : {Recompute::none, Recompute::attention, Recompute::full}) {
@@ -177,7 +181,8 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
                                                  .d_ff = s.f,
                                                  .ffn = ffn,
                                                  .tie_embeddings = tied,
-                                                 .position = pos},
+                                                 .position = pos,
+                                                 .rope_theta = 100},  // a small base: short sequences turn far
                                       RunSettings{.batch_size = s.b,
                                                   .precision = precision,
                                                   .grad_dtype = grads,
@@ -239,7 +244,7 @@ int run_reconcile(const ReconcileOptions& o) {
   if (o.sweep) {
     configs = sweep_configs();
   } else {
-    TrainConfig c = o.config_file.empty() ? preset_config(o.preset) : load_config_file(o.config_file);
+    TrainConfig c = starting_config(o.preset, o.config_file, o.hf_config);
     for (const std::string& kv : o.overrides) apply_override(c, kv);
     if (o.zero_given) apply_override(c, fmt::format("zero_stage={}", o.zero_stage));
     validate(c);
@@ -258,7 +263,7 @@ int run_reconcile(const ReconcileOptions& o) {
   }
   for (const auto& [label, c] : configs) validate(c);
   if (!o.json_path.empty()) check_output_path("--json", o.json_path);
-  check_distinct_paths({{"--config", o.config_file}, {"--json", o.json_path}});
+  check_distinct_paths({{"--config", o.config_file}, {"--hf-config", o.hf_config}, {"--json", o.json_path}});
   // Every measured step is checked against the budget before any of them runs.
   const int64_t budget = memory_budget(o.max_memory);
   for (const auto& [label, c] : configs) {

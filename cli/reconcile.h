@@ -11,6 +11,7 @@ namespace reckon {
 struct ReconcileOptions {
   std::string preset = "tiny";
   std::string config_file;
+  std::string hf_config;  // a Hugging Face config.json (cli/config_source.h)
   std::vector<std::string> overrides;
   bool sweep = false;  // ≥ 50 configs: both ffn kinds, tied/untied, positions, odd B, T, D, H, L, V
   std::string json_path;

@@ -1,3 +1,4 @@
+#include "cli/config_source.h"
 #include "cli/train.h"
 
 #include <unistd.h>
@@ -38,7 +39,7 @@ namespace reckon {
 namespace {
 
 TrainConfig resolve_config(const TrainOptions& o) {
-  TrainConfig config = o.config_file.empty() ? preset_config(o.preset) : load_config_file(o.config_file);
+  TrainConfig config = starting_config(o.preset, o.config_file, o.hf_config);
   for (const std::string& kv : o.overrides) apply_override(config, kv);
   validate(config);
   return config;
@@ -116,6 +117,7 @@ TrainPlan plan_run(const TrainOptions& o) {
   // Outputs must not overwrite each other or an input (--save may replace the checkpoint it resumed: it was
   // read whole and is replaced atomically).
   check_distinct_paths({{"--config", o.config_file},
+                        {"--hf-config", o.hf_config},
                         {"--data", p.data_source == "random" ? "" : p.data_source},
                         {"--json", o.json_path},
                         {"--trace", o.trace_path},

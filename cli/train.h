@@ -10,6 +10,7 @@ namespace reckon {
 struct TrainOptions {
   std::string preset = "tiny";
   std::string config_file;             // TOML; overrides the preset when given
+  std::string hf_config;               // a Hugging Face config.json instead (cli/config_source.h)
   std::vector<std::string> overrides;  // key=value, applied last
   int64_t steps = 20;
   std::string data = "/usr/share/common-licenses/GPL-3";  // or "random"

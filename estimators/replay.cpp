@@ -22,6 +22,7 @@
 #include "ops/flash_attention.h"
 #include "ops/residual.h"
 #include "ops/rmsnorm.h"
+#include "ops/rope.h"
 #include "ops/silu.h"
 #include "optim/adamw.h"
 #include "optim/zero.h"
@@ -279,6 +280,7 @@ class StepReplay {
         mixed(A != F32),
         flash(c.attention == AttentionKind::flash),
         swiglu(c.ffn == FfnKind::swiglu),
+        rope(c.position == Position::rope),
         recompute_attention(c.recompute == Recompute::attention),
         recompute_full(c.recompute == Recompute::full),
         gate(swiglu ? "ffn.gated" : "ffn.silu_out"),
@@ -421,7 +423,7 @@ class StepReplay {
   const int64_t n_, d_, f_, v_;
   const DTypePlan plan;
   const DType A, P, G;  // the bf16 region's, the parameters' and the gradients' dtypes (model/precision.h)
-  const bool mixed, flash, swiglu, recompute_attention, recompute_full;
+  const bool mixed, flash, swiglu, rope, recompute_attention, recompute_full;
   const char* const gate;        // the ffn's saved activation
   const char* const core_saved;  // what the attention core keeps beyond q, k, v
   // ZeRO (optim/zero.h): stage ≥ 1 keeps the optimizer state of this rank's segments only, stage ≥ 2 the
@@ -567,6 +569,10 @@ void StepReplay::block_forward(int32_t i) {
     cache_weight(weight);
     lin_fwd({i, out}, Category::activation, A, d_, width, "linear");
   }
+  if (rope) {  // in place on q and k
+    count("rope", rope_count(b.value(), t.value(), h.value(), shape.head_dim, A));
+    count("rope", rope_count(b.value(), t.value(), shape.kv_heads, shape.head_dim, A));
+  }
   attention_core(i);
   if (recompute_attention) r_.free({i, core_saved});
   cache_weight(w.wo);
@@ -596,6 +602,12 @@ void StepReplay::forward() {
   count("embedding", embedding_forward_count(n_, d_, P));
   if (layout.pos_emb >= 0) count("position_embedding", position_embedding_forward_count(b.value(), t.value(), d_, P));
   release(0);
+  if (rope) {
+    const RopeTensors rt = rope_tables_tensors(t.value(), shape.head_dim);
+    alloc(top("rope.cos"), rt.cos);
+    alloc(top("rope.sin"), rt.sin);
+    count("rope", rope_tables_count(t.value(), shape.head_dim));
+  }
   const std::vector<const char*> saved = block_saved();
   for (int32_t i = 0; i < c_.num_layers; ++i) {
     gather(i + 1);
@@ -698,6 +710,10 @@ void StepReplay::attention_backward(int32_t i) {
     r_.free({i, "attn.grad_probs"});
   }
   r_.free({i, "attn.grad_ctx"});
+  if (rope) {  // the rotation's backward on grad_q and grad_k, in place
+    count("rope", rope_count(b.value(), t.value(), h.value(), shape.head_dim, A));
+    count("rope", rope_count(b.value(), t.value(), shape.kv_heads, shape.head_dim, A));
+  }
   r_.alloc({i, "attn_norm.grad_out"}, Category::temporary, n * d);
   lin_bwd(d_, qw_, false, F32, "linear");
   release_weight(w.wq);
@@ -748,6 +764,10 @@ void StepReplay::backward() {
     release(i + 1);
     reduce_grads(i + 1);
     r_.free({i, "attn_norm.grad_out"});
+  }
+  if (rope) {
+    r_.free(top("rope.cos"));
+    r_.free(top("rope.sin"));
   }
   if (!c_.tie_embeddings) create_grads(0);
   if (layout.pos_emb >= 0) count("position_embedding", position_embedding_backward_count(b.value(), t.value(), d_, G));

@@ -30,6 +30,8 @@ struct Preset {
   bool tied;
   Position pos;
   int64_t kv = 0, head_dim = 0;  // key/value heads, head width: 0 = H, D / H
+  double theta = 10000;          // rope_theta (position = rope)
+  int64_t window = 0;            // sliding_window
 };
 
 // S and M are the shapes of shared/peers/lm_bench.py. The GPT-2 shapes follow the accounting problem of
@@ -53,13 +55,29 @@ constexpr Preset kPresets[] = {
     {"gpt3-175b", 50257, 2048, 96, 12288, 96, 49152, 1, FfnKind::silu_mlp, true, Position::learned},
     // LLaMA 2 (Touvron et al. 2023, "Llama 2: Open Foundation and Fine-Tuned Chat Models"; shapes from the
     // released config.json: vocab 32000, max_position_embeddings 4096, hidden_size, intermediate_size,
-    // num_hidden_layers, num_attention_heads, num_key_value_heads). SwiGLU, RMSNorm, untied head. RoPE has no
-    // parameters; these presets apply no position encoding (position none), so RoPE's elementwise work on q and k is
-    // not counted. 70B uses grouped-query attention with 8 key/value heads (k and v are 1024 × 8192): the published
+    // num_hidden_layers, num_attention_heads, num_key_value_heads; rope_theta absent: 10000). SwiGLU, RMSNorm, RoPE,
+    // untied head. 70B uses grouped-query attention with 8 key/value heads (k and v are 1024 × 8192): the published
     // 68,976,648,192 parameters.
-    {"llama2-7b", 32000, 4096, 32, 4096, 32, 11008, 1, FfnKind::swiglu, false, Position::none},
-    {"llama2-13b", 32000, 4096, 40, 5120, 40, 13824, 1, FfnKind::swiglu, false, Position::none},
-    {"llama2-70b", 32000, 4096, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::none, 8},
+    {"llama2-7b", 32000, 4096, 32, 4096, 32, 11008, 1, FfnKind::swiglu, false, Position::rope},
+    {"llama2-13b", 32000, 4096, 40, 5120, 40, 13824, 1, FfnKind::swiglu, false, Position::rope},
+    {"llama2-70b", 32000, 4096, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::rope, 8},
+    // Llama 3 / 3.1 (Grattafiori et al. 2024, "The Llama 3 Herd of Models", Table 3; the released config.json files:
+    // vocab 128256, 8 key/value heads, rope_theta 500000, untied). Context 8192 (the pretraining sequence length;
+    // 3.1's 131072 comes from its long-context stage). 3.1's rope_scaling (type llama3) changes RoPE's frequencies
+    // only, not a count: the preset leaves it out. Published counts (checkpoint index total_size / 2 bytes of bf16):
+    // 8,030,261,248; 70,553,706,496; 405,853,388,800.
+    {"llama3-8b", 128256, 8192, 32, 4096, 32, 14336, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 500000},
+    {"llama3-70b", 128256, 8192, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 500000},
+    {"llama3.1-405b", 128256, 8192, 126, 16384, 128, 53248, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 500000},
+    // Mistral 7B v0.1 (Jiang et al. 2023; config.json: GQA 8, sliding_window 4096, max_position_embeddings 32768).
+    // Context 4096 = the window, where sliding-window attention is causal attention exactly (shorter windows than
+    // the context are not modelled yet). Published: 7,241,732,096.
+    {"mistral-7b", 32000, 4096, 32, 4096, 32, 14336, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 10000, 4096},
+    // SmolLM2-135M (Hugging Face, config.json: 9 heads, 3 key/value heads, tied, rope_theta 100000, context 8192):
+    // 134,515,008. TinyLlama-1.1B (Zhang et al. 2024; config.json: 4 key/value heads, context 2048):
+    // 1,100,048,384.
+    {"smollm2-135m", 49152, 8192, 30, 576, 9, 1536, 1, FfnKind::swiglu, true, Position::rope, 3, 0, 100000},
+    {"tinyllama-1.1b", 32000, 2048, 22, 2048, 32, 5632, 1, FfnKind::swiglu, false, Position::rope, 4},
 };
 
 // Every settable key, where it may appear in a TOML file, what it accepts, how it is set from text and written
@@ -172,6 +190,12 @@ const std::vector<FieldSpec>& fields() {
          [](TrainConfig& c, std::string_view k, std::string_view v) { c.model.tie_embeddings = parse_bool(k, v); },
          [](const TrainConfig& c) { return std::string(c.model.tie_embeddings ? "true" : "false"); }, nullptr});
     f.push_back(choice_field("position", &M::position, kPositions));
+    f.push_back(
+        real_field("rope_theta", model, m, &M::rope_theta, {0, 1e12, true, false}, " (position = rope's base)"));
+    FieldSpec window = integer_field("sliding_window", model, m, &M::sliding_window, 0, 1 << 17,
+                                     " (0 = none; windows shorter than context_length are not modelled yet)");
+    window.range.reset();  // validate(): 0 or at least context_length
+    f.push_back(window);
     f.push_back(integer_field("batch_size", model, m, &M::batch_size, 1, 1 << 16));
     f.push_back(real_field("rmsnorm_eps", model, m, &M::rmsnorm_eps, {0, 1, true, false}));
     f.push_back(choice_field("precision", &M::precision, kPrecisions));
@@ -283,31 +307,6 @@ constexpr int64_t kMaxConfigBytes = 1 << 20;  // a config is a few hundred bytes
 constexpr int kMaxNesting = 8;                // key parts, table-header parts, bracket depth
 
 // Reads a config file whole, refusing what is not a small regular file.
-std::string read_config_text(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    throw std::invalid_argument(fmt::format("--config: cannot read config file {}: {}", path, std::strerror(errno)));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    throw std::invalid_argument(fmt::format("--config: config file {} is not a regular file{}", path,
-                                            S_ISDIR(st.st_mode) ? " (it is a folder)" : ""));
-  }
-  if (st.st_size > kMaxConfigBytes) {
-    throw std::invalid_argument(fmt::format("--config: config file {} is {} bytes, above the limit of {} bytes", path,
-                                            static_cast<int64_t>(st.st_size), kMaxConfigBytes));
-  }
-  std::ifstream in(path, std::ios::binary);
-  std::string text;
-  text.resize(static_cast<size_t>(kMaxConfigBytes) + 1);
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<size_t>(in.gcount()));
-  if (in.bad()) throw std::invalid_argument(fmt::format("--config: cannot read config file {}", path));
-  if (static_cast<int64_t>(text.size()) > kMaxConfigBytes) {
-    throw std::invalid_argument(
-        fmt::format("--config: config file {} is above the limit of {} bytes", path, kMaxConfigBytes));
-  }
-  return text;
-}
 
 // A pre-scan the TOML parser never sees past: dotted keys, table headers and nested arrays / inline tables
 // deeper than kMaxNesting are refused here (toml++ recurses on them and a 100,000-part header exhausts the
@@ -407,6 +406,32 @@ std::string value_text(const std::string& where, const FieldSpec& f, const toml:
 
 }  // namespace
 
+std::string read_small_file(const std::string& path, std::string_view option) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw std::invalid_argument(fmt::format("{}: cannot read config file {}: {}", option, path, std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    throw std::invalid_argument(fmt::format("{}: config file {} is not a regular file{}", option, path,
+                                            S_ISDIR(st.st_mode) ? " (it is a folder)" : ""));
+  }
+  if (st.st_size > kMaxConfigBytes) {
+    throw std::invalid_argument(fmt::format("{}: config file {} is {} bytes, above the limit of {} bytes", option, path,
+                                            static_cast<int64_t>(st.st_size), kMaxConfigBytes));
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string text;
+  text.resize(static_cast<size_t>(kMaxConfigBytes) + 1);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (in.bad()) throw std::invalid_argument(fmt::format("{}: cannot read config file {}", option, path));
+  if (static_cast<int64_t>(text.size()) > kMaxConfigBytes) {
+    throw std::invalid_argument(
+        fmt::format("{}: config file {} is above the limit of {} bytes", option, path, kMaxConfigBytes));
+  }
+  return text;
+}
+
 std::vector<std::string> preset_names() {
   std::vector<std::string> names;
   for (const Preset& p : kPresets) names.emplace_back(p.name);
@@ -428,7 +453,9 @@ TrainConfig preset_config(std::string_view name) {
                                        .d_ff = p.f,
                                        .ffn = p.ffn,
                                        .tie_embeddings = p.tied,
-                                       .position = p.pos},
+                                       .position = p.pos,
+                                       .rope_theta = p.theta,
+                                       .sliding_window = p.window},
                             RunSettings{.batch_size = p.b}};
       return c;
     }
@@ -443,7 +470,9 @@ void apply_override(TrainConfig& config, std::string_view kv) {
   set_field(config, kv.substr(0, eq), kv.substr(eq + 1));
 }
 
-TrainConfig load_config_file(const std::string& path) { return parse_config_text(read_config_text(path), path); }
+TrainConfig load_config_file(const std::string& path) {
+  return parse_config_text(read_small_file(path, "--config"), path);
+}
 
 TrainConfig parse_config_text(const std::string& text, const std::string& path) {
   if (static_cast<int64_t>(text.size()) > kMaxConfigBytes) {
@@ -535,6 +564,15 @@ void validate(const TrainConfig& c) {
     }
   }
   const ModelConfig& m = c.model;
+  check_arg(m.position != Position::rope || m.head_size() % 2 == 0,
+            "head_dim: {} is odd; position = rope turns pairs of a head's values, so it needs an even head width "
+            "(set head_dim, or num_heads so that d_model / num_heads is even)",
+            m.head_size());
+  check_arg(m.sliding_window == 0 || (m.sliding_window >= m.context_length && m.sliding_window <= (1 << 17)),
+            "sliding_window: {} with context_length {}: a window shorter than the context is not modelled yet; "
+            "allowed: 0 (none) or an integer in [context_length, 131072] (the window then covers every key: causal "
+            "attention exactly); or set context_length ≤ {}",
+            m.sliding_window, m.context_length, m.sliding_window);
   check_arg(m.zero_stage >= 0 && m.zero_stage <= 3,
             "zero_stage: {} is outside the allowed range [0, 3] (0 = DDP, "
             "1 = + AdamW state sharded, 2 = + gradients, 3 = + parameters)",
@@ -588,12 +626,14 @@ std::string describe(const ModelConfig& m) {
   const std::string heads =
       fmt::format("H {} ({}){}", m.num_heads, attention_heads_name(m),
                   m.head_size() * m.num_heads == m.d_model ? "" : fmt::format(", head_dim {}", m.head_size()));
-  return fmt::format("V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}{}{}",
-                     m.vocab_size, m.context_length, m.num_layers, m.d_model, heads, m.d_ff, ffn_kind_name(m.ffn),
-                     m.tie_embeddings ? "tied" : "untied", position_name(m.position), m.batch_size, precision,
-                     attention_name(m.attention),
-                     m.recompute == Recompute::none ? "" : fmt::format(", recompute {}", recompute_name(m.recompute)),
-                     m.zero_stage == 0 ? "" : fmt::format(", zero stage {}", m.zero_stage));
+  return fmt::format(
+      "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}{}{}", m.vocab_size,
+      m.context_length, m.num_layers, m.d_model, heads, m.d_ff, ffn_kind_name(m.ffn),
+      m.tie_embeddings ? "tied" : "untied",
+      m.position == Position::rope ? fmt::format("rope (θ {})", m.rope_theta) : position_name(m.position), m.batch_size,
+      precision, attention_name(m.attention),
+      m.recompute == Recompute::none ? "" : fmt::format(", recompute {}", recompute_name(m.recompute)),
+      m.zero_stage == 0 ? "" : fmt::format(", zero stage {}", m.zero_stage));
 }
 
 }  // namespace reckon

@@ -14,7 +14,9 @@
 
 namespace reckon {
 
-enum class Position { none, learned };
+// none: no position information beyond the causal mask; learned: GPT-2's table added to the embeddings (a parameter);
+// rope: rotary embeddings on q and k in every layer (ops/rope.h; no parameters), base rope_theta.
+enum class Position { none, learned, rope };
 // naive: the T×T probabilities are kept for backward (ops/attention.h); flash: only the output and a float32
 // log-sum-exp per row, scores recomputed in backward (ops/flash_attention.h).
 enum class AttentionKind { naive, flash };
@@ -27,7 +29,8 @@ enum class AttentionKind { naive, flash };
 //              just before its backward (gradients equal to `none` bit for bit in float32).
 enum class Recompute { none, attention, full };
 // The names a config writes for each choice (runtime/enum_table.h): parsing, printing and messages read these.
-inline constexpr EnumName<Position> kPositions[] = {{Position::none, "none"}, {Position::learned, "learned"}};
+inline constexpr EnumName<Position> kPositions[] = {
+    {Position::none, "none"}, {Position::learned, "learned"}, {Position::rope, "rope"}};
 inline constexpr EnumName<AttentionKind> kAttentionKinds[] = {{AttentionKind::naive, "naive"},
                                                               {AttentionKind::flash, "flash"}};
 inline constexpr EnumName<Recompute> kRecomputes[] = {
@@ -50,6 +53,10 @@ struct ModelShape {
   FfnKind ffn = FfnKind::swiglu;
   bool tie_embeddings = false;
   Position position = Position::none;
+  double rope_theta = 10000;  // RoPE's base (Hugging Face's rope_theta); read only with position = rope
+  // Sliding-window attention's W (query i sees keys i − W + 1 … i); 0 = none. A window at least context_length long
+  // covers every key, which is causal attention exactly; shorter windows are not modelled yet (validate refuses them).
+  int64_t sliding_window = 0;
   double rmsnorm_eps = 1e-5;
 
   int64_t kv_heads() const { return num_kv_heads > 0 ? num_kv_heads : num_heads; }
@@ -98,7 +105,8 @@ struct TrainConfig {
 };
 
 // Names of the presets: tiny, S, M, gpt2-small … gpt2-xl, gpt3-6.7b, gpt3-13b, gpt3-175b, llama2-7b, llama2-13b,
-// llama2-70b (shapes and sources in config.cpp).
+// llama2-70b, llama3-8b, llama3-70b, llama3.1-405b, mistral-7b, smollm2-135m, tinyllama-1.1b (shapes and sources in
+// config.cpp).
 std::vector<std::string> preset_names();
 // Throws std::invalid_argument naming `preset` and listing the allowed names.
 TrainConfig preset_config(std::string_view name);
@@ -120,6 +128,9 @@ nlohmann::json config_json(const TrainConfig& config);
 // field, the file must be a regular file of at most 1 MiB, and nesting deeper than 8 levels is refused by a
 // pre-scan before the TOML parser sees it.
 TrainConfig load_config_file(const std::string& path);
+// A config file read whole: refused (std::invalid_argument, naming `option` and the file) unless it is a regular
+// file of at most 1 MiB.
+std::string read_small_file(const std::string& path, std::string_view option);
 // The same, on text already read (`path` names it in messages). The config-loader fuzzer's entry point.
 TrainConfig parse_config_text(const std::string& text, const std::string& path);
 

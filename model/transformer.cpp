@@ -111,6 +111,10 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
     Tensor k = linear_forward(s.wk, h, wk, p + "attn.k", act);
     const Tensor& wv = matmul_weight(l.wv);
     Tensor v = linear_forward(s.wv, h, wv, p + "attn.v", act);
+    if (c.position == Position::rope) {  // in place: attention saves the rotated q and k
+      rope_forward(q, c.num_heads, rope_);
+      rope_forward(k, c.kv_heads(), rope_);
+    }
     Tensor ctx = attention_core_forward(s, q, k, v, p + "attn");
     if (c.recompute == Recompute::attention) drop_attention_core(s);
     const Tensor& wo = matmul_weight(l.wo);
@@ -177,6 +181,7 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
   Tensor x = embedding_forward(tokens, w(layout_.tok_emb), "tok_emb.out");
   if (layout_.pos_emb >= 0) position_embedding_forward(x, w(layout_.pos_emb));
   release(0);
+  if (c.position == Position::rope) rope_ = rope_tables(seq_, c.head_size(), c.rope_theta);
   for (size_t i = 0; i < layout_.layers.size(); ++i) {
     gather(static_cast<int>(i) + 1);
     Tensor out = block_forward(i, x);
@@ -270,6 +275,10 @@ void Transformer::backward() {
     else
       attention_backward(grad_q, grad_k, grad_v, grad_ctx, s.attn);
     grad_ctx.reset();
+    if (config_.position == Position::rope) {  // the rotation's backward, in place, before the projections'
+      rope_backward(grad_q, config_.num_heads, rope_);
+      rope_backward(grad_k, config_.kv_heads(), rope_);
+    }
     Tensor grad_h = Tensor::empty({b, t, d}, Category::temporary, p + "attn_norm.grad_out");
     linear_backward(grad_h, g(l.wq), grad_q, s.wq, matmul_weight(l.wq), false);
     release_matmul_weight(l.wq);
@@ -284,6 +293,7 @@ void Transformer::backward() {
     release(unit);
     if (hooks_) hooks_->reduce_grads(unit);
   }
+  rope_ = RopeTables{};
   if (hooks_ && !config_.tie_embeddings) hooks_->create_grads(0);
   if (layout_.pos_emb >= 0) position_embedding_backward(g(layout_.pos_emb), grad_x);
   embedding_backward(g(layout_.tok_emb), grad_x, tokens_);

@@ -31,6 +31,7 @@
 #include "ops/ffn.h"
 #include "ops/linear.h"
 #include "ops/rmsnorm.h"
+#include "ops/rope.h"
 #include "runtime/tensor.h"
 
 namespace reckon {
@@ -138,6 +139,7 @@ class Transformer {
   std::vector<LayerSaved> saved_;
   std::vector<Tensor> block_input_;  // recompute = full: each block's input, all that forward keeps of it
   Tensor tokens_;
+  RopeTables rope_;  // position = rope: cos and sin, from forward's start to the end of the last block's backward
   RmsnormSaved final_norm_saved_;
   LinearSaved lm_head_saved_;
   CrossEntropySaved ce_saved_;

@@ -129,6 +129,23 @@ inline Vec attention_ref(const Vec& q, const Vec& k, const Vec& v, int64_t b, in
   return ctx;
 }
 
+// RoPE in float64 (Hugging Face's rotate_half layout): x (B·T rows of heads·d_k), position = row % t; sign −1
+// rotates by the opposite angle.
+inline Vec rope_ref(const Vec& x, int64_t rows, int64_t t, int64_t heads, int64_t dk, double theta, double sign = 1) {
+  Vec out = x;
+  const int64_t half = dk / 2;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < half; ++i) {
+        const double angle = static_cast<double>(r % t) * std::pow(theta, -2.0 * static_cast<double>(i) / dk);
+        const double c = std::cos(angle), s = sign * std::sin(angle);
+        const size_t a = static_cast<size_t>(r * heads * dk + h * dk + i), b = a + static_cast<size_t>(half);
+        out[a] = x[a] * c - x[b] * s;
+        out[b] = x[b] * c + x[a] * s;
+      }
+  return out;
+}
+
 inline double silu_ref(double x) { return x / (1.0 + std::exp(-x)); }
 
 inline Vec ffn_ref(const Vec& hx, const Vec& w1, const Vec& w3, const Vec& w2, int64_t n, int64_t d, int64_t f,

@@ -126,7 +126,18 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   const CheckedInt block_weights = l * (2 * d * qw + 2 * d * kvw + (ffn_in + 1) * f * d);  // all blocks' matmul weights
   // Every block's forward under `phase`: forward, or recompute (recompute = full re-runs each block in backward,
   // amp-bf16's weight casts included: the copies were dropped with the block).
+  // RoPE: cos and sin tables (T × d_k/2 each: 3 FLOPs an entry, 2 per inverse frequency) once per step; every layer
+  // rotates q (H heads) and k (KV heads) in place, 3 FLOPs an element, in forward and again (the opposite angle)
+  // on their gradients in backward; each rotation reads its tensor and both tables.
+  const bool rope = c.position == Position::rope;
+  const CheckedInt half = dk / 2, rotated = n * (qw + kvw);
+  auto add_rope = [&](Phase phase) {
+    if (rope) add("rope", phase, 2 * l, 0, l * 3 * rotated, l * (A * rotated + 2 * 2 * 4 * t * half), l * A * rotated);
+  };
+  if (rope) add("rope", Fw, 1, 0, 3 * t * half + 2 * half, 0, 2 * 4 * t * half);
+  add_rope(Bw);
   auto add_block_forward = [&](Phase phase) {
+    add_rope(phase);
     add_norm_forward(phase, 2 * l);
     e[OpKey{"linear", phase}] += linear_forward;
     add_attention_forward(phase);

@@ -75,7 +75,9 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["config"]["seed"], 1234);
   EXPECT_EQ(j["config"]["num_kv_heads"], 4);  // the values in effect: as many as num_heads, D / H
   EXPECT_EQ(j["config"]["head_dim"], 16);
-  EXPECT_EQ(j["config"].size(), 22u);  // preset, 19 model fields, seed, optim
+  EXPECT_EQ(j["config"]["rope_theta"], 10000.0);
+  EXPECT_EQ(j["config"]["sliding_window"], 0);
+  EXPECT_EQ(j["config"].size(), 24u);  // preset, 21 model fields, seed, optim
   EXPECT_EQ(j["config"]["optim"].size(), 5u);
   EXPECT_EQ(j["num_parameters"], 164160);
   EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");
@@ -140,7 +142,9 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
       {"--set d_ff=-1", "d_ff: -1"},
       {"--set batch_size=0", "batch_size: 0"},
       {"--set ffn=gelu", "ffn: 'gelu' is not allowed"},
-      {"--set position=rope", "position: 'rope'"},
+      {"--set position=alibi", "position: 'alibi'"},
+      {"--set position=rope --set head_dim=3", "head_dim: 3 is odd"},
+      {"--set sliding_window=16", "sliding_window: 16 with context_length 32"},
       {"--set lr=-0.1", "lr: -0.1"},
       {"--set beta2=1", "beta2: 1"},
       {"--set rmsnorm_eps=0", "rmsnorm_eps: 0"},
@@ -329,6 +333,51 @@ TEST(Cli, ReconcilePresetExitsZeroWhenExact) {
   const CommandResult r = run("reconcile --preset tiny --set batch_size=3 --set position=learned");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("1 of 1 config(s) exact to the byte and the FLOP"), std::string::npos) << r.output;
+}
+
+// A Hugging Face config.json (SmolLM2-135M's architecture fields, released values): estimate prints the loaded config
+// and its published count; a scaled-down copy trains, reconciles exactly and extrapolates; --config with --hf-config
+// and a refused family exit 2 writing nothing.
+TEST(Cli, HfConfigLoadsEstimatesTrainsAndReconciles) {
+  const std::string path = temp_path("smollm2_config.json");
+  {
+    std::ofstream out(path);
+    out << R"({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 49152, "hidden_size": 576,
+               "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+               "num_key_value_heads": 3, "max_position_embeddings": 8192, "tie_word_embeddings": true,
+               "rope_theta": 100000, "rope_scaling": null, "rms_norm_eps": 1e-05, "hidden_act": "silu",
+               "attention_bias": false, "mlp_bias": false})";
+  }
+  const CommandResult e = run("estimate --hf-config " + path + " --set context_length=2048");
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  for (const char* needle :
+       {"(model_type llama): vocab_size=49152 context_length=8192 num_layers=30 d_model=576 num_heads=9 num_kv_heads=3",
+        "position=rope rope_theta=100000", "ignored (they change nothing reckon counts): architectures",
+        "config: hf:llama | V 49152, T 2048, L 30, D 576, H 9 (GQA 3)", "134,515,008"}) {
+    EXPECT_NE(e.output.find(needle), std::string::npos) << needle << "\n" << e.output;
+  }
+  const std::string small =
+      " --hf-config " + path +
+      " --set num_layers=2 --set d_model=72 --set d_ff=96 --set vocab_size=300 --set context_length=24";
+  const CommandResult rec = run("reconcile" + small + " --set batch_size=2");
+  EXPECT_EQ(rec.exit_code, 0) << rec.output;
+  EXPECT_NE(rec.output.find("1 of 1 config(s) exact"), std::string::npos) << rec.output;
+  const CommandResult train = run("train" + small + " --steps 4 --data random --quiet");
+  EXPECT_EQ(train.exit_code, 0) << train.output;
+  const std::string json = temp_path("hf_bad.json");
+  std::filesystem::remove(json);
+  const CommandResult both = run("estimate --config " + path + " --hf-config " + path + " --json " + json);
+  EXPECT_EQ(both.exit_code, 2) << both.output;
+  EXPECT_NE(both.output.find("--config and --hf-config: give one"), std::string::npos) << both.output;
+  const std::string qwen = temp_path("qwen_config.json");
+  {
+    std::ofstream out(qwen);
+    out << R"({"model_type": "qwen2", "hidden_size": 896})";
+  }
+  const CommandResult q = run("train --hf-config " + qwen + " --json " + json);
+  EXPECT_EQ(q.exit_code, 2) << q.output;
+  EXPECT_NE(q.output.find("model_type: 'qwen2' is refused"), std::string::npos) << q.output;
+  EXPECT_FALSE(std::filesystem::exists(json));
 }
 
 // A CPU without bf16 matmuls (oneDNN capped at AVX2, as on a machine without AVX-512): a mixed precision exits 2

@@ -126,7 +126,8 @@ EstimateOptions random_options(Draw& d) {
             d.choose({"tie_embeddings=true", "tie_embeddings=false"}, {"tie_embeddings=2", "tie_embeddings=yes"}));
         break;
       case 9:
-        o.overrides.push_back(d.choose({"position=none", "position=learned"}, {"position=rope", "position=None"}));
+        o.overrides.push_back(
+            d.choose({"position=none", "position=learned", "position=rope"}, {"position=alibi", "position=None"}));
         break;
       case 10:
         o.overrides.push_back(fmt::format("rmsnorm_eps={}", d.real(1e-12, 1.0)));

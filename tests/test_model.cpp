@@ -54,8 +54,12 @@ double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<i
     const std::string pre = "layers." + std::to_string(l) + ".";
     const Vec h = rmsnorm_ref(x, p.at(pre + "attn_norm.weight"), n, d, c.rmsnorm_eps);
     const int64_t qw = c.q_width(), kvw = c.kv_width();
-    const Vec q = linear_ref(h, p.at(pre + "attn.wq.weight"), n, d, qw);
-    const Vec k = linear_ref(h, p.at(pre + "attn.wk.weight"), n, d, kvw);
+    Vec q = linear_ref(h, p.at(pre + "attn.wq.weight"), n, d, qw);
+    Vec k = linear_ref(h, p.at(pre + "attn.wk.weight"), n, d, kvw);
+    if (c.position == Position::rope) {
+      q = rope_ref(q, n, t, c.num_heads, c.head_size(), c.rope_theta);
+      k = rope_ref(k, n, t, c.kv_heads(), c.head_size(), c.rope_theta);
+    }
     const Vec v = linear_ref(h, p.at(pre + "attn.wv.weight"), n, d, kvw);
     const Vec ctx = attention_ref(q, k, v, b, t, qw, c.num_heads, c.kv_heads());
     const Vec o = linear_ref(ctx, p.at(pre + "attn.wo.weight"), n, qw, d);
@@ -98,6 +102,7 @@ TEST_P(WholeModelGradient, EveryParameterMatchesFiniteDifferencesInDouble) {
   c.ffn = gc.ffn;
   c.tie_embeddings = gc.tied;
   c.position = gc.position;
+  c.rope_theta = 10.0;
   c.attention = gc.attention;
   c.batch_size = 2;
   const int64_t b = 2, t = 5;  // T < context_length: positions use only the first T rows
@@ -141,7 +146,10 @@ INSTANTIATE_TEST_SUITE_P(
                       GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::naive, 4, 2},
                       GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::flash, 4, 1, 3},
                       GradCase{FfnKind::silu_mlp, true, Position::none, AttentionKind::naive, 2, 1, 6},
-                      GradCase{FfnKind::swiglu, true, Position::learned, AttentionKind::flash, 4, 2, 5}));
+                      GradCase{FfnKind::swiglu, true, Position::learned, AttentionKind::flash, 4, 2, 5},
+                      // rotary positions (base 10, so that 5 positions turn far)
+                      GradCase{FfnKind::swiglu, false, Position::rope, AttentionKind::naive, 4, 2},
+                      GradCase{FfnKind::silu_mlp, true, Position::rope, AttentionKind::flash, 2, 1, 6}));
 
 // ================================================================== training behaviour
 
@@ -573,7 +581,7 @@ TEST(Config, OverridesAndBadFieldsNameTheFieldAndRange) {
   EXPECT_EQ(config_json(gqa)["num_kv_heads"], 4);
   EXPECT_EQ(config_json(gqa)["head_dim"], 16);
   expect_invalid([&] { apply_override(t, "ffn=gelu"); }, {"ffn: 'gelu'", "swiglu, silu_mlp"});
-  expect_invalid([&] { apply_override(t, "position=rope"); }, {"position: 'rope'", "none, learned"});
+  expect_invalid([&] { apply_override(t, "position=alibi"); }, {"position: 'alibi'", "none, learned, rope"});
   expect_invalid([&] { apply_override(t, "d_model=abc"); },
                  {"d_model: 'abc' is not an integer; allowed: an integer in [1, 65536]"});
   expect_invalid([&] { apply_override(t, "lr=fast"); }, {"lr: 'fast' is not a number; allowed: a number in [0, 10]"});

@@ -26,6 +26,7 @@
 #include "ops/ffn.h"
 #include "ops/linear.h"
 #include "ops/residual.h"
+#include "ops/rope.h"
 #include "ops/rmsnorm.h"
 #include "ops/silu.h"
 #include "runtime/counters.h"
@@ -425,6 +426,57 @@ TEST_F(Ops, AttentionRejectsBadHeads) {
 }
 
 // ============================================================================================ silu / swiglu
+
+// ============================================================================================ rope
+
+// The tables against float64; the rotation against rope_ref (float64) forward and backward, in place; backward equal
+// to the finite differences of the forward's linear map; counts by arithmetic; refusals.
+TEST_F(Ops, RopeRotatesInPlaceAndBackwardIsItsTranspose) {
+  for (const auto [b, t, heads, dk] :
+       {std::array<int64_t, 4>{2, 7, 3, 8}, std::array<int64_t, 4>{1, 5, 1, 2}, std::array<int64_t, 4>{1, 33, 2, 6}}) {
+    SCOPED_TRACE(testing::Message() << "B" << b << " T" << t << " heads " << heads << " d_k " << dk);
+    const double theta = 500.0;
+    counters().reset();
+    const int64_t activations_before = tracker().stats()[Category::activation].allocated_bytes.current;
+    const RopeTables tables = rope_tables(t, dk, theta);
+    EXPECT_EQ(tracker().stats()[Category::activation].allocated_bytes.current - activations_before,
+              2 * aligned_size(4 * t * dk / 2));
+    EXPECT_EQ(tracker().live_bytes_with_prefix("rope.cos"), aligned_size(4 * t * dk / 2));
+    EXPECT_EQ(tracker().live_bytes_with_prefix("rope.sin"), aligned_size(4 * t * dk / 2));
+    for (int64_t p = 0; p < t; ++p)
+      for (int64_t i = 0; i < dk / 2; ++i) {
+        const double angle = static_cast<double>(p) * std::pow(theta, -2.0 * static_cast<double>(i) / dk);
+        EXPECT_NEAR(tables.cos.data()[p * dk / 2 + i], std::cos(angle), 1e-7);
+        EXPECT_NEAR(tables.sin.data()[p * dk / 2 + i], std::sin(angle), 1e-7);
+      }
+    const int64_t n = b * t, w = heads * dk;
+    const Vec x = random_vec(n * w, 5), r = random_vec(n * w, 6);
+    Tensor xt = tensor_from(x, {b, t, w}, Category::activation, "x");
+    const int64_t bytes_before = tracker().stats().total.allocated_bytes.current;
+    rope_forward(xt, heads, tables);
+    EXPECT_EQ(tracker().stats().total.allocated_bytes.current, bytes_before) << "in place: nothing allocated";
+    EXPECT_LE(rel_err(vec_from(xt), rope_ref(x, n, t, heads, dk, theta)), kForwardTol);
+    Tensor gt = tensor_from(r, {b, t, w}, Category::temporary, "g");
+    rope_backward(gt, heads, tables);
+    const Vec fd = fd_grad([&](const Vec& xx) { return dot(rope_ref(xx, n, t, heads, dk, theta), r); }, x);
+    EXPECT_LE(rel_err(vec_from(gt), fd), kGradTol);
+    EXPECT_LE(rel_err(vec_from(gt), rope_ref(r, n, t, heads, dk, theta, -1)), kForwardTol);
+    // Counts: tables 3 per entry + 2 per inverse frequency; each rotation 3 per element, reads x and the tables.
+    const OpCount c = counters().get("rope", Phase::forward);
+    EXPECT_EQ(c.calls, 3);
+    EXPECT_EQ(c.other_flops, 3 * t * dk / 2 + dk + 2 * 3 * n * w);
+    EXPECT_EQ(c.bytes_read, 2 * (4 * n * w + 2 * 4 * t * dk / 2));
+    EXPECT_EQ(c.bytes_written, 2 * 4 * t * dk / 2 + 2 * 4 * n * w);
+  }
+  const RopeTables tables = rope_tables(4, 6, 10000.0);
+  Tensor x = Tensor::zeros({1, 5, 12}, Category::activation, "x");
+  expect_invalid([&] { rope_forward(x, 2, tables); }, {"heads of 6 over 5 positions", "over 4"});
+  Tensor y = Tensor::zeros({1, 4, 12}, Category::activation, "y");
+  expect_invalid([&] { rope_forward(y, 3, tables); }, {"heads of 4", "tables are for heads of 6"});
+  expect_invalid([&] { rope_tables(4, 5, 1e4); }, {"head_dim is 5", "even"});
+  expect_invalid([&] { rope_tables(4, 6, 0.0); }, {"rope_theta is 0"});
+  expect_invalid([&] { rope_tables(4, 6, std::nan("")); }, {"rope_theta is nan"});
+}
 
 TEST_F(Ops, SiluAndSwigluGateElementwise) {
   const int64_t n = 37;

@@ -72,7 +72,7 @@ def main():
     before, grads_path, after = (os.path.join(work, f"{tag}_{n}.safetensors") for n in ("before", "grads", "after"))
     common = ["--threads", "2", "--quiet", "--data", "random"]
     first = subprocess.run([reckon, "train", "--preset", "tiny", "--steps", "3", "--set", "precision=" + precision,
-                            "--set", "position=learned", "--save", before] + extra + common, capture_output=True,
+                            "--set", "position=learned"] + extra + ["--save", before] + common, capture_output=True,
                            text=True)
     if first.returncode == 2 and "cannot run bf16 matmuls" in first.stderr:
         print("cross_check: skipped: " + first.stderr.strip())

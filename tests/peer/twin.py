@@ -4,7 +4,9 @@ names, built from a checkpoint's config lines (model/config.h config_overrides):
   x = tok_emb[tokens] (+ pos_emb[:T])
   per layer:  x = x + wo · attention(wq·n, wk·n, wv·n),  n = rmsnorm(x)        (causal, 1/sqrt(d_k) scale;
               num_kv_heads K/V heads shared by groups of query heads, repeated as Hugging Face's repeat_kv;
-              heads head_dim wide: q is D → H·head_dim, k and v D → KV·head_dim, o H·head_dim → D)
+              heads head_dim wide: q is D → H·head_dim, k and v D → KV·head_dim, o H·head_dim → D;
+              position = rope: q and k rotated as Hugging Face's LLaMA, apply_rotary_pos_emb with rotate_half,
+              cos/sin from rope_theta computed in float32 as its rotary module does)
               x = x + w2 · (silu(w1·n) ⊙ w3·n)   or   w2 · silu(w1·n)           (swiglu / silu_mlp), n = rmsnorm(x)
   logits = lm_head · rmsnorm(x)   (lm_head = tok_emb when tied);   loss = mean cross-entropy
 RMSNorm: x / sqrt(mean(x²) + eps) · g. No biases, no dropout.
@@ -27,10 +29,22 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rope_cos_sin(t, head_dim, theta):
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    freqs = torch.outer(torch.arange(t).float(), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
 class Attention(nn.Module):
-    def __init__(self, d, heads, kv_heads, head_dim):
+    def __init__(self, d, heads, kv_heads, head_dim, rope_theta=None):
         super().__init__()
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.heads, self.kv_heads, self.head_dim, self.rope_theta = heads, kv_heads, head_dim, rope_theta
         self.wq = nn.Linear(d, heads * head_dim, bias=False)
         self.wk = nn.Linear(d, kv_heads * head_dim, bias=False)
         self.wv = nn.Linear(d, kv_heads * head_dim, bias=False)
@@ -40,7 +54,11 @@ class Attention(nn.Module):
         b, t, _ = h.shape
         dk, group = self.head_dim, self.heads // self.kv_heads
         q = self.wq(h).view(b, t, self.heads, dk).transpose(1, 2)
-        k = self.wk(h).view(b, t, self.kv_heads, dk).transpose(1, 2).repeat_interleave(group, dim=1)
+        k = self.wk(h).view(b, t, self.kv_heads, dk).transpose(1, 2)
+        if self.rope_theta is not None:
+            cos, sin = rope_cos_sin(t, dk, self.rope_theta)
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(group, dim=1)
         v = self.wv(h).view(b, t, self.kv_heads, dk).transpose(1, 2).repeat_interleave(group, dim=1)
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(dk))
         mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
@@ -63,10 +81,10 @@ class Ffn(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, d, heads, kv_heads, head_dim, d_ff, swiglu, eps):
+    def __init__(self, d, heads, kv_heads, head_dim, d_ff, swiglu, eps, rope_theta=None):
         super().__init__()
         self.attn_norm = RMSNorm(d, eps)
-        self.attn = Attention(d, heads, kv_heads, head_dim)
+        self.attn = Attention(d, heads, kv_heads, head_dim, rope_theta)
         self.ffn_norm = RMSNorm(d, eps)
         self.ffn = Ffn(d, d_ff, swiglu)
 
@@ -87,8 +105,9 @@ class ReckonTwin(nn.Module):
         heads = int(cfg["num_heads"])
         kv_heads = int(cfg.get("num_kv_heads", "0")) or heads  # 0: as many as the query heads
         head_dim = int(cfg.get("head_dim", "0")) or d // heads  # 0: d_model / num_heads
-        self.layers = nn.ModuleList(Layer(d, heads, kv_heads, head_dim, int(cfg["d_ff"]), cfg["ffn"] == "swiglu", eps)
-                                    for _ in range(int(cfg["num_layers"])))
+        rope_theta = float(cfg["rope_theta"]) if cfg["position"] == "rope" else None
+        self.layers = nn.ModuleList(Layer(d, heads, kv_heads, head_dim, int(cfg["d_ff"]), cfg["ffn"] == "swiglu", eps,
+                                          rope_theta) for _ in range(int(cfg["num_layers"])))
         self.final_norm = RMSNorm(d, eps)
         if not self.tied:
             self.lm_head = nn.Linear(d, v, bias=False)

@@ -1,0 +1,240 @@
+#include "model/hf_config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace reckon {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr int kMaxJsonDepth = 8;  // a config.json is flat but for rope_scaling / quantization tables
+
+// Nesting of arrays and objects outside strings, before the parser sees the text.
+void prescan_depth(const std::string& text, const std::string& path) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) {
+        throw std::invalid_argument(
+            fmt::format("--hf-config {}: arrays and objects nest deeper than {} levels", path, kMaxJsonDepth));
+      }
+    } else if (c == ']' || c == '}') {
+      depth = std::max(depth - 1, 0);
+    }
+  }
+}
+
+// A value as JSON text, never throwing (invalid UTF-8 is replaced).
+std::string dump(const json& v) { return v.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+const char* type_of(const json& v) {
+  switch (v.type()) {
+    case json::value_t::null:
+      return "null";
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::boolean:
+      return "a boolean";
+    case json::value_t::number_float:
+      return "a floating-point number";
+    default:
+      return "an integer";
+  }
+}
+
+// Reads the file's keys one at a time, remembering which were used.
+class Keys {
+ public:
+  Keys(const json& root, std::string path) : root_(root), path_(std::move(path)) {}
+
+  [[noreturn]] void fail(const std::string& key, const std::string& why) const {
+    throw std::invalid_argument(fmt::format("--hf-config {}: {}: {}", path_, key, why));
+  }
+  const json* find(const std::string& key) {
+    used_.push_back(key);
+    const auto it = root_.find(key);
+    return it == root_.end() ? nullptr : &*it;
+  }
+  std::optional<int64_t> integer(const std::string& key) {
+    const json* v = find(key);
+    if (v == nullptr || v->is_null()) return std::nullopt;
+    if (!v->is_number_integer() && !v->is_number_unsigned())
+      fail(key, fmt::format("expected an integer, got {}", type_of(*v)));
+    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+      fail(key, "does not fit int64");
+    return v->get<int64_t>();
+  }
+  int64_t required(const std::string& key) {
+    const std::optional<int64_t> v = integer(key);
+    if (!v) fail(key, "missing (reckon needs it: no default stands in for the model's shape)");
+    return *v;
+  }
+  std::optional<double> number(const std::string& key) {
+    const json* v = find(key);
+    if (v == nullptr || v->is_null()) return std::nullopt;
+    if (!v->is_number()) fail(key, fmt::format("expected a number, got {}", type_of(*v)));
+    return v->get<double>();
+  }
+  std::optional<bool> boolean(const std::string& key) {
+    const json* v = find(key);
+    if (v == nullptr || v->is_null()) return std::nullopt;
+    if (!v->is_boolean()) fail(key, fmt::format("expected true or false, got {}", type_of(*v)));
+    return v->get<bool>();
+  }
+  std::optional<std::string> string(const std::string& key) {
+    const json* v = find(key);
+    if (v == nullptr || v->is_null()) return std::nullopt;
+    if (!v->is_string()) fail(key, fmt::format("expected a string, got {}", type_of(*v)));
+    return v->get<std::string>();
+  }
+  // A key that changes the step unless it has its neutral value (absent, null, false, 0).
+  void neutral(const std::string& key, const std::string& what) {
+    const json* v = find(key);
+    if (v == nullptr || v->is_null() || (v->is_boolean() && !v->get<bool>()) ||
+        (v->is_number() && v->get<double>() == 0)) {
+      return;
+    }
+    fail(key, fmt::format("{} is {}: not modelled by reckon", dump(*v), what));
+  }
+  bool used(const std::string& key) const { return std::find(used_.begin(), used_.end(), key) != used_.end(); }
+
+ private:
+  const json& root_;
+  std::string path_;
+  std::vector<std::string> used_;
+};
+
+// Keys that name, tokenize, store or cache the model, and change nothing reckon counts.
+constexpr const char* kNeutralKeys[] = {
+    "architectures",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "torch_dtype",
+    "transformers_version",
+    "use_cache",
+    "initializer_range",
+    "_name_or_path",
+    "tokenizer_class",
+    "pretraining_tp",  // LLaMA's tensor-parallel slicing of the same products: the same FLOPs and bytes
+    "original_max_position_embeddings",  // read only by rope_scaling kinds, which are refused
+    "max_window_layers",                 // read only with use_sliding_window
+};
+
+const char* const kSupported[] = {"llama", "mistral", "phi3"};
+
+// What each model type reckon does not model yet needs, for its refusal.
+std::optional<std::string> unmodelled(const std::string& type) {
+  if (type == "qwen2") return "its q, k and v projections always carry biases (no config key), not modelled yet";
+  if (type == "gemma2") {
+    return "it needs pre- and post-sublayer RMSNorms, a gated GELU MLP (hidden_activation), attention and final "
+           "logit soft-capping, sliding windows on alternate layers and embeddings scaled by sqrt(hidden_size), not "
+           "modelled yet";
+  }
+  if (type == "gpt2") return "it needs LayerNorm with biases, biases on every linear and a GELU MLP, not modelled yet";
+  if (type == "falcon") {
+    return "it needs a parallel attention + MLP block from one LayerNorm and a GELU MLP, not modelled yet";
+  }
+  if (type == "olmo2") return "it needs norms after each sublayer and RMSNorm on q and k, not modelled yet";
+  if (type == "mixtral") return "it is a mixture of experts (num_local_experts), not modelled";
+  return std::nullopt;
+}
+
+void map_llama_family(Keys& k, const std::string& type, ModelConfig& m) {
+  m.vocab_size = k.required("vocab_size");
+  m.d_model = k.required("hidden_size");
+  m.d_ff = k.required("intermediate_size");
+  m.num_layers = k.required("num_hidden_layers");
+  m.num_heads = k.required("num_attention_heads");
+  m.context_length = k.required("max_position_embeddings");
+  m.num_kv_heads = k.integer("num_key_value_heads").value_or(0);  // absent: as many as the query heads
+  m.head_dim = k.integer("head_dim").value_or(0);                 // absent: hidden_size / num_attention_heads
+  m.rmsnorm_eps = k.number("rms_norm_eps").value_or(1e-6);
+  m.rope_theta = k.number("rope_theta").value_or(10000.0);
+  m.tie_embeddings = k.boolean("tie_word_embeddings").value_or(false);
+  m.position = Position::rope;
+  m.ffn = FfnKind::swiglu;
+  const std::string act = k.string("hidden_act").value_or("silu");
+  if (act != "silu") k.fail("hidden_act", fmt::format("'{}' is not modelled; reckon's gated MLP uses silu", act));
+  // sliding_window: null = none; absent = the config class's default (MistralConfig: 4096; the others: none);
+  // use_sliding_window = false (Qwen2's switch) turns it off.
+  const bool present = k.find("sliding_window") != nullptr;
+  const std::optional<int64_t> window = k.integer("sliding_window");
+  const int64_t by_default = type == "mistral" && !present ? 4096 : 0;
+  m.sliding_window = k.boolean("use_sliding_window").value_or(true) ? window.value_or(by_default) : 0;
+  k.neutral("attention_bias", "biases on q, k, v and o");
+  k.neutral("mlp_bias", "biases on the MLP's matrices");
+  k.neutral("rope_scaling", "a RoPE frequency scaling");
+  k.neutral("attention_dropout", "dropout");
+  k.neutral("resid_pdrop", "dropout");
+  k.neutral("embd_pdrop", "dropout");
+  k.neutral("num_local_experts", "a mixture of experts");
+}
+
+}  // namespace
+
+std::vector<std::string> hf_model_types() { return {std::begin(kSupported), std::end(kSupported)}; }
+
+HfConfig parse_hf_config_text(const std::string& text, const std::string& path) {
+  prescan_depth(text, path);
+  json root;
+  try {
+    root = json::parse(text);
+  } catch (const json::exception& e) {  // a syntax error, or a number past double's range (out_of_range)
+    throw std::invalid_argument(fmt::format("--hf-config {}: not JSON: {}", path, e.what()));
+  }
+  if (!root.is_object()) {
+    throw std::invalid_argument(fmt::format("--hf-config {}: expected a JSON object, got {}", path, type_of(root)));
+  }
+  Keys k(root, path);
+  const std::optional<std::string> type = k.string("model_type");
+  const std::string supported = fmt::format("{}", fmt::join(hf_model_types(), ", "));
+  if (!type) k.fail("model_type", "missing; reckon reads the model types " + supported);
+  if (const std::optional<std::string> why = unmodelled(*type)) {
+    k.fail("model_type", fmt::format("'{}' is refused: {}; supported: {}", *type, *why, supported));
+  }
+  if (std::find(std::begin(kSupported), std::end(kSupported), *type) == std::end(kSupported)) {
+    k.fail("model_type", fmt::format("'{}' is not a model type reckon reads; supported: {}", *type, supported));
+  }
+  HfConfig out;
+  out.model_type = *type;
+  out.config.preset = "hf:" + *type;
+  map_llama_family(k, *type, out.config.model);
+  for (const auto& [key, value] : root.items()) {
+    if (k.used(key)) continue;
+    if (std::find_if(std::begin(kNeutralKeys), std::end(kNeutralKeys), [&](const char* n) { return key == n; }) ==
+        std::end(kNeutralKeys)) {
+      k.fail(key, fmt::format("{} is a key reckon does not know for model_type {}, so it cannot say the key changes "
+                              "nothing it counts; remove it if it does not",
+                              dump(value).substr(0, 80), *type));
+    }
+    out.ignored.push_back(key);
+  }
+  return out;  // validated by the command, after its --set overrides (they may bring it into range)
+}
+
+HfConfig load_hf_config(const std::string& path) {
+  return parse_hf_config_text(read_small_file(path, "--hf-config"), path);
+}
+
+}  // namespace reckon

@@ -1,0 +1,41 @@
+// A Hugging Face `config.json` as a reckon config: the model types reckon models, their keys mapped to reckon's
+// fields (Hugging Face's own defaults for the keys a file may leave out), every other key either known to change
+// nothing about a training step's bytes and FLOPs (listed as ignored) or refused, naming it.
+//
+//   llama, mistral, phi3 (phi3's fused qkv_proj and gate_up_proj hold the same weights as separate matrices):
+//     vocab_size, hidden_size → d_model, intermediate_size → d_ff, num_hidden_layers → num_layers,
+//     num_attention_heads → num_heads, num_key_value_heads → num_kv_heads (absent: = num_heads), head_dim (absent:
+//     hidden_size / num_attention_heads), max_position_embeddings → context_length, rms_norm_eps → rmsnorm_eps
+//     (absent: 1e-6, as LlamaConfig), rope_theta (absent: 10000), tie_word_embeddings → tie_embeddings (absent:
+//     false), sliding_window (absent or null: none; Mistral's default when absent is 4096, as MistralConfig);
+//     position = rope, ffn = swiglu (hidden_act must be silu).
+//   Refused, naming what is not modelled: qwen2 (q/k/v biases), gemma2, gpt2, falcon, olmo2, mixtral (experts), any
+//   other model_type (the supported ones are listed).
+//
+// The vocabulary, widths, depth, head count and context keys are required (a hub config.json always has them):
+// a missing one is refused rather than filled with a default the file did not choose.
+// Input limits: a regular file of at most 1 MiB, JSON nested at most 8 deep; errors throw std::invalid_argument
+// naming the file and the key. Ranges are validate()'s (model/config.h), run by the command after its --set
+// overrides: `--set context_length=4096` brings Mistral's 4096 window to cover every key.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+
+namespace reckon {
+
+struct HfConfig {
+  TrainConfig config;  // preset "hf:<model_type>", the file's model and reckon's run defaults
+  std::string model_type;
+  std::vector<std::string> ignored;  // keys read and known to change nothing reckon counts, in file order
+};
+
+HfConfig load_hf_config(const std::string& path);
+// The same on text already read (`path` names it in messages): the fuzz target's entry point.
+HfConfig parse_hf_config_text(const std::string& text, const std::string& path);
+// The model types load_hf_config accepts.
+std::vector<std::string> hf_model_types();
+
+}  // namespace reckon

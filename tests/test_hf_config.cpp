@@ -1,0 +1,180 @@
+// model/hf_config: released config.json files (the architecture fields of each model's file, as in
+// shared/model_configs, embedded so the test needs no checkout beside this one) load to their published parameter
+// counts exactly — the model cards' totals (shared/model_configs/README.md); the families reckon does not model yet
+// are refused naming what they need; bad files are refused naming the key; HF's defaults for absent keys.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "model/hf_config.h"
+#include "model/layout.h"
+#include "tests/param_count_oracle.h"
+#include "tests/reference.h"
+
+namespace reckon {
+namespace {
+
+using testing_ref::expect_invalid;
+
+const std::map<std::string, std::string> kReleased = {
+    {"llama-2-7b",
+     R"({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 4096, "tie_word_embeddings": false, "rope_scaling": null, "rms_norm_eps": 1e-05, "hidden_act": "silu", "pretraining_tp": 1})"},
+    {"llama-2-70b",
+     R"({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 32000, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8, "max_position_embeddings": 4096, "tie_word_embeddings": false, "rope_scaling": null, "rms_norm_eps": 1e-05, "hidden_act": "silu", "pretraining_tp": 1})"},
+    {"llama-3-8b",
+     R"({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 8192, "tie_word_embeddings": false, "rope_theta": 500000.0, "rope_scaling": null, "rms_norm_eps": 1e-05, "hidden_act": "silu", "attention_bias": false})"},
+    {"mistral-7b-v0.1",
+     R"({"model_type": "mistral", "architectures": ["MistralForCausalLM"], "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 32768, "tie_word_embeddings": false, "rope_theta": 10000.0, "rms_norm_eps": 1e-05, "hidden_act": "silu", "sliding_window": 4096})"},
+    {"smollm2-135m",
+     R"({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 8192, "tie_word_embeddings": true, "rope_theta": 100000, "rope_scaling": null, "rms_norm_eps": 1e-05, "hidden_act": "silu", "attention_bias": false, "mlp_bias": false})"},
+    {"qwen2.5-0.5b",
+     R"({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "max_position_embeddings": 32768, "tie_word_embeddings": true, "rope_theta": 1000000.0, "rms_norm_eps": 1e-06, "hidden_act": "silu", "use_sliding_window": false, "sliding_window": 32768})"},
+    {"qwen2.5-7b",
+     R"({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "max_position_embeddings": 131072, "tie_word_embeddings": false, "rope_theta": 1000000.0, "rms_norm_eps": 1e-06, "hidden_act": "silu", "use_sliding_window": false, "sliding_window": 131072})"},
+    {"gemma-2-2b",
+     R"({"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"], "vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "max_position_embeddings": 8192, "rope_theta": 10000.0, "rms_norm_eps": 1e-06, "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh", "attention_bias": false, "query_pre_attn_scalar": 256, "sliding_window": 4096, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0})"},
+    {"gpt2",
+     R"({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024, "n_ctx": 1024, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-05})"},
+    {"gpt2-medium",
+     R"({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": 50257, "n_embd": 1024, "n_layer": 24, "n_head": 16, "n_positions": 1024, "n_ctx": 1024, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-05})"},
+    {"olmo-2-1124-7b", R"({"model_type": "olmo2", "architectures": ["Olmo2ForCausalLM"], "vocab_size": 100352, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 4096, "tie_word_embeddings": false, "rope_theta": 500000, "rope_scaling": null, "rms_norm_eps": 1e-06, "hidden_act": "silu", "attention_bias": false})"},
+    {"falcon-7b",
+     R"({"model_type": "falcon", "architectures": ["FalconForCausalLM"], "vocab_size": 65024, "hidden_size": 4544, "num_hidden_layers": 32, "num_attention_heads": 71, "multi_query": true, "new_decoder_architecture": false, "parallel_attn": true, "bias": false, "alibi": false, "layer_norm_epsilon": 1e-05, "apply_residual_connection_post_layernorm": false})"},
+    {"mixtral-8x7b-v0.1",
+     R"({"model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 32768, "tie_word_embeddings": false, "rope_theta": 1000000.0, "rms_norm_eps": 1e-05, "hidden_act": "silu", "sliding_window": null, "num_local_experts": 8, "num_experts_per_tok": 2})"},
+};
+
+TEST(HfConfig, ReleasedConfigsGiveTheirPublishedCounts) {
+  // Published totals (model cards; shared/model_configs/README.md).
+  const std::map<std::string, int64_t> published = {{"llama-2-7b", 6738415616LL},
+                                                    {"llama-2-70b", 68976648192LL},
+                                                    {"llama-3-8b", 8030261248LL},
+                                                    {"mistral-7b-v0.1", 7241732096LL},
+                                                    {"smollm2-135m", 134515008LL}};
+  for (const auto& [name, count] : published) {
+    SCOPED_TRACE(name);
+    const HfConfig hf = parse_hf_config_text(kReleased.at(name), name);
+    EXPECT_EQ(parameter_layout(hf.config.model).total(), count);
+    EXPECT_EQ(testing_ref::count_parameters(hf.config.model), count);
+    EXPECT_EQ(hf.config.model.position, Position::rope);
+    EXPECT_EQ(hf.config.model.ffn, FfnKind::swiglu);
+  }
+  const HfConfig l3 = parse_hf_config_text(kReleased.at("llama-3-8b"), "l3");
+  EXPECT_EQ(l3.config.model.kv_heads(), 8);
+  EXPECT_EQ(l3.config.model.rope_theta, 500000.0);
+  EXPECT_EQ(l3.config.model.context_length, 8192);
+  EXPECT_FALSE(l3.config.model.tie_embeddings);
+  EXPECT_EQ(l3.ignored, std::vector<std::string>{"architectures"});
+  const HfConfig smol = parse_hf_config_text(kReleased.at("smollm2-135m"), "smol");
+  EXPECT_TRUE(smol.config.model.tie_embeddings);
+  EXPECT_EQ(smol.config.model.kv_heads(), 3);
+  // Llama 2 has no rope_theta key: LlamaConfig's 10000; its pretraining_tp changes nothing counted.
+  const HfConfig l2 = parse_hf_config_text(kReleased.at("llama-2-70b"), "l2");
+  EXPECT_EQ(l2.config.model.rope_theta, 10000.0);
+  EXPECT_EQ(l2.ignored, (std::vector<std::string>{"architectures", "pretraining_tp"}));
+  // Mistral's 4096 window is shorter than its 32768 positions: valid once the context is at most the window.
+  TrainConfig mistral = parse_hf_config_text(kReleased.at("mistral-7b-v0.1"), "m").config;
+  EXPECT_EQ(mistral.model.sliding_window, 4096);
+  expect_invalid([&] { validate(mistral); }, {"sliding_window: 4096 with context_length 32768", "not modelled yet"});
+  apply_override(mistral, "context_length=4096");
+  validate(mistral);
+}
+
+TEST(HfConfig, FamiliesNotModelledAreRefusedNamingWhatTheyNeed) {
+  const std::map<std::string, std::vector<std::string>> refused = {
+      {"qwen2.5-0.5b", {"model_type: 'qwen2' is refused", "biases"}},
+      {"qwen2.5-7b", {"'qwen2'", "biases"}},
+      {"gemma-2-2b", {"'gemma2'", "soft-capping"}},
+      {"gpt2", {"'gpt2'", "LayerNorm with biases"}},
+      {"gpt2-medium", {"'gpt2'"}},
+      {"olmo-2-1124-7b", {"'olmo2'", "q and k"}},
+      {"falcon-7b", {"'falcon'", "parallel attention"}},
+      {"mixtral-8x7b-v0.1", {"'mixtral'", "num_local_experts"}}};
+  for (const auto& [name, needles] : refused) {
+    SCOPED_TRACE(name);
+    std::vector<std::string> all = needles;
+    all.push_back("supported: llama, mistral, phi3");
+    expect_invalid([&] { parse_hf_config_text(kReleased.at(name), name); }, all);
+  }
+}
+
+TEST(HfConfig, DefaultsForAbsentKeys) {
+  const std::string shape = R"("vocab_size": 100, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+                               "num_attention_heads": 4, "max_position_embeddings": 16)";
+  const HfConfig llama = parse_hf_config_text("{\"model_type\": \"llama\", " + shape + "}", "llama");
+  EXPECT_EQ(llama.config.model.kv_heads(), 4);    // num_key_value_heads absent: as many as the heads
+  EXPECT_EQ(llama.config.model.head_size(), 16);  // head_dim absent: hidden / heads
+  EXPECT_FALSE(llama.config.model.tie_embeddings);
+  EXPECT_EQ(llama.config.model.rmsnorm_eps, 1e-6);
+  EXPECT_EQ(llama.config.model.rope_theta, 10000.0);
+  EXPECT_EQ(llama.config.model.sliding_window, 0);
+  EXPECT_EQ(llama.config.preset, "hf:llama");
+  const HfConfig mistral = parse_hf_config_text("{\"model_type\": \"mistral\", " + shape + "}", "mistral");
+  EXPECT_EQ(mistral.config.model.sliding_window, 4096);  // MistralConfig's default
+  const HfConfig none =
+      parse_hf_config_text("{\"model_type\": \"mistral\", \"sliding_window\": null, " + shape + "}", "mistral");
+  EXPECT_EQ(none.config.model.sliding_window, 0);
+  const HfConfig phi = parse_hf_config_text(
+      "{\"model_type\": \"phi3\", \"head_dim\": 24, \"num_key_value_heads\": 1, \"bos_token_id\": 1, "
+      "\"torch_dtype\": \"bfloat16\", " +
+          shape + "}",
+      "phi3");
+  EXPECT_EQ(phi.config.model.q_width(), 96);
+  EXPECT_EQ(phi.config.model.kv_width(), 24);
+  EXPECT_EQ(phi.ignored, (std::vector<std::string>{"bos_token_id", "torch_dtype"}));
+}
+
+TEST(HfConfig, BadFilesAreRefusedNamingTheKey) {
+  const std::string shape = R"("vocab_size": 100, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+                               "num_attention_heads": 4, "max_position_embeddings": 16)";
+  // The extra key after the shape's (a repeated key's last value wins, as Python's json reads it).
+  auto with = [&](const std::string& extra) {
+    return "{\"model_type\": \"llama\", " + shape + ", " + extra.substr(0, extra.size() - 2) + "}";
+  };
+  const std::vector<std::pair<std::string, std::vector<std::string>>> bad = {
+      {"not json", {"not JSON"}},
+      {"[1, 2]", {"expected a JSON object, got an array"}},
+      {"{}", {"model_type: missing", "llama, mistral, phi3"}},
+      {R"({"model_type": "bert"})", {"model_type: 'bert' is not a model type reckon reads", "llama, mistral, phi3"}},
+      {R"({"model_type": 7})", {"model_type: expected a string, got an integer"}},
+      {R"({"model_type": "llama"})", {"vocab_size: missing"}},
+      {with(R"("hidden_size": "64", )"), {"hidden_size: expected an integer, got a string"}},
+      {with(R"("rope_theta": "big", )"), {"rope_theta: expected a number, got a string"}},
+      {with(R"("tie_word_embeddings": 1, )"), {"tie_word_embeddings: expected true or false"}},
+      {with(R"("hidden_act": "gelu", )"), {"hidden_act: 'gelu' is not modelled"}},
+      {with(R"("attention_bias": true, )"), {"attention_bias: true is biases on q, k, v and o"}},
+      {with(R"("rope_scaling": {"rope_type": "llama3", "factor": 8.0}, )"), {"rope_scaling:", "not modelled"}},
+      {with(R"("attention_dropout": 0.1, )"), {"attention_dropout: 0.1 is dropout"}},
+      {with(R"("num_local_experts": 8, )"), {"num_local_experts: 8 is a mixture of experts"}},
+      {with(R"("quantization_config": {"bits": 4}, )"), {"quantization_config:", "does not know"}},
+      {with(R"("vocab_size": 99999999999999999999, )"), {"vocab_size: expected an integer, got a floating-point"}},
+      {with(R"("vocab_size": 1e400, )"), {"not JSON", "number overflow"}},
+      {std::string(20, '[') + std::string(20, ']'), {"nest deeper than 8 levels"}},
+      {std::string(10000, '[') + std::string(10000, ']'), {"nest deeper than 8 levels"}},
+  };
+  for (const auto& [text, needles] : bad) {
+    SCOPED_TRACE(text.substr(0, 60));
+    std::vector<std::string> all = needles;
+    all.push_back("--hf-config bad.json");
+    expect_invalid([&] { parse_hf_config_text(text, "bad.json"); }, all);
+  }
+  // Ranges are validate()'s, after --set: a zero width loads and is refused naming reckon's field.
+  TrainConfig zero = parse_hf_config_text(with(R"("num_key_value_heads": 3, )"), "kv.json").config;
+  expect_invalid([&] { validate(zero); }, {"num_kv_heads: 3 is not allowed with num_heads 4"});
+  // Files: missing, a folder, above 1 MiB.
+  expect_invalid([&] { load_hf_config("/nonexistent/config.json"); }, {"--hf-config", "cannot read"});
+  expect_invalid([&] { load_hf_config("/tmp"); }, {"--hf-config", "not a regular file"});
+  const std::string big = "/tmp/reckon_hf_big.json";
+  {
+    std::ofstream out(big);
+    out << "{\"x\": \"" << std::string(2 << 20, 'a') << "\"}";
+  }
+  expect_invalid([&] { load_hf_config(big); }, {"--hf-config", "above the limit of 1048576 bytes"});
+  std::remove(big.c_str());
+}
+
+}  // namespace
+}  // namespace reckon
