@@ -46,11 +46,7 @@ EstimateResult checked_inputs(const EstimateOptions& o) {
   for (const std::string& kv : o.overrides) apply_override(config, kv);
   // --precision sets the config's field (tf32: fp32 training, TF32 matmul peak); the GPU peak follows it.
   if (!o.precision.empty()) {
-    if (o.precision != "fp32" && o.precision != "tf32" && o.precision != "amp-bf16" && o.precision != "bf16") {
-      throw std::invalid_argument(
-          fmt::format("--precision: '{}' is not allowed; allowed values are fp32, tf32, amp-bf16, bf16", o.precision));
-    }
-    apply_override(config, "precision=" + (o.precision == "tf32" ? std::string("fp32") : o.precision));
+    apply_override(config, "precision=" + config_precision(o.precision));
   }
   const std::string gpu_math = o.precision == "tf32" ? "tf32" : gpu_math_for(config.model.precision);
   if (o.zero_given) apply_override(config, fmt::format("zero_stage={}", o.zero_stage));

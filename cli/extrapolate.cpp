@@ -115,11 +115,7 @@ ExtrapolatePlan plan_extrapolate(const ExtrapolateOptions& o) {
   check_range("--train-batch", o.train_batch, 1, kMaxTrainBatch);
   ExtrapolatePlan p;
   p.gpu = &gpu_spec(o.gpu);
-  if (o.precision != "fp32" && o.precision != "tf32" && o.precision != "amp-bf16" && o.precision != "bf16") {
-    throw std::invalid_argument(
-        fmt::format("--precision: '{}' is not allowed; allowed values are fp32, tf32, amp-bf16, bf16", o.precision));
-  }
-  const std::string precision_value = o.precision == "tf32" ? "fp32" : o.precision;
+  const std::string precision_value = config_precision(o.precision);
   for (const std::string& name : o.validate) {
     p.presets.push_back(preset_config(name));
     for (const std::string& kv : o.overrides) apply_override(p.presets.back(), kv);

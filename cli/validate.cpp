@@ -41,6 +41,13 @@ void check_same_config_on_all_ranks(const TrainConfig& config) {
                   differing, comm_size(), comm_rank(), where));
 }
 
+std::string config_precision(const std::string& option_value) {
+  if (option_value == "tf32") return "fp32";
+  if (option_value == "fp32" || option_value == "amp-bf16" || option_value == "bf16") return option_value;
+  throw std::invalid_argument(
+      fmt::format("--precision: '{}' is not allowed; allowed values are fp32, tf32, amp-bf16, bf16", option_value));
+}
+
 void check_token_count(int64_t train_steps, int64_t train_batch, int64_t context_length) {
   const __int128 tokens = static_cast<__int128>(train_steps) * train_batch * context_length;
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();

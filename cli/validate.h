@@ -21,6 +21,10 @@ struct TrainConfig;
 // Throws std::invalid_argument on every rank, naming the first differing field, if any rank's differs.
 void check_same_config_on_all_ranks(const TrainConfig& config);
 
+// --precision of estimate and extrapolate (fp32, tf32, amp-bf16, bf16) as the config's precision value: tf32 trains
+// in fp32 (only the GPU's matmul peak differs). Throws std::invalid_argument naming the flag and the allowed values.
+std::string config_precision(const std::string& option_value);
+
 // steps × batch × context_length, the tokens of a training run, must fit int64 (checked in 128-bit).
 void check_token_count(int64_t train_steps, int64_t train_batch, int64_t context_length);
 
