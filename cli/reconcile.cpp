@@ -146,8 +146,8 @@ void print_details(const Result& r) {
 // Each shape (with grouped K/V heads and head widths ≠ D / H among them) × ffn × tied × position in every precision
 // (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads)) with both attentions (naive, flash) and the three recomputes
 // (none, attention, full). Positions none, learned and rope (rope where the head width is even: all shapes but the
-// d_k = 1 one): 104 model configs × 4 × 2 × 3 = 2,496 configs. The mixed ones only where this CPU runs bf16 matmuls
-// (they are left out, with a note, elsewhere).
+// d_k = 1 one; the untied ones with llama3 frequency scaling): 104 model configs × 4 × 2 × 3 = 2,496 configs. The mixed
+// ones only where this CPU runs bf16 matmuls (they are left out, with a note, elsewhere).
 std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
   struct Shape {
     int64_t v, t, l, d, h, f, b, kv = 0, head_dim = 0;  // kv, head_dim: 0 = the defaults (H, D / H)
@@ -182,7 +182,12 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
                                                  .ffn = ffn,
                                                  .tie_embeddings = tied,
                                                  .position = pos,
-                                                 .rope_theta = 100},  // a small base: short sequences turn far
+                                                 .rope_theta = 100,  // a small base: short sequences turn far
+                                                 // untied rope configs with Llama 3.1's frequency scaling (over a
+                                                 // short original context, so every band has frequencies)
+                                                 .rope_scaling = tied ? RopeScaling::none : RopeScaling::llama3,
+                                                 .rope_factor = 8,
+                                                 .rope_original_max_position = 16},
                                       RunSettings{.batch_size = s.b,
                                                   .precision = precision,
                                                   .grad_dtype = grads,

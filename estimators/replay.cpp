@@ -606,7 +606,7 @@ void StepReplay::forward() {
     const RopeTensors rt = rope_tables_tensors(t.value(), shape.head_dim);
     alloc(top("rope.cos"), rt.cos);
     alloc(top("rope.sin"), rt.sin);
-    count("rope", rope_tables_count(t.value(), shape.head_dim));
+    count("rope", rope_tables_count(t.value(), shape.head_dim, c_.rope_frequencies()));
   }
   const std::vector<const char*> saved = block_saved();
   for (int32_t i = 0; i < c_.num_layers; ++i) {

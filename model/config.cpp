@@ -32,6 +32,8 @@ struct Preset {
   int64_t kv = 0, head_dim = 0;  // key/value heads, head width: 0 = H, D / H
   double theta = 10000;          // rope_theta (position = rope)
   int64_t window = 0;            // sliding_window
+  RopeScaling scaling = RopeScaling::none;
+  double factor = 1;  // rope_factor (llama3: with the band 1 … 4 over an original context of 8192, as Llama 3.1)
 };
 
 // S and M are the shapes of shared/peers/lm_bench.py. The GPT-2 shapes follow the accounting problem of
@@ -63,12 +65,13 @@ constexpr Preset kPresets[] = {
     {"llama2-70b", 32000, 4096, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::rope, 8},
     // Llama 3 / 3.1 (Grattafiori et al. 2024, "The Llama 3 Herd of Models", Table 3; the released config.json files:
     // vocab 128256, 8 key/value heads, rope_theta 500000, untied). Context 8192 (the pretraining sequence length;
-    // 3.1's 131072 comes from its long-context stage). 3.1's rope_scaling (type llama3) changes RoPE's frequencies
-    // only, not a count: the preset leaves it out. Published counts (checkpoint index total_size / 2 bytes of bf16):
-    // 8,030,261,248; 70,553,706,496; 405,853,388,800.
+    // 3.1's 131072 comes from its long-context stage). 3.1's rope_scaling: type llama3, factor 8, low_freq_factor 1,
+    // high_freq_factor 4, original_max_position_embeddings 8192 (frequencies only). Published counts (checkpoint index
+    // total_size / 2 bytes of bf16): 8,030,261,248; 70,553,706,496; 405,853,388,800.
     {"llama3-8b", 128256, 8192, 32, 4096, 32, 14336, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 500000},
     {"llama3-70b", 128256, 8192, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 500000},
-    {"llama3.1-405b", 128256, 8192, 126, 16384, 128, 53248, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 500000},
+    {"llama3.1-405b", 128256, 8192, 126, 16384, 128, 53248, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 500000, 0,
+     RopeScaling::llama3, 8},
     // Mistral 7B v0.1 (Jiang et al. 2023; config.json: GQA 8, sliding_window 4096, max_position_embeddings 32768).
     // Context 4096 = the window, where sliding-window attention is causal attention exactly (shorter windows than
     // the context are not modelled yet). Published: 7,241,732,096.
@@ -192,6 +195,11 @@ const std::vector<FieldSpec>& fields() {
     f.push_back(choice_field("position", &M::position, kPositions));
     f.push_back(
         real_field("rope_theta", model, m, &M::rope_theta, {0, 1e12, true, false}, " (position = rope's base)"));
+    f.push_back(choice_field("rope_scaling", &M::rope_scaling, kRopeScalings, " (RoPE frequency scaling)"));
+    f.push_back(real_field("rope_factor", model, m, &M::rope_factor, {0, 1e6, true, false}));
+    f.push_back(real_field("rope_low_freq_factor", model, m, &M::rope_low_freq_factor, {0, 1e6, true, false}));
+    f.push_back(real_field("rope_high_freq_factor", model, m, &M::rope_high_freq_factor, {0, 1e6, true, false}));
+    f.push_back(integer_field("rope_original_max_position", model, m, &M::rope_original_max_position, 1, 1 << 24));
     FieldSpec window = integer_field("sliding_window", model, m, &M::sliding_window, 0, 1 << 17,
                                      " (0 = none; windows shorter than context_length are not modelled yet)");
     window.range.reset();  // validate(): 0 or at least context_length
@@ -455,6 +463,8 @@ TrainConfig preset_config(std::string_view name) {
                                        .tie_embeddings = p.tied,
                                        .position = p.pos,
                                        .rope_theta = p.theta,
+                                       .rope_scaling = p.scaling,
+                                       .rope_factor = p.factor,
                                        .sliding_window = p.window},
                             RunSettings{.batch_size = p.b}};
       return c;
@@ -568,6 +578,9 @@ void validate(const TrainConfig& c) {
             "head_dim: {} is odd; position = rope turns pairs of a head's values, so it needs an even head width "
             "(set head_dim, or num_heads so that d_model / num_heads is even)",
             m.head_size());
+  check_arg(m.rope_scaling != RopeScaling::llama3 || m.rope_high_freq_factor > m.rope_low_freq_factor,
+            "rope_high_freq_factor: {} must be above rope_low_freq_factor {} (llama3 scaling blends between them)",
+            m.rope_high_freq_factor, m.rope_low_freq_factor);
   check_arg(m.sliding_window == 0 || (m.sliding_window >= m.context_length && m.sliding_window <= (1 << 17)),
             "sliding_window: {} with context_length {}: a window shorter than the context is not modelled yet; "
             "allowed: 0 (none) or an integer in [context_length, 131072] (the window then covers every key: causal "
@@ -630,8 +643,11 @@ std::string describe(const ModelConfig& m) {
       "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}{}{}", m.vocab_size,
       m.context_length, m.num_layers, m.d_model, heads, m.d_ff, ffn_kind_name(m.ffn),
       m.tie_embeddings ? "tied" : "untied",
-      m.position == Position::rope ? fmt::format("rope (θ {})", m.rope_theta) : position_name(m.position), m.batch_size,
-      precision, attention_name(m.attention),
+      m.position != Position::rope ? std::string(position_name(m.position))
+      : m.rope_scaling == RopeScaling::none
+          ? fmt::format("rope (θ {})", m.rope_theta)
+          : fmt::format("rope (θ {}, {} ×{})", m.rope_theta, enum_name(kRopeScalings, m.rope_scaling), m.rope_factor),
+      m.batch_size, precision, attention_name(m.attention),
       m.recompute == Recompute::none ? "" : fmt::format(", recompute {}", recompute_name(m.recompute)),
       m.zero_stage == 0 ? "" : fmt::format(", zero stage {}", m.zero_stage));
 }

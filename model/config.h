@@ -11,6 +11,7 @@
 
 #include "model/precision.h"
 #include "ops/ffn.h"
+#include "ops/rope.h"
 
 namespace reckon {
 
@@ -31,6 +32,8 @@ enum class Recompute { none, attention, full };
 // The names a config writes for each choice (runtime/enum_table.h): parsing, printing and messages read these.
 inline constexpr EnumName<Position> kPositions[] = {
     {Position::none, "none"}, {Position::learned, "learned"}, {Position::rope, "rope"}};
+inline constexpr EnumName<RopeScaling> kRopeScalings[] = {
+    {RopeScaling::none, "none"}, {RopeScaling::linear, "linear"}, {RopeScaling::llama3, "llama3"}};
 inline constexpr EnumName<AttentionKind> kAttentionKinds[] = {{AttentionKind::naive, "naive"},
                                                               {AttentionKind::flash, "flash"}};
 inline constexpr EnumName<Recompute> kRecomputes[] = {
@@ -54,11 +57,20 @@ struct ModelShape {
   bool tie_embeddings = false;
   Position position = Position::none;
   double rope_theta = 10000;  // RoPE's base (Hugging Face's rope_theta); read only with position = rope
+  // Hugging Face's rope_scaling (ops/rope.h): none, linear (rope_factor) or llama3 (rope_factor, the band's
+  // rope_low_freq_factor and rope_high_freq_factor, rope_original_max_position). Frequencies only.
+  RopeScaling rope_scaling = RopeScaling::none;
+  double rope_factor = 1, rope_low_freq_factor = 1, rope_high_freq_factor = 4;
+  int64_t rope_original_max_position = 8192;
   // Sliding-window attention's W (query i sees keys i − W + 1 … i); 0 = none. A window at least context_length long
   // covers every key, which is causal attention exactly; shorter windows are not modelled yet (validate refuses them).
   int64_t sliding_window = 0;
   double rmsnorm_eps = 1e-5;
 
+  RopeFrequencies rope_frequencies() const {
+    return {rope_theta,           rope_scaling,          rope_factor,
+            rope_low_freq_factor, rope_high_freq_factor, rope_original_max_position};
+  }
   int64_t kv_heads() const { return num_kv_heads > 0 ? num_kv_heads : num_heads; }
   int64_t head_size() const { return head_dim > 0 ? head_dim : num_heads > 0 ? d_model / num_heads : 0; }
   int64_t q_width() const { return num_heads * head_size(); }    // H·head_dim: q's and the context's width

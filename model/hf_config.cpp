@@ -65,11 +65,14 @@ const char* type_of(const json& v) {
 // Reads the file's keys one at a time, remembering which were used.
 class Keys {
  public:
-  Keys(const json& root, std::string path) : root_(root), path_(std::move(path)) {}
+  // prefix: "rope_scaling." for the keys of that object, so that messages name the whole key.
+  Keys(const json& root, std::string path, std::string prefix = "")
+      : root_(root), path_(std::move(path)), prefix_(std::move(prefix)) {}
 
   [[noreturn]] void fail(const std::string& key, const std::string& why) const {
-    throw std::invalid_argument(fmt::format("--hf-config {}: {}: {}", path_, key, why));
+    throw std::invalid_argument(fmt::format("--hf-config {}: {}{}: {}", path_, prefix_, key, why));
   }
+  const std::string& path() const { return path_; }
   const json* find(const std::string& key) {
     used_.push_back(key);
     const auto it = root_.find(key);
@@ -120,7 +123,7 @@ class Keys {
 
  private:
   const json& root_;
-  std::string path_;
+  std::string path_, prefix_;
   std::vector<std::string> used_;
 };
 
@@ -160,6 +163,40 @@ std::optional<std::string> unmodelled(const std::string& type) {
   return std::nullopt;
 }
 
+// rope_scaling: null, or {"rope_type" (or "type"): "linear" | "llama3", "factor", and for llama3 "low_freq_factor",
+// "high_freq_factor", "original_max_position_embeddings"}. Other kinds (dynamic, yarn, longrope) are refused.
+void map_rope_scaling(Keys& k, ModelConfig& m) {
+  const json* s = k.find("rope_scaling");
+  if (s == nullptr || s->is_null()) return;
+  if (!s->is_object()) k.fail("rope_scaling", fmt::format("expected an object or null, got {}", type_of(*s)));
+  Keys inner(*s, k.path(), "rope_scaling.");
+  std::optional<std::string> kind = inner.string("rope_type");
+  if (!kind) kind = inner.string("type");
+  if (!kind) inner.fail("rope_type", "missing (linear or llama3)");
+  auto number = [&](const char* key, std::optional<double> fallback) {
+    const std::optional<double> v = inner.number(key);
+    if (!v && !fallback) inner.fail(key, "missing");
+    return v ? *v : *fallback;
+  };
+  if (*kind == "linear") {
+    m.rope_scaling = RopeScaling::linear;
+    m.rope_factor = number("factor", std::nullopt);
+  } else if (*kind == "llama3") {
+    m.rope_scaling = RopeScaling::llama3;
+    m.rope_factor = number("factor", std::nullopt);
+    m.rope_low_freq_factor = number("low_freq_factor", std::nullopt);
+    m.rope_high_freq_factor = number("high_freq_factor", std::nullopt);
+    const std::optional<int64_t> original = inner.integer("original_max_position_embeddings");
+    if (!original) inner.fail("original_max_position_embeddings", "missing");
+    m.rope_original_max_position = *original;
+  } else {
+    inner.fail("rope_type", fmt::format("'{}' is not modelled; reckon models linear and llama3", *kind));
+  }
+  for (const auto& [key, value] : s->items()) {
+    if (!inner.used(key)) inner.fail(key, "a key reckon does not know in rope_scaling");
+  }
+}
+
 void map_llama_family(Keys& k, const std::string& type, ModelConfig& m) {
   m.vocab_size = k.required("vocab_size");
   m.d_model = k.required("hidden_size");
@@ -184,7 +221,7 @@ void map_llama_family(Keys& k, const std::string& type, ModelConfig& m) {
   m.sliding_window = k.boolean("use_sliding_window").value_or(true) ? window.value_or(by_default) : 0;
   k.neutral("attention_bias", "biases on q, k, v and o");
   k.neutral("mlp_bias", "biases on the MLP's matrices");
-  k.neutral("rope_scaling", "a RoPE frequency scaling");
+  map_rope_scaling(k, m);
   k.neutral("attention_dropout", "dropout");
   k.neutral("resid_pdrop", "dropout");
   k.neutral("embd_pdrop", "dropout");

@@ -181,7 +181,7 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
   Tensor x = embedding_forward(tokens, w(layout_.tok_emb), "tok_emb.out");
   if (layout_.pos_emb >= 0) position_embedding_forward(x, w(layout_.pos_emb));
   release(0);
-  if (c.position == Position::rope) rope_ = rope_tables(seq_, c.head_size(), c.rope_theta);
+  if (c.position == Position::rope) rope_ = rope_tables(seq_, c.head_size(), c.rope_frequencies());
   for (size_t i = 0; i < layout_.layers.size(); ++i) {
     gather(static_cast<int>(i) + 1);
     Tensor out = block_forward(i, x);

@@ -12,10 +12,42 @@ RopeTensors rope_tables_tensors(int64_t t, int64_t head_dim) {
           {"rope.sin", Category::activation, DType::f32, {t, head_dim / 2}, Lifetime::output}};
 }
 
-OpCount rope_tables_count(int64_t t, int64_t head_dim) {
+std::vector<double> rope_inverse_frequencies(int64_t head_dim, const RopeFrequencies& f, int64_t* flops) {
+  const int64_t half = head_dim / 2;
+  std::vector<double> inv(static_cast<size_t>(half));
+  int64_t n = 0;
+  const double pi = std::acos(-1.0);
+  for (int64_t i = 0; i < half; ++i) {
+    double x = 1.0 / std::pow(f.theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
+    n += 2;
+    if (f.scaling == RopeScaling::linear) {
+      x /= f.factor;
+      n += 1;
+    } else if (f.scaling == RopeScaling::llama3) {
+      const double context = static_cast<double>(f.original_context);
+      const double wavelength = 2 * pi / x;
+      n += 1;
+      if (wavelength > context / f.low_freq_factor) {  // long wavelengths: scaled
+        x /= f.factor;
+        n += 1;
+      } else if (wavelength >= context / f.high_freq_factor) {  // the band between: blended
+        const double s = (context / wavelength - f.low_freq_factor) / (f.high_freq_factor - f.low_freq_factor);
+        x = (1 - s) * x / f.factor + s * x;
+        n += 8;  // s: a divide, a subtract, a subtract, a divide; blend: a subtract, multiply, divide, multiply-add
+      }
+    }
+    inv[static_cast<size_t>(i)] = x;
+  }
+  if (flops != nullptr) *flops = n;
+  return inv;
+}
+
+OpCount rope_tables_count(int64_t t, int64_t head_dim, const RopeFrequencies& f) {
   const CheckedInt half = head_dim / 2, entries = CheckedInt(t) * half;
+  int64_t frequency_flops = 0;
+  rope_inverse_frequencies(head_dim, f, &frequency_flops);
   OpCount c;
-  c.other_flops = (3 * entries + 2 * half).value();
+  c.other_flops = (3 * entries + frequency_flops).value();
   c.bytes_written = (2 * 4 * entries).value();
   return c;
 }
@@ -29,17 +61,25 @@ OpCount rope_count(int64_t b, int64_t t, int64_t heads, int64_t head_dim, DType 
   return c;
 }
 
-RopeTables rope_tables(int64_t t, int64_t head_dim, double theta) {
+RopeTables rope_tables(int64_t t, int64_t head_dim, const RopeFrequencies& f) {
   check_arg(t >= 1, "rope: sequence length is {}, allowed range is [1, ...)", t);
   check_arg(head_dim >= 2 && head_dim % 2 == 0, "rope: head_dim is {}, allowed: an even width ≥ 2", head_dim);
-  check_arg(std::isfinite(theta) && theta > 0, "rope: rope_theta is {}, allowed: a finite number > 0", theta);
+  check_arg(std::isfinite(f.theta) && f.theta > 0, "rope: rope_theta is {}, allowed: a finite number > 0", f.theta);
+  check_arg(f.scaling == RopeScaling::none || (std::isfinite(f.factor) && f.factor > 0),
+            "rope: rope_factor is {}, allowed: a finite number > 0", f.factor);
+  check_arg(f.scaling != RopeScaling::llama3 ||
+                (f.original_context >= 1 && f.low_freq_factor > 0 && f.high_freq_factor > f.low_freq_factor),
+            "rope: llama3 scaling needs rope_original_max_position ≥ 1 and 0 < rope_low_freq_factor < "
+            "rope_high_freq_factor, got {}, {}, {}",
+            f.original_context, f.low_freq_factor, f.high_freq_factor);
+  const std::vector<double> inv = rope_inverse_frequencies(head_dim, f);
   const RopeTensors decl = rope_tables_tensors(t, head_dim);
   RopeTables out{decl.cos.allocate(""), decl.sin.allocate("")};
   OpRecord record("rope");
   const int64_t half = head_dim / 2;
   float *pc = out.cos.data(), *ps = out.sin.data();
   for (int64_t i = 0; i < half; ++i) {
-    const double inv_freq = 1.0 / std::pow(theta, static_cast<double>(2 * i) / static_cast<double>(head_dim));
+    const double inv_freq = inv[static_cast<size_t>(i)];
 #pragma omp parallel for schedule(static)
     for (int64_t p = 0; p < t; ++p) {
       const double angle = static_cast<double>(p) * inv_freq;
@@ -47,7 +87,7 @@ RopeTables rope_tables(int64_t t, int64_t head_dim, double theta) {
       ps[p * half + i] = static_cast<float>(std::sin(angle));
     }
   }
-  record.count = rope_tables_count(t, head_dim);
+  record.count = rope_tables_count(t, head_dim, f);
   return out;
 }
 

@@ -16,13 +16,21 @@
 // are computed in float64 and rounded once (Hugging Face computes them in float32: a difference within float32's
 // rounding of the angle).
 //
+// Frequency scaling (Hugging Face's rope_scaling; it changes the frequencies only, never a shape): linear divides
+// every frequency by `factor` (positions p / factor); llama3 (Llama 3.1) keeps the frequencies whose wavelength
+// 2π/f is below original_context / high_freq_factor, divides those above original_context / low_freq_factor by
+// `factor`, and blends the band between: s = (original_context / wavelength − low) / (high − low),
+// f ← (1 − s)·f/factor + s·f.
+//
 // dtypes: x float32 or bf16 (rotated in float32, rounded once); tables float32.
-// FLOPs: tables T·d_k/2·3 (angle, cos, sin; the d_k/2 inverse frequencies 2 each: a power and a reciprocal);
+// FLOPs: tables T·d_k/2·3 (angle, cos, sin) + what the inverse frequencies execute (2 each: a power and a
+// reciprocal; linear + 1; llama3 + 1 for the wavelength, then 0, 1 or 8 by band: see rope_inverse_frequencies);
 // rotation 3 per element (4 multiplies and 2 adds per pair), forward and backward alike.
 // Bytes: tables write 2·4·T·d_k/2; a rotation reads x (B·T·heads·d_k elements) and both tables once, writes x.
 #pragma once
 
 #include <string_view>
+#include <vector>
 
 #include "runtime/contract.h"
 #include "runtime/counters.h"
@@ -34,14 +42,24 @@ struct RopeTables {
   Tensor cos, sin;  // (T, d_k/2) float32
 };
 
+enum class RopeScaling { none, linear, llama3 };
+struct RopeFrequencies {
+  double theta = 10000;
+  RopeScaling scaling = RopeScaling::none;
+  double factor = 1, low_freq_factor = 1, high_freq_factor = 4;  // llama3: the band edges
+  int64_t original_context = 8192;                               // llama3: original_max_position_embeddings
+};
+// The d_k/2 inverse frequencies, in float64; `flops` (if given) receives the FLOPs executed computing them.
+std::vector<double> rope_inverse_frequencies(int64_t head_dim, const RopeFrequencies& f, int64_t* flops = nullptr);
+
 // Throws std::invalid_argument unless t ≥ 1, head_dim ≥ 2 is even and theta > 0 and finite.
-RopeTables rope_tables(int64_t t, int64_t head_dim, double theta);
+RopeTables rope_tables(int64_t t, int64_t head_dim, const RopeFrequencies& f);
 // x (B, T', heads·d_k) contiguous, T' ≤ the tables' T: rotated in place (forward), or by the opposite angle
 // (backward, on a gradient).
 void rope_forward(const Tensor& x, int64_t heads, const RopeTables& tables);
 void rope_backward(const Tensor& grad, int64_t heads, const RopeTables& tables);
 
-OpCount rope_tables_count(int64_t t, int64_t head_dim);
+OpCount rope_tables_count(int64_t t, int64_t head_dim, const RopeFrequencies& f);
 // One rotation (either direction) of b·t rows of `heads` heads of width head_dim, at x's dtype.
 OpCount rope_count(int64_t b, int64_t t, int64_t heads, int64_t head_dim, DType dtype);
 // "rope.cos", "rope.sin": (T, d_k/2) float32 activations.

@@ -101,6 +101,24 @@ TEST(HfConfig, FamiliesNotModelledAreRefusedNamingWhatTheyNeed) {
   }
 }
 
+TEST(HfConfig, RopeScalingLinearAndLlama3) {
+  const std::string shape = R"("vocab_size": 100, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+                               "num_attention_heads": 4, "max_position_embeddings": 16)";
+  const HfConfig l31 = parse_hf_config_text(
+      R"({"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+          "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}, )" +
+          shape + "}",
+      "l31");
+  EXPECT_EQ(l31.config.model.rope_scaling, RopeScaling::llama3);
+  EXPECT_EQ(l31.config.model.rope_factor, 8.0);
+  EXPECT_EQ(l31.config.model.rope_high_freq_factor, 4.0);
+  EXPECT_EQ(l31.config.model.rope_original_max_position, 8192);
+  const HfConfig lin = parse_hf_config_text(
+      R"({"model_type": "llama", "rope_scaling": {"type": "linear", "factor": 2.0}, )" + shape + "}", "linear");
+  EXPECT_EQ(lin.config.model.rope_scaling, RopeScaling::linear);
+  EXPECT_EQ(lin.config.model.rope_factor, 2.0);
+}
+
 TEST(HfConfig, DefaultsForAbsentKeys) {
   const std::string shape = R"("vocab_size": 100, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
                                "num_attention_heads": 4, "max_position_embeddings": 16)";
@@ -146,7 +164,12 @@ TEST(HfConfig, BadFilesAreRefusedNamingTheKey) {
       {with(R"("tie_word_embeddings": 1, )"), {"tie_word_embeddings: expected true or false"}},
       {with(R"("hidden_act": "gelu", )"), {"hidden_act: 'gelu' is not modelled"}},
       {with(R"("attention_bias": true, )"), {"attention_bias: true is biases on q, k, v and o"}},
-      {with(R"("rope_scaling": {"rope_type": "llama3", "factor": 8.0}, )"), {"rope_scaling:", "not modelled"}},
+      {with(R"("rope_scaling": {"rope_type": "yarn", "factor": 8.0}, )"),
+       {"rope_scaling.rope_type: 'yarn' is not modelled"}},
+      {with(R"("rope_scaling": {"rope_type": "llama3", "factor": 8.0}, )"), {"rope_scaling.low_freq_factor: missing"}},
+      {with(R"("rope_scaling": {"type": "linear", "factor": 2.0, "beta": 1}, )"),
+       {"rope_scaling.beta: a key reckon does not know"}},
+      {with(R"("rope_scaling": 3, )"), {"rope_scaling: expected an object or null"}},
       {with(R"("attention_dropout": 0.1, )"), {"attention_dropout: 0.1 is dropout"}},
       {with(R"("num_local_experts": 8, )"), {"num_local_experts: 8 is a mixture of experts"}},
       {with(R"("quantization_config": {"bits": 4}, )"), {"quantization_config:", "does not know"}},

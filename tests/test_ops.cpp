@@ -438,7 +438,7 @@ TEST_F(Ops, RopeRotatesInPlaceAndBackwardIsItsTranspose) {
     const double theta = 500.0;
     counters().reset();
     const int64_t activations_before = tracker().stats()[Category::activation].allocated_bytes.current;
-    const RopeTables tables = rope_tables(t, dk, theta);
+    const RopeTables tables = rope_tables(t, dk, RopeFrequencies{theta});
     EXPECT_EQ(tracker().stats()[Category::activation].allocated_bytes.current - activations_before,
               2 * aligned_size(4 * t * dk / 2));
     EXPECT_EQ(tracker().live_bytes_with_prefix("rope.cos"), aligned_size(4 * t * dk / 2));
@@ -468,14 +468,54 @@ TEST_F(Ops, RopeRotatesInPlaceAndBackwardIsItsTranspose) {
     EXPECT_EQ(c.bytes_read, 2 * (4 * n * w + 2 * 4 * t * dk / 2));
     EXPECT_EQ(c.bytes_written, 2 * 4 * t * dk / 2 + 2 * 4 * n * w);
   }
-  const RopeTables tables = rope_tables(4, 6, 10000.0);
+  const RopeTables tables = rope_tables(4, 6, RopeFrequencies{});
   Tensor x = Tensor::zeros({1, 5, 12}, Category::activation, "x");
   expect_invalid([&] { rope_forward(x, 2, tables); }, {"heads of 6 over 5 positions", "over 4"});
   Tensor y = Tensor::zeros({1, 4, 12}, Category::activation, "y");
   expect_invalid([&] { rope_forward(y, 3, tables); }, {"heads of 4", "tables are for heads of 6"});
-  expect_invalid([&] { rope_tables(4, 5, 1e4); }, {"head_dim is 5", "even"});
-  expect_invalid([&] { rope_tables(4, 6, 0.0); }, {"rope_theta is 0"});
-  expect_invalid([&] { rope_tables(4, 6, std::nan("")); }, {"rope_theta is nan"});
+  expect_invalid([&] { rope_tables(4, 5, RopeFrequencies{}); }, {"head_dim is 5", "even"});
+  expect_invalid([&] { rope_tables(4, 6, RopeFrequencies{0.0}); }, {"rope_theta is 0"});
+  expect_invalid([&] { rope_tables(4, 6, RopeFrequencies{std::nan("")}); }, {"rope_theta is nan"});
+  expect_invalid(
+      [&] {
+        rope_tables(4, 6, RopeFrequencies{1e4, RopeScaling::llama3, 8, 4, 1});
+      },
+      {"0 < rope_low_freq_factor < rope_high_freq_factor"});
+}
+
+// Frequency scaling against Hugging Face's formulas written out here (modeling_rope_utils: linear divides by the
+// factor; _compute_llama3_parameters with Llama 3.1's values), and the FLOPs each band executes.
+TEST_F(Ops, RopeScalingFrequenciesLinearAndLlama3) {
+  const int64_t dk = 128;
+  const double theta = 500000, pi = std::acos(-1.0);
+  const std::vector<double> plain = rope_inverse_frequencies(dk, RopeFrequencies{theta});
+  int64_t flops = 0;
+  const std::vector<double> linear = rope_inverse_frequencies(dk, {theta, RopeScaling::linear, 4.0}, &flops);
+  EXPECT_EQ(flops, 3 * dk / 2);
+  const RopeFrequencies l31{theta, RopeScaling::llama3, 8.0, 1.0, 4.0, 8192};
+  const std::vector<double> llama3 = rope_inverse_frequencies(dk, l31, &flops);
+  int64_t kept = 0, scaled = 0, blended = 0;
+  for (int64_t i = 0; i < dk / 2; ++i) {
+    const double f = 1.0 / std::pow(theta, 2.0 * static_cast<double>(i) / dk);
+    EXPECT_DOUBLE_EQ(plain[i], f);
+    EXPECT_DOUBLE_EQ(linear[i], f / 4.0);
+    const double wavelen = 2 * pi / f, low_wavelen = 8192 / 1.0, high_wavelen = 8192 / 4.0;
+    double want = f;
+    if (wavelen < high_wavelen) {
+      ++kept;
+    } else if (wavelen > low_wavelen) {
+      want = f / 8.0, ++scaled;
+    } else {
+      const double smooth = (8192 / wavelen - 1.0) / (4.0 - 1.0);
+      want = (1 - smooth) * f / 8.0 + smooth * f, ++blended;
+    }
+    EXPECT_NEAR(llama3[i], want, 1e-15 * f) << i;
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(scaled, 0);
+  EXPECT_GT(blended, 0);
+  EXPECT_EQ(flops, 3 * dk / 2 + scaled + 8 * blended);
+  EXPECT_EQ(rope_tables_count(10, dk, l31).other_flops, 3 * 10 * dk / 2 + flops);
 }
 
 TEST_F(Ops, SiluAndSwigluGateElementwise) {

@@ -6,7 +6,7 @@ names, built from a checkpoint's config lines (model/config.h config_overrides):
               num_kv_heads K/V heads shared by groups of query heads, repeated as Hugging Face's repeat_kv;
               heads head_dim wide: q is D → H·head_dim, k and v D → KV·head_dim, o H·head_dim → D;
               position = rope: q and k rotated as Hugging Face's LLaMA, apply_rotary_pos_emb with rotate_half,
-              cos/sin from rope_theta computed in float32 as its rotary module does)
+              cos/sin from rope_theta (and rope_scaling: linear, llama3) computed in float32 as its rotary module does)
               x = x + w2 · (silu(w1·n) ⊙ w3·n)   or   w2 · silu(w1·n)           (swiglu / silu_mlp), n = rmsnorm(x)
   logits = lm_head · rmsnorm(x)   (lm_head = tok_emb when tied);   loss = mean cross-entropy
 RMSNorm: x / sqrt(mean(x²) + eps) · g. No biases, no dropout.
@@ -34,17 +34,35 @@ def rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def rope_cos_sin(t, head_dim, theta):
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2).float() / head_dim))
+def rope_inv_freq(head_dim, cfg):
+    """Hugging Face's modeling_rope_utils: the default frequencies, linear (divided by factor) or llama3."""
+    inv_freq = 1.0 / (float(cfg["rope_theta"]) ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    kind = cfg.get("rope_scaling", "none")
+    factor = float(cfg.get("rope_factor", "1"))
+    if kind == "linear":
+        return inv_freq / factor
+    if kind == "llama3":
+        low, high = float(cfg["rope_low_freq_factor"]), float(cfg["rope_high_freq_factor"])
+        old = float(cfg["rope_original_max_position"])
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old / low, inv_freq / factor, inv_freq)
+        smooth = (old / wavelen - low) / (high - low)
+        blended = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old / high) * ~(wavelen > old / low)
+        return torch.where(medium, blended, scaled)
+    return inv_freq
+
+
+def rope_cos_sin(t, head_dim, inv_freq):
     freqs = torch.outer(torch.arange(t).float(), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos(), emb.sin()
 
 
 class Attention(nn.Module):
-    def __init__(self, d, heads, kv_heads, head_dim, rope_theta=None):
+    def __init__(self, d, heads, kv_heads, head_dim, rope_inv_freq=None):
         super().__init__()
-        self.heads, self.kv_heads, self.head_dim, self.rope_theta = heads, kv_heads, head_dim, rope_theta
+        self.heads, self.kv_heads, self.head_dim, self.rope_inv_freq = heads, kv_heads, head_dim, rope_inv_freq
         self.wq = nn.Linear(d, heads * head_dim, bias=False)
         self.wk = nn.Linear(d, kv_heads * head_dim, bias=False)
         self.wv = nn.Linear(d, kv_heads * head_dim, bias=False)
@@ -55,8 +73,8 @@ class Attention(nn.Module):
         dk, group = self.head_dim, self.heads // self.kv_heads
         q = self.wq(h).view(b, t, self.heads, dk).transpose(1, 2)
         k = self.wk(h).view(b, t, self.kv_heads, dk).transpose(1, 2)
-        if self.rope_theta is not None:
-            cos, sin = rope_cos_sin(t, dk, self.rope_theta)
+        if self.rope_inv_freq is not None:
+            cos, sin = rope_cos_sin(t, dk, self.rope_inv_freq)
             q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         k = k.repeat_interleave(group, dim=1)
         v = self.wv(h).view(b, t, self.kv_heads, dk).transpose(1, 2).repeat_interleave(group, dim=1)
@@ -81,10 +99,10 @@ class Ffn(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, d, heads, kv_heads, head_dim, d_ff, swiglu, eps, rope_theta=None):
+    def __init__(self, d, heads, kv_heads, head_dim, d_ff, swiglu, eps, rope_inv_freq=None):
         super().__init__()
         self.attn_norm = RMSNorm(d, eps)
-        self.attn = Attention(d, heads, kv_heads, head_dim, rope_theta)
+        self.attn = Attention(d, heads, kv_heads, head_dim, rope_inv_freq)
         self.ffn_norm = RMSNorm(d, eps)
         self.ffn = Ffn(d, d_ff, swiglu)
 
@@ -105,9 +123,9 @@ class ReckonTwin(nn.Module):
         heads = int(cfg["num_heads"])
         kv_heads = int(cfg.get("num_kv_heads", "0")) or heads  # 0: as many as the query heads
         head_dim = int(cfg.get("head_dim", "0")) or d // heads  # 0: d_model / num_heads
-        rope_theta = float(cfg["rope_theta"]) if cfg["position"] == "rope" else None
+        inv_freq = rope_inv_freq(head_dim, cfg) if cfg["position"] == "rope" else None
         self.layers = nn.ModuleList(Layer(d, heads, kv_heads, head_dim, int(cfg["d_ff"]), cfg["ffn"] == "swiglu", eps,
-                                          rope_theta) for _ in range(int(cfg["num_layers"])))
+                                          inv_freq) for _ in range(int(cfg["num_layers"])))
         self.final_norm = RMSNorm(d, eps)
         if not self.tied:
             self.lm_head = nn.Linear(d, v, bias=False)
