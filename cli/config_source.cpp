@@ -9,19 +9,9 @@ namespace reckon {
 
 namespace {
 
-// The fields a config.json sets (the model's shape), as `--set` would write them.
-constexpr const char* kShapeKeys[] = {
-    "vocab_size", "context_length", "num_layers", "d_model",    "num_heads",      "num_kv_heads", "head_dim", "d_ff",
-    "ffn",        "tie_embeddings", "position",   "rope_theta", "sliding_window", "rmsnorm_eps"};
-
 void print_loaded(const std::string& path, const HfConfig& hf) {
-  std::vector<std::string> shape;
-  for (const std::string& line : config_overrides(hf.config)) {
-    for (const char* key : kShapeKeys) {
-      if (line.rfind(std::string(key) + "=", 0) == 0) shape.push_back(line);
-    }
-  }
-  fmt::print("hf-config: {} (model_type {}): {}\n", path, hf.model_type, fmt::join(shape, " "));
+  // The whole config (the file's model, reckon's run defaults), as `--set` lines would rebuild it.
+  fmt::print("hf-config: {} (model_type {}): {}\n", path, hf.model_type, fmt::join(config_overrides(hf.config), " "));
   fmt::print("hf-config: ignored (they change nothing reckon counts): {}\n",
              hf.ignored.empty() ? std::string("none") : fmt::format("{}", fmt::join(hf.ignored, ", ")));
 }

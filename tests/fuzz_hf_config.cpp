@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/fuzz_main.h"
+
 #include "model/hf_config.h"
 
 namespace {
@@ -133,33 +135,10 @@ std::string mutate(std::mt19937_64& rng, std::string s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const long long count = argc > 1 ? std::atoll(argv[1]) : 3000;
-  const unsigned long long seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 20261202ULL;
-  if (count < 1) {
-    std::fprintf(stderr, "usage: fuzz_hf_config [inputs >= 1] [seed]\n");
-    return 2;
-  }
-  long long loaded = 0, refused = 0;
-  for (long long i = 0; i < count; ++i) {
-    std::mt19937_64 rng(seed * 1000003ULL + static_cast<unsigned long long>(i));
-    const std::string input = rng() % 10 == 0 ? mutate(rng, "") : mutate(rng, kSeeds[rng() % kSeeds.size()]);
-    try {
-      reckon::HfConfig c = reckon::parse_hf_config_text(input, "fuzz.json");
-      reckon::validate(c.config);
-      ++loaded;
-    } catch (const std::invalid_argument& e) {
-      ++refused;
-      if (std::string(e.what()).empty()) {
-        std::fprintf(stderr, "fuzz_hf_config: seed %llu input %lld: an error with no message\n", seed, i);
-        return 1;
-      }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "fuzz_hf_config: seed %llu input %lld (%zu bytes): not an input error: %s\n", seed, i,
-                   input.size(), e.what());
-      return 1;
-    }
-  }
-  std::printf("fuzz_hf_config: %lld inputs from seed %llu: %lld loaded, %lld refused with an input error, 0 crashes\n",
-              count, seed, loaded, refused);
-  return loaded > 0 && refused > 0 ? 0 : 1;  // a fuzzer that never reaches both outcomes tests nothing
+  return testing_ref::run_fuzzer(
+      "fuzz_hf_config", argc, argv, 3000, 20261202ULL, "loaded",
+      [](std::mt19937_64& rng) {
+        return rng() % 10 == 0 ? mutate(rng, "") : mutate(rng, kSeeds[rng() % kSeeds.size()]);
+      },
+      [](const std::string& input) { reckon::validate(reckon::parse_hf_config_text(input, "fuzz.json").config); });
 }

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/fuzz_main.h"
+
 #include "runtime/safetensors.h"
 
 namespace {
@@ -117,42 +119,20 @@ std::string mutate(std::mt19937_64& rng, std::string s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const long long count = argc > 1 ? std::atoll(argv[1]) : 20000;
-  const unsigned long long seed = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 20261126ULL;
-  if (count < 1) {
-    std::fprintf(stderr, "usage: fuzz_safetensors [inputs >= 1] [seed]\n");
-    return 2;
-  }
   const std::vector<std::string> valid = seeds();
-  long long parsed = 0, refused = 0;
-  for (long long i = 0; i < count; ++i) {
-    std::mt19937_64 rng(seed * 1000003ULL + static_cast<unsigned long long>(i));
-    const std::string input =
-        rng() % 20 == 0 ? mutate(rng, std::string(8, '\0')) : mutate(rng, valid[rng() % valid.size()]);
-    try {
-      const Safetensors file = parse_safetensors(input, "fuzz.safetensors");
-      for (const SafetensorsEntry& e : file.tensors) {  // what a loader does next: copy each entry out
-        bool holdable = !e.shape.empty();
-        for (int64_t dim : e.shape) holdable = holdable && dim >= 1;
-        if (!holdable) continue;  // reckon's tensors have no zero or missing dimensions
-        Tensor t = Tensor::empty(e.shape, Category::temporary, "fuzz", e.dtype);
-        copy_from_safetensors(file, "fuzz.safetensors", e.name, t);
-      }
-      ++parsed;
-    } catch (const std::invalid_argument& e) {
-      ++refused;
-      if (std::string(e.what()).empty()) {
-        std::fprintf(stderr, "fuzz_safetensors: seed %llu input %lld: an error with no message\n", seed, i);
-        return 1;
-      }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "fuzz_safetensors: seed %llu input %lld (%zu bytes): not an input error: %s\n", seed, i,
-                   input.size(), e.what());
-      return 1;
-    }
-  }
-  std::printf(
-      "fuzz_safetensors: %lld inputs from seed %llu: %lld parsed, %lld refused with an input error, 0 crashes\n", count,
-      seed, parsed, refused);
-  return parsed > 0 && refused > 0 ? 0 : 1;  // a fuzzer that never reaches both outcomes tests nothing
+  return testing_ref::run_fuzzer(
+      "fuzz_safetensors", argc, argv, 20000, 20261126ULL, "parsed",
+      [&](std::mt19937_64& rng) {
+        return rng() % 20 == 0 ? mutate(rng, std::string(8, '\0')) : mutate(rng, valid[rng() % valid.size()]);
+      },
+      [](const std::string& input) {
+        const Safetensors file = parse_safetensors(input, "fuzz.safetensors");
+        for (const SafetensorsEntry& e : file.tensors) {  // what a loader does next: copy each entry out
+          bool holdable = !e.shape.empty();
+          for (int64_t dim : e.shape) holdable = holdable && dim >= 1;
+          if (!holdable) continue;  // reckon's tensors have no zero or missing dimensions
+          Tensor t = Tensor::empty(e.shape, Category::temporary, "fuzz", e.dtype);
+          copy_from_safetensors(file, "fuzz.safetensors", e.name, t);
+        }
+      });
 }
