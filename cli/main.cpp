@@ -173,7 +173,8 @@ void add_reconcile(CLI::App& app, Commands& c, const std::string& preset_list) {
                              c.rec_opts.overrides, preset_list);
   c.reconcile->add_flag(
       "--sweep", c.rec_opts.sweep,
-      "2496 configs: 104 models (both ffn kinds, tied/untied, 3 positions, GQA/MQA, head_dim, odd sizes) x 4 "
+      "2784 configs: 116 models (both ffn kinds, tied/untied, 3 positions, GQA/MQA, head_dim, windows, soft-capping, "
+      "odd sizes) x 4 "
       "precisions x "
       "naive/flash attention x 3 recomputes, each exact event by event");
   c.reconcile->add_option("--json", c.rec_opts.json_path, "write measured and analytic numbers as JSON");

@@ -146,18 +146,32 @@ void print_details(const Result& r) {
 // Each shape (with grouped K/V heads and head widths ≠ D / H among them) × ffn × tied × position in every precision
 // (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads)) with both attentions (naive, flash) and the three recomputes
 // (none, attention, full). Positions none, learned and rope (rope where the head width is even: all shapes but the
-// d_k = 1 one; the untied ones with llama3 frequency scaling): 104 model configs × 4 × 2 × 3 = 2,496 configs. The mixed
-// ones only where this CPU runs bf16 matmuls (they are left out, with a note, elsewhere).
+// d_k = 1 one; the untied ones with llama3 frequency scaling). Sliding windows and soft-capping (of scores and of
+// logits) where a shape gives
+// them: on its rope configs, or (the T = 130 shape) on all of them: 116 model configs × 4 × 2 × 3 = 2,784 configs.
+// The mixed ones only where this CPU runs bf16 matmuls (they are left out, with a note, elsewhere).
 std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
   struct Shape {
     int64_t v, t, l, d, h, f, b, kv = 0, head_dim = 0;  // kv, head_dim: 0 = the defaults (H, D / H)
+    int64_t window = 0, pattern = 0;                    // sliding_window, sliding_window_pattern
+    double cap = 0;                                     // attn_logit_softcapping
+    bool every_position = false;                        // window and caps on every config, not only rope's
+    double logit_cap = 0;                               // final_logit_softcapping
   };
   // Odd sizes on purpose: T = 1, T = 67 (one full flash key block + 3 rows), prime V, D not a multiple of 16, H = 3 and
   // 5, B = 1 and 5, d_k = 1 (no attention scale: 1/√1 is not applied); shared K/V heads (groups of 2, 3 and 5, and
-  // multi-query across a flash tile) and head_dim ≠ D / H (wider and narrower).
-  const Shape shapes[] = {{37, 7, 1, 12, 3, 20, 3}, {64, 16, 2, 32, 4, 64, 2, 2}, {101, 17, 3, 24, 2, 40, 1, 0, 16},
-                          {13, 1, 1, 8, 1, 8, 5},   {257, 9, 2, 20, 5, 36, 2, 1}, {50, 33, 1, 48, 6, 96, 1, 2, 6},
-                          {7, 5, 2, 6, 3, 6, 4},    {19, 6, 2, 4, 4, 12, 2},      {23, 67, 1, 16, 2, 24, 1, 1, 12}};
+  // multi-query across a flash tile) and head_dim ≠ D / H (wider and narrower); windows inside a tile, across one
+  // (T 67, W 20) and two (T 130, W 70), alternating with global layers (pattern 2), with and without soft-capping.
+  const Shape shapes[] = {{37, 7, 1, 12, 3, 20, 3},
+                          {64, 16, 2, 32, 4, 64, 2, 2, 0, 5, 2, 1.5, false, 30},
+                          {101, 17, 3, 24, 2, 40, 1, 0, 16},
+                          {13, 1, 1, 8, 1, 8, 5},
+                          {257, 9, 2, 20, 5, 36, 2, 1},
+                          {50, 33, 1, 48, 6, 96, 1, 2, 6, 7, 0, 0.5},
+                          {7, 5, 2, 6, 3, 6, 4},
+                          {19, 6, 2, 4, 4, 12, 2},
+                          {23, 67, 1, 16, 2, 24, 1, 1, 12, 20},
+                          {31, 130, 2, 16, 2, 24, 1, 1, 0, 70, 2, 0.8, true, 3}};
   std::vector<std::pair<std::string, TrainConfig>> out;
   for (const Shape& s : shapes)
     for (FfnKind ffn : {FfnKind::swiglu, FfnKind::silu_mlp})
@@ -165,6 +179,7 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
         for (Position pos : {Position::none, Position::learned, Position::rope}) {
           const int64_t head_width = s.head_dim > 0 ? s.head_dim : s.d / s.h;
           if (pos == Position::rope && head_width % 2 != 0) continue;  // RoPE turns pairs
+          const bool scored = s.every_position || pos == Position::rope;
           for (const auto [precision, grads] : precision_settings())
             for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash})
               for (Recompute recompute : {Recompute::none, Recompute::attention, Recompute::full}) {
@@ -187,7 +202,11 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
                                                  // short original context, so every band has frequencies)
                                                  .rope_scaling = tied ? RopeScaling::none : RopeScaling::llama3,
                                                  .rope_factor = 8,
-                                                 .rope_original_max_position = 16},
+                                                 .rope_original_max_position = 16,
+                                                 .sliding_window = scored ? s.window : 0,
+                                                 .sliding_window_pattern = scored ? s.pattern : 0,
+                                                 .attn_logit_softcapping = scored ? s.cap : 0,
+                                                 .final_logit_softcapping = scored ? s.logit_cap : 0},
                                       RunSettings{.batch_size = s.b,
                                                   .precision = precision,
                                                   .grad_dtype = grads,

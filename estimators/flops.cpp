@@ -7,6 +7,7 @@
 
 #include "estimators/replay.h"
 #include "model/layout.h"
+#include "ops/attention.h"
 #include "ops/flash_attention.h"
 #include "optim/data_parallel.h"
 #include "optim/zero.h"
@@ -60,13 +61,17 @@ UtilizationFlops utilization_flops(const ModelConfig& config, const AdamWConfig&
   reference.recompute = Recompute::none;
   const StepFlops model = estimate_step_flops(reference, optim);
   // Naive attention's products: forward 4·T²·d_k, backward 8·T²·d_k per (batch, head, layer) over all T×T
-  // entries; causal keeps T(T+1)/2 of them.
+  // entries; causal keeps the V entries the mask keeps (T(T+1)/2, fewer in a sliding window's layers).
   const CheckedInt t = config.context_length, dk = config.head_size();
-  const CheckedInt heads = CheckedInt(config.num_layers) * config.batch_size * config.num_heads;
-  const CheckedInt above_diagonal = t * t - t * (t + 1) / 2;
+  const CheckedInt heads = CheckedInt(config.batch_size) * config.num_heads;
+  CheckedInt masked = 0;  // per (batch, head): the score entries outside the mask, over the layers
+  for (int64_t l = 0; l < config.num_layers; ++l) {
+    const AttentionShape s{.seq = config.context_length, .window = config.layer_window(l)};
+    masked += t * t - s.visible();
+  }
   UtilizationFlops u;
   u.model_full = model.model();
-  u.model_causal = (CheckedInt(u.model_full) - heads * 12 * dk * above_diagonal).value();
+  u.model_causal = (CheckedInt(u.model_full) - heads * 12 * dk * masked).value();
   u.hardware = executed.hardware();
   u.optimizer = executed.optimizer;
   return u;

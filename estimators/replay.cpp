@@ -289,7 +289,7 @@ class StepReplay {
         ranks(o.data_parallel_ranks),
         rank(o.data_parallel_rank),
         layout(parameter_layout(c)),
-        shape{b.value(), t.value(), h.value(), c.kv_heads(), c.head_size()},
+        shape{b.value(), t.value(), h.value(), c.kv_heads(), c.head_size(), 0, c.attention_scores(0).softcap},
         qw_(qw.value()),
         kvw_(kvw.value()) {}
 
@@ -432,7 +432,14 @@ class StepReplay {
   const int64_t stage;
   const int ranks, rank;
   const ParameterLayout layout;
-  const AttentionShape shape;
+  const AttentionShape shape;  // without the window, which is per layer: layer_shape
+  AttentionShape layer_shape(int32_t i) const {
+    AttentionShape s = shape;
+    s.window = c_.layer_window(i);
+    return s;
+  }
+  bool capped() const { return shape.capped(); }
+  const bool logits_capped = c_.final_logit_softcapping > 0;
   const int64_t qw_, kvw_;
   std::vector<Param> params;
   std::vector<int64_t> mine;  // this rank's elements of each parameter
@@ -524,6 +531,7 @@ void StepReplay::reduce_grads(int u) {
 // The attention core of layer i: naive keeps probs and ctx, flash lse and ctx (a workspace per thread for the
 // call).
 void StepReplay::attention_core(int32_t i) {
+  const AttentionShape shape = layer_shape(i);
   if (flash) {
     const FlashAttentionTensors ft = flash_attention_forward_tensors(shape, A, threads.value());
     alloc({i, "attn.lse"}, ft.lse);
@@ -535,10 +543,11 @@ void StepReplay::attention_core(int32_t i) {
   }
   const AttentionTensors at = attention_forward_tensors(shape, A);
   alloc({i, "attn.probs"}, at.probs);
+  if (at.tanh) alloc({i, "attn.tanh"}, *at.tanh);
   alloc({i, "attn.ctx"}, at.ctx);
   const AttentionForwardMatmuls mm = attention_forward_matmuls(shape, A);
   attn_mm(mm.scores);  // scores = Q Kᵀ / √d_k
-  count("attention", causal_softmax_forward_count((b * h).value(), t.value(), A));
+  count("attention", attention_softmax_forward_count(shape, A));
   attn_mm(mm.context);  // ctx = P V
 }
 
@@ -554,6 +563,7 @@ std::vector<const char*> StepReplay::block_saved() const {
     for (const char* s : {"attn.ctx", "attn.q", "attn.k", "attn.v"}) saved.push_back(s);
   }
   if (!recompute_attention) saved.push_back(core_saved);
+  if (!recompute_attention && !flash && capped()) saved.push_back("attn.tanh");
   for (const char* s : {"ffn_norm.out", gate, "ffn.w1_out"}) saved.push_back(s);
   if (swiglu) saved.push_back("ffn.w3_out");
   return saved;
@@ -575,6 +585,7 @@ void StepReplay::block_forward(int32_t i) {
   }
   attention_core(i);
   if (recompute_attention) r_.free({i, core_saved});
+  if (recompute_attention && !flash && capped()) r_.free({i, "attn.tanh"});
   cache_weight(w.wo);
   lin_fwd({i, "attn.out"}, Category::temporary, F32, qw_, d_, "linear");
   alloc({i, "attn_residual"}, residual_forward_tensor({n_, d_}));
@@ -626,9 +637,10 @@ void StepReplay::forward() {
   cache_weight(layout.lm_head);
   lin_fwd(top("lm_head.logits"), Category::activation, A, d_, v_, "lm_head");
   release_head();
+  if (logits_capped) alloc(top("cross_entropy.lse"), cross_entropy_lse_tensor(n_));
   alloc(top("cross_entropy.row_loss"), cross_entropy_forward_tensor(n_));
   r_.free(top("cross_entropy.row_loss"));
-  count("cross_entropy", cross_entropy_forward_count(n_, v_, A));
+  count("cross_entropy", cross_entropy_forward_count(n_, v_, A, logits_capped));
 }
 
 void StepReplay::ffn_backward(int32_t i) {
@@ -669,6 +681,7 @@ void StepReplay::ffn_backward(int32_t i) {
 
 void StepReplay::attention_backward(int32_t i) {
   const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
+  const AttentionShape shape = layer_shape(i);
   r_.alloc({i, "attn.grad_ctx"}, Category::temporary, n * qw, A);
   cast_grad({i, "attn.grad_out"});
   lin_bwd(qw_, d_, false, A, "linear");
@@ -700,8 +713,9 @@ void StepReplay::attention_backward(int32_t i) {
     const AttentionBackwardMatmuls mm = attention_backward_matmuls(shape, A);
     attn_mm(mm.grad_probs);  // dP = dC Vᵀ
     attn_mm(mm.grad_v);      // dV = Pᵀ dC, summed over each group
-    count("attention", causal_softmax_backward_count((b * h).value(), t.value(), A));
+    count("attention", attention_softmax_backward_count(shape, A));
     r_.free({i, "attn.probs"});
+    if (capped()) r_.free({i, "attn.tanh"});
     r_.free({i, "attn.v"});
     attn_mm(mm.grad_q);  // dQ = dS K
     r_.free({i, "attn.k"});
@@ -734,7 +748,8 @@ void StepReplay::backward() {
   create_grads(head_unit);
   if (c_.tie_embeddings) create_grads(0);
   gather_head();
-  count("cross_entropy", cross_entropy_backward_count(n_, v_, A));
+  count("cross_entropy", cross_entropy_backward_count(n_, v_, A, logits_capped));
+  if (logits_capped) r_.free(top("cross_entropy.lse"));
   r_.alloc(top("final_norm.grad_out"), Category::temporary, n * d);
   lin_bwd(d_, v_, false, F32, "lm_head");
   r_.free(top("final_norm.out"));  // lm_head's saved input

@@ -72,10 +72,9 @@ constexpr Preset kPresets[] = {
     {"llama3-70b", 128256, 8192, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 500000},
     {"llama3.1-405b", 128256, 8192, 126, 16384, 128, 53248, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 500000, 0,
      RopeScaling::llama3, 8},
-    // Mistral 7B v0.1 (Jiang et al. 2023; config.json: GQA 8, sliding_window 4096, max_position_embeddings 32768).
-    // Context 4096 = the window, where sliding-window attention is causal attention exactly (shorter windows than
-    // the context are not modelled yet). Published: 7,241,732,096.
-    {"mistral-7b", 32000, 4096, 32, 4096, 32, 14336, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 10000, 4096},
+    // Mistral 7B v0.1 (Jiang et al. 2023, "Mistral 7B", Table 1: window_size 4096, context_len 8192; config.json:
+    // GQA 8, sliding_window 4096). Published: 7,241,732,096.
+    {"mistral-7b", 32000, 8192, 32, 4096, 32, 14336, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 10000, 4096},
     // SmolLM2-135M (Hugging Face, config.json: 9 heads, 3 key/value heads, tied, rope_theta 100000, context 8192):
     // 134,515,008. TinyLlama-1.1B (Zhang et al. 2024; config.json: 4 key/value heads, context 2048):
     // 1,100,048,384.
@@ -200,10 +199,16 @@ const std::vector<FieldSpec>& fields() {
     f.push_back(real_field("rope_low_freq_factor", model, m, &M::rope_low_freq_factor, {0, 1e6, true, false}));
     f.push_back(real_field("rope_high_freq_factor", model, m, &M::rope_high_freq_factor, {0, 1e6, true, false}));
     f.push_back(integer_field("rope_original_max_position", model, m, &M::rope_original_max_position, 1, 1 << 24));
-    FieldSpec window = integer_field("sliding_window", model, m, &M::sliding_window, 0, 1 << 17,
-                                     " (0 = none; windows shorter than context_length are not modelled yet)");
-    window.range.reset();  // validate(): 0 or at least context_length
-    f.push_back(window);
+    f.push_back(
+        integer_field("sliding_window", model, m, &M::sliding_window, 0, 1 << 17, " (keys a query sees; 0 = none)"));
+    FieldSpec pattern = integer_field("sliding_window_pattern", model, m, &M::sliding_window_pattern, 0, 1024,
+                                      " (0 = every layer windowed; p ≥ 2: every p-th layer global)");
+    pattern.range.reset();  // validate(): 1 is refused
+    f.push_back(pattern);
+    f.push_back(real_field("attn_logit_softcapping", model, m, &M::attn_logit_softcapping, {0, 1e6},
+                           " (0 = none; scores → c·tanh(s / c))"));
+    f.push_back(real_field("final_logit_softcapping", model, m, &M::final_logit_softcapping, {0, 1e6},
+                           " (0 = none; logits → c·tanh(x / c))"));
     f.push_back(integer_field("batch_size", model, m, &M::batch_size, 1, 1 << 16));
     f.push_back(real_field("rmsnorm_eps", model, m, &M::rmsnorm_eps, {0, 1, true, false}));
     f.push_back(choice_field("precision", &M::precision, kPrecisions));
@@ -581,11 +586,9 @@ void validate(const TrainConfig& c) {
   check_arg(m.rope_scaling != RopeScaling::llama3 || m.rope_high_freq_factor > m.rope_low_freq_factor,
             "rope_high_freq_factor: {} must be above rope_low_freq_factor {} (llama3 scaling blends between them)",
             m.rope_high_freq_factor, m.rope_low_freq_factor);
-  check_arg(m.sliding_window == 0 || (m.sliding_window >= m.context_length && m.sliding_window <= (1 << 17)),
-            "sliding_window: {} with context_length {}: a window shorter than the context is not modelled yet; "
-            "allowed: 0 (none) or an integer in [context_length, 131072] (the window then covers every key: causal "
-            "attention exactly); or set context_length ≤ {}",
-            m.sliding_window, m.context_length, m.sliding_window);
+  check_arg(m.sliding_window_pattern != 1,
+            "sliding_window_pattern: 1 would make every layer global; allowed: 0 (every layer uses sliding_window) or "
+            "an integer in [2, 1024] (every p-th layer global)");
   check_arg(m.zero_stage >= 0 && m.zero_stage <= 3,
             "zero_stage: {} is outside the allowed range [0, 3] (0 = DDP, "
             "1 = + AdamW state sharded, 2 = + gradients, 3 = + parameters)",
@@ -631,14 +634,29 @@ std::string attention_heads_name(const ModelShape& m) {
   return fmt::format("GQA {}", m.kv_heads());
 }
 
+// "2nd", "3rd", "6th", "11th", "21st".
+static std::string ordinal(int64_t n) {
+  const int64_t tens = n % 100, ones = n % 10;
+  const char* suffix = tens >= 11 && tens <= 13 ? "th" : ones == 1 ? "st" : ones == 2 ? "nd" : ones == 3 ? "rd" : "th";
+  return fmt::format("{}{}", n, suffix);
+}
+
 std::string describe(const ModelConfig& m) {
   std::string precision = precision_name(m.precision);
   if (m.precision == Precision::bf16) {
     precision += m.dtypes().grad == DType::f32 ? " (fp32 grads)" : " (bf16 grads)";
   }
-  const std::string heads =
+  std::string heads =
       fmt::format("H {} ({}){}", m.num_heads, attention_heads_name(m),
                   m.head_size() * m.num_heads == m.d_model ? "" : fmt::format(", head_dim {}", m.head_size()));
+  if (m.sliding_window > 0) {
+    heads += fmt::format(", window {}{}", m.sliding_window,
+                         m.sliding_window_pattern >= 2
+                             ? fmt::format(" (every {} layer global)", ordinal(m.sliding_window_pattern))
+                             : "");
+  }
+  if (m.attn_logit_softcapping > 0) heads += fmt::format(", score cap {}", m.attn_logit_softcapping);
+  if (m.final_logit_softcapping > 0) heads += fmt::format(", logit cap {}", m.final_logit_softcapping);
   return fmt::format(
       "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}{}{}", m.vocab_size,
       m.context_length, m.num_layers, m.d_model, heads, m.d_ff, ffn_kind_name(m.ffn),

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/precision.h"
+#include "ops/attention.h"
 #include "ops/ffn.h"
 #include "ops/rope.h"
 
@@ -62,14 +63,29 @@ struct ModelShape {
   RopeScaling rope_scaling = RopeScaling::none;
   double rope_factor = 1, rope_low_freq_factor = 1, rope_high_freq_factor = 4;
   int64_t rope_original_max_position = 8192;
-  // Sliding-window attention's W (query i sees keys i − W + 1 … i); 0 = none. A window at least context_length long
-  // covers every key, which is causal attention exactly; shorter windows are not modelled yet (validate refuses them).
+  // Sliding-window attention's W (query i sees keys i − W + 1 … i, Hugging Face's mask); 0 = none. A window at least
+  // context_length long covers every key: causal attention exactly.
   int64_t sliding_window = 0;
+  // Which layers use the window: 0 = every layer (Mistral); p ≥ 2 = layer l attends globally when (l + 1) % p = 0, the
+  // others use the window (Hugging Face's sliding_window_pattern: Gemma-2's alternation from a local layer 0 is 2,
+  // Gemma-3's five local to one global is 6).
+  int64_t sliding_window_pattern = 0;
+  // Gemma-2's soft-capping, 0 = none: each attention score s becomes c·tanh(s / c) before the softmax
+  // (attn_logit_softcapping), each output logit likewise before the loss (final_logit_softcapping).
+  double attn_logit_softcapping = 0, final_logit_softcapping = 0;
   double rmsnorm_eps = 1e-5;
 
   RopeFrequencies rope_frequencies() const {
     return {rope_theta,           rope_scaling,          rope_factor,
             rope_low_freq_factor, rope_high_freq_factor, rope_original_max_position};
+  }
+  // The window layer `layer` uses (0 = none) and its attention core's score rule.
+  int64_t layer_window(int64_t layer) const {
+    const bool global = sliding_window_pattern >= 2 && (layer + 1) % sliding_window_pattern == 0;
+    return global ? 0 : sliding_window;
+  }
+  AttentionScores attention_scores(int64_t layer) const {
+    return {layer_window(layer), static_cast<float>(attn_logit_softcapping)};
   }
   int64_t kv_heads() const { return num_kv_heads > 0 ? num_kv_heads : num_heads; }
   int64_t head_size() const { return head_dim > 0 ? head_dim : num_heads > 0 ? d_model / num_heads : 0; }

@@ -150,9 +150,8 @@ const char* const kSupported[] = {"llama", "mistral", "phi3"};
 std::optional<std::string> unmodelled(const std::string& type) {
   if (type == "qwen2") return "its q, k and v projections always carry biases (no config key), not modelled yet";
   if (type == "gemma2") {
-    return "it needs pre- and post-sublayer RMSNorms, a gated GELU MLP (hidden_activation), attention and final "
-           "logit soft-capping, sliding windows on alternate layers and embeddings scaled by sqrt(hidden_size), not "
-           "modelled yet";
+    return "it needs pre- and post-sublayer RMSNorms, a gated GELU MLP (hidden_activation), embeddings scaled by "
+           "sqrt(hidden_size) and scores scaled by query_pre_attn_scalar, not modelled yet";
   }
   if (type == "gpt2") return "it needs LayerNorm with biases, biases on every linear and a GELU MLP, not modelled yet";
   if (type == "falcon") {

@@ -18,7 +18,7 @@
 // a missing one is refused rather than filled with a default the file did not choose.
 // Input limits: a regular file of at most 1 MiB, JSON nested at most 8 deep; errors throw std::invalid_argument
 // naming the file and the key. Ranges are validate()'s (model/config.h), run by the command after its --set
-// overrides: `--set context_length=4096` brings Mistral's 4096 window to cover every key.
+// overrides.
 #pragma once
 
 #include <string>

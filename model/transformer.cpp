@@ -115,7 +115,7 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
       rope_forward(q, c.num_heads, rope_);
       rope_forward(k, c.kv_heads(), rope_);
     }
-    Tensor ctx = attention_core_forward(s, q, k, v, p + "attn");
+    Tensor ctx = attention_core_forward(s, q, k, v, c.attention_scores(static_cast<int64_t>(i)), p + "attn");
     if (c.recompute == Recompute::attention) drop_attention_core(s);
     const Tensor& wo = matmul_weight(l.wo);
     Tensor proj = linear_forward(s.wo, ctx, wo, p + "attn.out", DType::f32, Category::temporary);
@@ -131,25 +131,26 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
 }
 
 Tensor Transformer::attention_core_forward(LayerSaved& s, const Tensor& q, const Tensor& k, const Tensor& v,
-                                           const std::string& name) {
+                                           const AttentionScores& scores, const std::string& name) {
   const int64_t h = config_.num_heads, kv = config_.kv_heads();
-  return config_.attention == AttentionKind::flash ? flash_attention_forward(s.flash, q, k, v, h, kv, name)
-                                                   : attention_forward(s.attn, q, k, v, h, kv, name);
+  return config_.attention == AttentionKind::flash ? flash_attention_forward(s.flash, q, k, v, h, kv, name, scores)
+                                                   : attention_forward(s.attn, q, k, v, h, kv, name, scores);
 }
 
 void Transformer::drop_attention_core(LayerSaved& s) {
-  s.attn.probs.reset();  // naive: the B·H·T² probabilities
-  s.flash.lse.reset();   // flash: the log-sum-exp; its output lives on as wo's saved input
+  s.attn.probs.reset();  // naive: the B·H·T² probabilities (and, soft-capped, their tanh)
+  s.attn.tanh.reset();
+  s.flash.lse.reset();  // flash: the log-sum-exp; its output lives on as wo's saved input
   s.flash.out.reset();
 }
 
-void Transformer::recompute_attention_core(LayerSaved& s, const std::string& name) {
+void Transformer::recompute_attention_core(LayerSaved& s, const AttentionScores& scores, const std::string& name) {
   if (config_.attention == AttentionKind::flash) {
     const Tensor q = s.flash.q, k = s.flash.k, v = s.flash.v;
-    flash_attention_forward(s.flash, q, k, v, config_.num_heads, config_.kv_heads(), name);  // saves out and lse again
+    flash_attention_forward(s.flash, q, k, v, config_.num_heads, config_.kv_heads(), name, scores);  // out, lse again
   } else {
     const Tensor q = s.attn.q, k = s.attn.k, v = s.attn.v;
-    attention_forward(s.attn, q, k, v, config_.num_heads, config_.kv_heads(), name);  // saves probs only
+    attention_forward(s.attn, q, k, v, config_.num_heads, config_.kv_heads(), name, scores);  // probs (tanh) again
   }
 }
 
@@ -202,7 +203,8 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
   Tensor logits = linear_forward(lm_head_saved_, hf, head, "lm_head.logits", act, Category::activation, "lm_head");
   release_head();
   hf.reset();
-  return cross_entropy_forward(ce_saved_, logits, targets, "cross_entropy");
+  return cross_entropy_forward(ce_saved_, logits, targets, "cross_entropy",
+                               static_cast<float>(c.final_logit_softcapping));
 }
 
 void Transformer::backward() {
@@ -265,7 +267,7 @@ void Transformer::backward() {
     release_matmul_weight(l.wo);
     if (config_.recompute == Recompute::attention) {
       PhaseScope recompute(Phase::recompute);
-      recompute_attention_core(s, p + "attn");
+      recompute_attention_core(s, config_.attention_scores(static_cast<int64_t>(idx)), p + "attn");
     }
     Tensor grad_q = Tensor::empty({b, t, qw}, Category::temporary, p + "attn.grad_q", act);
     Tensor grad_k = Tensor::empty({b, t, kvw}, Category::temporary, p + "attn.grad_k", act);

@@ -111,9 +111,9 @@ class Transformer {
   // The attention core (naive or flash) of block s; recompute = attention drops what it saved beyond q, k, v
   // in forward and re-runs it just before its backward.
   Tensor attention_core_forward(LayerSaved& s, const Tensor& q, const Tensor& k, const Tensor& v,
-                                const std::string& name);
+                                const AttentionScores& scores, const std::string& name);
   void drop_attention_core(LayerSaved& s);
-  void recompute_attention_core(LayerSaved& s, const std::string& name);
+  void recompute_attention_core(LayerSaved& s, const AttentionScores& scores, const std::string& name);
   void release_block_weights(size_t i);
   // x as the bf16 region's dtype: x itself when it already has it, else a cast copy (temporary `name`).
   Tensor to_act(const Tensor& x, const std::string& name) const;

@@ -11,55 +11,60 @@
 
 namespace reckon {
 
-OpCount causal_softmax_forward_count(int64_t bh, int64_t t, DType dtype) {
-  const CheckedInt BH = bh, T = t, causal = T * (T + 1) / 2, s = dtype_bytes(dtype);
+OpCount attention_softmax_forward_count(const AttentionShape& sh, DType dtype) {
+  const CheckedInt bh = CheckedInt(sh.batch) * sh.heads, T = sh.seq, visible = sh.visible(), s = dtype_bytes(dtype);
+  const CheckedInt capped = sh.capped() ? 1 : 0;
   OpCount c;
-  c.other_flops = (BH * 5 * causal).value();
-  c.bytes_read = (s * BH * causal).value();
-  c.bytes_written = (s * BH * T * T).value();
+  c.other_flops = (bh * (5 + 3 * capped) * visible).value();
+  c.bytes_read = (s * bh * visible).value();
+  c.bytes_written = (s * bh * (1 + capped) * T * T).value();
   return c;
 }
 
-OpCount causal_softmax_backward_count(int64_t bh, int64_t t, DType dtype) {
-  const CheckedInt BH = bh, T = t, causal = T * (T + 1) / 2, s = dtype_bytes(dtype);
+OpCount attention_softmax_backward_count(const AttentionShape& sh, DType dtype) {
+  const CheckedInt bh = CheckedInt(sh.batch) * sh.heads, T = sh.seq, visible = sh.visible(), s = dtype_bytes(dtype);
+  const CheckedInt capped = sh.capped() ? 1 : 0;
   OpCount c;
-  c.other_flops = (BH * 4 * causal).value();
-  c.bytes_read = (s * BH * 2 * causal).value();
-  c.bytes_written = (s * BH * T * T).value();
+  c.other_flops = (bh * (4 + 3 * capped) * visible).value();
+  c.bytes_read = (s * bh * (2 + capped) * visible).value();
+  c.bytes_written = (s * bh * T * T).value();
   return c;
 }
 
 OpCount attention_forward_count(const AttentionShape& sh, DType dtype) {
   const CheckedInt s = dtype_bytes(dtype), t = sh.seq, dk = sh.head_dim, bh = CheckedInt(sh.batch) * sh.heads;
-  const CheckedInt causal = t * (t + 1) / 2, scaled = sh.head_dim == 1 ? 0 : 1;  // 1/√1 = 1: nothing runs
-  OpCount c;
+  const CheckedInt scaled = sh.head_dim == 1 ? 0 : 1;  // 1/√1 = 1: nothing runs
+  // Per query head: QKᵀ reads its Q and its group's K, writes scores; PV reads P and the group's V, writes ctx.
+  OpCount c = attention_softmax_forward_count(sh, dtype);
   c.matmul_flops = (bh * 4 * t * t * dk).value();
-  c.other_flops = (bh * (scaled * t * t + 5 * causal)).value();
-  // Per query head: QKᵀ reads its Q and its group's K, writes scores; softmax reads the causal part, writes every
-  // entry; PV reads P and the group's V, writes ctx.
-  c.bytes_read = (s * bh * (2 * t * dk + causal + t * t + t * dk)).value();
-  c.bytes_written = (s * bh * (2 * t * t + t * dk)).value();
+  c.other_flops = (bh * scaled * t * t + c.other_flops).value();
+  c.bytes_read = (s * bh * (2 * t * dk + t * t + t * dk) + c.bytes_read).value();
+  c.bytes_written = (s * bh * (t * t + t * dk) + c.bytes_written).value();
   return c;
 }
 
 OpCount attention_backward_count(const AttentionShape& sh, DType dtype) {
   const CheckedInt s = dtype_bytes(dtype), t = sh.seq, dk = sh.head_dim, bh = CheckedInt(sh.batch) * sh.heads;
-  const CheckedInt causal = t * (t + 1) / 2, scaled = sh.head_dim == 1 ? 0 : 1;
+  const CheckedInt scaled = sh.head_dim == 1 ? 0 : 1;
   const CheckedInt shared = bh - CheckedInt(sh.batch) * sh.kv_heads;  // heads accumulating into their group's dK, dV
-  OpCount c;
+  // dP = dC Vᵀ; dV (+)= Pᵀ dC; the softmax backward; dQ = dS K; dK (+)= dSᵀ Q — an accumulating call also reads
+  // its destination.
+  OpCount c = attention_softmax_backward_count(sh, dtype);
   c.matmul_flops = (bh * 8 * t * t * dk).value();
-  c.other_flops = (bh * (scaled * 2 * t * dk + 4 * causal) + shared * 2 * t * dk).value();
-  // dP = dC Vᵀ; dV (+)= Pᵀ dC; softmax backward (reads P and dP over the causal part, writes every dS);
-  // dQ = dS K; dK (+)= dSᵀ Q — an accumulating call also reads its destination.
+  c.other_flops = (bh * scaled * 2 * t * dk + shared * 2 * t * dk + c.other_flops).value();
   c.bytes_read =
-      (s * (bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)) + shared * 2 * t * dk)).value();
-  c.bytes_written = (s * bh * (t * t + t * dk + t * t + 2 * t * dk)).value();
+      (s * (bh * (2 * t * dk + (t * t + t * dk) + 2 * (t * t + t * dk)) + shared * 2 * t * dk) + c.bytes_read).value();
+  c.bytes_written = (s * bh * (t * t + 3 * t * dk) + c.bytes_written).value();
   return c;
 }
 
 AttentionTensors attention_forward_tensors(const AttentionShape& s, DType dtype) {
-  return {{".probs", Category::activation, dtype, {s.batch, s.heads, s.seq, s.seq}, Lifetime::saved},
-          {".ctx", Category::activation, dtype, {s.batch, s.seq, s.q_width()}, Lifetime::output}};
+  AttentionTensors out{{".probs", Category::activation, dtype, {s.batch, s.heads, s.seq, s.seq}, Lifetime::saved},
+                       std::nullopt,
+                       {".ctx", Category::activation, dtype, {s.batch, s.seq, s.q_width()}, Lifetime::output}};
+  if (s.capped())
+    out.tanh = TensorDecl{".tanh", Category::activation, dtype, {s.batch, s.heads, s.seq, s.seq}, Lifetime::saved};
+  return out;
 }
 
 TensorDecl attention_backward_tensor(const AttentionShape& s, DType dtype) {
@@ -67,7 +72,7 @@ TensorDecl attention_backward_tensor(const AttentionShape& s, DType dtype) {
 }
 
 AttentionShape check_attention_inputs(const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads,
-                                      int64_t num_kv_heads, std::string_view op) {
+                                      int64_t num_kv_heads, std::string_view op, const AttentionScores& scores) {
   check_arg(q.dim() == 3 && q.is_contiguous(), "{}: q '{}' must be a contiguous (B, T, H·head_dim) tensor, got {}", op,
             q.name(), q.shape_str());
   check_arg(k.dim() == 3 && k.shape() == v.shape() && k.size(0) == q.size(0) && k.size(1) == q.size(1) &&
@@ -80,7 +85,10 @@ AttentionShape check_attention_inputs(const Tensor& q, const Tensor& k, const Te
   check_arg(qw % num_heads == 0, "{}: q's width {} is not divisible by num_heads {}", op, qw, num_heads);
   check_arg(num_kv_heads >= 1 && num_kv_heads <= num_heads && num_heads % num_kv_heads == 0,
             "{}: num_kv_heads is {}, allowed: a divisor of num_heads {}", op, num_kv_heads, num_heads);
-  const AttentionShape s{q.size(0), q.size(1), num_heads, num_kv_heads, qw / num_heads};
+  check_arg(scores.window >= 0, "{}: sliding window is {}, allowed: 0 (none) or at least 1", op, scores.window);
+  check_arg(std::isfinite(scores.softcap) && scores.softcap >= 0.0f,
+            "{}: soft-capping is {}, allowed: 0 (none) or a finite value > 0", op, scores.softcap);
+  const AttentionShape s{q.size(0), q.size(1), num_heads, num_kv_heads, qw / num_heads, scores.window, scores.softcap};
   check_arg(k.size(2) == s.kv_width(), "{}: k and v have width {}, expected num_kv_heads × head_dim = {} × {}", op,
             k.size(2), num_kv_heads, s.head_dim);
   return s;
@@ -161,55 +169,85 @@ AttentionBackwardMatmuls attention_backward_matmuls(const AttentionShape& s, DTy
   return m;
 }
 
-// In place over each (b, h) T×T block: row i becomes softmax(row[0..i]) followed by zeros. T = float or bf16:
+// In place over each (b, h) T×T block: row i becomes softmax(row[first_key(i) .. i]), zeros elsewhere; capped, each
+// visible score x first becomes c·tanh(x / c), tanh(x / c) kept in `tanh_out` (zeros elsewhere). T = float or bf16:
 // arithmetic in float32; a bf16 row holds exp(x − max) rounded, then the normalised value rounded again.
 template <typename T>
-static void causal_softmax_forward(T* p, int64_t bh, int64_t t) {
+static void softmax_forward(T* p, T* tanh_out, const AttentionShape& s) {
+  const int64_t bh = s.batch * s.heads, t = s.seq;
+  const float cap = s.softcap, inv_cap = s.capped() ? 1.0f / s.softcap : 0.0f;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t blk = 0; blk < bh; ++blk) {
     for (int64_t i = 0; i < t; ++i) {
       T* row = p + (blk * t + i) * t;
-      const float m = max_of(row, i + 1);
+      const int64_t lo = s.first_key(i), n = i + 1 - lo;
+      if (tanh_out != nullptr) {
+        T* th = tanh_out + (blk * t + i) * t;
+#pragma omp simd
+        for (int64_t j = lo; j <= i; ++j) {
+          const float u = tanh_simd(widen(row[j]) * inv_cap);
+          th[j] = narrow<T>(u);
+          row[j] = narrow<T>(cap * u);
+        }
+        for (int64_t j = 0; j < lo; ++j) th[j] = narrow<T>(0.0f);
+        for (int64_t j = i + 1; j < t; ++j) th[j] = narrow<T>(0.0f);
+      }
+      T* visible = row + lo;
+      const float m = max_of(visible, n);
       float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j <= i; ++j) {
-        const float e = exp_simd(widen(row[j]) - m);
-        row[j] = narrow<T>(e);
+      for (int64_t j = 0; j < n; ++j) {
+        const float e = exp_simd(widen(visible[j]) - m);
+        visible[j] = narrow<T>(e);
         sum += e;
       }
       const float inv = 1.0f / sum;
 #pragma omp simd
-      for (int64_t j = 0; j <= i; ++j) row[j] = narrow<T>(widen(row[j]) * inv);
+      for (int64_t j = 0; j < n; ++j) visible[j] = narrow<T>(widen(visible[j]) * inv);
+      for (int64_t j = 0; j < lo; ++j) row[j] = narrow<T>(0.0f);
       for (int64_t j = i + 1; j < t; ++j) row[j] = narrow<T>(0.0f);
     }
   }
 }
 
-// In place: dp becomes dS = P ⊙ (dP − Σ_j P_j dP_j) on the causal part, zeros above it.
+// In place: dp becomes dS = P ⊙ (dP − Σ_j P_j dP_j) on the visible part (capped: times 1 − tanh²), zeros elsewhere.
 template <typename T>
-static void causal_softmax_backward(T* dp, const T* p, int64_t bh, int64_t t) {
+static void softmax_backward(T* dp, const T* p, const T* tanh_in, const AttentionShape& s) {
+  const int64_t bh = s.batch * s.heads, t = s.seq;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t blk = 0; blk < bh; ++blk) {
     for (int64_t i = 0; i < t; ++i) {
       T* drow = dp + (blk * t + i) * t;
       const T* prow = p + (blk * t + i) * t;
+      const int64_t lo = s.first_key(i);
       float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-      for (int64_t j = 0; j <= i; ++j) dot += widen(prow[j]) * widen(drow[j]);
+      for (int64_t j = lo; j <= i; ++j) dot += widen(prow[j]) * widen(drow[j]);
+      if (tanh_in != nullptr) {
+        const T* th = tanh_in + (blk * t + i) * t;
 #pragma omp simd
-      for (int64_t j = 0; j <= i; ++j) drow[j] = narrow<T>(widen(prow[j]) * (widen(drow[j]) - dot));
+        for (int64_t j = lo; j <= i; ++j) {
+          const float u = widen(th[j]);
+          drow[j] = narrow<T>(widen(prow[j]) * (widen(drow[j]) - dot) * (1.0f - u * u));
+        }
+      } else {
+#pragma omp simd
+        for (int64_t j = lo; j <= i; ++j) drow[j] = narrow<T>(widen(prow[j]) * (widen(drow[j]) - dot));
+      }
+      for (int64_t j = 0; j < lo; ++j) drow[j] = narrow<T>(0.0f);
       for (int64_t j = i + 1; j < t; ++j) drow[j] = narrow<T>(0.0f);
     }
   }
 }
 
 Tensor attention_forward(AttentionSaved& saved, const Tensor& q, const Tensor& k, const Tensor& v, int64_t num_heads,
-                         int64_t num_kv_heads, std::string_view name) {
-  const AttentionShape sh = check_attention_inputs(q, k, v, num_heads, num_kv_heads, "attention");
+                         int64_t num_kv_heads, std::string_view name, const AttentionScores& scores) {
+  const AttentionShape sh = check_attention_inputs(q, k, v, num_heads, num_kv_heads, "attention", scores);
   const DType dtype = q.dtype();
   const std::string prefix(name);
   const AttentionTensors decl = attention_forward_tensors(sh, dtype);
   Tensor probs = decl.probs.allocate(prefix);
+  Tensor tanh = decl.tanh ? decl.tanh->allocate(prefix) : Tensor();
   Tensor ctx = decl.ctx.allocate(prefix);
   for (int64_t j = 0; j < sh.group(); ++j) {  // scores = Q Kᵀ / sqrt(d_k), one call per group member
     matmul(score_heads(sh, j).of(probs), query_heads(sh, j).of(q), kv_heads(sh).t().of(k), "attention",
@@ -217,9 +255,11 @@ Tensor attention_forward(AttentionSaved& saved, const Tensor& q, const Tensor& k
   }
   {
     OpRecord record("attention");
-    const int64_t bh = sh.batch * sh.heads;
-    dispatch_floating(dtype, [&](auto tag) { causal_softmax_forward(data_as<decltype(tag)>(probs), bh, sh.seq); });
-    record.count = causal_softmax_forward_count(bh, sh.seq, dtype);
+    dispatch_floating(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      softmax_forward(data_as<T>(probs), tanh.defined() ? data_as<T>(tanh) : nullptr, sh);
+    });
+    record.count = attention_softmax_forward_count(sh, dtype);
   }
   for (int64_t j = 0; j < sh.group(); ++j) {  // ctx = P V
     matmul(query_heads(sh, j).of(ctx), score_heads(sh, j).of(probs), kv_heads(sh).of(v), "attention");
@@ -228,6 +268,7 @@ Tensor attention_forward(AttentionSaved& saved, const Tensor& q, const Tensor& k
   saved.k = k;
   saved.v = v;
   saved.probs = probs;
+  saved.tanh = tanh;
   saved.shape = sh;
   saved.name = prefix;
   return ctx;
@@ -256,14 +297,15 @@ void attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor
   }
   {
     OpRecord record("attention");
-    const int64_t bh = sh.batch * sh.heads;
     dispatch_floating(dtype, [&](auto tag) {
       using T = decltype(tag);
-      causal_softmax_backward(data_as<T>(grad_probs), data_as<T>(saved.probs), bh, sh.seq);
+      softmax_backward(data_as<T>(grad_probs), data_as<T>(saved.probs),
+                       saved.tanh.defined() ? data_as<T>(saved.tanh) : nullptr, sh);
     });
-    record.count = causal_softmax_backward_count(bh, sh.seq, dtype);
+    record.count = attention_softmax_backward_count(sh, dtype);
   }
   saved.probs.reset();
+  saved.tanh.reset();
   saved.v.reset();
   for (int64_t j = 0; j < g; ++j) {  // dQ = dS K / sqrt(d_k)
     matmul(query_heads(sh, j).of(grad_q), score_heads(sh, j).of(grad_probs), kv.of(saved.k), "attention", scale);

@@ -14,29 +14,43 @@
 
 namespace reckon {
 
-int64_t flash_key_blocks(int64_t t) {
-  const int64_t q = t / kFlashKeyBlock, rem = t % kFlashKeyBlock;
-  return kFlashKeyBlock * q * (q + 1) / 2 + rem * (q + 1);
+// F(n) = Σ_{u < n} floor(u / kFlashKeyBlock).
+static int64_t block_index_sum(int64_t n) {
+  const int64_t q = n / kFlashKeyBlock, rem = n % kFlashKeyBlock;
+  return kFlashKeyBlock * q * (q - 1) / 2 + rem * q;
+}
+
+int64_t flash_key_blocks(int64_t t, int64_t window) {
+  // Row i visits blocks floor(first_key(i) / 64) … floor(i / 64); first_key(i) = i − W + 1 from row W − 1 on.
+  const int64_t w = window > 0 && window < t ? window : t;
+  return t + block_index_sum(t) - block_index_sum(t - w + 1);
+}
+
+float flash_query_scale(const AttentionShape& s) {
+  const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+  return s.capped() ? scale / s.softcap : scale;
 }
 
 OpCount flash_attention_forward_count(const AttentionShape& sh, DType dtype) {
-  const CheckedInt b = sh.batch, t = sh.seq, dk = sh.head_dim, bh = b * sh.heads, causal = t * (t + 1) / 2;
-  const CheckedInt scaled = sh.head_dim == 1 ? 0 : 1, s = dtype_bytes(dtype);
+  const CheckedInt b = sh.batch, t = sh.seq, dk = sh.head_dim, bh = b * sh.heads, visible = sh.visible();
+  const CheckedInt scaled = flash_query_scale(sh) == 1.0f ? 0 : 1, capped = sh.capped() ? 1 : 0;
+  const CheckedInt s = dtype_bytes(dtype), blocks = flash_key_blocks(sh.seq, sh.window);
   OpCount c;
-  c.matmul_flops = (bh * 4 * dk * causal).value();
-  c.other_flops = (bh * (4 * causal + flash_key_blocks(sh.seq) * (dk + 4) + t * (dk + 3 + scaled * dk))).value();
+  c.matmul_flops = (bh * 4 * dk * visible).value();
+  c.other_flops = (bh * ((4 + 2 * capped) * visible + blocks * (dk + 4) + t * (dk + 3 + scaled * dk))).value();
   c.bytes_read = (s * b * t * (sh.q_width() + 2 * CheckedInt(sh.kv_width()))).value();
   c.bytes_written = (s * b * t * sh.q_width() + 4 * bh * t).value();
   return c;
 }
 
 OpCount flash_attention_backward_count(const AttentionShape& sh, DType dtype) {
-  const CheckedInt b = sh.batch, t = sh.seq, dk = sh.head_dim, bh = b * sh.heads, causal = t * (t + 1) / 2;
-  const CheckedInt scaled = sh.head_dim == 1 ? 0 : 1, s = dtype_bytes(dtype);
+  const CheckedInt b = sh.batch, t = sh.seq, dk = sh.head_dim, bh = b * sh.heads, visible = sh.visible();
+  const CheckedInt scaled = flash_query_scale(sh) == 1.0f ? 0 : 1, capped = sh.capped() ? 1 : 0;
+  const CheckedInt s = dtype_bytes(dtype);
   const CheckedInt shared = bh - b * sh.kv_heads;  // query heads adding into their group's dK and dV sums
   OpCount c;
-  c.matmul_flops = (bh * 10 * dk * causal).value();
-  c.other_flops = (bh * (4 * causal + t * (2 * dk + scaled * 2 * dk)) + shared * t * 2 * dk).value();
+  c.matmul_flops = (bh * 10 * dk * visible).value();
+  c.other_flops = (bh * ((4 + 5 * capped) * visible + t * (2 * dk + scaled * 2 * dk)) + shared * t * 2 * dk).value();
   c.bytes_read = (s * b * t * (3 * CheckedInt(sh.q_width()) + 2 * sh.kv_width()) + 4 * bh * t).value();
   c.bytes_written = (s * b * t * (sh.q_width() + 2 * CheckedInt(sh.kv_width()))).value();
   return c;
@@ -177,12 +191,16 @@ static inline void row_accumulate(float* acc, bool rescale, float correction, co
   }
 }
 
-// One (b, h): query blocks of kFlashQueryBlock rows against the key blocks at or below the diagonal; row i of a
-// diagonal block stops at key i. Per row: running max m, sum l and the output accumulator, rescaled per block.
-// Row strides: d for q and out (H·d_k), dkv for k and v (KV·d_k).
+// One (b, h): query blocks of kFlashQueryBlock rows against the key blocks holding keys the block's rows see; row
+// i uses keys first_key(i) … i of them. Per row: running max m, sum l and the output accumulator, rescaled per
+// block. Row strides: q_width for q and out, kv_width for k and v. Capped: each score s becomes c·tanh(s) (the
+// query rows carry 1 / (c·√d_k)).
 template <typename T>
-static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const T* v, int64_t t, int64_t d,
-                               int64_t dkv, int64_t dk, float scale, bool scaled, float* ws) {
+static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const T* v, const AttentionShape& s,
+                               float* ws) {
+  const int64_t t = s.seq, d = s.q_width(), dkv = s.kv_width(), dk = s.head_dim;
+  const float scale = flash_query_scale(s), cap = s.softcap;
+  const bool scaled = scale != 1.0f;
   float* acc = ws;                                   // kFlashQueryBlock × d_k
   float* m = acc + kFlashQueryBlock * dk;            // kFlashQueryBlock
   float* l = m + kFlashQueryBlock;                   // kFlashQueryBlock
@@ -200,14 +218,20 @@ static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const
     std::fill_n(acc, rows * dk, 0.0f);
     std::fill_n(m, rows, -std::numeric_limits<float>::infinity());
     std::fill_n(l, rows, 0.0f);
-    for (int64_t j0 = 0; j0 < i0 + rows; j0 += kFlashKeyBlock) {
+    for (int64_t j0 = s.first_key(i0) / kFlashKeyBlock * kFlashKeyBlock; j0 < i0 + rows; j0 += kFlashKeyBlock) {
       const int64_t block = std::min(kFlashKeyBlock, i0 + rows - j0);
       transpose_block(kt, k + j0 * dkv, block, dkv, dk);
       for (int64_t j = 0; j < block; ++j)
         for (int64_t c = 0; c < dk; ++c) v_block[j * dk + c] = widen(v[(j0 + j) * dkv + c]);
       for (int64_t r = std::max<int64_t>(0, j0 - i0); r < rows; ++r) {
-        const int64_t i = i0 + r, n = std::min(block, i + 1 - j0);  // keys j0 .. min(i, j0 + block − 1)
-        row_scores(scores, q_block + r * dk, kt, n, dk);
+        const int64_t i = i0 + r, lo = std::max(j0, s.first_key(i)), hi = std::min(j0 + block - 1, i);
+        if (hi < lo) continue;                         // the row's window starts after this block
+        const int64_t n = hi - lo + 1, off = lo - j0;  // keys lo .. hi, at column off of the block
+        row_scores(scores, q_block + r * dk, kt + off, n, dk);
+        if (s.capped()) {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) scores[j] = cap * tanh_simd(scores[j]);
+        }
         const float scores_max = max_of(scores, n);  // n − 1 compares, + 1 against the running max
         const float block_max = scores_max > m[r] ? scores_max : m[r];
         const float correction = exp_simd(m[r] - block_max);  // ≈ 0 for the row's first block (m = −inf)
@@ -219,7 +243,7 @@ static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const
         }
         l[r] = l[r] * correction + block_sum;
         m[r] = block_max;
-        row_accumulate(acc + r * dk, true, correction, scores, v_block, n, dk);
+        row_accumulate(acc + r * dk, true, correction, scores, v_block + off * dk, n, dk);
       }
     }
     for (int64_t r = 0; r < rows; ++r) {
@@ -253,12 +277,16 @@ static inline void rank4_update(float* dt, const float* const x[4], const float*
   }
 }
 
-// Row strides: d for q, o, dO, dQ (H·d_k), dkv for k, v, dK, dV (KV·d_k). With dk_sum (T × d_k float32, and
-// dv_sum), the head's dK and dV go into the group's sums (`=` for its first member, `+=` after) instead of dk_out.
+// Row strides: q_width for q, o, dO, dQ, kv_width for k, v, dK, dV. With dk_sum (T × d_k float32, and dv_sum), the
+// head's dK and dV go into the group's sums (`=` for its first member, `+=` after) instead of dk_out. A key block
+// gets the rows that see one of its keys: j0 … j0 + block + W − 2.
 template <typename T>
 static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T* k, const T* v, const T* o,
-                                const T* dout, const float* lse, int64_t t, int64_t d, int64_t dkv, int64_t dk,
-                                float scale, bool scaled, float* ws, float* dk_sum, float* dv_sum, bool first) {
+                                const T* dout, const float* lse, const AttentionShape& s, float* ws, float* dk_sum,
+                                float* dv_sum, bool first) {
+  const int64_t t = s.seq, d = s.q_width(), dkv = s.kv_width(), dk = s.head_dim;
+  const float scale = flash_query_scale(s), cap = s.softcap;
+  const bool scaled = scale != 1.0f;
   float* dq_acc = ws;                                 // T × d_k
   float* delta = dq_acc + t * dk;                     // T: D_i = dO_i · O_i
   float* kt = delta + t;                              // d_k × 64
@@ -290,24 +318,37 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
       for (int64_t c = 0; c < dk; ++c) k_block[j * dk + c] = widen(k[(j0 + j) * dkv + c]);
     std::fill_n(dkt, dk * kFlashKeyBlock, 0.0f);
     std::fill_n(dvt, dk * kFlashKeyBlock, 0.0f);
-    for (int64_t i0 = j0; i0 < t; i0 += kRowGroup) {
-      const int64_t rows = std::min(kRowGroup, t - i0);
+    const int64_t row_end = std::min(t, j0 + block + s.span() - 1);
+    for (int64_t i0 = j0; i0 < row_end; i0 += kRowGroup) {
+      const int64_t rows = std::min(kRowGroup, row_end - i0);
       bool full = rows == kRowGroup;
+      int64_t n_of[kRowGroup], off_of[kRowGroup];
       for (int64_t r = 0; r < rows; ++r) {
-        const int64_t i = i0 + r, n = std::min(block, i + 1 - j0);
+        const int64_t i = i0 + r, lo = std::max(j0, s.first_key(i)), n = std::min(j0 + block - 1, i) - lo + 1;
+        const int64_t off = lo - j0;  // keys lo … lo + n − 1, at column off of the block
+        n_of[r] = n, off_of[r] = off;
         full = full && n == kFlashKeyBlock;
         float *pr = p + r * kFlashKeyBlock, *dpr = dp + r * kFlashKeyBlock, *dsr = ds + r * kFlashKeyBlock;
         float* dor = do_rows + r * dk;
         for (int64_t c = 0; c < dk; ++c) dor[c] = widen(dout[i * d + c]);
-        row_scores(pr, q_scaled + i * dk, kt, n, dk);  // s
-        row_scores(dpr, dor, vt, n, dk);               // dP = dO_i · V_j, through Vᵀ like the scores
+        row_scores(pr, q_scaled + i * dk, kt + off, n, dk);  // s
+        row_scores(dpr, dor, vt + off, n, dk);               // dP = dO_i · V_j, through Vᵀ like the scores
         const float lse_i = lse[i], delta_i = delta[i];
+        if (s.capped()) {  // s_c = c·tanh(s); dS = p·(dP − D)·c·(1 − tanh²) = p·(dP − D)·(c − s_c·tanh)
 #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) {
-          pr[j] = exp_simd(pr[j] - lse_i);
-          dsr[j] = pr[j] * (dpr[j] - delta_i);
+          for (int64_t j = 0; j < n; ++j) {
+            const float u = tanh_simd(pr[j]), sc = cap * u;
+            pr[j] = exp_simd(sc - lse_i);
+            dsr[j] = pr[j] * (dpr[j] - delta_i) * (cap - sc * u);
+          }
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) {
+            pr[j] = exp_simd(pr[j] - lse_i);
+            dsr[j] = pr[j] * (dpr[j] - delta_i);
+          }
         }
-        row_accumulate(dq_acc + i * dk, false, 1.0f, dsr, k_block, n, dk);  // dQ_i += Σ_j dS_j K_j
+        row_accumulate(dq_acc + i * dk, false, 1.0f, dsr, k_block + off * dk, n, dk);  // dQ_i += Σ_j dS_j K_j
       }
       if (full) {  // dV += Σ_r dO_r ⊗ p_r, dK += Σ_r q_r ⊗ dS_r
         const float* const dos[4] = {do_rows, do_rows + dk, do_rows + 2 * dk, do_rows + 3 * dk};
@@ -319,12 +360,12 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
         rank4_update(dkt, qs, dss, dk);
       } else {
         for (int64_t r = 0; r < rows; ++r) {
-          const int64_t n = std::min(block, i0 + r + 1 - j0);
+          const int64_t n = n_of[r];
           const float *pr = p + r * kFlashKeyBlock, *dsr = ds + r * kFlashKeyBlock;
           const float *dor = do_rows + r * dk, *qr = q_scaled + (i0 + r) * dk;
           for (int64_t c = 0; c < dk; ++c) {
-            float* dvc = dvt + c * kFlashKeyBlock;
-            float* dkc = dkt + c * kFlashKeyBlock;
+            float* dvc = dvt + c * kFlashKeyBlock + off_of[r];
+            float* dkc = dkt + c * kFlashKeyBlock + off_of[r];
             const float g = dor[c], x = qr[c];
 #pragma omp simd
             for (int64_t j = 0; j < n; ++j) {
@@ -357,13 +398,12 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
 }
 
 Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, const Tensor& k, const Tensor& v,
-                               int64_t num_heads, int64_t num_kv_heads, std::string_view name) {
-  const AttentionShape sh = check_attention_inputs(q, k, v, num_heads, num_kv_heads, "flash attention");
+                               int64_t num_heads, int64_t num_kv_heads, std::string_view name,
+                               const AttentionScores& scores) {
+  const AttentionShape sh = check_attention_inputs(q, k, v, num_heads, num_kv_heads, "flash attention", scores);
   const int64_t b = sh.batch, t = sh.seq, h = sh.heads, g = sh.group(), dk = sh.head_dim;
   const int64_t d = sh.q_width(), dkv = sh.kv_width();
   const std::string prefix(name);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
-  const bool scaled = dk != 1;
   const int threads = omp_get_max_threads();
   const int64_t per_thread = flash_forward_workspace_floats(dk);
   const FlashAttentionTensors decl = flash_attention_forward_tensors(sh, q.dtype(), threads);
@@ -382,8 +422,7 @@ Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, cons
       for (int64_t hi = 0; hi < h; ++hi) {
         float* w = ws + omp_get_thread_num() * per_thread;
         const int64_t base = bi * t * d + hi * dk, kv_base = bi * t * dkv + (hi / g) * dk;
-        flash_forward_head(po + base, pl + (bi * h + hi) * t, pq + base, pk + kv_base, pv + kv_base, t, d, dkv, dk,
-                           scale, scaled, w);
+        flash_forward_head(po + base, pl + (bi * h + hi) * t, pq + base, pk + kv_base, pv + kv_base, sh, w);
       }
   });
   record.count = flash_attention_forward_count(sh, q.dtype());
@@ -402,7 +441,8 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
                               FlashAttentionSaved& saved) {
   check_arg(saved.lse.defined(), "flash attention backward: nothing saved (forward not run, or backward run twice)");
   const AttentionShape sh = saved.shape;
-  check_attention_inputs(grad_q, grad_k, grad_v, sh.heads, sh.kv_heads, "flash attention backward");
+  check_attention_inputs(grad_q, grad_k, grad_v, sh.heads, sh.kv_heads, "flash attention backward",
+                         {sh.window, sh.softcap});
   check_arg(grad_q.shape() == saved.q.shape() && grad_k.shape() == saved.k.shape() &&
                 grad_ctx.shape() == saved.q.shape() && grad_ctx.is_contiguous() && grad_q.dtype() == saved.q.dtype() &&
                 grad_ctx.dtype() == saved.q.dtype(),
@@ -410,8 +450,6 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
             saved.q.shape_str(), saved.k.shape_str(), dtype_name(saved.q.dtype()));
   const int64_t b = sh.batch, t = sh.seq, h = sh.heads, kvh = sh.kv_heads, g = sh.group(), dk = sh.head_dim;
   const int64_t d = sh.q_width(), dkv = sh.kv_width();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dk));
-  const bool scaled = dk != 1;
   const int threads = omp_get_max_threads();
   const int64_t per_thread = flash_backward_workspace_floats(t, dk);
   const int64_t parts = flash_backward_parts(sh, threads);
@@ -439,8 +477,7 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
           for (int64_t member = part; member < g; member += parts) {
             const int64_t hi = kv * g + member, base = bi * t * d + hi * dk;
             flash_backward_head(pdq + base, pdk + kv_base, pdv + kv_base, pq + base, pk + kv_base, pv + kv_base,
-                                po + base, pdo + base, pl + (bi * h + hi) * t, t, d, dkv, dk, scale, scaled, w, dk_sum,
-                                dv_sum, member == part);
+                                po + base, pdo + base, pl + (bi * h + hi) * t, sh, w, dk_sum, dv_sum, member == part);
           }
         }
     if (pp == nullptr) return;

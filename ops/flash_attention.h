@@ -5,7 +5,9 @@
 // of kFlashKeyBlock (Kᵀ of the block staged once, scores vectorised over the keys) with an online softmax (running max
 // m and sum l, the output accumulator rescaled per block); only the output and lse = m + log(l) per row (float32,
 // B·H·T) are kept for backward, which recomputes every score from Q, K and lse: p = exp(s − lse), D = rowsum(dO ∘ O),
-// dS = p (dP − D). Key tiles entirely above the diagonal are never visited: row i touches keys 0..i.
+// dS = p (dP − D). Key tiles entirely above the diagonal, or before a sliding window, are never visited: row i
+// touches keys first_key(i) … i (ops/attention.h: 0 … i without a window). Soft-capping at c: the query rows carry
+// 1 / (c·√d_k), each score s becomes c·tanh(s) before the softmax, and backward's dS gains the factor c − s_c·tanh(s).
 //
 // dtypes: Q, K, V, out and the gradients float32 or bf16 (one dtype); lse, every accumulation and the
 // arithmetic float32. Forward threads own whole (batch, query head) pairs. Backward threads own (batch, K/V head,
@@ -19,14 +21,16 @@
 // flash_{forward,backward}_workspace_floats float32 each, alive for the call; with g > 1 the dK/dV partials
 // "<name>.grad_kv_partials" (temporary, B·KV·P × 2 × T × d_k float32), freed before the workspace.
 //
-// FLOPs as executed (causal: row i has i + 1 keys; nb(i) = ceil((i + 1) / kFlashKeyBlock) key blocks; the
-// 1/sqrt(d_k) scale is folded into each query row, d_k multiplies, and into dQ, d_k more, only when d_k > 1):
-//   forward,  per row:  matmul 4·d_k·(i+1)   (scores, P·V)
-//                       other  4·(i+1) + nb(i)·(d_k + 4) + d_k + 3 [+ d_k scaled]
+// FLOPs as executed (row i has n(i) = min(i + 1, W) keys, V = Σ n(i) per head; nb(i) key blocks hold them, Σ nb =
+// flash_key_blocks; the query factor 1/√d_k (capped: 1/(c·√d_k)) is folded into each query row, d_k multiplies,
+// and into dQ, d_k more, only when it is not 1):
+//   forward,  per row:  matmul 4·d_k·n(i)   (scores, P·V)
+//                       other  4·n(i) + nb(i)·(d_k + 4) + d_k + 3 [+ d_k scaled] [+ 2·n(i) capped: tanh, c·t]
 //                       (max, exp(s − m) as 2, sum; per block: rescale c = exp(m − m') as 2, l·c + sum as 2,
 //                        acc·c as d_k; at the end 1/l, acc/l as d_k, m + log l as 2)
-//   backward, per row:  matmul 10·d_k·(i+1)  (scores, dV += p·dO, dP = dO·V, dK += dS·q, dQ += dS·K)
-//                       other  4·(i+1) + 2·d_k [+ 2·d_k scaled]   (p = exp(s − lse) as 2, dS = p·(dP − D) as 2;
+//   backward, per row:  matmul 10·d_k·n(i)  (scores, dV += p·dO, dP = dO·V, dK += dS·q, dQ += dS·K)
+//                       other  4·n(i) + 2·d_k [+ 2·d_k scaled] [+ 5·n(i) capped: tanh, c·t, c − s_c·t as 2, ·]
+//                       (p = exp(s − lse) as 2, dS = p·(dP − D) as 2;
 //                        D = dO·O as 2·d_k); per query head after the first of its group, 2·d_k per row (its dK and dV
 //                        added into the group's sums)
 // Bytes: compulsory traffic, each tensor once: forward reads Q, K, V, writes out and lse; backward reads Q, K,
@@ -64,7 +68,8 @@ struct FlashAttentionSaved {
 // out (B, T, H·d_k), activation "<name>.ctx" of q's dtype, written `=`; saves lse. Throws std::invalid_argument
 // as check_attention_inputs (ops/attention.h).
 Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, const Tensor& k, const Tensor& v,
-                               int64_t num_heads, int64_t num_kv_heads, std::string_view name);
+                               int64_t num_heads, int64_t num_kv_heads, std::string_view name,
+                               const AttentionScores& scores = {});
 
 // grad_q (q's shape), grad_k, grad_v (k's shape), written `=`. Frees everything saved.
 void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const Tensor& grad_v, const Tensor& grad_ctx,
@@ -73,8 +78,11 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
 OpCount flash_attention_forward_count(const AttentionShape& s, DType dtype = DType::f32);
 OpCount flash_attention_backward_count(const AttentionShape& s, DType dtype = DType::f32);
 
-// Σ over rows of nb(i) = Σ_{r=1..T} ceil(r / kFlashKeyBlock): the key blocks one head's forward visits.
-int64_t flash_key_blocks(int64_t t);
+// Σ over rows of nb(i), the key blocks one head's forward visits: row i visits blocks floor(first_key(i) / 64) …
+// floor(i / 64) (without a window Σ_{r=1..T} ceil(r / kFlashKeyBlock)).
+int64_t flash_key_blocks(int64_t t, int64_t window = 0);
+// The factor folded into the query rows: 1/√d_k, divided by the cap when capped.
+float flash_query_scale(const AttentionShape& s);
 
 // What each direction allocates, at `threads` OpenMP threads: forward "<name>.lse" (B, H, T float32; saved),
 // "<name>.ctx" (B, T, H·d_k in q's dtype; output, kept as saved.out) and "<name>.workspace" (threads × per-thread

@@ -103,9 +103,10 @@ inline Vec rmsnorm_ref(const Vec& x, const Vec& g, int64_t n, int64_t d, double 
 }
 
 // Causal attention in float64: q (B, T, d = H·d_k), k and v (B, T, KV·d_k) with kv_heads KV (0: = h); query head
-// hh reads K/V head hh / (H / KV), as Hugging Face's repeat_kv.
+// hh reads K/V head hh / (H / KV), as Hugging Face's repeat_kv. window W > 0: query i sees keys j with i − j < W;
+// softcap c > 0: each score s becomes c·tanh(s / c) (Hugging Face's Gemma-2 eager attention).
 inline Vec attention_ref(const Vec& q, const Vec& k, const Vec& v, int64_t b, int64_t t, int64_t d, int64_t h,
-                         int64_t kv_heads = 0) {
+                         int64_t kv_heads = 0, int64_t window = 0, double softcap = 0) {
   const int64_t dk = d / h, kvh = kv_heads > 0 ? kv_heads : h, dkv = kvh * dk, group = h / kvh;
   Vec ctx(static_cast<size_t>(b * t * d), 0.0);
   for (int64_t bb = 0; bb < b; ++bb)
@@ -115,13 +116,18 @@ inline Vec attention_ref(const Vec& q, const Vec& k, const Vec& v, int64_t b, in
         Vec s(static_cast<size_t>(i + 1));
         double m = -1e300;
         for (int64_t j = 0; j <= i; ++j) {
+          if (window > 0 && i - j >= window) continue;
           double acc = 0;
           for (int64_t c = 0; c < dk; ++c) acc += q[(bb * t + i) * d + hh * dk + c] * k[(bb * t + j) * dkv + kc + c];
           s[j] = acc / std::sqrt(static_cast<double>(dk));
+          if (softcap > 0) s[j] = softcap * std::tanh(s[j] / softcap);
           m = std::max(m, s[j]);
         }
         double z = 0;
-        for (double& e : s) z += (e = std::exp(e - m));
+        for (int64_t j = 0; j <= i; ++j) {
+          s[j] = window > 0 && i - j >= window ? 0.0 : std::exp(s[j] - m);
+          z += s[j];
+        }
         for (int64_t j = 0; j <= i; ++j)
           for (int64_t c = 0; c < dk; ++c)
             ctx[(bb * t + i) * d + hh * dk + c] += s[j] / z * v[(bb * t + j) * dkv + kc + c];
@@ -161,7 +167,12 @@ inline Vec ffn_ref(const Vec& hx, const Vec& w1, const Vec& w3, const Vec& w2, i
   return linear_ref(act, w2, n, f, d);
 }
 
-inline double cross_entropy_ref(const Vec& z, const std::vector<int32_t>& tgt, int64_t n, int64_t v) {
+// Mean cross-entropy in float64; softcap c > 0: over c·tanh(z / c) (Gemma-2's final_logit_softcapping).
+inline double cross_entropy_ref(const Vec& logits, const std::vector<int32_t>& tgt, int64_t n, int64_t v,
+                                double softcap = 0) {
+  Vec z = logits;
+  if (softcap > 0)
+    for (double& x : z) x = softcap * std::tanh(x / softcap);
   double total = 0;
   for (int64_t i = 0; i < n; ++i) {
     double m = -1e300;

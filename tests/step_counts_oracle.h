@@ -4,7 +4,10 @@
 // replay's call sequence or in an op's count shows as a difference against arithmetic written separately.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <map>
+#include <utility>
 
 #include "estimators/flops.h"
 #include "model/config.h"
@@ -26,7 +29,6 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   // B·(H − KV) query heads whose dK and dV are added into their group's.
   const CheckedInt qw = h * dk, kvw = CheckedInt(c.kv_heads()) * dk, g = h / c.kv_heads();
   const CheckedInt shared = b * (h - c.kv_heads());
-  const CheckedInt causal = t * (t + 1) / 2;  // entries the causal softmax touches per (b, h)
   const bool swiglu = c.ffn == FfnKind::swiglu;
   const CheckedInt ffn_in = swiglu ? 2 : 1;  // linears D -> F per layer
   // Bytes per element (model/precision.h): P parameters, G gradients, A the bf16 region (matmul operands and
@@ -87,35 +89,57 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     linear_forward = OpCount{calls.value(), mm.value(), 0, read_f.value(), written_f.value(), 0.0};
     add("linear", Bw, 2 * calls, 2 * mm, other_b, read_b, written_b);
   }
-  // Attention core per layer: QKᵀ (scaled), causal softmax, PV; backward dP, dV, softmax backward, dQ, dK
-  // (both scaled). Matmuls count the full T×T products, the softmax only the causal part. Every tensor in A.
-  // The 1/√d_k scale is a matmul output scale, executed (and counted) only when it is not 1: d_k = 1 has none.
+  // Attention core per layer: QKᵀ (scaled), [soft-capping], causal softmax [in a window], PV; backward dP, dV,
+  // softmax backward, dQ, dK (both scaled). Matmuls count the full T×T products, the softmax only the visible part:
+  // V = Σ over layers and rows of the keys row i sees (max(0, i − W + 1) … i, W the layer's window), NB the 64-key
+  // blocks holding them (flash). Every tensor in A. The 1/√d_k scale is a matmul output scale, executed (and
+  // counted) only when it is not 1: d_k = 1 has none. Capped (c·tanh(s / c)): naive 3 FLOPs an entry each way and a
+  // saved tanh (T² written); flash folds 1 / c into the query factor, 2 FLOPs an entry forward, 5 backward.
+  CheckedInt visible = 0, blocks = 0;  // per (b, h), over the layers
+  {
+    int64_t windowed = 0;
+    for (int64_t layer = 0; layer < c.num_layers; ++layer) windowed += c.layer_window(layer) > 0 ? 1 : 0;
+    for (const auto& [layers, w] : {std::pair{windowed, c.sliding_window}, std::pair{c.num_layers - windowed, 0L}}) {
+      int64_t rows_visible = 0, rows_blocks = 0;
+      for (int64_t i = 0; layers > 0 && i < c.context_length; ++i) {
+        const int64_t lo = w > 0 ? std::max<int64_t>(0, i - w + 1) : 0;
+        rows_visible += i + 1 - lo;
+        rows_blocks += i / 64 - lo / 64 + 1;
+      }
+      visible += CheckedInt(layers) * rows_visible;
+      blocks += CheckedInt(layers) * rows_blocks;
+    }
+  }
+  const CheckedInt capped = c.attn_logit_softcapping > 0 ? 1 : 0;
   const CheckedInt scaled = dk == 1 ? 0 : 1;
-  const CheckedInt blocks = flash_key_blocks(c.context_length);
+  const float flash_factor = 1.0f / std::sqrt(static_cast<float>(c.head_size())) /
+                             (capped == 1 ? static_cast<float>(c.attn_logit_softcapping) : 1.0f);
+  const CheckedInt flash_scaled = flash_factor == 1.0f ? 0 : 1;
   // Forward of the attention core of every layer under `phase`: forward, or recompute (recompute = attention re-runs
   // it in backward).
   auto add_attention_forward = [&](Phase phase) {
     if (c.attention == AttentionKind::flash) {
-      add("attention", phase, l, l * bh * 4 * dk * causal,
-          l * bh * (4 * causal + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk), A * l * n * (qw + 2 * kvw),
-          A * l * n * qw + F * l * bh * t);
+      add("attention", phase, l, bh * 4 * dk * visible,
+          bh * ((4 + 2 * capped) * visible + blocks * (dk + 4) + l * t * (dk + 3) + l * flash_scaled * t * dk),
+          A * l * n * (qw + 2 * kvw), A * l * n * qw + F * l * bh * t);
     } else {  // g calls per product (one per group member), the softmax between them
-      add("attention", phase, (2 * g + 1) * l, l * bh * 4 * t * t * dk, l * bh * (scaled * t * t + 5 * causal),
-          A * l * bh * (2 * t * dk + causal + t * t + t * dk), A * l * bh * (2 * t * t + t * dk));
+      add("attention", phase, (2 * g + 1) * l, l * bh * 4 * t * t * dk,
+          l * bh * scaled * t * t + bh * (5 + 3 * capped) * visible,
+          A * (l * bh * (2 * t * dk + t * t + t * dk) + bh * visible), A * l * bh * ((2 + capped) * t * t + t * dk));
     }
   };
   if (c.attention == AttentionKind::flash) {
-    // One call per layer each way; causal rows only (row i: i + 1 keys, ceil((i+1)/64) key blocks); the scale
-    // folded into the query rows (and dQ) when d_k > 1; compulsory bytes: each tensor once
-    // (ops/flash_attention.h).
+    // One call per layer each way; visible rows only; the factor folded into the query rows (and dQ) when it is
+    // not 1; compulsory bytes: each tensor once (ops/flash_attention.h).
     // With groups, each query head after its group's first adds its dK and dV (2·T·d_k FLOPs).
-    add("attention", Bw, l, l * bh * 10 * dk * causal,
-        l * (bh * (4 * causal + 2 * t * dk + scaled * 2 * t * dk) + shared * 2 * t * dk),
+    add("attention", Bw, l, bh * 10 * dk * visible,
+        bh * (4 + 5 * capped) * visible + l * (bh * (2 * t * dk + flash_scaled * 2 * t * dk) + shared * 2 * t * dk),
         A * l * n * (3 * qw + 2 * kvw) + F * l * bh * t, A * l * n * (qw + 2 * kvw));
   } else {  // dP, dV, dQ, dK: g calls each; dV and dK accumulate (reading the destination) after the first
     add("attention", Bw, (4 * g + 1) * l, l * bh * 8 * t * t * dk,
-        l * (bh * (scaled * 2 * t * dk + 4 * causal) + shared * 2 * t * dk),
-        A * l * (bh * (2 * t * dk + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)) + shared * 2 * t * dk),
+        l * (bh * scaled * 2 * t * dk + shared * 2 * t * dk) + bh * (4 + 3 * capped) * visible,
+        A * (l * (bh * (2 * t * dk + (t * t + t * dk) + 2 * (t * t + t * dk)) + shared * 2 * t * dk) +
+             bh * (2 + capped) * visible),
         A * l * bh * (2 * t * t + 3 * t * dk));
   }
   // The gate (swiglu: silu(a)·b) or silu alone, N·F elements per layer, in A.
@@ -154,8 +178,15 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   // LM head: N×D times D×V, logits in A; backward dX (float32, into the final norm) and dW (accumulated, G).
   add("lm_head", Fw, 1, 2 * n * d * v, 0, A * (n * d + v * d), A * n * v);
   add("lm_head", Bw, 2, 4 * n * d * v, v * d, A * (2 * n * v + v * d + n * d) + G * v * d, F * n * d + G * v * d);
-  add("cross_entropy", Fw, 1, 0, n * (5 * v + 4) + 1, A * n * v + F * 2 * n, A * n * v + F * n);
-  add("cross_entropy", Bw, 1, 0, n * (v + 1) + 1, A * n * v + F * n, A * n * v);
+  // Cross-entropy over the logits buffer in place; soft-capped logits (c·tanh(z / c)) keep tanh in it and a float32
+  // log-sum-exp per row, which backward reads to recompute the softmax.
+  if (c.final_logit_softcapping > 0) {
+    add("cross_entropy", Fw, 1, 0, n * (7 * v + 6) + 1, A * n * v + F * 2 * n, A * n * v + F * 2 * n);
+    add("cross_entropy", Bw, 1, 0, n * (7 * v + 8) + 1, A * n * v + F * 2 * n, A * n * v);
+  } else {
+    add("cross_entropy", Fw, 1, 0, n * (5 * v + 4) + 1, A * n * v + F * 2 * n, A * n * v + F * n);
+    add("cross_entropy", Bw, 1, 0, n * (v + 1) + 1, A * n * v + F * n, A * n * v);
+  }
   // Casts (0 FLOPs): amp-bf16 casts every matmul weight once per step (float32 -> bf16); both mixed modes cast
   // the residual stream's gradient to bf16 twice per layer (into the ffn and attention branches).
   if (plan.weight_cache) add("cast", Fw, 1, 0, 0, F * v * d, 2 * v * d);  // the LM head's (the blocks': above)

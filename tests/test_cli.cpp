@@ -78,7 +78,7 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["config"]["rope_theta"], 10000.0);
   EXPECT_EQ(j["config"]["sliding_window"], 0);
   EXPECT_EQ(j["config"]["rope_scaling"], "none");
-  EXPECT_EQ(j["config"].size(), 29u);  // preset, 26 model fields, seed, optim
+  EXPECT_EQ(j["config"].size(), 32u);  // preset, 26 model fields, seed, optim
   EXPECT_EQ(j["config"]["optim"].size(), 5u);
   EXPECT_EQ(j["num_parameters"], 164160);
   EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");
@@ -145,7 +145,8 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
       {"--set ffn=gelu", "ffn: 'gelu' is not allowed"},
       {"--set position=alibi", "position: 'alibi'"},
       {"--set position=rope --set head_dim=3", "head_dim: 3 is odd"},
-      {"--set sliding_window=16", "sliding_window: 16 with context_length 32"},
+      {"--set sliding_window_pattern=1", "sliding_window_pattern: 1 would make every layer global"},
+      {"--set attn_logit_softcapping=-1", "attn_logit_softcapping"},
       {"--set lr=-0.1", "lr: -0.1"},
       {"--set beta2=1", "beta2: 1"},
       {"--set rmsnorm_eps=0", "rmsnorm_eps: 0"},

@@ -1,7 +1,7 @@
-// `reckon estimate` at any input: 6,000 seeded random configs (RECKON_PROPERTY_CASES=N for more) and option sets, drawn across and just beyond
-// every documented range, run in-process (the same make_estimate_report the CLI prints). Each either answers
-// with figures that hold together — and, where the config is small enough to run here, equal a real measured
-// step to the byte and the FLOP — or fails with std::invalid_argument, which the CLI turns into one message
+// `reckon estimate` at any input: 6,000 seeded random configs (RECKON_PROPERTY_CASES=N for more) and option sets, drawn
+// across and just beyond every documented range, run in-process (the same make_estimate_report the CLI prints). Each
+// either answers with figures that hold together — and, where the config is small enough to run here, equal a real
+// measured step to the byte and the FLOP — or fails with std::invalid_argument, which the CLI turns into one message
 // and exit 2. Anything else (another exception, a crash, a sanitizer report in the ASan+UBSan build) fails.
 //
 // Reproduce one case: RECKON_PROPERTY_SEED=<seed> RECKON_PROPERTY_CASES=1 ./build/test_estimate_property
@@ -95,7 +95,7 @@ EstimateOptions random_options(Draw& d) {
   o.preset = d.choose(preset_names(), {"gpt4", "GPT2-XL", ""});
   const int64_t n_overrides = d.uniform(0, 4);
   for (int64_t i = 0; i < n_overrides; ++i) {
-    switch (d.uniform(0, 15)) {
+    switch (d.uniform(0, 17)) {
       case 0:
         o.overrides.push_back(fmt::format("vocab_size={}", d.field(2, 1 << 24, 65536)));
         break;
@@ -148,6 +148,17 @@ EstimateOptions random_options(Draw& d) {
       case 14:  // head width apart from d_model / num_heads
         o.overrides.push_back(
             fmt::format("head_dim={}", d.chance(0.9) ? d.log_uniform(1, 512) : d.pick<int64_t>({-1, 70000, 0})));
+        break;
+      case 15:  // sliding windows, shorter or longer than the context, on every layer or alternating
+        o.overrides.push_back(fmt::format("sliding_window={}", d.chance(0.9) ? d.field(0, 1 << 17, 512) : -1));
+        if (d.chance(0.5))
+          o.overrides.push_back(
+              d.choose({"sliding_window_pattern=0", "sliding_window_pattern=2", "sliding_window_pattern=6"},
+                       {"sliding_window_pattern=1", "sliding_window_pattern=2000"}));
+        break;
+      case 16:  // soft-capping of scores and logits
+        o.overrides.push_back(fmt::format("{}={}", d.chance(0.5) ? "attn_logit_softcapping" : "final_logit_softcapping",
+                                          d.chance(0.9) ? d.real(0.0, 100.0) : -1.0));
         break;
       default: {
         // A divisor pair that validates: heads dividing d_model.

@@ -206,15 +206,22 @@ TEST(Gpt2Xl, ParameterCountByIndependentArithmetic) {
 TEST(StepCounts, ComposedFromTheOpsEqualTheClosedForms) {
   int compared = 0;
   // With shared K/V heads (groups of 2, multi-query), heads wider and narrower than D / H, and rotary positions.
-  auto with = [](ModelConfig m, int64_t kv, int64_t head_dim) {
+  auto with = [](ModelConfig m, int64_t kv, int64_t head_dim, int64_t window = 0, int64_t pattern = 0, double cap = 0,
+                 double logit_cap = 0) {
     m.num_kv_heads = kv, m.head_dim = head_dim;
+    m.sliding_window = window, m.sliding_window_pattern = pattern, m.attn_logit_softcapping = cap;
+    m.final_logit_softcapping = logit_cap;
     return m;
   };
-  for (const ModelConfig& base : {shape(37, 7, 1, 12, 3, 20, 3, FfnKind::swiglu, false, Position::none),
-                                  shape(19, 6, 2, 4, 4, 12, 2, FfnKind::silu_mlp, true, Position::learned),
-                                  with(shape(23, 67, 1, 16, 2, 24, 1, FfnKind::swiglu, true, Position::rope), 1, 12),
-                                  with(shape(50, 33, 2, 48, 6, 96, 1, FfnKind::silu_mlp, false, Position::rope), 3, 4),
-                                  with(shape(64, 16, 2, 32, 4, 64, 2, FfnKind::swiglu, false, Position::none), 2, 0)})
+  for (const ModelConfig& base :
+       {shape(37, 7, 1, 12, 3, 20, 3, FfnKind::swiglu, false, Position::none),
+        shape(19, 6, 2, 4, 4, 12, 2, FfnKind::silu_mlp, true, Position::learned),
+        with(shape(23, 67, 1, 16, 2, 24, 1, FfnKind::swiglu, true, Position::rope), 1, 12),
+        with(shape(50, 33, 2, 48, 6, 96, 1, FfnKind::silu_mlp, false, Position::rope), 3, 4),
+        with(shape(64, 16, 2, 32, 4, 64, 2, FfnKind::swiglu, false, Position::none), 2, 0),
+        // windows across a flash tile, on every layer and alternating; soft-capping
+        with(shape(23, 67, 1, 16, 2, 24, 1, FfnKind::swiglu, true, Position::rope), 1, 12, 20),
+        with(shape(31, 130, 3, 16, 2, 24, 1, FfnKind::silu_mlp, false, Position::rope), 1, 0, 70, 2, 0.8, 3.0)})
     for (const auto [precision, grads] : precision_settings())
       for (AttentionKind attention : {AttentionKind::naive, AttentionKind::flash})
         for (Recompute recompute : {Recompute::none, Recompute::attention, Recompute::full})
@@ -245,7 +252,7 @@ TEST(StepCounts, ComposedFromTheOpsEqualTheClosedForms) {
                 ++compared;
               }
             }
-  EXPECT_EQ(compared, 5 * 4 * 2 * 3 * 4 * 6);
+  EXPECT_EQ(compared, 7 * 4 * 2 * 3 * 4 * 6);
 }
 
 // The one parameter layout (model/layout.h) against the closed form and the model's own tensors: same count for

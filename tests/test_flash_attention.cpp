@@ -22,9 +22,12 @@ using namespace testing_ref;
 
 struct Shape4 {
   int64_t b, t, d, h, kv = 0;  // d: q's width H·d_k; kv: key/value heads (0: = h)
+  int64_t window = 0;          // sliding window (0: none)
+  float cap = 0.0f;            // soft-capping (0: none)
 };
 void PrintTo(const Shape4& c, std::ostream* os) {
-  *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h << "_KV" << (c.kv > 0 ? c.kv : c.h);
+  *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h << "_KV" << (c.kv > 0 ? c.kv : c.h) << "_W" << c.window
+      << "_cap" << c.cap;
 }
 
 class FlashSweep : public ::testing::TestWithParam<Shape4> {
@@ -44,7 +47,8 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
   const Shape4 p = GetParam();
   const int64_t b = p.b, t = p.t, d = p.d, h = p.h, kvh = p.kv > 0 ? p.kv : p.h;
   const int64_t dk = d / h, dkv = kvh * dk;
-  const AttentionShape sh{b, t, h, kvh, dk};
+  const AttentionShape sh{b, t, h, kvh, dk, p.window, p.cap};
+  const AttentionScores rule{p.window, p.cap};
   const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * dkv, 2), v = random_vec(b * t * dkv, 3);
   const Vec r = random_vec(b * t * d, 4);
   const Tensor qt = tensor_from(q, {b, t, d}, Category::activation, "q");
@@ -54,8 +58,8 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
   tracker().reset_peak_stats();
   const int64_t before = tracker().stats().total.allocated_bytes.current;
   FlashAttentionSaved saved;
-  Tensor out = flash_attention_forward(saved, qt, kt, vt, h, kvh, "f.attn");
-  EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h, kvh)), 2e-6);
+  Tensor out = flash_attention_forward(saved, qt, kt, vt, h, kvh, "f.attn", rule);
+  EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h, kvh, p.window, p.cap)), 2e-6);
   EXPECT_EQ(tracker().live_bytes_with_prefix("f.attn.lse"), aligned_size(4 * b * h * t));
 
   counters().set_phase(Phase::backward);
@@ -81,7 +85,7 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
   EXPECT_LE(tracker().stats().total.allocated_bytes.peak - before, bound);
 
   auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
-    return dot(attention_ref(qq, kk, vv, b, t, d, h, kvh), r);
+    return dot(attention_ref(qq, kk, vv, b, t, d, h, kvh, p.window, p.cap), r);
   };
   EXPECT_LE(rel_err(vec_from(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), 1e-4);
   EXPECT_LE(rel_err(vec_from(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), 1e-4);
@@ -90,7 +94,7 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
   // The naive attention on the same inputs: same output and gradients.
   AttentionSaved naive;
   counters().set_phase(Phase::forward);
-  const Tensor out_naive = attention_forward(naive, qt, kt, vt, h, kvh, "n.attn");
+  const Tensor out_naive = attention_forward(naive, qt, kt, vt, h, kvh, "n.attn", rule);
   Tensor nq = Tensor::empty({b, t, d}, Category::temporary, "nq");
   Tensor nk = Tensor::empty({b, t, dkv}, Category::temporary, "nk");
   Tensor nv = Tensor::empty({b, t, dkv}, Category::temporary, "nv");
@@ -101,18 +105,30 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
   EXPECT_LE(rel_err(vec_from(gk), vec_from(nk)), 1e-5);
   EXPECT_LE(rel_err(vec_from(gv), vec_from(nv)), 1e-5);
 
-  // Counts, by independent arithmetic over the rows; the counters hold flash + naive under op "attention".
-  const int64_t causal = t * (t + 1) / 2, scaled = dk == 1 ? 0 : 1, shared = b * (h - kvh);
-  int64_t blocks = 0;
-  for (int64_t i = 0; i < t; ++i) blocks += (i + 1 + 63) / 64;
-  EXPECT_EQ(flash_key_blocks(t), blocks);
+  // Counts, by independent arithmetic over the rows (row i sees keys max(0, i − W + 1) … i, in the 64-key blocks
+  // holding them); the counters hold flash + naive under op "attention".
+  int64_t visible = 0, blocks = 0;
+  for (int64_t i = 0; i < t; ++i) {
+    const int64_t lo = p.window > 0 ? std::max<int64_t>(0, i - p.window + 1) : 0;
+    visible += i + 1 - lo;
+    blocks += i / 64 - lo / 64 + 1;
+  }
+  if (p.window == 0) {
+    EXPECT_EQ(visible, t * (t + 1) / 2);
+  }
+  const int64_t capped = p.cap > 0 ? 1 : 0, shared = b * (h - kvh);
+  const float factor = 1.0f / std::sqrt(static_cast<float>(dk)) / (capped ? p.cap : 1.0f);
+  const int64_t scaled = factor == 1.0f ? 0 : 1;
+  EXPECT_EQ(sh.visible(), visible);
+  EXPECT_EQ(flash_key_blocks(t, p.window), blocks);
   const OpCount f = flash_attention_forward_count(sh), g = flash_attention_backward_count(sh);
-  EXPECT_EQ(f.matmul_flops, b * h * 4 * dk * causal);
-  EXPECT_EQ(f.other_flops, b * h * (4 * causal + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk));
+  EXPECT_EQ(f.matmul_flops, b * h * 4 * dk * visible);
+  EXPECT_EQ(f.other_flops, b * h * ((4 + 2 * capped) * visible + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk));
   EXPECT_EQ(f.bytes_read, 4 * (b * t * d + 2 * b * t * dkv));
   EXPECT_EQ(f.bytes_written, 4 * (b * t * d + b * h * t));
-  EXPECT_EQ(g.matmul_flops, b * h * 10 * dk * causal);
-  EXPECT_EQ(g.other_flops, b * h * (4 * causal + 2 * t * dk + scaled * 2 * t * dk) + shared * 2 * t * dk);
+  EXPECT_EQ(g.matmul_flops, b * h * 10 * dk * visible);
+  EXPECT_EQ(g.other_flops,
+            b * h * ((4 + 5 * capped) * visible + 2 * t * dk + scaled * 2 * t * dk) + shared * 2 * t * dk);
   EXPECT_EQ(g.bytes_written, 4 * (b * t * d + 2 * b * t * dkv));
   const OpCount naive_f = attention_forward_count(sh), naive_b = attention_backward_count(sh);
   // Both kernels' declared counts are what ran (naive's skip the scale at d_k = 1, as its kernel does).
@@ -127,15 +143,27 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FlashSweep,
                                            Shape4{1, 64, 8, 2}, Shape4{1, 65, 10, 2}, Shape4{1, 150, 6, 1},
                                            Shape4{2, 9, 5, 5}, Shape4{1, 129, 8, 2}, Shape4{2, 5, 6, 3, 1},
                                            Shape4{1, 70, 16, 4, 2}, Shape4{2, 17, 12, 6, 2}, Shape4{1, 129, 8, 4, 1},
-                                           Shape4{1, 9, 5, 5, 1}));
+                                           Shape4{1, 9, 5, 5, 1},
+                                           // sliding windows: inside one key block, crossing blocks, a window of
+                                           // one key, exactly a block, with groups; soft-capping alone and with both
+                                           Shape4{1, 17, 12, 2, 0, 5}, Shape4{1, 150, 6, 1, 0, 70},
+                                           Shape4{2, 65, 8, 2, 1, 1}, Shape4{1, 129, 8, 4, 2, 64},
+                                           Shape4{1, 140, 16, 2, 0, 67}, Shape4{2, 9, 6, 3, 0, 9},
+                                           Shape4{2, 17, 12, 2, 0, 0, 0.5f}, Shape4{1, 70, 16, 4, 2, 0, 0.7f},
+                                           Shape4{1, 9, 5, 5, 0, 0, 1.0f}, Shape4{1, 133, 8, 2, 1, 66, 0.6f}));
 
 // The register kernels: d_k = 64 (64 columns in four registers), d_k = 32 and 48 (16-lane chunks), full key
 // blocks with rank-4 dK/dV updates (T ≥ 68) and partial ones: forward against float64, gradients against the
 // naive attention (itself checked against finite differences above; differences here would cost minutes).
 TEST(Flash, RegisterKernelsAtLargeHeadDims) {
   set_num_threads(2);
-  for (const Shape4 c : {Shape4{1, 130, 128, 2}, Shape4{2, 70, 32, 1}, Shape4{1, 100, 96, 2}}) {
-    const auto [b, t, d, h, kv] = c;
+  // With windows crossing the full-block path (W = 100: rows whose window covers whole blocks, rows cut inside one)
+  // and soft-capping.
+  for (const Shape4 c :
+       {Shape4{1, 130, 128, 2}, Shape4{2, 70, 32, 1}, Shape4{1, 100, 96, 2}, Shape4{1, 260, 128, 2, 0, 100},
+        Shape4{1, 140, 64, 1, 0, 0, 0.8f}, Shape4{1, 200, 64, 1, 0, 129, 0.9f}}) {
+    const auto [b, t, d, h, kv, window, cap] = c;
+    const AttentionScores rule{window, cap};
     SCOPED_TRACE(testing::PrintToString(c));
     const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * d, 2), v = random_vec(b * t * d, 3);
     const Tensor qt = tensor_from(q, {b, t, d}, Category::activation, "q");
@@ -143,10 +171,11 @@ TEST(Flash, RegisterKernelsAtLargeHeadDims) {
     const Tensor vt = tensor_from(v, {b, t, d}, Category::activation, "v");
     const Tensor gout = tensor_from(random_vec(b * t * d, 4), {b, t, d}, Category::temporary, "gctx");
     FlashAttentionSaved flash;
-    const Tensor out = flash_attention_forward(flash, qt, kt, vt, h, h, "f");
-    EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h)), 2e-6);
+    const Tensor out = flash_attention_forward(flash, qt, kt, vt, h, h, "f", rule);
+    EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h, h, window, cap)), 2e-6);
     AttentionSaved naive;
-    const Tensor out_naive = attention_forward(naive, qt, kt, vt, h, h, "n");
+    const Tensor out_naive = attention_forward(naive, qt, kt, vt, h, h, "n", rule);
+    EXPECT_LE(rel_err(vec_from(out), vec_from(out_naive)), 2e-6);
     std::vector<Tensor> g, n;
     for (const char* name : {"gq", "gk", "gv", "nq", "nk", "nv"}) {
       (name[0] == 'g' ? g : n).push_back(Tensor::empty({b, t, d}, Category::temporary, name));

@@ -75,19 +75,19 @@ TEST(HfConfig, ReleasedConfigsGiveTheirPublishedCounts) {
   const HfConfig l2 = parse_hf_config_text(kReleased.at("llama-2-70b"), "l2");
   EXPECT_EQ(l2.config.model.rope_theta, 10000.0);
   EXPECT_EQ(l2.ignored, (std::vector<std::string>{"architectures", "pretraining_tp"}));
-  // Mistral's 4096 window is shorter than its 32768 positions: valid once the context is at most the window.
+  // Mistral's 4096 window, shorter than its 32768 positions, on every layer.
   TrainConfig mistral = parse_hf_config_text(kReleased.at("mistral-7b-v0.1"), "m").config;
-  EXPECT_EQ(mistral.model.sliding_window, 4096);
-  expect_invalid([&] { validate(mistral); }, {"sliding_window: 4096 with context_length 32768", "not modelled yet"});
-  apply_override(mistral, "context_length=4096");
   validate(mistral);
+  EXPECT_EQ(mistral.model.sliding_window, 4096);
+  EXPECT_EQ(mistral.model.sliding_window_pattern, 0);
+  for (int64_t l : {0, 1, 31}) EXPECT_EQ(mistral.model.layer_window(l), 4096);
 }
 
 TEST(HfConfig, FamiliesNotModelledAreRefusedNamingWhatTheyNeed) {
   const std::map<std::string, std::vector<std::string>> refused = {
       {"qwen2.5-0.5b", {"model_type: 'qwen2' is refused", "biases"}},
       {"qwen2.5-7b", {"'qwen2'", "biases"}},
-      {"gemma-2-2b", {"'gemma2'", "soft-capping"}},
+      {"gemma-2-2b", {"'gemma2'", "gated GELU"}},
       {"gpt2", {"'gpt2'", "LayerNorm with biases"}},
       {"gpt2-medium", {"'gpt2'"}},
       {"olmo-2-1124-7b", {"'olmo2'", "q and k"}},

@@ -327,16 +327,21 @@ TEST_F(Ops, RmsnormRejectsBadShapesAndEps) {
 
 struct AttnCase {
   int64_t b, t, d, h, kv = 0;  // d: q's width H·d_k; kv: key/value heads (0: = h)
+  int64_t window = 0;          // sliding window (0: none)
+  float cap = 0.0f;            // soft-capping (0: none)
 };
 void PrintTo(const AttnCase& c, std::ostream* os) {
-  *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h << "_KV" << (c.kv > 0 ? c.kv : c.h);
+  *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h << "_KV" << (c.kv > 0 ? c.kv : c.h) << "_W" << c.window
+      << "_cap" << c.cap;
 }
 class AttentionSweep : public Ops, public ::testing::WithParamInterface<AttnCase> {};
 
 TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
   const AttnCase p = GetParam();
   const int64_t b = p.b, t = p.t, d = p.d, h = p.h, kvh = p.kv > 0 ? p.kv : p.h;
-  const int64_t dk = d / h, bh = b * h, causal = t * (t + 1) / 2, dkv = kvh * dk;
+  const int64_t dk = d / h, bh = b * h, dkv = kvh * dk, capped = p.cap > 0 ? 1 : 0;
+  int64_t visible = 0;  // the (query, key) pairs a head computes: row i sees max(0, i − W + 1) … i
+  for (int64_t i = 0; i < t; ++i) visible += p.window > 0 ? std::min(i + 1, p.window) : i + 1;
   const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * dkv, 2), v = random_vec(b * t * dkv, 3);
   const Vec r = random_vec(b * t * d, 4);
   Tensor qt = tensor_from(q, {b, t, d}, Category::activation, "q");
@@ -344,19 +349,27 @@ TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
   Tensor vt = tensor_from(v, {b, t, dkv}, Category::activation, "v");
 
   AttentionSaved saved;
-  Tensor ctx = attention_forward(saved, qt, kt, vt, h, kvh, "t.attn");
-  EXPECT_LE(rel_err(vec_from(ctx), attention_ref(q, k, v, b, t, d, h, kvh)), kForwardTol);
-  // Saved: probs (B, H, T, T) is the only new saved tensor; ctx is the output; no K/V head is repeated.
+  Tensor ctx = attention_forward(saved, qt, kt, vt, h, kvh, "t.attn", {p.window, p.cap});
+  EXPECT_LE(rel_err(vec_from(ctx), attention_ref(q, k, v, b, t, d, h, kvh, p.window, p.cap)), kForwardTol);
+  // Saved: probs (B, H, T, T) (and, capped, tanh of the scores) are the only new saved tensors; ctx is the output;
+  // no K/V head is repeated.
   EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn.probs"), aligned_size(4 * bh * t * t));
-  EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn."), aligned_size(4 * bh * t * t) + aligned_size(4 * b * t * d));
-  // The upper triangle of probs holds exact zeros; each row sums to 1.
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn.tanh"), capped * aligned_size(4 * bh * t * t));
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn."),
+            (1 + capped) * aligned_size(4 * bh * t * t) + aligned_size(4 * b * t * d));
+  // Outside the mask probs (and tanh) hold exact zeros; each row sums to 1; |tanh| ≤ 1 inside.
   for (int64_t row = 0; row < bh * t; ++row) {
     const int64_t i = row % t;
     double s = 0;
     for (int64_t j = 0; j < t; ++j) {
       const float pr = saved.probs.data()[row * t + j];
-      if (j > i) {
+      const bool masked = j > i || (p.window > 0 && i - j >= p.window);
+      if (masked) {
         EXPECT_EQ(pr, 0.0f);
+      }
+      if (capped) {
+        const float u = saved.tanh.data()[row * t + j];
+        EXPECT_TRUE(masked ? u == 0.0f : std::abs(u) <= 1.0f);
       }
       s += pr;
     }
@@ -374,31 +387,33 @@ TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
   EXPECT_GE(tracker().stats()[Category::temporary].allocated_bytes.peak - temp_before,
             aligned_size(4 * bh * t * t) + aligned_size(4 * b * t * d));
   EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn.probs"), 0);
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn.tanh"), 0);
   EXPECT_FALSE(saved.q.defined() || saved.k.defined() || saved.v.defined());
 
   auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
-    return dot(attention_ref(qq, kk, vv, b, t, d, h, kvh), r);
+    return dot(attention_ref(qq, kk, vv, b, t, d, h, kvh, p.window, p.cap), r);
   };
   EXPECT_LE(rel_err(vec_from(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), kGradTol);
   EXPECT_LE(rel_err(vec_from(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), kGradTol);
   EXPECT_LE(rel_err(vec_from(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), kGradTol);
 
-  // Forward: QKᵀ (scaled, unless d_k = 1: 1/√1 is no scale) + softmax + PV, per query head (each reads its group's
-  // K and V heads once: the g calls of a product read K g times in all).
+  // Forward: QKᵀ (scaled, unless d_k = 1: 1/√1 is no scale) + softmax (capped: s / c, tanh, c·t first) + PV, per
+  // query head (each reads its group's K and V heads once: the g calls of a product read K g times in all).
   const int64_t scaled = dk == 1 ? 0 : 1;
   expect_count(counters().get("attention", Phase::forward), bh * (2 * t * t * dk + 2 * t * t * dk),
-               bh * (scaled * t * t + 5 * causal), 4 * bh * ((t * dk + dk * t) + causal + (t * t + t * dk)),
-               4 * bh * (t * t + t * t + t * dk));
+               bh * (scaled * t * t + (5 + 3 * capped) * visible),
+               4 * bh * ((t * dk + dk * t) + visible + (t * t + t * dk)),
+               4 * bh * (t * t + (1 + capped) * t * t + t * dk));
   // Backward: dP, dV, softmax backward, dQ (scaled), dK (scaled); the B·(H − KV) calls after a group's first add
   // into dK and dV (T·d_k FLOPs each, reading the destination).
   const int64_t shared = b * (h - kvh);
-  expect_count(
-      counters().get("attention", Phase::backward), bh * 4 * (2 * t * t * dk),
-      bh * (4 * causal + scaled * 2 * t * dk) + shared * 2 * t * dk,
-      4 * bh * ((t * dk + dk * t) + (t * t + t * dk) + 2 * causal + 2 * (t * t + t * dk)) + 4 * shared * 2 * t * dk,
-      4 * bh * (t * t + t * dk + t * t + t * dk + t * dk));
+  expect_count(counters().get("attention", Phase::backward), bh * 4 * (2 * t * t * dk),
+               bh * ((4 + 3 * capped) * visible + scaled * 2 * t * dk) + shared * 2 * t * dk,
+               4 * bh * ((t * dk + dk * t) + (t * t + t * dk) + (2 + capped) * visible + 2 * (t * t + t * dk)) +
+                   4 * shared * 2 * t * dk,
+               4 * bh * (t * t + t * dk + t * t + t * dk + t * dk));
   // The declared counts (what benchmarks and estimators read) are what ran, field by field.
-  const AttentionShape sh{b, t, h, kvh, dk};
+  const AttentionShape sh{b, t, h, kvh, dk, p.window, p.cap};
   const OpCount f = attention_forward_count(sh), g = attention_backward_count(sh);
   expect_count(counters().get("attention", Phase::forward), f.matmul_flops, f.other_flops, f.bytes_read,
                f.bytes_written);
@@ -410,7 +425,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionSweep,
                          ::testing::Values(AttnCase{1, 1, 4, 1}, AttnCase{2, 5, 6, 3}, AttnCase{1, 17, 12, 2},
                                            AttnCase{2, 4, 8, 4}, AttnCase{1, 9, 15, 3}, AttnCase{2, 6, 3, 3},
                                            AttnCase{2, 5, 6, 3, 1}, AttnCase{2, 7, 16, 4, 2}, AttnCase{1, 9, 12, 6, 3},
-                                           AttnCase{1, 4, 4, 4, 1}));
+                                           AttnCase{1, 4, 4, 4, 1}, AttnCase{1, 9, 12, 2, 0, 3},
+                                           AttnCase{2, 7, 16, 4, 2, 1}, AttnCase{1, 6, 6, 3, 0, 6},
+                                           AttnCase{2, 5, 6, 3, 0, 0, 0.5f}, AttnCase{1, 9, 12, 6, 3, 4, 0.8f}));
 
 TEST_F(Ops, AttentionRejectsBadHeads) {
   Tensor q = Tensor::zeros({1, 4, 10}, Category::activation, "q");
@@ -631,12 +648,14 @@ TEST_F(Ops, ResidualAdd) {
 
 struct CeCase {
   int64_t n, v;
+  float cap = 0.0f;  // final_logit_softcapping (0: none)
 };
-void PrintTo(const CeCase& c, std::ostream* os) { *os << "N" << c.n << "_V" << c.v; }
+void PrintTo(const CeCase& c, std::ostream* os) { *os << "N" << c.n << "_V" << c.v << "_cap" << c.cap; }
 class CrossEntropySweep : public Ops, public ::testing::WithParamInterface<CeCase> {};
 
 TEST_P(CrossEntropySweep, LossGradientCountsInPlace) {
-  const auto [n, v] = GetParam();
+  const auto [n, v, cap] = GetParam();
+  const int64_t capped = cap > 0 ? 1 : 0;
   const Vec z = random_vec(n * v, 1, 5.0);
   const auto tgt = random_ids(n, v, 2);
   Tensor logits = tensor_from(z, {n, v}, Category::activation, "lm_head.logits");
@@ -644,24 +663,44 @@ TEST_P(CrossEntropySweep, LossGradientCountsInPlace) {
   const int64_t act_before = tracker().stats()[Category::activation].allocated_bytes.current;
 
   CrossEntropySaved saved;
-  const double loss = cross_entropy_forward(saved, logits, targets, "ce");
-  EXPECT_NEAR(loss, cross_entropy_ref(z, tgt, n, v), 2e-6 * std::max(1.0, std::abs(loss)));
+  const double loss = cross_entropy_forward(saved, logits, targets, "ce", cap);
+  EXPECT_NEAR(loss, cross_entropy_ref(z, tgt, n, v, cap), 2e-6 * std::max(1.0, std::abs(loss)));
   EXPECT_EQ(saved.probs.data(), logits.data());  // in place: no second logits-sized buffer
+  // Capped: the buffer holds tanh(z / c), and a float32 log-sum-exp per row is saved.
+  EXPECT_EQ(tracker().live_bytes_with_prefix("ce.lse"), capped * aligned_size(4 * n));
+  if (capped) {
+    EXPECT_NEAR(logits.data()[0], std::tanh(z[0] / cap), 3e-7);
+  }
 
   counters().set_phase(Phase::backward);
   Tensor grad = cross_entropy_backward(saved, 1.0f);
   EXPECT_EQ(grad.data(), logits.data());
   EXPECT_EQ(tracker().stats()[Category::activation].allocated_bytes.current, act_before);
-  const Vec fd = fd_grad([&](const Vec& zz) { return cross_entropy_ref(zz, tgt, n, v); }, z);
+  const Vec fd = fd_grad([&](const Vec& zz) { return cross_entropy_ref(zz, tgt, n, v, cap); }, z);
   EXPECT_LE(rel_err(vec_from(grad), fd), kGradTol);
 
-  expect_count(counters().get("cross_entropy", Phase::forward), 0, n * (5 * v + 4) + 1, 4 * (n * v + 2 * n),
-               4 * (n * v + n));
-  expect_count(counters().get("cross_entropy", Phase::backward), 0, n * (v + 1) + 1, 4 * (n * v + n), 4 * n * v);
+  if (capped) {  // tanh, the max, exp and sum, the row loss and lse; backward recomputes p and takes 1 − u²
+    expect_count(counters().get("cross_entropy", Phase::forward), 0, n * (7 * v + 6) + 1, 4 * (n * v + 2 * n),
+                 4 * (n * v + 2 * n));
+    expect_count(counters().get("cross_entropy", Phase::backward), 0, n * (7 * v + 8) + 1, 4 * (n * v + 2 * n),
+                 4 * n * v);
+  } else {
+    expect_count(counters().get("cross_entropy", Phase::forward), 0, n * (5 * v + 4) + 1, 4 * (n * v + 2 * n),
+                 4 * (n * v + n));
+    expect_count(counters().get("cross_entropy", Phase::backward), 0, n * (v + 1) + 1, 4 * (n * v + n), 4 * n * v);
+  }
+  const OpCount f = cross_entropy_forward_count(n, v, DType::f32, capped),
+                b = cross_entropy_backward_count(n, v, DType::f32, capped);
+  expect_count(counters().get("cross_entropy", Phase::forward), 0, f.other_flops, f.bytes_read, f.bytes_written);
+  expect_count(counters().get("cross_entropy", Phase::backward), 0, b.other_flops, b.bytes_read, b.bytes_written);
 }
 
+// Capped at 30 (Gemma-2's final_logit_softcapping) and at 2 and 3, where logits of scale 5 bend tanh well away from
+// linear. (Far into saturation, |z / c| ≳ 8, float32's u = tanh rounds to ±1 and 1 − u² to 0: the gradient is lost
+// there as in PyTorch's tanh backward, which reads the same saved output.)
 INSTANTIATE_TEST_SUITE_P(Shapes, CrossEntropySweep,
-                         ::testing::Values(CeCase{1, 2}, CeCase{4, 7}, CeCase{17, 33}, CeCase{8, 256}));
+                         ::testing::Values(CeCase{1, 2}, CeCase{4, 7}, CeCase{17, 33}, CeCase{8, 256},
+                                           CeCase{4, 7, 30.0f}, CeCase{17, 33, 2.0f}, CeCase{1, 2, 3.0f}));
 
 TEST_F(Ops, CrossEntropyStableForHugeLogits) {
   Tensor logits = Tensor::empty({1, 3}, Category::activation, "z");

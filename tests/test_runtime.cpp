@@ -566,6 +566,24 @@ TEST(SimdMath, ExpWithinThreeEpsilonOfDoubleAndNeverInfinite) {
   EXPECT_EQ(exp_simd(0.0f), 1.0f);
 }
 
+TEST(SimdMath, TanhWithinThreeEpsilonOfDoubleOddAndSaturating) {
+  double worst = 0.0;
+  for (float x = -12.0f; x <= 12.0f; x += 0.00390625f * 1.5f) {  // both branches and the 0.625 switch
+    const double want = std::tanh(static_cast<double>(x));
+    if (want == 0.0) continue;
+    worst = std::max(worst, std::abs(tanh_simd(x) - want) / std::abs(want));
+    EXPECT_EQ(tanh_simd(-x), -tanh_simd(x));
+  }
+  for (float x : {1e-30f, 1e-8f, 1e-4f, 0.6249f, 0.6251f}) {
+    worst = std::max(worst, std::abs(tanh_simd(x) - std::tanh(static_cast<double>(x))) / std::tanh(double(x)));
+  }
+  EXPECT_LT(worst, 3 * FLT_EPSILON) << worst;
+  EXPECT_GT(worst, 0.0);
+  EXPECT_EQ(tanh_simd(0.0f), 0.0f);
+  EXPECT_EQ(tanh_simd(1000.0f), 1.0f);
+  EXPECT_EQ(tanh_simd(-1000.0f), -1.0f);
+}
+
 TEST(SimdMath, MaxOfEveryLengthAndPosition) {
   std::mt19937 gen(7);
   std::uniform_real_distribution<float> u(-100.0f, 100.0f);

@@ -6,9 +6,13 @@ names, built from a checkpoint's config lines (model/config.h config_overrides):
               num_kv_heads K/V heads shared by groups of query heads, repeated as Hugging Face's repeat_kv;
               heads head_dim wide: q is D → H·head_dim, k and v D → KV·head_dim, o H·head_dim → D;
               position = rope: q and k rotated as Hugging Face's LLaMA, apply_rotary_pos_emb with rotate_half,
-              cos/sin from rope_theta (and rope_scaling: linear, llama3) computed in float32 as its rotary module does)
+              cos/sin from rope_theta (and rope_scaling: linear, llama3) computed in float32 as its rotary module does;
+              attn_logit_softcapping c: scores → c·tanh(scores / c) before the mask, as Hugging Face's eager Gemma-2;
+              sliding_window W: key j masked for query i when i − j ≥ W, on every layer or, with
+              sliding_window_pattern p ≥ 2, on the layers l with (l + 1) % p ≠ 0)
               x = x + w2 · (silu(w1·n) ⊙ w3·n)   or   w2 · silu(w1·n)           (swiglu / silu_mlp), n = rmsnorm(x)
-  logits = lm_head · rmsnorm(x)   (lm_head = tok_emb when tied);   loss = mean cross-entropy
+  logits = lm_head · rmsnorm(x)   (lm_head = tok_emb when tied; final_logit_softcapping c: c·tanh(logits / c));
+  loss = mean cross-entropy
 RMSNorm: x / sqrt(mean(x²) + eps) · g. No biases, no dropout.
 """
 import math
@@ -60,9 +64,10 @@ def rope_cos_sin(t, head_dim, inv_freq):
 
 
 class Attention(nn.Module):
-    def __init__(self, d, heads, kv_heads, head_dim, rope_inv_freq=None):
+    def __init__(self, d, heads, kv_heads, head_dim, rope_inv_freq=None, window=0, softcap=0.0):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim, self.rope_inv_freq = heads, kv_heads, head_dim, rope_inv_freq
+        self.window, self.softcap = window, softcap
         self.wq = nn.Linear(d, heads * head_dim, bias=False)
         self.wk = nn.Linear(d, kv_heads * head_dim, bias=False)
         self.wv = nn.Linear(d, kv_heads * head_dim, bias=False)
@@ -79,7 +84,11 @@ class Attention(nn.Module):
         k = k.repeat_interleave(group, dim=1)
         v = self.wv(h).view(b, t, self.kv_heads, dk).transpose(1, 2).repeat_interleave(group, dim=1)
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(dk))
+        if self.softcap > 0:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
         mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+        if self.window > 0:
+            mask = mask | torch.tril(torch.ones(t, t, dtype=torch.bool), diagonal=-self.window)
         probs = F.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
         return self.wo((probs @ v).transpose(1, 2).reshape(b, t, self.heads * dk))
 
@@ -99,10 +108,10 @@ class Ffn(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, d, heads, kv_heads, head_dim, d_ff, swiglu, eps, rope_inv_freq=None):
+    def __init__(self, d, heads, kv_heads, head_dim, d_ff, swiglu, eps, rope_inv_freq=None, window=0, softcap=0.0):
         super().__init__()
         self.attn_norm = RMSNorm(d, eps)
-        self.attn = Attention(d, heads, kv_heads, head_dim, rope_inv_freq)
+        self.attn = Attention(d, heads, kv_heads, head_dim, rope_inv_freq, window, softcap)
         self.ffn_norm = RMSNorm(d, eps)
         self.ffn = Ffn(d, d_ff, swiglu)
 
@@ -124,8 +133,15 @@ class ReckonTwin(nn.Module):
         kv_heads = int(cfg.get("num_kv_heads", "0")) or heads  # 0: as many as the query heads
         head_dim = int(cfg.get("head_dim", "0")) or d // heads  # 0: d_model / num_heads
         inv_freq = rope_inv_freq(head_dim, cfg) if cfg["position"] == "rope" else None
+        window, pattern = int(cfg.get("sliding_window", "0")), int(cfg.get("sliding_window_pattern", "0"))
+        softcap = float(cfg.get("attn_logit_softcapping", "0"))
+        self.logit_cap = float(cfg.get("final_logit_softcapping", "0"))
+
+        def layer_window(l):  # every p-th layer global (Hugging Face's sliding_window_pattern)
+            return 0 if pattern >= 2 and (l + 1) % pattern == 0 else window
+
         self.layers = nn.ModuleList(Layer(d, heads, kv_heads, head_dim, int(cfg["d_ff"]), cfg["ffn"] == "swiglu", eps,
-                                          inv_freq) for _ in range(int(cfg["num_layers"])))
+                                          inv_freq, layer_window(l), softcap) for l in range(int(cfg["num_layers"])))
         self.final_norm = RMSNorm(d, eps)
         if not self.tied:
             self.lm_head = nn.Linear(d, v, bias=False)
@@ -137,5 +153,7 @@ class ReckonTwin(nn.Module):
         for layer in self.layers:
             x = layer(x)
         h = self.final_norm(x)
-        logits = F.linear(h, self.tok_emb.weight) if self.tied else self.lm_head(h)
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        logits = (F.linear(h, self.tok_emb.weight) if self.tied else self.lm_head(h)).float()
+        if self.logit_cap > 0:
+            logits = torch.tanh(logits / self.logit_cap) * self.logit_cap
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
