@@ -1,8 +1,10 @@
 // Attention and recompute, in one binary and one run so every ratio compares like with like:
 //   BM_attention_core    forward + backward of the attention core alone, naive vs flash, S's heads (D 512, H 8,
 //                        d_k 64) at T = 64 … 4096 with B·T = 2048 tokens (B = 1 from T = 2048 on), and flash
-//                        with 2 and 1 K/V heads (groups of 4 and 8) at T = 2048; GFLOP/s on the FLOPs each
-//                        executes and on the causal model FLOPs (the same for both);
+//                        with 2 and 1 K/V heads (groups of 4 and 8) at T = 2048, and flash at T = 4096 with sliding
+//                        windows of 512 and 1024 keys and with scores soft-capped at 50 (Gemma-2's) at T = 2048;
+//                        GFLOP/s on the FLOPs each executes and on the causal model FLOPs (the pairs the mask keeps;
+//                        the same for both kernels);
 //   BM_step              the whole S training step (L 4, D 512, d_ff 2048, V 8192, fp32) at the same shapes, per
 //                        attention × recompute: tokens/s, attention's share of the op time, the step's peak
 //                        bytes (tracking allocator) and the predicted recompute overhead (executed FLOPs over
@@ -42,10 +44,12 @@ Tensor filled(const Shape& shape, const char* name, uint32_t seed) {
   return t;
 }
 
-// flash: 0 naive, 1 flash; T; kv: key/value heads (8 = multi-head; 2 and 1: groups of 4 and 8 query heads).
+// flash: 0 naive, 1 flash; T; kv: key/value heads (8 = multi-head; 2 and 1: groups of 4 and 8 query heads); window:
+// sliding window (0 = none); cap: score soft-capping (0 = none).
 void BM_attention_core(benchmark::State& state) {
   const bool flash = state.range(0) != 0;
   const int64_t t = state.range(1), b = std::max<int64_t>(1, kTokens / t), kv = state.range(2);
+  const AttentionScores scores{state.range(3), static_cast<float>(state.range(4))};
   const int64_t dk = kD / kH, kv_width = kv * dk;
   Tensor q = filled({b, t, kD}, "q", 1), k = filled({b, t, kv_width}, "k", 2), v = filled({b, t, kv_width}, "v", 3);
   Tensor dout = filled({b, t, kD}, "dout", 4);
@@ -55,33 +59,37 @@ void BM_attention_core(benchmark::State& state) {
   for (auto _ : state) {
     if (flash) {
       FlashAttentionSaved saved;
-      Tensor out = flash_attention_forward(saved, q, k, v, kH, kv, "attn");
+      Tensor out = flash_attention_forward(saved, q, k, v, kH, kv, "attn", scores);
       flash_attention_backward(dq, dk_, dv, dout, saved);
     } else {
       AttentionSaved saved;
-      Tensor out = attention_forward(saved, q, k, v, kH, kv, "attn");
+      Tensor out = attention_forward(saved, q, k, v, kH, kv, "attn", scores);
       attention_backward(dq, dk_, dv, dout, saved);
     }
     benchmark::DoNotOptimize(dq.data());
   }
-  const AttentionShape shape{b, t, kH, kv, dk};
+  const AttentionShape shape{b, t, kH, kv, dk, scores.window, scores.softcap};
   const OpCount f = flash ? flash_attention_forward_count(shape) : attention_forward_count(shape);
   const OpCount g = flash ? flash_attention_backward_count(shape) : attention_backward_count(shape);
-  // Model FLOPs of the core, causal convention: 12·d_k per score entry at or below the diagonal.
-  const double model = 12.0 * dk * static_cast<double>(t) * (t + 1) / 2 * b * kH;
-  state.SetLabel(fmt::format("{} B={} T={} {}", flash ? "flash" : "naive", b, t,
+  // Model FLOPs of the core, causal convention: 12·d_k per score entry the mask keeps.
+  const double model = 12.0 * dk * static_cast<double>(shape.visible()) * b * kH;
+  state.SetLabel(fmt::format("{} B={} T={} {}{}{}", flash ? "flash" : "naive", b, t,
                              kv == kH  ? std::string("MHA")
                              : kv == 1 ? std::string("MQA")
-                                       : fmt::format("GQA {}", kv)));
+                                       : fmt::format("GQA {}", kv),
+                             scores.window > 0 ? fmt::format(" W={}", scores.window) : "",
+                             scores.softcap > 0 ? fmt::format(" cap={}", scores.softcap) : ""));
   state.counters["GFLOP/s_executed"] = benchmark::Counter(static_cast<double>(f.flops() + g.flops()) * 1e-9,
                                                           benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s_model_causal"] =
       benchmark::Counter(model * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_attention_core)
-    ->ArgNames({"flash", "T", "kv"})
-    ->ArgsProduct({{0, 1}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}})
-    ->ArgsProduct({{1}, {2048}, {2, 1}})
+    ->ArgNames({"flash", "T", "kv", "window", "cap"})
+    ->ArgsProduct({{0, 1}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}, {0}, {0}})
+    ->ArgsProduct({{1}, {2048}, {2, 1}, {0}, {0}})
+    ->ArgsProduct({{1}, {4096}, {kH}, {512, 1024}, {0}})
+    ->ArgsProduct({{1}, {2048}, {kH}, {0}, {50}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

@@ -1,4 +1,4 @@
-// `reckon estimate` at any input: 6,000 seeded random configs (RECKON_PROPERTY_CASES=N for more) and option sets, drawn
+// `reckon estimate` at any input: 5,000 seeded random configs (RECKON_PROPERTY_CASES=N for more) and option sets, drawn
 // across and just beyond every documented range, run in-process (the same make_estimate_report the CLI prints). Each
 // either answers with figures that hold together — and, where the config is small enough to run here, equal a real
 // measured step to the byte and the FLOP — or fails with std::invalid_argument, which the CLI turns into one message
@@ -213,7 +213,7 @@ bool runnable(const ModelConfig& m) {
 
 TEST(EstimateProperty, EveryInputAnswersConsistentlyOrFailsWithAClearError) {
   const uint64_t base_seed = env_or("RECKON_PROPERTY_SEED", 20261126);
-  const int64_t cases = static_cast<int64_t>(env_or("RECKON_PROPERTY_CASES", 6000));
+  const int64_t cases = static_cast<int64_t>(env_or("RECKON_PROPERTY_CASES", 5000));
   const int64_t max_reconciled = static_cast<int64_t>(env_or("RECKON_PROPERTY_RECONCILE", 24));
   int64_t answered = 0, refused = 0, reconciled = 0;
   std::map<std::string, int64_t> refusals;  // by what the message names first
