@@ -51,6 +51,40 @@ BENCHMARK(BM_matmul)->Apply(matmul_shapes)->UseRealTime()->Unit(benchmark::kMill
 BENCHMARK(BM_matmul_bf16)->Apply(matmul_shapes)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // FMA peak: the runtime's probe (independent FMA chains on 16-lane vectors in every thread, no memory).
+// nn.Linear's bias, two ways at the S shapes (float32): mode 0 no bias (the floor), 1 oneDNN's bias argument
+// (reckon's), 2 the matmul then a separate pass adding the bias to every row.
+void BM_linear_bias(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2), mode = state.range(3);
+  Tensor x = Tensor::zeros({m, k}, Category::temporary, "x"), w = Tensor::zeros({n, k}, Category::temporary, "w");
+  Tensor y = Tensor::zeros({m, n}, Category::temporary, "y"), bias = Tensor::zeros({n}, Category::temporary, "b");
+  x.fill(0.5f), w.fill(0.25f), bias.fill(0.125f);
+  const Tensor wt = w.transpose(0, 1);
+  auto run = [&] {
+    reckon::matmul(y, x, wt, "matmul", 1.0f, false, mode == 1 ? bias : Tensor());
+    if (mode == 2) {
+      float* py = y.data();
+      const float* pb = bias.data();
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < m; ++r)
+#pragma omp simd
+        for (int64_t c = 0; c < n; ++c) py[r * n + c] += pb[c];
+    }
+  };
+  for (int i = 0; i < 3; ++i) run();
+  for (auto _ : state) {
+    run();
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(mode == 0 ? "no bias" : mode == 1 ? "oneDNN bias argument" : "matmul + separate add");
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * static_cast<double>(m) * n * k * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_linear_bias)
+    ->ArgNames({"M", "N", "K", "mode"})
+    ->ArgsProduct({{2048}, {512, 2048}, {512}, {0, 1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
 void BM_fma_peak(benchmark::State& state) {
   const int64_t iters = 1 << 20;
   int64_t flops = 0;

@@ -45,6 +45,7 @@ std::vector<int64_t> geometry_fields(const MatmulGeometry& g) {
   key.push_back(alpha_bits);
   key.push_back(g.accumulate ? 1 : 0);
   for (DType t : {g.a_dtype, g.b_dtype, g.dst_dtype}) key.push_back(static_cast<int64_t>(t));
+  key.push_back(g.bias ? 1 + static_cast<int64_t>(g.bias_dtype) : 0);
   return key;
 }
 
@@ -100,9 +101,19 @@ const CachedMatmul& lookup(const MatmulGeometry& g) {
   }
   CachedMatmul entry;
   try {
-    dnnl::matmul::desc desc(md(g.rank, g.a_dims, g.a_strides, g.a_dtype), md(g.rank, g.b_dims, g.b_strides, g.b_dtype),
-                            md(g.rank, g.dst_dims, g.dst_strides, g.dst_dtype));
-    entry.pd = dnnl::matmul::primitive_desc(desc, attr, onednn_engine());
+    const dnnl::memory::desc a = md(g.rank, g.a_dims, g.a_strides, g.a_dtype);
+    const dnnl::memory::desc b = md(g.rank, g.b_dims, g.b_strides, g.b_dtype);
+    const dnnl::memory::desc dst = md(g.rank, g.dst_dims, g.dst_strides, g.dst_dtype);
+    if (g.bias) {  // (1, …, 1, N), contiguous: broadcast over the batch and the rows
+      int64_t dims[kMaxDims], strides[kMaxDims];
+      for (int d = 0; d < g.rank; ++d) dims[d] = 1, strides[d] = g.n();
+      dims[g.rank - 1] = g.n(), strides[g.rank - 1] = 1;
+      const dnnl::matmul::desc desc(a, b, md(g.rank, dims, strides, g.bias_dtype), dst);
+      entry.pd = dnnl::matmul::primitive_desc(desc, attr, onednn_engine());
+    } else {
+      const dnnl::matmul::desc desc(a, b, dst);
+      entry.pd = dnnl::matmul::primitive_desc(desc, attr, onednn_engine());
+    }
     entry.primitive = dnnl::matmul(entry.pd);
   } catch (const dnnl::error& e) {
     throw std::invalid_argument(fmt::format(
@@ -198,13 +209,14 @@ int64_t matmul_flops(const MatmulGeometry& g) { return (CheckedInt(2) * g.batch(
 
 int64_t matmul_other_flops(const MatmulGeometry& g) {
   const CheckedInt mn = CheckedInt(g.batch()) * g.m() * g.n();
-  return ((g.alpha != 1.0f ? mn : 0) + (g.accumulate ? mn : 0)).value();
+  return ((g.alpha != 1.0f ? mn : 0) + (g.accumulate ? mn : 0) + (g.bias ? mn : 0)).value();
 }
 
 int64_t matmul_bytes_read(const MatmulGeometry& g) {
   const CheckedInt m = g.m(), k = g.k(), n = g.n();
   const CheckedInt bytes = m * k * dtype_bytes(g.a_dtype) + k * n * dtype_bytes(g.b_dtype) +
-                           (g.accumulate ? m * n * dtype_bytes(g.dst_dtype) : 0);
+                           (g.accumulate ? m * n * dtype_bytes(g.dst_dtype) : 0) +
+                           (g.bias ? n * dtype_bytes(g.bias_dtype) : 0);
   return (CheckedInt(g.batch()) * bytes).value();
 }
 
@@ -216,9 +228,26 @@ int64_t matmul_scratchpad_bytes(const MatmulGeometry& g) { return lookup(g).scra
 
 std::string matmul_impl_name(const MatmulGeometry& g) { return lookup(g).pd.impl_info_str(); }
 
-void matmul(const Tensor& dst, const Tensor& a, const Tensor& b, std::string_view op, float alpha, bool accumulate) {
+MatmulGeometry matmul_geometry_with_bias(const Tensor& dst, const Tensor& a, const Tensor& b, const Tensor& bias) {
+  MatmulGeometry g = matmul_geometry(dst, a, b, 1.0f, false);
+  check(bias.dim() == 1 && bias.is_contiguous() && bias.size(0) == g.n(),
+        fmt::format("matmul: bias '{}' {} must be a contiguous vector of N = {} elements", bias.name(),
+                    bias.shape_str(), g.n()));
+  check(bias.dtype() == DType::f32 || (bias.dtype() == DType::bf16 && g.a_dtype == DType::bf16),
+        fmt::format("matmul: bias '{}' is {}; allowed: float32, or bfloat16 with bfloat16 operands", bias.name(),
+                    dtype_name(bias.dtype())));
+  g.bias = true;
+  g.bias_dtype = bias.dtype();
+  return g;
+}
+
+void matmul(const Tensor& dst, const Tensor& a, const Tensor& b, std::string_view op, float alpha, bool accumulate,
+            const Tensor& bias) {
   OpRecord record(op);
-  const MatmulGeometry g = matmul_geometry(dst, a, b, alpha, accumulate);
+  check(!bias.defined() || (alpha == 1.0f && !accumulate),
+        "matmul: a bias is only added with alpha = 1 and without accumulate");
+  const MatmulGeometry g =
+      bias.defined() ? matmul_geometry_with_bias(dst, a, b, bias) : matmul_geometry(dst, a, b, alpha, accumulate);
   const CachedMatmul& entry = lookup(g);
 
   dnnl::engine& eng = onednn_engine();
@@ -226,6 +255,7 @@ void matmul(const Tensor& dst, const Tensor& a, const Tensor& b, std::string_vie
   dnnl::memory b_mem(entry.pd.weights_desc(), eng, b.raw_data());
   dnnl::memory dst_mem(entry.pd.dst_desc(), eng, dst.raw_data());
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, dst_mem}};
+  if (bias.defined()) args.emplace(DNNL_ARG_BIAS, dnnl::memory(entry.pd.bias_desc(), eng, bias.raw_data()));
   Tensor scratchpad;
   if (entry.scratchpad_bytes > 0) {
     const int64_t floats = (entry.scratchpad_bytes + 3) / 4;
@@ -241,7 +271,8 @@ void matmul(const Tensor& dst, const Tensor& a, const Tensor& b, std::string_vie
   record.count.bytes_written = matmul_bytes_written(g);
 }
 
-void matmul_reference(const Tensor& dst, const Tensor& a, const Tensor& b, float alpha, bool accumulate) {
+void matmul_reference(const Tensor& dst, const Tensor& a, const Tensor& b, float alpha, bool accumulate,
+                      const Tensor& bias) {
   const MatmulGeometry g = matmul_geometry(dst, a, b, alpha, accumulate);
   const int r = g.rank;
   // Walk batch dims as a padded (b0, b1) pair.
@@ -261,7 +292,8 @@ void matmul_reference(const Tensor& dst, const Tensor& a, const Tensor& b, float
           }
           const int64_t at = od + m * g.dst_strides[r - 2] + n * g.dst_strides[r - 1];
           const double prior = accumulate ? element(dst, at) : 0.0;
-          const float out = static_cast<float>(alpha * sum + prior);
+          const double added = bias.defined() ? element(bias, n) : 0.0;
+          const float out = static_cast<float>(alpha * sum + prior + added);
           if (dst.dtype() == DType::bf16)
             dst.data_bf16()[at] = to_bf16(out);
           else

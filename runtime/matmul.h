@@ -1,7 +1,9 @@
 // Matmul on oneDNN 2.6 (dnnl::matmul), the one place the runtime multiplies matrices.
 //
-//   dst (..., M, N)  =  alpha * a (..., M, K) · b (..., K, N)   [+ dst, if accumulate]
+//   dst (..., M, N)  =  alpha * a (..., M, K) · b (..., K, N)   [+ dst, if accumulate]   [+ bias (N), broadcast]
 //
+// A bias (nn.Linear's) is oneDNN's bias argument: added to every row inside the primitive, no second pass over dst;
+// only with alpha = 1 and without accumulate (what a linear forward needs), float32 or the operands' bf16.
 // dtypes: a and b both float32, or both bfloat16 (products exact, accumulated in float32 by oneDNN); dst
 // float32, or bfloat16 for bf16 operands (rounded once, at the end).
 //
@@ -29,6 +31,8 @@ struct MatmulGeometry {
   float alpha = 1.0f;
   bool accumulate = false;
   DType a_dtype = DType::f32, b_dtype = DType::f32, dst_dtype = DType::f32;
+  bool bias = false;  // a (N) vector added to every row
+  DType bias_dtype = DType::f32;
 
   int64_t batch() const;  // product of batch dims
   int64_t m() const { return a_dims[rank - 2]; }
@@ -46,8 +50,8 @@ MatmulGeometry matmul_geometry_plain(int64_t batch, int64_t m, int64_t k, int64_
                                      bool b_transposed, float alpha, bool accumulate);
 
 // FLOPs and bytes one call executes (docs/conventions.md): matmul_flops = 2*batch*M*N*K; other_flops =
-// batch*M*N for alpha != 1 and again for accumulate; reads a, b (and dst if accumulating), writes dst, each
-// at its dtype's element size (4 or 2 bytes).
+// batch*M*N for alpha != 1, again for accumulate and again for a bias; reads a, b (and dst if accumulating, the N
+// bias values per batch with a bias), writes dst, each at its dtype's element size (4 or 2 bytes).
 int64_t matmul_flops(const MatmulGeometry& g);
 int64_t matmul_other_flops(const MatmulGeometry& g);
 int64_t matmul_bytes_read(const MatmulGeometry& g);
@@ -60,10 +64,13 @@ int64_t matmul_scratchpad_bytes(const MatmulGeometry& g);
 std::string matmul_impl_name(const MatmulGeometry& g);
 
 void matmul(const Tensor& dst, const Tensor& a, const Tensor& b, std::string_view op = "matmul", float alpha = 1.0f,
-            bool accumulate = false);
+            bool accumulate = false, const Tensor& bias = Tensor());
+// The geometry with `bias` (contiguous, N elements, float32 or the operands' bf16; alpha 1, no accumulate) checked.
+MatmulGeometry matmul_geometry_with_bias(const Tensor& dst, const Tensor& a, const Tensor& b, const Tensor& bias);
 
 // Naive float64 reference with the same semantics (for tests and the benchmark baseline).
-void matmul_reference(const Tensor& dst, const Tensor& a, const Tensor& b, float alpha = 1.0f, bool accumulate = false);
+void matmul_reference(const Tensor& dst, const Tensor& a, const Tensor& b, float alpha = 1.0f, bool accumulate = false,
+                      const Tensor& bias = Tensor());
 
 int64_t matmul_cache_size();  // number of cached primitives
 void matmul_cache_clear();

@@ -224,6 +224,80 @@ TEST_P(LinearSweep, Bf16OperandsWithinTheRoundingBoundAndCountedAtTheirSizes) {
   expect_count(bwd_expected, bwd.matmul_flops, bwd.other_flops, bwd.bytes_read, bwd.bytes_written);
 }
 
+// With a bias: y = x·Wᵀ + b against float64, db += Σ_rows dY against central differences of the same reference
+// (onto prior contents, PyTorch's accumulate), x with leading dims (B, T, IN); counts by independent arithmetic.
+TEST_P(LinearSweep, BiasForwardBackwardAndCounts) {
+  const auto [n, in, out] = GetParam();
+  const Vec x = random_vec(n * in, 1), w = random_vec(out * in, 2), bias = random_vec(out, 6),
+            r = random_vec(n * out, 3);
+  const Vec gb0 = random_vec(out, 7);
+  Tensor xt = tensor_from(x, {1, n, in}, Category::activation, "x");
+  Tensor wt = tensor_from(w, {out, in}, Category::parameter, "w");
+  Tensor bt = tensor_from(bias, {out}, Category::parameter, "b");
+  Tensor gw = Tensor::zeros({out, in}, Category::gradient, "w.grad");
+  Tensor gb = tensor_from(gb0, {out}, Category::gradient, "b.grad");
+  Tensor gx = Tensor::empty({1, n, in}, Category::temporary, "x.grad");
+  auto ref = [&](const Vec& xx, const Vec& bb) {
+    Vec y = linear_ref(xx, w, n, in, out);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t o = 0; o < out; ++o) y[i * out + o] += bb[o];
+    return y;
+  };
+  LinearSaved saved;
+  Tensor y = linear_forward(saved, xt, wt, "y", DType::f32, Category::activation, "linear", bt);
+  EXPECT_LE(rel_err(vec_from(y), ref(x, bias)), kForwardTol);
+  counters().set_phase(Phase::backward);
+  linear_backward(gx, gw, tensor_from(r, {1, n, out}, Category::temporary, "y.grad"), saved, wt, false, "linear", gb);
+  Vec fd_b = fd_grad([&](const Vec& bb) { return dot(ref(x, bb), r); }, bias);
+  for (size_t i = 0; i < fd_b.size(); ++i) fd_b[i] += gb0[i];
+  EXPECT_LE(rel_err(vec_from(gb), fd_b), kGradTol);
+  EXPECT_LE(rel_err(vec_from(gx), fd_grad([&](const Vec& xx) { return dot(ref(xx, bias), r); }, x)), kGradTol);
+  // Forward: the product and N·OUT bias adds inside the same call, reading the OUT bias values; backward: dX, dW and
+  // the bias sums (N·OUT adds, reading dY and db, writing db).
+  expect_count(counters().get("linear", Phase::forward), 2 * n * in * out, n * out, 4 * (n * in + out * in + out),
+               4 * n * out);
+  const OpCount bwd = counters().get("linear", Phase::backward);
+  EXPECT_EQ(bwd.calls, 3);
+  expect_count(bwd, 4 * n * in * out, out * in + n * out,
+               4 * ((n * out + out * in) + (n * out + n * in + out * in) + (n * out + out)),
+               4 * (n * in + out * in + out));
+  const OpCount f = linear_forward_count(n, in, out, {}, true), g = linear_backward_count(n, in, out, false, {}, true);
+  expect_count(counters().get("linear", Phase::forward), f.matmul_flops, f.other_flops, f.bytes_read, f.bytes_written);
+  expect_count(bwd, g.matmul_flops, g.other_flops, g.bytes_read, g.bytes_written);
+
+  // bf16 operands with a bf16 bias (amp-bf16's copies) and a bf16 bias gradient: within bf16's rounding.
+  auto bf16_of = [](const Tensor& t, const char* name) {
+    Tensor c = Tensor::empty(t.shape(), t.category(), name, DType::bf16);
+    for (int64_t i = 0; i < t.numel(); ++i) c.data_bf16()[i] = to_bf16(t.data()[i]);
+    return c;
+  };
+  LinearSaved s16;
+  const Tensor y16 = linear_forward(s16, bf16_of(xt, "x16"), bf16_of(wt, "w16"), "y16", DType::bf16,
+                                    Category::activation, "linear", bf16_of(bt, "b16"));
+  Vec y16v(static_cast<size_t>(n * out));
+  for (size_t i = 0; i < y16v.size(); ++i) y16v[i] = to_float(y16.data_bf16()[i]);
+  EXPECT_LE(rel_err(y16v, ref(x, bias)), 2e-2);
+  Tensor gb16 = Tensor::zeros({out}, Category::gradient, "b16.grad", DType::bf16);
+  bias_backward(gb16, bf16_of(tensor_from(r, {n, out}, Category::temporary, "gy"), "gy16"), "linear");
+  Vec sums(static_cast<size_t>(out), 0.0), got(static_cast<size_t>(out));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t o = 0; o < out; ++o) sums[o] += r[i * out + o];
+  for (int64_t o = 0; o < out; ++o) got[o] = to_float(gb16.data_bf16()[o]);
+  EXPECT_LE(rel_err(got, sums), 2e-2);
+}
+
+TEST_F(Ops, LinearRejectsABiasOfTheWrongShapeOrDtype) {
+  LinearSaved saved;
+  Tensor x = Tensor::zeros({4, 3}, Category::activation, "x");
+  Tensor w = Tensor::zeros({2, 3}, Category::parameter, "w");
+  Tensor b3 = Tensor::zeros({3}, Category::parameter, "layers.0.attn.wq.bias");
+  expect_invalid([&] { linear_forward(saved, x, w, "y", DType::f32, Category::activation, "linear", b3); },
+                 {"layers.0.attn.wq.bias", "N = 2"});
+  Tensor b16 = Tensor::zeros({2}, Category::parameter, "b16", DType::bf16);
+  expect_invalid([&] { linear_forward(saved, x, w, "y", DType::f32, Category::activation, "linear", b16); },
+                 {"b16", "one dtype"});
+}
+
 TEST_F(Ops, LinearGradXOverwriteMode) {
   const Vec x = random_vec(4 * 3, 1), w = random_vec(2 * 3, 2), r = random_vec(4 * 2, 3);
   Tensor xt = tensor_from(x, {4, 3}, Category::activation, "x");
