@@ -93,10 +93,16 @@ void compute_parameters(EstimateResult& r) {
   if (m.position == Position::learned) add("position embedding", ParamRole::position_embedding, "T·D");
   // q, o: D × H·head_dim; k, v: D × KV·head_dim — 4·D² when KV = H and head_dim = D / H.
   const bool plain = m.q_width() == m.d_model && m.kv_width() == m.d_model;
+  // Biases: q, k, v's widths (H + 2·KV)·head_dim (qkv), and o's D (qkvo).
+  const std::string biases = m.attention_bias == AttentionBias::none ? ""
+                             : m.attention_bias == AttentionBias::qkv
+                                 ? " + L·(H + 2·KV)·head_dim (q, k, v biases)"
+                                 : " + L·((H + 2·KV)·head_dim + D) (q, k, v, o biases)";
   add(fmt::format("attention ({}, all layers)", attention_heads_name(m)), ParamRole::attention,
-      plain
-          ? std::string("L·4·D²")
-          : fmt::format("L·2·D·(H + KV)·head_dim, H {}, KV {}, head_dim {}", m.num_heads, m.kv_heads(), m.head_size()));
+      (plain && biases.empty() ? std::string("L·4·D²")
+                               : fmt::format("L·2·D·(H + KV)·head_dim, H {}, KV {}, head_dim {}", m.num_heads,
+                                             m.kv_heads(), m.head_size())) +
+          biases);
   add(fmt::format("ffn ({}, all layers)", ffn_kind_name(m.ffn)), ParamRole::ffn, fmt::format("L·{}·D·d_ff", ffn_mats));
   add("RMSNorm gains", ParamRole::norm_gain, "L·2·D + D");
   add("LM head", ParamRole::lm_head, m.tie_embeddings ? "tied to the embedding" : "V·D (untied)");

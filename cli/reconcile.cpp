@@ -146,7 +146,8 @@ void print_details(const Result& r) {
 // Each shape (with grouped K/V heads and head widths ≠ D / H among them) × ffn × tied × position in every precision
 // (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads)) with both attentions (naive, flash) and the three recomputes
 // (none, attention, full). Positions none, learned and rope (rope where the head width is even: all shapes but the
-// d_k = 1 one; the untied ones with llama3 frequency scaling). Sliding windows and soft-capping (of scores and of
+// d_k = 1 one; the untied ones with llama3 frequency scaling). Attention biases on q, k, v (Qwen2) and on o too in
+// two shapes' configs. Sliding windows and soft-capping (of scores and of
 // logits) where a shape gives
 // them: on its rope configs, or (the T = 130 shape) on all of them: 116 model configs × 4 × 2 × 3 = 2,784 configs.
 // The mixed ones only where this CPU runs bf16 matmuls (they are left out, with a note, elsewhere).
@@ -157,6 +158,7 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
     double cap = 0;                                     // attn_logit_softcapping
     bool every_position = false;                        // window and caps on every config, not only rope's
     double logit_cap = 0;                               // final_logit_softcapping
+    AttentionBias bias = AttentionBias::none;           // attention_bias
   };
   // Odd sizes on purpose: T = 1, T = 67 (one full flash key block + 3 rows), prime V, D not a multiple of 16, H = 3 and
   // 5, B = 1 and 5, d_k = 1 (no attention scale: 1/√1 is not applied); shared K/V heads (groups of 2, 3 and 5, and
@@ -164,9 +166,9 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
   // (T 67, W 20) and two (T 130, W 70), alternating with global layers (pattern 2), with and without soft-capping.
   const Shape shapes[] = {{37, 7, 1, 12, 3, 20, 3},
                           {64, 16, 2, 32, 4, 64, 2, 2, 0, 5, 2, 1.5, false, 30},
-                          {101, 17, 3, 24, 2, 40, 1, 0, 16},
+                          {101, 17, 3, 24, 2, 40, 1, 0, 16, 0, 0, 0, false, 0, AttentionBias::qkvo},
                           {13, 1, 1, 8, 1, 8, 5},
-                          {257, 9, 2, 20, 5, 36, 2, 1},
+                          {257, 9, 2, 20, 5, 36, 2, 1, 0, 0, 0, 0, false, 0, AttentionBias::qkv},
                           {50, 33, 1, 48, 6, 96, 1, 2, 6, 7, 0, 0.5},
                           {7, 5, 2, 6, 3, 6, 4},
                           {19, 6, 2, 4, 4, 12, 2},
@@ -193,6 +195,7 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
                                                  .num_heads = s.h,
                                                  .num_kv_heads = s.kv,
                                                  .head_dim = s.head_dim,
+                                                 .attention_bias = s.bias,
                                                  .d_ff = s.f,
                                                  .ffn = ffn,
                                                  .tie_embeddings = tied,

@@ -343,14 +343,30 @@ class StepReplay {
   }
   // A tensor an op declares (runtime/contract.h), under the name the runtime gives it.
   void alloc(TensorName name, const TensorDecl& t) { r_.alloc(name, t.category, t.elements(), t.dtype); }
-  void lin_fwd(TensorName out, Category cat, DType out_dtype, int64_t in, int64_t outf, const char* op) {
+  // With bias: oneDNN's bias argument (a bias of the operands' dtype) inside the one call.
+  void lin_fwd(TensorName out, Category cat, DType out_dtype, int64_t in, int64_t outf, const char* op,
+               bool bias = false) {
     alloc(out, linear_forward_tensors({n_, in}, outf, out_dtype, cat).out);
-    matmul(typed(linear_fwd(n_, in, outf), A, out_dtype), op);
+    MatmulGeometry g = typed(linear_fwd(n_, in, outf), A, out_dtype);
+    g.bias = bias, g.bias_dtype = A;
+    matmul(g, op);
   }
-  // dX (dtype dx_dtype) then dW (the gradient's dtype, accumulated).
-  void lin_bwd(int64_t in, int64_t outf, bool acc, DType dx_dtype, const char* op) {
+  // dX (dtype dx_dtype) then dW (the gradient's dtype, accumulated) [then dbias += the rows of dY (in A)].
+  void lin_bwd(int64_t in, int64_t outf, bool acc, DType dx_dtype, const char* op, bool bias = false) {
     matmul(typed(linear_dx(n_, in, outf, acc), A, dx_dtype), op);
     matmul(typed(linear_dw(n_, in, outf), A, G), op);
+    if (bias) {
+      const CheckedInt rows = n_, cols = outf, gb = dtype_bytes(G);
+      count(op, OpCount{1, 0, (rows * cols).value(), (rows * cols * dtype_bytes(A) + gb * cols).value(),
+                        (gb * cols).value(), 0.0});
+    }
+  }
+  // A linear's optional bias (index -1: none), as a matmul operand: cast with its weight, released after it.
+  void cache_bias(int index) {
+    if (index >= 0) cache_weight(index);
+  }
+  void release_bias(int index) {
+    if (index >= 0) release_weight(index);
   }
   void attn_mm(const std::vector<MatmulGeometry>& calls) {
     for (const MatmulGeometry& g : calls) matmul(g, "attention");
@@ -574,10 +590,12 @@ std::vector<const char*> StepReplay::block_saved() const {
 void StepReplay::block_forward(int32_t i) {
   const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
   rmsnorm(i, "attn_norm.out", "attn_norm.rstd");
-  for (const auto& [weight, out, width] :
-       {std::tuple{w.wq, "attn.q", qw_}, std::tuple{w.wk, "attn.k", kvw_}, std::tuple{w.wv, "attn.v", kvw_}}) {
+  for (const auto& [weight, bias, out, width] :
+       {std::tuple{w.wq, w.bq, "attn.q", qw_}, std::tuple{w.wk, w.bk, "attn.k", kvw_},
+        std::tuple{w.wv, w.bv, "attn.v", kvw_}}) {
     cache_weight(weight);
-    lin_fwd({i, out}, Category::activation, A, d_, width, "linear");
+    cache_bias(bias);
+    lin_fwd({i, out}, Category::activation, A, d_, width, "linear", bias >= 0);
   }
   if (rope) {  // in place on q and k
     count("rope", rope_count(b.value(), t.value(), h.value(), shape.head_dim, A));
@@ -587,7 +605,8 @@ void StepReplay::block_forward(int32_t i) {
   if (recompute_attention) r_.free({i, core_saved});
   if (recompute_attention && !flash && capped()) r_.free({i, "attn.tanh"});
   cache_weight(w.wo);
-  lin_fwd({i, "attn.out"}, Category::temporary, F32, qw_, d_, "linear");
+  cache_bias(w.bo);
+  lin_fwd({i, "attn.out"}, Category::temporary, F32, qw_, d_, "linear", w.bo >= 0);
   alloc({i, "attn_residual"}, residual_forward_tensor({n_, d_}));
   count("residual", residual_forward_count(n_ * d_));
   r_.free({i, "attn.out"});
@@ -684,11 +703,12 @@ void StepReplay::attention_backward(int32_t i) {
   const AttentionShape shape = layer_shape(i);
   r_.alloc({i, "attn.grad_ctx"}, Category::temporary, n * qw, A);
   cast_grad({i, "attn.grad_out"});
-  lin_bwd(qw_, d_, false, A, "linear");
+  lin_bwd(qw_, d_, false, A, "linear", w.bo >= 0);
   // Flash attention keeps its output until its own backward, unless the core is recomputed.
   if (!flash || recompute_attention) r_.free({i, "attn.ctx"});
   if (mixed) r_.free({i, "attn.grad_out"});
   release_weight(w.wo);
+  release_bias(w.bo);
   if (recompute_attention) {
     r_.set_phase(Phase::recompute);
     attention_core(i);
@@ -729,15 +749,18 @@ void StepReplay::attention_backward(int32_t i) {
     count("rope", rope_count(b.value(), t.value(), shape.kv_heads, shape.head_dim, A));
   }
   r_.alloc({i, "attn_norm.grad_out"}, Category::temporary, n * d);
-  lin_bwd(d_, qw_, false, F32, "linear");
+  lin_bwd(d_, qw_, false, F32, "linear", w.bq >= 0);
   release_weight(w.wq);
+  release_bias(w.bq);
   r_.free({i, "attn.grad_q"});
-  lin_bwd(d_, kvw_, true, F32, "linear");
+  lin_bwd(d_, kvw_, true, F32, "linear", w.bk >= 0);
   release_weight(w.wk);
+  release_bias(w.bk);
   r_.free({i, "attn.grad_k"});
-  lin_bwd(d_, kvw_, true, F32, "linear");
+  lin_bwd(d_, kvw_, true, F32, "linear", w.bv >= 0);
   r_.free({i, "attn_norm.out"});  // q, k, v linears' saved input
   release_weight(w.wv);
+  release_bias(w.bv);
   r_.free({i, "attn.grad_v"});
   count("rmsnorm", rmsnorm_backward_count(n_, d_, true, P, G));
 }

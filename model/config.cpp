@@ -34,6 +34,7 @@ struct Preset {
   int64_t window = 0;            // sliding_window
   RopeScaling scaling = RopeScaling::none;
   double factor = 1;  // rope_factor (llama3: with the band 1 … 4 over an original context of 8192, as Llama 3.1)
+  AttentionBias bias = AttentionBias::none;
 };
 
 // S and M are the shapes of shared/peers/lm_bench.py. The GPT-2 shapes follow the accounting problem of
@@ -80,6 +81,12 @@ constexpr Preset kPresets[] = {
     // 1,100,048,384.
     {"smollm2-135m", 49152, 8192, 30, 576, 9, 1536, 1, FfnKind::swiglu, true, Position::rope, 3, 0, 100000},
     {"tinyllama-1.1b", 32000, 2048, 22, 2048, 32, 5632, 1, FfnKind::swiglu, false, Position::rope, 4},
+    // Qwen2.5 (Qwen Team 2024, "Qwen2.5 Technical Report": pre-trained at 4,096 tokens, then 32,768; config.json: GQA,
+    // q/k/v biases always on, rope_theta 1e6; 0.5B tied): 494,032,768 and 7,615,616,512 (model cards).
+    {"qwen2.5-0.5b", 151936, 32768, 24, 896, 14, 4864, 1, FfnKind::swiglu, true, Position::rope, 2, 0, 1e6, 0,
+     RopeScaling::none, 1, AttentionBias::qkv},
+    {"qwen2.5-7b", 152064, 32768, 28, 3584, 28, 18944, 1, FfnKind::swiglu, false, Position::rope, 4, 0, 1e6, 0,
+     RopeScaling::none, 1, AttentionBias::qkv},
 };
 
 // Every settable key, where it may appear in a TOML file, what it accepts, how it is set from text and written
@@ -185,6 +192,8 @@ const std::vector<FieldSpec>& fields() {
     FieldSpec head_dim = integer_field("head_dim", model, m, &M::head_dim, 0, 1 << 16, " (0 = d_model / num_heads)");
     head_dim.number = [](const TrainConfig& c) { return static_cast<double>(c.model.head_size()); };
     f.push_back(head_dim);
+    f.push_back(choice_field("attention_bias", &M::attention_bias, kAttentionBiases,
+                             " (biases on q, k, v (qkv: Qwen2) and o (qkvo))"));
     f.push_back(integer_field("d_ff", model, m, &M::d_ff, 1, 1 << 18));
     f.push_back(choice_field("ffn", &M::ffn, kFfnKinds));
     f.push_back(
@@ -463,6 +472,7 @@ TrainConfig preset_config(std::string_view name) {
                                        .num_heads = p.h,
                                        .num_kv_heads = p.kv,
                                        .head_dim = p.head_dim,
+                                       .attention_bias = p.bias,
                                        .d_ff = p.f,
                                        .ffn = p.ffn,
                                        .tie_embeddings = p.tied,
@@ -655,6 +665,8 @@ std::string describe(const ModelConfig& m) {
                              ? fmt::format(" (every {} layer global)", ordinal(m.sliding_window_pattern))
                              : "");
   }
+  if (m.attention_bias != AttentionBias::none)
+    heads += fmt::format(", {} biases", m.attention_bias == AttentionBias::qkv ? "q/k/v" : "q/k/v/o");
   if (m.attn_logit_softcapping > 0) heads += fmt::format(", score cap {}", m.attn_logit_softcapping);
   if (m.final_logit_softcapping > 0) heads += fmt::format(", logit cap {}", m.final_logit_softcapping);
   return fmt::format(

@@ -30,11 +30,16 @@ enum class AttentionKind { naive, flash };
 //   full:      torch.utils.checkpoint per block: only each block's input is kept; the block's forward is re-run
 //              just before its backward (gradients equal to `none` bit for bit in float32).
 enum class Recompute { none, attention, full };
+// Biases on the attention projections (nn.Linear's, zeros at initialisation as Hugging Face's _init_weights): none
+// (LLaMA), qkv (Qwen2: q, k and v, always on), qkvo (LLaMA's attention_bias = true: q, k, v and o).
+enum class AttentionBias { none, qkv, qkvo };
 // The names a config writes for each choice (runtime/enum_table.h): parsing, printing and messages read these.
 inline constexpr EnumName<Position> kPositions[] = {
     {Position::none, "none"}, {Position::learned, "learned"}, {Position::rope, "rope"}};
 inline constexpr EnumName<RopeScaling> kRopeScalings[] = {
     {RopeScaling::none, "none"}, {RopeScaling::linear, "linear"}, {RopeScaling::llama3, "llama3"}};
+inline constexpr EnumName<AttentionBias> kAttentionBiases[] = {
+    {AttentionBias::none, "none"}, {AttentionBias::qkv, "qkv"}, {AttentionBias::qkvo, "qkvo"}};
 inline constexpr EnumName<AttentionKind> kAttentionKinds[] = {{AttentionKind::naive, "naive"},
                                                               {AttentionKind::flash, "flash"}};
 inline constexpr EnumName<Recompute> kRecomputes[] = {
@@ -53,6 +58,7 @@ struct ModelShape {
   int64_t num_kv_heads = 0;
   // Width of one head: 0 = d_model / num_heads; otherwise q is D × (H·head_dim) and o is (H·head_dim) × D.
   int64_t head_dim = 0;
+  AttentionBias attention_bias = AttentionBias::none;
   int64_t d_ff = 256;
   FfnKind ffn = FfnKind::swiglu;
   bool tie_embeddings = false;
@@ -88,6 +94,8 @@ struct ModelShape {
     return {layer_window(layer), static_cast<float>(attn_logit_softcapping)};
   }
   int64_t kv_heads() const { return num_kv_heads > 0 ? num_kv_heads : num_heads; }
+  bool qkv_bias() const { return attention_bias != AttentionBias::none; }
+  bool o_bias() const { return attention_bias == AttentionBias::qkvo; }
   int64_t head_size() const { return head_dim > 0 ? head_dim : num_heads > 0 ? d_model / num_heads : 0; }
   int64_t q_width() const { return num_heads * head_size(); }    // H·head_dim: q's and the context's width
   int64_t kv_width() const { return kv_heads() * head_size(); }  // KV·head_dim: k's and v's width
@@ -133,7 +141,8 @@ struct TrainConfig {
 };
 
 // Names of the presets: tiny, S, M, gpt2-small … gpt2-xl, gpt3-6.7b, gpt3-13b, gpt3-175b, llama2-7b, llama2-13b,
-// llama2-70b, llama3-8b, llama3-70b, llama3.1-405b, mistral-7b, smollm2-135m, tinyllama-1.1b (shapes and sources in
+// llama2-70b, llama3-8b, llama3-70b, llama3.1-405b, mistral-7b, smollm2-135m, tinyllama-1.1b, qwen2.5-0.5b,
+// qwen2.5-7b (shapes and sources in
 // config.cpp).
 std::vector<std::string> preset_names();
 // Throws std::invalid_argument naming `preset` and listing the allowed names.

@@ -144,11 +144,10 @@ constexpr const char* kNeutralKeys[] = {
     "max_window_layers",                 // read only with use_sliding_window
 };
 
-const char* const kSupported[] = {"llama", "mistral", "phi3"};
+const char* const kSupported[] = {"llama", "mistral", "phi3", "qwen2"};
 
 // What each model type reckon does not model yet needs, for its refusal.
 std::optional<std::string> unmodelled(const std::string& type) {
-  if (type == "qwen2") return "its q, k and v projections always carry biases (no config key), not modelled yet";
   if (type == "gemma2") {
     return "it needs pre- and post-sublayer RMSNorms, a gated GELU MLP (hidden_activation), embeddings scaled by "
            "sqrt(hidden_size) and scores scaled by query_pre_attn_scalar, not modelled yet";
@@ -217,8 +216,18 @@ void map_llama_family(Keys& k, const std::string& type, ModelConfig& m) {
   const bool present = k.find("sliding_window") != nullptr;
   const std::optional<int64_t> window = k.integer("sliding_window");
   const int64_t by_default = type == "mistral" && !present ? 4096 : 0;
-  m.sliding_window = k.boolean("use_sliding_window").value_or(true) ? window.value_or(by_default) : 0;
-  k.neutral("attention_bias", "biases on q, k, v and o");
+  if (type == "qwen2") {  // Qwen2Config: use_sliding_window defaults to false; on, it windows layers from
+                          // max_window_layers up, which reckon does not model
+    if (k.boolean("use_sliding_window").value_or(false)) {
+      k.fail("use_sliding_window", "true windows the layers from max_window_layers up: not modelled by reckon");
+    }
+    m.sliding_window = 0;
+    m.attention_bias = AttentionBias::qkv;  // Qwen2Attention: q, k and v always carry biases, o none
+  } else {
+    m.sliding_window = k.boolean("use_sliding_window").value_or(true) ? window.value_or(by_default) : 0;
+    // LlamaConfig's attention_bias: biases on q, k, v and o.
+    if (k.boolean("attention_bias").value_or(false)) m.attention_bias = AttentionBias::qkvo;
+  }
   k.neutral("mlp_bias", "biases on the MLP's matrices");
   map_rope_scaling(k, m);
   k.neutral("attention_dropout", "dropout");

@@ -10,9 +10,12 @@
 //     with factor, or llama3 with factor, low_freq_factor, high_freq_factor, original_max_position_embeddings →
 //     the rope_* fields; other kinds refused), tie_word_embeddings → tie_embeddings (absent:
 //     false), sliding_window (absent or null: none; Mistral's default when absent is 4096, as MistralConfig);
-//     position = rope, ffn = swiglu (hidden_act must be silu).
-//   Refused, naming what is not modelled: qwen2 (q/k/v biases), gemma2, gpt2, falcon, olmo2, mixtral (experts), any
-//   other model_type (the supported ones are listed).
+//     position = rope, ffn = swiglu (hidden_act must be silu), attention_bias true → attention_bias = qkvo (LLaMA's
+//     biases on q, k, v and o).
+//   qwen2: the same keys, and q, k and v always carry biases (attention_bias = qkv, as Qwen2Attention; no key);
+//     use_sliding_window true (windows from max_window_layers up) is refused; absent or false: no window.
+//   Refused, naming what is not modelled: gemma2, gpt2, falcon, olmo2, mixtral (experts), any other model_type (the
+//   supported ones are listed).
 //
 // The vocabulary, widths, depth, head count and context keys are required (a hub config.json always has them):
 // a missing one is refused rather than filled with a default the file did not choose.

@@ -58,9 +58,13 @@ ParameterLayout parameter_layout(const ModelShape& c) {
     LayerParamIndex x;
     x.attn_norm = add("attn_norm.weight", i, ParamRole::norm_gain, d);
     x.wq = add("attn.wq.weight", i, ParamRole::attention, qw, d);
+    if (c.qkv_bias()) x.bq = add("attn.wq.bias", i, ParamRole::attention, qw);
     x.wk = add("attn.wk.weight", i, ParamRole::attention, kvw, d);
+    if (c.qkv_bias()) x.bk = add("attn.wk.bias", i, ParamRole::attention, kvw);
     x.wv = add("attn.wv.weight", i, ParamRole::attention, kvw, d);
+    if (c.qkv_bias()) x.bv = add("attn.wv.bias", i, ParamRole::attention, kvw);
     x.wo = add("attn.wo.weight", i, ParamRole::attention, d, qw);
+    if (c.o_bias()) x.bo = add("attn.wo.bias", i, ParamRole::attention, d);
     x.ffn_norm = add("ffn_norm.weight", i, ParamRole::norm_gain, d);
     x.w1 = add("ffn.w1.weight", i, ParamRole::ffn, f, d);
     if (c.ffn == FfnKind::swiglu) x.w3 = add("ffn.w3.weight", i, ParamRole::ffn, f, d);

@@ -16,8 +16,9 @@
 
 namespace reckon {
 
-// What a parameter is for: its initialisation (gains are ones, matrices N(0, 0.02²)), whether amp-bf16 casts it to
-// a bf16 copy for a matmul, and which row of `estimate`'s parameter table it counts in.
+// What a parameter is for: its initialisation (gains are ones, biases zeros, matrices N(0, 0.02²)), whether amp-bf16
+// casts it to a bf16 copy for a matmul (biases too, as autocast's F.linear), and which row of `estimate`'s parameter
+// table it counts in (attention biases: the attention row).
 enum class ParamRole { token_embedding, position_embedding, norm_gain, attention, ffn, lm_head };
 
 struct ParamSpec {
@@ -31,11 +32,13 @@ struct ParamSpec {
   Shape shape() const;
   int64_t numel() const { return dims[0] * dims[1]; }  // checked when the layout is built
   bool is_matmul_weight() const { return role != ParamRole::norm_gain && role != ParamRole::position_embedding; }
+  bool is_bias() const { return rank == 1 && role != ParamRole::norm_gain; }
 };
 
 // The parameters of one layer, as indices into ParameterLayout::params (-1: absent, e.g. w3 without swiglu).
 struct LayerParamIndex {
   int attn_norm = -1, wq = -1, wk = -1, wv = -1, wo = -1, ffn_norm = -1, w1 = -1, w3 = -1, w2 = -1;
+  int bq = -1, bk = -1, bv = -1, bo = -1;  // attention biases (attention_bias)
 };
 
 struct ParameterLayout {

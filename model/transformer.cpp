@@ -52,12 +52,13 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
   Rng rng(seed);
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& value = params_[i].value;
-    const bool gain = layout_.params[i].role == ParamRole::norm_gain;
+    const bool gain = layout_.params[i].role == ParamRole::norm_gain, bias = layout_.params[i].is_bias();
     const int64_t n = value.numel();
     dispatch_floating(value.dtype(), [&](auto tag) {
       using T = decltype(tag);
       T* v = data_as<T>(value);
-      for (int64_t j = 0; j < n; ++j) v[j] = narrow<T>(gain ? 1.0f : static_cast<float>(kInitStd * rng.normal()));
+      for (int64_t j = 0; j < n; ++j)
+        v[j] = narrow<T>(gain ? 1.0f : bias ? 0.0f : static_cast<float>(kInitStd * rng.normal()));
     });
   }
   saved_.resize(static_cast<size_t>(config_.num_layers));
@@ -106,11 +107,11 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
   {
     Tensor h = rmsnorm_forward(s.attn_norm, x, w(l.attn_norm), eps, p + "attn_norm", act);
     const Tensor& wq = matmul_weight(l.wq);
-    Tensor q = linear_forward(s.wq, h, wq, p + "attn.q", act);
+    Tensor q = linear_forward(s.wq, h, wq, p + "attn.q", act, Category::activation, "linear", bias(l.bq));
     const Tensor& wk = matmul_weight(l.wk);
-    Tensor k = linear_forward(s.wk, h, wk, p + "attn.k", act);
+    Tensor k = linear_forward(s.wk, h, wk, p + "attn.k", act, Category::activation, "linear", bias(l.bk));
     const Tensor& wv = matmul_weight(l.wv);
-    Tensor v = linear_forward(s.wv, h, wv, p + "attn.v", act);
+    Tensor v = linear_forward(s.wv, h, wv, p + "attn.v", act, Category::activation, "linear", bias(l.bv));
     if (c.position == Position::rope) {  // in place: attention saves the rotated q and k
       rope_forward(q, c.num_heads, rope_);
       rope_forward(k, c.kv_heads(), rope_);
@@ -118,7 +119,7 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
     Tensor ctx = attention_core_forward(s, q, k, v, c.attention_scores(static_cast<int64_t>(i)), p + "attn");
     if (c.recompute == Recompute::attention) drop_attention_core(s);
     const Tensor& wo = matmul_weight(l.wo);
-    Tensor proj = linear_forward(s.wo, ctx, wo, p + "attn.out", DType::f32, Category::temporary);
+    Tensor proj = linear_forward(s.wo, ctx, wo, p + "attn.out", DType::f32, Category::temporary, "linear", bias(l.bo));
     x_mid = residual_forward(x, proj, p + "attn_residual");
   }
   Tensor h2 = rmsnorm_forward(s.ffn_norm, x_mid, w(l.ffn_norm), eps, p + "ffn_norm", act);
@@ -156,7 +157,7 @@ void Transformer::recompute_attention_core(LayerSaved& s, const AttentionScores&
 
 void Transformer::release_block_weights(size_t i) {
   const LayerParamIndex& l = layout_.layers[i];
-  for (int index : {l.wq, l.wk, l.wv, l.wo, l.w1, l.w3, l.w2}) {
+  for (int index : {l.wq, l.bq, l.wk, l.bk, l.wv, l.bv, l.wo, l.bo, l.w1, l.w3, l.w2}) {
     if (index >= 0) release_matmul_weight(index);
   }
 }
@@ -262,9 +263,10 @@ void Transformer::backward() {
     Tensor grad_ctx = Tensor::empty({b, t, qw}, Category::temporary, p + "attn.grad_ctx", act);
     {
       Tensor grad_proj = to_act(grad_x, p + "attn.grad_out");
-      linear_backward(grad_ctx, g(l.wo), grad_proj, s.wo, matmul_weight(l.wo), false);
+      linear_backward(grad_ctx, g(l.wo), grad_proj, s.wo, matmul_weight(l.wo), false, "linear", grad_bias(l.bo));
     }
     release_matmul_weight(l.wo);
+    release_bias(l.bo);
     if (config_.recompute == Recompute::attention) {
       PhaseScope recompute(Phase::recompute);
       recompute_attention_core(s, config_.attention_scores(static_cast<int64_t>(idx)), p + "attn");
@@ -282,14 +284,17 @@ void Transformer::backward() {
       rope_backward(grad_k, config_.kv_heads(), rope_);
     }
     Tensor grad_h = Tensor::empty({b, t, d}, Category::temporary, p + "attn_norm.grad_out");
-    linear_backward(grad_h, g(l.wq), grad_q, s.wq, matmul_weight(l.wq), false);
+    linear_backward(grad_h, g(l.wq), grad_q, s.wq, matmul_weight(l.wq), false, "linear", grad_bias(l.bq));
     release_matmul_weight(l.wq);
+    release_bias(l.bq);
     grad_q.reset();
-    linear_backward(grad_h, g(l.wk), grad_k, s.wk, matmul_weight(l.wk), true);
+    linear_backward(grad_h, g(l.wk), grad_k, s.wk, matmul_weight(l.wk), true, "linear", grad_bias(l.bk));
     release_matmul_weight(l.wk);
+    release_bias(l.bk);
     grad_k.reset();
-    linear_backward(grad_h, g(l.wv), grad_v, s.wv, matmul_weight(l.wv), true);
+    linear_backward(grad_h, g(l.wv), grad_v, s.wv, matmul_weight(l.wv), true, "linear", grad_bias(l.bv));
     release_matmul_weight(l.wv);
+    release_bias(l.bv);
     grad_v.reset();
     rmsnorm_backward(grad_x, g(l.attn_norm), grad_h, s.attn_norm, w(l.attn_norm), true);
     release(unit);

@@ -105,6 +105,13 @@ class Transformer {
   // first use of the step. release_matmul_weight drops the copy after its last use in backward.
   const Tensor& matmul_weight(int index);
   void release_matmul_weight(int index);
+  // A linear's bias operand (matmul_weight of it; undefined when the layer has none, index -1), its gradient, and the
+  // release of its bf16 copy (with its weight's, after the weight's backward).
+  Tensor bias(int index) { return index >= 0 ? matmul_weight(index) : Tensor(); }
+  Tensor grad_bias(int index) const { return index >= 0 ? g(index) : Tensor(); }
+  void release_bias(int index) {
+    if (index >= 0) release_matmul_weight(index);
+  }
   // One block: x (B, T, D) float32 in, the block's output out; saves into saved_[i]. Run by forward, and again
   // by backward under recompute = full.
   Tensor block_forward(size_t i, const Tensor& x);

@@ -15,7 +15,11 @@ inline int64_t count_parameters(const ModelConfig& c) {
   // q and o: D × H·head_dim each; k and v: D × KV·head_dim each (head_dim = D / H unless set).
   const int64_t head = c.head_dim > 0 ? c.head_dim : c.d_model / c.num_heads;
   const int64_t kv = c.num_kv_heads > 0 ? c.num_kv_heads : c.num_heads;
-  const CheckedInt attention = 2 * d * (CheckedInt(c.num_heads) * head) + 2 * d * (CheckedInt(kv) * head);
+  // Biases (attention_bias): q, k, v's widths (qkv, qkvo) and o's D (qkvo).
+  const bool qkv_bias = c.attention_bias != AttentionBias::none, o_bias = c.attention_bias == AttentionBias::qkvo;
+  const CheckedInt attention = 2 * d * (CheckedInt(c.num_heads) * head) + 2 * d * (CheckedInt(kv) * head) +
+                               (qkv_bias ? CheckedInt(c.num_heads) * head + 2 * CheckedInt(kv) * head : 0) +
+                               (o_bias ? d : CheckedInt(0));
   return (v * d                                                                       // token embedding
           + (c.position == Position::learned ? c.context_length * d : CheckedInt(0))  // learned positions
           + c.num_layers * (2 * d + attention + ffn_mats * f * d)                     // norms, attention, ffn

@@ -61,6 +61,10 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   add_norm_forward(Fw, 1);  // the final norm; the blocks' two each are in add_block_forward below
   add("rmsnorm", Bw, norms, 0, norms * n * (10 * d + 4) + acc_norms * n * d,
       norms * (F * (2 * n * d + n) + (P + G) * d) + acc_norms * F * n * d, norms * (F * n * d + G * d));
+  // The attention biases over the layers: their elements (= the OUT widths of the biased linears) and count.
+  CheckedInt biased_out = 0, bias_calls = 0;
+  if (c.attention_bias != AttentionBias::none) biased_out += l * (qw + 2 * kvw), bias_calls += 3 * l;
+  if (c.attention_bias == AttentionBias::qkvo) biased_out += l * d, bias_calls += l;
   OpCount linear_forward;  // all blocks' linears, forward
   // Linear layers inside the blocks: q, k, v, o (D -> D) and the ffn (D -> F twice or once, F -> D).
   // Forward reads x and W (A), writes y: A for q, k, v, w1, w3 (saved), float32 for o and w2 (added to the
@@ -86,8 +90,12 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     add_linear(l, qw, d, F, A, 0);
     add_linear(ffn_in * l, d, f, A, F, swiglu ? l : CheckedInt(0));
     add_linear(l, f, d, F, A, 0);
-    linear_forward = OpCount{calls.value(), mm.value(), 0, read_f.value(), written_f.value(), 0.0};
-    add("linear", Bw, 2 * calls, 2 * mm, other_b, read_b, written_b);
+    // Biases (attention_bias): forward N·OUT adds inside each biased call, reading the OUT values (in A); backward
+    // one more call per bias summing dY's rows (N·OUT adds; reads dY in A and the bias gradient, writes it, in G).
+    linear_forward = OpCount{calls.value(),     mm.value(), (n * biased_out).value(), (read_f + A * biased_out).value(),
+                             written_f.value(), 0.0};
+    add("linear", Bw, 2 * calls + bias_calls, 2 * mm, other_b + n * biased_out,
+        read_b + A * n * biased_out + G * biased_out, written_b + G * biased_out);
   }
   // Attention core per layer: QKᵀ (scaled), [soft-capping], causal softmax [in a window], PV; backward dP, dV,
   // softmax backward, dQ, dK (both scaled). Matmuls count the full T×T products, the softmax only the visible part:
@@ -170,7 +178,10 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     else
       add("silu", phase, l, 0, l * 4 * n * f, A * l * n * f, A * l * n * f);
     add("residual", phase, 2 * l, 0, 2 * l * n * d, F * 2 * l * 2 * n * d, F * 2 * l * n * d);
-    if (plan.weight_cache) add("cast", phase, l * (4 + ffn_in + 1), 0, 0, F * block_weights, 2 * block_weights);
+    if (plan.weight_cache) {  // and each bias, cast with its weight
+      add("cast", phase, l * (4 + ffn_in + 1) + bias_calls, 0, 0, F * (block_weights + biased_out),
+          2 * (block_weights + biased_out));
+    }
   };
   add_block_forward(Fw);
   if (c.recompute == Recompute::full) add_block_forward(Phase::recompute);

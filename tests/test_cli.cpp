@@ -78,7 +78,7 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["config"]["rope_theta"], 10000.0);
   EXPECT_EQ(j["config"]["sliding_window"], 0);
   EXPECT_EQ(j["config"]["rope_scaling"], "none");
-  EXPECT_EQ(j["config"].size(), 32u);  // preset, 26 model fields, seed, optim
+  EXPECT_EQ(j["config"].size(), 33u);  // preset, 26 model fields, seed, optim
   EXPECT_EQ(j["config"]["optim"].size(), 5u);
   EXPECT_EQ(j["num_parameters"], 164160);
   EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");
@@ -371,14 +371,14 @@ TEST(Cli, HfConfigLoadsEstimatesTrainsAndReconciles) {
   const CommandResult both = run("estimate --config " + path + " --hf-config " + path + " --json " + json);
   EXPECT_EQ(both.exit_code, 2) << both.output;
   EXPECT_NE(both.output.find("--config and --hf-config: give one"), std::string::npos) << both.output;
-  const std::string qwen = temp_path("qwen_config.json");
+  const std::string gemma = temp_path("gemma_config.json");
   {
-    std::ofstream out(qwen);
-    out << R"({"model_type": "qwen2", "hidden_size": 896})";
+    std::ofstream out(gemma);
+    out << R"({"model_type": "gemma2", "hidden_size": 2304})";
   }
-  const CommandResult q = run("train --hf-config " + qwen + " --json " + json);
+  const CommandResult q = run("train --hf-config " + gemma + " --json " + json);
   EXPECT_EQ(q.exit_code, 2) << q.output;
-  EXPECT_NE(q.output.find("model_type: 'qwen2' is refused"), std::string::npos) << q.output;
+  EXPECT_NE(q.output.find("model_type: 'gemma2' is refused"), std::string::npos) << q.output;
   EXPECT_FALSE(std::filesystem::exists(json));
 }
 

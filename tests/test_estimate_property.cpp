@@ -156,7 +156,12 @@ EstimateOptions random_options(Draw& d) {
               d.choose({"sliding_window_pattern=0", "sliding_window_pattern=2", "sliding_window_pattern=6"},
                        {"sliding_window_pattern=1", "sliding_window_pattern=2000"}));
         break;
-      case 16:  // soft-capping of scores and logits
+      case 16:  // soft-capping of scores and logits, attention biases
+        if (d.chance(0.3)) {
+          o.overrides.push_back(d.choose({"attention_bias=none", "attention_bias=qkv", "attention_bias=qkvo"},
+                                         {"attention_bias=true", "attention_bias=o"}));
+          break;
+        }
         o.overrides.push_back(fmt::format("{}={}", d.chance(0.5) ? "attn_logit_softcapping" : "final_logit_softcapping",
                                           d.chance(0.9) ? d.real(0.0, 100.0) : -1.0));
         break;

@@ -213,12 +213,19 @@ TEST(StepCounts, ComposedFromTheOpsEqualTheClosedForms) {
     m.final_logit_softcapping = logit_cap;
     return m;
   };
+  auto biased = [](ModelConfig m, AttentionBias bias) {
+    m.attention_bias = bias;
+    return m;
+  };
   for (const ModelConfig& base :
        {shape(37, 7, 1, 12, 3, 20, 3, FfnKind::swiglu, false, Position::none),
         shape(19, 6, 2, 4, 4, 12, 2, FfnKind::silu_mlp, true, Position::learned),
         with(shape(23, 67, 1, 16, 2, 24, 1, FfnKind::swiglu, true, Position::rope), 1, 12),
         with(shape(50, 33, 2, 48, 6, 96, 1, FfnKind::silu_mlp, false, Position::rope), 3, 4),
         with(shape(64, 16, 2, 32, 4, 64, 2, FfnKind::swiglu, false, Position::none), 2, 0),
+        // attention biases: Qwen2's on q, k, v; LLaMA's attention_bias on o too
+        biased(with(shape(37, 7, 2, 12, 3, 20, 3, FfnKind::swiglu, true, Position::rope), 1, 4), AttentionBias::qkv),
+        biased(shape(19, 6, 2, 4, 4, 12, 2, FfnKind::silu_mlp, false, Position::learned), AttentionBias::qkvo),
         // windows across a flash tile, on every layer and alternating; soft-capping
         with(shape(23, 67, 1, 16, 2, 24, 1, FfnKind::swiglu, true, Position::rope), 1, 12, 20),
         with(shape(31, 130, 3, 16, 2, 24, 1, FfnKind::silu_mlp, false, Position::rope), 1, 0, 70, 2, 0.8, 3.0)})
@@ -252,7 +259,7 @@ TEST(StepCounts, ComposedFromTheOpsEqualTheClosedForms) {
                 ++compared;
               }
             }
-  EXPECT_EQ(compared, 7 * 4 * 2 * 3 * 4 * 6);
+  EXPECT_EQ(compared, 9 * 4 * 2 * 3 * 4 * 6);
 }
 
 // The one parameter layout (model/layout.h) against the closed form and the model's own tensors: same count for
@@ -399,7 +406,9 @@ TEST(Presets, ParameterCountsMatchThePublishedTotals) {
                                                                                 {"llama3.1-405b", 405853388800LL},
                                                                                 {"mistral-7b", 7241732096LL},
                                                                                 {"smollm2-135m", 134515008LL},
-                                                                                {"tinyllama-1.1b", 1100048384LL}}) {
+                                                                                {"tinyllama-1.1b", 1100048384LL},
+                                                                                {"qwen2.5-0.5b", 494032768LL},
+                                                                                {"qwen2.5-7b", 7615616512LL}}) {
     const ModelConfig m = preset_config(name).model;
     EXPECT_EQ(parameter_layout(m).total(), count) << name;
     EXPECT_EQ(testing_ref::count_parameters(m), count) << name;

@@ -49,11 +49,10 @@ const std::map<std::string, std::string> kReleased = {
 
 TEST(HfConfig, ReleasedConfigsGiveTheirPublishedCounts) {
   // Published totals (model cards; shared/model_configs/README.md).
-  const std::map<std::string, int64_t> published = {{"llama-2-7b", 6738415616LL},
-                                                    {"llama-2-70b", 68976648192LL},
-                                                    {"llama-3-8b", 8030261248LL},
-                                                    {"mistral-7b-v0.1", 7241732096LL},
-                                                    {"smollm2-135m", 134515008LL}};
+  const std::map<std::string, int64_t> published = {{"llama-2-7b", 6738415616LL},  {"llama-2-70b", 68976648192LL},
+                                                    {"llama-3-8b", 8030261248LL},  {"mistral-7b-v0.1", 7241732096LL},
+                                                    {"smollm2-135m", 134515008LL}, {"qwen2.5-0.5b", 494032768LL},
+                                                    {"qwen2.5-7b", 7615616512LL}};
   for (const auto& [name, count] : published) {
     SCOPED_TRACE(name);
     const HfConfig hf = parse_hf_config_text(kReleased.at(name), name);
@@ -62,6 +61,21 @@ TEST(HfConfig, ReleasedConfigsGiveTheirPublishedCounts) {
     EXPECT_EQ(hf.config.model.position, Position::rope);
     EXPECT_EQ(hf.config.model.ffn, FfnKind::swiglu);
   }
+  // Qwen2: q, k, v biases always (no key), untied or tied; its windows only with use_sliding_window.
+  const HfConfig qwen = parse_hf_config_text(kReleased.at("qwen2.5-0.5b"), "q");
+  EXPECT_EQ(qwen.config.model.attention_bias, AttentionBias::qkv);
+  EXPECT_TRUE(qwen.config.model.tie_embeddings);
+  EXPECT_EQ(qwen.config.model.sliding_window, 0);
+  std::string windowed = kReleased.at("qwen2.5-7b");
+  const std::string off = "\"use_sliding_window\": false";
+  windowed.replace(windowed.find(off), off.size(), "\"use_sliding_window\": true");
+  expect_invalid([&] { parse_hf_config_text(windowed, "qw"); }, {"use_sliding_window", "max_window_layers"});
+  // LLaMA's attention_bias = true: biases on q, k, v and o (4 more vectors a layer).
+  std::string biased = kReleased.at("llama-2-7b");
+  biased.insert(biased.rfind('}'), R"(, "attention_bias": true)");
+  const HfConfig lb = parse_hf_config_text(biased, "lb");
+  EXPECT_EQ(lb.config.model.attention_bias, AttentionBias::qkvo);
+  EXPECT_EQ(parameter_layout(lb.config.model).total(), 6738415616LL + 32LL * 4 * 4096);
   const HfConfig l3 = parse_hf_config_text(kReleased.at("llama-3-8b"), "l3");
   EXPECT_EQ(l3.config.model.kv_heads(), 8);
   EXPECT_EQ(l3.config.model.rope_theta, 500000.0);
@@ -85,8 +99,6 @@ TEST(HfConfig, ReleasedConfigsGiveTheirPublishedCounts) {
 
 TEST(HfConfig, FamiliesNotModelledAreRefusedNamingWhatTheyNeed) {
   const std::map<std::string, std::vector<std::string>> refused = {
-      {"qwen2.5-0.5b", {"model_type: 'qwen2' is refused", "biases"}},
-      {"qwen2.5-7b", {"'qwen2'", "biases"}},
       {"gemma-2-2b", {"'gemma2'", "gated GELU"}},
       {"gpt2", {"'gpt2'", "LayerNorm with biases"}},
       {"gpt2-medium", {"'gpt2'"}},
@@ -96,7 +108,7 @@ TEST(HfConfig, FamiliesNotModelledAreRefusedNamingWhatTheyNeed) {
   for (const auto& [name, needles] : refused) {
     SCOPED_TRACE(name);
     std::vector<std::string> all = needles;
-    all.push_back("supported: llama, mistral, phi3");
+    all.push_back("supported: llama, mistral, phi3, qwen2");
     expect_invalid([&] { parse_hf_config_text(kReleased.at(name), name); }, all);
   }
 }
@@ -163,7 +175,8 @@ TEST(HfConfig, BadFilesAreRefusedNamingTheKey) {
       {with(R"("rope_theta": "big", )"), {"rope_theta: expected a number, got a string"}},
       {with(R"("tie_word_embeddings": 1, )"), {"tie_word_embeddings: expected true or false"}},
       {with(R"("hidden_act": "gelu", )"), {"hidden_act: 'gelu' is not modelled"}},
-      {with(R"("attention_bias": true, )"), {"attention_bias: true is biases on q, k, v and o"}},
+      {with(R"("mlp_bias": true, )"), {"mlp_bias: true is biases on the MLP's matrices"}},
+      {with(R"("attention_bias": 3, )"), {"attention_bias"}},
       {with(R"("rope_scaling": {"rope_type": "yarn", "factor": 8.0}, )"),
        {"rope_scaling.rope_type: 'yarn' is not modelled"}},
       {with(R"("rope_scaling": {"rope_type": "llama3", "factor": 8.0}, )"), {"rope_scaling.low_freq_factor: missing"}},

@@ -41,11 +41,12 @@ grep -q "reconcile: 2 of 2 ranks exact" "$work/rec2b.txt"
 # ZeRO-1/2/3 on 2 and 3 ranks (uneven shards): every rank exact — its shards of the optimizer state, gradients,
 # parameters, the per-layer gathered parameters and full gradients, every collective's calls and bytes. On 2 ranks
 # a LLaMA-style attention: 2 K/V heads for 4 query heads (k and v 128 × 256) and rotary positions, with Gemma-2's
-# 12-key window on layer 0 (layer 1 global) and soft-capped scores and logits.
+# 12-key window on layer 0 (layer 1 global), soft-capped scores and logits, and Qwen2's q/k/v biases.
 for stage in 1 2 3; do
   timeout 300 mpirun --oversubscribe -np 2 "$reckon" reconcile --preset tiny --threads 1 --set vocab_size=16384 \
     --set d_model=256 --set d_ff=512 --set num_kv_heads=2 --set position=rope --set sliding_window=12 \
     --set sliding_window_pattern=2 --set attn_logit_softcapping=5 --set final_logit_softcapping=30 \
+    --set attention_bias=qkv \
     --zero $stage > "$work/rec_z$stage.txt"
   grep -q "reconcile: 2 of 2 ranks exact" "$work/rec_z$stage.txt"
   for precision in amp-bf16 bf16; do

@@ -13,7 +13,8 @@ names, built from a checkpoint's config lines (model/config.h config_overrides):
               x = x + w2 · (silu(w1·n) ⊙ w3·n)   or   w2 · silu(w1·n)           (swiglu / silu_mlp), n = rmsnorm(x)
   logits = lm_head · rmsnorm(x)   (lm_head = tok_emb when tied; final_logit_softcapping c: c·tanh(logits / c));
   loss = mean cross-entropy
-RMSNorm: x / sqrt(mean(x²) + eps) · g. No biases, no dropout.
+RMSNorm: x / sqrt(mean(x²) + eps) · g. Biases only where attention_bias puts them (qkv: q, k, v as Qwen2; qkvo: and
+o); no dropout.
 """
 import math
 
@@ -64,14 +65,15 @@ def rope_cos_sin(t, head_dim, inv_freq):
 
 
 class Attention(nn.Module):
-    def __init__(self, d, heads, kv_heads, head_dim, rope_inv_freq=None, window=0, softcap=0.0):
+    def __init__(self, d, heads, kv_heads, head_dim, rope_inv_freq=None, window=0, softcap=0.0, bias="none"):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim, self.rope_inv_freq = heads, kv_heads, head_dim, rope_inv_freq
         self.window, self.softcap = window, softcap
-        self.wq = nn.Linear(d, heads * head_dim, bias=False)
-        self.wk = nn.Linear(d, kv_heads * head_dim, bias=False)
-        self.wv = nn.Linear(d, kv_heads * head_dim, bias=False)
-        self.wo = nn.Linear(heads * head_dim, d, bias=False)
+        qkv, o = bias != "none", bias == "qkvo"
+        self.wq = nn.Linear(d, heads * head_dim, bias=qkv)
+        self.wk = nn.Linear(d, kv_heads * head_dim, bias=qkv)
+        self.wv = nn.Linear(d, kv_heads * head_dim, bias=qkv)
+        self.wo = nn.Linear(heads * head_dim, d, bias=o)
 
     def forward(self, h):
         b, t, _ = h.shape
@@ -108,10 +110,11 @@ class Ffn(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, d, heads, kv_heads, head_dim, d_ff, swiglu, eps, rope_inv_freq=None, window=0, softcap=0.0):
+    def __init__(self, d, heads, kv_heads, head_dim, d_ff, swiglu, eps, rope_inv_freq=None, window=0, softcap=0.0,
+                 bias="none"):
         super().__init__()
         self.attn_norm = RMSNorm(d, eps)
-        self.attn = Attention(d, heads, kv_heads, head_dim, rope_inv_freq, window, softcap)
+        self.attn = Attention(d, heads, kv_heads, head_dim, rope_inv_freq, window, softcap, bias)
         self.ffn_norm = RMSNorm(d, eps)
         self.ffn = Ffn(d, d_ff, swiglu)
 
@@ -141,7 +144,8 @@ class ReckonTwin(nn.Module):
             return 0 if pattern >= 2 and (l + 1) % pattern == 0 else window
 
         self.layers = nn.ModuleList(Layer(d, heads, kv_heads, head_dim, int(cfg["d_ff"]), cfg["ffn"] == "swiglu", eps,
-                                          inv_freq, layer_window(l), softcap) for l in range(int(cfg["num_layers"])))
+                                          inv_freq, layer_window(l), softcap, cfg.get("attention_bias", "none"))
+                                    for l in range(int(cfg["num_layers"])))
         self.final_norm = RMSNorm(d, eps)
         if not self.tied:
             self.lm_head = nn.Linear(d, v, bias=False)
