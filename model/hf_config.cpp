@@ -195,6 +195,42 @@ void map_rope_scaling(Keys& k, ModelConfig& m) {
   }
 }
 
+// layer_types (newer transformers write it): one "full_attention" or "sliding_attention" per layer. All full: no
+// window; all sliding: the window on every layer; full exactly at the layers l with (l + 1) % p = 0:
+// sliding_window_pattern p. Any other arrangement is refused naming the key.
+void map_layer_types(Keys& k, ModelConfig& m) {
+  const json* types = k.find("layer_types");
+  if (types == nullptr || types->is_null()) return;
+  if (!types->is_array() || static_cast<int64_t>(types->size()) != m.num_layers) {
+    k.fail("layer_types", fmt::format("expected a list of num_hidden_layers = {} entries", m.num_layers));
+  }
+  std::vector<bool> sliding;
+  for (const json& t : *types) {
+    if (!t.is_string() || (t != "full_attention" && t != "sliding_attention")) {
+      k.fail("layer_types", fmt::format("{} is not \"full_attention\" or \"sliding_attention\"", t.dump()));
+    }
+    sliding.push_back(t == "sliding_attention");
+  }
+  const int64_t layers = m.num_layers;
+  int64_t first_full = 0;
+  while (first_full < layers && sliding[static_cast<size_t>(first_full)]) ++first_full;
+  if (first_full == 0 && std::find(sliding.begin(), sliding.end(), true) == sliding.end()) {
+    m.sliding_window = 0;  // every layer global
+    return;
+  }
+  if (m.sliding_window == 0) k.fail("layer_types", "sliding_attention layers need a sliding_window");
+  const int64_t p = first_full == layers ? 0 : first_full + 1;  // 0: every layer slides
+  for (int64_t l = 0; l < layers; ++l) {
+    const bool expected = p == 0 || (l + 1) % p != 0;
+    if (p == 1 || sliding[static_cast<size_t>(l)] != expected) {
+      k.fail("layer_types",
+             "sliding and full layers not in a repeating pattern (every p-th layer full): not "
+             "modelled by reckon");
+    }
+  }
+  m.sliding_window_pattern = p;
+}
+
 void map_llama_family(Keys& k, const std::string& type, ModelConfig& m) {
   m.vocab_size = k.required("vocab_size");
   m.d_model = k.required("hidden_size");
@@ -229,6 +265,7 @@ void map_llama_family(Keys& k, const std::string& type, ModelConfig& m) {
     if (k.boolean("attention_bias").value_or(false)) m.attention_bias = AttentionBias::qkvo;
   }
   k.neutral("mlp_bias", "biases on the MLP's matrices");
+  map_layer_types(k, m);
   map_rope_scaling(k, m);
   k.neutral("attention_dropout", "dropout");
   k.neutral("resid_pdrop", "dropout");

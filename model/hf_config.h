@@ -14,6 +14,9 @@
 //     biases on q, k, v and o).
 //   qwen2: the same keys, and q, k and v always carry biases (attention_bias = qkv, as Qwen2Attention; no key);
 //     use_sliding_window true (windows from max_window_layers up) is refused; absent or false: no window.
+//   layer_types (either family; newer transformers write it): all "full_attention" → no window, all
+//     "sliding_attention" → the window on every layer, full exactly every p-th layer → sliding_window_pattern p;
+//     other arrangements refused.
 //   Refused, naming what is not modelled: gemma2, gpt2, falcon, olmo2, mixtral (experts), any other model_type (the
 //   supported ones are listed).
 //

@@ -70,6 +70,32 @@ TEST(HfConfig, ReleasedConfigsGiveTheirPublishedCounts) {
   const std::string off = "\"use_sliding_window\": false";
   windowed.replace(windowed.find(off), off.size(), "\"use_sliding_window\": true");
   expect_invalid([&] { parse_hf_config_text(windowed, "qw"); }, {"use_sliding_window", "max_window_layers"});
+  // layer_types: all full (Qwen2 as newer transformers save it), every layer sliding, alternating (Gemma-2's), and
+  // an irregular arrangement refused.
+  auto with_types = [](std::string text, const std::string& types) {
+    text.insert(text.rfind('}'), ", \"layer_types\": " + types);
+    return text;
+  };
+  std::string full = "[", alternating = "[", irregular = "[", sliding = "[";
+  for (int l = 0; l < 32; ++l) {
+    const char* sep = l ? ", " : "";
+    full += std::string(sep) + "\"full_attention\"";
+    sliding += std::string(sep) + "\"sliding_attention\"";
+    alternating += std::string(sep) + (l % 2 == 0 ? "\"sliding_attention\"" : "\"full_attention\"");
+    irregular += std::string(sep) + (l == 5 ? "\"full_attention\"" : "\"sliding_attention\"");
+  }
+  for (std::string* s : {&full, &alternating, &irregular, &sliding}) *s += "]";
+  const std::string mistral_text = kReleased.at("mistral-7b-v0.1");
+  EXPECT_EQ(parse_hf_config_text(with_types(mistral_text, full), "m").config.model.sliding_window, 0);
+  const ModelConfig alt = parse_hf_config_text(with_types(mistral_text, alternating), "m").config.model;
+  EXPECT_EQ(alt.sliding_window_pattern, 2);
+  EXPECT_EQ(alt.layer_window(0), 4096);
+  EXPECT_EQ(alt.layer_window(1), 0);
+  EXPECT_EQ(parse_hf_config_text(with_types(mistral_text, sliding), "m").config.model.sliding_window_pattern, 0);
+  expect_invalid([&] { parse_hf_config_text(with_types(mistral_text, irregular), "m"); },
+                 {"layer_types", "repeating pattern"});
+  expect_invalid([&] { parse_hf_config_text(with_types(mistral_text, "[\"full_attention\"]"), "m"); },
+                 {"layer_types", "32 entries"});
   // LLaMA's attention_bias = true: biases on q, k, v and o (4 more vectors a layer).
   std::string biased = kReleased.at("llama-2-7b");
   biased.insert(biased.rfind('}'), R"(, "attention_bias": true)");
