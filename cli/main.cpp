@@ -1,4 +1,6 @@
 // reckon: where does every byte and every FLOP of a training step go?
+#include <omp.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <exception>
@@ -39,7 +41,7 @@ void add_config_options(CLI::App* app, std::string& preset, std::string& config_
   app->add_option("--preset", preset, preset_help);
   app->add_option("--config", config_file, "TOML config file (keys as --set; may name a preset)");
   app->add_option("--hf-config", hf_config,
-                  "a Hugging Face config.json (model_type llama, mistral, phi3); --set applies after it");
+                  "a Hugging Face config.json (model_type llama, mistral, phi3, qwen2); --set applies after it");
   app->add_option("--set", overrides, "override a config field: key=value (repeatable)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
 }
@@ -283,6 +285,12 @@ int dispatch(const CLI::App& app, Commands& c) {
   try {
     reckon::refuse_empty_values(app);
     if (c.threads > 0) reckon::set_num_threads(c.threads);
+    // OMP_NUM_THREADS is an input too: libgomp starts that many threads at the first parallel region (100000
+    // crashes it), so it has --threads' range.
+    if (c.threads == 0 && omp_get_max_threads() > 1024) {
+      throw std::invalid_argument(fmt::format(
+          "OMP_NUM_THREADS: {} is outside the allowed range [1, 1024] (or pass --threads)", omp_get_max_threads()));
+    }
     fmt::print("{} | fmt {}.{}.{} CLI11 {} nlohmann_json {}.{}.{}\n", reckon::machine_summary(reckon::machine_info()),
                FMT_VERSION / 10000, FMT_VERSION / 100 % 100, FMT_VERSION % 100, CLI11_VERSION,
                NLOHMANN_JSON_VERSION_MAJOR, NLOHMANN_JSON_VERSION_MINOR, NLOHMANN_JSON_VERSION_PATCH);

@@ -33,14 +33,26 @@ struct CommandResult {
   std::string output;  // stdout + stderr
 };
 
-CommandResult run(const std::string& args) {
-  const std::string cmd = std::string(RECKON_BIN) + " " + args + " 2>&1";
+CommandResult run_with_env(const std::string& env, const std::string& args) {
+  const std::string cmd = env + " " + std::string(RECKON_BIN) + " " + args + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
   while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
   const int status = pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+CommandResult run(const std::string& args) { return run_with_env("", args); }
+
+// OMP_NUM_THREADS is input like --threads: past its range, exit 2 naming it before any work (libgomp crashed at
+// 100000); --threads given overrides it.
+TEST(Cli, OmpNumThreadsOutsideItsRangeIsRefusedNamingIt) {
+  const CommandResult bad = run_with_env("OMP_NUM_THREADS=100000", "estimate --preset tiny");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("OMP_NUM_THREADS: 100000 is outside the allowed range [1, 1024]"), std::string::npos)
+      << bad.output;
+  EXPECT_EQ(bad.output.find("machine:"), std::string::npos) << bad.output;  // refused before any work
+  EXPECT_EQ(run_with_env("OMP_NUM_THREADS=100000", "estimate --preset tiny --threads 2").exit_code, 0);
 }
 
 nlohmann::json read_json(const std::string& path) {
@@ -162,6 +174,7 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
       {"--data /dev/zero", "--data: '/dev/zero' is not a regular file"},
       {"--data /tmp", "--data: '/tmp' is not a regular file (it is a folder)"},
       {"--threads 0", "--threads: Value 0 not in range"},
+      {"--threads 1025", "--threads: Value 1025 not in range"},
       {"--config /no/such.toml", "config file /no/such.toml"},
       {"--zero -1", "zero_stage: -1 is outside the allowed range [0, 3]"},
       {"--zero 4", "zero_stage: 4 is outside the allowed range [0, 3]"},
