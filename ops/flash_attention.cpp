@@ -277,6 +277,24 @@ static inline void rank4_update(float* dt, const float* const x[4], const float*
   }
 }
 
+// A key block's dK and dV (held transposed, d_k × 64) out: rounded into dk_out / dv_out (row stride dkv), or, with
+// the group's float32 sums (row stride d_k), `=` for the group's first member and `+=` after.
+template <typename T>
+static void store_block_grads(T* dk_out, T* dv_out, float* dk_sum, float* dv_sum, const float* dkt, const float* dvt,
+                              int64_t block, int64_t dkv, int64_t dk, bool first) {
+  for (int64_t j = 0; j < block; ++j)
+    for (int64_t c = 0; c < dk; ++c) {
+      const float gk = dkt[c * kFlashKeyBlock + j], gv = dvt[c * kFlashKeyBlock + j];
+      if (dk_sum == nullptr) {
+        dk_out[j * dkv + c] = narrow<T>(gk);
+        dv_out[j * dkv + c] = narrow<T>(gv);
+      } else {
+        dk_sum[j * dk + c] = first ? gk : dk_sum[j * dk + c] + gk;
+        dv_sum[j * dk + c] = first ? gv : dv_sum[j * dk + c] + gv;
+      }
+    }
+}
+
 // Row strides: q_width for q, o, dO, dQ, kv_width for k, v, dK, dV. With dk_sum (T × d_k float32, and dv_sum), the
 // head's dK and dV go into the group's sums (`=` for its first member, `+=` after) instead of dk_out. A key block
 // gets the rows that see one of its keys: j0 … j0 + block + W − 2.
@@ -376,21 +394,8 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
         }
       }
     }
-    if (dk_sum == nullptr) {
-      for (int64_t j = 0; j < block; ++j)
-        for (int64_t c = 0; c < dk; ++c) {
-          dk_out[(j0 + j) * dkv + c] = narrow<T>(dkt[c * kFlashKeyBlock + j]);
-          dv_out[(j0 + j) * dkv + c] = narrow<T>(dvt[c * kFlashKeyBlock + j]);
-        }
-    } else {
-      for (int64_t j = 0; j < block; ++j) {
-        float *ks = dk_sum + (j0 + j) * dk, *vs = dv_sum + (j0 + j) * dk;
-        for (int64_t c = 0; c < dk; ++c) {
-          ks[c] = first ? dkt[c * kFlashKeyBlock + j] : ks[c] + dkt[c * kFlashKeyBlock + j];
-          vs[c] = first ? dvt[c * kFlashKeyBlock + j] : vs[c] + dvt[c * kFlashKeyBlock + j];
-        }
-      }
-    }
+    store_block_grads(dk_out + j0 * dkv, dv_out + j0 * dkv, dk_sum == nullptr ? nullptr : dk_sum + j0 * dk,
+                      dv_sum == nullptr ? nullptr : dv_sum + j0 * dk, dkt, dvt, block, dkv, dk, first);
   }
   for (int64_t i = 0; i < t; ++i)
     for (int64_t c = 0; c < dk; ++c)

@@ -72,53 +72,21 @@ const std::vector<std::string> kTokens = {
 };
 
 std::string mutate(std::mt19937_64& rng, std::string s) {
-  auto below = [&](size_t n) { return n == 0 ? size_t{0} : static_cast<size_t>(rng() % n); };
-  const int edits = rng() % 3 == 0 ? 1 : 1 + static_cast<int>(rng() % 8);
-  for (int e = 0; e < edits; ++e) {
-    switch (rng() % 7) {
-      case 0:  // flip a byte
-        if (!s.empty()) s[below(s.size())] = static_cast<char>(rng() & 0xff);
-        break;
-      case 1:  // insert a TOML token
-        s.insert(below(s.size() + 1), kTokens[below(kTokens.size())]);
-        break;
-      case 2:  // delete a range
-        if (!s.empty()) {
-          const size_t at = below(s.size());
-          s.erase(at, below(s.size() - at + 1));
-        }
-        break;
-      case 3: {  // a long repetition of one token (deep nesting, long keys)
-        const std::string& t = kTokens[below(12)];
-        const size_t n = 1 + below(rng() % 4 == 0 ? 200000 : 64);
-        std::string rep;
-        rep.reserve(t.size() * n);
-        for (size_t i = 0; i < n; ++i) rep += t;
-        s.insert(below(s.size() + 1), rep);
-        break;
-      }
-      case 4: {  // splice another seed in
-        const std::string& other = kSeeds[below(kSeeds.size())];
-        const size_t from = below(other.size());
-        s.insert(below(s.size() + 1), other.substr(from, below(other.size() - from + 1)));
-        break;
-      }
-      case 5: {  // a key = value line with a random known or near-known key
-        static const std::vector<std::string> keys = {
-            "vocab_size",     "context_length", "num_layers", "d_model",     "num_heads", "d_ff",  "ffn",
-            "tie_embeddings", "position",       "batch_size", "rmsnorm_eps", "lr",        "beta1", "beta2",
-            "adam_eps",       "weight_decay",   "seed",       "preset",      "d_modle"};
-        s += "\n" + keys[below(keys.size())] + " = " + kTokens[below(kTokens.size())] + "\n";
-        break;
-      }
-      default:  // duplicate a slice
-        if (!s.empty()) {
-          const size_t at = below(s.size());
-          s.insert(below(s.size() + 1), s.substr(at, below(64)));
-        }
+  // TOML's own edits: splice another seed in; a key = value line with a random known or near-known key.
+  return testing_ref::mutate_text(rng, std::move(s), kTokens, 12, 2, [](std::mt19937_64& r, std::string& text, int k) {
+    auto below = [&](size_t n) { return n == 0 ? size_t{0} : static_cast<size_t>(r() % n); };
+    if (k == 0) {
+      const std::string& other = kSeeds[below(kSeeds.size())];
+      const size_t from = below(other.size());
+      text.insert(below(text.size() + 1), other.substr(from, below(other.size() - from + 1)));
+      return;
     }
-  }
-  return s;
+    static const std::vector<std::string> keys = {
+        "vocab_size",     "context_length", "num_layers", "d_model",     "num_heads", "d_ff",  "ffn",
+        "tie_embeddings", "position",       "batch_size", "rmsnorm_eps", "lr",        "beta1", "beta2",
+        "adam_eps",       "weight_decay",   "seed",       "preset",      "d_modle"};
+    text += "\n" + keys[below(keys.size())] + " = " + kTokens[below(kTokens.size())] + "\n";
+  });
 }
 
 }  // namespace

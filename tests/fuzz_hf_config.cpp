@@ -72,64 +72,32 @@ const std::vector<std::string> kTokens = {
 };
 
 std::string mutate(std::mt19937_64& rng, std::string s) {
-  auto below = [&](size_t n) { return n == 0 ? size_t{0} : static_cast<size_t>(rng() % n); };
-  const int edits = rng() % 3 == 0 ? 1 : 1 + static_cast<int>(rng() % 8);
-  for (int e = 0; e < edits; ++e) {
-    switch (rng() % 6) {
-      case 0:  // flip a byte
-        if (!s.empty()) s[below(s.size())] = static_cast<char>(rng() & 0xff);
-        break;
-      case 1:  // insert a JSON token
-        s.insert(below(s.size() + 1), kTokens[below(kTokens.size())]);
-        break;
-      case 2:  // delete a range
-        if (!s.empty()) {
-          const size_t at = below(s.size());
-          s.erase(at, below(s.size() - at + 1));
-        }
-        break;
-      case 3: {  // a long repetition of a bracket or quote (deep nesting)
-        const std::string& t = kTokens[below(7)];
-        const size_t n = 1 + below(rng() % 4 == 0 ? 200000 : 64);
-        std::string rep;
-        rep.reserve(t.size() * n);
-        for (size_t i = 0; i < n; ++i) rep += t;
-        s.insert(below(s.size() + 1), rep);
-        break;
-      }
-      case 4: {  // a "key": value pair after the opening brace, known keys with any value
-        static const std::vector<std::string> keys = {"vocab_size",
-                                                      "hidden_size",
-                                                      "intermediate_size",
-                                                      "num_hidden_layers",
-                                                      "num_attention_heads",
-                                                      "num_key_value_heads",
-                                                      "head_dim",
-                                                      "max_position_embeddings",
-                                                      "rope_theta",
-                                                      "rms_norm_eps",
-                                                      "tie_word_embeddings",
-                                                      "sliding_window",
-                                                      "use_sliding_window",
-                                                      "hidden_act",
-                                                      "attention_bias",
-                                                      "rope_scaling",
-                                                      "model_type",
-                                                      "torch_dtype",
-                                                      "unknown_key"};
-        const size_t brace = s.find('{');
-        const std::string pair = "\"" + keys[below(keys.size())] + "\": " + kTokens[below(kTokens.size())] + ", ";
-        s.insert(brace == std::string::npos ? 0 : brace + 1, pair);
-        break;
-      }
-      default:  // duplicate a slice
-        if (!s.empty()) {
-          const size_t at = below(s.size());
-          s.insert(below(s.size() + 1), s.substr(at, below(64)));
-        }
-    }
-  }
-  return s;
+  // The JSON's own edit: a "key": value pair after the opening brace, known keys with any value.
+  return testing_ref::mutate_text(rng, std::move(s), kTokens, 7, 1, [](std::mt19937_64& r, std::string& text, int) {
+    static const std::vector<std::string> keys = {"vocab_size",
+                                                  "hidden_size",
+                                                  "intermediate_size",
+                                                  "num_hidden_layers",
+                                                  "num_attention_heads",
+                                                  "num_key_value_heads",
+                                                  "head_dim",
+                                                  "max_position_embeddings",
+                                                  "rope_theta",
+                                                  "rms_norm_eps",
+                                                  "tie_word_embeddings",
+                                                  "sliding_window",
+                                                  "use_sliding_window",
+                                                  "layer_types",
+                                                  "hidden_act",
+                                                  "attention_bias",
+                                                  "rope_scaling",
+                                                  "model_type",
+                                                  "torch_dtype",
+                                                  "unknown_key"};
+    const size_t brace = text.find('{');
+    const std::string pair = "\"" + keys[r() % keys.size()] + "\": " + kTokens[r() % kTokens.size()] + ", ";
+    text.insert(brace == std::string::npos ? 0 : brace + 1, pair);
+  });
 }
 
 }  // namespace

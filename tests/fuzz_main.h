@@ -10,8 +10,45 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace testing_ref {
+
+// Text mutation for the text-format fuzzers: 1 to 8 edits, each one of 5 + extra kinds — flip a byte, insert a token,
+// delete a range, a long repetition of one of the first `repeatable` tokens (deep nesting, long keys), the format's own
+// edits (extra_edit(rng, s, k) for k in [0, extra)), or duplicate a slice.
+template <typename ExtraEdit>
+std::string mutate_text(std::mt19937_64& rng, std::string s, const std::vector<std::string>& tokens, size_t repeatable,
+                        int extra, ExtraEdit extra_edit) {
+  auto below = [&](size_t n) { return n == 0 ? size_t{0} : static_cast<size_t>(rng() % n); };
+  const int edits = rng() % 3 == 0 ? 1 : 1 + static_cast<int>(rng() % 8);
+  for (int e = 0; e < edits; ++e) {
+    const int kind = static_cast<int>(rng() % static_cast<unsigned long long>(5 + extra));
+    if (kind == 0) {  // flip a byte
+      if (!s.empty()) s[below(s.size())] = static_cast<char>(rng() & 0xff);
+    } else if (kind == 1) {  // insert a token
+      s.insert(below(s.size() + 1), tokens[below(tokens.size())]);
+    } else if (kind == 2) {  // delete a range
+      if (!s.empty()) {
+        const size_t at = below(s.size());
+        s.erase(at, below(s.size() - at + 1));
+      }
+    } else if (kind == 3) {  // a long repetition of one token
+      const std::string& t = tokens[below(repeatable)];
+      const size_t n = 1 + below(rng() % 4 == 0 ? 200000 : 64);
+      std::string rep;
+      rep.reserve(t.size() * n);
+      for (size_t i = 0; i < n; ++i) rep += t;
+      s.insert(below(s.size() + 1), rep);
+    } else if (kind < 4 + extra) {
+      extra_edit(rng, s, kind - 4);
+    } else if (!s.empty()) {  // duplicate a slice
+      const size_t at = below(s.size());
+      s.insert(below(s.size() + 1), s.substr(at, below(64)));
+    }
+  }
+  return s;
+}
 
 // make(rng) -> the input; attempt(input) loads it (throws to refuse). accepted: the word for the first outcome.
 template <typename Make, typename Attempt>
