@@ -10,7 +10,7 @@
 #include "ops/cross_entropy.h"
 #include "ops/residual.h"
 #include "ops/rmsnorm.h"
-#include "ops/silu.h"
+#include "ops/activation.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
 
@@ -40,16 +40,16 @@ BENCHMARK(BM_residual)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_swiglu_forward(benchmark::State& state) {
   Tensor a = filled({N, F}, "a", 0.5f), b = filled({N, F}, "b", 2.f), out = filled({N, F}, "o", 0.f);
-  for (auto _ : state) swiglu_gate_forward(out, a, b);
-  report(state, swiglu_gate_forward_count(N * F));
+  for (auto _ : state) gated_activation_forward(Activation::silu, out, a, b);
+  report(state, gated_activation_forward_count(Activation::silu, N * F));
 }
 BENCHMARK(BM_swiglu_forward)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_swiglu_backward(benchmark::State& state) {
   Tensor a = filled({N, F}, "a", 0.5f), b = filled({N, F}, "b", 2.f), g = filled({N, F}, "g", 1.f);
   Tensor ga = filled({N, F}, "ga", 0.f), gb = filled({N, F}, "gb", 0.f);
-  for (auto _ : state) swiglu_gate_backward(ga, gb, g, a, b);
-  report(state, swiglu_gate_backward_count(N * F));
+  for (auto _ : state) gated_activation_backward(Activation::silu, ga, gb, g, a, b);
+  report(state, gated_activation_backward_count(Activation::silu, N * F));
 }
 BENCHMARK(BM_swiglu_backward)->UseRealTime()->Unit(benchmark::kMillisecond);
 

@@ -85,7 +85,7 @@ void compute_parameters(EstimateResult& r) {
   const ModelConfig& m = r.config.model;
   const ParameterLayout params = parameter_layout(m);
   r.num_parameters = params.total();
-  const int64_t ffn_mats = m.ffn == FfnKind::swiglu ? 3 : 2;
+  const int64_t ffn_mats = ffn_gated(m.ffn) ? 3 : 2;
   auto add = [&](std::string item, ParamRole role, std::string formula) {
     r.parameters.push_back({std::move(item), std::move(formula), params.role_total(role)});
   };
@@ -103,7 +103,11 @@ void compute_parameters(EstimateResult& r) {
                                : fmt::format("L·2·D·(H + KV)·head_dim, H {}, KV {}, head_dim {}", m.num_heads,
                                              m.kv_heads(), m.head_size())) +
           biases);
-  add(fmt::format("ffn ({}, all layers)", ffn_kind_name(m.ffn)), ParamRole::ffn, fmt::format("L·{}·D·d_ff", ffn_mats));
+  add(fmt::format("ffn ({}, all layers)", ffn_kind_name(m.ffn)), ParamRole::ffn,
+      fmt::format("L·{}·D·d_ff{}", ffn_mats,
+                  !m.mlp_bias     ? ""
+                  : ffn_mats == 3 ? " + L·(2·d_ff + D) (biases)"
+                                  : " + L·(d_ff + D) (biases)"));
   add("RMSNorm gains", ParamRole::norm_gain, "L·2·D + D");
   add("LM head", ParamRole::lm_head, m.tie_embeddings ? "tied to the embedding" : "V·D (untied)");
 }

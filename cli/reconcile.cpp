@@ -143,7 +143,8 @@ void print_details(const Result& r) {
   }
 }
 
-// Each shape (with grouped K/V heads and head widths ≠ D / H among them) × ffn × tied × position in every precision
+// Each shape (with grouped K/V heads and head widths ≠ D / H among them) × 2 ffn kinds (all six across the shapes,
+// one of each shape's two with mlp_bias) × tied × position in every precision
 // (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads)) with both attentions (naive, flash) and the three recomputes
 // (none, attention, full). Positions none, learned and rope (rope where the head width is even: all shapes but the
 // d_k = 1 one; the untied ones with llama3 frequency scaling). Attention biases on q, k, v (Qwen2) and on o too in
@@ -175,10 +176,15 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
                           {23, 67, 1, 16, 2, 24, 1, 1, 12, 20},
                           {31, 130, 2, 16, 2, 24, 1, 1, 0, 70, 2, 0.8, true, 3}};
   std::vector<std::pair<std::string, TrainConfig>> out;
-  for (const Shape& s : shapes)
-    for (FfnKind ffn : {FfnKind::swiglu, FfnKind::silu_mlp})
+  // Two FFN kinds per shape, the six in turn (swiglu, silu_mlp; geglu, geglu_tanh; gelu_mlp, gelu_tanh_mlp; …), one
+  // of the two with biases on its linears.
+  for (size_t si = 0; si < std::size(shapes); ++si)
+    for (size_t k = 0; k < 2; ++k)
       for (bool tied : {false, true})
         for (Position pos : {Position::none, Position::learned, Position::rope}) {
+          const Shape& s = shapes[si];
+          const FfnKind ffn = kFfnKinds[(2 * si + k) % std::size(kFfnKinds)].value;
+          const bool mlp_bias = (si + k) % 2 == 1;
           const int64_t head_width = s.head_dim > 0 ? s.head_dim : s.d / s.h;
           if (pos == Position::rope && head_width % 2 != 0) continue;  // RoPE turns pairs
           const bool scored = s.every_position || pos == Position::rope;
@@ -198,6 +204,7 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
                                                  .attention_bias = s.bias,
                                                  .d_ff = s.f,
                                                  .ffn = ffn,
+                                                 .mlp_bias = mlp_bias,
                                                  .tie_embeddings = tied,
                                                  .position = pos,
                                                  .rope_theta = 100,  // a small base: short sequences turn far

@@ -23,7 +23,7 @@
 #include "ops/residual.h"
 #include "ops/rmsnorm.h"
 #include "ops/rope.h"
-#include "ops/silu.h"
+#include "ops/activation.h"
 #include "optim/adamw.h"
 #include "optim/zero.h"
 #include "runtime/checked.h"
@@ -279,11 +279,14 @@ class StepReplay {
         G(plan.grad),
         mixed(A != F32),
         flash(c.attention == AttentionKind::flash),
-        swiglu(c.ffn == FfnKind::swiglu),
+        gated(ffn_gated(c.ffn)),
+        act_fn(ffn_activation(c.ffn)),
         rope(c.position == Position::rope),
         recompute_attention(c.recompute == Recompute::attention),
         recompute_full(c.recompute == Recompute::full),
-        gate(swiglu ? "ffn.gated" : "ffn.silu_out"),
+        gate(gated                        ? "ffn.gated"
+             : act_fn == Activation::silu ? "ffn.silu_out"
+                                          : "ffn.gelu_out"),
         core_saved(flash ? "attn.lse" : "attn.probs"),
         stage(c.zero_stage),
         ranks(o.data_parallel_ranks),
@@ -368,6 +371,13 @@ class StepReplay {
   void release_bias(int index) {
     if (index >= 0) release_weight(index);
   }
+  // The FFN's operands in the model's order (model/transformer.cpp FfnWeights): w1, w3, w2, then their biases.
+  void ffn_weights(const LayerParamIndex& w) {
+    for (int index : {w.w1, w.w3, w.w2}) {
+      if (index >= 0) cache_weight(index);
+    }
+    for (int index : {w.b1, w.b3, w.b2}) cache_bias(index);
+  }
   void attn_mm(const std::vector<MatmulGeometry>& calls) {
     for (const MatmulGeometry& g : calls) matmul(g, "attention");
   }
@@ -439,7 +449,9 @@ class StepReplay {
   const int64_t n_, d_, f_, v_;
   const DTypePlan plan;
   const DType A, P, G;  // the bf16 region's, the parameters' and the gradients' dtypes (model/precision.h)
-  const bool mixed, flash, swiglu, rope, recompute_attention, recompute_full;
+  const bool mixed, flash, gated;
+  const Activation act_fn;  // the ffn's activation
+  const bool rope, recompute_attention, recompute_full;
   const char* const gate;        // the ffn's saved activation
   const char* const core_saved;  // what the attention core keeps beyond q, k, v
   // ZeRO (optim/zero.h): stage ≥ 1 keeps the optimizer state of this rank's segments only, stage ≥ 2 the
@@ -581,7 +593,7 @@ std::vector<const char*> StepReplay::block_saved() const {
   if (!recompute_attention) saved.push_back(core_saved);
   if (!recompute_attention && !flash && capped()) saved.push_back("attn.tanh");
   for (const char* s : {"ffn_norm.out", gate, "ffn.w1_out"}) saved.push_back(s);
-  if (swiglu) saved.push_back("ffn.w3_out");
+  if (gated) saved.push_back("ffn.w3_out");
   return saved;
 }
 
@@ -611,15 +623,14 @@ void StepReplay::block_forward(int32_t i) {
   count("residual", residual_forward_count(n_ * d_));
   r_.free({i, "attn.out"});
   rmsnorm(i, "ffn_norm.out", "ffn_norm.rstd");
-  cache_weight(w.w1);
-  if (swiglu) cache_weight(w.w3);
-  cache_weight(w.w2);
+  ffn_weights(w);
   const FfnForwardTensors ft = ffn_forward_tensors({n_, d_}, f_, A, c_.ffn);
-  lin_fwd({i, "ffn.w1_out"}, ft.w1_out.category, ft.w1_out.dtype, d_, f_, "linear");
-  if (swiglu) lin_fwd({i, "ffn.w3_out"}, ft.w3_out->category, ft.w3_out->dtype, d_, f_, "linear");
+  lin_fwd({i, "ffn.w1_out"}, ft.w1_out.category, ft.w1_out.dtype, d_, f_, "linear", w.b1 >= 0);
+  if (gated) lin_fwd({i, "ffn.w3_out"}, ft.w3_out->category, ft.w3_out->dtype, d_, f_, "linear", w.b3 >= 0);
   alloc({i, gate}, ft.act);
-  count(swiglu ? "swiglu" : "silu", swiglu ? swiglu_gate_forward_count(n_ * f_, A) : silu_forward_count(n_ * f_, A));
-  lin_fwd({i, "ffn.out"}, ft.out.category, ft.out.dtype, f_, d_, "linear");
+  count(activation_op_name(act_fn, gated),
+        gated ? gated_activation_forward_count(act_fn, n_ * f_, A) : activation_forward_count(act_fn, n_ * f_, A));
+  lin_fwd({i, "ffn.out"}, ft.out.category, ft.out.dtype, f_, d_, "linear", w.b2 >= 0);
   alloc({i, "ffn_residual"}, residual_forward_tensor({n_, d_}));
   count("residual", residual_forward_count(n_ * d_));
   r_.free({i, "ffn.out"});
@@ -668,30 +679,34 @@ void StepReplay::ffn_backward(int32_t i) {
   cast_grad({i, "ffn.grad_out"});  // the residual gradient in the bf16 region
   const FfnBackwardTensors bt = ffn_backward_tensors({n_, d_}, f_, A, c_.ffn);
   alloc({i, "ffn.grad_act"}, bt.grad_act);
-  lin_bwd(f_, d_, false, A, "linear");
+  lin_bwd(f_, d_, false, A, "linear", w.b2 >= 0);
   r_.free({i, gate});
   alloc({i, "ffn.grad_w1_out"}, bt.grad_w1_out);
-  if (swiglu) {
+  const char* act_op = activation_op_name(act_fn, gated);
+  if (gated) {
     alloc({i, "ffn.grad_w3_out"}, *bt.grad_w3_out);
-    count("swiglu", swiglu_gate_backward_count(n_ * f_, A));
+    count(act_op, gated_activation_backward_count(act_fn, n_ * f_, A));
     r_.free({i, "ffn.grad_act"});
     r_.free({i, "ffn.w1_out"});
     r_.free({i, "ffn.w3_out"});
-    lin_bwd(d_, f_, false, F32, "linear");
+    lin_bwd(d_, f_, false, F32, "linear", w.b3 >= 0);
     r_.free({i, "ffn.grad_w3_out"});
-    lin_bwd(d_, f_, true, F32, "linear");
+    lin_bwd(d_, f_, true, F32, "linear", w.b1 >= 0);
   } else {
-    count("silu", silu_backward_count(n_ * f_, A));
+    count(act_op, activation_backward_count(act_fn, n_ * f_, A));
     r_.free({i, "ffn.grad_act"});
     r_.free({i, "ffn.w1_out"});
-    lin_bwd(d_, f_, false, F32, "linear");
+    lin_bwd(d_, f_, false, F32, "linear", w.b1 >= 0);
   }
   r_.free({i, "ffn_norm.out"});  // the last linear to use it has run
   r_.free({i, "ffn.grad_w1_out"});
   if (mixed) r_.free({i, "ffn.grad_out"});
   release_weight(w.w2);
-  if (swiglu) release_weight(w.w3);
+  release_bias(w.b2);
+  if (gated) release_weight(w.w3);
+  release_bias(w.b3);
   release_weight(w.w1);
+  release_bias(w.b1);
   count("rmsnorm", rmsnorm_backward_count(n_, d_, true, P, G));
   r_.free({i, "attn_residual"});  // ffn norm's saved input
   r_.free({i, "ffn_norm.rstd"});

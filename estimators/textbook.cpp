@@ -1,5 +1,7 @@
 #include "estimators/textbook.h"
 
+#include <fmt/format.h>
+
 #include "runtime/checked.h"
 
 namespace reckon {
@@ -21,7 +23,10 @@ std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
   // The textbook (Korthikanti et al. 2022) writes every width as D; with grouped K/V heads or head_dim ≠ D/H the
   // implementation's q and context are B·T·H·head_dim, k and v B·T·KV·head_dim.
   const CheckedInt btq = bt * c.q_width(), btkv = bt * c.kv_width();
-  const bool swiglu = c.ffn == FfnKind::swiglu, flash = c.attention == AttentionKind::flash;
+  const bool gated = ffn_gated(c.ffn), flash = c.attention == AttentionKind::flash;
+  const bool silu = ffn_activation(c.ffn) == Activation::silu;
+  const char* act = silu ? "SiLU" : "GELU";
+  const std::string act_row = gated ? fmt::format("{} (gated: {})", act, silu ? "SwiGLU" : "GeGLU") : act;
   const std::vector<CheckedRow> checked = {
       {"RMSNorm outputs (2 per block)", l * 2 * btd, "layers.*.attn_norm.out, layers.*.ffn_norm.out", l * 2 * btd,
        "same: the inputs of the projections"},
@@ -40,10 +45,14 @@ std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
             : CheckedRow{"softmax", l * b * h * t * t, "layers.*.attn.probs", l * b * h * t * t, "same"},
       {"weighted sum of values", l * btd, "layers.*.attn.ctx", l * btq, "same: the input of the output projection"},
       {"output projection", l * btd, "— (temporary)", 0, "added into the residual stream; nothing saves it"},
-      {"W1 matrix multiply", l * btf, "layers.*.ffn.w1_out", l * btf, "same: SiLU backward needs it"},
-      {swiglu ? "(not listed) W3 (SwiGLU gate)" : "(not listed) W3", 0, swiglu ? "layers.*.ffn.w3_out" : "—",
-       swiglu ? l * btf : 0, swiglu ? "the SwiGLU gate's second input" : "2-matrix MLP: no W3"},
-      {"SiLU", l * btf, swiglu ? "layers.*.ffn.gated" : "layers.*.ffn.silu_out", l * btf, "same: the input of W2"},
+      {"W1 matrix multiply", l * btf, "layers.*.ffn.w1_out", l * btf, fmt::format("same: {} backward needs it", act)},
+      {gated ? "(not listed) W3 (the gate's second input)" : "(not listed) W3", 0, gated ? "layers.*.ffn.w3_out" : "—",
+       gated ? l * btf : 0, gated ? "the gate's second input" : "2-matrix MLP: no W3"},
+      {act_row, l * btf,
+       gated  ? "layers.*.ffn.gated"
+       : silu ? "layers.*.ffn.silu_out"
+              : "layers.*.ffn.gelu_out",
+       l * btf, "same: the input of W2"},
       {"W2 matrix multiply", l * btd, "— (temporary)", 0, "added into the residual stream; nothing saves it"},
       {"final RMSNorm", btd, "final_norm.out (+ .rstd, + its input)", 2 * btd + bt,
        "output for the head; input and 1/rms for the norm's backward"},

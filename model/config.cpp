@@ -195,7 +195,11 @@ const std::vector<FieldSpec>& fields() {
     f.push_back(choice_field("attention_bias", &M::attention_bias, kAttentionBiases,
                              " (biases on q, k, v (qkv: Qwen2) and o (qkvo))"));
     f.push_back(integer_field("d_ff", model, m, &M::d_ff, 1, 1 << 18));
-    f.push_back(choice_field("ffn", &M::ffn, kFfnKinds));
+    f.push_back(choice_field("ffn", &M::ffn, kFfnKinds,
+                             " (gated: swiglu, geglu, geglu_tanh; 2-matrix: silu_mlp, gelu_mlp, gelu_tanh_mlp)"));
+    f.push_back({"mlp_bias", model, Kind::boolean, "one of true, false (biases on the FFN's linears)", std::nullopt,
+                 [](TrainConfig& c, std::string_view k, std::string_view v) { c.model.mlp_bias = parse_bool(k, v); },
+                 [](const TrainConfig& c) { return std::string(c.model.mlp_bias ? "true" : "false"); }, nullptr});
     f.push_back(
         {"tie_embeddings", model, Kind::boolean, "one of true, false", std::nullopt,
          [](TrainConfig& c, std::string_view k, std::string_view v) { c.model.tie_embeddings = parse_bool(k, v); },
@@ -670,8 +674,8 @@ std::string describe(const ModelConfig& m) {
   if (m.attn_logit_softcapping > 0) heads += fmt::format(", score cap {}", m.attn_logit_softcapping);
   if (m.final_logit_softcapping > 0) heads += fmt::format(", logit cap {}", m.final_logit_softcapping);
   return fmt::format(
-      "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}, {}, position {}, B {}, {}, attention {}{}{}", m.vocab_size,
-      m.context_length, m.num_layers, m.d_model, heads, m.d_ff, ffn_kind_name(m.ffn),
+      "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}{}, {}, position {}, B {}, {}, attention {}{}{}", m.vocab_size,
+      m.context_length, m.num_layers, m.d_model, heads, m.d_ff, ffn_kind_name(m.ffn), m.mlp_bias ? " (biases)" : "",
       m.tie_embeddings ? "tied" : "untied",
       m.position != Position::rope ? std::string(position_name(m.position))
       : m.rope_scaling == RopeScaling::none

@@ -60,7 +60,9 @@ struct ModelShape {
   int64_t head_dim = 0;
   AttentionBias attention_bias = AttentionBias::none;
   int64_t d_ff = 256;
-  FfnKind ffn = FfnKind::swiglu;
+  FfnKind ffn = FfnKind::swiglu;  // ops/ffn.h: gated (swiglu, geglu, geglu_tanh) or plain 2-matrix MLPs
+  // Biases on the FFN's linears (Hugging Face's mlp_bias; GPT-2's c_fc and c_proj, always on): w1, w3 (gated), w2.
+  bool mlp_bias = false;
   bool tie_embeddings = false;
   Position position = Position::none;
   double rope_theta = 10000;  // RoPE's base (Hugging Face's rope_theta); read only with position = rope

@@ -231,6 +231,16 @@ void map_layer_types(Keys& k, ModelConfig& m) {
   m.sliding_window_pattern = p;
 }
 
+// The gated MLP (LlamaMLP, GemmaMLP: down(act(gate(x)) ⊙ up(x))) for Hugging Face's activation name (ACT2FN):
+// silu → swiglu, gelu → geglu (exact erf), gelu_new / gelu_pytorch_tanh → geglu_tanh (the tanh form: the two names
+// compute the same function); anything else refused naming `key`.
+FfnKind gated_ffn(Keys& k, const char* key, const std::string& act) {
+  if (act == "silu" || act == "swish") return FfnKind::swiglu;
+  if (act == "gelu") return FfnKind::geglu;
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh") return FfnKind::geglu_tanh;
+  k.fail(key, fmt::format("'{}' is not modelled; reckon's MLPs use silu, gelu, gelu_new or gelu_pytorch_tanh", act));
+}
+
 void map_llama_family(Keys& k, const std::string& type, ModelConfig& m) {
   m.vocab_size = k.required("vocab_size");
   m.d_model = k.required("hidden_size");
@@ -244,9 +254,7 @@ void map_llama_family(Keys& k, const std::string& type, ModelConfig& m) {
   m.rope_theta = k.number("rope_theta").value_or(10000.0);
   m.tie_embeddings = k.boolean("tie_word_embeddings").value_or(false);
   m.position = Position::rope;
-  m.ffn = FfnKind::swiglu;
-  const std::string act = k.string("hidden_act").value_or("silu");
-  if (act != "silu") k.fail("hidden_act", fmt::format("'{}' is not modelled; reckon's gated MLP uses silu", act));
+  m.ffn = gated_ffn(k, "hidden_act", k.string("hidden_act").value_or("silu"));
   // sliding_window: null = none; absent = the config class's default (MistralConfig: 4096; the others: none);
   // use_sliding_window = false (Qwen2's switch) turns it off.
   const bool present = k.find("sliding_window") != nullptr;
@@ -264,7 +272,7 @@ void map_llama_family(Keys& k, const std::string& type, ModelConfig& m) {
     // LlamaConfig's attention_bias: biases on q, k, v and o.
     if (k.boolean("attention_bias").value_or(false)) m.attention_bias = AttentionBias::qkvo;
   }
-  k.neutral("mlp_bias", "biases on the MLP's matrices");
+  m.mlp_bias = k.boolean("mlp_bias").value_or(false);  // LlamaConfig's: gate_proj, up_proj, down_proj
   map_layer_types(k, m);
   map_rope_scaling(k, m);
   k.neutral("attention_dropout", "dropout");

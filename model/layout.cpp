@@ -67,8 +67,11 @@ ParameterLayout parameter_layout(const ModelShape& c) {
     if (c.o_bias()) x.bo = add("attn.wo.bias", i, ParamRole::attention, d);
     x.ffn_norm = add("ffn_norm.weight", i, ParamRole::norm_gain, d);
     x.w1 = add("ffn.w1.weight", i, ParamRole::ffn, f, d);
-    if (c.ffn == FfnKind::swiglu) x.w3 = add("ffn.w3.weight", i, ParamRole::ffn, f, d);
+    if (c.mlp_bias) x.b1 = add("ffn.w1.bias", i, ParamRole::ffn, f);
+    if (ffn_gated(c.ffn)) x.w3 = add("ffn.w3.weight", i, ParamRole::ffn, f, d);
+    if (ffn_gated(c.ffn) && c.mlp_bias) x.b3 = add("ffn.w3.bias", i, ParamRole::ffn, f);
     x.w2 = add("ffn.w2.weight", i, ParamRole::ffn, d, f);
+    if (c.mlp_bias) x.b2 = add("ffn.w2.bias", i, ParamRole::ffn, d);
     l.layers.push_back(x);
     close_unit();
   }

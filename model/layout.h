@@ -35,10 +35,11 @@ struct ParamSpec {
   bool is_bias() const { return rank == 1 && role != ParamRole::norm_gain; }
 };
 
-// The parameters of one layer, as indices into ParameterLayout::params (-1: absent, e.g. w3 without swiglu).
+// The parameters of one layer, as indices into ParameterLayout::params (-1: absent, e.g. w3 in a plain MLP).
 struct LayerParamIndex {
   int attn_norm = -1, wq = -1, wk = -1, wv = -1, wo = -1, ffn_norm = -1, w1 = -1, w3 = -1, w2 = -1;
   int bq = -1, bk = -1, bv = -1, bo = -1;  // attention biases (attention_bias)
+  int b1 = -1, b3 = -1, b2 = -1;           // FFN biases (mlp_bias; b3 only when gated)
 };
 
 struct ParameterLayout {

@@ -123,10 +123,10 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
     x_mid = residual_forward(x, proj, p + "attn_residual");
   }
   Tensor h2 = rmsnorm_forward(s.ffn_norm, x_mid, w(l.ffn_norm), eps, p + "ffn_norm", act);
-  const Tensor& w1 = matmul_weight(l.w1);
-  const Tensor& w3 = l.w3 >= 0 ? matmul_weight(l.w3) : Tensor();
-  const Tensor& w2 = matmul_weight(l.w2);
-  Tensor f = ffn_forward(s.ffn, h2, w1, w3, w2, c.ffn, p + "ffn");
+  const FfnWeights fw{matmul_weight(l.w1), l.w3 >= 0 ? matmul_weight(l.w3) : Tensor(),
+                      matmul_weight(l.w2), bias(l.b1),
+                      bias(l.b3),          bias(l.b2)};
+  Tensor f = ffn_forward(s.ffn, h2, fw, c.ffn, p + "ffn");
   h2.reset();
   return residual_forward(x_mid, f, p + "ffn_residual");
 }
@@ -157,7 +157,7 @@ void Transformer::recompute_attention_core(LayerSaved& s, const AttentionScores&
 
 void Transformer::release_block_weights(size_t i) {
   const LayerParamIndex& l = layout_.layers[i];
-  for (int index : {l.wq, l.bq, l.wk, l.bk, l.wv, l.bv, l.wo, l.bo, l.w1, l.w3, l.w2}) {
+  for (int index : {l.wq, l.bq, l.wk, l.bk, l.wv, l.bv, l.wo, l.bo, l.w1, l.b1, l.w3, l.b3, l.w2, l.b2}) {
     if (index >= 0) release_matmul_weight(index);
   }
 }
@@ -250,12 +250,21 @@ void Transformer::backward() {
     {
       Tensor grad_h2 = Tensor::empty({b, t, d}, Category::temporary, p + "ffn_norm.grad_out");
       Tensor grad_f = to_act(grad_x, p + "ffn.grad_out");  // the branch's gradient, in its dtype
-      ffn_backward(grad_h2, g(l.w1), l.w3 >= 0 ? g(l.w3) : Tensor(), g(l.w2), grad_f, s.ffn, matmul_weight(l.w1),
-                   l.w3 >= 0 ? matmul_weight(l.w3) : Tensor(), matmul_weight(l.w2));
+      {  // the operands' handles go with this scope, before the weight copies are released
+        const FfnWeights fw{matmul_weight(l.w1), l.w3 >= 0 ? matmul_weight(l.w3) : Tensor(),
+                            matmul_weight(l.w2), bias(l.b1),
+                            bias(l.b3),          bias(l.b2)};
+        const FfnWeights fg{g(l.w1),        l.w3 >= 0 ? g(l.w3) : Tensor(), g(l.w2), grad_bias(l.b1), grad_bias(l.b3),
+                            grad_bias(l.b2)};
+        ffn_backward(grad_h2, fg, grad_f, s.ffn, fw);
+      }
       grad_f.reset();
       release_matmul_weight(l.w2);
+      release_bias(l.b2);
       if (l.w3 >= 0) release_matmul_weight(l.w3);
+      release_bias(l.b3);
       release_matmul_weight(l.w1);
+      release_bias(l.b1);
       rmsnorm_backward(grad_x, g(l.ffn_norm), grad_h2, s.ffn_norm, w(l.ffn_norm), true);
     }
     const DType act = dtypes_.act;

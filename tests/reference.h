@@ -153,18 +153,42 @@ inline Vec rope_ref(const Vec& x, int64_t rows, int64_t t, int64_t heads, int64_
 }
 
 inline double silu_ref(double x) { return x / (1.0 + std::exp(-x)); }
+// GELU exact (x·Φ(x)) and its tanh form, as PyTorch's nn.GELU() and nn.GELU(approximate="tanh") define them.
+inline double gelu_ref(double x) { return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0))); }
+inline double gelu_tanh_ref(double x) {
+  const double pi = std::acos(-1.0);
+  return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / pi) * (x + 0.044715 * x * x * x)));
+}
+inline double activation_ref(Activation a, double x) {
+  return a == Activation::silu ? silu_ref(x) : a == Activation::gelu ? gelu_ref(x) : gelu_tanh_ref(x);
+}
 
+// y += b per row (b empty: no bias).
+inline void add_bias_ref(Vec& y, const Vec& b) {
+  if (b.empty()) return;
+  for (size_t i = 0; i < y.size(); ++i) y[i] += b[i % b.size()];
+}
+
+// The FFN of ops/ffn.h in float64; b1, b3, b2 empty = no biases (w3, b3 read only for gated kinds).
 inline Vec ffn_ref(const Vec& hx, const Vec& w1, const Vec& w3, const Vec& w2, int64_t n, int64_t d, int64_t f,
-                   FfnKind kind) {
+                   FfnKind kind, const Vec& b1 = {}, const Vec& b3 = {}, const Vec& b2 = {}) {
   Vec a = linear_ref(hx, w1, n, d, f);
+  add_bias_ref(a, b1);
   Vec act(a.size());
-  if (kind == FfnKind::swiglu) {
-    const Vec bb = linear_ref(hx, w3, n, d, f);
-    for (size_t i = 0; i < a.size(); ++i) act[i] = silu_ref(a[i]) * bb[i];
+  const bool gated = kind == FfnKind::swiglu || kind == FfnKind::geglu || kind == FfnKind::geglu_tanh;
+  const Activation fn = kind == FfnKind::swiglu || kind == FfnKind::silu_mlp  ? Activation::silu
+                        : kind == FfnKind::geglu || kind == FfnKind::gelu_mlp ? Activation::gelu
+                                                                              : Activation::gelu_tanh;
+  if (gated) {
+    Vec bb = linear_ref(hx, w3, n, d, f);
+    add_bias_ref(bb, b3);
+    for (size_t i = 0; i < a.size(); ++i) act[i] = activation_ref(fn, a[i]) * bb[i];
   } else {
-    for (size_t i = 0; i < a.size(); ++i) act[i] = silu_ref(a[i]);
+    for (size_t i = 0; i < a.size(); ++i) act[i] = activation_ref(fn, a[i]);
   }
-  return linear_ref(act, w2, n, f, d);
+  Vec y = linear_ref(act, w2, n, f, d);
+  add_bias_ref(y, b2);
+  return y;
 }
 
 // Mean cross-entropy in float64; softcap c > 0: over c·tanh(z / c) (Gemma-2's final_logit_softcapping).

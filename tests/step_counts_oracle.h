@@ -29,8 +29,8 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   // B·(H − KV) query heads whose dK and dV are added into their group's.
   const CheckedInt qw = h * dk, kvw = CheckedInt(c.kv_heads()) * dk, g = h / c.kv_heads();
   const CheckedInt shared = b * (h - c.kv_heads());
-  const bool swiglu = c.ffn == FfnKind::swiglu;
-  const CheckedInt ffn_in = swiglu ? 2 : 1;  // linears D -> F per layer
+  const bool gated = ffn_gated(c.ffn);
+  const CheckedInt ffn_in = gated ? 2 : 1;  // linears D -> F per layer
   // Bytes per element (model/precision.h): P parameters, G gradients, A the bf16 region (matmul operands and
   // outputs, attention, gate, logits); 4 for the float32 residual stream, norm statistics, batch and losses.
   const DTypePlan plan = c.dtypes();
@@ -65,7 +65,8 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   CheckedInt biased_out = 0, bias_calls = 0;
   if (c.attention_bias != AttentionBias::none) biased_out += l * (qw + 2 * kvw), bias_calls += 3 * l;
   if (c.attention_bias == AttentionBias::qkvo) biased_out += l * d, bias_calls += l;
-  OpCount linear_forward;  // all blocks' linears, forward
+  if (c.mlp_bias) biased_out += l * (ffn_in * f + d), bias_calls += l * (ffn_in + 1);  // w1 (w3), w2
+  OpCount linear_forward;                                                              // all blocks' linears, forward
   // Linear layers inside the blocks: q, k, v, o (D -> D) and the ffn (D -> F twice or once, F -> D).
   // Forward reads x and W (A), writes y: A for q, k, v, w1, w3 (saved), float32 for o and w2 (added to the
   // residual stream). Backward: dX = dY·W reads dY, W (+ dX when accumulating), writes dX — float32 for q, k,
@@ -88,10 +89,11 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     add_linear(l, d, qw, A, F, 0);
     add_linear(2 * l, d, kvw, A, F, 2 * l);
     add_linear(l, qw, d, F, A, 0);
-    add_linear(ffn_in * l, d, f, A, F, swiglu ? l : CheckedInt(0));
+    add_linear(ffn_in * l, d, f, A, F, gated ? l : CheckedInt(0));
     add_linear(l, f, d, F, A, 0);
-    // Biases (attention_bias): forward N·OUT adds inside each biased call, reading the OUT values (in A); backward
-    // one more call per bias summing dY's rows (N·OUT adds; reads dY in A and the bias gradient, writes it, in G).
+    // Biases (attention_bias, mlp_bias): forward N·OUT adds inside each biased call, reading the OUT values (in A);
+    // backward one more call per bias summing dY's rows (N·OUT adds; reads dY in A and the bias gradient, writes it, in
+    // G).
     linear_forward = OpCount{calls.value(),     mm.value(), (n * biased_out).value(), (read_f + A * biased_out).value(),
                              written_f.value(), 0.0};
     add("linear", Bw, 2 * calls + bias_calls, 2 * mm, other_b + n * biased_out,
@@ -150,11 +152,19 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
              bh * (2 + capped) * visible),
         A * l * bh * (2 * t * t + 3 * t * dk));
   }
-  // The gate (swiglu: silu(a)·b) or silu alone, N·F elements per layer, in A.
-  if (swiglu)
-    add("swiglu", Bw, l, 0, l * 12 * n * f, A * l * 3 * n * f, A * l * 2 * n * f);
+  // The activation, gated (act(a)·b) or alone, N·F elements per layer, in A. FLOPs per element as the kernels
+  // execute them: silu x/(1+e^−x) 4; gelu ½x(1+erf(x/√2)) 5; gelu_tanh ½x(1+tanh(√(2/π)(x+0.044715x³))) 9; gated +1.
+  // Backward: dy·act'(x) — silu 9, gelu 11 (Φ 4, φ 4, Φ + xφ 2, ·dy), gelu_tanh 18 (the inner value 6, its
+  // derivative 3, ½(1+t) + ½x(1−t²)·u' 8, ·dy); gated: the value from the derivative's work (one multiply, in place
+  // of ·dy) and db, dv, da: 3 more.
+  const Activation act = ffn_activation(c.ffn);
+  const int64_t act_fwd = act == Activation::silu ? 4 : act == Activation::gelu ? 5 : 9;
+  const int64_t act_bwd = act == Activation::silu ? 9 : act == Activation::gelu ? 11 : 18;
+  const char* act_op = act == Activation::silu ? (gated ? "swiglu" : "silu") : (gated ? "geglu" : "gelu");
+  if (gated)
+    add(act_op, Bw, l, 0, l * (act_bwd + 3) * n * f, A * l * 3 * n * f, A * l * 2 * n * f);
   else
-    add("silu", Bw, l, 0, l * 9 * n * f, A * l * 2 * n * f, A * l * n * f);
+    add(act_op, Bw, l, 0, l * act_bwd * n * f, A * l * 2 * n * f, A * l * n * f);
   const CheckedInt block_weights = l * (2 * d * qw + 2 * d * kvw + (ffn_in + 1) * f * d);  // all blocks' matmul weights
   // Every block's forward under `phase`: forward, or recompute (recompute = full re-runs each block in backward,
   // amp-bf16's weight casts included: the copies were dropped with the block).
@@ -173,10 +183,10 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     add_norm_forward(phase, 2 * l);
     e[OpKey{"linear", phase}] += linear_forward;
     add_attention_forward(phase);
-    if (swiglu)
-      add("swiglu", phase, l, 0, l * 5 * n * f, A * l * 2 * n * f, A * l * n * f);
+    if (gated)
+      add(act_op, phase, l, 0, l * (act_fwd + 1) * n * f, A * l * 2 * n * f, A * l * n * f);
     else
-      add("silu", phase, l, 0, l * 4 * n * f, A * l * n * f, A * l * n * f);
+      add(act_op, phase, l, 0, l * act_fwd * n * f, A * l * n * f, A * l * n * f);
     add("residual", phase, 2 * l, 0, 2 * l * n * d, F * 2 * l * 2 * n * d, F * 2 * l * n * d);
     if (plan.weight_cache) {  // and each bias, cast with its weight
       add("cast", phase, l * (4 + ffn_in + 1) + bias_calls, 0, 0, F * (block_weights + biased_out),

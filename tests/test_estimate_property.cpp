@@ -119,7 +119,9 @@ EstimateOptions random_options(Draw& d) {
         o.overrides.push_back(fmt::format("batch_size={}", d.field(1, 1 << 16, 64)));
         break;
       case 7:
-        o.overrides.push_back(d.choose({"ffn=swiglu", "ffn=silu_mlp"}, {"ffn=gelu", "ffn="}));
+        o.overrides.push_back(d.choose({"ffn=swiglu", "ffn=silu_mlp", "ffn=geglu", "ffn=geglu_tanh", "ffn=gelu_mlp",
+                                        "ffn=gelu_tanh_mlp", "mlp_bias=true", "mlp_bias=false"},
+                                       {"ffn=gelu", "ffn=", "mlp_bias=2"}));
         break;
       case 8:
         o.overrides.push_back(

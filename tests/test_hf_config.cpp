@@ -2,6 +2,7 @@
 // shared/model_configs, embedded so the test needs no checkout beside this one) load to their published parameter
 // counts exactly — the model cards' totals (shared/model_configs/README.md); the families reckon does not model yet
 // are refused naming what they need; bad files are refused naming the key; HF's defaults for absent keys.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -181,6 +182,17 @@ TEST(HfConfig, DefaultsForAbsentKeys) {
   EXPECT_EQ(phi.config.model.q_width(), 96);
   EXPECT_EQ(phi.config.model.kv_width(), 24);
   EXPECT_EQ(phi.ignored, (std::vector<std::string>{"bos_token_id", "torch_dtype"}));
+  // LlamaMLP with another activation (ACT2FN's names) and LlamaConfig's mlp_bias.
+  for (const auto& [act, ffn] :
+       {std::pair{"gelu", FfnKind::geglu}, std::pair{"gelu_new", FfnKind::geglu_tanh},
+        std::pair{"gelu_pytorch_tanh", FfnKind::geglu_tanh}, std::pair{"silu", FfnKind::swiglu}}) {
+    const HfConfig m = parse_hf_config_text(
+        fmt::format(R"({{"model_type": "llama", "hidden_act": "{}", "mlp_bias": true, {}}})", act, shape), "act");
+    EXPECT_EQ(m.config.model.ffn, ffn) << act;
+    EXPECT_TRUE(m.config.model.mlp_bias);
+    EXPECT_EQ(parameter_layout(m.config.model).total(),
+              llama.config.model.num_layers * (2 * 96 + 64) + parameter_layout(llama.config.model).total());
+  }
 }
 
 TEST(HfConfig, BadFilesAreRefusedNamingTheKey) {
@@ -200,8 +212,8 @@ TEST(HfConfig, BadFilesAreRefusedNamingTheKey) {
       {with(R"("hidden_size": "64", )"), {"hidden_size: expected an integer, got a string"}},
       {with(R"("rope_theta": "big", )"), {"rope_theta: expected a number, got a string"}},
       {with(R"("tie_word_embeddings": 1, )"), {"tie_word_embeddings: expected true or false"}},
-      {with(R"("hidden_act": "gelu", )"), {"hidden_act: 'gelu' is not modelled"}},
-      {with(R"("mlp_bias": true, )"), {"mlp_bias: true is biases on the MLP's matrices"}},
+      {with(R"("hidden_act": "relu", )"), {"hidden_act: 'relu' is not modelled", "gelu_pytorch_tanh"}},
+      {with(R"("mlp_bias": 1, )"), {"mlp_bias: expected true or false"}},
       {with(R"("attention_bias": 3, )"), {"attention_bias"}},
       {with(R"("rope_scaling": {"rope_type": "yarn", "factor": 8.0}, )"),
        {"rope_scaling.rope_type: 'yarn' is not modelled"}},

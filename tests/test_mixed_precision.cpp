@@ -22,7 +22,7 @@
 #include "ops/cross_entropy.h"
 #include "ops/embedding.h"
 #include "ops/rmsnorm.h"
-#include "ops/silu.h"
+#include "ops/activation.h"
 #include "optim/step.h"
 #include "runtime/bf16.h"
 #include "runtime/counters.h"
@@ -98,14 +98,14 @@ TEST_F(MixedOps, SiluAndGateInBf16WithinOneRounding) {
     dga[i] = r[i] * b[i] * ds;
     dgb[i] = r[i] * silu[i];
   }
-  silu_forward(out, at);
+  activation_forward(Activation::silu, out, at);
   expect_elementwise(values(out), silu, kU, "silu");
-  swiglu_gate_forward(out, at, bt);
+  gated_activation_forward(Activation::silu, out, at, bt);
   expect_elementwise(values(out), gate, kU, "gate");
   counters().set_phase(Phase::backward);
   Tensor ga = Tensor::empty({n}, Category::temporary, "ga", DType::bf16);
   Tensor gb = Tensor::empty({n}, Category::temporary, "gb", DType::bf16);
-  silu_backward(ga, rt, at);
+  activation_backward(Activation::silu, ga, rt, at);
   expect_elementwise(values(ga), dsilu, kU, "silu backward");
   // The analytic derivatives above against finite differences of the reference (both in double).
   EXPECT_LE(rel_err(dga, fd_grad(
@@ -116,13 +116,13 @@ TEST_F(MixedOps, SiluAndGateInBf16WithinOneRounding) {
                              },
                              a)),
             1e-6);
-  swiglu_gate_backward(ga, gb, rt, at, bt);
+  gated_activation_backward(Activation::silu, ga, gb, rt, at, bt);
   expect_elementwise(values(ga), dga, kU, "gate backward da");
   expect_elementwise(values(gb), dgb, kU, "gate backward db");
   EXPECT_EQ(counters().get("swiglu", Phase::forward).bytes_read, 2 * 2 * n);
   EXPECT_EQ(counters().get("swiglu", Phase::forward).bytes_written, 2 * n);
   EXPECT_EQ(counters().get("silu", Phase::forward).bytes_read, 2 * n);
-  expect_invalid([&] { silu_forward(out, tensor_from(a, {n}, Category::activation, "a32")); },
+  expect_invalid([&] { activation_forward(Activation::silu, out, tensor_from(a, {n}, Category::activation, "a32")); },
                  {"equal element counts and dtypes", "bfloat16", "float32"});
 }
 

@@ -39,6 +39,11 @@ class Model : public ::testing::Test {
 // ================================================================== float64 reference model (plain loops)
 
 using Params = std::map<std::string, Vec>;
+// A parameter that may be absent (a bias): empty when the model has none.
+Vec optional_param(const Params& p, const std::string& key) {
+  const auto it = p.find(key);
+  return it == p.end() ? Vec{} : it->second;
+}
 
 double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<int32_t>& tokens,
                       const std::vector<int32_t>& targets, int64_t b, int64_t t) {
@@ -55,18 +60,23 @@ double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<i
     const Vec h = rmsnorm_ref(x, p.at(pre + "attn_norm.weight"), n, d, c.rmsnorm_eps);
     const int64_t qw = c.q_width(), kvw = c.kv_width();
     Vec q = linear_ref(h, p.at(pre + "attn.wq.weight"), n, d, qw);
+    add_bias_ref(q, optional_param(p, pre + "attn.wq.bias"));
     Vec k = linear_ref(h, p.at(pre + "attn.wk.weight"), n, d, kvw);
+    add_bias_ref(k, optional_param(p, pre + "attn.wk.bias"));
     if (c.position == Position::rope) {
       q = rope_ref(q, n, t, c.num_heads, c.head_size(), c.rope_theta);
       k = rope_ref(k, n, t, c.kv_heads(), c.head_size(), c.rope_theta);
     }
-    const Vec v = linear_ref(h, p.at(pre + "attn.wv.weight"), n, d, kvw);
+    Vec v = linear_ref(h, p.at(pre + "attn.wv.weight"), n, d, kvw);
+    add_bias_ref(v, optional_param(p, pre + "attn.wv.bias"));
     const Vec ctx = attention_ref(q, k, v, b, t, qw, c.num_heads, c.kv_heads());
-    const Vec o = linear_ref(ctx, p.at(pre + "attn.wo.weight"), n, qw, d);
+    Vec o = linear_ref(ctx, p.at(pre + "attn.wo.weight"), n, qw, d);
+    add_bias_ref(o, optional_param(p, pre + "attn.wo.bias"));
     for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
     const Vec h2 = rmsnorm_ref(x, p.at(pre + "ffn_norm.weight"), n, d, c.rmsnorm_eps);
-    const Vec w3 = c.ffn == FfnKind::swiglu ? p.at(pre + "ffn.w3.weight") : Vec{};
-    const Vec f = ffn_ref(h2, p.at(pre + "ffn.w1.weight"), w3, p.at(pre + "ffn.w2.weight"), n, d, c.d_ff, c.ffn);
+    const Vec f = ffn_ref(h2, p.at(pre + "ffn.w1.weight"), optional_param(p, pre + "ffn.w3.weight"),
+                          p.at(pre + "ffn.w2.weight"), n, d, c.d_ff, c.ffn, optional_param(p, pre + "ffn.w1.bias"),
+                          optional_param(p, pre + "ffn.w3.bias"), optional_param(p, pre + "ffn.w2.bias"));
     for (size_t i = 0; i < x.size(); ++i) x[i] += f[i];
   }
   const Vec hf = rmsnorm_ref(x, p.at("final_norm.weight"), n, d, c.rmsnorm_eps);
@@ -80,10 +90,13 @@ struct GradCase {
   Position position;
   AttentionKind attention = AttentionKind::naive;
   int64_t heads = 2, kv_heads = 0, head_dim = 0;  // 0: the defaults (as many as heads, D / H)
+  bool mlp_bias = false;
+  AttentionBias attention_bias = AttentionBias::none;
 };
 void PrintTo(const GradCase& g, std::ostream* os) {
   *os << ffn_kind_name(g.ffn) << (g.tied ? "_tied" : "_untied") << "_pos_" << position_name(g.position) << "_"
-      << attention_name(g.attention) << "_H" << g.heads << "_KV" << g.kv_heads << "_hd" << g.head_dim;
+      << attention_name(g.attention) << "_H" << g.heads << "_KV" << g.kv_heads << "_hd" << g.head_dim
+      << (g.mlp_bias ? "_mlp_bias" : "") << "_attn_bias_" << enum_name(kAttentionBiases, g.attention_bias);
 }
 
 class WholeModelGradient : public Model, public ::testing::WithParamInterface<GradCase> {};
@@ -100,6 +113,8 @@ TEST_P(WholeModelGradient, EveryParameterMatchesFiniteDifferencesInDouble) {
   c.head_dim = gc.head_dim;
   c.d_ff = 12;
   c.ffn = gc.ffn;
+  c.mlp_bias = gc.mlp_bias;
+  c.attention_bias = gc.attention_bias;
   c.tie_embeddings = gc.tied;
   c.position = gc.position;
   c.rope_theta = 10.0;
@@ -130,6 +145,15 @@ TEST_P(WholeModelGradient, EveryParameterMatchesFiniteDifferencesInDouble) {
           return model_ref_loss(q, c, tokens, targets, b, t);
         },
         ref[p.name]);
+    if (p.name.ends_with("attn.wk.bias") && c.position != Position::rope) {
+      // A key bias adds q·b_k to every score of a row (unrotated: no RoPE): softmax is blind to it, its gradient is
+      // zero up to rounding.
+      for (size_t i = 0; i < fd.size(); ++i) {
+        EXPECT_NEAR(p.grad.data()[i], 0.0, 1e-6) << p.name;
+        EXPECT_NEAR(fd[i], 0.0, 1e-6) << p.name;
+      }
+      continue;
+    }
     EXPECT_LE(rel_err(vec_from(p.grad), fd), 2e-4) << p.name;
   }
 }
@@ -149,7 +173,14 @@ INSTANTIATE_TEST_SUITE_P(
                       GradCase{FfnKind::swiglu, true, Position::learned, AttentionKind::flash, 4, 2, 5},
                       // rotary positions (base 10, so that 5 positions turn far)
                       GradCase{FfnKind::swiglu, false, Position::rope, AttentionKind::naive, 4, 2},
-                      GradCase{FfnKind::silu_mlp, true, Position::rope, AttentionKind::flash, 2, 1, 6}));
+                      GradCase{FfnKind::silu_mlp, true, Position::rope, AttentionKind::flash, 2, 1, 6},
+                      // GELU MLPs (exact and tanh, gated and plain) and biases on every linear (GPT-2's layout)
+                      GradCase{FfnKind::gelu_tanh_mlp, true, Position::learned, AttentionKind::naive, 2, 0, 0, true,
+                               AttentionBias::qkvo},
+                      GradCase{FfnKind::geglu_tanh, true, Position::rope, AttentionKind::flash, 4, 2, 6},
+                      GradCase{FfnKind::gelu_mlp, false, Position::rope, AttentionKind::flash, 4, 1, 0, false,
+                               AttentionBias::qkv},
+                      GradCase{FfnKind::geglu, false, Position::none, AttentionKind::naive, 2, 0, 0, true}));
 
 // ================================================================== training behaviour
 
@@ -642,7 +673,7 @@ TEST(Config, TomlFileIsStrict) {
       {"preset = \"XXL\"\n", {"preset: 'XXL' is not a preset"}},
       {"d_model = \"64\"\n", {"d_model: expected an integer in [1, 65536], got a string"}},
       {"tie_embeddings = 1\n", {"tie_embeddings: expected one of true, false, got an integer"}},
-      {"ffn = true\n", {"ffn: expected one of swiglu, silu_mlp, got a boolean"}},
+      {"ffn = true\n", {"ffn: expected one of swiglu, silu_mlp, geglu", "gelu_tanh_mlp", "got a boolean"}},
       {"lr = 1979-05-27\n", {"lr: expected a number in [0, 10], got a date or time"}},
       {"colour = \"blue\"\n", {"unknown key 'colour'"}},
       {"[" + std::string(100000, 'a') + std::string(1, ']') + "\n", {}},  // long but flat: parses, then unknown

@@ -28,7 +28,7 @@
 #include "ops/residual.h"
 #include "ops/rope.h"
 #include "ops/rmsnorm.h"
-#include "ops/silu.h"
+#include "ops/activation.h"
 #include "runtime/counters.h"
 #include "runtime/machine.h"
 #include "tests/reference.h"
@@ -609,43 +609,82 @@ TEST_F(Ops, RopeScalingFrequenciesLinearAndLlama3) {
   EXPECT_EQ(rope_tables_count(10, dk, l31).other_flops, 3 * 10 * dk / 2 + flops);
 }
 
-TEST_F(Ops, SiluAndSwigluGateElementwise) {
+// Each activation, plain and gated, against float64 (forward) and central differences of the float64 reference
+// (backward), over inputs from −6 to 6 (GELU's tails and the tanh form's knee); counts by the documented figures.
+TEST_F(Ops, ActivationsPlainAndGatedElementwise) {
   const int64_t n = 37;
   const Vec a = random_vec(n, 1, 4.0), bv = random_vec(n, 2, 2.0), r = random_vec(n, 3);
-  Tensor at = tensor_from(a, {n}, Category::activation, "a");
-  Tensor bt = tensor_from(bv, {n}, Category::activation, "b");
-  Tensor out = Tensor::empty({n}, Category::activation, "o");
-  silu_forward(out, at);
-  Vec ref(n);
-  for (int64_t i = 0; i < n; ++i) ref[i] = silu_ref(a[i]);
-  EXPECT_LE(rel_err(vec_from(out), ref), kForwardTol);
-  swiglu_gate_forward(out, at, bt);
-  for (int64_t i = 0; i < n; ++i) ref[i] = silu_ref(a[i]) * bv[i];
-  EXPECT_LE(rel_err(vec_from(out), ref), kForwardTol);
-
-  counters().set_phase(Phase::backward);
-  Tensor rt = tensor_from(r, {n}, Category::temporary, "r");
-  Tensor ga = Tensor::empty({n}, Category::temporary, "ga"), gb = Tensor::empty({n}, Category::temporary, "gb");
-  silu_backward(ga, rt, at);
-  auto silu_loss = [&](const Vec& x) {
-    double s = 0;
-    for (int64_t i = 0; i < n; ++i) s += silu_ref(x[i]) * r[i];
-    return s;
+  struct Figures {
+    Activation act;
+    int64_t value, grad, both;  // FLOPs per element (ops/activation.h)
   };
-  EXPECT_LE(rel_err(vec_from(ga), fd_grad(silu_loss, a)), kGradTol);
-  swiglu_gate_backward(ga, gb, rt, at, bt);
-  auto gate_loss = [&](const Vec& x, const Vec& y) {
-    double s = 0;
-    for (int64_t i = 0; i < n; ++i) s += silu_ref(x[i]) * y[i] * r[i];
-    return s;
-  };
-  EXPECT_LE(rel_err(vec_from(ga), fd_grad([&](const Vec& x) { return gate_loss(x, bv); }, a)), kGradTol);
-  EXPECT_LE(rel_err(vec_from(gb), fd_grad([&](const Vec& y) { return gate_loss(a, y); }, bv)), kGradTol);
+  for (const Figures& fig : {Figures{Activation::silu, 4, 8, 9}, Figures{Activation::gelu, 5, 10, 11},
+                             Figures{Activation::gelu_tanh, 9, 17, 18}}) {
+    const Activation act = fig.act;
+    SCOPED_TRACE(activation_name(act));
+    counters().reset();
+    counters().set_phase(Phase::forward);
+    Tensor at = tensor_from(a, {n}, Category::activation, "a");
+    Tensor bt = tensor_from(bv, {n}, Category::activation, "b");
+    Tensor out = Tensor::empty({n}, Category::activation, "o");
+    activation_forward(act, out, at);
+    Vec ref(n);
+    for (int64_t i = 0; i < n; ++i) ref[i] = activation_ref(act, a[i]);
+    EXPECT_LE(rel_err(vec_from(out), ref), kForwardTol);
+    gated_activation_forward(act, out, at, bt);
+    for (int64_t i = 0; i < n; ++i) ref[i] = activation_ref(act, a[i]) * bv[i];
+    EXPECT_LE(rel_err(vec_from(out), ref), kForwardTol);
 
-  expect_count(counters().get("silu", Phase::forward), 0, 4 * n, 4 * n, 4 * n);
-  expect_count(counters().get("swiglu", Phase::forward), 0, 5 * n, 8 * n, 4 * n);
-  expect_count(counters().get("silu", Phase::backward), 0, 9 * n, 8 * n, 4 * n);
-  expect_count(counters().get("swiglu", Phase::backward), 0, 12 * n, 12 * n, 8 * n);
+    counters().set_phase(Phase::backward);
+    Tensor rt = tensor_from(r, {n}, Category::temporary, "r");
+    Tensor ga = Tensor::empty({n}, Category::temporary, "ga"), gb = Tensor::empty({n}, Category::temporary, "gb");
+    activation_backward(act, ga, rt, at);
+    auto plain_loss = [&](const Vec& x) {
+      double l = 0;
+      for (int64_t i = 0; i < n; ++i) l += activation_ref(act, x[i]) * r[i];
+      return l;
+    };
+    EXPECT_LE(rel_err(vec_from(ga), fd_grad(plain_loss, a)), kGradTol);
+    gated_activation_backward(act, ga, gb, rt, at, bt);
+    auto gate_loss = [&](const Vec& x, const Vec& y) {
+      double l = 0;
+      for (int64_t i = 0; i < n; ++i) l += activation_ref(act, x[i]) * y[i] * r[i];
+      return l;
+    };
+    EXPECT_LE(rel_err(vec_from(ga), fd_grad([&](const Vec& x) { return gate_loss(x, bv); }, a)), kGradTol);
+    EXPECT_LE(rel_err(vec_from(gb), fd_grad([&](const Vec& y) { return gate_loss(a, y); }, bv)), kGradTol);
+
+    const char* plain = activation_op_name(act, false);
+    const char* gated = activation_op_name(act, true);
+    expect_count(counters().get(plain, Phase::forward), 0, fig.value * n, 4 * n, 4 * n);
+    expect_count(counters().get(gated, Phase::forward), 0, (fig.value + 1) * n, 8 * n, 4 * n);
+    expect_count(counters().get(plain, Phase::backward), 0, (fig.grad + 1) * n, 8 * n, 4 * n);
+    expect_count(counters().get(gated, Phase::backward), 0, (fig.both + 3) * n, 12 * n, 8 * n);
+  }
+  EXPECT_STREQ(activation_op_name(Activation::silu, true), "swiglu");
+  EXPECT_STREQ(activation_op_name(Activation::gelu_tanh, true), "geglu");
+  EXPECT_STREQ(activation_op_name(Activation::gelu_tanh, false), "gelu");
+}
+
+// GELU's two forms at known points: x·Φ(x) from the normal CDF's published values (Φ(1) = 0.8413447460685429,
+// Φ(−2) = 0.022750131948179195) and the tanh form's distance from the exact one (below 1e-3 on [−6, 6], the
+// approximation's known bound ≈ 4.7e-4 near ±2).
+TEST_F(Ops, GeluExactAndTanhAtKnownPoints) {
+  const Vec x = {1.0, -2.0, 0.0, 6.0, -6.0};
+  Tensor xt = tensor_from(x, {5}, Category::activation, "x");
+  Tensor exact = Tensor::empty({5}, Category::activation, "e"), approx = Tensor::empty({5}, Category::activation, "t");
+  activation_forward(Activation::gelu, exact, xt);
+  activation_forward(Activation::gelu_tanh, approx, xt);
+  EXPECT_NEAR(exact.data()[0], 0.8413447460685429, 1e-7);
+  EXPECT_NEAR(exact.data()[1], -2.0 * 0.022750131948179195, 1e-7);
+  EXPECT_EQ(exact.data()[2], 0.0f);
+  EXPECT_NEAR(exact.data()[3], 6.0, 1e-6);
+  EXPECT_NEAR(exact.data()[4], 0.0, 1e-7);
+  double worst = 0;
+  for (int i = -600; i <= 600; ++i) worst = std::max(worst, std::fabs(gelu_ref(i / 100.0) - gelu_tanh_ref(i / 100.0)));
+  EXPECT_GT(worst, 1e-4);  // the two are different functions
+  EXPECT_LT(worst, 1e-3);
+  for (int i = 0; i < 5; ++i) EXPECT_NEAR(approx.data()[i], gelu_tanh_ref(x[i]), 1e-6) << x[i];
 }
 
 // ============================================================================================ ffn
@@ -653,54 +692,85 @@ TEST_F(Ops, SiluAndSwigluGateElementwise) {
 struct FfnCase {
   int64_t n, d, f;
   FfnKind kind;
+  bool biased = false;
 };
 void PrintTo(const FfnCase& c, std::ostream* os) {
-  *os << ffn_kind_name(c.kind) << "_N" << c.n << "_D" << c.d << "_F" << c.f;
+  *os << ffn_kind_name(c.kind) << (c.biased ? "_biased" : "") << "_N" << c.n << "_D" << c.d << "_F" << c.f;
 }
 class FfnSweep : public Ops, public ::testing::WithParamInterface<FfnCase> {};
 
 TEST_P(FfnSweep, ForwardBackwardSaved) {
-  const auto [n, d, f, kind] = GetParam();
-  const bool swiglu = kind == FfnKind::swiglu;
+  const auto [n, d, f, kind, biased] = GetParam();
+  const bool gated = ffn_gated(kind);
   const Vec hx = random_vec(n * d, 1), w1 = random_vec(f * d, 2), w3 = random_vec(f * d, 3);
   const Vec w2 = random_vec(d * f, 4), r = random_vec(n * d, 5);
+  const Vec b1 = biased ? random_vec(f, 6) : Vec{}, b3 = biased && gated ? random_vec(f, 7) : Vec{};
+  const Vec b2 = biased ? random_vec(d, 8) : Vec{};
   Tensor ht = tensor_from(hx, {n, d}, Category::activation, "h");
-  Tensor w1t = tensor_from(w1, {f, d}, Category::parameter, "w1");
-  Tensor w3t = swiglu ? tensor_from(w3, {f, d}, Category::parameter, "w3") : Tensor();
-  Tensor w2t = tensor_from(w2, {d, f}, Category::parameter, "w2");
-  Tensor g1 = Tensor::zeros({f, d}, Category::gradient, "g1"), g2 = Tensor::zeros({d, f}, Category::gradient, "g2");
-  Tensor g3 = swiglu ? Tensor::zeros({f, d}, Category::gradient, "g3") : Tensor();
+  auto param = [](const Vec& v, Shape shape, const char* name) {
+    return v.empty() ? Tensor() : tensor_from(v, shape, Category::parameter, name);
+  };
+  auto grad = [](const Vec& v, Shape shape, const char* name) {
+    return v.empty() ? Tensor() : Tensor::zeros(shape, Category::gradient, name);
+  };
+  const FfnWeights w{param(w1, {f, d}, "w1"), gated ? param(w3, {f, d}, "w3") : Tensor(),
+                     param(w2, {d, f}, "w2"), param(b1, {f}, "b1"),
+                     param(b3, {f}, "b3"),    param(b2, {d}, "b2")};
+  const FfnWeights g{grad(w1, {f, d}, "g1"), gated ? grad(w3, {f, d}, "g3") : Tensor(),
+                     grad(w2, {d, f}, "g2"), grad(b1, {f}, "gb1"),
+                     grad(b3, {f}, "gb3"),   grad(b2, {d}, "gb2")};
 
   FfnSaved saved;
-  Tensor out = ffn_forward(saved, ht, w1t, w3t, w2t, kind, "t.ffn");
-  EXPECT_LE(rel_err(vec_from(out), ffn_ref(hx, w1, w3, w2, n, d, f, kind)), kForwardTol * 10);
-  // Documented saved list: swiglu 3 (N, F) activations, silu_mlp 2; the output is a temporary.
+  Tensor out = ffn_forward(saved, ht, w, kind, "t.ffn");
+  EXPECT_LE(rel_err(vec_from(out), ffn_ref(hx, w1, w3, w2, n, d, f, kind, b1, b3, b2)), kForwardTol * 10);
+  // Documented saved list: gated 3 (N, F) activations, plain 2; the output is a temporary.
   const int64_t nf = aligned_size(4 * n * f);
   EXPECT_EQ(tracker().live_bytes_with_prefix("t.ffn.w1_out"), nf);
-  EXPECT_EQ(tracker().live_bytes_with_prefix("t.ffn.w3_out"), swiglu ? nf : 0);
-  EXPECT_EQ(tracker().live_bytes_with_prefix(swiglu ? "t.ffn.gated" : "t.ffn.silu_out"), nf);
-  EXPECT_EQ(tracker().live_bytes_with_prefix("t.ffn."), (swiglu ? 3 : 2) * nf + aligned_size(4 * n * d));
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.ffn.w3_out"), gated ? nf : 0);
+  const char* act = gated                                      ? "t.ffn.gated"
+                    : ffn_activation(kind) == Activation::silu ? "t.ffn.silu_out"
+                                                               : "t.ffn.gelu_out";
+  EXPECT_EQ(tracker().live_bytes_with_prefix(act), nf);
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.ffn."), (gated ? 3 : 2) * nf + aligned_size(4 * n * d));
   EXPECT_EQ(out.category(), Category::temporary);
   out.reset();
 
   Tensor gh = Tensor::empty({n, d}, Category::temporary, "gh");
-  ffn_backward(gh, g1, g3, g2, tensor_from(r, {n, d}, Category::temporary, "gout"), saved, w1t, w3t, w2t);
+  ffn_backward(gh, g, tensor_from(r, {n, d}, Category::temporary, "gout"), saved, w);
   EXPECT_EQ(tracker().live_bytes_with_prefix("t.ffn."), 0);  // everything saved and temporary is gone
 
-  auto loss = [&](const Vec& hh, const Vec& a1, const Vec& a3, const Vec& a2) {
-    return dot(ffn_ref(hh, a1, a3, a2, n, d, f, kind), r);
+  // The loss as a function of each operand in turn (the others fixed), against central differences.
+  std::vector<Vec> at = {hx, w1, w3, w2, b1, b3, b2};
+  auto loss_of = [&](size_t which) {
+    return [&, which](const Vec& x) {
+      std::vector<Vec> v = at;
+      v[which] = x;
+      return dot(ffn_ref(v[0], v[1], v[2], v[3], n, d, f, kind, v[4], v[5], v[6]), r);
+    };
   };
-  EXPECT_LE(rel_err(vec_from(gh), fd_grad([&](const Vec& x) { return loss(x, w1, w3, w2); }, hx)), kGradTol);
-  EXPECT_LE(rel_err(vec_from(g1), fd_grad([&](const Vec& x) { return loss(hx, x, w3, w2); }, w1)), kGradTol);
-  EXPECT_LE(rel_err(vec_from(g2), fd_grad([&](const Vec& x) { return loss(hx, w1, w3, x); }, w2)), kGradTol);
-  if (swiglu) {
-    EXPECT_LE(rel_err(vec_from(g3), fd_grad([&](const Vec& x) { return loss(hx, w1, x, w2); }, w3)), kGradTol);
+  EXPECT_LE(rel_err(vec_from(gh), fd_grad(loss_of(0), hx)), kGradTol);
+  EXPECT_LE(rel_err(vec_from(g.w1), fd_grad(loss_of(1), w1)), kGradTol);
+  if (gated) {
+    EXPECT_LE(rel_err(vec_from(g.w3), fd_grad(loss_of(2), w3)), kGradTol);
+  }
+  EXPECT_LE(rel_err(vec_from(g.w2), fd_grad(loss_of(3), w2)), kGradTol);
+  if (biased) {
+    EXPECT_LE(rel_err(vec_from(g.b1), fd_grad(loss_of(4), b1)), kGradTol);
+    if (gated) {
+      EXPECT_LE(rel_err(vec_from(g.b3), fd_grad(loss_of(5), b3)), kGradTol);
+    }
+    EXPECT_LE(rel_err(vec_from(g.b2), fd_grad(loss_of(6), b2)), kGradTol);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, FfnSweep,
-                         ::testing::Values(FfnCase{3, 4, 6, FfnKind::swiglu}, FfnCase{5, 7, 11, FfnKind::swiglu},
-                                           FfnCase{3, 4, 6, FfnKind::silu_mlp}, FfnCase{5, 7, 11, FfnKind::silu_mlp}));
+                         ::testing::Values(FfnCase{3, 4, 6, FfnKind::swiglu}, FfnCase{5, 7, 11, FfnKind::swiglu, true},
+                                           FfnCase{3, 4, 6, FfnKind::silu_mlp},
+                                           FfnCase{5, 7, 11, FfnKind::silu_mlp, true}, FfnCase{3, 4, 6, FfnKind::geglu},
+                                           FfnCase{5, 7, 11, FfnKind::geglu_tanh, true},
+                                           FfnCase{3, 4, 6, FfnKind::gelu_mlp, true},
+                                           FfnCase{5, 7, 11, FfnKind::gelu_tanh_mlp},
+                                           FfnCase{4, 5, 9, FfnKind::gelu_tanh_mlp, true}));
 
 // ============================================================================================ residual
 
@@ -931,7 +1001,7 @@ TEST_F(Ops, EveryOpAllocatesAndCountsWhatItDeclares) {
     expect_declared_count("attention", Phase::backward, flash_attention_backward_count(sh, act));
     counters().set_phase(Phase::forward);
 
-    for (FfnKind kind : {FfnKind::swiglu, FfnKind::silu_mlp}) {
+    for (FfnKind kind : {FfnKind::swiglu, FfnKind::silu_mlp, FfnKind::geglu_tanh, FfnKind::gelu_mlp}) {
       const Tensor w1 = input({f, d}, "w1", act, 7), w3 = input({f, d}, "w3", act, 8), w2 = input({d, f}, "w2", act, 9);
       const Tensor hh = input({b, t, d}, "h", act, 10);
       FfnSaved ffn;
@@ -941,7 +1011,11 @@ TEST_F(Ops, EveryOpAllocatesAndCountsWhatItDeclares) {
       if (fw.w3_out) forward.push_back(*fw.w3_out);
       forward.push_back(fw.act);
       forward.push_back(fw.out);
-      expect_allocations([&] { out = ffn_forward(ffn, hh, w1, w3, w2, kind, "ffn"); }, "ffn", forward);
+      expect_allocations(
+          [&] {
+            out = ffn_forward(ffn, hh, {w1, w3, w2, Tensor(), Tensor(), Tensor()}, kind, "ffn");
+          },
+          "ffn", forward);
       Tensor gw1 = Tensor::zeros({f, d}, Category::gradient, "gw1"),
              gw3 = Tensor::zeros({f, d}, Category::gradient, "gw3"),
              gw2 = Tensor::zeros({d, f}, Category::gradient, "gw2");
@@ -950,7 +1024,12 @@ TEST_F(Ops, EveryOpAllocatesAndCountsWhatItDeclares) {
       const FfnBackwardTensors bw = ffn_backward_tensors(gh.shape(), f, act, kind);
       std::vector<TensorDecl> backward = {bw.grad_act, bw.grad_w1_out};
       if (bw.grad_w3_out) backward.push_back(*bw.grad_w3_out);
-      expect_allocations([&] { ffn_backward(gh, gw1, gw3, gw2, gout, ffn, w1, w3, w2); }, "ffn", backward);
+      expect_allocations(
+          [&] {
+            ffn_backward(gh, {gw1, gw3, gw2, Tensor(), Tensor(), Tensor()}, gout, ffn,
+                         {w1, w3, w2, Tensor(), Tensor(), Tensor()});
+          },
+          "ffn", backward);
     }
 
     counters().reset();

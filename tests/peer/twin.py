@@ -10,11 +10,12 @@ names, built from a checkpoint's config lines (model/config.h config_overrides):
               attn_logit_softcapping c: scores → c·tanh(scores / c) before the mask, as Hugging Face's eager Gemma-2;
               sliding_window W: key j masked for query i when i − j ≥ W, on every layer or, with
               sliding_window_pattern p ≥ 2, on the layers l with (l + 1) % p ≠ 0)
-              x = x + w2 · (silu(w1·n) ⊙ w3·n)   or   w2 · silu(w1·n)           (swiglu / silu_mlp), n = rmsnorm(x)
+              x = x + w2 · (act(w1·n) ⊙ w3·n)   or   w2 · act(w1·n)     (gated: swiglu, geglu, geglu_tanh / plain:
+              silu_mlp, gelu_mlp, gelu_tanh_mlp; act = F.silu, F.gelu, F.gelu(approximate="tanh")), n = rmsnorm(x)
   logits = lm_head · rmsnorm(x)   (lm_head = tok_emb when tied; final_logit_softcapping c: c·tanh(logits / c));
   loss = mean cross-entropy
 RMSNorm: x / sqrt(mean(x²) + eps) · g. Biases only where attention_bias puts them (qkv: q, k, v as Qwen2; qkvo: and
-o); no dropout.
+o) and mlp_bias (w1, w3, w2); no dropout.
 """
 import math
 
@@ -95,28 +96,34 @@ class Attention(nn.Module):
         return self.wo((probs @ v).transpose(1, 2).reshape(b, t, self.heads * dk))
 
 
+ACTIVATIONS = {"swiglu": F.silu, "silu_mlp": F.silu, "geglu": F.gelu, "gelu_mlp": F.gelu,
+               "geglu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+               "gelu_tanh_mlp": lambda x: F.gelu(x, approximate="tanh")}
+
+
 class Ffn(nn.Module):
-    def __init__(self, d, d_ff, swiglu):
+    def __init__(self, d, d_ff, kind, bias):
         super().__init__()
-        self.swiglu = swiglu
-        self.w1 = nn.Linear(d, d_ff, bias=False)
-        if swiglu:
-            self.w3 = nn.Linear(d, d_ff, bias=False)
-        self.w2 = nn.Linear(d_ff, d, bias=False)
+        self.gated = kind in ("swiglu", "geglu", "geglu_tanh")
+        self.act = ACTIVATIONS[kind]
+        self.w1 = nn.Linear(d, d_ff, bias=bias)
+        if self.gated:
+            self.w3 = nn.Linear(d, d_ff, bias=bias)
+        self.w2 = nn.Linear(d_ff, d, bias=bias)
 
     def forward(self, h):
-        a = F.silu(self.w1(h))
-        return self.w2(a * self.w3(h) if self.swiglu else a)
+        a = self.act(self.w1(h))
+        return self.w2(a * self.w3(h) if self.gated else a)
 
 
 class Layer(nn.Module):
-    def __init__(self, d, heads, kv_heads, head_dim, d_ff, swiglu, eps, rope_inv_freq=None, window=0, softcap=0.0,
-                 bias="none"):
+    def __init__(self, d, heads, kv_heads, head_dim, d_ff, ffn, eps, rope_inv_freq=None, window=0, softcap=0.0,
+                 bias="none", mlp_bias=False):
         super().__init__()
         self.attn_norm = RMSNorm(d, eps)
         self.attn = Attention(d, heads, kv_heads, head_dim, rope_inv_freq, window, softcap, bias)
         self.ffn_norm = RMSNorm(d, eps)
-        self.ffn = Ffn(d, d_ff, swiglu)
+        self.ffn = Ffn(d, d_ff, ffn, mlp_bias)
 
     def forward(self, x):
         x = x + self.attn(self.attn_norm(x)).float()
@@ -143,8 +150,9 @@ class ReckonTwin(nn.Module):
         def layer_window(l):  # every p-th layer global (Hugging Face's sliding_window_pattern)
             return 0 if pattern >= 2 and (l + 1) % pattern == 0 else window
 
-        self.layers = nn.ModuleList(Layer(d, heads, kv_heads, head_dim, int(cfg["d_ff"]), cfg["ffn"] == "swiglu", eps,
-                                          inv_freq, layer_window(l), softcap, cfg.get("attention_bias", "none"))
+        self.layers = nn.ModuleList(Layer(d, heads, kv_heads, head_dim, int(cfg["d_ff"]), cfg["ffn"], eps,
+                                          inv_freq, layer_window(l), softcap, cfg.get("attention_bias", "none"),
+                                          cfg.get("mlp_bias", "false") == "true")
                                     for l in range(int(cfg["num_layers"])))
         self.final_norm = RMSNorm(d, eps)
         if not self.tied:
