@@ -108,7 +108,8 @@ void compute_parameters(EstimateResult& r) {
                   !m.mlp_bias     ? ""
                   : ffn_mats == 3 ? " + L·(2·d_ff + D) (biases)"
                                   : " + L·(d_ff + D) (biases)"));
-  add("RMSNorm gains", ParamRole::norm_gain, "L·2·D + D");
+  add(m.norm == NormKind::layernorm ? "LayerNorm gains" : "RMSNorm gains", ParamRole::norm_gain, "L·2·D + D");
+  if (m.norm_bias) add("LayerNorm biases", ParamRole::norm_bias, "L·2·D + D");
   add("LM head", ParamRole::lm_head, m.tie_embeddings ? "tied to the embedding" : "V·D (untied)");
 }
 

@@ -144,7 +144,8 @@ void print_details(const Result& r) {
 }
 
 // Each shape (with grouped K/V heads and head widths ≠ D / H among them) × 2 ffn kinds (all six across the shapes,
-// one of each shape's two with mlp_bias) × tied × position in every precision
+// one of each shape's two with mlp_bias; LayerNorm on every other shape, with and without its bias) × tied × position
+// in every precision
 // (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads)) with both attentions (naive, flash) and the three recomputes
 // (none, attention, full). Positions none, learned and rope (rope where the head width is even: all shapes but the
 // d_k = 1 one; the untied ones with llama3 frequency scaling). Attention biases on q, k, v (Qwen2) and on o too in
@@ -185,6 +186,8 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
           const Shape& s = shapes[si];
           const FfnKind ffn = kFfnKinds[(2 * si + k) % std::size(kFfnKinds)].value;
           const bool mlp_bias = (si + k) % 2 == 1;
+          // LayerNorm on every other shape, with its bias on one of the two kinds (with mlp_bias on some: GPT-2's).
+          const bool layernorm = si % 2 == 0, norm_bias = layernorm && (si / 2 + k) % 2 == 0;
           const int64_t head_width = s.head_dim > 0 ? s.head_dim : s.d / s.h;
           if (pos == Position::rope && head_width % 2 != 0) continue;  // RoPE turns pairs
           const bool scored = s.every_position || pos == Position::rope;
@@ -216,7 +219,9 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
                                                  .sliding_window = scored ? s.window : 0,
                                                  .sliding_window_pattern = scored ? s.pattern : 0,
                                                  .attn_logit_softcapping = scored ? s.cap : 0,
-                                                 .final_logit_softcapping = scored ? s.logit_cap : 0},
+                                                 .final_logit_softcapping = scored ? s.logit_cap : 0,
+                                                 .norm = layernorm ? NormKind::layernorm : NormKind::rmsnorm,
+                                                 .norm_bias = norm_bias},
                                       RunSettings{.batch_size = s.b,
                                                   .precision = precision,
                                                   .grad_dtype = grads,

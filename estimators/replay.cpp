@@ -21,7 +21,7 @@
 #include "ops/linear.h"
 #include "ops/flash_attention.h"
 #include "ops/residual.h"
-#include "ops/rmsnorm.h"
+#include "ops/norm.h"
 #include "ops/rope.h"
 #include "ops/activation.h"
 #include "optim/adamw.h"
@@ -59,6 +59,14 @@ struct TensorNameHash {
   }
 };
 TensorName top(std::string_view suffix) { return {kTop, suffix}; }
+
+// The runtime's names of a norm's output and statistics (mean: layernorm only).
+struct NormNames {
+  const char *out, *mean, *rstd;
+};
+constexpr NormNames kAttnNorm{"attn_norm.out", "attn_norm.mean", "attn_norm.rstd"};
+constexpr NormNames kFfnNorm{"ffn_norm.out", "ffn_norm.mean", "ffn_norm.rstd"};
+constexpr NormNames kFinalNorm{"final_norm.out", "final_norm.mean", "final_norm.rstd"};
 
 // Integer replay of allocations and frees: current bytes per category, the peak (first moment reached), and
 // the live set at that moment. Every size is CheckedInt arithmetic: a config whose bytes do not fit int64
@@ -420,12 +428,23 @@ class StepReplay {
     alloc(name, cast_tensor({n_, d_}, A, Category::temporary));
     count("cast", cast_count(n_ * d_, F32, A));
   }
-  // `out`, `rstd`: the runtime's names of the norm's ".out" and ".rstd".
-  void rmsnorm(int32_t layer, const char* out, const char* rstd) {
-    const RmsnormTensors t = rmsnorm_forward_tensors({n_, d_}, A);
-    alloc({layer, out}, t.out);
-    alloc({layer, rstd}, t.rstd);
-    count("rmsnorm", rmsnorm_forward_count(n_, d_, P, A));
+  // A norm's forward: its output and statistics (ops/norm.h: rmsnorm's rstd, layernorm's mean and rstd) under the
+  // runtime's names.
+  void norm(int32_t layer, const NormNames& names) {
+    const std::vector<TensorDecl> t = norm_forward_tensors(c_.norm, {n_, d_}, A);
+    alloc({layer, names.out}, t[0]);
+    if (layernorm) alloc({layer, names.mean}, t[1]);
+    alloc({layer, names.rstd}, t.back());
+    count(norm_op, norm_forward_count(c_.norm, n_, d_, c_.norm_bias, P, A));
+  }
+  // Its backward (dX written, or accumulated into the residual gradient); the statistics are freed by the caller in
+  // the runtime's order (free_norm_stats).
+  void norm_bwd(bool accumulate) {
+    count(norm_op, norm_backward_count(c_.norm, n_, d_, c_.norm_bias, accumulate, P, G));
+  }
+  void free_norm_stats(int32_t layer, const NormNames& names) {
+    if (layernorm) r_.free({layer, names.mean});
+    r_.free({layer, names.rstd});
   }
 
   void forward();
@@ -452,6 +471,8 @@ class StepReplay {
   const bool mixed, flash, gated;
   const Activation act_fn;  // the ffn's activation
   const bool rope, recompute_attention, recompute_full;
+  const bool layernorm = c_.norm == NormKind::layernorm;
+  const char* const norm_op = layernorm ? "layernorm" : "rmsnorm";
   const char* const gate;        // the ffn's saved activation
   const char* const core_saved;  // what the attention core keeps beyond q, k, v
   // ZeRO (optim/zero.h): stage ≥ 1 keeps the optimizer state of this rank's segments only, stage ≥ 2 the
@@ -584,7 +605,13 @@ void StepReplay::attention_core(int32_t i) {
 // order: the norms', the linears' inputs, the attention core's, the ffn's), and a tensor goes when its last holder
 // lets go.
 std::vector<const char*> StepReplay::block_saved() const {
-  std::vector<const char*> saved = {"attn_norm.rstd", "attn_residual", "ffn_norm.rstd", "attn_norm.out"};
+  std::vector<const char*> saved;
+  if (layernorm) saved.push_back(kAttnNorm.mean);
+  saved.push_back(kAttnNorm.rstd);
+  saved.push_back("attn_residual");  // the ffn norm's input
+  if (layernorm) saved.push_back(kFfnNorm.mean);
+  saved.push_back(kFfnNorm.rstd);
+  saved.push_back(kAttnNorm.out);
   if (flash) {
     for (const char* s : {"attn.q", "attn.k", "attn.v", "attn.ctx"}) saved.push_back(s);
   } else {
@@ -601,7 +628,7 @@ std::vector<const char*> StepReplay::block_saved() const {
 // recompute = full.
 void StepReplay::block_forward(int32_t i) {
   const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
-  rmsnorm(i, "attn_norm.out", "attn_norm.rstd");
+  norm(i, kAttnNorm);
   for (const auto& [weight, bias, out, width] :
        {std::tuple{w.wq, w.bq, "attn.q", qw_}, std::tuple{w.wk, w.bk, "attn.k", kvw_},
         std::tuple{w.wv, w.bv, "attn.v", kvw_}}) {
@@ -622,7 +649,7 @@ void StepReplay::block_forward(int32_t i) {
   alloc({i, "attn_residual"}, residual_forward_tensor({n_, d_}));
   count("residual", residual_forward_count(n_ * d_));
   r_.free({i, "attn.out"});
-  rmsnorm(i, "ffn_norm.out", "ffn_norm.rstd");
+  norm(i, kFfnNorm);
   ffn_weights(w);
   const FfnForwardTensors ft = ffn_forward_tensors({n_, d_}, f_, A, c_.ffn);
   lin_fwd({i, "ffn.w1_out"}, ft.w1_out.category, ft.w1_out.dtype, d_, f_, "linear", w.b1 >= 0);
@@ -663,7 +690,7 @@ void StepReplay::forward() {
     release(i + 1);
   }
   gather_head();
-  rmsnorm(kTop, "final_norm.out", "final_norm.rstd");
+  norm(kTop, kFinalNorm);
   cache_weight(layout.lm_head);
   lin_fwd(top("lm_head.logits"), Category::activation, A, d_, v_, "lm_head");
   release_head();
@@ -707,9 +734,9 @@ void StepReplay::ffn_backward(int32_t i) {
   release_bias(w.b3);
   release_weight(w.w1);
   release_bias(w.b1);
-  count("rmsnorm", rmsnorm_backward_count(n_, d_, true, P, G));
+  norm_bwd(true);
   r_.free({i, "attn_residual"});  // ffn norm's saved input
-  r_.free({i, "ffn_norm.rstd"});
+  free_norm_stats(i, kFfnNorm);
   r_.free({i, "ffn_norm.grad_out"});
 }
 
@@ -777,7 +804,7 @@ void StepReplay::attention_backward(int32_t i) {
   release_weight(w.wv);
   release_bias(w.bv);
   r_.free({i, "attn.grad_v"});
-  count("rmsnorm", rmsnorm_backward_count(n_, d_, true, P, G));
+  norm_bwd(true);
 }
 
 void StepReplay::backward() {
@@ -794,10 +821,10 @@ void StepReplay::backward() {
   release_weight(layout.lm_head);
   r_.free(top("lm_head.logits"));  // the buffer that held probs, then dlogits
   r_.alloc(top("residual.grad"), Category::temporary, n * d);
-  count("rmsnorm", rmsnorm_backward_count(n_, d_, false, P, G));
+  norm_bwd(false);
   const int32_t last = static_cast<int32_t>(c_.num_layers) - 1;
   r_.free({last, "ffn_residual"});  // final norm's saved input
-  r_.free(top("final_norm.rstd"));
+  free_norm_stats(kTop, kFinalNorm);
   r_.free(top("final_norm.grad_out"));
   release_head();
   reduce_grads(head_unit);
@@ -813,7 +840,7 @@ void StepReplay::backward() {
     ffn_backward(i);
     attention_backward(i);
     r_.free(i == 0 ? top("tok_emb.out") : TensorName{i - 1, "ffn_residual"});  // the layer's input
-    r_.free({i, "attn_norm.rstd"});
+    free_norm_stats(i, kAttnNorm);
     release(i + 1);
     reduce_grads(i + 1);
     r_.free({i, "attn_norm.grad_out"});

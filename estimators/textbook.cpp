@@ -24,16 +24,21 @@ std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
   // implementation's q and context are B·T·H·head_dim, k and v B·T·KV·head_dim.
   const CheckedInt btq = bt * c.q_width(), btkv = bt * c.kv_width();
   const bool gated = ffn_gated(c.ffn), flash = c.attention == AttentionKind::flash;
+  const bool ln = c.norm == NormKind::layernorm;
+  const std::string norm = ln ? "LayerNorm" : "RMSNorm";
   const bool silu = ffn_activation(c.ffn) == Activation::silu;
   const char* act = silu ? "SiLU" : "GELU";
   const std::string act_row = gated ? fmt::format("{} (gated: {})", act, silu ? "SwiGLU" : "GeGLU") : act;
   const std::vector<CheckedRow> checked = {
-      {"RMSNorm outputs (2 per block)", l * 2 * btd, "layers.*.attn_norm.out, layers.*.ffn_norm.out", l * 2 * btd,
+      {norm + " outputs (2 per block)", l * 2 * btd, "layers.*.attn_norm.out, layers.*.ffn_norm.out", l * 2 * btd,
        "same: the inputs of the projections"},
-      {"(not listed) RMSNorm 1/rms", 0, "layers.*.attn_norm.rstd, layers.*.ffn_norm.rstd", l * 2 * bt,
-       "RMSNorm backward needs 1/rms per row"},
-      {"(not listed) RMSNorm inputs", 0, "layer input, layers.*.attn_residual", l * 2 * btd,
-       "RMSNorm backward needs its input x (the residual stream)"},
+      ln ? CheckedRow{"(not listed) LayerNorm mean and 1/σ", 0,
+                      "layers.*.attn_norm.{mean,rstd}, layers.*.ffn_norm.{mean,rstd}", l * 4 * bt,
+                      "LayerNorm backward needs the mean and 1/σ per row"}
+         : CheckedRow{"(not listed) RMSNorm 1/rms", 0, "layers.*.attn_norm.rstd, layers.*.ffn_norm.rstd", l * 2 * bt,
+                      "RMSNorm backward needs 1/rms per row"},
+      {"(not listed) " + norm + " inputs", 0, "layer input, layers.*.attn_residual", l * 2 * btd,
+       norm + " backward needs its input x (the residual stream)"},
       {"QKV projections", l * 3 * btd, "layers.*.attn.q, .k, .v", l * (btq + 2 * btkv),
        c.kv_width() == c.d_model && c.q_width() == c.d_model
            ? "same: attention backward needs Q, K, V"
@@ -54,8 +59,10 @@ std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
               : "layers.*.ffn.gelu_out",
        l * btf, "same: the input of W2"},
       {"W2 matrix multiply", l * btd, "— (temporary)", 0, "added into the residual stream; nothing saves it"},
-      {"final RMSNorm", btd, "final_norm.out (+ .rstd, + its input)", 2 * btd + bt,
-       "output for the head; input and 1/rms for the norm's backward"},
+      ln ? CheckedRow{"final LayerNorm", btd, "final_norm.out (+ .mean, .rstd, + its input)", 2 * btd + 2 * bt,
+                      "output for the head; input, mean and 1/σ for the norm's backward"}
+         : CheckedRow{"final RMSNorm", btd, "final_norm.out (+ .rstd, + its input)", 2 * btd + bt,
+                      "output for the head; input and 1/rms for the norm's backward"},
       {"output embedding (logits)", b * t * v, "lm_head.logits", b * t * v, "same"},
       {"cross-entropy on logits", b * t * v, "— (in place)", 0,
        "softmax written over the logits buffer, then dlogits over it: one logits-sized buffer"},

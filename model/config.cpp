@@ -223,7 +223,12 @@ const std::vector<FieldSpec>& fields() {
     f.push_back(real_field("final_logit_softcapping", model, m, &M::final_logit_softcapping, {0, 1e6},
                            " (0 = none; logits → c·tanh(x / c))"));
     f.push_back(integer_field("batch_size", model, m, &M::batch_size, 1, 1 << 16));
-    f.push_back(real_field("rmsnorm_eps", model, m, &M::rmsnorm_eps, {0, 1, true, false}));
+    f.push_back(choice_field("norm", &M::norm, kNormKinds, " (rmsnorm: LLaMA; layernorm: GPT-2, Falcon)"));
+    f.push_back({"norm_bias", model, Kind::boolean, "one of true, false (LayerNorm's bias; layernorm only)",
+                 std::nullopt,
+                 [](TrainConfig& c, std::string_view k, std::string_view v) { c.model.norm_bias = parse_bool(k, v); },
+                 [](const TrainConfig& c) { return std::string(c.model.norm_bias ? "true" : "false"); }, nullptr});
+    f.push_back(real_field("norm_eps", model, m, &M::norm_eps, {0, 1, true, false}));
     f.push_back(choice_field("precision", &M::precision, kPrecisions));
     f.push_back(choice_field("grad_dtype", &M::grad_dtype, kGradDTypes, " (bf16 only with precision = bf16)"));
     f.push_back(choice_field("attention", &M::attention, kAttentionKinds));
@@ -251,7 +256,13 @@ const std::vector<FieldSpec>& fields() {
   return table;
 }
 
+// Keys renamed since checkpoints were first written, still read under their old names.
+constexpr std::pair<std::string_view, std::string_view> kOldKeys[] = {{"rmsnorm_eps", "norm_eps"}};
+
 const FieldSpec* find_field(std::string_view key) {
+  for (const auto& [old_key, key_now] : kOldKeys) {
+    if (key == old_key) key = key_now;
+  }
   for (const FieldSpec& f : fields()) {
     if (key == f.key) return &f;
   }
@@ -600,6 +611,9 @@ void validate(const TrainConfig& c) {
   check_arg(m.rope_scaling != RopeScaling::llama3 || m.rope_high_freq_factor > m.rope_low_freq_factor,
             "rope_high_freq_factor: {} must be above rope_low_freq_factor {} (llama3 scaling blends between them)",
             m.rope_high_freq_factor, m.rope_low_freq_factor);
+  check_arg(!m.norm_bias || m.norm == NormKind::layernorm,
+            "norm_bias: true needs norm = layernorm (norm {} has no bias); allowed with rmsnorm: false",
+            norm_kind_name(m.norm));
   check_arg(m.sliding_window_pattern != 1,
             "sliding_window_pattern: 1 would make every layer global; allowed: 0 (every layer uses sliding_window) or "
             "an integer in [2, 1024] (every p-th layer global)");
@@ -674,9 +688,9 @@ std::string describe(const ModelConfig& m) {
   if (m.attn_logit_softcapping > 0) heads += fmt::format(", score cap {}", m.attn_logit_softcapping);
   if (m.final_logit_softcapping > 0) heads += fmt::format(", logit cap {}", m.final_logit_softcapping);
   return fmt::format(
-      "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}{}, {}, position {}, B {}, {}, attention {}{}{}", m.vocab_size,
+      "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}{}, {}{}, {}, position {}, B {}, {}, attention {}{}{}", m.vocab_size,
       m.context_length, m.num_layers, m.d_model, heads, m.d_ff, ffn_kind_name(m.ffn), m.mlp_bias ? " (biases)" : "",
-      m.tie_embeddings ? "tied" : "untied",
+      norm_kind_name(m.norm), m.norm_bias ? " (bias)" : "", m.tie_embeddings ? "tied" : "untied",
       m.position != Position::rope ? std::string(position_name(m.position))
       : m.rope_scaling == RopeScaling::none
           ? fmt::format("rope (θ {})", m.rope_theta)

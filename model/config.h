@@ -12,6 +12,7 @@
 #include "model/precision.h"
 #include "ops/attention.h"
 #include "ops/ffn.h"
+#include "ops/norm.h"
 #include "ops/rope.h"
 
 namespace reckon {
@@ -81,7 +82,12 @@ struct ModelShape {
   // Gemma-2's soft-capping, 0 = none: each attention score s becomes c·tanh(s / c) before the softmax
   // (attn_logit_softcapping), each output logit likewise before the loss (final_logit_softcapping).
   double attn_logit_softcapping = 0, final_logit_softcapping = 0;
-  double rmsnorm_eps = 1e-5;
+  // The normalisation (ops/norm.h): rmsnorm (LLaMA) or layernorm (GPT-2, Falcon), norm_bias = LayerNorm's β
+  // (nn.LayerNorm's bias; refused with rmsnorm); eps inside the square root of both (Hugging Face's rms_norm_eps,
+  // layer_norm_epsilon).
+  NormKind norm = NormKind::rmsnorm;
+  bool norm_bias = false;
+  double norm_eps = 1e-5;
 
   RopeFrequencies rope_frequencies() const {
     return {rope_theta,           rope_scaling,          rope_factor,

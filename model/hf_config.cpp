@@ -250,7 +250,7 @@ void map_llama_family(Keys& k, const std::string& type, ModelConfig& m) {
   m.context_length = k.required("max_position_embeddings");
   m.num_kv_heads = k.integer("num_key_value_heads").value_or(0);  // absent: as many as the query heads
   m.head_dim = k.integer("head_dim").value_or(0);                 // absent: hidden_size / num_attention_heads
-  m.rmsnorm_eps = k.number("rms_norm_eps").value_or(1e-6);
+  m.norm_eps = k.number("rms_norm_eps").value_or(1e-6);
   m.rope_theta = k.number("rope_theta").value_or(10000.0);
   m.tie_embeddings = k.boolean("tie_word_embeddings").value_or(false);
   m.position = Position::rope;

@@ -5,7 +5,7 @@
 //   llama, mistral, phi3 (phi3's fused qkv_proj and gate_up_proj hold the same weights as separate matrices):
 //     vocab_size, hidden_size → d_model, intermediate_size → d_ff, num_hidden_layers → num_layers,
 //     num_attention_heads → num_heads, num_key_value_heads → num_kv_heads (absent: = num_heads), head_dim (absent:
-//     hidden_size / num_attention_heads), max_position_embeddings → context_length, rms_norm_eps → rmsnorm_eps
+//     hidden_size / num_attention_heads), max_position_embeddings → context_length, rms_norm_eps → norm_eps
 //     (absent: 1e-6, as LlamaConfig), rope_theta (absent: 10000), rope_scaling (null, or rope_type / type linear
 //     with factor, or llama3 with factor, low_freq_factor, high_freq_factor, original_max_position_embeddings →
 //     the rope_* fields; other kinds refused), tie_word_embeddings → tie_embeddings (absent:

@@ -57,6 +57,7 @@ ParameterLayout parameter_layout(const ModelShape& c) {
     open_unit();
     LayerParamIndex x;
     x.attn_norm = add("attn_norm.weight", i, ParamRole::norm_gain, d);
+    if (c.norm_bias) x.attn_norm_bias = add("attn_norm.bias", i, ParamRole::norm_bias, d);
     x.wq = add("attn.wq.weight", i, ParamRole::attention, qw, d);
     if (c.qkv_bias()) x.bq = add("attn.wq.bias", i, ParamRole::attention, qw);
     x.wk = add("attn.wk.weight", i, ParamRole::attention, kvw, d);
@@ -66,6 +67,7 @@ ParameterLayout parameter_layout(const ModelShape& c) {
     x.wo = add("attn.wo.weight", i, ParamRole::attention, d, qw);
     if (c.o_bias()) x.bo = add("attn.wo.bias", i, ParamRole::attention, d);
     x.ffn_norm = add("ffn_norm.weight", i, ParamRole::norm_gain, d);
+    if (c.norm_bias) x.ffn_norm_bias = add("ffn_norm.bias", i, ParamRole::norm_bias, d);
     x.w1 = add("ffn.w1.weight", i, ParamRole::ffn, f, d);
     if (c.mlp_bias) x.b1 = add("ffn.w1.bias", i, ParamRole::ffn, f);
     if (ffn_gated(c.ffn)) x.w3 = add("ffn.w3.weight", i, ParamRole::ffn, f, d);
@@ -77,6 +79,7 @@ ParameterLayout parameter_layout(const ModelShape& c) {
   }
   open_unit();
   l.final_norm = add("final_norm.weight", -1, ParamRole::norm_gain, d);
+  if (c.norm_bias) l.final_norm_bias = add("final_norm.bias", -1, ParamRole::norm_bias, d);
   l.lm_head = c.tie_embeddings ? l.tok_emb : add("lm_head.weight", -1, ParamRole::lm_head, v, d);
   close_unit();
   return l;

@@ -19,7 +19,7 @@ namespace reckon {
 // What a parameter is for: its initialisation (gains are ones, biases zeros, matrices N(0, 0.02²)), whether amp-bf16
 // casts it to a bf16 copy for a matmul (biases too, as autocast's F.linear), and which row of `estimate`'s parameter
 // table it counts in (attention biases: the attention row).
-enum class ParamRole { token_embedding, position_embedding, norm_gain, attention, ffn, lm_head };
+enum class ParamRole { token_embedding, position_embedding, norm_gain, norm_bias, attention, ffn, lm_head };
 
 struct ParamSpec {
   const char* suffix;  // the key within its layer ("attn.wq.weight"), or the whole key outside layers (a literal)
@@ -31,15 +31,18 @@ struct ParamSpec {
   std::string name() const;       // the state-dict key: "tok_emb.weight", "layers.3.attn.wq.weight"
   Shape shape() const;
   int64_t numel() const { return dims[0] * dims[1]; }  // checked when the layout is built
-  bool is_matmul_weight() const { return role != ParamRole::norm_gain && role != ParamRole::position_embedding; }
-  bool is_bias() const { return rank == 1 && role != ParamRole::norm_gain; }
+  bool is_matmul_weight() const {
+    return role != ParamRole::norm_gain && role != ParamRole::norm_bias && role != ParamRole::position_embedding;
+  }
+  bool is_bias() const { return rank == 1 && role != ParamRole::norm_gain; }  // a linear's or a norm's: zeros at init
 };
 
 // The parameters of one layer, as indices into ParameterLayout::params (-1: absent, e.g. w3 in a plain MLP).
 struct LayerParamIndex {
   int attn_norm = -1, wq = -1, wk = -1, wv = -1, wo = -1, ffn_norm = -1, w1 = -1, w3 = -1, w2 = -1;
-  int bq = -1, bk = -1, bv = -1, bo = -1;  // attention biases (attention_bias)
-  int b1 = -1, b3 = -1, b2 = -1;           // FFN biases (mlp_bias; b3 only when gated)
+  int bq = -1, bk = -1, bv = -1, bo = -1;       // attention biases (attention_bias)
+  int b1 = -1, b3 = -1, b2 = -1;                // FFN biases (mlp_bias; b3 only when gated)
+  int attn_norm_bias = -1, ffn_norm_bias = -1;  // LayerNorm's β (norm_bias)
 };
 
 struct ParameterLayout {
@@ -48,7 +51,7 @@ struct ParameterLayout {
   // final_norm and reads unit 0's tok_emb.
   std::vector<std::pair<int, int>> units;
   std::vector<LayerParamIndex> layers;
-  int tok_emb = -1, pos_emb = -1, final_norm = -1;
+  int tok_emb = -1, pos_emb = -1, final_norm = -1, final_norm_bias = -1;
   int lm_head = -1;  // = tok_emb when the embeddings are tied
   int head_unit() const { return static_cast<int>(units.size()) - 1; }
 

@@ -102,10 +102,11 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
   LayerSaved& s = saved_[i];
   const std::string p = fmt::format("layers.{}.", i);
   const DType act = dtypes_.act;
-  const float eps = static_cast<float>(c.rmsnorm_eps);
+  const float eps = static_cast<float>(c.norm_eps);
   Tensor x_mid;
   {
-    Tensor h = rmsnorm_forward(s.attn_norm, x, w(l.attn_norm), eps, p + "attn_norm", act);
+    Tensor h =
+        norm_forward(c.norm, s.attn_norm, x, w(l.attn_norm), w_or_none(l.attn_norm_bias), eps, p + "attn_norm", act);
     const Tensor& wq = matmul_weight(l.wq);
     Tensor q = linear_forward(s.wq, h, wq, p + "attn.q", act, Category::activation, "linear", bias(l.bq));
     const Tensor& wk = matmul_weight(l.wk);
@@ -122,7 +123,8 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
     Tensor proj = linear_forward(s.wo, ctx, wo, p + "attn.out", DType::f32, Category::temporary, "linear", bias(l.bo));
     x_mid = residual_forward(x, proj, p + "attn_residual");
   }
-  Tensor h2 = rmsnorm_forward(s.ffn_norm, x_mid, w(l.ffn_norm), eps, p + "ffn_norm", act);
+  Tensor h2 =
+      norm_forward(c.norm, s.ffn_norm, x_mid, w(l.ffn_norm), w_or_none(l.ffn_norm_bias), eps, p + "ffn_norm", act);
   const FfnWeights fw{matmul_weight(l.w1), l.w3 >= 0 ? matmul_weight(l.w3) : Tensor(),
                       matmul_weight(l.w2), bias(l.b1),
                       bias(l.b3),          bias(l.b2)};
@@ -177,7 +179,7 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
   tokens_ = tokens;
 
   const DType act = dtypes_.act;
-  const float eps = static_cast<float>(c.rmsnorm_eps);
+  const float eps = static_cast<float>(c.norm_eps);
   // The residual stream x is float32 in every precision; norms write the bf16 region's dtype.
   gather(0);
   Tensor x = embedding_forward(tokens, w(layout_.tok_emb), "tok_emb.out");
@@ -198,7 +200,8 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
     x = std::move(out);
   }
   gather_head();
-  Tensor hf = rmsnorm_forward(final_norm_saved_, x, w(layout_.final_norm), eps, "final_norm", act);
+  Tensor hf = norm_forward(c.norm, final_norm_saved_, x, w(layout_.final_norm), w_or_none(layout_.final_norm_bias), eps,
+                           "final_norm", act);
   x.reset();
   const Tensor& head = matmul_weight(layout_.lm_head);
   Tensor logits = linear_forward(lm_head_saved_, hf, head, "lm_head.logits", act, Category::activation, "lm_head");
@@ -228,7 +231,8 @@ void Transformer::backward() {
   // The residual stream's gradient: one buffer, written by the final norm, then accumulated into by every
   // branch on the way down.
   Tensor grad_x = Tensor::empty({b, t, d}, Category::temporary, "residual.grad");
-  rmsnorm_backward(grad_x, g(layout_.final_norm), grad_hf, final_norm_saved_, w(layout_.final_norm), false);
+  norm_backward(grad_x, g(layout_.final_norm), g_or_none(layout_.final_norm_bias), grad_hf, final_norm_saved_,
+                w(layout_.final_norm), false);
   grad_hf.reset();
   release_head();
   if (hooks_) hooks_->reduce_grads(head_unit);
@@ -265,7 +269,7 @@ void Transformer::backward() {
       release_bias(l.b3);
       release_matmul_weight(l.w1);
       release_bias(l.b1);
-      rmsnorm_backward(grad_x, g(l.ffn_norm), grad_h2, s.ffn_norm, w(l.ffn_norm), true);
+      norm_backward(grad_x, g(l.ffn_norm), g_or_none(l.ffn_norm_bias), grad_h2, s.ffn_norm, w(l.ffn_norm), true);
     }
     const DType act = dtypes_.act;
     const int64_t qw = config_.q_width(), kvw = config_.kv_width();
@@ -305,7 +309,7 @@ void Transformer::backward() {
     release_matmul_weight(l.wv);
     release_bias(l.bv);
     grad_v.reset();
-    rmsnorm_backward(grad_x, g(l.attn_norm), grad_h, s.attn_norm, w(l.attn_norm), true);
+    norm_backward(grad_x, g(l.attn_norm), g_or_none(l.attn_norm_bias), grad_h, s.attn_norm, w(l.attn_norm), true);
     release(unit);
     if (hooks_) hooks_->reduce_grads(unit);
   }

@@ -1,10 +1,11 @@
 // The pre-norm transformer LM, on reckon's ops:
 //   x = tok_emb[tokens] (+ pos_emb[t])
-//   for each layer:  x = x + wo · attention(wq·n, wk·n, wv·n),  n = rmsnorm(x)
-//                    x = x + ffn(rmsnorm(x))                      (swiglu or silu_mlp)
-//   logits = lm_head · rmsnorm(x)  (lm_head = tok_emb when tied);  loss = cross_entropy(logits, targets)
+//   for each layer:  x = x + wo · attention(wq·n, wk·n, wv·n),  n = norm(x)
+//                    x = x + ffn(norm(x))                         (ops/ffn.h: gated or plain, silu or gelu)
+//   logits = lm_head · norm(x)  (lm_head = tok_emb when tied);  loss = cross_entropy(logits, targets)
+// norm: rmsnorm or layernorm (ops/norm.h, config field `norm`, with or without LayerNorm's bias).
 // Parameters are named like PyTorch state-dict keys (tok_emb.weight, layers.0.attn.wq.weight, …) and
-// initialised deterministically from the seed: N(0, 0.02²) for matrices, ones for RMSNorm gains.
+// initialised deterministically from the seed: N(0, 0.02²) for matrices, ones for norm gains, zeros for biases.
 // Each parameter has a gradient tensor "<name>.grad" (category gradient) from construction on; gradients
 // accumulate (`+=`) and zero_grad() sets them to 0, as PyTorch's zero_grad(set_to_none=False).
 // Precision (model/precision.h, config field `precision`): parameters and gradients take the plan's dtypes
@@ -30,7 +31,7 @@
 #include "ops/cross_entropy.h"
 #include "ops/ffn.h"
 #include "ops/linear.h"
-#include "ops/rmsnorm.h"
+#include "ops/norm.h"
 #include "ops/rope.h"
 #include "runtime/tensor.h"
 
@@ -92,7 +93,7 @@ class Transformer {
 
  private:
   struct LayerSaved {
-    RmsnormSaved attn_norm, ffn_norm;
+    NormSaved attn_norm, ffn_norm;
     LinearSaved wq, wk, wv, wo;
     AttentionSaved attn;        // attention = naive
     FlashAttentionSaved flash;  // attention = flash
@@ -101,6 +102,9 @@ class Transformer {
   int add_param(const std::string& name, const Shape& shape);
   const Tensor& w(int index) const { return params_[static_cast<size_t>(index)].value; }
   const Tensor& g(int index) const { return params_[static_cast<size_t>(index)].grad; }
+  // A parameter that may be absent (index -1: an undefined tensor), and its gradient: LayerNorm's β.
+  Tensor w_or_none(int index) const { return index >= 0 ? w(index) : Tensor(); }
+  Tensor g_or_none(int index) const { return index >= 0 ? g(index) : Tensor(); }
   // The weight operand of a matmul: the parameter itself, or (amp-bf16) its cached bf16 copy, cast here at the
   // first use of the step. release_matmul_weight drops the copy after its last use in backward.
   const Tensor& matmul_weight(int index);
@@ -147,7 +151,7 @@ class Transformer {
   std::vector<Tensor> block_input_;  // recompute = full: each block's input, all that forward keeps of it
   Tensor tokens_;
   RopeTables rope_;  // position = rope: cos and sin, from forward's start to the end of the last block's backward
-  RmsnormSaved final_norm_saved_;
+  NormSaved final_norm_saved_;
   LinearSaved lm_head_saved_;
   CrossEntropySaved ce_saved_;
   int64_t batch_ = 0, seq_ = 0;

@@ -23,7 +23,7 @@ namespace {
 const std::vector<std::string> kSeeds = {
     "preset = \"S\"\nnum_layers = 2\n[model]\nffn = \"silu_mlp\"\ntie_embeddings = true\n[optim]\nlr = 0.002\n",
     "d_model = 128\nnum_heads = 4\nbatch_size = 2\nseed = 7\n",
-    "[model]\nvocab_size = 512\ncontext_length = 64\nposition = 'learned'\nrmsnorm_eps = 1e-6\n",
+    "[model]\nvocab_size = 512\ncontext_length = 64\nposition = 'learned'\nnorm_eps = 1e-6\n",
     "preset = 'tiny' # comment\n[optim]\nbeta1 = 0.8\nbeta2 = 0.95\nadam_eps = 1e-8\nweight_decay = 0.1\n",
     "x = \"\"\"multi\nline\"\"\"\n",
     "a = { b = 1, c = [1, 2, [3]] }\n",
@@ -83,7 +83,7 @@ std::string mutate(std::mt19937_64& rng, std::string s) {
     }
     static const std::vector<std::string> keys = {
         "vocab_size",     "context_length", "num_layers", "d_model",     "num_heads", "d_ff",  "ffn",
-        "tie_embeddings", "position",       "batch_size", "rmsnorm_eps", "lr",        "beta1", "beta2",
+        "tie_embeddings", "position",       "batch_size", "norm_eps", "lr",        "beta1", "beta2",
         "adam_eps",       "weight_decay",   "seed",       "preset",      "d_modle"};
     text += "\n" + keys[below(keys.size())] + " = " + kTokens[below(kTokens.size())] + "\n";
   });

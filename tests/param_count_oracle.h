@@ -13,6 +13,8 @@ inline int64_t count_parameters(const ModelConfig& c) {
   const CheckedInt v = c.vocab_size, d = c.d_model, f = c.d_ff;
   const bool gated = c.ffn == FfnKind::swiglu || c.ffn == FfnKind::geglu || c.ffn == FfnKind::geglu_tanh;
   const CheckedInt ffn_mats = gated ? 3 : 2;
+  const CheckedInt norm = c.norm_bias ? 4 : 2;  // per layer: two norms' gains (and LayerNorm biases)
+  const CheckedInt final_norm = c.norm_bias ? 2 : 1;
   const CheckedInt ffn_biases = c.mlp_bias ? (gated ? 2 : 1) * f + d : CheckedInt(0);  // w1 (w3) and w2
   // q and o: D × H·head_dim each; k and v: D × KV·head_dim each (head_dim = D / H unless set).
   const int64_t head = c.head_dim > 0 ? c.head_dim : c.d_model / c.num_heads;
@@ -24,8 +26,8 @@ inline int64_t count_parameters(const ModelConfig& c) {
                                (o_bias ? d : CheckedInt(0));
   return (v * d                                                                       // token embedding
           + (c.position == Position::learned ? c.context_length * d : CheckedInt(0))  // learned positions
-          + c.num_layers * (2 * d + attention + ffn_mats * f * d + ffn_biases)        // norms, attention, ffn
-          + d                                                                         // final norm
+          + c.num_layers * (norm * d + attention + ffn_mats * f * d + ffn_biases)     // norms, attention, ffn
+          + final_norm * d                                                            // final norm
           + (c.tie_embeddings ? CheckedInt(0) : v * d))                               // lm head
       .value();
 }

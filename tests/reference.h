@@ -91,6 +91,19 @@ inline Vec linear_ref(const Vec& x, const Vec& w, int64_t n, int64_t in, int64_t
   return y;
 }
 
+// nn.LayerNorm in float64: (x − μ)/sqrt(var + eps)·g (+ b), var the biased variance; b empty = no bias.
+inline Vec layernorm_ref(const Vec& x, const Vec& g, const Vec& b, int64_t n, int64_t d, double eps) {
+  Vec y(x.size());
+  for (int64_t i = 0; i < n; ++i) {
+    double mu = 0, var = 0;
+    for (int64_t j = 0; j < d; ++j) mu += x[i * d + j] / static_cast<double>(d);
+    for (int64_t j = 0; j < d; ++j) var += (x[i * d + j] - mu) * (x[i * d + j] - mu) / static_cast<double>(d);
+    const double r = 1.0 / std::sqrt(var + eps);
+    for (int64_t j = 0; j < d; ++j) y[i * d + j] = (x[i * d + j] - mu) * r * g[j] + (b.empty() ? 0.0 : b[j]);
+  }
+  return y;
+}
+
 inline Vec rmsnorm_ref(const Vec& x, const Vec& g, int64_t n, int64_t d, double eps) {
   Vec y(x.size());
   for (int64_t i = 0; i < n; ++i) {

@@ -51,16 +51,25 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     add("position_embedding", Fw, 1, 0, n * d, F * n * d + P * t * d, F * n * d);
     add("position_embedding", Bw, 1, 0, n * d, F * n * d + G * t * d, G * t * d);
   }
-  // RMSNorm: 2 per layer + the final one. Forward 4D+4 FLOPs a row; backward 10D+4, +D where dX is `+=`
-  // (the two in-layer norms write into the residual stream's gradient; the final one writes it first).
-  // x, dy, dx, rstd float32; gain P, its gradient G; output A (the matmuls' input).
+  // Norms: 2 per layer + the final one; dX is `+=` in the two in-layer norms (into the residual stream's gradient;
+  // the final one writes it first). x, dy, dx and the statistics float32; gain (and bias) P, their gradients G;
+  // output A (the matmuls' input).
+  //   RMSNorm: forward 4D+4 FLOPs a row, writes rstd; backward 10D+4 (+D accumulating).
+  //   LayerNorm (two-pass variance): forward 7D+5 (+D with β), writes mean and rstd; backward 17D+2 (+D with β)
+  //   (+D accumulating), reads both statistics.
   const CheckedInt norms = 2 * l + 1, acc_norms = 2 * l;
+  const bool ln = c.norm == NormKind::layernorm;
+  const CheckedInt beta = c.norm_bias ? 1 : 0, stats = ln ? 2 : 1;  // per-row float32 statistics
+  const char* norm_op = ln ? "layernorm" : "rmsnorm";
+  const CheckedInt norm_fwd = ln ? 7 * d + 5 + beta * d : 4 * d + 4, norm_bwd = ln ? 17 * d + 2 + beta * d : 10 * d + 4;
   auto add_norm_forward = [&](Phase phase, CheckedInt count) {
-    add("rmsnorm", phase, count, 0, count * n * (4 * d + 4), count * (F * n * d + P * d), count * (A * n * d + F * n));
+    add(norm_op, phase, count, 0, count * n * norm_fwd, count * (F * n * d + P * d * (1 + beta)),
+        count * (A * n * d + F * stats * n));
   };
   add_norm_forward(Fw, 1);  // the final norm; the blocks' two each are in add_block_forward below
-  add("rmsnorm", Bw, norms, 0, norms * n * (10 * d + 4) + acc_norms * n * d,
-      norms * (F * (2 * n * d + n) + (P + G) * d) + acc_norms * F * n * d, norms * (F * n * d + G * d));
+  add(norm_op, Bw, norms, 0, norms * n * norm_bwd + acc_norms * n * d,
+      norms * (F * (2 * n * d + stats * n) + (P + G) * d + G * beta * d) + acc_norms * F * n * d,
+      norms * (F * n * d + G * d * (1 + beta)));
   // The attention biases over the layers: their elements (= the OUT widths of the biased linears) and count.
   CheckedInt biased_out = 0, bias_calls = 0;
   if (c.attention_bias != AttentionBias::none) biased_out += l * (qw + 2 * kvw), bias_calls += 3 * l;

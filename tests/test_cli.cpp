@@ -90,7 +90,7 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["config"]["rope_theta"], 10000.0);
   EXPECT_EQ(j["config"]["sliding_window"], 0);
   EXPECT_EQ(j["config"]["rope_scaling"], "none");
-  EXPECT_EQ(j["config"].size(), 34u);  // preset, 31 model fields, seed, optim
+  EXPECT_EQ(j["config"].size(), 36u);  // preset, 33 model fields, seed, optim
   EXPECT_EQ(j["config"]["optim"].size(), 5u);
   EXPECT_EQ(j["num_parameters"], 164160);
   EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");
@@ -161,7 +161,7 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
       {"--set attn_logit_softcapping=-1", "attn_logit_softcapping"},
       {"--set lr=-0.1", "lr: -0.1"},
       {"--set beta2=1", "beta2: 1"},
-      {"--set rmsnorm_eps=0", "rmsnorm_eps: 0"},
+      {"--set norm_eps=0", "norm_eps: 0"},
       {"--set tie_embeddings=yes", "tie_embeddings: 'yes'"},
       {"--set nonsense=1", "unknown config key 'nonsense'"},
       {"--preset XXL", "preset: 'XXL'"},

@@ -119,9 +119,10 @@ EstimateOptions random_options(Draw& d) {
         o.overrides.push_back(fmt::format("batch_size={}", d.field(1, 1 << 16, 64)));
         break;
       case 7:
-        o.overrides.push_back(d.choose({"ffn=swiglu", "ffn=silu_mlp", "ffn=geglu", "ffn=geglu_tanh", "ffn=gelu_mlp",
-                                        "ffn=gelu_tanh_mlp", "mlp_bias=true", "mlp_bias=false"},
-                                       {"ffn=gelu", "ffn=", "mlp_bias=2"}));
+        o.overrides.push_back(
+            d.choose({"ffn=swiglu", "ffn=silu_mlp", "ffn=geglu", "ffn=geglu_tanh", "ffn=gelu_mlp", "ffn=gelu_tanh_mlp",
+                      "mlp_bias=true", "mlp_bias=false", "norm=layernorm", "norm=rmsnorm", "norm_bias=true"},
+                     {"ffn=gelu", "ffn=", "mlp_bias=2", "norm=batchnorm"}));
         break;
       case 8:
         o.overrides.push_back(
@@ -132,7 +133,7 @@ EstimateOptions random_options(Draw& d) {
             d.choose({"position=none", "position=learned", "position=rope"}, {"position=alibi", "position=None"}));
         break;
       case 10:
-        o.overrides.push_back(fmt::format("rmsnorm_eps={}", d.real(1e-12, 1.0)));
+        o.overrides.push_back(fmt::format("norm_eps={}", d.real(1e-12, 1.0)));
         break;
       case 11:
         o.overrides.push_back(fmt::format("weight_decay={}", d.real(0.0, 0.99)));

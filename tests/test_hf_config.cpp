@@ -165,7 +165,7 @@ TEST(HfConfig, DefaultsForAbsentKeys) {
   EXPECT_EQ(llama.config.model.kv_heads(), 4);    // num_key_value_heads absent: as many as the heads
   EXPECT_EQ(llama.config.model.head_size(), 16);  // head_dim absent: hidden / heads
   EXPECT_FALSE(llama.config.model.tie_embeddings);
-  EXPECT_EQ(llama.config.model.rmsnorm_eps, 1e-6);
+  EXPECT_EQ(llama.config.model.norm_eps, 1e-6);
   EXPECT_EQ(llama.config.model.rope_theta, 10000.0);
   EXPECT_EQ(llama.config.model.sliding_window, 0);
   EXPECT_EQ(llama.config.preset, "hf:llama");

@@ -45,6 +45,13 @@ Vec optional_param(const Params& p, const std::string& key) {
   return it == p.end() ? Vec{} : it->second;
 }
 
+// The config's norm over rows of x: "<name>.weight" (and "<name>.bias" when the model has it).
+Vec norm_ref(const Params& p, const ModelConfig& c, const Vec& x, const std::string& name, int64_t n) {
+  if (c.norm == NormKind::layernorm)
+    return layernorm_ref(x, p.at(name + ".weight"), optional_param(p, name + ".bias"), n, c.d_model, c.norm_eps);
+  return rmsnorm_ref(x, p.at(name + ".weight"), n, c.d_model, c.norm_eps);
+}
+
 double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<int32_t>& tokens,
                       const std::vector<int32_t>& targets, int64_t b, int64_t t) {
   const int64_t d = c.d_model, n = b * t;
@@ -57,7 +64,7 @@ double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<i
     }
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const std::string pre = "layers." + std::to_string(l) + ".";
-    const Vec h = rmsnorm_ref(x, p.at(pre + "attn_norm.weight"), n, d, c.rmsnorm_eps);
+    const Vec h = norm_ref(p, c, x, pre + "attn_norm", n);
     const int64_t qw = c.q_width(), kvw = c.kv_width();
     Vec q = linear_ref(h, p.at(pre + "attn.wq.weight"), n, d, qw);
     add_bias_ref(q, optional_param(p, pre + "attn.wq.bias"));
@@ -73,13 +80,13 @@ double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<i
     Vec o = linear_ref(ctx, p.at(pre + "attn.wo.weight"), n, qw, d);
     add_bias_ref(o, optional_param(p, pre + "attn.wo.bias"));
     for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
-    const Vec h2 = rmsnorm_ref(x, p.at(pre + "ffn_norm.weight"), n, d, c.rmsnorm_eps);
+    const Vec h2 = norm_ref(p, c, x, pre + "ffn_norm", n);
     const Vec f = ffn_ref(h2, p.at(pre + "ffn.w1.weight"), optional_param(p, pre + "ffn.w3.weight"),
                           p.at(pre + "ffn.w2.weight"), n, d, c.d_ff, c.ffn, optional_param(p, pre + "ffn.w1.bias"),
                           optional_param(p, pre + "ffn.w3.bias"), optional_param(p, pre + "ffn.w2.bias"));
     for (size_t i = 0; i < x.size(); ++i) x[i] += f[i];
   }
-  const Vec hf = rmsnorm_ref(x, p.at("final_norm.weight"), n, d, c.rmsnorm_eps);
+  const Vec hf = norm_ref(p, c, x, "final_norm", n);
   const Vec& head = c.tie_embeddings ? p.at("tok_emb.weight") : p.at("lm_head.weight");
   return cross_entropy_ref(linear_ref(hf, head, n, d, c.vocab_size), targets, n, c.vocab_size);
 }
@@ -92,11 +99,14 @@ struct GradCase {
   int64_t heads = 2, kv_heads = 0, head_dim = 0;  // 0: the defaults (as many as heads, D / H)
   bool mlp_bias = false;
   AttentionBias attention_bias = AttentionBias::none;
+  NormKind norm = NormKind::rmsnorm;
+  bool norm_bias = false;
 };
 void PrintTo(const GradCase& g, std::ostream* os) {
   *os << ffn_kind_name(g.ffn) << (g.tied ? "_tied" : "_untied") << "_pos_" << position_name(g.position) << "_"
       << attention_name(g.attention) << "_H" << g.heads << "_KV" << g.kv_heads << "_hd" << g.head_dim
-      << (g.mlp_bias ? "_mlp_bias" : "") << "_attn_bias_" << enum_name(kAttentionBiases, g.attention_bias);
+      << (g.mlp_bias ? "_mlp_bias" : "") << "_attn_bias_" << enum_name(kAttentionBiases, g.attention_bias) << "_"
+      << norm_kind_name(g.norm) << (g.norm_bias ? "_bias" : "");
 }
 
 class WholeModelGradient : public Model, public ::testing::WithParamInterface<GradCase> {};
@@ -114,6 +124,8 @@ TEST_P(WholeModelGradient, EveryParameterMatchesFiniteDifferencesInDouble) {
   c.d_ff = 12;
   c.ffn = gc.ffn;
   c.mlp_bias = gc.mlp_bias;
+  c.norm = gc.norm;
+  c.norm_bias = gc.norm_bias;
   c.attention_bias = gc.attention_bias;
   c.tie_embeddings = gc.tied;
   c.position = gc.position;
@@ -176,7 +188,11 @@ INSTANTIATE_TEST_SUITE_P(
                       GradCase{FfnKind::silu_mlp, true, Position::rope, AttentionKind::flash, 2, 1, 6},
                       // GELU MLPs (exact and tanh, gated and plain) and biases on every linear (GPT-2's layout)
                       GradCase{FfnKind::gelu_tanh_mlp, true, Position::learned, AttentionKind::naive, 2, 0, 0, true,
-                               AttentionBias::qkvo},
+                               AttentionBias::qkvo, NormKind::layernorm, true},
+                      GradCase{FfnKind::gelu_tanh_mlp, true, Position::learned, AttentionKind::flash, 2, 0, 0, true,
+                               AttentionBias::qkvo, NormKind::layernorm, true},
+                      GradCase{FfnKind::swiglu, false, Position::rope, AttentionKind::naive, 4, 2, 0, false,
+                               AttentionBias::none, NormKind::layernorm, false},
                       GradCase{FfnKind::geglu_tanh, true, Position::rope, AttentionKind::flash, 4, 2, 6},
                       GradCase{FfnKind::gelu_mlp, false, Position::rope, AttentionKind::flash, 4, 1, 0, false,
                                AttentionBias::qkv},
@@ -581,7 +597,8 @@ TEST(Config, OverridesAndBadFieldsNameTheFieldAndRange) {
       {"head_dim=65537", {"head_dim: 65537", "[0, 65536]"}},
       {"d_ff=0", {"d_ff: 0", "[1, 262144]"}},
       {"batch_size=0", {"batch_size: 0", "[1, 65536]"}},
-      {"rmsnorm_eps=0", {"rmsnorm_eps: 0", "(0, 1]"}},
+      {"norm_eps=0", {"norm_eps: 0", "(0, 1]"}},
+      {"norm_bias=true", {"norm_bias: true needs norm = layernorm", "norm rmsnorm has no bias"}},
       {"lr=-1", {"lr: -1", "[0, 10]"}},
       {"beta1=1", {"beta1: 1", "[0, 1)"}},
       {"beta2=1.5", {"beta2: 1.5", "[0, 1)"}},
@@ -593,6 +610,14 @@ TEST(Config, OverridesAndBadFieldsNameTheFieldAndRange) {
     apply_override(t, b.kv);
     expect_invalid([&] { validate(t); }, b.needles);
   }
+  // The eps field's old name (checkpoints written before LayerNorm) still sets it.
+  TrainConfig old = preset_config("tiny");
+  apply_override(old, "rmsnorm_eps=1e-6");
+  EXPECT_EQ(old.model.norm_eps, 1e-6);
+  apply_override(old, "norm=layernorm");
+  apply_override(old, "norm_bias=true");
+  validate(old);
+  EXPECT_NE(describe(old.model).find("layernorm (bias)"), std::string::npos) << describe(old.model);
   // head_dim set: num_heads need not divide d_model (Gemma-2: D 2304, 8 heads of 256); KV still divides H.
   TrainConfig wide = preset_config("tiny");
   for (const char* kv : {"num_heads=3", "head_dim=40", "num_kv_heads=1"}) apply_override(wide, kv);

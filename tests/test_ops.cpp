@@ -24,7 +24,9 @@
 #include "ops/embedding.h"
 #include "ops/flash_attention.h"
 #include "ops/ffn.h"
+#include "ops/layernorm.h"
 #include "ops/linear.h"
+#include "ops/norm.h"
 #include "ops/residual.h"
 #include "ops/rope.h"
 #include "ops/rmsnorm.h"
@@ -395,6 +397,90 @@ TEST_F(Ops, RmsnormRejectsBadShapesAndEps) {
   expect_invalid([&] { rmsnorm_forward(saved, x, g, 1e-5f, "n"); }, {"x 'x' (4, 6)", "last dim 5"});
   Tensor g6 = Tensor::zeros({6}, Category::parameter, "g6");
   expect_invalid([&] { rmsnorm_forward(saved, x, g6, 0.0f, "n"); }, {"eps is 0", "allowed range is (0, inf)"});
+}
+
+// ============================================================================================ layernorm
+
+// LayerNorm with and without β, against float64 (forward) and central differences (dx, dγ, dβ; dX written and
+// accumulated); the saved statistics, their frees, the counts by the documented formulas.
+struct LayernormCase {
+  int64_t n, d;
+  bool bias, accumulate;
+};
+void PrintTo(const LayernormCase& c, std::ostream* os) {
+  *os << "N" << c.n << "_D" << c.d << (c.bias ? "_bias" : "") << (c.accumulate ? "_acc" : "");
+}
+class LayernormSweep : public Ops, public ::testing::WithParamInterface<LayernormCase> {};
+
+TEST_P(LayernormSweep, ForwardBackwardCountsSaved) {
+  const auto [n, d, with_bias, acc] = GetParam();
+  const double eps = 1e-5;
+  // A mean far from 0 (x + 3): the two-pass variance has no cancellation to lose digits to.
+  Vec x = random_vec(n * d, 1, 2.0);
+  for (double& v : x) v = static_cast<float>(v + 3.0);
+  Vec g = random_vec(d, 2);
+  for (double& v : g) v = static_cast<float>(v + 1.0);
+  const Vec b = with_bias ? random_vec(d, 3) : Vec{}, r = random_vec(n * d, 4), gg0 = random_vec(d, 5);
+  const Vec gb0 = random_vec(d, 6), gx0 = acc ? random_vec(n * d, 7) : Vec(static_cast<size_t>(n * d), 0.0);
+  Tensor xt = tensor_from(x, {n, d}, Category::activation, "x");
+  Tensor gt = tensor_from(g, {d}, Category::parameter, "ln.weight");
+  Tensor bt = with_bias ? tensor_from(b, {d}, Category::parameter, "ln.bias") : Tensor();
+  Tensor ggrad = tensor_from(gg0, {d}, Category::gradient, "ln.weight.grad");
+  Tensor bgrad = with_bias ? tensor_from(gb0, {d}, Category::gradient, "ln.bias.grad") : Tensor();
+
+  counters().reset();
+  LayernormSaved saved;
+  Tensor y = layernorm_forward(saved, xt, gt, bt, static_cast<float>(eps), "t.ln");
+  EXPECT_LE(rel_err(vec_from(y), layernorm_ref(x, g, b, n, d, eps)), kForwardTol);
+  // Documented: out (N, D), mean and rstd (N each), activations; x only referenced.
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.ln.mean"), aligned_size(4 * n));
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.ln.rstd"), aligned_size(4 * n));
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.ln.out"), aligned_size(4 * n * d));
+  EXPECT_EQ(saved.x.data(), xt.data());
+  for (int64_t i = 0; i < n; ++i) {
+    double mu = 0;
+    for (int64_t j = 0; j < d; ++j) mu += x[i * d + j] / static_cast<double>(d);
+    EXPECT_NEAR(saved.mean.data()[i], mu, 1e-6 * std::fabs(mu));
+  }
+
+  counters().set_phase(Phase::backward);
+  Tensor gx = tensor_from(gx0, {n, d}, Category::temporary, "gx");
+  layernorm_backward(gx, ggrad, bgrad, tensor_from(r, {n, d}, Category::temporary, "gy"), saved, gt, acc);
+  EXPECT_EQ(tracker().live_bytes_with_prefix("t.ln.mean") + tracker().live_bytes_with_prefix("t.ln.rstd"), 0);
+  Vec fd_x = fd_grad([&](const Vec& xx) { return dot(layernorm_ref(xx, g, b, n, d, eps), r); }, x);
+  for (size_t i = 0; i < fd_x.size(); ++i) fd_x[i] += gx0[i];
+  Vec fd_g = fd_grad([&](const Vec& gv) { return dot(layernorm_ref(x, gv, b, n, d, eps), r); }, g);
+  for (size_t i = 0; i < fd_g.size(); ++i) fd_g[i] += gg0[i];
+  EXPECT_LE(rel_err(vec_from(gx), fd_x), kGradTol);
+  EXPECT_LE(rel_err(vec_from(ggrad), fd_g), kGradTol);
+  if (with_bias) {
+    Vec fd_b = fd_grad([&](const Vec& bv) { return dot(layernorm_ref(x, g, bv, n, d, eps), r); }, b);
+    for (size_t i = 0; i < fd_b.size(); ++i) fd_b[i] += gb0[i];
+    EXPECT_LE(rel_err(vec_from(bgrad), fd_b), kGradTol);
+  }
+  const int64_t nb = with_bias ? 1 : 0, na = acc ? 1 : 0;
+  expect_count(counters().get("layernorm", Phase::forward), 0, n * (7 * d + 5 + nb * d), 4 * (n * d + d + nb * d),
+               4 * (n * d + 2 * n));
+  expect_count(counters().get("layernorm", Phase::backward), 0, n * (17 * d + 2) + (nb + na) * n * d,
+               4 * (2 * n * d + 2 * n + na * n * d + 2 * d + nb * d), 4 * (n * d + d + nb * d));
+}
+
+// D ≤ 2 is left out: x̂ is 0 (D = 1) or ±1 (D = 2) whatever x is, so the true dx is 0 and any float32 backward returns
+// the rounding noise of cancelling terms.
+INSTANTIATE_TEST_SUITE_P(Shapes, LayernormSweep,
+                         ::testing::Values(LayernormCase{1, 3, false, false}, LayernormCase{2, 3, true, false},
+                                           LayernormCase{4, 7, true, true}, LayernormCase{17, 33, false, true},
+                                           LayernormCase{3, 300, true, false}));
+
+TEST_F(Ops, LayernormRejectsBadShapesBiasAndEps) {
+  LayernormSaved saved;
+  Tensor x = Tensor::zeros({4, 6}, Category::activation, "x");
+  Tensor g5 = Tensor::zeros({5}, Category::parameter, "g5"), g6 = Tensor::zeros({6}, Category::parameter, "g6");
+  expect_invalid([&] { layernorm_forward(saved, x, g5, Tensor(), 1e-5f, "n"); }, {"x 'x' (4, 6)", "last dim 5"});
+  expect_invalid([&] { layernorm_forward(saved, x, g6, g5, 1e-5f, "n"); }, {"bias 'g5' must match weight (6,)"});
+  expect_invalid([&] { layernorm_forward(saved, x, g6, Tensor(), 0.0f, "n"); }, {"eps is 0", "(0, inf)"});
+  NormSaved norm;
+  expect_invalid([&] { norm_forward(NormKind::rmsnorm, norm, x, g6, g6, 1e-5f, "n"); }, {"'n' has no bias"});
 }
 
 // ============================================================================================ attention
@@ -963,6 +1049,16 @@ TEST_F(Ops, EveryOpAllocatesAndCountsWhatItDeclares) {
     const RmsnormTensors rt = rmsnorm_forward_tensors(x.shape(), act);
     expect_allocations([&] { y = rmsnorm_forward(norm, x, gain, 1e-5f, "n", act); }, "n", {rt.out, rt.rstd});
     expect_declared_count("rmsnorm", Phase::forward, rmsnorm_forward_count(n, d, DType::f32, act));
+    for (const bool bias : {false, true}) {
+      LayernormSaved ln;
+      const Tensor beta = bias ? gain : Tensor();
+      const LayernormTensors lt = layernorm_forward_tensors(x.shape(), act);
+      counters().reset();
+      Tensor ln_out;
+      expect_allocations([&] { ln_out = layernorm_forward(ln, x, gain, beta, 1e-5f, "ln", act); }, "ln",
+                         {lt.out, lt.mean, lt.rstd});
+      expect_declared_count("layernorm", Phase::forward, layernorm_forward_count(n, d, bias, DType::f32, act));
+    }
 
     const Tensor w = input({f, d}, "w", act, 3);
     LinearSaved lin;

@@ -41,17 +41,21 @@ grep -q "reconcile: 2 of 2 ranks exact" "$work/rec2b.txt"
 # ZeRO-1/2/3 on 2 and 3 ranks (uneven shards): every rank exact — its shards of the optimizer state, gradients,
 # parameters, the per-layer gathered parameters and full gradients, every collective's calls and bytes. On 2 ranks
 # a LLaMA-style attention: 2 K/V heads for 4 query heads (k and v 128 × 256) and rotary positions, with Gemma-2's
-# 12-key window on layer 0 (layer 1 global), soft-capped scores and logits, and Qwen2's q/k/v biases.
+# 12-key window on layer 0 (layer 1 global), soft-capped scores and logits, Qwen2's q/k/v biases, and LayerNorm with
+# β and a biased GeGLU (tanh form) MLP. On 3 ranks, mixed precision, GPT-2's block: LayerNorm with β, biases on
+# every linear, a GELU MLP.
 for stage in 1 2 3; do
   timeout 300 mpirun --oversubscribe -np 2 "$reckon" reconcile --preset tiny --threads 1 --set vocab_size=16384 \
     --set d_model=256 --set d_ff=512 --set num_kv_heads=2 --set position=rope --set sliding_window=12 \
     --set sliding_window_pattern=2 --set attn_logit_softcapping=5 --set final_logit_softcapping=30 \
-    --set attention_bias=qkv \
+    --set attention_bias=qkv --set norm=layernorm --set norm_bias=true --set ffn=geglu_tanh --set mlp_bias=true \
     --zero $stage > "$work/rec_z$stage.txt"
   grep -q "reconcile: 2 of 2 ranks exact" "$work/rec_z$stage.txt"
   for precision in amp-bf16 bf16; do
     timeout 300 mpirun --oversubscribe -np 3 "$reckon" reconcile --preset tiny --threads 1 --set batch_size=6 \
-      --set precision=$precision --set tie_embeddings=false --zero $stage > "$work/rec_z${stage}_$precision.txt"
+      --set precision=$precision --set tie_embeddings=false --set norm=layernorm --set norm_bias=true \
+      --set ffn=gelu_tanh_mlp --set mlp_bias=true --set attention_bias=qkvo --zero $stage \
+      > "$work/rec_z${stage}_$precision.txt"
     grep -q "reconcile: 3 of 3 ranks exact" "$work/rec_z${stage}_$precision.txt"
   done
 done

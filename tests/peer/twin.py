@@ -14,7 +14,7 @@ names, built from a checkpoint's config lines (model/config.h config_overrides):
               silu_mlp, gelu_mlp, gelu_tanh_mlp; act = F.silu, F.gelu, F.gelu(approximate="tanh")), n = rmsnorm(x)
   logits = lm_head · rmsnorm(x)   (lm_head = tok_emb when tied; final_logit_softcapping c: c·tanh(logits / c));
   loss = mean cross-entropy
-RMSNorm: x / sqrt(mean(x²) + eps) · g. Biases only where attention_bias puts them (qkv: q, k, v as Qwen2; qkvo: and
+RMSNorm: x / sqrt(mean(x²) + eps) · g; norm = layernorm: F.layer_norm (with β when norm_bias). Biases only where attention_bias puts them (qkv: q, k, v as Qwen2; qkvo: and
 o) and mlp_bias (w1, w3, w2); no dropout.
 """
 import math
@@ -22,6 +22,26 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+class LayerNorm(nn.Module):
+    """nn.LayerNorm, with its bias optional (PyTorch 1.13's nn.LayerNorm always has one): F.layer_norm in float32."""
+
+    def __init__(self, d, eps, bias):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x.float(), (x.shape[-1],), self.weight, self.bias, self.eps)
+
+
+def make_norm(cfg, d):
+    eps = float(cfg.get("norm_eps", cfg.get("rmsnorm_eps", "1e-5")))
+    if cfg.get("norm", "rmsnorm") == "layernorm":
+        return LayerNorm(d, eps, cfg.get("norm_bias", "false") == "true")
+    return RMSNorm(d, eps)
 
 
 class RMSNorm(nn.Module):
@@ -117,12 +137,12 @@ class Ffn(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, d, heads, kv_heads, head_dim, d_ff, ffn, eps, rope_inv_freq=None, window=0, softcap=0.0,
+    def __init__(self, cfg, d, heads, kv_heads, head_dim, d_ff, ffn, rope_inv_freq=None, window=0, softcap=0.0,
                  bias="none", mlp_bias=False):
         super().__init__()
-        self.attn_norm = RMSNorm(d, eps)
+        self.attn_norm = make_norm(cfg, d)
         self.attn = Attention(d, heads, kv_heads, head_dim, rope_inv_freq, window, softcap, bias)
-        self.ffn_norm = RMSNorm(d, eps)
+        self.ffn_norm = make_norm(cfg, d)
         self.ffn = Ffn(d, d_ff, ffn, mlp_bias)
 
     def forward(self, x):
@@ -134,7 +154,6 @@ class ReckonTwin(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         v, t, d = int(cfg["vocab_size"]), int(cfg["context_length"]), int(cfg["d_model"])
-        eps = float(cfg["rmsnorm_eps"])
         self.tied = cfg["tie_embeddings"] == "true"
         self.tok_emb = nn.Embedding(v, d)
         if cfg["position"] == "learned":
@@ -150,11 +169,11 @@ class ReckonTwin(nn.Module):
         def layer_window(l):  # every p-th layer global (Hugging Face's sliding_window_pattern)
             return 0 if pattern >= 2 and (l + 1) % pattern == 0 else window
 
-        self.layers = nn.ModuleList(Layer(d, heads, kv_heads, head_dim, int(cfg["d_ff"]), cfg["ffn"], eps,
+        self.layers = nn.ModuleList(Layer(cfg, d, heads, kv_heads, head_dim, int(cfg["d_ff"]), cfg["ffn"],
                                           inv_freq, layer_window(l), softcap, cfg.get("attention_bias", "none"),
                                           cfg.get("mlp_bias", "false") == "true")
                                     for l in range(int(cfg["num_layers"])))
-        self.final_norm = RMSNorm(d, eps)
+        self.final_norm = make_norm(cfg, d)
         if not self.tied:
             self.lm_head = nn.Linear(d, v, bias=False)
 
