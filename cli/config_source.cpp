@@ -14,6 +14,9 @@ void print_loaded(const std::string& path, const HfConfig& hf) {
   fmt::print("hf-config: {} (model_type {}): {}\n", path, hf.model_type, fmt::join(config_overrides(hf.config), " "));
   fmt::print("hf-config: ignored (they change nothing reckon counts): {}\n",
              hf.ignored.empty() ? std::string("none") : fmt::format("{}", fmt::join(hf.ignored, ", ")));
+  if (!hf.left_out.empty()) {
+    fmt::print("hf-config: left out of the counted step: {}\n", fmt::join(hf.left_out, "; "));
+  }
 }
 
 }  // namespace

@@ -111,6 +111,21 @@ void compute_parameters(EstimateResult& r) {
   add(m.norm == NormKind::layernorm ? "LayerNorm gains" : "RMSNorm gains", ParamRole::norm_gain, "L·2·D + D");
   if (m.norm_bias) add("LayerNorm biases", ParamRole::norm_bias, "L·2·D + D");
   add("LM head", ParamRole::lm_head, m.tie_embeddings ? "tied to the embedding" : "V·D (untied)");
+  const PresetFacts facts = preset_facts(r.config.preset);
+  r.published_parameters = facts.published_parameters;
+  if (!facts.counterpart.empty()) {
+    r.counterpart = facts.counterpart;
+    const ParameterLayout theirs = parameter_layout(preset_config(facts.counterpart).model);
+    for (const auto& [role, item] :
+         {std::pair{ParamRole::token_embedding, "token embedding"},
+          std::pair{ParamRole::position_embedding, "position embedding"},
+          std::pair{ParamRole::attention, "attention (with its biases)"},
+          std::pair{ParamRole::ffn, "ffn (with its biases)"}, std::pair{ParamRole::norm_gain, "norm gains"},
+          std::pair{ParamRole::norm_bias, "norm biases (LayerNorm β)"},
+          std::pair{ParamRole::lm_head, "LM head (0: tied)"}}) {
+      r.counterpart_rows.push_back({item, params.role_total(role), theirs.role_total(role)});
+    }
+  }
 }
 
 // oneDNN's scratchpad is asked of oneDNN; a shape beyond oneDNN's own limits (a dimension above 2^31 − 1) is an
@@ -558,6 +573,12 @@ void render_training_markdown(const EstimateResult& r, const EstimateOptions& o,
 
 }  // namespace
 
+// "+1,638,400", "-307,200", "0".
+std::string signed_int(int64_t x) {
+  if (x == 0) return "0";
+  return (x > 0 ? "+" : "-") + fmt_int(x > 0 ? x : -x);
+}
+
 std::string render_markdown(const EstimateResult& r, const EstimateOptions& o) {
   std::string text;
   const ModelConfig& m = r.config.model;
@@ -576,7 +597,28 @@ std::string render_markdown(const EstimateResult& r, const EstimateOptions& o) {
   pt.right_align = {false, true, false};
   for (const EstimateResult::ParameterRow& row : r.parameters) pt.add({row.item, fmt_int(row.count), row.formula});
   pt.add({"**total**", fmt_int(r.num_parameters), fmt::format("{:.3f} B parameters", r.num_parameters / 1e9)});
+  if (r.published_parameters > 0) {
+    const int64_t diff = r.num_parameters - r.published_parameters;
+    pt.add({"published (model card)", fmt_int(r.published_parameters),
+            diff == 0 ? std::string("reckon's count is exact") : "reckon differs by " + signed_int(diff)});
+  }
   out(text, "\n## Parameters\n\n{}", pt.markdown());
+  if (!r.counterpart.empty()) {
+    Table ct;
+    ct.header = {"parameters", r.config.preset, r.counterpart, "difference"};
+    ct.right_align = {false, true, true, true};
+    int64_t ours = 0, theirs = 0;
+    for (const EstimateResult::CounterpartRow& row : r.counterpart_rows) {
+      ct.add({row.item, fmt_int(row.ours), fmt_int(row.theirs), signed_int(row.ours - row.theirs)});
+      ours += row.ours, theirs += row.theirs;
+    }
+    ct.add({"**total**", fmt_int(ours), fmt_int(theirs), signed_int(ours - theirs)});
+    out(text,
+        "\n## {} vs {}\n\nTwo models share the name: gpt2-* are the accounting problem's (shared/seeds: RMSNorm, no "
+        "biases, a SiLU MLP, an untied head, no learned positions), openai-gpt2* the models OpenAI released (LayerNorm "
+        "with β, biases on every linear, GELU, 1,024 learned positions, the head tied to the embedding).\n\n{}",
+        r.config.preset, r.counterpart, ct.markdown());
+  }
   render_memory_markdown(r, o, text);
   render_variants_markdown(r, o, text);
   Table at;
@@ -604,6 +646,14 @@ nlohmann::json render_json(const EstimateResult& r, const EstimateOptions& o) {
   nlohmann::json j;
   j["config"] = {{"preset", r.config.preset}, {"description", describe(m)}};
   j["num_parameters"] = n;
+  if (r.published_parameters > 0) j["published_parameters"] = r.published_parameters;
+  if (!r.counterpart.empty()) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const EstimateResult::CounterpartRow& row : r.counterpart_rows) {
+      rows.push_back({{"item", row.item}, {"this", row.ours}, {"counterpart", row.theirs}});
+    }
+    j["counterpart"] = {{"preset", r.counterpart}, {"parameters", rows}};
+  }
   if (mem.scratchpad_queried) {
     j["memory_scratchpad"] = {{"at_peak_bytes", mem.scratchpad_at_peak},
                               {"max_bytes", mem.scratchpad_max},

@@ -58,6 +58,15 @@ struct EstimateResult {
   };
   std::vector<ParameterRow> parameters;
   int64_t num_parameters = 0;
+  int64_t published_parameters = 0;  // the released model's count, for presets of released models (0: none)
+  // A preset of the same name in the other convention (the accounting problem's gpt2-* vs the released openai-gpt2*):
+  // its name and the parameter counts of both, by kind of parameter.
+  struct CounterpartRow {
+    std::string item;
+    int64_t ours, theirs;
+  };
+  std::string counterpart;
+  std::vector<CounterpartRow> counterpart_rows;
 
   struct Memory {
     int64_t parameter = 0, gradient = 0, optimizer_state = 0, activation = 0, temporary = 0, total = 0;

@@ -35,19 +35,48 @@ struct Preset {
   RopeScaling scaling = RopeScaling::none;
   double factor = 1;  // rope_factor (llama3: with the band 1 … 4 over an original context of 8192, as Llama 3.1)
   AttentionBias bias = AttentionBias::none;
+  int64_t published = 0;         // the released model's parameter count (source beside the row), 0 = none
+  const char* counterpart = "";  // a preset of the same name in the other convention (estimate compares them)
+  NormKind norm = NormKind::rmsnorm;
+  bool norm_bias = false, mlp_bias = false;
 };
 
 // S and M are the shapes of shared/peers/lm_bench.py. The GPT-2 shapes follow the accounting problem of
 // shared/seeds: FFN = W1, SiLU, W2 with d_ff = 4·d_model, untied output embedding, no learned positions
 // (override tie_embeddings / position for the original GPT-2 layout).
+// clang-format off
 constexpr Preset kPresets[] = {
     {"tiny", 256, 32, 2, 64, 4, 256, 4, FfnKind::swiglu, false, Position::none},
     {"S", 8192, 256, 4, 512, 8, 2048, 8, FfnKind::swiglu, false, Position::none},
     {"M", 16384, 512, 8, 768, 12, 3072, 4, FfnKind::swiglu, false, Position::none},
-    {"gpt2-small", 50257, 1024, 12, 768, 12, 3072, 1, FfnKind::silu_mlp, false, Position::none},
-    {"gpt2-medium", 50257, 1024, 24, 1024, 16, 4096, 1, FfnKind::silu_mlp, false, Position::none},
-    {"gpt2-large", 50257, 1024, 36, 1280, 20, 5120, 1, FfnKind::silu_mlp, false, Position::none},
-    {"gpt2-xl", 50257, 1024, 48, 1600, 25, 6400, 1, FfnKind::silu_mlp, false, Position::none},
+    {.name = "gpt2-small", .v = 50257, .t = 1024, .l = 12, .d = 768, .h = 12, .f = 3072, .b = 1,
+     .ffn = FfnKind::silu_mlp, .tied = false, .pos = Position::none, .counterpart = "openai-gpt2"},
+    {.name = "gpt2-medium", .v = 50257, .t = 1024, .l = 24, .d = 1024, .h = 16, .f = 4096, .b = 1,
+     .ffn = FfnKind::silu_mlp, .tied = false, .pos = Position::none, .counterpart = "openai-gpt2-medium"},
+    {.name = "gpt2-large", .v = 50257, .t = 1024, .l = 36, .d = 1280, .h = 20, .f = 5120, .b = 1,
+     .ffn = FfnKind::silu_mlp, .tied = false, .pos = Position::none, .counterpart = "openai-gpt2-large"},
+    {.name = "gpt2-xl", .v = 50257, .t = 1024, .l = 48, .d = 1600, .h = 25, .f = 6400, .b = 1,
+     .ffn = FfnKind::silu_mlp, .tied = false, .pos = Position::none, .counterpart = "openai-gpt2-xl"},
+    // GPT-2 as OpenAI released it (Radford et al. 2019; Hugging Face's openai-community/gpt2* config.json): LayerNorm
+    // with β, biases on every linear, GELU (tanh form, gelu_new) in a 2-matrix MLP, 1,024 learned positions, head
+    // tied to the embedding. Published counts (model cards; shared/model_configs/README.md): 124,439,808 (small),
+    // 354,823,168 (medium), 774,030,080 (large), 1,557,611,200 (XL).
+    {.name = "openai-gpt2", .v = 50257, .t = 1024, .l = 12, .d = 768, .h = 12, .f = 3072, .b = 1,
+     .ffn = FfnKind::gelu_tanh_mlp, .tied = true, .pos = Position::learned, .bias = AttentionBias::qkvo,
+     .published = 124439808LL, .counterpart = "gpt2-small", .norm = NormKind::layernorm, .norm_bias = true,
+     .mlp_bias = true},
+    {.name = "openai-gpt2-medium", .v = 50257, .t = 1024, .l = 24, .d = 1024, .h = 16, .f = 4096, .b = 1,
+     .ffn = FfnKind::gelu_tanh_mlp, .tied = true, .pos = Position::learned, .bias = AttentionBias::qkvo,
+     .published = 354823168LL, .counterpart = "gpt2-medium", .norm = NormKind::layernorm, .norm_bias = true,
+     .mlp_bias = true},
+    {.name = "openai-gpt2-large", .v = 50257, .t = 1024, .l = 36, .d = 1280, .h = 20, .f = 5120, .b = 1,
+     .ffn = FfnKind::gelu_tanh_mlp, .tied = true, .pos = Position::learned, .bias = AttentionBias::qkvo,
+     .published = 774030080LL, .counterpart = "gpt2-large", .norm = NormKind::layernorm, .norm_bias = true,
+     .mlp_bias = true},
+    {.name = "openai-gpt2-xl", .v = 50257, .t = 1024, .l = 48, .d = 1600, .h = 25, .f = 6400, .b = 1,
+     .ffn = FfnKind::gelu_tanh_mlp, .tied = true, .pos = Position::learned, .bias = AttentionBias::qkvo,
+     .published = 1557611200LL, .counterpart = "gpt2-xl", .norm = NormKind::layernorm, .norm_bias = true,
+     .mlp_bias = true},
     // GPT-3 (Brown et al. 2020, "Language Models are Few-Shot Learners", Table 2.1: n_layers, d_model, n_heads,
     // d_head 128, n_ctx 2048; d_ff = 4·d_model; GPT-2's BPE vocabulary, learned positions, tied embeddings).
     // Stand-ins, in reckon's model: silu_mlp for the GELU MLP (same 2 matrices), RMSNorm for LayerNorm, no biases
@@ -61,33 +90,60 @@ constexpr Preset kPresets[] = {
     // num_hidden_layers, num_attention_heads, num_key_value_heads; rope_theta absent: 10000). SwiGLU, RMSNorm, RoPE,
     // untied head. 70B uses grouped-query attention with 8 key/value heads (k and v are 1024 × 8192): the published
     // 68,976,648,192 parameters.
-    {"llama2-7b", 32000, 4096, 32, 4096, 32, 11008, 1, FfnKind::swiglu, false, Position::rope},
-    {"llama2-13b", 32000, 4096, 40, 5120, 40, 13824, 1, FfnKind::swiglu, false, Position::rope},
-    {"llama2-70b", 32000, 4096, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::rope, 8},
+    {.name = "llama2-7b", .v = 32000, .t = 4096, .l = 32, .d = 4096, .h = 32, .f = 11008, .b = 1,
+     .ffn = FfnKind::swiglu, .tied = false, .pos = Position::rope, .published = 6738415616LL},
+    {.name = "llama2-13b", .v = 32000, .t = 4096, .l = 40, .d = 5120, .h = 40, .f = 13824, .b = 1,
+     .ffn = FfnKind::swiglu, .tied = false, .pos = Position::rope, .published = 13015864320LL},
+    {.name = "llama2-70b", .v = 32000, .t = 4096, .l = 80, .d = 8192, .h = 64, .f = 28672, .b = 1,
+     .ffn = FfnKind::swiglu, .tied = false, .pos = Position::rope, .kv = 8, .published = 68976648192LL},
     // Llama 3 / 3.1 (Grattafiori et al. 2024, "The Llama 3 Herd of Models", Table 3; the released config.json files:
     // vocab 128256, 8 key/value heads, rope_theta 500000, untied). Context 8192 (the pretraining sequence length;
     // 3.1's 131072 comes from its long-context stage). 3.1's rope_scaling: type llama3, factor 8, low_freq_factor 1,
     // high_freq_factor 4, original_max_position_embeddings 8192 (frequencies only). Published counts (checkpoint index
     // total_size / 2 bytes of bf16): 8,030,261,248; 70,553,706,496; 405,853,388,800.
-    {"llama3-8b", 128256, 8192, 32, 4096, 32, 14336, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 500000},
-    {"llama3-70b", 128256, 8192, 80, 8192, 64, 28672, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 500000},
-    {"llama3.1-405b", 128256, 8192, 126, 16384, 128, 53248, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 500000, 0,
-     RopeScaling::llama3, 8},
+    {.name = "llama3-8b", .v = 128256, .t = 8192, .l = 32, .d = 4096, .h = 32, .f = 14336, .b = 1,
+     .ffn = FfnKind::swiglu, .tied = false, .pos = Position::rope, .kv = 8, .theta = 500000,
+     .published = 8030261248LL},
+    {.name = "llama3-70b", .v = 128256, .t = 8192, .l = 80, .d = 8192, .h = 64, .f = 28672, .b = 1,
+     .ffn = FfnKind::swiglu, .tied = false, .pos = Position::rope, .kv = 8, .theta = 500000,
+     .published = 70553706496LL},
+    {.name = "llama3.1-405b", .v = 128256, .t = 8192, .l = 126, .d = 16384, .h = 128, .f = 53248, .b = 1,
+     .ffn = FfnKind::swiglu, .tied = false, .pos = Position::rope, .kv = 8, .theta = 500000,
+     .scaling = RopeScaling::llama3, .factor = 8, .published = 405853388800LL},
     // Mistral 7B v0.1 (Jiang et al. 2023, "Mistral 7B", Table 1: window_size 4096, context_len 8192; config.json:
     // GQA 8, sliding_window 4096). Published: 7,241,732,096.
-    {"mistral-7b", 32000, 8192, 32, 4096, 32, 14336, 1, FfnKind::swiglu, false, Position::rope, 8, 0, 10000, 4096},
+    {.name = "mistral-7b", .v = 32000, .t = 8192, .l = 32, .d = 4096, .h = 32, .f = 14336, .b = 1,
+     .ffn = FfnKind::swiglu, .tied = false, .pos = Position::rope, .kv = 8, .window = 4096,
+     .published = 7241732096LL},
     // SmolLM2-135M (Hugging Face, config.json: 9 heads, 3 key/value heads, tied, rope_theta 100000, context 8192):
     // 134,515,008. TinyLlama-1.1B (Zhang et al. 2024; config.json: 4 key/value heads, context 2048):
     // 1,100,048,384.
-    {"smollm2-135m", 49152, 8192, 30, 576, 9, 1536, 1, FfnKind::swiglu, true, Position::rope, 3, 0, 100000},
-    {"tinyllama-1.1b", 32000, 2048, 22, 2048, 32, 5632, 1, FfnKind::swiglu, false, Position::rope, 4},
+    {.name = "smollm2-135m", .v = 49152, .t = 8192, .l = 30, .d = 576, .h = 9, .f = 1536, .b = 1,
+     .ffn = FfnKind::swiglu, .tied = true, .pos = Position::rope, .kv = 3, .theta = 100000, .published = 134515008LL},
+    {.name = "tinyllama-1.1b", .v = 32000, .t = 2048, .l = 22, .d = 2048, .h = 32, .f = 5632, .b = 1,
+     .ffn = FfnKind::swiglu, .tied = false, .pos = Position::rope, .kv = 4, .published = 1100048384LL},
     // Qwen2.5 (Qwen Team 2024, "Qwen2.5 Technical Report": pre-trained at 4,096 tokens, then 32,768; config.json: GQA,
     // q/k/v biases always on, rope_theta 1e6; 0.5B tied): 494,032,768 and 7,615,616,512 (model cards).
-    {"qwen2.5-0.5b", 151936, 32768, 24, 896, 14, 4864, 1, FfnKind::swiglu, true, Position::rope, 2, 0, 1e6, 0,
-     RopeScaling::none, 1, AttentionBias::qkv},
-    {"qwen2.5-7b", 152064, 32768, 28, 3584, 28, 18944, 1, FfnKind::swiglu, false, Position::rope, 4, 0, 1e6, 0,
-     RopeScaling::none, 1, AttentionBias::qkv},
+    {.name = "qwen2.5-0.5b", .v = 151936, .t = 32768, .l = 24, .d = 896, .h = 14, .f = 4864, .b = 1,
+     .ffn = FfnKind::swiglu, .tied = true, .pos = Position::rope, .kv = 2, .theta = 1e6, .bias = AttentionBias::qkv,
+     .published = 494032768LL},
+    {.name = "qwen2.5-7b",
+     .v = 152064,
+     .t = 32768,
+     .l = 28,
+     .d = 3584,
+     .h = 28,
+     .f = 18944,
+     .b = 1,
+     .ffn = FfnKind::swiglu,
+     .tied = false,
+     .pos = Position::rope,
+     .kv = 4,
+     .theta = 1e6,
+     .bias = AttentionBias::qkv,
+     .published = 7615616512LL},
 };
+// clang-format on
 
 // Every settable key, where it may appear in a TOML file, what it accepts, how it is set from text and written
 // back: the one table that parsing (`--set`, TOML), the unknown-key suggestions, validate()'s ranges, the
@@ -490,18 +546,28 @@ TrainConfig preset_config(std::string_view name) {
                                        .attention_bias = p.bias,
                                        .d_ff = p.f,
                                        .ffn = p.ffn,
+                                       .mlp_bias = p.mlp_bias,
                                        .tie_embeddings = p.tied,
                                        .position = p.pos,
                                        .rope_theta = p.theta,
                                        .rope_scaling = p.scaling,
                                        .rope_factor = p.factor,
-                                       .sliding_window = p.window},
+                                       .sliding_window = p.window,
+                                       .norm = p.norm,
+                                       .norm_bias = p.norm_bias},
                             RunSettings{.batch_size = p.b}};
       return c;
     }
   }
   throw std::invalid_argument(
       fmt::format("preset: '{}' is not a preset; allowed values are {}", name, fmt::join(preset_names(), ", ")));
+}
+
+PresetFacts preset_facts(std::string_view name) {
+  for (const Preset& p : kPresets) {
+    if (name == p.name) return {p.published, p.counterpart};
+  }
+  return {};
 }
 
 void apply_override(TrainConfig& config, std::string_view kv) {

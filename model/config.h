@@ -148,13 +148,22 @@ struct TrainConfig {
   uint64_t seed = 1234;
 };
 
-// Names of the presets: tiny, S, M, gpt2-small … gpt2-xl, gpt3-6.7b, gpt3-13b, gpt3-175b, llama2-7b, llama2-13b,
+// Names of the presets: tiny, S, M, gpt2-small … gpt2-xl (the accounting problem's), openai-gpt2 … openai-gpt2-xl
+// (as released), gpt3-6.7b, gpt3-13b, gpt3-175b, llama2-7b, llama2-13b,
 // llama2-70b, llama3-8b, llama3-70b, llama3.1-405b, mistral-7b, smollm2-135m, tinyllama-1.1b, qwen2.5-0.5b,
 // qwen2.5-7b (shapes and sources in
 // config.cpp).
 std::vector<std::string> preset_names();
 // Throws std::invalid_argument naming `preset` and listing the allowed names.
 TrainConfig preset_config(std::string_view name);
+// What is known of a preset beyond its shape: the released model's published parameter count (0 = none: a stand-in
+// or reckon's own shape) and a preset of the same model in the other convention ("" = none): the accounting problem's
+// gpt2-* (shared/seeds) and the released openai-gpt2*. Unknown names: {}.
+struct PresetFacts {
+  int64_t published_parameters = 0;
+  std::string counterpart;
+};
+PresetFacts preset_facts(std::string_view name);
 
 // Applies one `key=value` (keys: every ModelConfig/AdamWConfig field (precision: fp32, amp-bf16, bf16;
 // grad_dtype: auto, fp32, bf16; attention: naive, flash;

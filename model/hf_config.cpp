@@ -119,6 +119,14 @@ class Keys {
     }
     fail(key, fmt::format("{} is {}: not modelled by reckon", dump(*v), what));
   }
+  // A training-time setting reckon leaves out of the step it counts (dropout): read, and listed in `left_out` when it
+  // is on (not 0), so that the user sees it.
+  void left_out(const std::string& key, const std::string& what, std::vector<std::string>& out) {
+    const json* v = find(key);
+    if (v == nullptr || v->is_null() || (v->is_number() && v->get<double>() == 0)) return;
+    if (!v->is_number()) fail(key, fmt::format("expected a number, got {}", type_of(*v)));
+    out.push_back(fmt::format("{} = {} ({})", key, dump(*v), what));
+  }
   bool used(const std::string& key) const { return std::find(used_.begin(), used_.end(), key) != used_.end(); }
 
  private:
@@ -142,9 +150,17 @@ constexpr const char* kNeutralKeys[] = {
     "pretraining_tp",  // LLaMA's tensor-parallel slicing of the same products: the same FLOPs and bytes
     "original_max_position_embeddings",  // read only by rope_scaling kinds, which are refused
     "max_window_layers",                 // read only with use_sliding_window
+    // GPT-2's: n_ctx repeats n_positions; the summary_* keys configure GPT2DoubleHeadsModel's classification head,
+    // task_specific_params generation defaults: none is part of the language model.
+    "n_ctx",
+    "summary_activation",
+    "summary_proj_to_labels",
+    "summary_type",
+    "summary_use_proj",
+    "task_specific_params",
 };
 
-const char* const kSupported[] = {"llama", "mistral", "phi3", "qwen2"};
+const char* const kSupported[] = {"gpt2", "llama", "mistral", "phi3", "qwen2"};
 
 // What each model type reckon does not model yet needs, for its refusal.
 std::optional<std::string> unmodelled(const std::string& type) {
@@ -152,7 +168,6 @@ std::optional<std::string> unmodelled(const std::string& type) {
     return "it needs pre- and post-sublayer RMSNorms, a gated GELU MLP (hidden_activation), embeddings scaled by "
            "sqrt(hidden_size) and scores scaled by query_pre_attn_scalar, not modelled yet";
   }
-  if (type == "gpt2") return "it needs LayerNorm with biases, biases on every linear and a GELU MLP, not modelled yet";
   if (type == "falcon") {
     return "it needs a parallel attention + MLP block from one LayerNorm and a GELU MLP, not modelled yet";
   }
@@ -275,10 +290,51 @@ void map_llama_family(Keys& k, const std::string& type, ModelConfig& m) {
   m.mlp_bias = k.boolean("mlp_bias").value_or(false);  // LlamaConfig's: gate_proj, up_proj, down_proj
   map_layer_types(k, m);
   map_rope_scaling(k, m);
-  k.neutral("attention_dropout", "dropout");
-  k.neutral("resid_pdrop", "dropout");
-  k.neutral("embd_pdrop", "dropout");
   k.neutral("num_local_experts", "a mixture of experts");
+}
+
+// Dropout: a training-time choice, left out of the counted step (no masks, no extra FLOPs) and reported.
+void dropout_left_out(Keys& k, std::vector<std::string>& out) {
+  for (const char* key :
+       {"attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"}) {
+    k.left_out(key, "dropout: reckon counts the step without it", out);
+  }
+}
+
+// GPT-2 (GPT2LMHeadModel): learned positions, LayerNorm with β before each sublayer and at the end, biases on every
+// linear (c_attn's q, k, v; c_proj; the MLP's c_fc and c_proj), a 2-matrix MLP, the head tied to the embedding
+// (GPT2Config: tie_word_embeddings defaults to true). n_inner null or absent = 4·n_embd; activation_function
+// gelu_new (the default) and gelu_pytorch_tanh are the tanh form, gelu the exact one; layer_norm_epsilon 1e-5.
+void map_gpt2(Keys& k, ModelConfig& m) {
+  m.vocab_size = k.required("vocab_size");
+  m.d_model = k.required("n_embd");
+  m.num_layers = k.required("n_layer");
+  m.num_heads = k.required("n_head");
+  m.context_length = k.required("n_positions");
+  m.d_ff = k.integer("n_inner").value_or(4 * m.d_model);
+  const std::string act = k.string("activation_function").value_or("gelu_new");
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh") {
+    m.ffn = FfnKind::gelu_tanh_mlp;
+  } else if (act == "gelu") {
+    m.ffn = FfnKind::gelu_mlp;
+  } else {
+    k.fail("activation_function", fmt::format("'{}' is not modelled; reckon's GPT-2 MLP uses gelu_new, "
+                                              "gelu_pytorch_tanh or gelu",
+                                              act));
+  }
+  m.norm = NormKind::layernorm;
+  m.norm_bias = true;
+  m.norm_eps = k.number("layer_norm_epsilon").value_or(1e-5);
+  m.attention_bias = AttentionBias::qkvo;
+  m.mlp_bias = true;
+  m.position = Position::learned;
+  m.tie_embeddings = k.boolean("tie_word_embeddings").value_or(true);
+  if (!k.boolean("scale_attn_weights").value_or(true)) {
+    k.fail("scale_attn_weights", "false leaves the scores unscaled by 1/sqrt(head_dim): not modelled by reckon");
+  }
+  k.neutral("scale_attn_by_inverse_layer_idx", "a per-layer score scale");
+  k.neutral("reorder_and_upcast_attn", "a reordered float32 attention");
+  k.neutral("add_cross_attention", "cross-attention");
 }
 
 }  // namespace
@@ -309,7 +365,12 @@ HfConfig parse_hf_config_text(const std::string& text, const std::string& path) 
   HfConfig out;
   out.model_type = *type;
   out.config.preset = "hf:" + *type;
-  map_llama_family(k, *type, out.config.model);
+  if (*type == "gpt2") {
+    map_gpt2(k, out.config.model);
+  } else {
+    map_llama_family(k, *type, out.config.model);
+  }
+  dropout_left_out(k, out.left_out);
   for (const auto& [key, value] : root.items()) {
     if (k.used(key)) continue;
     if (std::find_if(std::begin(kNeutralKeys), std::end(kNeutralKeys), [&](const char* n) { return key == n; }) ==

@@ -17,7 +17,15 @@
 //   layer_types (either family; newer transformers write it): all "full_attention" → no window, all
 //     "sliding_attention" → the window on every layer, full exactly every p-th layer → sliding_window_pattern p;
 //     other arrangements refused.
-//   Refused, naming what is not modelled: gemma2, gpt2, falcon, olmo2, mixtral (experts), any other model_type (the
+//   gpt2 (GPT2LMHeadModel): vocab_size, n_embd → d_model, n_layer → num_layers, n_head → num_heads, n_positions →
+//     context_length, n_inner → d_ff (null or absent: 4·n_embd), activation_function (gelu_new (default) and
+//     gelu_pytorch_tanh → gelu_tanh_mlp, gelu → gelu_mlp), layer_norm_epsilon → norm_eps (absent: 1e-5),
+//     tie_word_embeddings (absent: true); always LayerNorm with β, biases on every linear (attention_bias = qkvo,
+//     mlp_bias), learned positions. scale_attn_weights false, scale_attn_by_inverse_layer_idx and
+//     reorder_and_upcast_attn true are refused.
+//   Dropout keys (attention_dropout, resid_pdrop, embd_pdrop, attn_pdrop, …) are read and, when not 0, listed as
+//   left out: reckon counts the step without dropout.
+//   Refused, naming what is not modelled: gemma2, falcon, olmo2, mixtral (experts), any other model_type (the
 //   supported ones are listed).
 //
 // The vocabulary, widths, depth, head count and context keys are required (a hub config.json always has them):
@@ -38,6 +46,8 @@ struct HfConfig {
   TrainConfig config;  // preset "hf:<model_type>", the file's model and reckon's run defaults
   std::string model_type;
   std::vector<std::string> ignored;  // keys read and known to change nothing reckon counts, in file order
+  // Training-time settings the file turns on and reckon's counted step leaves out ("attn_pdrop = 0.1 (dropout: …)").
+  std::vector<std::string> left_out;
 };
 
 HfConfig load_hf_config(const std::string& path);

@@ -13,6 +13,7 @@
 #include <new>
 #include <stdexcept>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -668,6 +669,55 @@ TEST(EstimateResult, Gpt2XlFiguresOnTheStructAndTheJsonRenderedFromIt) {
   EXPECT_EQ(j["memory"]["max_batch"].get<int64_t>(), r.memory.max_batch);
   EXPECT_EQ(j["matrix"].size(), r.matrix.size());
   EXPECT_NE(render_markdown(r, o).find(fmt_int(r.memory.total)), std::string::npos);
+}
+
+// The two GPT-2 XLs: the released one (LayerNorm with β, biases on every linear, learned positions, tied head) beside
+// the accounting problem's, by kind of parameter, by independent arithmetic (D 1600, L 48, d_ff 6400, V 50257).
+TEST(EstimateResult, ReleasedGpt2XlAgainstTheAccountingProblemsByKind) {
+  EstimateOptions o;
+  o.preset = "openai-gpt2-xl";
+  o.activations = "textbook";
+  o.query_scratchpad = false;
+  const EstimateResult r = compute_estimate(o);
+  const int64_t D = 1600, L = 48, F = 6400, V = 50257;
+  const int64_t layer = 4 * D * D + 4 * D + 2 * D * F + F + D + 4 * D;  // attention + biases, MLP + biases, 2 LN (γ, β)
+  EXPECT_EQ(r.num_parameters, V * D + 1024 * D + L * layer + 2 * D);
+  EXPECT_EQ(r.num_parameters, 1557611200LL);
+  EXPECT_EQ(r.published_parameters, 1557611200LL);
+  EXPECT_EQ(r.counterpart, "gpt2-xl");
+  std::map<std::string, int64_t> diff;
+  for (const EstimateResult::CounterpartRow& row : r.counterpart_rows) diff[row.item] = row.ours - row.theirs;
+  EXPECT_EQ(diff.at("token embedding"), 0);
+  EXPECT_EQ(diff.at("position embedding"), 1024 * D);
+  EXPECT_EQ(diff.at("attention (with its biases)"), L * 4 * D);
+  EXPECT_EQ(diff.at("ffn (with its biases)"), L * (F + D));
+  EXPECT_EQ(diff.at("norm gains"), 0);
+  EXPECT_EQ(diff.at("norm biases (LayerNorm β)"), 2 * L * D + D);
+  EXPECT_EQ(diff.at("LM head (0: tied)"), -V * D);
+  EXPECT_EQ(r.num_parameters - 1635537600LL, 1024 * D + L * (4 * D + F + D) + 2 * L * D + D - V * D);
+  const std::string md = render_markdown(r, o);
+  // One line each (the table pads its columns): the published row, the total row of the comparison.
+  auto line_with = [&](const std::string& first, size_t from = 0) {
+    const size_t at = md.find(first, from);
+    return at == std::string::npos ? std::string() : md.substr(at, md.find('\n', at) - at);
+  };
+  EXPECT_NE(line_with("| published (model card)").find("| 1,557,611,200 | reckon's count is exact"), std::string::npos)
+      << md;
+  const size_t comparison = md.find("## openai-gpt2-xl vs gpt2-xl");
+  ASSERT_NE(comparison, std::string::npos) << md;
+  EXPECT_NE(line_with("| **total**", comparison).find("1,557,611,200 | 1,635,537,600 | -77,926,400 |"),
+            std::string::npos)
+      << md;
+  const nlohmann::json j = render_json(r, o);
+  EXPECT_EQ(j["published_parameters"].get<int64_t>(), 1557611200LL);
+  EXPECT_EQ(j["counterpart"]["preset"], "gpt2-xl");
+  EXPECT_EQ(j["counterpart"]["parameters"].size(), r.counterpart_rows.size());
+  // The accounting problem's preset has no published count (it is no released model) and names the released one.
+  o.preset = "gpt2-xl";
+  const EstimateResult problem = compute_estimate(o);
+  EXPECT_EQ(problem.published_parameters, 0);
+  EXPECT_EQ(problem.counterpart, "openai-gpt2-xl");
+  EXPECT_FALSE(render_json(problem, o).contains("published_parameters"));
 }
 
 }  // namespace reckon

@@ -416,6 +416,29 @@ TEST(Presets, ParameterCountsMatchThePublishedTotals) {
     TrainConfig full = preset_config(name);
     validate(full);
   }
+  // GPT-2 as released (model cards): every count exact, and each preset's published figure is the one it carries.
+  for (const auto& [name, count] : std::vector<std::pair<const char*, int64_t>>{{"openai-gpt2", 124439808LL},
+                                                                                {"openai-gpt2-medium", 354823168LL},
+                                                                                {"openai-gpt2-large", 774030080LL},
+                                                                                {"openai-gpt2-xl", 1557611200LL}}) {
+    const ModelConfig m = preset_config(name).model;
+    EXPECT_EQ(parameter_layout(m).total(), count) << name;
+    EXPECT_EQ(testing_ref::count_parameters(m), count) << name;
+    EXPECT_EQ(preset_facts(name).published_parameters, count) << name;
+    EXPECT_EQ(m.norm, NormKind::layernorm) << name;
+    TrainConfig full = preset_config(name);
+    validate(full);
+  }
+  for (const std::string& name : preset_names()) {
+    const PresetFacts f = preset_facts(name);
+    if (f.published_parameters > 0) {
+      EXPECT_EQ(parameter_layout(preset_config(name).model).total(), f.published_parameters) << name;
+    }
+    if (!f.counterpart.empty()) EXPECT_EQ(preset_facts(f.counterpart).counterpart, name);
+  }
+  EXPECT_EQ(preset_facts("gpt2-xl").counterpart, "openai-gpt2-xl");
+  EXPECT_EQ(preset_facts("gpt2-xl").published_parameters, 0);
+  EXPECT_EQ(preset_facts("llama2-70b").published_parameters, 68976648192LL);
   EXPECT_EQ(preset_config("llama3-8b").model.rope_theta, 500000.0);
   EXPECT_EQ(preset_config("mistral-7b").model.sliding_window, 4096);
   // As multi-head attention it would be 2·L·D·(D − 1024) more: 78,371,889,152.

@@ -62,6 +62,35 @@ TEST(HfConfig, ReleasedConfigsGiveTheirPublishedCounts) {
     EXPECT_EQ(hf.config.model.position, Position::rope);
     EXPECT_EQ(hf.config.model.ffn, FfnKind::swiglu);
   }
+  // GPT-2 (published: 124,439,808 and 354,823,168): LayerNorm with β, biases on every linear, the tanh GELU MLP at
+  // 4·n_embd (no n_inner key), learned positions, the head tied without a key.
+  for (const auto& [name, count] :
+       std::map<std::string, int64_t>{{"gpt2", 124439808LL}, {"gpt2-medium", 354823168LL}}) {
+    SCOPED_TRACE(name);
+    const HfConfig hf = parse_hf_config_text(kReleased.at(name), name);
+    const ModelConfig& m = hf.config.model;
+    EXPECT_EQ(parameter_layout(m).total(), count);
+    EXPECT_EQ(testing_ref::count_parameters(m), count);
+    EXPECT_EQ(m.position, Position::learned);
+    EXPECT_EQ(m.ffn, FfnKind::gelu_tanh_mlp);
+    EXPECT_EQ(m.d_ff, 4 * m.d_model);
+    EXPECT_EQ(m.norm, NormKind::layernorm);
+    EXPECT_TRUE(m.norm_bias && m.mlp_bias && m.tie_embeddings);
+    EXPECT_EQ(m.attention_bias, AttentionBias::qkvo);
+    EXPECT_EQ(hf.ignored, (std::vector<std::string>{"architectures", "n_ctx"}));
+    EXPECT_TRUE(hf.left_out.empty());
+  }
+  // GPT-2's exact GELU, an explicit n_inner, and the dropout its hub file sets: read, and listed as left out.
+  std::string gpt2 = kReleased.at("gpt2");
+  gpt2.insert(
+      gpt2.rfind('}'),
+      R"(, "activation_function": "gelu", "n_inner": 1000, "resid_pdrop": 0.1, "attn_pdrop": 0.1, "embd_pdrop": 0)");
+  const HfConfig g = parse_hf_config_text(gpt2, "g");
+  EXPECT_EQ(g.config.model.ffn, FfnKind::gelu_mlp);
+  EXPECT_EQ(g.config.model.d_ff, 1000);
+  ASSERT_EQ(g.left_out.size(), 2u);
+  EXPECT_NE(g.left_out[0].find("resid_pdrop = 0.1 (dropout"), std::string::npos);
+  EXPECT_NE(g.left_out[1].find("attn_pdrop = 0.1"), std::string::npos);
   // Qwen2: q, k, v biases always (no key), untied or tied; its windows only with use_sliding_window.
   const HfConfig qwen = parse_hf_config_text(kReleased.at("qwen2.5-0.5b"), "q");
   EXPECT_EQ(qwen.config.model.attention_bias, AttentionBias::qkv);
@@ -127,15 +156,13 @@ TEST(HfConfig, ReleasedConfigsGiveTheirPublishedCounts) {
 TEST(HfConfig, FamiliesNotModelledAreRefusedNamingWhatTheyNeed) {
   const std::map<std::string, std::vector<std::string>> refused = {
       {"gemma-2-2b", {"'gemma2'", "gated GELU"}},
-      {"gpt2", {"'gpt2'", "LayerNorm with biases"}},
-      {"gpt2-medium", {"'gpt2'"}},
       {"olmo-2-1124-7b", {"'olmo2'", "q and k"}},
       {"falcon-7b", {"'falcon'", "parallel attention"}},
       {"mixtral-8x7b-v0.1", {"'mixtral'", "num_local_experts"}}};
   for (const auto& [name, needles] : refused) {
     SCOPED_TRACE(name);
     std::vector<std::string> all = needles;
-    all.push_back("supported: llama, mistral, phi3, qwen2");
+    all.push_back("supported: gpt2, llama, mistral, phi3, qwen2");
     expect_invalid([&] { parse_hf_config_text(kReleased.at(name), name); }, all);
   }
 }
@@ -221,7 +248,15 @@ TEST(HfConfig, BadFilesAreRefusedNamingTheKey) {
       {with(R"("rope_scaling": {"type": "linear", "factor": 2.0, "beta": 1}, )"),
        {"rope_scaling.beta: a key reckon does not know"}},
       {with(R"("rope_scaling": 3, )"), {"rope_scaling: expected an object or null"}},
-      {with(R"("attention_dropout": 0.1, )"), {"attention_dropout: 0.1 is dropout"}},
+      {with(R"("attention_dropout": "0.1", )"), {"attention_dropout: expected a number, got a string"}},
+      {R"({"model_type": "gpt2", "vocab_size": 100, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 16, )"
+       R"("activation_function": "relu"})",
+       {"activation_function: 'relu' is not modelled", "gelu_new"}},
+      {R"({"model_type": "gpt2", "vocab_size": 100, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 16, )"
+       R"("scale_attn_weights": false})",
+       {"scale_attn_weights: false"}},
+      {R"({"model_type": "gpt2", "vocab_size": 100, "n_embd": 64, "n_layer": 2, "n_positions": 16})",
+       {"n_head: missing"}},
       {with(R"("num_local_experts": 8, )"), {"num_local_experts: 8 is a mixture of experts"}},
       {with(R"("quantization_config": {"bits": 4}, )"), {"quantization_config:", "does not know"}},
       {with(R"("vocab_size": 99999999999999999999, )"), {"vocab_size: expected an integer, got a floating-point"}},
