@@ -108,8 +108,9 @@ void compute_parameters(EstimateResult& r) {
                   !m.mlp_bias     ? ""
                   : ffn_mats == 3 ? " + L·(2·d_ff + D) (biases)"
                                   : " + L·(d_ff + D) (biases)"));
-  add(m.norm == NormKind::layernorm ? "LayerNorm gains" : "RMSNorm gains", ParamRole::norm_gain, "L·2·D + D");
-  if (m.norm_bias) add("LayerNorm biases", ParamRole::norm_bias, "L·2·D + D");
+  const char* norms = m.parallel_block() ? "L·D + D (one norm a parallel block)" : "L·2·D + D";
+  add(m.norm == NormKind::layernorm ? "LayerNorm gains" : "RMSNorm gains", ParamRole::norm_gain, norms);
+  if (m.norm_bias) add("LayerNorm biases", ParamRole::norm_bias, norms);
   add("LM head", ParamRole::lm_head, m.tie_embeddings ? "tied to the embedding" : "V·D (untied)");
   const PresetFacts facts = preset_facts(r.config.preset);
   r.published_parameters = facts.published_parameters;

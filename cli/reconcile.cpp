@@ -149,7 +149,7 @@ void print_details(const Result& r) {
 // (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads)) with both attentions (naive, flash) and the three recomputes
 // (none, attention, full). Positions none, learned and rope (rope where the head width is even: all shapes but the
 // d_k = 1 one; the untied ones with llama3 frequency scaling). Attention biases on q, k, v (Qwen2) and on o too in
-// two shapes' configs. Sliding windows and soft-capping (of scores and of
+// two shapes' configs. Parallel blocks on a third. Sliding windows and soft-capping (of scores and of
 // logits) where a shape gives
 // them: on its rope configs, or (the T = 130 shape) on all of them: 116 model configs × 4 × 2 × 3 = 2,784 configs.
 // The mixed ones only where this CPU runs bf16 matmuls (they are left out, with a note, elsewhere).
@@ -188,6 +188,8 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
           const bool mlp_bias = (si + k) % 2 == 1;
           // LayerNorm on every other shape, with its bias on one of the two kinds (with mlp_bias on some: GPT-2's).
           const bool layernorm = si % 2 == 0, norm_bias = layernorm && (si / 2 + k) % 2 == 0;
+          // A parallel block (one norm feeding attention and the ffn) on a third of the model configs.
+          const Block block = (si + k + (tied ? 1 : 0)) % 3 == 0 ? Block::parallel : Block::sequential;
           const int64_t head_width = s.head_dim > 0 ? s.head_dim : s.d / s.h;
           if (pos == Position::rope && head_width % 2 != 0) continue;  // RoPE turns pairs
           const bool scored = s.every_position || pos == Position::rope;
@@ -221,7 +223,8 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
                                                  .attn_logit_softcapping = scored ? s.cap : 0,
                                                  .final_logit_softcapping = scored ? s.logit_cap : 0,
                                                  .norm = layernorm ? NormKind::layernorm : NormKind::rmsnorm,
-                                                 .norm_bias = norm_bias},
+                                                 .norm_bias = norm_bias,
+                                                 .block = block},
                                       RunSettings{.batch_size = s.b,
                                                   .precision = precision,
                                                   .grad_dtype = grads,

@@ -472,6 +472,7 @@ class StepReplay {
   const Activation act_fn;  // the ffn's activation
   const bool rope, recompute_attention, recompute_full;
   const bool layernorm = c_.norm == NormKind::layernorm;
+  const bool parallel = c_.parallel_block();  // one norm a layer feeds both branches
   const char* const norm_op = layernorm ? "layernorm" : "rmsnorm";
   const char* const gate;        // the ffn's saved activation
   const char* const core_saved;  // what the attention core keeps beyond q, k, v
@@ -608,10 +609,12 @@ std::vector<const char*> StepReplay::block_saved() const {
   std::vector<const char*> saved;
   if (layernorm) saved.push_back(kAttnNorm.mean);
   saved.push_back(kAttnNorm.rstd);
-  saved.push_back("attn_residual");  // the ffn norm's input
-  if (layernorm) saved.push_back(kFfnNorm.mean);
-  saved.push_back(kFfnNorm.rstd);
-  saved.push_back(kAttnNorm.out);
+  if (!parallel) {
+    saved.push_back("attn_residual");  // the ffn norm's input
+    if (layernorm) saved.push_back(kFfnNorm.mean);
+    saved.push_back(kFfnNorm.rstd);
+    saved.push_back(kAttnNorm.out);
+  }
   if (flash) {
     for (const char* s : {"attn.q", "attn.k", "attn.v", "attn.ctx"}) saved.push_back(s);
   } else {
@@ -619,7 +622,8 @@ std::vector<const char*> StepReplay::block_saved() const {
   }
   if (!recompute_attention) saved.push_back(core_saved);
   if (!recompute_attention && !flash && capped()) saved.push_back("attn.tanh");
-  for (const char* s : {"ffn_norm.out", gate, "ffn.w1_out"}) saved.push_back(s);
+  // The ffn's input: a parallel block's is the attention norm's output, which goes with its last holder, the ffn.
+  for (const char* s : {parallel ? kAttnNorm.out : kFfnNorm.out, gate, "ffn.w1_out"}) saved.push_back(s);
   if (gated) saved.push_back("ffn.w3_out");
   return saved;
 }
@@ -649,7 +653,7 @@ void StepReplay::block_forward(int32_t i) {
   alloc({i, "attn_residual"}, residual_forward_tensor({n_, d_}));
   count("residual", residual_forward_count(n_ * d_));
   r_.free({i, "attn.out"});
-  norm(i, kFfnNorm);
+  if (!parallel) norm(i, kFfnNorm);
   ffn_weights(w);
   const FfnForwardTensors ft = ffn_forward_tensors({n_, d_}, f_, A, c_.ffn);
   lin_fwd({i, "ffn.w1_out"}, ft.w1_out.category, ft.w1_out.dtype, d_, f_, "linear", w.b1 >= 0);
@@ -661,6 +665,7 @@ void StepReplay::block_forward(int32_t i) {
   alloc({i, "ffn_residual"}, residual_forward_tensor({n_, d_}));
   count("residual", residual_forward_count(n_ * d_));
   r_.free({i, "ffn.out"});
+  if (parallel) r_.free({i, "attn_residual"});  // a partial sum, saved by nothing
 }
 
 void StepReplay::forward() {
@@ -702,7 +707,8 @@ void StepReplay::forward() {
 
 void StepReplay::ffn_backward(int32_t i) {
   const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
-  r_.alloc({i, "ffn_norm.grad_out"}, Category::temporary, n * d);
+  // A parallel block's ffn writes its dX into the attention norm's grad_out, which the q, k, v linears then add to.
+  r_.alloc({i, parallel ? "attn_norm.grad_out" : "ffn_norm.grad_out"}, Category::temporary, n * d);
   cast_grad({i, "ffn.grad_out"});  // the residual gradient in the bf16 region
   const FfnBackwardTensors bt = ffn_backward_tensors({n_, d_}, f_, A, c_.ffn);
   alloc({i, "ffn.grad_act"}, bt.grad_act);
@@ -725,7 +731,7 @@ void StepReplay::ffn_backward(int32_t i) {
     r_.free({i, "ffn.w1_out"});
     lin_bwd(d_, f_, false, F32, "linear", w.b1 >= 0);
   }
-  r_.free({i, "ffn_norm.out"});  // the last linear to use it has run
+  if (!parallel) r_.free({i, "ffn_norm.out"});  // the last linear to use it has run (parallel: q, k, v's input still)
   r_.free({i, "ffn.grad_w1_out"});
   if (mixed) r_.free({i, "ffn.grad_out"});
   release_weight(w.w2);
@@ -734,6 +740,7 @@ void StepReplay::ffn_backward(int32_t i) {
   release_bias(w.b3);
   release_weight(w.w1);
   release_bias(w.b1);
+  if (parallel) return;
   norm_bwd(true);
   r_.free({i, "attn_residual"});  // ffn norm's saved input
   free_norm_stats(i, kFfnNorm);
@@ -790,8 +797,8 @@ void StepReplay::attention_backward(int32_t i) {
     count("rope", rope_count(b.value(), t.value(), h.value(), shape.head_dim, A));
     count("rope", rope_count(b.value(), t.value(), shape.kv_heads, shape.head_dim, A));
   }
-  r_.alloc({i, "attn_norm.grad_out"}, Category::temporary, n * d);
-  lin_bwd(d_, qw_, false, F32, "linear", w.bq >= 0);
+  if (!parallel) r_.alloc({i, "attn_norm.grad_out"}, Category::temporary, n * d);
+  lin_bwd(d_, qw_, parallel, F32, "linear", w.bq >= 0);
   release_weight(w.wq);
   release_bias(w.bq);
   r_.free({i, "attn.grad_q"});

@@ -24,21 +24,27 @@ std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
   // implementation's q and context are B·T·H·head_dim, k and v B·T·KV·head_dim.
   const CheckedInt btq = bt * c.q_width(), btkv = bt * c.kv_width();
   const bool gated = ffn_gated(c.ffn), flash = c.attention == AttentionKind::flash;
-  const bool ln = c.norm == NormKind::layernorm;
+  const bool ln = c.norm == NormKind::layernorm, parallel = c.parallel_block();
   const std::string norm = ln ? "LayerNorm" : "RMSNorm";
+  const CheckedInt norms = l * c.norms_per_layer();  // in the blocks
   const bool silu = ffn_activation(c.ffn) == Activation::silu;
   const char* act = silu ? "SiLU" : "GELU";
   const std::string act_row = gated ? fmt::format("{} (gated: {})", act, silu ? "SwiGLU" : "GeGLU") : act;
   const std::vector<CheckedRow> checked = {
-      {norm + " outputs (2 per block)", l * 2 * btd, "layers.*.attn_norm.out, layers.*.ffn_norm.out", l * 2 * btd,
-       "same: the inputs of the projections"},
+      parallel
+          ? CheckedRow{norm + " outputs (1 per parallel block)", l * btd, "layers.*.attn_norm.out", l * btd,
+                       "same: the input of both branches' projections"}
+          : CheckedRow{norm + " outputs (2 per block)", l * 2 * btd, "layers.*.attn_norm.out, layers.*.ffn_norm.out",
+                       l * 2 * btd, "same: the inputs of the projections"},
       ln ? CheckedRow{"(not listed) LayerNorm mean and 1/σ", 0,
-                      "layers.*.attn_norm.{mean,rstd}, layers.*.ffn_norm.{mean,rstd}", l * 4 * bt,
-                      "LayerNorm backward needs the mean and 1/σ per row"}
-         : CheckedRow{"(not listed) RMSNorm 1/rms", 0, "layers.*.attn_norm.rstd, layers.*.ffn_norm.rstd", l * 2 * bt,
-                      "RMSNorm backward needs 1/rms per row"},
-      {"(not listed) " + norm + " inputs", 0, "layer input, layers.*.attn_residual", l * 2 * btd,
-       norm + " backward needs its input x (the residual stream)"},
+                      parallel ? "layers.*.attn_norm.{mean,rstd}"
+                               : "layers.*.attn_norm.{mean,rstd}, layers.*.ffn_norm.{mean,rstd}",
+                      norms * 2 * bt, "LayerNorm backward needs the mean and 1/σ per row"}
+         : CheckedRow{"(not listed) RMSNorm 1/rms", 0,
+                      parallel ? "layers.*.attn_norm.rstd" : "layers.*.attn_norm.rstd, layers.*.ffn_norm.rstd",
+                      norms * bt, "RMSNorm backward needs 1/rms per row"},
+      {"(not listed) " + norm + " inputs", 0, parallel ? "layer input" : "layer input, layers.*.attn_residual",
+       norms * btd, norm + " backward needs its input x (the residual stream)"},
       {"QKV projections", l * 3 * btd, "layers.*.attn.q, .k, .v", l * (btq + 2 * btkv),
        c.kv_width() == c.d_model && c.q_width() == c.d_model
            ? "same: attention backward needs Q, K, V"

@@ -39,6 +39,7 @@ struct Preset {
   const char* counterpart = "";  // a preset of the same name in the other convention (estimate compares them)
   NormKind norm = NormKind::rmsnorm;
   bool norm_bias = false, mlp_bias = false;
+  Block block = Block::sequential;
 };
 
 // S and M are the shapes of shared/peers/lm_bench.py. The GPT-2 shapes follow the accounting problem of
@@ -122,6 +123,12 @@ constexpr Preset kPresets[] = {
      .ffn = FfnKind::swiglu, .tied = true, .pos = Position::rope, .kv = 3, .theta = 100000, .published = 134515008LL},
     {.name = "tinyllama-1.1b", .v = 32000, .t = 2048, .l = 22, .d = 2048, .h = 32, .f = 5632, .b = 1,
      .ffn = FfnKind::swiglu, .tied = false, .pos = Position::rope, .kv = 4, .published = 1100048384LL},
+    // Falcon-7B (Almazrouei et al. 2023, "The Falcon Series of Open Language Models"; tiiuae/falcon-7b config.json:
+    // multi-query (one K/V head of 64), attention and a 4·D exact-GELU MLP in parallel from one LayerNorm with β, no
+    // linear biases, RoPE, tied head, FalconConfig's 2048 positions): 6,921,720,704 (model card).
+    {.name = "falcon-7b", .v = 65024, .t = 2048, .l = 32, .d = 4544, .h = 71, .f = 18176, .b = 1,
+     .ffn = FfnKind::gelu_mlp, .tied = true, .pos = Position::rope, .kv = 1, .published = 6921720704LL,
+     .norm = NormKind::layernorm, .norm_bias = true, .block = Block::parallel},
     // Qwen2.5 (Qwen Team 2024, "Qwen2.5 Technical Report": pre-trained at 4,096 tokens, then 32,768; config.json: GQA,
     // q/k/v biases always on, rope_theta 1e6; 0.5B tied): 494,032,768 and 7,615,616,512 (model cards).
     {.name = "qwen2.5-0.5b", .v = 151936, .t = 32768, .l = 24, .d = 896, .h = 14, .f = 4864, .b = 1,
@@ -285,6 +292,8 @@ const std::vector<FieldSpec>& fields() {
                  [](TrainConfig& c, std::string_view k, std::string_view v) { c.model.norm_bias = parse_bool(k, v); },
                  [](const TrainConfig& c) { return std::string(c.model.norm_bias ? "true" : "false"); }, nullptr});
     f.push_back(real_field("norm_eps", model, m, &M::norm_eps, {0, 1, true, false}));
+    f.push_back(choice_field("block", &M::block, kBlocks,
+                             " (sequential: GPT-2, LLaMA; parallel: attention and ffn from one norm, Falcon, GPT-J)"));
     f.push_back(choice_field("precision", &M::precision, kPrecisions));
     f.push_back(choice_field("grad_dtype", &M::grad_dtype, kGradDTypes, " (bf16 only with precision = bf16)"));
     f.push_back(choice_field("attention", &M::attention, kAttentionKinds));
@@ -554,7 +563,8 @@ TrainConfig preset_config(std::string_view name) {
                                        .rope_factor = p.factor,
                                        .sliding_window = p.window,
                                        .norm = p.norm,
-                                       .norm_bias = p.norm_bias},
+                                       .norm_bias = p.norm_bias,
+                                       .block = p.block},
                             RunSettings{.batch_size = p.b}};
       return c;
     }
@@ -754,9 +764,10 @@ std::string describe(const ModelConfig& m) {
   if (m.attn_logit_softcapping > 0) heads += fmt::format(", score cap {}", m.attn_logit_softcapping);
   if (m.final_logit_softcapping > 0) heads += fmt::format(", logit cap {}", m.final_logit_softcapping);
   return fmt::format(
-      "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}{}, {}{}, {}, position {}, B {}, {}, attention {}{}{}", m.vocab_size,
+      "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}{}, {}{}{}, {}, position {}, B {}, {}, attention {}{}{}", m.vocab_size,
       m.context_length, m.num_layers, m.d_model, heads, m.d_ff, ffn_kind_name(m.ffn), m.mlp_bias ? " (biases)" : "",
-      norm_kind_name(m.norm), m.norm_bias ? " (bias)" : "", m.tie_embeddings ? "tied" : "untied",
+      norm_kind_name(m.norm), m.norm_bias ? " (bias)" : "", m.parallel_block() ? ", parallel block" : "",
+      m.tie_embeddings ? "tied" : "untied",
       m.position != Position::rope ? std::string(position_name(m.position))
       : m.rope_scaling == RopeScaling::none
           ? fmt::format("rope (θ {})", m.rope_theta)

@@ -34,6 +34,9 @@ enum class Recompute { none, attention, full };
 // Biases on the attention projections (nn.Linear's, zeros at initialisation as Hugging Face's _init_weights): none
 // (LLaMA), qkv (Qwen2: q, k and v, always on), qkvo (LLaMA's attention_bias = true: q, k, v and o).
 enum class AttentionBias { none, qkv, qkvo };
+// How a block composes its sublayers: sequential (GPT-2, LLaMA: x + attn(norm(x)), then + ffn(norm(that))) or parallel
+// (GPT-J, PaLM, Falcon-7B: x + attn(norm(x)) + ffn(norm(x)) — one norm feeds both, no second norm in the layer).
+enum class Block { sequential, parallel };
 // The names a config writes for each choice (runtime/enum_table.h): parsing, printing and messages read these.
 inline constexpr EnumName<Position> kPositions[] = {
     {Position::none, "none"}, {Position::learned, "learned"}, {Position::rope, "rope"}};
@@ -41,6 +44,7 @@ inline constexpr EnumName<RopeScaling> kRopeScalings[] = {
     {RopeScaling::none, "none"}, {RopeScaling::linear, "linear"}, {RopeScaling::llama3, "llama3"}};
 inline constexpr EnumName<AttentionBias> kAttentionBiases[] = {
     {AttentionBias::none, "none"}, {AttentionBias::qkv, "qkv"}, {AttentionBias::qkvo, "qkvo"}};
+inline constexpr EnumName<Block> kBlocks[] = {{Block::sequential, "sequential"}, {Block::parallel, "parallel"}};
 inline constexpr EnumName<AttentionKind> kAttentionKinds[] = {{AttentionKind::naive, "naive"},
                                                               {AttentionKind::flash, "flash"}};
 inline constexpr EnumName<Recompute> kRecomputes[] = {
@@ -88,6 +92,7 @@ struct ModelShape {
   NormKind norm = NormKind::rmsnorm;
   bool norm_bias = false;
   double norm_eps = 1e-5;
+  Block block = Block::sequential;
 
   RopeFrequencies rope_frequencies() const {
     return {rope_theta,           rope_scaling,          rope_factor,
@@ -107,6 +112,8 @@ struct ModelShape {
   int64_t head_size() const { return head_dim > 0 ? head_dim : num_heads > 0 ? d_model / num_heads : 0; }
   int64_t q_width() const { return num_heads * head_size(); }    // H·head_dim: q's and the context's width
   int64_t kv_width() const { return kv_heads() * head_size(); }  // KV·head_dim: k's and v's width
+  bool parallel_block() const { return block == Block::parallel; }
+  int64_t norms_per_layer() const { return parallel_block() ? 1 : 2; }
 };
 
 // How one step of it is run: the batch, the precision, the attention kernel, what is recomputed, data parallelism.
@@ -150,7 +157,7 @@ struct TrainConfig {
 
 // Names of the presets: tiny, S, M, gpt2-small … gpt2-xl (the accounting problem's), openai-gpt2 … openai-gpt2-xl
 // (as released), gpt3-6.7b, gpt3-13b, gpt3-175b, llama2-7b, llama2-13b,
-// llama2-70b, llama3-8b, llama3-70b, llama3.1-405b, mistral-7b, smollm2-135m, tinyllama-1.1b, qwen2.5-0.5b,
+// llama2-70b, llama3-8b, llama3-70b, llama3.1-405b, mistral-7b, smollm2-135m, tinyllama-1.1b, falcon-7b, qwen2.5-0.5b,
 // qwen2.5-7b (shapes and sources in
 // config.cpp).
 std::vector<std::string> preset_names();

@@ -158,18 +158,18 @@ constexpr const char* kNeutralKeys[] = {
     "summary_type",
     "summary_use_proj",
     "task_specific_params",
+    // Falcon's: read only by its new decoder architecture, which is refused.
+    "num_kv_heads",
+    "num_ln_in_parallel_attn",
 };
 
-const char* const kSupported[] = {"gpt2", "llama", "mistral", "phi3", "qwen2"};
+const char* const kSupported[] = {"falcon", "gpt2", "llama", "mistral", "phi3", "qwen2"};
 
 // What each model type reckon does not model yet needs, for its refusal.
 std::optional<std::string> unmodelled(const std::string& type) {
   if (type == "gemma2") {
     return "it needs pre- and post-sublayer RMSNorms, a gated GELU MLP (hidden_activation), embeddings scaled by "
            "sqrt(hidden_size) and scores scaled by query_pre_attn_scalar, not modelled yet";
-  }
-  if (type == "falcon") {
-    return "it needs a parallel attention + MLP block from one LayerNorm and a GELU MLP, not modelled yet";
   }
   if (type == "olmo2") return "it needs norms after each sublayer and RMSNorm on q and k, not modelled yet";
   if (type == "mixtral") return "it is a mixture of experts (num_local_experts), not modelled";
@@ -337,6 +337,51 @@ void map_gpt2(Keys& k, ModelConfig& m) {
   k.neutral("add_cross_attention", "cross-attention");
 }
 
+// Falcon (FalconForCausalLM, the original decoder: new_decoder_architecture false): LayerNorm with β (nn.LayerNorm),
+// K/V heads 1 with multi_query (Falcon-7B) or as many as the query heads, head_dim = hidden_size / heads, a 2-matrix
+// MLP 4·D wide (ffn_hidden_size when given) with activation "gelu" (exact, the default), biases on every linear only
+// with `bias`, RoPE unless `alibi`, the head tied (tie_word_embeddings absent: true); parallel_attn (the default)
+// feeds attention and the MLP from one LayerNorm, false is a sequential pre-norm block. Absent
+// max_position_embeddings: FalconConfig's 2048. Refused: alibi, new_decoder_architecture (Falcon-40B/180B's two
+// LayerNorms and grouped K/V), apply_residual_connection_post_layernorm.
+void map_falcon(Keys& k, ModelConfig& m) {
+  m.vocab_size = k.required("vocab_size");
+  m.d_model = k.required("hidden_size");
+  m.num_layers = k.required("num_hidden_layers");
+  m.num_heads = k.required("num_attention_heads");
+  m.context_length = k.integer("max_position_embeddings").value_or(2048);
+  if (k.boolean("new_decoder_architecture").value_or(false)) {
+    k.fail("new_decoder_architecture",
+           "true is Falcon-40B/180B's decoder (separate LayerNorms for attention and the "
+           "MLP in parallel, num_kv_heads): not modelled by reckon");
+  }
+  if (k.boolean("alibi").value_or(false)) k.fail("alibi", "true (ALiBi position biases) is not modelled by reckon yet");
+  k.neutral("apply_residual_connection_post_layernorm", "a residual taken after the LayerNorm");
+  m.num_kv_heads = k.boolean("multi_query").value_or(true) ? 1 : 0;
+  m.d_ff = k.integer("ffn_hidden_size").value_or(4 * m.d_model);
+  const std::string act = k.string("activation").value_or("gelu");
+  if (act == "gelu") {
+    m.ffn = FfnKind::gelu_mlp;
+  } else if (act == "gelu_new" || act == "gelu_pytorch_tanh") {
+    m.ffn = FfnKind::gelu_tanh_mlp;
+  } else {
+    k.fail("activation", fmt::format("'{}' is not modelled; reckon's Falcon MLP uses gelu, gelu_new or "
+                                     "gelu_pytorch_tanh",
+                                     act));
+  }
+  m.block = k.boolean("parallel_attn").value_or(true) ? Block::parallel : Block::sequential;
+  const bool bias = k.boolean("bias").value_or(false);
+  m.attention_bias = bias ? AttentionBias::qkvo : AttentionBias::none;
+  m.mlp_bias = bias;
+  m.norm = NormKind::layernorm;
+  m.norm_bias = true;
+  m.norm_eps = k.number("layer_norm_epsilon").value_or(1e-5);
+  m.position = Position::rope;
+  m.rope_theta = k.number("rope_theta").value_or(10000.0);
+  map_rope_scaling(k, m);
+  m.tie_embeddings = k.boolean("tie_word_embeddings").value_or(true);
+}
+
 }  // namespace
 
 std::vector<std::string> hf_model_types() { return {std::begin(kSupported), std::end(kSupported)}; }
@@ -367,6 +412,8 @@ HfConfig parse_hf_config_text(const std::string& text, const std::string& path) 
   out.config.preset = "hf:" + *type;
   if (*type == "gpt2") {
     map_gpt2(k, out.config.model);
+  } else if (*type == "falcon") {
+    map_falcon(k, out.config.model);
   } else {
     map_llama_family(k, *type, out.config.model);
   }

@@ -23,9 +23,15 @@
 //     tie_word_embeddings (absent: true); always LayerNorm with β, biases on every linear (attention_bias = qkvo,
 //     mlp_bias), learned positions. scale_attn_weights false, scale_attn_by_inverse_layer_idx and
 //     reorder_and_upcast_attn true are refused.
+//   falcon (FalconForCausalLM, the original decoder): vocab_size, hidden_size, num_hidden_layers, num_attention_heads,
+//     max_position_embeddings (absent: 2048), multi_query (absent: true → one K/V head), parallel_attn (absent: true →
+//     block = parallel), bias (absent: false; true → biases on every linear), ffn_hidden_size (absent: 4·D),
+//     activation (gelu (default) → gelu_mlp; gelu_new, gelu_pytorch_tanh → gelu_tanh_mlp), layer_norm_epsilon,
+//     rope_theta, rope_scaling, tie_word_embeddings (absent: true); always LayerNorm with β and RoPE.
+//     new_decoder_architecture, alibi and apply_residual_connection_post_layernorm true are refused.
 //   Dropout keys (attention_dropout, resid_pdrop, embd_pdrop, attn_pdrop, …) are read and, when not 0, listed as
 //   left out: reckon counts the step without dropout.
-//   Refused, naming what is not modelled: gemma2, falcon, olmo2, mixtral (experts), any other model_type (the
+//   Refused, naming what is not modelled: gemma2, olmo2, mixtral (experts), any other model_type (the
 //   supported ones are listed).
 //
 // The vocabulary, widths, depth, head count and context keys are required (a hub config.json always has them):

@@ -66,8 +66,10 @@ ParameterLayout parameter_layout(const ModelShape& c) {
     if (c.qkv_bias()) x.bv = add("attn.wv.bias", i, ParamRole::attention, kvw);
     x.wo = add("attn.wo.weight", i, ParamRole::attention, d, qw);
     if (c.o_bias()) x.bo = add("attn.wo.bias", i, ParamRole::attention, d);
-    x.ffn_norm = add("ffn_norm.weight", i, ParamRole::norm_gain, d);
-    if (c.norm_bias) x.ffn_norm_bias = add("ffn_norm.bias", i, ParamRole::norm_bias, d);
+    if (!c.parallel_block()) {  // a parallel block's ffn reads the attention norm's output
+      x.ffn_norm = add("ffn_norm.weight", i, ParamRole::norm_gain, d);
+      if (c.norm_bias) x.ffn_norm_bias = add("ffn_norm.bias", i, ParamRole::norm_bias, d);
+    }
     x.w1 = add("ffn.w1.weight", i, ParamRole::ffn, f, d);
     if (c.mlp_bias) x.b1 = add("ffn.w1.bias", i, ParamRole::ffn, f);
     if (ffn_gated(c.ffn)) x.w3 = add("ffn.w3.weight", i, ParamRole::ffn, f, d);

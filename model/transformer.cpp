@@ -103,10 +103,10 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
   const std::string p = fmt::format("layers.{}.", i);
   const DType act = dtypes_.act;
   const float eps = static_cast<float>(c.norm_eps);
+  Tensor h =
+      norm_forward(c.norm, s.attn_norm, x, w(l.attn_norm), w_or_none(l.attn_norm_bias), eps, p + "attn_norm", act);
   Tensor x_mid;
   {
-    Tensor h =
-        norm_forward(c.norm, s.attn_norm, x, w(l.attn_norm), w_or_none(l.attn_norm_bias), eps, p + "attn_norm", act);
     const Tensor& wq = matmul_weight(l.wq);
     Tensor q = linear_forward(s.wq, h, wq, p + "attn.q", act, Category::activation, "linear", bias(l.bq));
     const Tensor& wk = matmul_weight(l.wk);
@@ -123,8 +123,12 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
     Tensor proj = linear_forward(s.wo, ctx, wo, p + "attn.out", DType::f32, Category::temporary, "linear", bias(l.bo));
     x_mid = residual_forward(x, proj, p + "attn_residual");
   }
-  Tensor h2 =
-      norm_forward(c.norm, s.ffn_norm, x_mid, w(l.ffn_norm), w_or_none(l.ffn_norm_bias), eps, p + "ffn_norm", act);
+  // Sequential: the ffn normalises x + attention; parallel: it reads the attention's norm of x (one tensor, saved by
+  // both branches' linears), and x_mid is only the partial sum, gone with this call.
+  Tensor h2 = c.parallel_block() ? h
+                                 : norm_forward(c.norm, s.ffn_norm, x_mid, w(l.ffn_norm), w_or_none(l.ffn_norm_bias),
+                                                eps, p + "ffn_norm", act);
+  h.reset();
   const FfnWeights fw{matmul_weight(l.w1), l.w3 >= 0 ? matmul_weight(l.w3) : Tensor(),
                       matmul_weight(l.w2), bias(l.b1),
                       bias(l.b3),          bias(l.b2)};
@@ -251,8 +255,12 @@ void Transformer::backward() {
       block_forward(idx, block_input_[idx]);
       block_input_[idx].reset();  // now held as the attention norm's saved input
     }
+    // The attention norm's output gradient; a parallel block's two branches both add into it (the ffn's first).
+    const bool parallel = config_.parallel_block();
+    Tensor grad_h;
+    if (parallel) grad_h = Tensor::empty({b, t, d}, Category::temporary, p + "attn_norm.grad_out");
     {
-      Tensor grad_h2 = Tensor::empty({b, t, d}, Category::temporary, p + "ffn_norm.grad_out");
+      Tensor grad_h2 = parallel ? grad_h : Tensor::empty({b, t, d}, Category::temporary, p + "ffn_norm.grad_out");
       Tensor grad_f = to_act(grad_x, p + "ffn.grad_out");  // the branch's gradient, in its dtype
       {  // the operands' handles go with this scope, before the weight copies are released
         const FfnWeights fw{matmul_weight(l.w1), l.w3 >= 0 ? matmul_weight(l.w3) : Tensor(),
@@ -269,7 +277,9 @@ void Transformer::backward() {
       release_bias(l.b3);
       release_matmul_weight(l.w1);
       release_bias(l.b1);
-      norm_backward(grad_x, g(l.ffn_norm), g_or_none(l.ffn_norm_bias), grad_h2, s.ffn_norm, w(l.ffn_norm), true);
+      if (!parallel) {
+        norm_backward(grad_x, g(l.ffn_norm), g_or_none(l.ffn_norm_bias), grad_h2, s.ffn_norm, w(l.ffn_norm), true);
+      }
     }
     const DType act = dtypes_.act;
     const int64_t qw = config_.q_width(), kvw = config_.kv_width();
@@ -296,8 +306,8 @@ void Transformer::backward() {
       rope_backward(grad_q, config_.num_heads, rope_);
       rope_backward(grad_k, config_.kv_heads(), rope_);
     }
-    Tensor grad_h = Tensor::empty({b, t, d}, Category::temporary, p + "attn_norm.grad_out");
-    linear_backward(grad_h, g(l.wq), grad_q, s.wq, matmul_weight(l.wq), false, "linear", grad_bias(l.bq));
+    if (!parallel) grad_h = Tensor::empty({b, t, d}, Category::temporary, p + "attn_norm.grad_out");
+    linear_backward(grad_h, g(l.wq), grad_q, s.wq, matmul_weight(l.wq), parallel, "linear", grad_bias(l.bq));
     release_matmul_weight(l.wq);
     release_bias(l.bq);
     grad_q.reset();

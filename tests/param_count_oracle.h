@@ -13,7 +13,8 @@ inline int64_t count_parameters(const ModelConfig& c) {
   const CheckedInt v = c.vocab_size, d = c.d_model, f = c.d_ff;
   const bool gated = c.ffn == FfnKind::swiglu || c.ffn == FfnKind::geglu || c.ffn == FfnKind::geglu_tanh;
   const CheckedInt ffn_mats = gated ? 3 : 2;
-  const CheckedInt norm = c.norm_bias ? 4 : 2;  // per layer: two norms' gains (and LayerNorm biases)
+  // Per layer: two norms' gains (and LayerNorm biases); a parallel block has one.
+  const CheckedInt norm = (c.block == Block::parallel ? 1 : 2) * (c.norm_bias ? 2 : 1);
   const CheckedInt final_norm = c.norm_bias ? 2 : 1;
   const CheckedInt ffn_biases = c.mlp_bias ? (gated ? 2 : 1) * f + d : CheckedInt(0);  // w1 (w3) and w2
   // q and o: D × H·head_dim each; k and v: D × KV·head_dim each (head_dim = D / H unless set).

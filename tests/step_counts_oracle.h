@@ -51,13 +51,15 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     add("position_embedding", Fw, 1, 0, n * d, F * n * d + P * t * d, F * n * d);
     add("position_embedding", Bw, 1, 0, n * d, F * n * d + G * t * d, G * t * d);
   }
-  // Norms: 2 per layer + the final one; dX is `+=` in the two in-layer norms (into the residual stream's gradient;
+  // Norms: 2 per layer (parallel blocks: 1) + the final one; dX is `+=` in the in-layer norms (into the residual stream's gradient;
   // the final one writes it first). x, dy, dx and the statistics float32; gain (and bias) P, their gradients G;
   // output A (the matmuls' input).
   //   RMSNorm: forward 4D+4 FLOPs a row, writes rstd; backward 10D+4 (+D accumulating).
   //   LayerNorm (two-pass variance): forward 7D+5 (+D with β), writes mean and rstd; backward 17D+2 (+D with β)
   //   (+D accumulating), reads both statistics.
-  const CheckedInt norms = 2 * l + 1, acc_norms = 2 * l;
+  // A parallel block has one norm a layer (its gradient: the sum of both branches', in one buffer).
+  const bool parallel = c.block == Block::parallel;
+  const CheckedInt layer_norms = parallel ? l : 2 * l, norms = layer_norms + 1, acc_norms = layer_norms;
   const bool ln = c.norm == NormKind::layernorm;
   const CheckedInt beta = c.norm_bias ? 1 : 0, stats = ln ? 2 : 1;  // per-row float32 statistics
   const char* norm_op = ln ? "layernorm" : "rmsnorm";
@@ -95,7 +97,7 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
       written_b += count * (dx_bytes * n * in + G * out * in);
       other_b += count * out * in + acc_count * n * in;
     };
-    add_linear(l, d, qw, A, F, 0);
+    add_linear(l, d, qw, A, F, parallel ? l : CheckedInt(0));  // parallel: q's dX adds to the ffn's
     add_linear(2 * l, d, kvw, A, F, 2 * l);
     add_linear(l, qw, d, F, A, 0);
     add_linear(ffn_in * l, d, f, A, F, gated ? l : CheckedInt(0));
@@ -189,7 +191,7 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   add_rope(Bw);
   auto add_block_forward = [&](Phase phase) {
     add_rope(phase);
-    add_norm_forward(phase, 2 * l);
+    add_norm_forward(phase, layer_norms);
     e[OpKey{"linear", phase}] += linear_forward;
     add_attention_forward(phase);
     if (gated)

@@ -91,7 +91,7 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["config"]["rope_theta"], 10000.0);
   EXPECT_EQ(j["config"]["sliding_window"], 0);
   EXPECT_EQ(j["config"]["rope_scaling"], "none");
-  EXPECT_EQ(j["config"].size(), 36u);  // preset, 33 model fields, seed, optim
+  EXPECT_EQ(j["config"].size(), 37u);  // preset, 34 model fields, seed, optim
   EXPECT_EQ(j["config"]["optim"].size(), 5u);
   EXPECT_EQ(j["num_parameters"], 164160);
   EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");

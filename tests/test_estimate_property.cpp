@@ -121,8 +121,9 @@ EstimateOptions random_options(Draw& d) {
       case 7:
         o.overrides.push_back(
             d.choose({"ffn=swiglu", "ffn=silu_mlp", "ffn=geglu", "ffn=geglu_tanh", "ffn=gelu_mlp", "ffn=gelu_tanh_mlp",
-                      "mlp_bias=true", "mlp_bias=false", "norm=layernorm", "norm=rmsnorm", "norm_bias=true"},
-                     {"ffn=gelu", "ffn=", "mlp_bias=2", "norm=batchnorm"}));
+                      "mlp_bias=true", "mlp_bias=false", "norm=layernorm", "norm=rmsnorm", "norm_bias=true",
+                      "block=parallel", "block=sequential"},
+                     {"ffn=gelu", "ffn=", "mlp_bias=2", "norm=batchnorm", "block=serial"}));
         break;
       case 8:
         o.overrides.push_back(

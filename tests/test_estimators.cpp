@@ -407,6 +407,7 @@ TEST(Presets, ParameterCountsMatchThePublishedTotals) {
                                                                                 {"mistral-7b", 7241732096LL},
                                                                                 {"smollm2-135m", 134515008LL},
                                                                                 {"tinyllama-1.1b", 1100048384LL},
+                                                                                {"falcon-7b", 6921720704LL},
                                                                                 {"qwen2.5-0.5b", 494032768LL},
                                                                                 {"qwen2.5-7b", 7615616512LL}}) {
     const ModelConfig m = preset_config(name).model;

@@ -80,6 +80,39 @@ TEST(HfConfig, ReleasedConfigsGiveTheirPublishedCounts) {
     EXPECT_EQ(hf.ignored, (std::vector<std::string>{"architectures", "n_ctx"}));
     EXPECT_TRUE(hf.left_out.empty());
   }
+  // Falcon-7B (published: 6,921,720,704): one K/V head (multi_query), a parallel block from one LayerNorm with β, the
+  // exact GELU MLP at 4·D, no linear biases, RoPE, tied without a key, FalconConfig's 2048 positions.
+  {
+    const HfConfig hf = parse_hf_config_text(kReleased.at("falcon-7b"), "falcon");
+    const ModelConfig& m = hf.config.model;
+    EXPECT_EQ(parameter_layout(m).total(), 6921720704LL);
+    EXPECT_EQ(testing_ref::count_parameters(m), 6921720704LL);
+    EXPECT_EQ(m.kv_heads(), 1);
+    EXPECT_EQ(m.block, Block::parallel);
+    EXPECT_EQ(m.ffn, FfnKind::gelu_mlp);
+    EXPECT_EQ(m.d_ff, 4 * 4544);
+    EXPECT_EQ(m.context_length, 2048);
+    EXPECT_EQ(m.position, Position::rope);
+    EXPECT_TRUE(m.tie_embeddings && m.norm_bias);
+    EXPECT_EQ(m.attention_bias, AttentionBias::none);
+    EXPECT_FALSE(m.mlp_bias);
+    // parallel_attn false: a sequential pre-norm block (two LayerNorms a layer); bias true: biases on every linear
+    // (query_key_value, dense, dense_h_to_4h, dense_4h_to_h); multi_query false: as many K/V heads as query heads.
+    std::string seq = kReleased.at("falcon-7b");
+    for (const auto& [from, to] :
+         std::vector<std::pair<std::string, std::string>>{{"\"parallel_attn\": true", "\"parallel_attn\": false"},
+                                                          {"\"bias\": false", "\"bias\": true"},
+                                                          {"\"multi_query\": true", "\"multi_query\": false"}}) {
+      seq.replace(seq.find(from), from.size(), to);
+    }
+    const ModelConfig s = parse_hf_config_text(seq, "falcon-seq").config.model;
+    EXPECT_EQ(s.block, Block::sequential);
+    EXPECT_EQ(s.kv_heads(), 71);
+    const int64_t d = 4544, l = 32;
+    EXPECT_EQ(parameter_layout(s).total(), 6921720704LL + l * (2 * d) /* ffn LayerNorm */ +
+                                               l * (2 * d * (d - 64)) /* 70 more K/V heads */ +
+                                               l * (3 * d + d + 4 * d + d) /* biases: q, k, v; o; w1; w2 */);
+  }
   // GPT-2's exact GELU, an explicit n_inner, and the dropout its hub file sets: read, and listed as left out.
   std::string gpt2 = kReleased.at("gpt2");
   gpt2.insert(
@@ -157,12 +190,11 @@ TEST(HfConfig, FamiliesNotModelledAreRefusedNamingWhatTheyNeed) {
   const std::map<std::string, std::vector<std::string>> refused = {
       {"gemma-2-2b", {"'gemma2'", "gated GELU"}},
       {"olmo-2-1124-7b", {"'olmo2'", "q and k"}},
-      {"falcon-7b", {"'falcon'", "parallel attention"}},
       {"mixtral-8x7b-v0.1", {"'mixtral'", "num_local_experts"}}};
   for (const auto& [name, needles] : refused) {
     SCOPED_TRACE(name);
     std::vector<std::string> all = needles;
-    all.push_back("supported: gpt2, llama, mistral, phi3, qwen2");
+    all.push_back("supported: falcon, gpt2, llama, mistral, phi3, qwen2");
     expect_invalid([&] { parse_hf_config_text(kReleased.at(name), name); }, all);
   }
 }
@@ -257,6 +289,20 @@ TEST(HfConfig, BadFilesAreRefusedNamingTheKey) {
        {"scale_attn_weights: false"}},
       {R"({"model_type": "gpt2", "vocab_size": 100, "n_embd": 64, "n_layer": 2, "n_positions": 16})",
        {"n_head: missing"}},
+      {R"({"model_type": "falcon", "vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2, )"
+       R"("num_attention_heads": 4, "new_decoder_architecture": true})",
+       {"new_decoder_architecture: true", "not modelled"}},
+      {R"({"model_type": "falcon", "vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2, )"
+       R"("num_attention_heads": 4, "alibi": true})",
+       {"alibi: true", "not modelled"}},
+      {R"({"model_type": "falcon", "vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2, )"
+       R"("num_attention_heads": 4, "apply_residual_connection_post_layernorm": true})",
+       {"apply_residual_connection_post_layernorm: true"}},
+      {R"({"model_type": "falcon", "vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2, )"
+       R"("num_attention_heads": 4, "activation": "relu"})",
+       {"activation: 'relu' is not modelled"}},
+      {R"({"model_type": "falcon", "vocab_size": 100, "num_hidden_layers": 2, "num_attention_heads": 4})",
+       {"hidden_size: missing"}},
       {with(R"("num_local_experts": 8, )"), {"num_local_experts: 8 is a mixture of experts"}},
       {with(R"("quantization_config": {"bits": 4}, )"), {"quantization_config:", "does not know"}},
       {with(R"("vocab_size": 99999999999999999999, )"), {"vocab_size: expected an integer, got a floating-point"}},

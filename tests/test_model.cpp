@@ -80,7 +80,8 @@ double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<i
     Vec o = linear_ref(ctx, p.at(pre + "attn.wo.weight"), n, qw, d);
     add_bias_ref(o, optional_param(p, pre + "attn.wo.bias"));
     for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
-    const Vec h2 = norm_ref(p, c, x, pre + "ffn_norm", n);
+    // A parallel block's ffn reads the same norm of the layer's input as attention (x before o was added).
+    const Vec h2 = c.block == Block::parallel ? h : norm_ref(p, c, x, pre + "ffn_norm", n);
     const Vec f = ffn_ref(h2, p.at(pre + "ffn.w1.weight"), optional_param(p, pre + "ffn.w3.weight"),
                           p.at(pre + "ffn.w2.weight"), n, d, c.d_ff, c.ffn, optional_param(p, pre + "ffn.w1.bias"),
                           optional_param(p, pre + "ffn.w3.bias"), optional_param(p, pre + "ffn.w2.bias"));
@@ -101,12 +102,13 @@ struct GradCase {
   AttentionBias attention_bias = AttentionBias::none;
   NormKind norm = NormKind::rmsnorm;
   bool norm_bias = false;
+  Block block = Block::sequential;
 };
 void PrintTo(const GradCase& g, std::ostream* os) {
   *os << ffn_kind_name(g.ffn) << (g.tied ? "_tied" : "_untied") << "_pos_" << position_name(g.position) << "_"
       << attention_name(g.attention) << "_H" << g.heads << "_KV" << g.kv_heads << "_hd" << g.head_dim
       << (g.mlp_bias ? "_mlp_bias" : "") << "_attn_bias_" << enum_name(kAttentionBiases, g.attention_bias) << "_"
-      << norm_kind_name(g.norm) << (g.norm_bias ? "_bias" : "");
+      << norm_kind_name(g.norm) << (g.norm_bias ? "_bias" : "") << "_" << enum_name(kBlocks, g.block);
 }
 
 class WholeModelGradient : public Model, public ::testing::WithParamInterface<GradCase> {};
@@ -126,6 +128,7 @@ TEST_P(WholeModelGradient, EveryParameterMatchesFiniteDifferencesInDouble) {
   c.mlp_bias = gc.mlp_bias;
   c.norm = gc.norm;
   c.norm_bias = gc.norm_bias;
+  c.block = gc.block;
   c.attention_bias = gc.attention_bias;
   c.tie_embeddings = gc.tied;
   c.position = gc.position;
@@ -196,7 +199,12 @@ INSTANTIATE_TEST_SUITE_P(
                       GradCase{FfnKind::geglu_tanh, true, Position::rope, AttentionKind::flash, 4, 2, 6},
                       GradCase{FfnKind::gelu_mlp, false, Position::rope, AttentionKind::flash, 4, 1, 0, false,
                                AttentionBias::qkv},
-                      GradCase{FfnKind::geglu, false, Position::none, AttentionKind::naive, 2, 0, 0, true}));
+                      GradCase{FfnKind::geglu, false, Position::none, AttentionKind::naive, 2, 0, 0, true},
+                      // parallel blocks (Falcon-7B's: one LayerNorm, multi-query, exact GELU, RoPE; and gated, biased)
+                      GradCase{FfnKind::gelu_mlp, true, Position::rope, AttentionKind::naive, 2, 1, 0, false,
+                               AttentionBias::none, NormKind::layernorm, true, Block::parallel},
+                      GradCase{FfnKind::swiglu, false, Position::learned, AttentionKind::flash, 4, 2, 0, true,
+                               AttentionBias::qkvo, NormKind::rmsnorm, false, Block::parallel}));
 
 // ================================================================== training behaviour
 

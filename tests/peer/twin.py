@@ -14,6 +14,7 @@ names, built from a checkpoint's config lines (model/config.h config_overrides):
               silu_mlp, gelu_mlp, gelu_tanh_mlp; act = F.silu, F.gelu, F.gelu(approximate="tanh")), n = rmsnorm(x)
   logits = lm_head · rmsnorm(x)   (lm_head = tok_emb when tied; final_logit_softcapping c: c·tanh(logits / c));
   loss = mean cross-entropy
+block = parallel: x = x + attention(n) + ffn(n) from one n = norm(x), as Hugging Face's Falcon (parallel_attn).
 RMSNorm: x / sqrt(mean(x²) + eps) · g; norm = layernorm: F.layer_norm (with β when norm_bias). Biases only where attention_bias puts them (qkv: q, k, v as Qwen2; qkvo: and
 o) and mlp_bias (w1, w3, w2); no dropout.
 """
@@ -142,10 +143,15 @@ class Layer(nn.Module):
         super().__init__()
         self.attn_norm = make_norm(cfg, d)
         self.attn = Attention(d, heads, kv_heads, head_dim, rope_inv_freq, window, softcap, bias)
-        self.ffn_norm = make_norm(cfg, d)
+        self.parallel = cfg.get("block", "sequential") == "parallel"
+        if not self.parallel:
+            self.ffn_norm = make_norm(cfg, d)
         self.ffn = Ffn(d, d_ff, ffn, mlp_bias)
 
     def forward(self, x):
+        if self.parallel:  # Hugging Face's Falcon (parallel_attn): mlp(n) + attention(n) + x, one n = norm(x)
+            n = self.attn_norm(x)
+            return self.ffn(n).float() + self.attn(n).float() + x
         x = x + self.attn(self.attn_norm(x)).float()
         return x + self.ffn(self.ffn_norm(x)).float()
 
