@@ -108,8 +108,15 @@ void compute_parameters(EstimateResult& r) {
                   !m.mlp_bias     ? ""
                   : ffn_mats == 3 ? " + L·(2·d_ff + D) (biases)"
                                   : " + L·(d_ff + D) (biases)"));
-  const char* norms = m.parallel_block() ? "L·D + D (one norm a parallel block)" : "L·2·D + D";
-  add(m.norm == NormKind::layernorm ? "LayerNorm gains" : "RMSNorm gains", ParamRole::norm_gain, norms);
+  const std::string norms = m.parallel_block()                            ? "L·D + D (one norm a parallel block)"
+                            : m.norm_placement == NormPlacement::sandwich ? "L·4·D + D (before and after each sublayer)"
+                            : m.norm_placement == NormPlacement::post     ? "L·2·D + D (after each sublayer)"
+                                                                          : "L·2·D + D";
+  const std::string gains = norms + (m.qk_norm ? " + L·(H + KV)·head_dim (q/k norms)" : "");
+  add(m.norm == NormKind::layernorm ? "LayerNorm gains"
+      : m.norm_unit_offset          ? "RMSNorm gains (scale 1 + w)"
+                                    : "RMSNorm gains",
+      ParamRole::norm_gain, gains);
   if (m.norm_bias) add("LayerNorm biases", ParamRole::norm_bias, norms);
   add("LM head", ParamRole::lm_head, m.tie_embeddings ? "tied to the embedding" : "V·D (untied)");
   const PresetFacts facts = preset_facts(r.config.preset);

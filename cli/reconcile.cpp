@@ -149,10 +149,10 @@ void print_details(const Result& r) {
 // (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads)) with both attentions (naive, flash) and the three recomputes
 // (none, attention, full). Positions none, learned and rope (rope where the head width is even: all shapes but the
 // d_k = 1 one; the untied ones with llama3 frequency scaling). Attention biases on q, k, v (Qwen2) and on o too in
-// two shapes' configs. Parallel blocks on a third. Sliding windows and soft-capping (of scores and of
-// logits) where a shape gives
-// them: on its rope configs, or (the T = 130 shape) on all of them: 116 model configs × 4 × 2 × 3 = 2,784 configs.
-// The mixed ones only where this CPU runs bf16 matmuls (they are left out, with a note, elsewhere).
+// two shapes' configs. Parallel blocks on a third, the others' norms pre, post or sandwich in turn. Sliding windows and
+// soft-capping (of scores and of logits) where a shape gives them: on its rope configs, or (the T = 130 shape) on all
+// of them: 116 model configs × 4 × 2 × 3 = 2,784 configs. The mixed ones only where this CPU runs bf16 matmuls (they
+// are left out, with a note, elsewhere).
 std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
   struct Shape {
     int64_t v, t, l, d, h, f, b, kv = 0, head_dim = 0;  // kv, head_dim: 0 = the defaults (H, D / H)
@@ -190,6 +190,12 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
           const bool layernorm = si % 2 == 0, norm_bias = layernorm && (si / 2 + k) % 2 == 0;
           // A parallel block (one norm feeding attention and the ffn) on a third of the model configs.
           const Block block = (si + k + (tied ? 1 : 0)) % 3 == 0 ? Block::parallel : Block::sequential;
+          // The sequential ones' norms before, after (OLMo-2) or around (Gemma-2) each sublayer, in turn.
+          const NormPlacement placement = block == Block::parallel
+                                              ? NormPlacement::pre
+                                              : kNormPlacements[(si + 2 * k + static_cast<size_t>(pos)) % 3].value;
+          const bool gemma = placement == NormPlacement::sandwich && !layernorm;
+          const bool qk_norm = !layernorm && (si + k) % 3 == 1;  // OLMo-2's q/k norms on some RMSNorm configs
           const int64_t head_width = s.head_dim > 0 ? s.head_dim : s.d / s.h;
           if (pos == Position::rope && head_width % 2 != 0) continue;  // RoPE turns pairs
           const bool scored = s.every_position || pos == Position::rope;
@@ -224,7 +230,12 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
                                                  .final_logit_softcapping = scored ? s.logit_cap : 0,
                                                  .norm = layernorm ? NormKind::layernorm : NormKind::rmsnorm,
                                                  .norm_bias = norm_bias,
-                                                 .block = block},
+                                                 .block = block,
+                                                 .norm_placement = placement,
+                                                 // Gemma's (1 + w) RMSNorms and √D embeddings with its sandwich
+                                                 .norm_unit_offset = gemma,
+                                                 .scale_embeddings = gemma,
+                                                 .qk_norm = qk_norm},
                                       RunSettings{.batch_size = s.b,
                                                   .precision = precision,
                                                   .grad_dtype = grads,

@@ -62,11 +62,22 @@ TensorName top(std::string_view suffix) { return {kTop, suffix}; }
 
 // The runtime's names of a norm's output and statistics (mean: layernorm only).
 struct NormNames {
-  const char *out, *mean, *rstd;
+  const char *out, *mean, *rstd, *gain;  // gain: a unit-offset norm's 1 + weight
 };
-constexpr NormNames kAttnNorm{"attn_norm.out", "attn_norm.mean", "attn_norm.rstd"};
-constexpr NormNames kFfnNorm{"ffn_norm.out", "ffn_norm.mean", "ffn_norm.rstd"};
-constexpr NormNames kFinalNorm{"final_norm.out", "final_norm.mean", "final_norm.rstd"};
+constexpr NormNames kAttnNorm{"attn_norm.out", "attn_norm.mean", "attn_norm.rstd", "attn_norm.gain"};
+constexpr NormNames kFfnNorm{"ffn_norm.out", "ffn_norm.mean", "ffn_norm.rstd", "ffn_norm.gain"};
+constexpr NormNames kFinalNorm{"final_norm.out", "final_norm.mean", "final_norm.rstd", "final_norm.gain"};
+constexpr NormNames kAttnPostNorm{"attn_post_norm.out", "attn_post_norm.mean", "attn_post_norm.rstd",
+                                  "attn_post_norm.gain"};
+// qk_norm's: its input (the projection), output (the attention core's q or k), 1/rms, gain and backward's dX.
+struct QkNormNames {
+  const char *input, *out, *rstd, *gain, *grad_in, *grad_out;
+};
+constexpr QkNormNames kQNorm{"attn.q_proj",      "attn.q_norm.out",     "attn.q_norm.rstd",
+                             "attn.q_norm.gain", "attn.q_norm.grad_in", "attn.grad_q"};
+constexpr QkNormNames kKNorm{"attn.k_proj",      "attn.k_norm.out",     "attn.k_norm.rstd",
+                             "attn.k_norm.gain", "attn.k_norm.grad_in", "attn.grad_k"};
+constexpr NormNames kFfnPostNorm{"ffn_post_norm.out", "ffn_post_norm.mean", "ffn_post_norm.rstd", "ffn_post_norm.gain"};
 
 // Integer replay of allocations and frees: current bytes per category, the peak (first moment reached), and
 // the live set at that moment. Every size is CheckedInt arithmetic: a config whose bytes do not fit int64
@@ -430,27 +441,83 @@ class StepReplay {
   }
   // A norm's forward: its output and statistics (ops/norm.h: rmsnorm's rstd, layernorm's mean and rstd) under the
   // runtime's names.
-  void norm(int32_t layer, const NormNames& names) {
-    const std::vector<TensorDecl> t = norm_forward_tensors(c_.norm, {n_, d_}, A);
+  // out: the bf16 region's dtype for a norm feeding matmuls; float32 for one after a sublayer (into the residual).
+  void norm(int32_t layer, const NormNames& names) { norm(layer, names, A); }
+  void norm(int32_t layer, const NormNames& names, DType out) {
+    unit_offset_gain(layer, names);
+    const std::vector<TensorDecl> t = norm_forward_tensors(c_.norm, {n_, d_}, out);
     alloc({layer, names.out}, t[0]);
     if (layernorm) alloc({layer, names.mean}, t[1]);
     alloc({layer, names.rstd}, t.back());
-    count(norm_op, norm_forward_count(c_.norm, n_, d_, c_.norm_bias, P, A));
+    count(norm_op, norm_forward_count(c_.norm, n_, d_, c_.norm_bias, c_.norm_unit_offset ? F32 : P, out));
+    if (c_.norm_unit_offset) r_.free({layer, names.gain});
+  }
+  // A unit-offset norm's float32 gain 1 + weight, before the norm in each direction (freed after it).
+  void unit_offset_gain(int32_t layer, const NormNames& names) {
+    if (!c_.norm_unit_offset) return;
+    alloc({layer, names.gain}, norm_gain_tensor(d_));
+    count("norm_gain", norm_gain_count(d_, P));
+  }
+  // qk_norm over q or k (width H·head_dim or KV·head_dim), in q's dtype; forward and backward as ops/norm runs them.
+  void qk_norm_fwd(int32_t i, const QkNormNames& nm, CheckedInt width) {
+    const int64_t w = width.value();
+    if (c_.norm_unit_offset) {
+      alloc({i, nm.gain}, norm_gain_tensor(w));
+      count("norm_gain", norm_gain_count(w, P));
+    }
+    const std::vector<TensorDecl> t = norm_forward_tensors(NormKind::rmsnorm, {n_, w}, A);
+    alloc({i, nm.out}, t[0]);
+    alloc({i, nm.rstd}, t[1]);
+    count("rmsnorm", norm_forward_count(NormKind::rmsnorm, n_, w, false, c_.norm_unit_offset ? F32 : P, A, A));
+    if (c_.norm_unit_offset) r_.free({i, nm.gain});
+  }
+  void qk_norm_bwd(int32_t i, const QkNormNames& nm, CheckedInt width) {
+    const int64_t w = width.value();
+    r_.alloc({i, nm.grad_in}, Category::temporary, n * width, A);
+    if (c_.norm_unit_offset) {
+      alloc({i, nm.gain}, norm_gain_tensor(w));
+      count("norm_gain", norm_gain_count(w, P));
+    }
+    count("rmsnorm", norm_backward_count(NormKind::rmsnorm, n_, w, false, false, c_.norm_unit_offset ? F32 : P, G, A));
+    r_.free({i, nm.input});
+    r_.free({i, nm.rstd});
+    if (c_.norm_unit_offset) r_.free({i, nm.gain});
+    r_.free({i, nm.grad_out});  // the core's dQ (dK): the norm's dX goes on in its place
+  }
+  // A sublayer's input without a norm before it (post norms only): the residual stream itself, or its saved cast
+  // into the bf16 region.
+  void saved_cast(TensorName name) {
+    if (!mixed) return;
+    alloc(name, cast_tensor({n_, d_}, A, Category::activation));
+    count("cast", cast_count(n_ * d_, F32, A));
+  }
+  // The backward of a post norm: its input gradient into a new float32 temporary; frees its input and statistics.
+  void post_norm_bwd(int32_t layer, const char* grad_in, const char* input, const NormNames& names) {
+    r_.alloc({layer, grad_in}, Category::temporary, n * d);
+    norm_bwd(layer, names, false);
+    r_.free({layer, input});
+    free_norm_stats(layer, names);
   }
   // Its backward (dX written, or accumulated into the residual gradient); the statistics are freed by the caller in
   // the runtime's order (free_norm_stats).
-  void norm_bwd(bool accumulate) {
-    count(norm_op, norm_backward_count(c_.norm, n_, d_, c_.norm_bias, accumulate, P, G));
+  void norm_bwd(int32_t layer, const NormNames& names, bool accumulate) {
+    unit_offset_gain(layer, names);
+    count(norm_op, norm_backward_count(c_.norm, n_, d_, c_.norm_bias, accumulate, c_.norm_unit_offset ? F32 : P, G));
   }
+  // After the backward: the statistics, then a unit-offset norm's gain (the kernel frees what it saved, the norm its
+  // gain when it returns).
   void free_norm_stats(int32_t layer, const NormNames& names) {
     if (layernorm) r_.free({layer, names.mean});
     r_.free({layer, names.rstd});
+    if (c_.norm_unit_offset) r_.free({layer, names.gain});
   }
 
   void forward();
   void block_forward(int32_t i);
   void attention_core(int32_t i);
   std::vector<const char*> block_saved() const;
+  // Layer i's input: the embedding's output, or layer i − 1's.
+  static TensorName layer_input(int32_t i) { return i == 0 ? top("tok_emb.out") : TensorName{i - 1, "ffn_residual"}; }
   void backward();
   void ffn_backward(int32_t i);
   void attention_backward(int32_t i);
@@ -473,6 +540,18 @@ class StepReplay {
   const bool rope, recompute_attention, recompute_full;
   const bool layernorm = c_.norm == NormKind::layernorm;
   const bool parallel = c_.parallel_block();  // one norm a layer feeds both branches
+  const bool pre = c_.pre_norms(), post = c_.post_norms();
+  // The layer input's holders: the attention norm (pre), else q, k, v's linears — itself in float32, its cast in the
+  // bf16 region (then nothing holds it after forward).
+  const char* const attn_input = pre ? kAttnNorm.out : mixed ? "attn.in" : nullptr;
+  // The ffn's input: the ffn norm's output, the attention norm's (parallel), or x + attention itself (post only).
+  const char* const ffn_input = parallel ? kAttnNorm.out : pre ? kFfnNorm.out : mixed ? "ffn.in" : "attn_residual";
+  // The attention core's q and k (qk_norm: the norms' outputs) and their gradients into q's and k's linears.
+  const bool qk_norm = c_.qk_norm;
+  const char* const q_name = qk_norm ? kQNorm.out : "attn.q";
+  const char* const k_name = qk_norm ? kKNorm.out : "attn.k";
+  const char* const grad_q_name = qk_norm ? kQNorm.grad_in : "attn.grad_q";
+  const char* const grad_k_name = qk_norm ? kKNorm.grad_in : "attn.grad_k";
   const char* const norm_op = layernorm ? "layernorm" : "rmsnorm";
   const char* const gate;        // the ffn's saved activation
   const char* const core_saved;  // what the attention core keeps beyond q, k, v
@@ -607,24 +686,39 @@ void StepReplay::attention_core(int32_t i) {
 // lets go.
 std::vector<const char*> StepReplay::block_saved() const {
   std::vector<const char*> saved;
-  if (layernorm) saved.push_back(kAttnNorm.mean);
-  saved.push_back(kAttnNorm.rstd);
-  if (!parallel) {
+  auto norm_stats = [&](const NormNames& names) {
+    if (layernorm) saved.push_back(names.mean);
+    saved.push_back(names.rstd);
+  };
+  if (pre) norm_stats(kAttnNorm);
+  if (pre && !parallel) {
     saved.push_back("attn_residual");  // the ffn norm's input
-    if (layernorm) saved.push_back(kFfnNorm.mean);
-    saved.push_back(kFfnNorm.rstd);
-    saved.push_back(kAttnNorm.out);
+    norm_stats(kFfnNorm);
   }
+  // q, k, v's input (parallel: the ffn holds it last; post only in float32: the layer input, kept by recompute)
+  if (!parallel && attn_input != nullptr) saved.push_back(attn_input);
   if (flash) {
-    for (const char* s : {"attn.q", "attn.k", "attn.v", "attn.ctx"}) saved.push_back(s);
+    for (const char* s : {q_name, k_name, "attn.v", "attn.ctx"}) saved.push_back(s);
   } else {
-    for (const char* s : {"attn.ctx", "attn.q", "attn.k", "attn.v"}) saved.push_back(s);
+    for (const char* s : {"attn.ctx", q_name, k_name, "attn.v"}) saved.push_back(s);
   }
   if (!recompute_attention) saved.push_back(core_saved);
   if (!recompute_attention && !flash && capped()) saved.push_back("attn.tanh");
   // The ffn's input: a parallel block's is the attention norm's output, which goes with its last holder, the ffn.
-  for (const char* s : {parallel ? kAttnNorm.out : kFfnNorm.out, gate, "ffn.w1_out"}) saved.push_back(s);
+  for (const char* s : {ffn_input, gate, "ffn.w1_out"}) saved.push_back(s);
   if (gated) saved.push_back("ffn.w3_out");
+  if (post) {  // the post norms' inputs (the sublayers' outputs) and statistics
+    saved.push_back("attn.out");
+    norm_stats(kAttnPostNorm);
+    saved.push_back("ffn.out");
+    norm_stats(kFfnPostNorm);
+  }
+  if (qk_norm) {
+    for (const QkNormNames& nm : {kQNorm, kKNorm}) {
+      saved.push_back(nm.input);
+      saved.push_back(nm.rstd);
+    }
+  }
   return saved;
 }
 
@@ -632,13 +726,18 @@ std::vector<const char*> StepReplay::block_saved() const {
 // recompute = full.
 void StepReplay::block_forward(int32_t i) {
   const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
-  norm(i, kAttnNorm);
-  for (const auto& [weight, bias, out, width] :
-       {std::tuple{w.wq, w.bq, "attn.q", qw_}, std::tuple{w.wk, w.bk, "attn.k", kvw_},
-        std::tuple{w.wv, w.bv, "attn.v", kvw_}}) {
+  if (pre)
+    norm(i, kAttnNorm);
+  else
+    saved_cast({i, "attn.in"});
+  for (const auto& [weight, bias, out, width, qkn] :
+       {std::tuple{w.wq, w.bq, "attn.q", qw_, &kQNorm}, std::tuple{w.wk, w.bk, "attn.k", kvw_, &kKNorm},
+        std::tuple{w.wv, w.bv, "attn.v", kvw_, static_cast<const QkNormNames*>(nullptr)}}) {
     cache_weight(weight);
     cache_bias(bias);
-    lin_fwd({i, out}, Category::activation, A, d_, width, "linear", bias >= 0);
+    const bool normed = qk_norm && qkn != nullptr;
+    lin_fwd({i, normed ? qkn->input : out}, Category::activation, A, d_, width, "linear", bias >= 0);
+    if (normed) qk_norm_fwd(i, *qkn, width);
   }
   if (rope) {  // in place on q and k
     count("rope", rope_count(b.value(), t.value(), h.value(), shape.head_dim, A));
@@ -649,30 +748,36 @@ void StepReplay::block_forward(int32_t i) {
   if (recompute_attention && !flash && capped()) r_.free({i, "attn.tanh"});
   cache_weight(w.wo);
   cache_bias(w.bo);
-  lin_fwd({i, "attn.out"}, Category::temporary, F32, qw_, d_, "linear", w.bo >= 0);
+  const Category out_category = post ? Category::activation : Category::temporary;  // post: a norm saves it
+  lin_fwd({i, "attn.out"}, out_category, F32, qw_, d_, "linear", w.bo >= 0);
+  if (post) norm(i, kAttnPostNorm, F32);
   alloc({i, "attn_residual"}, residual_forward_tensor({n_, d_}));
   count("residual", residual_forward_count(n_ * d_));
-  r_.free({i, "attn.out"});
-  if (!parallel) norm(i, kFfnNorm);
+  r_.free({i, post ? kAttnPostNorm.out : "attn.out"});
+  if (!parallel && pre) norm(i, kFfnNorm);
+  if (!pre) saved_cast({i, "ffn.in"});
   ffn_weights(w);
-  const FfnForwardTensors ft = ffn_forward_tensors({n_, d_}, f_, A, c_.ffn);
+  const FfnForwardTensors ft = ffn_forward_tensors({n_, d_}, f_, A, c_.ffn, out_category);
   lin_fwd({i, "ffn.w1_out"}, ft.w1_out.category, ft.w1_out.dtype, d_, f_, "linear", w.b1 >= 0);
   if (gated) lin_fwd({i, "ffn.w3_out"}, ft.w3_out->category, ft.w3_out->dtype, d_, f_, "linear", w.b3 >= 0);
   alloc({i, gate}, ft.act);
   count(activation_op_name(act_fn, gated),
         gated ? gated_activation_forward_count(act_fn, n_ * f_, A) : activation_forward_count(act_fn, n_ * f_, A));
   lin_fwd({i, "ffn.out"}, ft.out.category, ft.out.dtype, f_, d_, "linear", w.b2 >= 0);
+  if (post) norm(i, kFfnPostNorm, F32);
   alloc({i, "ffn_residual"}, residual_forward_tensor({n_, d_}));
   count("residual", residual_forward_count(n_ * d_));
-  r_.free({i, "ffn.out"});
-  if (parallel) r_.free({i, "attn_residual"});  // a partial sum, saved by nothing
+  r_.free({i, post ? kFfnPostNorm.out : "ffn.out"});
+  // x + attention saved by nothing: a parallel block's partial sum; with post norms only, in the bf16 region, the ffn
+  // holds its cast.
+  if (parallel || (!pre && mixed)) r_.free({i, "attn_residual"});
 }
 
 void StepReplay::forward() {
   r_.set_phase(Phase::forward);
   gather(0);
   alloc(top("tok_emb.out"), embedding_forward_tensor(b.value(), t.value(), d_));
-  count("embedding", embedding_forward_count(n_, d_, P));
+  count("embedding", embedding_forward_count(n_, d_, P, c_.scale_embeddings));
   if (layout.pos_emb >= 0) count("position_embedding", position_embedding_forward_count(b.value(), t.value(), d_, P));
   release(0);
   if (rope) {
@@ -693,6 +798,8 @@ void StepReplay::forward() {
       }
     }
     release(i + 1);
+    // Post norms only, bf16 region: q, k, v hold the input's cast, so nothing holds the input past its block.
+    if (attn_input != nullptr && !pre && !recompute_full) r_.free(layer_input(i));
   }
   gather_head();
   norm(kTop, kFinalNorm);
@@ -708,8 +815,12 @@ void StepReplay::forward() {
 void StepReplay::ffn_backward(int32_t i) {
   const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
   // A parallel block's ffn writes its dX into the attention norm's grad_out, which the q, k, v linears then add to.
-  r_.alloc({i, parallel ? "attn_norm.grad_out" : "ffn_norm.grad_out"}, Category::temporary, n * d);
-  cast_grad({i, "ffn.grad_out"});  // the residual gradient in the bf16 region
+  if (pre) r_.alloc({i, parallel ? "attn_norm.grad_out" : "ffn_norm.grad_out"}, Category::temporary, n * d);
+  if (post) post_norm_bwd(i, "ffn_post_norm.grad_in", "ffn.out", kFfnPostNorm);
+  cast_grad({i, "ffn.grad_out"});
+  if (post && mixed)
+    r_.free(
+        {i, "ffn_post_norm.grad_in"});  // cast; the float32 gradient goes  // the residual gradient in the bf16 region
   const FfnBackwardTensors bt = ffn_backward_tensors({n_, d_}, f_, A, c_.ffn);
   alloc({i, "ffn.grad_act"}, bt.grad_act);
   lin_bwd(f_, d_, false, A, "linear", w.b2 >= 0);
@@ -722,26 +833,27 @@ void StepReplay::ffn_backward(int32_t i) {
     r_.free({i, "ffn.grad_act"});
     r_.free({i, "ffn.w1_out"});
     r_.free({i, "ffn.w3_out"});
-    lin_bwd(d_, f_, false, F32, "linear", w.b3 >= 0);
+    lin_bwd(d_, f_, !pre, F32, "linear", w.b3 >= 0);  // post only: into the residual stream's gradient
     r_.free({i, "ffn.grad_w3_out"});
     lin_bwd(d_, f_, true, F32, "linear", w.b1 >= 0);
   } else {
     count(act_op, activation_backward_count(act_fn, n_ * f_, A));
     r_.free({i, "ffn.grad_act"});
     r_.free({i, "ffn.w1_out"});
-    lin_bwd(d_, f_, false, F32, "linear", w.b1 >= 0);
+    lin_bwd(d_, f_, !pre, F32, "linear", w.b1 >= 0);
   }
-  if (!parallel) r_.free({i, "ffn_norm.out"});  // the last linear to use it has run (parallel: q, k, v's input still)
+  if (!parallel) r_.free({i, ffn_input});  // the last linear to use it has run (parallel: q, k, v's input still)
   r_.free({i, "ffn.grad_w1_out"});
   if (mixed) r_.free({i, "ffn.grad_out"});
+  if (post && !mixed) r_.free({i, "ffn_post_norm.grad_in"});
   release_weight(w.w2);
   release_bias(w.b2);
   if (gated) release_weight(w.w3);
   release_bias(w.b3);
   release_weight(w.w1);
   release_bias(w.b1);
-  if (parallel) return;
-  norm_bwd(true);
+  if (parallel || !pre) return;
+  norm_bwd(i, kFfnNorm, true);
   r_.free({i, "attn_residual"});  // ffn norm's saved input
   free_norm_stats(i, kFfnNorm);
   r_.free({i, "ffn_norm.grad_out"});
@@ -750,12 +862,15 @@ void StepReplay::ffn_backward(int32_t i) {
 void StepReplay::attention_backward(int32_t i) {
   const LayerParamIndex& w = layout.layers[static_cast<size_t>(i)];
   const AttentionShape shape = layer_shape(i);
+  if (post) post_norm_bwd(i, "attn_post_norm.grad_in", "attn.out", kAttnPostNorm);
   r_.alloc({i, "attn.grad_ctx"}, Category::temporary, n * qw, A);
   cast_grad({i, "attn.grad_out"});
+  if (post && mixed) r_.free({i, "attn_post_norm.grad_in"});
   lin_bwd(qw_, d_, false, A, "linear", w.bo >= 0);
   // Flash attention keeps its output until its own backward, unless the core is recomputed.
   if (!flash || recompute_attention) r_.free({i, "attn.ctx"});
   if (mixed) r_.free({i, "attn.grad_out"});
+  if (post && !mixed) r_.free({i, "attn_post_norm.grad_in"});
   release_weight(w.wo);
   release_bias(w.bo);
   if (recompute_attention) {
@@ -776,7 +891,7 @@ void StepReplay::attention_backward(int32_t i) {
     }
     r_.free({i, "attn.grad_workspace"});
     count("attention", flash_attention_backward_count(shape, A));
-    for (const char* s : {"attn.q", "attn.k", "attn.v", "attn.ctx", "attn.lse"}) r_.free({i, s});
+    for (const char* s : {q_name, k_name, "attn.v", "attn.ctx", "attn.lse"}) r_.free({i, s});
   } else {
     alloc({i, "attn.grad_probs"}, attention_backward_tensor(shape, A));
     const AttentionBackwardMatmuls mm = attention_backward_matmuls(shape, A);
@@ -787,9 +902,9 @@ void StepReplay::attention_backward(int32_t i) {
     if (capped()) r_.free({i, "attn.tanh"});
     r_.free({i, "attn.v"});
     attn_mm(mm.grad_q);  // dQ = dS K
-    r_.free({i, "attn.k"});
+    r_.free({i, k_name});
     attn_mm(mm.grad_k);  // dK = dSᵀ Q, summed over each group
-    r_.free({i, "attn.q"});
+    r_.free({i, q_name});
     r_.free({i, "attn.grad_probs"});
   }
   r_.free({i, "attn.grad_ctx"});
@@ -797,21 +912,26 @@ void StepReplay::attention_backward(int32_t i) {
     count("rope", rope_count(b.value(), t.value(), h.value(), shape.head_dim, A));
     count("rope", rope_count(b.value(), t.value(), shape.kv_heads, shape.head_dim, A));
   }
-  if (!parallel) r_.alloc({i, "attn_norm.grad_out"}, Category::temporary, n * d);
-  lin_bwd(d_, qw_, parallel, F32, "linear", w.bq >= 0);
+  if (qk_norm) {
+    qk_norm_bwd(i, kQNorm, qw);
+    qk_norm_bwd(i, kKNorm, kvw);
+  }
+  if (pre && !parallel) r_.alloc({i, "attn_norm.grad_out"}, Category::temporary, n * d);
+  lin_bwd(d_, qw_, parallel || !pre, F32, "linear", w.bq >= 0);  // post only: into the residual stream's gradient
   release_weight(w.wq);
   release_bias(w.bq);
-  r_.free({i, "attn.grad_q"});
+  r_.free({i, grad_q_name});
   lin_bwd(d_, kvw_, true, F32, "linear", w.bk >= 0);
   release_weight(w.wk);
   release_bias(w.bk);
-  r_.free({i, "attn.grad_k"});
+  r_.free({i, grad_k_name});
   lin_bwd(d_, kvw_, true, F32, "linear", w.bv >= 0);
-  r_.free({i, "attn_norm.out"});  // q, k, v linears' saved input
+  // q, k, v linears' saved input (post only in float32: the layer input itself, unless recompute keeps it too)
+  r_.free(attn_input != nullptr ? TensorName{i, attn_input} : layer_input(i));
   release_weight(w.wv);
   release_bias(w.bv);
   r_.free({i, "attn.grad_v"});
-  norm_bwd(true);
+  if (pre) norm_bwd(i, kAttnNorm, true);
 }
 
 void StepReplay::backward() {
@@ -828,7 +948,7 @@ void StepReplay::backward() {
   release_weight(layout.lm_head);
   r_.free(top("lm_head.logits"));  // the buffer that held probs, then dlogits
   r_.alloc(top("residual.grad"), Category::temporary, n * d);
-  norm_bwd(false);
+  norm_bwd(kTop, kFinalNorm, false);
   const int32_t last = static_cast<int32_t>(c_.num_layers) - 1;
   r_.free({last, "ffn_residual"});  // final norm's saved input
   free_norm_stats(kTop, kFinalNorm);
@@ -841,16 +961,19 @@ void StepReplay::backward() {
     if (recompute_full) {
       r_.set_phase(Phase::recompute);
       block_forward(i);
-      r_.free({i, "ffn_residual"});  // the recomputed output is not needed
+      r_.free({i, "ffn_residual"});                                // the recomputed output is not needed
+      if (attn_input != nullptr && !pre) r_.free(layer_input(i));  // held now by its cast alone
       r_.set_phase(Phase::backward);
     }
     ffn_backward(i);
     attention_backward(i);
-    r_.free(i == 0 ? top("tok_emb.out") : TensorName{i - 1, "ffn_residual"});  // the layer's input
-    free_norm_stats(i, kAttnNorm);
+    if (pre) {
+      r_.free(layer_input(i));  // the attention norm's saved input
+      free_norm_stats(i, kAttnNorm);
+    }
     release(i + 1);
     reduce_grads(i + 1);
-    r_.free({i, "attn_norm.grad_out"});
+    if (pre) r_.free({i, "attn_norm.grad_out"});
   }
   if (rope) {
     r_.free(top("rope.cos"));
@@ -858,7 +981,7 @@ void StepReplay::backward() {
   }
   if (!c_.tie_embeddings) create_grads(0);
   if (layout.pos_emb >= 0) count("position_embedding", position_embedding_backward_count(b.value(), t.value(), d_, G));
-  count("embedding", embedding_backward_count(n_, d_, G));
+  count("embedding", embedding_backward_count(n_, d_, G, c_.scale_embeddings));
   reduce_grads(0);
   r_.free(top("residual.grad"));
 }

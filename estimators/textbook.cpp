@@ -25,37 +25,44 @@ std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
   const CheckedInt btq = bt * c.q_width(), btkv = bt * c.kv_width();
   const bool gated = ffn_gated(c.ffn), flash = c.attention == AttentionKind::flash;
   const bool ln = c.norm == NormKind::layernorm, parallel = c.parallel_block();
+  const bool pre = c.pre_norms(), post = c.post_norms();
   const std::string norm = ln ? "LayerNorm" : "RMSNorm";
   const CheckedInt norms = l * c.norms_per_layer();  // in the blocks
   const bool silu = ffn_activation(c.ffn) == Activation::silu;
   const char* act = silu ? "SiLU" : "GELU";
   const std::string act_row = gated ? fmt::format("{} (gated: {})", act, silu ? "SwiGLU" : "GeGLU") : act;
   const std::vector<CheckedRow> checked = {
-      parallel
-          ? CheckedRow{norm + " outputs (1 per parallel block)", l * btd, "layers.*.attn_norm.out", l * btd,
-                       "same: the input of both branches' projections"}
-          : CheckedRow{norm + " outputs (2 per block)", l * 2 * btd, "layers.*.attn_norm.out, layers.*.ffn_norm.out",
-                       l * 2 * btd, "same: the inputs of the projections"},
-      ln ? CheckedRow{"(not listed) LayerNorm mean and 1/σ", 0,
-                      parallel ? "layers.*.attn_norm.{mean,rstd}"
-                               : "layers.*.attn_norm.{mean,rstd}, layers.*.ffn_norm.{mean,rstd}",
-                      norms * 2 * bt, "LayerNorm backward needs the mean and 1/σ per row"}
-         : CheckedRow{"(not listed) RMSNorm 1/rms", 0,
-                      parallel ? "layers.*.attn_norm.rstd" : "layers.*.attn_norm.rstd, layers.*.ffn_norm.rstd",
-                      norms * bt, "RMSNorm backward needs 1/rms per row"},
-      {"(not listed) " + norm + " inputs", 0, parallel ? "layer input" : "layer input, layers.*.attn_residual",
-       norms * btd, norm + " backward needs its input x (the residual stream)"},
+      parallel ? CheckedRow{norm + " outputs (1 per parallel block)", l * btd, "layers.*.attn_norm.out", l * btd,
+                            "same: the input of both branches' projections"}
+      : pre ? CheckedRow{norm + " outputs (2 per block)", l * 2 * btd, "layers.*.attn_norm.out, layers.*.ffn_norm.out",
+                         l * 2 * btd, "same: the inputs of the projections"}
+            : CheckedRow{norm + " outputs (2 per block)", l * 2 * btd, "— (norms after the sublayers)", 0,
+                         "the norms' outputs are added into the residual stream; the sublayers read the stream"},
+      ln ? CheckedRow{"(not listed) LayerNorm mean and 1/σ", 0, "layers.*.<each norm>.{mean,rstd}", norms * 2 * bt,
+                      "LayerNorm backward needs the mean and 1/σ per row"}
+         : CheckedRow{"(not listed) RMSNorm 1/rms", 0, "layers.*.<each norm>.rstd", norms * bt,
+                      "RMSNorm backward needs 1/rms per row"},
+      {"(not listed) " + norm + " inputs" + (pre ? "" : " and the sublayers' inputs"), 0,
+       std::string(parallel ? "layer input" : "layer input, layers.*.attn_residual") +
+           (post ? ", layers.*.attn.out, layers.*.ffn.out" : ""),
+       (parallel ? l : 2 * l) * btd + (post ? 2 * l * btd : CheckedInt(0)),
+       post ? "each norm's input x (after a sublayer: its output); the residual stream feeds the sublayers"
+            : norm + " backward needs its input x (the residual stream)"},
       {"QKV projections", l * 3 * btd, "layers.*.attn.q, .k, .v", l * (btq + 2 * btkv),
        c.kv_width() == c.d_model && c.q_width() == c.d_model
            ? "same: attention backward needs Q, K, V"
            : "attention backward needs Q, K, V; k and v are KV·head_dim wide, q H·head_dim"},
+      c.qk_norm ? CheckedRow{"(not listed) q/k norms", 0, "layers.*.attn.q_proj, .k_proj, .q_norm.rstd, .k_norm.rstd",
+                             l * (btq + btkv + 2 * bt), "the norms over q and k need their inputs and 1/rms per row"}
+                : CheckedRow{"(not listed) q/k norms", 0, "—", 0, "no qk_norm"},
       {"QᵀK (scores)", l * b * h * t * t, "—", 0,
        flash ? "flash attention: scores live one key block at a time" : "softmax runs in place over the scores buffer"},
       flash ? CheckedRow{"softmax", l * b * h * t * t, "layers.*.attn.lse (float32)", l * b * h * t,
                          "flash attention keeps one log-sum-exp per row and recomputes the scores in backward"}
             : CheckedRow{"softmax", l * b * h * t * t, "layers.*.attn.probs", l * b * h * t * t, "same"},
       {"weighted sum of values", l * btd, "layers.*.attn.ctx", l * btq, "same: the input of the output projection"},
-      {"output projection", l * btd, "— (temporary)", 0, "added into the residual stream; nothing saves it"},
+      {"output projection", l * btd, post ? "layers.*.attn.out (in the norm inputs)" : "— (temporary)", 0,
+       post ? "the norm after attention needs it" : "added into the residual stream; nothing saves it"},
       {"W1 matrix multiply", l * btf, "layers.*.ffn.w1_out", l * btf, fmt::format("same: {} backward needs it", act)},
       {gated ? "(not listed) W3 (the gate's second input)" : "(not listed) W3", 0, gated ? "layers.*.ffn.w3_out" : "—",
        gated ? l * btf : 0, gated ? "the gate's second input" : "2-matrix MLP: no W3"},
@@ -64,7 +71,8 @@ std::vector<ActivationRow> activation_comparison(const ModelConfig& c) {
        : silu ? "layers.*.ffn.silu_out"
               : "layers.*.ffn.gelu_out",
        l * btf, "same: the input of W2"},
-      {"W2 matrix multiply", l * btd, "— (temporary)", 0, "added into the residual stream; nothing saves it"},
+      {"W2 matrix multiply", l * btd, post ? "layers.*.ffn.out (in the norm inputs)" : "— (temporary)", 0,
+       post ? "the norm after the ffn needs it" : "added into the residual stream; nothing saves it"},
       ln ? CheckedRow{"final LayerNorm", btd, "final_norm.out (+ .mean, .rstd, + its input)", 2 * btd + 2 * bt,
                       "output for the head; input, mean and 1/σ for the norm's backward"}
          : CheckedRow{"final RMSNorm", btd, "final_norm.out (+ .rstd, + its input)", 2 * btd + bt,

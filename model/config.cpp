@@ -40,6 +40,12 @@ struct Preset {
   NormKind norm = NormKind::rmsnorm;
   bool norm_bias = false, mlp_bias = false;
   Block block = Block::sequential;
+  // Gemma-2's: norms before and after each sublayer scaling by 1 + w, √D embeddings, the window's layer pattern, the
+  // score and logit caps.
+  NormPlacement placement = NormPlacement::pre;
+  bool gemma_norms = false, qk_norm = false;
+  int64_t pattern = 0;
+  double cap = 0, logit_cap = 0;
 };
 
 // S and M are the shapes of shared/peers/lm_bench.py. The GPT-2 shapes follow the accounting problem of
@@ -129,6 +135,18 @@ constexpr Preset kPresets[] = {
     {.name = "falcon-7b", .v = 65024, .t = 2048, .l = 32, .d = 4544, .h = 71, .f = 18176, .b = 1,
      .ffn = FfnKind::gelu_mlp, .tied = true, .pos = Position::rope, .kv = 1, .published = 6921720704LL,
      .norm = NormKind::layernorm, .norm_bias = true, .block = Block::parallel},
+    // OLMo-2 7B (OLMo et al. 2024, "2 OLMo 2 Furious"; allenai/OLMo-2-1124-7B config.json: RMSNorm after each sublayer
+    // and over the q and k projections, rope_theta 500000, untied): 7,298,617,344 (shared/model_configs/README.md).
+    {.name = "olmo2-7b", .v = 100352, .t = 4096, .l = 32, .d = 4096, .h = 32, .f = 11008, .b = 1,
+     .ffn = FfnKind::swiglu, .tied = false, .pos = Position::rope, .theta = 500000, .published = 7298617344LL,
+     .placement = NormPlacement::post, .qk_norm = true},
+    // Gemma-2 2B (Gemma Team 2024, "Gemma 2: Improving Open Language Models at a Practical Size", Table 1; google/
+    // gemma-2-2b config.json: 8 heads of 256, 4 K/V heads, window 4096 on alternate layers, soft-caps 50 and 30, tied):
+    // 2,614,341,888 (shared/model_configs/README.md).
+    {.name = "gemma2-2b", .v = 256000, .t = 8192, .l = 26, .d = 2304, .h = 8, .f = 9216, .b = 1,
+     .ffn = FfnKind::geglu_tanh, .tied = true, .pos = Position::rope, .kv = 4, .head_dim = 256, .window = 4096,
+     .published = 2614341888LL, .placement = NormPlacement::sandwich, .gemma_norms = true, .pattern = 2, .cap = 50,
+     .logit_cap = 30},
     // Qwen2.5 (Qwen Team 2024, "Qwen2.5 Technical Report": pre-trained at 4,096 tokens, then 32,768; config.json: GQA,
     // q/k/v biases always on, rope_theta 1e6; 0.5B tied): 494,032,768 and 7,615,616,512 (model cards).
     {.name = "qwen2.5-0.5b", .v = 151936, .t = 32768, .l = 24, .d = 896, .h = 14, .f = 4864, .b = 1,
@@ -209,6 +227,17 @@ FieldSpec real_field(const char* key, Section section, T TrainConfig::*part, dou
           [=](TrainConfig& c, std::string_view k, std::string_view v) { c.*part.*field = parse_double(k, v); },
           [=](const TrainConfig& c) { return fmt::format("{}", c.*part.*field); },
           [=](const TrainConfig& c) { return c.*part.*field; }};
+}
+// A model field of true / false.
+FieldSpec bool_field(const char* key, Section section, bool ModelConfig::*field, const char* note = "") {
+  return {key,
+          section,
+          Kind::boolean,
+          std::string("one of true, false") + note,
+          std::nullopt,
+          [=](TrainConfig& c, std::string_view k, std::string_view v) { c.model.*field = parse_bool(k, v); },
+          [=](const TrainConfig& c) { return std::string(c.model.*field ? "true" : "false"); },
+          nullptr};
 }
 template <typename C, typename E, size_t N>
 FieldSpec choice_field(const char* key, E C::*field, const EnumName<E> (&table)[N], const char* note = "") {
@@ -294,6 +323,14 @@ const std::vector<FieldSpec>& fields() {
     f.push_back(real_field("norm_eps", model, m, &M::norm_eps, {0, 1, true, false}));
     f.push_back(choice_field("block", &M::block, kBlocks,
                              " (sequential: GPT-2, LLaMA; parallel: attention and ffn from one norm, Falcon, GPT-J)"));
+    f.push_back(bool_field("norm_unit_offset", model, &M::norm_unit_offset,
+                           " (RMSNorm scales by 1 + weight, weights start at 0: Gemma's; rmsnorm only)"));
+    f.push_back(bool_field("qk_norm", model, &M::qk_norm,
+                           " (RMSNorm over the q and k projections before RoPE: OLMo-2's; rmsnorm only)"));
+    f.push_back(bool_field("scale_embeddings", model, &M::scale_embeddings,
+                           " (embedding rows × √d_model: Gemma's; the tied head reads the table unscaled)"));
+    f.push_back(choice_field("norm_placement", &M::norm_placement, kNormPlacements,
+                             " (pre: GPT-2, LLaMA; post: after each sublayer, OLMo-2; sandwich: both, Gemma-2)"));
     f.push_back(choice_field("precision", &M::precision, kPrecisions));
     f.push_back(choice_field("grad_dtype", &M::grad_dtype, kGradDTypes, " (bf16 only with precision = bf16)"));
     f.push_back(choice_field("attention", &M::attention, kAttentionKinds));
@@ -562,9 +599,16 @@ TrainConfig preset_config(std::string_view name) {
                                        .rope_scaling = p.scaling,
                                        .rope_factor = p.factor,
                                        .sliding_window = p.window,
+                                       .sliding_window_pattern = p.pattern,
+                                       .attn_logit_softcapping = p.cap,
+                                       .final_logit_softcapping = p.logit_cap,
                                        .norm = p.norm,
                                        .norm_bias = p.norm_bias,
-                                       .block = p.block},
+                                       .block = p.block,
+                                       .norm_placement = p.placement,
+                                       .norm_unit_offset = p.gemma_norms,
+                                       .scale_embeddings = p.gemma_norms,
+                                       .qk_norm = p.qk_norm},
                             RunSettings{.batch_size = p.b}};
       return c;
     }
@@ -687,6 +731,17 @@ void validate(const TrainConfig& c) {
   check_arg(m.rope_scaling != RopeScaling::llama3 || m.rope_high_freq_factor > m.rope_low_freq_factor,
             "rope_high_freq_factor: {} must be above rope_low_freq_factor {} (llama3 scaling blends between them)",
             m.rope_high_freq_factor, m.rope_low_freq_factor);
+  check_arg(!m.parallel_block() || m.norm_placement == NormPlacement::pre,
+            "norm_placement: {} needs block = sequential (a parallel block has one norm, before both branches); "
+            "allowed with block = parallel: pre",
+            enum_name(kNormPlacements, m.norm_placement));
+  check_arg(
+      !m.qk_norm || m.norm == NormKind::rmsnorm,
+      "qk_norm: true needs norm = rmsnorm (OLMo-2's RMSNorm over q and k; norm {}); allowed with layernorm: false",
+      norm_kind_name(m.norm));
+  check_arg(!m.norm_unit_offset || m.norm == NormKind::rmsnorm,
+            "norm_unit_offset: true needs norm = rmsnorm (Gemma's RMSNorm; norm {}); allowed with layernorm: false",
+            norm_kind_name(m.norm));
   check_arg(!m.norm_bias || m.norm == NormKind::layernorm,
             "norm_bias: true needs norm = layernorm (norm {} has no bias); allowed with rmsnorm: false",
             norm_kind_name(m.norm));
@@ -761,12 +816,19 @@ std::string describe(const ModelConfig& m) {
   }
   if (m.attention_bias != AttentionBias::none)
     heads += fmt::format(", {} biases", m.attention_bias == AttentionBias::qkv ? "q/k/v" : "q/k/v/o");
+  if (m.qk_norm) heads += ", q/k norms";
   if (m.attn_logit_softcapping > 0) heads += fmt::format(", score cap {}", m.attn_logit_softcapping);
   if (m.final_logit_softcapping > 0) heads += fmt::format(", logit cap {}", m.final_logit_softcapping);
   return fmt::format(
-      "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}{}, {}{}{}, {}, position {}, B {}, {}, attention {}{}{}", m.vocab_size,
-      m.context_length, m.num_layers, m.d_model, heads, m.d_ff, ffn_kind_name(m.ffn), m.mlp_bias ? " (biases)" : "",
-      norm_kind_name(m.norm), m.norm_bias ? " (bias)" : "", m.parallel_block() ? ", parallel block" : "",
+      "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}{}, {}{}{}, {}, position {}, B {}, {}, attention {}{}{}",
+      m.vocab_size, m.context_length, m.num_layers, m.d_model, heads, m.d_ff, ffn_kind_name(m.ffn),
+      m.mlp_bias ? " (biases)" : "", norm_kind_name(m.norm), m.norm_bias ? " (bias)" : "",
+      fmt::format("{}{}{}",
+                  m.parallel_block() ? ", parallel block"
+                  : m.norm_placement == NormPlacement::pre
+                      ? ""
+                      : fmt::format(", {} norms", enum_name(kNormPlacements, m.norm_placement)),
+                  m.norm_unit_offset ? " (scale 1 + w)" : "", m.scale_embeddings ? ", embeddings × √D" : ""),
       m.tie_embeddings ? "tied" : "untied",
       m.position != Position::rope ? std::string(position_name(m.position))
       : m.rope_scaling == RopeScaling::none

@@ -2,6 +2,7 @@
 // the field and its allowed range.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -37,6 +38,9 @@ enum class AttentionBias { none, qkv, qkvo };
 // How a block composes its sublayers: sequential (GPT-2, LLaMA: x + attn(norm(x)), then + ffn(norm(that))) or parallel
 // (GPT-J, PaLM, Falcon-7B: x + attn(norm(x)) + ffn(norm(x)) — one norm feeds both, no second norm in the layer).
 enum class Block { sequential, parallel };
+// Where a sequential block's norms sit: pre (GPT-2, LLaMA: x + f(norm(x))), post (OLMo-2: x + norm(f(x)), the
+// sublayer reads the residual stream itself) or sandwich (Gemma-2: x + norm(f(norm(x))), 4 norms a layer).
+enum class NormPlacement { pre, post, sandwich };
 // The names a config writes for each choice (runtime/enum_table.h): parsing, printing and messages read these.
 inline constexpr EnumName<Position> kPositions[] = {
     {Position::none, "none"}, {Position::learned, "learned"}, {Position::rope, "rope"}};
@@ -45,6 +49,8 @@ inline constexpr EnumName<RopeScaling> kRopeScalings[] = {
 inline constexpr EnumName<AttentionBias> kAttentionBiases[] = {
     {AttentionBias::none, "none"}, {AttentionBias::qkv, "qkv"}, {AttentionBias::qkvo, "qkvo"}};
 inline constexpr EnumName<Block> kBlocks[] = {{Block::sequential, "sequential"}, {Block::parallel, "parallel"}};
+inline constexpr EnumName<NormPlacement> kNormPlacements[] = {
+    {NormPlacement::pre, "pre"}, {NormPlacement::post, "post"}, {NormPlacement::sandwich, "sandwich"}};
 inline constexpr EnumName<AttentionKind> kAttentionKinds[] = {{AttentionKind::naive, "naive"},
                                                               {AttentionKind::flash, "flash"}};
 inline constexpr EnumName<Recompute> kRecomputes[] = {
@@ -93,6 +99,14 @@ struct ModelShape {
   bool norm_bias = false;
   double norm_eps = 1e-5;
   Block block = Block::sequential;
+  NormPlacement norm_placement = NormPlacement::pre;
+  // Gemma's: RMSNorm scales by 1 + weight (weights start at 0), and the embedding rows are multiplied by √d_model
+  // (the tied head reads the unscaled table).
+  bool norm_unit_offset = false;
+  bool scale_embeddings = false;
+  // OLMo-2's q/k-norm: an RMSNorm over the whole q projection (H·head_dim wide) and the whole k projection
+  // (KV·head_dim), after the projections and before RoPE (Olmo2Attention's q_norm, k_norm). rmsnorm only.
+  bool qk_norm = false;
 
   RopeFrequencies rope_frequencies() const {
     return {rope_theta,           rope_scaling,          rope_factor,
@@ -113,7 +127,11 @@ struct ModelShape {
   int64_t q_width() const { return num_heads * head_size(); }    // H·head_dim: q's and the context's width
   int64_t kv_width() const { return kv_heads() * head_size(); }  // KV·head_dim: k's and v's width
   bool parallel_block() const { return block == Block::parallel; }
-  int64_t norms_per_layer() const { return parallel_block() ? 1 : 2; }
+  // Hugging Face's Gemma normaliser: hidden_size ** 0.5 in double, then the activations' float32.
+  float embedding_scale() const { return scale_embeddings ? static_cast<float>(std::sqrt(double(d_model))) : 1.0f; }
+  bool pre_norms() const { return norm_placement != NormPlacement::post; }  // a norm before each sublayer
+  bool post_norms() const { return norm_placement != NormPlacement::pre; }  // a norm after each sublayer's output
+  int64_t norms_per_layer() const { return parallel_block() ? 1 : 2 * (pre_norms() + post_norms()); }
 };
 
 // How one step of it is run: the batch, the precision, the attention kernel, what is recomputed, data parallelism.
@@ -157,9 +175,8 @@ struct TrainConfig {
 
 // Names of the presets: tiny, S, M, gpt2-small … gpt2-xl (the accounting problem's), openai-gpt2 … openai-gpt2-xl
 // (as released), gpt3-6.7b, gpt3-13b, gpt3-175b, llama2-7b, llama2-13b,
-// llama2-70b, llama3-8b, llama3-70b, llama3.1-405b, mistral-7b, smollm2-135m, tinyllama-1.1b, falcon-7b, qwen2.5-0.5b,
-// qwen2.5-7b (shapes and sources in
-// config.cpp).
+// llama2-70b, llama3-8b, llama3-70b, llama3.1-405b, mistral-7b, smollm2-135m, tinyllama-1.1b, falcon-7b, olmo2-7b,
+// gemma2-2b, qwen2.5-0.5b, qwen2.5-7b (shapes and sources in config.cpp).
 std::vector<std::string> preset_names();
 // Throws std::invalid_argument naming `preset` and listing the allowed names.
 TrainConfig preset_config(std::string_view name);

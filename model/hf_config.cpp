@@ -137,41 +137,23 @@ class Keys {
 
 // Keys that name, tokenize, store or cache the model, and change nothing reckon counts.
 constexpr const char* kNeutralKeys[] = {
-    "architectures",
-    "bos_token_id",
-    "eos_token_id",
-    "pad_token_id",
-    "torch_dtype",
-    "transformers_version",
-    "use_cache",
-    "initializer_range",
-    "_name_or_path",
-    "tokenizer_class",
+    "architectures", "bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "transformers_version", "use_cache",
+    "initializer_range", "_name_or_path", "tokenizer_class",
     "pretraining_tp",  // LLaMA's tensor-parallel slicing of the same products: the same FLOPs and bytes
     "original_max_position_embeddings",  // read only by rope_scaling kinds, which are refused
     "max_window_layers",                 // read only with use_sliding_window
     // GPT-2's: n_ctx repeats n_positions; the summary_* keys configure GPT2DoubleHeadsModel's classification head,
     // task_specific_params generation defaults: none is part of the language model.
-    "n_ctx",
-    "summary_activation",
-    "summary_proj_to_labels",
-    "summary_type",
-    "summary_use_proj",
-    "task_specific_params",
+    "n_ctx", "summary_activation", "summary_proj_to_labels", "summary_type", "summary_use_proj", "task_specific_params",
     // Falcon's: read only by its new decoder architecture, which is refused.
-    "num_kv_heads",
-    "num_ln_in_parallel_attn",
+    "num_kv_heads", "num_ln_in_parallel_attn",
+    "cache_implementation",  // Gemma-2's generation cache
 };
 
-const char* const kSupported[] = {"falcon", "gpt2", "llama", "mistral", "phi3", "qwen2"};
+const char* const kSupported[] = {"falcon", "gemma2", "gpt2", "llama", "mistral", "olmo2", "phi3", "qwen2"};
 
 // What each model type reckon does not model yet needs, for its refusal.
 std::optional<std::string> unmodelled(const std::string& type) {
-  if (type == "gemma2") {
-    return "it needs pre- and post-sublayer RMSNorms, a gated GELU MLP (hidden_activation), embeddings scaled by "
-           "sqrt(hidden_size) and scores scaled by query_pre_attn_scalar, not modelled yet";
-  }
-  if (type == "olmo2") return "it needs norms after each sublayer and RMSNorm on q and k, not modelled yet";
   if (type == "mixtral") return "it is a mixture of experts (num_local_experts), not modelled";
   return std::nullopt;
 }
@@ -382,6 +364,52 @@ void map_falcon(Keys& k, ModelConfig& m) {
   m.tie_embeddings = k.boolean("tie_word_embeddings").value_or(true);
 }
 
+// Gemma-2 (Gemma2ForCausalLM): RMSNorms before and after each sublayer (input_layernorm, post_attention_layernorm,
+// pre_feedforward_layernorm, post_feedforward_layernorm) scaling by 1 + weight, embeddings × √hidden_size, a gated
+// MLP (hidden_activation; absent: gelu_pytorch_tanh), soft-capped scores and logits, the window on every other layer
+// from layer 0, tied head. Gemma2Config's defaults for absent keys: num_key_value_heads 4, head_dim 256,
+// max_position_embeddings 8192, rms_norm_eps 1e-6, rope_theta 10000, sliding_window 4096, attn_logit_softcapping 50,
+// final_logit_softcapping 30, query_pre_attn_scalar 256, tie_word_embeddings true. Scores are scaled by
+// query_pre_attn_scalar^-1/2: reckon models it where it equals head_dim (Gemma-2 2B and 9B) and refuses it elsewhere.
+void map_gemma2(Keys& k, ModelConfig& m) {
+  m.vocab_size = k.required("vocab_size");
+  m.d_model = k.required("hidden_size");
+  m.d_ff = k.required("intermediate_size");
+  m.num_layers = k.required("num_hidden_layers");
+  m.num_heads = k.required("num_attention_heads");
+  m.num_kv_heads = k.integer("num_key_value_heads").value_or(4);
+  m.head_dim = k.integer("head_dim").value_or(256);
+  m.context_length = k.integer("max_position_embeddings").value_or(8192);
+  m.norm_eps = k.number("rms_norm_eps").value_or(1e-6);
+  m.rope_theta = k.number("rope_theta").value_or(10000.0);
+  map_rope_scaling(k, m);
+  m.position = Position::rope;
+  // Gemma2MLP reads hidden_activation; hidden_act is the older key, read when it is the only one.
+  const std::optional<std::string> legacy = k.string("hidden_act"), act = k.string("hidden_activation");
+  m.ffn = gated_ffn(k, act ? "hidden_activation" : "hidden_act", act.value_or(legacy.value_or("gelu_pytorch_tanh")));
+  if (k.boolean("attention_bias").value_or(false)) m.attention_bias = AttentionBias::qkvo;
+  const bool present = k.find("sliding_window") != nullptr;
+  m.sliding_window = present ? k.integer("sliding_window").value_or(0) : 4096;
+  m.sliding_window_pattern = m.sliding_window > 0 ? 2 : 0;  // layers 0, 2, 4, … windowed
+  map_layer_types(k, m);
+  auto cap = [&](const char* key, double by_default) {
+    return k.find(key) != nullptr ? k.number(key).value_or(0.0) : by_default;
+  };
+  m.attn_logit_softcapping = cap("attn_logit_softcapping", 50.0);
+  m.final_logit_softcapping = cap("final_logit_softcapping", 30.0);
+  const double scalar = k.number("query_pre_attn_scalar").value_or(256.0);
+  if (scalar != static_cast<double>(m.head_size())) {
+    k.fail("query_pre_attn_scalar", fmt::format("{} scales the scores by {}^-1/2, not head_dim {}^-1/2: not modelled "
+                                                "by reckon",
+                                                scalar, scalar, m.head_size()));
+  }
+  m.tie_embeddings = k.boolean("tie_word_embeddings").value_or(true);
+  m.norm = NormKind::rmsnorm;
+  m.norm_unit_offset = true;
+  m.scale_embeddings = true;
+  m.norm_placement = NormPlacement::sandwich;
+}
+
 }  // namespace
 
 std::vector<std::string> hf_model_types() { return {std::begin(kSupported), std::end(kSupported)}; }
@@ -414,6 +442,16 @@ HfConfig parse_hf_config_text(const std::string& text, const std::string& path) 
     map_gpt2(k, out.config.model);
   } else if (*type == "falcon") {
     map_falcon(k, out.config.model);
+  } else if (*type == "gemma2") {
+    map_gemma2(k, out.config.model);
+  } else if (*type == "olmo2") {
+    // OLMo-2 (Olmo2ForCausalLM): LLaMA's keys and block with the RMSNorms after each sublayer
+    // (post_attention_layernorm, post_feedforward_layernorm) and over the whole q and k projections before RoPE
+    // (q_norm, k_norm); Olmo2Config's rms_norm_eps default is 1e-5.
+    map_llama_family(k, *type, out.config.model);
+    out.config.model.norm_eps = k.number("rms_norm_eps").value_or(1e-5);
+    out.config.model.norm_placement = NormPlacement::post;
+    out.config.model.qk_norm = true;
   } else {
     map_llama_family(k, *type, out.config.model);
   }

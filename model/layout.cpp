@@ -56,8 +56,10 @@ ParameterLayout parameter_layout(const ModelShape& c) {
   for (int i = 0; i < static_cast<int>(c.num_layers); ++i) {
     open_unit();
     LayerParamIndex x;
-    x.attn_norm = add("attn_norm.weight", i, ParamRole::norm_gain, d);
-    if (c.norm_bias) x.attn_norm_bias = add("attn_norm.bias", i, ParamRole::norm_bias, d);
+    if (c.pre_norms()) {
+      x.attn_norm = add("attn_norm.weight", i, ParamRole::norm_gain, d);
+      if (c.norm_bias) x.attn_norm_bias = add("attn_norm.bias", i, ParamRole::norm_bias, d);
+    }
     x.wq = add("attn.wq.weight", i, ParamRole::attention, qw, d);
     if (c.qkv_bias()) x.bq = add("attn.wq.bias", i, ParamRole::attention, qw);
     x.wk = add("attn.wk.weight", i, ParamRole::attention, kvw, d);
@@ -66,7 +68,15 @@ ParameterLayout parameter_layout(const ModelShape& c) {
     if (c.qkv_bias()) x.bv = add("attn.wv.bias", i, ParamRole::attention, kvw);
     x.wo = add("attn.wo.weight", i, ParamRole::attention, d, qw);
     if (c.o_bias()) x.bo = add("attn.wo.bias", i, ParamRole::attention, d);
-    if (!c.parallel_block()) {  // a parallel block's ffn reads the attention norm's output
+    if (c.qk_norm) {
+      x.q_norm = add("attn.q_norm.weight", i, ParamRole::norm_gain, qw);
+      x.k_norm = add("attn.k_norm.weight", i, ParamRole::norm_gain, kvw);
+    }
+    if (c.post_norms()) {
+      x.attn_post_norm = add("attn_post_norm.weight", i, ParamRole::norm_gain, d);
+      if (c.norm_bias) x.attn_post_norm_bias = add("attn_post_norm.bias", i, ParamRole::norm_bias, d);
+    }
+    if (!c.parallel_block() && c.pre_norms()) {  // a parallel block's ffn reads the attention norm's output
       x.ffn_norm = add("ffn_norm.weight", i, ParamRole::norm_gain, d);
       if (c.norm_bias) x.ffn_norm_bias = add("ffn_norm.bias", i, ParamRole::norm_bias, d);
     }
@@ -76,6 +86,10 @@ ParameterLayout parameter_layout(const ModelShape& c) {
     if (ffn_gated(c.ffn) && c.mlp_bias) x.b3 = add("ffn.w3.bias", i, ParamRole::ffn, f);
     x.w2 = add("ffn.w2.weight", i, ParamRole::ffn, d, f);
     if (c.mlp_bias) x.b2 = add("ffn.w2.bias", i, ParamRole::ffn, d);
+    if (c.post_norms()) {
+      x.ffn_post_norm = add("ffn_post_norm.weight", i, ParamRole::norm_gain, d);
+      if (c.norm_bias) x.ffn_post_norm_bias = add("ffn_post_norm.bias", i, ParamRole::norm_bias, d);
+    }
     l.layers.push_back(x);
     close_unit();
   }

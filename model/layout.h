@@ -43,6 +43,9 @@ struct LayerParamIndex {
   int bq = -1, bk = -1, bv = -1, bo = -1;       // attention biases (attention_bias)
   int b1 = -1, b3 = -1, b2 = -1;                // FFN biases (mlp_bias; b3 only when gated)
   int attn_norm_bias = -1, ffn_norm_bias = -1;  // LayerNorm's β (norm_bias)
+  // Norms after each sublayer (norm_placement post, sandwich) and their β.
+  int attn_post_norm = -1, ffn_post_norm = -1, attn_post_norm_bias = -1, ffn_post_norm_bias = -1;
+  int q_norm = -1, k_norm = -1;  // qk_norm: RMSNorm gains over the q (H·head_dim) and k (KV·head_dim) projections
 };
 
 struct ParameterLayout {

@@ -40,6 +40,10 @@ Tensor Transformer::to_act(const Tensor& x, const std::string& name) const {
   return x.dtype() == dtypes_.act ? x : cast(x, dtypes_.act, Category::temporary, name);
 }
 
+Tensor Transformer::to_saved_act(const Tensor& x, const std::string& name) const {
+  return x.dtype() == dtypes_.act ? x : cast(x, dtypes_.act, Category::activation, name);
+}
+
 Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(config), dtypes_(config.dtypes()) {
   TrainConfig full;
   full.model = config;
@@ -50,6 +54,7 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
   for (const ParamSpec& spec : layout_.params) add_param(spec.name(), spec.shape());
   // One stream in parameter order: the same seed gives the same model.
   Rng rng(seed);
+  const float gain_init = config_.norm_unit_offset ? 0.0f : 1.0f;  // a unit-offset norm's gain is 1 + weight
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& value = params_[i].value;
     const bool gain = layout_.params[i].role == ParamRole::norm_gain, bias = layout_.params[i].is_bias();
@@ -58,7 +63,7 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
       using T = decltype(tag);
       T* v = data_as<T>(value);
       for (int64_t j = 0; j < n; ++j)
-        v[j] = narrow<T>(gain ? 1.0f : bias ? 0.0f : static_cast<float>(kInitStd * rng.normal()));
+        v[j] = narrow<T>(gain ? gain_init : bias ? 0.0f : static_cast<float>(kInitStd * rng.normal()));
     });
   }
   saved_.resize(static_cast<size_t>(config_.num_layers));
@@ -103,14 +108,30 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
   const std::string p = fmt::format("layers.{}.", i);
   const DType act = dtypes_.act;
   const float eps = static_cast<float>(c.norm_eps);
-  Tensor h =
-      norm_forward(c.norm, s.attn_norm, x, w(l.attn_norm), w_or_none(l.attn_norm_bias), eps, p + "attn_norm", act);
+  const bool pre = c.pre_norms(), post = c.post_norms();
+  // The attention's input: its norm of x, or (post norms only) x itself, cast into the bf16 region if need be.
+  Tensor h = pre ? norm_forward(c.norm, s.attn_norm, x, w(l.attn_norm), w_or_none(l.attn_norm_bias), eps,
+                                p + "attn_norm", act, c.norm_unit_offset)
+                 : to_saved_act(x, p + "attn.in");
+  // A sublayer's output, normalised after it (post, sandwich: the norm saves the output, an activation then).
+  const Category out_category = post ? Category::activation : Category::temporary;
+  auto post_norm = [&](NormSaved& saved, const Tensor& y, int weight, int beta, const char* name) {
+    return norm_forward(c.norm, saved, y, w(weight), w_or_none(beta), eps, p + name, DType::f32, c.norm_unit_offset);
+  };
   Tensor x_mid;
   {
+    // qk_norm: each projection is saved as its norm's input, the norm's output (q's dtype) goes on as q or k.
+    auto qk = [&](NormSaved& saved, const Tensor& y, int weight, const char* name) {
+      return norm_forward(c.norm, saved, y, w(weight), Tensor(), eps, p + name, act, c.norm_unit_offset);
+    };
     const Tensor& wq = matmul_weight(l.wq);
-    Tensor q = linear_forward(s.wq, h, wq, p + "attn.q", act, Category::activation, "linear", bias(l.bq));
+    Tensor q = linear_forward(s.wq, h, wq, p + (c.qk_norm ? "attn.q_proj" : "attn.q"), act, Category::activation,
+                              "linear", bias(l.bq));
+    if (c.qk_norm) q = qk(s.q_norm, q, l.q_norm, "attn.q_norm");
     const Tensor& wk = matmul_weight(l.wk);
-    Tensor k = linear_forward(s.wk, h, wk, p + "attn.k", act, Category::activation, "linear", bias(l.bk));
+    Tensor k = linear_forward(s.wk, h, wk, p + (c.qk_norm ? "attn.k_proj" : "attn.k"), act, Category::activation,
+                              "linear", bias(l.bk));
+    if (c.qk_norm) k = qk(s.k_norm, k, l.k_norm, "attn.k_norm");
     const Tensor& wv = matmul_weight(l.wv);
     Tensor v = linear_forward(s.wv, h, wv, p + "attn.v", act, Category::activation, "linear", bias(l.bv));
     if (c.position == Position::rope) {  // in place: attention saves the rotated q and k
@@ -120,20 +141,23 @@ Tensor Transformer::block_forward(size_t i, const Tensor& x) {
     Tensor ctx = attention_core_forward(s, q, k, v, c.attention_scores(static_cast<int64_t>(i)), p + "attn");
     if (c.recompute == Recompute::attention) drop_attention_core(s);
     const Tensor& wo = matmul_weight(l.wo);
-    Tensor proj = linear_forward(s.wo, ctx, wo, p + "attn.out", DType::f32, Category::temporary, "linear", bias(l.bo));
+    Tensor proj = linear_forward(s.wo, ctx, wo, p + "attn.out", DType::f32, out_category, "linear", bias(l.bo));
+    if (post) proj = post_norm(s.attn_post_norm, proj, l.attn_post_norm, l.attn_post_norm_bias, "attn_post_norm");
     x_mid = residual_forward(x, proj, p + "attn_residual");
   }
   // Sequential: the ffn normalises x + attention; parallel: it reads the attention's norm of x (one tensor, saved by
   // both branches' linears), and x_mid is only the partial sum, gone with this call.
   Tensor h2 = c.parallel_block() ? h
-                                 : norm_forward(c.norm, s.ffn_norm, x_mid, w(l.ffn_norm), w_or_none(l.ffn_norm_bias),
-                                                eps, p + "ffn_norm", act);
+              : pre ? norm_forward(c.norm, s.ffn_norm, x_mid, w(l.ffn_norm), w_or_none(l.ffn_norm_bias), eps,
+                                   p + "ffn_norm", act, c.norm_unit_offset)
+                    : to_saved_act(x_mid, p + "ffn.in");
   h.reset();
   const FfnWeights fw{matmul_weight(l.w1), l.w3 >= 0 ? matmul_weight(l.w3) : Tensor(),
                       matmul_weight(l.w2), bias(l.b1),
                       bias(l.b3),          bias(l.b2)};
-  Tensor f = ffn_forward(s.ffn, h2, fw, c.ffn, p + "ffn");
+  Tensor f = ffn_forward(s.ffn, h2, fw, c.ffn, p + "ffn", out_category);
   h2.reset();
+  if (post) f = post_norm(s.ffn_post_norm, f, l.ffn_post_norm, l.ffn_post_norm_bias, "ffn_post_norm");
   return residual_forward(x_mid, f, p + "ffn_residual");
 }
 
@@ -161,6 +185,21 @@ void Transformer::recompute_attention_core(LayerSaved& s, const AttentionScores&
   }
 }
 
+Tensor Transformer::post_norm_backward(const Tensor& grad_y, NormSaved& saved, int weight, int beta,
+                                       const std::string& name) {
+  if (!config_.post_norms()) return grad_y;
+  Tensor grad_in = Tensor::empty(grad_y.shape(), Category::temporary, name);
+  norm_backward(grad_in, g(weight), g_or_none(beta), grad_y, saved, w(weight), false, config_.norm_unit_offset);
+  return grad_in;
+}
+
+Tensor Transformer::qk_norm_backward(const Tensor& grad_y, NormSaved& saved, int weight, const std::string& name) {
+  if (!config_.qk_norm) return grad_y;
+  Tensor grad_in = Tensor::empty(grad_y.shape(), Category::temporary, name, grad_y.dtype());
+  norm_backward(grad_in, g(weight), Tensor(), grad_y, saved, w(weight), false, config_.norm_unit_offset);
+  return grad_in;
+}
+
 void Transformer::release_block_weights(size_t i) {
   const LayerParamIndex& l = layout_.layers[i];
   for (int index : {l.wq, l.bq, l.wk, l.bk, l.wv, l.bv, l.wo, l.bo, l.w1, l.b1, l.w3, l.b3, l.w2, l.b2}) {
@@ -186,7 +225,7 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
   const float eps = static_cast<float>(c.norm_eps);
   // The residual stream x is float32 in every precision; norms write the bf16 region's dtype.
   gather(0);
-  Tensor x = embedding_forward(tokens, w(layout_.tok_emb), "tok_emb.out");
+  Tensor x = embedding_forward(tokens, w(layout_.tok_emb), "tok_emb.out", c.embedding_scale());
   if (layout_.pos_emb >= 0) position_embedding_forward(x, w(layout_.pos_emb));
   release(0);
   if (c.position == Position::rope) rope_ = rope_tables(seq_, c.head_size(), c.rope_frequencies());
@@ -205,7 +244,7 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
   }
   gather_head();
   Tensor hf = norm_forward(c.norm, final_norm_saved_, x, w(layout_.final_norm), w_or_none(layout_.final_norm_bias), eps,
-                           "final_norm", act);
+                           "final_norm", act, c.norm_unit_offset);
   x.reset();
   const Tensor& head = matmul_weight(layout_.lm_head);
   Tensor logits = linear_forward(lm_head_saved_, hf, head, "lm_head.logits", act, Category::activation, "lm_head");
@@ -236,7 +275,7 @@ void Transformer::backward() {
   // branch on the way down.
   Tensor grad_x = Tensor::empty({b, t, d}, Category::temporary, "residual.grad");
   norm_backward(grad_x, g(layout_.final_norm), g_or_none(layout_.final_norm_bias), grad_hf, final_norm_saved_,
-                w(layout_.final_norm), false);
+                w(layout_.final_norm), false, config_.norm_unit_offset);
   grad_hf.reset();
   release_head();
   if (hooks_) hooks_->reduce_grads(head_unit);
@@ -256,19 +295,24 @@ void Transformer::backward() {
       block_input_[idx].reset();  // now held as the attention norm's saved input
     }
     // The attention norm's output gradient; a parallel block's two branches both add into it (the ffn's first).
-    const bool parallel = config_.parallel_block();
+    const bool parallel = config_.parallel_block(), pre = config_.pre_norms(), post = config_.post_norms();
     Tensor grad_h;
     if (parallel) grad_h = Tensor::empty({b, t, d}, Category::temporary, p + "attn_norm.grad_out");
     {
-      Tensor grad_h2 = parallel ? grad_h : Tensor::empty({b, t, d}, Category::temporary, p + "ffn_norm.grad_out");
-      Tensor grad_f = to_act(grad_x, p + "ffn.grad_out");  // the branch's gradient, in its dtype
+      // Without a norm before the ffn its input is the residual stream: its dX adds straight into grad_x.
+      Tensor grad_h2 = parallel ? grad_h
+                       : pre    ? Tensor::empty({b, t, d}, Category::temporary, p + "ffn_norm.grad_out")
+                                : grad_x;
+      Tensor grad_f = to_act(post_norm_backward(grad_x, s.ffn_post_norm, l.ffn_post_norm, l.ffn_post_norm_bias,
+                                                p + "ffn_post_norm.grad_in"),
+                             p + "ffn.grad_out");  // the branch's gradient, in its dtype
       {  // the operands' handles go with this scope, before the weight copies are released
         const FfnWeights fw{matmul_weight(l.w1), l.w3 >= 0 ? matmul_weight(l.w3) : Tensor(),
                             matmul_weight(l.w2), bias(l.b1),
                             bias(l.b3),          bias(l.b2)};
         const FfnWeights fg{g(l.w1),        l.w3 >= 0 ? g(l.w3) : Tensor(), g(l.w2), grad_bias(l.b1), grad_bias(l.b3),
                             grad_bias(l.b2)};
-        ffn_backward(grad_h2, fg, grad_f, s.ffn, fw);
+        ffn_backward(grad_h2, fg, grad_f, s.ffn, fw, !pre && !parallel);
       }
       grad_f.reset();
       release_matmul_weight(l.w2);
@@ -277,15 +321,19 @@ void Transformer::backward() {
       release_bias(l.b3);
       release_matmul_weight(l.w1);
       release_bias(l.b1);
-      if (!parallel) {
-        norm_backward(grad_x, g(l.ffn_norm), g_or_none(l.ffn_norm_bias), grad_h2, s.ffn_norm, w(l.ffn_norm), true);
+      if (!parallel && pre) {
+        norm_backward(grad_x, g(l.ffn_norm), g_or_none(l.ffn_norm_bias), grad_h2, s.ffn_norm, w(l.ffn_norm), true,
+                      config_.norm_unit_offset);
       }
     }
     const DType act = dtypes_.act;
     const int64_t qw = config_.q_width(), kvw = config_.kv_width();
+    Tensor grad_branch = post_norm_backward(grad_x, s.attn_post_norm, l.attn_post_norm, l.attn_post_norm_bias,
+                                            p + "attn_post_norm.grad_in");
     Tensor grad_ctx = Tensor::empty({b, t, qw}, Category::temporary, p + "attn.grad_ctx", act);
     {
-      Tensor grad_proj = to_act(grad_x, p + "attn.grad_out");
+      Tensor grad_proj = to_act(grad_branch, p + "attn.grad_out");
+      grad_branch.reset();
       linear_backward(grad_ctx, g(l.wo), grad_proj, s.wo, matmul_weight(l.wo), false, "linear", grad_bias(l.bo));
     }
     release_matmul_weight(l.wo);
@@ -306,8 +354,10 @@ void Transformer::backward() {
       rope_backward(grad_q, config_.num_heads, rope_);
       rope_backward(grad_k, config_.kv_heads(), rope_);
     }
-    if (!parallel) grad_h = Tensor::empty({b, t, d}, Category::temporary, p + "attn_norm.grad_out");
-    linear_backward(grad_h, g(l.wq), grad_q, s.wq, matmul_weight(l.wq), parallel, "linear", grad_bias(l.bq));
+    grad_q = qk_norm_backward(grad_q, s.q_norm, l.q_norm, p + "attn.q_norm.grad_in");
+    grad_k = qk_norm_backward(grad_k, s.k_norm, l.k_norm, p + "attn.k_norm.grad_in");
+    if (!parallel) grad_h = pre ? Tensor::empty({b, t, d}, Category::temporary, p + "attn_norm.grad_out") : grad_x;
+    linear_backward(grad_h, g(l.wq), grad_q, s.wq, matmul_weight(l.wq), parallel || !pre, "linear", grad_bias(l.bq));
     release_matmul_weight(l.wq);
     release_bias(l.bq);
     grad_q.reset();
@@ -319,14 +369,17 @@ void Transformer::backward() {
     release_matmul_weight(l.wv);
     release_bias(l.bv);
     grad_v.reset();
-    norm_backward(grad_x, g(l.attn_norm), g_or_none(l.attn_norm_bias), grad_h, s.attn_norm, w(l.attn_norm), true);
+    if (pre) {
+      norm_backward(grad_x, g(l.attn_norm), g_or_none(l.attn_norm_bias), grad_h, s.attn_norm, w(l.attn_norm), true,
+                    config_.norm_unit_offset);
+    }
     release(unit);
     if (hooks_) hooks_->reduce_grads(unit);
   }
   rope_ = RopeTables{};
   if (hooks_ && !config_.tie_embeddings) hooks_->create_grads(0);
   if (layout_.pos_emb >= 0) position_embedding_backward(g(layout_.pos_emb), grad_x);
-  embedding_backward(g(layout_.tok_emb), grad_x, tokens_);
+  embedding_backward(g(layout_.tok_emb), grad_x, tokens_, config_.embedding_scale());
   tokens_.reset();
   if (hooks_) hooks_->reduce_grads(0);
 }

@@ -98,6 +98,8 @@ class Transformer {
     AttentionSaved attn;        // attention = naive
     FlashAttentionSaved flash;  // attention = flash
     FfnSaved ffn;
+    NormSaved attn_post_norm, ffn_post_norm;  // norm_placement post, sandwich: their inputs are the sublayers' outputs
+    NormSaved q_norm, k_norm;                 // qk_norm: their inputs are the q and k projections
   };
   int add_param(const std::string& name, const Shape& shape);
   const Tensor& w(int index) const { return params_[static_cast<size_t>(index)].value; }
@@ -128,6 +130,14 @@ class Transformer {
   void release_block_weights(size_t i);
   // x as the bf16 region's dtype: x itself when it already has it, else a cast copy (temporary `name`).
   Tensor to_act(const Tensor& x, const std::string& name) const;
+  // A sublayer's output gradient: grad_y itself, or (post norms) the gradient through its post norm, into a new
+  // float32 temporary `name`.
+  Tensor post_norm_backward(const Tensor& grad_y, NormSaved& saved, int weight, int beta, const std::string& name);
+  // qk_norm's backward over q or k: the gradient through the norm into a new temporary `name` (q's dtype); grad_y as
+  // it is without qk_norm.
+  Tensor qk_norm_backward(const Tensor& grad_y, NormSaved& saved, int weight, const std::string& name);
+  // x in the bf16 region's dtype for a linear that saves it (activation; x itself when it already is).
+  Tensor to_saved_act(const Tensor& x, const std::string& name) const;
 
   // The hooks at unit boundaries; unit 0 is also the head's when the embeddings are tied.
   void gather(int unit) {

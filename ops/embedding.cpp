@@ -11,18 +11,19 @@
 
 namespace reckon {
 
-OpCount embedding_forward_count(int64_t n, int64_t d, DType weight) {
+OpCount embedding_forward_count(int64_t n, int64_t d, DType weight, bool scaled) {
   const CheckedInt N = n, D = d;
   OpCount c;
+  c.other_flops = scaled ? (N * D).value() : 0;
   c.bytes_read = (4 * N + dtype_bytes(weight) * N * D).value();
   c.bytes_written = (4 * N * D).value();
   return c;
 }
 
-OpCount embedding_backward_count(int64_t n, int64_t d, DType grad_weight) {
+OpCount embedding_backward_count(int64_t n, int64_t d, DType grad_weight, bool scaled) {
   const CheckedInt s = dtype_bytes(grad_weight), N = n, D = d;
   OpCount c;
-  c.other_flops = (N * D).value();
+  c.other_flops = ((scaled ? 2 : 1) * N * D).value();
   c.bytes_read = (4 * (N + N * D) + s * N * D).value();
   c.bytes_written = (s * N * D).value();
   return c;
@@ -45,7 +46,7 @@ static void check_tokens(const Tensor& tokens, int64_t vocab) {
   }
 }
 
-Tensor embedding_forward(const Tensor& tokens, const Tensor& weight, std::string_view out_name) {
+Tensor embedding_forward(const Tensor& tokens, const Tensor& weight, std::string_view out_name, float scale) {
   check_arg(weight.dim() == 2 && weight.is_contiguous(), "embedding: weight '{}' must be a contiguous (V, D) tensor",
             weight.name());
   const int64_t vocab = weight.size(0), d = weight.size(1);
@@ -62,7 +63,10 @@ Tensor embedding_forward(const Tensor& tokens, const Tensor& weight, std::string
     for (int64_t i = 0; i < n; ++i) {
       const W* src = w + static_cast<int64_t>(ids[i]) * d;
       float* dst = o + i * d;
-      if constexpr (std::is_same_v<W, float>) {
+      if (scale != 1.0f) {
+#pragma omp simd
+        for (int64_t c = 0; c < d; ++c) dst[c] = widen(src[c]) * scale;
+      } else if constexpr (std::is_same_v<W, float>) {
         std::memcpy(dst, src, static_cast<size_t>(d) * sizeof(float));
       } else {
 #pragma omp simd
@@ -70,11 +74,11 @@ Tensor embedding_forward(const Tensor& tokens, const Tensor& weight, std::string
       }
     }
   });
-  record.count = embedding_forward_count(n, d, weight.dtype());
+  record.count = embedding_forward_count(n, d, weight.dtype(), scale != 1.0f);
   return out;
 }
 
-void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const Tensor& tokens) {
+void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const Tensor& tokens, float scale) {
   const int64_t vocab = grad_weight.size(0), d = grad_weight.size(1);
   check_tokens(tokens, vocab);
   const int64_t n = tokens.numel();
@@ -96,11 +100,15 @@ void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const
       for (int64_t i = 0; i < n; ++i) {
         G* row = gw + static_cast<int64_t>(ids[i]) * d;
         const float* src = go + i * d;
-        for (int64_t c = c0; c < c1; ++c) row[c] = narrow<G>(widen(row[c]) + src[c]);
+        if (scale != 1.0f) {
+          for (int64_t c = c0; c < c1; ++c) row[c] = narrow<G>(widen(row[c]) + src[c] * scale);
+        } else {
+          for (int64_t c = c0; c < c1; ++c) row[c] = narrow<G>(widen(row[c]) + src[c]);
+        }
       }
     }
   });
-  record.count = embedding_backward_count(n, d, grad_weight.dtype());
+  record.count = embedding_backward_count(n, d, grad_weight.dtype(), scale != 1.0f);
 }
 
 }  // namespace reckon

@@ -12,23 +12,24 @@
 
 namespace reckon {
 
-// out (B, T, D) = weight (V, D) [tokens (B, T)], written `=`. out is allocated as activation `out_name`.
-// Saves nothing of its own: backward needs only the token ids, which the caller keeps.
-// Throws std::invalid_argument naming the position of any token id outside [0, V-1].
-Tensor embedding_forward(const Tensor& tokens, const Tensor& weight, std::string_view out_name);
+// out (B, T, D) = weight (V, D) [tokens (B, T)] · scale, written `=`. out is allocated as activation `out_name`.
+// scale ≠ 1: Gemma's √D normaliser, applied as the rows are gathered. Saves nothing of its own: backward needs only
+// the token ids, which the caller keeps. Throws std::invalid_argument naming the position of any token id outside
+// [0, V-1].
+Tensor embedding_forward(const Tensor& tokens, const Tensor& weight, std::string_view out_name, float scale = 1.0f);
 
-// grad_weight (V, D) += grad_out (B, T, D) rows, each added to the row of its token id.
+// grad_weight (V, D) += grad_out (B, T, D) rows · scale, each added to the row of its token id.
 // Threads split D (each owns whole columns), so no two threads ever touch the same element.
-void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const Tensor& tokens);
+void embedding_backward(const Tensor& grad_weight, const Tensor& grad_out, const Tensor& tokens, float scale = 1.0f);
 
-// Counts (docs/conventions.md). forward: 0 FLOPs; reads N ids + N*D weight elements, writes N*D.
-// backward: N*D adds; reads N ids, N*D grad_out and N*D grad_weight elements, writes N*D.
-// Weight / grad_weight bytes at their dtype.
-OpCount embedding_forward_count(int64_t n, int64_t d, DType weight = DType::f32);
+// Counts (docs/conventions.md). forward: 0 FLOPs (N*D multiplies when scaled); reads N ids + N*D weight elements,
+// writes N*D. backward: N*D adds (+ N*D multiplies when scaled); reads N ids, N*D grad_out and N*D grad_weight
+// elements, writes N*D. Weight / grad_weight bytes at their dtype.
+OpCount embedding_forward_count(int64_t n, int64_t d, DType weight = DType::f32, bool scaled = false);
 // What the forward allocates: the rows (B, T, D float32, activation; output), named by the caller. Position
 // embeddings add in place and allocate nothing.
 TensorDecl embedding_forward_tensor(int64_t b, int64_t t, int64_t d);
-OpCount embedding_backward_count(int64_t n, int64_t d, DType grad_weight = DType::f32);
+OpCount embedding_backward_count(int64_t n, int64_t d, DType grad_weight = DType::f32, bool scaled = false);
 
 }  // namespace reckon
 

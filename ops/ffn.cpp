@@ -12,13 +12,14 @@ std::string_view act_suffix(FfnKind kind) {
 }
 }  // namespace
 
-FfnForwardTensors ffn_forward_tensors(const Shape& h_shape, int64_t d_ff, DType act_dtype, FfnKind kind) {
+FfnForwardTensors ffn_forward_tensors(const Shape& h_shape, int64_t d_ff, DType act_dtype, FfnKind kind,
+                                      Category out_category) {
   Shape wide = h_shape;
   wide.back() = d_ff;
   FfnForwardTensors t{{".w1_out", Category::activation, act_dtype, wide, Lifetime::saved},
                       std::nullopt,
                       {act_suffix(kind), Category::activation, act_dtype, wide, Lifetime::saved},
-                      {".out", Category::temporary, DType::f32, h_shape, Lifetime::output}};
+                      {".out", out_category, DType::f32, h_shape, Lifetime::output}};
   if (ffn_gated(kind)) t.w3_out = TensorDecl{".w3_out", Category::activation, act_dtype, wide, Lifetime::saved};
   return t;
 }
@@ -35,7 +36,8 @@ FfnBackwardTensors ffn_backward_tensors(const Shape& h_shape, int64_t d_ff, DTyp
   return t;
 }
 
-Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const FfnWeights& w, FfnKind kind, std::string_view name) {
+Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const FfnWeights& w, FfnKind kind, std::string_view name,
+                   Category out_category) {
   const std::string prefix(name);
   check_arg(w.w2.dim() == 2 && w.w1.dim() == 2 && w.w2.size(1) == w.w1.size(0) && w.w2.size(0) == w.w1.size(1),
             "ffn: w1 {} and w2 {} must be (F, D) and (D, F)", w.w1.shape_str(), w.w2.shape_str());
@@ -47,7 +49,7 @@ Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const FfnWeights& w, FfnKin
   saved.kind = kind;
   saved.name = prefix;
   const DType act_dtype = h.dtype();
-  const FfnForwardTensors decl = ffn_forward_tensors(h.shape(), w.w1.size(0), act_dtype, kind);
+  const FfnForwardTensors decl = ffn_forward_tensors(h.shape(), w.w1.size(0), act_dtype, kind, out_category);
   saved.w1_out = linear_forward(saved.w1, h, w.w1, prefix + std::string(decl.w1_out.suffix), decl.w1_out.dtype,
                                 decl.w1_out.category, "linear", w.b1);
   if (gated) {
@@ -65,7 +67,7 @@ Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const FfnWeights& w, FfnKin
 }
 
 void ffn_backward(const Tensor& grad_h, const FfnWeights& grad, const Tensor& grad_out, FfnSaved& saved,
-                  const FfnWeights& w) {
+                  const FfnWeights& w, bool accumulate_grad_h) {
   check_arg(saved.w1_out.defined(), "ffn backward: nothing saved (forward not run, or backward run twice)");
   const FfnBackwardTensors decl =
       ffn_backward_tensors(grad_h.shape(), saved.w1_out.size(-1), saved.w1_out.dtype(), saved.kind);
@@ -80,14 +82,14 @@ void ffn_backward(const Tensor& grad_h, const FfnWeights& grad, const Tensor& gr
     grad_act.reset();
     saved.w1_out.reset();
     saved.w3_out.reset();
-    linear_backward(grad_h, grad.w3, grad_w3_out, saved.w3, w.w3, false, "linear", grad.b3);
+    linear_backward(grad_h, grad.w3, grad_w3_out, saved.w3, w.w3, accumulate_grad_h, "linear", grad.b3);
     grad_w3_out.reset();
     linear_backward(grad_h, grad.w1, grad_w1_out, saved.w1, w.w1, true, "linear", grad.b1);
   } else {
     activation_backward(act, grad_w1_out, grad_act, saved.w1_out);
     grad_act.reset();
     saved.w1_out.reset();
-    linear_backward(grad_h, grad.w1, grad_w1_out, saved.w1, w.w1, false, "linear", grad.b1);
+    linear_backward(grad_h, grad.w1, grad_w1_out, saved.w1, w.w1, accumulate_grad_h, "linear", grad.b1);
   }
 }
 

@@ -79,15 +79,20 @@ struct FfnBackwardTensors {
   TensorDecl grad_act, grad_w1_out;
   std::optional<TensorDecl> grad_w3_out;
 };
-FfnForwardTensors ffn_forward_tensors(const Shape& h_shape, int64_t d_ff, DType act_dtype, FfnKind kind);
+// out_category: temporary (the caller adds the output to the residual stream and drops it) or activation (a norm after
+// the ffn saves it: post-sublayer norms).
+FfnForwardTensors ffn_forward_tensors(const Shape& h_shape, int64_t d_ff, DType act_dtype, FfnKind kind,
+                                      Category out_category = Category::temporary);
 FfnBackwardTensors ffn_backward_tensors(const Shape& h_shape, int64_t d_ff, DType act_dtype, FfnKind kind);
 
 // w.w3 and w.b3 are ignored (may be undefined) for plain kinds. The saved tensors take h's dtype; out is float32.
-Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const FfnWeights& w, FfnKind kind, std::string_view name);
+Tensor ffn_forward(FfnSaved& saved, const Tensor& h, const FfnWeights& w, FfnKind kind, std::string_view name,
+                   Category out_category = Category::temporary);
 
-// grad_h (N, D) written `=`; every defined gradient in `grad` accumulated `+=` (the biases' where the forward had
+// grad_h (N, D) written `=` (or `+=` with accumulate_grad_h: the residual stream's gradient, when no norm is before
+// the ffn); every defined gradient in `grad` accumulated `+=` (the biases' where the forward had
 // them: grad.bX must be defined exactly when w.bX is).
 void ffn_backward(const Tensor& grad_h, const FfnWeights& grad, const Tensor& grad_out, FfnSaved& saved,
-                  const FfnWeights& w);
+                  const FfnWeights& w, bool accumulate_grad_h = false);
 
 }  // namespace reckon

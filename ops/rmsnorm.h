@@ -1,5 +1,6 @@
 // RMSNorm: y = x / sqrt(mean(x²) + eps) · g, over the last dim.   N = rows (B*T), D = d_model.
-// x, dy and dx are float32 (the residual stream and its gradient stay float32 in every precision); the gain g
+// x, dy and dx are float32 (the residual stream and its gradient stay float32 in every precision) — or all bf16
+// (q and k under qk_norm in the bf16 region; arithmetic in float32); the gain g
 // and its gradient are float32 or bf16 (the parameters' and gradients' dtypes), and y is float32 or bf16 (a
 // mixed-precision step writes the matmuls' bf16 input directly: no separate cast). Statistics are float32.
 #pragma once
@@ -41,8 +42,10 @@ RmsnormTensors rmsnorm_forward_tensors(const Shape& x_shape, DType out_dtype);
 //   forward  4*D + 4   (D squares + D adds, /D, +eps, sqrt, 1/x, then 2 multiplies per element)
 //   backward 10*D + 4  (dot: 3 per element; r³·dot/D: 4; dx: 4 per element (+1 with accumulate); dg: 3)
 // Bytes at each tensor's dtype: weight (g), out (y), grad_weight.
-OpCount rmsnorm_forward_count(int64_t n, int64_t d, DType weight = DType::f32, DType out = DType::f32);
+// x, dy, dx at x's dtype (float32 on the residual stream; q and k's own dtype under qk_norm).
+OpCount rmsnorm_forward_count(int64_t n, int64_t d, DType weight = DType::f32, DType out = DType::f32,
+                              DType x = DType::f32);
 OpCount rmsnorm_backward_count(int64_t n, int64_t d, bool accumulate_grad_x, DType weight = DType::f32,
-                               DType grad_weight = DType::f32);
+                               DType grad_weight = DType::f32, DType x = DType::f32);
 
 }  // namespace reckon

@@ -82,9 +82,9 @@ std::string mutate(std::mt19937_64& rng, std::string s) {
       return;
     }
     static const std::vector<std::string> keys = {
-        "vocab_size",     "context_length", "num_layers", "d_model",     "num_heads", "d_ff",  "ffn",
+        "vocab_size",     "context_length", "num_layers", "d_model",  "num_heads", "d_ff",  "ffn",
         "tie_embeddings", "position",       "batch_size", "norm_eps", "lr",        "beta1", "beta2",
-        "adam_eps",       "weight_decay",   "seed",       "preset",      "d_modle"};
+        "adam_eps",       "weight_decay",   "seed",       "preset",   "d_modle"};
     text += "\n" + keys[below(keys.size())] + " = " + kTokens[below(kTokens.size())] + "\n";
   });
 }

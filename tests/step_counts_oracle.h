@@ -45,33 +45,64 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   const Phase Fw = Phase::forward, Bw = Phase::backward, O = Phase::optimizer;
 
   // Token embedding: gather N rows; backward scatter-adds them (reads grad rows it adds into).
-  add("embedding", Fw, 1, 0, 0, F * n + P * n * d, F * n * d);
-  add("embedding", Bw, 1, 0, n * d, F * (n + n * d) + G * n * d, G * n * d);
+  // Gemma's √D scale: one multiply per element each way, inside the gather and the scatter.
+  const CheckedInt emb_scaled = c.scale_embeddings ? 1 : 0;
+  add("embedding", Fw, 1, 0, emb_scaled * n * d, F * n + P * n * d, F * n * d);
+  add("embedding", Bw, 1, 0, (1 + emb_scaled) * n * d, F * (n + n * d) + G * n * d, G * n * d);
   if (c.position == Position::learned) {
     add("position_embedding", Fw, 1, 0, n * d, F * n * d + P * t * d, F * n * d);
     add("position_embedding", Bw, 1, 0, n * d, F * n * d + G * t * d, G * t * d);
   }
-  // Norms: 2 per layer (parallel blocks: 1) + the final one; dX is `+=` in the in-layer norms (into the residual stream's gradient;
-  // the final one writes it first). x, dy, dx and the statistics float32; gain (and bias) P, their gradients G;
-  // output A (the matmuls' input).
+  // Norms: 2 per layer (parallel blocks: 1) + the final one; dX is `+=` in the in-layer norms (into the residual
+  // stream's gradient; the final one writes it first). x, dy, dx and the statistics float32; gain (and bias) P, their
+  // gradients G; output A (the matmuls' input).
   //   RMSNorm: forward 4D+4 FLOPs a row, writes rstd; backward 10D+4 (+D accumulating).
   //   LayerNorm (two-pass variance): forward 7D+5 (+D with β), writes mean and rstd; backward 17D+2 (+D with β)
   //   (+D accumulating), reads both statistics.
-  // A parallel block has one norm a layer (its gradient: the sum of both branches', in one buffer).
+  // A parallel block has one norm a layer (its gradient: the sum of both branches', in one buffer). Norms before the
+  // sublayers (pre, sandwich) write the bf16 region and add their dX into the residual stream's gradient; norms after
+  // them (post, sandwich) write float32 (into the residual add) and their dX into a new buffer.
   const bool parallel = c.block == Block::parallel;
-  const CheckedInt layer_norms = parallel ? l : 2 * l, norms = layer_norms + 1, acc_norms = layer_norms;
+  const bool pre = c.norm_placement != NormPlacement::post, post = c.norm_placement != NormPlacement::pre;
+  const CheckedInt pre_norms = parallel ? l : pre ? 2 * l : CheckedInt(0), post_norms = post ? 2 * l : CheckedInt(0);
+  const CheckedInt layer_norms = pre_norms + post_norms, norms = layer_norms + 1, acc_norms = pre_norms;
   const bool ln = c.norm == NormKind::layernorm;
   const CheckedInt beta = c.norm_bias ? 1 : 0, stats = ln ? 2 : 1;  // per-row float32 statistics
   const char* norm_op = ln ? "layernorm" : "rmsnorm";
   const CheckedInt norm_fwd = ln ? 7 * d + 5 + beta * d : 4 * d + 4, norm_bwd = ln ? 17 * d + 2 + beta * d : 10 * d + 4;
-  auto add_norm_forward = [&](Phase phase, CheckedInt count) {
-    add(norm_op, phase, count, 0, count * n * norm_fwd, count * (F * n * d + P * d * (1 + beta)),
-        count * (A * n * d + F * stats * n));
+  // A unit-offset norm (Gemma) reads its float32 gain 1 + w, made by op norm_gain (D adds) before each norm call, in
+  // each direction.
+  const bool offset = c.norm_unit_offset;
+  const CheckedInt NW = offset ? F : P;
+  auto add_gain = [&](Phase phase, CheckedInt count) {
+    if (offset) add("norm_gain", phase, count, 0, count * d, count * P * d, count * F * d);
   };
-  add_norm_forward(Fw, 1);  // the final norm; the blocks' two each are in add_block_forward below
+  auto add_norm_forward = [&](Phase phase, CheckedInt count, CheckedInt out_bytes) {
+    add_gain(phase, count);
+    add(norm_op, phase, count, 0, count * n * norm_fwd, count * (F * n * d + NW * d * (1 + beta)),
+        count * (out_bytes * n * d + F * stats * n));
+  };
+  add_norm_forward(Fw, 1, A);  // the final norm; the blocks' two each are in add_block_forward below
   add(norm_op, Bw, norms, 0, norms * n * norm_bwd + acc_norms * n * d,
-      norms * (F * (2 * n * d + stats * n) + (P + G) * d + G * beta * d) + acc_norms * F * n * d,
+      norms * (F * (2 * n * d + stats * n) + (NW + G) * d + G * beta * d) + acc_norms * F * n * d,
       norms * (F * n * d + G * d * (1 + beta)));
+  add_gain(Bw, norms);
+  // qk_norm: RMSNorm over q (width qw) and k (kvw) rows of N, in A (x, y, dy, dx), every layer: forward (and recompute
+  // = full), backward writing a new dX; a unit-offset gain is made before each call too.
+  auto add_qk_norm_forward = [&](Phase phase) {
+    if (!c.qk_norm) return;
+    for (const CheckedInt& w : {qw, kvw}) {
+      if (offset) add("norm_gain", phase, l, 0, l * w, l * P * w, l * F * w);
+      add("rmsnorm", phase, l, 0, l * n * (4 * w + 4), l * (A * n * w + NW * w), l * (A * n * w + F * n));
+    }
+  };
+  if (c.qk_norm) {
+    for (const CheckedInt& w : {qw, kvw}) {
+      if (offset) add("norm_gain", Bw, l, 0, l * w, l * P * w, l * F * w);
+      add("rmsnorm", Bw, l, 0, l * n * (10 * w + 4), l * (A * 2 * n * w + F * n + (NW + G) * w),
+          l * (A * n * w + G * w));
+    }
+  }
   // The attention biases over the layers: their elements (= the OUT widths of the biased linears) and count.
   CheckedInt biased_out = 0, bias_calls = 0;
   if (c.attention_bias != AttentionBias::none) biased_out += l * (qw + 2 * kvw), bias_calls += 3 * l;
@@ -97,10 +128,13 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
       written_b += count * (dx_bytes * n * in + G * out * in);
       other_b += count * out * in + acc_count * n * in;
     };
-    add_linear(l, d, qw, A, F, parallel ? l : CheckedInt(0));  // parallel: q's dX adds to the ffn's
+    // q's dX adds to the ffn's (parallel) or into the residual stream's gradient (post norms only); so do w3's (gated)
+    // or w1's (plain) with post norms only.
+    const CheckedInt into_stream = pre ? CheckedInt(0) : l;
+    add_linear(l, d, qw, A, F, parallel ? l : into_stream);
     add_linear(2 * l, d, kvw, A, F, 2 * l);
     add_linear(l, qw, d, F, A, 0);
-    add_linear(ffn_in * l, d, f, A, F, gated ? l : CheckedInt(0));
+    add_linear(ffn_in * l, d, f, A, F, (gated ? l : CheckedInt(0)) + into_stream);
     add_linear(l, f, d, F, A, 0);
     // Biases (attention_bias, mlp_bias): forward N·OUT adds inside each biased call, reading the OUT values (in A);
     // backward one more call per bias summing dY's rows (N·OUT adds; reads dY in A and the bias gradient, writes it, in
@@ -191,7 +225,11 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   add_rope(Bw);
   auto add_block_forward = [&](Phase phase) {
     add_rope(phase);
-    add_norm_forward(phase, layer_norms);
+    add_qk_norm_forward(phase);
+    add_norm_forward(phase, pre_norms, A);
+    add_norm_forward(phase, post_norms, F);
+    // Post norms only: each sublayer reads the residual stream itself, in the bf16 region a saved cast (2 a layer).
+    if (mixed && !pre) add("cast", phase, 2 * l, 0, 0, F * 2 * l * n * d, A * 2 * l * n * d);
     e[OpKey{"linear", phase}] += linear_forward;
     add_attention_forward(phase);
     if (gated)

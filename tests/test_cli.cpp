@@ -91,7 +91,7 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["config"]["rope_theta"], 10000.0);
   EXPECT_EQ(j["config"]["sliding_window"], 0);
   EXPECT_EQ(j["config"]["rope_scaling"], "none");
-  EXPECT_EQ(j["config"].size(), 37u);  // preset, 34 model fields, seed, optim
+  EXPECT_EQ(j["config"].size(), 41u);  // preset, 38 model fields, seed, optim
   EXPECT_EQ(j["config"]["optim"].size(), 5u);
   EXPECT_EQ(j["num_parameters"], 164160);
   EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");
@@ -385,14 +385,15 @@ TEST(Cli, HfConfigLoadsEstimatesTrainsAndReconciles) {
   const CommandResult both = run("estimate --config " + path + " --hf-config " + path + " --json " + json);
   EXPECT_EQ(both.exit_code, 2) << both.output;
   EXPECT_NE(both.output.find("--config and --hf-config: give one"), std::string::npos) << both.output;
-  const std::string gemma = temp_path("gemma_config.json");
+  // A family reckon does not model (Mixtral's experts) exits 2 naming what it needs, and writes nothing.
+  const std::string moe = temp_path("moe_config.json");
   {
-    std::ofstream out(gemma);
-    out << R"({"model_type": "gemma2", "hidden_size": 2304})";
+    std::ofstream out(moe);
+    out << R"({"model_type": "mixtral", "hidden_size": 4096})";
   }
-  const CommandResult q = run("train --hf-config " + gemma + " --json " + json);
+  const CommandResult q = run("train --hf-config " + moe + " --json " + json);
   EXPECT_EQ(q.exit_code, 2) << q.output;
-  EXPECT_NE(q.output.find("model_type: 'gemma2' is refused"), std::string::npos) << q.output;
+  EXPECT_NE(q.output.find("model_type: 'mixtral' is refused"), std::string::npos) << q.output;
   EXPECT_FALSE(std::filesystem::exists(json));
 }
 

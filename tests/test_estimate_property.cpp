@@ -119,11 +119,12 @@ EstimateOptions random_options(Draw& d) {
         o.overrides.push_back(fmt::format("batch_size={}", d.field(1, 1 << 16, 64)));
         break;
       case 7:
-        o.overrides.push_back(
-            d.choose({"ffn=swiglu", "ffn=silu_mlp", "ffn=geglu", "ffn=geglu_tanh", "ffn=gelu_mlp", "ffn=gelu_tanh_mlp",
-                      "mlp_bias=true", "mlp_bias=false", "norm=layernorm", "norm=rmsnorm", "norm_bias=true",
-                      "block=parallel", "block=sequential"},
-                     {"ffn=gelu", "ffn=", "mlp_bias=2", "norm=batchnorm", "block=serial"}));
+        o.overrides.push_back(d.choose(
+            {"ffn=swiglu", "ffn=silu_mlp", "ffn=geglu", "ffn=geglu_tanh", "ffn=gelu_mlp", "ffn=gelu_tanh_mlp",
+             "mlp_bias=true", "mlp_bias=false", "norm=layernorm", "norm=rmsnorm", "norm_bias=true", "block=parallel",
+             "block=sequential", "norm_placement=post", "norm_placement=sandwich", "norm_placement=pre", "qk_norm=true",
+             "norm_unit_offset=true", "scale_embeddings=true"},
+            {"ffn=gelu", "ffn=", "mlp_bias=2", "norm=batchnorm", "block=serial", "norm_placement=after", "qk_norm=1"}));
         break;
       case 8:
         o.overrides.push_back(

@@ -217,8 +217,26 @@ TEST(StepCounts, ComposedFromTheOpsEqualTheClosedForms) {
     m.attention_bias = bias;
     return m;
   };
+  // The families' blocks: norm, its β, the ffn kind and its biases, the block and where its norms sit.
+  auto family = [](ModelConfig m, NormKind norm, FfnKind ffn, bool biases, Block block, NormPlacement placement) {
+    m.norm = norm, m.norm_bias = biases && norm == NormKind::layernorm, m.ffn = ffn, m.mlp_bias = biases;
+    m.block = block, m.norm_placement = placement;
+    m.norm_unit_offset = m.scale_embeddings = placement == NormPlacement::sandwich;  // Gemma-2's
+    m.qk_norm = placement == NormPlacement::post;                                    // OLMo-2's
+    return m;
+  };
   for (const ModelConfig& base :
-       {shape(37, 7, 1, 12, 3, 20, 3, FfnKind::swiglu, false, Position::none),
+       {// GPT-2 (LayerNorm with β, every linear biased, tanh GELU), Falcon-7B (parallel, multi-query, exact GELU),
+        // OLMo-2 (norms after the sublayers), Gemma-2 (before and after, gated tanh GELU, windows, caps)
+        family(biased(shape(37, 7, 2, 12, 3, 20, 3, FfnKind::swiglu, true, Position::learned), AttentionBias::qkvo),
+               NormKind::layernorm, FfnKind::gelu_tanh_mlp, true, Block::sequential, NormPlacement::pre),
+        family(with(shape(23, 67, 2, 16, 2, 24, 1, FfnKind::swiglu, true, Position::rope), 1, 0), NormKind::layernorm,
+               FfnKind::gelu_mlp, false, Block::parallel, NormPlacement::pre),
+        family(with(shape(50, 33, 2, 48, 6, 96, 1, FfnKind::swiglu, false, Position::rope), 3, 0), NormKind::rmsnorm,
+               FfnKind::swiglu, false, Block::sequential, NormPlacement::post),
+        family(with(shape(31, 130, 2, 16, 2, 24, 1, FfnKind::swiglu, true, Position::rope), 1, 12, 70, 2, 0.8, 3.0),
+               NormKind::rmsnorm, FfnKind::geglu_tanh, true, Block::sequential, NormPlacement::sandwich),
+        shape(37, 7, 1, 12, 3, 20, 3, FfnKind::swiglu, false, Position::none),
         shape(19, 6, 2, 4, 4, 12, 2, FfnKind::silu_mlp, true, Position::learned),
         with(shape(23, 67, 1, 16, 2, 24, 1, FfnKind::swiglu, true, Position::rope), 1, 12),
         with(shape(50, 33, 2, 48, 6, 96, 1, FfnKind::silu_mlp, false, Position::rope), 3, 4),
@@ -259,7 +277,7 @@ TEST(StepCounts, ComposedFromTheOpsEqualTheClosedForms) {
                 ++compared;
               }
             }
-  EXPECT_EQ(compared, 9 * 4 * 2 * 3 * 4 * 6);
+  EXPECT_EQ(compared, 13 * static_cast<int>(precision_settings().size()) * 2 * 3 * 4 * 6);
 }
 
 // The one parameter layout (model/layout.h) against the closed form and the model's own tensors: same count for
@@ -408,6 +426,8 @@ TEST(Presets, ParameterCountsMatchThePublishedTotals) {
                                                                                 {"smollm2-135m", 134515008LL},
                                                                                 {"tinyllama-1.1b", 1100048384LL},
                                                                                 {"falcon-7b", 6921720704LL},
+                                                                                {"gemma2-2b", 2614341888LL},
+                                                                                {"olmo2-7b", 7298617344LL},
                                                                                 {"qwen2.5-0.5b", 494032768LL},
                                                                                 {"qwen2.5-7b", 7615616512LL}}) {
     const ModelConfig m = preset_config(name).model;
@@ -551,6 +571,19 @@ TEST(Textbook, Gpt2XlActivationsByIndependentArithmetic) {
   MemoryEstimateOptions pure;
   pure.onednn_scratchpad = false;
   EXPECT_EQ(4 * implemented, estimate_step_memory(xl, pure).peak_breakdown[static_cast<int>(Category::activation)]);
+  // So it does for a parallel block and for norms after (OLMo-2) and around (Gemma-2) the sublayers, both norms.
+  for (const auto& [block, placement] :
+       {std::pair{Block::parallel, NormPlacement::pre}, std::pair{Block::sequential, NormPlacement::post},
+        std::pair{Block::sequential, NormPlacement::sandwich}})
+    for (NormKind norm : {NormKind::rmsnorm, NormKind::layernorm}) {
+      ModelConfig m = xl;
+      m.block = block, m.norm_placement = placement, m.norm = norm;
+      m.qk_norm = norm == NormKind::rmsnorm;
+      int64_t floats = 0;
+      for (const ActivationRow& r : activation_comparison(m)) floats += r.implemented_floats;
+      EXPECT_EQ(4 * floats, estimate_step_memory(m, pure).peak_breakdown[static_cast<int>(Category::activation)])
+          << describe(m);
+    }
 }
 
 TEST(TimeModel, Gpt2XlOnA100ByHand) {

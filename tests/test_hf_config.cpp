@@ -113,6 +113,39 @@ TEST(HfConfig, ReleasedConfigsGiveTheirPublishedCounts) {
                                                l * (2 * d * (d - 64)) /* 70 more K/V heads */ +
                                                l * (3 * d + d + 4 * d + d) /* biases: q, k, v; o; w1; w2 */);
   }
+  // OLMo-2 7B (published: 7,298,617,344): LLaMA's keys, RMSNorms after each sublayer and over the q and k projections.
+  {
+    const ModelConfig m = parse_hf_config_text(kReleased.at("olmo-2-1124-7b"), "olmo").config.model;
+    EXPECT_EQ(parameter_layout(m).total(), 7298617344LL);
+    EXPECT_EQ(testing_ref::count_parameters(m), 7298617344LL);
+    EXPECT_EQ(m.norm_placement, NormPlacement::post);
+    EXPECT_TRUE(m.qk_norm);
+    EXPECT_EQ(m.norm_eps, 1e-6);
+    EXPECT_EQ(m.rope_theta, 500000.0);
+  }
+  // Gemma-2 2B (published: 2,614,341,888): 4 RMSNorms a layer scaling by 1 + w, embeddings × √2304 = 48, gated tanh
+  // GELU, 8 heads of 256 with 4 K/V heads, the window on layers 0, 2, 4, …, both soft-caps, tied without a key.
+  {
+    const HfConfig hf = parse_hf_config_text(kReleased.at("gemma-2-2b"), "gemma");
+    const ModelConfig& m = hf.config.model;
+    EXPECT_EQ(parameter_layout(m).total(), 2614341888LL);
+    EXPECT_EQ(testing_ref::count_parameters(m), 2614341888LL);
+    EXPECT_EQ(m.norm_placement, NormPlacement::sandwich);
+    EXPECT_TRUE(m.norm_unit_offset && m.scale_embeddings && m.tie_embeddings);
+    EXPECT_EQ(m.embedding_scale(), 48.0f);
+    EXPECT_EQ(m.ffn, FfnKind::geglu_tanh);
+    EXPECT_EQ(m.head_size(), 256);
+    EXPECT_EQ(m.kv_heads(), 4);
+    EXPECT_EQ(m.layer_window(0), 4096);
+    EXPECT_EQ(m.layer_window(1), 0);
+    EXPECT_EQ(m.attn_logit_softcapping, 50.0);
+    EXPECT_EQ(m.final_logit_softcapping, 30.0);
+    // Gemma-2 27B's query_pre_attn_scalar (144, head_dim 128) scales the scores otherwise: refused, naming it.
+    std::string big = kReleased.at("gemma-2-2b");
+    const std::string from = "\"query_pre_attn_scalar\": 256";
+    big.replace(big.find(from), from.size(), "\"query_pre_attn_scalar\": 144, \"head_dim\": 128");
+    expect_invalid([&] { parse_hf_config_text(big, "g27"); }, {"query_pre_attn_scalar: 144", "head_dim 128"});
+  }
   // GPT-2's exact GELU, an explicit n_inner, and the dropout its hub file sets: read, and listed as left out.
   std::string gpt2 = kReleased.at("gpt2");
   gpt2.insert(
@@ -188,13 +221,11 @@ TEST(HfConfig, ReleasedConfigsGiveTheirPublishedCounts) {
 
 TEST(HfConfig, FamiliesNotModelledAreRefusedNamingWhatTheyNeed) {
   const std::map<std::string, std::vector<std::string>> refused = {
-      {"gemma-2-2b", {"'gemma2'", "gated GELU"}},
-      {"olmo-2-1124-7b", {"'olmo2'", "q and k"}},
       {"mixtral-8x7b-v0.1", {"'mixtral'", "num_local_experts"}}};
   for (const auto& [name, needles] : refused) {
     SCOPED_TRACE(name);
     std::vector<std::string> all = needles;
-    all.push_back("supported: falcon, gpt2, llama, mistral, phi3, qwen2");
+    all.push_back("supported: falcon, gemma2, gpt2, llama, mistral, olmo2, phi3, qwen2");
     expect_invalid([&] { parse_hf_config_text(kReleased.at(name), name); }, all);
   }
 }
@@ -264,8 +295,8 @@ TEST(HfConfig, BadFilesAreRefusedNamingTheKey) {
   const std::vector<std::pair<std::string, std::vector<std::string>>> bad = {
       {"not json", {"not JSON"}},
       {"[1, 2]", {"expected a JSON object, got an array"}},
-      {"{}", {"model_type: missing", "llama, mistral, phi3"}},
-      {R"({"model_type": "bert"})", {"model_type: 'bert' is not a model type reckon reads", "llama, mistral, phi3"}},
+      {"{}", {"model_type: missing", "llama, mistral, olmo2, phi3"}},
+      {R"({"model_type": "bert"})", {"model_type: 'bert' is not a model type reckon reads", "llama, mistral, olmo2, phi3"}},
       {R"({"model_type": 7})", {"model_type: expected a string, got an integer"}},
       {R"({"model_type": "llama"})", {"vocab_size: missing"}},
       {with(R"("hidden_size": "64", )"), {"hidden_size: expected an integer, got a string"}},

@@ -49,7 +49,10 @@ Vec optional_param(const Params& p, const std::string& key) {
 Vec norm_ref(const Params& p, const ModelConfig& c, const Vec& x, const std::string& name, int64_t n) {
   if (c.norm == NormKind::layernorm)
     return layernorm_ref(x, p.at(name + ".weight"), optional_param(p, name + ".bias"), n, c.d_model, c.norm_eps);
-  return rmsnorm_ref(x, p.at(name + ".weight"), n, c.d_model, c.norm_eps);
+  if (!c.norm_unit_offset) return rmsnorm_ref(x, p.at(name + ".weight"), n, c.d_model, c.norm_eps);
+  Vec gain = p.at(name + ".weight");  // Gemma's RMSNorm: x̂ · (1 + w)
+  for (double& g : gain) g += 1.0;
+  return rmsnorm_ref(x, gain, n, c.d_model, c.norm_eps);
 }
 
 double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<int32_t>& tokens,
@@ -59,17 +62,28 @@ double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<i
   const Vec& tok = p.at("tok_emb.weight");
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < d; ++j) {
-      x[i * d + j] = tok[tokens[i] * d + j];
+      x[i * d + j] = tok[tokens[i] * d + j] * static_cast<double>(c.embedding_scale());
       if (c.position == Position::learned) x[i * d + j] += p.at("pos_emb.weight")[(i % t) * d + j];
     }
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const std::string pre = "layers." + std::to_string(l) + ".";
-    const Vec h = norm_ref(p, c, x, pre + "attn_norm", n);
+    const Vec h = c.pre_norms() ? norm_ref(p, c, x, pre + "attn_norm", n) : x;
     const int64_t qw = c.q_width(), kvw = c.kv_width();
     Vec q = linear_ref(h, p.at(pre + "attn.wq.weight"), n, d, qw);
     add_bias_ref(q, optional_param(p, pre + "attn.wq.bias"));
     Vec k = linear_ref(h, p.at(pre + "attn.wk.weight"), n, d, kvw);
     add_bias_ref(k, optional_param(p, pre + "attn.wk.bias"));
+    if (c.qk_norm) {  // over the whole projection, before the rotation
+      auto gain = [&](const std::string& key) {
+        Vec g = p.at(key);
+        if (c.norm_unit_offset) {
+          for (double& x : g) x += 1.0;
+        }
+        return g;
+      };
+      q = rmsnorm_ref(q, gain(pre + "attn.q_norm.weight"), n, qw, c.norm_eps);
+      k = rmsnorm_ref(k, gain(pre + "attn.k_norm.weight"), n, kvw, c.norm_eps);
+    }
     if (c.position == Position::rope) {
       q = rope_ref(q, n, t, c.num_heads, c.head_size(), c.rope_theta);
       k = rope_ref(k, n, t, c.kv_heads(), c.head_size(), c.rope_theta);
@@ -79,12 +93,14 @@ double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<i
     const Vec ctx = attention_ref(q, k, v, b, t, qw, c.num_heads, c.kv_heads());
     Vec o = linear_ref(ctx, p.at(pre + "attn.wo.weight"), n, qw, d);
     add_bias_ref(o, optional_param(p, pre + "attn.wo.bias"));
+    if (c.post_norms()) o = norm_ref(p, c, o, pre + "attn_post_norm", n);
     for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
     // A parallel block's ffn reads the same norm of the layer's input as attention (x before o was added).
-    const Vec h2 = c.block == Block::parallel ? h : norm_ref(p, c, x, pre + "ffn_norm", n);
-    const Vec f = ffn_ref(h2, p.at(pre + "ffn.w1.weight"), optional_param(p, pre + "ffn.w3.weight"),
-                          p.at(pre + "ffn.w2.weight"), n, d, c.d_ff, c.ffn, optional_param(p, pre + "ffn.w1.bias"),
-                          optional_param(p, pre + "ffn.w3.bias"), optional_param(p, pre + "ffn.w2.bias"));
+    const Vec h2 = c.block == Block::parallel ? h : c.pre_norms() ? norm_ref(p, c, x, pre + "ffn_norm", n) : x;
+    Vec f = ffn_ref(h2, p.at(pre + "ffn.w1.weight"), optional_param(p, pre + "ffn.w3.weight"),
+                    p.at(pre + "ffn.w2.weight"), n, d, c.d_ff, c.ffn, optional_param(p, pre + "ffn.w1.bias"),
+                    optional_param(p, pre + "ffn.w3.bias"), optional_param(p, pre + "ffn.w2.bias"));
+    if (c.post_norms()) f = norm_ref(p, c, f, pre + "ffn_post_norm", n);
     for (size_t i = 0; i < x.size(); ++i) x[i] += f[i];
   }
   const Vec hf = norm_ref(p, c, x, "final_norm", n);
@@ -103,12 +119,16 @@ struct GradCase {
   NormKind norm = NormKind::rmsnorm;
   bool norm_bias = false;
   Block block = Block::sequential;
+  NormPlacement placement = NormPlacement::pre;
+  bool gemma = false;  // norm_unit_offset and scale_embeddings
+  bool qk_norm = false;
 };
 void PrintTo(const GradCase& g, std::ostream* os) {
   *os << ffn_kind_name(g.ffn) << (g.tied ? "_tied" : "_untied") << "_pos_" << position_name(g.position) << "_"
       << attention_name(g.attention) << "_H" << g.heads << "_KV" << g.kv_heads << "_hd" << g.head_dim
       << (g.mlp_bias ? "_mlp_bias" : "") << "_attn_bias_" << enum_name(kAttentionBiases, g.attention_bias) << "_"
-      << norm_kind_name(g.norm) << (g.norm_bias ? "_bias" : "") << "_" << enum_name(kBlocks, g.block);
+      << norm_kind_name(g.norm) << (g.norm_bias ? "_bias" : "") << "_" << enum_name(kBlocks, g.block) << "_"
+      << enum_name(kNormPlacements, g.placement) << (g.gemma ? "_gemma" : "") << (g.qk_norm ? "_qk_norm" : "");
 }
 
 class WholeModelGradient : public Model, public ::testing::WithParamInterface<GradCase> {};
@@ -129,6 +149,9 @@ TEST_P(WholeModelGradient, EveryParameterMatchesFiniteDifferencesInDouble) {
   c.norm = gc.norm;
   c.norm_bias = gc.norm_bias;
   c.block = gc.block;
+  c.norm_placement = gc.placement;
+  c.norm_unit_offset = c.scale_embeddings = gc.gemma;
+  c.qk_norm = gc.qk_norm;
   c.attention_bias = gc.attention_bias;
   c.tie_embeddings = gc.tied;
   c.position = gc.position;
@@ -175,36 +198,51 @@ TEST_P(WholeModelGradient, EveryParameterMatchesFiniteDifferencesInDouble) {
 
 INSTANTIATE_TEST_SUITE_P(
     Variants, WholeModelGradient,
-    ::testing::Values(GradCase{FfnKind::swiglu, false, Position::none}, GradCase{FfnKind::swiglu, true, Position::none},
-                      GradCase{FfnKind::silu_mlp, false, Position::none},
-                      GradCase{FfnKind::silu_mlp, true, Position::learned},
-                      GradCase{FfnKind::swiglu, false, Position::learned},
-                      GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::flash},
-                      GradCase{FfnKind::silu_mlp, true, Position::learned, AttentionKind::flash},
-                      // shared K/V heads and head widths apart from D / H
-                      GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::naive, 4, 2},
-                      GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::flash, 4, 1, 3},
-                      GradCase{FfnKind::silu_mlp, true, Position::none, AttentionKind::naive, 2, 1, 6},
-                      GradCase{FfnKind::swiglu, true, Position::learned, AttentionKind::flash, 4, 2, 5},
-                      // rotary positions (base 10, so that 5 positions turn far)
-                      GradCase{FfnKind::swiglu, false, Position::rope, AttentionKind::naive, 4, 2},
-                      GradCase{FfnKind::silu_mlp, true, Position::rope, AttentionKind::flash, 2, 1, 6},
-                      // GELU MLPs (exact and tanh, gated and plain) and biases on every linear (GPT-2's layout)
-                      GradCase{FfnKind::gelu_tanh_mlp, true, Position::learned, AttentionKind::naive, 2, 0, 0, true,
-                               AttentionBias::qkvo, NormKind::layernorm, true},
-                      GradCase{FfnKind::gelu_tanh_mlp, true, Position::learned, AttentionKind::flash, 2, 0, 0, true,
-                               AttentionBias::qkvo, NormKind::layernorm, true},
-                      GradCase{FfnKind::swiglu, false, Position::rope, AttentionKind::naive, 4, 2, 0, false,
-                               AttentionBias::none, NormKind::layernorm, false},
-                      GradCase{FfnKind::geglu_tanh, true, Position::rope, AttentionKind::flash, 4, 2, 6},
-                      GradCase{FfnKind::gelu_mlp, false, Position::rope, AttentionKind::flash, 4, 1, 0, false,
-                               AttentionBias::qkv},
-                      GradCase{FfnKind::geglu, false, Position::none, AttentionKind::naive, 2, 0, 0, true},
-                      // parallel blocks (Falcon-7B's: one LayerNorm, multi-query, exact GELU, RoPE; and gated, biased)
-                      GradCase{FfnKind::gelu_mlp, true, Position::rope, AttentionKind::naive, 2, 1, 0, false,
-                               AttentionBias::none, NormKind::layernorm, true, Block::parallel},
-                      GradCase{FfnKind::swiglu, false, Position::learned, AttentionKind::flash, 4, 2, 0, true,
-                               AttentionBias::qkvo, NormKind::rmsnorm, false, Block::parallel}));
+    ::testing::Values(
+        GradCase{FfnKind::swiglu, false, Position::none}, GradCase{FfnKind::swiglu, true, Position::none},
+        GradCase{FfnKind::silu_mlp, false, Position::none}, GradCase{FfnKind::silu_mlp, true, Position::learned},
+        GradCase{FfnKind::swiglu, false, Position::learned},
+        GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::flash},
+        GradCase{FfnKind::silu_mlp, true, Position::learned, AttentionKind::flash},
+        // shared K/V heads and head widths apart from D / H
+        GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::naive, 4, 2},
+        GradCase{FfnKind::swiglu, false, Position::none, AttentionKind::flash, 4, 1, 3},
+        GradCase{FfnKind::silu_mlp, true, Position::none, AttentionKind::naive, 2, 1, 6},
+        GradCase{FfnKind::swiglu, true, Position::learned, AttentionKind::flash, 4, 2, 5},
+        // rotary positions (base 10, so that 5 positions turn far)
+        GradCase{FfnKind::swiglu, false, Position::rope, AttentionKind::naive, 4, 2},
+        GradCase{FfnKind::silu_mlp, true, Position::rope, AttentionKind::flash, 2, 1, 6},
+        // GELU MLPs (exact and tanh, gated and plain) and biases on every linear (GPT-2's layout)
+        GradCase{FfnKind::gelu_tanh_mlp, true, Position::learned, AttentionKind::naive, 2, 0, 0, true,
+                 AttentionBias::qkvo, NormKind::layernorm, true},
+        GradCase{FfnKind::gelu_tanh_mlp, true, Position::learned, AttentionKind::flash, 2, 0, 0, true,
+                 AttentionBias::qkvo, NormKind::layernorm, true},
+        GradCase{FfnKind::swiglu, false, Position::rope, AttentionKind::naive, 4, 2, 0, false, AttentionBias::none,
+                 NormKind::layernorm, false},
+        GradCase{FfnKind::geglu_tanh, true, Position::rope, AttentionKind::flash, 4, 2, 6},
+        GradCase{FfnKind::gelu_mlp, false, Position::rope, AttentionKind::flash, 4, 1, 0, false, AttentionBias::qkv},
+        GradCase{FfnKind::geglu, false, Position::none, AttentionKind::naive, 2, 0, 0, true},
+        // parallel blocks (Falcon-7B's: one LayerNorm, multi-query, exact GELU, RoPE; and gated, biased)
+        GradCase{FfnKind::gelu_mlp, true, Position::rope, AttentionKind::naive, 2, 1, 0, false, AttentionBias::none,
+                 NormKind::layernorm, true, Block::parallel},
+        GradCase{FfnKind::swiglu, false, Position::learned, AttentionKind::flash, 4, 2, 0, true, AttentionBias::qkvo,
+                 NormKind::rmsnorm, false, Block::parallel},
+        // norms after each sublayer (OLMo-2) and before and after (Gemma-2's sandwich)
+        GradCase{FfnKind::swiglu, false, Position::rope, AttentionKind::naive, 4, 4, 0, false, AttentionBias::none,
+                 NormKind::rmsnorm, false, Block::sequential, NormPlacement::post},
+        GradCase{FfnKind::gelu_mlp, true, Position::learned, AttentionKind::flash, 2, 1, 0, true, AttentionBias::qkvo,
+                 NormKind::layernorm, true, Block::sequential, NormPlacement::post},
+        GradCase{FfnKind::geglu_tanh, true, Position::rope, AttentionKind::flash, 4, 2, 6, false, AttentionBias::none,
+                 NormKind::rmsnorm, false, Block::sequential, NormPlacement::sandwich},
+        // Gemma-2's whole block: sandwich norms scaling by 1 + w, embeddings × √D, tied
+        GradCase{FfnKind::geglu_tanh, true, Position::rope, AttentionKind::naive, 4, 2, 6, false, AttentionBias::none,
+                 NormKind::rmsnorm, false, Block::sequential, NormPlacement::sandwich, true},
+        // OLMo-2's: norms after the sublayers, RMSNorm over the q and k projections before RoPE (and with (1 + w)
+        // gains)
+        GradCase{FfnKind::swiglu, false, Position::rope, AttentionKind::naive, 4, 2, 0, false, AttentionBias::none,
+                 NormKind::rmsnorm, false, Block::sequential, NormPlacement::post, false, true},
+        GradCase{FfnKind::swiglu, true, Position::rope, AttentionKind::flash, 2, 1, 6, false, AttentionBias::qkv,
+                 NormKind::rmsnorm, false, Block::sequential, NormPlacement::pre, true, true}));
 
 // ================================================================== training behaviour
 
@@ -626,6 +664,18 @@ TEST(Config, OverridesAndBadFieldsNameTheFieldAndRange) {
   apply_override(old, "norm_bias=true");
   validate(old);
   EXPECT_NE(describe(old.model).find("layernorm (bias)"), std::string::npos) << describe(old.model);
+  // A parallel block has one norm before both branches: norms after the sublayers are refused with it, naming both.
+  TrainConfig par = preset_config("tiny");
+  apply_override(par, "block=parallel");
+  validate(par);
+  EXPECT_NE(describe(par.model).find("parallel block"), std::string::npos);
+  apply_override(par, "norm_placement=sandwich");
+  expect_invalid([&] { validate(par); }, {"norm_placement: sandwich needs block = sequential",
+                                          "allowed with block = "
+                                          "parallel: pre"});
+  expect_invalid([&] { apply_override(par, "norm_placement=after"); },
+                 {"norm_placement: 'after'", "pre, post, sandwich"});
+  expect_invalid([&] { apply_override(par, "block=serial"); }, {"block: 'serial'", "sequential, parallel"});
   // head_dim set: num_heads need not divide d_model (Gemma-2: D 2304, 8 heads of 256); KV still divides H.
   TrainConfig wide = preset_config("tiny");
   for (const char* kv : {"num_heads=3", "head_dim=40", "num_kv_heads=1"}) apply_override(wide, kv);

@@ -27,6 +27,7 @@ A CPU without bf16 matmuls (reckon exits 2 saying so) skips the amp check (exit 
 usage: cross_check.py path/to/reckon workdir [fp32|amp-bf16] [key=value ...]   (extra --set fields for tiny, e.g.
        num_kv_heads=2 head_dim=24: grouped-query attention with heads apart from d_model / num_heads)
 """
+import hashlib
 import json
 import math
 import os
@@ -75,6 +76,8 @@ def main():
     precision = sys.argv[3] if len(sys.argv) > 3 else "fp32"
     extra = [a for kv in sys.argv[4:] for a in ("--set", kv)]
     tag = precision + "".join("_" + kv.replace("=", "") for kv in sys.argv[4:])
+    if len(tag) > 96:  # file names stay under the 255-byte limit; the digest keeps long tags apart
+        tag = tag[:80] + "_" + hashlib.sha1(tag.encode()).hexdigest()[:12]
     os.makedirs(work, exist_ok=True)
     before, grads_path, after = (os.path.join(work, f"{tag}_{n}.safetensors") for n in ("before", "grads", "after"))
     common = ["--threads", "2", "--quiet", "--data", "random"]

@@ -15,6 +15,9 @@ names, built from a checkpoint's config lines (model/config.h config_overrides):
   logits = lm_head · rmsnorm(x)   (lm_head = tok_emb when tied; final_logit_softcapping c: c·tanh(logits / c));
   loss = mean cross-entropy
 block = parallel: x = x + attention(n) + ffn(n) from one n = norm(x), as Hugging Face's Falcon (parallel_attn).
+norm_placement = post: x = x + norm(f(x)) (OLMo-2); sandwich: x = x + norm(f(norm(x))) (Gemma-2);
+qk_norm: q = rmsnorm(wq·n), k = rmsnorm(wk·n) over the whole projections before RoPE (Olmo2Attention's q_norm,
+k_norm). norm_unit_offset: RMSNorm scales by 1 + w (Gemma2RMSNorm); scale_embeddings: x = tok_emb[tokens] · √D (Gemma).
 RMSNorm: x / sqrt(mean(x²) + eps) · g; norm = layernorm: F.layer_norm (with β when norm_bias). Biases only where attention_bias puts them (qkv: q, k, v as Qwen2; qkvo: and
 o) and mlp_bias (w1, w3, w2); no dropout.
 """
@@ -42,18 +45,21 @@ def make_norm(cfg, d):
     eps = float(cfg.get("norm_eps", cfg.get("rmsnorm_eps", "1e-5")))
     if cfg.get("norm", "rmsnorm") == "layernorm":
         return LayerNorm(d, eps, cfg.get("norm_bias", "false") == "true")
-    return RMSNorm(d, eps)
+    return RMSNorm(d, eps, cfg.get("norm_unit_offset", "false") == "true")
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, d, eps):
+    """unit_offset: Hugging Face's Gemma2RMSNorm, x̂ · (1 + w) in float32."""
+
+    def __init__(self, d, eps, unit_offset=False):
         super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
+        self.eps, self.unit_offset = eps, unit_offset
+        self.weight = nn.Parameter(torch.zeros(d) if unit_offset else torch.ones(d))
 
     def forward(self, x):
         x = x.float()
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        gain = 1.0 + self.weight.float() if self.unit_offset else self.weight
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * gain
 
 
 def rotate_half(x):
@@ -87,8 +93,12 @@ def rope_cos_sin(t, head_dim, inv_freq):
 
 
 class Attention(nn.Module):
-    def __init__(self, d, heads, kv_heads, head_dim, rope_inv_freq=None, window=0, softcap=0.0, bias="none"):
+    def __init__(self, d, heads, kv_heads, head_dim, rope_inv_freq=None, window=0, softcap=0.0, bias="none",
+                 qk_norms=None):
         super().__init__()
+        self.qk_norm = qk_norms is not None
+        if self.qk_norm:
+            self.q_norm, self.k_norm = qk_norms
         self.heads, self.kv_heads, self.head_dim, self.rope_inv_freq = heads, kv_heads, head_dim, rope_inv_freq
         self.window, self.softcap = window, softcap
         qkv, o = bias != "none", bias == "qkvo"
@@ -97,11 +107,15 @@ class Attention(nn.Module):
         self.wv = nn.Linear(d, kv_heads * head_dim, bias=qkv)
         self.wo = nn.Linear(heads * head_dim, d, bias=o)
 
+    def qk(self, q, k):  # qk_norm: OLMo-2's RMSNorm over the whole projections, before the rotation
+        return (self.q_norm(q).to(q.dtype), self.k_norm(k).to(k.dtype)) if self.qk_norm else (q, k)
+
     def forward(self, h):
         b, t, _ = h.shape
         dk, group = self.head_dim, self.heads // self.kv_heads
-        q = self.wq(h).view(b, t, self.heads, dk).transpose(1, 2)
-        k = self.wk(h).view(b, t, self.kv_heads, dk).transpose(1, 2)
+        q, k = self.qk(self.wq(h), self.wk(h))
+        q = q.view(b, t, self.heads, dk).transpose(1, 2)
+        k = k.view(b, t, self.kv_heads, dk).transpose(1, 2)
         if self.rope_inv_freq is not None:
             cos, sin = rope_cos_sin(t, dk, self.rope_inv_freq)
             q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
@@ -142,18 +156,29 @@ class Layer(nn.Module):
                  bias="none", mlp_bias=False):
         super().__init__()
         self.attn_norm = make_norm(cfg, d)
-        self.attn = Attention(d, heads, kv_heads, head_dim, rope_inv_freq, window, softcap, bias)
+        qk_norms = ((make_norm(cfg, heads * head_dim), make_norm(cfg, kv_heads * head_dim))
+                    if cfg.get("qk_norm", "false") == "true" else None)
+        self.attn = Attention(d, heads, kv_heads, head_dim, rope_inv_freq, window, softcap, bias, qk_norms)
         self.parallel = cfg.get("block", "sequential") == "parallel"
-        if not self.parallel:
+        placement = cfg.get("norm_placement", "pre")
+        self.pre, self.post = placement != "post", placement != "pre"
+        if not self.pre:
+            del self.attn_norm
+        if not self.parallel and self.pre:
             self.ffn_norm = make_norm(cfg, d)
         self.ffn = Ffn(d, d_ff, ffn, mlp_bias)
+        if self.post:  # Hugging Face's OLMo-2 post_attention_layernorm / post_feedforward_layernorm, Gemma-2's too
+            self.attn_post_norm = make_norm(cfg, d)
+            self.ffn_post_norm = make_norm(cfg, d)
 
     def forward(self, x):
         if self.parallel:  # Hugging Face's Falcon (parallel_attn): mlp(n) + attention(n) + x, one n = norm(x)
             n = self.attn_norm(x)
             return self.ffn(n).float() + self.attn(n).float() + x
-        x = x + self.attn(self.attn_norm(x)).float()
-        return x + self.ffn(self.ffn_norm(x)).float()
+        a = self.attn(self.attn_norm(x) if self.pre else x).float()
+        x = x + (self.attn_post_norm(a) if self.post else a)
+        f = self.ffn(self.ffn_norm(x) if self.pre else x).float()
+        return x + (self.ffn_post_norm(f) if self.post else f)
 
 
 class ReckonTwin(nn.Module):
@@ -162,6 +187,7 @@ class ReckonTwin(nn.Module):
         v, t, d = int(cfg["vocab_size"]), int(cfg["context_length"]), int(cfg["d_model"])
         self.tied = cfg["tie_embeddings"] == "true"
         self.tok_emb = nn.Embedding(v, d)
+        self.normalizer = torch.tensor(d ** 0.5, dtype=torch.float32) if cfg.get("scale_embeddings") == "true" else None
         if cfg["position"] == "learned":
             self.pos_emb = nn.Embedding(t, d)
         heads = int(cfg["num_heads"])
@@ -185,6 +211,8 @@ class ReckonTwin(nn.Module):
 
     def forward(self, tokens, targets):
         x = self.tok_emb(tokens)
+        if self.normalizer is not None:  # Gemma: hidden_size ** 0.5 in the activations' dtype
+            x = x * self.normalizer
         if hasattr(self, "pos_emb"):
             x = x + self.pos_emb.weight[: tokens.shape[1]]
         for layer in self.layers:
