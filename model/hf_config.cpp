@@ -275,6 +275,15 @@ void map_llama_family(Keys& k, const std::string& type, ModelConfig& m) {
   k.neutral("num_local_experts", "a mixture of experts");
 }
 
+// The 2-matrix GELU MLP (GPT-2's, Falcon's) for Hugging Face's activation name: gelu → gelu_mlp (exact erf), gelu_new
+// / gelu_pytorch_tanh → gelu_tanh_mlp (the tanh form); anything else refused naming `key`.
+FfnKind gelu_mlp(Keys& k, const char* key, const std::string& act) {
+  if (act == "gelu") return FfnKind::gelu_mlp;
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh") return FfnKind::gelu_tanh_mlp;
+  k.fail(key,
+         fmt::format("'{}' is not modelled; reckon's 2-matrix GELU MLPs use gelu, gelu_new or gelu_pytorch_tanh", act));
+}
+
 // Dropout: a training-time choice, left out of the counted step (no masks, no extra FLOPs) and reported.
 void dropout_left_out(Keys& k, std::vector<std::string>& out) {
   for (const char* key :
@@ -294,16 +303,7 @@ void map_gpt2(Keys& k, ModelConfig& m) {
   m.num_heads = k.required("n_head");
   m.context_length = k.required("n_positions");
   m.d_ff = k.integer("n_inner").value_or(4 * m.d_model);
-  const std::string act = k.string("activation_function").value_or("gelu_new");
-  if (act == "gelu_new" || act == "gelu_pytorch_tanh") {
-    m.ffn = FfnKind::gelu_tanh_mlp;
-  } else if (act == "gelu") {
-    m.ffn = FfnKind::gelu_mlp;
-  } else {
-    k.fail("activation_function", fmt::format("'{}' is not modelled; reckon's GPT-2 MLP uses gelu_new, "
-                                              "gelu_pytorch_tanh or gelu",
-                                              act));
-  }
+  m.ffn = gelu_mlp(k, "activation_function", k.string("activation_function").value_or("gelu_new"));
   m.norm = NormKind::layernorm;
   m.norm_bias = true;
   m.norm_eps = k.number("layer_norm_epsilon").value_or(1e-5);
@@ -341,16 +341,7 @@ void map_falcon(Keys& k, ModelConfig& m) {
   k.neutral("apply_residual_connection_post_layernorm", "a residual taken after the LayerNorm");
   m.num_kv_heads = k.boolean("multi_query").value_or(true) ? 1 : 0;
   m.d_ff = k.integer("ffn_hidden_size").value_or(4 * m.d_model);
-  const std::string act = k.string("activation").value_or("gelu");
-  if (act == "gelu") {
-    m.ffn = FfnKind::gelu_mlp;
-  } else if (act == "gelu_new" || act == "gelu_pytorch_tanh") {
-    m.ffn = FfnKind::gelu_tanh_mlp;
-  } else {
-    k.fail("activation", fmt::format("'{}' is not modelled; reckon's Falcon MLP uses gelu, gelu_new or "
-                                     "gelu_pytorch_tanh",
-                                     act));
-  }
+  m.ffn = gelu_mlp(k, "activation", k.string("activation").value_or("gelu"));
   m.block = k.boolean("parallel_attn").value_or(true) ? Block::parallel : Block::sequential;
   const bool bias = k.boolean("bias").value_or(false);
   m.attention_bias = bias ? AttentionBias::qkvo : AttentionBias::none;
