@@ -158,6 +158,14 @@ void add_train(CLI::App& app, Commands& c, const std::string& preset_list) {
                       "write a checkpoint after the last step: parameters, AdamW state, step, config (safetensors)");
   c.train->add_option("--resume", c.train_opts.resume_path,
                       "continue from a checkpoint (its config and data) for --steps more steps");
+  c.train
+      ->add_option("--save-format", c.train_opts.save_format,
+                   "reckon (default: parameters, AdamW state, step, config; resumable) or hf (the Hugging Face "
+                   "state dict of a GPT-2 or LLaMA-family model: names and layouts transformers loads)")
+      ->check(CLI::IsMember({"reckon", "hf"}));
+  c.train->add_option("--init-from", c.train_opts.init_from_path,
+                      "start from the weights of a checkpoint (reckon's or a Hugging Face safetensors state dict of "
+                      "the same architecture) with this run's config and a fresh optimizer");
   c.train->add_option("--zero", c.train_opts.zero_stage,
                       "data-parallel stage under mpirun (config field zero_stage): 0 = DDP, 1 = + AdamW state sharded, "
                       "2 = + gradients, 3 = + parameters");

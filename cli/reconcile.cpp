@@ -147,8 +147,9 @@ void print_details(const Result& r) {
 // one of each shape's two with mlp_bias; LayerNorm on every other shape, with and without its bias) × tied × position
 // in every precision
 // (fp32, amp-bf16, bf16 (bf16 grads), bf16 (fp32 grads)) with both attentions (naive, flash) and the three recomputes
-// (none, attention, full). Positions none, learned and rope (rope where the head width is even: all shapes but the
-// d_k = 1 one; the untied ones with llama3 frequency scaling). Attention biases on q, k, v (Qwen2) and on o too in
+// (none, attention, full). Positions none (ALiBi instead on every other shape: 1, 4, 6 and 2 heads, windowed on
+// the T = 130 one), learned and rope (rope where the head width is even: all shapes but the d_k = 1 one; the untied
+// ones with llama3 frequency scaling). Attention biases on q, k, v (Qwen2) and on o too in
 // two shapes' configs. Parallel blocks on a third, the others' norms pre, post or sandwich in turn. Sliding windows and
 // soft-capping (of scores and of logits) where a shape gives them: on its rope configs, or (the T = 130 shape) on all
 // of them: 116 model configs × 4 × 2 × 3 = 2,784 configs. The mixed ones only where this CPU runs bf16 matmuls (they
@@ -182,7 +183,7 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
   for (size_t si = 0; si < std::size(shapes); ++si)
     for (size_t k = 0; k < 2; ++k)
       for (bool tied : {false, true})
-        for (Position pos : {Position::none, Position::learned, Position::rope}) {
+        for (Position pos : {si % 2 == 1 ? Position::alibi : Position::none, Position::learned, Position::rope}) {
           const Shape& s = shapes[si];
           const FfnKind ffn = kFfnKinds[(2 * si + k) % std::size(kFfnKinds)].value;
           const bool mlp_bias = (si + k) % 2 == 1;
@@ -226,7 +227,8 @@ std::vector<std::pair<std::string, TrainConfig>> sweep_configs() {
                                                  .rope_original_max_position = 16,
                                                  .sliding_window = scored ? s.window : 0,
                                                  .sliding_window_pattern = scored ? s.pattern : 0,
-                                                 .attn_logit_softcapping = scored ? s.cap : 0,
+                                                 // (not with ALiBi: refused together)
+                                                 .attn_logit_softcapping = scored && pos != Position::alibi ? s.cap : 0,
                                                  .final_logit_softcapping = scored ? s.logit_cap : 0,
                                                  .norm = layernorm ? NormKind::layernorm : NormKind::rmsnorm,
                                                  .norm_bias = norm_bias,

@@ -25,6 +25,7 @@
 #include "model/config.h"
 #include "model/data.h"
 #include "model/transformer.h"
+#include "model/hf_checkpoint.h"
 #include "optim/checkpoint.h"
 #include "optim/step.h"
 #include "runtime/safetensors.h"
@@ -45,6 +46,27 @@ TrainConfig resolve_config(const TrainOptions& o) {
   return config;
 }
 
+// --init-from: the file's weights into the fresh model (a reckon checkpoint by parameter name, else a Hugging Face
+// state dict in this config's layout); the optimizer starts fresh.
+void initialise_from(TrainingSession& run, const Safetensors& file, const std::string& path,
+                     const TrainConfig& config) {
+  if (is_reckon_checkpoint(file)) {
+    restore_parameters(run.model, file, path);
+    fmt::print("initialised: parameters from {} (a reckon checkpoint; its optimizer state and step left behind)\n",
+               path);
+    return;
+  }
+  const HfStateDict hf = hf_state_dict(config.model);
+  std::vector<Tensor> values;
+  for (const Parameter& q : run.model.parameters()) values.push_back(q.value);
+  const HfLoadReport loaded = load_hf_tensors(file, path, hf, run.model.layout(), values);
+  fmt::print("initialised: parameters from {} (Hugging Face state dict, {} layout, {} tensors{})\n", path,
+             hf.architecture, hf.tensors.size(),
+             loaded.ignored.empty()
+                 ? ""
+                 : fmt::format("; ignored, as transformers does: {}", fmt::join(loaded.ignored, ", ")));
+}
+
 struct StepLog {
   int64_t step;
   double loss, seconds;
@@ -56,6 +78,7 @@ struct TrainPlan {
   TrainConfig local;   // what this rank runs (the whole batch without mpirun)
   std::optional<Safetensors> resume_file;
   CheckpointMeta resume;
+  std::optional<Safetensors> init_file;  // --init-from's weights, copied in once the model exists
   std::string data_source;
   int64_t first_step = 1, last_step = 1, budget = 0, step_peak = 0;
   int ranks = 1, rank = 0;
@@ -90,6 +113,26 @@ TrainPlan plan_run(const TrainOptions& o) {
   }
   TrainConfig& config = p.config;
   config = p.resume_file ? p.resume.config : resolve_config(o);
+  check_arg(o.init_from_path.empty() || o.resume_path.empty(),
+            "--init-from: starts a run from weights with this run's config; --resume continues a checkpoint with its "
+            "own: give one of them");
+  check_arg(o.save_format == "reckon" || !o.save_path.empty(), "--save-format: {} needs --save PATH", o.save_format);
+  if (o.save_format == "hf") hf_state_dict(config.model);  // refuses, naming the field, a model with no HF layout
+  if (!o.init_from_path.empty()) {
+    check_distinct_paths({{"--init-from", o.init_from_path},
+                          {"--json", o.json_path},
+                          {"--trace", o.trace_path},
+                          {"--save", o.save_path},
+                          {"--dump-grads", o.dump_grads_path},
+                          {"--report", o.report_path},
+                          {"--plot-memory", o.plot_memory_path}});
+    try {
+      p.init_file = read_safetensors(o.init_from_path, physical_memory_bytes());
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(fmt::format("--init-from: {}", e.what()));
+    }
+    if (!is_reckon_checkpoint(*p.init_file)) hf_state_dict(config.model);
+  }
   if (o.zero_given) {  // --zero S is the config field zero_stage
     apply_override(config, fmt::format("zero_stage={}", o.zero_stage));
     validate(config);
@@ -105,9 +148,11 @@ TrainPlan plan_run(const TrainOptions& o) {
             "zero_stage: {} shards across the ranks of mpirun, and this process runs alone; start it as `mpirun -np N "
             "reckon train --zero {} …` (N ≥ 1), or use zero_stage = 0",
             config.model.zero_stage, config.model.zero_stage);
-  check_arg(config.model.zero_stage == 0 || (o.save_path.empty() && o.resume_path.empty()),
+  check_arg(config.model.zero_stage == 0 || (o.save_path.empty() && o.resume_path.empty() && !p.init_file),
             "{}: checkpoints of a sharded optimizer (zero_stage ≥ 1) are not built yet; use zero_stage = 0",
-            o.save_path.empty() ? "--resume" : "--save");
+            !o.save_path.empty()     ? "--save"
+            : !o.resume_path.empty() ? "--resume"
+                                     : "--init-from");
   check_arg(config.model.zero_stage < 2 || o.dump_grads_path.empty(),
             "--dump-grads: with zero_stage {} each rank holds only its shard of the gradients; use zero_stage 0 or 1",
             config.model.zero_stage);
@@ -118,6 +163,7 @@ TrainPlan plan_run(const TrainOptions& o) {
   // read whole and is replaced atomically).
   check_distinct_paths({{"--config", o.config_file},
                         {"--hf-config", o.hf_config},
+                        {"--init-from", o.init_from_path},
                         {"--data", p.data_source == "random" ? "" : p.data_source},
                         {"--json", o.json_path},
                         {"--trace", o.trace_path},
@@ -128,7 +174,9 @@ TrainPlan plan_run(const TrainOptions& o) {
   check_distinct_paths({{"--resume", o.resume_path},
                         {"--dump-grads", o.dump_grads_path},
                         {"--json", o.json_path},
-                        {"--trace", o.trace_path}});
+                        {"--trace", o.trace_path},
+                        {"--report", o.report_path},
+                        {"--plot-memory", o.plot_memory_path}});
   if (o.peak_gflops != 0) check_range("--peak-gflops", o.peak_gflops, 1e-3, kMaxPeakGflops);
   // The estimate is exact for the steady-state step (reckon reconcile proves it): checked before allocating.
   p.budget = memory_budget(o.max_memory);
@@ -361,8 +409,14 @@ void write_outputs(const TrainOptions& o, const TrainPlan& p, const TrainResult&
     fmt::print("wrote {}\n", o.plot_memory_path);
   }
   if (!o.save_path.empty()) {
-    write_output_file("--save", o.save_path, checkpoint_bytes(run, p.config, p.last_step, p.data_source));
-    fmt::print("wrote {} (checkpoint after step {})\n", o.save_path, p.last_step);
+    if (o.save_format == "hf") {
+      write_output_file("--save", o.save_path, hf_checkpoint_bytes(run, p.config, p.last_step));
+      fmt::print("wrote {} (Hugging Face state dict of {} after step {}; weights only)\n", o.save_path,
+                 hf_state_dict(p.config.model).architecture, p.last_step);
+    } else {
+      write_output_file("--save", o.save_path, checkpoint_bytes(run, p.config, p.last_step, p.data_source));
+      fmt::print("wrote {} (checkpoint after step {})\n", o.save_path, p.last_step);
+    }
   }
   if (!o.dump_grads_path.empty()) {
     write_output_file("--dump-grads", o.dump_grads_path,
@@ -425,6 +479,10 @@ int run_train(const TrainOptions& o) {
     p.resume_file.reset();  // its bytes are in the model and the optimizer now
     fmt::print("resumed: {} after step {} (AdamW step {}); steps {} to {}\n", o.resume_path, p.resume.steps,
                p.resume.optimizer_steps, p.first_step, p.last_step);
+  }
+  if (p.init_file) {
+    initialise_from(run, *p.init_file, o.init_from_path, p.config);
+    p.init_file.reset();
   }
   fmt::print("parameters: {} ({} MiB float32)\n", fmt_int(run.model.num_parameters()),
              fmt_bytes_mib(4 * run.model.num_parameters()));

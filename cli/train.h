@@ -23,6 +23,8 @@ struct TrainOptions {
   std::string save_path;        // --save: a checkpoint (safetensors) after the last step
   std::string resume_path;      // --resume: continue a checkpoint (its config and data; --steps more steps)
   std::string dump_grads_path;  // --dump-grads: the last step's gradients (safetensors, parameter names)
+  std::string init_from_path;   // --init-from: start from these weights (a reckon or Hugging Face-format file)
+  std::string save_format = "reckon";  // --save-format: reckon (resumable) or hf (Hugging Face state dict)
   int zero_stage = 0;           // --zero S: the config field zero_stage (when zero_given)
   bool zero_given = false;
   std::string report_path;       // --report: the HTML report (memory over the last step, time per op, roofline)

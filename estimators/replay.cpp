@@ -311,7 +311,14 @@ class StepReplay {
         ranks(o.data_parallel_ranks),
         rank(o.data_parallel_rank),
         layout(parameter_layout(c)),
-        shape{b.value(), t.value(), h.value(), c.kv_heads(), c.head_size(), 0, c.attention_scores(0).softcap},
+        shape{b.value(),
+              t.value(),
+              h.value(),
+              c.kv_heads(),
+              c.head_size(),
+              0,
+              c.attention_scores(0).softcap,
+              c.attention_scores(0).alibi_bias_max},
         qw_(qw.value()),
         kvw_(kvw.value()) {}
 

@@ -304,6 +304,8 @@ const std::vector<FieldSpec>& fields() {
     f.push_back(real_field("rope_low_freq_factor", model, m, &M::rope_low_freq_factor, {0, 1e6, true, false}));
     f.push_back(real_field("rope_high_freq_factor", model, m, &M::rope_high_freq_factor, {0, 1e6, true, false}));
     f.push_back(integer_field("rope_original_max_position", model, m, &M::rope_original_max_position, 1, 1 << 24));
+    f.push_back(real_field("alibi_bias_max", model, m, &M::alibi_bias_max, {0, 64, true, false},
+                           " (position = alibi: head k of P has slope 2^(−alibi_bias_max·k / P))"));
     f.push_back(
         integer_field("sliding_window", model, m, &M::sliding_window, 0, 1 << 17, " (keys a query sees; 0 = none)"));
     FieldSpec pattern = integer_field("sliding_window_pattern", model, m, &M::sliding_window_pattern, 0, 1024,
@@ -745,6 +747,10 @@ void validate(const TrainConfig& c) {
   check_arg(!m.norm_bias || m.norm == NormKind::layernorm,
             "norm_bias: true needs norm = layernorm (norm {} has no bias); allowed with rmsnorm: false",
             norm_kind_name(m.norm));
+  check_arg(m.position != Position::alibi || m.attn_logit_softcapping == 0,
+            "attn_logit_softcapping: {} with position = alibi is not modelled (the cap and ALiBi's bias have no agreed "
+            "order); allowed with alibi: 0",
+            m.attn_logit_softcapping);
   check_arg(m.sliding_window_pattern != 1,
             "sliding_window_pattern: 1 would make every layer global; allowed: 0 (every layer uses sliding_window) or "
             "an integer in [2, 1024] (every p-th layer global)");
@@ -830,7 +836,8 @@ std::string describe(const ModelConfig& m) {
                       : fmt::format(", {} norms", enum_name(kNormPlacements, m.norm_placement)),
                   m.norm_unit_offset ? " (scale 1 + w)" : "", m.scale_embeddings ? ", embeddings × √D" : ""),
       m.tie_embeddings ? "tied" : "untied",
-      m.position != Position::rope ? std::string(position_name(m.position))
+      m.position == Position::alibi  ? fmt::format("alibi (bias max {})", m.alibi_bias_max)
+      : m.position != Position::rope ? std::string(position_name(m.position))
       : m.rope_scaling == RopeScaling::none
           ? fmt::format("rope (θ {})", m.rope_theta)
           : fmt::format("rope (θ {}, {} ×{})", m.rope_theta, enum_name(kRopeScalings, m.rope_scaling), m.rope_factor),

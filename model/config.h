@@ -19,8 +19,10 @@
 namespace reckon {
 
 // none: no position information beyond the causal mask; learned: GPT-2's table added to the embeddings (a parameter);
-// rope: rotary embeddings on q and k in every layer (ops/rope.h; no parameters), base rope_theta.
-enum class Position { none, learned, rope };
+// rope: rotary embeddings on q and k in every layer (ops/rope.h; no parameters), base rope_theta; alibi: ALiBi's
+// per-head linear distance penalty on the scores (ops/attention.h; MPT, BLOOM; no parameters), slopes from
+// alibi_bias_max.
+enum class Position { none, learned, rope, alibi };
 // naive: the T×T probabilities are kept for backward (ops/attention.h); flash: only the output and a float32
 // log-sum-exp per row, scores recomputed in backward (ops/flash_attention.h).
 enum class AttentionKind { naive, flash };
@@ -43,7 +45,7 @@ enum class Block { sequential, parallel };
 enum class NormPlacement { pre, post, sandwich };
 // The names a config writes for each choice (runtime/enum_table.h): parsing, printing and messages read these.
 inline constexpr EnumName<Position> kPositions[] = {
-    {Position::none, "none"}, {Position::learned, "learned"}, {Position::rope, "rope"}};
+    {Position::none, "none"}, {Position::learned, "learned"}, {Position::rope, "rope"}, {Position::alibi, "alibi"}};
 inline constexpr EnumName<RopeScaling> kRopeScalings[] = {
     {RopeScaling::none, "none"}, {RopeScaling::linear, "linear"}, {RopeScaling::llama3, "llama3"}};
 inline constexpr EnumName<AttentionBias> kAttentionBiases[] = {
@@ -82,6 +84,8 @@ struct ModelShape {
   RopeScaling rope_scaling = RopeScaling::none;
   double rope_factor = 1, rope_low_freq_factor = 1, rope_high_freq_factor = 4;
   int64_t rope_original_max_position = 8192;
+  // ALiBi's slopes 2^(−alibi_bias_max·k / P) (MPT's alibi_bias_max, 8 as BLOOM); read only with position = alibi.
+  double alibi_bias_max = 8;
   // Sliding-window attention's W (query i sees keys i − W + 1 … i, Hugging Face's mask); 0 = none. A window at least
   // context_length long covers every key: causal attention exactly.
   int64_t sliding_window = 0;
@@ -118,7 +122,8 @@ struct ModelShape {
     return global ? 0 : sliding_window;
   }
   AttentionScores attention_scores(int64_t layer) const {
-    return {layer_window(layer), static_cast<float>(attn_logit_softcapping)};
+    return {layer_window(layer), static_cast<float>(attn_logit_softcapping),
+            position == Position::alibi ? static_cast<float>(alibi_bias_max) : 0.0f};
   }
   int64_t kv_heads() const { return num_kv_heads > 0 ? num_kv_heads : num_heads; }
   bool qkv_bias() const { return attention_bias != AttentionBias::none; }

@@ -137,20 +137,41 @@ class Keys {
 
 // Keys that name, tokenize, store or cache the model, and change nothing reckon counts.
 constexpr const char* kNeutralKeys[] = {
-    "architectures", "bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "transformers_version", "use_cache",
-    "initializer_range", "_name_or_path", "tokenizer_class",
+    "architectures",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "torch_dtype",
+    "transformers_version",
+    "use_cache",
+    "initializer_range",
+    "_name_or_path",
+    "tokenizer_class",
     "pretraining_tp",  // LLaMA's tensor-parallel slicing of the same products: the same FLOPs and bytes
     "original_max_position_embeddings",  // read only by rope_scaling kinds, which are refused
     "max_window_layers",                 // read only with use_sliding_window
     // GPT-2's: n_ctx repeats n_positions; the summary_* keys configure GPT2DoubleHeadsModel's classification head,
     // task_specific_params generation defaults: none is part of the language model.
-    "n_ctx", "summary_activation", "summary_proj_to_labels", "summary_type", "summary_use_proj", "task_specific_params",
+    "n_ctx",
+    "summary_activation",
+    "summary_proj_to_labels",
+    "summary_type",
+    "summary_use_proj",
+    "task_specific_params",
     // Falcon's: read only by its new decoder architecture, which is refused.
-    "num_kv_heads", "num_ln_in_parallel_attn",
+    "num_kv_heads",
+    "num_ln_in_parallel_attn",
     "cache_implementation",  // Gemma-2's generation cache
+    // MPT's: where and how weights are initialised, logging, the tokenizer's name; learned_pos_emb, which neither
+    // Hugging Face's MptModel nor MosaicML's reads with ALiBi on (the only MPT reckon reads).
+    "init_device",
+    "init_config",
+    "verbose",
+    "tokenizer_name",
+    "learned_pos_emb",
 };
 
-const char* const kSupported[] = {"falcon", "gemma2", "gpt2", "llama", "mistral", "olmo2", "phi3", "qwen2"};
+const char* const kSupported[] = {"falcon", "gemma2", "gpt2", "llama", "mistral", "mpt", "olmo2", "phi3", "qwen2"};
 
 // What each model type reckon does not model yet needs, for its refusal.
 std::optional<std::string> unmodelled(const std::string& type) {
@@ -286,8 +307,8 @@ FfnKind gelu_mlp(Keys& k, const char* key, const std::string& act) {
 
 // Dropout: a training-time choice, left out of the counted step (no masks, no extra FLOPs) and reported.
 void dropout_left_out(Keys& k, std::vector<std::string>& out) {
-  for (const char* key :
-       {"attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout"}) {
+  for (const char* key : {"attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "emb_pdrop", "attn_pdrop",
+                          "summary_first_dropout"}) {
     k.left_out(key, "dropout: reckon counts the step without it", out);
   }
 }
@@ -337,7 +358,11 @@ void map_falcon(Keys& k, ModelConfig& m) {
            "true is Falcon-40B/180B's decoder (separate LayerNorms for attention and the "
            "MLP in parallel, num_kv_heads): not modelled by reckon");
   }
-  if (k.boolean("alibi").value_or(false)) k.fail("alibi", "true (ALiBi position biases) is not modelled by reckon yet");
+  if (k.boolean("alibi").value_or(false)) {  // FalconAttention adds BLOOM's bias before the 1/√d_k scale, not after
+    k.fail("alibi",
+           "true is Falcon's ALiBi (its bias scaled with the scores by 1/sqrt(head_dim)): not modelled by "
+           "reckon, whose position = alibi is MPT's (bias added after the scale)");
+  }
   k.neutral("apply_residual_connection_post_layernorm", "a residual taken after the LayerNorm");
   m.num_kv_heads = k.boolean("multi_query").value_or(true) ? 1 : 0;
   m.d_ff = k.integer("ffn_hidden_size").value_or(4 * m.d_model);
@@ -401,6 +426,90 @@ void map_gemma2(Keys& k, ModelConfig& m) {
   m.norm_placement = NormPlacement::sandwich;
 }
 
+// MPT's attn_config (MptAttentionConfig): ALiBi on (alibi, default true; alibi_bias_max, default 8), multi-head
+// attention, scores scaled by 1/sqrt(head_dim); attn_impl (torch, flash, triton) computes the same step. What changes
+// the step and reckon does not model is refused naming the key: multiquery_attention, clip_qkv, a softmax_scale
+// other than 1/sqrt(head_dim), prefix_lm, qk_ln, attn_uses_sequence_id, alibi false (Hugging Face's MptModel adds
+// ALiBi whatever the key says: refused rather than guessed).
+void map_mpt_attention(Keys& k, ModelConfig& m, std::vector<std::string>& left_out) {
+  const json* a = k.find("attn_config");
+  m.position = Position::alibi;
+  m.alibi_bias_max = 8;
+  if (a == nullptr || a->is_null()) return;
+  if (!a->is_object()) k.fail("attn_config", fmt::format("expected an object or null, got {}", type_of(*a)));
+  Keys inner(*a, k.path(), "attn_config.");
+  const std::string type = inner.string("attn_type").value_or("multihead_attention");
+  if (type != "multihead_attention") {
+    inner.fail("attn_type", fmt::format("'{}' is not modelled (Hugging Face's MptAttention is multi-head); allowed: "
+                                        "multihead_attention",
+                                        type));
+  }
+  if (!inner.boolean("alibi").value_or(true)) {
+    inner.fail("alibi",
+               "false: Hugging Face's MptModel adds ALiBi regardless, MosaicML's code would use learned "
+               "positions; not modelled by reckon");
+  }
+  m.alibi_bias_max = inner.number("alibi_bias_max").value_or(8.0);
+  const std::optional<double> scale = inner.number("softmax_scale");
+  const int64_t dk = m.num_heads > 0 ? m.d_model / m.num_heads : 0;
+  if (scale && dk > 0 && std::abs(*scale * std::sqrt(static_cast<double>(dk)) - 1.0) > 1e-6) {
+    inner.fail("softmax_scale",
+               fmt::format("{} is not 1/sqrt(head_dim {}): a score scale reckon does not model", *scale, dk));
+  }
+  inner.neutral("clip_qkv", "a clamp of q, k and v");
+  inner.neutral("prefix_lm", "prefix-LM (bidirectional) attention");
+  inner.neutral("qk_ln", "a LayerNorm over q and k (reckon's qk_norm is OLMo-2's RMSNorm)");
+  inner.neutral("attn_uses_sequence_id", "attention restricted to sequence ids");
+  (void)inner.string("attn_impl");  // torch, flash or triton: the same products
+  inner.left_out("attn_pdrop", "dropout: reckon counts the step without it", left_out);
+  for (const auto& [key, value] : a->items()) {
+    if (!inner.used(key)) inner.fail(key, "a key reckon does not know in attn_config");
+  }
+}
+
+// MPT (MptForCausalLM): LayerNorm without β before each sublayer and at the end (Hugging Face's MptBlock drops the
+// norms' biases), Wqkv and out_proj without biases, a 2-matrix exact-GELU MLP 4·d_model wide, ALiBi instead of
+// position embeddings, the head tied (tie_word_embeddings absent: true). MptConfig's keys: d_model, n_heads,
+// n_layers, vocab_size (required here), max_seq_len (absent: 2048), layer_norm_epsilon (1e-5). Hugging Face's
+// modeling ignores expansion_ratio and no_bias (always 4 and bias-free), MosaicML's reads them: values other than 4
+// and true are refused rather than guessed; learned_pos_emb is ignored by both when ALiBi is on (no table exists).
+void map_mpt(Keys& k, ModelConfig& m, std::vector<std::string>& left_out) {
+  m.vocab_size = k.required("vocab_size");
+  m.d_model = k.required("d_model");
+  m.num_layers = k.required("n_layers");
+  m.num_heads = k.required("n_heads");
+  m.context_length = k.integer("max_seq_len").value_or(2048);
+  const std::optional<double> ratio = k.number("expansion_ratio");
+  if (ratio && *ratio != 4) {
+    k.fail("expansion_ratio", fmt::format("{} is not 4: Hugging Face's MptMLP is 4·d_model wide whatever the key; "
+                                          "not modelled by reckon",
+                                          *ratio));
+  }
+  m.d_ff = 4 * m.d_model;
+  m.ffn = FfnKind::gelu_mlp;  // nn.GELU(approximate="none")
+  if (!k.boolean("no_bias").value_or(true)) {
+    k.fail("no_bias",
+           "false: Hugging Face's MPT has no biases whatever the key, MosaicML's code adds them; not "
+           "modelled by reckon");
+  }
+  m.norm = NormKind::layernorm;
+  m.norm_bias = false;
+  m.norm_eps = k.number("layer_norm_epsilon").value_or(1e-5);
+  const std::string norm_type = k.string("norm_type").value_or("low_precision_layernorm");
+  if (norm_type != "low_precision_layernorm" && norm_type != "layernorm") {
+    k.fail("norm_type", fmt::format("'{}' is not modelled; allowed: low_precision_layernorm, layernorm (the same "
+                                    "LayerNorm)",
+                                    norm_type));
+  }
+  k.neutral("logit_scale", "a scale on the logits");
+  const std::optional<double> fraction = k.number("embedding_fraction");
+  if (fraction && *fraction != 1.0) {
+    k.fail("embedding_fraction", fmt::format("{} scales the embedding's gradient: not modelled by reckon", *fraction));
+  }
+  m.tie_embeddings = k.boolean("tie_word_embeddings").value_or(true);
+  map_mpt_attention(k, m, left_out);
+}
+
 }  // namespace
 
 std::vector<std::string> hf_model_types() { return {std::begin(kSupported), std::end(kSupported)}; }
@@ -433,6 +542,8 @@ HfConfig parse_hf_config_text(const std::string& text, const std::string& path) 
     map_gpt2(k, out.config.model);
   } else if (*type == "falcon") {
     map_falcon(k, out.config.model);
+  } else if (*type == "mpt") {
+    map_mpt(k, out.config.model, out.left_out);
   } else if (*type == "gemma2") {
     map_gemma2(k, out.config.model);
   } else if (*type == "olmo2") {

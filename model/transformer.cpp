@@ -295,7 +295,7 @@ void Transformer::backward() {
       block_input_[idx].reset();  // now held as the attention norm's saved input
     }
     // The attention norm's output gradient; a parallel block's two branches both add into it (the ffn's first).
-    const bool parallel = config_.parallel_block(), pre = config_.pre_norms(), post = config_.post_norms();
+    const bool parallel = config_.parallel_block(), pre = config_.pre_norms();
     Tensor grad_h;
     if (parallel) grad_h = Tensor::empty({b, t, d}, Category::temporary, p + "attn_norm.grad_out");
     {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 #include "runtime/check.h"
@@ -11,11 +12,20 @@
 
 namespace reckon {
 
+float alibi_slope(int64_t head, int64_t heads, float bias_max) {
+  int64_t p = 1;
+  while (p < heads) p *= 2;
+  // The k (1 … P) of head `head`: in order when P = heads; else the even k first (2, 4, …, P), then the odd ones.
+  const int64_t k = p == heads ? head + 1 : head < p / 2 ? 2 * (head + 1) : 2 * (head - p / 2) + 1;
+  return static_cast<float>(
+      std::exp2(-static_cast<double>(bias_max) * static_cast<double>(k) / static_cast<double>(p)));
+}
+
 OpCount attention_softmax_forward_count(const AttentionShape& sh, DType dtype) {
   const CheckedInt bh = CheckedInt(sh.batch) * sh.heads, T = sh.seq, visible = sh.visible(), s = dtype_bytes(dtype);
-  const CheckedInt capped = sh.capped() ? 1 : 0;
+  const CheckedInt capped = sh.capped() ? 1 : 0, alibi = sh.alibi() ? 1 : 0;
   OpCount c;
-  c.other_flops = (bh * (5 + 3 * capped) * visible).value();
+  c.other_flops = (bh * (5 + 3 * capped + 4 * alibi) * visible).value();
   c.bytes_read = (s * bh * visible).value();
   c.bytes_written = (s * bh * (1 + capped) * T * T).value();
   return c;
@@ -88,7 +98,13 @@ AttentionShape check_attention_inputs(const Tensor& q, const Tensor& k, const Te
   check_arg(scores.window >= 0, "{}: sliding window is {}, allowed: 0 (none) or at least 1", op, scores.window);
   check_arg(std::isfinite(scores.softcap) && scores.softcap >= 0.0f,
             "{}: soft-capping is {}, allowed: 0 (none) or a finite value > 0", op, scores.softcap);
-  const AttentionShape s{q.size(0), q.size(1), num_heads, num_kv_heads, qw / num_heads, scores.window, scores.softcap};
+  check_arg(std::isfinite(scores.alibi_bias_max) && scores.alibi_bias_max >= 0.0f,
+            "{}: alibi_bias_max is {}, allowed: 0 (no ALiBi) or a finite value > 0", op, scores.alibi_bias_max);
+  check_arg(scores.softcap == 0.0f || scores.alibi_bias_max == 0.0f,
+            "{}: soft-capping ({}) and ALiBi (alibi_bias_max {}) together are not supported: one or the other", op,
+            scores.softcap, scores.alibi_bias_max);
+  const AttentionShape s{q.size(0),      q.size(1),     num_heads,      num_kv_heads,
+                         qw / num_heads, scores.window, scores.softcap, scores.alibi_bias_max};
   check_arg(k.size(2) == s.kv_width(), "{}: k and v have width {}, expected num_kv_heads × head_dim = {} × {}", op,
             k.size(2), num_kv_heads, s.head_dim);
   return s;
@@ -170,8 +186,9 @@ AttentionBackwardMatmuls attention_backward_matmuls(const AttentionShape& s, DTy
 }
 
 // In place over each (b, h) T×T block: row i becomes softmax(row[first_key(i) .. i]), zeros elsewhere; capped, each
-// visible score x first becomes c·tanh(x / c), tanh(x / c) kept in `tanh_out` (zeros elsewhere). T = float or bf16:
-// arithmetic in float32; a bf16 row holds exp(x − max) rounded, then the normalised value rounded again.
+// visible score x first becomes c·tanh(x / c), tanh(x / c) kept in `tanh_out` (zeros elsewhere); with ALiBi, x + m_h·(j
+// − i) (in float32: a bf16 score is widened, then biased, as autocast's bf16 scores plus MPT's float32 bias). T = float
+// or bf16: arithmetic in float32; a bf16 row holds exp(x − max) rounded, then the normalised value rounded again.
 template <typename T>
 static void softmax_forward(T* p, T* tanh_out, const AttentionShape& s) {
   const int64_t bh = s.batch * s.heads, t = s.seq;
@@ -181,6 +198,7 @@ static void softmax_forward(T* p, T* tanh_out, const AttentionShape& s) {
     for (int64_t i = 0; i < t; ++i) {
       T* row = p + (blk * t + i) * t;
       const int64_t lo = s.first_key(i), n = i + 1 - lo;
+      const float slope = s.slope(blk % s.heads);
       if (tanh_out != nullptr) {
         T* th = tanh_out + (blk * t + i) * t;
 #pragma omp simd
@@ -193,13 +211,26 @@ static void softmax_forward(T* p, T* tanh_out, const AttentionShape& s) {
         for (int64_t j = i + 1; j < t; ++j) th[j] = narrow<T>(0.0f);
       }
       T* visible = row + lo;
-      const float m = max_of(visible, n);
       float sum = 0.0f;
+      if (slope != 0.0f) {  // ALiBi: score + m·(j − i), j = lo + u, computed in the max pass and again in the exp pass
+        const int64_t first = lo - i;  // j − i of the first visible key: an integer, converted (not a FLOP)
+        float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+        for (int64_t u = 0; u < n; ++u) m = std::max(m, widen(visible[u]) + slope * static_cast<float>(first + u));
 #pragma omp simd reduction(+ : sum)
-      for (int64_t j = 0; j < n; ++j) {
-        const float e = exp_simd(widen(visible[j]) - m);
-        visible[j] = narrow<T>(e);
-        sum += e;
+        for (int64_t u = 0; u < n; ++u) {
+          const float e = exp_simd(widen(visible[u]) + slope * static_cast<float>(first + u) - m);
+          visible[u] = narrow<T>(e);
+          sum += e;
+        }
+      } else {
+        const float m = max_of(visible, n);
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < n; ++j) {
+          const float e = exp_simd(widen(visible[j]) - m);
+          visible[j] = narrow<T>(e);
+          sum += e;
+        }
       }
       const float inv = 1.0f / sum;
 #pragma omp simd

@@ -34,10 +34,12 @@ float flash_query_scale(const AttentionShape& s) {
 OpCount flash_attention_forward_count(const AttentionShape& sh, DType dtype) {
   const CheckedInt b = sh.batch, t = sh.seq, dk = sh.head_dim, bh = b * sh.heads, visible = sh.visible();
   const CheckedInt scaled = flash_query_scale(sh) == 1.0f ? 0 : 1, capped = sh.capped() ? 1 : 0;
+  const CheckedInt alibi = sh.alibi() ? 1 : 0;
   const CheckedInt s = dtype_bytes(dtype), blocks = flash_key_blocks(sh.seq, sh.window);
   OpCount c;
   c.matmul_flops = (bh * 4 * dk * visible).value();
-  c.other_flops = (bh * ((4 + 2 * capped) * visible + blocks * (dk + 4) + t * (dk + 3 + scaled * dk))).value();
+  c.other_flops =
+      (bh * ((4 + 2 * capped + 2 * alibi) * visible + blocks * (dk + 4) + t * (dk + 3 + scaled * dk))).value();
   c.bytes_read = (s * b * t * (sh.q_width() + 2 * CheckedInt(sh.kv_width()))).value();
   c.bytes_written = (s * b * t * sh.q_width() + 4 * bh * t).value();
   return c;
@@ -46,11 +48,13 @@ OpCount flash_attention_forward_count(const AttentionShape& sh, DType dtype) {
 OpCount flash_attention_backward_count(const AttentionShape& sh, DType dtype) {
   const CheckedInt b = sh.batch, t = sh.seq, dk = sh.head_dim, bh = b * sh.heads, visible = sh.visible();
   const CheckedInt scaled = flash_query_scale(sh) == 1.0f ? 0 : 1, capped = sh.capped() ? 1 : 0;
+  const CheckedInt alibi = sh.alibi() ? 1 : 0;
   const CheckedInt s = dtype_bytes(dtype);
   const CheckedInt shared = bh - b * sh.kv_heads;  // query heads adding into their group's dK and dV sums
   OpCount c;
   c.matmul_flops = (bh * 10 * dk * visible).value();
-  c.other_flops = (bh * ((4 + 5 * capped) * visible + t * (2 * dk + scaled * 2 * dk)) + shared * t * 2 * dk).value();
+  c.other_flops =
+      (bh * ((4 + 5 * capped + 2 * alibi) * visible + t * (2 * dk + scaled * 2 * dk)) + shared * t * 2 * dk).value();
   c.bytes_read = (s * b * t * (3 * CheckedInt(sh.q_width()) + 2 * sh.kv_width()) + 4 * bh * t).value();
   c.bytes_written = (s * b * t * (sh.q_width() + 2 * CheckedInt(sh.kv_width()))).value();
   return c;
@@ -191,13 +195,19 @@ static inline void row_accumulate(float* acc, bool rescale, float correction, co
   }
 }
 
+// ALiBi: s[u] += m·(first + u), the key's j − i (an integer, converted: not a FLOP); 2 FLOPs a score.
+static inline void add_alibi(float* s, float slope, int64_t first, int64_t n) {
+#pragma omp simd
+  for (int64_t u = 0; u < n; ++u) s[u] += slope * static_cast<float>(first + u);
+}
+
 // One (b, h): query blocks of kFlashQueryBlock rows against the key blocks holding keys the block's rows see; row
 // i uses keys first_key(i) … i of them. Per row: running max m, sum l and the output accumulator, rescaled per
 // block. Row strides: q_width for q and out, kv_width for k and v. Capped: each score s becomes c·tanh(s) (the
-// query rows carry 1 / (c·√d_k)).
+// query rows carry 1 / (c·√d_k)). slope ≠ 0: ALiBi's m_h·(j − i) added to each score.
 template <typename T>
 static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const T* v, const AttentionShape& s,
-                               float* ws) {
+                               float slope, float* ws) {
   const int64_t t = s.seq, d = s.q_width(), dkv = s.kv_width(), dk = s.head_dim;
   const float scale = flash_query_scale(s), cap = s.softcap;
   const bool scaled = scale != 1.0f;
@@ -228,6 +238,7 @@ static void flash_forward_head(T* out, float* lse, const T* q, const T* k, const
         if (hi < lo) continue;                         // the row's window starts after this block
         const int64_t n = hi - lo + 1, off = lo - j0;  // keys lo .. hi, at column off of the block
         row_scores(scores, q_block + r * dk, kt + off, n, dk);
+        if (slope != 0.0f) add_alibi(scores, slope, lo - i, n);
         if (s.capped()) {
 #pragma omp simd
           for (int64_t j = 0; j < n; ++j) scores[j] = cap * tanh_simd(scores[j]);
@@ -300,8 +311,8 @@ static void store_block_grads(T* dk_out, T* dv_out, float* dk_sum, float* dv_sum
 // gets the rows that see one of its keys: j0 … j0 + block + W − 2.
 template <typename T>
 static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T* k, const T* v, const T* o,
-                                const T* dout, const float* lse, const AttentionShape& s, float* ws, float* dk_sum,
-                                float* dv_sum, bool first) {
+                                const T* dout, const float* lse, const AttentionShape& s, float slope, float* ws,
+                                float* dk_sum, float* dv_sum, bool first) {
   const int64_t t = s.seq, d = s.q_width(), dkv = s.kv_width(), dk = s.head_dim;
   const float scale = flash_query_scale(s), cap = s.softcap;
   const bool scaled = scale != 1.0f;
@@ -350,7 +361,8 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
         float* dor = do_rows + r * dk;
         for (int64_t c = 0; c < dk; ++c) dor[c] = widen(dout[i * d + c]);
         row_scores(pr, q_scaled + i * dk, kt + off, n, dk);  // s
-        row_scores(dpr, dor, vt + off, n, dk);               // dP = dO_i · V_j, through Vᵀ like the scores
+        if (slope != 0.0f) add_alibi(pr, slope, j0 + off - i, n);
+        row_scores(dpr, dor, vt + off, n, dk);  // dP = dO_i · V_j, through Vᵀ like the scores
         const float lse_i = lse[i], delta_i = delta[i];
         if (s.capped()) {  // s_c = c·tanh(s); dS = p·(dP − D)·c·(1 − tanh²) = p·(dP − D)·(c − s_c·tanh)
 #pragma omp simd
@@ -427,7 +439,8 @@ Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, cons
       for (int64_t hi = 0; hi < h; ++hi) {
         float* w = ws + omp_get_thread_num() * per_thread;
         const int64_t base = bi * t * d + hi * dk, kv_base = bi * t * dkv + (hi / g) * dk;
-        flash_forward_head(po + base, pl + (bi * h + hi) * t, pq + base, pk + kv_base, pv + kv_base, sh, w);
+        flash_forward_head(po + base, pl + (bi * h + hi) * t, pq + base, pk + kv_base, pv + kv_base, sh, sh.slope(hi),
+                           w);
       }
   });
   record.count = flash_attention_forward_count(sh, q.dtype());
@@ -447,7 +460,7 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
   check_arg(saved.lse.defined(), "flash attention backward: nothing saved (forward not run, or backward run twice)");
   const AttentionShape sh = saved.shape;
   check_attention_inputs(grad_q, grad_k, grad_v, sh.heads, sh.kv_heads, "flash attention backward",
-                         {sh.window, sh.softcap});
+                         {sh.window, sh.softcap, sh.alibi_bias_max});
   check_arg(grad_q.shape() == saved.q.shape() && grad_k.shape() == saved.k.shape() &&
                 grad_ctx.shape() == saved.q.shape() && grad_ctx.is_contiguous() && grad_q.dtype() == saved.q.dtype() &&
                 grad_ctx.dtype() == saved.q.dtype(),
@@ -482,7 +495,8 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
           for (int64_t member = part; member < g; member += parts) {
             const int64_t hi = kv * g + member, base = bi * t * d + hi * dk;
             flash_backward_head(pdq + base, pdk + kv_base, pdv + kv_base, pq + base, pk + kv_base, pv + kv_base,
-                                po + base, pdo + base, pl + (bi * h + hi) * t, sh, w, dk_sum, dv_sum, member == part);
+                                po + base, pdo + base, pl + (bi * h + hi) * t, sh, sh.slope(hi), w, dk_sum, dv_sum,
+                                member == part);
           }
         }
     if (pp == nullptr) return;

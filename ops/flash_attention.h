@@ -8,6 +8,7 @@
 // dS = p (dP − D). Key tiles entirely above the diagonal, or before a sliding window, are never visited: row i
 // touches keys first_key(i) … i (ops/attention.h: 0 … i without a window). Soft-capping at c: the query rows carry
 // 1 / (c·√d_k), each score s becomes c·tanh(s) before the softmax, and backward's dS gains the factor c − s_c·tanh(s).
+// ALiBi: each score gains m_h·(j − i) (ops/attention.h) where it is computed, forward and in backward's recompute.
 //
 // dtypes: Q, K, V, out and the gradients float32 or bf16 (one dtype); lse, every accumulation and the
 // arithmetic float32. Forward threads own whole (batch, query head) pairs. Backward threads own (batch, K/V head,
@@ -26,10 +27,12 @@
 // and into dQ, d_k more, only when it is not 1):
 //   forward,  per row:  matmul 4·d_k·n(i)   (scores, P·V)
 //                       other  4·n(i) + nb(i)·(d_k + 4) + d_k + 3 [+ d_k scaled] [+ 2·n(i) capped: tanh, c·t]
+//                              [+ 2·n(i) ALiBi: m·(j − i), the add]
 //                       (max, exp(s − m) as 2, sum; per block: rescale c = exp(m − m') as 2, l·c + sum as 2,
 //                        acc·c as d_k; at the end 1/l, acc/l as d_k, m + log l as 2)
 //   backward, per row:  matmul 10·d_k·n(i)  (scores, dV += p·dO, dP = dO·V, dK += dS·q, dQ += dS·K)
 //                       other  4·n(i) + 2·d_k [+ 2·d_k scaled] [+ 5·n(i) capped: tanh, c·t, c − s_c·t as 2, ·]
+//                              [+ 2·n(i) ALiBi]
 //                       (p = exp(s − lse) as 2, dS = p·(dP − D) as 2;
 //                        D = dO·O as 2·d_k); per query head after the first of its group, 2·d_k per row (its dK and dV
 //                        added into the group's sums)

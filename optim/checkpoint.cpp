@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "model/hf_checkpoint.h"
 #include "runtime/check.h"
 
 namespace reckon {
@@ -48,8 +49,17 @@ std::string checkpoint_bytes(TrainingSession& run, const TrainConfig& config, in
   return serialize_safetensors(checkpoint_tensors(run), metadata);
 }
 
+bool is_reckon_checkpoint(const Safetensors& file) {
+  const auto format = file.metadata.find("format");
+  return format != file.metadata.end() && format->second == kFormat;
+}
+
 CheckpointMeta read_checkpoint_meta(const Safetensors& file, const std::string& path) {
   const auto format = file.metadata.find("format");
+  check_arg(format == file.metadata.end() || format->second != "pt",
+            "{}: a Hugging Face-format file (weights only, no optimizer state or step count): start a run from it "
+            "with --init-from and the model's config (--hf-config, --preset, --set), not --resume",
+            path);
   check_arg(format != file.metadata.end() && format->second == kFormat,
             "{}: not a reckon checkpoint (metadata format is '{}', expected '{}')", path,
             format == file.metadata.end() ? std::string() : format->second, kFormat);
@@ -87,6 +97,32 @@ void restore_checkpoint(TrainingSession& run, const Safetensors& file, const Che
     check_arg(expected.count(e.name) == 1, "{}: tensor '{}' is not part of this model's checkpoint", path, e.name);
   }
   run.optimizer.set_steps_taken(meta.optimizer_steps);
+}
+
+void restore_parameters(Transformer& model, const Safetensors& file, const std::string& path) {
+  std::set<std::string> expected, state;
+  for (const Parameter& p : model.parameters()) {
+    copy_from_safetensors(file, path, p.name, p.value);
+    expected.insert(p.name);
+    for (const char* s : {".exp_avg", ".exp_avg_sq", ".master"}) state.insert(p.name + s);
+  }
+  for (const SafetensorsEntry& e : file.tensors) {
+    check_arg(expected.count(e.name) == 1 || state.count(e.name) == 1,
+              "{}: tensor '{}' is not part of this model's checkpoint", path, e.name);
+  }
+}
+
+std::string hf_checkpoint_bytes(TrainingSession& run, const TrainConfig& config, int64_t steps) {
+  const HfStateDict hf = hf_state_dict(config.model);
+  std::vector<Tensor> values;
+  for (const Parameter& p : run.model.parameters()) values.push_back(p.value);
+  std::string lines;
+  for (const std::string& kv : config_overrides(config)) lines += kv + "\n";
+  return serialize_safetensors(hf_tensors(hf, run.model.layout(), values), {{"format", "pt"},
+                                                                            {"architecture", hf.architecture},
+                                                                            {"producer", "reckon"},
+                                                                            {"steps", std::to_string(steps)},
+                                                                            {"config", lines}});
 }
 
 std::string gradients_bytes(const Transformer& model, const std::vector<std::pair<std::string, Tensor>>& extra,

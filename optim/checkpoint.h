@@ -7,7 +7,9 @@
 //             on batch k of the data), optimizer_steps (AdamW's bias-correction count), preset, config (every
 //             field as key=value lines, model/config.h config_overrides), data (the data source).
 // Restoring copies every tensor back and sets the optimizer's step count, so the next steps equal those of an
-// uninterrupted run bit for bit (tests/test_checkpoint.cpp, every precision).
+// uninterrupted run bit for bit (tests/test_checkpoint.cpp, every precision). Hugging Face-format files (weights
+// under transformers' names, model/hf_checkpoint.h) are written by hf_checkpoint_bytes and start runs through
+// --init-from; they cannot be resumed (no optimizer state).
 #pragma once
 
 #include <cstdint>
@@ -36,6 +38,14 @@ CheckpointMeta read_checkpoint_meta(const Safetensors& file, const std::string& 
 // the optimizer's step count. Throws std::invalid_argument naming a missing, extra or mismatched tensor.
 void restore_checkpoint(TrainingSession& run, const Safetensors& file, const CheckpointMeta& meta,
                         const std::string& path);
+// Copies only the parameters of a reckon checkpoint into `model` (--init-from: a fresh optimizer, this run's config;
+// the file's optimizer state is skipped). Throws std::invalid_argument naming a missing, mismatched or foreign tensor.
+void restore_parameters(Transformer& model, const Safetensors& file, const std::string& path);
+// Whether `file` is a reckon checkpoint (its metadata's format), as opposed to a Hugging Face state dict.
+bool is_reckon_checkpoint(const Safetensors& file);
+// A Hugging Face-format file of `run`'s parameters (model/hf_checkpoint.h): metadata format "pt" (what transformers
+// requires of a safetensors checkpoint), the architecture, and reckon's config and step count for the record.
+std::string hf_checkpoint_bytes(TrainingSession& run, const TrainConfig& config, int64_t steps);
 // The gradients of `model` under the parameters' names, then `extra` tensors (the batch they came from), with
 // `metadata` (--dump-grads).
 std::string gradients_bytes(const Transformer& model, const std::vector<std::pair<std::string, Tensor>>& extra,

@@ -117,10 +117,24 @@ inline Vec rmsnorm_ref(const Vec& x, const Vec& g, int64_t n, int64_t d, double 
 
 // Causal attention in float64: q (B, T, d = H·d_k), k and v (B, T, KV·d_k) with kv_heads KV (0: = h); query head
 // hh reads K/V head hh / (H / KV), as Hugging Face's repeat_kv. window W > 0: query i sees keys j with i − j < W;
-// softcap c > 0: each score s becomes c·tanh(s / c) (Hugging Face's Gemma-2 eager attention).
+// softcap c > 0: each score s becomes c·tanh(s / c) (Hugging Face's Gemma-2 eager attention); alibi_bias_max > 0:
+// score (i, j) of head hh gains slope·(j − i) (alibi_slopes_ref).
+// ALiBi's slopes as BLOOM writes them (Hugging Face's build_alibi_tensor), in float64: with p the power of two at
+// or below H, base 2^(−8/p) raised to 1 … p; the remaining H − p heads take 2^(−4/p) to the odd powers 1, 3, ….
+// bias_max ≠ 8 generalises the 8 (MPT's alibi_bias_max).
+inline Vec alibi_slopes_ref(int64_t h, double bias_max) {
+  int64_t p = 1;
+  while (2 * p <= h) p *= 2;
+  Vec slopes;
+  for (int64_t e = 1; e <= p; ++e) slopes.push_back(std::pow(std::pow(2.0, -bias_max / p), e));
+  for (int64_t e = 1; static_cast<int64_t>(slopes.size()) < h; e += 2)
+    slopes.push_back(std::pow(std::pow(2.0, -bias_max / (2 * p)), e));
+  return slopes;
+}
 inline Vec attention_ref(const Vec& q, const Vec& k, const Vec& v, int64_t b, int64_t t, int64_t d, int64_t h,
-                         int64_t kv_heads = 0, int64_t window = 0, double softcap = 0) {
+                         int64_t kv_heads = 0, int64_t window = 0, double softcap = 0, double alibi_bias_max = 0) {
   const int64_t dk = d / h, kvh = kv_heads > 0 ? kv_heads : h, dkv = kvh * dk, group = h / kvh;
+  const Vec slopes = alibi_bias_max > 0 ? alibi_slopes_ref(h, alibi_bias_max) : Vec(static_cast<size_t>(h), 0.0);
   Vec ctx(static_cast<size_t>(b * t * d), 0.0);
   for (int64_t bb = 0; bb < b; ++bb)
     for (int64_t hh = 0; hh < h; ++hh)
@@ -134,6 +148,7 @@ inline Vec attention_ref(const Vec& q, const Vec& k, const Vec& v, int64_t b, in
           for (int64_t c = 0; c < dk; ++c) acc += q[(bb * t + i) * d + hh * dk + c] * k[(bb * t + j) * dkv + kc + c];
           s[j] = acc / std::sqrt(static_cast<double>(dk));
           if (softcap > 0) s[j] = softcap * std::tanh(s[j] / softcap);
+          s[j] += slopes[static_cast<size_t>(hh)] * static_cast<double>(j - i);
           m = std::max(m, s[j]);
         }
         double z = 0;

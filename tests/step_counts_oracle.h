@@ -166,6 +166,9 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     }
   }
   const CheckedInt capped = c.attn_logit_softcapping > 0 ? 1 : 0;
+  // ALiBi: m·(j − i) and its add per visible score — naive twice forward (its max pass and its exp pass), flash once
+  // forward and once in backward's recompute of the scores; nothing in naive's backward (it reads P).
+  const CheckedInt alibi = c.position == Position::alibi ? 1 : 0;
   const CheckedInt scaled = dk == 1 ? 0 : 1;
   const float flash_factor = 1.0f / std::sqrt(static_cast<float>(c.head_size())) /
                              (capped == 1 ? static_cast<float>(c.attn_logit_softcapping) : 1.0f);
@@ -175,11 +178,12 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   auto add_attention_forward = [&](Phase phase) {
     if (c.attention == AttentionKind::flash) {
       add("attention", phase, l, bh * 4 * dk * visible,
-          bh * ((4 + 2 * capped) * visible + blocks * (dk + 4) + l * t * (dk + 3) + l * flash_scaled * t * dk),
+          bh * ((4 + 2 * capped + 2 * alibi) * visible + blocks * (dk + 4) + l * t * (dk + 3) +
+                l * flash_scaled * t * dk),
           A * l * n * (qw + 2 * kvw), A * l * n * qw + F * l * bh * t);
     } else {  // g calls per product (one per group member), the softmax between them
       add("attention", phase, (2 * g + 1) * l, l * bh * 4 * t * t * dk,
-          l * bh * scaled * t * t + bh * (5 + 3 * capped) * visible,
+          l * bh * scaled * t * t + bh * (5 + 3 * capped + 4 * alibi) * visible,
           A * (l * bh * (2 * t * dk + t * t + t * dk) + bh * visible), A * l * bh * ((2 + capped) * t * t + t * dk));
     }
   };
@@ -188,7 +192,8 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     // not 1; compulsory bytes: each tensor once (ops/flash_attention.h).
     // With groups, each query head after its group's first adds its dK and dV (2·T·d_k FLOPs).
     add("attention", Bw, l, bh * 10 * dk * visible,
-        bh * (4 + 5 * capped) * visible + l * (bh * (2 * t * dk + flash_scaled * 2 * t * dk) + shared * 2 * t * dk),
+        bh * (4 + 5 * capped + 2 * alibi) * visible +
+            l * (bh * (2 * t * dk + flash_scaled * 2 * t * dk) + shared * 2 * t * dk),
         A * l * n * (3 * qw + 2 * kvw) + F * l * bh * t, A * l * n * (qw + 2 * kvw));
   } else {  // dP, dV, dQ, dK: g calls each; dV and dK accumulate (reading the destination) after the first
     add("attention", Bw, (4 * g + 1) * l, l * bh * 8 * t * t * dk,

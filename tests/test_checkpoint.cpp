@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "model/data.h"
+#include "model/hf_checkpoint.h"
+#include "tests/reference.h"
 #include "optim/checkpoint.h"
 #include "runtime/machine.h"
 
@@ -108,11 +110,127 @@ TEST(Checkpoint, AnotherModelOrAForeignFileIsAClearError) {
     read_checkpoint_meta(foreign, "f.safetensors");
     FAIL() << "read a foreign file as a checkpoint";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("f.safetensors: not a reckon checkpoint (metadata format is 'pt'"),
+    EXPECT_NE(std::string(e.what()).find("f.safetensors: a Hugging Face-format file"), std::string::npos) << e.what();
+  }
+  const Safetensors tf_file = parse_safetensors(serialize_safetensors({{"x", t}}, {{"format", "tf"}}), "g.safetensors");
+  try {
+    read_checkpoint_meta(tf_file, "g.safetensors");
+    FAIL() << "read a foreign file as a checkpoint";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("g.safetensors: not a reckon checkpoint (metadata format is 'tf'"),
               std::string::npos)
         << e.what();
   }
 }
 
+// model/hf_checkpoint: the layouts of the released models — every parameter in exactly one tensor, shapes as
+// transformers keeps them (GPT-2's Conv1D c_attn is (D, 3D)), the tied head absent; what fits no layout refused
+// naming the field.
+TEST(HfCheckpoint, LayoutsOfTheReleasedModels) {
+  {
+    const ModelConfig m = preset_config("openai-gpt2").model;
+    const HfStateDict hf = hf_state_dict(m);
+    EXPECT_EQ(hf.architecture, "GPT2LMHeadModel");
+    EXPECT_EQ(hf.tensors.size(), 2u + 12u * 12u + 2u);  // wte, wpe; 12 a layer; ln_f's two
+    int64_t total = 0;
+    for (const HfTensorSpec& t : hf.tensors) total += checked_numel(t.shape, t.name);
+    EXPECT_EQ(total, 124439808LL);
+    const auto find = [&](const std::string& name) {
+      for (const HfTensorSpec& t : hf.tensors)
+        if (t.name == name) return t;
+      ADD_FAILURE() << name;
+      return HfTensorSpec{};
+    };
+    EXPECT_EQ(find("transformer.h.0.attn.c_attn.weight").shape, (Shape{768, 2304}));
+    EXPECT_TRUE(find("transformer.h.0.attn.c_attn.weight").conv1d);
+    EXPECT_EQ(find("transformer.h.11.attn.c_attn.bias").shape, (Shape{2304}));
+    EXPECT_EQ(find("transformer.h.3.mlp.c_fc.weight").shape, (Shape{768, 3072}));
+    EXPECT_EQ(find("transformer.h.3.mlp.c_proj.weight").shape, (Shape{3072, 768}));
+    EXPECT_EQ(find("transformer.wpe.weight").shape, (Shape{1024, 768}));
+  }
+  for (const auto& [preset, architecture, count] : {std::tuple{"llama2-70b", "LlamaForCausalLM", 68976648192LL},
+                                                    std::tuple{"mistral-7b", "MistralForCausalLM", 7241732096LL},
+                                                    std::tuple{"qwen2.5-0.5b", "Qwen2ForCausalLM", 494032768LL},
+                                                    std::tuple{"olmo2-7b", "Olmo2ForCausalLM", 7298617344LL},
+                                                    std::tuple{"gemma2-2b", "Gemma2ForCausalLM", 2614341888LL}}) {
+    SCOPED_TRACE(preset);
+    const HfStateDict hf = hf_state_dict(preset_config(preset).model);
+    EXPECT_EQ(hf.architecture, architecture);
+    int64_t total = 0;
+    for (const HfTensorSpec& t : hf.tensors) total += checked_numel(t.shape, t.name);
+    EXPECT_EQ(total, count);
+  }
+  const HfStateDict l70 = hf_state_dict(preset_config("llama2-70b").model);
+  EXPECT_EQ(l70.tensors[2].name, "model.layers.0.self_attn.q_proj.weight");
+  EXPECT_EQ(l70.tensors[3].shape, (Shape{1024, 8192}));  // k_proj: 8 K/V heads of 128
+  EXPECT_EQ(l70.tensors.back().name, "lm_head.weight");
+  using testing_ref::expect_invalid;
+  expect_invalid([] { hf_state_dict(preset_config("tiny").model); }, {"--save-format hf: position: none"});
+  expect_invalid([] { hf_state_dict(preset_config("falcon-7b").model); }, {"block", "sequential"});
+  ModelConfig gpt2 = preset_config("openai-gpt2").model;
+  gpt2.mlp_bias = false;
+  expect_invalid([&] { hf_state_dict(gpt2); }, {"mlp_bias", "c_fc"});
+}
+
+// The tensors of a model into an HF file and back into a fresh model of either precision: every value restored
+// (bf16 from a float32 file rounded once, float32 from bf16 exactly); a file missing a tensor, misshapen, or with a
+// foreign one refused naming it; the buffers transformers skips are skipped and reported.
+TEST(HfCheckpoint, RoundTripConversionAndRefusals) {
+  set_num_threads(2);
+  TrainConfig c = preset_config("tiny");
+  c.model.position = Position::rope;
+  c.model.num_kv_heads = 2;
+  c.model.attention_bias = AttentionBias::qkv;
+  TrainingSession a(c);
+  const std::string bytes = hf_checkpoint_bytes(a, c, 0);
+  const Safetensors file = parse_safetensors(bytes, "a.safetensors");
+  EXPECT_EQ(file.metadata.at("format"), "pt");
+  EXPECT_EQ(file.metadata.at("architecture"), "Qwen2ForCausalLM");
+  EXPECT_FALSE(is_reckon_checkpoint(file));
+  for (const Precision precision : {Precision::fp32, Precision::bf16}) {
+    if (precision != Precision::fp32 && !bf16_matmul_unavailable_reason().empty()) continue;
+    TrainConfig bc = c;
+    bc.model.precision = precision;
+    bc.seed = 7;  // other weights until loaded
+    TrainingSession b(bc);
+    std::vector<Tensor> values;
+    for (const Parameter& p : b.model.parameters()) values.push_back(p.value);
+    const HfLoadReport r = load_hf_tensors(file, "a", hf_state_dict(bc.model), b.model.layout(), values);
+    EXPECT_TRUE(r.ignored.empty());
+    for (size_t i = 0; i < values.size(); ++i) {
+      const Tensor& want = a.model.parameters()[i].value;
+      for (int64_t e = 0; e < want.numel(); ++e) {
+        const float w = want.data()[e];
+        const float got = precision == Precision::bf16 ? to_float(values[i].data_bf16()[e]) : values[i].data()[e];
+        ASSERT_EQ(got, precision == Precision::bf16 ? to_float(to_bf16(w)) : w) << a.model.parameters()[i].name;
+      }
+    }
+  }
+  std::vector<Tensor> values;
+  for (const Parameter& p : a.model.parameters()) values.push_back(p.value);
+  const HfStateDict hf = hf_state_dict(c.model);
+  auto file_with = [&](const std::string& drop, const std::string& add, const Shape& shape) {
+    std::vector<std::pair<std::string, Tensor>> ts;
+    for (auto& [name, t] : hf_tensors(hf, a.model.layout(), values))
+      if (name != drop) ts.emplace_back(name, t);
+    if (!add.empty()) ts.emplace_back(add, Tensor::zeros(shape, Category::temporary, "x"));
+    return parse_safetensors(serialize_safetensors(ts, {{"format", "pt"}}), "f");
+  };
+  using testing_ref::expect_invalid;
+  expect_invalid([&] { load_hf_tensors(file_with("model.norm.weight", "", {}), "f", hf, a.model.layout(), values); },
+                 {"no tensor 'model.norm.weight' or 'norm.weight'", "Qwen2ForCausalLM"});
+  expect_invalid(
+      [&] {
+        load_hf_tensors(file_with("model.norm.weight", "model.norm.weight", {65}), "f", hf, a.model.layout(), values);
+      },
+      {"'model.norm.weight' has shape [65]", "[64]"});
+  expect_invalid([&] { load_hf_tensors(file_with("", "model.extra.weight", {2}), "f", hf, a.model.layout(), values); },
+                 {"'model.extra.weight' is not part of this model"});
+  const HfLoadReport r = load_hf_tensors(file_with("", "model.layers.1.self_attn.rotary_emb.inv_freq", {8}), "f", hf,
+                                         a.model.layout(), values);
+  EXPECT_EQ(r.ignored, std::vector<std::string>{"model.layers.1.self_attn.rotary_emb.inv_freq"});
+  // --resume given a Hugging Face file: a clear error pointing to --init-from.
+  expect_invalid([&] { read_checkpoint_meta(file, "a.safetensors"); }, {"Hugging Face-format file", "--init-from"});
+}
 }  // namespace
 }  // namespace reckon

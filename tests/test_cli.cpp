@@ -91,7 +91,7 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["config"]["rope_theta"], 10000.0);
   EXPECT_EQ(j["config"]["sliding_window"], 0);
   EXPECT_EQ(j["config"]["rope_scaling"], "none");
-  EXPECT_EQ(j["config"].size(), 41u);  // preset, 38 model fields, seed, optim
+  EXPECT_EQ(j["config"].size(), 42u);  // preset, 38 model fields, seed, optim
   EXPECT_EQ(j["config"]["optim"].size(), 5u);
   EXPECT_EQ(j["num_parameters"], 164160);
   EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");
@@ -156,7 +156,10 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
       {"--set d_ff=-1", "d_ff: -1"},
       {"--set batch_size=0", "batch_size: 0"},
       {"--set ffn=gelu", "ffn: 'gelu' is not allowed"},
-      {"--set position=alibi", "position: 'alibi'"},
+      {"--set position=sinusoidal", "position: 'sinusoidal'"},
+      {"--set position=alibi --set alibi_bias_max=0", "alibi_bias_max"},
+      {"--set position=alibi --set alibi_bias_max=65", "alibi_bias_max"},
+      {"--set position=alibi --set attn_logit_softcapping=30", "attn_logit_softcapping: 30 with position = alibi"},
       {"--set position=rope --set head_dim=3", "head_dim: 3 is odd"},
       {"--set sliding_window_pattern=1", "sliding_window_pattern: 1 would make every layer global"},
       {"--set attn_logit_softcapping=-1", "attn_logit_softcapping"},
@@ -183,6 +186,12 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
       {"--set bucket_cap_mb=0", "bucket_cap_mb: 0 is outside the allowed range [0.001, 4096]"},
       {"--set recompute=selective", "recompute: 'selective' is not allowed, allowed values are none, attention, full"},
       {"--report /no/such/dir/r.html", "--report: cannot write"},
+      {"--save-format hf", "--save-format: hf needs --save PATH"},
+      {"--save-format onnx --save /tmp/reckon_cli_bad.safetensors", "--save-format"},
+      {"--save-format hf --save /tmp/reckon_cli_bad.safetensors", "--save-format hf: position: none"},
+      {"--init-from /no/such.safetensors", "/no/such.safetensors"},
+      {"--init-from /usr/share/common-licenses/GPL-3", "GPL-3"},
+      {"--init-from /tmp/reckon_cli_bad.json", "--init-from"},
   };
   for (const Bad& b : cases) {
     std::filesystem::remove(json);

@@ -131,8 +131,11 @@ EstimateOptions random_options(Draw& d) {
             d.choose({"tie_embeddings=true", "tie_embeddings=false"}, {"tie_embeddings=2", "tie_embeddings=yes"}));
         break;
       case 9:
-        o.overrides.push_back(
-            d.choose({"position=none", "position=learned", "position=rope"}, {"position=alibi", "position=None"}));
+        o.overrides.push_back(d.choose({"position=none", "position=learned", "position=rope", "position=alibi"},
+                                       {"position=sinusoidal", "position=None"}));
+        if (d.chance(0.2)) {
+          o.overrides.push_back(fmt::format("alibi_bias_max={}", d.chance(0.9) ? d.real(0.0, 64.0) : 65.0));
+        }
         break;
       case 10:
         o.overrides.push_back(fmt::format("norm_eps={}", d.real(1e-12, 1.0)));

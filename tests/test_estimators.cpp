@@ -455,7 +455,9 @@ TEST(Presets, ParameterCountsMatchThePublishedTotals) {
     if (f.published_parameters > 0) {
       EXPECT_EQ(parameter_layout(preset_config(name).model).total(), f.published_parameters) << name;
     }
-    if (!f.counterpart.empty()) EXPECT_EQ(preset_facts(f.counterpart).counterpart, name);
+    if (!f.counterpart.empty()) {
+      EXPECT_EQ(preset_facts(f.counterpart).counterpart, name);
+    }
   }
   EXPECT_EQ(preset_facts("gpt2-xl").counterpart, "openai-gpt2-xl");
   EXPECT_EQ(preset_facts("gpt2-xl").published_parameters, 0);

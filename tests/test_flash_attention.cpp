@@ -24,10 +24,11 @@ struct Shape4 {
   int64_t b, t, d, h, kv = 0;  // d: q's width H·d_k; kv: key/value heads (0: = h)
   int64_t window = 0;          // sliding window (0: none)
   float cap = 0.0f;            // soft-capping (0: none)
+  float alibi = 0.0f;          // ALiBi's alibi_bias_max (0: none)
 };
 void PrintTo(const Shape4& c, std::ostream* os) {
   *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h << "_KV" << (c.kv > 0 ? c.kv : c.h) << "_W" << c.window
-      << "_cap" << c.cap;
+      << "_cap" << c.cap << "_alibi" << c.alibi;
 }
 
 class FlashSweep : public ::testing::TestWithParam<Shape4> {
@@ -47,8 +48,8 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
   const Shape4 p = GetParam();
   const int64_t b = p.b, t = p.t, d = p.d, h = p.h, kvh = p.kv > 0 ? p.kv : p.h;
   const int64_t dk = d / h, dkv = kvh * dk;
-  const AttentionShape sh{b, t, h, kvh, dk, p.window, p.cap};
-  const AttentionScores rule{p.window, p.cap};
+  const AttentionShape sh{b, t, h, kvh, dk, p.window, p.cap, p.alibi};
+  const AttentionScores rule{p.window, p.cap, p.alibi};
   const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * dkv, 2), v = random_vec(b * t * dkv, 3);
   const Vec r = random_vec(b * t * d, 4);
   const Tensor qt = tensor_from(q, {b, t, d}, Category::activation, "q");
@@ -59,7 +60,7 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
   const int64_t before = tracker().stats().total.allocated_bytes.current;
   FlashAttentionSaved saved;
   Tensor out = flash_attention_forward(saved, qt, kt, vt, h, kvh, "f.attn", rule);
-  EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h, kvh, p.window, p.cap)), 2e-6);
+  EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h, kvh, p.window, p.cap, p.alibi)), 2e-6);
   EXPECT_EQ(tracker().live_bytes_with_prefix("f.attn.lse"), aligned_size(4 * b * h * t));
 
   counters().set_phase(Phase::backward);
@@ -85,7 +86,7 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
   EXPECT_LE(tracker().stats().total.allocated_bytes.peak - before, bound);
 
   auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
-    return dot(attention_ref(qq, kk, vv, b, t, d, h, kvh, p.window, p.cap), r);
+    return dot(attention_ref(qq, kk, vv, b, t, d, h, kvh, p.window, p.cap, p.alibi), r);
   };
   EXPECT_LE(rel_err(vec_from(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), 1e-4);
   EXPECT_LE(rel_err(vec_from(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), 1e-4);
@@ -116,19 +117,20 @@ TEST_P(FlashSweep, MatchesReferenceNaiveAndCounts) {
   if (p.window == 0) {
     EXPECT_EQ(visible, t * (t + 1) / 2);
   }
-  const int64_t capped = p.cap > 0 ? 1 : 0, shared = b * (h - kvh);
+  const int64_t capped = p.cap > 0 ? 1 : 0, alibi = p.alibi > 0 ? 1 : 0, shared = b * (h - kvh);
   const float factor = 1.0f / std::sqrt(static_cast<float>(dk)) / (capped ? p.cap : 1.0f);
   const int64_t scaled = factor == 1.0f ? 0 : 1;
   EXPECT_EQ(sh.visible(), visible);
   EXPECT_EQ(flash_key_blocks(t, p.window), blocks);
   const OpCount f = flash_attention_forward_count(sh), g = flash_attention_backward_count(sh);
   EXPECT_EQ(f.matmul_flops, b * h * 4 * dk * visible);
-  EXPECT_EQ(f.other_flops, b * h * ((4 + 2 * capped) * visible + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk));
+  EXPECT_EQ(f.other_flops,
+            b * h * ((4 + 2 * capped + 2 * alibi) * visible + blocks * (dk + 4) + t * (dk + 3) + scaled * t * dk));
   EXPECT_EQ(f.bytes_read, 4 * (b * t * d + 2 * b * t * dkv));
   EXPECT_EQ(f.bytes_written, 4 * (b * t * d + b * h * t));
   EXPECT_EQ(g.matmul_flops, b * h * 10 * dk * visible);
   EXPECT_EQ(g.other_flops,
-            b * h * ((4 + 5 * capped) * visible + 2 * t * dk + scaled * 2 * t * dk) + shared * 2 * t * dk);
+            b * h * ((4 + 5 * capped + 2 * alibi) * visible + 2 * t * dk + scaled * 2 * t * dk) + shared * 2 * t * dk);
   EXPECT_EQ(g.bytes_written, 4 * (b * t * d + 2 * b * t * dkv));
   const OpCount naive_f = attention_forward_count(sh), naive_b = attention_backward_count(sh);
   // Both kernels' declared counts are what ran (naive's skip the scale at d_k = 1, as its kernel does).
@@ -150,7 +152,11 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FlashSweep,
                                            Shape4{2, 65, 8, 2, 1, 1}, Shape4{1, 129, 8, 4, 2, 64},
                                            Shape4{1, 140, 16, 2, 0, 67}, Shape4{2, 9, 6, 3, 0, 9},
                                            Shape4{2, 17, 12, 2, 0, 0, 0.5f}, Shape4{1, 70, 16, 4, 2, 0, 0.7f},
-                                           Shape4{1, 9, 5, 5, 0, 0, 1.0f}, Shape4{1, 133, 8, 2, 1, 66, 0.6f}));
+                                           Shape4{1, 9, 5, 5, 0, 0, 1.0f}, Shape4{1, 133, 8, 2, 1, 66, 0.6f},
+                                           // ALiBi: across key blocks, 3 heads (interleaved slopes), with groups
+                                           // and with a window crossing a block
+                                           Shape4{1, 150, 8, 2, 0, 0, 0, 8}, Shape4{2, 17, 12, 3, 0, 0, 0, 8},
+                                           Shape4{1, 70, 16, 4, 2, 0, 0, 8}, Shape4{1, 133, 8, 2, 1, 66, 0, 16}));
 
 // The register kernels: d_k = 64 (64 columns in four registers), d_k = 32 and 48 (16-lane chunks), full key
 // blocks with rank-4 dK/dV updates (T ≥ 68) and partial ones: forward against float64, gradients against the
@@ -161,9 +167,9 @@ TEST(Flash, RegisterKernelsAtLargeHeadDims) {
   // and soft-capping.
   for (const Shape4 c :
        {Shape4{1, 130, 128, 2}, Shape4{2, 70, 32, 1}, Shape4{1, 100, 96, 2}, Shape4{1, 260, 128, 2, 0, 100},
-        Shape4{1, 140, 64, 1, 0, 0, 0.8f}, Shape4{1, 200, 64, 1, 0, 129, 0.9f}}) {
-    const auto [b, t, d, h, kv, window, cap] = c;
-    const AttentionScores rule{window, cap};
+        Shape4{1, 140, 64, 1, 0, 0, 0.8f}, Shape4{1, 200, 64, 1, 0, 129, 0.9f}, Shape4{1, 260, 128, 2, 0, 0, 0, 8}}) {
+    const auto [b, t, d, h, kv, window, cap, alibi] = c;
+    const AttentionScores rule{window, cap, alibi};
     SCOPED_TRACE(testing::PrintToString(c));
     const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * d, 2), v = random_vec(b * t * d, 3);
     const Tensor qt = tensor_from(q, {b, t, d}, Category::activation, "q");
@@ -172,7 +178,7 @@ TEST(Flash, RegisterKernelsAtLargeHeadDims) {
     const Tensor gout = tensor_from(random_vec(b * t * d, 4), {b, t, d}, Category::temporary, "gctx");
     FlashAttentionSaved flash;
     const Tensor out = flash_attention_forward(flash, qt, kt, vt, h, h, "f", rule);
-    EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h, h, window, cap)), 2e-6);
+    EXPECT_LE(rel_err(vec_from(out), attention_ref(q, k, v, b, t, d, h, h, window, cap, alibi)), 2e-6);
     AttentionSaved naive;
     const Tensor out_naive = attention_forward(naive, qt, kt, vt, h, h, "n", rule);
     EXPECT_LE(rel_err(vec_from(out), vec_from(out_naive)), 2e-6);

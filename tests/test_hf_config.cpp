@@ -44,6 +44,9 @@ const std::map<std::string, std::string> kReleased = {
     {"olmo-2-1124-7b", R"({"model_type": "olmo2", "architectures": ["Olmo2ForCausalLM"], "vocab_size": 100352, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 4096, "tie_word_embeddings": false, "rope_theta": 500000, "rope_scaling": null, "rms_norm_eps": 1e-06, "hidden_act": "silu", "attention_bias": false})"},
     {"falcon-7b",
      R"({"model_type": "falcon", "architectures": ["FalconForCausalLM"], "vocab_size": 65024, "hidden_size": 4544, "num_hidden_layers": 32, "num_attention_heads": 71, "multi_query": true, "new_decoder_architecture": false, "parallel_attn": true, "bias": false, "alibi": false, "layer_norm_epsilon": 1e-05, "apply_residual_connection_post_layernorm": false})"},
+    // MPT-7B's config.json (mosaicml/mpt-7b, as released: its attn_config and init_config objects included).
+    {"mpt-7b",
+     R"({"model_type": "mpt", "architectures": ["MPTForCausalLM"], "attn_config": {"alibi": true, "alibi_bias_max": 8, "attn_impl": "torch", "attn_pdrop": 0, "attn_type": "multihead_attention", "attn_uses_sequence_id": false, "clip_qkv": null, "prefix_lm": false, "qk_ln": false, "softmax_scale": null}, "d_model": 4096, "emb_pdrop": 0, "embedding_fraction": 1.0, "expansion_ratio": 4, "init_config": {"emb_init_std": null, "emb_init_uniform_lim": null, "fan_mode": "fan_in", "init_div_is_residual": true, "init_gain": 0, "init_nonlinearity": "relu", "init_std": 0.02, "name": "kaiming_normal_", "verbose": 0}, "init_device": "cpu", "learned_pos_emb": true, "logit_scale": null, "max_seq_len": 2048, "n_heads": 32, "n_layers": 32, "no_bias": true, "norm_type": "low_precision_layernorm", "resid_pdrop": 0, "tokenizer_name": "EleutherAI/gpt-neox-20b", "use_cache": false, "verbose": 0, "vocab_size": 50432})"},
     {"mixtral-8x7b-v0.1",
      R"({"model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 32768, "tie_word_embeddings": false, "rope_theta": 1000000.0, "rms_norm_eps": 1e-05, "hidden_act": "silu", "sliding_window": null, "num_local_experts": 8, "num_experts_per_tok": 2})"},
 };
@@ -146,6 +149,70 @@ TEST(HfConfig, ReleasedConfigsGiveTheirPublishedCounts) {
     big.replace(big.find(from), from.size(), "\"query_pre_attn_scalar\": 144, \"head_dim\": 128");
     expect_invalid([&] { parse_hf_config_text(big, "g27"); }, {"query_pre_attn_scalar: 144", "head_dim 128"});
   }
+  // MPT-7B (model card: "6.7B"; no exact published total, so the count is checked by arithmetic): ALiBi (no position
+  // table), LayerNorm without β, no biases, the exact GELU MLP at 4·D, tied. L·(4·D² + 2·D·4D + 2·D) + V·D + D.
+  {
+    const HfConfig hf = parse_hf_config_text(kReleased.at("mpt-7b"), "mpt");
+    const ModelConfig& m = hf.config.model;
+    const int64_t d = 4096, l = 32, v = 50432;
+    EXPECT_EQ(parameter_layout(m).total(), l * (4 * d * d + 2 * d * 4 * d + 2 * d) + v * d + d);
+    EXPECT_EQ(parameter_layout(m).total(), 6649286656LL);
+    EXPECT_EQ(testing_ref::count_parameters(m), 6649286656LL);
+    EXPECT_EQ(m.position, Position::alibi);
+    EXPECT_EQ(m.alibi_bias_max, 8.0);
+    EXPECT_EQ(m.ffn, FfnKind::gelu_mlp);
+    EXPECT_EQ(m.norm, NormKind::layernorm);
+    EXPECT_FALSE(m.norm_bias || m.mlp_bias);
+    EXPECT_EQ(m.attention_bias, AttentionBias::none);
+    EXPECT_TRUE(m.tie_embeddings);
+    EXPECT_EQ(m.context_length, 2048);
+    EXPECT_EQ(hf.ignored, (std::vector<std::string>{"architectures", "init_config", "init_device", "learned_pos_emb",
+                                                    "tokenizer_name", "use_cache", "verbose"}));
+    EXPECT_EQ(m.attention_scores(0).alibi_bias_max, 8.0f);
+    // What MPT's keys can say that reckon does not model: refused naming the key (nested ones with their object).
+    auto edited = [](const std::string& from, const std::string& to) {
+      std::string text = kReleased.at("mpt-7b");
+      text.replace(text.find(from), from.size(), to);
+      return text;
+    };
+    const std::vector<std::pair<std::string, std::vector<std::string>>> refusals = {
+        {edited(R"("qk_ln": false)", R"("qk_ln": true)"), {"attn_config.qk_ln", "LayerNorm over q and k"}},
+        {edited(R"("clip_qkv": null)", R"("clip_qkv": 8)"), {"attn_config.clip_qkv"}},
+        {edited(R"("alibi": true)", R"("alibi": false)"), {"attn_config.alibi", "false"}},
+        {edited(R"("attn_type": "multihead_attention")", R"("attn_type": "multiquery_attention")"),
+         {"attn_config.attn_type", "multiquery_attention"}},
+        {edited(R"("softmax_scale": null)", R"("softmax_scale": 0.5)"), {"attn_config.softmax_scale", "head_dim 128"}},
+        {edited(R"("prefix_lm": false)", R"("prefix_lm": true)"), {"attn_config.prefix_lm"}},
+        {edited(R"("alibi_bias_max": 8)", R"("alibi_bias_max": 8, "rope": 1)"), {"attn_config.rope", "does not know"}},
+        {edited(R"("expansion_ratio": 4)", R"("expansion_ratio": 8)"), {"expansion_ratio", "8 is not 4"}},
+        {edited(R"("no_bias": true)", R"("no_bias": false)"), {"no_bias", "false"}},
+        {edited(R"("logit_scale": null)", R"("logit_scale": 2)"), {"logit_scale"}},
+        {edited(R"("embedding_fraction": 1.0)", R"("embedding_fraction": 0.1)"), {"embedding_fraction"}},
+        {edited(R"("low_precision_layernorm")", R"("rmsnorm")"), {"norm_type", "'rmsnorm'"}},
+        {edited(R"("attn_config": {)", R"("attn_config": 7, "x": {)"), {"attn_config", "expected an object or null"}},
+    };
+    for (const auto& [text, needles] : refusals) {
+      SCOPED_TRACE(needles.front());
+      expect_invalid([&] { parse_hf_config_text(text, "mpt"); }, needles);
+    }
+    // Its own 1/sqrt(head_dim) written out is accepted; a steeper bias max is read; attention dropout is left out;
+    // without attn_config, MptAttentionConfig's defaults (ALiBi, bias max 8).
+    const HfConfig own =
+        parse_hf_config_text(edited(R"("softmax_scale": null)", R"("softmax_scale": 0.08838834764831845)"), "mpt");
+    EXPECT_EQ(own.config.model.position, Position::alibi);
+    EXPECT_EQ(parse_hf_config_text(edited(R"("alibi_bias_max": 8)", R"("alibi_bias_max": 16)"), "m")
+                  .config.model.alibi_bias_max,
+              16.0);
+    const HfConfig dropped = parse_hf_config_text(edited(R"("attn_pdrop": 0)", R"("attn_pdrop": 0.1)"), "m");
+    ASSERT_EQ(dropped.left_out.size(), 1u);
+    EXPECT_NE(dropped.left_out[0].find("attn_pdrop = 0.1 (dropout"), std::string::npos);
+    const std::string bare =
+        R"({"model_type": "mpt", "d_model": 64, "n_heads": 4, "n_layers": 2, "vocab_size": 300, "max_seq_len": 32})";
+    const ModelConfig b = parse_hf_config_text(bare, "bare").config.model;
+    EXPECT_EQ(b.position, Position::alibi);
+    EXPECT_EQ(b.alibi_bias_max, 8.0);
+    EXPECT_EQ(b.d_ff, 256);
+  }
   // GPT-2's exact GELU, an explicit n_inner, and the dropout its hub file sets: read, and listed as left out.
   std::string gpt2 = kReleased.at("gpt2");
   gpt2.insert(
@@ -225,7 +292,7 @@ TEST(HfConfig, FamiliesNotModelledAreRefusedNamingWhatTheyNeed) {
   for (const auto& [name, needles] : refused) {
     SCOPED_TRACE(name);
     std::vector<std::string> all = needles;
-    all.push_back("supported: falcon, gemma2, gpt2, llama, mistral, olmo2, phi3, qwen2");
+    all.push_back("supported: falcon, gemma2, gpt2, llama, mistral, mpt, olmo2, phi3, qwen2");
     expect_invalid([&] { parse_hf_config_text(kReleased.at(name), name); }, all);
   }
 }
@@ -295,8 +362,9 @@ TEST(HfConfig, BadFilesAreRefusedNamingTheKey) {
   const std::vector<std::pair<std::string, std::vector<std::string>>> bad = {
       {"not json", {"not JSON"}},
       {"[1, 2]", {"expected a JSON object, got an array"}},
-      {"{}", {"model_type: missing", "llama, mistral, olmo2, phi3"}},
-      {R"({"model_type": "bert"})", {"model_type: 'bert' is not a model type reckon reads", "llama, mistral, olmo2, phi3"}},
+      {"{}", {"model_type: missing", "llama, mistral, mpt, olmo2, phi3"}},
+      {R"({"model_type": "bert"})",
+       {"model_type: 'bert' is not a model type reckon reads", "llama, mistral, mpt, olmo2, phi3"}},
       {R"({"model_type": 7})", {"model_type: expected a string, got an integer"}},
       {R"({"model_type": "llama"})", {"vocab_size: missing"}},
       {with(R"("hidden_size": "64", )"), {"hidden_size: expected an integer, got a string"}},

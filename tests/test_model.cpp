@@ -90,7 +90,8 @@ double model_ref_loss(const Params& p, const ModelConfig& c, const std::vector<i
     }
     Vec v = linear_ref(h, p.at(pre + "attn.wv.weight"), n, d, kvw);
     add_bias_ref(v, optional_param(p, pre + "attn.wv.bias"));
-    const Vec ctx = attention_ref(q, k, v, b, t, qw, c.num_heads, c.kv_heads());
+    const Vec ctx = attention_ref(q, k, v, b, t, qw, c.num_heads, c.kv_heads(), 0, 0,
+                                  c.position == Position::alibi ? c.alibi_bias_max : 0.0);
     Vec o = linear_ref(ctx, p.at(pre + "attn.wo.weight"), n, qw, d);
     add_bias_ref(o, optional_param(p, pre + "attn.wo.bias"));
     if (c.post_norms()) o = norm_ref(p, c, o, pre + "attn_post_norm", n);
@@ -242,7 +243,11 @@ INSTANTIATE_TEST_SUITE_P(
         GradCase{FfnKind::swiglu, false, Position::rope, AttentionKind::naive, 4, 2, 0, false, AttentionBias::none,
                  NormKind::rmsnorm, false, Block::sequential, NormPlacement::post, false, true},
         GradCase{FfnKind::swiglu, true, Position::rope, AttentionKind::flash, 2, 1, 6, false, AttentionBias::qkv,
-                 NormKind::rmsnorm, false, Block::sequential, NormPlacement::pre, true, true}));
+                 NormKind::rmsnorm, false, Block::sequential, NormPlacement::pre, true, true},
+        // MPT's: ALiBi (3 heads: interleaved slopes), LayerNorm without β, exact GELU, tied; and ALiBi over groups
+        GradCase{FfnKind::gelu_mlp, true, Position::alibi, AttentionKind::naive, 3, 0, 4, false, AttentionBias::none,
+                 NormKind::layernorm, false},
+        GradCase{FfnKind::swiglu, false, Position::alibi, AttentionKind::flash, 4, 2}));
 
 // ================================================================== training behaviour
 
@@ -695,7 +700,8 @@ TEST(Config, OverridesAndBadFieldsNameTheFieldAndRange) {
   EXPECT_EQ(config_json(gqa)["num_kv_heads"], 4);
   EXPECT_EQ(config_json(gqa)["head_dim"], 16);
   expect_invalid([&] { apply_override(t, "ffn=gelu"); }, {"ffn: 'gelu'", "swiglu, silu_mlp"});
-  expect_invalid([&] { apply_override(t, "position=alibi"); }, {"position: 'alibi'", "none, learned, rope"});
+  expect_invalid([&] { apply_override(t, "position=sinusoidal"); },
+                 {"position: 'sinusoidal'", "none, learned, rope, alibi"});
   expect_invalid([&] { apply_override(t, "d_model=abc"); },
                  {"d_model: 'abc' is not an integer; allowed: an integer in [1, 65536]"});
   expect_invalid([&] { apply_override(t, "lr=fast"); }, {"lr: 'fast' is not a number; allowed: a number in [0, 10]"});

@@ -489,17 +489,18 @@ struct AttnCase {
   int64_t b, t, d, h, kv = 0;  // d: q's width H·d_k; kv: key/value heads (0: = h)
   int64_t window = 0;          // sliding window (0: none)
   float cap = 0.0f;            // soft-capping (0: none)
+  float alibi = 0.0f;          // ALiBi's alibi_bias_max (0: none)
 };
 void PrintTo(const AttnCase& c, std::ostream* os) {
   *os << "B" << c.b << "_T" << c.t << "_D" << c.d << "_H" << c.h << "_KV" << (c.kv > 0 ? c.kv : c.h) << "_W" << c.window
-      << "_cap" << c.cap;
+      << "_cap" << c.cap << "_alibi" << c.alibi;
 }
 class AttentionSweep : public Ops, public ::testing::WithParamInterface<AttnCase> {};
 
 TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
   const AttnCase p = GetParam();
   const int64_t b = p.b, t = p.t, d = p.d, h = p.h, kvh = p.kv > 0 ? p.kv : p.h;
-  const int64_t dk = d / h, bh = b * h, dkv = kvh * dk, capped = p.cap > 0 ? 1 : 0;
+  const int64_t dk = d / h, bh = b * h, dkv = kvh * dk, capped = p.cap > 0 ? 1 : 0, alibi = p.alibi > 0 ? 1 : 0;
   int64_t visible = 0;  // the (query, key) pairs a head computes: row i sees max(0, i − W + 1) … i
   for (int64_t i = 0; i < t; ++i) visible += p.window > 0 ? std::min(i + 1, p.window) : i + 1;
   const Vec q = random_vec(b * t * d, 1), k = random_vec(b * t * dkv, 2), v = random_vec(b * t * dkv, 3);
@@ -509,8 +510,8 @@ TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
   Tensor vt = tensor_from(v, {b, t, dkv}, Category::activation, "v");
 
   AttentionSaved saved;
-  Tensor ctx = attention_forward(saved, qt, kt, vt, h, kvh, "t.attn", {p.window, p.cap});
-  EXPECT_LE(rel_err(vec_from(ctx), attention_ref(q, k, v, b, t, d, h, kvh, p.window, p.cap)), kForwardTol);
+  Tensor ctx = attention_forward(saved, qt, kt, vt, h, kvh, "t.attn", {p.window, p.cap, p.alibi});
+  EXPECT_LE(rel_err(vec_from(ctx), attention_ref(q, k, v, b, t, d, h, kvh, p.window, p.cap, p.alibi)), kForwardTol);
   // Saved: probs (B, H, T, T) (and, capped, tanh of the scores) are the only new saved tensors; ctx is the output;
   // no K/V head is repeated.
   EXPECT_EQ(tracker().live_bytes_with_prefix("t.attn.probs"), aligned_size(4 * bh * t * t));
@@ -551,17 +552,18 @@ TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
   EXPECT_FALSE(saved.q.defined() || saved.k.defined() || saved.v.defined());
 
   auto loss = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
-    return dot(attention_ref(qq, kk, vv, b, t, d, h, kvh, p.window, p.cap), r);
+    return dot(attention_ref(qq, kk, vv, b, t, d, h, kvh, p.window, p.cap, p.alibi), r);
   };
   EXPECT_LE(rel_err(vec_from(gq), fd_grad([&](const Vec& x) { return loss(x, k, v); }, q)), kGradTol);
   EXPECT_LE(rel_err(vec_from(gk), fd_grad([&](const Vec& x) { return loss(q, x, v); }, k)), kGradTol);
   EXPECT_LE(rel_err(vec_from(gv), fd_grad([&](const Vec& x) { return loss(q, k, x); }, v)), kGradTol);
 
-  // Forward: QKᵀ (scaled, unless d_k = 1: 1/√1 is no scale) + softmax (capped: s / c, tanh, c·t first) + PV, per
-  // query head (each reads its group's K and V heads once: the g calls of a product read K g times in all).
+  // Forward: QKᵀ (scaled, unless d_k = 1: 1/√1 is no scale) + softmax (capped: s / c, tanh, c·t first; ALiBi:
+  // m·(j − i) and its add in the max pass and again in the exp pass) + PV, per query head (each reads its group's K
+  // and V heads once: the g calls of a product read K g times in all).
   const int64_t scaled = dk == 1 ? 0 : 1;
   expect_count(counters().get("attention", Phase::forward), bh * (2 * t * t * dk + 2 * t * t * dk),
-               bh * (scaled * t * t + (5 + 3 * capped) * visible),
+               bh * (scaled * t * t + (5 + 3 * capped + 4 * alibi) * visible),
                4 * bh * ((t * dk + dk * t) + visible + (t * t + t * dk)),
                4 * bh * (t * t + (1 + capped) * t * t + t * dk));
   // Backward: dP, dV, softmax backward, dQ (scaled), dK (scaled); the B·(H − KV) calls after a group's first add
@@ -573,7 +575,7 @@ TEST_P(AttentionSweep, ForwardBackwardCountsSaved) {
                    4 * shared * 2 * t * dk,
                4 * bh * (t * t + t * dk + t * t + t * dk + t * dk));
   // The declared counts (what benchmarks and estimators read) are what ran, field by field.
-  const AttentionShape sh{b, t, h, kvh, dk, p.window, p.cap};
+  const AttentionShape sh{b, t, h, kvh, dk, p.window, p.cap, p.alibi};
   const OpCount f = attention_forward_count(sh), g = attention_backward_count(sh);
   expect_count(counters().get("attention", Phase::forward), f.matmul_flops, f.other_flops, f.bytes_read,
                f.bytes_written);
@@ -587,7 +589,25 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionSweep,
                                            AttnCase{2, 5, 6, 3, 1}, AttnCase{2, 7, 16, 4, 2}, AttnCase{1, 9, 12, 6, 3},
                                            AttnCase{1, 4, 4, 4, 1}, AttnCase{1, 9, 12, 2, 0, 3},
                                            AttnCase{2, 7, 16, 4, 2, 1}, AttnCase{1, 6, 6, 3, 0, 6},
-                                           AttnCase{2, 5, 6, 3, 0, 0, 0.5f}, AttnCase{1, 9, 12, 6, 3, 4, 0.8f}));
+                                           AttnCase{2, 5, 6, 3, 0, 0, 0.5f}, AttnCase{1, 9, 12, 6, 3, 4, 0.8f},
+                                           // ALiBi: 8 heads (powers of two), 3 and 6 (interleaved slopes), with a
+                                           // window, with groups, MPT's bias_max 8 and a steeper 16
+                                           AttnCase{1, 9, 16, 8, 0, 0, 0, 8}, AttnCase{2, 7, 6, 3, 0, 0, 0, 8},
+                                           AttnCase{1, 11, 12, 6, 2, 4, 0, 16}, AttnCase{1, 9, 12, 6, 3, 0, 0, 8}));
+
+// MPT's slopes (Hugging Face's build_mpt_alibi_tensor) against BLOOM's construction written out in float64: equal
+// for every head count when bias_max = 8; 8 heads give 1/2 … 1/256; 12 heads interleave 16's slopes.
+TEST_F(Ops, AlibiSlopesAreMptsAndBlooms) {
+  for (int64_t h : {1, 2, 3, 5, 6, 8, 12, 16, 20, 32, 40, 71}) {
+    const Vec want = alibi_slopes_ref(h, 8.0);
+    for (int64_t i = 0; i < h; ++i)
+      EXPECT_EQ(alibi_slope(i, h, 8.0f), static_cast<float>(want[static_cast<size_t>(i)])) << h << " heads, head " << i;
+  }
+  for (int64_t i = 0; i < 8; ++i) EXPECT_EQ(alibi_slope(i, 8, 8.0f), std::ldexp(1.0f, -static_cast<int>(i + 1)));
+  EXPECT_EQ(alibi_slope(8, 12, 8.0f), static_cast<float>(std::exp2(-0.5)));   // k = 1 of 16, after the 8 even k
+  EXPECT_EQ(alibi_slope(11, 12, 8.0f), static_cast<float>(std::exp2(-3.5)));  // k = 7
+  EXPECT_EQ(alibi_slope(0, 4, 16.0f), 0.0625f);                               // 2^(−16·1/4)
+}
 
 TEST_F(Ops, AttentionRejectsBadHeads) {
   Tensor q = Tensor::zeros({1, 4, 10}, Category::activation, "q");
@@ -600,6 +620,21 @@ TEST_F(Ops, AttentionRejectsBadHeads) {
   expect_invalid([&] { attention_forward(saved, q, q, q, 5, 2, "a"); },
                  {"num_kv_heads is 2", "divisor of num_heads 5"});
   expect_invalid([&] { attention_forward(saved, q, q, q, 5, 1, "a"); }, {"k and v have width 10", "1 × 2"});
+  expect_invalid(
+      [&] {
+        attention_forward(saved, q, q, q, 2, 2, "a", {0, 0.0f, -1.0f});
+      },
+      {"alibi_bias_max is -1", "0 (no ALiBi) or a finite value > 0"});
+  expect_invalid(
+      [&] {
+        attention_forward(saved, q, q, q, 2, 2, "a", {0, 0.0f, std::nanf("")});
+      },
+      {"alibi_bias_max is nan"});
+  expect_invalid(
+      [&] {
+        attention_forward(saved, q, q, q, 2, 2, "a", {0, 30.0f, 8.0f});
+      },
+      {"soft-capping (30) and ALiBi (alibi_bias_max 8)"});
 }
 
 // ============================================================================================ silu / swiglu

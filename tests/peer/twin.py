@@ -8,6 +8,8 @@ names, built from a checkpoint's config lines (model/config.h config_overrides):
               position = rope: q and k rotated as Hugging Face's LLaMA, apply_rotary_pos_emb with rotate_half,
               cos/sin from rope_theta (and rope_scaling: linear, llama3) computed in float32 as its rotary module does;
               attn_logit_softcapping c: scores → c·tanh(scores / c) before the mask, as Hugging Face's eager Gemma-2;
+              position = alibi: scores + slope_h·(j − (T − 1)), Hugging Face's MPT (build_mpt_alibi_tensor,
+              gen_slopes in float32; reckon adds slope_h·(j − i): the same after the softmax, a constant per row);
               sliding_window W: key j masked for query i when i − j ≥ W, on every layer or, with
               sliding_window_pattern p ≥ 2, on the layers l with (l + 1) % p ≠ 0)
               x = x + w2 · (act(w1·n) ⊙ w3·n)   or   w2 · act(w1·n)     (gated: swiglu, geglu, geglu_tanh / plain:
@@ -86,6 +88,17 @@ def rope_inv_freq(head_dim, cfg):
     return inv_freq
 
 
+def alibi_slopes(heads, bias_max):
+    """Hugging Face's MPT gen_slopes: 2^(−bias_max·k / P), k = 1 … P (P: heads rounded up to a power of two),
+    the even k first when P ≠ heads."""
+    p = 2 ** math.ceil(math.log2(heads))
+    m = torch.arange(1, p + 1, dtype=torch.float32) * (bias_max / p)
+    slopes = 1.0 / torch.pow(2, m)
+    if p != heads:
+        slopes = torch.cat([slopes[1::2], slopes[::2]])[:heads]
+    return slopes
+
+
 def rope_cos_sin(t, head_dim, inv_freq):
     freqs = torch.outer(torch.arange(t).float(), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
@@ -94,8 +107,9 @@ def rope_cos_sin(t, head_dim, inv_freq):
 
 class Attention(nn.Module):
     def __init__(self, d, heads, kv_heads, head_dim, rope_inv_freq=None, window=0, softcap=0.0, bias="none",
-                 qk_norms=None):
+                 qk_norms=None, alibi=None):
         super().__init__()
+        self.alibi = alibi  # the heads' ALiBi slopes, or None
         self.qk_norm = qk_norms is not None
         if self.qk_norm:
             self.q_norm, self.k_norm = qk_norms
@@ -124,6 +138,8 @@ class Attention(nn.Module):
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(dk))
         if self.softcap > 0:
             scores = torch.tanh(scores / self.softcap) * self.softcap
+        if self.alibi is not None:  # float32 (1, H, 1, T), as MPT's; bf16 scores are promoted by the add
+            scores = scores + torch.arange(1 - t, 1, dtype=torch.int32).view(1, 1, 1, t) * self.alibi.view(1, -1, 1, 1)
         mask = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
         if self.window > 0:
             mask = mask | torch.tril(torch.ones(t, t, dtype=torch.bool), diagonal=-self.window)
@@ -153,12 +169,12 @@ class Ffn(nn.Module):
 
 class Layer(nn.Module):
     def __init__(self, cfg, d, heads, kv_heads, head_dim, d_ff, ffn, rope_inv_freq=None, window=0, softcap=0.0,
-                 bias="none", mlp_bias=False):
+                 bias="none", mlp_bias=False, alibi=None):
         super().__init__()
         self.attn_norm = make_norm(cfg, d)
         qk_norms = ((make_norm(cfg, heads * head_dim), make_norm(cfg, kv_heads * head_dim))
                     if cfg.get("qk_norm", "false") == "true" else None)
-        self.attn = Attention(d, heads, kv_heads, head_dim, rope_inv_freq, window, softcap, bias, qk_norms)
+        self.attn = Attention(d, heads, kv_heads, head_dim, rope_inv_freq, window, softcap, bias, qk_norms, alibi)
         self.parallel = cfg.get("block", "sequential") == "parallel"
         placement = cfg.get("norm_placement", "pre")
         self.pre, self.post = placement != "post", placement != "pre"
@@ -194,6 +210,7 @@ class ReckonTwin(nn.Module):
         kv_heads = int(cfg.get("num_kv_heads", "0")) or heads  # 0: as many as the query heads
         head_dim = int(cfg.get("head_dim", "0")) or d // heads  # 0: d_model / num_heads
         inv_freq = rope_inv_freq(head_dim, cfg) if cfg["position"] == "rope" else None
+        alibi = (alibi_slopes(heads, float(cfg.get("alibi_bias_max", "8"))) if cfg["position"] == "alibi" else None)
         window, pattern = int(cfg.get("sliding_window", "0")), int(cfg.get("sliding_window_pattern", "0"))
         softcap = float(cfg.get("attn_logit_softcapping", "0"))
         self.logit_cap = float(cfg.get("final_logit_softcapping", "0"))
@@ -203,7 +220,7 @@ class ReckonTwin(nn.Module):
 
         self.layers = nn.ModuleList(Layer(cfg, d, heads, kv_heads, head_dim, int(cfg["d_ff"]), cfg["ffn"],
                                           inv_freq, layer_window(l), softcap, cfg.get("attention_bias", "none"),
-                                          cfg.get("mlp_bias", "false") == "true")
+                                          cfg.get("mlp_bias", "false") == "true", alibi)
                                     for l in range(int(cfg["num_layers"])))
         self.final_norm = make_norm(cfg, d)
         if not self.tied:
