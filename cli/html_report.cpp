@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -78,6 +79,164 @@ std::string fmt_bytes(double b) {
   return fmt::format("{:.0f} KiB", b / 1024.0);
 }
 
+// The points a timeline keeps: in each of at most max_points buckets of consecutive points, the one with the
+// largest total (so the peak always survives).
+std::vector<size_t> kept_points(const std::vector<double>& totals, size_t max_points) {
+  std::vector<size_t> kept;
+  const size_t bucket = std::max<size_t>(1, (totals.size() + max_points - 1) / max_points);
+  for (size_t i = 0; i < totals.size(); i += bucket) {
+    size_t best = i;
+    for (size_t k = i; k < std::min(totals.size(), i + bucket); ++k) {
+      if (totals[k] > totals[best]) best = k;
+    }
+    kept.push_back(best);
+  }
+  return kept;
+}
+
+// ---- The report JSON, checked before anything is drawn: a saved file is input like any other.
+constexpr double kMaxReportBytes = 9007199254740992.0;  // 2^53 B (8 PiB): exact in a double, above any machine
+constexpr double kMaxReportMs = 1e9;                    // 11.6 days for one step
+constexpr double kMaxReportRate = 1e12;                 // GFLOP/s, GB/s, tokens/s, GFLOP per step
+constexpr double kMaxReportFlops = 9.2e18;              // int64 counts
+constexpr size_t kMaxReportRows = 10000;                // ops, phases, largest tensors (a run has ~100 ops)
+constexpr size_t kMaxStringBytes = 4096;
+
+[[noreturn]] void bad_report(const std::string& key, const std::string& why) {
+  throw std::invalid_argument(fmt::format("report: {} {}", key, why));
+}
+const nlohmann::json& member(const nlohmann::json& j, const std::string& where, const char* key) {
+  if (!j.is_object()) bad_report(where, "must be an object");
+  const auto it = j.find(key);
+  if (it == j.end()) bad_report(where, fmt::format("has no '{}'", key));
+  return *it;
+}
+// A range end as users write it: 45035996273704960, 1000000000000, 0.5.
+std::string range_end(double x) {
+  return x == std::floor(x) && std::fabs(x) < 9e18 ? fmt::format("{}", static_cast<int64_t>(x)) : fmt::format("{}", x);
+}
+double number_in(const nlohmann::json& v, const std::string& key, double lo, double hi, bool lo_open = false) {
+  if (!v.is_number()) bad_report(key, fmt::format("must be a number, got {}", v.type_name()));
+  const double x = v.get<double>();
+  if (!std::isfinite(x) || (lo_open ? x <= lo : x < lo) || x > hi)
+    bad_report(key, fmt::format("is {}, outside the allowed range {}{}, {}]", v.dump(), lo_open ? "(" : "[",
+                                range_end(lo), range_end(hi)));
+  return x;
+}
+double number_at(const nlohmann::json& j, const std::string& where, const char* key, double lo, double hi,
+                 bool lo_open = false) {
+  return number_in(member(j, where, key), where + "." + key, lo, hi, lo_open);
+}
+std::string string_at(const nlohmann::json& j, const std::string& where, const char* key) {
+  const nlohmann::json& v = member(j, where, key);
+  if (!v.is_string()) bad_report(where + "." + key, fmt::format("must be a string, got {}", v.type_name()));
+  std::string text = v.get<std::string>();
+  if (text.size() > kMaxStringBytes)
+    bad_report(where + "." + key, fmt::format("is {} bytes, above the allowed {}", text.size(), kMaxStringBytes));
+  return text;
+}
+const nlohmann::json& array_at(const nlohmann::json& j, const std::string& where, const char* key, size_t max_size) {
+  const nlohmann::json& v = member(j, where, key);
+  if (!v.is_array()) bad_report(where + "." + key, fmt::format("must be an array, got {}", v.type_name()));
+  if (v.size() > max_size)
+    bad_report(where + "." + key, fmt::format("has {} entries, above the allowed {}", v.size(), max_size));
+  return v;
+}
+nlohmann::json breakdown_at(const nlohmann::json& j, const std::string& where, const char* key) {
+  const nlohmann::json& b = member(j, where, key);
+  nlohmann::json out;
+  for (Category c : all_categories()) {
+    out[category_name(c)] = number_at(b, where + "." + key, category_name(c), 0, kMaxReportBytes);
+  }
+  return out;
+}
+
+// The timeline: t_ms non-decreasing, one value per time and category, thinned to kMaxTimelinePoints.
+nlohmann::json checked_timeline(const nlohmann::json& mem) {
+  const nlohmann::json& t = array_at(mem, "report.memory", "t_ms", SIZE_MAX);
+  if (t.empty()) bad_report("report.memory.t_ms", "must not be empty");
+  std::vector<double> times(t.size()), totals(t.size(), 0.0);
+  for (size_t i = 0; i < t.size(); ++i) {
+    times[i] = number_in(t[i], fmt::format("report.memory.t_ms[{}]", i), 0, kMaxReportMs);
+    if (i > 0 && times[i] < times[i - 1]) bad_report(fmt::format("report.memory.t_ms[{}]", i), "goes back in time");
+  }
+  const nlohmann::json& by_cat = member(mem, "report.memory", "bytes");
+  std::vector<std::vector<double>> series;
+  for (Category c : all_categories()) {
+    const std::string key = fmt::format("report.memory.bytes.{}", category_name(c));
+    const nlohmann::json& v = array_at(by_cat, "report.memory.bytes", category_name(c), SIZE_MAX);
+    if (v.size() != t.size()) bad_report(key, fmt::format("has {} values for {} times", v.size(), t.size()));
+    series.emplace_back(v.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+      series.back()[i] = number_in(v[i], fmt::format("{}[{}]", key, i), 0, kMaxReportBytes);
+      totals[i] += series.back()[i];
+    }
+  }
+  nlohmann::json out = {{"t_ms", nlohmann::json::array()}, {"bytes", nlohmann::json::object()}};
+  for (Category c : all_categories()) out["bytes"][category_name(c)] = nlohmann::json::array();
+  for (size_t i : kept_points(totals, kMaxTimelinePoints)) {
+    out["t_ms"].push_back(times[i]);
+    for (Category c : all_categories()) out["bytes"][category_name(c)].push_back(series[static_cast<size_t>(c)][i]);
+  }
+  return out;
+}
+
+nlohmann::json checked_memory(const nlohmann::json& report) {
+  const nlohmann::json& mem = member(report, "report", "memory");
+  nlohmann::json out = checked_timeline(mem);
+  const nlohmann::json& peak = member(mem, "report.memory", "peak");
+  out["peak"] = {{"t_ms", number_at(peak, "report.memory.peak", "t_ms", 0, kMaxReportMs)},
+                 {"total", number_at(peak, "report.memory.peak", "total", 0, kNumCategories * kMaxReportBytes)},
+                 {"breakdown", breakdown_at(peak, "report.memory.peak", "breakdown")}};
+  if (peak.is_object() && peak.contains("largest")) {
+    const nlohmann::json& largest = array_at(peak, "report.memory.peak", "largest", kMaxReportRows);
+    out["peak"]["largest"] = nlohmann::json::array();
+    for (size_t i = 0; i < largest.size(); ++i) {
+      const std::string where = fmt::format("report.memory.peak.largest[{}]", i);
+      out["peak"]["largest"].push_back({{"name", string_at(largest[i], where, "name")},
+                                        {"bytes", number_at(largest[i], where, "bytes", 0, kMaxReportBytes)}});
+    }
+  }
+  const nlohmann::json& phases = array_at(mem, "report.memory", "phases", kMaxReportRows);
+  out["phases"] = nlohmann::json::array();
+  for (size_t i = 0; i < phases.size(); ++i) {
+    const std::string where = fmt::format("report.memory.phases[{}]", i);
+    const double start = number_at(phases[i], where, "start_ms", -kMaxReportMs, kMaxReportMs);
+    const double end = number_at(phases[i], where, "end_ms", start, kMaxReportMs);
+    out["phases"].push_back({{"phase", string_at(phases[i], where, "phase")}, {"start_ms", start}, {"end_ms", end}});
+  }
+  out["predicted_peak"] = number_at(mem, "report.memory", "predicted_peak", 0, kNumCategories * kMaxReportBytes);
+  out["predicted_breakdown"] = breakdown_at(mem, "report.memory", "predicted_breakdown");
+  return out;
+}
+
+// Every field the page draws, checked (type, finite, range, sizes), in a copy holding only those fields.
+nlohmann::json checked_report(const nlohmann::json& report) {
+  if (!report.is_object()) bad_report("report", "must be an object");
+  nlohmann::json out;
+  for (const char* key : {"title", "config", "machine"}) out[key] = string_at(report, "report", key);
+  out["ms_per_step"] = number_at(report, "report", "ms_per_step", 0, kMaxReportMs);
+  out["tokens_per_second"] = number_at(report, "report", "tokens_per_second", 0, kMaxReportRate);
+  out["memory"] = checked_memory(report);
+  const nlohmann::json& ops = array_at(report, "report", "ops", kMaxReportRows);
+  out["ops"] = nlohmann::json::array();
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const std::string where = fmt::format("report.ops[{}]", i);
+    out["ops"].push_back({{"op", string_at(ops[i], where, "op")},
+                          {"phase", string_at(ops[i], where, "phase")},
+                          {"ms", number_at(ops[i], where, "ms", 0, kMaxReportMs)},
+                          {"gflop", number_at(ops[i], where, "gflop", 0, kMaxReportRate)},
+                          {"gbytes", number_at(ops[i], where, "gbytes", 0, kMaxReportRate)},
+                          {"flops", number_at(ops[i], where, "flops", 0, kMaxReportFlops)},
+                          {"analytic_flops", number_at(ops[i], where, "analytic_flops", 0, kMaxReportFlops)}});
+  }
+  const nlohmann::json& roof = member(report, "report", "roofline");
+  out["roofline"] = {{"matmul_gflops", number_at(roof, "report.roofline", "matmul_gflops", 0, kMaxReportRate, true)},
+                     {"fma_gflops", number_at(roof, "report.roofline", "fma_gflops", 0, kMaxReportRate, true)},
+                     {"bandwidth_gbs", number_at(roof, "report.roofline", "bandwidth_gbs", 0, kMaxReportRate, true)}};
+  return out;
+}
+
 }  // namespace
 
 nlohmann::json memory_timeline_json(const std::vector<MemoryEvent>& events,
@@ -110,16 +269,10 @@ nlohmann::json memory_timeline_json(const std::vector<MemoryEvent>& events,
   for (size_t i = 0; i < all.size(); ++i) {
     if (all[i].total > all[peak].total) peak = i;
   }
+  std::vector<double> totals;
+  for (const Point& p : all) totals.push_back(static_cast<double>(p.total));
   std::vector<Point> kept;
-  const size_t bucket =
-      std::max<size_t>(1, (all.size() + static_cast<size_t>(max_points) - 1) / static_cast<size_t>(max_points));
-  for (size_t i = 0; i < all.size(); i += bucket) {
-    size_t best = i;
-    for (size_t k = i; k < std::min(all.size(), i + bucket); ++k) {
-      if (all[k].total > all[best].total) best = k;
-    }
-    kept.push_back(all[best]);
-  }
+  for (size_t i : kept_points(totals, static_cast<size_t>(max_points))) kept.push_back(all[i]);
   nlohmann::json j;
   j["t_ms"] = nlohmann::json::array();
   for (int c = 0; c < kNumCategories; ++c)
@@ -152,7 +305,10 @@ nlohmann::json memory_timeline_json(const std::vector<MemoryEvent>& events,
   return j;
 }
 
-std::string memory_svg(const nlohmann::json& report, int width, int height) {
+namespace {
+
+// The memory picture of a checked report (checked_report).
+std::string draw_memory_svg(const nlohmann::json& report, int width, int height) {
   const nlohmann::json& mem = field(report, "memory", "report");
   const nlohmann::json& t = field(mem, "t_ms", "memory");
   const nlohmann::json& by_cat = field(mem, "bytes", "memory");
@@ -215,14 +371,16 @@ std::string memory_svg(const nlohmann::json& report, int width, int height) {
                    left + pw, top + ph);
   s += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{:.1f}\" stroke=\"#333\"/>\n", left, top, left, top + ph);
   const double ystep = tick_step(ymax / unit.scale, 6);
-  for (double v = 0; v * unit.scale <= ymax; v += ystep) {
+  for (int i = 0; i <= 100 && i * ystep * unit.scale <= ymax; ++i) {  // bounded: ~6 ticks
+    const double v = i * ystep;
     s += fmt::format(
         "<line x1=\"{}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1f}\" "
         "text-anchor=\"end\">{:g}</text>\n",
         left, y(v * unit.scale), left + pw, y(v * unit.scale), left - 6, y(v * unit.scale) + 4, v);
   }
   const double xstep = tick_step(tmax, 8);
-  for (double v = 0; v <= tmax; v += xstep) {
+  for (int i = 0; i <= 100 && i * xstep <= tmax; ++i) {  // bounded: ~8 ticks
+    const double v = i * xstep;
     s += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{:g}</text>\n", x(v), top + ph + 16, v);
   }
   s += fmt::format("<text x=\"{:.1f}\" y=\"{}\" text-anchor=\"middle\">time in the step (ms)</text>\n", left + pw / 2,
@@ -269,8 +427,6 @@ std::string memory_svg(const nlohmann::json& report, int width, int height) {
   s += "</svg>\n";
   return s;
 }
-
-namespace {
 
 std::string ops_svg(const nlohmann::json& ops) {
   struct Row {
@@ -389,9 +545,7 @@ std::string roofline_svg(const nlohmann::json& ops, const nlohmann::json& roof) 
   return s;
 }
 
-}  // namespace
-
-std::string report_html(const nlohmann::json& report) {
+std::string draw_report_html(const nlohmann::json& report) {
   const std::string title = field(report, "title", "report").get<std::string>();
   const nlohmann::json& mem = field(report, "memory", "report");
   std::string machine = field(report, "machine", "report").get<std::string>();
@@ -406,7 +560,7 @@ std::string report_html(const nlohmann::json& report) {
       "tokens/s</p>\n",
       esc(title), esc(field(report, "config", "report").get<std::string>()), esc(machine),
       num(report, "ms_per_step", "report"), num(report, "tokens_per_second", "report"));
-  h += "<h2>Memory over one steady step</h2>\n" + memory_svg(report);
+  h += "<h2>Memory over one steady step</h2>\n" + draw_memory_svg(report, 1200, 440);
   // The reconciliation at the peak.
   const nlohmann::json& measured = field(field(mem, "peak", "memory"), "breakdown", "memory.peak");
   const nlohmann::json& predicted = field(mem, "predicted_breakdown", "memory");
@@ -450,6 +604,28 @@ std::string report_html(const nlohmann::json& report) {
   return h;
 }
 
+}  // namespace
+
+std::string memory_svg(const nlohmann::json& report, int width, int height) {
+  return draw_memory_svg(checked_report(report), width, height);
+}
+
+std::string report_html(const nlohmann::json& report) { return draw_report_html(checked_report(report)); }
+
+std::string report_html_from_text(const std::string& text, const std::string& what) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(fmt::format("report: '{}' is not JSON ({})", what, e.what()));
+  }
+  if (!j.is_object() || !j.contains("report") || !j["report"].is_object()) {
+    throw std::invalid_argument(
+        fmt::format("report: '{}' has no \"report\" object (write it with reckon train --json)", what));
+  }
+  return report_html(j["report"]);
+}
+
 int run_report(const std::string& json_path, const std::string& html_path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(json_path, ec))
@@ -458,18 +634,10 @@ int run_report(const std::string& json_path, const std::string& html_path) {
   if (ec || size > (uintmax_t{256} << 20))
     throw std::invalid_argument(fmt::format("report: '{}' is above 256 MiB", json_path));
   check_output_path("--output", html_path);
-  std::ifstream in(json_path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::invalid_argument(fmt::format("report: '{}' is not JSON ({})", json_path, e.what()));
-  }
-  if (!j.is_object() || !j.contains("report") || !j["report"].is_object()) {
-    throw std::invalid_argument(
-        fmt::format("report: '{}' has no \"report\" object (write it with reckon train --json)", json_path));
-  }
-  write_output_file("--output", html_path, report_html(j["report"]));
+  std::ifstream in(json_path, std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string html = report_html_from_text(text, json_path);
+  write_output_file("--output", html_path, html);
   fmt::print("wrote {}\n", html_path);
   return 0;
 }

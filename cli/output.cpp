@@ -174,7 +174,8 @@ void check_output_path(std::string_view flag, const std::string& path) {
   }
 }
 
-void check_distinct_paths(const std::vector<std::pair<std::string, std::string>>& flag_paths) {
+void check_distinct_paths(const std::vector<std::pair<std::string, std::string>>& flag_paths,
+                          const std::pair<std::string, std::string>& allowed) {
   std::vector<std::pair<std::string, std::filesystem::path>> seen;
   for (const auto& [flag, path] : flag_paths) {
     if (path.empty()) continue;
@@ -182,7 +183,9 @@ void check_distinct_paths(const std::vector<std::pair<std::string, std::string>>
     std::filesystem::path canonical = std::filesystem::weakly_canonical(path, ec);
     if (ec) canonical = std::filesystem::absolute(path).lexically_normal();
     for (const auto& [other_flag, other] : seen) {
-      if (other == canonical) {
+      const bool exempt = (other_flag == allowed.first && flag == allowed.second) ||
+                          (other_flag == allowed.second && flag == allowed.first);
+      if (other == canonical && !exempt) {
         throw std::invalid_argument(
             fmt::format("{} and {} name the same file '{}'; give each its own path", other_flag, flag, path));
       }

@@ -26,8 +26,10 @@ void write_output_file(std::string_view flag, const std::string& path, const std
 void check_output_path(std::string_view flag, const std::string& path);
 
 // Throws std::invalid_argument if two of the (flag, path) pairs name the same file (after resolving "..",
-// symlinked folders and relative paths); empty paths are skipped. Inputs may be listed to protect them too.
-void check_distinct_paths(const std::vector<std::pair<std::string, std::string>>& flag_paths);
+// symlinked folders and relative paths); empty paths are skipped. Inputs may be listed to protect them too; the
+// flags of an `allowed` pair may name one file (train's --save replacing the checkpoint --resume read).
+void check_distinct_paths(const std::vector<std::pair<std::string, std::string>>& flag_paths,
+                          const std::pair<std::string, std::string>& allowed = {});
 
 // Progress of a long command on a terminal: "\r<what> k/N · 12 s elapsed · ETA 30 s" rewritten in place on
 // stdout; nothing at all when stdout is not a terminal (pipes, files, CI logs). The ETA is the mean time per

@@ -86,13 +86,31 @@ struct TrainPlan {
 };
 
 void check_output_paths(const TrainOptions& o) {
-  check_range("--steps", o.steps, 1, 10000000);
+  check_range("--steps", o.steps, 1, kMaxStepsPerRun);
   for (const auto& [flag, path] :
        {std::pair{"--json", &o.json_path}, std::pair{"--trace", &o.trace_path}, std::pair{"--save", &o.save_path},
         std::pair{"--dump-grads", &o.dump_grads_path}, std::pair{"--report", &o.report_path},
         std::pair{"--plot-memory", &o.plot_memory_path}}) {
     if (!path->empty()) check_output_path(flag, *path);
   }
+}
+
+// Every file the run reads or writes, in one list: no output may name another output or an input, checked before
+// any work. --save may replace the checkpoint --resume names: its tensors are read into the model before the first
+// step and the new file replaces it atomically after the last.
+void check_run_paths(const TrainOptions& o, const std::string& data_source) {
+  check_distinct_paths({{"--config", o.config_file},
+                        {"--hf-config", o.hf_config},
+                        {"--resume", o.resume_path},
+                        {"--init-from", o.init_from_path},
+                        {"--data", data_source == "random" ? "" : data_source},
+                        {"--json", o.json_path},
+                        {"--trace", o.trace_path},
+                        {"--save", o.save_path},
+                        {"--dump-grads", o.dump_grads_path},
+                        {"--report", o.report_path},
+                        {"--plot-memory", o.plot_memory_path}},
+                       {"--resume", "--save"});
 }
 
 TrainPlan plan_run(const TrainOptions& o) {
@@ -104,7 +122,7 @@ TrainPlan plan_run(const TrainOptions& o) {
   if (!o.resume_path.empty()) {
     check_arg(!o.config_given, "--resume: the config comes from the checkpoint '{}'; drop --preset, --config and --set",
               o.resume_path);
-    p.resume_file = read_safetensors(o.resume_path, physical_memory_bytes());
+    p.resume_file = open_safetensors(o.resume_path);  // the header: tensors go straight into the model later
     p.resume = read_checkpoint_meta(*p.resume_file, o.resume_path);
     check_arg(!o.data_given || o.data == p.resume.data,
               "--data: '{}' differs from the checkpoint's data '{}' (a resumed run continues on its data)", o.data,
@@ -118,16 +136,10 @@ TrainPlan plan_run(const TrainOptions& o) {
             "own: give one of them");
   check_arg(o.save_format == "reckon" || !o.save_path.empty(), "--save-format: {} needs --save PATH", o.save_format);
   if (o.save_format == "hf") hf_state_dict(config.model);  // refuses, naming the field, a model with no HF layout
+  check_run_paths(o, p.data_source);
   if (!o.init_from_path.empty()) {
-    check_distinct_paths({{"--init-from", o.init_from_path},
-                          {"--json", o.json_path},
-                          {"--trace", o.trace_path},
-                          {"--save", o.save_path},
-                          {"--dump-grads", o.dump_grads_path},
-                          {"--report", o.report_path},
-                          {"--plot-memory", o.plot_memory_path}});
     try {
-      p.init_file = read_safetensors(o.init_from_path, physical_memory_bytes());
+      p.init_file = open_safetensors(o.init_from_path);
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument(fmt::format("--init-from: {}", e.what()));
     }
@@ -159,24 +171,6 @@ TrainPlan plan_run(const TrainOptions& o) {
   p.local = config;
   p.local.model.batch_size = config.model.batch_size / p.ranks;
   p.first_step = p.resume.steps + 1, p.last_step = p.resume.steps + o.steps;
-  // Outputs must not overwrite each other or an input (--save may replace the checkpoint it resumed: it was
-  // read whole and is replaced atomically).
-  check_distinct_paths({{"--config", o.config_file},
-                        {"--hf-config", o.hf_config},
-                        {"--init-from", o.init_from_path},
-                        {"--data", p.data_source == "random" ? "" : p.data_source},
-                        {"--json", o.json_path},
-                        {"--trace", o.trace_path},
-                        {"--save", o.save_path},
-                        {"--dump-grads", o.dump_grads_path},
-                        {"--report", o.report_path},
-                        {"--plot-memory", o.plot_memory_path}});
-  check_distinct_paths({{"--resume", o.resume_path},
-                        {"--dump-grads", o.dump_grads_path},
-                        {"--json", o.json_path},
-                        {"--trace", o.trace_path},
-                        {"--report", o.report_path},
-                        {"--plot-memory", o.plot_memory_path}});
   if (o.peak_gflops != 0) check_range("--peak-gflops", o.peak_gflops, 1e-3, kMaxPeakGflops);
   // The estimate is exact for the steady-state step (reckon reconcile proves it): checked before allocating.
   p.budget = memory_budget(o.max_memory);

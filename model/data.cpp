@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "runtime/check.h"
+#include "runtime/checked.h"
 #include "runtime/random.h"
 
 namespace reckon {
@@ -81,7 +82,8 @@ void TokenData::fill_batch_rows(const Tensor& tokens, const Tensor& targets, int
   }
   const int64_t span = static_cast<int64_t>(bytes_.size()) - t - 1;
   for (int64_t i = 0; i < b; ++i) {
-    const int64_t start = ((step * global_rows + first_row + i) * t) % span;
+    const int64_t start = ((CheckedInt(step) * global_rows + first_row + i) * t).value() %
+                          span;  // checked: a resumed step count is bounded so this fits
     for (int64_t j = 0; j < t; ++j) {
       x[i * t + j] = bytes_[static_cast<size_t>(start + j)];
       y[i * t + j] = bytes_[static_cast<size_t>(start + j + 1)];

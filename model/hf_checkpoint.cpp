@@ -252,7 +252,10 @@ HfLoadReport load_hf_tensors(const Safetensors& file, const std::string& path, c
     check_arg(e->shape == spec.shape, "--init-from {}: tensor '{}' has shape [{}], this model's is [{}] ({})", path,
               e->name, fmt::join(e->shape, ", "), fmt::join(spec.shape, ", "), hf.architecture);
     used.insert(e->name);
-    const ElementIo src{e->dtype, const_cast<char*>(file.data.data() + e->begin)};
+    // One file tensor at a time (a file opened header-only is never held whole).
+    std::vector<char> bytes(static_cast<size_t>(e->end - e->begin));
+    read_entry_bytes(file, *e, bytes.data());
+    const ElementIo src{e->dtype, bytes.data()};
     for_each_element(spec, layout, [&](int64_t at, size_t k, int64_t i) {
       const Tensor& v = values[static_cast<size_t>(spec.parts[k])];
       ElementIo{v.dtype(), v.raw_data()}.set(i, src.get(at));

@@ -1,5 +1,8 @@
 #include "optim/checkpoint.h"
 
+#include <algorithm>
+#include <charconv>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -21,19 +24,36 @@ std::vector<std::pair<std::string, Tensor>> checkpoint_tensors(TrainingSession& 
   return tensors;
 }
 
-int64_t meta_int(const std::map<std::string, std::string>& m, const std::string& key, const std::string& path) {
+// A count from the metadata: decimal digits only (no sign, space or exponent), within [0, max].
+int64_t meta_int(const std::map<std::string, std::string>& m, const std::string& key, const std::string& path,
+                 int64_t max) {
   const auto it = m.find(key);
   check_arg(it != m.end(), "{}: checkpoint metadata has no '{}'", path, key);
+  const std::string& text = it->second;
   int64_t v = -1;
-  size_t used = 0;
-  try {
-    v = std::stoll(it->second, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  check_arg(used == it->second.size() && used > 0 && v >= 0,
-            "{}: checkpoint metadata '{}' is '{}', not an integer >= 0", path, key, it->second);
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  const bool digits =
+      !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  check_arg(digits && ec == std::errc() && end == text.data() + text.size() && v <= max,
+            "{}: checkpoint metadata '{}' is '{}', not an integer in [0, {}]", path, key, text, max);
   return v;
+}
+
+// The config lines: key=value, each key at most once, the model's shape given.
+void apply_config_lines(TrainConfig& config, const std::string& text) {
+  std::istringstream lines(text);
+  std::string line;
+  std::set<std::string> seen;
+  while (std::getline(lines, line)) {
+    if (line.empty()) continue;
+    const std::string key = line.substr(0, line.find('='));
+    check_arg(seen.insert(key).second, "'{}' is given twice", key);
+    apply_override(config, line);
+  }
+  for (const char* key : {"vocab_size", "d_model", "num_layers", "num_heads", "context_length", "batch_size"}) {
+    check_arg(seen.count(key) == 1, "no '{}' (a checkpoint's config gives the model's shape)", key);
+  }
+  validate(config);
 }
 }  // namespace
 
@@ -64,22 +84,20 @@ CheckpointMeta read_checkpoint_meta(const Safetensors& file, const std::string& 
             "{}: not a reckon checkpoint (metadata format is '{}', expected '{}')", path,
             format == file.metadata.end() ? std::string() : format->second, kFormat);
   CheckpointMeta meta;
-  meta.steps = meta_int(file.metadata, "steps", path);
-  meta.optimizer_steps = meta_int(file.metadata, "optimizer_steps", path);
   const auto preset = file.metadata.find("preset");
   meta.config.preset = preset == file.metadata.end() ? "checkpoint" : preset->second;
   const auto config = file.metadata.find("config");
   check_arg(config != file.metadata.end(), "{}: checkpoint metadata has no 'config'", path);
-  std::istringstream lines(config->second);
-  std::string line;
   try {
-    while (std::getline(lines, line)) {
-      if (!line.empty()) apply_override(meta.config, line);
-    }
-    validate(meta.config);
+    apply_config_lines(meta.config, config->second);
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(fmt::format("{}: checkpoint config: {}", path, e.what()));
   }
+  // Steps index the data (step k reads batch k's token positions, model/data.h): they stay within int64.
+  const int64_t tokens_per_step = meta.config.model.batch_size * meta.config.model.context_length;
+  const int64_t max_steps = std::numeric_limits<int64_t>::max() / tokens_per_step - kMaxStepsPerRun;
+  meta.steps = meta_int(file.metadata, "steps", path, max_steps);
+  meta.optimizer_steps = meta_int(file.metadata, "optimizer_steps", path, meta.steps);
   const auto data = file.metadata.find("data");
   check_arg(data != file.metadata.end() && !data->second.empty(), "{}: checkpoint metadata has no 'data'", path);
   meta.data = data->second;

@@ -22,6 +22,9 @@
 
 namespace reckon {
 
+// The most training steps one `reckon train` runs (--steps): a resumed checkpoint's count leaves room for them.
+constexpr int64_t kMaxStepsPerRun = 10'000'000;
+
 struct CheckpointMeta {
   TrainConfig config;
   int64_t steps = 0;            // training steps done
@@ -31,8 +34,11 @@ struct CheckpointMeta {
 
 // The checkpoint file's bytes for `run` after `steps` training steps of `config` on `data`.
 std::string checkpoint_bytes(TrainingSession& run, const TrainConfig& config, int64_t steps, const std::string& data);
-// Reads a checkpoint file (at most `max_bytes`) and its metadata; the config is rebuilt and validated. Throws
-// std::invalid_argument naming the path and the field for a file that is not a reckon checkpoint.
+// Reads a checkpoint's metadata; the config is rebuilt and validated. Counts are parsed strictly (decimal digits
+// only) and bounded: steps so that steps + kMaxStepsPerRun training steps' token positions (steps · batch_size ·
+// context_length) fit int64, optimizer_steps ≤ steps. The config must name each key at most once and give the
+// model's shape (vocab_size, d_model, num_layers, num_heads, context_length, batch_size); keys added to reckon after
+// the file was written take their defaults. Throws std::invalid_argument naming the path and the field.
 CheckpointMeta read_checkpoint_meta(const Safetensors& file, const std::string& path);
 // Copies parameters and optimizer state from `file` into `run` (built from the checkpoint's config) and sets
 // the optimizer's step count. Throws std::invalid_argument naming a missing, extra or mismatched tensor.

@@ -98,20 +98,26 @@ std::string serialize_safetensors(const std::vector<std::pair<std::string, Tenso
   return out;
 }
 
-Safetensors parse_safetensors(std::string bytes, const std::string& what) {
-  auto fail = [&](const std::string& why) {
-    return std::invalid_argument(fmt::format("{}: not a valid safetensors file: {}", what, why));
-  };
-  if (bytes.size() < 8) throw fail(fmt::format("{} bytes, shorter than the 8-byte header length", bytes.size()));
+namespace {
+
+std::invalid_argument not_safetensors(const std::string& what, const std::string& why) {
+  return std::invalid_argument(fmt::format("{}: not a valid safetensors file: {}", what, why));
+}
+
+// The header length from the first 8 bytes, checked against the `available` bytes after them and the limit.
+int64_t header_length(const char* first8, uint64_t available, const std::string& what) {
   uint64_t n = 0;
-  for (int i = 0; i < 8; ++i)
-    n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[static_cast<size_t>(i)])) << (8 * i);
-  const uint64_t available = bytes.size() - 8;
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(first8[i])) << (8 * i);
   if (n > available || n > static_cast<uint64_t>(kMaxSafetensorsHeaderBytes)) {
-    throw fail(fmt::format("header length {} exceeds the {} bytes after it (limit {})", n, available,
-                           kMaxSafetensorsHeaderBytes));
+    throw not_safetensors(what, fmt::format("header length {} exceeds the {} bytes after it (limit {})", n, available,
+                                            kMaxSafetensorsHeaderBytes));
   }
-  const std::string_view text(bytes.data() + 8, static_cast<size_t>(n));
+  return static_cast<int64_t>(n);
+}
+
+// The entries and metadata of a header `text` followed by `data_size` bytes of data, validated.
+Safetensors parse_header(std::string_view text, int64_t data_size, const std::string& what) {
+  auto fail = [&](const std::string& why) { return not_safetensors(what, why); };
   if (json_depth(text) > 4) throw fail("the header nests deeper than 4 levels");
   nlohmann::json header;
   try {
@@ -121,7 +127,6 @@ Safetensors parse_safetensors(std::string bytes, const std::string& what) {
   }
   if (!header.is_object()) throw fail("the header is not a JSON object");
   Safetensors out;
-  const int64_t data_size = static_cast<int64_t>(available - n);
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       if (!entry.is_object()) throw fail("__metadata__ must be an object of strings");
@@ -198,16 +203,35 @@ Safetensors parse_safetensors(std::string bytes, const std::string& what) {
     expected = e.end;
   }
   if (expected != data_size) throw fail(fmt::format("{} data bytes, the entries cover {}", data_size, expected));
+  return out;
+}
+
+}  // namespace
+
+Safetensors parse_safetensors(std::string bytes, const std::string& what) {
+  if (bytes.size() < 8)
+    throw not_safetensors(what, fmt::format("{} bytes, shorter than the 8-byte header length", bytes.size()));
+  const uint64_t available = bytes.size() - 8;
+  const int64_t n = header_length(bytes.data(), available, what);
+  Safetensors out = parse_header(std::string_view(bytes.data() + 8, static_cast<size_t>(n)),
+                                 static_cast<int64_t>(available) - n, what);
   out.data = bytes.substr(static_cast<size_t>(8 + n));
   return out;
 }
 
-Safetensors read_safetensors(const std::string& path, int64_t max_bytes) {
+namespace {
+uintmax_t regular_file_size(const std::string& path) {
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
   check_arg(!ec && std::filesystem::is_regular_file(status), "{}: not a regular file", path);
   const auto size = std::filesystem::file_size(path, ec);
   check_arg(!ec, "{}: cannot read its size", path);
+  return size;
+}
+}  // namespace
+
+Safetensors read_safetensors(const std::string& path, int64_t max_bytes) {
+  const uintmax_t size = regular_file_size(path);
   check_arg(size <= static_cast<uintmax_t>(max_bytes), "{}: {} bytes, above the allowed {} bytes", path, size,
             max_bytes);
   std::ifstream in(path, std::ios::binary);
@@ -216,6 +240,42 @@ Safetensors read_safetensors(const std::string& path, int64_t max_bytes) {
   in.read(bytes.data(), static_cast<std::streamsize>(size));
   check_arg(static_cast<uintmax_t>(in.gcount()) == size, "{}: read {} of {} bytes", path, in.gcount(), size);
   return parse_safetensors(std::move(bytes), path);
+}
+
+Safetensors open_safetensors(const std::string& path) {
+  const uintmax_t size = regular_file_size(path);
+  std::ifstream in(path, std::ios::binary);
+  check_arg(static_cast<bool>(in), "{}: cannot open", path);
+  if (size < 8) throw not_safetensors(path, fmt::format("{} bytes, shorter than the 8-byte header length", size));
+  char first8[8];
+  in.read(first8, 8);
+  check_arg(in.gcount() == 8, "{}: read {} of 8 bytes", path, in.gcount());
+  const int64_t n = header_length(first8, size - 8, path);
+  std::string text(static_cast<size_t>(n), '\0');
+  in.read(text.data(), n);
+  check_arg(in.gcount() == n, "{}: read {} of the header's {} bytes", path, in.gcount(), n);
+  Safetensors out = parse_header(text, static_cast<int64_t>(size - 8) - n, path);
+  out.source = path;
+  out.data_start = 8 + n;
+  out.source_bytes = static_cast<int64_t>(size);
+  return out;
+}
+
+void read_entry_bytes(const Safetensors& file, const SafetensorsEntry& e, void* dst) {
+  const int64_t n = e.end - e.begin;
+  if (n == 0) return;
+  if (file.source.empty()) {
+    std::memcpy(dst, file.data.data() + e.begin, static_cast<size_t>(n));
+    return;
+  }
+  // Read where it lies; a file changed since its header was read is an error, not a silent mix.
+  check_arg(regular_file_size(file.source) == static_cast<uintmax_t>(file.source_bytes),
+            "{}: the file changed size while being read", file.source);
+  std::ifstream in(file.source, std::ios::binary);
+  check_arg(static_cast<bool>(in), "{}: cannot open", file.source);
+  in.seekg(file.data_start + e.begin);
+  in.read(static_cast<char*>(dst), n);
+  check_arg(in.gcount() == n, "{}: read {} of tensor '{}''s {} bytes", file.source, in.gcount(), e.name, n);
 }
 
 void copy_from_safetensors(const Safetensors& file, const std::string& what, const std::string& name,
@@ -227,8 +287,7 @@ void copy_from_safetensors(const Safetensors& file, const std::string& what, con
   check_arg(e->shape == dst.shape(), "{}: tensor '{}' has shape [{}], expected [{}]", what, name,
             fmt::join(e->shape, ", "), fmt::join(dst.shape(), ", "));
   check_arg(dst.is_contiguous(), "{}: destination of '{}' is not contiguous", what, name);
-  if (e->end > e->begin)
-    std::memcpy(dst.raw_data(), file.data.data() + e->begin, static_cast<size_t>(e->end - e->begin));
+  read_entry_bytes(file, *e, dst.raw_data());
 }
 
 }  // namespace reckon

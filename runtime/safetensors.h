@@ -34,8 +34,11 @@ struct SafetensorsEntry {
 
 struct Safetensors {
   std::map<std::string, std::string> metadata;
-  std::vector<SafetensorsEntry> tensors;                      // sorted by begin
-  std::string data;                                           // the bytes after the header
+  std::vector<SafetensorsEntry> tensors;  // sorted by begin
+  std::string data;                       // the bytes after the header (parsed in memory)
+  std::string source;                     // open_safetensors: the file the data is read from, tensor by tensor
+  int64_t data_start = 0;                 // … the data's first byte in that file
+  int64_t source_bytes = 0;               // … and the file's size when its header was read
   const SafetensorsEntry* find(std::string_view name) const;  // nullptr if absent
 };
 
@@ -47,6 +50,12 @@ std::string serialize_safetensors(const std::vector<std::pair<std::string, Tenso
 Safetensors parse_safetensors(std::string bytes, const std::string& what);
 // Reads a regular file of at most `max_bytes` and parses it. Throws std::invalid_argument naming the path.
 Safetensors read_safetensors(const std::string& path, int64_t max_bytes);
+// Reads only the header of a regular file (its size checked against the header, nothing else held): the tensors
+// are read later, each straight into its destination (read_entry_bytes), so a large file is never held whole.
+Safetensors open_safetensors(const std::string& path);
+// Copies the entry's bytes into dst (end − begin bytes): from memory, or from the opened file (an error naming it
+// if it changed size since its header was read).
+void read_entry_bytes(const Safetensors& file, const SafetensorsEntry& e, void* dst);
 // Copies the entry `name` into dst, which must have its dtype and shape. Throws std::invalid_argument naming
 // the file (`what`), the entry and what differs.
 void copy_from_safetensors(const Safetensors& file, const std::string& what, const std::string& name,

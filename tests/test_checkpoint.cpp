@@ -4,10 +4,13 @@
 // reckon checkpoint, is a clear error naming what differs.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "model/data.h"
 #include "model/hf_checkpoint.h"
@@ -120,6 +123,53 @@ TEST(Checkpoint, AnotherModelOrAForeignFileIsAClearError) {
     EXPECT_NE(std::string(e.what()).find("g.safetensors: not a reckon checkpoint (metadata format is 'tf'"),
               std::string::npos)
         << e.what();
+  }
+}
+
+// Counts in the metadata are decimal digits within the range the resumed run needs (steps + kMaxStepsPerRun
+// steps' token positions fit int64; optimizer_steps ≤ steps); the config gives each key once and the model's shape.
+TEST(Checkpoint, MetadataCountsAndConfigAreStrict) {
+  set_num_threads(2);
+  const TrainConfig config = config_in(Precision::fp32, GradDType::automatic);
+  TrainingSession run(config);
+  TokenData::random(config.model.vocab_size, 5).fill_batch(run.tokens, run.targets, 0);
+  run.step();
+  const Safetensors good = parse_safetensors(checkpoint_bytes(run, config, 1, "random"), "c.safetensors");
+  // tiny: batch 4 × context 32 = 128 token positions a step; (2^63 − 1) / 128 = 2^56 − 1.
+  ASSERT_EQ(config.model.batch_size * config.model.context_length, 128);
+  const int64_t max_steps = (int64_t{1} << 56) - 1 - 10'000'000;
+  const auto meta_with = [&](const std::string& key, const std::string& value) {
+    Safetensors file = good;
+    file.metadata[key] = value;
+    return read_checkpoint_meta(file, "c.safetensors");
+  };
+  EXPECT_EQ(meta_with("steps", std::to_string(max_steps)).steps, max_steps);
+  for (const std::string& bad :
+       std::vector<std::string>{"+5", " 5", "5 ", "", "-1", "0x10", "1e3", "5.0", std::to_string(max_steps + 1),
+                                "9223372036854775807", "99999999999999999999"}) {
+    try {
+      meta_with("steps", bad);
+      FAIL() << "accepted steps '" << bad << "'";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_EQ(std::string(e.what()), fmt::format("c.safetensors: checkpoint metadata 'steps' is '{}', not an integer "
+                                                   "in [0, {}]",
+                                                   bad, max_steps));
+    }
+  }
+  EXPECT_THROW(meta_with("optimizer_steps", "2"), std::invalid_argument);  // more AdamW steps than training steps
+  EXPECT_EQ(meta_with("optimizer_steps", "0").optimizer_steps, 0);
+  const std::string lines = good.metadata.at("config");
+  for (const auto& [config_text, message] : {std::pair<std::string, std::string>{"", "no 'vocab_size'"},
+                                             {lines + "d_model=64\n", "'d_model' is given twice"},
+                                             {lines.substr(lines.find("num_layers=")), "no 'vocab_size'"},
+                                             {lines + "colour=blue\n", "unknown config key 'colour'"}}) {
+    try {
+      meta_with("config", config_text);
+      FAIL() << "accepted config '" << config_text << "'";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("c.safetensors: checkpoint config: " + message), std::string::npos)
+          << e.what();
+    }
   }
 }
 

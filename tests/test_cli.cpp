@@ -5,7 +5,10 @@
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
+#include <limits>
 #include <thread>
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/estimate.h"
+#include "cli/html_report.h"
 #include "cli/output.h"
 #include "cli/table.h"
 #include "cli/validate.h"
@@ -204,6 +208,84 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
   const CommandResult r = run("train --json /no/such/folder/out.json");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--json: cannot write"), std::string::npos) << r.output;
+}
+
+// `reckon report` reads a saved --json like any input: every field it draws is checked (type, finite, range),
+// naming its key, before anything is drawn — the axis loops once ran forever on an infinite maximum — and a long
+// timeline is thinned to the 1,500 points train --report keeps, the peak kept.
+TEST(Report, HostileJsonIsRefusedNamingTheKeyAndLongTimelinesAreThinned) {
+  const std::string json = temp_path("report_src.json"), html = temp_path("report_out.html");
+  ASSERT_EQ(run("train --preset tiny --steps 2 --threads 2 --quiet --json " + json).exit_code, 0);
+  const nlohmann::json good = read_json(json)["report"];
+  EXPECT_NE(report_html(good).find("<svg"), std::string::npos);
+  struct Bad {
+    std::function<void(nlohmann::json&)> edit;
+    std::string message;
+  };
+  const std::vector<Bad> cases = {
+      {[](nlohmann::json& r) { r["roofline"]["matmul_gflops"] = 6e307; },
+       "report.roofline.matmul_gflops is 6e+307, outside the allowed range (0, 1000000000000]"},
+      {[](nlohmann::json& r) { r["memory"]["predicted_peak"] = 1.7e308; },
+       "report.memory.predicted_peak is 1.7e+308, outside the allowed range [0, 45035996273704960]"},
+      {[](nlohmann::json& r) {
+         for (auto& [name, series] : r["memory"]["bytes"].items()) series[0] = 3e307;  // they sum past 1e308
+       },
+       "report.memory.bytes.parameter[0] is 3e+307, outside the allowed range [0, 9007199254740992]"},
+      {[](nlohmann::json& r) { r["memory"]["t_ms"][1] = "soon"; },
+       "report.memory.t_ms[1] must be a number, got string"},
+      {[](nlohmann::json& r) { r["memory"]["t_ms"][1] = -1.0; }, "report.memory.t_ms[1] is -1.0, outside"},
+      {[](nlohmann::json& r) { r["ops"][0]["op"] = 7; }, "report.ops[0].op must be a string, got number"},
+      {[](nlohmann::json& r) { r["ops"][0].erase("ms"); }, "report.ops[0] has no 'ms'"},
+      {[](nlohmann::json& r) { r["memory"]["bytes"]["gradient"].push_back(1); }, "report.memory.bytes.gradient has"},
+      {[](nlohmann::json& r) { r["memory"]["peak"]["breakdown"]["temporary"] = nullptr; },
+       "report.memory.peak.breakdown.temporary must be a number, got null"},
+      {[](nlohmann::json& r) {
+         for (int i = 0; i < 10001; ++i) r["ops"].push_back(r["ops"][0]);
+       },
+       "report.ops has 10"},
+      {[](nlohmann::json& r) { r["title"] = std::string(5000, 't'); }, "report.title is 5000 bytes, above the allowed"},
+  };
+  for (const Bad& bad : cases) {
+    nlohmann::json r = good;
+    bad.edit(r);
+    try {
+      report_html(r);
+      ADD_FAILURE() << "rendered: " << bad.message;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("report: " + bad.message), std::string::npos) << e.what();
+    }
+  }
+  // The CLI: exit 2 naming the key, no page written.
+  {
+    nlohmann::json file = read_json(json);
+    file["report"]["roofline"]["bandwidth_gbs"] = std::numeric_limits<double>::max();
+    std::ofstream(json) << file.dump();
+    std::filesystem::remove(html);
+    const CommandResult r = run("report " + json + " --output " + html);
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("report.roofline.bandwidth_gbs is 1.7976931348623157e+308"), std::string::npos) << r.output;
+    EXPECT_FALSE(std::filesystem::exists(html));
+  }
+  // 20,001 timeline points (the last the peak): the picture keeps at most 1,500, and the peak.
+  nlohmann::json longer = good;
+  nlohmann::json& mem = longer["memory"];
+  const size_t n = 20001;
+  mem["t_ms"] = nlohmann::json::array();
+  for (auto& [name, series] : mem["bytes"].items()) series = nlohmann::json::array();
+  for (size_t i = 0; i < n; ++i) {
+    mem["t_ms"].push_back(static_cast<double>(i) * 0.001);
+    for (auto& [name, series] : mem["bytes"].items()) series.push_back(i == 12345 ? 5000000 : 1000 + i % 7);
+  }
+  const std::string svg = memory_svg(longer);
+  const size_t at = svg.find("class=\"cat-parameter\" points=\"");
+  ASSERT_NE(at, std::string::npos);
+  const std::string points = svg.substr(at, svg.find('"', at + 31) - at);
+  const auto pairs = static_cast<size_t>(std::count(points.begin(), points.end(), ','));
+  EXPECT_LE(pairs, 2 * kMaxTimelinePoints);  // the polygon: the top edge, then the bottom back
+  EXPECT_GE(pairs, 2 * 1400u);
+  nlohmann::json thin = longer;
+  EXPECT_NE(report_html(thin).find("measured peak"), std::string::npos);
+  std::filesystem::remove(json);
 }
 
 // Output files: nothing outside the named path is touched; devices are written in place, never

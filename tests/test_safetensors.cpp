@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 
@@ -137,6 +139,44 @@ TEST(Safetensors, MalformedAndHostileFilesAreClearErrors) {
   EXPECT_THROW(serialize_safetensors({{"__metadata__", t}}, {}), std::invalid_argument);
   EXPECT_THROW(serialize_safetensors({{"v", Tensor::zeros({2, 3}, Category::temporary, "m").transpose(0, 1)}}, {}),
                std::invalid_argument);
+}
+
+// open_safetensors reads the header only (a resumed or --init-from file is never held whole, so the memory guard
+// runs before its bytes are read); each tensor is read from the file straight into its destination, and a file
+// that changed size since is an error naming it; hostile headers fail as in memory.
+TEST(Safetensors, OpenedFilesAreReadTensorByTensor) {
+  Tensor w = Tensor::empty({3, 5}, Category::temporary, "w");
+  for (int64_t i = 0; i < 15; ++i) w.data()[i] = 0.25f * static_cast<float>(i) - 1.0f;
+  Tensor ids = Tensor::empty({2}, Category::temporary, "ids", DType::i32);
+  ids.data_i32()[0] = 11, ids.data_i32()[1] = -3;
+  const std::string bytes = serialize_safetensors({{"w", w}, {"ids", ids}}, {{"steps", "7"}});
+  const std::string path = ::testing::TempDir() + "opened.safetensors";
+  std::ofstream(path, std::ios::binary) << bytes;
+  const Safetensors file = open_safetensors(path);
+  EXPECT_TRUE(file.data.empty());
+  EXPECT_EQ(file.source, path);
+  EXPECT_EQ(file.source_bytes, static_cast<int64_t>(bytes.size()));
+  EXPECT_EQ(file.metadata.at("steps"), "7");
+  Tensor w2 = Tensor::empty({3, 5}, Category::temporary, "w2");
+  Tensor ids2 = Tensor::empty({2}, Category::temporary, "ids2", DType::i32);
+  copy_from_safetensors(file, path, "w", w2);
+  copy_from_safetensors(file, path, "ids", ids2);
+  EXPECT_EQ(std::memcmp(w2.raw_data(), w.raw_data(), 60), 0);
+  EXPECT_EQ(std::memcmp(ids2.raw_data(), ids.raw_data(), 8), 0);
+  std::ofstream(path, std::ios::binary | std::ios::app) << "xx";  // replaced under the reader
+  try {
+    copy_from_safetensors(file, path, "w", w2);
+    FAIL() << "read a file that changed";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()), path + ": the file changed size while being read");
+  }
+  // The same header checks as in memory: a header length past the end, a short file, a directory.
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << le64(1000) << "{}";
+  EXPECT_THROW(open_safetensors(path), std::invalid_argument);
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << "abc";
+  EXPECT_THROW(open_safetensors(path), std::invalid_argument);
+  EXPECT_THROW(open_safetensors(::testing::TempDir()), std::invalid_argument);
+  std::filesystem::remove(path);
 }
 
 }  // namespace
