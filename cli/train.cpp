@@ -33,6 +33,7 @@
 #include "runtime/clock.h"
 #include "runtime/comm.h"
 #include "runtime/counters.h"
+#include "runtime/fingerprint.h"
 #include "runtime/machine.h"
 
 namespace reckon {
@@ -67,6 +68,19 @@ void initialise_from(TrainingSession& run, const Safetensors& file, const std::s
                  : fmt::format("; ignored, as transformers does: {}", fmt::join(loaded.ignored, ", ")));
 }
 
+// Under mpirun, after --resume or --init-from: every rank must start from the same weights and optimizer state (a
+// rank given another file would train on its own weights, silently). Their fingerprint is compared across ranks.
+void check_same_start_on_all_ranks(TrainingSession& run) {
+  uint64_t h = fingerprint64(nullptr, 0);
+  for (const Parameter& q : run.model.parameters())
+    h = fingerprint64(q.value.raw_data(), static_cast<size_t>(q.value.numel() * dtype_bytes(q.value.dtype())), h);
+  for (const auto& [name, t] : run.optimizer.state_tensors())
+    h = fingerprint64(t.raw_data(), static_cast<size_t>(t.numel() * dtype_bytes(t.dtype())), h);
+  check_same_on_all_ranks({fmt::format("a starting state (parameters, AdamW state, step {}) of fingerprint {}",
+                                       run.optimizer.steps_taken(), fingerprint_hex(h))},
+                          "--resume / --init-from", "give every rank the same checkpoint file");
+}
+
 struct StepLog {
   int64_t step;
   double loss, seconds;
@@ -83,6 +97,7 @@ struct TrainPlan {
   int64_t first_step = 1, last_step = 1, budget = 0, step_peak = 0;
   int ranks = 1, rank = 0;
   bool want_report = false;
+  bool resume_path_given = false, init_from_given = false;
 };
 
 void check_output_paths(const TrainOptions& o) {
@@ -116,6 +131,7 @@ void check_run_paths(const TrainOptions& o, const std::string& data_source) {
 TrainPlan plan_run(const TrainOptions& o) {
   check_output_paths(o);
   TrainPlan p;
+  p.resume_path_given = !o.resume_path.empty(), p.init_from_given = !o.init_from_path.empty();
   p.want_report = !o.report_path.empty() || !o.plot_memory_path.empty() || !o.json_path.empty();
   // Resuming: the config, the data source and the position in it come from the checkpoint.
   p.data_source = o.data;
@@ -165,8 +181,10 @@ TrainPlan plan_run(const TrainOptions& o) {
             !o.save_path.empty()     ? "--save"
             : !o.resume_path.empty() ? "--resume"
                                      : "--init-from");
-  check_arg(config.model.zero_stage < 2 || o.dump_grads_path.empty(),
-            "--dump-grads: with zero_stage {} each rank holds only its shard of the gradients; use zero_stage 0 or 1",
+  // ZeRO-1 reduce-scatters the gradients too: each rank holds the mean of its own range only, the rest its own.
+  check_arg(config.model.zero_stage == 0 || o.dump_grads_path.empty(),
+            "--dump-grads: with zero_stage {} each rank holds the averaged gradients of only its shard (they are "
+            "reduce-scattered); use zero_stage 0 (DDP all-reduces them all)",
             config.model.zero_stage);
   p.local = config;
   p.local.model.batch_size = config.model.batch_size / p.ranks;
@@ -389,7 +407,8 @@ nlohmann::json run_json(const TrainPlan& p, const TrainResult& r, const Counters
 }
 
 void write_outputs(const TrainOptions& o, const TrainPlan& p, const TrainResult& r, TrainingSession& run,
-                   const Counters& counters, const nlohmann::json& report, const nlohmann::json& json) {
+                   const TokenData& data, const Counters& counters, const nlohmann::json& report,
+                   const nlohmann::json& json) {
   if (!o.json_path.empty()) {
     write_output_file("--json", o.json_path, json.dump(2) + "\n");
     fmt::print("\nwrote {}\n", o.json_path);
@@ -408,7 +427,8 @@ void write_outputs(const TrainOptions& o, const TrainPlan& p, const TrainResult&
       fmt::print("wrote {} (Hugging Face state dict of {} after step {}; weights only)\n", o.save_path,
                  hf_state_dict(p.config.model).architecture, p.last_step);
     } else {
-      write_output_file("--save", o.save_path, checkpoint_bytes(run, p.config, p.last_step, p.data_source));
+      write_output_file("--save", o.save_path,
+                        checkpoint_bytes(run, p.config, p.last_step, p.data_source, data.identity()));
       fmt::print("wrote {} (checkpoint after step {})\n", o.save_path, p.last_step);
     }
   }
@@ -450,6 +470,15 @@ int run_train(const TrainOptions& o) {
   TokenData data = p.data_source == "random"
                        ? TokenData::random(m.vocab_size, p.config.seed)
                        : TokenData::from_file(p.data_source, m.vocab_size, m.context_length, p.budget - p.step_peak);
+  // A changed data file breaks a resumed run's continuity; ranks with other steps or data would diverge (or, with
+  // fewer steps, leave the others waiting in a collective for ever).
+  check_arg(p.resume.data_identity.empty() || p.resume.data_identity == data.identity(),
+            "--resume: the data '{}' changed since the checkpoint was written (then {}, now {}); a resumed run "
+            "continues on the same data",
+            p.data_source, p.resume.data_identity, data.identity());
+  // (The contents, not the path: ranks on other nodes may keep their copies elsewhere.)
+  check_same_on_all_ranks({fmt::format("--steps {}", o.steps), fmt::format("--data of {}", data.identity())}, "train",
+                          "start every rank with the same --steps and --data (the same file contents)");
   const MemoryEstimate estimate =
       estimate_step_memory(m, {.data_parallel_ranks = p.ranks, .data_parallel_rank = p.rank});
   const MachineInfo machine = machine_info();
@@ -478,6 +507,7 @@ int run_train(const TrainOptions& o) {
     initialise_from(run, *p.init_file, o.init_from_path, p.config);
     p.init_file.reset();
   }
+  if (p.ranks > 1 && (p.resume_path_given || p.init_from_given)) check_same_start_on_all_ranks(run);
   fmt::print("parameters: {} ({} MiB float32)\n", fmt_int(run.model.num_parameters()),
              fmt_bytes_mib(4 * run.model.num_parameters()));
 
@@ -500,7 +530,7 @@ int run_train(const TrainOptions& o) {
   const nlohmann::json json = o.json_path.empty()
                                   ? nlohmann::json()
                                   : run_json(p, r, counters, report, machine, data, run.model.num_parameters());
-  write_outputs(o, p, r, run, counters, report, json);
+  write_outputs(o, p, r, run, data, counters, report, json);
   return 0;
 }
 

@@ -14,31 +14,34 @@
 
 namespace reckon {
 
-void check_same_config_on_all_ranks(const TrainConfig& config) {
+void check_same_on_all_ranks(const std::vector<std::string>& lines, std::string_view what, std::string_view hint) {
   std::string text;
-  for (const std::string& kv : config_overrides(config)) text += kv + "\n";
+  for (const std::string& line : lines) text += line + "\n";
   int differing = 0;
   const std::string root = rank0_text(text, &differing);
   if (differing == 0) return;
-  // The first line (key=value) where this rank's config differs from rank 0's.
-  auto lines = [](const std::string& s) {
+  // The first line where this rank's differs from rank 0's.
+  auto split = [](const std::string& s) {
     std::vector<std::string> out;
     for (size_t a = 0, b; a < s.size(); a = b + 1) out.push_back(s.substr(a, (b = s.find('\n', a)) - a));
     return out;
   };
-  const std::vector<std::string> mine = lines(text), theirs = lines(root);
+  const std::vector<std::string> theirs = split(root);
   std::string where = comm_rank() == 0 ? "the reference" : "same as rank 0";
-  for (size_t i = 0; i < std::max(mine.size(), theirs.size()); ++i) {
-    const std::string a = i < mine.size() ? mine[i] : "", b = i < theirs.size() ? theirs[i] : "";
+  for (size_t i = 0; i < std::max(lines.size(), theirs.size()); ++i) {
+    const std::string a = i < lines.size() ? lines[i] : "", b = i < theirs.size() ? theirs[i] : "";
     if (a != b) {
       where = fmt::format("this rank has {}, rank 0 has {}", a, b);
       break;
     }
   }
-  throw std::invalid_argument(
-      fmt::format("config: {} of the {} mpirun ranks run a config different from rank 0's "
-                  "(rank {}: {}); every rank must get the same --preset, --config and --set",
-                  differing, comm_size(), comm_rank(), where));
+  throw std::invalid_argument(fmt::format("{}: {} of the {} mpirun ranks differ from rank 0's (rank {}: {}); {}", what,
+                                          differing, comm_size(), comm_rank(), where, hint));
+}
+
+void check_same_config_on_all_ranks(const TrainConfig& config) {
+  check_same_on_all_ranks(config_overrides(config), "config",
+                          "every rank must get the same --preset, --config and --set");
 }
 
 std::string config_precision(const std::string& option_value) {

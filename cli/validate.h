@@ -6,6 +6,7 @@
 #include <exception>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace reckon {
 
@@ -20,6 +21,9 @@ struct TrainConfig;
 // Under mpirun: every rank must run rank 0's config (an MPMD launch or a per-rank config file can differ).
 // Throws std::invalid_argument on every rank, naming the first differing field, if any rank's differs.
 void check_same_config_on_all_ranks(const TrainConfig& config);
+// The same for any lines (key=value) every rank must agree on: `what` names them in the message, `hint` says what
+// to give every rank. A collective: every rank must call it.
+void check_same_on_all_ranks(const std::vector<std::string>& lines, std::string_view what, std::string_view hint);
 
 // --precision of estimate and extrapolate (fp32, tf32, amp-bf16, bf16) as the config's precision value: tf32 trains
 // in fp32 (only the GPU's matmul peak differs). Throws std::invalid_argument naming the flag and the allowed values.

@@ -13,6 +13,7 @@
 
 #include "runtime/check.h"
 #include "runtime/checked.h"
+#include "runtime/fingerprint.h"
 #include "runtime/random.h"
 
 namespace reckon {
@@ -89,6 +90,15 @@ void TokenData::fill_batch_rows(const Tensor& tokens, const Tensor& targets, int
       y[i * t + j] = bytes_[static_cast<size_t>(start + j + 1)];
     }
   }
+}
+
+std::string TokenData::identity() const {
+  if (identity_.empty()) {  // once: a file of GBs takes a second
+    identity_ = random_ ? "random"
+                        : fmt::format("bytes={} fingerprint={}", bytes_.size(),
+                                      fingerprint_hex(fingerprint64(bytes_.data(), bytes_.size())));
+  }
+  return identity_;
 }
 
 std::string TokenData::description() const {

@@ -29,11 +29,15 @@ class TokenData {
                        int64_t global_rows);
 
   std::string description() const;
+  // What the batches are made of, to compare runs and ranks: "random" or the file's size and fingerprint
+  // (runtime/fingerprint.h) of its bytes, "bytes=N fingerprint=HEX".
+  std::string identity() const;
   int64_t size() const { return static_cast<int64_t>(bytes_.size()); }
 
  private:
   std::vector<uint8_t> bytes_;
   std::string source_;
+  mutable std::string identity_;  // identity(), computed at its first call
   int64_t vocab_size_ = 0;
   uint64_t seed_ = 0;
   bool random_ = false;

@@ -57,15 +57,17 @@ void apply_config_lines(TrainConfig& config, const std::string& text) {
 }
 }  // namespace
 
-std::string checkpoint_bytes(TrainingSession& run, const TrainConfig& config, int64_t steps, const std::string& data) {
+std::string checkpoint_bytes(TrainingSession& run, const TrainConfig& config, int64_t steps, const std::string& data,
+                             const std::string& data_identity) {
   std::string lines;
   for (const std::string& kv : config_overrides(config)) lines += kv + "\n";
-  const std::map<std::string, std::string> metadata = {{"format", kFormat},
-                                                       {"steps", std::to_string(steps)},
-                                                       {"optimizer_steps", std::to_string(run.optimizer.steps_taken())},
-                                                       {"preset", config.preset},
-                                                       {"config", lines},
-                                                       {"data", data}};
+  std::map<std::string, std::string> metadata = {{"format", kFormat},
+                                                 {"steps", std::to_string(steps)},
+                                                 {"optimizer_steps", std::to_string(run.optimizer.steps_taken())},
+                                                 {"preset", config.preset},
+                                                 {"config", lines},
+                                                 {"data", data}};
+  if (!data_identity.empty()) metadata["data_identity"] = data_identity;
   return serialize_safetensors(checkpoint_tensors(run), metadata);
 }
 
@@ -101,6 +103,8 @@ CheckpointMeta read_checkpoint_meta(const Safetensors& file, const std::string& 
   const auto data = file.metadata.find("data");
   check_arg(data != file.metadata.end() && !data->second.empty(), "{}: checkpoint metadata has no 'data'", path);
   meta.data = data->second;
+  const auto identity = file.metadata.find("data_identity");
+  if (identity != file.metadata.end()) meta.data_identity = identity->second;
   return meta;
 }
 

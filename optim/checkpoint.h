@@ -5,7 +5,8 @@
 //             master weights, precision = bf16);
 //   metadata  format "reckon-checkpoint-1", steps (training steps done: the data position, since step k trains
 //             on batch k of the data), optimizer_steps (AdamW's bias-correction count), preset, config (every
-//             field as key=value lines, model/config.h config_overrides), data (the data source).
+//             field as key=value lines, model/config.h config_overrides), data (the data source), data_identity
+//             (its size and fingerprint, or "random").
 // Restoring copies every tensor back and sets the optimizer's step count, so the next steps equal those of an
 // uninterrupted run bit for bit (tests/test_checkpoint.cpp, every precision). Hugging Face-format files (weights
 // under transformers' names, model/hf_checkpoint.h) are written by hf_checkpoint_bytes and start runs through
@@ -30,10 +31,13 @@ struct CheckpointMeta {
   int64_t steps = 0;            // training steps done
   int64_t optimizer_steps = 0;  // equal to steps for a run that started from scratch
   std::string data;             // the data source ("random" or a path)
+  std::string data_identity;    // what it held (model/data.h TokenData::identity); empty in older checkpoints
 };
 
-// The checkpoint file's bytes for `run` after `steps` training steps of `config` on `data`.
-std::string checkpoint_bytes(TrainingSession& run, const TrainConfig& config, int64_t steps, const std::string& data);
+// The checkpoint file's bytes for `run` after `steps` training steps of `config` on `data` (its identity, if given,
+// is stored so a resume can tell that the file changed).
+std::string checkpoint_bytes(TrainingSession& run, const TrainConfig& config, int64_t steps, const std::string& data,
+                             const std::string& data_identity = "");
 // Reads a checkpoint's metadata; the config is rebuilt and validated. Counts are parsed strictly (decimal digits
 // only) and bounded: steps so that steps + kMaxStepsPerRun training steps' token positions (steps · batch_size ·
 // context_length) fit int64, optimizer_steps ≤ steps. The config must name each key at most once and give the

@@ -434,6 +434,20 @@ TEST(Cli, CheckpointResumeIsBitExactAndBadCheckpointsAreRefused) {
     EXPECT_NE(r.output.find(bad.needle), std::string::npos) << bad.args << "\n" << r.output;
     EXPECT_FALSE(std::filesystem::exists(out)) << bad.args;
   }
+  // The data file's contents are in the checkpoint (size and fingerprint): resumed on the same bytes, or refused.
+  const std::string data = temp_path("resume_data.txt"), cd = temp_path("cd.safetensors");
+  std::filesystem::copy_file("/usr/share/common-licenses/GPL-3", data,
+                             std::filesystem::copy_options::overwrite_existing);
+  ASSERT_EQ(run("train --preset tiny --steps 2 --quiet --threads 2 --data " + data + " --save " + cd).exit_code, 0);
+  EXPECT_EQ(run("train --resume " + cd + " --steps 1 --quiet --threads 2").exit_code, 0);
+  std::ofstream(data, std::ios::app) << "one more line\n";
+  const CommandResult changed = run("train --resume " + cd + " --steps 1 --quiet --json " + out);
+  EXPECT_EQ(changed.exit_code, 2) << changed.output;
+  EXPECT_NE(changed.output.find("--resume: the data '" + data +
+                                "' changed since the checkpoint was written (then bytes=35149"),
+            std::string::npos)
+      << changed.output;
+  EXPECT_FALSE(std::filesystem::exists(out));
 }
 
 TEST(Cli, ReconcilePresetExitsZeroWhenExact) {

@@ -74,8 +74,39 @@ expect_refusal() {  # ranks, message, args...
 expect_refusal 2 "zero_stage: 4 is outside the allowed range [0, 3]" --zero 4
 expect_refusal 2 "--save: checkpoints of a sharded optimizer (zero_stage ≥ 1) are not built yet" --zero 1 --save "$work/never.st"
 test ! -e "$work/never.st"
-expect_refusal 2 "--dump-grads: with zero_stage 2 each rank holds only its shard" --zero 2 --dump-grads "$work/never.st"
-test ! -e "$work/never.st"
+for stage in 1 2; do  # ZeRO-1 reduce-scatters the gradients too: each rank holds the mean of its range only
+  expect_refusal 2 "--dump-grads: with zero_stage $stage each rank holds the averaged gradients of only its shard" \
+    --zero $stage --dump-grads "$work/never.st"
+  test ! -e "$work/never.st"
+done
+# Ranks given different --steps (the one with fewer once left the others in a collective for ever), --data
+# contents, or checkpoints: every rank refuses before the first step, naming what differs; nothing hangs.
+mpmd_refusal() {  # message, rank 0's args, rank 1's args (each one string)
+  local needle=$1
+  set +e
+  out=$(timeout 60 mpirun --oversubscribe -np 1 "$reckon" train --quiet --threads 1 $2 : -np 1 "$reckon" train \
+    --quiet --threads 1 $3 2>&1)
+  code=$?
+  set -e
+  [[ $code -eq 2 ]] || { echo "ddp_cli: '$2' : '$3' exited $code (124 = hung), expected 2"; exit 1; }
+  grep -qF -- "$needle" <<< "$out" || { echo "ddp_cli: no '$needle' in: $out"; exit 1; }
+}
+tiny2="--preset tiny --set batch_size=2"
+mpmd_refusal "rank 1: this rank has --steps 6, rank 0 has --steps 3" "$tiny2 --steps 3" "$tiny2 --steps 6"
+head -c 20000 /usr/share/common-licenses/GPL-3 > "$work/data_a.txt"
+tr 'a-z' 'b-za' < "$work/data_a.txt" > "$work/data_b.txt"
+mpmd_refusal "(rank 1: this rank has --data of bytes=20000 fingerprint=" \
+  "$tiny2 --steps 2 --data $work/data_a.txt" "$tiny2 --steps 2 --data $work/data_b.txt"
+"$reckon" train $tiny2 --steps 2 --threads 1 --quiet --save "$work/ck2.st" > /dev/null
+"$reckon" train $tiny2 --steps 3 --threads 1 --quiet --save "$work/ck3.st" > /dev/null
+mpmd_refusal "--resume / --init-from: 1 of the 2 mpirun ranks differ from rank 0's (rank 1: this rank has a starting state (parameters, AdamW state, step 3)" \
+  "--resume $work/ck2.st --steps 2" "--resume $work/ck3.st --steps 2"
+mpmd_refusal "give every rank the same checkpoint file" "$tiny2 --init-from $work/ck2.st --steps 2" \
+  "$tiny2 --init-from $work/ck3.st --steps 2"
+# The same checkpoint on both ranks resumes.
+timeout 120 mpirun --oversubscribe -np 2 "$reckon" train --resume "$work/ck2.st" --steps 2 --threads 1 --quiet \
+  > "$work/resumed2.txt"
+grep -q "resumed: $work/ck2.st after step 2" "$work/resumed2.txt"
 # Ranks started with different configs (an MPMD launch): every rank refuses, naming the field.
 set +e
 out=$(timeout 120 mpirun --oversubscribe -np 1 "$reckon" train --preset tiny --steps 1 --quiet --set batch_size=2 : \
