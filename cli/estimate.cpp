@@ -59,6 +59,11 @@ EstimateResult checked_inputs(const EstimateOptions& o) {
     throw std::invalid_argument(
         fmt::format("--activations: '{}' is not allowed; allowed values are implemented, textbook", o.activations));
   }
+  for (const auto& [given, flag] :
+       {std::pair{o.cluster.link_gbps_given, "--link-gbps"},
+        std::pair{o.cluster.link_latency_given, "--link-latency-us"}, std::pair{o.cluster.link != "auto", "--link"}}) {
+    check_arg(!given || o.cluster.gpus_given, "{}: describes the link between GPUs of --gpus N; give --gpus too", flag);
+  }
   check_range("--mfu", o.mfu, kMinMfu, 1.0);
   check_range("--train-steps", o.train_steps, 1, kMaxTrainSteps);
   check_range("--train-batch", o.train_batch, 1, kMaxTrainBatch);
@@ -771,7 +776,7 @@ nlohmann::json render_json(const EstimateResult& r, const EstimateOptions& o) {
 
 EstimateReport make_estimate_report(const EstimateOptions& o) {
   const EstimateResult r = compute_estimate(o);
-  return EstimateReport{render_markdown(r, o), render_json(r, o).dump(2) + "\n"};
+  return EstimateReport{render_markdown(r, o), json_text(render_json(r, o), 2)};
 }
 
 int run_estimate(const EstimateOptions& o) {

@@ -110,7 +110,7 @@ struct ExtrapolatePlan {
 
 ExtrapolatePlan plan_extrapolate(const ExtrapolateOptions& o) {
   check_range("--steps", o.steps, 1, 1000);
-  check_range("--target-batch", o.target_batch, 1, 1 << 20);
+  check_range("--target-batch", o.target_batch, 1, kMaxEstimateBatch);  // = the config's batch_size range
   check_range("--train-steps", o.train_steps, 1, kMaxTrainSteps);
   check_range("--train-batch", o.train_batch, 1, kMaxTrainBatch);
   ExtrapolatePlan p;
@@ -289,7 +289,7 @@ int run_extrapolate(const ExtrapolateOptions& o) {
   fmt::print("\n## The model on this CPU vs measurement (target: within ±15%)\n\n{}", t.markdown());
   j["target"] = print_target(p, o);
   if (!o.json_path.empty()) {
-    write_output_file("--json", o.json_path, j.dump(2) + "\n");
+    write_output_file("--json", o.json_path, json_text(j, 2));
     fmt::print("wrote {}\n", o.json_path);
   }
   return 0;

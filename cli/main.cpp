@@ -234,7 +234,7 @@ void add_extrapolate_and_report(CLI::App& app, Commands& c) {
   c.extrapolate->add_option("--target", c.ext.target, "preset to extrapolate to (default gpt2-xl)");
   c.extrapolate->add_option("--hf-config", c.ext.target_hf_config,
                             "the target from a Hugging Face config.json instead of --target (--set applies after it)");
-  c.extrapolate->add_option("--target-batch", c.ext.target_batch, "batch size of one target step [1, 1048576]");
+  c.extrapolate->add_option("--target-batch", c.ext.target_batch, "batch size of one target step [1, 65536]");
   c.extrapolate->add_option("--gpu", c.ext.gpu, gpu_names());
   c.extrapolate->add_option("--precision", c.ext.precision,
                             "training precision: fp32, tf32 (default: fp32 at the TF32 peak), amp-bf16, bf16; the GPU "
@@ -307,6 +307,8 @@ int dispatch(const CLI::App& app, Commands& c) {
       c.train_opts.config_given = c.train->count("--preset") + c.train->count("--config") +
                                       c.train->count("--hf-config") + c.train->count("--set") >
                                   0;
+      c.train_opts.base_config_given =
+          c.train->count("--preset") + c.train->count("--config") + c.train->count("--hf-config") > 0;
       c.train_opts.data_given = c.train->count("--data") > 0;
       c.train_opts.zero_given = c.train->count("--zero") > 0;
       return reckon::run_train(c.train_opts);

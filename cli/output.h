@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace reckon {
 
 // "80GB" = 80·10⁹, "80GiB" = 80·2³⁰, "512MiB", "1.5GB", "123456" (bytes). Units: B, KB, MB, GB, TB (powers
@@ -20,9 +22,24 @@ int64_t parse_bytes(std::string_view flag, std::string_view text);
 // /dev/full fails. Any other existing target (a symlink to a file, folder, socket, block device) is refused. Throws
 // std::runtime_error naming `flag` and the path; nothing is left behind on failure.
 void write_output_file(std::string_view flag, const std::string& path, const std::string& content);
+// Several outputs of one command, all or none of the files: each file to its temporary first, then the devices and
+// pipes, then every rename. A failure before the renames (a full disk, /dev/full) leaves none of the files written
+// (nothing can take back what a device already got). /dev/stdout, /dev/stderr and /dev/fd/N are written to this
+// process's own descriptor (so `--json /dev/stdout > run.json` works). SIGINT, SIGTERM or SIGHUP while writing
+// removes the temporaries before the process ends.
+struct PendingOutput {
+  std::string flag, path, content;
+};
+void write_output_files(const std::vector<PendingOutput>& outputs);
 
-// Before any work: throws std::invalid_argument naming `flag` if `path` is empty, its folder does not exist,
-// or what is there now would be refused by write_output_file.
+// The text of a JSON output (`indent` as nlohmann's dump, then a newline). JSON holds UTF-8 only: bytes of a string
+// that are not (a file path may hold any) are written as \xHH (runtime/utf8.h), never an exception that loses the
+// run's outputs.
+std::string json_text(const nlohmann::json& j, int indent);
+
+// Before any work: throws std::invalid_argument naming `flag` if `path` is empty or too long (PATH_MAX, NAME_MAX,
+// with room for the temporary's name), its folder does not exist or no file can be created there, or what is there
+// now would be refused by write_output_file.
 void check_output_path(std::string_view flag, const std::string& path);
 
 // Throws std::invalid_argument if two of the (flag, path) pairs name the same file (after resolving "..",

@@ -354,7 +354,7 @@ int run_reconcile(const ReconcileOptions& o) {
   fmt::print("\nreconcile: {} of {} config(s) exact to the byte and the FLOP{}\n", configs.size() - failed,
              configs.size(), failed ? fmt::format(", {} differ", failed) : "");
   if (!o.json_path.empty()) {
-    write_output_file("--json", o.json_path, all.dump(2) + "\n");
+    write_output_file("--json", o.json_path, json_text(all, 2));
     fmt::print("wrote {}\n", o.json_path);
   }
   return failed == 0 ? 0 : 1;

@@ -34,6 +34,7 @@
 #include "runtime/comm.h"
 #include "runtime/counters.h"
 #include "runtime/fingerprint.h"
+#include "runtime/utf8.h"
 #include "runtime/machine.h"
 
 namespace reckon {
@@ -110,6 +111,23 @@ void check_output_paths(const TrainOptions& o) {
   }
 }
 
+// --resume with --preset, --config or --set: the config is the checkpoint's; values repeating it are accepted,
+// any that differ refused, each named with both values.
+void check_config_matches_checkpoint(const TrainConfig& given, const TrainConfig& saved, const std::string& path) {
+  const std::vector<std::string> mine = config_overrides(given), theirs = config_overrides(saved);
+  std::vector<std::string> differing;
+  for (size_t i = 0; i < mine.size(); ++i) {
+    if (mine[i] != theirs[i]) {
+      differing.push_back(
+          fmt::format("{} (the checkpoint has {})", mine[i], theirs[i].substr(theirs[i].find('=') + 1)));
+    }
+  }
+  check_arg(differing.empty(),
+            "--resume: the config comes from the checkpoint '{}', and --preset, --config and --set give {} other "
+            "value(s): {}; drop them (a resumed run continues with its own config)",
+            path, differing.size(), fmt::join(differing, ", "));
+}
+
 // Every file the run reads or writes, in one list: no output may name another output or an input, checked before
 // any work. --save may replace the checkpoint --resume names: its tensors are read into the model before the first
 // step and the new file replaces it atomically after the last.
@@ -136,14 +154,20 @@ TrainPlan plan_run(const TrainOptions& o) {
   // Resuming: the config, the data source and the position in it come from the checkpoint.
   p.data_source = o.data;
   if (!o.resume_path.empty()) {
-    check_arg(!o.config_given, "--resume: the config comes from the checkpoint '{}'; drop --preset, --config and --set",
-              o.resume_path);
     p.resume_file = open_safetensors(o.resume_path);  // the header: tensors go straight into the model later
     p.resume = read_checkpoint_meta(*p.resume_file, o.resume_path);
-    check_arg(!o.data_given || o.data == p.resume.data,
-              "--data: '{}' differs from the checkpoint's data '{}' (a resumed run continues on its data)", o.data,
-              p.resume.data);
-    p.data_source = p.resume.data;
+    if (o.config_given) {  // --set alone is read against the checkpoint's config, not the default preset
+      TrainConfig given = o.base_config_given ? resolve_config(o) : p.resume.config;
+      if (!o.base_config_given) {
+        for (const std::string& kv : o.overrides) apply_override(given, kv);
+      }
+      check_config_matches_checkpoint(given, p.resume.config, o.resume_path);
+    }
+    // The checkpoint keeps the path as UTF-8 (other bytes as \xHH): a path that is not UTF-8 is given again.
+    check_arg(!o.data_given || escape_invalid_utf8(o.data) == p.resume.data,
+              "--data: '{}' differs from the checkpoint's data '{}' (a resumed run continues on its data)",
+              escape_invalid_utf8(o.data), p.resume.data);
+    p.data_source = o.data_given ? o.data : p.resume.data;
   }
   TrainConfig& config = p.config;
   config = p.resume_file ? p.resume.config : resolve_config(o);
@@ -406,44 +430,41 @@ nlohmann::json run_json(const TrainPlan& p, const TrainResult& r, const Counters
   return j;
 }
 
+// Every output rendered first, then written together: all of the files or none (cli/output.h write_output_files).
 void write_outputs(const TrainOptions& o, const TrainPlan& p, const TrainResult& r, TrainingSession& run,
                    const TokenData& data, const Counters& counters, const nlohmann::json& report,
                    const nlohmann::json& json) {
-  if (!o.json_path.empty()) {
-    write_output_file("--json", o.json_path, json.dump(2) + "\n");
-    fmt::print("\nwrote {}\n", o.json_path);
-  }
-  if (!o.report_path.empty()) {
-    write_output_file("--report", o.report_path, report_html(report));
-    fmt::print("wrote {} (open it in a browser)\n", o.report_path);
-  }
-  if (!o.plot_memory_path.empty()) {
-    write_output_file("--plot-memory", o.plot_memory_path, memory_svg(report));
-    fmt::print("wrote {}\n", o.plot_memory_path);
-  }
-  if (!o.save_path.empty()) {
-    if (o.save_format == "hf") {
-      write_output_file("--save", o.save_path, hf_checkpoint_bytes(run, p.config, p.last_step));
-      fmt::print("wrote {} (Hugging Face state dict of {} after step {}; weights only)\n", o.save_path,
-                 hf_state_dict(p.config.model).architecture, p.last_step);
-    } else {
-      write_output_file("--save", o.save_path,
-                        checkpoint_bytes(run, p.config, p.last_step, p.data_source, data.identity()));
-      fmt::print("wrote {} (checkpoint after step {})\n", o.save_path, p.last_step);
-    }
+  std::vector<PendingOutput> outputs;
+  std::vector<std::string> notes;
+  const auto add = [&](const char* flag, const std::string& path, std::string content, std::string note) {
+    if (path.empty()) return;
+    outputs.push_back({flag, path, std::move(content)});
+    notes.push_back(std::move(note));
+  };
+  add("--json", o.json_path, o.json_path.empty() ? "" : json_text(json, 2), "");
+  add("--report", o.report_path, o.report_path.empty() ? "" : report_html(report), " (open it in a browser)");
+  add("--plot-memory", o.plot_memory_path, o.plot_memory_path.empty() ? "" : memory_svg(report), "");
+  if (!o.save_path.empty() && o.save_format == "hf") {
+    add("--save", o.save_path, hf_checkpoint_bytes(run, p.config, p.last_step),
+        fmt::format(" (Hugging Face state dict of {} after step {}; weights only)",
+                    hf_state_dict(p.config.model).architecture, p.last_step));
+  } else if (!o.save_path.empty()) {
+    add("--save", o.save_path, checkpoint_bytes(run, p.config, p.last_step, p.data_source, data.identity()),
+        fmt::format(" (checkpoint after step {})", p.last_step));
   }
   if (!o.dump_grads_path.empty()) {
-    write_output_file("--dump-grads", o.dump_grads_path,
-                      gradients_bytes(run.model, {{"batch.tokens", run.tokens}, {"batch.targets", run.targets}},
-                                      {{"step", std::to_string(p.last_step)},
-                                       {"loss", fmt::format("{:.17g}", r.log.back().loss)},
-                                       {"config", fmt::format("{}", fmt::join(config_overrides(p.config), "\n"))}}));
-    fmt::print("wrote {} (gradients of step {})\n", o.dump_grads_path, p.last_step);
+    add("--dump-grads", o.dump_grads_path,
+        gradients_bytes(run.model, {{"batch.tokens", run.tokens}, {"batch.targets", run.targets}},
+                        {{"step", std::to_string(p.last_step)},
+                         {"loss", fmt::format("{:.17g}", r.log.back().loss)},
+                         {"config", fmt::format("{}", fmt::join(config_overrides(p.config), "\n"))}}),
+        fmt::format(" (gradients of step {})", p.last_step));
   }
-  if (!o.trace_path.empty()) {
-    write_output_file("--trace", o.trace_path, trace_json(counters, tracker()).dump() + "\n");
-    fmt::print("wrote {} (open in ui.perfetto.dev or chrome://tracing)\n", o.trace_path);
-  }
+  add("--trace", o.trace_path, o.trace_path.empty() ? "" : json_text(trace_json(counters, tracker()), -1),
+      " (open in ui.perfetto.dev or chrome://tracing)");
+  write_output_files(outputs);
+  if (!outputs.empty()) fmt::print("\n");
+  for (size_t i = 0; i < outputs.size(); ++i) fmt::print("wrote {}{}\n", outputs[i].path, notes[i]);
 }
 
 void print_data_parallel(const TrainPlan& p) {

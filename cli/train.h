@@ -16,21 +16,22 @@ struct TrainOptions {
   std::string data = "/usr/share/common-licenses/GPL-3";  // or "random"
   std::string json_path;
   std::string trace_path;
-  std::string max_memory;       // bytes with optional unit; default: available RAM
-  double peak_gflops = 0;       // 0: measure the FMA peak at startup
-  bool quiet = false;           // no per-step lines
-  bool profile = false;         // per-op profile against this CPU's measured roofline
-  std::string save_path;        // --save: a checkpoint (safetensors) after the last step
-  std::string resume_path;      // --resume: continue a checkpoint (its config and data; --steps more steps)
-  std::string dump_grads_path;  // --dump-grads: the last step's gradients (safetensors, parameter names)
-  std::string init_from_path;   // --init-from: start from these weights (a reckon or Hugging Face-format file)
+  std::string max_memory;              // bytes with optional unit; default: available RAM
+  double peak_gflops = 0;              // 0: measure the FMA peak at startup
+  bool quiet = false;                  // no per-step lines
+  bool profile = false;                // per-op profile against this CPU's measured roofline
+  std::string save_path;               // --save: a checkpoint (safetensors) after the last step
+  std::string resume_path;             // --resume: continue a checkpoint (its config and data; --steps more steps)
+  std::string dump_grads_path;         // --dump-grads: the last step's gradients (safetensors, parameter names)
+  std::string init_from_path;          // --init-from: start from these weights (a reckon or Hugging Face-format file)
   std::string save_format = "reckon";  // --save-format: reckon (resumable) or hf (Hugging Face state dict)
-  int zero_stage = 0;           // --zero S: the config field zero_stage (when zero_given)
+  int zero_stage = 0;                  // --zero S: the config field zero_stage (when zero_given)
   bool zero_given = false;
-  std::string report_path;       // --report: the HTML report (memory over the last step, time per op, roofline)
-  std::string plot_memory_path;  // --plot-memory: the memory picture alone (SVG)
-  bool config_given = false;     // --preset, --config or --set on the command line (refused with --resume)
-  bool data_given = false;       // --data on the command line
+  std::string report_path;         // --report: the HTML report (memory over the last step, time per op, roofline)
+  std::string plot_memory_path;    // --plot-memory: the memory picture alone (SVG)
+  bool config_given = false;       // --preset, --config or --set on the command line (checked against --resume)
+  bool base_config_given = false;  // --preset, --config or --hf-config (else --set applies to the default)
+  bool data_given = false;         // --data on the command line
 };
 
 // Returns the process exit code: 0 ok, 2 bad input (message on stderr), 3 the run diverged.

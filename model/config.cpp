@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <utility>
@@ -662,6 +663,7 @@ TrainConfig parse_config_text(const std::string& text, const std::string& path) 
       throw std::invalid_argument(fmt::format("config file {}: {}", path, e.what()));
     }
   }
+  std::map<std::string, std::string> given;  // key -> where it was set: one field, one place
   auto apply_table = [&](const toml::table& table, const std::string& where, std::optional<Section> section) {
     std::vector<std::string> allowed;
     for (const FieldSpec& f : fields()) {
@@ -677,6 +679,11 @@ TrainConfig parse_config_text(const std::string& text, const std::string& path) 
         throw std::invalid_argument(fmt::format("config file {}: unknown {} '{}{}'{}; allowed here: {}", path, kind,
                                                 where, k, suggestion(k, allowed), fmt::join(allowed, ", ")));
       }
+      if (const auto seen = given.find(k); seen != given.end()) {
+        throw std::invalid_argument(fmt::format("config file {}: '{}{}' is also given as '{}{}'; give each key once",
+                                                path, where, k, seen->second, k));
+      }
+      given.emplace(k, where);
       try {
         set_field(config, k, value_text(where, *f, node));
       } catch (const std::invalid_argument& e) {
@@ -705,7 +712,13 @@ void validate(const TrainConfig& c) {
       check_range(f.key, static_cast<int64_t>(f.number(c)), static_cast<int64_t>(f.range->lo),
                   static_cast<int64_t>(f.range->hi));
     } else {
-      check_range(f.key, f.number(c), f.range->lo, f.range->hi, f.range->lo_open, f.range->hi_open);
+      const double v = f.number(c);
+      check_range(f.key, v, f.range->lo, f.range->hi, f.range->lo_open, f.range->hi_open);
+      // The step computes in float32: a value that is 0 or denormal there (1e-320 as an epsilon) is refused here.
+      check_arg(v == 0 || std::fabs(v) >= std::numeric_limits<float>::min(),
+                "{}: {} is below float32's smallest normal number {} (the step computes in float32, where it would "
+                "be {}); {}",
+                f.key, v, std::numeric_limits<float>::min(), static_cast<float>(v), f.allowed);
     }
     if (std::string_view(f.key) == "d_model") {  // the head counts follow d_model in the messages, as in the table
       const ModelConfig& m = c.model;

@@ -22,7 +22,9 @@ TokenData TokenData::from_file(const std::string& path, int64_t vocab_size, int6
   check_arg(vocab_size >= 256, "--data {}: byte-level tokens need vocab_size >= 256, got {} (use --data random)", path,
             vocab_size);
   struct stat st {};
-  check_arg(::stat(path.c_str(), &st) == 0, "--data: cannot read file '{}': {}", path, std::strerror(errno));
+  const bool found = ::stat(path.c_str(), &st) == 0;
+  const int err = errno;  // before anything else can change it
+  check_arg(found, "--data: cannot read file '{}': {}", path, std::strerror(err));
   check_arg(S_ISREG(st.st_mode), "--data: '{}' is not a regular file{}", path,
             S_ISDIR(st.st_mode) ? " (it is a folder)" : "");
   check_arg(st.st_size <= max_bytes,
@@ -32,12 +34,21 @@ TokenData TokenData::from_file(const std::string& path, int64_t vocab_size, int6
   std::ifstream in(path, std::ios::binary);
   check_arg(in.good(), "--data: cannot read file '{}'", path);
   TokenData d;
-  // Read at most max_bytes + 1: a file that grew since stat cannot take more than the budget.
-  d.bytes_.resize(static_cast<size_t>(st.st_size) + 1);
-  in.read(reinterpret_cast<char*>(d.bytes_.data()), static_cast<std::streamsize>(d.bytes_.size()));
-  d.bytes_.resize(static_cast<size_t>(in.gcount()));
+  // Read to the end, at most max_bytes + 1: a file that grew since stat cannot take more than the budget, and
+  // one whose size stat does not know (/proc, /sys report 0) is read whole.
+  const int64_t limit = std::max<int64_t>(max_bytes, 0) + 1;
+  d.bytes_.reserve(static_cast<size_t>(std::min<int64_t>(st.st_size + 1, limit)));
+  constexpr int64_t kChunk = 1 << 20;
+  while (in && static_cast<int64_t>(d.bytes_.size()) < limit) {
+    const size_t at = d.bytes_.size();
+    d.bytes_.resize(at + static_cast<size_t>(std::min(kChunk, limit - static_cast<int64_t>(at))));
+    in.read(reinterpret_cast<char*>(d.bytes_.data() + at), static_cast<std::streamsize>(d.bytes_.size() - at));
+    d.bytes_.resize(at + static_cast<size_t>(in.gcount()));
+  }
   check_arg(!in.bad(), "--data: cannot read file '{}'", path);
-  check_arg(static_cast<int64_t>(d.bytes_.size()) <= max_bytes, "--data: '{}' grew while being read", path);
+  check_arg(static_cast<int64_t>(d.bytes_.size()) <= max_bytes,
+            "--data: '{}' holds more than the {} bytes allowed (it grew while being read, or its size was not known)",
+            path, std::max<int64_t>(max_bytes, 0));
   check_arg(static_cast<int64_t>(d.bytes_.size()) >= context_length + 2,
             "--data {}: file has {} bytes, needs at least context_length + 2 = {}", path, d.bytes_.size(),
             context_length + 2);

@@ -12,6 +12,7 @@
 
 #include "runtime/check.h"
 #include "runtime/checked.h"
+#include "runtime/utf8.h"
 
 namespace reckon {
 
@@ -73,7 +74,8 @@ const SafetensorsEntry* Safetensors::find(std::string_view name) const {
 std::string serialize_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
                                   const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
+  // JSON holds UTF-8 only: other bytes (a file path's) are written as \xHH.
+  for (const auto& [key, value] : metadata) header["__metadata__"][escape_invalid_utf8(key)] = escape_invalid_utf8(value);
   std::set<std::string> names;
   int64_t offset = 0;
   for (const auto& [name, t] : tensors) {

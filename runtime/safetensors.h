@@ -42,7 +42,8 @@ struct Safetensors {
   const SafetensorsEntry* find(std::string_view name) const;  // nullptr if absent
 };
 
-// The file's bytes for `tensors` (each contiguous; float32, bfloat16 or int32) and `metadata`. Throws
+// The file's bytes for `tensors` (each contiguous; float32, bfloat16 or int32) and `metadata` (bytes of its strings
+// that are not UTF-8, as a path may hold, written as \xHH: runtime/utf8.h). Throws
 // std::invalid_argument for a repeated or empty name, a non-contiguous tensor, or the name "__metadata__".
 std::string serialize_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
                                   const std::map<std::string, std::string>& metadata);

@@ -4,6 +4,9 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -175,6 +178,10 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
       {"--preset XXL", "preset: 'XXL'"},
       {"--steps 0", "--steps: 0"},
       {"--data /no/such/file", "--data: cannot read file"},
+      {"--data /etc/passwd/x", "--data: cannot read file '/etc/passwd/x': Not a directory"},
+      {"--set norm_eps=1e-320", "norm_eps: 1e-320 is below float32's smallest normal number 1.1754944e-38"},
+      {"--set adam_eps=4.9e-324", "adam_eps: 5e-324 is below float32's smallest normal number"},
+      {"--set lr=1e-40", "lr: 1e-40 is below float32's smallest normal number"},
       {"--set vocab_size=100", "byte-level tokens need vocab_size >= 256"},
       {"--max-memory 12XB", "--max-memory: '12XB' is not a byte count"},
       {"--max-memory 1MB", "--max-memory: train: a training step of this config (batch_size 4) peaks at"},
@@ -205,6 +212,10 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
     EXPECT_FALSE(std::filesystem::exists(json)) << b.args;
     EXPECT_FALSE(std::filesystem::exists(json + ".tmp")) << b.args;
   }
+  // A file whose size stat does not know (/proc reports 0) is read to its end.
+  const CommandResult proc = run("train --preset tiny --steps 1 --quiet --data /proc/self/status");
+  EXPECT_EQ(proc.exit_code, 0) << proc.output;
+  EXPECT_EQ(proc.output.find("(1 bytes"), std::string::npos) << proc.output;
   const CommandResult r = run("train --json /no/such/folder/out.json");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--json: cannot write"), std::string::npos) << r.output;
@@ -344,6 +355,90 @@ TEST(Output, SymlinksDevicesAndSamePaths) {
   std::filesystem::remove_all(dir);
 }
 
+// A run's outputs are written together, all of the files or none: /dev/full (a device that refuses the write)
+// leaves no --json behind. Before the run: a path too long or a folder where no file can be made is refused naming
+// the flag. /dev/stdout is this process's own stdout (a shell redirection to a file works). A path that is not
+// UTF-8 (--data) is written into the JSON and the checkpoint as \xHH and resumes given again.
+TEST(Output, AllOrNothingPathRulesAndNonUtf8Paths) {
+  const std::filesystem::path dir = temp_path("outputs2");
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string ok = (dir / "ok.json").string();
+  CommandResult r = run("train --preset tiny --steps 1 --quiet --json " + ok + " --report /dev/full");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--report: cannot write '/dev/full': No space left on device"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(std::filesystem::exists(ok));
+  const std::string long_name = (dir / std::string(250, 'n')).string();
+  r = run("train --preset tiny --steps 1 --quiet --save " + long_name);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--save: the path is"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("step "), std::string::npos) << "refused after the run: " << r.output;
+  r = run("train --preset tiny --steps 1 --quiet --json /proc/reckon.json");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--json: cannot write '/proc/reckon.json': cannot create a file in '/proc'"),
+            std::string::npos)
+      << r.output;
+  const std::string captured = (dir / "captured.txt").string();
+  EXPECT_EQ(std::system((std::string(RECKON_BIN) + " estimate --preset tiny --json /dev/stdout > " + captured).c_str()),
+            0);
+  {
+    std::ifstream in(captured);
+    const std::string text((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_NE(text.find("\"num_parameters\": 164160"), std::string::npos) << text.substr(0, 400);
+  }
+  const std::string odd = (dir / "\xff\xfe-data.txt").string(), ck = (dir / "odd.safetensors").string();
+  std::filesystem::copy_file("/usr/share/common-licenses/GPL-3", odd);
+  r = run("train --preset tiny --steps 2 --quiet --data '" + odd + "' --json " + ok + " --save " + ck);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(read_json(ok)["data"].get<std::string>().find("\\xFF\\xFE-data.txt (35149 bytes"), std::string::npos);
+  r = run("train --resume " + ck + " --steps 1 --quiet --data '" + odd + "'");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed: "), std::string::npos) << r.output;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(entry.path().filename().string().find(".reckon-"), std::string::npos) << entry.path();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// SIGTERM while the outputs are being written (here: blocked on a FIFO nobody reads, after the checkpoint's
+// temporary is complete) removes the temporary: no hidden half-file is left.
+TEST(Output, SignalDuringWriteLeavesNoTemporary) {
+  const std::filesystem::path dir = temp_path("outputs3");
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string fifo = (dir / "fifo").string(), ck = (dir / "c.safetensors").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    const int quiet = open("/dev/null", O_WRONLY);
+    dup2(quiet, 1);
+    dup2(quiet, 2);
+    const std::string bin = RECKON_BIN;
+    execl(bin.c_str(), bin.c_str(), "train", "--preset", "tiny", "--steps", "1", "--quiet", "--save", ck.c_str(),
+          "--json", fifo.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  bool temporary_seen = false;
+  for (int i = 0; i < 600 && !temporary_seen; ++i) {  // up to 60 s for the run to reach its writes
+    for (const auto& entry : std::filesystem::directory_iterator(dir))
+      temporary_seen |= entry.path().filename().string().find(".reckon-") != std::string::npos;
+    if (!temporary_seen) usleep(100000);
+  }
+  EXPECT_TRUE(temporary_seen);
+  usleep(200000);  // the temporary written whole and the process blocked opening the FIFO
+  kill(child, SIGTERM);
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << status;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(entry.path().filename().string().find(".reckon-"), std::string::npos) << entry.path();
+  }
+  EXPECT_FALSE(std::filesystem::exists(ck));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Output, ConcurrentWritersNeverShowAPartialFile) {
   const std::string out = temp_path("concurrent.json");
   std::filesystem::remove(out);
@@ -419,7 +514,7 @@ TEST(Cli, CheckpointResumeIsBitExactAndBadCheckpointsAreRefused) {
   };
   const std::vector<Bad> cases = {
       {"--resume " + c6 + " --preset S", "--resume: the config comes from the checkpoint"},
-      {"--resume " + c6 + " --set lr=0.1", "drop --preset, --config and --set"},
+      {"--resume " + c6 + " --set lr=0.1", "give 1 other value(s): lr=0.1 (the checkpoint has "},
       {"--resume " + c6 + " --data random", "--data: 'random' differs from the checkpoint's data"},
       {"--resume " + grads, "not a reckon checkpoint (metadata format is ''"},
       {"--resume " + cut, "not a valid safetensors file"},
@@ -434,6 +529,9 @@ TEST(Cli, CheckpointResumeIsBitExactAndBadCheckpointsAreRefused) {
     EXPECT_NE(r.output.find(bad.needle), std::string::npos) << bad.args << "\n" << r.output;
     EXPECT_FALSE(std::filesystem::exists(out)) << bad.args;
   }
+  // --preset and --set repeating the checkpoint's own config are accepted.
+  const CommandResult same = run("train --resume " + c6 + " --preset tiny" + common + "--steps 1");
+  EXPECT_EQ(same.exit_code, 0) << same.output;
   // The data file's contents are in the checkpoint (size and fingerprint): resumed on the same bytes, or refused.
   const std::string data = temp_path("resume_data.txt"), cd = temp_path("cd.safetensors");
   std::filesystem::copy_file("/usr/share/common-licenses/GPL-3", data,
@@ -654,7 +752,10 @@ TEST(Cli, EstimateGpt2XlOnEightGpusPerZeroStage) {
              {"--gpus 8 --link pcie", "--link: 'pcie' is not allowed; allowed values are auto, nvlink, infiniband"},
              {"--gpus 8 --link-gbps 0", "--link-gbps: 0 is outside"},
              {"--gpus 8 --link-latency-us -1", "--link-latency-us: -1 is outside"},
-             {"--gpus 8 --zero 5", "zero_stage: 5 is outside the allowed range [0, 3]"}});
+             {"--gpus 8 --zero 5", "zero_stage: 5 is outside the allowed range [0, 3]"},
+             {"--link-gbps 100", "--link-gbps: describes the link between GPUs of --gpus N; give --gpus too"},
+             {"--link nvlink", "--link: describes the link between GPUs of --gpus N"},
+             {"--link-latency-us 3", "--link-latency-us: describes the link"}});
 }
 
 // Large but legal-looking inputs: each an answer or one clear error with exit 2, never a signal.
@@ -688,6 +789,8 @@ TEST(Cli, LargeInputsAnswerOrFailCleanly) {
            {"train --preset tiny --steps 1 --data random --peak-gflops nan", "--peak-gflops: nan is outside"},
            {"train --preset tiny --steps 1 --data random --peak-gflops 1e300", "--peak-gflops: 1e+300 is outside"},
            {"extrapolate --validate tiny --train-steps 0", "--train-steps: 0 is outside the allowed range"},
+           {"extrapolate --validate tiny --target-batch 1048576",
+            "--target-batch: 1048576 is outside the allowed range [1, 65536]"},
            {"estimate --batch-size 65537", "--batch-size: Value 65537 not in range 1 to 65536"},
            {"train --steps abc", "--steps: 'abc' is not a valid value; allowed: training steps [1, 10000000]"},
            {"extrapolate --steps q",

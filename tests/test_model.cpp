@@ -754,6 +754,9 @@ TEST(Config, TomlFileIsStrict) {
   const std::vector<Bad> bad = {
       {"[modle]\nd_model = 0\n", {"unknown table 'modle'; did you mean 'model'?"}},
       {"[model]\nd_modle = 64\n", {"unknown key 'model.d_modle'; did you mean 'd_model'?"}},
+      {"batch_size = 2\n[model]\nbatch_size = 4\n",
+       {"'model.batch_size' is also given as 'batch_size'; give each key once"}},
+      {"[optim]\nlr = 0.1\n[model]\nlr = 0.2\n", {"unknown key 'model.lr'"}},
       {"[model]\nlr = 0.1\n", {"unknown key 'model.lr'", "allowed here: vocab_size"}},
       {"[model.inner]\nd_model = 64\n", {"unknown table 'model.inner'"}},
       {"[optim]\n[optim.x]\n", {"unknown table 'optim.x'"}},

@@ -25,6 +25,7 @@
 #include "runtime/matmul.h"
 #include "runtime/simd_math.h"
 #include "runtime/tensor.h"
+#include "runtime/utf8.h"
 #include "tests/reference.h"
 
 namespace reckon {
@@ -38,6 +39,23 @@ constexpr int kAct = static_cast<int>(Category::activation);
 constexpr int kTemp = static_cast<int>(Category::temporary);
 
 // ------------------------------------------------------------------------------------------------ allocator
+
+// runtime/utf8: valid UTF-8 comes back unchanged; each byte outside a well-formed sequence (RFC 3629's table:
+// overlong forms, surrogates, above U+10FFFF, truncated or stray continuation bytes) becomes \xHH.
+TEST(Utf8, InvalidBytesEscapedValidTextUnchanged) {
+  for (const std::string valid : {"", "plain/path.txt", "caf\xc3\xa9", "\xe2\x80\x94 dash", "\xf0\x9f\x98\x80",
+                                  "\xef\xbf\xbf", "\xf4\x8f\xbf\xbf", "back\\slash"}) {
+    EXPECT_EQ(escape_invalid_utf8(valid), valid);
+  }
+  EXPECT_EQ(escape_invalid_utf8("\xff\xfe.txt"), "\\xFF\\xFE.txt");
+  EXPECT_EQ(escape_invalid_utf8("\xc0\xaf"), "\\xC0\\xAF");                    // overlong '/'
+  EXPECT_EQ(escape_invalid_utf8("\xe0\x80\xaf"), "\\xE0\\x80\\xAF");           // overlong, 3 bytes
+  EXPECT_EQ(escape_invalid_utf8("\xed\xa0\x80"), "\\xED\\xA0\\x80");           // a surrogate (U+D800)
+  EXPECT_EQ(escape_invalid_utf8("\xf4\x90\x80\x80"), "\\xF4\\x90\\x80\\x80");  // above U+10FFFF
+  EXPECT_EQ(escape_invalid_utf8("ok\xc3"), "ok\\xC3");                         // truncated at the end
+  EXPECT_EQ(escape_invalid_utf8("\x80x\xc3\xa9"), "\\x80x\xc3\xa9");           // a stray continuation byte
+  EXPECT_EQ(escape_invalid_utf8("a\\b\xff"), "a\\\\b\\xFF");  // a backslash doubled once the text had to change
+}
 
 TEST(Allocator, ScriptedSequenceExactStats) {
   TrackingAllocator a;  // a private instance: exact numbers, no other allocations mixed in
