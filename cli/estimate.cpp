@@ -775,8 +775,20 @@ nlohmann::json render_json(const EstimateResult& r, const EstimateOptions& o) {
 }
 
 EstimateReport make_estimate_report(const EstimateOptions& o) {
-  const EstimateResult r = compute_estimate(o);
-  return EstimateReport{render_markdown(r, o), json_text(render_json(r, o), 2)};
+  try {
+    const EstimateResult r = compute_estimate(o);
+    return EstimateReport{render_markdown(r, o), json_text(render_json(r, o), 2)};
+  } catch (const SizeOverflow& e) {
+    // The config's own step fits (checked first); a count estimate derives from it (the step at batch 2 and 3 for
+    // the per-sample fits, the ranks of --gpus) does not: bad input, named by the fields that scale it.
+    const ModelConfig& m = checked_inputs(o).config.model;
+    throw std::invalid_argument(fmt::format(
+        "batch_size {} × context_length {} × num_layers {} (d_model {}{}): a count estimate derives from this "
+        "config does not fit int64 ({}); lower context_length, num_layers or batch_size{}",
+        m.batch_size, m.context_length, m.num_layers, m.d_model,
+        o.cluster.gpus_given ? fmt::format(", --gpus {}", o.cluster.gpus) : "", e.what(),
+        o.cluster.gpus_given ? ", or --gpus" : ""));
+  }
 }
 
 int run_estimate(const EstimateOptions& o) {

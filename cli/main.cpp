@@ -147,10 +147,8 @@ void add_train(CLI::App& app, Commands& c, const std::string& preset_list) {
   c.train->add_option("--trace", c.train_opts.trace_path, "write a Chrome/Perfetto trace (op slices, memory counters)");
   c.train->add_option("--max-memory", c.train_opts.max_memory,
                       "memory budget, e.g. 8GB or 8GiB (default: available RAM; at most physical RAM)");
-  c.train
-      ->add_option("--peak-gflops", c.train_opts.peak_gflops,
-                   "peak GFLOP/s for utilisation, (0, 1e9] (default: measured FMA peak)")
-      ->check(CLI::PositiveNumber);
+  c.train->add_option("--peak-gflops", c.train_opts.peak_gflops,
+                      "peak GFLOP/s for utilisation, [0.001, 1e9] (default: measured FMA peak)");
   c.train->add_flag("--quiet", c.train_opts.quiet, "no per-step progress lines");
   c.train->add_flag("--profile", c.train_opts.profile,
                     "per-op profile: time share, GFLOP/s, GB/s, % of this CPU's roofline");
@@ -310,6 +308,7 @@ int dispatch(const CLI::App& app, Commands& c) {
       c.train_opts.base_config_given =
           c.train->count("--preset") + c.train->count("--config") + c.train->count("--hf-config") > 0;
       c.train_opts.data_given = c.train->count("--data") > 0;
+      c.train_opts.peak_gflops_given = c.train->count("--peak-gflops") > 0;
       c.train_opts.zero_given = c.train->count("--zero") > 0;
       return reckon::run_train(c.train_opts);
     }

@@ -213,7 +213,7 @@ TrainPlan plan_run(const TrainOptions& o) {
   p.local = config;
   p.local.model.batch_size = config.model.batch_size / p.ranks;
   p.first_step = p.resume.steps + 1, p.last_step = p.resume.steps + o.steps;
-  if (o.peak_gflops != 0) check_range("--peak-gflops", o.peak_gflops, 1e-3, kMaxPeakGflops);
+  if (o.peak_gflops_given) check_range("--peak-gflops", o.peak_gflops, 1e-3, kMaxPeakGflops);
   // The estimate is exact for the steady-state step (reckon reconcile proves it): checked before allocating.
   p.budget = memory_budget(o.max_memory);
   p.step_peak = check_step_fits("train", p.local.model, config.optim, p.budget, p.ranks, p.rank);
@@ -228,7 +228,10 @@ struct TrainResult {
   // The last step's slice of the allocator timeline and of the op events: the report's picture of one step.
   size_t last_step_first_event = 0, last_step_first_op = 0, last_step_end_event = 0;
   std::array<int64_t, kNumCategories> last_step_base{};
-  double steady_seconds = 0, tokens_per_second = 0, step_seconds = 0, peak_gflops = 0;
+  double steady_seconds = 0, tokens_per_second = 0, step_seconds = 0;
+  double peak_gflops = 0;  // the precision's peak, for utilization (MFU, HFU, fraction_of_peak)
+  double fma_gflops = 0;   // float32's FMA peak (the roofline's elementwise roof)
+  std::string peak_source;
   UtilizationFlops model_flops;
   int64_t executed_flops = 0;        // per step, as the counters measured them
   nlohmann::json memory;             // the training's memory (before any probe allocates)
@@ -388,7 +391,7 @@ nlohmann::json report_json(const TrainOptions& o, const TrainPlan& p, const Trai
   }
   report["ops"] = ops;
   report["roofline"] = {{"matmul_gflops", r.roofline->matmul_flops * 1e-9},
-                        {"fma_gflops", r.peak_gflops},
+                        {"fma_gflops", r.fma_gflops},
                         {"bandwidth_gbs", r.roofline->bytes_per_second * 1e-9}};
   return report;
 }
@@ -418,6 +421,7 @@ nlohmann::json run_json(const TrainPlan& p, const TrainResult& r, const Counters
   j["tokens_per_second_steady"] = r.tokens_per_second;
   const UtilizationFlops& uf = r.model_flops;
   j["utilization"] = {{"peak_gflops", r.peak_gflops},
+                      {"peak_source", r.peak_source},
                       {"seconds_per_step", r.step_seconds},
                       {"model_flops_causal", uf.model_causal},
                       {"model_flops_full", uf.model_full},
@@ -503,10 +507,18 @@ int run_train(const TrainOptions& o) {
   const MemoryEstimate estimate =
       estimate_step_memory(m, {.data_parallel_ranks = p.ranks, .data_parallel_rank = p.rank});
   const MachineInfo machine = machine_info();
-  const double peak_gflops = o.peak_gflops > 0 ? o.peak_gflops : measure_fma_peak_gflops(0.2);
+  // The peak that MFU, HFU and fraction_of_peak divide by: the precision's. In the mixed modes the matmuls run in
+  // bf16, so it is the measured bf16 matmul rate where that beats float32's FMA peak (AVX512-BF16, AMX).
+  const double fma_gflops = measure_fma_peak_gflops(0.2);
+  double peak_gflops = o.peak_gflops_given ? o.peak_gflops : fma_gflops;
+  std::string peak_source = o.peak_gflops_given ? "--peak-gflops" : "measured FMA peak";
+  if (!o.peak_gflops_given && m.dtypes().act == DType::bf16) {
+    const double bf16_matmul = measure_matmul_gflops(0.3, DType::bf16);
+    if (bf16_matmul > peak_gflops) peak_gflops = bf16_matmul, peak_source = "measured bf16 matmul, oneDNN";
+  }
   fmt::print("config: {} | {}\n", p.config.preset, describe(m));
   fmt::print("data: {} | steps: {} | peak for MFU: {:.0f} GFLOP/s ({})\n", data.description(), o.steps, peak_gflops,
-             o.peak_gflops > 0 ? "--peak-gflops" : "measured FMA peak");
+             peak_source);
   fmt::print("memory: estimated step peak {} B ({} MiB) within the budget of {} B ({} MiB)\n",
              fmt_int(estimate.peak_total), fmt_bytes_mib(estimate.peak_total), fmt_int(p.budget),
              fmt_bytes_mib(p.budget));
@@ -534,11 +546,11 @@ int run_train(const TrainOptions& o) {
 
   TrainResult r = run_steps(o, p, run, data, counters);
   if (r.diverged) return kExitDiverged;
-  r.peak_gflops = peak_gflops;
+  r.peak_gflops = peak_gflops, r.fma_gflops = fma_gflops, r.peak_source = peak_source;
   print_summary(o, p, r, counters);
   if (o.profile || p.want_report) {  // measured once, after every figure of the training's memory was taken
     // The matmul probe runs with the precision's operand dtype (bf16 in the mixed modes).
-    r.roofline = Roofline{"this CPU", measure_matmul_gflops(0.3, m.dtypes().act) * 1e9, peak_gflops * 1e9,
+    r.roofline = Roofline{"this CPU", measure_matmul_gflops(0.3, m.dtypes().act) * 1e9, fma_gflops * 1e9,
                           measure_bandwidth_gbs(0.3) * 1e9};
     tracker().empty_cache();
   }

@@ -17,7 +17,7 @@ struct TrainOptions {
   std::string json_path;
   std::string trace_path;
   std::string max_memory;              // bytes with optional unit; default: available RAM
-  double peak_gflops = 0;              // 0: measure the FMA peak at startup
+  double peak_gflops = 0;              // with peak_gflops_given; else the FMA peak is measured at startup
   bool quiet = false;                  // no per-step lines
   bool profile = false;                // per-op profile against this CPU's measured roofline
   std::string save_path;               // --save: a checkpoint (safetensors) after the last step
@@ -32,6 +32,7 @@ struct TrainOptions {
   bool config_given = false;       // --preset, --config or --set on the command line (checked against --resume)
   bool base_config_given = false;  // --preset, --config or --hf-config (else --set applies to the default)
   bool data_given = false;         // --data on the command line
+  bool peak_gflops_given = false;  // --peak-gflops: checked in [0.001, 1e9], else the FMA peak is measured
 };
 
 // Returns the process exit code: 0 ok, 2 bad input (message on stderr), 3 the run diverged.

@@ -68,6 +68,12 @@ int64_t aligned_size(int64_t bytes) {
 void* TrackingAllocator::allocate(int64_t bytes, Category category, std::string_view name, DType dtype) {
   const int64_t allocated = aligned_size(bytes);
   std::lock_guard<std::mutex> lock(mutex_);
+  if (untracked_) {
+    void* raw = std::aligned_alloc(static_cast<size_t>(kAlignment), static_cast<size_t>(allocated));
+    if (raw == nullptr) throw std::bad_alloc();
+    untracked_live_.emplace(raw, allocated);
+    return raw;
+  }
   void* ptr = nullptr;
   if (auto hit = cache_.find(allocated); hit != cache_.end()) {
     ptr = hit->second;
@@ -98,6 +104,11 @@ void* TrackingAllocator::allocate(int64_t bytes, Category category, std::string_
 void TrackingAllocator::free(void* ptr) {
   if (ptr == nullptr) return;
   std::lock_guard<std::mutex> lock(mutex_);
+  if (auto raw = untracked_live_.find(ptr); raw != untracked_live_.end()) {
+    untracked_live_.erase(raw);
+    std::free(ptr);
+    return;
+  }
   auto it = live_.find(ptr);
   if (it == live_.end()) {
     // Freeing memory we never handed out is a programming error that would corrupt the stats.
@@ -128,6 +139,16 @@ void TrackingAllocator::free(void* ptr) {
 int64_t TrackingAllocator::reserved_bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return stats_.total.allocated_bytes.current + cached_bytes_;
+}
+
+void TrackingAllocator::set_untracked(bool on) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  untracked_ = on;
+}
+
+bool TrackingAllocator::untracked() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return untracked_;
 }
 
 void TrackingAllocator::empty_cache() {

@@ -130,6 +130,10 @@ class TrackingAllocator {
   void clear_timeline();
   // Bytes (allocated) currently live under a name prefix, e.g. "layers.0." — for tests and reports.
   int64_t live_bytes_with_prefix(std::string_view prefix) const;
+  // Untracked (UntrackedScope): allocations are the OS's, outside every statistic, the timeline and the cache —
+  // for the machine's probes (the matmul and bandwidth rates), which are not part of anything the user measures.
+  void set_untracked(bool on);
+  bool untracked() const;
 
  private:
   struct Block {
@@ -146,7 +150,9 @@ class TrackingAllocator {
 
   mutable std::mutex mutex_;
   std::unordered_map<void*, Block> live_;
-  std::unordered_multimap<int64_t, void*> cache_;  // allocated size -> free block
+  std::unordered_multimap<int64_t, void*> cache_;      // allocated size -> free block
+  std::unordered_map<void*, int64_t> untracked_live_;  // blocks allocated while untracked, freed as they came
+  bool untracked_ = false;
   int64_t cached_bytes_ = 0;
   bool timeline_on_ = true;
 #if defined(__SANITIZE_ADDRESS__)
@@ -166,5 +172,17 @@ class TrackingAllocator {
 
 // The process-wide allocator every Tensor uses.
 TrackingAllocator& tracker();
+
+// While alive, the process-wide allocator does not track (TrackingAllocator::set_untracked); restores the mode.
+class UntrackedScope {
+ public:
+  UntrackedScope() : was_(tracker().untracked()) { tracker().set_untracked(true); }
+  ~UntrackedScope() { tracker().set_untracked(was_); }
+  UntrackedScope(const UntrackedScope&) = delete;
+  UntrackedScope& operator=(const UntrackedScope&) = delete;
+
+ private:
+  bool was_;
+};
 
 }  // namespace reckon

@@ -95,6 +95,7 @@ int64_t fma_peak_kernel(int64_t iters) {
 }
 
 double measure_matmul_gflops(double seconds, DType operands) {
+  const UntrackedScope untracked;  // first: its buffers are freed before tracking resumes
   // The probe is not part of anything the user measures: keep it out of the counters.
   const bool was_enabled = counters().enabled();
   counters().set_enabled(false);
@@ -127,6 +128,7 @@ Tensor strided_operand(int rank, const int64_t* dims, const int64_t* strides, co
 }  // namespace
 
 double measure_matmul_seconds(const MatmulGeometry& g, int repetitions) {
+  const UntrackedScope untracked;  // first: its buffers are freed before tracking resumes
   check_arg(repetitions >= 1 && repetitions <= 1000, "repetitions: {} is outside [1, 1000]", repetitions);
   const bool was_enabled = counters().enabled();
   counters().set_enabled(false);
@@ -146,6 +148,7 @@ double measure_matmul_seconds(const MatmulGeometry& g, int repetitions) {
 }
 
 double measure_bandwidth_gbs(double seconds) {
+  const UntrackedScope untracked;  // first: its buffers are freed before tracking resumes
   const int64_t n = 64LL << 20;
   Tensor a = Tensor::zeros({n}, Category::temporary, "probe.stream.a");
   Tensor b = Tensor::zeros({n}, Category::temporary, "probe.stream.b");

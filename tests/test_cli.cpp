@@ -179,6 +179,7 @@ TEST(Cli, BadInputExitsTwoNamesTheFieldAndWritesNothing) {
       {"--steps 0", "--steps: 0"},
       {"--data /no/such/file", "--data: cannot read file"},
       {"--data /etc/passwd/x", "--data: cannot read file '/etc/passwd/x': Not a directory"},
+      {"--peak-gflops 0", "--peak-gflops: 0 is outside the allowed range [0.001, 1000000000]"},
       {"--set norm_eps=1e-320", "norm_eps: 1e-320 is below float32's smallest normal number 1.1754944e-38"},
       {"--set adam_eps=4.9e-324", "adam_eps: 5e-324 is below float32's smallest normal number"},
       {"--set lr=1e-40", "lr: 1e-40 is below float32's smallest normal number"},
@@ -296,6 +297,27 @@ TEST(Report, HostileJsonIsRefusedNamingTheKeyAndLongTimelinesAreThinned) {
   EXPECT_GE(pairs, 2 * 1400u);
   nlohmann::json thin = longer;
   EXPECT_NE(report_html(thin).find("measured peak"), std::string::npos);
+  std::filesystem::remove(json);
+}
+
+// Utilization divides by the precision's peak: float32's FMA peak in fp32; in the mixed modes the measured bf16
+// matmul rate where it beats it — so the step's FLOP rate is a fraction of it (it was 1.16× the fp32 peak), and
+// the JSON says which peak it was. The training's memory is the training's (probes are untracked).
+TEST(Cli, UtilizationUsesThePrecisionsPeak) {
+  const std::string json = temp_path("mixed.json");
+  ASSERT_EQ(run("train --preset tiny --steps 3 --quiet --threads 2 --profile --set precision=amp-bf16 --json " + json)
+                .exit_code,
+            0);
+  const nlohmann::json j = read_json(json);
+  const double peak = j["utilization"]["peak_gflops"].get<double>();
+  const double fma = j["report"]["roofline"]["fma_gflops"].get<double>();
+  EXPECT_GE(peak, fma);
+  EXPECT_EQ(j["utilization"]["peak_source"], peak > fma ? "measured bf16 matmul, oneDNN" : "measured FMA peak");
+  EXPECT_GT(j["counters"]["fraction_of_peak"].get<double>(), 0.0);
+  EXPECT_LE(j["counters"]["fraction_of_peak"].get<double>(), 1.0);
+  EXPECT_EQ(j["counters"]["peak_gflops"].get<double>(), peak);
+  for (const auto& blk : j["memory"]["live_at_peak"])
+    EXPECT_FALSE(blk["name"].get<std::string>().starts_with("probe.")) << blk["name"];
   std::filesystem::remove(json);
 }
 
@@ -756,6 +778,19 @@ TEST(Cli, EstimateGpt2XlOnEightGpusPerZeroStage) {
              {"--link-gbps 100", "--link-gbps: describes the link between GPUs of --gpus N; give --gpus too"},
              {"--link nvlink", "--link: describes the link between GPUs of --gpus N"},
              {"--link-latency-us 3", "--link-latency-us: describes the link"}});
+  // The config's own step fits int64; the counts estimate derives from it (the step at batch 2 and 3, the ranks)
+  // do not: one message naming the fields that scale them.
+  const std::string big = temp_path("big_estimate.json");
+  std::filesystem::remove(big);
+  const CommandResult huge = run(
+      "estimate --preset gpt3-175b --set num_layers=1024 --set context_length=131072 --gpus 65536 --zero 3 --json " +
+      big);
+  EXPECT_EQ(huge.exit_code, 2) << huge.output;
+  EXPECT_NE(huge.output.find("batch_size 1 × context_length 131072 × num_layers 1024 (d_model 12288, --gpus 65536): "
+                             "a count estimate derives from this config does not fit int64"),
+            std::string::npos)
+      << huge.output;
+  EXPECT_FALSE(std::filesystem::exists(big));
 }
 
 // Large but legal-looking inputs: each an answer or one clear error with exit 2, never a signal.

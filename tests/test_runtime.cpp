@@ -152,6 +152,29 @@ TEST(Allocator, ClearTimelineKeepsLiveBlocksForReplay) {
   a.free(x);
 }
 
+// The machine's probes allocate untracked: the statistics, the timeline and the peak are what they were before,
+// and a block allocated untracked is freed as such even after tracking resumed.
+TEST(Allocator, ProbesAndUntrackedScopesLeaveTheStatisticsAlone) {
+  const MemoryStats before = tracker().stats();
+  const size_t events_before = tracker().timeline().size();
+  EXPECT_GT(measure_bandwidth_gbs(0.01), 0.0);
+  EXPECT_GT(measure_matmul_gflops(0.01), 0.0);
+  void* kept = nullptr;
+  {
+    const UntrackedScope untracked;
+    kept = tracker().allocate(1 << 20, Category::temporary, "untracked.kept");
+  }
+  Tensor tracked = Tensor::zeros({16}, Category::temporary, "tracked");
+  tracker().free(kept);
+  const MemoryStats after = tracker().stats();
+  EXPECT_EQ(after.total.allocated_bytes.peak,
+            std::max(before.total.allocated_bytes.peak, before.total.allocated_bytes.current + 64));
+  EXPECT_EQ(after.total.num_allocs, before.total.num_allocs + 1);  // `tracked` alone
+  EXPECT_EQ(after.total.allocated_bytes.allocated, before.total.allocated_bytes.allocated + 64);
+  EXPECT_EQ(tracker().timeline().size(), events_before + 1);
+  EXPECT_FALSE(tracker().untracked());
+}
+
 TEST(Allocator, AlignmentAndRounding) {
   TrackingAllocator a;
   for (int64_t bytes : {1, 3, 63, 64, 65, 1000, 4096, 123457}) {
