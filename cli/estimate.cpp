@@ -373,6 +373,11 @@ EstimateResult compute_estimate(const EstimateOptions& o) {
     r.cluster = cluster_report(r.config, r.gpu, r.peak_flops, o.mfu, r.memory.budget, o.memory_budget, o.train_steps,
                                o.train_batch, o.cluster);
   }
+  // The step predicted op by op, for this config's batch per GPU on --gpus GPUs (1 without).
+  r.gpu_ranks = o.cluster.gpus_given ? o.cluster.gpus : 1;
+  r.gpu_step = predict_gpu_step(m, r.config.optim, r.gpu, r.gpu_ranks, gpu_link(r.gpu, r.gpu_ranks, o.cluster.link));
+  r.predicted_days =
+      r.training.executed.tokens / (r.gpu_step.tokens_per_second_per_gpu * static_cast<double>(r.gpu_ranks)) / 86400.0;
   return r;
 }
 
@@ -584,6 +589,70 @@ void render_training_markdown(const EstimateResult& r, const EstimateOptions& o,
   out(text, "\n{}", gp.markdown());
 }
 
+// The step predicted op by op on the GPU: per op × phase its time, what bounds it and its share; then the step.
+void render_gpu_step_markdown(const EstimateResult& r, const EstimateOptions& o, std::string& text) {
+  const GpuStep& g = r.gpu_step;
+  const ModelConfig& m = r.config.model;
+  Table t;
+  t.header = {"op", "phase", "kernels", "ms", "bound", "share"};
+  t.right_align = {false, false, true, true, false, true};
+  std::vector<GpuOpTime> rows = g.ops;
+  std::stable_sort(rows.begin(), rows.end(),
+                   [](const GpuOpTime& a, const GpuOpTime& b) { return a.seconds > b.seconds; });
+  for (const GpuOpTime& row : rows) {
+    t.add({row.key.op, phase_name(row.key.phase), fmt_int(row.kernels), fmt::format("{:.3f}", row.seconds * 1e3),
+           row.bound, fmt::format("{:.1f}%", 100 * row.seconds / (g.compute_seconds + g.communication_seconds))});
+  }
+  out(text,
+      "\n## Predicted step on {} ({}, batch {} per GPU{}): op by op, kernel-level constants only "
+      "(estimators/gpu_step.h)\n\n{}",
+      r.gpu.description, r.gpu_math, m.batch_size,
+      r.gpu_ranks > 1 ? fmt::format(", {} GPUs, ZeRO-{}", r.gpu_ranks, m.zero_stage) : "", t.markdown());
+  out(text,
+      "step {:.2f} ms = compute {:.2f} ms + exposed communication {:.2f} ms (of {:.2f} ms, the rest overlapped); "
+      "{:.0f} tokens/s per GPU; MFU {:.1f}% (causal) / {:.1f}% (full T×T), HFU {:.1f}% of {:.0f} TFLOP/s; the "
+      "roofline floor of the same work {:.2f} ms\n",
+      g.seconds * 1e3, g.compute_seconds * 1e3, g.exposed_communication_seconds * 1e3, g.communication_seconds * 1e3,
+      g.tokens_per_second_per_gpu, 100 * g.mfu_causal, 100 * g.mfu_full, 100 * g.hfu, g.peak_flops / 1e12,
+      g.roofline_seconds * 1e3);
+  out(text,
+      "training days at the predicted step: {:.1f} on {} GPU(s) = {:.0f} GPU-days (the one-GPU rows above: {:.0f} "
+      "at MFU {:.0f}%); constants: {}\n",
+      r.predicted_days, r.gpu_ranks, r.predicted_days * static_cast<double>(r.gpu_ranks),
+      r.training.has_model ? r.training.model_causal.counted_days : 0.0, o.mfu * 100, gpu_kernels(r.gpu).source);
+}
+
+nlohmann::json gpu_step_json(const EstimateResult& r) {
+  const GpuStep& g = r.gpu_step;
+  nlohmann::json rows = nlohmann::json::array();
+  for (const GpuOpTime& row : g.ops) {
+    rows.push_back({{"op", row.key.op},
+                    {"phase", phase_name(row.key.phase)},
+                    {"seconds", row.seconds},
+                    {"bound", row.bound},
+                    {"kernels", row.kernels},
+                    {"flops", row.flops},
+                    {"bytes", row.bytes}});
+  }
+  return {{"gpu", g.gpu},
+          {"gpus", r.gpu_ranks},
+          {"zero_stage", r.config.model.zero_stage},
+          {"batch_per_gpu", r.config.model.batch_size},
+          {"seconds", g.seconds},
+          {"compute_seconds", g.compute_seconds},
+          {"communication_seconds", g.communication_seconds},
+          {"exposed_communication_seconds", g.exposed_communication_seconds},
+          {"roofline_seconds", g.roofline_seconds},
+          {"tokens_per_second_per_gpu", g.tokens_per_second_per_gpu},
+          {"mfu", g.mfu_causal},
+          {"mfu_full_convention", g.mfu_full},
+          {"hfu", g.hfu},
+          {"peak_flops", g.peak_flops},
+          {"training_days", r.predicted_days},
+          {"constants", gpu_kernels(r.gpu).source},
+          {"ops", rows}};
+}
+
 }  // namespace
 
 // "+1,638,400", "-307,200", "0".
@@ -648,6 +717,7 @@ std::string render_markdown(const EstimateResult& r, const EstimateOptions& o) {
   out(text, "\n## Activations: textbook vs implemented (batch size {})\n\n{}", m.batch_size, at.markdown());
   render_flops_markdown(r, o, text);
   render_training_markdown(r, o, text);
+  render_gpu_step_markdown(r, o, text);
   if (r.cluster) text += r.cluster->text;
   return text;
 }
@@ -771,6 +841,7 @@ nlohmann::json render_json(const EstimateResult& r, const EstimateOptions& o) {
                           {"hfu_needed_at_mfu", tr.hfu_needed}});
   }
   if (r.cluster) j["cluster"] = r.cluster->json;
+  j["gpu_step"] = gpu_step_json(r);
   return j;
 }
 

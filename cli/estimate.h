@@ -15,6 +15,7 @@
 #include "estimators/flops.h"
 #include "estimators/memory.h"
 #include "estimators/textbook.h"
+#include "estimators/gpu_step.h"
 #include "estimators/time.h"
 #include "model/config.h"
 
@@ -124,6 +125,10 @@ struct EstimateResult {
   } training;
 
   std::optional<ClusterReport> cluster;
+
+  GpuStep gpu_step;           // the step predicted op by op on the GPU (estimators/gpu_step.h)
+  int64_t gpu_ranks = 1;      // the GPUs it is data parallel over (--gpus, else 1)
+  double predicted_days = 0;  // the training run (train_steps × train_batch × T tokens) at the predicted rate
 };
 // Checks every input first (one message naming the flag or field and its range; nothing computed after it).
 EstimateResult compute_estimate(const EstimateOptions& options);

@@ -8,16 +8,25 @@
 namespace reckon {
 
 const std::vector<GpuSpec>& gpu_specs() {
-  // NVIDIA data sheets (dense numbers; "80GB" / "40GB" cards have 80 / 40 GiB of HBM).
+  // Data sheets, dense (no sparsity): nvidia.com/data-center/a100, /h100, /h200, the DGX B200 data sheet,
+  // amd.com MI300X; SM counts and clocks as ml-engineering's compute/accelerator/README.md tabulates them. The
+  // A100 "80GB" / "40GB" cards have 80 / 40 GiB; H200's 141 GB, B200's 180 GB and MI300X's 192 GB are decimal.
+  // Links: NVLink 600 GB/s (A100) / 900 (H100, H200) / 1800 (B200) total per GPU, half each direction; MI300X's
+  // Infinity Fabric 7 × 64 GB/s per direction (ml-engineering network/README.md). Across nodes one NIC per GPU:
+  // HDR 200 Gb/s (DGX A100), NDR 400 Gb/s (DGX H100, H200 and B200 systems; MI300X platforms commonly 8 × 400G).
   static const std::vector<GpuSpec> specs = {
-      // NVLink: 600 GB/s (A100) / 900 GB/s (H100) total per GPU, half each direction; InfiniBand per GPU: HDR
-      // 200 Gb/s (DGX A100) / NDR 400 Gb/s (DGX H100).
       {"a100-40gb", "NVIDIA A100 40GB (SXM)", 19.5, 156.0, 312.0, 1.555, 40LL << 30, "NVLink 3", 300.0, 25.0,
-       "HDR 200 Gb/s"},
+       "HDR 200 Gb/s", 108},
       {"a100-80gb", "NVIDIA A100 80GB (SXM)", 19.5, 156.0, 312.0, 2.039, 80LL << 30, "NVLink 3", 300.0, 25.0,
-       "HDR 200 Gb/s"},
+       "HDR 200 Gb/s", 108},
       {"h100-sxm", "NVIDIA H100 SXM 80GB", 67.0, 494.7, 989.4, 3.35, 80LL << 30, "NVLink 4", 450.0, 50.0,
-       "NDR 400 Gb/s"},
+       "NDR 400 Gb/s", 132},
+      {"h200", "NVIDIA H200 SXM 141GB", 67.0, 494.7, 989.4, 4.8, 141'000'000'000LL, "NVLink 4", 450.0, 50.0,
+       "NDR 400 Gb/s", 132},
+      {"b200", "NVIDIA B200 SXM 180GB", 80.0, 1125.0, 2250.0, 8.0, 180'000'000'000LL, "NVLink 5", 900.0, 50.0,
+       "NDR 400 Gb/s", 148},
+      {"mi300x", "AMD Instinct MI300X 192GB", 163.4, 653.7, 1307.4, 5.3, 192'000'000'000LL, "Infinity Fabric", 448.0,
+       50.0, "400 Gb/s", 304},
   };
   return specs;
 }
@@ -26,8 +35,8 @@ const GpuSpec& gpu_spec(std::string_view name) {
   for (const GpuSpec& g : gpu_specs()) {
     if (g.name == name) return g;
   }
-  throw std::invalid_argument(
-      fmt::format("--gpu: '{}' is not a known GPU; allowed values are a100-40gb, a100-80gb, h100-sxm", name));
+  throw std::invalid_argument(fmt::format(
+      "--gpu: '{}' is not a known GPU; allowed values are a100-40gb, a100-80gb, h100-sxm, h200, b200, mi300x", name));
 }
 
 double gpu_peak_flops(const GpuSpec& gpu, std::string_view precision) {

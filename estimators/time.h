@@ -25,6 +25,7 @@ struct GpuSpec {
   double nvlink_gbps;      // GB/s per GPU per direction (data sheet's total / 2)
   double infiniband_gbps;  // GB/s per GPU: one HCA per GPU, as in DGX systems
   std::string infiniband;  // "HDR 200 Gb/s"
+  int64_t sms = 0;         // streaming multiprocessors (NVIDIA) / compute units (AMD): the waves of a GEMM
 };
 
 const std::vector<GpuSpec>& gpu_specs();

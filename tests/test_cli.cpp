@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "cli/estimate.h"
@@ -791,6 +792,34 @@ TEST(Cli, EstimateGpt2XlOnEightGpusPerZeroStage) {
             std::string::npos)
       << huge.output;
   EXPECT_FALSE(std::filesystem::exists(big));
+}
+
+// The predicted step: a table per op × phase with what bounds it, the step line, and the JSON's gpu_step from the same
+// values (its op rows summing to the compute, the step = compute + exposed communication).
+TEST(Cli, EstimatePrintsThePredictedGpuStep) {
+  const std::string json = temp_path("gpu_step.json");
+  const CommandResult r =
+      run("estimate --preset gpt2-small --set precision=amp-bf16 --set attention=flash --set batch_size=4 "
+          "--gpu h100-sxm --gpus 8 --zero 3 --json " +
+          json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("## Predicted step on NVIDIA H100 SXM 80GB (bf16, batch 4 per GPU, 8 GPUs, ZeRO-3)"),
+            std::string::npos)
+      << r.output;
+  const nlohmann::json g = read_json(json)["gpu_step"];
+  EXPECT_EQ(g["gpu"], "h100-sxm");
+  EXPECT_EQ(g["gpus"], 8);
+  double sum = 0, comm = 0;
+  for (const auto& row : g["ops"]) (row["phase"] == "communication" ? comm : sum) += row["seconds"].get<double>();
+  EXPECT_NEAR(sum, g["compute_seconds"].get<double>(), 1e-9);
+  EXPECT_NEAR(comm, g["communication_seconds"].get<double>(), 1e-9);
+  EXPECT_GT(comm, 0);
+  EXPECT_NEAR(g["seconds"].get<double>(), sum + g["exposed_communication_seconds"].get<double>(), 1e-9);
+  EXPECT_LE(g["exposed_communication_seconds"].get<double>(), comm + 1e-12);
+  EXPECT_NEAR(g["tokens_per_second_per_gpu"].get<double>(), 4 * 1024 / g["seconds"].get<double>(), 1e-6);
+  EXPECT_NE(r.output.find(fmt::format("{:.0f} tokens/s per GPU", g["tokens_per_second_per_gpu"].get<double>())),
+            std::string::npos);
+  std::filesystem::remove(json);
 }
 
 // Large but legal-looking inputs: each an answer or one clear error with exit 2, never a signal.

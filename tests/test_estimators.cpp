@@ -16,6 +16,7 @@
 #include "tests/step_counts_oracle.h"
 #include "estimators/memory.h"
 #include "estimators/textbook.h"
+#include "estimators/gpu_step.h"
 #include "estimators/time.h"
 #include "model/config.h"
 #include "model/layout.h"
@@ -642,6 +643,123 @@ TEST(TimeModel, RooflineTakesTheSlowerOfComputeAndMemory) {
   const auto with_times = roofline_step(counts, machine, &timed);
   EXPECT_DOUBLE_EQ(with_times[0].seconds, 8.0);
   EXPECT_DOUBLE_EQ(with_times[1].seconds, 25.0);
+}
+
+// estimators/gpu_step: the GPU time model by independent arithmetic.
+// One matmul: 4096³ bf16 on A100 (108 SMs, 312 TFLOP/s × η 0.869): 256×128 tiles make 16·32 = 512 CTAs in
+// ⌈512/108⌉ = 5 waves of 2·256·128·4096 FLOPs at one SM's 312e12·0.869/108 FLOP/s.
+TEST(GpuStep, OneMatmulsTileAndWaveQuantizationByHand) {
+  const GpuSpec& a100 = gpu_spec("a100-80gb");
+  const double per_sm = 312e12 * 0.869 / 108;
+  const double bytes = 3.0 * 4096 * 4096 * 2;
+  const GemmTime t = gemm_time(1, 4096, 4096, 4096, bytes, a100, 312e12);
+  EXPECT_EQ(t.tile_m, 256);
+  EXPECT_EQ(t.tile_n, 128);
+  EXPECT_EQ(t.ctas, 512);
+  EXPECT_EQ(t.waves, 5);
+  EXPECT_FALSE(t.memory_bound);
+  EXPECT_NEAR(t.seconds, 5 * 2.0 * 256 * 128 * 4096 / per_sm, 1e-12);
+  // Wave quantization picks the tile: M = 128·108, N = 256 fills one wave of 108 256×128 CTAs exactly. Eight more
+  // rows (M = 128·109) make 110 such CTAs (2 waves of 256·128), 109 of 128×256 (2 waves), 218 of 128×128 (3
+  // waves of 128·128): the small tiles win, 3·128·128 / (256·128) = 1.5 times the full wave.
+  const GemmTime full = gemm_time(1, 128 * 108, 256, 1024, 0, a100, 312e12);
+  EXPECT_EQ(full.waves, 1);
+  EXPECT_EQ(full.ctas, 108);
+  const GemmTime one_more = gemm_time(1, 128 * 109, 256, 1024, 0, a100, 312e12);
+  EXPECT_EQ(one_more.tile_m, 128);
+  EXPECT_EQ(one_more.tile_n, 128);
+  EXPECT_EQ(one_more.ctas, 218);
+  EXPECT_EQ(one_more.waves, 3);
+  EXPECT_NEAR(one_more.seconds / full.seconds, 1.5, 1e-12);
+  // A thin matmul is memory-bound: its operand bytes at 2.039 TB/s × η 0.88.
+  const GemmTime thin = gemm_time(1, 4096, 4096, 8, 1e9, a100, 312e12);
+  EXPECT_TRUE(thin.memory_bound);
+  EXPECT_NEAR(thin.seconds, 1e9 / (2.039e12 * 0.88), 1e-12);
+}
+
+// A memory-bound op: 200 MB on A100 80GB at 0.88 of 2.039 TB/s; 5 MB at Calculon's 0.6/0.9 of that; and
+// arithmetic past the bandwidth at the FP32 peak.
+TEST(GpuStep, MemoryBoundOpsByHand) {
+  const GpuSpec& a100 = gpu_spec("a100-80gb");
+  EXPECT_NEAR(memory_bound_seconds(200e6, 0, a100), 200e6 / (2.039e12 * 0.88), 1e-15);
+  EXPECT_NEAR(memory_bound_seconds(5e6, 0, a100), 5e6 / (2.039e12 * 0.88 * 0.6 / 0.9), 1e-15);
+  EXPECT_NEAR(memory_bound_seconds(1e3, 1e12, a100), 1e12 / 19.5e12, 1e-12);
+}
+
+// FlashAttention-2's published A100 rates, read back and interpolated in log T and head dim; H100 scales them by the
+// mean of its two published causal fwd+bwd ratios.
+TEST(GpuStep, FlashAttentionRatesFromThePublishedTable) {
+  const GpuSpec& a100 = gpu_spec("a100-80gb");
+  EXPECT_DOUBLE_EQ(flash_attention_rate(a100, false, true, 128, 2048), 133e12);
+  EXPECT_DOUBLE_EQ(flash_attention_rate(a100, true, true, 64, 16384), 166e12);
+  EXPECT_NEAR(flash_attention_rate(a100, false, true, 128, 1448), 129.5e12, 0.05e12);  // √(1024·2048) ≈ 1448
+  EXPECT_DOUBLE_EQ(flash_attention_rate(a100, true, false, 96, 4096), (169e12 + 193e12) / 2);
+  EXPECT_DOUBLE_EQ(flash_attention_rate(a100, false, false, 128, 100000), 225e12);  // clamped at 16k
+  const GpuSpec& h100 = gpu_spec("h100-sxm");
+  EXPECT_NEAR(flash_attention_rate(h100, true, true, 128, 16384) / 186e12, (163.0 / 99 + 328.0 / 189) / 2, 1e-12);
+}
+
+// The overlap rule on two units: unit 1's collective (5) hides behind unit 0's compute (4) but for 1; unit 0's (3)
+// has nothing before it.
+TEST(GpuStep, OverlapRuleOnTwoUnits) {
+  EXPECT_DOUBLE_EQ(exposed_communication({3, 5}, {4, 1}), 3 + 1);
+  EXPECT_DOUBLE_EQ(exposed_communication({3, 2}, {4, 1}), 3);
+  EXPECT_DOUBLE_EQ(exposed_communication({}, {}), 0);
+}
+
+// Over presets × GPUs × precisions: every op at or above its own roofline (FLOPs at the peak, bytes at the HBM
+// peak), the step never below the roofline floor, and monotone in batch size and sequence length.
+TEST(GpuStep, NeverBelowTheRooflineAndMonotone) {
+  for (const char* preset : {"tiny", "S", "gpt2-small", "gpt2-xl", "llama3-8b"}) {
+    for (const GpuSpec& gpu : gpu_specs()) {
+      for (Precision p : {Precision::fp32, Precision::amp_bf16}) {
+        TrainConfig c = preset_config(preset);
+        c.model.precision = p;
+        c.model.attention = AttentionKind::flash;
+        c.model.batch_size = 1;
+        c.model.context_length = std::min<int64_t>(c.model.context_length, 2048);
+        SCOPED_TRACE(fmt::format("{} on {} in {}", preset, gpu.name, precision_name(p)));
+        const Link link = gpu_link(gpu, 1, "auto");
+        const GpuStep one = predict_gpu_step(c.model, c.optim, gpu, 1, link);
+        EXPECT_GE(one.seconds, one.roofline_seconds);
+        const double peak = gpu_peak_flops(gpu, gpu_math_for(p));
+        const auto counts = estimate_step_counts(c.model, c.optim);
+        for (const GpuOpTime& row : one.ops) {
+          const OpCount& n = counts.at(row.key);
+          const double floor = std::max(static_cast<double>(n.matmul_flops) / peak,
+                                        static_cast<double>(n.bytes_read + n.bytes_written) / (gpu.hbm_tbps * 1e12));
+          EXPECT_GE(row.seconds, floor * (1 - 1e-12)) << row.key.op << " " << phase_name(row.key.phase);
+        }
+        ModelConfig bigger = c.model;
+        bigger.batch_size = 2;
+        EXPECT_GE(predict_gpu_step(bigger, c.optim, gpu, 1, link).seconds, one.seconds);
+        ModelConfig longer = c.model;
+        longer.context_length *= 2;
+        EXPECT_GE(predict_gpu_step(longer, c.optim, gpu, 1, link).seconds, one.seconds);
+      }
+    }
+  }
+}
+
+// Every preset on every GPU gets a prediction: finite, positive, its ops' times summing to the compute, MFU in
+// (0, 1).
+TEST(GpuStep, EveryPresetOnEveryGpu) {
+  for (const std::string& preset : preset_names()) {
+    TrainConfig c = preset_config(preset);
+    c.model.precision = Precision::amp_bf16;
+    c.model.attention = AttentionKind::flash;
+    c.model.batch_size = 1;
+    for (const GpuSpec& gpu : gpu_specs()) {
+      SCOPED_TRACE(preset + " on " + gpu.name);
+      const GpuStep s = predict_gpu_step(c.model, c.optim, gpu, 1, gpu_link(gpu, 1, "auto"));
+      double sum = 0;
+      for (const GpuOpTime& row : s.ops) sum += row.seconds;
+      EXPECT_NEAR(sum, s.compute_seconds, 1e-9 * sum);
+      EXPECT_TRUE(std::isfinite(s.seconds) && s.seconds > 0);
+      EXPECT_GT(s.mfu_causal, 0);
+      EXPECT_LT(s.hfu, 1);
+    }
+  }
 }
 
 }  // namespace
