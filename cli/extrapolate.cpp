@@ -16,6 +16,7 @@
 #include "estimators/fit.h"
 #include "estimators/flops.h"
 #include "estimators/memory.h"
+#include "estimators/gpu_step.h"
 #include "estimators/time.h"
 #include "model/data.h"
 #include "optim/step.h"
@@ -226,8 +227,22 @@ nlohmann::json print_target(const ExtrapolatePlan& p, const ExtrapolateOptions& 
       "training {} steps x batch {} (= {:.0f} roofline steps of batch {}): {:.1f} days at the roofline; the "
       "CPU validation above says how far real steps sit from it\n",
       o.train_steps, o.train_batch, steps_per_train_step * o.train_steps, o.target_batch, days);
+  // The step predicted op by op (estimators/gpu_step.h): kernel-level constants, one GPU.
+  const GpuStep predicted = predict_gpu_step(target.model, target.optim, gpu, 1, gpu_link(gpu, 1, "auto"), p.gpu_math);
+  const double predicted_days = predicted.seconds * steps_per_train_step * o.train_steps / 86400.0;
+  fmt::print(
+      "predicted step (op by op, as `reckon estimate` prints it): {:.4f} s, {:.0f} tokens/s, MFU {:.1f}%, HFU "
+      "{:.1f}%: {:.1f} days — {:.2f}× the roofline\n",
+      predicted.seconds, predicted.tokens_per_second_per_gpu, 100 * predicted.mfu_causal, 100 * predicted.hfu,
+      predicted_days, predicted.seconds / step_s);
   return {{"preset", p.target.preset},
           {"batch", o.target_batch},
+          {"gpu_step",
+           {{"seconds", predicted.seconds},
+            {"tokens_per_second_per_gpu", predicted.tokens_per_second_per_gpu},
+            {"mfu", predicted.mfu_causal},
+            {"hfu", predicted.hfu},
+            {"days", predicted_days}}},
           {"gpu", gpu.name},
           {"gpu_math", p.gpu_math},
           {"attention", attention_name(target.model.attention)},

@@ -239,10 +239,10 @@ std::vector<double> unit_compute(const std::vector<GpuOpTime>& ops, Phase phase,
 }  // namespace
 
 GpuStep predict_gpu_step(const ModelConfig& m, const AdamWConfig& optim, const GpuSpec& gpu, int64_t ranks,
-                         const Link& link) {
+                         const Link& link, std::string_view gpu_math) {
   GpuStep s;
   s.gpu = gpu.name;
-  s.peak_flops = gpu_peak_flops(gpu, gpu_math_for(m.precision));
+  s.peak_flops = gpu_peak_flops(gpu, gpu_math.empty() ? gpu_math_for(m.precision) : gpu_math);
   const std::map<OpKey, OpCount> counts = estimate_step_counts(m, optim, static_cast<int>(ranks), 0);
   const std::vector<StepMatmul> matmuls = step_matmuls(m);
   const GpuKernels& kern = gpu_kernels(gpu);

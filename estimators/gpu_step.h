@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "estimators/time.h"
@@ -89,8 +90,9 @@ struct GpuStep {
 };
 
 // The step of `config` (batch_size: the batch per GPU) on `gpu`, data parallel over `ranks` GPUs on `link`
-// (zero_stage from the config).
+// (zero_stage from the config), its matmuls at the `gpu_math` peak ("fp32", "tf32", "bf16"; empty: the
+// precision's, estimators/time.h gpu_math_for).
 GpuStep predict_gpu_step(const ModelConfig& config, const AdamWConfig& optim, const GpuSpec& gpu, int64_t ranks,
-                         const Link& link);
+                         const Link& link, std::string_view gpu_math = {});
 
 }  // namespace reckon
