@@ -375,8 +375,9 @@ EstimateResult compute_estimate(const EstimateOptions& o) {
   }
   // The step predicted op by op, for this config's batch per GPU on --gpus GPUs (1 without).
   r.gpu_ranks = o.cluster.gpus_given ? o.cluster.gpus : 1;
-  r.gpu_step =
-      predict_gpu_step(m, r.config.optim, r.gpu, r.gpu_ranks, gpu_link(r.gpu, r.gpu_ranks, o.cluster.link), r.gpu_math);
+  ClusterOptions at = o.cluster;  // the link --gpus describes, with --link-gbps / --link-latency-us applied
+  at.gpus = r.gpu_ranks;
+  r.gpu_step = predict_gpu_step(m, r.config.optim, r.gpu, r.gpu_ranks, checked_link(r.gpu, at), r.gpu_math);
   r.predicted_days =
       r.training.executed.tokens / (r.gpu_step.tokens_per_second_per_gpu * static_cast<double>(r.gpu_ranks)) / 86400.0;
   return r;

@@ -50,22 +50,6 @@ struct ClusterFigures {
   }
 };
 
-Link checked_link(const GpuSpec& gpu, const ClusterOptions& o) {
-  check_range("--gpus", o.gpus, 1, 65536);
-  Link link = gpu_link(gpu, o.gpus, o.link);
-  if (o.link_gbps_given) {
-    check_range("--link-gbps", o.link_gbps, 1e-3, 1e6);
-    link.bytes_per_second = o.link_gbps * 1e9;
-    link.source = fmt::format("{} at {} GB/s (--link-gbps)", link.name, o.link_gbps);
-  }
-  if (o.link_latency_given) {
-    check_range("--link-latency-us", o.link_latency_us, 0.0, 1e6);
-    link.alpha_seconds = o.link_latency_us * 1e-6;
-    link.source += fmt::format("; α {} µs (--link-latency-us)", o.link_latency_us);
-  }
-  return link;
-}
-
 // Which ranks to replay: all of them up to 8 (their shards differ by an element and their segment count),
 // else the first, a middle and the last.
 std::vector<int> ranks_to_replay(int64_t ranks) {
@@ -278,6 +262,22 @@ nlohmann::json cluster_json(const ClusterFigures& c) {
 }
 
 }  // namespace
+
+Link checked_link(const GpuSpec& gpu, const ClusterOptions& o) {
+  check_range("--gpus", o.gpus, 1, 65536);
+  Link link = gpu_link(gpu, o.gpus, o.link);
+  if (o.link_gbps_given) {
+    check_range("--link-gbps", o.link_gbps, 1e-3, 1e6);
+    link.bytes_per_second = o.link_gbps * 1e9;
+    link.source = fmt::format("{} at {} GB/s (--link-gbps)", link.name, o.link_gbps);
+  }
+  if (o.link_latency_given) {
+    check_range("--link-latency-us", o.link_latency_us, 0.0, 1e6);
+    link.alpha_seconds = o.link_latency_us * 1e-6;
+    link.source += fmt::format("; α {} µs (--link-latency-us)", o.link_latency_us);
+  }
+  return link;
+}
 
 ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, double peak_flops, double mfu,
                              int64_t budget, const std::string& budget_text, int64_t train_steps, int64_t train_batch,

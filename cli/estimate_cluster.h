@@ -31,6 +31,9 @@ struct ClusterReport {
 
 // `config.model.batch_size` is the batch per GPU; the run's tokens (train_steps × train_batch × T) set the steps
 // at the global batch N × batch. Throws std::invalid_argument naming the flag for a bad option.
+// The link of --gpus N (estimators/time.h gpu_link) with --link-gbps / --link-latency-us applied, each checked.
+Link checked_link(const GpuSpec& gpu, const ClusterOptions& o);
+
 ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, double peak_flops, double mfu,
                              int64_t budget, const std::string& budget_text, int64_t train_steps, int64_t train_batch,
                              const ClusterOptions& options);
