@@ -585,7 +585,8 @@ void render_training_markdown(const EstimateResult& r, const EstimateOptions& o,
     };
     gp.add({g.description, fmt::format("{}", g.fp32_tflops), fmt::format("{}", g.tf32_tflops),
             fmt::format("{}", g.bf16_tflops), fmt::format("{}", g.hbm_tbps),
-            fmt::format("{} GiB", g.memory_bytes >> 30),
+            g.memory_bytes % (int64_t{1} << 30) == 0 ? fmt::format("{} GiB", g.memory_bytes >> 30)
+                                                     : fmt::format("{:.0f} GB", g.memory_bytes / 1e9),
             fmt::format("{:.0f} / {:.0f} / {:.0f}", days("fp32"), days("tf32"), days("bf16"))});
   }
   out(text, "\n{}", gp.markdown());
