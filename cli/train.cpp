@@ -101,13 +101,17 @@ struct TrainPlan {
   bool resume_path_given = false, init_from_given = false;
 };
 
+// Every file a run writes, by flag: the one list the writability and the distinctness checks read.
+std::vector<std::pair<std::string, std::string>> output_paths(const TrainOptions& o) {
+  return {{"--json", o.json_path},     {"--trace", o.trace_path},
+          {"--save", o.save_path},     {"--dump-grads", o.dump_grads_path},
+          {"--report", o.report_path}, {"--plot-memory", o.plot_memory_path}};
+}
+
 void check_output_paths(const TrainOptions& o) {
   check_range("--steps", o.steps, 1, kMaxStepsPerRun);
-  for (const auto& [flag, path] :
-       {std::pair{"--json", &o.json_path}, std::pair{"--trace", &o.trace_path}, std::pair{"--save", &o.save_path},
-        std::pair{"--dump-grads", &o.dump_grads_path}, std::pair{"--report", &o.report_path},
-        std::pair{"--plot-memory", &o.plot_memory_path}}) {
-    if (!path->empty()) check_output_path(flag, *path);
+  for (const auto& [flag, path] : output_paths(o)) {
+    if (!path.empty()) check_output_path(flag, path);
   }
 }
 
@@ -132,18 +136,13 @@ void check_config_matches_checkpoint(const TrainConfig& given, const TrainConfig
 // any work. --save may replace the checkpoint --resume names: its tensors are read into the model before the first
 // step and the new file replaces it atomically after the last.
 void check_run_paths(const TrainOptions& o, const std::string& data_source) {
-  check_distinct_paths({{"--config", o.config_file},
-                        {"--hf-config", o.hf_config},
-                        {"--resume", o.resume_path},
-                        {"--init-from", o.init_from_path},
-                        {"--data", data_source == "random" ? "" : data_source},
-                        {"--json", o.json_path},
-                        {"--trace", o.trace_path},
-                        {"--save", o.save_path},
-                        {"--dump-grads", o.dump_grads_path},
-                        {"--report", o.report_path},
-                        {"--plot-memory", o.plot_memory_path}},
-                       {"--resume", "--save"});
+  std::vector<std::pair<std::string, std::string>> paths = {{"--config", o.config_file},
+                                                            {"--hf-config", o.hf_config},
+                                                            {"--resume", o.resume_path},
+                                                            {"--init-from", o.init_from_path},
+                                                            {"--data", data_source == "random" ? "" : data_source}};
+  for (auto& output : output_paths(o)) paths.push_back(std::move(output));
+  check_distinct_paths(paths, {"--resume", "--save"});
 }
 
 TrainPlan plan_run(const TrainOptions& o) {

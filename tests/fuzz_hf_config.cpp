@@ -53,21 +53,7 @@ const std::vector<std::string> kSeeds = {
     R"([1, 2, {"a": [3]}])",
 };
 
-const std::vector<std::string> kTokens = {
-    "{",
-    "}",
-    "[",
-    "]",
-    ":",
-    ",",
-    "\"",
-    "\\",
-    "\\u0000",
-    "\\ud800",
-    "null",
-    "true",
-    "false",
-    "-0",
+const std::vector<std::string> kTokens = testing_ref::json_tokens({
     "1e309",
     "9223372036854775808",
     "18446744073709551616",
@@ -91,7 +77,7 @@ const std::vector<std::string> kTokens = {
     "\n",
     " ",
     "NaN",
-};
+});
 
 std::string mutate(std::mt19937_64& rng, std::string s) {
   // The JSON's own edit: a "key": value pair after the opening brace, known keys with any value.

@@ -50,6 +50,15 @@ std::string mutate_text(std::mt19937_64& rng, std::string s, const std::vector<s
   return s;
 }
 
+// The JSON tokens the JSON fuzzers share (structure, escapes, literals), then `own`: the first `repeatable` of them
+// are the brackets and quotes mutate_text repeats to nest deeply.
+inline std::vector<std::string> json_tokens(const std::vector<std::string>& own) {
+  std::vector<std::string> t = {"{",  "}",       "[",       "]",    ":",    ",",     "\"",
+                                "\\", "\\u0000", "\\ud800", "null", "true", "false", "-0"};
+  t.insert(t.end(), own.begin(), own.end());
+  return t;
+}
+
 // make(rng) -> the input; attempt(input) loads it (throws to refuse). accepted: the word for the first outcome.
 template <typename Make, typename Attempt>
 int run_fuzzer(const char* name, int argc, char** argv, long long default_count, unsigned long long default_seed,
