@@ -298,7 +298,7 @@ void compute_precisions(EstimateResult& r, const EstimateOptions& o, Variants& v
 // against the model's own, and the days at MFU and at HFU = --mfu.
 void compute_matrix(EstimateResult& r, const EstimateOptions& o, Variants& variants) {
   const ModelConfig& m = r.config.model;
-  const int64_t b = m.batch_size;
+  const int64_t b = m.batch_size * m.micro_batches();  // the step's sequences (the fits are per sequence)
   for (Precision p : {Precision::fp32, Precision::amp_bf16, Precision::bf16}) {
     const double gpu_peak =
         gpu_peak_flops(r.gpu, o.precision == "tf32" && p == Precision::fp32 ? "tf32" : gpu_math_for(p));
@@ -327,7 +327,7 @@ void compute_matrix(EstimateResult& r, const EstimateOptions& o, Variants& varia
 
 void compute_flops_and_training(EstimateResult& r, const EstimateOptions& o, Variants& variants) {
   const ModelConfig& m = r.config.model;
-  const int64_t b = m.batch_size, n = r.num_parameters, t = m.context_length;
+  const int64_t b = m.batch_size * m.micro_batches(), n = r.num_parameters, t = m.context_length;  // b: the step's rows
   EstimateResult::Flops& f = r.flops;
   f.step = estimate_step_flops(m, r.config.optim);
   f.tokens = b * t;
@@ -539,7 +539,8 @@ void render_flops_markdown(const EstimateResult& r, const EstimateOptions& o, st
     ft.add({"model FLOPs", "does not fit int64", "", f.unavailable});
   }
   ft.add({"6·N·tokens rule", sci(6.0 * n * tokens), sci(6.0 * n), "Kaplan: ignores attention and elementwise work"});
-  out(text, "\n## FLOPs (batch size {}, {} tokens)\n\n{}", m.batch_size, tokens, ft.markdown());
+  out(text, "\n## FLOPs (batch size {}{}, {} tokens)\n\n{}", m.batch_size,
+      m.micro_batches() == 1 ? "" : fmt::format(" × {} micro-batches", m.micro_batches()), tokens, ft.markdown());
   const int64_t adamw_bytes_per_param = f.adamw_per_parameter.bytes_read + f.adamw_per_parameter.bytes_written;
   out(text, "AdamW per step: {} FLOPs and {} bytes moved ({} B per parameter: {})\n",
       fmt_int(adamw_flops_per_element(r.config.optim) * n), fmt_int((CheckedInt(adamw_bytes_per_param) * n).value()),
@@ -609,7 +610,9 @@ void render_gpu_step_markdown(const EstimateResult& r, const EstimateOptions& o,
   out(text,
       "\n## Predicted step on {} ({}, batch {} per GPU{}): op by op, kernel-level constants only "
       "(estimators/gpu_step.h)\n\n{}",
-      r.gpu.description, r.gpu_math, m.batch_size,
+      r.gpu.description, r.gpu_math,
+      fmt::format("{}{}", m.batch_size,
+                  m.micro_batches() == 1 ? "" : fmt::format(" × {} micro-batches", m.micro_batches())),
       r.gpu_ranks > 1 ? fmt::format(", {} GPUs, ZeRO-{}", r.gpu_ranks, m.zero_stage) : "", t.markdown());
   out(text,
       "step {:.2f} ms = compute {:.2f} ms + exposed communication {:.2f} ms (of {:.2f} ms, the rest overlapped); "
@@ -641,6 +644,7 @@ nlohmann::json gpu_step_json(const EstimateResult& r) {
           {"gpus", r.gpu_ranks},
           {"zero_stage", r.config.model.zero_stage},
           {"batch_per_gpu", r.config.model.batch_size},
+          {"gradient_accumulation_steps", r.config.model.micro_batches()},
           {"seconds", g.seconds},
           {"compute_seconds", g.compute_seconds},
           {"communication_seconds", g.communication_seconds},

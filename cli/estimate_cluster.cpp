@@ -192,7 +192,8 @@ std::string cluster_markdown(const ClusterFigures& c) {
         return fmt::format("{:.1f} / {:.1f}", steps * (f.compute_seconds + f.comm.seconds) / 86400,
                            steps * std::max(f.compute_seconds, f.comm.seconds) / 86400);
       },
-      fmt::format("{:.3e} tokens at global batch {} × {} = {:.0f} steps", tokens, ranks, b, steps));
+      fmt::format("{:.3e} tokens at global batch {} × {}{} = {:.0f} steps", tokens, ranks, b,
+                  m.micro_batches() == 1 ? "" : fmt::format(" × {} micro-batches", m.micro_batches()), steps));
 
   std::string text;
   text = fmt::format(
@@ -210,9 +211,9 @@ std::string cluster_markdown(const ClusterFigures& c) {
         budget_text, chosen);
   } else if (b > fits) {
     text += fmt::format(
-        "batch {} per GPU does not fit {} at stage {} (max {}): the run needs gradient "
-        "accumulation or recompute, not modelled here\n",
-        b, budget_text, chosen, fits);
+        "batch {} per GPU does not fit {} at stage {} (max {}): set batch_size {} and gradient_accumulation_steps {} "
+        "for a global batch at least as large, or use recompute\n",
+        b, budget_text, chosen, fits, fits, (b * m.micro_batches() + fits - 1) / fits);
   }
   return text;
 }
@@ -252,6 +253,7 @@ nlohmann::json cluster_json(const ClusterFigures& c) {
   return {{"gpus", ranks},
           {"gpu", gpu.name},
           {"batch_per_gpu", b},
+          {"gradient_accumulation_steps", c.config.model.micro_batches()},
           {"zero_stage", chosen},
           {"link",
            {{"name", link.name},
@@ -306,7 +308,7 @@ ClusterReport cluster_report(const TrainConfig& config, const GpuSpec& gpu, doub
                    0};
   compute_stages(c, budget);
   c.tokens = static_cast<double>(train_steps) * static_cast<double>(train_batch) * static_cast<double>(c.t);
-  c.steps = c.tokens / (c.n * static_cast<double>(c.b) * static_cast<double>(c.t));
+  c.steps = c.tokens / (c.n * static_cast<double>(c.b * m.micro_batches()) * static_cast<double>(c.t));
   return ClusterReport{cluster_markdown(c), cluster_json(c)};
 }
 

@@ -205,7 +205,8 @@ nlohmann::json print_target(const ExtrapolatePlan& p, const ExtrapolateOptions& 
   const double step_s = roofline_total(rows);
   double mem_s = 0;
   for (const RooflineRow& r : rows) mem_s += r.memory_bound ? r.seconds : 0;
-  const double steps_per_train_step = static_cast<double>(o.train_batch) / static_cast<double>(o.target_batch);
+  const double steps_per_train_step =  // a target step holds target_batch × gradient_accumulation_steps sequences
+      static_cast<double>(o.train_batch) / static_cast<double>(o.target_batch * target.model.micro_batches());
   const double days = step_s * steps_per_train_step * o.train_steps / 86400.0;
   const StepFlops sf = estimate_step_flops(target.model, target.optim);
   const double achieved = static_cast<double>(sf.total()) / step_s;

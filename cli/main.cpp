@@ -184,7 +184,7 @@ void add_reconcile(CLI::App& app, Commands& c, const std::string& preset_list) {
       "2784 configs: 116 models (both ffn kinds, tied/untied, 3 positions, GQA/MQA, head_dim, windows, soft-capping, "
       "odd sizes) x 4 "
       "precisions x "
-      "naive/flash attention x 3 recomputes, each exact event by event");
+      "naive/flash attention x 3 recomputes (every 7th with 2 micro-batches a step), each exact event by event");
   c.reconcile->add_option("--json", c.rec_opts.json_path, "write measured and analytic numbers as JSON");
   c.reconcile->add_flag("--quiet", c.rec_opts.quiet, "with --sweep: print only configs that differ");
   c.reconcile->add_option("--zero", c.rec_opts.zero_stage,

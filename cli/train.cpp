@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <cstdio>
 #include <optional>
@@ -99,7 +100,23 @@ struct TrainPlan {
   int ranks = 1, rank = 0;
   bool want_report = false;
   bool resume_path_given = false, init_from_given = false;
+  // The global batch's tokens of one step: batch_size × gradient_accumulation_steps × context_length.
+  int64_t tokens_per_step() const {
+    const ModelConfig& m = config.model;
+    return m.batch_size * m.micro_batches() * m.context_length;
+  }
 };
+
+// Micro-batch k of step `step` (from 1; each trains on batch step − 1 of the data, resumed or not): rows
+// k·B + rank·b … of the step's K·B global rows (B the global batch_size, b this rank's share), so K micro-batches
+// see exactly the rows of one batch K times larger, and each rank its slice of each.
+MicroBatchFill step_batches(const TrainPlan& p, TokenData& data, TrainingSession& run, int64_t step) {
+  const int64_t global = p.config.model.batch_size, mine = p.local.model.batch_size;
+  return [&p, &data, &run, step, global, mine](int64_t k) {
+    data.fill_batch_rows(run.tokens, run.targets, step - 1, k * global + p.rank * mine,
+                         global * p.config.model.micro_batches());
+  };
+}
 
 // Every file a run writes, by flag: the one list the writability and the distinctness checks read.
 std::vector<std::pair<std::string, std::string>> output_paths(const TrainOptions& o) {
@@ -262,12 +279,10 @@ TrainResult run_steps(const TrainOptions& o, const TrainPlan& p, TrainingSession
   TrainResult r;
   const ModelConfig& m = p.local.model;
   const bool tty = isatty(fileno(stdout)) != 0;
-  const int64_t tokens_per_step = p.config.model.batch_size * m.context_length;  // the global batch's tokens
+  const int64_t tokens_per_step = p.tokens_per_step();
   r.measured_steps = o.steps;
   r.warm_up_steps = std::min<int64_t>(kWarmUpSteps, o.steps - 1);  // 0: a 1-step run reports step 1
   for (int64_t step = p.first_step; step <= p.last_step; ++step) {
-    // Step k trains on batch k - 1 of the data, resumed or not; each rank on its rows of it.
-    data.fill_batch_rows(run.tokens, run.targets, step - 1, p.rank * m.batch_size, p.config.model.batch_size);
     if (step == p.last_step && p.want_report) {
       r.last_step_first_event = tracker().timeline().size();
       r.last_step_first_op = counters.events().size();
@@ -275,7 +290,7 @@ TrainResult run_steps(const TrainOptions& o, const TrainPlan& p, TrainingSession
       for (Category c : all_categories()) r.last_step_base[static_cast<size_t>(c)] = now[c].allocated_bytes.current;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    const double loss = run.step();
+    const double loss = run.step(step_batches(p, data, run, step));
     if (!std::isfinite(loss)) {
       if (tty) fmt::print("\n");
       fmt::print(stderr, "reckon: error: loss is {} at step {}; stopping (no output files written). Try a lower lr.\n",
@@ -398,7 +413,7 @@ nlohmann::json report_json(const TrainOptions& o, const TrainPlan& p, const Trai
 nlohmann::json run_json(const TrainPlan& p, const TrainResult& r, const Counters& counters,
                         const nlohmann::json& report, const MachineInfo& machine, const TokenData& data,
                         int64_t num_parameters) {
-  const int64_t tokens_per_step = p.config.model.batch_size * p.local.model.context_length;
+  const int64_t tokens_per_step = p.tokens_per_step();
   nlohmann::json j;
   j["report"] = report;
   j["machine"] = {{"summary", machine_summary(machine)},
@@ -433,9 +448,25 @@ nlohmann::json run_json(const TrainPlan& p, const TrainResult& r, const Counters
   return j;
 }
 
+// The rows this rank trained on in step `step`, its micro-batches one after another: int32 (K·b, T) tokens and
+// targets, untracked (after the run: no statistic sees them). The gradients of the step are those of this batch.
+std::pair<Tensor, Tensor> step_rows(const TrainPlan& p, TokenData& data, TrainingSession& run, int64_t step) {
+  UntrackedScope untracked;
+  const int64_t k_all = p.config.model.micro_batches(), b = run.tokens.size(0), t = run.tokens.size(1);
+  Tensor tokens = Tensor::empty({k_all * b, t}, Category::activation, "batch.tokens", DType::i32);
+  Tensor targets = Tensor::empty({k_all * b, t}, Category::activation, "batch.targets", DType::i32);
+  const MicroBatchFill fill = step_batches(p, data, run, step);
+  for (int64_t k = 0; k < k_all; ++k) {
+    fill(k);
+    std::memcpy(tokens.data_i32() + k * b * t, run.tokens.data_i32(), static_cast<size_t>(b * t) * sizeof(int32_t));
+    std::memcpy(targets.data_i32() + k * b * t, run.targets.data_i32(), static_cast<size_t>(b * t) * sizeof(int32_t));
+  }
+  return {std::move(tokens), std::move(targets)};
+}
+
 // Every output rendered first, then written together: all of the files or none (cli/output.h write_output_files).
 void write_outputs(const TrainOptions& o, const TrainPlan& p, const TrainResult& r, TrainingSession& run,
-                   const TokenData& data, const Counters& counters, const nlohmann::json& report,
+                   TokenData& data, const Counters& counters, const nlohmann::json& report,
                    const nlohmann::json& json) {
   std::vector<PendingOutput> outputs;
   std::vector<std::string> notes;
@@ -456,8 +487,9 @@ void write_outputs(const TrainOptions& o, const TrainPlan& p, const TrainResult&
         fmt::format(" (checkpoint after step {})", p.last_step));
   }
   if (!o.dump_grads_path.empty()) {
+    const auto [tokens, targets] = step_rows(p, data, run, p.last_step);
     add("--dump-grads", o.dump_grads_path,
-        gradients_bytes(run.model, {{"batch.tokens", run.tokens}, {"batch.targets", run.targets}},
+        gradients_bytes(run.model, {{"batch.tokens", tokens}, {"batch.targets", targets}},
                         {{"step", std::to_string(p.last_step)},
                          {"loss", fmt::format("{:.17g}", r.log.back().loss)},
                          {"config", fmt::format("{}", fmt::join(config_overrides(p.config), "\n"))}}),

@@ -63,7 +63,7 @@ UtilizationFlops utilization_flops(const ModelConfig& config, const AdamWConfig&
   // Naive attention's products: forward 4·T²·d_k, backward 8·T²·d_k per (batch, head, layer) over all T×T
   // entries; causal keeps the V entries the mask keeps (T(T+1)/2, fewer in a sliding window's layers).
   const CheckedInt t = config.context_length, dk = config.head_size();
-  const CheckedInt heads = CheckedInt(config.batch_size) * config.num_heads;
+  const CheckedInt heads = CheckedInt(config.batch_size) * config.micro_batches() * config.num_heads;
   CheckedInt masked = 0;  // per (batch, head): the score entries outside the mask, over the layers
   for (int64_t l = 0; l < config.num_layers; ++l) {
     const AttentionShape s{.seq = config.context_length, .window = config.layer_window(l)};
@@ -79,6 +79,7 @@ UtilizationFlops utilization_flops(const ModelConfig& config, const AdamWConfig&
 
 UtilizationFlopsLinear utilization_flops_linear_in_batch(const ModelConfig& config, const AdamWConfig& optim) {
   ModelConfig at = config;
+  at.gradient_accumulation_steps = 1;  // per sequence of the step, however its rows are split into micro-batches
   at.batch_size = 1;
   const UtilizationFlops u1 = utilization_flops(at, optim);
   at.batch_size = 2;
@@ -93,6 +94,7 @@ UtilizationFlopsLinear utilization_flops_linear_in_batch(const ModelConfig& conf
 
 LinearFlops step_flops_linear_in_batch(const ModelConfig& config, const AdamWConfig& optim) {
   ModelConfig at = config;
+  at.gradient_accumulation_steps = 1;
   auto total = [&](int64_t b) {
     at.batch_size = b;
     return CheckedInt(estimate_step_flops(at, optim).total());

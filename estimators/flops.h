@@ -52,6 +52,8 @@ struct UtilizationFlops {
   int64_t model_causal = 0, model_full = 0, hardware = 0, optimizer = 0;
 };
 UtilizationFlops utilization_flops(const ModelConfig& config, const AdamWConfig& optim);
+// Per sequence of a step: the fits of one micro-batch of B rows (gradient_accumulation_steps = 1), so at(K·B) is the
+// step of K micro-batches of B rows (every count is linear in the rows; AdamW once).
 struct UtilizationFlopsLinear {  // each exactly per_sample·B + fixed
   struct Fit {
     int64_t per_sample = 0, fixed = 0;
@@ -62,8 +64,10 @@ struct UtilizationFlopsLinear {  // each exactly per_sample·B + fixed
 UtilizationFlopsLinear utilization_flops_linear_in_batch(const ModelConfig& config, const AdamWConfig& optim);
 
 // Step FLOPs as a function of the batch size: exactly per_sample·B + fixed (every count is linear in B; the
-// fit is checked at B = 1, 2, 3). at(B) is a double: a training batch of millions of sequences has a step
-// count beyond int64, which a double holds (53-bit mantissa: relative error below 1e-15).
+// fit is checked at B = 1, 2, 3), for a step of one micro-batch of B rows (gradient_accumulation_steps = 1: a training
+// run's batch of B sequences per step; with ZeRO ≥ 2 accumulation's shard adds are left out). at(B) is a double: a
+// training batch of millions of sequences has a step count beyond int64, which a double holds (53-bit mantissa:
+// relative error below 1e-15).
 struct LinearFlops {
   int64_t per_sample = 0;
   int64_t fixed = 0;

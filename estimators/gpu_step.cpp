@@ -132,8 +132,9 @@ GemmTime gemm_time(int64_t batch, int64_t m, int64_t n, int64_t k, double operan
   return best;
 }
 
-double memory_bound_seconds(double bytes, double flops, const GpuSpec& gpu) {
-  const double memory = bytes / (gpu.hbm_tbps * 1e12 * gpu_kernels(gpu).hbm_efficiency * size_factor(bytes));
+double memory_bound_seconds(double bytes, double flops, const GpuSpec& gpu, int64_t kernels) {
+  const double per_kernel = bytes / static_cast<double>(std::max<int64_t>(1, kernels));
+  const double memory = bytes / (gpu.hbm_tbps * 1e12 * gpu_kernels(gpu).hbm_efficiency * size_factor(per_kernel));
   return std::max(memory, flops / (gpu.fp32_tflops * 1e12));
 }
 
@@ -163,7 +164,8 @@ GpuOpTime op_time(const OpKey& key, const OpCount& c, const std::vector<StepMatm
   if (flash_gpu) {  // FlashAttention's FLOPs: 4·d·B·H·pairs forward, 2.5× backward
     const bool backward = key.phase == Phase::backward;
     for (int64_t l = 0; l < m.num_layers; ++l) {
-      const double fa_flops = 4.0 * static_cast<double>(m.head_size() * m.batch_size * m.num_heads) *
+      const double fa_flops = 4.0 *
+                              static_cast<double>(m.head_size() * m.batch_size * m.micro_batches() * m.num_heads) *
                               causal_pairs(m, l) * (backward ? 2.5 : 1.0);
       row.seconds += fa_flops / flash_attention_rate(gpu, backward, true, m.head_size(), m.context_length);
     }
@@ -191,7 +193,7 @@ GpuOpTime op_time(const OpKey& key, const OpCount& c, const std::vector<StepMatm
     }
     const double rest_bytes = std::max(0.0, row.bytes - gemm_bytes);
     const double rest = rest_bytes > 0 || c.other_flops > 0
-                            ? memory_bound_seconds(rest_bytes, static_cast<double>(c.other_flops), gpu)
+                            ? memory_bound_seconds(rest_bytes, static_cast<double>(c.other_flops), gpu, c.calls)
                             : 0.0;
     row.seconds = gemm + rest;
     row.bound = gemm > rest && gemm_compute ? "compute" : "memory";
@@ -265,10 +267,18 @@ GpuStep predict_gpu_step(const ModelConfig& m, const AdamWConfig& optim, const G
   }
   // Overlap, per ZeRO stage. Gathers before use (stage 3) hide behind the previous unit's compute, in forward and
   // in backward (reverse order); gradient reductions (all stages) start after a unit's backward and hide behind
-  // the next unit's; the post-step gathers of stages 1 and 2 have no compute beside them.
+  // the next unit's; the post-step gathers of stages 1 and 2 have no compute beside them. With K micro-batches the
+  // rule runs on one micro-batch's compute (the totals / K): stage 3's gathers and stages 2 and 3's reductions K
+  // times, the reductions of stages 0 and 1 once, beside the last micro-batch's backward (DDP's no_sync).
+  const double micro = static_cast<double>(m.micro_batches());
   const std::vector<double> share = unit_parameter_shares(m);
-  const std::vector<double> fwd = unit_compute(s.ops, Phase::forward, m.num_layers);
-  std::vector<double> bwd = unit_compute(s.ops, Phase::backward, m.num_layers);
+  auto micro_compute = [&](Phase phase) {
+    std::vector<double> units = unit_compute(s.ops, phase, m.num_layers);
+    for (double& u : units) u /= micro;
+    return units;
+  };
+  const std::vector<double> fwd = micro_compute(Phase::forward);
+  std::vector<double> bwd = micro_compute(Phase::backward);
   std::reverse(bwd.begin(), bwd.end());  // execution order: the head first
   std::vector<double> share_bwd(share.rbegin(), share.rend());
   auto per_unit = [](double total, const std::vector<double>& shares) {
@@ -277,24 +287,25 @@ GpuStep predict_gpu_step(const ModelConfig& m, const AdamWConfig& optim, const G
     return out;
   };
   const double reductions = comm["all_reduce"] + comm["reduce_scatter"];
+  const double reduction_rounds = m.zero_stage >= 2 ? micro : 1;
   double exposed = 0;
   if (m.zero_stage == 3) {
-    const double gathers = comm["all_gather"];  // forward once, backward once more (the embeddings' share twice)
-    exposed += exposed_communication(per_unit(gathers / 2, share), fwd);
-    exposed += exposed_communication(per_unit(gathers / 2, share_bwd), bwd);
+    const double gathers = comm["all_gather"] / micro;  // forward once, backward once more (embeddings' share twice)
+    exposed += micro * exposed_communication(per_unit(gathers / 2, share), fwd);
+    exposed += micro * exposed_communication(per_unit(gathers / 2, share_bwd), bwd);
   } else {
     exposed += comm["all_gather"];
   }
   // Reductions, in backward's execution order r, k: unit i's hides behind unit i + 1's compute and the last one
   // is exposed whole — the prefetch rule on both lists reversed.
-  std::vector<double> red = per_unit(reductions, share_bwd), k = bwd;
+  std::vector<double> red = per_unit(reductions / reduction_rounds, share_bwd), k = bwd;
   std::reverse(red.begin(), red.end());
   std::reverse(k.begin(), k.end());
-  exposed += exposed_communication(red, k);
+  exposed += reduction_rounds * exposed_communication(red, k);
   exposed += comm["broadcast"];
   s.exposed_communication_seconds = std::min(exposed, s.communication_seconds);
   s.seconds = s.compute_seconds + s.exposed_communication_seconds;
-  const double tokens = static_cast<double>(m.batch_size * m.context_length);
+  const double tokens = static_cast<double>(m.batch_size * m.micro_batches() * m.context_length);
   s.tokens_per_second_per_gpu = tokens / s.seconds;
   const UtilizationFlops u = utilization_flops(m, optim);
   const double rate = s.seconds * s.peak_flops;

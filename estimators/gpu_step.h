@@ -53,10 +53,11 @@ struct GemmTime {
 GemmTime gemm_time(int64_t batch, int64_t m, int64_t n, int64_t k, double operand_bytes, const GpuSpec& gpu,
                    double peak_flops);
 
-// A memory-bound kernel moving `bytes` (and doing `flops` of non-matmul arithmetic): bytes / (HBM × η_hbm ×
-// size factor) or flops / FP32 peak, whichever is longer. The size factor is Calculon's memory efficiency curve
-// relative to its large-transfer value: 1 from 100 MB, 0.75/0.9 from 10 MB, 0.6/0.9 from 1 MB, 0.3/0.9 below.
-double memory_bound_seconds(double bytes, double flops, const GpuSpec& gpu);
+// `kernels` memory-bound kernels moving `bytes` in all (and doing `flops` of non-matmul arithmetic): bytes / (HBM ×
+// η_hbm × size factor) or flops / FP32 peak, whichever is longer. The size factor is Calculon's memory efficiency
+// curve relative to its large-transfer value, at one kernel's share of the bytes: 1 from 100 MB, 0.75/0.9 from 10 MB,
+// 0.6/0.9 from 1 MB, 0.3/0.9 below.
+double memory_bound_seconds(double bytes, double flops, const GpuSpec& gpu, int64_t kernels = 1);
 
 // FlashAttention-2's rate (FLOP/s, its own FLOP convention) on `gpu` for a pass ("forward" / "backward"), causal
 // masking, head dim and sequence length: the published A100 table interpolated in log T and in head dim (clamped to
@@ -89,9 +90,9 @@ struct GpuStep {
       0;  // Σ over ops of max(FLOPs / peak, bytes / HBM peak): the floor the prediction stays above
 };
 
-// The step of `config` (batch_size: the batch per GPU) on `gpu`, data parallel over `ranks` GPUs on `link`
-// (zero_stage from the config), its matmuls at the `gpu_math` peak ("fp32", "tf32", "bf16"; empty: the
-// precision's, estimators/time.h gpu_math_for).
+// The step of `config` (batch_size: the micro-batch per GPU, gradient_accumulation_steps of them a step) on `gpu`, data
+// parallel over `ranks` GPUs on `link` (zero_stage from the config), its matmuls at the `gpu_math` peak ("fp32",
+// "tf32", "bf16"; empty: the precision's, estimators/time.h gpu_math_for).
 GpuStep predict_gpu_step(const ModelConfig& config, const AdamWConfig& optim, const GpuSpec& gpu, int64_t ranks,
                          const Link& link, std::string_view gpu_math = {});
 

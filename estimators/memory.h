@@ -71,7 +71,8 @@ std::vector<StepMatmul> step_matmuls(const ModelConfig& config);
 // (model/precision.h), from its dtype plan; measured by the tracking allocator in tests/test_mixed_precision.cpp
 // (BytesPerParameterByPrecisionMeasured) and tests/test_model.cpp (MasterWeightsBytes):
 //   fp32                       4 + 4 + 8  = 16   (AdamW m, v)
-//   amp-bf16                   4 + 4 + 8  = 16   + 2 per matmul weight while its bf16 copy lives (the step)
+//   amp-bf16                   4 + 4 + 8  = 16   + 2 per matmul weight while its bf16 copy lives (the step; at
+//                                                  ZeRO-3 only while its unit is gathered: FSDP's mixed precision)
 //   bf16 (bf16 grads)          2 + 2 + 12 = 16   (float32 master, m, v: the ZeRO paper's count)
 //   bf16 (fp32 grads)          2 + 4 + 12 = 18   (Megatron-LM's count)
 struct ParameterStateLayout {

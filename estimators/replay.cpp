@@ -329,8 +329,11 @@ class StepReplay {
       r_.set_phase(Phase::optimizer);
       zero_grad(0, static_cast<int>(params.size()));
     }
-    forward();
-    backward();
+    for (int64_t k = 0; k < c_.micro_batches(); ++k) {  // gradient accumulation: K micro-batches, one update
+      accumulating_ = k > 0;
+      forward();
+      backward();
+    }
     gradient_reduction();
     optimizer_step();
     if (out_.counts != nullptr) {
@@ -426,19 +429,23 @@ class StepReplay {
     release(layout.head_unit());
     if (c_.tie_embeddings) release(0);
   }
+  // FSDP's mixed precision (model/layout.h gathered_in_bf16): ZeRO-3 gathers parameter i as its bf16 operand.
+  bool gathered(int i) const { return gathered_in_bf16(c_, layout.params[static_cast<size_t>(i)]); }
+  // ... and a tied head, whose table is gathered in float32, casts it at each use (forward, backward).
+  bool fsdp_tied_head() const { return c_.tie_embeddings && stage == 3 && plan.weight_cache; }
   void create_grads(int u);
   void reduce_grads(int u);
   // amp-bf16's weight cache: the bf16 copy of matmul weight `index` (into the layout), cast at first use, freed
   // after the last.
   void cache_weight(int index) {
     const Param& p = params[static_cast<size_t>(index)];
-    if (!plan.weight_cache) return;
+    if (!plan.weight_cache || gathered(index)) return;
     alloc({p.name.layer, p.name.suffix, ".bf16"}, cast_tensor({p.elements.value()}, DType::bf16, Category::parameter));
     count("cast", cast_count(p.elements.value(), F32, DType::bf16));
   }
   void release_weight(int index) {
     const Param& p = params[static_cast<size_t>(index)];
-    if (plan.weight_cache) r_.free({p.name.layer, p.name.suffix, ".bf16"});
+    if (plan.weight_cache && !gathered(index)) r_.free({p.name.layer, p.name.suffix, ".bf16"});
   }
   // A cast of the float32 residual gradient into the bf16 region (mixed precision only).
   void cast_grad(TensorName name) {
@@ -586,6 +593,7 @@ class StepReplay {
   };
   std::vector<FlatCount> counts_;
   CheckedInt num_parameters = 0;
+  bool accumulating_ = false;  // a micro-batch after the step's first: stages 2, 3 add into the gradient shards
 };
 
 // Parameters, gradients (and, in steady state, the optimizer state): one block per named tensor of the layout
@@ -626,17 +634,32 @@ void StepReplay::parameters_and_state() {
   }
 }
 
+// FSDP's mixed precision: a bf16 operand is allocated as "<name>.bf16", this rank's float32 elements cast into it.
 void StepReplay::gather(int u) {
   if (stage != 3) return;
   for (int i = layout.units[u].first; i < layout.units[u].second; ++i) {
-    r_.alloc(params[i].name, Category::parameter, params[i].elements, P);
-    if (ranks > 1) collective("all_gather", CheckedInt(dtype_bytes(P)) * mine[i], params[i].elements * dtype_bytes(P));
+    const Param& p = params[i];
+    const bool bf16_operand = gathered(i);
+    const DType dtype = bf16_operand ? DType::bf16 : P;
+    if (bf16_operand) {
+      r_.alloc({p.name.layer, p.name.suffix, ".bf16"}, Category::parameter, p.elements, dtype);
+      if (mine[i] > 0) count("cast", cast_count(mine[i], F32, DType::bf16));
+    } else {
+      r_.alloc(p.name, Category::parameter, p.elements, dtype);
+    }
+    if (ranks > 1) collective("all_gather", CheckedInt(dtype_bytes(dtype)) * mine[i], p.elements * dtype_bytes(dtype));
   }
 }
 
 void StepReplay::release(int u) {
   if (stage != 3) return;
-  for (int i = layout.units[u].first; i < layout.units[u].second; ++i) r_.free(params[i].name);
+  for (int i = layout.units[u].first; i < layout.units[u].second; ++i) {
+    const Param& p = params[i];
+    if (gathered(i))
+      r_.free({p.name.layer, p.name.suffix, ".bf16"});
+    else
+      r_.free(p.name);
+  }
 }
 
 void StepReplay::create_grads(int u) {
@@ -648,18 +671,18 @@ void StepReplay::create_grads(int u) {
   zero_grad(first, last);  // created zeroed
 }
 
+// A later micro-batch's reduction (accumulating_) is received into "comm.shard" (float32 too) and added into the
+// shard (op grad_accumulate; one rank: the gradient itself is added).
 void StepReplay::reduce_grads(int u) {
   if (stage < 2) return;
   for (int i = layout.units[u].first; i < layout.units[u].second; ++i) {
-    if (ranks > 1 && G == DType::bf16) {  // float32 temporaries around the reduce-scatter
-      r_.alloc(top("comm.bucket"), Category::temporary, params[i].elements);
-      if (mine[i] > 0) r_.alloc(top("comm.shard"), Category::temporary, mine[i]);
-    }
+    const bool bucket = ranks > 1 && G == DType::bf16, part = ranks > 1 && (bucket || accumulating_) && mine[i] > 0;
+    if (bucket) r_.alloc(top("comm.bucket"), Category::temporary, params[i].elements);  // bf16 widened
+    if (part) r_.alloc(top("comm.shard"), Category::temporary, mine[i]);
     if (ranks > 1) collective("reduce_scatter", 4 * params[i].elements, CheckedInt(4) * mine[i]);
-    if (ranks > 1 && G == DType::bf16) {
-      r_.free(top("comm.bucket"));
-      if (mine[i] > 0) r_.free(top("comm.shard"));
-    }
+    if (bucket) r_.free(top("comm.bucket"));
+    if (accumulating_ && mine[i] > 0) count("grad_accumulate", grad_accumulate_count(mine[i], G, ranks > 1 ? F32 : G));
+    if (part) r_.free(top("comm.shard"));
     r_.free({params[i].name.layer, params[i].name.suffix, ".grad"});
   }
 }
@@ -812,6 +835,7 @@ void StepReplay::forward() {
   norm(kTop, kFinalNorm);
   cache_weight(layout.lm_head);
   lin_fwd(top("lm_head.logits"), Category::activation, A, d_, v_, "lm_head");
+  if (fsdp_tied_head()) release_weight(layout.lm_head);  // the tied head's cast goes with the table's gather
   release_head();
   if (logits_capped) alloc(top("cross_entropy.lse"), cross_entropy_lse_tensor(n_));
   alloc(top("cross_entropy.row_loss"), cross_entropy_forward_tensor(n_));
@@ -950,6 +974,7 @@ void StepReplay::backward() {
   count("cross_entropy", cross_entropy_backward_count(n_, v_, A, logits_capped));
   if (logits_capped) r_.free(top("cross_entropy.lse"));
   r_.alloc(top("final_norm.grad_out"), Category::temporary, n * d);
+  if (fsdp_tied_head()) cache_weight(layout.lm_head);
   lin_bwd(d_, v_, false, F32, "lm_head");
   r_.free(top("final_norm.out"));  // lm_head's saved input
   release_weight(layout.lm_head);

@@ -343,6 +343,8 @@ const std::vector<FieldSpec>& fields() {
     f.push_back(zero);
     f.push_back(
         real_field("bucket_cap_mb", model, m, &M::bucket_cap_mb, {0.001, 4096}, " (MiB per gradient all-reduce)"));
+    f.push_back(integer_field("gradient_accumulation_steps", model, m, &M::gradient_accumulation_steps, 1, 1 << 16,
+                              " (micro-batches of batch_size rows per optimizer step)"));
     f.push_back(real_field("lr", optim, o, &O::lr, {0, 10}));
     f.push_back(real_field("beta1", optim, o, &O::beta1, {0, 1, false, true}));
     f.push_back(real_field("beta2", optim, o, &O::beta2, {0, 1, false, true}));
@@ -839,7 +841,7 @@ std::string describe(const ModelConfig& m) {
   if (m.attn_logit_softcapping > 0) heads += fmt::format(", score cap {}", m.attn_logit_softcapping);
   if (m.final_logit_softcapping > 0) heads += fmt::format(", logit cap {}", m.final_logit_softcapping);
   return fmt::format(
-      "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}{}, {}{}{}, {}, position {}, B {}, {}, attention {}{}{}",
+      "V {}, T {}, L {}, D {}, {}, d_ff {}, ffn {}{}, {}{}{}, {}, position {}, B {}, {}, attention {}{}{}{}",
       m.vocab_size, m.context_length, m.num_layers, m.d_model, heads, m.d_ff, ffn_kind_name(m.ffn),
       m.mlp_bias ? " (biases)" : "", norm_kind_name(m.norm), m.norm_bias ? " (bias)" : "",
       fmt::format("{}{}{}",
@@ -856,7 +858,9 @@ std::string describe(const ModelConfig& m) {
           : fmt::format("rope (θ {}, {} ×{})", m.rope_theta, enum_name(kRopeScalings, m.rope_scaling), m.rope_factor),
       m.batch_size, precision, attention_name(m.attention),
       m.recompute == Recompute::none ? "" : fmt::format(", recompute {}", recompute_name(m.recompute)),
-      m.zero_stage == 0 ? "" : fmt::format(", zero stage {}", m.zero_stage));
+      m.zero_stage == 0 ? "" : fmt::format(", zero stage {}", m.zero_stage),
+      m.gradient_accumulation_steps == 1 ? ""
+                                         : fmt::format(", {} micro-batches a step", m.gradient_accumulation_steps));
 }
 
 }  // namespace reckon

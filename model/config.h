@@ -152,6 +152,11 @@ struct RunSettings {
   int64_t zero_stage = 0;
   // DDP's gradient buckets (stages 0 and 1), PyTorch's bucket_cap_mb: MiB of float32 gradients per all-reduce.
   double bucket_cap_mb = 25;
+  // Micro-batches per optimizer step (Hugging Face's and DeepSpeed's gradient_accumulation_steps): a step runs K
+  // forward and backward passes of batch_size rows each, accumulating their gradients (the loss is their mean), then
+  // one AdamW update. Data parallel: stages 0 and 1 reduce the gradients once per step (DDP's no_sync), stages 2 and 3
+  // reduce-scatter them after every micro-batch and add them into the shard (FSDP's). 1 = none.
+  int64_t gradient_accumulation_steps = 1;
 };
 
 // A model and how it is run: every field of both, by name (config.model.d_model, config.model.batch_size).
@@ -161,6 +166,7 @@ struct ModelConfig : ModelShape, RunSettings {
   const RunSettings& run() const { return *this; }
   int64_t bucket_bytes() const { return static_cast<int64_t>(bucket_cap_mb * 1048576.0 + 0.5); }
   DTypePlan dtypes() const { return dtype_plan(precision, grad_dtype); }
+  int64_t micro_batches() const { return gradient_accumulation_steps; }
 };
 
 struct AdamWConfig {

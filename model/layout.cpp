@@ -101,4 +101,9 @@ ParameterLayout parameter_layout(const ModelShape& c) {
   return l;
 }
 
+bool gathered_in_bf16(const ModelConfig& config, const ParamSpec& spec) {
+  return config.dtypes().weight_cache && config.zero_stage == 3 && spec.is_matmul_weight() &&
+         spec.role != ParamRole::token_embedding;
+}
+
 }  // namespace reckon

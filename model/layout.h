@@ -63,6 +63,13 @@ struct ParameterLayout {
   int64_t role_total(ParamRole role) const;
 };
 
+// FSDP's mixed precision (MixedPrecision(param_dtype=bf16), amp-bf16 at zero_stage 3): the parameters ZeRO-3 gathers
+// in bf16 — each rank casts its float32 shard and the all-gather fills "<name>.bf16", the matmul operand itself, freed
+// with its unit after use — instead of gathering float32 and keeping autocast's bf16 copy from forward to backward:
+// every matmul weight and linear bias, not the token table (the embedding reads it in float32; tied, the head casts
+// it at each use) and not the norms' parameters (read in float32).
+bool gathered_in_bf16(const ModelConfig& config, const ParamSpec& spec);
+
 // The layout of `config`'s shape fields (vocab_size, context_length for learned positions, num_layers, d_model,
 // num_heads, num_kv_heads and head_dim for the attention widths,
 // d_ff, ffn, tie_embeddings, position); sizes are checked (SizeOverflow past int64).

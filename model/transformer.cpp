@@ -1,6 +1,8 @@
 #include "model/transformer.h"
 
+#include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -27,13 +29,20 @@ int Transformer::add_param(const std::string& name, const Shape& shape) {
 const Tensor& Transformer::matmul_weight(int index) {
   if (!dtypes_.weight_cache) return w(index);
   Tensor& copy = weight_cache_[static_cast<size_t>(index)];
-  if (!copy.defined())
+  if (!copy.defined()) {
+    if (gathered_bf16_[static_cast<size_t>(index)]) {  // the hooks gather it: a read outside the unit is a bug
+      throw std::logic_error(
+          fmt::format("matmul_weight: {} read outside its unit's gather", params_[static_cast<size_t>(index)].name));
+    }
     copy = cast(w(index), DType::bf16, Category::parameter, params_[static_cast<size_t>(index)].name + ".bf16");
+  }
   return copy;
 }
 
 void Transformer::release_matmul_weight(int index) {
-  if (dtypes_.weight_cache) weight_cache_[static_cast<size_t>(index)].reset();
+  // A gathered copy lives as long as its unit is gathered: the hooks free it.
+  if (dtypes_.weight_cache && !gathered_bf16_[static_cast<size_t>(index)])
+    weight_cache_[static_cast<size_t>(index)].reset();
 }
 
 Tensor Transformer::to_act(const Tensor& x, const std::string& name) const {
@@ -69,6 +78,8 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
   saved_.resize(static_cast<size_t>(config_.num_layers));
   block_input_.resize(static_cast<size_t>(config_.num_layers));
   weight_cache_.resize(params_.size());
+  for (const ParamSpec& spec : layout_.params) gathered_bf16_.push_back(gathered_in_bf16(config_, spec));
+  fsdp_bf16_ = std::find(gathered_bf16_.begin(), gathered_bf16_.end(), true) != gathered_bf16_.end();
 }
 
 int64_t Transformer::num_parameters() const {
@@ -85,6 +96,9 @@ void Transformer::gather_head() {
 }
 
 void Transformer::release_head() {
+  // FSDP mixed precision, tied: the head's cast of the float32 table goes with the table's gather (cast again in
+  // backward), as every other matmul operand goes with its unit.
+  if (fsdp_bf16_ && config_.tie_embeddings) release_matmul_weight(layout_.lm_head);
   release(layout_.head_unit());
   if (config_.tie_embeddings) release(0);
 }
@@ -254,7 +268,7 @@ double Transformer::forward(const Tensor& tokens, const Tensor& targets) {
                                static_cast<float>(c.final_logit_softcapping));
 }
 
-void Transformer::backward() {
+void Transformer::backward(int64_t micro_batches) {
   check_arg(ce_saved_.probs.defined(), "backward: no forward pass to differentiate (call forward first)");
   PhaseScope phase(Phase::backward);
   const int64_t b = batch_, t = seq_, d = config_.d_model;
@@ -265,7 +279,8 @@ void Transformer::backward() {
   }
   gather_head();
 
-  Tensor grad_logits = cross_entropy_backward(ce_saved_, 1.0f);
+  check_arg(micro_batches >= 1, "backward: micro_batches {} is below 1", micro_batches);
+  Tensor grad_logits = cross_entropy_backward(ce_saved_, 1.0f, micro_batches * b * t);
   Tensor grad_hf = Tensor::empty({b, t, d}, Category::temporary, "final_norm.grad_out");
   linear_backward(grad_hf, g(layout_.lm_head), grad_logits, lm_head_saved_, matmul_weight(layout_.lm_head), false,
                   "lm_head");

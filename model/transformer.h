@@ -12,7 +12,9 @@
 // (bf16 values are the float32 initial values rounded: the same seed gives the same model in every
 // precision); the activations of the bf16 region are bf16 in mixed modes. amp-bf16 casts each matmul weight to
 // "<name>.bf16" (category parameter, op cast) at its first use in forward and frees the copy after its last use
-// in backward — PyTorch autocast's weight-cast cache, whose copies autograd keeps alive for backward.
+// in backward — PyTorch autocast's weight-cast cache, whose copies autograd keeps alive for backward. At zero_stage 3
+// amp-bf16 follows FSDP's MixedPrecision(param_dtype=bf16) instead: the hooks gather each unit's matmul weights in bf16
+// for its forward and again for its backward, and free them with the unit (model/layout.h gathered_in_bf16).
 // Recompute (config field `recompute`, model/config.h): `attention` frees the attention core's saved tensors
 // beyond q, k, v in forward and re-runs the core before its backward; `full` keeps only each block's input
 // (and drops the block's bf16 weight copies) and re-runs the block's forward before its backward. Re-run ops
@@ -77,8 +79,9 @@ class Transformer {
   // what backward needs (category activation) and returns the mean cross-entropy loss.
   double forward(const Tensor& tokens, const Tensor& targets);
   // Backpropagates the last forward's loss (d loss = 1), accumulating into every parameter's grad and
-  // freeing each saved tensor as soon as it has been used.
-  void backward();
+  // freeing each saved tensor as soon as it has been used. micro_batches = K > 1: the loss differentiated is the
+  // mean over K such forwards (gradient accumulation), so this one's gradients are 1/K of its own loss's.
+  void backward(int64_t micro_batches = 1);
   void zero_grad();
 
   std::vector<Parameter>& parameters() { return params_; }
@@ -86,6 +89,9 @@ class Transformer {
   std::vector<std::pair<int, int>> units() const;
   // Hooks called at unit boundaries (nullptr: none, every parameter and gradient always present).
   void set_hooks(ParameterHooks* hooks) { hooks_ = hooks; }
+  // FSDP's mixed precision (model/layout.h gathered_in_bf16): the bf16 matmul operand of parameter `index`, which
+  // the ZeRO-3 hooks gather here before the unit runs and free after; the model reads it as it is.
+  Tensor& gathered_weight(int index) { return weight_cache_[static_cast<size_t>(index)]; }
   const std::vector<Parameter>& parameters() const { return params_; }
   int64_t num_parameters() const;
   const ModelConfig& config() const { return config_; }
@@ -154,6 +160,8 @@ class Transformer {
   ParameterHooks* hooks_ = nullptr;
   std::vector<Parameter> params_;
   std::vector<Tensor> weight_cache_;  // amp-bf16: bf16 copies, by parameter index
+  std::vector<bool> gathered_bf16_;   // per parameter: its bf16 copy is gathered by the hooks (FSDP mixed precision)
+  bool fsdp_bf16_ = false;            // any parameter is
   ParameterLayout layout_;            // model/layout.h: params_[i] is layout_.params[i]
 
   // Saved by the last forward, consumed by backward.

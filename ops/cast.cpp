@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "runtime/bf16.h"
 #include "runtime/check.h"
@@ -15,6 +16,20 @@ OpCount cast_count(int64_t n, DType from, DType to) {
   c.bytes_read = (CheckedInt(dtype_bytes(from)) * n).value();
   c.bytes_written = (CheckedInt(dtype_bytes(to)) * n).value();
   return c;
+}
+
+// Contiguous chunks of whole 64-byte lines per thread; each converts with the vector kernel.
+template <typename To, typename From>
+static void convert_chunks(To* dst, const From* src, int64_t n) {
+  const int64_t chunk = 16 * 1024;
+#pragma omp parallel for schedule(static)
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t len = std::min(chunk, n - begin);
+    if constexpr (std::is_same_v<To, bf16>)
+      convert_to_bf16(dst + begin, src + begin, len);
+    else
+      convert_to_float(dst + begin, src + begin, len);
+  }
 }
 
 void cast_into(const Tensor& dst, const Tensor& src) {
@@ -30,19 +45,18 @@ void cast_into(const Tensor& dst, const Tensor& src) {
   if (src.dtype() == dst.dtype()) {
     std::copy_n(static_cast<const char*>(src.raw_data()), n * dtype_bytes(src.dtype()),
                 static_cast<char*>(dst.raw_data()));
+  } else if (dst.dtype() == DType::bf16) {
+    convert_chunks(dst.data_bf16(), src.data(), n);
   } else {
-    // Contiguous chunks of whole 64-byte lines per thread; each converts with the vector kernel.
-    const int64_t chunk = 16 * 1024;
-#pragma omp parallel for schedule(static)
-    for (int64_t begin = 0; begin < n; begin += chunk) {
-      const int64_t len = std::min(chunk, n - begin);
-      if (dst.dtype() == DType::bf16)
-        convert_to_bf16(dst.data_bf16() + begin, src.data() + begin, len);
-      else
-        convert_to_float(dst.data() + begin, src.data_bf16() + begin, len);
-    }
+    convert_chunks(dst.data(), src.data_bf16(), n);
   }
   record.count = cast_count(n, src.dtype(), dst.dtype());
+}
+
+void cast_into(bf16* dst, const float* src, int64_t n) {
+  OpRecord record("cast");
+  convert_chunks(dst, src, n);
+  record.count = cast_count(n, DType::f32, DType::bf16);
 }
 
 TensorDecl cast_tensor(const Shape& shape, DType to, Category category) {

@@ -18,6 +18,9 @@ Tensor cast(const Tensor& x, DType to, Category category, std::string_view out_n
 // dst = src cast to dst's dtype, into existing storage (e.g. a parameter's bf16 working copy). Same shape, both
 // contiguous.
 void cast_into(const Tensor& dst, const Tensor& src);
+// n float32 elements rounded into bf16 storage that is part of a larger tensor (ZeRO-3's shard into its place in
+// the gathered bf16 parameter). Counted as one cast of n elements.
+void cast_into(bf16* dst, const float* src, int64_t n);
 
 // A cast of n elements: 0 FLOPs (a rounding is not arithmetic in the FLOP convention); reads n elements of
 // `from`, writes n of `to` (4 or 2 bytes each).

@@ -108,11 +108,13 @@ double cross_entropy_forward(CrossEntropySaved& saved, const Tensor& logits, con
   return total / static_cast<double>(n);
 }
 
-Tensor cross_entropy_backward(CrossEntropySaved& saved, float grad_loss) {
+Tensor cross_entropy_backward(CrossEntropySaved& saved, float grad_loss, int64_t mean_rows) {
   check_arg(saved.probs.defined(), "cross_entropy backward: nothing saved (forward not run, or backward run twice)");
   const int64_t v = saved.probs.size(-1), n = saved.probs.numel() / v;
+  check_arg(mean_rows == 0 || mean_rows >= n, "cross_entropy backward: mean over {} rows, fewer than this call's {}",
+            mean_rows, n);
   OpRecord record("cross_entropy");
-  const float scale = grad_loss / static_cast<float>(n);
+  const float scale = grad_loss / static_cast<float>(mean_rows > 0 ? mean_rows : n);
   const int32_t* tgt = saved.targets.data_i32();
   const bool capped = saved.lse.defined();
   const float cap = saved.softcap;

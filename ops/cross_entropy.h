@@ -38,7 +38,10 @@ double cross_entropy_forward(CrossEntropySaved& saved, const Tensor& logits, con
                              std::string_view name, float softcap = 0.0f);
 
 // Returns grad_logits, which is the saved buffer itself, written `=` in place. Drops the saved references.
-Tensor cross_entropy_backward(CrossEntropySaved& saved, float grad_loss);
+// mean_rows: the rows the differentiated loss is the mean over (0 = this call's N). Gradient accumulation's loss is the
+// mean over K micro-batches of N rows each: mean_rows = K·N gives each row's gradient 1 / (K·N), exactly as one batch
+// of K·N rows would.
+Tensor cross_entropy_backward(CrossEntropySaved& saved, float grad_loss, int64_t mean_rows = 0);
 
 // forward: per row (V−1) max-compares, 2V for z−max and exp, V adds, log, (z_t − m), subtract,
 //          1 reciprocal, V multiplies = 5V + 3; then N adds and 1 division for the mean → N(5V+4) + 1.

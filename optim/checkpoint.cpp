@@ -96,7 +96,8 @@ CheckpointMeta read_checkpoint_meta(const Safetensors& file, const std::string& 
     throw std::invalid_argument(fmt::format("{}: checkpoint config: {}", path, e.what()));
   }
   // Steps index the data (step k reads batch k's token positions, model/data.h): they stay within int64.
-  const int64_t tokens_per_step = meta.config.model.batch_size * meta.config.model.context_length;
+  const ModelConfig& m = meta.config.model;
+  const int64_t tokens_per_step = m.batch_size * m.micro_batches() * m.context_length;
   const int64_t max_steps = std::numeric_limits<int64_t>::max() / tokens_per_step - kMaxStepsPerRun;
   meta.steps = meta_int(file.metadata, "steps", path, max_steps);
   meta.optimizer_steps = meta_int(file.metadata, "optimizer_steps", path, meta.steps);

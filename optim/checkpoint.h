@@ -40,9 +40,10 @@ std::string checkpoint_bytes(TrainingSession& run, const TrainConfig& config, in
                              const std::string& data_identity = "");
 // Reads a checkpoint's metadata; the config is rebuilt and validated. Counts are parsed strictly (decimal digits
 // only) and bounded: steps so that steps + kMaxStepsPerRun training steps' token positions (steps · batch_size ·
-// context_length) fit int64, optimizer_steps ≤ steps. The config must name each key at most once and give the
-// model's shape (vocab_size, d_model, num_layers, num_heads, context_length, batch_size); keys added to reckon after
-// the file was written take their defaults. Throws std::invalid_argument naming the path and the field.
+// gradient_accumulation_steps · context_length) fit int64, optimizer_steps ≤ steps. The config must name each key at
+// most once and give the model's shape (vocab_size, d_model, num_layers, num_heads, context_length, batch_size); keys
+// added to reckon after the file was written take their defaults. Throws std::invalid_argument naming the path and the
+// field.
 CheckpointMeta read_checkpoint_meta(const Safetensors& file, const std::string& path);
 // Copies parameters and optimizer state from `file` into `run` (built from the checkpoint's config) and sets
 // the optimizer's step count. Throws std::invalid_argument naming a missing, extra or mismatched tensor.

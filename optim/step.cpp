@@ -45,13 +45,20 @@ int64_t StepOptimizer::steps_taken() const {
 }
 
 double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets,
-                     bool data_parallel) {
+                     bool data_parallel, const MicroBatchFill& fill) {
   if (model.config().zero_stage < 2) {  // stages 2, 3 create their gradients zeroed in backward
     PhaseScope phase(Phase::optimizer);
     model.zero_grad();
   }
-  double loss = model.forward(tokens, targets);
-  model.backward();
+  const int64_t micro_batches = model.config().micro_batches();
+  double loss = 0;
+  for (int64_t k = 0; k < micro_batches; ++k) {
+    if (fill) fill(k);
+    if (optimizer.zero() != nullptr) optimizer.zero()->set_accumulating(k > 0);
+    loss += model.forward(tokens, targets);
+    model.backward(micro_batches);
+  }
+  loss /= static_cast<double>(micro_batches);
   if (data_parallel) {
     const int64_t stage = model.config().zero_stage, bucket_bytes = model.config().bucket_bytes();
     if (stage == 0)
@@ -79,12 +86,16 @@ StepMeasurement measure_steady_step(const TrainConfig& config, bool data_paralle
   TokenData data = TokenData::random(config.model.vocab_size, config.seed);
   const int64_t b = config.model.batch_size, ranks = data_parallel ? comm_size() : 1,
                 rank = data_parallel ? comm_rank() : 0;
-  data.fill_batch_rows(run.tokens, run.targets, 0, rank * b, ranks * b);
-  run.step();
-  data.fill_batch_rows(run.tokens, run.targets, 1, rank * b, ranks * b);
+  auto batches_of = [&](int64_t step) {  // micro-batch k: rows k·N·b + rank·b … of the step's K·N·b
+    return [&, step](int64_t k) {
+      data.fill_batch_rows(run.tokens, run.targets, step, (k * ranks + rank) * b,
+                           config.model.micro_batches() * ranks * b);
+    };
+  };
+  run.step(batches_of(0));
   counters().reset();
   tracker().clear_timeline();  // peaks reset; what lives now is the timeline's base, not an event of the step
-  out.loss = run.step();
+  out.loss = run.step(batches_of(1));
   out.events = tracker().events();
   out.memory = tracker().stats();
   out.live_at_peak = tracker().live_at_peak();

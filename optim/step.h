@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -42,12 +43,17 @@ class StepOptimizer {
   std::unique_ptr<ZeroOptimizer> zero_;
 };
 
-// zero_grad (phase optimizer; not with zero_stage ≥ 2, whose gradients are created zeroed in backward), forward,
-// backward, (data parallel, stages 0 and 1: the gradients all-reduced, optim/data_parallel.h; stages 2 and 3
-// reduce-scatter them during backward), optimizer step. Returns the loss (data parallel: the mean over ranks, which is
-// the global batch's loss when every rank has as many rows).
+// Fills the batch tensors with micro-batch k (0 ≤ k < gradient_accumulation_steps) of the step.
+using MicroBatchFill = std::function<void(int64_t micro_batch)>;
+
+// zero_grad (phase optimizer; not with zero_stage ≥ 2, whose gradients are created zeroed in backward), then per
+// micro-batch (config field gradient_accumulation_steps, K): fill(k), forward, backward (each micro-batch's loss
+// weighted 1/K); then (data parallel, stages 0 and 1: the gradients all-reduced once, optim/data_parallel.h; stages 2
+// and 3 reduce-scatter them during every backward) the optimizer step. An empty fill keeps the batch tensors as they
+// are for every micro-batch. Returns the loss: the mean over the micro-batches (data parallel: and over ranks, which
+// is the global batch's loss when every rank has as many rows).
 double training_step(Transformer& model, StepOptimizer& optimizer, const Tensor& tokens, const Tensor& targets,
-                     bool data_parallel = false);
+                     bool data_parallel = false, const MicroBatchFill& fill = {});
 
 // What a training run holds: the model (parameters, gradients), its AdamW, and the batch tensors
 // (int32 (B, T), category activation, "batch.tokens" / "batch.targets"), allocated in that order.
@@ -62,7 +68,9 @@ struct TrainingSession {
   explicit TrainingSession(const TrainConfig& config, bool data_parallel = false);
   TrainingSession(const TrainingSession&) = delete;  // the optimizer refers to the model's parameters
   TrainingSession& operator=(const TrainingSession&) = delete;
-  double step() { return training_step(model, optimizer, tokens, targets, data_parallel); }
+  double step(const MicroBatchFill& fill = {}) {
+    return training_step(model, optimizer, tokens, targets, data_parallel, fill);
+  }
   void warm_up() {
     for (int64_t i = 0; i < kWarmUpSteps; ++i) step();
   }

@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include <fmt/format.h>
 
+#include "ops/cast.h"
 #include "runtime/bf16.h"
 #include "runtime/check.h"
+#include "runtime/checked.h"
 #include "runtime/comm.h"
 
 namespace reckon {
@@ -54,6 +57,7 @@ ZeroOptimizer::ZeroOptimizer(Transformer& model, const AdamWConfig& config, int6
       ranks_(ranks),
       master_weights_(model.config().dtypes().master_weights),
       units_(model.units()) {
+  for (const ParamSpec& spec : model.layout().params) gathered_bf16_.push_back(gathered_in_bf16(model.config(), spec));
   check_arg(stage >= 1 && stage <= 3, "zero_stage: {} is outside the range of the sharded optimizer [1, 3]", stage);
   std::vector<int64_t> sizes;
   for (const Parameter& p : params_) {
@@ -96,27 +100,59 @@ void ZeroOptimizer::all_gather_parameter(size_t i) {
   all_gather_in_place(p.value.raw_data(), dtype_bytes(p.dtype), split.counts, split.displs);
 }
 
+// `full` (parameter i's shape: its dtype, or the bf16 operand of a float32 parameter) from this rank's shard, cast
+// into its place when the dtypes differ, then everyone's.
+void ZeroOptimizer::assemble(const Tensor& full, size_t i) {
+  const Parameter& p = params_[i];
+  const int64_t eb = dtype_bytes(full.dtype());
+  const int seg = segment_of_[i];
+  if (seg >= 0) {  // this rank's part in place, then everyone's
+    const Segment& s = segments_[static_cast<size_t>(seg)];
+    char* mine = static_cast<char*>(full.raw_data()) + eb * s.where.offset;
+    if (full.dtype() != p.dtype)
+      cast_into(reinterpret_cast<bf16*>(mine), s.value.data(), s.where.count);
+    else
+      std::memcpy(mine, s.value.raw_data(), static_cast<size_t>(eb * s.where.count));
+  }
+  if (ranks_ > 1) {
+    const ParameterSplit split = parameter_split(starts_[i], p.numel, total_, ranks_);
+    all_gather_in_place(full.raw_data(), eb, split.counts, split.displs);
+  }
+}
+
 void ZeroOptimizer::gather(int unit) {
   if (stage_ != 3) return;
   const auto [first, last] = units_[static_cast<size_t>(unit)];
   for (int i = first; i < last; ++i) {
     Parameter& p = params_[static_cast<size_t>(i)];
-    p.value = Tensor::empty(p.shape, Category::parameter, p.name, p.dtype);
-    const int seg = segment_of_[static_cast<size_t>(i)];
-    if (seg >= 0) {  // this rank's part in place, then everyone's
-      const Segment& s = segments_[static_cast<size_t>(seg)];
-      const int64_t eb = dtype_bytes(p.dtype);
-      std::memcpy(static_cast<char*>(p.value.raw_data()) + eb * s.where.offset, s.value.raw_data(),
-                  static_cast<size_t>(eb * s.where.count));
+    if (gathered_bf16_[static_cast<size_t>(i)]) {  // FSDP's mixed precision: the bf16 matmul operand itself
+      Tensor& operand = model_.gathered_weight(i);
+      operand = Tensor::empty(p.shape, Category::parameter, p.name + ".bf16", DType::bf16);
+      assemble(operand, static_cast<size_t>(i));
+    } else {
+      p.value = Tensor::empty(p.shape, Category::parameter, p.name, p.dtype);
+      assemble(p.value, static_cast<size_t>(i));
     }
-    if (ranks_ > 1) all_gather_parameter(static_cast<size_t>(i));
   }
+}
+
+Tensor ZeroOptimizer::full_value(size_t i) {
+  const Parameter& p = params_[i];
+  if (stage_ != 3) return p.value;
+  Tensor full = Tensor::empty(p.shape, Category::temporary, p.name + ".full", p.dtype);
+  assemble(full, i);
+  return full;
 }
 
 void ZeroOptimizer::release(int unit) {
   if (stage_ != 3) return;
   const auto [first, last] = units_[static_cast<size_t>(unit)];
-  for (int i = first; i < last; ++i) params_[static_cast<size_t>(i)].value.reset();
+  for (int i = first; i < last; ++i) {
+    if (gathered_bf16_[static_cast<size_t>(i)])
+      model_.gathered_weight(i).reset();
+    else
+      params_[static_cast<size_t>(i)].value.reset();
+  }
 }
 
 void ZeroOptimizer::create_grads(int unit) {
@@ -129,6 +165,22 @@ void ZeroOptimizer::create_grads(int unit) {
   }
 }
 
+OpCount grad_accumulate_count(int64_t elements, DType shard, DType incoming) {
+  const CheckedInt n = elements;
+  return OpCount{
+      1,  0, elements, (n * (dtype_bytes(shard) + dtype_bytes(incoming))).value(), (n * dtype_bytes(shard)).value(),
+      0.0};
+}
+
+// shard[k] (+)= in[k] · scale, rounded once to the shard's dtype: `=` for a step's first micro-batch, `+=` after.
+template <typename S, typename I>
+static void write_shard(S* shard, const I* in, int64_t n, float scale, bool accumulate) {
+  for (int64_t k = 0; k < n; ++k) {
+    const float x = widen(in[k]) * scale;
+    shard[k] = narrow<S>(accumulate ? widen(shard[k]) + x : x);
+  }
+}
+
 void ZeroOptimizer::reduce_grads(int unit) {
   const auto [first, last] = units_[static_cast<size_t>(unit)];
   const float scale = 1.0f / static_cast<float>(ranks_);
@@ -138,27 +190,44 @@ void ZeroOptimizer::reduce_grads(int unit) {
     const ShardSegment* where = seg >= 0 ? &segments_[static_cast<size_t>(seg)].where : nullptr;
     const Tensor* shard = seg >= 0 ? &segments_[static_cast<size_t>(seg)].grad : nullptr;
     const int64_t mine = where ? where->count : 0;
-    if (ranks_ == 1) {  // the whole gradient is this rank's: a copy
+    // shard (+)= incoming · scale: a later micro-batch's is added, counted as its own op
+    auto write = [&](const auto* incoming, float scale_by) {
+      std::optional<OpRecord> add;
+      if (accumulating_) {
+        add.emplace("grad_accumulate");
+        add->count = grad_accumulate_count(mine, p.grad_dtype, ranks_ == 1 ? p.grad_dtype : DType::f32);
+      }
+      dispatch_floating(p.grad_dtype, [&](auto tag) {
+        using T = decltype(tag);
+        write_shard(static_cast<T*>(shard->raw_data()), incoming, mine, scale_by, accumulating_);
+      });
+    };
+    if (ranks_ == 1 && !accumulating_) {  // the whole gradient is this rank's: a copy
       const int64_t eb = dtype_bytes(p.grad_dtype);
       std::memcpy(shard->raw_data(), p.grad.raw_data(), static_cast<size_t>(eb * mine));
+    } else if (ranks_ == 1) {
+      dispatch_floating(p.grad_dtype, [&](auto tag) {
+        using T = decltype(tag);
+        write(static_cast<const T*>(p.grad.raw_data()), 1.0f);
+      });
     } else {
       const ParameterSplit split = parameter_split(starts_[static_cast<size_t>(i)], p.numel, total_, ranks_);
       float unused = 0;
-      if (p.grad_dtype == DType::f32) {  // straight from the gradient into the shard, then the mean
+      if (p.grad_dtype == DType::f32 && !accumulating_) {  // straight from the gradient into the shard, then the mean
         float* out = shard ? shard->data() : &unused;
         reduce_scatter_sum(p.grad.data(), out, split.counts);
         for (int64_t k = 0; k < mine; ++k) out[k] = out[k] * scale;
       } else {  // bf16: widened exactly, summed in float32, the mean rounded once (as optim/data_parallel.cpp)
-        Tensor wide = Tensor::empty({p.numel}, Category::temporary, "comm.bucket");
-        convert_to_float(wide.data(), p.grad.data_bf16(), p.numel);
-        Tensor part = mine > 0 ? Tensor::empty({mine}, Category::temporary, "comm.shard") : Tensor();
-        reduce_scatter_sum(wide.data(), mine > 0 ? part.data() : &unused, split.counts);
-        wide.reset();
-        if (mine > 0) {
-          bf16* out = shard->data_bf16();
-          const float* in = part.data();
-          for (int64_t k = 0; k < mine; ++k) out[k] = to_bf16(in[k] * scale);
+        Tensor wide;
+        if (p.grad_dtype == DType::bf16) {
+          wide = Tensor::empty({p.numel}, Category::temporary, "comm.bucket");
+          convert_to_float(wide.data(), p.grad.data_bf16(), p.numel);
         }
+        Tensor part = mine > 0 ? Tensor::empty({mine}, Category::temporary, "comm.shard") : Tensor();
+        reduce_scatter_sum(wide.defined() ? wide.data() : p.grad.data(), mine > 0 ? part.data() : &unused,
+                           split.counts);
+        wide.reset();
+        if (mine > 0) write(part.data(), scale);
       }
     }
     p.grad.reset();

@@ -36,6 +36,12 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   const DTypePlan plan = c.dtypes();
   const CheckedInt P = dtype_bytes(plan.param), G = dtype_bytes(plan.grad), A = dtype_bytes(plan.act), F = 4;
   const bool mixed = plan.act != DType::f32;
+  // FSDP's mixed precision (amp-bf16 at ZeRO-3): no autocast copies; each gather of a linear's weight or bias, or of
+  // an untied head, casts this rank's float32 shard into the gathered bf16 operand (below, with the gathers).
+  const bool fsdp = plan.weight_cache && c.zero_stage == 3;
+  auto bf16_operand = [&](const ParamSpec& ps) {
+    return fsdp && (ps.role == ParamRole::attention || ps.role == ParamRole::ffn || ps.role == ParamRole::lm_head);
+  };
   std::map<OpKey, OpCount> e;
   // calls, matmul FLOPs, other FLOPs, bytes read, bytes written.
   auto add = [&](const char* op, Phase phase, CheckedInt calls, CheckedInt mm, CheckedInt other, CheckedInt read,
@@ -242,7 +248,7 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     else
       add(act_op, phase, l, 0, l * act_fwd * n * f, A * l * n * f, A * l * n * f);
     add("residual", phase, 2 * l, 0, 2 * l * n * d, F * 2 * l * 2 * n * d, F * 2 * l * n * d);
-    if (plan.weight_cache) {  // and each bias, cast with its weight
+    if (plan.weight_cache && !fsdp) {  // and each bias, cast with its weight
       add("cast", phase, l * (4 + ffn_in + 1) + bias_calls, 0, 0, F * (block_weights + biased_out),
           2 * (block_weights + biased_out));
     }
@@ -264,7 +270,11 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
   }
   // Casts (0 FLOPs): amp-bf16 casts every matmul weight once per step (float32 -> bf16); both mixed modes cast
   // the residual stream's gradient to bf16 twice per layer (into the ffn and attention branches).
-  if (plan.weight_cache) add("cast", Fw, 1, 0, 0, F * v * d, 2 * v * d);  // the LM head's (the blocks': above)
+  if (plan.weight_cache && !fsdp) add("cast", Fw, 1, 0, 0, F * v * d, 2 * v * d);  // the LM head's (blocks': above)
+  if (fsdp && c.tie_embeddings) {  // the gathered float32 table, cast for the head at each use
+    add("cast", Fw, 1, 0, 0, F * v * d, 2 * v * d);
+    add("cast", Bw, 1, 0, 0, F * v * d, 2 * v * d);
+  }
   if (mixed) add("cast", Bw, 2 * l, 0, 0, F * 2 * l * n * d, A * 2 * l * n * d);
   // Optimizer phase: zero_grad writes every gradient; AdamW reads p, g, m, v and writes p, m, v (float32),
   // or, with master weights, reads g, master, m, v and writes master, m, v and the bf16 parameter.
@@ -307,16 +317,30 @@ inline std::map<OpKey, OpCount> closed_form_step_counts(const ModelConfig& c, co
     if (stage >= 2) add("reduce_scatter", C, params, 0, 0, F * p, F * owned);            // float32 on the wire
     if (stage == 3) {
       // Gathered per unit where used: each layer and the head twice (forward, backward); the embeddings once,
-      // or, tied to the head, three times.
+      // or, tied to the head, three times. A bf16 operand at 2 B an element.
       CheckedInt calls = 0, in = 0, out = 0;
       for (size_t i = 0; i < sizes.size(); ++i) {
         const int64_t times = layout.params[i].unit != 0 ? 2 : c.tie_embeddings ? 3 : 1;
+        const CheckedInt bytes = bf16_operand(layout.params[i]) ? CheckedInt(2) : P;
         calls += times;
-        in += times * CheckedInt(mine[i]);
-        out += times * CheckedInt(sizes[i]);
+        in += times * bytes * CheckedInt(mine[i]);
+        out += times * bytes * CheckedInt(sizes[i]);
       }
-      add("all_gather", C, calls, 0, 0, P * in, P * out);
+      add("all_gather", C, calls, 0, 0, in, out);
     }
+  }
+  if (fsdp) {  // the operands' casts: every one is in a layer or the head, gathered once forward, once backward
+    CheckedInt calls = 0, elements = 0, start = 0;
+    for (const ParamSpec& ps : layout.params) {
+      const int64_t mine =
+          ranks > 1 ? parameter_split(start.value(), ps.numel(), p.value(), ranks).counts[static_cast<size_t>(rank)]
+                    : ps.numel();
+      start += ps.numel();
+      if (!bf16_operand(ps) || mine == 0) continue;
+      calls += 1;
+      elements += mine;
+    }
+    for (Phase ph : {Fw, Bw}) add("cast", ph, calls, 0, 0, F * elements, 2 * elements);
   }
   return e;
 }

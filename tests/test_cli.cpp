@@ -99,7 +99,8 @@ TEST(Cli, TrainWritesConsistentJsonAndTrace) {
   EXPECT_EQ(j["config"]["rope_theta"], 10000.0);
   EXPECT_EQ(j["config"]["sliding_window"], 0);
   EXPECT_EQ(j["config"]["rope_scaling"], "none");
-  EXPECT_EQ(j["config"].size(), 42u);  // preset, 38 model fields, seed, optim
+  EXPECT_EQ(j["config"]["gradient_accumulation_steps"], 1);
+  EXPECT_EQ(j["config"].size(), 43u);  // preset, 39 model fields, seed, optim
   EXPECT_EQ(j["config"]["optim"].size(), 5u);
   EXPECT_EQ(j["num_parameters"], 164160);
   EXPECT_EQ(j["memory"]["live_at_peak"][0]["dtype"], "float32");
@@ -569,6 +570,69 @@ TEST(Cli, CheckpointResumeIsBitExactAndBadCheckpointsAreRefused) {
             std::string::npos)
       << changed.output;
   EXPECT_FALSE(std::filesystem::exists(out));
+}
+
+// gradient_accumulation_steps through train: 2 micro-batches of 2 rows per step on a text file follow one batch of 4
+// (the same rows; losses within 1e-6), tokens/s counts the step's 2·2·T tokens, a checkpoint resumes bit for bit,
+// a resume that changes K is refused naming it (the data position depends on it), and --dump-grads holds the step's
+// 4 rows (its gradients are theirs).
+TEST(Cli, GradientAccumulationTrainsResumesAndDumpsTheStepsRows) {
+  const std::string data = temp_path("accum_data.txt"), ck = temp_path("accum.safetensors"),
+                    grads = temp_path("accum_grads.safetensors");
+  std::filesystem::copy_file("/usr/share/common-licenses/GPL-3", data,
+                             std::filesystem::copy_options::overwrite_existing);
+  const std::string common = " --preset tiny --threads 2 --quiet --data " + data + " ";
+  auto losses = [](const std::string& path) {
+    std::ifstream in(path);
+    const nlohmann::json j = nlohmann::json::parse(in);
+    std::vector<double> out;
+    for (const auto& s : j["steps"]) out.push_back(s["loss"].get<double>());
+    return std::make_pair(out, j);
+  };
+  const std::string one = temp_path("accum1.json"), two = temp_path("accum2.json"), resumed = temp_path("accum3.json");
+  ASSERT_EQ(run("train --steps 6" + common + "--set batch_size=4 --json " + one).exit_code, 0);
+  const CommandResult r =
+      run("train --steps 6" + common + "--set batch_size=2 --set gradient_accumulation_steps=2 " + "--json " + two);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto [l1, j1] = losses(one);
+  const auto [l2, j2] = losses(two);
+  ASSERT_EQ(l1.size(), 6u);
+  ASSERT_EQ(l2.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(l2[i], l1[i], 1e-6 * l1[i]) << "step " << i + 1;
+  for (const auto& s : j2["steps"]) {
+    EXPECT_NEAR(s["tokens_per_second"].get<double>() * s["seconds"].get<double>(), 2 * 2 * 32, 1e-6);
+  }
+  EXPECT_EQ(j2["config"]["gradient_accumulation_steps"], 2);
+
+  std::filesystem::remove(ck);
+  ASSERT_EQ(
+      run("train --steps 4" + common + "--set batch_size=2 --set gradient_accumulation_steps=2 --save " + ck).exit_code,
+      0);
+  const CommandResult res = run("train --resume " + ck + " --steps 2 --threads 2 --quiet --data " + data + " --json " +
+                                resumed + " --dump-grads " + grads);
+  ASSERT_EQ(res.exit_code, 0) << res.output;
+  const auto [l3, j3] = losses(resumed);
+  ASSERT_EQ(l3.size(), 2u);
+  EXPECT_EQ(l3[0], l2[4]);
+  EXPECT_EQ(l3[1], l2[5]);
+  const Safetensors g = read_safetensors(grads, 1 << 30);
+  ASSERT_NE(g.find("batch.tokens"), nullptr);
+  EXPECT_EQ(g.find("batch.tokens")->shape, (std::vector<int64_t>{4, 32}));
+
+  const std::string never = temp_path("accum_never.json");
+  std::filesystem::remove(never);
+  const CommandResult changed = run("train --resume " + ck + " --steps 1 --quiet --data " + data +
+                                    " --set gradient_accumulation_steps=3 --json " + never);
+  EXPECT_EQ(changed.exit_code, 2) << changed.output;
+  EXPECT_NE(changed.output.find("gradient_accumulation_steps=3 (the checkpoint has 2)"), std::string::npos)
+      << changed.output;
+  EXPECT_FALSE(std::filesystem::exists(never));
+  const CommandResult bad = run("train --preset tiny --steps 1 --set gradient_accumulation_steps=0 --json " + never);
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.output.find("gradient_accumulation_steps: 0 is outside the allowed range [1, 65536]"),
+            std::string::npos)
+      << bad.output;
+  EXPECT_FALSE(std::filesystem::exists(never));
 }
 
 TEST(Cli, ReconcilePresetExitsZeroWhenExact) {

@@ -684,6 +684,8 @@ TEST(GpuStep, MemoryBoundOpsByHand) {
   EXPECT_NEAR(memory_bound_seconds(200e6, 0, a100), 200e6 / (2.039e12 * 0.88), 1e-15);
   EXPECT_NEAR(memory_bound_seconds(5e6, 0, a100), 5e6 / (2.039e12 * 0.88 * 0.6 / 0.9), 1e-15);
   EXPECT_NEAR(memory_bound_seconds(1e3, 1e12, a100), 1e12 / 19.5e12, 1e-12);
+  // 40 kernels of 5 MB each: the 1 MB band's efficiency, though 200 MB move in all.
+  EXPECT_NEAR(memory_bound_seconds(200e6, 0, a100, 40), 200e6 / (2.039e12 * 0.88 * 0.6 / 0.9), 1e-15);
 }
 
 // FlashAttention-2's published A100 rates, read back and interpolated in log T and head dim; H100 scales them by the
@@ -738,6 +740,102 @@ TEST(GpuStep, NeverBelowTheRooflineAndMonotone) {
         EXPECT_GE(predict_gpu_step(longer, c.optim, gpu, 1, link).seconds, one.seconds);
       }
     }
+  }
+}
+
+// FSDP's mixed precision at ZeRO-3 (amp-bf16), by arithmetic on the layout, for GPT-2 XL as released (tied, learned
+// positions, biases) and Llama-2 7B (untied) on 8 ranks. The gathers: a matmul weight or linear bias moves at 2 B an
+// element, a norm's parameters, the position table and the token table at 4; the embeddings unit is gathered once
+// (forward; tied: again for the head in forward and in backward), every layer and the head twice. The memory: no
+// bf16 copy of the model lives through the step — the parameters at the peak are the float32 shards and at most two
+// gathered units, where autocast's rule would hold a bf16 copy of every matmul weight (2 B each) besides.
+TEST(FsdpMixedPrecision, GathersBf16OperandsAndKeepsNoStepLongCopy) {
+  for (const char* preset : {"openai-gpt2-xl", "llama2-7b"}) {
+    SCOPED_TRACE(preset);
+    TrainConfig c = preset_config(preset);
+    c.model.precision = Precision::amp_bf16;
+    c.model.attention = AttentionKind::flash;
+    c.model.batch_size = 1;
+    c.model.context_length = 1024;
+    c.model.zero_stage = 3;
+    const ParameterLayout layout = parameter_layout(c.model);
+    auto bf16_operand = [](const ParamSpec& p) {  // what a matmul reads: the linears' weights and biases, a head
+      return p.role == ParamRole::attention || p.role == ParamRole::ffn || p.role == ParamRole::lm_head;
+    };
+    std::vector<double> unit_bytes(layout.units.size(), 0.0);
+    std::vector<int64_t> unit_params(layout.units.size(), 0);
+    double matmul_elements = 0, all = 0;
+    for (const ParamSpec& p : layout.params) {
+      unit_bytes[static_cast<size_t>(p.unit)] += static_cast<double>(p.numel()) * (bf16_operand(p) ? 2 : 4);
+      ++unit_params[static_cast<size_t>(p.unit)];
+      matmul_elements += bf16_operand(p) ? static_cast<double>(p.numel()) : 0.0;
+      all += static_cast<double>(p.numel());
+    }
+    double gathered_bytes = 0;
+    int64_t gathers = 0;
+    for (size_t u = 0; u < layout.units.size(); ++u) {
+      const int times = u == 0 ? (c.model.tie_embeddings ? 3 : 1) : 2;
+      gathered_bytes += times * unit_bytes[u];
+      gathers += times * unit_params[u];
+    }
+    const OpCount ag = estimate_step_counts(c.model, c.optim, 8, 0).at(OpKey{"all_gather", Phase::communication});
+    EXPECT_EQ(ag.calls, gathers);
+    EXPECT_EQ(static_cast<double>(ag.bytes_written), gathered_bytes);
+    EXPECT_LT(matmul_elements, all);
+    EXPECT_GT(matmul_elements, 0.9 * all);  // the copy it saves is ~2 B per parameter
+
+    const MemoryEstimate m = estimate_step_memory(
+        c.model, {.onednn_scratchpad = false, .live_at_peak = true, .data_parallel_ranks = 8, .data_parallel_rank = 0});
+    const double shards = 4 * all / 8, largest_unit = *std::max_element(unit_bytes.begin(), unit_bytes.end());
+    const double params_at_peak = static_cast<double>(m.peak_breakdown[static_cast<size_t>(Category::parameter)]);
+    EXPECT_GE(params_at_peak, shards);
+    EXPECT_LE(params_at_peak, shards + 2 * largest_unit + 64.0 * static_cast<double>(layout.params.size()));
+    const double autocast_rule = shards + 2 * matmul_elements;  // + its copies, before any unit is gathered
+    EXPECT_GT(autocast_rule - params_at_peak, 1.9 * all - 2 * largest_unit) << "the saving: ~2 B per parameter";
+    for (const EstimatedTensor& t : m.live_at_peak) {
+      if (t.category != Category::parameter || t.name.find(".shard") != std::string::npos) continue;
+      const bool operand = t.name.size() > 5 && t.name.compare(t.name.size() - 5, 5, ".bf16") == 0;
+      EXPECT_TRUE(operand || t.name.find("norm") != std::string::npos || t.name.find("emb") != std::string::npos)
+          << t.name << ": a float32 matmul weight gathered";
+    }
+  }
+}
+
+// K micro-batches: K times each forward and backward op's time (the same kernels K times over), AdamW's and
+// zero_grad's once, tokens K times; on 8 GPUs DDP's all-reduce once per step (after the last micro-batch), ZeRO-3's
+// gathers and reduce-scatters per micro-batch, K times the traffic.
+TEST(GpuStep, GradientAccumulationIsKMicroBatchesAndOneUpdate) {
+  const GpuSpec& h100 = gpu_spec("h100-sxm");
+  TrainConfig c = preset_config("gpt2-xl");
+  c.model.precision = Precision::amp_bf16;
+  c.model.attention = AttentionKind::flash;
+  c.model.batch_size = 4;
+  ModelConfig four = c.model;
+  four.gradient_accumulation_steps = 4;
+  const Link link1 = gpu_link(h100, 1, "auto");
+  const GpuStep s1 = predict_gpu_step(c.model, c.optim, h100, 1, link1),
+                s4 = predict_gpu_step(four, c.optim, h100, 1, link1);
+  std::map<std::string, double> by_op;
+  for (const GpuOpTime& row : s1.ops) by_op[row.key.op + "/" + phase_name(row.key.phase)] = row.seconds;
+  double expected = 0;
+  for (const GpuOpTime& row : s4.ops) {
+    const double one = by_op.at(row.key.op + "/" + phase_name(row.key.phase));
+    const bool per_micro = row.key.phase == Phase::forward || row.key.phase == Phase::backward;
+    EXPECT_NEAR(row.seconds, (per_micro ? 4 : 1) * one, 1e-9 * row.seconds) << row.key.op;
+    expected += (per_micro ? 4 : 1) * one;
+  }
+  EXPECT_NEAR(s4.compute_seconds, expected, 1e-9 * expected);
+  EXPECT_NEAR(s4.tokens_per_second_per_gpu, 4 * 4 * 1024 / s4.seconds, 1e-6);
+  EXPECT_GT(s4.tokens_per_second_per_gpu, s1.tokens_per_second_per_gpu);  // AdamW amortised over 4 micro-batches
+  const Link link8 = gpu_link(h100, 8, "auto");
+  for (int64_t stage : {0, 3}) {
+    ModelConfig a = c.model, b = four;
+    a.zero_stage = b.zero_stage = stage;
+    const GpuStep g1 = predict_gpu_step(a, c.optim, h100, 8, link8), g4 = predict_gpu_step(b, c.optim, h100, 8, link8);
+    EXPECT_NEAR(g4.communication_seconds, (stage == 0 ? 1 : 4) * g1.communication_seconds,
+                1e-9 * g4.communication_seconds)
+        << "stage " << stage;
+    EXPECT_LE(g4.exposed_communication_seconds, (stage == 0 ? 1 : 4) * g1.exposed_communication_seconds * (1 + 1e-9));
   }
 }
 

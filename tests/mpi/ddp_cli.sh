@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `mpirun -np 2 reckon train --zero S` (S = 0 DDP … 3) against `reckon train` alone with the same global batch:
-# losses within 1e-6 relative per step (20 steps, fp32), rank 0 alone writes the JSON; every rank's step
-# reconciled exactly per stage; bad data-parallel input (and a rank killed mid-run) exits non-zero on every rank
+# losses within 1e-6 relative per step (20 steps, fp32), rank 0 alone writes the JSON, and the same with 2
+# micro-batches per step against one batch twice as large; every rank's step reconciled exactly per stage; bad data-parallel input (and a rank killed mid-run) exits non-zero on every rank
 # with the field named, and no rank hangs (timeouts).
 # usage: ddp_cli.sh path/to/reckon workdir
 set -euo pipefail
@@ -59,6 +59,29 @@ for stage in 1 2 3; do
     grep -q "reconcile: 3 of 3 ranks exact" "$work/rec_z${stage}_$precision.txt"
   done
 done
+# Gradient accumulation: 2 micro-batches of 4 rows (2 per rank) per step against the single process's batch of 8 —
+# the same rows, losses within 1e-6 relative per step; DDP and ZeRO-1 reduce once per step, ZeRO-2/3 once per
+# micro-batch (then add into the shard); every rank's step of 2 micro-batches reconciled exactly (3 ranks, bf16).
+timeout 300 "$reckon" train --preset tiny --steps 6 --threads 1 --quiet --set batch_size=8 --json "$work/single8.json" \
+  > /dev/null
+for stage in 0 1 2 3; do
+  timeout 300 mpirun --oversubscribe -np 2 "$reckon" train --preset tiny --steps 6 --threads 1 --quiet \
+    --set batch_size=4 --set gradient_accumulation_steps=2 --zero $stage --json "$work/accum$stage.json" > /dev/null
+  /usr/bin/python3 - "$work/accum$stage.json" "$work/single8.json" $stage <<'PY'
+import json, sys
+k = [s["loss"] for s in json.load(open(sys.argv[1]))["steps"]]
+one = [s["loss"] for s in json.load(open(sys.argv[2]))["steps"]]
+assert len(k) == len(one) == 6, (len(k), len(one))
+worst = max(abs(a - b) / abs(b) for a, b in zip(k, one))
+assert worst <= 1e-6, f"zero stage {sys.argv[3]}, 2 micro-batches: losses differ from one batch of 8 by {worst:.2e}"
+print(f"ddp_cli: zero stage {sys.argv[3]}, 2 micro-batches × 2 ranks, worst relative loss difference {worst:.2e}")
+PY
+  timeout 300 mpirun --oversubscribe -np 3 "$reckon" reconcile --preset tiny --threads 1 --set batch_size=6 \
+    --set gradient_accumulation_steps=2 --set precision=bf16 --zero $stage > "$work/rec_accum$stage.txt"
+  grep -q "reconcile: 3 of 3 ranks exact" "$work/rec_accum$stage.txt"
+done
+grep -q "| all_reduce    | communication |     1 |" "$work/rec_accum0.txt"  # once per step, not per micro-batch
+grep -q "| grad_accumulate | backward" "$work/rec_accum2.txt"
 grep -q "| reduce_scatter" "$work/rec_z2.txt"
 grep -q "| all_gather" "$work/rec_z3.txt"
 if grep -q "| all_reduce " "$work/rec_z3.txt"; then echo "ddp_cli: ZeRO-3 all-reduced gradients"; exit 1; fi
