@@ -54,13 +54,27 @@ bool counts_fit(const ModelConfig& config, const AdamWConfig& optim) { return fi
 void check_counts_fit(const ModelConfig& config, const AdamWConfig& optim) {
   const std::string overflow = first_overflow(config, optim);
   if (overflow.empty()) return;
+  const int64_t micro = config.micro_batches();
   const std::string head = fmt::format(
-      "batch_size {} × context_length {} (V {}, L {}, D {}, H {}, d_ff {}): a count of one step does not fit: {}; ",
-      config.batch_size, config.context_length, config.vocab_size, config.num_layers, config.d_model, config.num_heads,
-      config.d_ff, overflow);
-  // Every count grows with the batch size: the largest batch that fits, by bisection (each probe is one
-  // replay, linear in num_layers).
+      "batch_size {} × context_length {}{} (V {}, L {}, D {}, H {}, d_ff {}): a count of one step does not fit: {}; ",
+      config.batch_size, config.context_length,
+      micro > 1 ? fmt::format(" × gradient_accumulation_steps {}", micro) : "", config.vocab_size, config.num_layers,
+      config.d_model, config.num_heads, config.d_ff, overflow);
+  // Every count grows with the micro-batches and the batch size: the largest that fits, by bisection (each probe
+  // is a few replays, linear in num_layers).
   ModelConfig probe = config;
+  if (micro > 1) {
+    const int64_t k = largest_fitting(micro - 1, [&](int64_t v) {
+      probe.gradient_accumulation_steps = v;
+      return counts_fit(probe, optim);
+    });
+    if (k > 0) {
+      throw std::invalid_argument(head + fmt::format("the largest gradient_accumulation_steps that fits at batch_size "
+                                                     "{} is {}",
+                                                     config.batch_size, k));
+    }
+    probe.gradient_accumulation_steps = 1;
+  }
   const int64_t b = largest_fitting(config.batch_size - 1, [&](int64_t v) {
     probe.batch_size = v;
     return counts_fit(probe, optim);

@@ -329,11 +329,22 @@ class StepReplay {
       r_.set_phase(Phase::optimizer);
       zero_grad(0, static_cast<int>(params.size()));
     }
-    for (int64_t k = 0; k < c_.micro_batches(); ++k) {  // gradient accumulation: K micro-batches, one update
+    // Gradient accumulation: K micro-batches, one update. The third and later repeat the second's events exactly,
+    // so unless every event is kept, two are replayed and the second's counts and matmul calls taken K − 1 times
+    // (an estimate at K = 65536 costs two micro-batches).
+    const int64_t micro = c_.micro_batches(), replayed = o_.step_events ? micro : std::min<int64_t>(micro, 2);
+    std::vector<FlatCount> before_second;
+    std::vector<StepMatmul> matmuls_before_second;
+    for (int64_t k = 0; k < replayed; ++k) {
+      if (k == 1) {
+        before_second = counts_;
+        if (out_.matmuls != nullptr) matmuls_before_second = *out_.matmuls;
+      }
       accumulating_ = k > 0;
       forward();
       backward();
     }
+    if (replayed < micro) repeat_second_micro_batch(before_second, matmuls_before_second, micro - replayed);
     gradient_reduction();
     optimizer_step();
     if (out_.counts != nullptr) {
@@ -350,6 +361,33 @@ class StepReplay {
     TensorName name;
     CheckedInt elements;
   };
+  struct FlatCount {
+    std::string_view op;
+    Phase phase;
+    OpCount count;
+  };
+
+  // The second micro-batch's counts and matmul calls (what was added since `counts` and `matmuls`, whose entries
+  // come first in the same order) added `times` more times. Checked: a count past int64 is a SizeOverflow.
+  void repeat_second_micro_batch(const std::vector<FlatCount>& counts, const std::vector<StepMatmul>& matmuls,
+                                 int64_t times) {
+    auto more = [times](int64_t now, int64_t then) { return (CheckedInt(now - then) * times).value(); };
+    for (size_t i = 0; i < counts_.size(); ++i) {
+      const OpCount then = i < counts.size() ? counts[i].count : OpCount{};
+      OpCount& c = counts_[i].count;
+      c += OpCount{more(c.calls, then.calls),
+                   more(c.matmul_flops, then.matmul_flops),
+                   more(c.other_flops, then.other_flops),
+                   more(c.bytes_read, then.bytes_read),
+                   more(c.bytes_written, then.bytes_written),
+                   0.0};
+    }
+    if (out_.matmuls == nullptr) return;
+    for (size_t i = 0; i < out_.matmuls->size(); ++i) {
+      StepMatmul& m = (*out_.matmuls)[i];
+      m.calls = (CheckedInt(m.calls) + more(m.calls, i < matmuls.size() ? matmuls[i].calls : 0)).value();
+    }
+  }
 
   // ---- counts: one call of `op` under the current phase (collectives: under communication), as OpRecord does
   void count(const char* op, OpCount c) { count_in(r_.phase(), op, c); }
@@ -586,11 +624,6 @@ class StepReplay {
   const int64_t qw_, kvw_;
   std::vector<Param> params;
   std::vector<int64_t> mine;  // this rank's elements of each parameter
-  struct FlatCount {
-    std::string_view op;
-    Phase phase;
-    OpCount count;
-  };
   std::vector<FlatCount> counts_;
   CheckedInt num_parameters = 0;
   bool accumulating_ = false;  // a micro-batch after the step's first: stages 2, 3 add into the gradient shards

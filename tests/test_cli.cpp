@@ -917,6 +917,9 @@ TEST(Cli, LargeInputsAnswerOrFailCleanly) {
            {"train --preset tiny --steps 1 --data random --peak-gflops nan", "--peak-gflops: nan is outside"},
            {"train --preset tiny --steps 1 --data random --peak-gflops 1e300", "--peak-gflops: 1e+300 is outside"},
            {"extrapolate --validate tiny --train-steps 0", "--train-steps: 0 is outside the allowed range"},
+           // 65,536 micro-batches of Llama 3 70B at T 8192: the step's FLOPs pass int64; the answer names the field
+           {"estimate --preset llama3-70b --set gradient_accumulation_steps=65536",
+            "the largest gradient_accumulation_steps that fits at batch_size 1 is "},
            {"extrapolate --validate tiny --target-batch 1048576",
             "--target-batch: 1048576 is outside the allowed range [1, 65536]"},
            {"estimate --batch-size 65537", "--batch-size: Value 65537 not in range 1 to 65536"},
