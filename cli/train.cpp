@@ -512,8 +512,11 @@ void print_data_parallel(const TrainPlan& p) {
       "ZeRO-3: parameters, gradients and AdamW state sharded; each layer's parameters all-gathered where used, its "
       "gradients reduce-scattered"};
   const ModelConfig& m = p.local.model;
-  fmt::print("data parallel (--zero {}): {} ranks × batch {} = global batch {}; {}\n", m.zero_stage, p.ranks,
+  fmt::print("data parallel (--zero {}): {} ranks × batch {} = global batch {}{}; {}\n", m.zero_stage, p.ranks,
              m.batch_size, p.config.model.batch_size,
+             m.micro_batches() == 1 ? ""
+                                    : fmt::format(" a micro-batch, × {} micro-batches = {} rows a step",
+                                                  m.micro_batches(), p.config.model.batch_size * m.micro_batches()),
              fmt::format(fmt::runtime(kStages[m.zero_stage]), m.bucket_cap_mb));
 }
 
