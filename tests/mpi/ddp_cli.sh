@@ -9,20 +9,25 @@ reckon=$1 work=$2
 mkdir -p "$work"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 common=(train --preset tiny --steps 20 --threads 1 --quiet --set batch_size=4)
+# The losses of run $1's JSON against run $2's: $3 steps each, within 1e-6 relative per step ($4 names the case).
+same_losses() {
+  /usr/bin/python3 - "$1" "$2" "$3" "$4" <<'PY'
+import json, sys
+got = [s["loss"] for s in json.load(open(sys.argv[1]))["steps"]]
+want = [s["loss"] for s in json.load(open(sys.argv[2]))["steps"]]
+steps, case = int(sys.argv[3]), sys.argv[4]
+assert len(got) == len(want) == steps, (len(got), len(want))
+worst = max(abs(a - b) / abs(b) for a, b in zip(got, want))
+assert worst <= 1e-6, f"{case}: losses differ from the single process by {worst:.2e} relative"
+print(f"ddp_cli: {case}, {steps} steps, worst relative loss difference {worst:.2e} (<= 1e-6)")
+PY
+}
 rm -f "$work"/zero*.json "$work/single.json"
 timeout 300 "$reckon" "${common[@]}" --json "$work/single.json" > "$work/single.txt"
 # Every stage on 2 ranks against the single process: the same 20 losses within 1e-6 relative.
 for stage in 0 1 2 3; do
   timeout 300 mpirun --oversubscribe -np 2 "$reckon" "${common[@]}" --zero $stage --json "$work/zero$stage.json" > "$work/zero$stage.txt"
-  /usr/bin/python3 - "$work/zero$stage.json" "$work/single.json" $stage <<'PY'
-import json, sys
-z = [s["loss"] for s in json.load(open(sys.argv[1]))["steps"]]
-one = [s["loss"] for s in json.load(open(sys.argv[2]))["steps"]]
-assert len(z) == len(one) == 20, (len(z), len(one))
-worst = max(abs(a - b) / abs(b) for a, b in zip(z, one))
-assert worst <= 1e-6, f"zero stage {sys.argv[3]}: losses differ from the single process by {worst:.2e} relative"
-print(f"ddp_cli: zero stage {sys.argv[3]}, 20 steps, worst relative loss difference {worst:.2e} (<= 1e-6)")
-PY
+  same_losses "$work/zero$stage.json" "$work/single.json" 20 "zero stage $stage"
 done
 grep -q "data parallel (--zero 0): 2 ranks × batch 2 = global batch 4; DDP" "$work/zero0.txt"
 # Each rank's step reconciled exactly (memory incl. the gradient buckets, counts incl. all_reduce), one and two
@@ -67,15 +72,7 @@ timeout 300 "$reckon" train --preset tiny --steps 6 --threads 1 --quiet --set ba
 for stage in 0 1 2 3; do
   timeout 300 mpirun --oversubscribe -np 2 "$reckon" train --preset tiny --steps 6 --threads 1 --quiet \
     --set batch_size=4 --set gradient_accumulation_steps=2 --zero $stage --json "$work/accum$stage.json" > /dev/null
-  /usr/bin/python3 - "$work/accum$stage.json" "$work/single8.json" $stage <<'PY'
-import json, sys
-k = [s["loss"] for s in json.load(open(sys.argv[1]))["steps"]]
-one = [s["loss"] for s in json.load(open(sys.argv[2]))["steps"]]
-assert len(k) == len(one) == 6, (len(k), len(one))
-worst = max(abs(a - b) / abs(b) for a, b in zip(k, one))
-assert worst <= 1e-6, f"zero stage {sys.argv[3]}, 2 micro-batches: losses differ from one batch of 8 by {worst:.2e}"
-print(f"ddp_cli: zero stage {sys.argv[3]}, 2 micro-batches × 2 ranks, worst relative loss difference {worst:.2e}")
-PY
+  same_losses "$work/accum$stage.json" "$work/single8.json" 6 "zero stage $stage, 2 micro-batches × 2 ranks"
   timeout 300 mpirun --oversubscribe -np 3 "$reckon" reconcile --preset tiny --threads 1 --set batch_size=6 \
     --set gradient_accumulation_steps=2 --set precision=bf16 --zero $stage > "$work/rec_accum$stage.txt"
   grep -q "reconcile: 3 of 3 ranks exact" "$work/rec_accum$stage.txt"
