@@ -470,7 +470,7 @@ class StepReplay {
   // FSDP's mixed precision (model/layout.h gathered_in_bf16): ZeRO-3 gathers parameter i as its bf16 operand.
   bool gathered(int i) const { return gathered_in_bf16(c_, layout.params[static_cast<size_t>(i)]); }
   // ... and a tied head, whose table is gathered in float32, casts it at each use (forward, backward).
-  bool fsdp_tied_head() const { return c_.tie_embeddings && stage == 3 && plan.weight_cache; }
+  bool fsdp_tied_head() const { return c_.tie_embeddings && gathers_bf16_operands(c_); }
   void create_grads(int u);
   void reduce_grads(int u);
   // amp-bf16's weight cache: the bf16 copy of matmul weight `index` (into the layout), cast at first use, freed

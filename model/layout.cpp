@@ -101,9 +101,10 @@ ParameterLayout parameter_layout(const ModelShape& c) {
   return l;
 }
 
+bool gathers_bf16_operands(const ModelConfig& config) { return config.dtypes().weight_cache && config.zero_stage == 3; }
+
 bool gathered_in_bf16(const ModelConfig& config, const ParamSpec& spec) {
-  return config.dtypes().weight_cache && config.zero_stage == 3 && spec.is_matmul_weight() &&
-         spec.role != ParamRole::token_embedding;
+  return gathers_bf16_operands(config) && spec.is_matmul_weight() && spec.role != ParamRole::token_embedding;
 }
 
 }  // namespace reckon

@@ -69,6 +69,8 @@ struct ParameterLayout {
 // every matmul weight and linear bias, not the token table (the embedding reads it in float32; tied, the head casts
 // it at each use) and not the norms' parameters (read in float32).
 bool gathered_in_bf16(const ModelConfig& config, const ParamSpec& spec);
+// Whether `config` runs that way at all (amp-bf16 at zero_stage 3).
+bool gathers_bf16_operands(const ModelConfig& config);
 
 // The layout of `config`'s shape fields (vocab_size, context_length for learned positions, num_layers, d_model,
 // num_heads, num_kv_heads and head_dim for the attention widths,

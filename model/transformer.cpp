@@ -1,6 +1,5 @@
 #include "model/transformer.h"
 
-#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -79,7 +78,7 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
   block_input_.resize(static_cast<size_t>(config_.num_layers));
   weight_cache_.resize(params_.size());
   for (const ParamSpec& spec : layout_.params) gathered_bf16_.push_back(gathered_in_bf16(config_, spec));
-  fsdp_bf16_ = std::find(gathered_bf16_.begin(), gathered_bf16_.end(), true) != gathered_bf16_.end();
+  fsdp_bf16_ = gathers_bf16_operands(config_);
 }
 
 int64_t Transformer::num_parameters() const {
