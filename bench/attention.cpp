@@ -27,6 +27,8 @@
 #include "optim/step.h"
 #include "runtime/allocator.h"
 #include "runtime/counters.h"
+#include "runtime/kernel_isa.h"
+#include "runtime/matmul.h"
 
 namespace {
 
@@ -44,18 +46,37 @@ Tensor filled(const Shape& shape, const char* name, uint32_t seed) {
   return t;
 }
 
+Tensor in_dtype(const Tensor& x, DType dtype) {
+  if (dtype == DType::f32) return x;
+  Tensor out = Tensor::empty(x.shape(), Category::temporary, "bf16", DType::bf16);
+  convert_to_bf16(out.data_bf16(), x.data(), x.numel());
+  return out;
+}
+
 // flash: 0 naive, 1 flash; T; kv: key/value heads (8 = multi-head; 2 and 1: groups of 4 and 8 query heads); window:
-// sliding window (0 = none); cap: score soft-capping (0 = none).
+// sliding window (0 = none); cap: score soft-capping (0 = none); bf16: 0 float32 storage, 1 bf16 storage with the
+// float32 products (the reference path), 2 bf16 storage on VDPBF16PS, 3 on AMX tiles (runtime/kernel_isa.h; rows
+// this CPU cannot run are skipped; naive runs oneDNN's bf16 matmuls whatever the row).
 void BM_attention_core(benchmark::State& state) {
   const bool flash = state.range(0) != 0;
   const int64_t t = state.range(1), b = std::max<int64_t>(1, kTokens / t), kv = state.range(2);
   const AttentionScores scores{state.range(3), static_cast<float>(state.range(4))};
+  const int64_t storage = state.range(5);
+  const DType dtype = storage == 0 ? DType::f32 : DType::bf16;
+  const Bf16Kernel path = storage == 3 ? Bf16Kernel::amx : storage == 2 ? Bf16Kernel::avx512_bf16 : Bf16Kernel::f32;
+  if (static_cast<int>(path) > static_cast<int>(bf16_kernel_best())) {
+    state.SkipWithError(
+        fmt::format("this CPU's bf16 kernels stop at {}", bf16_kernel_name(bf16_kernel_best())).c_str());
+    return;
+  }
+  const ScopedBf16Kernel kernel(path);
   const int64_t dk = kD / kH, kv_width = kv * dk;
-  Tensor q = filled({b, t, kD}, "q", 1), k = filled({b, t, kv_width}, "k", 2), v = filled({b, t, kv_width}, "v", 3);
-  Tensor dout = filled({b, t, kD}, "dout", 4);
-  Tensor dq = Tensor::empty({b, t, kD}, Category::temporary, "dq"),
-         dk_ = Tensor::empty({b, t, kv_width}, Category::temporary, "dk"),
-         dv = Tensor::empty({b, t, kv_width}, Category::temporary, "dv");
+  Tensor q = in_dtype(filled({b, t, kD}, "q", 1), dtype), k = in_dtype(filled({b, t, kv_width}, "k", 2), dtype),
+         v = in_dtype(filled({b, t, kv_width}, "v", 3), dtype);
+  Tensor dout = in_dtype(filled({b, t, kD}, "dout", 4), dtype);
+  Tensor dq = Tensor::empty({b, t, kD}, Category::temporary, "dq", dtype),
+         dk_ = Tensor::empty({b, t, kv_width}, Category::temporary, "dk", dtype),
+         dv = Tensor::empty({b, t, kv_width}, Category::temporary, "dv", dtype);
   for (auto _ : state) {
     if (flash) {
       FlashAttentionSaved saved;
@@ -66,14 +87,18 @@ void BM_attention_core(benchmark::State& state) {
       Tensor out = attention_forward(saved, q, k, v, kH, kv, "attn", scores);
       attention_backward(dq, dk_, dv, dout, saved);
     }
-    benchmark::DoNotOptimize(dq.data());
+    benchmark::DoNotOptimize(dq.raw_data());
   }
   const AttentionShape shape{b, t, kH, kv, dk, scores.window, scores.softcap};
   const OpCount f = flash ? flash_attention_forward_count(shape) : attention_forward_count(shape);
   const OpCount g = flash ? flash_attention_backward_count(shape) : attention_backward_count(shape);
   // Model FLOPs of the core, causal convention: 12·d_k per score entry the mask keeps.
   const double model = 12.0 * dk * static_cast<double>(shape.visible()) * b * kH;
-  state.SetLabel(fmt::format("{} B={} T={} {}{}{}", flash ? "flash" : "naive", b, t,
+  state.SetLabel(fmt::format("{} {} B={} T={} {}{}{}", flash ? "flash" : "naive",
+                             storage == 0   ? "f32"
+                             : storage == 1 ? "bf16 (f32 products)"
+                                            : fmt::format("bf16 ({})", bf16_kernel_name(bf16_kernel())),
+                             b, t,
                              kv == kH  ? std::string("MHA")
                              : kv == 1 ? std::string("MQA")
                                        : fmt::format("GQA {}", kv),
@@ -85,13 +110,34 @@ void BM_attention_core(benchmark::State& state) {
       benchmark::Counter(model * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_attention_core)
-    ->ArgNames({"flash", "T", "kv", "window", "cap"})
-    ->ArgsProduct({{0, 1}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}, {0}, {0}})
-    ->ArgsProduct({{1}, {2048}, {2, 1}, {0}, {0}})
-    ->ArgsProduct({{1}, {4096}, {kH}, {512, 1024}, {0}})
-    ->ArgsProduct({{1}, {2048}, {kH}, {0}, {50}})
+    ->ArgNames({"flash", "T", "kv", "window", "cap", "bf16"})
+    ->ArgsProduct({{0, 1}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}, {0}, {0}, {0}})
+    ->ArgsProduct({{1}, {2048}, {2, 1}, {0}, {0}, {0}})
+    ->ArgsProduct({{1}, {4096}, {kH}, {512, 1024}, {0}, {0}})
+    ->ArgsProduct({{1}, {2048}, {kH}, {0}, {50}, {0}})
+    ->ArgsProduct({{0}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}, {0}, {0}, {1}})
+    ->ArgsProduct({{1}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}, {0}, {0}, {1, 2, 3}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+
+// The rate the bf16 attention core is held to: oneDNN's bf16 matmul (f32 accumulate and output) at config S's
+// ffn shape, 2048 × 2048 × 512, in the same binary and run.
+void BM_onednn_bf16_matmul(benchmark::State& state) {
+  Tensor x = Tensor::zeros({2048, 512}, Category::temporary, "x", DType::bf16);
+  Tensor w = Tensor::zeros({2048, 512}, Category::temporary, "w", DType::bf16);
+  Tensor y = Tensor::zeros({2048, 2048}, Category::temporary, "y");
+  x.fill(0.5f), w.fill(0.25f);
+  const Tensor wt = w.transpose(0, 1);
+  for (int i = 0; i < 3; ++i) matmul(y, x, wt);
+  for (auto _ : state) {
+    matmul(y, x, wt);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(matmul_impl_name(matmul_geometry(y, x, wt, 1.0f, false)));
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * 2048 * 2048 * 512 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_onednn_bf16_matmul)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // flash: 0 naive, 1 flash; recompute: 0 none, 1 attention, 2 full; T.
 void BM_step(benchmark::State& state) {

@@ -947,7 +947,7 @@ void StepReplay::attention_backward(int32_t i) {
   r_.alloc({i, "attn.grad_k"}, Category::temporary, n * kvw, A);
   r_.alloc({i, "attn.grad_v"}, Category::temporary, n * kvw, A);
   if (flash) {
-    const FlashAttentionBackwardTensors bt = flash_attention_backward_tensors(shape, threads.value());
+    const FlashAttentionBackwardTensors bt = flash_attention_backward_tensors(shape, A, threads.value());
     alloc({i, "attn.grad_workspace"}, bt.workspace);
     if (bt.partials) {
       alloc({i, "attn.grad_kv_partials"}, *bt.partials);

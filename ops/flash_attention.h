@@ -11,15 +11,20 @@
 // ALiBi: each score gains m_h·(j − i) (ops/attention.h) where it is computed, forward and in backward's recompute.
 //
 // dtypes: Q, K, V, out and the gradients float32 or bf16 (one dtype); lse, every accumulation and the
-// arithmetic float32. Forward threads own whole (batch, query head) pairs. Backward threads own (batch, K/V head,
-// part) triples: with groups (g > 1) the group's query heads are split into P = min(g, ⌈threads / (B·KV)⌉) parts
-// (so multi-query attention at batch 1 still feeds every thread), each part sums its heads' dK and dV into a float32
-// partial (T × d_k each), and the P partials are summed and rounded once: no two threads write one element, no K/V
-// head is repeated, and the g − 1 additions per element are the same for any P.
+// arithmetic float32. With bf16 storage the products run on the CPU's bf16 instructions (runtime/kernel_isa.h:
+// AMX tiles for d_k a multiple of 32, VDPBF16PS for 16; otherwise, or with ONEDNN_MAX_CPU_ISA below
+// avx512_core_bf16, the float32 kernels): 64 × 64 tiles with the masked lanes zero, the scaled query rows, P and
+// dS rounded to bf16 as the products' operands (FlashAttention-2's rounding), the softmax and every sum float32;
+// the same FLOPs, counts and allocations as the float32 path. Forward threads own whole (batch, query head) pairs.
+// Backward threads own (batch, K/V head, part) triples: with groups (g > 1) the group's query heads are split into P =
+// min(g, ⌈threads / (B·KV)⌉) parts (so multi-query attention at batch 1 still feeds every thread), each part sums its
+// heads' dK and dV into a float32 partial (T × d_k each), and the P partials are summed and rounded once: no two
+// threads write one element, no K/V head is repeated, and the g − 1 additions per element are the same for any P.
 //
 // Memory (tracked): saved lse "<name>.lse" (activation, B·H·T float32; q, k, v and out are references);
 // workspaces "<name>.workspace" (forward) and "<name>.grad_workspace" (backward), temporary, threads ×
-// flash_{forward,backward}_workspace_floats float32 each, alive for the call; with g > 1 the dK/dV partials
+// flash_{forward,backward}_workspace_floats float32 each (bf16 storage: room for either path), alive for the call; with
+// g > 1 the dK/dV partials
 // "<name>.grad_kv_partials" (temporary, B·KV·P × 2 × T × d_k float32), freed before the workspace.
 //
 // FLOPs as executed (row i has n(i) = min(i + 1, W) keys, V = Σ n(i) per head; nb(i) key blocks hold them, Σ nb =
@@ -57,8 +62,10 @@ constexpr int64_t kFlashQueryBlock = 64;
 // Per-thread workspace, in float32 elements: forward (query block's scaled rows, accumulators, m, l, one Kᵀ
 // block, one block of scores) and backward (the head's dQ accumulator, D, scaled Q; Kᵀ, Vᵀ, dK and dV of one
 // key block; p, dP, dS of one block).
-int64_t flash_forward_workspace_floats(int64_t dk);
-int64_t flash_backward_workspace_floats(int64_t t, int64_t dk);
+// For bf16 storage, the larger of that and the VDPBF16PS kernels' (whole-head K and V pairs, one 64 × 64 tile of
+// scores and bf16 P / dS, whichever path runs), so the bytes do not depend on the CPU.
+int64_t flash_forward_workspace_floats(int64_t t, int64_t dk, DType dtype);
+int64_t flash_backward_workspace_floats(int64_t t, int64_t dk, DType dtype);
 // P: the parts each group's query heads are split into in backward (1 without groups).
 int64_t flash_backward_parts(const AttentionShape& s, int64_t threads);
 
@@ -99,6 +106,6 @@ struct FlashAttentionBackwardTensors {
   std::optional<TensorDecl> partials;
 };
 FlashAttentionTensors flash_attention_forward_tensors(const AttentionShape& s, DType dtype, int64_t threads);
-FlashAttentionBackwardTensors flash_attention_backward_tensors(const AttentionShape& s, int64_t threads);
+FlashAttentionBackwardTensors flash_attention_backward_tensors(const AttentionShape& s, DType dtype, int64_t threads);
 
 }  // namespace reckon

@@ -1,4 +1,5 @@
 #include "runtime/machine.h"
+#include "runtime/kernel_isa.h"
 
 #include <omp.h>
 
@@ -232,6 +233,7 @@ MachineInfo machine_info() {
                                      ? matmul_impl_name(g16)
                                      : "unavailable (needs avx512_core; precision fp32 only)";
   info.bf16_convert_isa = bf16_convert_isa();
+  info.bf16_kernel = bf16_kernel_name(bf16_kernel());
   info.compiler = fmt::format("g++ {}", __VERSION__);
   info.openmp_version = _OPENMP;
   return info;
@@ -239,10 +241,11 @@ MachineInfo machine_info() {
 
 std::string machine_summary(const MachineInfo& info) {
   return fmt::format(
-      "machine: {} | {} threads (of {} logical CPUs) | oneDNN {} isa {} matmul {} bf16 matmul {} (convert {}) | {} | "
-      "OpenMP {}",
+      "machine: {} | {} threads (of {} logical CPUs) | oneDNN {} isa {} matmul {} bf16 matmul {} (convert {}, "
+      "attention {}) | {} | OpenMP {}",
       info.cpu_model, info.threads, info.hardware_threads, info.onednn_version, info.onednn_isa,
-      info.onednn_matmul_impl, info.onednn_bf16_matmul_impl, info.bf16_convert_isa, info.compiler, info.openmp_version);
+      info.onednn_matmul_impl, info.onednn_bf16_matmul_impl, info.bf16_convert_isa, info.bf16_kernel, info.compiler,
+      info.openmp_version);
 }
 
 }  // namespace reckon

@@ -1128,7 +1128,7 @@ TEST_F(Ops, EveryOpAllocatesAndCountsWhatItDeclares) {
     expect_declared_count("attention", Phase::forward, flash_attention_forward_count(sh, act));
     counters().set_phase(Phase::backward);
     expect_allocations([&] { flash_attention_backward(gq, gk, gv, fctx, flash); }, "fa",
-                       {flash_attention_backward_tensors(sh, threads).workspace});
+                       {flash_attention_backward_tensors(sh, act, threads).workspace});
     expect_declared_count("attention", Phase::backward, flash_attention_backward_count(sh, act));
     counters().set_phase(Phase::forward);
 
