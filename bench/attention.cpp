@@ -54,22 +54,20 @@ Tensor in_dtype(const Tensor& x, DType dtype) {
 }
 
 // flash: 0 naive, 1 flash; T; kv: key/value heads (8 = multi-head; 2 and 1: groups of 4 and 8 query heads); window:
-// sliding window (0 = none); cap: score soft-capping (0 = none); bf16: 0 float32 storage, 1 bf16 storage with the
-// float32 products (the reference path), 2 bf16 storage on VDPBF16PS, 3 on AMX tiles (runtime/kernel_isa.h; rows
-// this CPU cannot run are skipped; naive runs oneDNN's bf16 matmuls whatever the row).
+// sliding window (0 = none); cap: score soft-capping (0 = none); bf16: 0 float32 storage, 1 bf16; isa: flash's
+// kernels (runtime/kernel_isa.h) 0 reference, 1 avx512 (float32 tiles; bf16 widened), 2 avx512_bf16 (VDPBF16PS),
+// 3 amx — rows above this CPU's level are skipped; naive runs oneDNN's matmuls whatever the row says.
 void BM_attention_core(benchmark::State& state) {
   const bool flash = state.range(0) != 0;
   const int64_t t = state.range(1), b = std::max<int64_t>(1, kTokens / t), kv = state.range(2);
   const AttentionScores scores{state.range(3), static_cast<float>(state.range(4))};
-  const int64_t storage = state.range(5);
-  const DType dtype = storage == 0 ? DType::f32 : DType::bf16;
-  const Bf16Kernel path = storage == 3 ? Bf16Kernel::amx : storage == 2 ? Bf16Kernel::avx512_bf16 : Bf16Kernel::f32;
-  if (static_cast<int>(path) > static_cast<int>(bf16_kernel_best())) {
-    state.SkipWithError(
-        fmt::format("this CPU's bf16 kernels stop at {}", bf16_kernel_name(bf16_kernel_best())).c_str());
+  const DType dtype = state.range(5) == 0 ? DType::f32 : DType::bf16;
+  const KernelIsa isa = static_cast<KernelIsa>(state.range(6));
+  if (static_cast<int>(isa) > static_cast<int>(kernel_isa_best())) {
+    state.SkipWithError(fmt::format("this CPU's kernels stop at {}", kernel_isa_name(kernel_isa_best())).c_str());
     return;
   }
-  const ScopedBf16Kernel kernel(path);
+  const ScopedKernelIsa kernels(isa);
   const int64_t dk = kD / kH, kv_width = kv * dk;
   Tensor q = in_dtype(filled({b, t, kD}, "q", 1), dtype), k = in_dtype(filled({b, t, kv_width}, "k", 2), dtype),
          v = in_dtype(filled({b, t, kv_width}, "v", 3), dtype);
@@ -94,11 +92,8 @@ void BM_attention_core(benchmark::State& state) {
   const OpCount g = flash ? flash_attention_backward_count(shape) : attention_backward_count(shape);
   // Model FLOPs of the core, causal convention: 12·d_k per score entry the mask keeps.
   const double model = 12.0 * dk * static_cast<double>(shape.visible()) * b * kH;
-  state.SetLabel(fmt::format("{} {} B={} T={} {}{}{}", flash ? "flash" : "naive",
-                             storage == 0   ? "f32"
-                             : storage == 1 ? "bf16 (f32 products)"
-                                            : fmt::format("bf16 ({})", bf16_kernel_name(bf16_kernel())),
-                             b, t,
+  state.SetLabel(fmt::format("{} {} B={} T={} {}{}{}",
+                             flash ? fmt::format("flash ({})", kernel_isa_name(isa)) : "naive", dtype_name(dtype), b, t,
                              kv == kH  ? std::string("MHA")
                              : kv == 1 ? std::string("MQA")
                                        : fmt::format("GQA {}", kv),
@@ -110,13 +105,13 @@ void BM_attention_core(benchmark::State& state) {
       benchmark::Counter(model * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_attention_core)
-    ->ArgNames({"flash", "T", "kv", "window", "cap", "bf16"})
-    ->ArgsProduct({{0, 1}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}, {0}, {0}, {0}})
-    ->ArgsProduct({{1}, {2048}, {2, 1}, {0}, {0}, {0}})
-    ->ArgsProduct({{1}, {4096}, {kH}, {512, 1024}, {0}, {0}})
-    ->ArgsProduct({{1}, {2048}, {kH}, {0}, {50}, {0}})
-    ->ArgsProduct({{0}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}, {0}, {0}, {1}})
-    ->ArgsProduct({{1}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}, {0}, {0}, {1, 2, 3}})
+    ->ArgNames({"flash", "T", "kv", "window", "cap", "bf16", "isa"})
+    ->ArgsProduct({{0}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}, {0}, {0}, {0, 1}, {0}})
+    ->ArgsProduct({{1}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}, {0}, {0}, {0}, {0, 1}})
+    ->ArgsProduct({{1}, {64, 128, 256, 512, 1024, 2048, 4096}, {kH}, {0}, {0}, {1}, {0, 1, 2, 3}})
+    ->ArgsProduct({{1}, {2048}, {2, 1}, {0}, {0}, {0}, {0, 1}})
+    ->ArgsProduct({{1}, {4096}, {kH}, {512, 1024}, {0}, {0}, {0, 1}})
+    ->ArgsProduct({{1}, {2048}, {kH}, {0}, {50}, {0}, {0, 1}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

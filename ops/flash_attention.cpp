@@ -96,18 +96,24 @@ FlashAttentionBackwardTensors flash_attention_backward_tensors(const AttentionSh
   return out;
 }
 
-int64_t flash_forward_bf16_floats(int64_t t, int64_t dk);
-int64_t flash_backward_bf16_floats(int64_t t, int64_t dk);
+int64_t flash_forward_tiled_floats(int64_t t, int64_t dk, int64_t operand_bytes);
+int64_t flash_backward_tiled_floats(int64_t t, int64_t dk, int64_t operand_bytes);
 
+// Room for every path the shape can take on any CPU: the reference kernels, and with d_k a multiple of 16 the
+// float32 tiles and, for bf16 storage, the bf16 tiles.
 int64_t flash_forward_workspace_floats(int64_t t, int64_t dk, DType dtype) {
-  const int64_t f32 = 2 * kFlashQueryBlock * dk + 2 * kFlashQueryBlock + 2 * dk * kFlashKeyBlock + kFlashKeyBlock;
-  return dtype == DType::bf16 ? std::max(f32, flash_forward_bf16_floats(t, dk)) : f32;
+  int64_t floats = 2 * kFlashQueryBlock * dk + 2 * kFlashQueryBlock + 2 * dk * kFlashKeyBlock + kFlashKeyBlock;
+  if (dk % 16 == 0) floats = std::max(floats, flash_forward_tiled_floats(t, dk, 4));
+  if (dk % 16 == 0 && dtype == DType::bf16) floats = std::max(floats, flash_forward_tiled_floats(t, dk, 2));
+  return floats;
 }
 int64_t flash_backward_workspace_floats(int64_t t, int64_t dk, DType dtype) {
-  // dQ, scaled Q (T × d_k each), D (T); Kᵀ, Vᵀ, dKᵀ, dVᵀ, K rows (d_k × 64 each); p, dP, dS (4 × 64 each);
-  // 4 dO rows (4 × d_k).
-  const int64_t f32 = 2 * t * dk + t + 5 * dk * kFlashKeyBlock + 12 * kFlashKeyBlock + 4 * dk;
-  return dtype == DType::bf16 ? std::max(f32, flash_backward_bf16_floats(t, dk)) : f32;
+  // Reference: dQ, scaled Q (T × d_k each), D (T); Kᵀ, Vᵀ, dKᵀ, dVᵀ, K rows (d_k × 64 each); p, dP, dS (4 × 64
+  // each); 4 dO rows (4 × d_k).
+  int64_t floats = 2 * t * dk + t + 5 * dk * kFlashKeyBlock + 12 * kFlashKeyBlock + 4 * dk;
+  if (dk % 16 == 0) floats = std::max(floats, flash_backward_tiled_floats(t, dk, 4));
+  if (dk % 16 == 0 && dtype == DType::bf16) floats = std::max(floats, flash_backward_tiled_floats(t, dk, 2));
+  return floats;
 }
 
 // Kᵀ of one key block (n ≤ kFlashKeyBlock keys of a head, row stride d) into kt (d_k × kFlashKeyBlock), widened:
@@ -296,15 +302,14 @@ static inline void rank4_update(float* dt, const float* const x[4], const float*
   }
 }
 
-// A key block's dK and dV (key j, column c at j·js + c·cs: transposed, d_k × 64, in the float32 kernels) out:
-// rounded into dk_out / dv_out (row stride dkv), or, with the group's float32 sums (row stride d_k), `=` for the
-// group's first member and `+=` after.
+// A key block's dK and dV (held transposed, d_k × 64) out: rounded into dk_out / dv_out (row stride dkv), or, with
+// the group's float32 sums (row stride d_k), `=` for the group's first member and `+=` after.
 template <typename T>
 static void store_block_grads(T* dk_out, T* dv_out, float* dk_sum, float* dv_sum, const float* dkt, const float* dvt,
-                              int64_t js, int64_t cs, int64_t block, int64_t dkv, int64_t dk, bool first) {
+                              int64_t block, int64_t dkv, int64_t dk, bool first) {
   for (int64_t j = 0; j < block; ++j)
     for (int64_t c = 0; c < dk; ++c) {
-      const float gk = dkt[j * js + c * cs], gv = dvt[j * js + c * cs];
+      const float gk = dkt[c * kFlashKeyBlock + j], gv = dvt[c * kFlashKeyBlock + j];
       if (dk_sum == nullptr) {
         dk_out[j * dkv + c] = narrow<T>(gk);
         dv_out[j * dkv + c] = narrow<T>(gv);
@@ -416,61 +421,91 @@ static void flash_backward_head(T* dq, T* dk_out, T* dv_out, const T* q, const T
       }
     }
     store_block_grads(dk_out + j0 * dkv, dv_out + j0 * dkv, dk_sum == nullptr ? nullptr : dk_sum + j0 * dk,
-                      dv_sum == nullptr ? nullptr : dv_sum + j0 * dk, dkt, dvt, 1, kFlashKeyBlock, block, dkv, dk,
-                      first);
+                      dv_sum == nullptr ? nullptr : dv_sum + j0 * dk, dkt, dvt, block, dkv, dk, first);
   }
   for (int64_t i = 0; i < t; ++i)
     for (int64_t c = 0; c < dk; ++c)
       dq[i * d + c] = narrow<T>(scaled ? dq_acc[i * dk + c] * scale : dq_acc[i * dk + c]);
 }
 
-// ---- bf16 products on the CPU's bf16 instructions (bf16 storage; runtime/kernel_isa.h) ----
-// The same algorithm, blocks and FLOPs as the float32 kernels above, with every product of the two directions a
-// GEMM on one tile: C (rows × n, float32) (+)= A (rows × K bf16, row-major) · B (K × n), B in pairs (a uint32
-// holds two bf16 of consecutive K, the lower first: AMX's and VDPBF16PS's layout). Two engines run the same
-// calls: AMX tiles (TDPBF16PS, 16 × 16 × 32 a tile) and VDPBF16PS (two products into each float32 lane). The
-// operands a product takes in bf16 are rounded once where they are made: the scaled query rows (exact when 1/√d_k
-// is a power of 2, as at d_k = 64), P before P·V and dV, dS before dQ and dK; scores, the softmax, row sums and
-// every accumulator stay float32 (FlashAttention-2 rounds P and dS for its tensor cores the same way). Tiles are 64
-// query rows × 64 keys in full-width registers, the buffers padded with zeros to 64-row multiples: positions a row
-// does not see (above the diagonal, before its window, past T) are masked to p = dS = 0, so the products add
-// exact zeros there; those lanes are not counted (the counts stay the visible scores').
-// GCC 12's AVX-512 headers start masked intrinsics from _mm512_undefined_*, which -Wmaybe-uninitialized reports
+// ---- Tiled kernels on the CPU's vector and matrix instructions (runtime/kernel_isa.h) ----
+// The same algorithm, blocks and FLOPs as the reference kernels above, with every product of the two directions a
+// GEMM on one tile: C (rows × n, float32) (+)= A (rows × K, row-major) · B (K × n) with B's K in groups: operands E =
+// float (groups of 1: AVX-512F FMAs) or bf16 bits (uint16_t; groups of 2 in a uint32, the lower first: the layout
+// of AMX's TDPBF16PS and of VDPBF16PS, which add both products of a pair into one float32 lane). The bf16 operands
+// are rounded once where they are made: the scaled query rows (exact when 1/√d_k is a power of 2, as at d_k =
+// 64), P before P·V and dV, dS before dQ and dK; scores, the softmax, row sums and every accumulator stay float32
+// (FlashAttention-2 rounds P and dS for its tensor cores the same way). Tiles are 64 query rows × 64 keys in
+// full-width registers, the buffers padded with zeros to 64-row multiples: positions a row does not see (above the
+// diagonal, before its window, past T) are masked to p = dS = 0, so the products add exact zeros there; those
+// lanes are not counted (the counts stay the visible scores').
+// GCC 12's AVX-512 headers start masked intrinsics from _mm512_undefined_*, which -W(maybe-)uninitialized reports
 // at every inlined use.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#define RECKON_DPBF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#define RECKON_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 #define RECKON_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
 
-static inline uint32_t load_pair(const uint16_t* p) {
-  uint32_t x;
-  std::memcpy(&x, p, sizeof x);
-  return x;
-}
+template <typename E>
+using Group = std::conditional_t<std::is_same_v<E, float>, float, uint32_t>;  // K elements of B in one slot
+template <typename E>
+constexpr int64_t kGroup = std::is_same_v<E, float> ? 1 : 2;
+
 static inline uint16_t bf16_bits(float x) { return to_bf16(x).bits; }
+template <typename E>
+static inline E operand(float x) {
+  if constexpr (std::is_same_v<E, float>)
+    return x;
+  else
+    return bf16_bits(x);
+}
+// K elements p[0 … G) of storage T as one group of B.
+template <typename E, typename T>
+static inline Group<E> group_of(const T* p) {
+  if constexpr (std::is_same_v<E, float>)
+    return widen(p[0]);
+  else
+    return static_cast<uint32_t>(operand<E>(widen(p[0]))) | static_cast<uint32_t>(operand<E>(widen(p[1]))) << 16;
+}
 
-// C (rows × cols, row stride ldc) (+)= A · B: A's row m the 2·pairs bf16 at a + m·lda, B's row p the cols pairs at
-// b + p·ldb. rows a multiple of 32 (AMX) or 4, cols of 32 (AMX) or 16, pairs of 16 (AMX).
-using TileGemm = void (*)(float* c, int64_t ldc, int64_t rows, int64_t cols, const uint16_t* a, int64_t lda,
-                          const uint32_t* b, int64_t ldb, int64_t pairs, bool accumulate);
+// C (rows × cols, row stride ldc) (+)= A · B: A's row m the K = G·steps elements at a + m·lda, B's row s the cols
+// groups at b + s·ldb. rows a multiple of 32 (AMX) or 4, cols of 32 (AMX) or 16, steps of 16 (AMX).
+template <typename E>
+using TileGemm = void (*)(float* c, int64_t ldc, int64_t rows, int64_t cols, const E* a, int64_t lda, const Group<E>* b,
+                          int64_t ldb, int64_t steps, bool accumulate);
 
-// VDPBF16PS: 4 rows × NR registers of 16 float32 held across the pairs.
-template <int NR>
-RECKON_DPBF16 static void dp_tile(float* c, int64_t ldc, const uint16_t* a, int64_t lda, const uint32_t* b, int64_t ldb,
-                                  int64_t pairs, bool accumulate) {
+// 4 rows × NR registers of 16 float32 held across K: FMAs on float operands, VDPBF16PS on bf16 pairs.
+template <typename E, int NR>
+RECKON_AVX512 static void vector_tile(float* c, int64_t ldc, const E* a, int64_t lda, const Group<E>* b, int64_t ldb,
+                                      int64_t steps, bool accumulate) {
   __m512 acc[4][NR];
 #pragma GCC unroll 4
   for (int m = 0; m < 4; ++m)
 #pragma GCC unroll 4
     for (int u = 0; u < NR; ++u) acc[m][u] = accumulate ? _mm512_loadu_ps(c + m * ldc + 16 * u) : _mm512_setzero_ps();
-  for (int64_t p = 0; p < pairs; ++p) {
-    __m512bh bv[NR];
+  for (int64_t s = 0; s < steps; ++s) {
+    if constexpr (std::is_same_v<E, float>) {
+      __m512 bv[NR];
 #pragma GCC unroll 4
-    for (int u = 0; u < NR; ++u) bv[u] = (__m512bh)_mm512_loadu_si512(b + p * ldb + 16 * u);
+      for (int u = 0; u < NR; ++u) bv[u] = _mm512_loadu_ps(b + s * ldb + 16 * u);
 #pragma GCC unroll 4
-    for (int m = 0; m < 4; ++m) {
-      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(load_pair(a + m * lda + 2 * p)));
+      for (int m = 0; m < 4; ++m) {
+        const __m512 av = _mm512_set1_ps(a[m * lda + s]);
 #pragma GCC unroll 4
-      for (int u = 0; u < NR; ++u) acc[m][u] = _mm512_dpbf16_ps(acc[m][u], av, bv[u]);
+        for (int u = 0; u < NR; ++u) acc[m][u] = _mm512_fmadd_ps(av, bv[u], acc[m][u]);
+      }
+    } else {
+      __m512bh bv[NR];
+#pragma GCC unroll 4
+      for (int u = 0; u < NR; ++u) bv[u] = (__m512bh)_mm512_loadu_si512(b + s * ldb + 16 * u);
+#pragma GCC unroll 4
+      for (int m = 0; m < 4; ++m) {
+        uint32_t pair;
+        std::memcpy(&pair, a + m * lda + 2 * s, sizeof pair);
+        const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+#pragma GCC unroll 4
+        for (int u = 0; u < NR; ++u) acc[m][u] = _mm512_dpbf16_ps(acc[m][u], av, bv[u]);
+      }
     }
   }
 #pragma GCC unroll 4
@@ -479,14 +514,15 @@ RECKON_DPBF16 static void dp_tile(float* c, int64_t ldc, const uint16_t* a, int6
     for (int u = 0; u < NR; ++u) _mm512_storeu_ps(c + m * ldc + 16 * u, acc[m][u]);
 }
 
-static void dp_gemm(float* c, int64_t ldc, int64_t rows, int64_t cols, const uint16_t* a, int64_t lda,
-                    const uint32_t* b, int64_t ldb, int64_t pairs, bool accumulate) {
-  using Tile = void (*)(float*, int64_t, const uint16_t*, int64_t, const uint32_t*, int64_t, int64_t, bool);
-  static constexpr Tile tiles[4] = {dp_tile<1>, dp_tile<2>, dp_tile<3>, dp_tile<4>};
+template <typename E>
+static void vector_gemm(float* c, int64_t ldc, int64_t rows, int64_t cols, const E* a, int64_t lda, const Group<E>* b,
+                        int64_t ldb, int64_t steps, bool accumulate) {
+  using Tile = void (*)(float*, int64_t, const E*, int64_t, const Group<E>*, int64_t, int64_t, bool);
+  static constexpr Tile tiles[4] = {vector_tile<E, 1>, vector_tile<E, 2>, vector_tile<E, 3>, vector_tile<E, 4>};
   for (int64_t n0 = 0; n0 < cols; n0 += 64) {
     const Tile tile = tiles[std::min<int64_t>(4, (cols - n0) / 16) - 1];
     for (int64_t m0 = 0; m0 < rows; m0 += 4)
-      tile(c + m0 * ldc + n0, ldc, a + m0 * lda, lda, b + n0, ldb, pairs, accumulate);
+      tile(c + m0 * ldc + n0, ldc, a + m0 * lda, lda, b + n0, ldb, steps, accumulate);
   }
 }
 
@@ -504,7 +540,7 @@ RECKON_AMX static void amx_configure() {
 RECKON_AMX static void amx_release() { _tile_release(); }
 
 RECKON_AMX static void amx_gemm(float* c, int64_t ldc, int64_t rows, int64_t cols, const uint16_t* a, int64_t lda,
-                                const uint32_t* b, int64_t ldb, int64_t pairs, bool accumulate) {
+                                const uint32_t* b, int64_t ldb, int64_t steps, bool accumulate) {
   const int64_t sc = ldc * 4, sa = lda * 2, sb = ldb * 4;
   for (int64_t m0 = 0; m0 < rows; m0 += 32)
     for (int64_t n0 = 0; n0 < cols; n0 += 32) {
@@ -521,11 +557,11 @@ RECKON_AMX static void amx_gemm(float* c, int64_t ldc, int64_t rows, int64_t col
         _tile_zero(2);
         _tile_zero(3);
       }
-      for (int64_t p = 0; p < pairs; p += 16) {
-        _tile_loadd(4, a + m0 * lda + 2 * p, sa);
-        _tile_loadd(5, a + (m0 + 16) * lda + 2 * p, sa);
-        _tile_loadd(6, b + p * ldb + n0, sb);
-        _tile_loadd(7, b + p * ldb + n0 + 16, sb);
+      for (int64_t s = 0; s < steps; s += 16) {
+        _tile_loadd(4, a + m0 * lda + 2 * s, sa);
+        _tile_loadd(5, a + (m0 + 16) * lda + 2 * s, sa);
+        _tile_loadd(6, b + s * ldb + n0, sb);
+        _tile_loadd(7, b + s * ldb + n0 + 16, sb);
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
@@ -538,18 +574,17 @@ RECKON_AMX static void amx_gemm(float* c, int64_t ldc, int64_t rows, int64_t col
     }
 }
 
-// The engine for this shape, or none: AMX needs d_k a multiple of 32, VDPBF16PS of 16.
-static TileGemm bf16_gemm(const AttentionShape& s, DType dtype) {
-  if (dtype != DType::bf16) return nullptr;
-  const Bf16Kernel kernel = bf16_kernel();
-  if (kernel == Bf16Kernel::amx && s.head_dim % 32 == 0) return amx_gemm;
-  if (kernel != Bf16Kernel::f32 && s.head_dim % 16 == 0) return dp_gemm;
-  return nullptr;
+template <typename E>
+static bool is_amx(TileGemm<E> gemm) {
+  if constexpr (std::is_same_v<E, uint16_t>)
+    return gemm == amx_gemm;
+  else
+    return false;
 }
 
 // Holds the AMX tile configuration for one thread's head call.
 struct TileScope {
-  explicit TileScope(TileGemm gemm) : amx(gemm == amx_gemm) {
+  explicit TileScope(bool amx) : amx(amx) {
     if (amx) amx_configure();
   }
   ~TileScope() {
@@ -558,8 +593,18 @@ struct TileScope {
   bool amx;
 };
 
+// Which kernels run this call: the reference, float32 tiles (float storage, or bf16 widened where the CPU lacks
+// VDPBF16PS), VDPBF16PS or AMX tiles. Tiles need d_k a multiple of 16 (AMX: 32).
+enum class FlashPath { reference, f32_tiles, vdpbf16, amx };
+static FlashPath flash_path(const AttentionShape& s, DType dtype) {
+  if (!kernel_isa_at_least(KernelIsa::avx512) || s.head_dim % 16 != 0) return FlashPath::reference;
+  if (dtype == DType::bf16 && kernel_isa_at_least(KernelIsa::amx) && s.head_dim % 32 == 0) return FlashPath::amx;
+  if (dtype == DType::bf16 && kernel_isa_at_least(KernelIsa::avx512_bf16)) return FlashPath::vdpbf16;
+  return FlashPath::f32_tiles;
+}
+
 // exp_simd (runtime/simd_math.h) on 16 lanes: the same clamp, reduction and polynomial; NaN stays NaN.
-RECKON_DPBF16 static inline __m512 exp16(__m512 x) {
+RECKON_AVX512 static inline __m512 exp16(__m512 x) {
   x = _mm512_min_ps(_mm512_set1_ps(88.37626f), _mm512_max_ps(_mm512_set1_ps(-87.33654f), x));
   const __m512 n = _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
                                         _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
@@ -582,10 +627,19 @@ static inline void row_masks(__mmask16 k[4], int64_t off, int64_t n) {
   for (int u = 0; u < 4; ++u) k[u] = static_cast<__mmask16>(bits >> (16 * u));
 }
 
+// 64 float32 of a row into E (bf16: rounded to nearest even).
+RECKON_AVX512 static inline void store_row(float* out, const __m512 x[4]) {
+  for (int u = 0; u < 4; ++u) _mm512_storeu_ps(out + 16 * u, x[u]);
+}
+RECKON_AVX512 static inline void store_row(uint16_t* out, const __m512 x[4]) {
+  _mm512_storeu_si512(out, (__m512i)_mm512_cvtne2ps_pbh(x[1], x[0]));
+  _mm512_storeu_si512(out + 32, (__m512i)_mm512_cvtne2ps_pbh(x[3], x[2]));
+}
+
 // One row of a forward tile: scores s (64 floats), keys off … off + n − 1 visible. m becomes max(m, their max),
-// correction = exp(m_old − m_new); p = exp(s − m_new) into the bf16 row (0 elsewhere); returns Σ p.
-RECKON_DPBF16 static float softmax_row(const float* s, uint16_t* p_row, int64_t off, int64_t n, float& m,
-                                       float& correction) {
+// correction = exp(m_old − m_new); p = exp(s − m_new) into the P row (0 elsewhere); returns Σ p.
+template <typename E>
+RECKON_AVX512 static float softmax_row(const float* s, E* p_row, int64_t off, int64_t n, float& m, float& correction) {
   __mmask16 k[4];
   row_masks(k, off, n);
   __m512 x[4], mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
@@ -603,59 +657,84 @@ RECKON_DPBF16 static float softmax_row(const float* s, uint16_t* p_row, int64_t 
     x[u] = _mm512_maskz_mov_ps(k[u], exp16(_mm512_sub_ps(x[u], mv)));
     sum = _mm512_add_ps(sum, x[u]);
   }
-  _mm512_storeu_si512(p_row, (__m512i)_mm512_cvtne2ps_pbh(x[1], x[0]));
-  _mm512_storeu_si512(p_row + 32, (__m512i)_mm512_cvtne2ps_pbh(x[3], x[2]));
+  store_row(p_row, x);
   return _mm512_reduce_add_ps(sum);
 }
 
-// Pairs along the head dimension, keys across: out[c/2][j] = (x_j[c], x_j[c + 1]) for the n ≤ 64 rows x_j (row
-// stride d), zero for j ≥ n: the B operand of a product over d_k (scores, dP).
-static void pack_pairs_along_dim(uint32_t* out, const bf16* x, int64_t n, int64_t d, int64_t dk) {
-  const auto* bits = reinterpret_cast<const uint16_t*>(x);
-  for (int64_t j = 0; j < kFlashKeyBlock; ++j)
-    for (int64_t c2 = 0; c2 < dk / 2; ++c2) out[c2 * kFlashKeyBlock + j] = j < n ? load_pair(bits + j * d + 2 * c2) : 0;
+// Groups along the head dimension, keys across: out[g][j] = x_j[G·g … G·g + G) for the n ≤ 64 rows x_j (row stride
+// d), zero for j ≥ n: the B operand of a product over d_k (scores, dP).
+// 16 32-bit values at p + k·stride bytes (k < 16), zero where `valid` is clear.
+RECKON_AVX512 static inline __m512i gather16(const void* p, int64_t stride, __mmask16 valid) {
+  const __m512i offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(static_cast<int>(stride)));
+  return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, offsets, p, 1);
+}
+static inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << n) - 1);
 }
 
-// Pairs along the rows, the head dimension across: out[j/2][c] = (x_j[c], x_{j+1}[c]) for rows j < n (row stride
-// d), zero from n to `padded` (even): the B operand of a product over keys (P·V, dS·K).
-static void pack_pairs_along_rows(uint32_t* out, const uint16_t* x, int64_t n, int64_t padded, int64_t d, int64_t dk) {
-  for (int64_t j = 0; j < padded; j += 2)
+template <typename E, typename T>
+RECKON_AVX512 static void pack_along_dim(Group<E>* out, const T* x, int64_t n, int64_t d, int64_t dk) {
+  constexpr bool raw = std::is_same_v<E, float> ? std::is_same_v<T, float> : std::is_same_v<T, bf16>;
+  if constexpr (raw) {  // a group is the storage's own bits: gather 16 keys' groups at a time
+    for (int64_t g = 0; g < dk / kGroup<E>; ++g)
+      for (int64_t j0 = 0; j0 < kFlashKeyBlock; j0 += 16)
+        _mm512_storeu_si512(
+            out + g * kFlashKeyBlock + j0,
+            gather16(x + j0 * d + kGroup<E> * g, d * static_cast<int64_t>(sizeof(T)), first_lanes(n - j0)));
+  } else {
+    for (int64_t j = 0; j < kFlashKeyBlock; ++j)
+      for (int64_t g = 0; g < dk / kGroup<E>; ++g)
+        out[g * kFlashKeyBlock + j] = j < n ? group_of<E>(x + j * d + kGroup<E> * g) : Group<E>{0};
+  }
+}
+
+// Groups along the rows, the head dimension across: out[j/G][c] = (x_j[c], …, x_{j+G−1}[c]) for rows j < n (row
+// stride d), zero from n to `padded` (a multiple of G): the B operand of a product over keys (P·V, dS·K).
+template <typename E, typename T>
+static void pack_along_rows(Group<E>* out, const T* x, int64_t n, int64_t padded, int64_t d, int64_t dk) {
+  for (int64_t j = 0; j < padded; j += kGroup<E>)
 #pragma omp simd
     for (int64_t c = 0; c < dk; ++c) {
-      const uint32_t lo = j < n ? x[j * d + c] : 0, hi = j + 1 < n ? x[(j + 1) * d + c] : 0;
-      out[(j / 2) * dk + c] = lo | hi << 16;
+      if constexpr (std::is_same_v<E, float>) {
+        out[j * dk + c] = j < n ? widen(x[j * d + c]) : 0.0f;
+      } else {
+        const uint32_t lo = j < n ? operand<E>(widen(x[j * d + c])) : 0;
+        const uint32_t hi = j + 1 < n ? operand<E>(widen(x[(j + 1) * d + c])) : 0;
+        out[(j / 2) * dk + c] = lo | hi << 16;
+      }
     }
 }
 
 static int64_t padded_rows(int64_t t) { return (t + kFlashKeyBlock - 1) / kFlashKeyBlock * kFlashKeyBlock; }
 
-int64_t flash_forward_bf16_floats(int64_t t, int64_t dk) {
-  // K pairs along d_k and V pairs along keys for the whole head (T padded to 64; d_k/2 floats a row each); the
-  // block's scaled query rows (64 × d_k bf16); scores (64 × 64); P (64 × 64 bf16); accumulators (64 × d_k), m, l.
+int64_t flash_forward_tiled_floats(int64_t t, int64_t dk, int64_t operand_bytes) {
+  // In E: K grouped along d_k and V grouped along keys for the whole head (T padded to 64), the block's scaled
+  // query rows (64 × d_k) and P (64 × 64); in float32: scores (64 × 64), accumulators (64 × d_k), m, l.
   const int64_t tp = padded_rows(t), kq = kFlashQueryBlock, kb = kFlashKeyBlock;
-  return tp * dk + kq * dk / 2 + kq * kb * 3 / 2 + kq * dk + 2 * kq;
+  return (2 * tp * dk + kq * dk + kq * kb) * operand_bytes / 4 + kq * kb + kq * dk + 2 * kq;
 }
 
 // One (b, h) forward on `gemm`; row strides as flash_forward_head.
-static void flash_forward_head_bf16(TileGemm gemm, bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
-                                    const AttentionShape& s, float slope, float* ws) {
+template <typename T, typename E>
+static void flash_forward_head_tiled(TileGemm<E> gemm, T* out, float* lse, const T* q, const T* k, const T* v,
+                                     const AttentionShape& s, float slope, float* ws) {
   const int64_t t = s.seq, d = s.q_width(), dkv = s.kv_width(), dk = s.head_dim, tp = padded_rows(t);
-  const int64_t kq = kFlashQueryBlock, kb = kFlashKeyBlock;
+  const int64_t kq = kFlashQueryBlock, kb = kFlashKeyBlock, g = kGroup<E>;
   const float scale = flash_query_scale(s), cap = s.softcap;
-  const bool scaled = scale != 1.0f;
-  auto* kp = reinterpret_cast<uint32_t*>(ws);                     // T/64 blocks × d_k/2 × 64 pairs
-  uint32_t* vp = kp + tp * dk / 2;                                // T/2 × d_k pairs
-  auto* q_block = reinterpret_cast<uint16_t*>(vp + tp * dk / 2);  // 64 × d_k bf16
-  float* scores = reinterpret_cast<float*>(q_block + kq * dk);    // 64 × 64
-  auto* p_block = reinterpret_cast<uint16_t*>(scores + kq * kb);  // 64 × 64 bf16
-  float* acc = reinterpret_cast<float*>(p_block + kq * kb);       // 64 × d_k
+  auto* kp = reinterpret_cast<Group<E>*>(ws);                  // T/64 blocks × d_k/G × 64
+  Group<E>* vp = kp + tp * dk / g;                             // T/G × d_k
+  auto* q_block = reinterpret_cast<E*>(vp + tp * dk / g);      // 64 × d_k
+  auto* p_block = q_block + kq * dk;                           // 64 × 64
+  auto* scores = reinterpret_cast<float*>(p_block + kq * kb);  // 64 × 64
+  float* acc = scores + kq * kb;                               // 64 × d_k
   float* m = acc + kq * dk;
   float* l = m + kq;
-  const TileScope tiles(gemm);
+  const TileScope tiles(is_amx(gemm));
   for (int64_t j0 = 0; j0 < tp; j0 += kb) {
     const int64_t n = std::min(kb, t - j0);
-    pack_pairs_along_dim(kp + j0 * dk / 2, k + j0 * dkv, n, dkv, dk);
-    pack_pairs_along_rows(vp + j0 / 2 * dk, reinterpret_cast<const uint16_t*>(v + j0 * dkv), n, kb, dkv, dk);
+    pack_along_dim<E>(kp + j0 * dk / g, k + j0 * dkv, n, dkv, dk);
+    pack_along_rows<E>(vp + j0 / g * dk, v + j0 * dkv, n, kb, dkv, dk);
   }
   for (int64_t i0 = 0; i0 < t; i0 += kq) {
     const int64_t rows = std::min(kq, t - i0);
@@ -663,20 +742,20 @@ static void flash_forward_head_bf16(TileGemm gemm, bf16* out, float* lse, const 
 #pragma omp simd
       for (int64_t c = 0; c < dk; ++c) {
         const float x = r < rows ? widen(q[(i0 + r) * d + c]) : 0.0f;
-        q_block[r * dk + c] = bf16_bits(scaled ? x * scale : x);
+        q_block[r * dk + c] = operand<E>(scale != 1.0f ? x * scale : x);
       }
     std::fill_n(acc, kq * dk, 0.0f);
     std::fill_n(m, rows, -std::numeric_limits<float>::infinity());
     std::fill_n(l, rows, 0.0f);
-    std::fill_n(p_block, kq * kb, uint16_t{0});
+    std::fill_n(p_block, kq * kb, E{0});
     for (int64_t j0 = s.first_key(i0) / kb * kb; j0 < i0 + rows; j0 += kb) {
       const int64_t block = std::min(kb, i0 + rows - j0);
-      gemm(scores, kb, kq, kb, q_block, dk, kp + j0 * dk / 2, kb, dk / 2, false);  // S = Q Kᵀ
+      gemm(scores, kb, kq, kb, q_block, dk, kp + j0 * dk / g, kb, dk / g, false);  // S = Q Kᵀ
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = i0 + r, lo = std::max(j0, s.first_key(i)), hi = std::min(j0 + block - 1, i);
-        uint16_t* pr = p_block + r * kb;
+        E* pr = p_block + r * kb;
         if (hi < lo) {  // the row's window starts after this block: P = 0 adds nothing
-          std::fill_n(pr, kb, uint16_t{0});
+          std::fill_n(pr, kb, E{0});
           continue;
         }
         const int64_t n = hi - lo + 1, off = lo - j0;
@@ -693,29 +772,31 @@ static void flash_forward_head_bf16(TileGemm gemm, bf16* out, float* lse, const 
 #pragma omp simd
         for (int64_t c = 0; c < dk; ++c) ar[c] *= correction;
       }
-      gemm(acc, dk, kq, dk, p_block, kb, vp + j0 / 2 * dk, dk, kb / 2, true);  // acc += P V
+      gemm(acc, dk, kq, dk, p_block, kb, vp + j0 / g * dk, dk, kb / g, true);  // acc += P V
     }
     for (int64_t r = 0; r < rows; ++r) {
       const float inv = 1.0f / l[r];
-      bf16* oi = out + (i0 + r) * d;
+      T* oi = out + (i0 + r) * d;
       const float* acc_r = acc + r * dk;
-      for (int64_t c = 0; c < dk; ++c) oi[c] = narrow<bf16>(acc_r[c] * inv);
+      for (int64_t c = 0; c < dk; ++c) oi[c] = narrow<T>(acc_r[c] * inv);
       lse[i0 + r] = m[r] + std::log(l[r]);
     }
   }
 }
 
-int64_t flash_backward_bf16_floats(int64_t t, int64_t dk) {
-  // dQ (T × d_k), D (T); scaled Q rows, dO rows and their transposes (T × d_k bf16 each), T padded to 64; the key
-  // block's K and V pairs along d_k and K pairs along keys (d_k/2 × 64 each); dKᵀ, dVᵀ (d_k × 64); S, then p, and
-  // dP, then dS (64 × 64 each); P pairs along rows, dS rows, dS pairs along rows (64 × 64 bf16 each).
+int64_t flash_backward_tiled_floats(int64_t t, int64_t dk, int64_t operand_bytes) {
+  // In E: scaled Q rows, dO rows and their transposes (T × d_k each, T padded to 64), the key block's K and V
+  // grouped along d_k and K grouped along keys (64 × d_k each), P and dS for the products (3 × 64 × 64; float32
+  // operands use the tiles themselves); in float32: dQ (T × d_k), D (T), dKᵀ, dVᵀ (d_k × 64), S then p, dP then
+  // dS (64 × 64 each).
   const int64_t tp = padded_rows(t), kq = kFlashQueryBlock, kb = kFlashKeyBlock;
-  return tp * dk + t + 2 * tp * dk + 3 * dk * kb / 2 + 2 * dk * kb + 2 * kq * kb + 3 * kq * kb / 2;
+  const int64_t tile_operands = operand_bytes == 4 ? 0 : 3 * kq * kb;
+  return (4 * tp * dk + 3 * dk * kb + tile_operands) * operand_bytes / 4 + tp * dk + t + 2 * dk * kb + 2 * kq * kb;
 }
 
 // p = exp(s − lse) and dS = p·(dP − D) (capped: s_c = c·tanh(s), dS ·= c − s_c·tanh(s)) on one row's visible keys
 // off … off + n − 1, in place in s and dp (64 each), zero elsewhere.
-RECKON_DPBF16 static void backward_row(float* s, float* dp, int64_t off, int64_t n, float lse, float delta,
+RECKON_AVX512 static void backward_row(float* s, float* dp, int64_t off, int64_t n, float lse, float delta,
                                        const AttentionShape& sh) {
   if (sh.capped()) {
     const float cap = sh.softcap;
@@ -740,13 +821,14 @@ RECKON_DPBF16 static void backward_row(float* s, float* dp, int64_t off, int64_t
   }
 }
 
-// Rows r, r + 1 of p (and of dS) rounded into one row of pairs along rows (64 uint32); dS also into its rows.
-RECKON_DPBF16 static inline __m512i pair_rows(const float* a, const float* b) {
+// bf16 operands of one backward tile: p (and dS) rows r, r + 1 rounded into a row of pairs along rows (64
+// uint32), dS also into its rows.
+RECKON_AVX512 static inline __m512i pair_rows(const float* a, const float* b) {
   const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(a)));
   const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(b)));
   return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
 }
-RECKON_DPBF16 static void pack_tile(uint32_t* p_pairs, uint16_t* ds_rows, uint32_t* ds_pairs, const float* p,
+RECKON_AVX512 static void pack_tile(uint32_t* p_pairs, uint16_t* ds_rows, uint32_t* ds_pairs, const float* p,
                                     const float* ds) {
   const int64_t kb = kFlashKeyBlock;
   for (int64_t r = 0; r < kFlashQueryBlock; r += 2)
@@ -761,47 +843,82 @@ RECKON_DPBF16 static void pack_tile(uint32_t* p_pairs, uint16_t* ds_rows, uint32
     }
 }
 
-// x (t rows of d_k, row stride d) into rows (tp × d_k) and its transpose (d_k × tp), zero past t; `scale` ≠ 1
+// x (t rows of d_k, row stride d) into rows (tp × d_k) and its transpose (d_k × tp) in E, zero past t; `scale` ≠ 1
 // multiplies each element before it is rounded.
-template <typename T>
-static void pack_rows_and_transpose(uint16_t* rows, uint16_t* transposed, const T* x, int64_t t, int64_t tp, int64_t d,
-                                    int64_t dk, float scale) {
+template <typename E, typename T>
+RECKON_AVX512 static void pack_rows_and_transpose(E* rows, E* transposed, const T* x, int64_t t, int64_t tp, int64_t d,
+                                                  int64_t dk, float scale) {
   for (int64_t i = 0; i < tp; ++i)
 #pragma omp simd
     for (int64_t c = 0; c < dk; ++c) {
       const float value = i < t ? widen(x[i * d + c]) : 0.0f;
-      rows[i * dk + c] = bf16_bits(scale != 1.0f ? value * scale : value);
+      rows[i * dk + c] = operand<E>(scale != 1.0f ? value * scale : value);
     }
-  for (int64_t c = 0; c < dk; ++c)
-    for (int64_t i = 0; i < tp; ++i) transposed[c * tp + i] = rows[i * dk + c];
+  // 16 rows of a column pair (bf16) or of a column (float) per gather.
+  for (int64_t c = 0; c < dk; c += kGroup<E>)
+    for (int64_t i0 = 0; i0 < tp; i0 += 16) {
+      const __m512i g = gather16(rows + i0 * dk + c, dk * static_cast<int64_t>(sizeof(E)), 0xffff);
+      if constexpr (std::is_same_v<E, float>) {
+        _mm512_storeu_si512(transposed + c * tp + i0, g);
+      } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(transposed + c * tp + i0), _mm512_cvtepi32_epi16(g));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(transposed + (c + 1) * tp + i0),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(g, 16)));
+      }
+    }
+}
+
+// A key block's dKᵀ and dVᵀ (d_k × 64, float32) out, as store_block_grads: 16 columns of a key per gather.
+template <typename T>
+RECKON_AVX512 static void store_block_grads_tiled(T* dk_out, T* dv_out, float* dk_sum, float* dv_sum, const float* dkt,
+                                                  const float* dvt, int64_t block, int64_t dkv, int64_t dk,
+                                                  bool first) {
+  for (int64_t j = 0; j < block; ++j)
+    for (int64_t c0 = 0; c0 < dk; c0 += 16) {
+      const float* src[2] = {dkt + c0 * kFlashKeyBlock + j, dvt + c0 * kFlashKeyBlock + j};
+      T* out[2] = {dk_out + j * dkv + c0, dv_out + j * dkv + c0};
+      float* sum[2] = {dk_sum == nullptr ? nullptr : dk_sum + j * dk + c0,
+                       dv_sum == nullptr ? nullptr : dv_sum + j * dk + c0};
+      for (int w = 0; w < 2; ++w) {
+        const __m512 g = _mm512_castsi512_ps(gather16(src[w], 4 * kFlashKeyBlock, 0xffff));
+        if (sum[w] != nullptr)
+          _mm512_storeu_ps(sum[w], first ? g : _mm512_add_ps(_mm512_loadu_ps(sum[w]), g));
+        else if constexpr (std::is_same_v<T, float>)
+          _mm512_storeu_ps(out[w], g);
+        else
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[w]), (__m256i)_mm512_cvtneps_pbh(g));
+      }
+    }
 }
 
 // One (b, h) backward on `gemm`; arguments as flash_backward_head. Key blocks outer; each key block's rows
 // (j0 … j0 + block + W − 2) in query blocks of 64.
-static void flash_backward_head_bf16(TileGemm gemm, bf16* dq, bf16* dk_out, bf16* dv_out, const bf16* q, const bf16* k,
-                                     const bf16* v, const bf16* o, const bf16* dout, const float* lse,
-                                     const AttentionShape& s, float slope, float* ws, float* dk_sum, float* dv_sum,
-                                     bool first) {
+template <typename T, typename E>
+static void flash_backward_head_tiled(TileGemm<E> gemm, T* dq, T* dk_out, T* dv_out, const T* q, const T* k, const T* v,
+                                      const T* o, const T* dout, const float* lse, const AttentionShape& s, float slope,
+                                      float* ws, float* dk_sum, float* dv_sum, bool first) {
   const int64_t t = s.seq, d = s.q_width(), dkv = s.kv_width(), dk = s.head_dim, tp = padded_rows(t);
-  const int64_t kq = kFlashQueryBlock, kb = kFlashKeyBlock;
+  const int64_t kq = kFlashQueryBlock, kb = kFlashKeyBlock, g = kGroup<E>;
+  constexpr bool f32 = std::is_same_v<E, float>;
   const float scale = flash_query_scale(s);
-  float* dq_acc = ws;                                                  // T (padded) × d_k
-  float* delta = dq_acc + tp * dk;                                     // T
-  auto* q_rows = reinterpret_cast<uint16_t*>(delta + t);               // T × d_k bf16: scaled query rows
-  uint16_t* q_t = q_rows + tp * dk;                                    // d_k × T: their transpose
-  uint16_t* do_rows = q_t + tp * dk;                                   // T × d_k: dO rows
-  uint16_t* do_t = do_rows + tp * dk;                                  // d_k × T
-  auto* k_dim = reinterpret_cast<uint32_t*>(do_t + tp * dk);           // d_k/2 × 64: K pairs along d_k
-  uint32_t* v_dim = k_dim + dk / 2 * kb;                               // d_k/2 × 64: V pairs along d_k
-  uint32_t* k_keys = v_dim + dk / 2 * kb;                              // 32 × d_k: K pairs along keys
-  float* dkt = reinterpret_cast<float*>(k_keys + kb / 2 * dk);         // d_k × 64
-  float* dvt = dkt + dk * kb;                                          // d_k × 64
-  float* sc = dvt + dk * kb;                                           // 64 × 64: scores, then p
-  float* dp = sc + kq * kb;                                            // 64 × 64: dP, then dS
-  auto* p_pairs = reinterpret_cast<uint32_t*>(dp + kq * kb);           // 32 × 64 pairs
-  auto* ds_rows = reinterpret_cast<uint16_t*>(p_pairs + kq / 2 * kb);  // 64 × 64
-  auto* ds_pairs = reinterpret_cast<uint32_t*>(ds_rows + kq * kb);     // 32 × 64 pairs
-  const TileScope tiles(gemm);
+  auto* q_rows = reinterpret_cast<E*>(ws);                                    // T × d_k: scaled query rows
+  E* q_t = q_rows + tp * dk;                                                  // d_k × T: their transpose
+  E* do_rows = q_t + tp * dk;                                                 // T × d_k: dO rows
+  E* do_t = do_rows + tp * dk;                                                // d_k × T
+  auto* k_dim = reinterpret_cast<Group<E>*>(do_t + tp * dk);                  // d_k/G × 64: K along d_k
+  Group<E>* v_dim = k_dim + dk / g * kb;                                      // d_k/G × 64: V along d_k
+  Group<E>* k_keys = v_dim + dk / g * kb;                                     // 64/G × d_k: K along keys
+  auto* p_groups = reinterpret_cast<Group<E>*>(k_keys + kb / g * dk);         // 64/G × 64 (bf16: P pairs)
+  Group<E>* ds_groups = p_groups + (f32 ? 0 : kq / g * kb);                   // 64/G × 64 (bf16: dS pairs)
+  auto* ds_rows = reinterpret_cast<E*>(ds_groups + (f32 ? 0 : kq / g * kb));  // 64 × 64 (bf16: dS rows)
+  auto* dq_acc = reinterpret_cast<float*>(ds_rows + (f32 ? 0 : kq * kb));     // T (padded) × d_k
+  float* delta = dq_acc + tp * dk;                                            // T
+  float* dkt = delta + t;                                                     // d_k × 64
+  float* dvt = dkt + dk * kb;                                                 // d_k × 64
+  float* sc = dvt + dk * kb;                                                  // 64 × 64: scores, then p
+  float* dp = sc + kq * kb;                                                   // 64 × 64: dP, then dS
+  if constexpr (f32) p_groups = sc, ds_groups = dp, ds_rows = dp;             // float32 operands: the tiles themselves
+  const TileScope tiles(is_amx(gemm));
   std::fill_n(dq_acc, tp * dk, 0.0f);
   for (int64_t i = 0; i < t; ++i) {
     float sum = 0.0f;
@@ -813,15 +930,15 @@ static void flash_backward_head_bf16(TileGemm gemm, bf16* dq, bf16* dk_out, bf16
   pack_rows_and_transpose(do_rows, do_t, dout, t, tp, d, dk, 1.0f);
   for (int64_t j0 = 0; j0 < t; j0 += kb) {
     const int64_t block = std::min(kb, t - j0);
-    pack_pairs_along_dim(k_dim, k + j0 * dkv, block, dkv, dk);
-    pack_pairs_along_dim(v_dim, v + j0 * dkv, block, dkv, dk);
-    pack_pairs_along_rows(k_keys, reinterpret_cast<const uint16_t*>(k + j0 * dkv), block, kb, dkv, dk);
+    pack_along_dim<E>(k_dim, k + j0 * dkv, block, dkv, dk);
+    pack_along_dim<E>(v_dim, v + j0 * dkv, block, dkv, dk);
+    pack_along_rows<E>(k_keys, k + j0 * dkv, block, kb, dkv, dk);
     std::fill_n(dkt, 2 * dk * kb, 0.0f);  // dKᵀ and dVᵀ
     const int64_t row_end = std::min(t, j0 + block + s.span() - 1);
     for (int64_t i0 = j0; i0 < row_end; i0 += kq) {
       const int64_t rows = std::min(kq, row_end - i0);
-      gemm(sc, kb, kq, kb, q_rows + i0 * dk, dk, k_dim, kb, dk / 2, false);   // S = Q Kᵀ
-      gemm(dp, kb, kq, kb, do_rows + i0 * dk, dk, v_dim, kb, dk / 2, false);  // dP = dO Vᵀ
+      gemm(sc, kb, kq, kb, q_rows + i0 * dk, dk, k_dim, kb, dk / g, false);   // S = Q Kᵀ
+      gemm(dp, kb, kq, kb, do_rows + i0 * dk, dk, v_dim, kb, dk / g, false);  // dP = dO Vᵀ
       for (int64_t r = 0; r < kq; ++r) {
         const int64_t i = i0 + r, lo = std::max(j0, s.first_key(i)), hi = std::min(j0 + block - 1, i);
         if (r >= rows || hi < lo) {
@@ -832,17 +949,49 @@ static void flash_backward_head_bf16(TileGemm gemm, bf16* dq, bf16* dk_out, bf16
         if (slope != 0.0f) add_alibi(sc + r * kb + (lo - j0), slope, lo - i, hi - lo + 1);
         backward_row(sc + r * kb, dp + r * kb, lo - j0, hi - lo + 1, lse[i], delta[i], s);
       }
-      pack_tile(p_pairs, ds_rows, ds_pairs, sc, dp);
-      gemm(dq_acc + i0 * dk, dk, kq, dk, ds_rows, kb, k_keys, dk, kb / 2, true);  // dQ += dS K
-      gemm(dvt, kb, dk, kb, do_t + i0, tp, p_pairs, kb, kq / 2, true);            // dVᵀ += dOᵀ P
-      gemm(dkt, kb, dk, kb, q_t + i0, tp, ds_pairs, kb, kq / 2, true);            // dKᵀ += Qᵀ dS
+      if constexpr (!f32) pack_tile(p_groups, ds_rows, ds_groups, sc, dp);
+      gemm(dq_acc + i0 * dk, dk, kq, dk, ds_rows, kb, k_keys, dk, kb / g, true);  // dQ += dS K
+      gemm(dvt, kb, dk, kb, do_t + i0, tp, p_groups, kb, kq / g, true);           // dVᵀ += dOᵀ P
+      gemm(dkt, kb, dk, kb, q_t + i0, tp, ds_groups, kb, kq / g, true);           // dKᵀ += Qᵀ dS
     }
-    store_block_grads(dk_out + j0 * dkv, dv_out + j0 * dkv, dk_sum == nullptr ? nullptr : dk_sum + j0 * dk,
-                      dv_sum == nullptr ? nullptr : dv_sum + j0 * dk, dkt, dvt, 1, kb, block, dkv, dk, first);
+    store_block_grads_tiled(dk_out + j0 * dkv, dv_out + j0 * dkv, dk_sum == nullptr ? nullptr : dk_sum + j0 * dk,
+                            dv_sum == nullptr ? nullptr : dv_sum + j0 * dk, dkt, dvt, block, dkv, dk, first);
   }
   for (int64_t i = 0; i < t; ++i)
     for (int64_t c = 0; c < dk; ++c)
-      dq[i * d + c] = narrow<bf16>(scale != 1.0f ? dq_acc[i * dk + c] * scale : dq_acc[i * dk + c]);
+      dq[i * d + c] = narrow<T>(scale != 1.0f ? dq_acc[i * dk + c] * scale : dq_acc[i * dk + c]);
+}
+
+// One (b, h) in the path's kernels.
+template <typename T>
+static void flash_forward_head_on(FlashPath path, T* out, float* lse, const T* q, const T* k, const T* v,
+                                  const AttentionShape& s, float slope, float* ws) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (path == FlashPath::amx) return flash_forward_head_tiled<T, uint16_t>(amx_gemm, out, lse, q, k, v, s, slope, ws);
+    if (path == FlashPath::vdpbf16)
+      return flash_forward_head_tiled<T, uint16_t>(vector_gemm<uint16_t>, out, lse, q, k, v, s, slope, ws);
+  }
+  if (path == FlashPath::f32_tiles)
+    return flash_forward_head_tiled<T, float>(vector_gemm<float>, out, lse, q, k, v, s, slope, ws);
+  flash_forward_head(out, lse, q, k, v, s, slope, ws);
+}
+
+template <typename T>
+static void flash_backward_head_on(FlashPath path, T* dq, T* dk_out, T* dv_out, const T* q, const T* k, const T* v,
+                                   const T* o, const T* dout, const float* lse, const AttentionShape& s, float slope,
+                                   float* ws, float* dk_sum, float* dv_sum, bool first) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (path == FlashPath::amx)
+      return flash_backward_head_tiled<T, uint16_t>(amx_gemm, dq, dk_out, dv_out, q, k, v, o, dout, lse, s, slope, ws,
+                                                    dk_sum, dv_sum, first);
+    if (path == FlashPath::vdpbf16)
+      return flash_backward_head_tiled<T, uint16_t>(vector_gemm<uint16_t>, dq, dk_out, dv_out, q, k, v, o, dout, lse, s,
+                                                    slope, ws, dk_sum, dv_sum, first);
+  }
+  if (path == FlashPath::f32_tiles)
+    return flash_backward_head_tiled<T, float>(vector_gemm<float>, dq, dk_out, dv_out, q, k, v, o, dout, lse, s, slope,
+                                               ws, dk_sum, dv_sum, first);
+  flash_backward_head(dq, dk_out, dv_out, q, k, v, o, dout, lse, s, slope, ws, dk_sum, dv_sum, first);
 }
 
 Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -854,7 +1003,7 @@ Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, cons
   const std::string prefix(name);
   const int threads = omp_get_max_threads();
   const int64_t per_thread = flash_forward_workspace_floats(t, dk, q.dtype());
-  const TileGemm gemm = bf16_gemm(sh, q.dtype());
+  const FlashPath path = flash_path(sh, q.dtype());
   const FlashAttentionTensors decl = flash_attention_forward_tensors(sh, q.dtype(), threads);
   Tensor lse = decl.lse.allocate(prefix);
   Tensor out = decl.ctx.allocate(prefix);
@@ -871,15 +1020,8 @@ Tensor flash_attention_forward(FlashAttentionSaved& saved, const Tensor& q, cons
       for (int64_t hi = 0; hi < h; ++hi) {
         float* w = ws + omp_get_thread_num() * per_thread;
         const int64_t base = bi * t * d + hi * dk, kv_base = bi * t * dkv + (hi / g) * dk;
-        if constexpr (std::is_same_v<T, bf16>) {
-          if (gemm != nullptr) {
-            flash_forward_head_bf16(gemm, po + base, pl + (bi * h + hi) * t, pq + base, pk + kv_base, pv + kv_base, sh,
-                                    sh.slope(hi), w);
-            continue;
-          }
-        }
-        flash_forward_head(po + base, pl + (bi * h + hi) * t, pq + base, pk + kv_base, pv + kv_base, sh, sh.slope(hi),
-                           w);
+        flash_forward_head_on(path, po + base, pl + (bi * h + hi) * t, pq + base, pk + kv_base, pv + kv_base, sh,
+                              sh.slope(hi), w);
       }
   });
   record.count = flash_attention_forward_count(sh, q.dtype());
@@ -909,7 +1051,7 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
   const int64_t d = sh.q_width(), dkv = sh.kv_width();
   const int threads = omp_get_max_threads();
   const int64_t per_thread = flash_backward_workspace_floats(t, dk, grad_q.dtype());
-  const TileGemm gemm = bf16_gemm(sh, grad_q.dtype());
+  const FlashPath path = flash_path(sh, grad_q.dtype());
   const int64_t parts = flash_backward_parts(sh, threads);
   const FlashAttentionBackwardTensors decl = flash_attention_backward_tensors(sh, grad_q.dtype(), threads);
   Tensor workspace = decl.workspace.allocate(saved.name);
@@ -934,17 +1076,9 @@ void flash_attention_backward(const Tensor& grad_q, const Tensor& grad_k, const 
           const int64_t kv_base = bi * t * dkv + kv * dk;
           for (int64_t member = part; member < g; member += parts) {
             const int64_t hi = kv * g + member, base = bi * t * d + hi * dk;
-            if constexpr (std::is_same_v<T, bf16>) {
-              if (gemm != nullptr) {
-                flash_backward_head_bf16(gemm, pdq + base, pdk + kv_base, pdv + kv_base, pq + base, pk + kv_base,
-                                         pv + kv_base, po + base, pdo + base, pl + (bi * h + hi) * t, sh, sh.slope(hi),
-                                         w, dk_sum, dv_sum, member == part);
-                continue;
-              }
-            }
-            flash_backward_head(pdq + base, pdk + kv_base, pdv + kv_base, pq + base, pk + kv_base, pv + kv_base,
-                                po + base, pdo + base, pl + (bi * h + hi) * t, sh, sh.slope(hi), w, dk_sum, dv_sum,
-                                member == part);
+            flash_backward_head_on(path, pdq + base, pdk + kv_base, pdv + kv_base, pq + base, pk + kv_base,
+                                   pv + kv_base, po + base, pdo + base, pl + (bi * h + hi) * t, sh, sh.slope(hi), w,
+                                   dk_sum, dv_sum, member == part);
           }
         }
     if (pp == nullptr) return;

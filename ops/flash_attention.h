@@ -11,11 +11,12 @@
 // ALiBi: each score gains m_h·(j − i) (ops/attention.h) where it is computed, forward and in backward's recompute.
 //
 // dtypes: Q, K, V, out and the gradients float32 or bf16 (one dtype); lse, every accumulation and the
-// arithmetic float32. With bf16 storage the products run on the CPU's bf16 instructions (runtime/kernel_isa.h:
-// AMX tiles for d_k a multiple of 32, VDPBF16PS for 16; otherwise, or with ONEDNN_MAX_CPU_ISA below
-// avx512_core_bf16, the float32 kernels): 64 × 64 tiles with the masked lanes zero, the scaled query rows, P and
-// dS rounded to bf16 as the products' operands (FlashAttention-2's rounding), the softmax and every sum float32;
-// the same FLOPs, counts and allocations as the float32 path. Forward threads own whole (batch, query head) pairs.
+// arithmetic float32. Kernels (runtime/kernel_isa.h): with AVX-512 and d_k a multiple of 16, 64 × 64 tiles in
+// full-width masked registers, the masked lanes zero — float32 FMAs, or for bf16 storage AMX tiles (d_k a multiple
+// of 32) or VDPBF16PS with the scaled query rows, P and dS rounded to bf16 as the products' operands
+// (FlashAttention-2's rounding), the softmax and every sum float32; elsewhere (or with ONEDNN_MAX_CPU_ISA below
+// avx512_core) the reference kernels described here, row by row. Same FLOPs, counts and allocations on every path.
+// Forward threads own whole (batch, query head) pairs.
 // Backward threads own (batch, K/V head, part) triples: with groups (g > 1) the group's query heads are split into P =
 // min(g, ⌈threads / (B·KV)⌉) parts (so multi-query attention at batch 1 still feeds every thread), each part sums its
 // heads' dK and dV into a float32 partial (T × d_k each), and the P partials are summed and rounded once: no two
@@ -23,9 +24,9 @@
 //
 // Memory (tracked): saved lse "<name>.lse" (activation, B·H·T float32; q, k, v and out are references);
 // workspaces "<name>.workspace" (forward) and "<name>.grad_workspace" (backward), temporary, threads ×
-// flash_{forward,backward}_workspace_floats float32 each (bf16 storage: room for either path), alive for the call; with
-// g > 1 the dK/dV partials
-// "<name>.grad_kv_partials" (temporary, B·KV·P × 2 × T × d_k float32), freed before the workspace.
+// flash_{forward,backward}_workspace_floats float32 each (bf16 storage: room for either path), alive for the call;
+// with g > 1 the dK/dV partials "<name>.grad_kv_partials" (temporary, B·KV·P × 2 × T × d_k float32), freed before
+// the workspace.
 //
 // FLOPs as executed (row i has n(i) = min(i + 1, W) keys, V = Σ n(i) per head; nb(i) key blocks hold them, Σ nb =
 // flash_key_blocks; the query factor 1/√d_k (capped: 1/(c·√d_k)) is folded into each query row, d_k multiplies,

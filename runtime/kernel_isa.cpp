@@ -10,9 +10,9 @@
 namespace reckon {
 
 namespace {
-Bf16Kernel& current() {
-  static Bf16Kernel kernel = bf16_kernel_best();
-  return kernel;
+KernelIsa& current() {
+  static KernelIsa isa = kernel_isa_best();
+  return isa;
 }
 
 // oneDNN's ISA values are ordered bit sets: an ISA includes the bits of every ISA below it.
@@ -33,39 +33,44 @@ bool amx_permitted() {
 }
 }  // namespace
 
-Bf16Kernel bf16_kernel_best() {
-  static const Bf16Kernel best = [] {
+KernelIsa kernel_isa_best() {
+  static const KernelIsa best = [] {
     if (onednn_allows(dnnl::cpu_isa::avx512_core_amx) && __builtin_cpu_supports("amx-tile") &&
         __builtin_cpu_supports("amx-bf16") && amx_permitted())
-      return Bf16Kernel::amx;
+      return KernelIsa::amx;
     if (onednn_allows(dnnl::cpu_isa::avx512_core_bf16) && __builtin_cpu_supports("avx512bf16"))
-      return Bf16Kernel::avx512_bf16;
-    return Bf16Kernel::f32;
+      return KernelIsa::avx512_bf16;
+    if (onednn_allows(dnnl::cpu_isa::avx512_core) && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+      return KernelIsa::avx512;
+    return KernelIsa::reference;
   }();
   return best;
 }
 
-Bf16Kernel bf16_kernel() { return current(); }
+KernelIsa kernel_isa() { return current(); }
 
-const char* bf16_kernel_name(Bf16Kernel kernel) {
-  switch (kernel) {
-    case Bf16Kernel::amx:
+const char* kernel_isa_name(KernelIsa isa) {
+  switch (isa) {
+    case KernelIsa::amx:
       return "amx";
-    case Bf16Kernel::avx512_bf16:
+    case KernelIsa::avx512_bf16:
       return "avx512_bf16";
-    case Bf16Kernel::f32:
+    case KernelIsa::avx512:
+      return "avx512";
+    case KernelIsa::reference:
       break;
   }
-  return "f32";
+  return "reference";
 }
 
-ScopedBf16Kernel::ScopedBf16Kernel(Bf16Kernel kernel) : previous_(current()) {
-  check_arg(static_cast<int>(kernel) <= static_cast<int>(bf16_kernel_best()),
-            "bf16 kernel {}: this CPU (with ONEDNN_MAX_CPU_ISA, if set) runs at most {}", bf16_kernel_name(kernel),
-            bf16_kernel_name(bf16_kernel_best()));
-  current() = kernel;
+ScopedKernelIsa::ScopedKernelIsa(KernelIsa isa) : previous_(current()) {
+  check_arg(static_cast<int>(isa) <= static_cast<int>(kernel_isa_best()),
+            "kernel ISA {}: this CPU (with ONEDNN_MAX_CPU_ISA, if set) runs at most {}", kernel_isa_name(isa),
+            kernel_isa_name(kernel_isa_best()));
+  current() = isa;
 }
 
-ScopedBf16Kernel::~ScopedBf16Kernel() { current() = previous_; }
+ScopedKernelIsa::~ScopedKernelIsa() { current() = previous_; }
 
 }  // namespace reckon

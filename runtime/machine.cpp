@@ -233,7 +233,7 @@ MachineInfo machine_info() {
                                      ? matmul_impl_name(g16)
                                      : "unavailable (needs avx512_core; precision fp32 only)";
   info.bf16_convert_isa = bf16_convert_isa();
-  info.bf16_kernel = bf16_kernel_name(bf16_kernel());
+  info.kernel_isa = kernel_isa_name(kernel_isa());
   info.compiler = fmt::format("g++ {}", __VERSION__);
   info.openmp_version = _OPENMP;
   return info;
@@ -242,9 +242,9 @@ MachineInfo machine_info() {
 std::string machine_summary(const MachineInfo& info) {
   return fmt::format(
       "machine: {} | {} threads (of {} logical CPUs) | oneDNN {} isa {} matmul {} bf16 matmul {} (convert {}, "
-      "attention {}) | {} | OpenMP {}",
+      "kernels {}) | {} | OpenMP {}",
       info.cpu_model, info.threads, info.hardware_threads, info.onednn_version, info.onednn_isa,
-      info.onednn_matmul_impl, info.onednn_bf16_matmul_impl, info.bf16_convert_isa, info.bf16_kernel, info.compiler,
+      info.onednn_matmul_impl, info.onednn_bf16_matmul_impl, info.bf16_convert_isa, info.kernel_isa, info.compiler,
       info.openmp_version);
 }
 

@@ -164,6 +164,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, FlashSweep,
 // naive attention (itself checked against finite differences above; differences here would cost minutes).
 TEST(Flash, RegisterKernelsAtLargeHeadDims) {
   set_num_threads(2);
+  const ScopedKernelIsa reference(KernelIsa::reference);
   // With windows crossing the full-block path (W = 100: rows whose window covers whole blocks, rows cut inside one)
   // and soft-capping.
   for (const Shape4 c :
@@ -231,85 +232,91 @@ TEST(Flash, Bf16StorageWithinItsRounding) {
   EXPECT_EQ(flash_attention_forward_count({b, t, h, h, d / h}, DType::bf16).bytes_read, 2 * 3 * b * t * d);
 }
 
-// The bf16 kernels (bf16 storage; AMX for d_k a multiple of 32, VDPBF16PS for 16) against the float32 path on the
-// same bf16 values, each kernel this CPU has: the output within 2u of the float64 reference and of the float32
-// path (the products' operands P and the scaled rows are rounded once more), gradients within 4u of the float32
-// path's (itself within 4u of finite differences above); T across the 64-key tiles (1, a partial tile, exactly
-// one, one + 1, several + a remainder), d_k 16 … 128, shared K/V heads, windows, soft-capping and ALiBi. Counts
-// and allocations do not depend on the path.
+// The tiled kernels (runtime/kernel_isa.h: float32 tiles on AVX-512F; for bf16 storage VDPBF16PS, and AMX for d_k
+// a multiple of 32) against the reference kernels on the same inputs, each level this CPU has. float32 storage:
+// the output within 2e-6 of the float64 reference, gradients within 1e-5 of the reference kernels' (themselves
+// within 1e-4 of finite differences above). bf16 storage: the output within 2u of the float64 reference and of
+// the reference kernels (the products' operands P and the scaled rows are rounded once more), gradients within 4u
+// of the reference kernels' (within 4u of finite differences above). T across the 64-key tiles (1, a partial
+// tile, exactly one, one + 1, several + a remainder), d_k 16 … 128, shared K/V heads, windows, soft-capping and
+// ALiBi. Counts and allocations do not depend on the level.
 struct PathResult {
-  std::vector<Vec> values;  // out, dQ, dK, dV
+  std::vector<Vec> values;  // out, dQ, dK, dV, the float64 reference output
   OpCount forward, backward;
   int64_t peak = 0;
 };
-PathResult run_bf16_path(Bf16Kernel kernel, const Shape4& c) {
+PathResult run_path(KernelIsa isa, const Shape4& c, DType dtype) {
   const auto [b, t, d, h, kv0, window, cap, alibi] = c;
   const int64_t kvh = kv0 > 0 ? kv0 : h, dkv = kvh * (d / h);
-  auto bf16_of = [](const Vec& x, Shape shape, const char* name) {
-    Tensor out = Tensor::empty(shape, Category::activation, name, DType::bf16);
-    for (size_t i = 0; i < x.size(); ++i) out.data_bf16()[i] = to_bf16(static_cast<float>(x[i]));
+  auto make = [dtype](const Vec& x, Shape shape, const char* name) {
+    Tensor out = Tensor::empty(shape, Category::activation, name, dtype);
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (dtype == DType::bf16)
+        out.data_bf16()[i] = to_bf16(static_cast<float>(x[i]));
+      else
+        out.data()[i] = static_cast<float>(x[i]);
+    }
     return out;
   };
-  auto values = [](const Tensor& x) {
+  auto values = [dtype](const Tensor& x) {
     Vec out(static_cast<size_t>(x.numel()));
-    for (size_t i = 0; i < out.size(); ++i) out[i] = to_float(x.data_bf16()[i]);
+    for (size_t i = 0; i < out.size(); ++i) out[i] = dtype == DType::bf16 ? to_float(x.data_bf16()[i]) : x.data()[i];
     return out;
   };
-  const Tensor qt = bf16_of(random_vec(b * t * d, 1), {b, t, d}, "q");
-  const Tensor kt = bf16_of(random_vec(b * t * dkv, 2), {b, t, dkv}, "k");
-  const Tensor vt = bf16_of(random_vec(b * t * dkv, 3), {b, t, dkv}, "v");
-  const Tensor gout = bf16_of(random_vec(b * t * d, 4), {b, t, d}, "gctx");
-  const ScopedBf16Kernel scope(kernel);
+  const Tensor qt = make(random_vec(b * t * d, 1), {b, t, d}, "q");
+  const Tensor kt = make(random_vec(b * t * dkv, 2), {b, t, dkv}, "k");
+  const Tensor vt = make(random_vec(b * t * dkv, 3), {b, t, dkv}, "v");
+  const Tensor gout = make(random_vec(b * t * d, 4), {b, t, d}, "gctx");
+  const ScopedKernelIsa scope(isa);
   counters().reset();
   counters().set_phase(Phase::forward);
   tracker().reset_peak_stats();
   const int64_t before = tracker().stats().total.allocated_bytes.current;
   FlashAttentionSaved saved;
   const Tensor out = flash_attention_forward(saved, qt, kt, vt, h, kvh, "f", {window, cap, alibi});
-  Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq", DType::bf16);
-  Tensor gk = Tensor::empty({b, t, dkv}, Category::temporary, "gk", DType::bf16);
-  Tensor gv = Tensor::empty({b, t, dkv}, Category::temporary, "gv", DType::bf16);
+  Tensor gq = Tensor::empty({b, t, d}, Category::temporary, "gq", dtype);
+  Tensor gk = Tensor::empty({b, t, dkv}, Category::temporary, "gk", dtype);
+  Tensor gv = Tensor::empty({b, t, dkv}, Category::temporary, "gv", dtype);
   counters().set_phase(Phase::backward);
   flash_attention_backward(gq, gk, gv, gout, saved);
   PathResult r;
   r.peak = tracker().stats().total.allocated_bytes.peak - before;
-  r.values = {values(out), values(gq), values(gk), values(gv)};
+  r.values = {values(out), values(gq), values(gk), values(gv),
+              attention_ref(values(qt), values(kt), values(vt), b, t, d, h, kvh, window, cap, alibi)};
   r.forward = counters().get("attention", Phase::forward);
   r.backward = counters().get("attention", Phase::backward);
-  if (r.values[0].size() > 0) {
-    const Vec ref = attention_ref(values(qt), values(kt), values(vt), b, t, d, h, kvh, window, cap, alibi);
-    r.values.push_back(ref);
-  }
   return r;
 }
 
-TEST(Flash, Bf16KernelsMatchTheFloat32Path) {
-  if (bf16_kernel_best() == Bf16Kernel::f32) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+TEST(Flash, TiledKernelsMatchTheReference) {
+  if (kernel_isa_best() == KernelIsa::reference) GTEST_SKIP() << "this CPU has no AVX-512";
   set_num_threads(2);
   const double u = 1.0 / 256;
-  for (const Shape4 c : {Shape4{1, 1, 32, 2}, Shape4{2, 17, 64, 2}, Shape4{1, 64, 64, 1}, Shape4{1, 65, 128, 2, 1},
-                         Shape4{1, 200, 256, 4, 2}, Shape4{2, 130, 64, 4, 1}, Shape4{1, 150, 128, 1, 0, 70},
-                         Shape4{1, 140, 64, 2, 0, 0, 0.8f}, Shape4{1, 133, 96, 2, 1, 66, 0.6f},
-                         Shape4{1, 150, 64, 2, 0, 0, 0, 8}, Shape4{1, 300, 128, 1, 0, 129}, Shape4{1, 100, 96, 2}}) {
-    SCOPED_TRACE(testing::PrintToString(c));
-    const PathResult f32 = run_bf16_path(Bf16Kernel::f32, c);
-    EXPECT_LE(rel_err(f32.values[0], f32.values[4]), 2 * u);
-    for (Bf16Kernel kernel : {Bf16Kernel::avx512_bf16, Bf16Kernel::amx}) {
-      if (static_cast<int>(kernel) > static_cast<int>(bf16_kernel_best())) continue;
-      SCOPED_TRACE(bf16_kernel_name(kernel));
-      const PathResult r = run_bf16_path(kernel, c);
-      EXPECT_LE(rel_err(r.values[0], r.values[4]), 2 * u);
-      EXPECT_LE(rel_err(r.values[0], f32.values[0]), 2 * u);
-      for (int i = 1; i < 4; ++i) EXPECT_LE(rel_err(r.values[i], f32.values[i]), 4 * u) << "gradient " << i;
-      EXPECT_EQ(r.peak, f32.peak);
-      EXPECT_EQ(r.forward.matmul_flops, f32.forward.matmul_flops);
-      EXPECT_EQ(r.forward.other_flops, f32.forward.other_flops);
-      EXPECT_EQ(r.backward.matmul_flops, f32.backward.matmul_flops);
-      EXPECT_EQ(r.backward.other_flops, f32.backward.other_flops);
+  for (const DType dtype : {DType::f32, DType::bf16}) {
+    const double out_tol = dtype == DType::bf16 ? 2 * u : 2e-6, grad_tol = dtype == DType::bf16 ? 4 * u : 1e-5;
+    for (const Shape4 c : {Shape4{1, 1, 32, 2}, Shape4{2, 17, 64, 2}, Shape4{1, 64, 64, 1}, Shape4{1, 65, 128, 2, 1},
+                           Shape4{1, 200, 256, 4, 2}, Shape4{2, 130, 64, 4, 1}, Shape4{1, 150, 128, 1, 0, 70},
+                           Shape4{1, 140, 64, 2, 0, 0, 0.8f}, Shape4{1, 133, 96, 2, 1, 66, 0.6f},
+                           Shape4{1, 150, 64, 2, 0, 0, 0, 8}, Shape4{1, 300, 128, 1, 0, 129}, Shape4{1, 100, 96, 2}}) {
+      SCOPED_TRACE(testing::PrintToString(c) + " " + dtype_name(dtype));
+      const PathResult ref = run_path(KernelIsa::reference, c, dtype);
+      EXPECT_LE(rel_err(ref.values[0], ref.values[4]), out_tol);
+      for (KernelIsa isa : {KernelIsa::avx512, KernelIsa::avx512_bf16, KernelIsa::amx}) {
+        if (static_cast<int>(isa) > static_cast<int>(kernel_isa_best())) continue;
+        SCOPED_TRACE(kernel_isa_name(isa));
+        const PathResult r = run_path(isa, c, dtype);
+        EXPECT_LE(rel_err(r.values[0], r.values[4]), out_tol);
+        EXPECT_LE(rel_err(r.values[0], ref.values[0]), out_tol);
+        for (int i = 1; i < 4; ++i) EXPECT_LE(rel_err(r.values[i], ref.values[i]), grad_tol) << "gradient " << i;
+        EXPECT_EQ(r.peak, ref.peak);
+        EXPECT_EQ(r.forward.matmul_flops, ref.forward.matmul_flops);
+        EXPECT_EQ(r.forward.other_flops, ref.forward.other_flops);
+        EXPECT_EQ(r.backward.matmul_flops, ref.backward.matmul_flops);
+        EXPECT_EQ(r.backward.other_flops, ref.backward.other_flops);
+      }
     }
   }
-  EXPECT_THROW(ScopedBf16Kernel(static_cast<Bf16Kernel>(static_cast<int>(bf16_kernel_best()) + 1)),
-               std::invalid_argument);
+  EXPECT_THROW(ScopedKernelIsa(static_cast<KernelIsa>(static_cast<int>(kernel_isa_best()) + 1)), std::invalid_argument);
 }
 
 TEST(Flash, RejectsBadShapesAndBackwardTwice) {
