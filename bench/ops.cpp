@@ -73,16 +73,41 @@ void BM_attention_forward(benchmark::State& state) {
 }
 BENCHMARK(BM_attention_forward)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// Arg: logits dtype (0 float32, 1 bf16: the mixed-precision step's lm_head output).
+DType logits_dtype(const benchmark::State& state) { return state.range(0) == 1 ? DType::bf16 : DType::f32; }
+
 void BM_cross_entropy_forward(benchmark::State& state) {
-  Tensor logits = filled({N, V}, "z", 0.1f);
+  const DType dtype = logits_dtype(state);
+  Tensor logits = Tensor::empty({N, V}, Category::temporary, "z", dtype);
   Tensor targets = Tensor::zeros({B, T}, Category::temporary, "t", DType::i32);
   for (auto _ : state) {
+    state.PauseTiming();  // forward overwrites the logits with probabilities: every call starts from logits
+    logits.fill(0.1f);
+    state.ResumeTiming();
     CrossEntropySaved saved;
     benchmark::DoNotOptimize(cross_entropy_forward(saved, logits, targets, "ce"));
   }
-  report(state, cross_entropy_forward_count(N, V));
+  report(state, cross_entropy_forward_count(N, V, dtype));
+  state.SetLabel(dtype_name(dtype));
 }
-BENCHMARK(BM_cross_entropy_forward)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_cross_entropy_forward)->ArgName("bf16")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_cross_entropy_backward(benchmark::State& state) {
+  const DType dtype = logits_dtype(state);
+  Tensor logits = Tensor::empty({N, V}, Category::temporary, "z", dtype);
+  Tensor targets = Tensor::zeros({B, T}, Category::temporary, "t", DType::i32);
+  for (auto _ : state) {
+    state.PauseTiming();
+    logits.fill(0.1f);
+    CrossEntropySaved saved;
+    cross_entropy_forward(saved, logits, targets, "ce");
+    state.ResumeTiming();
+    benchmark::DoNotOptimize(cross_entropy_backward(saved, 1.0f, 0).raw_data());
+  }
+  report(state, cross_entropy_backward_count(N, V, dtype));
+  state.SetLabel(dtype_name(dtype));
+}
+BENCHMARK(BM_cross_entropy_backward)->ArgName("bf16")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

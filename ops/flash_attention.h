@@ -12,15 +12,15 @@
 //
 // dtypes: Q, K, V, out and the gradients float32 or bf16 (one dtype); lse, every accumulation and the
 // arithmetic float32. Kernels (runtime/kernel_isa.h): with AVX-512 and d_k a multiple of 16, 64 × 64 tiles in
-// full-width masked registers, the masked lanes zero — float32 FMAs, or for bf16 storage AMX tiles (d_k a multiple
-// of 32) or VDPBF16PS with the scaled query rows, P and dS rounded to bf16 as the products' operands
-// (FlashAttention-2's rounding), the softmax and every sum float32; elsewhere (or with ONEDNN_MAX_CPU_ISA below
-// avx512_core) the reference kernels described here, row by row. Same FLOPs, counts and allocations on every path.
-// Forward threads own whole (batch, query head) pairs.
-// Backward threads own (batch, K/V head, part) triples: with groups (g > 1) the group's query heads are split into P =
-// min(g, ⌈threads / (B·KV)⌉) parts (so multi-query attention at batch 1 still feeds every thread), each part sums its
-// heads' dK and dV into a float32 partial (T × d_k each), and the P partials are summed and rounded once: no two
-// threads write one element, no K/V head is repeated, and the g − 1 additions per element are the same for any P.
+// full-width masked registers, the masked lanes zero — float32 FMAs (bf16 storage widened), or for bf16 storage AMX
+// tiles (d_k a multiple of 32) or VDPBF16PS (the kernel level in effect decides) with the scaled query rows, P and dS
+// rounded to bf16 as the products' operands (FlashAttention-2's rounding), the softmax and every sum float32; elsewhere
+// (or with ONEDNN_MAX_CPU_ISA below avx512_core) the reference kernels described here, row by row. Same FLOPs, counts
+// and allocations on every path. Forward threads own whole (batch, query head) pairs. Backward threads own (batch, K/V
+// head, part) triples: with groups (g > 1) the group's query heads are split into P = min(g, ⌈threads / (B·KV)⌉) parts
+// (so multi-query attention at batch 1 still feeds every thread), each part sums its heads' dK and dV into a float32
+// partial (T × d_k each), and the P partials are summed and rounded once: no two threads write one element, no K/V head
+// is repeated, and the g − 1 additions per element are the same for any P.
 //
 // Memory (tracked): saved lse "<name>.lse" (activation, B·H·T float32; q, k, v and out are references);
 // workspaces "<name>.workspace" (forward) and "<name>.grad_workspace" (backward), temporary, threads ×

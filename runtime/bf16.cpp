@@ -54,8 +54,10 @@ void convert_to_float(float* dst, const bf16* src, int64_t n) {
   int64_t i = 0;
 #if RECKON_BF16_AVX512
   for (; i + 16 <= n; i += 16) {
-    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
-    _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16)));
+    // The zero-masked forms: GCC 12 warns on the unmasked ones' _mm512_undefined source.
+    const __m512i wide =
+        _mm512_maskz_cvtepu16_epi32(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xFFFF, wide, 16)));
   }
 #endif
   for (; i < n; ++i) dst[i] = to_float(src[i]);

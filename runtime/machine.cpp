@@ -233,7 +233,9 @@ MachineInfo machine_info() {
                                      ? matmul_impl_name(g16)
                                      : "unavailable (needs avx512_core; precision fp32 only)";
   info.bf16_convert_isa = bf16_convert_isa();
-  info.kernel_isa = kernel_isa_name(kernel_isa());
+  info.kernel_isa = kernel_isa() == kernel_isa_best() ? kernel_isa_name(kernel_isa())
+                                                      : fmt::format("{} (up to {})", kernel_isa_name(kernel_isa()),
+                                                                    kernel_isa_name(kernel_isa_best()));
   info.compiler = fmt::format("g++ {}", __VERSION__);
   info.openmp_version = _OPENMP;
   return info;

@@ -17,7 +17,7 @@ struct MachineInfo {
   std::string onednn_matmul_impl;       // implementation for a 256x512x512 f32 matmul
   std::string onednn_bf16_matmul_impl;  // the same shape with bf16 operands, or "unavailable: <why>"
   std::string bf16_convert_isa;         // f32 -> bf16 conversion path: avx512_bf16, avx512f or scalar
-  std::string kernel_isa;  // reckon's own kernels (runtime/kernel_isa.h): amx, avx512_bf16, avx512, reference
+  std::string kernel_isa;  // reckon's own kernels (runtime/kernel_isa.h): amx, avx512_bf16, avx512, reference [(up to …)]
   std::string compiler;
   int openmp_version = 0;  // _OPENMP, e.g. 201511
 };
