@@ -107,9 +107,8 @@ void Transformer::zero_grad() {
   int64_t n = 0;
   for (Parameter& p : params_) {
     if (!p.grad.defined()) continue;  // zero_stage 2, 3: gradients exist only in backward, created zeroed
-    const int64_t bytes = p.grad.numel() * dtype_bytes(p.grad.dtype());
-    std::memset(p.grad.raw_data(), 0, static_cast<size_t>(bytes));
-    n += bytes;
+    p.grad.zero_();
+    n += p.grad.numel() * dtype_bytes(p.grad.dtype());
   }
   record.count.bytes_written = n;
 }

@@ -238,6 +238,27 @@ TEST(Tensor, StridedViewsAndFill) {
   expect_invalid([&] { t.view({5, 5}); }, {"25 elements", "24"});
 }
 
+// zero_ splits large tensors over the threads in 4 KiB spans: a size that is no multiple of a page or of the
+// thread count, inside a wider buffer, is zeroed to its last byte and not one past it.
+TEST(Tensor, ZeroIsExactAtEveryThreadSplit) {
+  const int64_t n = (int64_t{3} << 20) / 2 + 4097;  // > the serial threshold in bytes (bf16), odd pages
+  Tensor buffer = Tensor::empty({n + 2}, Category::temporary, "buffer", DType::bf16);
+  buffer.fill(3.0f);
+  Tensor inner = buffer.as_strided({n}, {1}, 1);
+  inner.zero_();
+  const bf16* b = buffer.data_bf16();
+  EXPECT_EQ(to_float(b[0]), 3.0f);
+  EXPECT_EQ(to_float(b[n + 1]), 3.0f);
+  int64_t nonzero = 0;
+  for (int64_t i = 1; i <= n; ++i) nonzero += b[i].bits != 0;
+  EXPECT_EQ(nonzero, 0);
+  expect_invalid(
+      [&] {
+        Tensor::zeros({4, 6}, Category::temporary, "t").transpose(0, 1).zero_();
+      },
+      {"zero_", "not contiguous"});
+}
+
 TEST(Tensor, RejectsBadShapes) {
   const int64_t allocs = tracker().stats().total.num_allocs;
   expect_invalid(
