@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include <fmt/format.h>
+
 #include "runtime/machine.h"
 #include "runtime/matmul.h"
 #include "runtime/tensor.h"
@@ -82,6 +84,47 @@ void BM_linear_bias(benchmark::State& state) {
 BENCHMARK(BM_linear_bias)
     ->ArgNames({"M", "N", "K", "mode"})
     ->ArgsProduct({{2048}, {512, 2048}, {512}, {0, 1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// A linear layer's backward products with bf16 operands, as the mixed-precision step runs them, by destination:
+// dst 0 bf16, overwritten (the step floor's convention); 1 float32, overwritten; 2 float32, accumulated (dW += …
+// into float32 master gradients, dX += … where one input feeds several projections). part 0: dX (N×IN) = dY·W;
+// part 1: dW (OUT×IN) = dYᵀ·X, dY read transposed as linear_backward does.
+void BM_linear_backward_bf16(benchmark::State& state) {
+  const int64_t tokens = state.range(0), in = state.range(1), out = state.range(2), part = state.range(3),
+                dst = state.range(4);
+  const reckon::DType bf16 = reckon::DType::bf16, dst_dtype = dst == 0 ? bf16 : reckon::DType::f32;
+  Tensor x = Tensor::zeros({tokens, in}, Category::temporary, "x", bf16);
+  Tensor w = Tensor::zeros({out, in}, Category::temporary, "w", bf16);
+  Tensor gy = Tensor::zeros({tokens, out}, Category::temporary, "gy", bf16);
+  x.fill(0.5f), w.fill(0.25f), gy.fill(0.125f);
+  Tensor y = part == 0 ? Tensor::zeros({tokens, in}, Category::temporary, "gx", dst_dtype)
+                       : Tensor::zeros({out, in}, Category::temporary, "gw", dst_dtype);
+  const bool accumulate = dst == 2;
+  auto run = [&] {
+    if (part == 0)
+      reckon::matmul(y, gy, w, "matmul", 1.0f, accumulate);
+    else
+      reckon::matmul(y, gy.transpose(0, 1), x, "matmul", 1.0f, accumulate);
+  };
+  for (int i = 0; i < 3; ++i) run();
+  for (auto _ : state) {
+    run();
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  const Tensor a = part == 0 ? gy : gy.transpose(0, 1), b = part == 0 ? w : x;
+  state.SetLabel(fmt::format("{} {} {}", part == 0 ? "dX" : "dW",
+                             dst == 0   ? "bf16 ="
+                             : dst == 1 ? "f32 ="
+                                        : "f32 +=",
+                             reckon::matmul_impl_name(reckon::matmul_geometry(y, a, b, 1.0f, accumulate))));
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * static_cast<double>(tokens) * in * out * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_linear_backward_bf16)
+    ->ArgNames({"tokens", "in", "out", "part", "dst"})
+    ->ArgsProduct({{2048}, {512}, {512, 2048}, {0, 1}, {0, 1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

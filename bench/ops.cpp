@@ -19,8 +19,8 @@ namespace {
 using namespace reckon;
 constexpr int64_t B = 8, T = 256, D = 512, H = 8, F = 2048, V = 8192, N = B * T;
 
-Tensor filled(const Shape& s, const char* name, float v) {
-  Tensor t = Tensor::empty(s, Category::temporary, name);
+Tensor filled(const Shape& s, const char* name, float v, DType dtype = DType::f32) {
+  Tensor t = Tensor::empty(s, Category::temporary, name, dtype);
   t.fill(v);
   return t;
 }
@@ -38,20 +38,23 @@ void BM_residual(benchmark::State& state) {
 }
 BENCHMARK(BM_residual)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// bf16: 0 float32 tensors, 1 bf16 (the mixed-precision step's).
 void BM_swiglu_forward(benchmark::State& state) {
-  Tensor a = filled({N, F}, "a", 0.5f), b = filled({N, F}, "b", 2.f), out = filled({N, F}, "o", 0.f);
+  const DType t = state.range(0) ? DType::bf16 : DType::f32;
+  Tensor a = filled({N, F}, "a", 0.5f, t), b = filled({N, F}, "b", 2.f, t), out = filled({N, F}, "o", 0.f, t);
   for (auto _ : state) gated_activation_forward(Activation::silu, out, a, b);
-  report(state, gated_activation_forward_count(Activation::silu, N * F));
+  report(state, gated_activation_forward_count(Activation::silu, N * F, t));
 }
-BENCHMARK(BM_swiglu_forward)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_swiglu_forward)->ArgName("bf16")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_swiglu_backward(benchmark::State& state) {
-  Tensor a = filled({N, F}, "a", 0.5f), b = filled({N, F}, "b", 2.f), g = filled({N, F}, "g", 1.f);
-  Tensor ga = filled({N, F}, "ga", 0.f), gb = filled({N, F}, "gb", 0.f);
+  const DType t = state.range(0) ? DType::bf16 : DType::f32;
+  Tensor a = filled({N, F}, "a", 0.5f, t), b = filled({N, F}, "b", 2.f, t), g = filled({N, F}, "g", 1.f, t);
+  Tensor ga = filled({N, F}, "ga", 0.f, t), gb = filled({N, F}, "gb", 0.f, t);
   for (auto _ : state) gated_activation_backward(Activation::silu, ga, gb, g, a, b);
-  report(state, gated_activation_backward_count(Activation::silu, N * F));
+  report(state, gated_activation_backward_count(Activation::silu, N * F, t));
 }
-BENCHMARK(BM_swiglu_backward)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_swiglu_backward)->ArgName("bf16")->Arg(0)->Arg(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_rmsnorm_forward(benchmark::State& state) {
   Tensor x = filled({N, D}, "x", 0.5f), g = filled({D}, "g", 1.f);
