@@ -1,7 +1,11 @@
 #include "ops/activation.h"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <type_traits>
 
+#include "runtime/bf16.h"
 #include "runtime/check.h"
 #include "runtime/checked.h"
 #include "runtime/simd_math.h"
@@ -71,35 +75,79 @@ struct GeluTanh {
   }
 };
 
+// The loops run over chunks of float32 spans. bf16 storage is staged: each chunk's inputs widened into float32
+// buffers (one vector conversion each), the float32 loop run on them, the outputs rounded back with
+// convert_to_bf16 (VCVTNEPS2BF16 where the CPU has it) — the same bits as widen / narrow element by element,
+// without the rounding sequence inside the loop, which made the bf16 kernels slower than float32's.
+constexpr int64_t kChunk = 1024;
+
+template <typename T, size_t In, size_t Out, typename Span>
+void for_each_chunk(int64_t n, const std::array<const T*, In>& in, const std::array<T*, Out>& out, Span span) {
+#pragma omp parallel for schedule(static)
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t len = std::min(kChunk, n - c0);
+    std::array<const float*, In> x;
+    std::array<float*, Out> y;
+    if constexpr (std::is_same_v<T, float>) {
+      for (size_t i = 0; i < In; ++i) x[i] = in[i] + c0;
+      for (size_t o = 0; o < Out; ++o) y[o] = out[o] + c0;
+      span(x, y, len);
+    } else {
+      alignas(64) float staged_in[In][kChunk], staged_out[Out][kChunk];
+      for (size_t i = 0; i < In; ++i) {
+        convert_to_float(staged_in[i], in[i] + c0, len);
+        x[i] = staged_in[i];
+      }
+      for (size_t o = 0; o < Out; ++o) y[o] = staged_out[o];
+      span(x, y, len);
+      for (size_t o = 0; o < Out; ++o) convert_to_bf16(out[o] + c0, staged_out[o], len);
+    }
+  }
+}
+
 template <typename A, typename T>
 void plain_forward(T* out, const T* x, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = narrow<T>(A::value(widen(x[i])));
+  for_each_chunk<T, 1, 1>(n, {x}, {out}, [](const auto& in, const auto& y, int64_t len) {
+    const float* __restrict x0 = in[0];
+    float* __restrict y0 = y[0];
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) y0[i] = A::value(x0[i]);
+  });
 }
 
 template <typename A, typename T>
 void plain_backward(T* grad_x, const T* grad_out, const T* x, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) grad_x[i] = narrow<T>(widen(grad_out[i]) * A::grad(widen(x[i])));
+  for_each_chunk<T, 2, 1>(n, {grad_out, x}, {grad_x}, [](const auto& in, const auto& y, int64_t len) {
+    const float* __restrict dy = in[0], * __restrict x0 = in[1];
+    float* __restrict dx = y[0];
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) dx[i] = dy[i] * A::grad(x0[i]);
+  });
 }
 
 template <typename A, typename T>
 void gated_forward(T* out, const T* a, const T* b, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) out[i] = narrow<T>(A::value(widen(a[i])) * widen(b[i]));
+  for_each_chunk<T, 2, 1>(n, {a, b}, {out}, [](const auto& in, const auto& y, int64_t len) {
+    const float* __restrict a0 = in[0], * __restrict b0 = in[1];
+    float* __restrict y0 = y[0];
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) y0[i] = A::value(a0[i]) * b0[i];
+  });
 }
 
 template <typename A, typename T>
 void gated_backward(T* grad_a, T* grad_b, const T* grad_out, const T* a, const T* b, int64_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float dy = widen(grad_out[i]);
-    float d = 0;
-    const float v = A::value_and_grad(widen(a[i]), d);
-    grad_b[i] = narrow<T>(dy * v);
-    const float grad_v = dy * widen(b[i]);
-    grad_a[i] = narrow<T>(grad_v * d);
-  }
+  for_each_chunk<T, 3, 2>(n, {grad_out, a, b}, {grad_a, grad_b}, [](const auto& in, const auto& y, int64_t len) {
+    const float* __restrict dy = in[0], * __restrict a0 = in[1], * __restrict b0 = in[2];
+    float* __restrict da = y[0], * __restrict db = y[1];
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) {
+      float d = 0;
+      const float v = A::value_and_grad(a0[i], d);
+      db[i] = dy[i] * v;
+      da[i] = (dy[i] * b0[i]) * d;
+    }
+  });
 }
 
 // Runs f with the activation's functor type.

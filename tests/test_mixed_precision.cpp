@@ -126,6 +126,46 @@ TEST_F(MixedOps, SiluAndGateInBf16WithinOneRounding) {
                  {"equal element counts and dtypes", "bfloat16", "float32"});
 }
 
+// bf16 activations are the float32 kernels on the widened inputs, each output rounded once: bit for bit, over
+// several of the kernels' staging chunks and a ragged tail, for every activation, plain and gated.
+TEST_F(MixedOps, ActivationsInBf16AreTheFloat32KernelsRounded) {
+  const int64_t n = 3 * 1024 + 37;
+  const Vec a = rounded(random_vec(n, 4, 4.0)), b = rounded(random_vec(n, 5, 2.0)), r = rounded(random_vec(n, 6));
+  auto both = [&](const Vec& v, const char* name) {
+    return std::pair{bf16_from(v, {n}, Category::temporary, name), tensor_from(v, {n}, Category::temporary, name)};
+  };
+  const auto [a16, a32] = both(a, "a");
+  const auto [b16, b32] = both(b, "b");
+  const auto [r16, r32] = both(r, "r");
+  auto pair_of = [&](const char* name) {
+    return std::pair{Tensor::empty({n}, Category::temporary, name, DType::bf16),
+                     Tensor::empty({n}, Category::temporary, name)};
+  };
+  auto expect_rounded = [&](const Tensor& got, const Tensor& f32, const std::string& what) {
+    int64_t mismatches = 0;
+    for (int64_t i = 0; i < n; ++i) mismatches += got.data_bf16()[i].bits != to_bf16(f32.data()[i]).bits;
+    EXPECT_EQ(mismatches, 0) << what;
+  };
+  for (Activation act : {Activation::silu, Activation::gelu, Activation::gelu_tanh}) {
+    const std::string name = activation_op_name(act, true);
+    auto [y16, y32] = pair_of("y");
+    auto [z16, z32] = pair_of("z");
+    activation_forward(act, y16, a16);
+    activation_forward(act, y32, a32);
+    expect_rounded(y16, y32, name + " plain forward");
+    activation_backward(act, y16, r16, a16);
+    activation_backward(act, y32, r32, a32);
+    expect_rounded(y16, y32, name + " plain backward");
+    gated_activation_forward(act, y16, a16, b16);
+    gated_activation_forward(act, y32, a32, b32);
+    expect_rounded(y16, y32, name + " gated forward");
+    gated_activation_backward(act, y16, z16, r16, a16, b16);
+    gated_activation_backward(act, y32, z32, r32, a32, b32);
+    expect_rounded(y16, y32, name + " gated backward, gate");
+    expect_rounded(z16, z32, name + " gated backward, up");
+  }
+}
+
 // RMSNorm with a float32 input, bf16 gain, bf16 output and bf16 gain gradient: the output and dg are rounded
 // once (u per element); dx is float32 arithmetic on exact bf16 gains (float32 tolerance).
 TEST_F(MixedOps, RmsnormBf16OutputAndGainAgainstFiniteDifferences) {
